@@ -1,0 +1,195 @@
+//! Capabilities are data: each protocol stack declares which selection
+//! properties it provides (RFC 9622 §6.2), and selection reads this table.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A protocol stack postsocket can race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackId {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// TLS over TCP.
+    Tls,
+    /// QUIC.
+    Quic,
+    /// WebSocket.
+    Ws,
+    /// WebTransport.
+    Wt,
+    /// WebRTC data channel.
+    Webrtc,
+}
+
+impl StackId {
+    /// Every stack, in no particular order.
+    pub const ALL: [StackId; 7] = [
+        StackId::Tcp,
+        StackId::Udp,
+        StackId::Tls,
+        StackId::Quic,
+        StackId::Ws,
+        StackId::Wt,
+        StackId::Webrtc,
+    ];
+
+    /// The short name used in traces and on the command line (`tcp`, `udp`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackId::Tcp => "tcp",
+            StackId::Udp => "udp",
+            StackId::Tls => "tls",
+            StackId::Quic => "quic",
+            StackId::Ws => "ws",
+            StackId::Wt => "wt",
+            StackId::Webrtc => "webrtc",
+        }
+    }
+
+    /// Parse a short name; the error names the known ones.
+    pub fn parse(name: &str) -> Result<StackId, crate::Error> {
+        StackId::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                crate::Error::invalid_configuration(format!(
+                    "unknown protocol stack `{name}`; known: tcp, udp, tls, quic, ws, wt, webrtc"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for StackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a stack provides a feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Support {
+    /// Always provided; cannot be turned off (Prohibit excludes the stack).
+    Always,
+    /// Can be turned on or off per Connection.
+    Optional,
+    /// Never provided (Require excludes the stack).
+    Never,
+}
+
+impl Support {
+    /// Can the stack provide the feature when asked?
+    pub fn can_provide(self) -> bool {
+        !matches!(self, Support::Never)
+    }
+    /// Can the stack run without the feature?
+    pub fn can_avoid(self) -> bool {
+        !matches!(self, Support::Always)
+    }
+}
+
+/// The security protocol a stack uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SecurityProtocol {
+    /// No security at all.
+    None,
+    /// TLS (1.2 or 1.3), including QUIC's TLS 1.3 and `wss:`.
+    Tls,
+    /// DTLS (WebRTC).
+    Dtls,
+}
+
+/// How a stack carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataUnit {
+    /// A byte stream: message boundaries need a framer.
+    ByteStream,
+    /// Datagrams or messages: boundaries are kept.
+    Message,
+}
+
+/// One row of the capability table (DESIGN.md, "Protocol mappings").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The stack this row describes.
+    pub stack: StackId,
+    /// How data is carried.
+    pub data_unit: DataUnit,
+    /// reliability (§6.2.1).
+    pub reliability: Support,
+    /// preserveMsgBoundaries (§6.2.2), without a framer.
+    pub preserve_msg_boundaries: Support,
+    /// perMsgReliability (§6.2.3).
+    pub per_msg_reliability: Support,
+    /// preserveOrder (§6.2.4).
+    pub preserve_order: Support,
+    /// zeroRttMsg (§6.2.5).
+    pub zero_rtt_msg: Support,
+    /// multistreaming (§6.2.6).
+    pub multistreaming: Support,
+    /// fullChecksumSend (§6.2.7).
+    pub full_checksum_send: Support,
+    /// fullChecksumRecv (§6.2.8).
+    pub full_checksum_recv: Support,
+    /// congestionControl (§6.2.9).
+    pub congestion_control: Support,
+    /// keepAlive (§6.2.10).
+    pub keep_alive: Support,
+    /// softErrorNotify (§6.2.17).
+    pub soft_error_notify: Support,
+    /// activeReadBeforeSend (§6.2.18).
+    pub active_read_before_send: Support,
+    /// Unidirectional connections (direction ≠ bidirectional, §6.2.16).
+    pub unidirectional: Support,
+    /// The security protocol.
+    pub security: SecurityProtocol,
+    /// Largest message the stack can send in one transmission, if bounded.
+    pub max_message_len: Option<u64>,
+}
+
+impl Capabilities {
+    /// TCP (RFC 9623 §9.1).
+    pub const TCP: Capabilities = Capabilities {
+        stack: StackId::Tcp,
+        data_unit: DataUnit::ByteStream,
+        reliability: Support::Always,
+        preserve_msg_boundaries: Support::Never,
+        per_msg_reliability: Support::Never,
+        preserve_order: Support::Always,
+        zero_rtt_msg: Support::Never,
+        multistreaming: Support::Never,
+        full_checksum_send: Support::Always,
+        full_checksum_recv: Support::Always,
+        congestion_control: Support::Always,
+        keep_alive: Support::Optional,
+        soft_error_notify: Support::Never,
+        active_read_before_send: Support::Optional,
+        unidirectional: Support::Optional,
+        security: SecurityProtocol::None,
+        max_message_len: None,
+    };
+
+    /// UDP (RFC 9623 §9.2).
+    pub const UDP: Capabilities = Capabilities {
+        stack: StackId::Udp,
+        data_unit: DataUnit::Message,
+        reliability: Support::Never,
+        preserve_msg_boundaries: Support::Always,
+        per_msg_reliability: Support::Never,
+        preserve_order: Support::Never,
+        zero_rtt_msg: Support::Always,
+        multistreaming: Support::Never,
+        full_checksum_send: Support::Always,
+        full_checksum_recv: Support::Always,
+        congestion_control: Support::Never,
+        keep_alive: Support::Never,
+        soft_error_notify: Support::Never,
+        active_read_before_send: Support::Optional,
+        unidirectional: Support::Optional,
+        security: SecurityProtocol::None,
+        // 65535 minus the IPv6 header-free UDP payload bound (65535 - 8 - 40 on IPv6, 65507 on IPv4).
+        max_message_len: Some(65_507),
+    };
+}

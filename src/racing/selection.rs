@@ -1,0 +1,1 @@
+//! Selection: filter and rank protocol stacks by the transport properties (RFC 9623 §4.1.3).
