@@ -1,8 +1,13 @@
-//! The candidate tree and the racing state machine. (Specification stub: see the helper prompt.)
-use super::{NodeId, RacingConfig, Time};
+//! The candidate tree and the racing state machine (RFC 9623 §4, RFC 8305 / Happy Eyeballs v3).
+//!
+//! The tree is built root to leaf as paths → protocol stacks → derived
+//! endpoints, with dotted ids (`1`, `1.1`, `1.1.2`). Leaves are raced in
+//! depth-first order; host names are resolved (AAAA, then A) by the driver.
+//! Everything is a pure function of the inputs and the `now` passed in.
+use super::{NodeId, RacingConfig, RacingMode, Time};
 use crate::capability::StackId;
-use crate::error::{Error, ErrorReason};
-use crate::trace::RacingTrace;
+use crate::error::{CandidateFailure, Error, ErrorReason};
+use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
 use std::net::{IpAddr, SocketAddr};
 
 /// An address family.
@@ -103,40 +108,893 @@ pub enum Action {
     Failed(Error),
 }
 
+/// The state of one leaf's connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeafState {
+    /// Not started yet (maybe not startable yet either, see `ready_at`).
+    Idle,
+    /// The driver runs its attempt.
+    Running,
+    /// It won.
+    Succeeded,
+    /// The driver reported a failure.
+    Failed,
+    /// Cancelled: another leaf won, or the overall timeout expired.
+    Cancelled,
+}
+
+/// What a node of the candidate tree is.
+#[derive(Debug)]
+enum Kind {
+    /// A network path (level 1).
+    Path,
+    /// A protocol stack under a path (level 2).
+    Protocol,
+    /// A host name to resolve (inner endpoint node).
+    Host {
+        host: String,
+        port: u16,
+        /// Index into `Racer::groups`.
+        group: usize,
+        /// Some answer carried at least one address (even if it was capped).
+        got_addresses: bool,
+        /// Set when resolution failed for this node.
+        failed: Option<String>,
+    },
+    /// An address to connect to (a leaf).
+    Leaf {
+        addr: SocketAddr,
+        state: LeafState,
+        /// Not startable before this time (the Resolution Delay gate).
+        ready_at: Time,
+        /// Why it failed (or was cancelled by the timeout).
+        failure: Option<(ErrorReason, String)>,
+    },
+}
+
+/// One node of the candidate tree.
+#[derive(Debug)]
+struct Node {
+    id: NodeId,
+    parent: Option<usize>,
+    children: Vec<usize>,
+    /// Index into `Racer::paths`.
+    path: usize,
+    stack: Option<StackId>,
+    kind: Kind,
+    /// The last number handed to a child (ids stay stable when siblings reorder).
+    child_seq: usize,
+}
+
+/// One DNS query's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryState {
+    Pending,
+    Done,
+}
+
+/// One (path, host name) pair: resolved once, fanned out to every Host node.
+#[derive(Debug)]
+struct Group {
+    path: usize,
+    host: String,
+    aaaa: QueryState,
+    a: QueryState,
+    /// When the A answer arrived while AAAA was still pending.
+    a_arrived: Option<Time>,
+    /// The Host nodes (one per protocol node and port) this group feeds.
+    hosts: Vec<usize>,
+    /// What went wrong, per query (`AAAA: ...`, `A: ...`).
+    errors: Vec<String>,
+}
+
+impl Group {
+    fn pending(&self) -> bool {
+        self.aaaa == QueryState::Pending || self.a == QueryState::Pending
+    }
+}
+
+fn family_of(ip: &IpAddr) -> Family {
+    match ip {
+        IpAddr::V6(_) => Family::V6,
+        IpAddr::V4(_) => Family::V4,
+    }
+}
+
+fn other(f: Family) -> Family {
+    match f {
+        Family::V6 => Family::V4,
+        Family::V4 => Family::V6,
+    }
+}
+
+/// Interleave address families (RFC 8305 §4): `first`, other, `first`, ...,
+/// keeping the relative order within each family; the rest of the longer
+/// family goes at the end.
+fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) -> Vec<T> {
+    let (mut a, mut b): (Vec<T>, Vec<T>) = (Vec::new(), Vec::new());
+    for item in items {
+        if family(&item) == first {
+            a.push(item);
+        } else {
+            b.push(item);
+        }
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+    out
+}
+
+fn t_ms(now: Time) -> f64 {
+    now.as_secs_f64() * 1000.0
+}
+
+fn ms_text(d: Time) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.3} ms", t_ms(d))
+    }
+}
+
 /// The racing state machine for one establishment.
+///
+/// Build it with [`Racer::new`], then after every call to `new`,
+/// [`handle_input`](Self::handle_input) or [`handle_timeout`](Self::handle_timeout)
+/// drain [`poll_action`](Self::poll_action) and re-arm the timer from
+/// [`poll_timeout`](Self::poll_timeout). It never blocks, never reads a clock
+/// and never panics on unexpected input: stale or unknown inputs are ignored.
+///
+/// The tree is paths → protocol stacks → remote endpoints (host names have
+/// their resolved addresses as children). Leaves are raced in depth-first
+/// tree order. Resolved addresses beyond [`RacingConfig::max_leaves`] are
+/// dropped silently (no node, no trace event).
+#[derive(Debug)]
 pub struct Racer {
-    _private: (),
+    config: RacingConfig,
+    paths: Vec<PathSpec>,
+    nodes: Vec<Node>,
+    roots: Vec<usize>,
+    groups: Vec<Group>,
+    /// `QueryId - 1` indexes this: (group, family).
+    queries: Vec<(usize, Family)>,
+    actions: std::collections::VecDeque<Action>,
+    trace: RacingTrace,
+    /// The latest time seen (inputs with an older `now` are clamped to it).
+    now: Time,
+    /// The overall timeout deadline.
+    deadline: Option<Time>,
+    /// When the most recent attempt started.
+    last_start: Option<Time>,
+    /// A failure happened and no leaf could start then: the next startable leaf
+    /// starts at once (Staggered).
+    credit: bool,
+    leaves: usize,
+    finished: bool,
+    winner: Option<usize>,
+    /// Why the tree is empty, for the NoCandidates message.
+    empty_reason: &'static str,
 }
 
 impl Racer {
     /// Build the tree (paths → protocols → remote endpoints) and start racing at `now`.
+    ///
+    /// Emits a `candidate` trace event per node, one [`Action::Resolve`] per
+    /// family (AAAA first, then A) for each distinct host name per path, and
+    /// starts the first startable leaf. With no paths, stacks or remotes the
+    /// race fails at once with [`ErrorReason::NoCandidates`].
     pub fn new(
-        _config: RacingConfig,
-        _paths: Vec<PathSpec>,
-        _stacks: Vec<StackId>,
-        _remotes: Vec<RemoteSpec>,
-        _now: Time,
+        config: RacingConfig,
+        paths: Vec<PathSpec>,
+        stacks: Vec<StackId>,
+        remotes: Vec<RemoteSpec>,
+        now: Time,
     ) -> Racer {
-        unimplemented!("racing engine")
+        let empty_reason = if paths.is_empty() {
+            "no network path to race on"
+        } else if stacks.is_empty() {
+            "no protocol stack to race"
+        } else if remotes.is_empty() {
+            "no remote endpoint to connect to"
+        } else {
+            "no candidate to race"
+        };
+        let deadline = config.timeout.map(|t| now + t);
+        let mut r = Racer {
+            config,
+            paths,
+            nodes: Vec::new(),
+            roots: Vec::new(),
+            groups: Vec::new(),
+            queries: Vec::new(),
+            actions: Default::default(),
+            trace: RacingTrace::new(),
+            now,
+            deadline,
+            last_start: None,
+            credit: false,
+            leaves: 0,
+            finished: false,
+            winner: None,
+            empty_reason,
+        };
+
+        // Level-3 order: literal addresses interleaved v6-first in their
+        // slots; host names keep their positions.
+        let literal: Vec<SocketAddr> = remotes
+            .iter()
+            .filter_map(|r| match r {
+                RemoteSpec::Address(a) => Some(*a),
+                RemoteSpec::Host { .. } => None,
+            })
+            .collect();
+        let mut literal = interleave(literal, Family::V6, |a| family_of(&a.ip())).into_iter();
+        let ordered: Vec<RemoteSpec> = remotes
+            .iter()
+            .map(|r| match r {
+                RemoteSpec::Address(_) => {
+                    RemoteSpec::Address(literal.next().expect("same number of addresses"))
+                }
+                host => host.clone(),
+            })
+            .collect();
+
+        for p in 0..r.paths.len() {
+            let path_name = r.paths[p]
+                .interface
+                .clone()
+                .unwrap_or_else(|| "default".to_string());
+            let path_node = r.add_node(None, p, None, Kind::Path);
+            let mut ev = r.candidate_event(path_node, crate::trace::Branch::Path);
+            ev.path = Some(path_name);
+            r.trace.push(ev);
+            for &stack in &stacks {
+                let proto = r.add_node(Some(path_node), p, Some(stack), Kind::Protocol);
+                let ev = r.candidate_event(proto, crate::trace::Branch::Protocol);
+                r.trace.push(ev);
+                for remote in &ordered {
+                    match remote {
+                        RemoteSpec::Address(addr) => {
+                            r.add_leaf(proto, *addr, now);
+                        }
+                        RemoteSpec::Host { host, port } => {
+                            let group = r.group_for(p, host);
+                            let node = r.add_node(
+                                Some(proto),
+                                p,
+                                Some(stack),
+                                Kind::Host {
+                                    host: host.clone(),
+                                    port: *port,
+                                    group,
+                                    got_addresses: false,
+                                    failed: None,
+                                },
+                            );
+                            r.groups[group].hosts.push(node);
+                            let mut ev = r.candidate_event(node, crate::trace::Branch::Endpoint);
+                            ev.host = Some(host.clone());
+                            r.trace.push(ev);
+                        }
+                    }
+                }
+            }
+        }
+
+        // AAAA then A for every (path, host) pair, back to back.
+        for g in 0..r.groups.len() {
+            for family in [Family::V6, Family::V4] {
+                r.queries.push((g, family));
+                let query = r.queries.len() as QueryId;
+                r.actions.push_back(Action::Resolve {
+                    query,
+                    path: r.paths[r.groups[g].path].clone(),
+                    host: r.groups[g].host.clone(),
+                    family,
+                });
+            }
+        }
+
+        r.drive(now);
+        r
     }
-    /// Feed an outcome.
-    pub fn handle_input(&mut self, _now: Time, _input: Input) {}
+
+    /// Feed an outcome: a DNS answer or an attempt's success or failure.
+    ///
+    /// Inputs for unknown queries or nodes, for leaves that are not running,
+    /// and anything after the race finished are ignored. If `now` is at or
+    /// past the overall timeout, the timeout is handled first and the input
+    /// is ignored.
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        if self.finished {
+            return;
+        }
+        let now = self.advance(now);
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.time_out(now);
+            return;
+        }
+        match input {
+            Input::Resolved { query, result } => self.on_resolved(now, query, result),
+            Input::AttemptSucceeded { node } => {
+                if let Some(leaf) = self.running_leaf(&node) {
+                    self.win(now, leaf);
+                    return;
+                }
+            }
+            Input::AttemptFailed {
+                node,
+                reason,
+                message,
+            } => {
+                if let Some(leaf) = self.running_leaf(&node) {
+                    let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptFailed, &node);
+                    ev.reason = Some(format!("{reason}: {message}"));
+                    self.trace.push(ev);
+                    if let Kind::Leaf { state, failure, .. } = &mut self.nodes[leaf].kind {
+                        *state = LeafState::Failed;
+                        *failure = Some((reason, message));
+                    }
+                    // A failed attempt lets the next one start right away.
+                    self.credit = true;
+                }
+            }
+        }
+        self.drive(now);
+    }
+
     /// Feed the clock when the deadline from [`poll_timeout`](Self::poll_timeout) passed.
-    pub fn handle_timeout(&mut self, _now: Time) {}
-    /// The next absolute deadline, if any timer runs.
+    ///
+    /// Starts whatever is due (stagger, resolution delay) or, at the overall
+    /// timeout, cancels every running attempt and fails with
+    /// [`ErrorReason::Timeout`]. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.finished {
+            return;
+        }
+        let now = self.advance(now);
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.time_out(now);
+            return;
+        }
+        self.drive(now);
+    }
+
+    /// The next absolute deadline, if any timer runs: the earliest of the
+    /// next start (stagger delay or resolution delay, only when a leaf waits
+    /// for it) and the overall timeout. `None` once the race finished.
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        if self.finished {
+            return None;
+        }
+        let mut best = self.deadline;
+        let min_ready = self
+            .nodes
+            .iter()
+            .filter_map(|n| match n.kind {
+                Kind::Leaf {
+                    state: LeafState::Idle,
+                    ready_at,
+                    ..
+                } => Some(ready_at),
+                _ => None,
+            })
+            .min();
+        if let Some(ready) = min_ready {
+            if let Some(allowed) = self.allowed_at() {
+                let at = ready.max(allowed);
+                best = Some(best.map_or(at, |b| b.min(at)));
+            }
+        }
+        best
     }
-    /// The next action for the driver.
+
+    /// The next action for the driver, in the order they were decided.
     pub fn poll_action(&mut self) -> Option<Action> {
-        None
+        self.actions.pop_front()
     }
-    /// The trace so far.
+
+    /// The trace so far: every candidate and every attempt, in time order.
     pub fn trace(&self) -> &RacingTrace {
-        unimplemented!()
+        &self.trace
     }
+
     /// True once Won or Failed has been emitted.
     pub fn is_finished(&self) -> bool {
-        false
+        self.finished
+    }
+
+    /// The winning leaf, once [`Action::Won`] was emitted.
+    pub fn winner(&self) -> Option<&str> {
+        self.winner.map(|n| self.nodes[n].id.as_str())
+    }
+
+    /// Take the trace out of a (usually finished) race.
+    pub fn into_trace(self) -> RacingTrace {
+        self.trace
+    }
+
+    // ---- tree building -------------------------------------------------
+
+    fn add_node(
+        &mut self,
+        parent: Option<usize>,
+        path: usize,
+        stack: Option<StackId>,
+        kind: Kind,
+    ) -> usize {
+        let idx = self.nodes.len();
+        let id = match parent {
+            None => {
+                self.roots.push(idx);
+                self.roots.len().to_string()
+            }
+            Some(p) => {
+                self.nodes[p].child_seq += 1;
+                self.nodes[p].children.push(idx);
+                format!("{}.{}", self.nodes[p].id, self.nodes[p].child_seq)
+            }
+        };
+        self.nodes.push(Node {
+            id,
+            parent,
+            children: Vec::new(),
+            path,
+            stack,
+            kind,
+            child_seq: 0,
+        });
+        idx
+    }
+
+    /// Add a leaf under `parent` unless the cap is reached; emits its candidate event.
+    fn add_leaf(&mut self, parent: usize, addr: SocketAddr, ready_at: Time) -> Option<usize> {
+        if self.leaves >= self.config.max_leaves {
+            // Dropped: RFC 9623 §11 asks to cap the tree. No node, no event.
+            return None;
+        }
+        self.leaves += 1;
+        let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
+        let leaf = self.add_node(
+            Some(parent),
+            path,
+            stack,
+            Kind::Leaf {
+                addr,
+                state: LeafState::Idle,
+                ready_at,
+                failure: None,
+            },
+        );
+        let mut ev = self.candidate_event(leaf, crate::trace::Branch::Endpoint);
+        ev.address = Some(addr.to_string());
+        self.trace.push(ev);
+        Some(leaf)
+    }
+
+    fn candidate_event(&self, node: usize, branch: crate::trace::Branch) -> TraceEvent {
+        let n = &self.nodes[node];
+        let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::Candidate, &n.id);
+        ev.parent = n.parent.map(|p| self.nodes[p].id.clone());
+        ev.branch = Some(branch);
+        ev.stack = n.stack.map(|s| s.as_str().to_string());
+        ev
+    }
+
+    fn group_for(&mut self, path: usize, host: &str) -> usize {
+        if let Some(g) = self
+            .groups
+            .iter()
+            .position(|g| g.path == path && g.host == host)
+        {
+            return g;
+        }
+        self.groups.push(Group {
+            path,
+            host: host.to_string(),
+            aaaa: QueryState::Pending,
+            a: QueryState::Pending,
+            a_arrived: None,
+            hosts: Vec::new(),
+            errors: Vec::new(),
+        });
+        self.groups.len() - 1
+    }
+
+    /// Every node in depth-first tree order.
+    fn dfs(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<usize> = self.roots.iter().rev().copied().collect();
+        while let Some(n) = stack.pop() {
+            out.push(n);
+            stack.extend(self.nodes[n].children.iter().rev());
+        }
+        out
+    }
+
+    fn leaf_state(&self, node: usize) -> Option<LeafState> {
+        match self.nodes[node].kind {
+            Kind::Leaf { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+
+    fn running_leaf(&self, id: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
+    }
+
+    fn count_running(&self) -> usize {
+        (0..self.nodes.len())
+            .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
+            .count()
+    }
+
+    // ---- resolution ----------------------------------------------------
+
+    fn on_resolved(&mut self, now: Time, query: QueryId, result: Result<Vec<IpAddr>, String>) {
+        let Some(&(g, family)) = (query as usize)
+            .checked_sub(1)
+            .and_then(|i| self.queries.get(i))
+        else {
+            return;
+        };
+        let label = match family {
+            Family::V6 => "AAAA",
+            Family::V4 => "A",
+        };
+        {
+            let group = &mut self.groups[g];
+            let state = match family {
+                Family::V6 => &mut group.aaaa,
+                Family::V4 => &mut group.a,
+            };
+            if *state == QueryState::Done {
+                return;
+            }
+            *state = QueryState::Done;
+            if family == Family::V4 && group.aaaa == QueryState::Pending {
+                group.a_arrived = Some(now);
+            }
+        }
+        let addrs = match result {
+            Ok(addrs) if addrs.is_empty() => {
+                self.groups[g].errors.push(format!("{label}: no addresses"));
+                Vec::new()
+            }
+            Ok(addrs) => addrs,
+            Err(msg) => {
+                self.groups[g].errors.push(format!("{label}: {msg}"));
+                Vec::new()
+            }
+        };
+        // Resolution Delay (RFC 8305 §3): IPv4 leaves wait for AAAA a little.
+        let v4_ready = match self.groups[g].a_arrived {
+            Some(t) if self.groups[g].aaaa == QueryState::Pending => {
+                t + self.config.resolution_delay
+            }
+            _ => now,
+        };
+        let hosts = self.groups[g].hosts.clone();
+        for &h in &hosts {
+            let port = match &mut self.nodes[h].kind {
+                Kind::Host {
+                    port,
+                    got_addresses,
+                    ..
+                } => {
+                    *got_addresses |= !addrs.is_empty();
+                    *port
+                }
+                _ => continue,
+            };
+            let mut added = false;
+            for ip in &addrs {
+                let dup = self.nodes[h].children.iter().any(
+                    |&c| matches!(self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.ip() == *ip),
+                );
+                if dup {
+                    continue;
+                }
+                let ready = match family_of(ip) {
+                    Family::V6 => now,
+                    Family::V4 => v4_ready,
+                };
+                added |= self
+                    .add_leaf(h, SocketAddr::new(*ip, port), ready)
+                    .is_some();
+            }
+            if added {
+                self.reorder_children(h);
+            }
+        }
+        // AAAA is in (answer or error): the Resolution Delay gate opens.
+        if family == Family::V6 {
+            for &h in &hosts {
+                for c in self.nodes[h].children.clone() {
+                    if let Kind::Leaf {
+                        state: LeafState::Idle,
+                        ready_at,
+                        ..
+                    } = &mut self.nodes[c].kind
+                    {
+                        if *ready_at > now {
+                            *ready_at = now;
+                        }
+                    }
+                }
+            }
+        }
+        if !self.groups[g].pending() {
+            let message = self.groups[g].errors.join("; ");
+            for &h in &hosts {
+                let fail = match &mut self.nodes[h].kind {
+                    Kind::Host {
+                        got_addresses: false,
+                        failed,
+                        ..
+                    } if failed.is_none() => {
+                        *failed = Some(message.clone());
+                        true
+                    }
+                    _ => false,
+                };
+                if fail {
+                    let mut ev = TraceEvent::new(
+                        t_ms(now),
+                        TraceEventKind::AttemptFailed,
+                        &self.nodes[h].id,
+                    );
+                    ev.reason = Some(format!("{}: {message}", ErrorReason::ResolutionFailed));
+                    self.trace.push(ev);
+                }
+            }
+        }
+    }
+
+    /// Re-sort a Host node's children after new answers: started ones keep
+    /// their place at the front; the others are interleaved by family,
+    /// starting with the family opposite to the last started one (v6 when
+    /// none started), keeping the order within each family.
+    fn reorder_children(&mut self, h: usize) {
+        let children = std::mem::take(&mut self.nodes[h].children);
+        let (started, idle): (Vec<usize>, Vec<usize>) = children
+            .into_iter()
+            .partition(|&c| self.leaf_state(c) != Some(LeafState::Idle));
+        let fam = |c: &usize| match self.nodes[*c].kind {
+            Kind::Leaf { addr, .. } => family_of(&addr.ip()),
+            _ => Family::V6,
+        };
+        let first = started.last().map_or(Family::V6, |c| other(fam(c)));
+        let idle = interleave(idle, first, fam);
+        let mut children = started;
+        children.extend(idle);
+        self.nodes[h].children = children;
+    }
+
+    // ---- racing --------------------------------------------------------
+
+    fn advance(&mut self, now: Time) -> Time {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// When the racing mode lets the next leaf start (ignoring readiness).
+    fn allowed_at(&self) -> Option<Time> {
+        let running = self.count_running();
+        match self.config.mode {
+            RacingMode::Simultaneous => Some(self.now),
+            RacingMode::Failover => (running == 0).then_some(self.now),
+            RacingMode::Staggered => {
+                if running == 0 || self.credit {
+                    Some(self.now)
+                } else {
+                    Some(
+                        self.last_start
+                            .map_or(self.now, |t| t + self.config.connection_attempt_delay),
+                    )
+                }
+            }
+        }
+    }
+
+    /// The first startable, not yet started leaf in tree order.
+    fn next_startable(&self, now: Time) -> Option<usize> {
+        self.dfs().into_iter().find(|&n| {
+            matches!(self.nodes[n].kind, Kind::Leaf { state: LeafState::Idle, ready_at, .. } if ready_at <= now)
+        })
+    }
+
+    /// Start whatever may start now, then check whether the race is lost.
+    fn drive(&mut self, now: Time) {
+        while !self.finished {
+            if !self.allowed_at().is_some_and(|t| t <= now) {
+                break;
+            }
+            let Some(leaf) = self.next_startable(now) else {
+                break;
+            };
+            self.start(now, leaf);
+        }
+        self.check_lost(now);
+    }
+
+    fn start(&mut self, now: Time, leaf: usize) {
+        let node = &mut self.nodes[leaf];
+        let Kind::Leaf { addr, state, .. } = &mut node.kind else {
+            return;
+        };
+        *state = LeafState::Running;
+        let remote = *addr;
+        self.credit = false;
+        self.last_start = Some(now);
+        self.trace.push(TraceEvent::new(
+            t_ms(now),
+            TraceEventKind::AttemptStarted,
+            &node.id,
+        ));
+        self.actions.push_back(Action::StartAttempt {
+            node: node.id.clone(),
+            path: self.paths[node.path].clone(),
+            stack: node.stack.expect("leaves have a stack"),
+            remote,
+        });
+    }
+
+    fn cancel_running(&mut self, now: Time, except: Option<usize>, why: Option<String>) {
+        for n in self.dfs() {
+            if Some(n) == except || self.leaf_state(n) != Some(LeafState::Running) {
+                continue;
+            }
+            if let Kind::Leaf { state, failure, .. } = &mut self.nodes[n].kind {
+                *state = LeafState::Cancelled;
+                *failure = why.clone().map(|m| (ErrorReason::Timeout, m));
+            }
+            let id = self.nodes[n].id.clone();
+            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptCancelled, &id);
+            ev.reason = why
+                .as_ref()
+                .map(|m| format!("{}: {m}", ErrorReason::Timeout));
+            self.trace.push(ev);
+            self.actions.push_back(Action::CancelAttempt { node: id });
+        }
+    }
+
+    fn win(&mut self, now: Time, leaf: usize) {
+        if let Kind::Leaf { state, .. } = &mut self.nodes[leaf].kind {
+            *state = LeafState::Succeeded;
+        }
+        let id = self.nodes[leaf].id.clone();
+        self.trace.push(TraceEvent::new(
+            t_ms(now),
+            TraceEventKind::AttemptSucceeded,
+            &id,
+        ));
+        self.trace
+            .push(TraceEvent::new(t_ms(now), TraceEventKind::Won, &id));
+        self.cancel_running(now, Some(leaf), None);
+        self.actions.push_back(Action::Won { node: id });
+        self.winner = Some(leaf);
+        self.finished = true;
+    }
+
+    /// Fail when nothing is running, nothing is left to start and no query is pending.
+    fn check_lost(&mut self, now: Time) {
+        if self.finished || self.groups.iter().any(Group::pending) {
+            return;
+        }
+        let open = (0..self.nodes.len()).any(|n| {
+            matches!(
+                self.leaf_state(n),
+                Some(LeafState::Idle | LeafState::Running)
+            )
+        });
+        if open {
+            return;
+        }
+        let candidates = self.failures(false);
+        let n = candidates.len();
+        let (reason, message) = if n == 0 {
+            (ErrorReason::NoCandidates, self.empty_reason.to_string())
+        } else if candidates
+            .iter()
+            .all(|c| c.reason == ErrorReason::ResolutionFailed)
+        {
+            (
+                ErrorReason::ResolutionFailed,
+                format!("all {n} candidates failed"),
+            )
+        } else {
+            (
+                ErrorReason::EstablishmentFailed,
+                format!("all {n} candidates failed"),
+            )
+        };
+        self.fail(now, Error::new(reason, message).with_candidates(candidates));
+    }
+
+    fn time_out(&mut self, now: Time) {
+        let limit = self.config.timeout.unwrap_or_default();
+        let why = format!("no candidate succeeded within {}", ms_text(limit));
+        self.cancel_running(now, None, Some(why.clone()));
+        let candidates = self.failures(true);
+        self.fail(
+            now,
+            Error::new(
+                ErrorReason::Timeout,
+                format!("establishment timed out after {}", ms_text(limit)),
+            )
+            .with_candidates(candidates),
+        );
+    }
+
+    /// Failed nodes in tree order. With `timed_out`, Host nodes still
+    /// waiting for their first answer are listed too (reason Timeout).
+    fn failures(&self, timed_out: bool) -> Vec<CandidateFailure> {
+        let mut out = Vec::new();
+        for n in self.dfs() {
+            let node = &self.nodes[n];
+            let stack = node.stack.map(|s| s.as_str().to_string());
+            match &node.kind {
+                Kind::Leaf {
+                    addr,
+                    failure: Some((reason, message)),
+                    ..
+                } => out.push(CandidateFailure {
+                    id: node.id.clone(),
+                    stack,
+                    address: Some(addr.to_string()),
+                    reason: *reason,
+                    message: message.clone(),
+                }),
+                Kind::Host {
+                    host,
+                    failed,
+                    group,
+                    got_addresses,
+                    ..
+                } => {
+                    let failure = match failed {
+                        Some(m) => Some((ErrorReason::ResolutionFailed, m.clone())),
+                        None if timed_out && !got_addresses && self.groups[*group].pending() => {
+                            Some((
+                                ErrorReason::Timeout,
+                                "resolution did not finish".to_string(),
+                            ))
+                        }
+                        None => None,
+                    };
+                    if let Some((reason, message)) = failure {
+                        out.push(CandidateFailure {
+                            id: node.id.clone(),
+                            stack,
+                            address: Some(host.clone()),
+                            reason,
+                            message,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn fail(&mut self, now: Time, error: Error) {
+        let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::EstablishmentError, "0");
+        ev.reason = Some(format!("{}: {}", error.reason, error.message));
+        self.trace.push(ev);
+        self.actions.push_back(Action::Failed(error));
+        self.finished = true;
     }
 }
