@@ -217,6 +217,14 @@ fn ids<'a>(events: impl Iterator<Item = &'a TraceEvent>) -> Vec<String> {
     events.map(|e| e.id.clone()).collect()
 }
 
+/// Trace times are `secs_f64 * 1000`, so compare with a tolerance.
+fn assert_ms(t_ms: f64, expected: f64) {
+    assert!(
+        (t_ms - expected).abs() < 1e-6,
+        "{t_ms} ms, expected {expected} ms"
+    );
+}
+
 fn assert_trace_sorted(trace: &RacingTrace) {
     for w in trace.events.windows(2) {
         assert!(w[0].t_ms <= w[1].t_ms, "trace out of order: {w:?}");
@@ -268,7 +276,7 @@ fn literal_v6_then_v4_at_250_and_v4_wins() {
     let succ = trace
         .find(TraceEventKind::AttemptSucceeded, "1.1.2")
         .unwrap();
-    assert_eq!(succ.t_ms, 260.0);
+    assert_ms(succ.t_ms, 260.0);
     // attempt_succeeded, then won, then cancellations.
     let kinds: Vec<_> = trace.events.iter().rev().take(3).map(|e| e.event).collect();
     assert_eq!(
@@ -323,7 +331,7 @@ fn v6_refused_starts_v4_at_once() {
         failed.reason.as_deref(),
         Some("EstablishmentFailed: connection refused")
     );
-    assert_eq!(failed.t_ms, 5.0);
+    assert_ms(failed.t_ms, 5.0);
 }
 
 #[test]
@@ -405,7 +413,7 @@ fn every_candidate_fails() {
         .trace()
         .find(TraceEventKind::EstablishmentError, "0")
         .unwrap();
-    assert_eq!(ev.t_ms, 9.0);
+    assert_ms(ev.t_ms, 9.0);
     assert_eq!(
         ev.reason.as_deref(),
         Some("EstablishmentFailed: all 2 candidates failed")
@@ -452,11 +460,11 @@ fn host_aaaa_first_starts_v6_at_once() {
         ])
     );
     let c = sim.trace().candidate("1.1.1.1").unwrap();
-    assert_eq!(c.t_ms, 10.0);
+    assert_ms(c.t_ms, 10.0);
     assert_eq!(c.parent.as_deref(), Some("1.1.1"));
     assert_eq!(c.stack.as_deref(), Some("tcp"));
     assert_eq!(c.address.as_deref(), Some("[2001:db8::1]:443"));
-    assert_eq!(sim.trace().candidate("1.1.1.2").unwrap().t_ms, 12.0);
+    assert_ms(sim.trace().candidate("1.1.1.2").unwrap().t_ms, 12.0);
 }
 
 #[test]
@@ -619,6 +627,78 @@ fn each_path_resolves_on_its_own() {
         Action::StartAttempt { path, .. } => assert_eq!(path.interface.as_deref(), Some("eth0")),
         _ => unreachable!(),
     }
+}
+
+#[test]
+fn same_host_with_two_ports_is_resolved_once() {
+    let mut sim = Sim::tcp(
+        cfg(),
+        vec![host("example.com", 80), host("example.com", 8080)],
+    );
+    assert_eq!(
+        sim.resolves(),
+        [
+            "resolve 1 example.com V6 default",
+            "resolve 2 example.com V4 default"
+        ]
+    );
+    sim.answer(10, 1, &["2001:db8::1"]);
+    sim.nxdomain(11, 2);
+    sim.advance_to(ms(1000));
+    assert_eq!(
+        sim.timeline(),
+        tl(&[
+            (10, "start 1.1.1.1 tcp [2001:db8::1]:80"),
+            (260, "start 1.1.2.1 tcp [2001:db8::1]:8080"),
+        ])
+    );
+    assert_eq!(sim.racer.running(), ["1.1.1.1", "1.1.2.1"]);
+}
+
+#[test]
+fn times_are_relative_to_the_start_given_to_new() {
+    let config = RacingConfig {
+        timeout: Some(ms(1000)),
+        ..cfg()
+    };
+    let start = ms(100);
+    let remotes = vec![lit("[::1]:80"), lit("127.0.0.1:80")];
+    let mut racer = Racer::new(config, default_path(), vec![StackId::Tcp], remotes, start);
+    assert!(matches!(
+        racer.poll_action(),
+        Some(Action::StartAttempt { .. })
+    ));
+    assert_eq!(racer.poll_action(), None);
+    assert_eq!(racer.poll_timeout(), Some(ms(350)));
+    racer.handle_timeout(ms(350));
+    assert!(matches!(
+        racer.poll_action(),
+        Some(Action::StartAttempt { .. })
+    ));
+    assert_eq!(racer.poll_timeout(), Some(ms(1100)));
+    // A stale `now` is clamped: the trace never goes back in time.
+    racer.handle_input(
+        ms(50),
+        Input::AttemptFailed {
+            node: "1.1.1".into(),
+            reason: ErrorReason::EstablishmentFailed,
+            message: "refused".into(),
+        },
+    );
+    assert_trace_sorted(racer.trace());
+    racer.handle_timeout(ms(1100));
+    assert_eq!(
+        racer.poll_action(),
+        Some(Action::CancelAttempt {
+            node: "1.1.2".into()
+        })
+    );
+    assert!(
+        matches!(racer.poll_action(), Some(Action::Failed(e)) if e.reason == ErrorReason::Timeout)
+    );
+    assert!(racer.running().is_empty());
+    let trace = racer.into_trace();
+    assert_ms(trace.events.last().unwrap().t_ms, 1100.0);
 }
 
 // ---- 5. interleaving ----------------------------------------------------------
@@ -900,17 +980,17 @@ fn timeout_cancels_and_fails_at_the_deadline() {
         ]
     );
     let t = sim.trace();
-    assert_eq!(
+    assert_ms(
         t.find(TraceEventKind::AttemptCancelled, "1.1.1")
             .unwrap()
             .t_ms,
-        1000.0
+        1000.0,
     );
-    assert_eq!(
+    assert_ms(
         t.find(TraceEventKind::EstablishmentError, "0")
             .unwrap()
             .t_ms,
-        1000.0
+        1000.0,
     );
     assert_eq!(sim.racer.poll_timeout(), None);
     assert_trace_sorted(t);
@@ -1312,7 +1392,7 @@ fn check_invariants(s: &Script, sim: &Sim, all_outcomes_given: bool) {
                 let t = w[0].0 as f64;
                 let failure_then = trace
                     .of_kind(TraceEventKind::AttemptFailed)
-                    .any(|e| e.t_ms == t);
+                    .any(|e| (e.t_ms - t).abs() < 1e-6);
                 assert!(failure_then, "two starts at {t} ms\n{}", trace.timeline());
             }
         }
@@ -1342,7 +1422,12 @@ fn check_invariants(s: &Script, sim: &Sim, all_outcomes_given: bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES=N overrides the default of 512 per property.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn invariants_with_every_outcome_given(s in script()) {

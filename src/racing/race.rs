@@ -253,8 +253,28 @@ fn ms_text(d: Time) -> String {
 ///
 /// The tree is paths → protocol stacks → remote endpoints (host names have
 /// their resolved addresses as children). Leaves are raced in depth-first
-/// tree order. Resolved addresses beyond [`RacingConfig::max_leaves`] are
-/// dropped silently (no node, no trace event).
+/// tree order; the next leaf is always the first one that is startable and
+/// not started yet.
+///
+/// Details the RFCs leave open, as decided here:
+/// - Literal addresses are interleaved by family (v6 first) in the slots the
+///   addresses had among the remotes; host names keep their slots. Answers
+///   that arrive mid-race are interleaved with the siblings that have not
+///   started yet, beginning with the family opposite to the last started
+///   sibling (v6 if none started); started siblings keep their places.
+///   Node ids are given at creation and never change when siblings reorder.
+/// - Leaves beyond [`RacingConfig::max_leaves`] (literal or resolved, in
+///   creation order) are dropped silently: no node, no trace event. A host
+///   whose addresses were all dropped does not count as a failed candidate.
+/// - Staggered: a failure lets the next leaf start at once, even when other
+///   attempts still run. If no leaf is startable at that moment, the next
+///   leaf to become startable starts at once.
+/// - The overall timeout runs from the `now` given to [`Racer::new`]. On
+///   timeout the error lists the failures so far, the cancelled attempts and
+///   the hosts still waiting for their first answer (all as `Timeout`).
+/// - An input whose `now` is at or past the overall timeout is ignored: the
+///   timeout is handled first. A `now` older than one already seen is
+///   treated as the latest one, so the trace never goes back in time.
 #[derive(Debug)]
 pub struct Racer {
     config: RacingConfig,
@@ -467,8 +487,11 @@ impl Racer {
     }
 
     /// The next absolute deadline, if any timer runs: the earliest of the
-    /// next start (stagger delay or resolution delay, only when a leaf waits
-    /// for it) and the overall timeout. `None` once the race finished.
+    /// next start (the later of the stagger delay and the earliest
+    /// resolution-delay gate, only when a leaf waits to start) and the
+    /// overall timeout. `None` once the race finished. In Failover mode no
+    /// start deadline exists while an attempt runs (only an input moves the
+    /// race on), so only the overall timeout, if any, is returned.
     pub fn poll_timeout(&self) -> Option<Time> {
         if self.finished {
             return None;
@@ -513,6 +536,16 @@ impl Racer {
     /// The winning leaf, once [`Action::Won`] was emitted.
     pub fn winner(&self) -> Option<&str> {
         self.winner.map(|n| self.nodes[n].id.as_str())
+    }
+
+    /// The leaves whose attempts are running now, in tree order (for a
+    /// driver that must close them when it drops the race early).
+    pub fn running(&self) -> Vec<NodeId> {
+        self.dfs()
+            .into_iter()
+            .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
+            .map(|n| self.nodes[n].id.clone())
+            .collect()
     }
 
     /// Take the trace out of a (usually finished) race.
