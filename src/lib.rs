@@ -1,6 +1,28 @@
 //! # postsocket
 //!
-//! The IETF Transport Services API (TAPS, RFC 9622) in Rust, for native programs and the browser.
+//! The IETF Transport Services API (TAPS, RFC 9622) in Rust, for native
+//! programs and the browser. An application says what it needs from the
+//! transport ([`TransportProperties`]) and whom it talks to
+//! ([`RemoteEndpoint`]); a [`Preconnection`] gathers candidate paths,
+//! protocols and addresses, races them Happy-Eyeballs style (the sans-IO
+//! engine in [`racing`]), and hands back one [`Connection`] that sends and
+//! receives Messages. Every establishment records a [`RacingTrace`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), postsocket::Error> {
+//! use postsocket::{framer::DelimiterFramer, Preconnection, RemoteEndpoint,
+//!     SecurityParameters, TransportProperties};
+//! let remote = RemoteEndpoint::new().with_host_name("localhost")?.with_port(7)?;
+//! let mut pre = Preconnection::new(vec![], vec![remote], TransportProperties::new(),
+//!     SecurityParameters::disabled());
+//! pre.add_framer(DelimiterFramer::line());
+//! let conn = pre.initiate().await?;
+//! conn.send_message("hello").await.expect("sent");
+//! let reply = conn.receive().await.expect("received");
+//! println!("{}", String::from_utf8_lossy(reply.data()));
+//! conn.close().await?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 #[cfg(all(target_arch = "wasm32", not(target_os = "unknown")))]
@@ -8,11 +30,36 @@ compile_error!(
     "postsocket supports wasm32 only in the browser (wasm32-unknown-unknown); wasm32-wasi is not the browser"
 );
 
+mod backend;
 pub mod capability;
+pub mod connection;
+pub mod endpoint;
 pub mod error;
+mod establish;
+pub mod event;
+pub mod framer;
+pub mod listener;
+pub mod message;
+pub mod preconnection;
+pub mod properties;
 pub mod racing;
+pub mod resolver;
+mod runtime;
+pub mod security;
 pub mod trace;
 
 pub use capability::{Capabilities, StackId};
+pub use connection::{Connection, ReceiveError, SendFailure, Sent, RECV_MSG_MAX_LEN};
+pub use endpoint::{LocalEndpoint, RemoteEndpoint};
 pub use error::{CandidateFailure, Error, ErrorReason};
+pub use event::{ConnectionEvent, ListenerEvent};
+pub use listener::Listener;
+pub use message::{MessageContext, ReceiveEvent};
+pub use preconnection::Preconnection;
+pub use properties::{
+    ConnState, ConnectionProperties, MessageProperties, Preference, PropertyValue,
+    SelectionProperty, TransportProperties,
+};
+pub use resolver::{Resolver, SystemResolver};
+pub use security::SecurityParameters;
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};

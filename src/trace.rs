@@ -122,7 +122,9 @@ impl RacingTrace {
 
     /// The id of the winning leaf, if any.
     pub fn winner(&self) -> Option<&str> {
-        self.of_kind(TraceEventKind::Won).map(|e| e.id.as_str()).next()
+        self.of_kind(TraceEventKind::Won)
+            .map(|e| e.id.as_str())
+            .next()
     }
 
     /// One JSON object per line.
@@ -160,7 +162,10 @@ impl RacingTrace {
             if let Some(b) = c.branch {
                 let _ = write!(out, " [{}]", format!("{b:?}").to_lowercase());
             }
-            for v in [&c.path, &c.stack, &c.host, &c.address].into_iter().flatten() {
+            for v in [&c.path, &c.stack, &c.host, &c.address]
+                .into_iter()
+                .flatten()
+            {
                 let _ = write!(out, " {v}");
             }
             out.push('\n');
@@ -190,7 +195,11 @@ impl RacingTrace {
                         .join(" ")
                 })
                 .unwrap_or_default();
-            let _ = write!(out, "  {:>9.1} ms  {:<8} {:<18} {what}", e.t_ms, e.id, label);
+            let _ = write!(
+                out,
+                "  {:>9.1} ms  {:<8} {:<18} {what}",
+                e.t_ms, e.id, label
+            );
             if let Some(r) = &e.reason {
                 let _ = write!(out, ": {r}");
             }

@@ -59,7 +59,9 @@ impl RacingConfig {
             )));
         }
         if self.max_leaves == 0 {
-            return Err(Error::invalid_configuration("max_leaves must be at least 1"));
+            return Err(Error::invalid_configuration(
+                "max_leaves must be at least 1",
+            ));
         }
         Ok(())
     }

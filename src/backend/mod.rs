@@ -1,0 +1,55 @@
+//! Backends: the protocol stacks of each target, behind one internal shape.
+//! This is the only place (with `runtime`) that selects code by target.
+//!
+//! Each target module provides: `registry()` (the capability rows of the
+//! stacks it has), `connect()` (one racing attempt), `Transport` (an
+//! established stack: read, write, shut down, abort), `BackendListener`, and
+//! `system_resolve()`.
+
+cfg_if::cfg_if! {
+    if #[cfg(web)] {
+        mod web;
+        pub(crate) use web::*;
+    } else {
+        mod native;
+        pub(crate) use native::*;
+    }
+}
+
+use crate::capability::Capabilities;
+use std::net::SocketAddr;
+
+/// What a read returned.
+#[derive(Debug)]
+#[cfg_attr(web, allow(dead_code))] // browser stacks come with the browser issue
+pub(crate) enum Recv {
+    /// Bytes were appended to the buffer (byte streams).
+    Bytes,
+    /// One whole datagram.
+    Datagram(Vec<u8>),
+    /// The peer finished sending.
+    Eof,
+}
+
+/// A connection a Listener accepted.
+pub(crate) struct Incoming {
+    pub(crate) transport: Transport,
+    pub(crate) caps: &'static Capabilities,
+    pub(crate) remote: SocketAddr,
+}
+
+/// Socket options for one attempt or listener, derived from the properties.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(web, allow(dead_code))]
+pub(crate) struct SocketOptions {
+    /// Local address to bind (port 0 = ephemeral).
+    pub(crate) local: Option<SocketAddr>,
+    /// Interface to bind to (SO_BINDTODEVICE).
+    pub(crate) interface: Option<String>,
+    /// TCP keep-alive: `Some(None)` on with system timers, `Some(Some(t))` with idle time t.
+    pub(crate) keep_alive: Option<Option<std::time::Duration>>,
+    /// TCP_USER_TIMEOUT.
+    pub(crate) user_timeout: Option<std::time::Duration>,
+    /// DSCP code point (connCapacityProfile).
+    pub(crate) dscp: u8,
+}

@@ -1,0 +1,238 @@
+//! Native stacks: TCP and UDP over tokio and socket2.
+
+mod tcp;
+mod udp;
+
+use super::{Incoming, Recv, SocketOptions};
+use crate::capability::{Capabilities, StackId};
+use crate::racing::Family;
+use crate::runtime::BoxFuture;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
+
+pub(crate) use tcp::TcpTransport;
+pub(crate) use udp::UdpTransport;
+
+/// The stacks this target has, in default preference order.
+pub(crate) fn registry() -> &'static [Capabilities] {
+    &[Capabilities::TCP, Capabilities::UDP]
+}
+
+/// An established stack instance.
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    /// A TCP connection.
+    Tcp(TcpTransport),
+    /// A UDP flow (connected socket, or one peer of a UDP listener).
+    Udp(UdpTransport),
+}
+
+impl Transport {
+    /// Read: append bytes (streams) or return one datagram.
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        match self {
+            Transport::Tcp(t) => t.read(buf).await,
+            Transport::Udp(u) => u.read().await,
+        }
+    }
+
+    /// Write some of `bufs` (streams), returning how many bytes went out.
+    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(t) => t.write_vectored(bufs).await,
+            Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
+        }
+    }
+
+    /// Send one datagram.
+    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
+            Transport::Udp(u) => u.send(data).await,
+        }
+    }
+
+    /// Finish sending (TCP FIN).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(t) => t.shutdown_write(),
+            Transport::Udp(_) => Ok(()),
+        }
+    }
+
+    /// Abort: TCP RST on close; wake every pending read.
+    pub(crate) fn abort(&self) {
+        match self {
+            Transport::Tcp(t) => t.abort(),
+            Transport::Udp(u) => u.abort(),
+        }
+    }
+
+    /// Set the DSCP of outgoing packets.
+    pub(crate) fn set_dscp(&self, dscp: u8) -> io::Result<()> {
+        match self {
+            Transport::Tcp(t) => tcp::set_dscp(&socket2::SockRef::from(t.stream()), dscp),
+            Transport::Udp(u) => tcp::set_dscp(&socket2::SockRef::from(u.socket()), dscp),
+        }
+    }
+
+    /// The local address.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Transport::Tcp(t) => t.stream().local_addr().ok(),
+            Transport::Udp(u) => u.socket().local_addr().ok(),
+        }
+    }
+
+    /// The remote address.
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Transport::Tcp(t) => t.stream().peer_addr().ok(),
+            Transport::Udp(u) => Some(u.peer()),
+        }
+    }
+
+    /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
+    pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Udp(u) => Some(u.path_max_payload()),
+        }
+    }
+}
+
+/// One racing attempt: open `stack` to `remote`.
+pub(crate) async fn connect(
+    stack: StackId,
+    remote: SocketAddr,
+    opts: &SocketOptions,
+) -> io::Result<Transport> {
+    match stack {
+        StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
+        StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {other} stack is not in this build"),
+        )),
+    }
+}
+
+/// A listening stack: yields accepted connections.
+pub(crate) struct BackendListener {
+    rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+    local: SocketAddr,
+    stop: Vec<tokio::task::AbortHandle>,
+}
+
+impl BackendListener {
+    /// Listen on `addr` with every stack in `stacks` (same port number for all).
+    pub(crate) async fn bind(
+        stacks: &[StackId],
+        addr: SocketAddr,
+        opts: &SocketOptions,
+    ) -> io::Result<BackendListener> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut local = addr;
+        let mut stop = Vec::new();
+        for stack in stacks {
+            let a = SocketAddr::new(addr.ip(), local.port());
+            let (bound, handle) = match stack {
+                StackId::Tcp => tcp::listen(a, opts, tx.clone())?,
+                StackId::Udp => udp::listen(a, opts, tx.clone())?,
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("the {other} stack cannot listen in this build"),
+                    ))
+                }
+            };
+            local = bound;
+            stop.push(handle);
+        }
+        Ok(BackendListener { rx, local, stop })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The next accepted connection; `None` once stopped.
+    pub(crate) async fn accept(&mut self) -> Option<io::Result<Incoming>> {
+        use futures::StreamExt;
+        self.rx.next().await
+    }
+
+    /// Stop listening: close the listening sockets.
+    pub(crate) fn stop(&mut self) {
+        for h in self.stop.drain(..) {
+            h.abort();
+        }
+        self.rx.close();
+    }
+}
+
+impl Drop for BackendListener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// getaddrinfo for one family, off the async threads.
+pub(crate) fn system_resolve(
+    host: String,
+    family: Family,
+) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
+    Box::pin(async move {
+        let h = host.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let hints = dns_lookup::AddrInfoHints {
+                address: match family {
+                    Family::V6 => socket2::Domain::IPV6.into(),
+                    Family::V4 => socket2::Domain::IPV4.into(),
+                },
+                socktype: socket2::Type::STREAM.into(),
+                ..Default::default()
+            };
+            dns_lookup::getaddrinfo(Some(&h), None, Some(hints))
+                .map_err(|e| format!("{e:?}"))
+                .map(|iter| {
+                    let mut out: Vec<IpAddr> = Vec::new();
+                    for a in iter.flatten() {
+                        if !out.contains(&a.sockaddr.ip()) {
+                            out.push(a.sockaddr.ip());
+                        }
+                    }
+                    out
+                })
+        })
+        .await
+        .map_err(|e| format!("resolver task failed: {e}"))?;
+        match res {
+            Ok(v) if v.is_empty() => Err(format!("no {} address for {host}", fam(family))),
+            Ok(v) => Ok(v),
+            Err(e) => Err(format!("no {} address for {host}: {e}", fam(family))),
+        }
+    })
+}
+
+fn fam(f: Family) -> &'static str {
+    match f {
+        Family::V6 => "IPv6",
+        Family::V4 => "IPv4",
+    }
+}
+
+/// Apply keep-alive and user timeout to an open socket.
+pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
+    if let Transport::Tcp(t) = t {
+        let s = socket2::SockRef::from(t.stream());
+        if let Some(idle) = opts.keep_alive {
+            let _ = s.set_keepalive(true);
+            if let Some(idle) = idle {
+                let _ = s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle));
+            }
+        }
+        let _ = s.set_tcp_user_timeout(opts.user_timeout);
+    }
+}

@@ -1,0 +1,175 @@
+//! TCP (RFC 9623 §9.1) over tokio and socket2. TCP_NODELAY is on by default:
+//! postsocket already hands whole Messages (and batches) to the kernel.
+
+use crate::backend::{Incoming, Recv, SocketOptions};
+use crate::capability::Capabilities;
+use futures::channel::mpsc::UnboundedSender;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Read in chunks of this size.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An established TCP connection, shared by the send and receive sides.
+#[derive(Clone, Debug)]
+pub(crate) struct TcpTransport {
+    stream: Arc<tokio::net::TcpStream>,
+}
+
+pub(crate) fn set_dscp(sock: &SockRef<'_>, dscp: u8) -> io::Result<()> {
+    let tos = u32::from(dscp) << 2;
+    match sock.local_addr()?.as_socket() {
+        Some(SocketAddr::V6(_)) => sock.set_tclass_v6(tos),
+        _ => sock.set_tos_v4(tos),
+    }
+}
+
+fn socket_for(
+    addr: &SocketAddr,
+    ty: Type,
+    proto: Protocol,
+    opts: &SocketOptions,
+) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(*addr), ty, Some(proto))?;
+    sock.set_nonblocking(true)?;
+    if let Some(ifname) = &opts.interface {
+        sock.bind_device(Some(ifname.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind to interface {ifname}: {e}"))
+        })?;
+    }
+    if opts.dscp != 0 {
+        let tos = u32::from(opts.dscp) << 2;
+        if addr.is_ipv6() {
+            sock.set_tclass_v6(tos)?;
+        } else {
+            sock.set_tos_v4(tos)?;
+        }
+    }
+    Ok(sock)
+}
+
+fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
+    sock.set_tcp_nodelay(true)?;
+    if let Some(idle) = opts.keep_alive {
+        sock.set_keepalive(true)?;
+        if let Some(idle) = idle {
+            sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+        }
+    }
+    if let Some(t) = opts.user_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
+    }
+    Ok(())
+}
+
+impl TcpTransport {
+    /// Connect (one racing attempt): ready after the three-way handshake.
+    pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
+        let sock = socket_for(&remote, Type::STREAM, Protocol::TCP, opts)?;
+        if let Some(local) = opts.local {
+            if local.is_ipv6() != remote.is_ipv6() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("local address {local} and remote {remote} are of different families"),
+                ));
+            }
+            sock.bind(&local.into())?;
+        }
+        apply_stream_options(&SockRef::from(&sock), opts)?;
+        let std_stream: std::net::TcpStream = sock.into();
+        let tsock = tokio::net::TcpSocket::from_std_stream(std_stream);
+        let stream = tsock.connect(remote).await?;
+        Ok(TcpTransport::from_stream(stream))
+    }
+
+    pub(crate) fn from_stream(stream: tokio::net::TcpStream) -> Self {
+        TcpTransport {
+            stream: Arc::new(stream),
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &tokio::net::TcpStream {
+        &self.stream
+    }
+
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        buf.reserve(READ_CHUNK);
+        loop {
+            self.stream.readable().await?;
+            match self.stream.try_read_buf(buf) {
+                Ok(0) => return Ok(Recv::Eof),
+                Ok(_) => return Ok(Recv::Bytes),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            self.stream.writable().await?;
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) if bufs.iter().any(|b| !b.is_empty()) => {
+                    return Err(io::ErrorKind::WriteZero.into())
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Linger 0 makes the final close send RST; shutting down reading wakes
+    /// every pending read.
+    pub(crate) fn abort(&self) {
+        let s = SockRef::from(&*self.stream);
+        let _ = s.set_linger(Some(std::time::Duration::ZERO));
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Listen for TCP on `addr`; accepted connections go to `tx`.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let sock = socket_for(&addr, Type::STREAM, Protocol::TCP, opts)?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    let listener = tokio::net::TcpListener::from_std(sock.into())?;
+    let local = listener.local_addr()?;
+    let opts = opts.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let item = match listener.accept().await {
+                Ok((stream, remote)) => {
+                    if let Err(e) = apply_stream_options(&SockRef::from(&stream), &opts) {
+                        Err(e)
+                    } else {
+                        Ok(Incoming {
+                            transport: super::Transport::Tcp(TcpTransport::from_stream(stream)),
+                            caps: &Capabilities::TCP,
+                            remote,
+                        })
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if tx.unbounded_send(item).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((local, task.abort_handle()))
+}

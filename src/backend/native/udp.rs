@@ -1,0 +1,199 @@
+//! UDP (RFC 9623 §9.2): one Connection per remote. A client Connection owns a
+//! connected socket; a Listener shares one socket and demultiplexes datagrams
+//! by 4-tuple into Connections, the first datagram from a new peer yielding
+//! ConnectionReceived.
+
+use crate::backend::{Incoming, Recv, SocketOptions};
+use crate::capability::Capabilities;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How many datagrams a Listener queues per peer Connection that is not
+/// reading, like a socket receive buffer; more are dropped, as the kernel
+/// drops datagrams for a full socket.
+pub(crate) const PEER_QUEUE: usize = 1024;
+
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+type PeerRx = Arc<futures::lock::Mutex<mpsc::Receiver<Vec<u8>>>>;
+
+/// A UDP flow.
+#[derive(Clone, Debug)]
+pub(crate) struct UdpTransport {
+    socket: Arc<tokio::net::UdpSocket>,
+    peer: SocketAddr,
+    /// For a Listener's peer: the datagrams the Listener demultiplexed to it.
+    demux: Option<PeerRx>,
+}
+
+impl UdpTransport {
+    /// "Connect": bind and set the default peer. No packet is sent; the path is ready.
+    pub(crate) fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
+        let local = match opts.local {
+            Some(l) if l.is_ipv6() != remote.is_ipv6() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("local address {l} and remote {remote} are of different families"),
+                ))
+            }
+            Some(l) => l,
+            None if remote.is_ipv6() => "[::]:0".parse().expect("addr"),
+            None => "0.0.0.0:0".parse().expect("addr"),
+        };
+        let sock = bind(local, opts)?;
+        sock.connect(&remote.into())?;
+        let socket = tokio::net::UdpSocket::from_std(sock.into())?;
+        Ok(UdpTransport {
+            socket: Arc::new(socket),
+            peer: remote,
+            demux: None,
+        })
+    }
+
+    pub(crate) fn socket(&self) -> &tokio::net::UdpSocket {
+        &self.socket
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub(crate) async fn read(&self) -> io::Result<Recv> {
+        match &self.demux {
+            Some(rx) => match rx.lock().await.next().await {
+                Some(d) => Ok(Recv::Datagram(d)),
+                None => Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the Listener that demultiplexed this flow stopped",
+                )),
+            },
+            None => {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                let n = self.socket.recv(&mut buf).await?;
+                buf.truncate(n);
+                Ok(Recv::Datagram(buf))
+            }
+        }
+    }
+
+    pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
+        let n = match &self.demux {
+            Some(_) => self.socket.send_to(data, self.peer).await?,
+            None => self.socket.send(data).await?,
+        };
+        if n != data.len() {
+            return Err(io::Error::other(format!(
+                "sent {n} of {} bytes as one datagram",
+                data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn abort(&self) {}
+
+    /// Largest payload in one unfragmented datagram on this path: the
+    /// interface MTU is not known here, so the Ethernet MTU (1500) minus
+    /// IP and UDP headers.
+    pub(crate) fn path_max_payload(&self) -> u64 {
+        if self.peer.is_ipv6() {
+            1500 - 40 - 8
+        } else {
+            1500 - 20 - 8
+        }
+    }
+}
+
+fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_nonblocking(true)?;
+    if local.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    if let Some(ifname) = &opts.interface {
+        sock.bind_device(Some(ifname.as_bytes()))?;
+    }
+    if opts.dscp != 0 {
+        let tos = u32::from(opts.dscp) << 2;
+        if local.is_ipv6() {
+            sock.set_tclass_v6(tos)?;
+        } else {
+            sock.set_tos_v4(tos)?;
+        }
+    }
+    sock.bind(&local.into())?;
+    Ok(sock)
+}
+
+/// Listen for UDP on `addr`: each new peer becomes an Incoming Connection.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: mpsc::UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let sock = bind(addr, opts)?;
+    let socket = Arc::new(tokio::net::UdpSocket::from_std(sock.into())?);
+    let local = socket.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if tx.unbounded_send(Err(e)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let datagram = buf[..n].to_vec();
+            if let Some(peer_tx) = peers.get_mut(&from) {
+                match peer_tx.try_send(datagram) {
+                    Ok(()) => continue,
+                    Err(e) if e.is_full() => continue, // queue full: dropped like a full socket buffer
+                    Err(e) => {
+                        // That Connection is gone: a new datagram starts a new one.
+                        peers.remove(&from);
+                        let datagram = e.into_inner();
+                        if !new_peer(&socket, &tx, &mut peers, from, datagram) {
+                            return;
+                        }
+                    }
+                }
+            } else if !new_peer(&socket, &tx, &mut peers, from, datagram) {
+                return;
+            }
+        }
+    });
+    Ok((local, task.abort_handle()))
+}
+
+fn new_peer(
+    socket: &Arc<tokio::net::UdpSocket>,
+    tx: &mpsc::UnboundedSender<io::Result<Incoming>>,
+    peers: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    from: SocketAddr,
+    first: Vec<u8>,
+) -> bool {
+    let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
+    let _ = ptx.try_send(first);
+    peers.insert(from, ptx);
+    let transport = UdpTransport {
+        socket: socket.clone(),
+        peer: from,
+        demux: Some(Arc::new(futures::lock::Mutex::new(prx))),
+    };
+    tx.unbounded_send(Ok(Incoming {
+        transport: super::Transport::Udp(transport),
+        caps: &Capabilities::UDP,
+        remote: from,
+    }))
+    .is_ok()
+}

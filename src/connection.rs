@@ -1,0 +1,1500 @@
+//! The Connection (RFC 9622 §7–§11): send and receive Messages over the stack
+//! that won the race, clone it into a group, close or abort it.
+//!
+//! Target-neutral: the stack behind it is a `backend::Transport`.
+//!
+//! # Guarantees (RFC 9622 §11)
+//! - Exactly one outcome per `send` call: [`Sent`], or a [`SendFailure`]
+//!   (`Expired` or `SendError`). Sent outcomes happen in send-call order:
+//!   [`Sent::sequence`] grows with each call.
+//! - One `receive` call yields exactly one receive event or a [`ReceiveError`].
+//! - A Connection exists only after Ready, so nothing is received before it.
+//! - `close` resolves after every queued Message got its outcome and every
+//!   pending receive resolved; `Closed` is then the last event, and nothing
+//!   follows it.
+//!
+//! # Cancel safety and drop
+//! `send` queues the Message when it is called (not when first polled);
+//! dropping its future does not withdraw the Message, only its outcome.
+//! A partly written Message is always finished by the next flush, so framing
+//! never breaks. Dropping a `receive` future loses nothing: bytes already read
+//! stay buffered for the next receive. Dropping the last handle of a
+//! Connection without `close` closes the socket at once (queued, unwritten
+//! Messages are dropped with it); call `close` for an orderly end.
+
+use crate::backend::{Recv, Transport};
+use crate::capability::{Capabilities, DataUnit, StackId, Support};
+use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
+use crate::error::{Error, ErrorReason};
+use crate::event::ConnectionEvent;
+use crate::framer::{Frame, FramerStack, Parse};
+use crate::message::{MessageContext, ReceiveEvent};
+use crate::properties::{
+    ChecksumCoverage, ConnState, ConnectionProperties, Preference, PropertyValue,
+    SelectionProperty, TransportProperties,
+};
+use crate::runtime::{self, Instant};
+use crate::trace::RacingTrace;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{FutureExt, Shared};
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
+/// the memory a peer can make us buffer with a length prefix.
+pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
+
+/// Most frames handed to one vectored write.
+const MAX_IOV: usize = 512;
+
+/// `Sent<messageContext>`: the Message was handed to the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The context the Message was sent with.
+    pub context: MessageContext,
+    /// Position of this send call among all send calls on the Connection (from 0).
+    pub sequence: u64,
+}
+
+/// `Expired<messageContext>` or `SendError<messageContext, reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// `Expired`: msgLifetime passed before the Message could be sent.
+    #[error("Expired: the message's msgLifetime passed before it could be sent")]
+    Expired {
+        /// The context of the Message.
+        context: MessageContext,
+    },
+    /// `SendError`: the Message could not be sent.
+    #[error("SendError: {error}")]
+    SendError {
+        /// The context of the Message.
+        context: MessageContext,
+        /// Why.
+        error: Error,
+    },
+}
+
+impl SendFailure {
+    /// The error reason (`Timeout` for Expired).
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            SendFailure::Expired { .. } => ErrorReason::Timeout,
+            SendFailure::SendError { error, .. } => error.reason,
+        }
+    }
+}
+
+/// `ReceiveError<messageContext, reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ReceiveError: {error}")]
+pub struct ReceiveError {
+    /// The context of the Message being received, if one had started.
+    pub context: Option<MessageContext>,
+    /// Why.
+    pub error: Error,
+}
+
+type SendResult = Result<Sent, SendFailure>;
+
+struct Queued {
+    seq: u64,
+    frame: Frame,
+    deadline: Option<Instant>,
+    context: MessageContext,
+    reply: Option<oneshot::Sender<SendResult>>,
+    final_: bool,
+}
+
+impl Queued {
+    fn answer(&mut self, r: Result<(), SendFailureKind>) {
+        if let Some(tx) = self.reply.take() {
+            let context = self.context.clone();
+            let _ = tx.send(match r {
+                Ok(()) => Ok(Sent {
+                    context,
+                    sequence: self.seq,
+                }),
+                Err(SendFailureKind::Expired) => Err(SendFailure::Expired { context }),
+                Err(SendFailureKind::Error(error)) => {
+                    Err(SendFailure::SendError { context, error })
+                }
+            });
+        }
+    }
+}
+
+enum SendFailureKind {
+    Expired,
+    Error(Error),
+}
+
+struct SendQueue {
+    frames: VecDeque<Queued>,
+    next_seq: u64,
+    batch: Option<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
+    open_partial: Option<u64>,
+    final_sent: bool,
+    /// Set when nothing more may be sent: why.
+    shut: Option<Error>,
+    framers: FramerStack,
+}
+
+struct WriterState {
+    transport: Option<Transport>,
+    inflight: VecDeque<Queued>,
+    front_offset: usize,
+}
+
+struct Current {
+    remaining: usize,
+    trailer: usize,
+    context: MessageContext,
+    delivered_any: bool,
+}
+
+struct RecvState {
+    transport: Option<Transport>,
+    buf: Vec<u8>,
+    start: usize,
+    framers: FramerStack,
+    current: Option<Current>,
+    eof: bool,
+    /// Set when no more receive events can come: why.
+    done: Option<Error>,
+    stream_context: Option<MessageContext>,
+}
+
+pub(crate) struct Group {
+    members: Mutex<Vec<Weak<Inner>>>,
+    /// Entangled Connection Properties (all but connPriority).
+    props: Mutex<ConnectionProperties>,
+}
+
+struct Status {
+    state: ConnState,
+    can_receive: bool,
+    conn_priority: u32,
+}
+
+/// Everything a new Connection is made of.
+pub(crate) struct Parts {
+    pub(crate) transport: Transport,
+    pub(crate) caps: Capabilities,
+    pub(crate) framers: FramerStack,
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) props: TransportProperties,
+    pub(crate) trace: RacingTrace,
+    pub(crate) remote: RemoteEndpoint,
+    pub(crate) local: Option<LocalEndpoint>,
+    pub(crate) reconnect: Option<crate::establish::Reconnect>,
+}
+
+pub(crate) struct Inner {
+    caps: Capabilities,
+    props: TransportProperties,
+    group: Arc<Group>,
+    status: Mutex<Status>,
+    send_q: Mutex<SendQueue>,
+    writer: futures::lock::Mutex<WriterState>,
+    recv: futures::lock::Mutex<RecvState>,
+    abort_handle: Mutex<Option<Transport>>,
+    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
+    stop_rx: Shared<oneshot::Receiver<()>>,
+    receives: AtomicUsize,
+    events_tx: mpsc::UnboundedSender<ConnectionEvent>,
+    events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
+    trace: RacingTrace,
+    remote: RemoteEndpoint,
+    local: Option<LocalEndpoint>,
+    local_addr: Option<SocketAddr>,
+    remote_addr: Option<SocketAddr>,
+    singular_max: Option<u64>,
+    reconnect: Option<crate::establish::Reconnect>,
+}
+
+/// A Connection (RFC 9622 §7): one established protocol stack that sends and
+/// receives Messages. Identical on every target.
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("stack", &self.inner.caps.stack)
+            .field("remote", &self.inner.remote_addr)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+struct ReceiveGuard<'a>(&'a AtomicUsize);
+impl Drop for ReceiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Connection {
+    pub(crate) fn from_parts(p: Parts, group: Option<Arc<Group>>) -> Connection {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (events_tx, events_rx) = mpsc::unbounded();
+        let group = group.unwrap_or_else(|| {
+            Arc::new(Group {
+                members: Mutex::new(Vec::new()),
+                props: Mutex::new(p.props.connection.clone()),
+            })
+        });
+        let local_addr = p.transport.local_addr();
+        let remote_addr = p.transport.remote_addr();
+        let singular_max = p.transport.singular_transmission_max();
+        let can_receive = p.props.direction != crate::properties::Direction::UnidirectionalSend;
+        let inner = Arc::new(Inner {
+            caps: p.caps,
+            group: group.clone(),
+            status: Mutex::new(Status {
+                state: ConnState::Established,
+                can_receive,
+                conn_priority: p.props.connection.conn_priority,
+            }),
+            send_q: Mutex::new(SendQueue {
+                frames: VecDeque::new(),
+                next_seq: 0,
+                batch: None,
+                open_partial: None,
+                final_sent: false,
+                shut: (p.props.direction == crate::properties::Direction::UnidirectionalReceive)
+                    .then(|| {
+                        Error::new(
+                            ErrorReason::InvalidConfiguration,
+                            "this Connection is unidirectional receive",
+                        )
+                    }),
+                framers: p.framers.clone(),
+            }),
+            writer: futures::lock::Mutex::new(WriterState {
+                transport: Some(p.transport.clone()),
+                inflight: VecDeque::new(),
+                front_offset: 0,
+            }),
+            recv: futures::lock::Mutex::new(RecvState {
+                transport: Some(p.transport.clone()),
+                buf: p.leftover,
+                start: 0,
+                framers: p.framers,
+                current: None,
+                eof: false,
+                done: None,
+                stream_context: None,
+            }),
+            abort_handle: Mutex::new(Some(p.transport)),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx: stop_rx.shared(),
+            receives: AtomicUsize::new(0),
+            events_tx,
+            events_rx: futures::lock::Mutex::new(events_rx),
+            trace: p.trace,
+            remote: p.remote,
+            local: p.local,
+            local_addr,
+            remote_addr,
+            singular_max,
+            reconnect: p.reconnect,
+            props: p.props,
+        });
+        group.members.lock().unwrap().push(Arc::downgrade(&inner));
+        Connection { inner }
+    }
+
+    // ----- introspection -------------------------------------------------
+
+    /// The protocol stack that won the race.
+    pub fn stack(&self) -> StackId {
+        self.inner.caps.stack
+    }
+
+    /// The RacingTrace of the establishment that made this Connection
+    /// (empty for a Connection a Listener received).
+    pub fn trace(&self) -> &RacingTrace {
+        &self.inner.trace
+    }
+
+    /// The local address in use.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The remote address in use.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote_addr
+    }
+
+    /// The RemoteEndpoint this Connection was made for.
+    pub fn remote_endpoint(&self) -> &RemoteEndpoint {
+        &self.inner.remote
+    }
+
+    /// The LocalEndpoint it was made from, if one was given.
+    pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
+        self.inner.local.as_ref()
+    }
+
+    /// `connState` (§8.1.11.1).
+    pub fn state(&self) -> ConnState {
+        self.inner.status.lock().unwrap().state
+    }
+
+    /// `canSend` (§8.1.11.2): false after a Message marked final, after
+    /// close/abort, and for unidirectional-receive Connections.
+    pub fn can_send(&self) -> bool {
+        let q = self.inner.send_q.lock().unwrap();
+        q.shut.is_none() && !q.final_sent
+    }
+
+    /// `canReceive` (§8.1.11.3): false once the peer's final Message was
+    /// delivered, after close/abort, and for unidirectional-send Connections.
+    pub fn can_receive(&self) -> bool {
+        self.inner.status.lock().unwrap().can_receive
+    }
+
+    /// `singularTransmissionMsgMaxLen` (§8.1.11.4): `None` is Not applicable (TCP).
+    pub fn singular_transmission_msg_max_len(&self) -> Option<u64> {
+        self.inner.singular_max
+    }
+
+    /// `sendMsgMaxLen` (§8.1.11.5): `None` is unlimited (a byte stream without framer).
+    pub fn send_msg_max_len(&self) -> Option<u64> {
+        if self.inner.caps.data_unit == DataUnit::ByteStream {
+            if self.inner.send_q.lock().unwrap().framers.is_empty() {
+                None
+            } else {
+                Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
+            }
+        } else {
+            self.inner.caps.max_message_len
+        }
+    }
+
+    /// `recvMsgMaxLen` (§8.1.11.6): `None` is unlimited (a byte stream without framer).
+    pub fn recv_msg_max_len(&self) -> Option<u64> {
+        match self.inner.caps.data_unit {
+            DataUnit::ByteStream if self.inner.send_q.lock().unwrap().framers.is_empty() => None,
+            DataUnit::ByteStream => Some(RECV_MSG_MAX_LEN as u64),
+            DataUnit::Message => self.inner.caps.max_message_len,
+        }
+    }
+
+    /// A selection property read back after establishment (§6.2): Require
+    /// when the chosen stack provides it, Prohibit when it does not.
+    pub fn selected(&self, property: SelectionProperty) -> Preference {
+        match property.support(&self.inner.caps) {
+            Some(Support::Always) => Preference::Require,
+            Some(Support::Never) => Preference::Prohibit,
+            Some(Support::Optional) | None => match self.inner.props.get(property) {
+                Preference::Require | Preference::Prefer => Preference::Require,
+                _ => Preference::Prohibit,
+            },
+        }
+    }
+
+    /// The settable Connection Properties (`GetProperties()`), shared with the group.
+    pub fn properties(&self) -> ConnectionProperties {
+        let mut p = self.inner.group.props.lock().unwrap().clone();
+        p.conn_priority = self.inner.status.lock().unwrap().conn_priority;
+        p
+    }
+
+    /// Read any Connection Property by RFC name, the read-only ones included.
+    pub fn get(&self, name: &str) -> Result<PropertyValue, Error> {
+        let n = crate::properties::norm_name(name);
+        let int = |v: Option<u64>| match v {
+            Some(v) => PropertyValue::Integer(v),
+            None => PropertyValue::Text("notApplicable".into()),
+        };
+        Ok(match n.as_str() {
+            "connstate" => PropertyValue::Text(format!("{:?}", self.state())),
+            "cansend" => PropertyValue::Bool(self.can_send()),
+            "canreceive" => PropertyValue::Bool(self.can_receive()),
+            "singulartransmissionmsgmaxlen" => int(self.singular_transmission_msg_max_len()),
+            "sendmsgmaxlen" => int(self.send_msg_max_len()),
+            "recvmsgmaxlen" => int(self.recv_msg_max_len()),
+            _ => {
+                if let Some(p) = SelectionProperty::from_name(name) {
+                    return Ok(PropertyValue::Preference(self.selected(p)));
+                }
+                let p = self.properties();
+                match n.as_str() {
+                    "connpriority" => PropertyValue::Integer(p.conn_priority.into()),
+                    "conntimeout" => PropertyValue::Duration(p.conn_timeout),
+                    "keepalivetimeout" => PropertyValue::Duration(p.keep_alive_timeout),
+                    "conncapacityprofile" => {
+                        PropertyValue::Text(format!("{:?}", p.conn_capacity_profile))
+                    }
+                    "connscheduler" => PropertyValue::Text(format!("{:?}", p.conn_scheduler)),
+                    "multipathpolicy" => PropertyValue::Text(format!("{:?}", p.multipath_policy)),
+                    "isolatesession" => PropertyValue::Bool(p.isolate_session),
+                    "groupconnlimit" => int(p.group_conn_limit),
+                    "minsendrate" => int(p.min_send_rate),
+                    "minrecvrate" => int(p.min_recv_rate),
+                    "maxsendrate" => int(p.max_send_rate),
+                    "maxrecvrate" => int(p.max_recv_rate),
+                    "recvchecksumlen" => match p.recv_checksum_len {
+                        ChecksumCoverage::Full => PropertyValue::Text("fullCoverage".into()),
+                        ChecksumCoverage::Bytes(b) => PropertyValue::Integer(b.into()),
+                    },
+                    "tcp.usertimeoutvalue" => PropertyValue::Duration(p.tcp.user_timeout_value),
+                    "tcp.usertimeoutenabled" => PropertyValue::Bool(p.tcp.user_timeout_enabled),
+                    "tcp.usertimeoutchangeable" => {
+                        PropertyValue::Bool(p.tcp.user_timeout_changeable)
+                    }
+                    _ => {
+                        return Err(Error::invalid_configuration(format!(
+                            "unknown Connection Property `{name}`"
+                        )))
+                    }
+                }
+            }
+        })
+    }
+
+    /// `SetProperty(property, value)` (§8): a failure leaves the Connection
+    /// as it was. Every property but connPriority is shared with the group
+    /// (entangled, §7.4) and applied to each member's socket.
+    pub fn set_property(&self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
+        let mut candidate = self.properties();
+        candidate.set(name, value)?;
+        let caps = &self.inner.caps;
+        if candidate.recv_checksum_len != ChecksumCoverage::Full {
+            return Err(Error::invalid_configuration(format!(
+                "recvChecksumLen below full coverage needs UDP-Lite; this Connection runs {}",
+                caps.stack
+            )));
+        }
+        let current = self.properties();
+        if caps.stack == StackId::Tcp
+            && !current.tcp.user_timeout_changeable
+            && (candidate.tcp.user_timeout_value != current.tcp.user_timeout_value
+                || candidate.tcp.user_timeout_enabled != current.tcp.user_timeout_enabled)
+        {
+            return Err(Error::invalid_configuration(
+                "tcp.userTimeoutChangeable is false: the TCP user timeout cannot change",
+            ));
+        }
+        if candidate
+            .group_conn_limit
+            .is_some_and(|l| (self.grouped_count() as u64) > l)
+        {
+            return Err(Error::invalid_configuration(format!(
+                "groupConnLimit {:?} is below the {} Connections already in the group",
+                candidate.group_conn_limit,
+                self.grouped_count()
+            )));
+        }
+        // Apply to every member's socket before committing.
+        let members = self.members();
+        if candidate.conn_capacity_profile != current.conn_capacity_profile {
+            for m in &members {
+                if let Some(t) = m.abort_handle.lock().unwrap().as_ref() {
+                    t.set_dscp(candidate.conn_capacity_profile.dscp())
+                        .map_err(|e| {
+                            Error::new(ErrorReason::ProtocolFailed, format!("setting DSCP: {e}"))
+                        })?;
+                }
+            }
+        }
+        {
+            let mut g = self.inner.group.props.lock().unwrap();
+            let prio = candidate.conn_priority;
+            *g = candidate;
+            self.inner.status.lock().unwrap().conn_priority = prio;
+        }
+        if let Some(t) = self.inner.abort_handle.lock().unwrap().as_ref() {
+            let opts =
+                crate::establish::socket_options(&self.inner.props, &self.properties(), None, None);
+            crate::establish::apply_live_options(t, &opts);
+        }
+        Ok(())
+    }
+
+    fn members(&self) -> Vec<Arc<Inner>> {
+        self.inner
+            .group
+            .members
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    fn grouped_count(&self) -> usize {
+        self.members()
+            .iter()
+            .filter(|m| m.status.lock().unwrap().state != ConnState::Closed)
+            .count()
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    /// `Send(messageData, messageContext?, endOfMessage?)` (§9.2).
+    ///
+    /// The Message is checked, framed and queued when this is called; the
+    /// returned future resolves with exactly one outcome: `Sent` once the
+    /// stack took the bytes (backpressure: it waits for socket space), or
+    /// `Expired` / `SendError`. With `end_of_message` false, later calls with
+    /// the same context continue the Message.
+    pub fn send(
+        &self,
+        data: Vec<u8>,
+        context: Option<MessageContext>,
+        end_of_message: bool,
+    ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
+        let context = context.unwrap_or_default();
+        let queued = self.enqueue(data, context, end_of_message);
+        let inner = self.inner.clone();
+        async move {
+            let rx = queued?;
+            Inner::await_outcome(&inner, rx).await
+        }
+    }
+
+    /// Send one whole Message with the Connection's default properties.
+    pub fn send_message(
+        &self,
+        data: impl Into<Vec<u8>>,
+    ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
+        self.send(data.into(), None, true)
+    }
+
+    fn enqueue(
+        &self,
+        data: Vec<u8>,
+        context: MessageContext,
+        end_of_message: bool,
+    ) -> Result<oneshot::Receiver<SendResult>, SendFailure> {
+        let inner = &self.inner;
+        let fail = |context: &MessageContext, reason, msg: String| SendFailure::SendError {
+            context: context.clone(),
+            error: Error::new(reason, msg),
+        };
+        let props = context.resolve(&inner.props.message_defaults);
+        let caps = &inner.caps;
+        let mut q = inner.send_q.lock().unwrap();
+        if let Some(why) = &q.shut {
+            return Err(SendFailure::SendError {
+                context,
+                error: why.clone(),
+            });
+        }
+        if q.final_sent {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                "a Message marked final was already sent; nothing can follow it (RFC 9622 §9.1.3.5)".into(),
+            ));
+        }
+        // Properties the stack cannot honour are errors, never silently ignored.
+        if props.msg_reliable == Some(true) && caps.reliability == Support::Never {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!("msgReliable true: {} cannot deliver reliably", caps.stack),
+            ));
+        }
+        if props.msg_ordered == Some(true) && caps.preserve_order == Support::Never {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!("msgOrdered true: {} does not preserve order", caps.stack),
+            ));
+        }
+        if props.msg_checksum_len != ChecksumCoverage::Full {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!(
+                    "msgChecksumLen below full coverage needs UDP-Lite; this Connection runs {}",
+                    caps.stack
+                ),
+            ));
+        }
+        if props.no_segmentation && caps.data_unit == DataUnit::ByteStream {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!(
+                    "noSegmentation: {} is a byte stream and cannot keep a Message in one segment",
+                    caps.stack
+                ),
+            ));
+        }
+        let is_stream = caps.data_unit == DataUnit::ByteStream;
+        if !is_stream && !end_of_message {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!(
+                    "partial sends need a byte stream; {} sends each Message as one datagram",
+                    caps.stack
+                ),
+            ));
+        }
+        if let Some(open) = q.open_partial {
+            if open != context.id() {
+                return Err(fail(&context, ErrorReason::InvalidMessageProperties,
+                    "another Message is still open (sent with end_of_message false); finish it before starting a new one on a byte stream".into()));
+            }
+        }
+        let max = if is_stream && q.framers.is_empty() {
+            None
+        } else if is_stream {
+            Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
+        } else {
+            caps.max_message_len
+        };
+        if let Some(max) = max {
+            if data.len() as u64 > max {
+                return Err(fail(
+                    &context,
+                    ErrorReason::MessageTooLarge,
+                    format!(
+                        "a {}-byte Message is over sendMsgMaxLen {max} of {}",
+                        data.len(),
+                        caps.stack
+                    ),
+                ));
+            }
+        }
+        if (props.no_fragmentation || props.no_segmentation) && !is_stream {
+            if let Some(single) = inner.singular_max {
+                if data.len() as u64 > single {
+                    return Err(fail(&context, ErrorReason::MessageTooLarge, format!(
+                        "a {}-byte Message with noFragmentation is over singularTransmissionMsgMaxLen {single}", data.len())));
+                }
+            }
+        }
+        let mut frame = Frame {
+            prefix: Vec::new(),
+            data,
+            suffix: Vec::new(),
+        };
+        if let Err(e) = q.framers.frame(&mut frame, &context, end_of_message) {
+            return Err(fail(
+                &context,
+                ErrorReason::InvalidMessageProperties,
+                format!("framer: {e}"),
+            ));
+        }
+        if !is_stream && frame.len() as u64 > caps.max_message_len.unwrap_or(u64::MAX) {
+            return Err(fail(
+                &context,
+                ErrorReason::MessageTooLarge,
+                format!(
+                    "the framed Message ({} bytes) is over {}'s datagram limit",
+                    frame.len(),
+                    caps.stack
+                ),
+            ));
+        }
+        q.open_partial = if end_of_message {
+            None
+        } else {
+            Some(context.id())
+        };
+        let final_ = props.final_ && end_of_message;
+        if final_ {
+            q.final_sent = true;
+        }
+        let (tx, rx) = oneshot::channel();
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.frames.push_back(Queued {
+            seq,
+            frame,
+            deadline: props.msg_lifetime.map(|l| runtime::now() + l),
+            context,
+            reply: Some(tx),
+            final_,
+        });
+        Ok(rx)
+    }
+
+    /// `StartBatch()` (§9.2.4): Messages sent until [`end_batch`](Self::end_batch)
+    /// are held and then handed to the stack together (one vectored write on
+    /// a byte stream). Do not await a send future inside the batch: it
+    /// resolves only after `end_batch`.
+    pub fn start_batch(&self) {
+        let mut q = self.inner.send_q.lock().unwrap();
+        if q.batch.is_none() {
+            let (tx, rx) = oneshot::channel();
+            q.batch = Some((tx, rx.shared()));
+        }
+    }
+
+    /// `EndBatch()`: release the batch; the held Messages go out on the next poll of any of their futures.
+    pub fn end_batch(&self) {
+        if let Some((tx, _)) = self.inner.send_q.lock().unwrap().batch.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------
+
+    /// `Receive()` with no limits: the next Message (or part of one, on a
+    /// byte stream without framer).
+    pub async fn receive(&self) -> Result<ReceiveEvent, ReceiveError> {
+        self.receive_with(None, None).await
+    }
+
+    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3.1): one call, one
+    /// event. A Message longer than `max_length` arrives as ReceivedPartial
+    /// pieces; a partial piece is delivered once `min_incomplete_length`
+    /// bytes of it are available.
+    pub async fn receive_with(
+        &self,
+        min_incomplete_length: Option<usize>,
+        max_length: Option<usize>,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        let inner = &self.inner;
+        inner.receives.fetch_add(1, Ordering::SeqCst);
+        let _guard = ReceiveGuard(&inner.receives);
+        let stop = inner.stop_rx.clone();
+        if stop.peek().is_some() {
+            return Err(inner.stopped_error());
+        }
+        let work = async {
+            let mut st = inner.recv.lock().await;
+            inner
+                .receive_locked(
+                    &mut st,
+                    min_incomplete_length.unwrap_or(usize::MAX).max(1),
+                    max_length.unwrap_or(usize::MAX).max(1),
+                )
+                .await
+        };
+        futures::select_biased! {
+            _ = stop.fuse() => Err(inner.stopped_error()),
+            r = work.fuse() => r,
+        }
+    }
+
+    // ----- events and termination ----------------------------------------
+
+    /// The next unsolicited event (Closed, ConnectionError, SoftError,
+    /// PathChange, CloneError); `None` after the last one.
+    pub async fn next_event(&self) -> Option<ConnectionEvent> {
+        self.inner.events_rx.lock().await.next().await
+    }
+
+    /// `Close()` (§10): send every queued Message, finish the stream (TCP
+    /// FIN), resolve pending receives, then emit `Closed`. Idempotent.
+    pub async fn close(&self) -> Result<(), Error> {
+        Inner::close(&self.inner).await
+    }
+
+    /// `Abort()` (§10): stop at once (TCP RST). Queued Messages fail with
+    /// SendError, pending receives with ReceiveError, and the event stream
+    /// gets `ConnectionError` ("local Abort").
+    pub fn abort(&self) {
+        self.inner
+            .abort(Error::new(ErrorReason::ConnectionAborted, "local Abort"));
+    }
+
+    /// `GroupedConnections()` (§7.4): every live Connection of this group, this one included.
+    pub fn grouped_connections(&self) -> Vec<Connection> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.status.lock().unwrap().state != ConnState::Closed)
+            .map(|inner| Connection { inner })
+            .collect()
+    }
+
+    /// `CloseGroup()`: close every Connection of the group.
+    pub async fn close_group(&self) -> Result<(), Error> {
+        let mut first_err = None;
+        for m in self.members() {
+            if let Err(e) = Inner::close(&m).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// `AbortGroup()`: abort every Connection of the group.
+    pub fn abort_group(&self) {
+        for m in self.members() {
+            m.abort(Error::new(
+                ErrorReason::ConnectionAborted,
+                "local AbortGroup",
+            ));
+        }
+    }
+
+    /// `Clone(framer?, connectionProperties?)` (§7.4): a new Connection in
+    /// this one's group, to the same remote, with the same properties
+    /// (entangled) unless given. For TCP it is a new TCP connection. Fails
+    /// with CloneError reasons (NotCloneable, or the attempt's failure).
+    #[allow(clippy::should_implement_trait)]
+    pub async fn clone(
+        &self,
+        framers: Option<Vec<Box<dyn crate::framer::Framer>>>,
+        properties: Option<ConnectionProperties>,
+    ) -> Result<Connection, Error> {
+        let inner = &self.inner;
+        let Some(reconnect) = inner.reconnect.clone() else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                "a Connection received by a Listener cannot be cloned from this side",
+            ));
+        };
+        let props_now = self.properties();
+        if let Some(limit) = props_now.group_conn_limit {
+            if self.grouped_count() as u64 >= limit {
+                return Err(Error::new(
+                    ErrorReason::NotCloneable,
+                    format!("groupConnLimit {limit} reached"),
+                ));
+            }
+        }
+        let mut props = inner.props.clone();
+        props.connection = properties.unwrap_or(props_now);
+        let framers = match framers {
+            Some(f) => FramerStack { framers: f },
+            None => inner.send_q.lock().unwrap().framers.fresh(),
+        };
+        let parts = crate::establish::reconnect(
+            &reconnect,
+            props,
+            framers,
+            inner.remote.clone(),
+            inner.local.clone(),
+        )
+        .await?;
+        let conn = Connection::from_parts(parts, Some(inner.group.clone()));
+        Ok(conn)
+    }
+}
+
+impl Inner {
+    fn stopped_error(&self) -> ReceiveError {
+        ReceiveError {
+            context: None,
+            error: Error::new(
+                ErrorReason::ConnectionAborted,
+                match self.status.lock().unwrap().state {
+                    ConnState::Closed | ConnState::Closing => "the Connection was closed locally",
+                    _ => "the Connection was aborted",
+                },
+            ),
+        }
+    }
+
+    async fn await_outcome(
+        inner: &Arc<Inner>,
+        mut rx: oneshot::Receiver<SendResult>,
+    ) -> SendResult {
+        loop {
+            if let Ok(Some(r)) = rx.try_recv() {
+                return r;
+            }
+            let batch = inner
+                .send_q
+                .lock()
+                .unwrap()
+                .batch
+                .as_ref()
+                .map(|(_, r)| r.clone());
+            if let Some(batch_end) = batch {
+                futures::select_biased! {
+                    r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
+                    _ = batch_end.fuse() => continue,
+                }
+            }
+            let stop = inner.stop_rx.clone();
+            let flush = async {
+                let mut w = inner.writer.lock().await;
+                Inner::flush(inner, &mut w).await;
+            };
+            futures::select_biased! {
+                r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
+                _ = flush.fuse() => {},
+                _ = stop.fuse() => {
+                    // Aborted: the abort answered every queued Message.
+                    return rx.await.unwrap_or_else(|_| Err(dropped()));
+                }
+            }
+        }
+    }
+
+    /// Hand every queued Message to the stack, in order. Cancel-safe: the
+    /// write position lives in the writer state.
+    async fn flush(inner: &Arc<Inner>, w: &mut WriterState) {
+        {
+            let mut q = inner.send_q.lock().unwrap();
+            if q.batch.is_some() {
+                return;
+            }
+            w.inflight.extend(q.frames.drain(..));
+        }
+        let Some(transport) = w.transport.clone() else {
+            for mut f in w.inflight.drain(..) {
+                f.answer(Err(SendFailureKind::Error(Error::new(
+                    ErrorReason::ConnectionAborted,
+                    "the Connection is closed",
+                ))));
+            }
+            return;
+        };
+        let is_stream = inner.caps.data_unit == DataUnit::ByteStream;
+        while !w.inflight.is_empty() {
+            // Drop expired Messages that have not started going out.
+            let now = runtime::now();
+            if w.front_offset == 0 {
+                let front = w.inflight.front_mut().expect("non-empty");
+                if front.deadline.is_some_and(|d| now >= d) {
+                    let mut f = w.inflight.pop_front().expect("non-empty");
+                    f.answer(Err(SendFailureKind::Expired));
+                    continue;
+                }
+            }
+            if is_stream {
+                let res = {
+                    let mut slices: Vec<IoSlice<'_>> =
+                        Vec::with_capacity(3 * w.inflight.len().min(MAX_IOV));
+                    let mut skip = w.front_offset;
+                    for q in w.inflight.iter().take(MAX_IOV) {
+                        if q.deadline.is_some_and(|d| now >= d) && !slices.is_empty() {
+                            break; // expired: handled at the front next round
+                        }
+                        for part in [&q.frame.prefix, &q.frame.data, &q.frame.suffix] {
+                            if skip >= part.len() {
+                                skip -= part.len();
+                                continue;
+                            }
+                            slices.push(IoSlice::new(&part[skip..]));
+                            skip = 0;
+                        }
+                    }
+                    if slices.is_empty() {
+                        Ok(0)
+                    } else {
+                        transport.write_vectored(&slices).await
+                    }
+                };
+                match res {
+                    Ok(mut n) => {
+                        // Retire whole frames, keep the offset into a partial one.
+                        loop {
+                            let Some(front) = w.inflight.front() else {
+                                break;
+                            };
+                            let left = front.frame.len() - w.front_offset;
+                            if n >= left {
+                                n -= left;
+                                w.front_offset = 0;
+                                let mut f = w.inflight.pop_front().expect("front");
+                                if f.final_ {
+                                    if let Err(e) = transport.shutdown_write() {
+                                        f.answer(Err(SendFailureKind::Error(Error::new(
+                                            ErrorReason::ProtocolFailed,
+                                            format!("finishing the stream: {e}"),
+                                        ))));
+                                        continue;
+                                    }
+                                }
+                                f.answer(Ok(()));
+                            } else {
+                                w.front_offset += n;
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let err = Error::new(
+                            ErrorReason::ConnectionAborted,
+                            format!("the stream failed while sending: {e}"),
+                        );
+                        for mut f in w.inflight.drain(..) {
+                            f.answer(Err(SendFailureKind::Error(err.clone())));
+                        }
+                        w.front_offset = 0;
+                        inner.fail(err);
+                        return;
+                    }
+                }
+            } else {
+                let front = w.inflight.front().expect("non-empty");
+                let res = if front.frame.prefix.is_empty() && front.frame.suffix.is_empty() {
+                    transport.send_datagram(&front.frame.data).await
+                } else {
+                    transport.send_datagram(&front.frame.concat()).await
+                };
+                let mut f = w.inflight.pop_front().expect("front");
+                match res {
+                    Ok(()) => f.answer(Ok(())),
+                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
+                        ErrorReason::ProtocolFailed,
+                        format!("sending the datagram: {e}"),
+                    )))),
+                }
+            }
+        }
+    }
+
+    /// The stack failed underneath: nothing more can be sent or received.
+    fn fail(&self, err: Error) {
+        let first = {
+            let mut st = self.status.lock().unwrap();
+            let first = st.state != ConnState::Closed;
+            st.state = ConnState::Closed;
+            st.can_receive = false;
+            first
+        };
+        self.send_q.lock().unwrap().shut.get_or_insert(err.clone());
+        if first {
+            if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            let _ = self
+                .events_tx
+                .unbounded_send(ConnectionEvent::ConnectionError(err));
+            self.events_tx.close_channel();
+        }
+    }
+
+    fn abort(&self, err: Error) {
+        {
+            let mut st = self.status.lock().unwrap();
+            if st.state == ConnState::Closed {
+                return;
+            }
+            st.state = ConnState::Closed;
+            st.can_receive = false;
+        }
+        let queued: Vec<Queued> = {
+            let mut q = self.send_q.lock().unwrap();
+            q.shut.get_or_insert(err.clone());
+            q.batch = None;
+            q.frames.drain(..).collect()
+        };
+        for mut f in queued {
+            f.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        if let Some(t) = self.abort_handle.lock().unwrap().take() {
+            t.abort();
+        }
+        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        // In-flight Messages are answered by whoever holds the writer; take it if free.
+        if let Some(mut w) = self.writer.try_lock() {
+            for mut f in w.inflight.drain(..) {
+                f.answer(Err(SendFailureKind::Error(err.clone())));
+            }
+            w.transport = None;
+        }
+        let _ = self
+            .events_tx
+            .unbounded_send(ConnectionEvent::ConnectionError(err));
+        self.events_tx.close_channel();
+    }
+
+    async fn close(inner: &Arc<Inner>) -> Result<(), Error> {
+        {
+            let mut st = inner.status.lock().unwrap();
+            match st.state {
+                ConnState::Closed => return Ok(()),
+                ConnState::Closing => {}
+                _ => st.state = ConnState::Closing,
+            }
+        }
+        {
+            let mut q = inner.send_q.lock().unwrap();
+            if let Some((tx, _)) = q.batch.take() {
+                let _ = tx.send(());
+            }
+            q.shut.get_or_insert(Error::new(
+                ErrorReason::ConnectionAborted,
+                "the Connection is closing",
+            ));
+        }
+        // Deliver everything queued, then finish the stream.
+        let mut w = inner.writer.lock().await;
+        Inner::flush(inner, &mut w).await;
+        if let Some(t) = w.transport.take() {
+            let _ = t.shutdown_write();
+        }
+        drop(w);
+        // Resolve pending receives before Closed.
+        if let Some(tx) = inner.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        let mut st = inner.recv.lock().await;
+        st.transport = None;
+        drop(st);
+        for _ in 0..10_000 {
+            if inner.receives.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            futures::future::ready(()).await;
+            runtime::sleep_until(runtime::now() + std::time::Duration::from_millis(1)).await;
+        }
+        inner.abort_handle.lock().unwrap().take();
+        {
+            let mut s = inner.status.lock().unwrap();
+            if s.state == ConnState::Closed {
+                return Ok(()); // aborted meanwhile: ConnectionError was the last event
+            }
+            s.state = ConnState::Closed;
+            s.can_receive = false;
+        }
+        let _ = inner.events_tx.unbounded_send(ConnectionEvent::Closed);
+        inner.events_tx.close_channel();
+        Ok(())
+    }
+
+    async fn receive_locked(
+        &self,
+        st: &mut RecvState,
+        min_incomplete: usize,
+        max_len: usize,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        if let Some(e) = &st.done {
+            return Err(ReceiveError {
+                context: None,
+                error: e.clone(),
+            });
+        }
+        if !self.status.lock().unwrap().can_receive {
+            return Err(ReceiveError {
+                context: None,
+                error: Error::new(ErrorReason::InvalidConfiguration, "this Connection cannot receive (unidirectional send, or the peer's final Message was delivered)"),
+            });
+        }
+        let r = if self.caps.data_unit == DataUnit::ByteStream {
+            self.receive_stream(st, min_incomplete, max_len).await
+        } else {
+            self.receive_datagram(st, max_len).await
+        };
+        if let Err(e) = &r {
+            if matches!(
+                e.error.reason,
+                ErrorReason::DeframingFailed
+                    | ErrorReason::ConnectionAborted
+                    | ErrorReason::ProtocolFailed
+            ) {
+                st.done = Some(e.error.clone());
+            }
+        }
+        r
+    }
+
+    fn compact(st: &mut RecvState) {
+        if st.start > 0 && (st.start == st.buf.len() || st.start > 64 * 1024) {
+            st.buf.drain(..st.start);
+            st.start = 0;
+        }
+    }
+
+    async fn read_more(&self, st: &mut RecvState) -> Result<(), ReceiveError> {
+        Self::compact(st);
+        let Some(t) = st.transport.clone() else {
+            return Err(ReceiveError {
+                context: None,
+                error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
+            });
+        };
+        match t.read(&mut st.buf).await {
+            Ok(Recv::Bytes) => Ok(()),
+            Ok(Recv::Eof) => {
+                st.eof = true;
+                Ok(())
+            }
+            Ok(Recv::Datagram(_)) => unreachable!("byte stream"),
+            Err(e) => Err(ReceiveError {
+                context: None,
+                error: Error::new(
+                    ErrorReason::ConnectionAborted,
+                    format!("the stream failed: {e}"),
+                ),
+            }),
+        }
+    }
+
+    fn take(st: &mut RecvState, n: usize) -> Vec<u8> {
+        let v = st.buf[st.start..st.start + n].to_vec();
+        st.start += n;
+        v
+    }
+
+    fn received_context(&self, final_: bool) -> MessageContext {
+        MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_)
+    }
+
+    async fn receive_stream(
+        &self,
+        st: &mut RecvState,
+        min_incomplete: usize,
+        max_len: usize,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        loop {
+            let avail = st.buf.len() - st.start;
+            if st.framers.is_empty() {
+                // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
+                let ctx = st
+                    .stream_context
+                    .get_or_insert_with(|| self.received_context(false))
+                    .clone();
+                if st.eof {
+                    let n = avail.min(max_len);
+                    let data = Self::take(st, n);
+                    let end = st.start == st.buf.len();
+                    let mut ctx = ctx;
+                    if end {
+                        ctx.set_final(true);
+                        self.status.lock().unwrap().can_receive = false;
+                        st.done = Some(Error::new(
+                            ErrorReason::ConnectionAborted,
+                            "the peer finished sending; its final Message was delivered",
+                        ));
+                    }
+                    return Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: end,
+                    });
+                }
+                if avail > 0 && (avail >= min_incomplete || avail >= max_len) {
+                    let data = Self::take(st, avail.min(max_len));
+                    return Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: false,
+                    });
+                }
+                self.read_more(st).await?;
+                continue;
+            }
+            if let Some(cur) = &mut st.current {
+                let need = cur.remaining + cur.trailer;
+                if avail >= need && cur.remaining <= max_len {
+                    let cur = st.current.take().expect("current");
+                    let data = Self::take(st, cur.remaining);
+                    st.start += cur.trailer;
+                    if cur.delivered_any {
+                        return Ok(ReceiveEvent::ReceivedPartial {
+                            data,
+                            context: cur.context,
+                            end_of_message: true,
+                        });
+                    }
+                    return match st.framers.unwrap_inner(data, RECV_MSG_MAX_LEN) {
+                        Ok(data) => Ok(ReceiveEvent::Received {
+                            data,
+                            context: cur.context,
+                        }),
+                        Err(e) => Err(ReceiveError {
+                            context: Some(cur.context),
+                            error: Error::new(ErrorReason::DeframingFailed, e.message),
+                        }),
+                    };
+                }
+                let body = avail.min(cur.remaining);
+                let partial_ok = st.framers.framers.len() == 1;
+                if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
+                    let n = body.min(max_len);
+                    cur.remaining -= n;
+                    cur.delivered_any = true;
+                    let ctx = cur.context.clone();
+                    let data = Self::take(st, n);
+                    return Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: false,
+                    });
+                }
+                if st.eof {
+                    let ctx = st.current.take().map(|c| c.context);
+                    return Err(ReceiveError {
+                        context: ctx,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                        "the stream ended inside a Message ({avail} of {need} bytes arrived)"),
+                        ),
+                    });
+                }
+                self.read_more(st).await?;
+                continue;
+            }
+            match st
+                .framers
+                .parse(&st.buf[st.start..], st.eof, RECV_MSG_MAX_LEN)
+            {
+                Ok(Parse::NeedMore) if st.eof => {
+                    if avail == 0 {
+                        self.status.lock().unwrap().can_receive = false;
+                        let e = Error::new(
+                            ErrorReason::ConnectionAborted,
+                            "the peer finished sending (end of stream)",
+                        );
+                        st.done = Some(e.clone());
+                        let _ = self.events_tx.unbounded_send(ConnectionEvent::SoftError(
+                            "the peer finished sending".into(),
+                        ));
+                        return Err(ReceiveError {
+                            context: None,
+                            error: e,
+                        });
+                    }
+                    return Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                                "the stream ended with {avail} bytes that are not a whole Message"
+                            ),
+                        ),
+                    });
+                }
+                Ok(Parse::NeedMore) => self.read_more(st).await?,
+                Ok(Parse::Message {
+                    header,
+                    len,
+                    trailer,
+                }) => {
+                    st.start += header;
+                    st.current = Some(Current {
+                        remaining: len,
+                        trailer,
+                        context: self.received_context(false),
+                        delivered_any: false,
+                    });
+                }
+                Err(e) => {
+                    return Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!("framer `{}`: {}", st.framers.framers[0].name(), e.message),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn receive_datagram(
+        &self,
+        st: &mut RecvState,
+        max_len: usize,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        if let Some(cur) = &mut st.current {
+            let n = cur.remaining.min(max_len);
+            cur.remaining -= n;
+            let end = cur.remaining == 0;
+            let ctx = cur.context.clone();
+            if end {
+                st.current = None;
+            }
+            let data = Self::take(st, n);
+            return Ok(ReceiveEvent::ReceivedPartial {
+                data,
+                context: ctx,
+                end_of_message: end,
+            });
+        }
+        let Some(t) = st.transport.clone() else {
+            return Err(ReceiveError {
+                context: None,
+                error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
+            });
+        };
+        let datagram = match t.read(&mut st.buf).await {
+            Ok(Recv::Datagram(d)) => d,
+            Ok(_) => unreachable!("datagram stack"),
+            Err(e) => {
+                return Err(ReceiveError {
+                    context: None,
+                    error: Error::new(ErrorReason::ProtocolFailed, format!("receiving: {e}")),
+                })
+            }
+        };
+        let context = self.received_context(false);
+        let data = if st.framers.is_empty() {
+            datagram
+        } else {
+            let max = self.caps.max_message_len.unwrap_or(u64::MAX) as usize;
+            let parsed = st.framers.parse(&datagram, true, max);
+            match parsed {
+                Ok(Parse::Message {
+                    header,
+                    len,
+                    trailer,
+                }) if header + len + trailer == datagram.len() => {
+                    let inner = datagram[header..header + len].to_vec();
+                    st.framers
+                        .unwrap_inner(inner, max)
+                        .map_err(|e| ReceiveError {
+                            context: Some(context.clone()),
+                            error: Error::new(ErrorReason::DeframingFailed, e.message),
+                        })?
+                }
+                Ok(_) => {
+                    return Err(ReceiveError {
+                        context: Some(context),
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                                "a {}-byte datagram is not exactly one framed Message",
+                                datagram.len()
+                            ),
+                        ),
+                    })
+                }
+                Err(e) => {
+                    return Err(ReceiveError {
+                        context: Some(context),
+                        error: Error::new(ErrorReason::DeframingFailed, e.message),
+                    })
+                }
+            }
+        };
+        if data.len() <= max_len {
+            return Ok(ReceiveEvent::Received { data, context });
+        }
+        // Longer than the receiver asked for: deliver in parts.
+        st.buf.clear();
+        st.start = 0;
+        st.buf.extend_from_slice(&data[max_len..]);
+        st.current = Some(Current {
+            remaining: data.len() - max_len,
+            trailer: 0,
+            context: context.clone(),
+            delivered_any: true,
+        });
+        let mut data = data;
+        data.truncate(max_len);
+        Ok(ReceiveEvent::ReceivedPartial {
+            data,
+            context,
+            end_of_message: false,
+        })
+    }
+}
+
+fn dropped() -> SendFailure {
+    SendFailure::SendError {
+        context: MessageContext::new(),
+        error: Error::new(
+            ErrorReason::ConnectionAborted,
+            "the Connection went away before the Message was sent",
+        ),
+    }
+}

@@ -1,0 +1,461 @@
+//! The establishment driver: runs the sans-IO [`Racer`](crate::racing::Racer)
+//! against real resolvers, stacks and timers. Target-neutral: it reaches the
+//! network only through `backend` and time only through `runtime`.
+
+use crate::backend::{self, Recv, SocketOptions, Transport};
+use crate::capability::{Capabilities, DataUnit, StackId};
+use crate::connection::Parts;
+use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
+use crate::error::{Error, ErrorReason};
+use crate::framer::{FramerStack, Start};
+use crate::properties::{ConnectionProperties, Preference, SelectionProperty, TransportProperties};
+use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RemoteSpec};
+use crate::resolver::Resolver;
+use crate::runtime::{self, BoxFuture};
+use crate::security::SecurityParameters;
+use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A live observer of trace events.
+pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
+
+/// What Clone needs to open another connection like the winner.
+#[derive(Clone, Debug)]
+pub(crate) struct Reconnect {
+    pub(crate) caps: Capabilities,
+    pub(crate) remote: SocketAddr,
+    pub(crate) opts: SocketOptions,
+}
+
+/// An immutable copy of a Preconnection, taken when an action starts.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) locals: Vec<LocalEndpoint>,
+    pub(crate) remotes: Vec<RemoteEndpoint>,
+    pub(crate) props: TransportProperties,
+    pub(crate) security: SecurityParameters,
+    pub(crate) framers: FramerStack,
+    pub(crate) resolver: Arc<dyn Resolver>,
+    pub(crate) racing: RacingConfig,
+    pub(crate) protocols: Option<Vec<StackId>>,
+    pub(crate) observer: Option<TraceObserver>,
+}
+
+/// Socket options from the properties.
+pub(crate) fn socket_options(
+    props: &TransportProperties,
+    conn: &ConnectionProperties,
+    local: Option<SocketAddr>,
+    interface: Option<String>,
+) -> SocketOptions {
+    let keep_alive = match props.get(SelectionProperty::KeepAlive) {
+        Preference::Require | Preference::Prefer => Some(conn.keep_alive_timeout),
+        _ if conn.keep_alive_timeout.is_some() => Some(conn.keep_alive_timeout),
+        _ => None,
+    };
+    let user_timeout = if conn.tcp.user_timeout_enabled {
+        conn.tcp.user_timeout_value.or(conn.conn_timeout)
+    } else {
+        conn.conn_timeout
+    };
+    SocketOptions {
+        local,
+        interface,
+        keep_alive,
+        user_timeout,
+        dscp: conn.conn_capacity_profile.dscp(),
+    }
+}
+
+/// Apply the options that can change on an open socket.
+pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
+    let _ = t.set_dscp(opts.dscp);
+    backend::apply_live_options(t, opts);
+}
+
+/// One attempt: open the stack, then run the framers' start and handshake.
+/// A framer failure fails the candidate, so racing moves on.
+pub(crate) async fn attempt(
+    caps: Capabilities,
+    remote: SocketAddr,
+    opts: SocketOptions,
+    mut framers: FramerStack,
+) -> Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)> {
+    let t = backend::connect(caps.stack, remote, &opts)
+        .await
+        .map_err(|e| (ErrorReason::EstablishmentFailed, e.to_string()))?;
+    let leftover = framer_start(&t, &caps, &mut framers)
+        .await
+        .map_err(|m| (ErrorReason::ProtocolFailed, m))?;
+    Ok((t, framers, leftover))
+}
+
+/// Run `start` and `handshake` of every framer (bottom first). Returns bytes
+/// received beyond the handshake.
+pub(crate) async fn framer_start(
+    t: &Transport,
+    caps: &Capabilities,
+    framers: &mut FramerStack,
+) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    for f in framers.framers.iter_mut() {
+        let (bytes, wait) = match f
+            .start()
+            .map_err(|e| format!("framer `{}`: {e}", f.name()))?
+        {
+            Start::Ready(b) => (b, false),
+            Start::AwaitHandshake(b) => (b, true),
+        };
+        if !bytes.is_empty() {
+            write_all(t, caps, &bytes)
+                .await
+                .map_err(|e| format!("framer `{}` start: {e}", f.name()))?;
+        }
+        while wait {
+            if let Some(n) = f
+                .handshake(&buf)
+                .map_err(|e| format!("framer `{}` handshake: {e}", f.name()))?
+            {
+                buf.drain(..n.min(buf.len()));
+                break;
+            }
+            match t.read(&mut buf).await {
+                Ok(Recv::Bytes) => {}
+                Ok(Recv::Datagram(d)) => buf.extend_from_slice(&d),
+                Ok(Recv::Eof) => {
+                    return Err(format!(
+                        "framer `{}` handshake: the peer closed the connection",
+                        f.name()
+                    ))
+                }
+                Err(e) => return Err(format!("framer `{}` handshake: {e}", f.name())),
+            }
+        }
+    }
+    Ok(buf)
+}
+
+async fn write_all(t: &Transport, caps: &Capabilities, mut data: &[u8]) -> std::io::Result<()> {
+    if caps.data_unit == DataUnit::Message {
+        return t.send_datagram(data).await;
+    }
+    while !data.is_empty() {
+        let n = t.write_vectored(&[std::io::IoSlice::new(data)]).await?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Turn RemoteEndpoints into the engine's remote specs.
+fn remote_specs(remotes: &[RemoteEndpoint]) -> Result<Vec<RemoteSpec>, Error> {
+    let mut out = Vec::new();
+    for r in remotes {
+        if let Some(p) = r.protocol() {
+            return Err(Error::invalid_configuration(format!(
+                "remote endpoint {r} is specific to {p}; protocol-specific endpoints are raced once a second stack family (QUIC, WebTransport) can share a name"
+            )));
+        }
+        let port = r.port().ok_or_else(|| {
+            Error::invalid_configuration(format!("remote endpoint {r} has no port or service"))
+        })?;
+        match (r.ip_address(), r.host_name()) {
+            (Some(ip), _) => out.push(RemoteSpec::Address(SocketAddr::new(ip, port))),
+            (None, Some(h)) => out.push(RemoteSpec::Host {
+                host: h.to_string(),
+                port,
+            }),
+            (None, None) => {
+                return Err(Error::invalid_configuration(format!(
+                    "remote endpoint {r} has neither a host name nor an IP address"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The local address to bind for a remote of this family, if locals were given.
+fn local_for(locals: &[LocalEndpoint], remote: &SocketAddr) -> Result<Option<SocketAddr>, String> {
+    let with_ip: Vec<&LocalEndpoint> = locals.iter().filter(|l| l.ip_address().is_some()).collect();
+    if with_ip.is_empty() {
+        let port = locals.iter().find_map(|l| l.port());
+        return Ok(port.map(|p| {
+            let ip: IpAddr = if remote.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(ip, p)
+        }));
+    }
+    with_ip
+        .iter()
+        .find(|l| {
+            l.ip_address()
+                .is_some_and(|ip| ip.is_ipv6() == remote.is_ipv6())
+        })
+        .map(|l| {
+            Some(SocketAddr::new(
+                l.ip_address().expect("ip"),
+                l.port().unwrap_or(0),
+            ))
+        })
+        .ok_or_else(|| format!("no local endpoint of the same family as {remote}"))
+}
+
+struct Emitter {
+    observer: Option<TraceObserver>,
+    sent: usize,
+}
+
+impl Emitter {
+    fn flush(&mut self, trace: &RacingTrace) {
+        if let Some(o) = &self.observer {
+            for e in &trace.events[self.sent..] {
+                o(e);
+            }
+        }
+        self.sent = trace.events.len();
+    }
+}
+
+type AttemptResult = (
+    String,
+    Result<
+        Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)>,
+        futures::future::Aborted,
+    >,
+);
+
+/// Gather, select and race; return the winner's parts or an EstablishmentError
+/// that lists every candidate's failure.
+pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result<Parts, Error> {
+    let mut emitter = Emitter {
+        observer: s.observer.clone(),
+        sent: 0,
+    };
+    let fail_early = |e: Error, emitter: &mut Emitter| {
+        let mut t = RacingTrace::new();
+        let mut ev = TraceEvent::new(0.0, TraceEventKind::EstablishmentError, "0");
+        ev.reason = Some(format!("{}: {}", e.reason, e.message));
+        t.push(ev);
+        emitter.flush(&t);
+        e
+    };
+    let chosen = match crate::racing::selection::select(
+        backend::registry(),
+        &s.props,
+        &s.security,
+        !s.framers.is_empty(),
+        s.protocols.as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return Err(fail_early(e, &mut emitter)),
+    };
+    let mut config = s.racing.clone();
+    if timeout.is_some() {
+        config.timeout = timeout;
+    }
+    if let Err(e) = config.validate() {
+        return Err(fail_early(e, &mut emitter));
+    }
+    let remotes = match remote_specs(&s.remotes) {
+        Ok(r) => r,
+        Err(e) => return Err(fail_early(e, &mut emitter)),
+    };
+    let mut paths: Vec<PathSpec> = s
+        .locals
+        .iter()
+        .filter_map(|l| l.interface())
+        .map(|i| PathSpec {
+            interface: Some(i.to_string()),
+        })
+        .collect();
+    paths.dedup();
+    if paths.is_empty() {
+        paths.push(PathSpec::default());
+    }
+    let caps_of: HashMap<StackId, Capabilities> = chosen.iter().map(|c| (c.stack, *c)).collect();
+    let start = runtime::now();
+    let elapsed = || runtime::now() - start;
+    let mut racer = Racer::new(
+        config,
+        paths,
+        chosen.iter().map(|c| c.stack).collect(),
+        remotes,
+        elapsed(),
+    );
+    let mut resolves: FuturesUnordered<BoxFuture<'static, (u32, Result<Vec<IpAddr>, String>)>> =
+        FuturesUnordered::new();
+    let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
+    let mut handles: HashMap<String, AbortHandle> = HashMap::new();
+    let mut done: HashMap<String, (Transport, FramerStack, Vec<u8>, Reconnect)> = HashMap::new();
+    let mut reconnects: HashMap<String, Reconnect> = HashMap::new();
+    loop {
+        while let Some(action) = racer.poll_action() {
+            match action {
+                Action::Resolve {
+                    query,
+                    host,
+                    family,
+                    ..
+                } => {
+                    let fut = s.resolver.resolve(&host, family);
+                    resolves.push(Box::pin(fut.map(move |r| (query, r))));
+                }
+                Action::StartAttempt {
+                    node,
+                    path,
+                    stack,
+                    remote,
+                } => {
+                    let caps = caps_of[&stack];
+                    let local = local_for(&s.locals, &remote);
+                    let (abort, reg) = AbortHandle::new_pair();
+                    handles.insert(node.clone(), abort);
+                    let n = node.clone();
+                    match local {
+                        Ok(local) => {
+                            let opts = socket_options(
+                                &s.props,
+                                &s.props.connection,
+                                local,
+                                path.interface.clone(),
+                            );
+                            reconnects.insert(
+                                node.clone(),
+                                Reconnect {
+                                    caps,
+                                    remote,
+                                    opts: opts.clone(),
+                                },
+                            );
+                            let fut =
+                                Abortable::new(attempt(caps, remote, opts, s.framers.fresh()), reg);
+                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
+                        }
+                        Err(msg) => {
+                            let fut =
+                                async move { Ok(Err((ErrorReason::EstablishmentFailed, msg))) };
+                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
+                        }
+                    }
+                }
+                Action::CancelAttempt { node } => {
+                    if let Some(h) = handles.remove(&node) {
+                        h.abort();
+                    }
+                    if let Some((t, ..)) = done.remove(&node) {
+                        // A loser that had already connected: close it.
+                        drop(t);
+                    }
+                }
+                Action::Won { node } => {
+                    emitter.flush(racer.trace());
+                    let (transport, framers, leftover, reconnect) =
+                        done.remove(&node).expect("the winner connected");
+                    for (_, h) in handles.drain() {
+                        h.abort();
+                    }
+                    let remote = s.remotes.first().cloned().unwrap_or_default();
+                    let remote = match transport.remote_addr() {
+                        Some(a) => s
+                            .remotes
+                            .iter()
+                            .find(|r| r.ip_address() == Some(a.ip()))
+                            .cloned()
+                            .unwrap_or(remote),
+                        None => remote,
+                    };
+                    return Ok(Parts {
+                        transport,
+                        caps: reconnect.caps,
+                        framers,
+                        leftover,
+                        props: s.props.clone(),
+                        trace: racer.into_trace(),
+                        remote,
+                        local: s.locals.first().cloned(),
+                        reconnect: Some(reconnect),
+                    });
+                }
+                Action::Failed(e) => {
+                    emitter.flush(racer.trace());
+                    return Err(e);
+                }
+            }
+        }
+        emitter.flush(racer.trace());
+        let deadline = racer.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => runtime::sleep_until(start + d).await,
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        futures::select! {
+            r = resolves.select_next_some() => {
+                racer.handle_input(elapsed(), Input::Resolved { query: r.0, result: r.1 });
+            }
+            r = attempts.select_next_some() => {
+                let (node, r) = r;
+                handles.remove(&node);
+                match r {
+                    Err(futures::future::Aborted) => {}
+                    Ok(Ok((t, f, left))) => {
+                        let rc = reconnects.remove(&node).expect("attempt recorded");
+                        done.insert(node.clone(), (t, f, left, rc));
+                        racer.handle_input(elapsed(), Input::AttemptSucceeded { node });
+                    }
+                    Ok(Err((reason, message))) => {
+                        racer.handle_input(elapsed(), Input::AttemptFailed { node, reason, message });
+                    }
+                }
+            }
+            _ = sleep.fuse() => {
+                racer.handle_timeout(elapsed());
+            }
+        }
+    }
+}
+
+/// Open another connection like an earlier winner (Clone).
+pub(crate) async fn reconnect(
+    rc: &Reconnect,
+    props: TransportProperties,
+    framers: FramerStack,
+    remote: RemoteEndpoint,
+    local: Option<LocalEndpoint>,
+) -> Result<Parts, Error> {
+    let opts = socket_options(
+        &props,
+        &props.connection,
+        rc.opts.local.map(|a| SocketAddr::new(a.ip(), 0)),
+        rc.opts.interface.clone(),
+    );
+    let (transport, framers, leftover) =
+        attempt(rc.caps, rc.remote, opts.clone(), framers)
+            .await
+            .map_err(|(reason, m)| Error::new(reason, format!("Clone to {}: {m}", rc.remote)))?;
+    Ok(Parts {
+        transport,
+        caps: rc.caps,
+        framers,
+        leftover,
+        props,
+        trace: RacingTrace::new(),
+        remote,
+        local,
+        reconnect: Some(Reconnect {
+            caps: rc.caps,
+            remote: rc.remote,
+            opts,
+        }),
+    })
+}

@@ -1,0 +1,230 @@
+//! Message Framers (RFC 9622 §9.1.2, RFC 9623 §6).
+//!
+//! A framer turns Messages into bytes on a byte-stream stack and back, or adds
+//! a header inside a datagram. Framers form a stack on the Preconnection: the
+//! last one added runs first on send and last on receive.
+//!
+//! The trait follows the RFC 9623 §6 event model in a cursor shape: `start`
+//! (Start), `handshake` (HandleReceivedData before Ready; failing it fails the
+//! candidate, so racing moves on), `frame` (NewSentMessage), and `parse`
+//! (HandleReceivedData: look at the receive cursor and say where the next
+//! Message lies, like `Parse` + `DeliverAndAdvanceReceiveCursor`).
+
+mod delimiter;
+mod length_prefix;
+
+pub use delimiter::DelimiterFramer;
+pub use length_prefix::LengthPrefixFramer;
+
+use crate::message::MessageContext;
+use std::fmt;
+
+/// A framer failed: the data or the message could not be framed or parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramerError {
+    /// What was wrong.
+    pub message: String,
+}
+
+impl FramerError {
+    /// A framer error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        FramerError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FramerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One Message on its way out: a framer adds bytes before and after the data,
+/// or replaces the data. Keeping the parts apart lets the stack write them with
+/// one vectored write and no copy of the data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// Bytes before the data.
+    pub prefix: Vec<u8>,
+    /// The data.
+    pub data: Vec<u8>,
+    /// Bytes after the data.
+    pub suffix: Vec<u8>,
+}
+
+impl Frame {
+    /// The total length in bytes.
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.data.len() + self.suffix.len()
+    }
+    /// True when the frame carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// All parts in one buffer.
+    pub fn concat(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(&self.prefix);
+        v.extend_from_slice(&self.data);
+        v.extend_from_slice(&self.suffix);
+        v
+    }
+}
+
+/// What `parse` found at the receive cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parse {
+    /// Not enough bytes to know where the next Message lies.
+    NeedMore,
+    /// The next Message: skip `header` bytes, then `len` bytes of Message,
+    /// then `trailer` bytes. The framer may answer as soon as the length is
+    /// known, before the body has arrived; the stack then waits for it (or
+    /// delivers it in parts as ReceivedPartial).
+    Message {
+        /// Bytes of framing before the Message.
+        header: usize,
+        /// Length of the Message.
+        len: usize,
+        /// Bytes of framing after the Message.
+        trailer: usize,
+    },
+}
+
+/// What `start` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The framer is ready at once; send these bytes first (may be empty).
+    Ready(Vec<u8>),
+    /// Send these bytes, then call `handshake` with received data until it says done.
+    AwaitHandshake(Vec<u8>),
+}
+
+/// A Message Framer. Each Connection (and each racing candidate) gets its own
+/// instances through [`Framer::boxed_clone`].
+pub trait Framer: Send + Sync + 'static {
+    /// A short name, used in errors and framer metadata.
+    fn name(&self) -> &str;
+
+    /// A fresh instance with the same configuration.
+    fn boxed_clone(&self) -> Box<dyn Framer>;
+
+    /// `Start<connection>`: called once the candidate's transport is up, before Ready.
+    fn start(&mut self) -> Result<Start, FramerError> {
+        Ok(Start::Ready(Vec::new()))
+    }
+
+    /// Received bytes during a handshake (before Ready). Return
+    /// `Ok(Some(consumed))` when done, `Ok(None)` for more data, or an error
+    /// to fail this candidate (racing then moves on to the next one).
+    fn handshake(&mut self, _received: &[u8]) -> Result<Option<usize>, FramerError> {
+        Ok(Some(0))
+    }
+
+    /// `NewSentMessage`: frame (part of) a Message. With `end_of_message`
+    /// false the framer may hold the data back until the last part.
+    fn frame(
+        &mut self,
+        frame: &mut Frame,
+        context: &MessageContext,
+        end_of_message: bool,
+    ) -> Result<(), FramerError>;
+
+    /// `HandleReceivedData`: find the next Message at the start of `buf`.
+    /// `at_end` is true when no more bytes will come (end of stream, or one
+    /// whole datagram). `max_len` is recvMsgMaxLen: a longer Message is an error.
+    fn parse(&mut self, buf: &[u8], at_end: bool, max_len: usize) -> Result<Parse, FramerError>;
+}
+
+impl Clone for Box<dyn Framer> {
+    fn clone(&self) -> Self {
+        self.boxed_clone()
+    }
+}
+
+impl fmt::Debug for dyn Framer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Framer({})", self.name())
+    }
+}
+
+/// A stack of framers: index 0 was added first (closest to the wire).
+#[derive(Clone, Default, Debug)]
+pub(crate) struct FramerStack {
+    pub(crate) framers: Vec<Box<dyn Framer>>,
+}
+
+impl FramerStack {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.framers.is_empty()
+    }
+
+    /// New instances of the same framers (for another Connection or candidate).
+    pub(crate) fn fresh(&self) -> FramerStack {
+        FramerStack {
+            framers: self.framers.iter().map(|f| f.boxed_clone()).collect(),
+        }
+    }
+
+    /// Frame through every framer: the last added runs first.
+    pub(crate) fn frame(
+        &mut self,
+        frame: &mut Frame,
+        context: &MessageContext,
+        end_of_message: bool,
+    ) -> Result<(), FramerError> {
+        for f in self.framers.iter_mut().rev() {
+            f.frame(frame, context, end_of_message)?;
+        }
+        Ok(())
+    }
+
+    /// Parse with the wire-most framer.
+    pub(crate) fn parse(
+        &mut self,
+        buf: &[u8],
+        at_end: bool,
+        max_len: usize,
+    ) -> Result<Parse, FramerError> {
+        self.framers[0].parse(buf, at_end, max_len)
+    }
+
+    /// Unwrap one Message through the framers above the wire-most one: each
+    /// must find exactly one whole Message in its input.
+    pub(crate) fn unwrap_inner(
+        &mut self,
+        mut msg: Vec<u8>,
+        max_len: usize,
+    ) -> Result<Vec<u8>, FramerError> {
+        for f in self.framers.iter_mut().skip(1) {
+            match f.parse(&msg, true, max_len)? {
+                Parse::Message {
+                    header,
+                    len,
+                    trailer,
+                } if header + len + trailer == msg.len() => {
+                    msg.truncate(header + len);
+                    msg.drain(..header);
+                }
+                Parse::Message {
+                    header,
+                    len,
+                    trailer,
+                } => return Err(FramerError::new(format!(
+                    "framer `{}` found a {}-byte message in a {}-byte frame of the framer below",
+                    f.name(),
+                    header + len + trailer,
+                    msg.len()
+                ))),
+                Parse::NeedMore => {
+                    return Err(FramerError::new(format!(
+                        "framer `{}` found an incomplete message in a whole frame",
+                        f.name()
+                    )))
+                }
+            }
+        }
+        Ok(msg)
+    }
+}

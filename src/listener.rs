@@ -1,0 +1,179 @@
+//! The Listener (RFC 9622 §7.2): accepts Connections on every eligible stack.
+
+use crate::backend::{BackendListener, Incoming};
+use crate::connection::{Connection, Parts};
+use crate::endpoint::RemoteEndpoint;
+use crate::error::{Error, ErrorReason};
+use crate::establish::{self, Snapshot};
+use crate::event::ListenerEvent;
+use crate::trace::RacingTrace;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+/// A Listener: yields a Connection for each peer (TCP: each handshake; UDP:
+/// each new 4-tuple's first datagram).
+pub struct Listener {
+    backend: futures::lock::Mutex<BackendListener>,
+    snap: Snapshot,
+    limit: Mutex<Option<u64>>,
+    stopped: Mutex<bool>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Listener {
+    pub(crate) async fn bind(snap: Snapshot) -> Result<Listener, Error> {
+        let local = snap.locals.first().ok_or_else(|| {
+            Error::invalid_configuration("Listen needs a LocalEndpoint (RFC 9622 §7.2)")
+        })?;
+        let ip: IpAddr = match (local.ip_address(), local.host_name()) {
+            (Some(ip), _) => ip,
+            (None, Some("localhost")) => IpAddr::from([127, 0, 0, 1]),
+            (None, Some(h)) => {
+                return Err(Error::invalid_configuration(format!(
+                    "listen on an IP address, not the name {h}"
+                )))
+            }
+            (None, None) => IpAddr::from([0u8; 16]),
+        };
+        let port = local.port().unwrap_or(0);
+        let props = snap.props.for_listener();
+        let chosen = crate::racing::selection::select(
+            crate::backend::registry(),
+            &props,
+            &snap.security,
+            !snap.framers.is_empty(),
+            snap.protocols.as_deref(),
+        )?;
+        let stacks: Vec<_> = chosen.iter().map(|c| c.stack).collect();
+        let opts = establish::socket_options(
+            &props,
+            &props.connection,
+            None,
+            local.interface().map(str::to_string),
+        );
+        let backend = BackendListener::bind(&stacks, SocketAddr::new(ip, port), &opts)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorReason::EstablishmentFailed,
+                    format!("cannot listen on {ip}:{port}: {e}"),
+                )
+            })?;
+        let local = backend.local_addr();
+        Ok(Listener {
+            backend: futures::lock::Mutex::new(backend),
+            snap: Snapshot { props, ..snap },
+            limit: Mutex::new(None),
+            stopped: Mutex::new(false),
+            local,
+        })
+    }
+
+    /// The address the Listener is bound to (the port, if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// `SetNewConnectionLimit(n)`: deliver at most `n` more Connections
+    /// (`None` = Infinite, the default). Peers over the limit are refused
+    /// (TCP: reset at once; UDP: their datagrams are not delivered).
+    pub fn set_new_connection_limit(&self, limit: Option<u64>) {
+        *self.limit.lock().unwrap() = limit;
+    }
+
+    /// `Stop()`: stop listening. Pending and later `accept` calls return
+    /// `Stopped`; Connections already received are unaffected.
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap() = true;
+        if let Some(mut b) = self.backend.try_lock() {
+            b.stop();
+        }
+    }
+
+    /// The next Listener event: ConnectionReceived, an EstablishmentError for
+    /// an incoming connection that failed, or Stopped (the last one).
+    pub async fn next_event(&self) -> ListenerEvent {
+        loop {
+            if *self.stopped.lock().unwrap() {
+                self.backend.lock().await.stop();
+                return ListenerEvent::Stopped;
+            }
+            let item = self.backend.lock().await.accept().await;
+            let incoming = match item {
+                None => return ListenerEvent::Stopped,
+                Some(Err(e)) => {
+                    return ListenerEvent::EstablishmentError(Error::new(
+                        ErrorReason::EstablishmentFailed,
+                        format!("accepting on {}: {e}", self.local),
+                    ))
+                }
+                Some(Ok(i)) => i,
+            };
+            {
+                let mut limit = self.limit.lock().unwrap();
+                match *limit {
+                    Some(0) => {
+                        incoming.transport.abort();
+                        continue;
+                    }
+                    Some(n) => *limit = Some(n - 1),
+                    None => {}
+                }
+            }
+            return match self.make_connection(incoming).await {
+                Ok(c) => ListenerEvent::ConnectionReceived(c),
+                Err(e) => ListenerEvent::EstablishmentError(e),
+            };
+        }
+    }
+
+    /// The next Connection (`ConnectionReceived`); an error once the Listener
+    /// stopped. Incoming connections whose framer handshake failed are skipped.
+    pub async fn accept(&self) -> Result<Connection, Error> {
+        loop {
+            match self.next_event().await {
+                ListenerEvent::ConnectionReceived(c) => return Ok(c),
+                ListenerEvent::EstablishmentError(_) => continue,
+                ListenerEvent::Stopped => {
+                    return Err(Error::new(
+                        ErrorReason::ConnectionAborted,
+                        "the Listener is stopped",
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn make_connection(&self, incoming: Incoming) -> Result<Connection, Error> {
+        let Incoming {
+            transport,
+            caps,
+            remote,
+        } = incoming;
+        let caps = crate::racing::selection::effective(caps, !self.snap.framers.is_empty());
+        let mut framers = self.snap.framers.fresh();
+        let leftover = establish::framer_start(&transport, &caps, &mut framers)
+            .await
+            .map_err(|m| Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}")))?;
+        let parts = Parts {
+            transport,
+            caps,
+            framers,
+            leftover,
+            props: self.snap.props.clone(),
+            trace: RacingTrace::new(),
+            remote: RemoteEndpoint::new().with_socket_addr(remote)?,
+            local: self.snap.locals.first().cloned(),
+            reconnect: None,
+        };
+        Ok(Connection::from_parts(parts, None))
+    }
+}

@@ -1,0 +1,230 @@
+//! Messages and MessageContext (RFC 9622 §9.1).
+
+use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
+use crate::error::Error;
+use crate::properties::{MessageProperties, PropertyValue};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The MessageContext (RFC 9622 §9.1.1): the properties of a Message being
+/// sent, or the metadata of a Message received.
+///
+/// One MessageContext ties partial sends (`end_of_message = false`) into one
+/// Message: send every piece with the same context (or a clone of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContext {
+    id: u64,
+    /// The Message Properties (§9.1.3).
+    pub properties: MessageProperties,
+    explicit: Vec<String>,
+    remote: Option<RemoteEndpoint>,
+    local: Option<LocalEndpoint>,
+    early_data: bool,
+    final_: bool,
+    framer_metadata: BTreeMap<(String, String), String>,
+}
+
+impl Default for MessageContext {
+    fn default() -> Self {
+        MessageContext::new()
+    }
+}
+
+impl MessageContext {
+    /// `NewMessageContext()`: properties left at the Connection's defaults.
+    pub fn new() -> Self {
+        MessageContext {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            properties: MessageProperties::default(),
+            explicit: Vec::new(),
+            remote: None,
+            local: None,
+            early_data: false,
+            final_: false,
+            framer_metadata: BTreeMap::new(),
+        }
+    }
+
+    /// An id unique to this context (and its clones) within the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `messageContext.add(property, value)`: set a Message Property by RFC name.
+    pub fn add(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
+        self.properties.set(name, value)?;
+        self.explicit.push(crate::properties::norm_name(name));
+        Ok(())
+    }
+
+    /// Builder form of [`add`](Self::add).
+    pub fn with(mut self, name: &str, value: impl Into<PropertyValue>) -> Result<Self, Error> {
+        self.add(name, value)?;
+        Ok(self)
+    }
+
+    /// Whether the property was set on this context (otherwise the Connection default applies).
+    pub fn is_set(&self, name: &str) -> bool {
+        self.explicit.contains(&crate::properties::norm_name(name))
+    }
+
+    /// `messageContext.add(framer, key, value)`: per-framer metadata (§9.1.2.2).
+    pub fn add_framer_metadata(&mut self, framer: &str, key: &str, value: impl Into<String>) {
+        self.framer_metadata
+            .insert((framer.to_string(), key.to_string()), value.into());
+    }
+
+    /// `messageContext.get(framer, key)`.
+    pub fn framer_metadata(&self, framer: &str, key: &str) -> Option<&str> {
+        self.framer_metadata
+            .get(&(framer.to_string(), key.to_string()))
+            .map(String::as_str)
+    }
+
+    /// `GetRemoteEndpoint()`: who sent a received Message.
+    pub fn remote_endpoint(&self) -> Option<&RemoteEndpoint> {
+        self.remote.as_ref()
+    }
+
+    /// `GetLocalEndpoint()`: where a received Message arrived.
+    pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
+        self.local.as_ref()
+    }
+
+    /// Receive metadata: whether the Message arrived as 0-RTT early data (§9.3.3).
+    pub fn is_early_data(&self) -> bool {
+        self.early_data
+    }
+
+    /// Receive metadata: whether this is the peer's final Message (§9.3.3).
+    pub fn is_final(&self) -> bool {
+        self.final_
+    }
+
+    pub(crate) fn received(
+        remote: Option<RemoteEndpoint>,
+        local: Option<LocalEndpoint>,
+        final_: bool,
+    ) -> Self {
+        let mut c = MessageContext::new();
+        c.remote = remote;
+        c.local = local;
+        c.final_ = final_;
+        c
+    }
+
+    pub(crate) fn set_final(&mut self, f: bool) {
+        self.final_ = f;
+    }
+
+    /// Fill every property not set on this context from the defaults.
+    pub(crate) fn resolve(&self, defaults: &MessageProperties) -> MessageProperties {
+        let mut p = defaults.clone();
+        let me = &self.properties;
+        let set = |n: &str| self.explicit.iter().any(|e| e == n);
+        if set("msglifetime") {
+            p.msg_lifetime = me.msg_lifetime;
+        }
+        if set("msgpriority") {
+            p.msg_priority = me.msg_priority;
+        }
+        if set("msgordered") {
+            p.msg_ordered = me.msg_ordered;
+        }
+        if set("safelyreplayable") {
+            p.safely_replayable = me.safely_replayable;
+        }
+        if set("final") {
+            p.final_ = me.final_;
+        }
+        if set("msgchecksumlen") {
+            p.msg_checksum_len = me.msg_checksum_len;
+        }
+        if set("msgreliable") {
+            p.msg_reliable = me.msg_reliable;
+        }
+        if set("msgcapacityprofile") {
+            p.msg_capacity_profile = me.msg_capacity_profile;
+        }
+        if set("nofragmentation") {
+            p.no_fragmentation = me.no_fragmentation;
+        }
+        if set("nosegmentation") {
+            p.no_segmentation = me.no_segmentation;
+        }
+        // Fields written directly (not through `add`) win over defaults when they differ from the default.
+        let d = MessageProperties::default();
+        macro_rules! direct {
+            ($($f:ident),*) => { $( if me.$f != d.$f { p.$f = me.$f.clone(); } )* };
+        }
+        direct!(
+            msg_lifetime,
+            msg_priority,
+            msg_ordered,
+            safely_replayable,
+            final_,
+            msg_checksum_len,
+            msg_reliable,
+            msg_capacity_profile,
+            no_fragmentation,
+            no_segmentation
+        );
+        p
+    }
+}
+
+/// A Message received (RFC 9622 §9.3.2): `Received` or `ReceivedPartial`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveEvent {
+    /// A complete Message (`Received<messageData, messageContext>`).
+    Received {
+        /// The Message.
+        data: Vec<u8>,
+        /// Its metadata.
+        context: MessageContext,
+    },
+    /// Part of a Message (`ReceivedPartial<messageData, messageContext, endOfMessage>`).
+    ReceivedPartial {
+        /// This part.
+        data: Vec<u8>,
+        /// The metadata; every part of one Message has the same context id.
+        context: MessageContext,
+        /// True on the last part of the Message.
+        end_of_message: bool,
+    },
+}
+
+impl ReceiveEvent {
+    /// The data of either variant.
+    pub fn data(&self) -> &[u8] {
+        match self {
+            ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
+                data
+            }
+        }
+    }
+    /// Take the data.
+    pub fn into_data(self) -> Vec<u8> {
+        match self {
+            ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
+                data
+            }
+        }
+    }
+    /// The context of either variant.
+    pub fn context(&self) -> &MessageContext {
+        match self {
+            ReceiveEvent::Received { context, .. }
+            | ReceiveEvent::ReceivedPartial { context, .. } => context,
+        }
+    }
+    /// True for a complete Message or the last part of one.
+    pub fn is_end_of_message(&self) -> bool {
+        match self {
+            ReceiveEvent::Received { .. } => true,
+            ReceiveEvent::ReceivedPartial { end_of_message, .. } => *end_of_message,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The Preconnection (RFC 9622 §6): a passive bag of endpoints, properties
+//! and framers. Each action (initiate, listen) takes an immutable copy, so
+//! later changes never affect Connections or Listeners already made.
+
+use crate::capability::StackId;
+use crate::connection::{Connection, SendFailure, Sent};
+use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
+use crate::error::{Error, ErrorReason};
+use crate::establish::{self, Snapshot, TraceObserver};
+use crate::framer::{Framer, FramerStack};
+use crate::listener::Listener;
+use crate::message::MessageContext;
+use crate::properties::TransportProperties;
+use crate::racing::{RacingConfig, RacingMode};
+use crate::resolver::{Resolver, SystemResolver};
+use crate::security::SecurityParameters;
+use crate::trace::TraceEvent;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Preconnection.
+#[derive(Clone)]
+pub struct Preconnection {
+    locals: Vec<LocalEndpoint>,
+    remotes: Vec<RemoteEndpoint>,
+    props: TransportProperties,
+    security: SecurityParameters,
+    framers: FramerStack,
+    resolver: Arc<dyn Resolver>,
+    racing: RacingConfig,
+    protocols: Option<Vec<StackId>>,
+    observer: Option<TraceObserver>,
+}
+
+impl std::fmt::Debug for Preconnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preconnection")
+            .field("locals", &self.locals)
+            .field("remotes", &self.remotes)
+            .field("props", &self.props)
+            .field("security", &self.security)
+            .field("racing", &self.racing)
+            .field("protocols", &self.protocols)
+            .finish()
+    }
+}
+
+impl Preconnection {
+    /// `NewPreconnection(locals, remotes, transportProperties, securityParameters)`.
+    pub fn new(
+        locals: Vec<LocalEndpoint>,
+        remotes: Vec<RemoteEndpoint>,
+        props: TransportProperties,
+        security: SecurityParameters,
+    ) -> Self {
+        Preconnection {
+            locals,
+            remotes,
+            props,
+            security,
+            framers: FramerStack::default(),
+            resolver: Arc::new(SystemResolver),
+            racing: RacingConfig::default(),
+            protocols: None,
+            observer: None,
+        }
+    }
+
+    /// `Preconnection.AddFramer(framer)` (§9.1.2.1): the last added runs first on send.
+    pub fn add_framer(&mut self, framer: impl Framer) -> &mut Self {
+        self.framers.framers.push(Box::new(framer));
+        self
+    }
+
+    /// `Preconnection.AddRemote(remotes)` (§7.3).
+    pub fn add_remote(&mut self, remotes: impl IntoIterator<Item = RemoteEndpoint>) -> &mut Self {
+        self.remotes.extend(remotes);
+        self
+    }
+
+    /// Replace the name resolver (tests use this to control answer timing).
+    pub fn set_resolver(&mut self, resolver: impl Resolver) -> &mut Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// Restrict the protocol stacks that may be raced (system policy, RFC 9623 §3.2).
+    pub fn set_protocols(&mut self, stacks: Vec<StackId>) -> &mut Self {
+        self.protocols = Some(stacks);
+        self
+    }
+
+    /// The Connection Attempt Delay (RFC 8305 §5): 250 ms by default; 10 ms
+    /// to 2 s, checked when an action starts.
+    pub fn set_connection_attempt_delay(&mut self, delay: Duration) -> &mut Self {
+        self.racing.connection_attempt_delay = delay;
+        self
+    }
+
+    /// The racing mode: staggered (default), failover or simultaneous.
+    pub fn set_racing_mode(&mut self, mode: RacingMode) -> &mut Self {
+        self.racing.mode = mode;
+        self
+    }
+
+    /// All racing settings.
+    pub fn racing_config_mut(&mut self) -> &mut RacingConfig {
+        &mut self.racing
+    }
+
+    /// Observe every trace event live, as it happens (the demo and `tapscat --trace` use this).
+    pub fn on_trace(
+        &mut self,
+        observer: impl Fn(&TraceEvent) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The TransportProperties, to change before the next action.
+    pub fn transport_properties_mut(&mut self) -> &mut TransportProperties {
+        &mut self.props
+    }
+
+    /// The SecurityParameters, to change before the next action.
+    pub fn security_parameters_mut(&mut self) -> &mut SecurityParameters {
+        &mut self.security
+    }
+
+    /// `Resolve()` (§7.3): the LocalEndpoints and RemoteEndpoints with names
+    /// resolved to addresses (AAAA then A), one endpoint per address.
+    pub async fn resolve(&self) -> Result<(Vec<LocalEndpoint>, Vec<RemoteEndpoint>), Error> {
+        let mut out = Vec::new();
+        for r in &self.remotes {
+            match (r.ip_address(), r.host_name()) {
+                (None, Some(host)) => {
+                    let mut errs = Vec::new();
+                    for fam in [crate::racing::Family::V6, crate::racing::Family::V4] {
+                        match self.resolver.resolve(host, fam).await {
+                            Ok(ips) => {
+                                for ip in ips {
+                                    let mut e = RemoteEndpoint::new().with_ip_address(ip)?;
+                                    if let Some(p) = r.port() {
+                                        e = e.with_port(p)?;
+                                    }
+                                    out.push(e);
+                                }
+                            }
+                            Err(m) => errs.push(m),
+                        }
+                    }
+                    if errs.len() == 2 {
+                        return Err(Error::new(ErrorReason::ResolutionFailed, errs.join("; ")));
+                    }
+                }
+                _ => out.push(r.clone()),
+            }
+        }
+        Ok((self.locals.clone(), out))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            locals: self.locals.clone(),
+            remotes: self.remotes.clone(),
+            props: self.props.clone(),
+            security: self.security.clone(),
+            framers: self.framers.fresh(),
+            resolver: self.resolver.clone(),
+            racing: self.racing.clone(),
+            protocols: self.protocols.clone(),
+            observer: self.observer.clone(),
+        }
+    }
+
+    /// `Initiate()` (§7.1): race the candidates and resolve at Ready with the
+    /// Connection, or with the EstablishmentError that lists every
+    /// candidate's failure. Configuration errors (contradictory or
+    /// unsatisfiable properties, no remote) fail before any network activity.
+    pub fn initiate(&self) -> impl Future<Output = Result<Connection, Error>> + 'static {
+        self.initiate_inner(None)
+    }
+
+    /// `Initiate(timeout)`: give up with a Timeout EstablishmentError after `timeout`.
+    pub fn initiate_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Connection, Error>> + 'static {
+        self.initiate_inner(Some(timeout))
+    }
+
+    fn initiate_inner(
+        &self,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Connection, Error>> + 'static {
+        let snap = self.snapshot();
+        async move {
+            if snap.remotes.is_empty() {
+                return Err(Error::invalid_configuration(
+                    "Initiate needs at least one RemoteEndpoint (RFC 9622 §7.1)",
+                ));
+            }
+            let timeout = timeout.or(snap.props.connection.conn_timeout.filter(|_| false));
+            let parts = establish::establish(&snap, timeout).await?;
+            Ok(Connection::from_parts(parts, None))
+        }
+    }
+
+    /// `InitiateWithSend(messageData, messageContext?)` (§9.2.5): initiate and
+    /// send the first Message as soon as the Connection is Ready. A failure
+    /// to establish is reported only as the EstablishmentError.
+    pub fn initiate_with_send(
+        &self,
+        data: Vec<u8>,
+        context: Option<MessageContext>,
+    ) -> impl Future<Output = Result<(Connection, Result<Sent, SendFailure>), Error>> + 'static
+    {
+        let init = self.initiate_inner(None);
+        async move {
+            let conn = init.await?;
+            let sent = conn.send(data, context, true).await;
+            Ok((conn, sent))
+        }
+    }
+
+    /// `Listen()` (§7.2): a Listener on the LocalEndpoint, accepting every
+    /// stack the properties allow, on the same port number.
+    pub async fn listen(&self) -> Result<Listener, Error> {
+        Listener::bind(self.snapshot()).await
+    }
+}

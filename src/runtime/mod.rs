@@ -1,0 +1,19 @@
+//! The runtime shim: a clock, timers and task spawning for each target.
+//! The rest of the crate calls these and never names tokio or the browser.
+
+cfg_if::cfg_if! {
+    if #[cfg(web)] {
+        mod web;
+        pub(crate) use web::*;
+    } else {
+        mod native;
+        pub(crate) use native::*;
+    }
+}
+
+/// A boxed future: `Send` natively, not in the browser.
+#[cfg(native)]
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
+/// A boxed future: `Send` natively, not in the browser.
+#[cfg(web)]
+pub type BoxFuture<'a, T> = futures::future::LocalBoxFuture<'a, T>;

@@ -1,0 +1,66 @@
+//! Browser runtime: `performance.now()`, `setTimeout` and `spawn_local`.
+//! Never `std::time::Instant` or tokio, which panic on wasm32-unknown-unknown.
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(closure: &js_sys::Function, millis: i32) -> JsValue;
+}
+
+/// A monotonic instant: milliseconds from `performance.now()`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub(crate) struct Instant(f64);
+
+impl Instant {
+    /// Time since `earlier`, zero if negative.
+    pub(crate) fn duration_since(&self, earlier: Instant) -> Duration {
+        Duration::from_secs_f64(((self.0 - earlier.0).max(0.0)) / 1000.0)
+    }
+    /// Time since this instant.
+    #[allow(dead_code)]
+    pub(crate) fn elapsed(&self) -> Duration {
+        now().duration_since(*self)
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        Instant(self.0 + d.as_secs_f64() * 1000.0)
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, other: Instant) -> Duration {
+        self.duration_since(other)
+    }
+}
+
+/// Now.
+pub(crate) fn now() -> Instant {
+    Instant(performance_now())
+}
+
+/// Sleep for `d` with `setTimeout`.
+pub(crate) async fn sleep(d: Duration) {
+    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Sleep until `deadline`.
+pub(crate) async fn sleep_until(deadline: Instant) {
+    let n = now();
+    if deadline > n {
+        sleep(deadline.duration_since(n)).await;
+    }
+}
