@@ -1092,12 +1092,18 @@ impl Inner {
         if let Some(tx) = self.stop_tx.lock().unwrap().take() {
             let _ = tx.send(());
         }
-        // In-flight Messages are answered by whoever holds the writer; take it if free.
+        // In-flight Messages are answered by whoever holds the writer; take it
+        // if free. Dropping the last handle of the socket closes it, and with
+        // linger 0 that close is a reset.
         if let Some(mut w) = self.writer.try_lock() {
             for mut f in w.inflight.drain(..) {
                 f.answer(Err(SendFailureKind::Error(err.clone())));
             }
             w.transport = None;
+        }
+        if let Some(mut r) = self.recv.try_lock() {
+            r.transport = None;
+            r.done.get_or_insert(err.clone());
         }
         let _ = self
             .events_tx

@@ -125,12 +125,12 @@ impl TcpTransport {
         SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write)
     }
 
-    /// Linger 0 makes the final close send RST; shutting down reading wakes
-    /// every pending read.
+    /// Linger 0 makes the close send RST instead of FIN; shutting down
+    /// reading (which sends nothing) wakes every pending read.
     pub(crate) fn abort(&self) {
         let s = SockRef::from(&*self.stream);
         let _ = s.set_linger(Some(std::time::Duration::ZERO));
-        let _ = s.shutdown(std::net::Shutdown::Both);
+        let _ = s.shutdown(std::net::Shutdown::Read);
     }
 }
 

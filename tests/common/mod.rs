@@ -1,0 +1,140 @@
+//! Shared helpers for the loopback integration tests.
+#![allow(dead_code)]
+
+use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
+use postsocket::{
+    Connection, LocalEndpoint, Preconnection, RemoteEndpoint, SecurityParameters,
+    TransportProperties,
+};
+use socket2::{Domain, Socket, Type};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A TCP port on `[::1]` that silently drops SYNs (listen backlog full), and
+/// the filler connection that fills it. Keep both alive for the test.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: Socket,
+    _filler: Vec<TcpStream>,
+}
+
+/// Blackhole `ip` on an ephemeral port, or on `port` if given.
+pub fn blackhole(ip: &str, port: u16) -> std::io::Result<Blackhole> {
+    let addr: SocketAddr = SocketAddr::new(ip.parse().unwrap(), port);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(0)?;
+    let addr = s.local_addr()?.as_socket().unwrap();
+    let mut filler = Vec::new();
+    // Fill the accept queue: with backlog 0 Linux queues one connection.
+    for _ in 0..2 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(c) => filler.push(c),
+            Err(_) => break,
+        }
+    }
+    Ok(Blackhole {
+        addr,
+        _listener: s,
+        _filler: filler,
+    })
+}
+
+/// A plain TCP echo server (tokio) on `addr` echoing bytes.
+pub async fn tcp_echo_server(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let local = l.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// An IPv6 blackhole and an IPv4 echo server on the same port number.
+pub async fn blackhole_v6_serving_v4() -> (Blackhole, SocketAddr) {
+    for _ in 0..20 {
+        let bh = blackhole("::1", 0).expect("blackhole on ::1");
+        let port = bh.addr.port();
+        if let Ok(v4) = tcp_echo_server(format!("127.0.0.1:{port}").parse().unwrap()).await {
+            return (bh, v4);
+        }
+    }
+    panic!("no port free on both ::1 and 127.0.0.1");
+}
+
+/// A free port number on 127.0.0.1 (nothing listens there afterwards: connects are refused).
+pub fn refused_port(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0").replace("::1:0", "[::1]:0")).unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn remote(addr: SocketAddr) -> RemoteEndpoint {
+    RemoteEndpoint::new().with_socket_addr(addr).unwrap()
+}
+
+pub fn local(addr: &str) -> LocalEndpoint {
+    LocalEndpoint::new()
+        .with_socket_addr(addr.parse().unwrap())
+        .unwrap()
+}
+
+/// A plaintext TCP preconnection with a line framer.
+pub fn tcp_lines(remotes: Vec<RemoteEndpoint>) -> Preconnection {
+    let mut p = Preconnection::new(
+        vec![],
+        remotes,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    p.add_framer(DelimiterFramer::line());
+    p
+}
+
+/// A plaintext TCP preconnection with a length-prefix framer.
+pub fn tcp_length(remotes: Vec<RemoteEndpoint>) -> Preconnection {
+    let mut p = Preconnection::new(
+        vec![],
+        remotes,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    p.add_framer(LengthPrefixFramer::new());
+    p
+}
+
+/// A Listener preconnection on 127.0.0.1:0.
+pub fn listener_pre(props: TransportProperties) -> Preconnection {
+    Preconnection::new(
+        vec![local("127.0.0.1:0")],
+        vec![],
+        props,
+        SecurityParameters::disabled(),
+    )
+}
+
+/// Echo every Message on a Connection until it ends.
+pub fn spawn_echo(conn: Connection) {
+    tokio::spawn(async move {
+        while let Ok(m) = conn.receive().await {
+            if conn.send(m.into_data(), None, true).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+pub fn t_of(trace: &postsocket::RacingTrace, kind: postsocket::TraceEventKind, id: &str) -> f64 {
+    trace
+        .find(kind, id)
+        .unwrap_or_else(|| panic!("no {kind:?} for {id} in\n{}", trace.timeline()))
+        .t_ms
+}

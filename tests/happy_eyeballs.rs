@@ -1,0 +1,80 @@
+//! Happy Eyeballs over real loopback sockets: a blackholed IPv6 address
+//! raced against a serving IPv4 one, a refused IPv6 address, total failure.
+
+mod common;
+use common::*;
+use postsocket::{ErrorReason, TraceEventKind as K};
+use std::time::Duration;
+
+#[tokio::test]
+async fn blackholed_v6_loses_to_v4_after_one_attempt_delay() {
+    let (bh, v4) = blackhole_v6_serving_v4().await;
+    let mut pre = tcp_lines(vec![remote(bh.addr), remote(v4)]);
+    pre.set_connection_attempt_delay(Duration::from_millis(100));
+    let conn = pre.initiate().await.expect("IPv4 wins");
+    assert_eq!(conn.remote_addr(), Some(v4));
+    let trace = conn.trace().clone();
+    // IPv6 first, IPv4 one attempt delay later, IPv6 cancelled when IPv4 wins.
+    assert_eq!(trace.candidate("1.1.1").unwrap().address.as_deref(), Some(bh.addr.to_string().as_str()));
+    assert_eq!(trace.candidate("1.1.2").unwrap().address.as_deref(), Some(v4.to_string().as_str()));
+    let v6_start = t_of(&trace, K::AttemptStarted, "1.1.1");
+    let v4_start = t_of(&trace, K::AttemptStarted, "1.1.2");
+    assert!(v6_start < 50.0, "v6 starts at once:\n{}", trace.timeline());
+    assert!(v4_start >= 100.0, "v4 waits one attempt delay:\n{}", trace.timeline());
+    assert!(v4_start < 1000.0, "v4 starts about one attempt delay later:\n{}", trace.timeline());
+    assert!(trace.find(K::AttemptCancelled, "1.1.1").is_some(), "{}", trace.timeline());
+    assert_eq!(trace.winner(), Some("1.1.2"));
+    // And the Connection works.
+    conn.send_message("ping").await.unwrap();
+    assert_eq!(conn.receive().await.unwrap().data(), b"ping");
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_v6_starts_v4_at_once() {
+    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let refused = refused_port("::1");
+    let mut pre = tcp_lines(vec![remote(refused), remote(v4)]);
+    pre.set_connection_attempt_delay(Duration::from_millis(2000));
+    let conn = pre.initiate().await.expect("IPv4 wins");
+    let trace = conn.trace();
+    assert!(trace.find(K::AttemptFailed, "1.1.1").is_some(), "{}", trace.timeline());
+    let v4_start = t_of(trace, K::AttemptStarted, "1.1.2");
+    assert!(v4_start < 1000.0, "v4 must not wait the 2 s attempt delay:\n{}", trace.timeline());
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_candidate_failing_lists_each_reason() {
+    let a = refused_port("::1");
+    let b = refused_port("127.0.0.1");
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let mut pre = tcp_lines(vec![remote(a), remote(b)]);
+    pre.on_trace(move |e| sink.lock().unwrap().push(e.clone()));
+    let err = pre.initiate().await.expect_err("nothing listens");
+    assert_eq!(err.reason, ErrorReason::EstablishmentFailed);
+    assert_eq!(err.candidates.len(), 2, "{err}");
+    assert_eq!(err.candidates[0].address.as_deref(), Some(a.to_string().as_str()));
+    assert_eq!(err.candidates[1].address.as_deref(), Some(b.to_string().as_str()));
+    for c in &err.candidates {
+        assert!(c.message.to_lowercase().contains("refused"), "{c}");
+    }
+    let text = err.to_string();
+    assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
+    // The live trace ends with the establishment error.
+    let ev = events.lock().unwrap();
+    assert_eq!(ev.last().unwrap().event, K::EstablishmentError);
+}
+
+#[tokio::test]
+async fn timeout_cancels_blackholed_attempts() {
+    let bh = blackhole("::1", 0).unwrap();
+    let pre = tcp_lines(vec![remote(bh.addr)]);
+    let err = pre
+        .initiate_with_timeout(Duration::from_millis(300))
+        .await
+        .expect_err("blackholed");
+    assert_eq!(err.reason, ErrorReason::Timeout, "{err}");
+    assert_eq!(err.candidates.len(), 1, "{err}");
+}
