@@ -1,0 +1,106 @@
+//! UDP: message boundaries, and a Listener demultiplexing peers into Connections.
+
+mod common;
+use common::*;
+use postsocket::{
+    ErrorReason, MessageContext, Preconnection, ReceiveEvent, SecurityParameters, StackId,
+    TransportProperties,
+};
+
+fn udp_pre(remote_addr: std::net::SocketAddr) -> Preconnection {
+    Preconnection::new(
+        vec![],
+        vec![remote(remote_addr)],
+        TransportProperties::unreliable_datagram(),
+        SecurityParameters::disabled(),
+    )
+}
+
+async fn udp_echo_listener() -> std::net::SocketAddr {
+    let l = listener_pre(TransportProperties::unreliable_datagram()).listen().await.unwrap();
+    let addr = l.local_addr();
+    tokio::spawn(async move {
+        while let Ok(c) = l.accept().await {
+            assert_eq!(c.stack(), StackId::Udp);
+            spawn_echo(c);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn udp_echo_keeps_message_boundaries() {
+    let addr = udp_echo_listener().await;
+    let conn = udp_pre(addr).initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Udp);
+    let msgs = [b"one".to_vec(), b"two two".to_vec(), vec![1u8; 1200], Vec::new()];
+    for m in &msgs {
+        conn.send(m.clone(), None, true).await.unwrap();
+        // Loopback does not drop or reorder here; await each echo in turn.
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), conn.receive()).await.unwrap().unwrap();
+        assert_eq!(got, ReceiveEvent::Received { data: m.clone(), context: got.context().clone() });
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn udp_listener_serves_two_peers_as_two_connections() {
+    let l = listener_pre(TransportProperties::unreliable_datagram()).listen().await.unwrap();
+    let addr = l.local_addr();
+    let a = udp_pre(addr).initiate().await.unwrap();
+    let b = udp_pre(addr).initiate().await.unwrap();
+    a.send_message("from a").await.unwrap();
+    b.send_message("from b").await.unwrap();
+    a.send_message("a again").await.unwrap();
+    let ca = l.accept().await.unwrap();
+    let cb = l.accept().await.unwrap();
+    assert_eq!(ca.remote_addr(), a.local_addr().map(|x| std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), x.port())));
+    assert_eq!(ca.receive().await.unwrap().data(), b"from a");
+    assert_eq!(ca.receive().await.unwrap().data(), b"a again");
+    assert_eq!(cb.receive().await.unwrap().data(), b"from b");
+    cb.send_message("to b").await.unwrap();
+    assert_eq!(b.receive().await.unwrap().data(), b"to b");
+    ca.close().await.unwrap();
+    cb.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn udp_rejects_what_it_cannot_do() {
+    let addr = udp_echo_listener().await;
+    let conn = udp_pre(addr).initiate().await.unwrap();
+    assert_eq!(conn.send_msg_max_len(), Some(65_507));
+    let too_big = conn.send(vec![0; 70_000], None, true).await.unwrap_err();
+    assert_eq!(too_big.reason(), ErrorReason::MessageTooLarge);
+    let ctx = MessageContext::new().with("msgReliable", true).unwrap();
+    let unreliable = conn.send(b"x".to_vec(), Some(ctx), true).await.unwrap_err();
+    assert_eq!(unreliable.reason(), ErrorReason::InvalidMessageProperties);
+    let ctx = MessageContext::new().with("noFragmentation", true).unwrap();
+    let frag = conn.send(vec![0; 3000], Some(ctx), true).await.unwrap_err();
+    assert_eq!(frag.reason(), ErrorReason::MessageTooLarge);
+    let partial = conn.send(b"x".to_vec(), None, false).await.unwrap_err();
+    assert_eq!(partial.reason(), ErrorReason::InvalidMessageProperties);
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn udp_datagram_longer_than_max_length_arrives_in_parts() {
+    let addr = udp_echo_listener().await;
+    let conn = udp_pre(addr).initiate().await.unwrap();
+    conn.send(b"0123456789".to_vec(), None, true).await.unwrap();
+    let p1 = conn.receive_with(None, Some(4)).await.unwrap();
+    let p2 = conn.receive_with(None, Some(4)).await.unwrap();
+    let p3 = conn.receive_with(None, Some(4)).await.unwrap();
+    assert_eq!([p1.data(), p2.data(), p3.data()].concat(), b"0123456789");
+    assert!(!p1.is_end_of_message() && !p2.is_end_of_message() && p3.is_end_of_message());
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn default_properties_exclude_udp_with_a_reason() {
+    let pre = Preconnection::new(vec![], vec![remote("127.0.0.1:9".parse().unwrap())], TransportProperties::new(), SecurityParameters::disabled());
+    let mut pre = pre;
+    pre.set_protocols(vec![StackId::Udp]);
+    let err = pre.initiate().await.unwrap_err();
+    assert_eq!(err.reason, ErrorReason::NoCandidates);
+    assert!(err.to_string().contains("Require reliability"), "{err}");
+}
