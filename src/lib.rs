@@ -60,6 +60,6 @@ pub use properties::{
     ConnState, ConnectionProperties, MessageProperties, Preference, PropertyValue,
     SelectionProperty, TransportProperties,
 };
-pub use resolver::{Resolver, SystemResolver};
+pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::SecurityParameters;
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};

@@ -31,3 +31,44 @@ impl Resolver for SystemResolver {
         crate::backend::system_resolve(host.to_string(), family)
     }
 }
+
+/// A resolver with fixed answers for every name, each family after its own
+/// delay: for tests, demos, and pinning names without DNS. A family with no
+/// answer configured fails with a message that says so.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    answers: Vec<(Family, Vec<IpAddr>, std::time::Duration)>,
+}
+
+impl StaticResolver {
+    /// A resolver that answers nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answer `family` queries with `addrs` after `delay`.
+    pub fn answer(mut self, family: Family, addrs: Vec<IpAddr>, delay: std::time::Duration) -> Self {
+        self.answers.push((family, addrs, delay));
+        self
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve(&self, host: &str, family: Family) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
+        let found = self.answers.iter().find(|(f, ..)| *f == family).cloned();
+        let host = host.to_string();
+        Box::pin(async move {
+            match found {
+                Some((_, addrs, delay)) => {
+                    crate::runtime::sleep_until(crate::runtime::now() + delay).await;
+                    if addrs.is_empty() {
+                        Err(format!("no {family:?} address for {host}"))
+                    } else {
+                        Ok(addrs)
+                    }
+                }
+                None => Err(format!("no {family:?} answer configured for {host}")),
+            }
+        })
+    }
+}

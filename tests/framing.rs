@@ -1,0 +1,163 @@
+//! Framers over real TCP: malformed input gives DeframingFailed (never a
+//! panic or hang), a framer handshake can fail a candidate so racing moves on,
+//! and a replaceable resolver drives name racing.
+
+mod common;
+use common::*;
+use postsocket::framer::{DelimiterFramer, Frame, Framer, FramerError, Parse, Start};
+use postsocket::racing::Family;
+use postsocket::{ErrorReason, MessageContext, RemoteEndpoint, StaticResolver, TraceEventKind as K};
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw TCP server that writes `bytes` to each connection and keeps it open.
+async fn raw_server(bytes: &'static [u8]) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(bytes).await;
+                let mut sink = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(3), s.read(&mut sink)).await;
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn length_prefix_over_recv_msg_max_len_is_deframing_failed() {
+    let a = raw_server(b"\xff\xff\xff\xffgarbage").await;
+    let conn = tcp_length(vec![remote(a)]).initiate().await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(2), conn.receive()).await.unwrap().unwrap_err();
+    assert_eq!(err.error.reason, ErrorReason::DeframingFailed);
+    assert!(err.error.message.contains("recvMsgMaxLen"), "{}", err.error);
+    // The receive side stays failed: the stream lost its framing.
+    assert_eq!(conn.receive().await.unwrap_err().error.reason, ErrorReason::DeframingFailed);
+    conn.abort();
+}
+
+#[tokio::test]
+async fn stream_ending_inside_a_message_is_deframing_failed() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(b"\0\0\0\x10short").await.unwrap();
+        s.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    let conn = tcp_length(vec![remote(a)]).initiate().await.unwrap();
+    let err = conn.receive().await.unwrap_err();
+    assert_eq!(err.error.reason, ErrorReason::DeframingFailed);
+    assert!(err.error.message.contains("ended inside"), "{}", err.error);
+}
+
+#[tokio::test]
+async fn line_without_delimiter_over_limit_fails_and_partial_line_at_eof_is_delivered() {
+    let mut f = DelimiterFramer::line();
+    assert!(f.parse(&[b'a'; 100], false, 50).is_err(), "no delimiter within the limit");
+    assert_eq!(f.parse(b"abc", true, 50).unwrap(), Parse::Message { header: 0, len: 3, trailer: 0 });
+    let mut frame = Frame { data: b"two\nlines".to_vec(), ..Frame::default() };
+    assert!(f.frame(&mut frame, &MessageContext::new(), true).is_err(), "data holding the delimiter");
+    // Over TCP: a line framer receives lines split across reads.
+    let a = raw_server(b"first li").await;
+    let conn = tcp_lines(vec![remote(a)]).initiate().await.unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(300), conn.receive()).await;
+    assert!(r.is_err(), "an incomplete line is not delivered early");
+    conn.abort();
+}
+
+/// A framer that expects the server to greet with `HELLO\n` before Ready.
+#[derive(Clone)]
+struct Greeting;
+
+impl Framer for Greeting {
+    fn name(&self) -> &str {
+        "greeting"
+    }
+    fn boxed_clone(&self) -> Box<dyn Framer> {
+        Box::new(Greeting)
+    }
+    fn start(&mut self) -> Result<Start, FramerError> {
+        Ok(Start::AwaitHandshake(Vec::new()))
+    }
+    fn handshake(&mut self, received: &[u8]) -> Result<Option<usize>, FramerError> {
+        if received.len() < 6 {
+            return Ok(None);
+        }
+        if &received[..6] == b"HELLO\n" {
+            Ok(Some(6))
+        } else {
+            Err(FramerError::new(format!("bad greeting {:?}", String::from_utf8_lossy(&received[..6]))))
+        }
+    }
+    fn frame(&mut self, _f: &mut Frame, _c: &MessageContext, _e: bool) -> Result<(), FramerError> {
+        Ok(())
+    }
+    fn parse(&mut self, buf: &[u8], _at_end: bool, _max: usize) -> Result<Parse, FramerError> {
+        Ok(if buf.is_empty() { Parse::NeedMore } else { Parse::Message { header: 0, len: buf.len(), trailer: 0 } })
+    }
+}
+
+#[tokio::test]
+async fn framer_handshake_failure_fails_the_candidate_and_racing_moves_on() {
+    let bad = raw_server(b"HOWDY\nxx").await;
+    let good = raw_server(b"HELLO\nafter greeting").await;
+    let mut pre = tcp_lines(vec![remote(bad), remote(good)]);
+    pre.add_framer(Greeting);
+    let conn = pre.initiate().await.expect("the second server greets correctly");
+    assert_eq!(conn.remote_addr(), Some(good));
+    let t = conn.trace();
+    let failed = t.find(K::AttemptFailed, "1.1.1").unwrap_or_else(|| panic!("{}", t.timeline()));
+    assert!(failed.reason.as_deref().unwrap().contains("bad greeting"), "{}", t.timeline());
+    assert!(t.find(K::AttemptStarted, "1.1.2").unwrap().t_ms < 250.0, "started at once after the failure");
+    // Bytes after the greeting are kept for the first receive (the line framer delivers them at EOF or newline).
+    conn.abort();
+}
+
+#[tokio::test]
+async fn resolver_answers_race_by_family() {
+    // The name resolves to ::1 (blackholed) and 127.0.0.1 (serving); A answers first.
+    let (bh, v4) = blackhole_v6_serving_v4().await;
+    let resolver = StaticResolver::new()
+        .answer(Family::V6, vec!["::1".parse::<IpAddr>().unwrap()], Duration::from_millis(20))
+        .answer(Family::V4, vec!["127.0.0.1".parse::<IpAddr>().unwrap()], Duration::ZERO);
+    let r = RemoteEndpoint::new().with_host_name("service.test").unwrap().with_port(bh.addr.port()).unwrap();
+    let mut pre = tcp_lines(vec![r]);
+    pre.set_resolver(resolver);
+    pre.set_connection_attempt_delay(Duration::from_millis(100));
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.remote_addr(), Some(v4));
+    let t = conn.trace();
+    assert_eq!(t.candidate("1.1.1").unwrap().host.as_deref(), Some("service.test"), "{}", t.timeline());
+    // AAAA came 20 ms after A, inside the 50 ms resolution delay: IPv6 still goes first.
+    let v6 = t.events.iter().find(|e| e.event == K::Candidate && e.address.as_deref() == Some(bh.addr.to_string().as_str())).unwrap().id.clone();
+    let v4id = t.events.iter().find(|e| e.event == K::Candidate && e.address.as_deref() == Some(v4.to_string().as_str())).unwrap().id.clone();
+    assert!(t_of(t, K::AttemptStarted, &v6) < t_of(t, K::AttemptStarted, &v4id), "{}", t.timeline());
+    assert_eq!(t.winner(), Some(v4id.as_str()));
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn resolution_failure_is_reported_as_such() {
+    let resolver = StaticResolver::new();
+    let r = RemoteEndpoint::new().with_host_name("nowhere.test").unwrap().with_port(1).unwrap();
+    let mut pre = tcp_lines(vec![r]);
+    pre.set_resolver(resolver);
+    let err = pre.initiate().await.unwrap_err();
+    assert_eq!(err.reason, ErrorReason::ResolutionFailed, "{err}");
+    assert_eq!(err.candidates[0].address.as_deref(), Some("nowhere.test"));
+}
+
+#[tokio::test]
+async fn system_resolver_resolves_localhost() {
+    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let r = RemoteEndpoint::new().with_host_name("localhost").unwrap().with_port(v4.port()).unwrap();
+    let conn = tcp_lines(vec![r]).initiate().await.unwrap();
+    conn.send_message("hi").await.unwrap();
+    assert_eq!(conn.receive().await.unwrap().data(), b"hi");
+    conn.close().await.unwrap();
+}
