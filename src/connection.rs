@@ -22,6 +22,10 @@
 //! Connection without `close` closes the socket at once (queued, unwritten
 //! Messages are dropped with it); call `close` for an orderly end.
 
+// SendFailure carries the MessageContext back to the application, as the RFC's
+// events do; the failure path is cold, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use crate::backend::{Recv, Transport};
 use crate::capability::{Capabilities, DataUnit, StackId, Support};
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
@@ -990,29 +994,25 @@ impl Inner {
                 match res {
                     Ok(mut n) => {
                         // Retire whole frames, keep the offset into a partial one.
-                        loop {
-                            let Some(front) = w.inflight.front() else {
-                                break;
-                            };
+                        while let Some(front) = w.inflight.front() {
                             let left = front.frame.len() - w.front_offset;
-                            if n >= left {
-                                n -= left;
-                                w.front_offset = 0;
-                                let mut f = w.inflight.pop_front().expect("front");
-                                if f.final_ {
-                                    if let Err(e) = transport.shutdown_write() {
-                                        f.answer(Err(SendFailureKind::Error(Error::new(
-                                            ErrorReason::ProtocolFailed,
-                                            format!("finishing the stream: {e}"),
-                                        ))));
-                                        continue;
-                                    }
-                                }
-                                f.answer(Ok(()));
-                            } else {
+                            if n < left {
                                 w.front_offset += n;
                                 break;
                             }
+                            n -= left;
+                            w.front_offset = 0;
+                            let mut f = w.inflight.pop_front().expect("front");
+                            if f.final_ {
+                                if let Err(e) = transport.shutdown_write() {
+                                    f.answer(Err(SendFailureKind::Error(Error::new(
+                                        ErrorReason::ProtocolFailed,
+                                        format!("finishing the stream: {e}"),
+                                    ))));
+                                    continue;
+                                }
+                            }
+                            f.answer(Ok(()));
                         }
                     }
                     Err(e) => {

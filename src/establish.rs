@@ -96,6 +96,9 @@ pub(crate) async fn attempt(
     Ok((t, framers, leftover))
 }
 
+/// A framer handshake that has read this much without finishing fails.
+const MAX_HANDSHAKE: usize = 64 * 1024;
+
 /// Run `start` and `handshake` of every framer (bottom first). Returns bytes
 /// received beyond the handshake.
 pub(crate) async fn framer_start(
@@ -117,13 +120,23 @@ pub(crate) async fn framer_start(
                 .await
                 .map_err(|e| format!("framer `{}` start: {e}", f.name()))?;
         }
-        while wait {
+        if !wait {
+            continue;
+        }
+        loop {
             if let Some(n) = f
                 .handshake(&buf)
                 .map_err(|e| format!("framer `{}` handshake: {e}", f.name()))?
             {
                 buf.drain(..n.min(buf.len()));
                 break;
+            }
+            if buf.len() > MAX_HANDSHAKE {
+                return Err(format!(
+                    "framer `{}` handshake: no result after {} bytes",
+                    f.name(),
+                    buf.len()
+                ));
             }
             match t.read(&mut buf).await {
                 Ok(Recv::Bytes) => {}
@@ -225,6 +238,8 @@ impl Emitter {
     }
 }
 
+type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
+
 type AttemptResult = (
     String,
     Result<
@@ -291,8 +306,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         remotes,
         elapsed(),
     );
-    let mut resolves: FuturesUnordered<BoxFuture<'static, (u32, Result<Vec<IpAddr>, String>)>> =
-        FuturesUnordered::new();
+    let mut resolves: FuturesUnordered<BoxFuture<'static, ResolveResult>> = FuturesUnordered::new();
     let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
     let mut handles: HashMap<String, AbortHandle> = HashMap::new();
     let mut done: HashMap<String, (Transport, FramerStack, Vec<u8>, Reconnect)> = HashMap::new();
@@ -351,10 +365,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     if let Some(h) = handles.remove(&node) {
                         h.abort();
                     }
-                    if let Some((t, ..)) = done.remove(&node) {
-                        // A loser that had already connected: close it.
-                        drop(t);
-                    }
+                    // A loser that had already connected is closed by dropping it.
+                    done.remove(&node);
                 }
                 Action::Won { node } => {
                     emitter.flush(racer.trace());

@@ -47,14 +47,23 @@ impl StaticResolver {
     }
 
     /// Answer `family` queries with `addrs` after `delay`.
-    pub fn answer(mut self, family: Family, addrs: Vec<IpAddr>, delay: std::time::Duration) -> Self {
+    pub fn answer(
+        mut self,
+        family: Family,
+        addrs: Vec<IpAddr>,
+        delay: std::time::Duration,
+    ) -> Self {
         self.answers.push((family, addrs, delay));
         self
     }
 }
 
 impl Resolver for StaticResolver {
-    fn resolve(&self, host: &str, family: Family) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
+    fn resolve(
+        &self,
+        host: &str,
+        family: Family,
+    ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
         let found = self.answers.iter().find(|(f, ..)| *f == family).cloned();
         let host = host.to_string();
         Box::pin(async move {

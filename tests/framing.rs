@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use postsocket::framer::{DelimiterFramer, Frame, Framer, FramerError, Parse, Start};
 use postsocket::racing::Family;
-use postsocket::{ErrorReason, MessageContext, RemoteEndpoint, StaticResolver, TraceEventKind as K};
+use postsocket::{
+    ErrorReason, MessageContext, RemoteEndpoint, StaticResolver, TraceEventKind as K,
+};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,11 +33,17 @@ async fn raw_server(bytes: &'static [u8]) -> std::net::SocketAddr {
 async fn length_prefix_over_recv_msg_max_len_is_deframing_failed() {
     let a = raw_server(b"\xff\xff\xff\xffgarbage").await;
     let conn = tcp_length(vec![remote(a)]).initiate().await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(2), conn.receive()).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(2), conn.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.error.reason, ErrorReason::DeframingFailed);
     assert!(err.error.message.contains("recvMsgMaxLen"), "{}", err.error);
     // The receive side stays failed: the stream lost its framing.
-    assert_eq!(conn.receive().await.unwrap_err().error.reason, ErrorReason::DeframingFailed);
+    assert_eq!(
+        conn.receive().await.unwrap_err().error.reason,
+        ErrorReason::DeframingFailed
+    );
     conn.abort();
 }
 
@@ -58,10 +66,26 @@ async fn stream_ending_inside_a_message_is_deframing_failed() {
 #[tokio::test]
 async fn line_without_delimiter_over_limit_fails_and_partial_line_at_eof_is_delivered() {
     let mut f = DelimiterFramer::line();
-    assert!(f.parse(&[b'a'; 100], false, 50).is_err(), "no delimiter within the limit");
-    assert_eq!(f.parse(b"abc", true, 50).unwrap(), Parse::Message { header: 0, len: 3, trailer: 0 });
-    let mut frame = Frame { data: b"two\nlines".to_vec(), ..Frame::default() };
-    assert!(f.frame(&mut frame, &MessageContext::new(), true).is_err(), "data holding the delimiter");
+    assert!(
+        f.parse(&[b'a'; 100], false, 50).is_err(),
+        "no delimiter within the limit"
+    );
+    assert_eq!(
+        f.parse(b"abc", true, 50).unwrap(),
+        Parse::Message {
+            header: 0,
+            len: 3,
+            trailer: 0
+        }
+    );
+    let mut frame = Frame {
+        data: b"two\nlines".to_vec(),
+        ..Frame::default()
+    };
+    assert!(
+        f.frame(&mut frame, &MessageContext::new(), true).is_err(),
+        "data holding the delimiter"
+    );
     // Over TCP: a line framer receives lines split across reads.
     let a = raw_server(b"first li").await;
     let conn = tcp_lines(vec![remote(a)]).initiate().await.unwrap();
@@ -91,14 +115,25 @@ impl Framer for Greeting {
         if &received[..6] == b"HELLO\n" {
             Ok(Some(6))
         } else {
-            Err(FramerError::new(format!("bad greeting {:?}", String::from_utf8_lossy(&received[..6]))))
+            Err(FramerError::new(format!(
+                "bad greeting {:?}",
+                String::from_utf8_lossy(&received[..6])
+            )))
         }
     }
     fn frame(&mut self, _f: &mut Frame, _c: &MessageContext, _e: bool) -> Result<(), FramerError> {
         Ok(())
     }
     fn parse(&mut self, buf: &[u8], _at_end: bool, _max: usize) -> Result<Parse, FramerError> {
-        Ok(if buf.is_empty() { Parse::NeedMore } else { Parse::Message { header: 0, len: buf.len(), trailer: 0 } })
+        Ok(if buf.is_empty() {
+            Parse::NeedMore
+        } else {
+            Parse::Message {
+                header: 0,
+                len: buf.len(),
+                trailer: 0,
+            }
+        })
     }
 }
 
@@ -108,12 +143,24 @@ async fn framer_handshake_failure_fails_the_candidate_and_racing_moves_on() {
     let good = raw_server(b"HELLO\nafter greeting").await;
     let mut pre = tcp_lines(vec![remote(bad), remote(good)]);
     pre.add_framer(Greeting);
-    let conn = pre.initiate().await.expect("the second server greets correctly");
+    let conn = pre
+        .initiate()
+        .await
+        .expect("the second server greets correctly");
     assert_eq!(conn.remote_addr(), Some(good));
     let t = conn.trace();
-    let failed = t.find(K::AttemptFailed, "1.1.1").unwrap_or_else(|| panic!("{}", t.timeline()));
-    assert!(failed.reason.as_deref().unwrap().contains("bad greeting"), "{}", t.timeline());
-    assert!(t.find(K::AttemptStarted, "1.1.2").unwrap().t_ms < 250.0, "started at once after the failure");
+    let failed = t
+        .find(K::AttemptFailed, "1.1.1")
+        .unwrap_or_else(|| panic!("{}", t.timeline()));
+    assert!(
+        failed.reason.as_deref().unwrap().contains("bad greeting"),
+        "{}",
+        t.timeline()
+    );
+    assert!(
+        t.find(K::AttemptStarted, "1.1.2").unwrap().t_ms < 250.0,
+        "started at once after the failure"
+    );
     // Bytes after the greeting are kept for the first receive (the line framer delivers them at EOF or newline).
     conn.abort();
 }
@@ -123,20 +170,55 @@ async fn resolver_answers_race_by_family() {
     // The name resolves to ::1 (blackholed) and 127.0.0.1 (serving); A answers first.
     let (bh, v4) = blackhole_v6_serving_v4().await;
     let resolver = StaticResolver::new()
-        .answer(Family::V6, vec!["::1".parse::<IpAddr>().unwrap()], Duration::from_millis(20))
-        .answer(Family::V4, vec!["127.0.0.1".parse::<IpAddr>().unwrap()], Duration::ZERO);
-    let r = RemoteEndpoint::new().with_host_name("service.test").unwrap().with_port(bh.addr.port()).unwrap();
+        .answer(
+            Family::V6,
+            vec!["::1".parse::<IpAddr>().unwrap()],
+            Duration::from_millis(20),
+        )
+        .answer(
+            Family::V4,
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()],
+            Duration::ZERO,
+        );
+    let r = RemoteEndpoint::new()
+        .with_host_name("service.test")
+        .unwrap()
+        .with_port(bh.addr.port())
+        .unwrap();
     let mut pre = tcp_lines(vec![r]);
     pre.set_resolver(resolver);
     pre.set_connection_attempt_delay(Duration::from_millis(100));
     let conn = pre.initiate().await.unwrap();
     assert_eq!(conn.remote_addr(), Some(v4));
     let t = conn.trace();
-    assert_eq!(t.candidate("1.1.1").unwrap().host.as_deref(), Some("service.test"), "{}", t.timeline());
+    assert_eq!(
+        t.candidate("1.1.1").unwrap().host.as_deref(),
+        Some("service.test"),
+        "{}",
+        t.timeline()
+    );
     // AAAA came 20 ms after A, inside the 50 ms resolution delay: IPv6 still goes first.
-    let v6 = t.events.iter().find(|e| e.event == K::Candidate && e.address.as_deref() == Some(bh.addr.to_string().as_str())).unwrap().id.clone();
-    let v4id = t.events.iter().find(|e| e.event == K::Candidate && e.address.as_deref() == Some(v4.to_string().as_str())).unwrap().id.clone();
-    assert!(t_of(t, K::AttemptStarted, &v6) < t_of(t, K::AttemptStarted, &v4id), "{}", t.timeline());
+    let v6 = t
+        .events
+        .iter()
+        .find(|e| {
+            e.event == K::Candidate && e.address.as_deref() == Some(bh.addr.to_string().as_str())
+        })
+        .unwrap()
+        .id
+        .clone();
+    let v4id = t
+        .events
+        .iter()
+        .find(|e| e.event == K::Candidate && e.address.as_deref() == Some(v4.to_string().as_str()))
+        .unwrap()
+        .id
+        .clone();
+    assert!(
+        t_of(t, K::AttemptStarted, &v6) < t_of(t, K::AttemptStarted, &v4id),
+        "{}",
+        t.timeline()
+    );
     assert_eq!(t.winner(), Some(v4id.as_str()));
     conn.close().await.unwrap();
 }
@@ -144,7 +226,11 @@ async fn resolver_answers_race_by_family() {
 #[tokio::test]
 async fn resolution_failure_is_reported_as_such() {
     let resolver = StaticResolver::new();
-    let r = RemoteEndpoint::new().with_host_name("nowhere.test").unwrap().with_port(1).unwrap();
+    let r = RemoteEndpoint::new()
+        .with_host_name("nowhere.test")
+        .unwrap()
+        .with_port(1)
+        .unwrap();
     let mut pre = tcp_lines(vec![r]);
     pre.set_resolver(resolver);
     let err = pre.initiate().await.unwrap_err();
@@ -154,8 +240,14 @@ async fn resolution_failure_is_reported_as_such() {
 
 #[tokio::test]
 async fn system_resolver_resolves_localhost() {
-    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let r = RemoteEndpoint::new().with_host_name("localhost").unwrap().with_port(v4.port()).unwrap();
+    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let r = RemoteEndpoint::new()
+        .with_host_name("localhost")
+        .unwrap()
+        .with_port(v4.port())
+        .unwrap();
     let conn = tcp_lines(vec![r]).initiate().await.unwrap();
     conn.send_message("hi").await.unwrap();
     assert_eq!(conn.receive().await.unwrap().data(), b"hi");

@@ -15,14 +15,32 @@ async fn blackholed_v6_loses_to_v4_after_one_attempt_delay() {
     assert_eq!(conn.remote_addr(), Some(v4));
     let trace = conn.trace().clone();
     // IPv6 first, IPv4 one attempt delay later, IPv6 cancelled when IPv4 wins.
-    assert_eq!(trace.candidate("1.1.1").unwrap().address.as_deref(), Some(bh.addr.to_string().as_str()));
-    assert_eq!(trace.candidate("1.1.2").unwrap().address.as_deref(), Some(v4.to_string().as_str()));
+    assert_eq!(
+        trace.candidate("1.1.1").unwrap().address.as_deref(),
+        Some(bh.addr.to_string().as_str())
+    );
+    assert_eq!(
+        trace.candidate("1.1.2").unwrap().address.as_deref(),
+        Some(v4.to_string().as_str())
+    );
     let v6_start = t_of(&trace, K::AttemptStarted, "1.1.1");
     let v4_start = t_of(&trace, K::AttemptStarted, "1.1.2");
     assert!(v6_start < 50.0, "v6 starts at once:\n{}", trace.timeline());
-    assert!(v4_start >= 100.0, "v4 waits one attempt delay:\n{}", trace.timeline());
-    assert!(v4_start < 1000.0, "v4 starts about one attempt delay later:\n{}", trace.timeline());
-    assert!(trace.find(K::AttemptCancelled, "1.1.1").is_some(), "{}", trace.timeline());
+    assert!(
+        v4_start >= 100.0,
+        "v4 waits one attempt delay:\n{}",
+        trace.timeline()
+    );
+    assert!(
+        v4_start < 1000.0,
+        "v4 starts about one attempt delay later:\n{}",
+        trace.timeline()
+    );
+    assert!(
+        trace.find(K::AttemptCancelled, "1.1.1").is_some(),
+        "{}",
+        trace.timeline()
+    );
     assert_eq!(trace.winner(), Some("1.1.2"));
     // And the Connection works.
     conn.send_message("ping").await.unwrap();
@@ -32,15 +50,25 @@ async fn blackholed_v6_loses_to_v4_after_one_attempt_delay() {
 
 #[tokio::test]
 async fn refused_v6_starts_v4_at_once() {
-    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let refused = refused_port("::1");
     let mut pre = tcp_lines(vec![remote(refused), remote(v4)]);
     pre.set_connection_attempt_delay(Duration::from_millis(2000));
     let conn = pre.initiate().await.expect("IPv4 wins");
     let trace = conn.trace();
-    assert!(trace.find(K::AttemptFailed, "1.1.1").is_some(), "{}", trace.timeline());
+    assert!(
+        trace.find(K::AttemptFailed, "1.1.1").is_some(),
+        "{}",
+        trace.timeline()
+    );
     let v4_start = t_of(trace, K::AttemptStarted, "1.1.2");
-    assert!(v4_start < 1000.0, "v4 must not wait the 2 s attempt delay:\n{}", trace.timeline());
+    assert!(
+        v4_start < 1000.0,
+        "v4 must not wait the 2 s attempt delay:\n{}",
+        trace.timeline()
+    );
     conn.close().await.unwrap();
 }
 
@@ -55,13 +83,22 @@ async fn every_candidate_failing_lists_each_reason() {
     let err = pre.initiate().await.expect_err("nothing listens");
     assert_eq!(err.reason, ErrorReason::EstablishmentFailed);
     assert_eq!(err.candidates.len(), 2, "{err}");
-    assert_eq!(err.candidates[0].address.as_deref(), Some(a.to_string().as_str()));
-    assert_eq!(err.candidates[1].address.as_deref(), Some(b.to_string().as_str()));
+    assert_eq!(
+        err.candidates[0].address.as_deref(),
+        Some(a.to_string().as_str())
+    );
+    assert_eq!(
+        err.candidates[1].address.as_deref(),
+        Some(b.to_string().as_str())
+    );
     for c in &err.candidates {
         assert!(c.message.to_lowercase().contains("refused"), "{c}");
     }
     let text = err.to_string();
-    assert!(text.contains(&a.to_string()) && text.contains(&b.to_string()), "{text}");
+    assert!(
+        text.contains(&a.to_string()) && text.contains(&b.to_string()),
+        "{text}"
+    );
     // The live trace ends with the establishment error.
     let ev = events.lock().unwrap();
     assert_eq!(ev.last().unwrap().event, K::EstablishmentError);

@@ -19,7 +19,10 @@ fn ranked(props: &TransportProperties, framer: bool) -> Vec<StackId> {
 
 #[test]
 fn defaults_select_tcp_only() {
-    assert_eq!(ranked(&TransportProperties::new(), false), vec![StackId::Tcp]);
+    assert_eq!(
+        ranked(&TransportProperties::new(), false),
+        vec![StackId::Tcp]
+    );
 }
 
 #[test]
@@ -29,15 +32,28 @@ fn unreliable_datagram_profile_ranks_udp_first_and_keeps_tcp() {
         vec![StackId::Udp, StackId::Tcp]
     );
     // Without a framer TCP cannot preserve boundaries.
-    assert_eq!(ranked(&TransportProperties::unreliable_datagram(), false), vec![StackId::Udp]);
+    assert_eq!(
+        ranked(&TransportProperties::unreliable_datagram(), false),
+        vec![StackId::Udp]
+    );
 }
 
 #[test]
 fn reliable_message_needs_a_framer_on_tcp() {
-    let err = select(&REG, &TransportProperties::reliable_message(), &SecurityParameters::disabled(), false, None).unwrap_err();
+    let err = select(
+        &REG,
+        &TransportProperties::reliable_message(),
+        &SecurityParameters::disabled(),
+        false,
+        None,
+    )
+    .unwrap_err();
     assert_eq!(err.reason, ErrorReason::NoCandidates);
     assert!(err.to_string().contains("add a framer"), "{err}");
-    assert_eq!(ranked(&TransportProperties::reliable_message(), true), vec![StackId::Tcp]);
+    assert_eq!(
+        ranked(&TransportProperties::reliable_message(), true),
+        vec![StackId::Tcp]
+    );
 }
 
 #[test]
@@ -47,7 +63,10 @@ fn contradictions_are_invalid_configuration() {
         .require(P::PreserveOrder);
     let err = select(&REG, &props, &SecurityParameters::disabled(), false, None).unwrap_err();
     assert_eq!(err.reason, ErrorReason::InvalidConfiguration);
-    assert!(err.message.contains("reliability") && err.message.contains("preserveOrder"), "{err}");
+    assert!(
+        err.message.contains("reliability") && err.message.contains("preserveOrder"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,34 +79,61 @@ fn unsatisfiable_requirement_lists_each_stack() {
 
 #[test]
 fn security_is_required_by_default() {
-    let err = select(&REG, &TransportProperties::new(), &SecurityParameters::new(), false, None).unwrap_err();
+    let err = select(
+        &REG,
+        &TransportProperties::new(),
+        &SecurityParameters::new(),
+        false,
+        None,
+    )
+    .unwrap_err();
     assert_eq!(err.reason, ErrorReason::NoCandidates);
-    assert!(err.to_string().contains("SecurityParameters::disabled()"), "{err}");
+    assert!(
+        err.to_string().contains("SecurityParameters::disabled()"),
+        "{err}"
+    );
     // Opportunistic lets plaintext through.
-    assert!(select(&REG, &TransportProperties::new(), &SecurityParameters::opportunistic(), false, None).is_ok());
+    assert!(select(
+        &REG,
+        &TransportProperties::new(),
+        &SecurityParameters::opportunistic(),
+        false,
+        None
+    )
+    .is_ok());
 }
 
 #[test]
 fn names_are_checked() {
     let mut p = TransportProperties::new();
-    assert!(p.set("PRESERVEMSGBOUNDARIES", Preference::Require).is_ok(), "case-insensitive");
+    assert!(
+        p.set("PRESERVEMSGBOUNDARIES", Preference::Require).is_ok(),
+        "case-insensitive"
+    );
     assert_eq!(p.get(P::PreserveMsgBoundaries), Preference::Require);
     let e = p.set("reliabilty", Preference::Require).unwrap_err();
     assert_eq!(e.reason, ErrorReason::InvalidConfiguration);
     assert!(e.message.contains("reliabilty"));
     let e = p.set("connTimeout", true).unwrap_err();
     assert!(e.message.contains("connTimeout"), "{e}");
-    assert!(p.set("connTimeout", std::time::Duration::from_secs(1)).is_ok());
+    assert!(p
+        .set("connTimeout", std::time::Duration::from_secs(1))
+        .is_ok());
     assert!(p.set("msgLifetime", 50u64).is_ok());
     assert!(TransportProperties::profile("reliable-message").is_ok());
     assert!(TransportProperties::profile("fast").is_err());
     assert!(Preference::parse("maybe").is_err());
     assert!(StackId::parse("sctp").is_err());
-    let r = RemoteEndpoint::new().with_ip_address("::1".parse().unwrap()).unwrap();
+    let r = RemoteEndpoint::new()
+        .with_ip_address("::1".parse().unwrap())
+        .unwrap();
     let e = r.with_ip_address("127.0.0.1".parse().unwrap()).unwrap_err();
     assert!(e.message.contains("endpoint of its own"), "{e}");
     assert!(RemoteEndpoint::new().with_service("gopher-ish").is_err());
-    assert_eq!(RemoteEndpoint::new().with_service("https").unwrap().port(), Some(443));
+    assert_eq!(
+        RemoteEndpoint::new().with_service("https").unwrap().port(),
+        Some(443)
+    );
 }
 
 #[test]
@@ -104,7 +150,10 @@ fn rfc_defaults() {
     ] {
         assert_eq!(p.get(prop), want, "{}", prop.name());
     }
-    assert_eq!(p.for_listener().get(P::UseTemporaryLocalAddress), Preference::Avoid);
+    assert_eq!(
+        p.for_listener().get(P::UseTemporaryLocalAddress),
+        Preference::Avoid
+    );
     assert_eq!(p.connection.conn_priority, 100);
     assert_eq!(p.message_defaults.msg_priority, 100);
 }
@@ -112,11 +161,24 @@ fn rfc_defaults() {
 #[tokio::test]
 async fn bad_attempt_delay_fails_before_network() {
     let r = RemoteEndpoint::parse("127.0.0.1:9").unwrap();
-    let mut pre = Preconnection::new(vec![], vec![r], TransportProperties::new(), SecurityParameters::disabled());
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![r],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
     pre.set_connection_attempt_delay(std::time::Duration::from_millis(5));
     let err = pre.initiate().await.unwrap_err();
     assert_eq!(err.reason, ErrorReason::InvalidConfiguration);
     assert!(err.message.contains("5 ms"), "{err}");
-    let empty = Preconnection::new(vec![], vec![], TransportProperties::new(), SecurityParameters::disabled());
-    assert_eq!(empty.initiate().await.unwrap_err().reason, ErrorReason::InvalidConfiguration);
+    let empty = Preconnection::new(
+        vec![],
+        vec![],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    assert_eq!(
+        empty.initiate().await.unwrap_err().reason,
+        ErrorReason::InvalidConfiguration
+    );
 }

@@ -88,20 +88,35 @@ async fn partial_sends_make_one_message_and_partial_receives_split_it() {
     });
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     let ctx = MessageContext::new();
-    conn.send(b"hello ".to_vec(), Some(ctx.clone()), false).await.unwrap();
+    conn.send(b"hello ".to_vec(), Some(ctx.clone()), false)
+        .await
+        .unwrap();
     // Another Message while one is open is refused, not interleaved.
     let err = conn.send(b"x".to_vec(), None, true).await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::InvalidMessageProperties);
-    conn.send(b"world".to_vec(), Some(ctx.clone()), true).await.unwrap();
+    conn.send(b"world".to_vec(), Some(ctx.clone()), true)
+        .await
+        .unwrap();
     conn.send(b"second".to_vec(), None, true).await.unwrap();
     let (pieces, whole) = server.await.unwrap();
     let joined: Vec<u8> = pieces.iter().flat_map(|p| p.data().to_vec()).collect();
     assert_eq!(joined, b"hello world");
     assert!(pieces.len() >= 3, "split into ≤4-byte parts: {pieces:?}");
-    assert!(pieces.iter().all(|p| matches!(p, ReceiveEvent::ReceivedPartial { .. })));
+    assert!(pieces
+        .iter()
+        .all(|p| matches!(p, ReceiveEvent::ReceivedPartial { .. })));
     let id = pieces[0].context().id();
-    assert!(pieces.iter().all(|p| p.context().id() == id), "one context per Message");
-    assert_eq!(whole, ReceiveEvent::Received { data: b"second".to_vec(), context: whole.context().clone() });
+    assert!(
+        pieces.iter().all(|p| p.context().id() == id),
+        "one context per Message"
+    );
+    assert_eq!(
+        whole,
+        ReceiveEvent::Received {
+            data: b"second".to_vec(),
+            context: whole.context().clone()
+        }
+    );
     conn.close().await.unwrap();
 }
 
@@ -116,12 +131,21 @@ async fn no_framer_stream_is_partial_then_final_at_eof() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
     });
-    let pre = Preconnection::new(vec![], vec![remote(addr)], TransportProperties::new(), SecurityParameters::disabled());
+    let pre = Preconnection::new(
+        vec![],
+        vec![remote(addr)],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
     let conn = pre.initiate().await.unwrap();
     let mut got = Vec::new();
     loop {
         match conn.receive().await.unwrap() {
-            ReceiveEvent::ReceivedPartial { data, context, end_of_message } => {
+            ReceiveEvent::ReceivedPartial {
+                data,
+                context,
+                end_of_message,
+            } => {
                 got.extend(data);
                 if end_of_message {
                     assert!(context.is_final());
@@ -133,7 +157,10 @@ async fn no_framer_stream_is_partial_then_final_at_eof() {
     }
     assert_eq!(got, b"some bytes");
     assert!(!conn.can_receive());
-    assert!(conn.receive().await.is_err(), "nothing after the final Message");
+    assert!(
+        conn.receive().await.is_err(),
+        "nothing after the final Message"
+    );
     conn.close().await.unwrap();
 }
 
@@ -192,7 +219,9 @@ async fn abort_resets_and_reports_connection_error() {
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     conn.abort();
     match conn.next_event().await {
-        Some(ConnectionEvent::ConnectionError(e)) => assert_eq!(e.reason, ErrorReason::ConnectionAborted),
+        Some(ConnectionEvent::ConnectionError(e)) => {
+            assert_eq!(e.reason, ErrorReason::ConnectionAborted)
+        }
         other => panic!("expected ConnectionError, got {other:?}"),
     }
     assert_eq!(conn.next_event().await, None);
@@ -215,7 +244,9 @@ async fn batch_goes_out_together_and_expired_messages_are_reported() {
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     conn.start_batch();
     let a = conn.send_message("one");
-    let short = MessageContext::new().with("msgLifetime", Duration::from_millis(20)).unwrap();
+    let short = MessageContext::new()
+        .with("msgLifetime", Duration::from_millis(20))
+        .unwrap();
     let b = conn.send(b"expires".to_vec(), Some(short), true);
     let c = conn.send_message("two");
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -224,7 +255,10 @@ async fn batch_goes_out_together_and_expired_messages_are_reported() {
     assert_eq!(a.unwrap().sequence, 0);
     assert!(matches!(b, Err(SendFailure::Expired { .. })), "{b:?}");
     assert_eq!(c.unwrap().sequence, 2);
-    assert_eq!(server.await.unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        server.await.unwrap(),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
     conn.close().await.unwrap();
 }
 
@@ -240,16 +274,33 @@ async fn clone_makes_a_second_tcp_connection_in_the_group() {
         }
     });
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
-    conn.set_property("connTimeout", Duration::from_secs(30)).unwrap();
+    conn.set_property("connTimeout", Duration::from_secs(30))
+        .unwrap();
     let clone = conn.clone(None, None).await.unwrap();
-    assert_ne!(clone.local_addr(), conn.local_addr(), "a new TCP connection");
+    assert_ne!(
+        clone.local_addr(),
+        conn.local_addr(),
+        "a new TCP connection"
+    );
     assert_eq!(conn.grouped_connections().len(), 2);
     // Entangled: the property set before cloning, and one set after, are shared.
-    assert_eq!(clone.properties().conn_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        clone.properties().conn_timeout,
+        Some(Duration::from_secs(30))
+    );
     clone.set_property("connPriority", 5u64).unwrap();
-    clone.set_property("keepAliveTimeout", Duration::from_secs(9)).unwrap();
-    assert_eq!(conn.properties().keep_alive_timeout, Some(Duration::from_secs(9)));
-    assert_eq!(conn.properties().conn_priority, 100, "connPriority is not entangled");
+    clone
+        .set_property("keepAliveTimeout", Duration::from_secs(9))
+        .unwrap();
+    assert_eq!(
+        conn.properties().keep_alive_timeout,
+        Some(Duration::from_secs(9))
+    );
+    assert_eq!(
+        conn.properties().conn_priority,
+        100,
+        "connPriority is not entangled"
+    );
     clone.send_message("via clone").await.unwrap();
     assert_eq!(clone.receive().await.unwrap().data(), b"via clone");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
@@ -285,16 +336,23 @@ async fn listener_connection_limit_and_stop() {
         let c = l2.accept().await.unwrap();
         spawn_echo(c);
         // The second peer is refused: no second ConnectionReceived.
-        tokio::time::timeout(Duration::from_millis(400), l2.accept()).await.is_err()
+        tokio::time::timeout(Duration::from_millis(400), l2.accept())
+            .await
+            .is_err()
     });
     let first = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     first.send_message("hi").await.unwrap();
     assert_eq!(first.receive().await.unwrap().data(), b"hi");
     let second = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     // The second connection is reset by the listener.
-    let r = tokio::time::timeout(Duration::from_secs(2), second.receive()).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), second.receive())
+        .await
+        .unwrap();
     assert!(r.is_err(), "over the limit: {r:?}");
-    assert!(server.await.unwrap(), "no ConnectionReceived over the limit");
+    assert!(
+        server.await.unwrap(),
+        "no ConnectionReceived over the limit"
+    );
     l.stop();
     assert!(l.accept().await.is_err(), "Stopped");
     first.close().await.unwrap();
@@ -303,7 +361,15 @@ async fn listener_connection_limit_and_stop() {
 #[tokio::test]
 async fn initiate_with_send_delivers_the_first_message() {
     let (l, addr) = length_listener().await;
-    let server = tokio::spawn(async move { l.accept().await.unwrap().receive().await.unwrap().into_data() });
+    let server = tokio::spawn(async move {
+        l.accept()
+            .await
+            .unwrap()
+            .receive()
+            .await
+            .unwrap()
+            .into_data()
+    });
     let (conn, sent) = tcp_length(vec![remote(addr)])
         .initiate_with_send(b"first".to_vec(), None)
         .await
@@ -321,21 +387,40 @@ async fn read_only_properties_report_true_values() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     });
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
-    assert_eq!(conn.get("connState").unwrap(), postsocket::PropertyValue::Text("Established".into()));
+    assert_eq!(
+        conn.get("connState").unwrap(),
+        postsocket::PropertyValue::Text("Established".into())
+    );
     assert_eq!(conn.get("canSend").unwrap(), true.into());
     assert_eq!(conn.singular_transmission_msg_max_len(), None);
     assert_eq!(conn.send_msg_max_len(), Some(u32::MAX as u64));
-    assert_eq!(conn.recv_msg_max_len(), Some(postsocket::RECV_MSG_MAX_LEN as u64));
-    assert_eq!(conn.selected(postsocket::SelectionProperty::Reliability), postsocket::Preference::Require);
-    assert_eq!(conn.selected(postsocket::SelectionProperty::Multistreaming), postsocket::Preference::Prohibit);
+    assert_eq!(
+        conn.recv_msg_max_len(),
+        Some(postsocket::RECV_MSG_MAX_LEN as u64)
+    );
+    assert_eq!(
+        conn.selected(postsocket::SelectionProperty::Reliability),
+        postsocket::Preference::Require
+    );
+    assert_eq!(
+        conn.selected(postsocket::SelectionProperty::Multistreaming),
+        postsocket::Preference::Prohibit
+    );
     assert!(conn.set_property("canSend", false).is_err(), "read-only");
-    assert!(conn.set_property("recvChecksumLen", 8u64).is_err(), "needs UDP-Lite");
+    assert!(
+        conn.set_property("recvChecksumLen", 8u64).is_err(),
+        "needs UDP-Lite"
+    );
     assert!(conn.set_property("noSuchProperty", 1u64).is_err());
     // A message property TCP cannot honour is a SendError, not silently ignored.
     let ctx = MessageContext::new().with("noSegmentation", true).unwrap();
     let err = conn.send(b"x".to_vec(), Some(ctx), true).await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::InvalidMessageProperties);
-    conn.set_property("connCapacityProfile", "lowLatencyInteractive").unwrap();
+    conn.set_property("connCapacityProfile", "lowLatencyInteractive")
+        .unwrap();
     conn.close().await.unwrap();
-    assert_eq!(conn.get("connState").unwrap(), postsocket::PropertyValue::Text("Closed".into()));
+    assert_eq!(
+        conn.get("connState").unwrap(),
+        postsocket::PropertyValue::Text("Closed".into())
+    );
 }

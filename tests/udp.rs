@@ -17,7 +17,10 @@ fn udp_pre(remote_addr: std::net::SocketAddr) -> Preconnection {
 }
 
 async fn udp_echo_listener() -> std::net::SocketAddr {
-    let l = listener_pre(TransportProperties::unreliable_datagram()).listen().await.unwrap();
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
     let addr = l.local_addr();
     tokio::spawn(async move {
         while let Ok(c) = l.accept().await {
@@ -33,19 +36,36 @@ async fn udp_echo_keeps_message_boundaries() {
     let addr = udp_echo_listener().await;
     let conn = udp_pre(addr).initiate().await.unwrap();
     assert_eq!(conn.stack(), StackId::Udp);
-    let msgs = [b"one".to_vec(), b"two two".to_vec(), vec![1u8; 1200], Vec::new()];
+    let msgs = [
+        b"one".to_vec(),
+        b"two two".to_vec(),
+        vec![1u8; 1200],
+        Vec::new(),
+    ];
     for m in &msgs {
         conn.send(m.clone(), None, true).await.unwrap();
         // Loopback does not drop or reorder here; await each echo in turn.
-        let got = tokio::time::timeout(std::time::Duration::from_secs(2), conn.receive()).await.unwrap().unwrap();
-        assert_eq!(got, ReceiveEvent::Received { data: m.clone(), context: got.context().clone() });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), conn.receive())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got,
+            ReceiveEvent::Received {
+                data: m.clone(),
+                context: got.context().clone()
+            }
+        );
     }
     conn.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn udp_listener_serves_two_peers_as_two_connections() {
-    let l = listener_pre(TransportProperties::unreliable_datagram()).listen().await.unwrap();
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
     let addr = l.local_addr();
     let a = udp_pre(addr).initiate().await.unwrap();
     let b = udp_pre(addr).initiate().await.unwrap();
@@ -54,7 +74,11 @@ async fn udp_listener_serves_two_peers_as_two_connections() {
     a.send_message("a again").await.unwrap();
     let ca = l.accept().await.unwrap();
     let cb = l.accept().await.unwrap();
-    assert_eq!(ca.remote_addr(), a.local_addr().map(|x| std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), x.port())));
+    assert_eq!(
+        ca.remote_addr(),
+        a.local_addr()
+            .map(|x| std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), x.port()))
+    );
     assert_eq!(ca.receive().await.unwrap().data(), b"from a");
     assert_eq!(ca.receive().await.unwrap().data(), b"a again");
     assert_eq!(cb.receive().await.unwrap().data(), b"from b");
@@ -97,7 +121,12 @@ async fn udp_datagram_longer_than_max_length_arrives_in_parts() {
 
 #[tokio::test]
 async fn default_properties_exclude_udp_with_a_reason() {
-    let pre = Preconnection::new(vec![], vec![remote("127.0.0.1:9".parse().unwrap())], TransportProperties::new(), SecurityParameters::disabled());
+    let pre = Preconnection::new(
+        vec![],
+        vec![remote("127.0.0.1:9".parse().unwrap())],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
     let mut pre = pre;
     pre.set_protocols(vec![StackId::Udp]);
     let err = pre.initiate().await.unwrap_err();

@@ -211,12 +211,14 @@ impl FramerStack {
                     header,
                     len,
                     trailer,
-                } => return Err(FramerError::new(format!(
+                } => {
+                    return Err(FramerError::new(format!(
                     "framer `{}` found a {}-byte message in a {}-byte frame of the framer below",
                     f.name(),
                     header + len + trailer,
                     msg.len()
-                ))),
+                )))
+                }
                 Parse::NeedMore => {
                     return Err(FramerError::new(format!(
                         "framer `{}` found an incomplete message in a whole frame",

@@ -49,7 +49,9 @@ pub async fn tcp_echo_server(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let local = l.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
