@@ -6,21 +6,24 @@
 //! ```
 //!
 //! Each line read from stdin is sent as one Message; each Message received is
-//! printed as one line. At end of input the Connection is closed and tapscat
-//! exits 0 once the close is done. An establishment error exits 2 and prints
-//! every candidate's failure on stderr.
+//! printed as one line. When stdin ends right after a line, that line goes
+//! out as the final Message (TCP: FIN follows it); tapscat keeps printing
+//! replies until the peer finishes (or, when the end could not be signalled,
+//! until the peer is quiet for 500 ms), closes, and exits 0 once the close is
+//! done. An establishment error exits 2 and prints every candidate's failure
+//! on stderr.
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
 use postsocket::{
-    Connection, LocalEndpoint, Preconnection, Preference, ReceiveEvent, RemoteEndpoint,
-    SecurityParameters, StackId, TraceEvent, TransportProperties,
+    Connection, LocalEndpoint, MessageContext, Preconnection, Preference, ReceiveEvent,
+    RemoteEndpoint, SecurityParameters, StackId, TraceEvent, TransportProperties,
 };
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Exit code for an establishment error (initiate or listen failed).
@@ -173,7 +176,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| Failure::other(format!("cannot create trace file {path}: {e}")))?;
-            Some(Arc::new(Mutex::new(Box::new(std::io::BufWriter::new(file)))))
+            Some(Arc::new(Mutex::new(Box::new(std::io::BufWriter::new(
+                file,
+            )))))
         }
     };
 
@@ -207,8 +212,12 @@ async fn run(args: Args) -> Result<(), Failure> {
 
     let mut pre = Preconnection::new(locals, remotes, props, SecurityParameters::disabled());
     match framer {
-        FramerKind::Line => pre.add_framer(DelimiterFramer::line()),
-        FramerKind::Length => pre.add_framer(LengthPrefixFramer::new()),
+        FramerKind::Line => {
+            pre.add_framer(DelimiterFramer::line());
+        }
+        FramerKind::Length => {
+            pre.add_framer(LengthPrefixFramer::new());
+        }
         FramerKind::None => {}
     }
     if !stacks.is_empty() {
@@ -274,56 +283,161 @@ fn print_message(data: &[u8], end_of_message: bool, raw_bytes: bool) {
     let _ = out.flush();
 }
 
-async fn connect(pre: Preconnection, timeout: Option<Duration>, raw_bytes: bool) -> Result<(), Failure> {
+/// How long a line read from stdin waits for the next one before it is sent:
+/// if stdin ends within this time, the line goes out as the final Message
+/// (TCP: FIN right after it), so the peer learns we are done sending.
+const READ_AHEAD: Duration = Duration::from_millis(25);
+/// When the end of stdin could not be signalled with a final Message, wait
+/// until nothing has arrived for this long before closing.
+const IDLE_BEFORE_CLOSE: Duration = Duration::from_millis(500);
+
+async fn connect(
+    pre: Preconnection,
+    timeout: Option<Duration>,
+    raw_bytes: bool,
+) -> Result<(), Failure> {
     let conn = match timeout {
         Some(t) => pre.initiate_with_timeout(t).await,
         None => pre.initiate().await,
     }
     .map_err(Failure::establishment)?;
     // Datagram stacks keep message boundaries even without a framer.
-    let raw_bytes = raw_bytes && conn.stack() != StackId::Udp;
+    let is_stream = conn.stack() != StackId::Udp;
+    let raw_bytes = raw_bytes && is_stream;
+    let last_activity = Mutex::new(Instant::now());
 
-    let receiving = receive_loop(&conn, raw_bytes);
-    let sending = async {
-        let mut stdin = BufReader::new(tokio::io::stdin());
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = stdin
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| Failure::other(format!("reading stdin: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if !raw_bytes {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
+    // A scope, so that the receive and send futures are dropped before close():
+    // close waits for pending receives to finish.
+    {
+        let receiving = receive_loop(&conn, raw_bytes, Some(&last_activity));
+        let sending = send_stdin(&conn, raw_bytes, &last_activity);
+        tokio::pin!(receiving, sending);
+        tokio::select! {
+            // The peer finished: nothing more to print.
+            () = &mut receiving => {}
+            sent = &mut sending => {
+                let finished_stream = sent?;
+                if finished_stream {
+                    // We sent FIN after the last line: print replies until the peer finishes too.
+                    (&mut receiving).await;
+                } else {
+                    // Print replies until the peer goes quiet (or finishes).
+                    loop {
+                        tokio::select! {
+                            () = &mut receiving => break,
+                            () = tokio::time::sleep(IDLE_BEFORE_CLOSE / 5) => {
+                                if last_activity.lock().map(|t| t.elapsed() >= IDLE_BEFORE_CLOSE).unwrap_or(true) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                 }
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
             }
-            conn.send_message(line.clone())
-                .await
-                .map_err(|e| Failure::other(format!("send failed: {e}")))?;
         }
-        conn.close()
-            .await
-            .map_err(|e| Failure::other(format!("close failed: {e}")))
-    };
-    // Keep printing what arrives until the close is done and the peer has finished too.
-    let (sent, _) = tokio::join!(sending, async {
-        receiving.await;
-    });
-    sent
+    }
+    conn.close()
+        .await
+        .map_err(|e| Failure::other(format!("close failed: {e}")))
 }
 
-/// Print (or hand to `on_message`) every message until the Connection ends.
-async fn receive_loop(conn: &Connection, raw_bytes: bool) {
+/// Send each stdin line as one Message. The last line is marked final when
+/// stdin ends right after it; returns whether that happened on a byte stream.
+async fn send_stdin(
+    conn: &Connection,
+    raw_bytes: bool,
+    last_activity: &Mutex<Instant>,
+) -> Result<bool, Failure> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(64);
+    tokio::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        loop {
+            let mut line = Vec::new();
+            match stdin.read_until(b'\n', &mut line).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if !raw_bytes {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    if tx.send(Ok(line)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+    });
+    let send = |data: Vec<u8>, last: bool| async move {
+        let ctx = if last {
+            Some(
+                MessageContext::new()
+                    .with("final", true)
+                    .map_err(Failure::other)?,
+            )
+        } else {
+            None
+        };
+        conn.send(data, ctx, true)
+            .await
+            .map_err(|e| Failure::other(format!("send failed: {e}")))?;
+        if let Ok(mut t) = last_activity.lock() {
+            *t = Instant::now();
+        }
+        Ok::<(), Failure>(())
+    };
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let next = if pending.is_some() {
+            match tokio::time::timeout(READ_AHEAD, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // No more input for now: send what we have.
+                    send(pending.take().expect("pending line"), false).await?;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        match next {
+            Some(Ok(line)) => {
+                if let Some(previous) = pending.replace(line) {
+                    send(previous, false).await?;
+                }
+            }
+            Some(Err(e)) => return Err(Failure::other(format!("reading stdin: {e}"))),
+            None => {
+                // End of stdin.
+                return match pending.take() {
+                    Some(last) => {
+                        send(last, true).await?;
+                        Ok(conn.stack() != StackId::Udp)
+                    }
+                    None => Ok(false),
+                };
+            }
+        }
+    }
+}
+
+/// Print every message until the Connection ends (the peer finished, or an error).
+async fn receive_loop(conn: &Connection, raw_bytes: bool, last_activity: Option<&Mutex<Instant>>) {
     while let Ok(event) = conn.receive().await {
         let eom = event.is_end_of_message();
         print_message(event.data(), eom, raw_bytes);
+        if let Some(t) = last_activity {
+            if let Ok(mut t) = t.lock() {
+                *t = Instant::now();
+            }
+        }
     }
 }
 
@@ -340,7 +454,7 @@ async fn listen(pre: Preconnection, echo: bool, raw_bytes: bool) -> Result<(), F
             if echo {
                 echo_loop(conn).await;
             } else {
-                receive_loop(&conn, raw_bytes).await;
+                receive_loop(&conn, raw_bytes, None).await;
                 let _ = conn.close().await;
             }
         });

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Run every test of postsocket: formatting, clippy (native and wasm32), unit and
+# integration tests, the wasm32 build, the README example check, and smoke tests
+# of the example programs (racing-demo, tapscat).
+# Needs: rustup + cargo (stable). Installs: the wasm32-unknown-unknown target if missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/debug"
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+STEP=0
+step() {
+    STEP=$((STEP + 1))
+    printf '\n\033[1m==> [%d] %s\033[0m\n' "$STEP" "$*"
+}
+fail() {
+    printf '\033[31mFAILED: %s\033[0m\n' "$*" >&2
+    exit 1
+}
+
+step "wasm32-unknown-unknown target"
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    echo "already installed"
+else
+    rustup target add wasm32-unknown-unknown
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings"
+cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "cargo check --target wasm32-unknown-unknown -p postsocket"
+cargo check --target wasm32-unknown-unknown -p postsocket
+
+step "README example is identical to native-examples/src/bin/readme-example.rs"
+# The README block is the first ```rust block after the marker comment.
+awk '/<!-- readme-example -->/ {m=1; next} m==1 && /^```rust/ {m=2; next} m==2 && /^```/ {exit} m==2 {print}' \
+    README.md >"$TMP/readme-block.rs"
+awk '/^\/\/ README-END/ {exit} m {print} /^\/\/ README-BEGIN/ {m=1}' \
+    native-examples/src/bin/readme-example.rs >"$TMP/readme-file.rs"
+[ -s "$TMP/readme-block.rs" ] || fail "no rust block after <!-- readme-example --> in README.md"
+diff -u "$TMP/readme-block.rs" "$TMP/readme-file.rs" || fail "README example and readme-example.rs differ"
+echo "identical ($(wc -l <"$TMP/readme-file.rs") lines)"
+
+step "build the example programs"
+cargo build -p postsocket-examples --bins
+
+step "smoke test: racing-demo"
+timeout 30 "$BIN/racing-demo" || fail "racing-demo exited with $?"
+
+# tapscat_echo NAME [OPTIONS...]: start `tapscat --listen --echo OPTIONS 127.0.0.1 0`, find its
+# port in its "listening on ADDR" line, pipe two lines through `tapscat OPTIONS 127.0.0.1 PORT`
+# and check that both come back; then stop the listener.
+tapscat_echo() {
+    local name="$1"
+    shift
+    timeout 60 "$BIN/tapscat" --listen --echo "$@" 127.0.0.1 0 2>"$TMP/$name.err" &
+    local listener=$!
+    PIDS+=("$listener")
+    local port=""
+    for _ in $(seq 1 100); do
+        port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.err")"
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { cat "$TMP/$name.err" >&2; fail "tapscat --listen $* printed no port"; }
+    echo "listener on port $port"
+    printf 'hello postsocket\nsecond line\n' | timeout 10 "$BIN/tapscat" "$@" 127.0.0.1 "$port" >"$TMP/$name.out" ||
+        fail "tapscat $* client exited with $?"
+    printf 'hello postsocket\nsecond line\n' | diff -u - "$TMP/$name.out" || fail "tapscat $* echo differs"
+    echo "both lines came back"
+    kill "$listener" 2>/dev/null || true
+}
+
+step "smoke test: tapscat --listen --echo (TCP, line framer), then tapscat sends two lines"
+tapscat_echo tcp
+
+step "smoke test: the same over UDP (tapscat --protocol udp)"
+tapscat_echo udp --protocol udp
+
+step "smoke test: tapscat reports an establishment error (exit 2)"
+set +e
+timeout 10 "$BIN/tapscat" --protocol tcp 127.0.0.1 1 </dev/null 2>"$TMP/refused.err"
+rc=$?
+set -e
+cat "$TMP/refused.err"
+[ "$rc" -eq 2 ] || fail "expected exit code 2, got $rc"
+grep -q "candidate" "$TMP/refused.err" || fail "the error lists no candidate"
+
+printf '\n\033[32mall %d steps passed\033[0m\n' "$STEP"
