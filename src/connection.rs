@@ -772,15 +772,22 @@ impl Connection {
         if stop.peek().is_some() {
             return Err(inner.stopped_error());
         }
+        let min = min_incomplete_length.unwrap_or(usize::MAX).max(1);
+        let max = max_length.unwrap_or(usize::MAX).max(1);
+        // Fast path: a Message already buffered is delivered without waiting.
+        if inner.caps.data_unit == DataUnit::ByteStream {
+            if let Some(mut st) = inner.recv.try_lock() {
+                if st.done.is_none() && inner.status.lock().unwrap().can_receive {
+                    if let Some(r) = inner.step_stream(&mut st, min, max) {
+                        Inner::note_failure(&mut st, &r);
+                        return r;
+                    }
+                }
+            }
+        }
         let work = async {
             let mut st = inner.recv.lock().await;
-            inner
-                .receive_locked(
-                    &mut st,
-                    min_incomplete_length.unwrap_or(usize::MAX).max(1),
-                    max_length.unwrap_or(usize::MAX).max(1),
-                )
-                .await
+            inner.receive_locked(&mut st, min, max).await
         };
         futures::select_biased! {
             _ = stop.fuse() => Err(inner.stopped_error()),
@@ -1188,7 +1195,14 @@ impl Inner {
         } else {
             self.receive_datagram(st, max_len).await
         };
-        if let Err(e) = &r {
+        Inner::note_failure(st, &r);
+        r
+    }
+
+    /// After a failure the receive side stays failed: a byte stream that lost
+    /// its framing, or a broken or finished stack, yields nothing more.
+    fn note_failure(st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
+        if let Err(e) = r {
             if matches!(
                 e.error.reason,
                 ErrorReason::DeframingFailed
@@ -1198,7 +1212,6 @@ impl Inner {
                 st.done = Some(e.error.clone());
             }
         }
-        r
     }
 
     fn compact(st: &mut RecvState) {
@@ -1250,6 +1263,22 @@ impl Inner {
         max_len: usize,
     ) -> Result<ReceiveEvent, ReceiveError> {
         loop {
+            if let Some(r) = self.step_stream(st, min_incomplete, max_len) {
+                return r;
+            }
+            self.read_more(st).await?;
+        }
+    }
+
+    /// Deliver from what is already buffered, without I/O; `None` when more
+    /// bytes must be read first.
+    fn step_stream(
+        &self,
+        st: &mut RecvState,
+        min_incomplete: usize,
+        max_len: usize,
+    ) -> Option<Result<ReceiveEvent, ReceiveError>> {
+        loop {
             let avail = st.buf.len() - st.start;
             if st.framers.is_empty() {
                 // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
@@ -1270,22 +1299,21 @@ impl Inner {
                             "the peer finished sending; its final Message was delivered",
                         ));
                     }
-                    return Ok(ReceiveEvent::ReceivedPartial {
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
                         context: ctx,
                         end_of_message: end,
-                    });
+                    }));
                 }
                 if avail > 0 && (avail >= min_incomplete || avail >= max_len) {
                     let data = Self::take(st, avail.min(max_len));
-                    return Ok(ReceiveEvent::ReceivedPartial {
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
                         context: ctx,
                         end_of_message: false,
-                    });
+                    }));
                 }
-                self.read_more(st).await?;
-                continue;
+                return None;
             }
             if let Some(cur) = &mut st.current {
                 let need = cur.remaining + cur.trailer;
@@ -1294,13 +1322,13 @@ impl Inner {
                     let data = Self::take(st, cur.remaining);
                     st.start += cur.trailer;
                     if cur.delivered_any {
-                        return Ok(ReceiveEvent::ReceivedPartial {
+                        return Some(Ok(ReceiveEvent::ReceivedPartial {
                             data,
                             context: cur.context,
                             end_of_message: true,
-                        });
+                        }));
                     }
-                    return match st.framers.unwrap_inner(data, RECV_MSG_MAX_LEN) {
+                    return Some(match st.framers.unwrap_inner(data, RECV_MSG_MAX_LEN) {
                         Ok(data) => Ok(ReceiveEvent::Received {
                             data,
                             context: cur.context,
@@ -1309,7 +1337,7 @@ impl Inner {
                             context: Some(cur.context),
                             error: Error::new(ErrorReason::DeframingFailed, e.message),
                         }),
-                    };
+                    });
                 }
                 let body = avail.min(cur.remaining);
                 let partial_ok = st.framers.framers.len() == 1;
@@ -1319,25 +1347,24 @@ impl Inner {
                     cur.delivered_any = true;
                     let ctx = cur.context.clone();
                     let data = Self::take(st, n);
-                    return Ok(ReceiveEvent::ReceivedPartial {
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
                         context: ctx,
                         end_of_message: false,
-                    });
+                    }));
                 }
                 if st.eof {
                     let ctx = st.current.take().map(|c| c.context);
-                    return Err(ReceiveError {
+                    return Some(Err(ReceiveError {
                         context: ctx,
                         error: Error::new(
                             ErrorReason::DeframingFailed,
                             format!(
                         "the stream ended inside a Message ({avail} of {need} bytes arrived)"),
                         ),
-                    });
+                    }));
                 }
-                self.read_more(st).await?;
-                continue;
+                return None;
             }
             match st
                 .framers
@@ -1354,12 +1381,12 @@ impl Inner {
                         let _ = self.events_tx.unbounded_send(ConnectionEvent::SoftError(
                             "the peer finished sending".into(),
                         ));
-                        return Err(ReceiveError {
+                        return Some(Err(ReceiveError {
                             context: None,
                             error: e,
-                        });
+                        }));
                     }
-                    return Err(ReceiveError {
+                    return Some(Err(ReceiveError {
                         context: None,
                         error: Error::new(
                             ErrorReason::DeframingFailed,
@@ -1367,9 +1394,9 @@ impl Inner {
                                 "the stream ended with {avail} bytes that are not a whole Message"
                             ),
                         ),
-                    });
+                    }));
                 }
-                Ok(Parse::NeedMore) => self.read_more(st).await?,
+                Ok(Parse::NeedMore) => return None,
                 Ok(Parse::Message {
                     header,
                     len,
@@ -1384,13 +1411,13 @@ impl Inner {
                     });
                 }
                 Err(e) => {
-                    return Err(ReceiveError {
+                    return Some(Err(ReceiveError {
                         context: None,
                         error: Error::new(
                             ErrorReason::DeframingFailed,
                             format!("framer `{}`: {}", st.framers.framers[0].name(), e.message),
                         ),
-                    });
+                    }));
                 }
             }
         }
