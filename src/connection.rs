@@ -927,14 +927,19 @@ impl Inner {
                     _ = batch_end.fuse() => continue,
                 }
             }
-            let stop = inner.stop_rx.clone();
             let flush = async {
                 let mut w = inner.writer.lock().await;
                 Inner::flush(inner, &mut w).await;
             };
+            let mut flush = std::pin::pin!(flush);
+            // Fast path: the writer was free and the socket took the bytes.
+            if futures::poll!(flush.as_mut()).is_ready() {
+                continue;
+            }
+            let stop = inner.stop_rx.clone();
             futures::select_biased! {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
-                _ = flush.fuse() => {},
+                _ = flush.as_mut().fuse() => {},
                 _ = stop.fuse() => {
                     // Aborted: the abort answered every queued Message.
                     return rx.await.unwrap_or_else(|_| Err(dropped()));
