@@ -26,6 +26,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 const RUNS: usize = 3;
 const CONNECTS: usize = 200;
+/// Connects per side when profiling (`BENCH_CONNECTS`).
+fn connects() -> usize {
+    std::env::var("BENCH_CONNECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CONNECTS)
+}
 
 struct Case {
     name: &'static str,
@@ -206,7 +213,9 @@ async fn run() {
         "{:<8} {:>8} {:>12} {:>12} {:>14} {:>14} {:>8} {:>8}",
         "message", "count", "raw MB/s", "ps MB/s", "raw msgs/s", "ps msgs/s", "ratio", "target"
     );
-    for case in &CASES {
+    // BENCH_ONLY=ready skips the throughput cases (for profiling establishment).
+    let only_ready = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "ready");
+    for case in CASES.iter().filter(|_| !only_ready) {
         let mut ps = Vec::new();
         let mut raw = Vec::new();
         for i in 0..RUNS {
@@ -256,9 +265,10 @@ async fn run() {
         SecurityParameters::disabled(),
     );
     pre.set_protocols(vec![StackId::Tcp]);
-    let mut ps = Vec::with_capacity(CONNECTS);
-    let mut raw = Vec::with_capacity(CONNECTS);
-    for i in 0..CONNECTS * 2 {
+    let n = connects();
+    let mut ps = Vec::with_capacity(n);
+    let mut raw = Vec::with_capacity(n);
+    for i in 0..n * 2 {
         if (i % 2 == 0) == (i / 2 % 2 == 0) {
             let t = Instant::now();
             let s = TcpStream::connect(addr).await.expect("raw connect");

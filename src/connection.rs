@@ -195,6 +195,8 @@ pub(crate) struct Parts {
     pub(crate) props: TransportProperties,
     pub(crate) trace: RacingTrace,
     pub(crate) remote: RemoteEndpoint,
+    /// The remote address, when the caller knows it (saves a getpeername).
+    pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) local: Option<LocalEndpoint>,
     pub(crate) reconnect: Option<crate::establish::Reconnect>,
 }
@@ -216,7 +218,8 @@ pub(crate) struct Inner {
     trace: RacingTrace,
     remote: RemoteEndpoint,
     local: Option<LocalEndpoint>,
-    local_addr: Option<SocketAddr>,
+    /// Read from the socket on first use (or at close), not on the way to Ready.
+    local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
     singular_max: Option<u64>,
     reconnect: Option<crate::establish::Reconnect>,
@@ -255,8 +258,7 @@ impl Connection {
                 props: Mutex::new(p.props.connection.clone()),
             })
         });
-        let local_addr = p.transport.local_addr();
-        let remote_addr = p.transport.remote_addr();
+        let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
         let singular_max = p.transport.singular_transmission_max();
         let can_receive = p.props.direction != crate::properties::Direction::UnidirectionalSend;
         let inner = Arc::new(Inner {
@@ -306,7 +308,7 @@ impl Connection {
             trace: p.trace,
             remote: p.remote,
             local: p.local,
-            local_addr,
+            local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
             reconnect: p.reconnect,
@@ -331,7 +333,7 @@ impl Connection {
 
     /// The local address in use.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr
+        self.inner.local_addr()
     }
 
     /// The remote address in use.
@@ -893,6 +895,16 @@ impl Connection {
 }
 
 impl Inner {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        *self.local_addr.get_or_init(|| {
+            self.abort_handle
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(Transport::local_addr)
+        })
+    }
+
     fn stopped_error(&self) -> ReceiveError {
         ReceiveError {
             context: None,
@@ -1098,6 +1110,7 @@ impl Inner {
         for mut f in queued {
             f.answer(Err(SendFailureKind::Error(err.clone())));
         }
+        self.local_addr();
         if let Some(t) = self.abort_handle.lock().unwrap().take() {
             t.abort();
         }
@@ -1163,6 +1176,7 @@ impl Inner {
             futures::future::ready(()).await;
             runtime::sleep_until(runtime::now() + std::time::Duration::from_millis(1)).await;
         }
+        inner.local_addr();
         inner.abort_handle.lock().unwrap().take();
         {
             let mut s = inner.status.lock().unwrap();

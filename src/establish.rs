@@ -376,15 +376,12 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         h.abort();
                     }
                     let remote = s.remotes.first().cloned().unwrap_or_default();
-                    let remote = match transport.remote_addr() {
-                        Some(a) => s
-                            .remotes
-                            .iter()
-                            .find(|r| r.ip_address() == Some(a.ip()))
-                            .cloned()
-                            .unwrap_or(remote),
-                        None => remote,
-                    };
+                    let remote = s
+                        .remotes
+                        .iter()
+                        .find(|r| r.ip_address() == Some(reconnect.remote.ip()))
+                        .cloned()
+                        .unwrap_or(remote);
                     return Ok(Parts {
                         transport,
                         caps: reconnect.caps,
@@ -393,6 +390,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         props: s.props.clone(),
                         trace: racer.into_trace(),
                         remote,
+                        remote_addr: Some(reconnect.remote),
                         local: s.locals.first().cloned(),
                         reconnect: Some(reconnect),
                     });
@@ -463,6 +461,7 @@ pub(crate) async fn reconnect(
         props,
         trace: RacingTrace::new(),
         remote,
+        remote_addr: Some(rc.remote),
         local,
         reconnect: Some(Reconnect {
             caps: rc.caps,

@@ -171,6 +171,7 @@ impl Listener {
             props: self.snap.props.clone(),
             trace: RacingTrace::new(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
+            remote_addr: Some(remote),
             local: self.snap.locals.first().cloned(),
             reconnect: None,
         };

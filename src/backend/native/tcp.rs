@@ -32,8 +32,8 @@ fn socket_for(
     proto: Protocol,
     opts: &SocketOptions,
 ) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(*addr), ty, Some(proto))?;
-    sock.set_nonblocking(true)?;
+    // Non-blocking from the start: one syscall fewer per attempt.
+    let sock = Socket::new(Domain::for_address(*addr), ty.nonblocking(), Some(proto))?;
     if let Some(ifname) = &opts.interface {
         sock.bind_device(Some(ifname.as_bytes())).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind to interface {ifname}: {e}"))

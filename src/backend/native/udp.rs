@@ -111,8 +111,11 @@ impl UdpTransport {
 }
 
 fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_nonblocking(true)?;
+    let sock = Socket::new(
+        Domain::for_address(local),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )?;
     if local.is_ipv6() {
         sock.set_only_v6(true)?;
     }
