@@ -192,4 +192,28 @@ impl Capabilities {
         // 65535 minus the IPv6 header-free UDP payload bound (65535 - 8 - 40 on IPv6, 65507 on IPv4).
         max_message_len: Some(65_507),
     };
+
+    /// QUIC (RFC 9000; draft-taps-quic-mapping): a Connection is one stream
+    /// (a byte stream: Messages need a framer), the QUIC connection is the
+    /// group; Messages with msgReliable false go as RFC 9221 datagrams, which
+    /// keep boundaries.
+    pub const QUIC: Capabilities = Capabilities {
+        stack: StackId::Quic,
+        data_unit: DataUnit::ByteStream,
+        reliability: Support::Always,
+        preserve_msg_boundaries: Support::Never,
+        per_msg_reliability: Support::Optional,
+        preserve_order: Support::Always,
+        zero_rtt_msg: Support::Optional,
+        multistreaming: Support::Always,
+        full_checksum_send: Support::Always,
+        full_checksum_recv: Support::Always,
+        congestion_control: Support::Always,
+        keep_alive: Support::Optional,
+        soft_error_notify: Support::Never,
+        active_read_before_send: Support::Never,
+        unidirectional: Support::Optional,
+        security: SecurityProtocol::Tls,
+        max_message_len: None,
+    };
 }

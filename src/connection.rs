@@ -113,6 +113,9 @@ struct Queued {
     context: MessageContext,
     reply: Option<oneshot::Sender<SendResult>>,
     final_: bool,
+    /// Sent as an unreliable datagram (msgReliable false on a stack with
+    /// perMsgReliability, e.g. QUIC), outside the stream.
+    datagram: bool,
 }
 
 impl Queued {
@@ -172,6 +175,8 @@ struct RecvState {
     /// Set when no more receive events can come: why.
     done: Option<Error>,
     stream_context: Option<MessageContext>,
+    /// Unreliable Messages (QUIC datagrams) waiting for a receive.
+    datagrams: VecDeque<Vec<u8>>,
 }
 
 pub(crate) struct Group {
@@ -298,6 +303,7 @@ impl Connection {
                 eof: false,
                 done: None,
                 stream_context: None,
+                datagrams: VecDeque::new(),
             }),
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
@@ -316,6 +322,10 @@ impl Connection {
         });
         group.members.lock().unwrap().push(Arc::downgrade(&inner));
         Connection { inner }
+    }
+
+    pub(crate) fn group(&self) -> Arc<Group> {
+        self.inner.group.clone()
     }
 
     // ----- introspection -------------------------------------------------
@@ -651,6 +661,50 @@ impl Connection {
                 ),
             ));
         }
+        let datagram = is_stream
+            && props.msg_reliable == Some(false)
+            && caps.per_msg_reliability != Support::Never;
+        if datagram {
+            // RFC 9221 datagram: one whole Message, boundaries kept, no framer.
+            if !end_of_message {
+                return Err(fail(&context, ErrorReason::InvalidMessageProperties,
+                    "an unreliable Message (msgReliable false) goes as one datagram and cannot be sent in parts".into()));
+            }
+            let limit = inner
+                .abort_handle
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(Transport::max_datagram);
+            match limit {
+                None => {
+                    return Err(fail(&context, ErrorReason::InvalidMessageProperties, format!(
+                        "msgReliable false: the peer did not enable datagrams on this {} connection", caps.stack)))
+                }
+                Some(max) if data.len() as u64 > max => {
+                    return Err(fail(&context, ErrorReason::MessageTooLarge, format!(
+                        "a {}-byte unreliable Message is over the {max}-byte datagram limit of this path", data.len())))
+                }
+                Some(_) => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            q.frames.push_back(Queued {
+                seq,
+                frame: Frame {
+                    prefix: Vec::new(),
+                    data,
+                    suffix: Vec::new(),
+                },
+                deadline: props.msg_lifetime.map(|l| runtime::now() + l),
+                context,
+                reply: Some(tx),
+                final_: false,
+                datagram: true,
+            });
+            return Ok(rx);
+        }
         if let Some(open) = q.open_partial {
             if open != context.id() {
                 return Err(fail(&context, ErrorReason::InvalidMessageProperties,
@@ -727,6 +781,7 @@ impl Connection {
             context,
             reply: Some(tx),
             final_,
+            datagram: false,
         });
         Ok(rx)
     }
@@ -830,18 +885,33 @@ impl Connection {
 
     /// `CloseGroup()`: close every Connection of the group.
     pub async fn close_group(&self) -> Result<(), Error> {
+        let members = self.members();
+        let shared = members
+            .iter()
+            .find_map(|m| m.abort_handle.lock().unwrap().clone());
         let mut first_err = None;
-        for m in self.members() {
+        for m in members {
             if let Err(e) = Inner::close(&m).await {
                 first_err.get_or_insert(e);
             }
+        }
+        // A multiplexed stack (QUIC) closes its connection once every stream finished.
+        if let Some(t) = shared {
+            t.close_shared(false);
         }
         first_err.map_or(Ok(()), Err)
     }
 
     /// `AbortGroup()`: abort every Connection of the group.
     pub fn abort_group(&self) {
-        for m in self.members() {
+        let members = self.members();
+        if let Some(t) = members
+            .iter()
+            .find_map(|m| m.abort_handle.lock().unwrap().clone())
+        {
+            t.close_shared(true);
+        }
+        for m in members {
             m.abort(Error::new(
                 ErrorReason::ConnectionAborted,
                 "local AbortGroup",
@@ -881,6 +951,34 @@ impl Connection {
             Some(f) => FramerStack { framers: f },
             None => inner.send_q.lock().unwrap().framers.fresh(),
         };
+        let Some(t) = inner.abort_handle.lock().unwrap().clone() else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                "the Connection is closed",
+            ));
+        };
+        // A multiplexed stack (QUIC) clones as a new stream on the same connection.
+        if let Some(opened) = t.open_sibling().await {
+            let transport = opened.map_err(|e| {
+                Error::new(
+                    ErrorReason::NotCloneable,
+                    format!("opening a new {} stream: {e}", inner.caps.stack),
+                )
+            })?;
+            let parts = Parts {
+                transport,
+                caps: inner.caps,
+                framers,
+                leftover: Vec::new(),
+                props,
+                trace: RacingTrace::new(),
+                remote: inner.remote.clone(),
+                remote_addr: inner.remote_addr,
+                local: inner.local.clone(),
+                reconnect: Some(reconnect),
+            };
+            return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
+        }
         let parts = crate::establish::reconnect(
             &reconnect,
             props,
@@ -991,14 +1089,27 @@ impl Inner {
                     continue;
                 }
             }
+            if is_stream && w.front_offset == 0 && w.inflight.front().is_some_and(|f| f.datagram) {
+                let mut f = w.inflight.pop_front().expect("front");
+                match transport.send_datagram(&f.frame.data).await {
+                    Ok(()) => f.answer(Ok(())),
+                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
+                        ErrorReason::ProtocolFailed,
+                        format!("sending the datagram: {e}"),
+                    )))),
+                }
+                continue;
+            }
             if is_stream {
                 let res = {
                     let mut slices: Vec<IoSlice<'_>> =
                         Vec::with_capacity(3 * w.inflight.len().min(MAX_IOV));
                     let mut skip = w.front_offset;
                     for q in w.inflight.iter().take(MAX_IOV) {
-                        if q.deadline.is_some_and(|d| now >= d) && !slices.is_empty() {
-                            break; // expired: handled at the front next round
+                        if (q.datagram || q.deadline.is_some_and(|d| now >= d))
+                            && !slices.is_empty()
+                        {
+                            break; // a datagram, or expired: handled at the front next round
                         }
                         for part in [&q.frame.prefix, &q.frame.data, &q.frame.suffix] {
                             if skip >= part.len() {
@@ -1254,7 +1365,10 @@ impl Inner {
                 st.eof = true;
                 Ok(())
             }
-            Ok(Recv::Datagram(_)) => unreachable!("byte stream"),
+            Ok(Recv::Datagram(d)) => {
+                st.datagrams.push_back(d);
+                Ok(())
+            }
             Err(e) => Err(ReceiveError {
                 context: None,
                 error: Error::new(
@@ -1298,6 +1412,13 @@ impl Inner {
         max_len: usize,
     ) -> Option<Result<ReceiveEvent, ReceiveError>> {
         loop {
+            // Datagrams are whole Messages; deliver them between stream Messages.
+            if st.current.is_none() {
+                if let Some(data) = st.datagrams.pop_front() {
+                    let context = self.received_context(false);
+                    return Some(Ok(ReceiveEvent::Received { data, context }));
+                }
+            }
             let avail = st.buf.len() - st.start;
             if st.framers.is_empty() {
                 // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).

@@ -18,6 +18,7 @@ pub struct Listener {
     limit: Mutex<Option<u64>>,
     stopped: Mutex<bool>,
     local: SocketAddr,
+    groups: Mutex<std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -74,6 +75,7 @@ impl Listener {
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
             local,
+            groups: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -157,6 +159,7 @@ impl Listener {
             transport,
             caps,
             remote,
+            group,
         } = incoming;
         let caps = crate::racing::selection::effective(caps, !self.snap.framers.is_empty());
         let mut framers = self.snap.framers.fresh();
@@ -175,6 +178,15 @@ impl Listener {
             local: self.snap.locals.first().cloned(),
             reconnect: None,
         };
-        Ok(Connection::from_parts(parts, None))
+        // Streams of one QUIC connection join one group (RFC 9622 §7.4).
+        let Some(key) = group else {
+            return Ok(Connection::from_parts(parts, None));
+        };
+        let mut groups = self.groups.lock().unwrap();
+        groups.retain(|_, g| g.strong_count() > 0);
+        let existing = groups.get(&key).and_then(std::sync::Weak::upgrade);
+        let conn = Connection::from_parts(parts, existing);
+        groups.insert(key, std::sync::Arc::downgrade(&conn.group()));
+        Ok(conn)
     }
 }

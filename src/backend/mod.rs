@@ -36,6 +36,8 @@ pub(crate) struct Incoming {
     pub(crate) transport: Transport,
     pub(crate) caps: &'static Capabilities,
     pub(crate) remote: SocketAddr,
+    /// Streams of one multiplexed connection (QUIC) share a group key.
+    pub(crate) group: Option<usize>,
 }
 
 /// Socket options for one attempt or listener, derived from the properties.

@@ -1,5 +1,8 @@
 //! Native stacks: TCP and UDP over tokio and socket2.
 
+// Wired into connect/listen once the shared rustls configuration (TLS stack) lands.
+#[cfg_attr(not(test), allow(dead_code))]
+mod quic;
 mod tcp;
 mod udp;
 
@@ -10,6 +13,8 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
 pub(crate) use udp::UdpTransport;
 
@@ -25,6 +30,9 @@ pub(crate) enum Transport {
     Tcp(TcpTransport),
     /// A UDP flow (connected socket, or one peer of a UDP listener).
     Udp(UdpTransport),
+    /// One QUIC stream.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Quic(QuicTransport),
 }
 
 impl Transport {
@@ -33,6 +41,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
+            Transport::Quic(q) => q.read(buf).await,
         }
     }
 
@@ -41,6 +50,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.write_vectored(bufs).await,
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
+            Transport::Quic(q) => q.write_vectored(bufs).await,
         }
     }
 
@@ -49,6 +59,7 @@ impl Transport {
         match self {
             Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
             Transport::Udp(u) => u.send(data).await,
+            Transport::Quic(q) => q.send_datagram(data).await,
         }
     }
 
@@ -57,6 +68,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.shutdown_write(),
             Transport::Udp(_) => Ok(()),
+            Transport::Quic(q) => q.shutdown_write(),
         }
     }
 
@@ -65,6 +77,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.abort(),
             Transport::Udp(u) => u.abort(),
+            Transport::Quic(q) => q.abort(),
         }
     }
 
@@ -73,6 +86,10 @@ impl Transport {
         match self {
             Transport::Tcp(t) => tcp::set_dscp(&socket2::SockRef::from(t.stream()), dscp),
             Transport::Udp(u) => tcp::set_dscp(&socket2::SockRef::from(u.socket()), dscp),
+            Transport::Quic(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "quinn owns the QUIC socket; its DSCP cannot be changed per Connection",
+            )),
         }
     }
 
@@ -81,6 +98,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
+            Transport::Quic(q) => q.local(),
         }
     }
 
@@ -89,6 +107,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
+            Transport::Quic(q) => Some(q.remote()),
         }
     }
 
@@ -97,6 +116,31 @@ impl Transport {
         match self {
             Transport::Tcp(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
+            Transport::Quic(_) => None,
+        }
+    }
+
+    /// Largest unreliable Message (datagram) this stack can send now, if it has datagrams.
+    pub(crate) fn max_datagram(&self) -> Option<u64> {
+        match self {
+            Transport::Quic(q) => q.max_datagram(),
+            _ => None,
+        }
+    }
+
+    /// Clone on a multiplexed stack: a sibling stream on the same connection.
+    /// `None` when the stack needs a new connection instead.
+    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
+        match self {
+            Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
+            _ => None,
+        }
+    }
+
+    /// CloseGroup/AbortGroup on a multiplexed stack: end the shared connection.
+    pub(crate) fn close_shared(&self, abort: bool) {
+        if let Transport::Quic(q) = self {
+            q.close_connection(abort);
         }
     }
 }

@@ -161,6 +161,7 @@ pub(crate) fn listen(
                             transport: super::Transport::Tcp(TcpTransport::from_stream(stream)),
                             caps: &Capabilities::TCP,
                             remote,
+                            group: None,
                         })
                     }
                 }

@@ -197,6 +197,7 @@ fn new_peer(
         transport: super::Transport::Udp(transport),
         caps: &Capabilities::UDP,
         remote: from,
+        group: None,
     }))
     .is_ok()
 }

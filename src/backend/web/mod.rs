@@ -51,6 +51,13 @@ impl Transport {
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         None
     }
+    pub(crate) fn max_datagram(&self) -> Option<u64> {
+        None
+    }
+    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
+        None
+    }
+    pub(crate) fn close_shared(&self, _abort: bool) {}
 }
 
 pub(crate) async fn connect(
