@@ -1,6 +1,8 @@
-//! Native stacks: TCP and UDP over tokio and socket2.
+//! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with rustls.
 
 mod tcp;
+mod tls;
+pub(crate) mod tls_config;
 mod udp;
 
 use super::{Incoming, Recv, SocketOptions};
@@ -11,11 +13,12 @@ use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) use tcp::TcpTransport;
+pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[Capabilities::TCP, Capabilities::UDP]
+    &[Capabilities::TLS, Capabilities::TCP, Capabilities::UDP]
 }
 
 /// An established stack instance.
@@ -25,6 +28,8 @@ pub(crate) enum Transport {
     Tcp(TcpTransport),
     /// A UDP flow (connected socket, or one peer of a UDP listener).
     Udp(UdpTransport),
+    /// A TLS connection over TCP.
+    Tls(TlsTransport),
 }
 
 impl Transport {
@@ -33,6 +38,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
+            Transport::Tls(t) => t.read(buf).await,
         }
     }
 
@@ -41,6 +47,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.write_vectored(bufs).await,
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
+            Transport::Tls(t) => t.write_vectored(bufs).await,
         }
     }
 
@@ -48,14 +55,16 @@ impl Transport {
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
+            Transport::Tls(_) => Err(io::Error::other("TLS over TCP has no datagrams")),
             Transport::Udp(u) => u.send(data).await,
         }
     }
 
-    /// Finish sending (TCP FIN).
+    /// Finish sending (TCP FIN; TLS close_notify then FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Tcp(t) => t.shutdown_write(),
+            Transport::Tls(t) => t.shutdown_write(),
             Transport::Udp(_) => Ok(()),
         }
     }
@@ -65,6 +74,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.abort(),
             Transport::Udp(u) => u.abort(),
+            Transport::Tls(t) => t.abort(),
         }
     }
 
@@ -73,6 +83,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => tcp::set_dscp(&socket2::SockRef::from(t.stream()), dscp),
             Transport::Udp(u) => tcp::set_dscp(&socket2::SockRef::from(u.socket()), dscp),
+            Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
         }
     }
 
@@ -81,6 +92,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
+            Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
@@ -89,13 +101,14 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
+            Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) => None,
+            Transport::Tcp(_) | Transport::Tls(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
         }
     }
@@ -110,6 +123,7 @@ pub(crate) async fn connect(
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
+        StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {other} stack is not in this build"),
@@ -139,6 +153,7 @@ impl BackendListener {
             let (bound, handle) = match stack {
                 StackId::Tcp => tcp::listen(a, opts, tx.clone())?,
                 StackId::Udp => udp::listen(a, opts, tx.clone())?,
+                StackId::Tls => tls::listen(a, opts, tx.clone())?,
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -225,8 +240,12 @@ fn fam(f: Family) -> &'static str {
 
 /// Apply keep-alive and user timeout to an open socket.
 pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
-    if let Transport::Tcp(t) = t {
-        let s = socket2::SockRef::from(t.stream());
+    let s = match t {
+        Transport::Tcp(t) => Some(socket2::SockRef::from(t.stream())),
+        Transport::Tls(t) => Some(socket2::SockRef::from(t.socket())),
+        _ => None,
+    };
+    if let Some(s) = s {
         if let Some(idle) = opts.keep_alive {
             let _ = s.set_keepalive(true);
             if let Some(idle) = idle {
