@@ -117,7 +117,10 @@ impl TlsTransport {
                 };
                 io::Error::new(
                     e.kind(),
-                    format!("TLS handshake with {remote} ({name}): {e}{hint}"),
+                    format!(
+                        "TLS handshake with {remote} ({name}): {}{hint}",
+                        describe(&e)
+                    ),
                 )
             })?;
         let mut pending = Vec::new();
@@ -201,6 +204,31 @@ impl TlsTransport {
     }
 }
 
+/// The text of a handshake error: rustls' own words, with certificate
+/// details spelled out.
+fn describe(e: &io::Error) -> String {
+    use rustls::CertificateError as C;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(C::Other(o))) => {
+            format!("invalid peer certificate: {o}")
+        }
+        Some(rustls::Error::InvalidCertificate(C::ExpiredContext { not_after, .. })) => format!(
+            "{e} (not valid after {})",
+            tls_config::format_unix(not_after.as_secs() as i64)
+        ),
+        Some(rustls::Error::InvalidCertificate(C::NotValidYetContext { not_before, .. })) => {
+            format!(
+                "{e} (not valid before {})",
+                tls_config::format_unix(not_before.as_secs() as i64)
+            )
+        }
+        _ if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("{e}: the peer closed the connection during the handshake (does it speak TLS?)")
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// Listen for TLS on `addr`: each accepted TCP connection does the server
 /// handshake; a failed handshake is reported as an error naming the peer.
 pub(crate) fn listen(
@@ -246,7 +274,7 @@ pub(crate) fn listen(
                     )),
                     Ok(Err(e)) => Err(io::Error::new(
                         e.kind(),
-                        format!("TLS handshake with {remote}: {e}"),
+                        format!("TLS handshake with {remote}: {}", describe(&e)),
                     )),
                     Ok(Ok(s)) => {
                         TlsTransport::new(TlsStream::from(s), Vec::new()).map(|t| Incoming {
