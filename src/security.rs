@@ -381,6 +381,7 @@ impl SecurityParameters {
     /// A key that differs whenever two parameter sets could verify or
     /// authenticate differently (callbacks by identity): configurations and
     /// session caches are shared only between equal keys.
+    #[cfg_attr(web, allow(dead_code))] // the browser's TLS is the browser's
     pub(crate) fn cache_key(&self) -> String {
         let ptr = |c: Option<usize>| c.map(|p| format!("{p:x}")).unwrap_or_default();
         format!(
