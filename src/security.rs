@@ -339,12 +339,15 @@ impl SecurityParameters {
         self.mode
     }
 
-    /// Set the trust verification callback. It runs after the built-in
-    /// verification succeeded (CA chain and name, or pin) with the peer's
+    /// Set the trust verification callback, for server certificates (the
+    /// client side of TLS). It runs after the built-in verification
+    /// succeeded (CA chain and name, or pin; with opportunistic security
+    /// there is none, and the callback is the only check) with the server's
     /// chain and the server name; `Err(message)` fails the handshake with
     /// that message. It can only add checks, never accept a certificate the
     /// built-in verification refused. Blocks the handshake while it runs,
-    /// so keep it short. Inherited by Clone.
+    /// so keep it short. Inherited by Clone. A Listener verifies client
+    /// certificates with `require_client_certificate` and `trusted_ca`.
     pub fn set_trust_verification_callback(
         &mut self,
         callback: impl Fn(&TrustContext) -> Result<(), String> + Send + Sync + 'static,

@@ -600,3 +600,57 @@ async fn interop_openssl_s_client_to_postsocket_listener() {
     .unwrap();
     assert_eq!(out, "hello from s_client\n");
 }
+
+#[test]
+fn selection_by_security_mode() {
+    use postsocket::racing::selection::select;
+    use postsocket::Capabilities;
+    let reg = [Capabilities::TLS, Capabilities::TCP, Capabilities::UDP];
+    let props = TransportProperties::new();
+    let stacks = |sec: &SecurityParameters| -> Vec<StackId> {
+        select(&reg, &props, sec, true, None)
+            .unwrap()
+            .iter()
+            .map(|c| c.stack)
+            .collect()
+    };
+    // Required (default): TLS only, never plaintext.
+    assert_eq!(stacks(&SecurityParameters::new()), vec![StackId::Tls]);
+    // Opportunistic: TLS first, then plain TCP.
+    assert_eq!(
+        stacks(&SecurityParameters::opportunistic()),
+        vec![StackId::Tls, StackId::Tcp]
+    );
+    // Disabled: no TLS.
+    assert_eq!(stacks(&SecurityParameters::disabled()), vec![StackId::Tcp]);
+    // allowedSecurityProtocols without any TLS version excludes TLS.
+    let mut dtls_only = SecurityParameters::new();
+    dtls_only
+        .set("allowedSecurityProtocols", &["dtls1.2"])
+        .unwrap();
+    assert!(select(&reg, &props, &dtls_only, true, None).is_err());
+}
+
+#[tokio::test]
+async fn tls12_only_when_asked() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let mut server = server_security(&cert);
+    server.set("allowedSecurityProtocols", &["tls1.3"]).unwrap();
+    let (addr, _) = echo_listener(server).await;
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    sec.set("allowedSecurityProtocols", &["tls1.2"]).unwrap();
+    let e = fails(client(vec![remote(addr)], sec.clone())).await;
+    assert_names(&e, &["TLS handshake", "ProtocolVersion"]);
+    // A TLS 1.2 client works with a default server.
+    let (addr12, _) = echo_listener(server_security(&cert)).await;
+    let conn = client(vec![remote(addr12)], sec.clone())
+        .initiate()
+        .await
+        .unwrap();
+    round_trip(&conn).await;
+    sec.set("allowedSecurityProtocols", &["tls1.2", "tls1.3"])
+        .unwrap();
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    round_trip(&conn).await;
+}
