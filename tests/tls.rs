@@ -654,3 +654,55 @@ async fn tls12_only_when_asked() {
     let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
     round_trip(&conn).await;
 }
+
+#[tokio::test]
+async fn abort_resets_and_final_message_ends_cleanly() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let mut pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        server_security(&cert),
+    );
+    pre.add_framer(LengthPrefixFramer::new());
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    // A final Message: close_notify and FIN; the server sees the final Message, then the end.
+    let conn = client(vec![remote(addr)], sec.clone())
+        .initiate()
+        .await
+        .unwrap();
+    let server = l.accept().await.unwrap();
+    let ctx = postsocket::MessageContext::new()
+        .with("final", true)
+        .unwrap();
+    conn.send(b"last".to_vec(), Some(ctx), true).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ReceiveEvent::Received { data, .. } => assert_eq!(data, b"last"),
+        other => panic!("{other:?}"),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .expect("the end reaches the peer");
+    let end = end
+        .expect_err("nothing after the final Message")
+        .to_string();
+    assert!(end.contains("end of stream"), "clean end expected: {end}");
+    // Abort: the peer's pending Receive fails instead of seeing a clean end.
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    let server = l.accept().await.unwrap();
+    conn.abort();
+    let r = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .expect("the abort reaches the peer");
+    let r = r
+        .expect_err("the abort fails the peer's Receive")
+        .to_string();
+    assert!(r.contains("reset"), "a reset expected: {r}");
+}

@@ -147,12 +147,6 @@ impl TlsTransport {
         &self.inner.sock
     }
 
-    /// The negotiated ALPN protocol, if any.
-    #[allow(dead_code)] // exposed through Connection once ALPN metadata is public
-    pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        self.inner.alpn.as_deref()
-    }
-
     /// Read: append plaintext to `buf`.
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         {
