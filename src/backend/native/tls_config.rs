@@ -829,6 +829,87 @@ impl rustls::server::ResolvesServerCert for SingleIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::{ClientConnection, HandshakeKind, ServerConnection};
+
+    fn pump(c: &mut ClientConnection, s: &mut ServerConnection) {
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+                s.process_new_packets().unwrap();
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets().unwrap();
+            }
+        }
+    }
+
+    /// Two handshakes in memory; the kind of the second.
+    fn second_handshake(tune: impl Fn(&mut SecurityParameters)) -> HandshakeKind {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut server = SecurityParameters::new();
+        server.server_certificate =
+            vec![Identity::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()];
+        tune(&mut server);
+        let mut client = SecurityParameters::new();
+        client.pinned_server_certificate =
+            vec![crate::security::certificate_sha256(&cert.pem()).unwrap()];
+        tune(&mut client);
+        let sc = server_config(&server, &[]).unwrap();
+        let cc = client_config(&client, &[]).unwrap();
+        let mut kind = None;
+        for _ in 0..2 {
+            let mut c = ClientConnection::new(cc.clone(), "localhost".try_into().unwrap()).unwrap();
+            let mut s = ServerConnection::new(sc.clone()).unwrap();
+            pump(&mut c, &mut s);
+            assert!(!c.is_handshaking() && !s.is_handshaking());
+            kind = c.handshake_kind();
+        }
+        kind.unwrap()
+    }
+
+    #[test]
+    fn sessions_resume_within_limits() {
+        assert_eq!(second_handshake(|_| {}), HandshakeKind::Resumed);
+        assert_eq!(
+            second_handshake(|s| s.max_cached_sessions = Some(0)),
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            second_handshake(|s| s.cached_session_lifetime_seconds = Some(0)),
+            HandshakeKind::Full
+        );
+        assert_eq!(
+            second_handshake(|s| s.cached_session_lifetime_seconds = Some(3600)),
+            HandshakeKind::Resumed
+        );
+    }
+
+    #[test]
+    fn key_kinds_and_validity() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(key_kind(cert.der()), Some(KeyKind::EcdsaP256));
+        let (nb, na) = validity(cert.der()).unwrap();
+        assert!(nb.unix < na.unix);
+    }
 
     #[test]
     fn times_round_trip() {
