@@ -2,7 +2,8 @@
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
 # integration tests, the wasm32 build, the README example check, and smoke tests
 # of the example programs (racing-demo, tapscat).
-# Needs: rustup + cargo (stable). Installs: the wasm32-unknown-unknown target if missing.
+# Needs: rustup + cargo (stable), openssl (TLS interop tests). Installs: the wasm32-unknown-unknown
+# target if missing; openssl with apt-get when running as root and it is missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +36,15 @@ if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     echo "already installed"
 else
     rustup target add wasm32-unknown-unknown
+fi
+
+step "openssl (TLS interop tests)"
+if command -v openssl >/dev/null; then
+    openssl version
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openssl
+else
+    fail "openssl is missing: apt-get install openssl"
 fi
 
 step "cargo fmt --all -- --check"
@@ -97,6 +107,36 @@ tapscat_echo tcp
 
 step "smoke test: the same over UDP (tapscat --protocol udp)"
 tapscat_echo udp --protocol udp
+
+step "smoke test: tapscat --protocol tls --self-signed listener; clients trust it by pin, then by --ca"
+timeout 60 "$BIN/tapscat" --listen --echo --protocol tls --self-signed 127.0.0.1 0 2>"$TMP/tls.err" &
+PIDS+=("$!")
+port=""
+for _ in $(seq 1 100); do
+    port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/tls.err")"
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "$port" ] || { cat "$TMP/tls.err" >&2; fail "tapscat --listen --protocol tls printed no port"; }
+pin="$(sed -n 's/^sha256 \([0-9a-f]*\)$/\1/p' "$TMP/tls.err")"
+pem="$(sed -n 's/^certificate \(.*\)$/\1/p' "$TMP/tls.err")"
+[ -n "$pin" ] && [ -f "$pem" ] || { cat "$TMP/tls.err" >&2; fail "no pin or certificate path printed"; }
+echo "listener on port $port, pin $pin"
+printf 'hello tls\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol tls --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/tls-pin.out" ||
+    fail "tapscat --pin-sha256 client exited with $?"
+printf 'hello tls\nsecond line\n' | diff -u - "$TMP/tls-pin.out" || fail "TLS echo (pin) differs"
+printf 'hello tls\n' | timeout 10 "$BIN/tapscat" --protocol tls --ca "$pem" localhost "$port" >"$TMP/tls-ca.out" ||
+    fail "tapscat --ca client exited with $?"
+printf 'hello tls\n' | diff -u - "$TMP/tls-ca.out" || fail "TLS echo (ca) differs"
+echo "both clients got their lines back"
+set +e
+timeout 10 "$BIN/tapscat" --protocol tls 127.0.0.1 "$port" </dev/null 2>"$TMP/tls-untrusted.err"
+rc=$?
+set -e
+cat "$TMP/tls-untrusted.err"
+[ "$rc" -eq 2 ] || fail "an untrusted TLS server: expected exit code 2, got $rc"
+grep -q "UnknownIssuer" "$TMP/tls-untrusted.err" || fail "the error does not say the issuer is unknown"
+rm -f "$pem"
 
 step "smoke test: tapscat reports an establishment error (exit 2)"
 set +e

@@ -171,6 +171,17 @@ impl Capabilities {
         max_message_len: None,
     };
 
+    /// TLS over TCP (rustls): TCP's row with `security: Tls`. TLS 1.3 early
+    /// data (0-RTT) is possible with this stack, so `zero_rtt_msg` is
+    /// Optional; postsocket sends early data in a later step, and until then
+    /// InitiateWithSend sends its Message right after the handshake.
+    pub const TLS: Capabilities = Capabilities {
+        stack: StackId::Tls,
+        zero_rtt_msg: Support::Optional,
+        security: SecurityProtocol::Tls,
+        ..Capabilities::TCP
+    };
+
     /// UDP (RFC 9623 §9.2).
     pub const UDP: Capabilities = Capabilities {
         stack: StackId::Udp,

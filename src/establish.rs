@@ -70,7 +70,33 @@ pub(crate) fn socket_options(
         keep_alive,
         user_timeout,
         dscp: conn.conn_capacity_profile.dscp(),
+        security: None,
+        server_name: None,
     }
+}
+
+/// The host name of the RemoteEndpoint a candidate node was derived from:
+/// the nearest ancestor in the trace that carries one.
+fn host_of(trace: &RacingTrace, node: &str) -> Option<String> {
+    let mut id = Some(node.to_string());
+    let mut hops = 0;
+    while let Some(cur) = id.take() {
+        let mut parent = None;
+        for e in trace.events.iter().filter(|e| e.id == cur) {
+            if let Some(h) = &e.host {
+                return Some(h.clone());
+            }
+            if e.parent.is_some() {
+                parent = e.parent.clone();
+            }
+        }
+        hops += 1;
+        if hops > 64 {
+            break;
+        }
+        id = parent;
+    }
+    None
 }
 
 /// Apply the options that can change on an open socket.
@@ -336,12 +362,14 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let n = node.clone();
                     match local {
                         Ok(local) => {
-                            let opts = socket_options(
+                            let mut opts = socket_options(
                                 &s.props,
                                 &s.props.connection,
                                 local,
                                 path.interface.clone(),
                             );
+                            opts.security = Some(s.security.clone());
+                            opts.server_name = host_of(racer.trace(), &node);
                             reconnects.insert(
                                 node.clone(),
                                 Reconnect {
@@ -443,12 +471,14 @@ pub(crate) async fn reconnect(
     remote: RemoteEndpoint,
     local: Option<LocalEndpoint>,
 ) -> Result<Parts, Error> {
-    let opts = socket_options(
+    let mut opts = socket_options(
         &props,
         &props.connection,
         rc.opts.local.map(|a| SocketAddr::new(a.ip(), 0)),
         rc.opts.interface.clone(),
     );
+    opts.security = rc.opts.security.clone();
+    opts.server_name = rc.opts.server_name.clone();
     let (transport, framers, leftover) =
         attempt(rc.caps, rc.remote, opts.clone(), framers)
             .await

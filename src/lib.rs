@@ -61,5 +61,5 @@ pub use properties::{
     SelectionProperty, TransportProperties,
 };
 pub use resolver::{Resolver, StaticResolver, SystemResolver};
-pub use security::SecurityParameters;
+pub use security::{Identity, SecurityParameters, TrustContext};
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};

@@ -1,11 +1,13 @@
 //! The Listener (RFC 9622 §7.2): accepts Connections on every eligible stack.
 
 use crate::backend::{BackendListener, Incoming};
+use crate::capability::{Capabilities, StackId};
 use crate::connection::{Connection, Parts};
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, ErrorReason};
 use crate::establish::{self, Snapshot};
 use crate::event::ListenerEvent;
+use crate::security::{SecurityMode, SecurityParameters};
 use crate::trace::RacingTrace;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -27,6 +29,38 @@ impl std::fmt::Debug for Listener {
             .field("local", &self.local)
             .finish()
     }
+}
+
+/// The stacks a Listener binds, in rank order. TLS and TCP share the TCP
+/// port space, so only the better-ranked of them listens; TLS needs a
+/// server certificate (opportunistic security without one listens on plain
+/// TCP, since TLS is not available).
+fn listen_stacks(
+    chosen: &[Capabilities],
+    security: &SecurityParameters,
+) -> Result<Vec<StackId>, Error> {
+    let mut out: Vec<StackId> = Vec::new();
+    for c in chosen {
+        if matches!(c.stack, StackId::Tls | StackId::Quic) && security.server_certificate.is_empty()
+        {
+            if security.mode() == SecurityMode::Opportunistic {
+                continue;
+            }
+            return Err(Error::invalid_configuration(
+                "a TLS Listener needs SecurityParameters::server_certificate (an Identity with the certificate chain and private key)",
+            ));
+        }
+        // One stack per transport port: TLS or TCP on the TCP port, QUIC or UDP on the UDP port.
+        let tcp_port = |s: StackId| matches!(s, StackId::Tcp | StackId::Tls);
+        let udp_port = |s: StackId| matches!(s, StackId::Udp | StackId::Quic);
+        if (tcp_port(c.stack) && out.iter().any(|s| tcp_port(*s)))
+            || (udp_port(c.stack) && out.iter().any(|s| udp_port(*s)))
+        {
+            continue;
+        }
+        out.push(c.stack);
+    }
+    Ok(out)
 }
 
 impl Listener {
@@ -53,13 +87,14 @@ impl Listener {
             !snap.framers.is_empty(),
             snap.protocols.as_deref(),
         )?;
-        let stacks: Vec<_> = chosen.iter().map(|c| c.stack).collect();
-        let opts = establish::socket_options(
+        let stacks = listen_stacks(&chosen, &snap.security)?;
+        let mut opts = establish::socket_options(
             &props,
             &props.connection,
             None,
             local.interface().map(str::to_string),
         );
+        opts.security = Some(snap.security.clone());
         let backend = BackendListener::bind(&stacks, SocketAddr::new(ip, port), &opts)
             .await
             .map_err(|e| {

@@ -54,4 +54,9 @@ pub(crate) struct SocketOptions {
     pub(crate) user_timeout: Option<std::time::Duration>,
     /// DSCP code point (connCapacityProfile).
     pub(crate) dscp: u8,
+    /// The SecurityParameters, for stacks with a security protocol.
+    pub(crate) security: Option<crate::security::SecurityParameters>,
+    /// The name a secure stack verifies the server for (and sends as SNI):
+    /// the host name of the RemoteEndpoint the attempt's address came from.
+    pub(crate) server_name: Option<String>,
 }

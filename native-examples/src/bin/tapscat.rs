@@ -12,11 +12,17 @@
 //! until the peer is quiet for 500 ms), closes, and exits 0 once the close is
 //! done. An establishment error exits 2 and prints every candidate's failure
 //! on stderr.
+//!
+//! TLS: `--protocol tls` (security required: the server certificate is
+//! verified against the bundled roots, `--ca FILE`, or a `--pin-sha256 HEX`).
+//! A listener needs `--cert FILE --key FILE`, or `--self-signed`, which makes
+//! a throwaway certificate for localhost/127.0.0.1/::1 and prints its pin
+//! (`sha256 HEX`) and PEM path on stderr.
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
 use postsocket::{
-    Connection, LocalEndpoint, MessageContext, Preconnection, Preference, ReceiveEvent,
+    Connection, Identity, LocalEndpoint, MessageContext, Preconnection, Preference, ReceiveEvent,
     RemoteEndpoint, SecurityParameters, StackId, TraceEvent, TransportProperties,
 };
 use std::io::Write;
@@ -53,7 +59,7 @@ struct Args {
     #[arg(short, long, requires = "listen")]
     echo: bool,
 
-    /// Restrict the protocol stacks to race (repeatable): tcp, udp.
+    /// Restrict the protocol stacks to race (repeatable): tcp, udp, tls.
     #[arg(short, long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
 
@@ -88,6 +94,40 @@ struct Args {
     /// Write the racing trace as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     trace: Option<String>,
+
+    /// ALPN protocol to offer (client) or accept (listener) (repeatable).
+    #[arg(long, value_name = "PROTOCOL")]
+    alpn: Vec<String>,
+
+    /// Trust the CA certificate(s) in this PEM file (repeatable). A listener
+    /// with --require-client-cert verifies clients against them.
+    #[arg(long, value_name = "FILE")]
+    ca: Vec<String>,
+
+    /// Trust the server certificate whose SHA-256 (of its DER) is HEX (repeatable).
+    #[arg(long = "pin-sha256", value_name = "HEX")]
+    pin_sha256: Vec<String>,
+
+    /// Certificate chain (PEM): the listener's identity, or the client certificate.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<String>,
+
+    /// Private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<String>,
+
+    /// The name to verify the server certificate for (and send as SNI).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+
+    /// With --listen: make a throwaway ECDSA P-256 certificate for
+    /// localhost, 127.0.0.1 and ::1; print its pin and PEM path on stderr.
+    #[arg(long, requires = "listen", conflicts_with = "cert")]
+    self_signed: bool,
+
+    /// With --listen: require a client certificate issued by a --ca.
+    #[arg(long, requires = "listen")]
+    require_client_cert: bool,
 
     /// HOST PORT (HOST may be a comma-separated list), or with --listen [HOST] PORT.
     #[arg(value_name = "HOST PORT", num_args = 1..=2, required = true)]
@@ -210,7 +250,8 @@ async fn run(args: Args) -> Result<(), Failure> {
         }
     }
 
-    let mut pre = Preconnection::new(locals, remotes, props, SecurityParameters::disabled());
+    let security = security_parameters(&args, &stacks)?;
+    let mut pre = Preconnection::new(locals, remotes, props, security);
     match framer {
         FramerKind::Line => {
             pre.add_framer(DelimiterFramer::line());
@@ -239,6 +280,77 @@ async fn run(args: Args) -> Result<(), Failure> {
         let timeout = args.timeout.map(Duration::from_secs_f64);
         connect(pre, timeout, raw_bytes).await
     }
+}
+
+fn read_file(path: &str) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::other(format!("cannot read {path}: {e}")))
+}
+
+/// Secure parameters when TLS is asked for (or TLS options are given);
+/// otherwise plaintext, as netcat.
+fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParameters, Failure> {
+    let tls_options = !args.alpn.is_empty()
+        || !args.ca.is_empty()
+        || !args.pin_sha256.is_empty()
+        || args.cert.is_some()
+        || args.server_name.is_some()
+        || args.self_signed
+        || args.require_client_cert;
+    if !stacks.contains(&StackId::Tls) && !tls_options {
+        return Ok(SecurityParameters::disabled());
+    }
+    if !stacks.is_empty() && !stacks.contains(&StackId::Tls) {
+        return Err(Failure::other(
+            "TLS options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls",
+        ));
+    }
+    let mut sec = SecurityParameters::new();
+    sec.alpn = args.alpn.clone();
+    for f in &args.ca {
+        sec.trusted_ca.push(read_file(f)?);
+    }
+    for p in &args.pin_sha256 {
+        sec.pinned_server_certificate
+            .push(postsocket::security::parse_sha256_hex(p).map_err(Failure::other)?);
+    }
+    sec.server_name = args.server_name.clone();
+    sec.require_client_certificate = args.require_client_cert;
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => {
+            Some(Identity::from_pem(&read_file(c)?, &read_file(k)?).map_err(Failure::other)?)
+        }
+        _ if args.self_signed => Some(self_signed()?),
+        _ => None,
+    };
+    if let Some(id) = identity {
+        if args.listen {
+            sec.server_certificate = vec![id];
+        } else {
+            sec.client_certificate = vec![id];
+        }
+    }
+    Ok(sec)
+}
+
+/// A throwaway certificate for localhost; its pin and PEM path go to stderr.
+fn self_signed() -> Result<Identity, Failure> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let key = rcgen::KeyPair::generate().map_err(Failure::other)?;
+    let cert = rcgen::CertificateParams::new(names)
+        .and_then(|p| p.self_signed(&key))
+        .map_err(Failure::other)?;
+    let pem = cert.pem();
+    let path = std::env::temp_dir().join(format!("tapscat-{}-cert.pem", std::process::id()));
+    std::fs::write(&path, &pem)
+        .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?;
+    let pin = postsocket::security::certificate_sha256(&pem).map_err(Failure::other)?;
+    eprintln!("sha256 {}", postsocket::security::hex(&pin));
+    eprintln!("certificate {}", path.display());
+    Identity::from_pem(&pem, &key.serialize_pem()).map_err(Failure::other)
 }
 
 fn write_trace_event(sink: &TraceSink, e: &TraceEvent) {

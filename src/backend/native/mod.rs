@@ -1,9 +1,10 @@
-//! Native stacks: TCP and UDP over tokio and socket2.
+//! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with
+//! rustls, QUIC with quinn.
 
-// Wired into connect/listen once the shared rustls configuration (TLS stack) lands.
-#[cfg_attr(not(test), allow(dead_code))]
 mod quic;
 mod tcp;
+mod tls;
+pub(crate) mod tls_config;
 mod udp;
 
 use super::{Incoming, Recv, SocketOptions};
@@ -13,14 +14,27 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
+pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[Capabilities::TCP, Capabilities::UDP]
+    &[
+        Capabilities::QUIC,
+        Capabilities::TLS,
+        Capabilities::TCP,
+        Capabilities::UDP,
+    ]
+}
+
+/// The ALPN a QUIC Connection offers when the application set none (QUIC
+/// requires one, RFC 9001 §8.1).
+pub(crate) const QUIC_DEFAULT_ALPN: &[&str] = &["taps"];
+
+fn quic_security(opts: &SocketOptions) -> crate::security::SecurityParameters {
+    opts.security.clone().unwrap_or_default()
 }
 
 /// An established stack instance.
@@ -31,8 +45,9 @@ pub(crate) enum Transport {
     /// A UDP flow (connected socket, or one peer of a UDP listener).
     Udp(UdpTransport),
     /// One QUIC stream.
-    #[cfg_attr(not(test), allow(dead_code))]
     Quic(QuicTransport),
+    /// A TLS connection over TCP.
+    Tls(TlsTransport),
 }
 
 impl Transport {
@@ -42,6 +57,7 @@ impl Transport {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
             Transport::Quic(q) => q.read(buf).await,
+            Transport::Tls(t) => t.read(buf).await,
         }
     }
 
@@ -51,6 +67,7 @@ impl Transport {
             Transport::Tcp(t) => t.write_vectored(bufs).await,
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
             Transport::Quic(q) => q.write_vectored(bufs).await,
+            Transport::Tls(t) => t.write_vectored(bufs).await,
         }
     }
 
@@ -58,15 +75,17 @@ impl Transport {
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
+            Transport::Tls(_) => Err(io::Error::other("TLS over TCP has no datagrams")),
             Transport::Udp(u) => u.send(data).await,
             Transport::Quic(q) => q.send_datagram(data).await,
         }
     }
 
-    /// Finish sending (TCP FIN).
+    /// Finish sending (TCP FIN; TLS close_notify then FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Tcp(t) => t.shutdown_write(),
+            Transport::Tls(t) => t.shutdown_write(),
             Transport::Udp(_) => Ok(()),
             Transport::Quic(q) => q.shutdown_write(),
         }
@@ -78,6 +97,7 @@ impl Transport {
             Transport::Tcp(t) => t.abort(),
             Transport::Udp(u) => u.abort(),
             Transport::Quic(q) => q.abort(),
+            Transport::Tls(t) => t.abort(),
         }
     }
 
@@ -90,6 +110,7 @@ impl Transport {
                 io::ErrorKind::Unsupported,
                 "quinn owns the QUIC socket; its DSCP cannot be changed per Connection",
             )),
+            Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
         }
     }
 
@@ -99,6 +120,7 @@ impl Transport {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
             Transport::Quic(q) => q.local(),
+            Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
@@ -108,13 +130,14 @@ impl Transport {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
             Transport::Quic(q) => Some(q.remote()),
+            Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) => None,
+            Transport::Tcp(_) | Transport::Tls(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
             Transport::Quic(_) => None,
         }
@@ -154,6 +177,18 @@ pub(crate) async fn connect(
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
+        StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
+        StackId::Quic => {
+            let tls = tls_config::client_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+            let name = opts
+                .server_name
+                .clone()
+                .unwrap_or_else(|| remote.ip().to_string());
+            Ok(Transport::Quic(
+                QuicTransport::connect(remote, &name, tls, opts).await?,
+            ))
+        }
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {other} stack is not in this build"),
@@ -169,20 +204,49 @@ pub(crate) struct BackendListener {
 }
 
 impl BackendListener {
-    /// Listen on `addr` with every stack in `stacks` (same port number for all).
+    /// Listen on `addr` with every stack in `stacks`, on the same port number
+    /// (TCP and UDP ports). With port 0 the first stack picks the number; if
+    /// it is taken for another protocol, all are retried on a new number.
     pub(crate) async fn bind(
         stacks: &[StackId],
         addr: SocketAddr,
         opts: &SocketOptions,
     ) -> io::Result<BackendListener> {
+        let mut tries = 0;
+        loop {
+            match Self::bind_once(stacks, addr, opts) {
+                Err(e)
+                    if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && tries < 16 =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn bind_once(
+        stacks: &[StackId],
+        addr: SocketAddr,
+        opts: &SocketOptions,
+    ) -> io::Result<BackendListener> {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let mut local = addr;
-        let mut stop = Vec::new();
+        let mut listener = BackendListener {
+            rx,
+            local: addr,
+            stop: Vec::new(),
+        };
         for stack in stacks {
-            let a = SocketAddr::new(addr.ip(), local.port());
+            let a = SocketAddr::new(addr.ip(), listener.local.port());
             let (bound, handle) = match stack {
                 StackId::Tcp => tcp::listen(a, opts, tx.clone())?,
                 StackId::Udp => udp::listen(a, opts, tx.clone())?,
+                StackId::Tls => tls::listen(a, opts, tx.clone())?,
+                StackId::Quic => {
+                    let tls = tls_config::server_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+                    quic::listen(a, tls, opts, tx.clone())?
+                }
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -190,10 +254,10 @@ impl BackendListener {
                     ))
                 }
             };
-            local = bound;
-            stop.push(handle);
+            listener.local = bound;
+            listener.stop.push(handle);
         }
-        Ok(BackendListener { rx, local, stop })
+        Ok(listener)
     }
 
     /// The bound address.
@@ -269,8 +333,12 @@ fn fam(f: Family) -> &'static str {
 
 /// Apply keep-alive and user timeout to an open socket.
 pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
-    if let Transport::Tcp(t) = t {
-        let s = socket2::SockRef::from(t.stream());
+    let s = match t {
+        Transport::Tcp(t) => Some(socket2::SockRef::from(t.stream())),
+        Transport::Tls(t) => Some(socket2::SockRef::from(t.socket())),
+        _ => None,
+    };
+    if let Some(s) = s {
         if let Some(idle) = opts.keep_alive {
             let _ = s.set_keepalive(true);
             if let Some(idle) = idle {

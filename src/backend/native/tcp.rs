@@ -50,7 +50,7 @@ fn socket_for(
     Ok(sock)
 }
 
-fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
+pub(crate) fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
     sock.set_tcp_nodelay(true)?;
     if let Some(idle) = opts.keep_alive {
         sock.set_keepalive(true)?;
@@ -64,26 +64,36 @@ fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<
     Ok(())
 }
 
+/// Open a TCP connection with the attempt's socket options (TLS runs over it too).
+pub(crate) async fn connect_stream(
+    remote: SocketAddr,
+    opts: &SocketOptions,
+) -> io::Result<tokio::net::TcpStream> {
+    let sock = socket_for(&remote, Type::STREAM, Protocol::TCP, opts)?;
+    if let Some(local) = opts.local {
+        if local.is_ipv6() != remote.is_ipv6() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("local address {local} and remote {remote} are of different families"),
+            ));
+        }
+        sock.bind(&local.into())?;
+    }
+    apply_stream_options(&SockRef::from(&sock), opts)?;
+    let std_stream: std::net::TcpStream = sock.into();
+    let tsock = tokio::net::TcpSocket::from_std_stream(std_stream);
+    tsock.connect(remote).await
+}
+
 impl TcpTransport {
     /// Connect (one racing attempt): ready after the three-way handshake.
     pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
-        let sock = socket_for(&remote, Type::STREAM, Protocol::TCP, opts)?;
-        if let Some(local) = opts.local {
-            if local.is_ipv6() != remote.is_ipv6() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("local address {local} and remote {remote} are of different families"),
-                ));
-            }
-            sock.bind(&local.into())?;
-        }
-        apply_stream_options(&SockRef::from(&sock), opts)?;
-        let std_stream: std::net::TcpStream = sock.into();
-        let tsock = tokio::net::TcpSocket::from_std_stream(std_stream);
-        let stream = tsock.connect(remote).await?;
-        Ok(TcpTransport::from_stream(stream))
+        Ok(TcpTransport::from_stream(
+            connect_stream(remote, opts).await?,
+        ))
     }
 
+    /// Wrap a connected stream.
     pub(crate) fn from_stream(stream: tokio::net::TcpStream) -> Self {
         TcpTransport {
             stream: Arc::new(stream),
@@ -134,12 +144,11 @@ impl TcpTransport {
     }
 }
 
-/// Listen for TCP on `addr`; accepted connections go to `tx`.
-pub(crate) fn listen(
+/// A listening TCP socket on `addr` (TLS listens with it too).
+pub(crate) fn bind_listener(
     addr: SocketAddr,
     opts: &SocketOptions,
-    tx: UnboundedSender<io::Result<Incoming>>,
-) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+) -> io::Result<tokio::net::TcpListener> {
     let sock = socket_for(&addr, Type::STREAM, Protocol::TCP, opts)?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -147,7 +156,16 @@ pub(crate) fn listen(
     }
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
-    let listener = tokio::net::TcpListener::from_std(sock.into())?;
+    tokio::net::TcpListener::from_std(sock.into())
+}
+
+/// Listen for TCP on `addr`; accepted connections go to `tx`.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let listener = bind_listener(addr, opts)?;
     let local = listener.local_addr()?;
     let opts = opts.clone();
     let task = tokio::spawn(async move {

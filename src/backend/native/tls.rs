@@ -1,0 +1,287 @@
+//! TLS over TCP with rustls (tokio-rustls). An attempt is Ready only after
+//! the TLS handshake completes (RFC 9623 §4.2.1). Reads and writes run from
+//! different tasks, so the stream is split and each half has its own lock.
+
+use super::tcp;
+use super::tls_config::{self, ClientIdentity};
+use crate::backend::{Incoming, Recv, SocketOptions};
+use crate::capability::Capabilities;
+use futures::channel::mpsc::UnboundedSender;
+use socket2::SockRef;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsStream;
+
+/// Read in chunks of this size.
+const READ_CHUNK: usize = 64 * 1024;
+/// A Listener gives up on a TLS handshake after this long.
+const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Inner {
+    rd: futures::lock::Mutex<ReadHalf<TlsStream<TcpStream>>>,
+    wr: futures::lock::Mutex<WriteHalf<TlsStream<TcpStream>>>,
+    /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
+    sock: socket2::Socket,
+    /// Plaintext that arrived before the attempt finished.
+    pending: std::sync::Mutex<Vec<u8>>,
+    alpn: Option<Vec<u8>>,
+}
+
+/// An established TLS connection, shared by the send and receive sides.
+#[derive(Clone)]
+pub(crate) struct TlsTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTransport")
+            .field(
+                "peer",
+                &self.inner.sock.peer_addr().ok().and_then(|a| a.as_socket()),
+            )
+            .field(
+                "alpn",
+                &self
+                    .inner
+                    .alpn
+                    .as_ref()
+                    .map(|a| String::from_utf8_lossy(a).into_owned()),
+            )
+            .finish()
+    }
+}
+
+fn to_io(e: crate::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.message)
+}
+
+impl TlsTransport {
+    fn new(stream: TlsStream<TcpStream>, pending: Vec<u8>) -> io::Result<Self> {
+        let sock = SockRef::from(stream.get_ref().0).try_clone()?;
+        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let (rd, wr) = tokio::io::split(stream);
+        Ok(TlsTransport {
+            inner: Arc::new(Inner {
+                rd: futures::lock::Mutex::new(rd),
+                wr: futures::lock::Mutex::new(wr),
+                sock,
+                pending: std::sync::Mutex::new(pending),
+                alpn,
+            }),
+        })
+    }
+
+    /// Connect (one racing attempt): TCP, then the TLS handshake. Ready only
+    /// once the handshake is complete; a failure names the peer and the
+    /// rustls reason.
+    pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
+        let sec = opts.security.clone().unwrap_or_default();
+        let parts = tls_config::client_config_parts(&sec, &[]).map_err(to_io)?;
+        let (base, identity) = &*parts;
+        // Name: the explicit override, else the RemoteEndpoint's host name, else the IP.
+        let name = sec
+            .server_name
+            .clone()
+            .or_else(|| opts.server_name.clone())
+            .unwrap_or_else(|| remote.ip().to_string());
+        let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TLS server name `{name}`: {e}"),
+            )
+        })?;
+        // A per-connection client identity resolver tells whether the server asked for a certificate.
+        let identity: ClientIdentity = identity.fresh();
+        let asked = identity.asked.clone();
+        let has_identity = !sec.client_certificate.is_empty();
+        let mut config = (**base).clone();
+        config.client_auth_cert_resolver = Arc::new(identity);
+        let config = Arc::new(config);
+        let start = Instant::now();
+        let tcp = tcp::connect_stream(remote, opts).await?;
+        let was_asked = || asked.load(Ordering::Relaxed);
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| {
+                let hint = if was_asked() && !has_identity {
+                    " (the server asked for a client certificate and none is configured)"
+                } else {
+                    ""
+                };
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with {remote} ({name}): {}{hint}",
+                        describe(&e)
+                    ),
+                )
+            })?;
+        let mut pending = Vec::new();
+        if was_asked() && !has_identity {
+            // TLS 1.3: the client's handshake ends before the server judged the
+            // empty certificate; a server that requires one answers with an
+            // alert right away. Wait briefly for it so that the attempt fails
+            // (rather than the first Receive); keep any data that arrives.
+            let wait = (start.elapsed() + Duration::from_millis(50)).min(Duration::from_secs(1));
+            if let Ok(Err(e)) = tokio::time::timeout(wait, stream.read_buf(&mut pending)).await {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with {remote} ({name}): the server requires a client certificate and none is configured (SecurityParameters::client_certificate): {e}"
+                    ),
+                ));
+            }
+        }
+        TlsTransport::new(TlsStream::from(stream), pending)
+    }
+
+    /// The TCP socket underneath.
+    pub(crate) fn socket(&self) -> &socket2::Socket {
+        &self.inner.sock
+    }
+
+    /// Read: append plaintext to `buf`.
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        {
+            let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if !p.is_empty() {
+                buf.append(&mut p);
+                return Ok(Recv::Bytes);
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        let mut rd = self.inner.rd.lock().await;
+        match rd.read_buf(buf).await? {
+            0 => Ok(Recv::Eof),
+            _ => Ok(Recv::Bytes),
+        }
+    }
+
+    /// Encrypt and send some of `bufs`; the records are on the socket when this returns.
+    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut wr = self.inner.wr.lock().await;
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        wr.flush().await?;
+        Ok(n)
+    }
+
+    /// Finish sending: TLS close_notify, then TCP FIN. The close_notify is
+    /// written by a task (it may have to wait for the socket), which keeps
+    /// the connection open until it is done.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        let inner = self.inner.clone();
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| io::Error::other(format!("TLS shutdown needs the tokio runtime: {e}")))?;
+        handle.spawn(async move {
+            let mut wr = inner.wr.lock().await;
+            let _ = wr.shutdown().await;
+        });
+        Ok(())
+    }
+
+    /// Linger 0 makes the close send RST; shutting down reading wakes every
+    /// pending read.
+    pub(crate) fn abort(&self) {
+        let s = &self.inner.sock;
+        let _ = s.set_linger(Some(Duration::ZERO));
+        let _ = s.shutdown(std::net::Shutdown::Read);
+    }
+}
+
+/// The text of a handshake error: rustls' own words, with certificate
+/// details spelled out.
+fn describe(e: &io::Error) -> String {
+    use rustls::CertificateError as C;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(C::Other(o))) => {
+            format!("invalid peer certificate: {o}")
+        }
+        Some(rustls::Error::InvalidCertificate(C::ExpiredContext { not_after, .. })) => format!(
+            "{e} (not valid after {})",
+            tls_config::format_unix(not_after.as_secs() as i64)
+        ),
+        Some(rustls::Error::InvalidCertificate(C::NotValidYetContext { not_before, .. })) => {
+            format!(
+                "{e} (not valid before {})",
+                tls_config::format_unix(not_before.as_secs() as i64)
+            )
+        }
+        _ if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("{e}: the peer closed the connection during the handshake (does it speak TLS?)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Listen for TLS on `addr`: each accepted TCP connection does the server
+/// handshake; a failed handshake is reported as an error naming the peer.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let sec = opts.security.clone().unwrap_or_default();
+    let config = tls_config::server_config(&sec, &[]).map_err(to_io)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tcp::bind_listener(addr, opts)?;
+    let local = listener.local_addr()?;
+    let opts = opts.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    if tx.unbounded_send(Err(e)).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = tcp::apply_stream_options(&SockRef::from(&stream), &opts) {
+                if tx.unbounded_send(Err(e)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let hs =
+                    tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                let item = match hs {
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "TLS handshake with {remote}: no result after {} s",
+                            ACCEPT_HANDSHAKE_TIMEOUT.as_secs()
+                        ),
+                    )),
+                    Ok(Err(e)) => Err(io::Error::new(
+                        e.kind(),
+                        format!("TLS handshake with {remote}: {}", describe(&e)),
+                    )),
+                    Ok(Ok(s)) => {
+                        TlsTransport::new(TlsStream::from(s), Vec::new()).map(|t| Incoming {
+                            transport: super::Transport::Tls(t),
+                            caps: &Capabilities::TLS,
+                            remote,
+                            group: None,
+                        })
+                    }
+                };
+                let _ = tx.unbounded_send(item);
+            });
+        }
+    });
+    Ok((local, task.abort_handle()))
+}

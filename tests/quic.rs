@@ -1,0 +1,288 @@
+//! QUIC over loopback with real handshakes: a Connection is a stream, Clone is
+//! a new stream on the same QUIC connection, datagrams keep boundaries, group
+//! close and abort, and QUIC raced against TLS over TCP.
+
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::security::{certificate_sha256, Identity};
+use postsocket::{
+    Connection, ConnectionEvent, ErrorReason, ListenerEvent, LocalEndpoint, MessageContext,
+    Preconnection, ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
+    TransportProperties,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Cert {
+    pem: String,
+    key: String,
+}
+
+fn self_signed() -> Cert {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    Cert {
+        pem: ck.cert.pem(),
+        key: ck.signing_key.serialize_pem(),
+    }
+}
+
+fn server_security(c: &Cert) -> SecurityParameters {
+    let mut s = SecurityParameters::new();
+    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
+    s
+}
+
+fn pinned(c: &Cert) -> SecurityParameters {
+    let mut s = SecurityParameters::new();
+    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
+    s
+}
+
+fn listener_pre(sec: SecurityParameters, stacks: Vec<StackId>) -> Preconnection {
+    let local = LocalEndpoint::new()
+        .with_socket_addr("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre.set_protocols(stacks);
+    pre
+}
+
+fn client(addr: SocketAddr, sec: SecurityParameters) -> Preconnection {
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(vec![], vec![remote], TransportProperties::new(), sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
+/// A QUIC Listener that hands each received Connection to the test.
+async fn quic_listener(c: &Cert) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Connection>) {
+    let l = listener_pre(server_security(c), vec![StackId::Quic])
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match l.next_event().await {
+                ListenerEvent::ConnectionReceived(conn) => {
+                    if tx.send(conn).is_err() {
+                        return;
+                    }
+                }
+                ListenerEvent::EstablishmentError(e) => panic!("listener: {e}"),
+                ListenerEvent::Stopped => return,
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn recv(c: &Connection) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(5), c.receive())
+        .await
+        .expect("a message within 5 s")
+        .expect("received")
+        .into_data()
+}
+
+#[tokio::test]
+async fn quic_echo_with_a_pinned_certificate() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let conn = client(addr, pinned(&cert)).initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Quic);
+    conn.send_message("hello quic").await.unwrap();
+    let server = incoming.recv().await.unwrap();
+    assert_eq!(server.stack(), StackId::Quic);
+    assert_eq!(recv(&server).await, b"hello quic");
+    server.send_message(vec![9u8; 200_000]).await.unwrap();
+    assert_eq!(recv(&conn).await, vec![9u8; 200_000]);
+    conn.close().await.unwrap();
+    // The peer sees the stream end.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), server.receive())
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn clone_is_a_new_stream_on_the_same_quic_connection() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let conn = client(addr, pinned(&cert)).initiate().await.unwrap();
+    conn.send_message("first stream").await.unwrap();
+    let s1 = incoming.recv().await.unwrap();
+    assert_eq!(recv(&s1).await, b"first stream");
+    let clone = conn.clone(None, None).await.unwrap();
+    assert_eq!(clone.stack(), StackId::Quic);
+    assert_eq!(conn.grouped_connections().len(), 2);
+    clone.send_message("second stream").await.unwrap();
+    let s2 = incoming.recv().await.unwrap();
+    assert_eq!(recv(&s2).await, b"second stream");
+    // The peer's view: the same QUIC connection (same client address), one group.
+    assert_eq!(s1.remote_addr(), s2.remote_addr());
+    assert_eq!(s2.grouped_connections().len(), 2);
+    s2.send_message("reply on 2").await.unwrap();
+    assert_eq!(recv(&clone).await, b"reply on 2");
+    // CloseGroup: every stream finishes, then the QUIC connection closes.
+    conn.close_group().await.unwrap();
+    assert!(conn.grouped_connections().is_empty());
+    for s in [&s1, &s2] {
+        let r = tokio::time::timeout(Duration::from_secs(5), s.receive())
+            .await
+            .unwrap();
+        assert!(r.is_err(), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn unreliable_messages_go_as_datagrams_with_boundaries() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let conn = client(addr, pinned(&cert)).initiate().await.unwrap();
+    conn.send_message("open the stream").await.unwrap();
+    let server = incoming.recv().await.unwrap();
+    assert_eq!(recv(&server).await, b"open the stream");
+    for m in [&b"dgram one"[..], b"two", b""] {
+        let ctx = MessageContext::new().with("msgReliable", false).unwrap();
+        conn.send(m.to_vec(), Some(ctx), true).await.unwrap();
+        // Loopback does not lose these; each arrives whole, as its own Message.
+        match tokio::time::timeout(Duration::from_secs(5), server.receive())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ReceiveEvent::Received { data, .. } => assert_eq!(data, m),
+            other => panic!("expected a whole Message, got {other:?}"),
+        }
+    }
+    // Too large for one datagram: MessageTooLarge, nothing silently split.
+    let ctx = MessageContext::new().with("msgReliable", false).unwrap();
+    let err = conn.send(vec![0; 5000], Some(ctx), true).await.unwrap_err();
+    assert_eq!(err.reason(), ErrorReason::MessageTooLarge);
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn abort_group_closes_the_quic_connection_at_once() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let conn = client(addr, pinned(&cert)).initiate().await.unwrap();
+    conn.send_message("x").await.unwrap();
+    let server = incoming.recv().await.unwrap();
+    assert_eq!(recv(&server).await, b"x");
+    conn.abort_group();
+    assert!(matches!(
+        conn.next_event().await,
+        Some(ConnectionEvent::ConnectionError(_))
+    ));
+    let r = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.error.reason, ErrorReason::ConnectionAborted, "{e}");
+}
+
+#[tokio::test]
+async fn quic_is_raced_first_and_tls_wins_when_udp_is_blackholed() {
+    let cert = self_signed();
+    // TLS over TCP on port P, and a UDP socket on P that never answers.
+    let (tls, udp) = loop {
+        let l = listener_pre(server_security(&cert), vec![StackId::Tls])
+            .listen()
+            .await
+            .unwrap();
+        if let Ok(u) = std::net::UdpSocket::bind(l.local_addr()) {
+            break (l, u);
+        }
+    };
+    let addr = tls.local_addr();
+    tokio::spawn(async move {
+        while let Ok(c) = tls.accept().await {
+            tokio::spawn(async move {
+                while let Ok(m) = c.receive().await {
+                    let _ = c.send(m.into_data(), None, true).await;
+                }
+            });
+        }
+    });
+    let mut pre = client(addr, pinned(&cert));
+    pre.set_connection_attempt_delay(Duration::from_millis(100));
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    let t = conn.trace();
+    assert_eq!(
+        t.candidate("1.1").unwrap().stack.as_deref(),
+        Some("quic"),
+        "{}",
+        t.timeline()
+    );
+    assert_eq!(
+        t.candidate("1.2").unwrap().stack.as_deref(),
+        Some("tls"),
+        "{}",
+        t.timeline()
+    );
+    let quic_start = t.find(K::AttemptStarted, "1.1.1").unwrap().t_ms;
+    let tls_start = t.find(K::AttemptStarted, "1.2.1").unwrap().t_ms;
+    assert!(quic_start < 50.0, "{}", t.timeline());
+    assert!(
+        (100.0..1000.0).contains(&tls_start),
+        "one attempt delay later:\n{}",
+        t.timeline()
+    );
+    assert!(
+        t.find(K::AttemptCancelled, "1.1.1").is_some(),
+        "{}",
+        t.timeline()
+    );
+    conn.send_message("via tls").await.unwrap();
+    assert_eq!(recv(&conn).await, b"via tls");
+    conn.close().await.unwrap();
+    drop(udp);
+}
+
+#[tokio::test]
+async fn both_stacks_failing_report_both_reasons() {
+    let cert = self_signed();
+    let other = self_signed();
+    let l = listener_pre(server_security(&cert), vec![StackId::Quic, StackId::Tls])
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    tokio::spawn(async move {
+        loop {
+            if let ListenerEvent::Stopped = l.next_event().await {
+                return;
+            }
+        }
+    });
+    // Pinned to another certificate: both QUIC and TLS refuse the server.
+    let err = client(addr, pinned(&other)).initiate().await.unwrap_err();
+    assert_eq!(err.reason, ErrorReason::EstablishmentFailed, "{err}");
+    let stacks: Vec<_> = err
+        .candidates
+        .iter()
+        .map(|c| c.stack.clone().unwrap())
+        .collect();
+    assert_eq!(stacks, vec!["quic", "tls"], "{err}");
+    for c in &err.candidates {
+        assert!(c.message.to_lowercase().contains("pin"), "{c}");
+    }
+}
+
+#[tokio::test]
+async fn quic_needs_tls13() {
+    let mut sec = SecurityParameters::new();
+    sec.set("allowedSecurityProtocols", &["tls1.2"]).unwrap();
+    let mut pre = client("127.0.0.1:9".parse().unwrap(), sec);
+    pre.set_protocols(vec![StackId::Quic]);
+    let err = pre.initiate().await.unwrap_err();
+    assert_eq!(err.reason, ErrorReason::NoCandidates);
+    assert!(err.to_string().contains("TLS 1.3"), "{err}");
+}

@@ -1,0 +1,720 @@
+//! TLS over TCP end to end on 127.0.0.1: real rustls handshakes with
+//! certificates made here by rcgen, the negative matrix (each failure names
+//! its cause), no plaintext fallback, and interop with OpenSSL's s_server
+//! and s_client.
+
+use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
+use postsocket::security::{certificate_sha256, hex};
+use postsocket::{
+    Connection, ErrorReason, Identity, LocalEndpoint, Preconnection, ReceiveEvent, RemoteEndpoint,
+    SecurityParameters, StackId, TransportProperties,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A test CA that issues leaf certificates.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf for `names`, issued by `ca` (or self-signed), valid `days` around now
+/// (negative: expired).
+fn leaf(ca: Option<&Ca>, names: &[&str], expired: bool, client: bool) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("client"),
+    );
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = match ca {
+        Some(ca) => params.signed_by(&key, &ca.issuer).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), key.serialize_pem())
+}
+
+fn server_security(cert: &(String, String)) -> SecurityParameters {
+    let mut sec = SecurityParameters::new();
+    sec.server_certificate = vec![Identity::from_pem(&cert.0, &cert.1).unwrap()];
+    sec
+}
+
+fn local() -> LocalEndpoint {
+    LocalEndpoint::new()
+        .with_ip_address([127, 0, 0, 1].into())
+        .unwrap()
+        .with_port(0)
+        .unwrap()
+}
+
+fn remote(addr: SocketAddr) -> RemoteEndpoint {
+    RemoteEndpoint::new().with_socket_addr(addr).unwrap()
+}
+
+fn remote_host(host: &str, port: u16) -> RemoteEndpoint {
+    RemoteEndpoint::new()
+        .with_host_name(host)
+        .unwrap()
+        .with_port(port)
+        .unwrap()
+}
+
+/// A postsocket TLS Listener with a length-prefix framer, echoing every
+/// Message; returns its address and a receiver of its establishment errors.
+async fn echo_listener(
+    sec: SecurityParameters,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut pre = Preconnection::new(vec![local()], vec![], TransportProperties::new(), sec);
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let l = pre.listen().await.expect("listen");
+    let addr = l.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match l.next_event().await {
+                postsocket::ListenerEvent::ConnectionReceived(c) => {
+                    tokio::spawn(echo(c));
+                }
+                postsocket::ListenerEvent::EstablishmentError(e) => {
+                    let _ = tx.send(e.to_string());
+                }
+                postsocket::ListenerEvent::Stopped => break,
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn echo(c: Connection) {
+    while let Ok(ReceiveEvent::Received { data, .. }) = c.receive().await {
+        if c.send(data, None, true).await.is_err() {
+            break;
+        }
+    }
+    let _ = c.close().await;
+}
+
+fn client(remotes: Vec<RemoteEndpoint>, sec: SecurityParameters) -> Preconnection {
+    let mut pre = Preconnection::new(vec![], remotes, TransportProperties::new(), sec);
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
+async fn round_trip(conn: &Connection) {
+    let msgs: Vec<Vec<u8>> = vec![b"hello tls".to_vec(), vec![], vec![9u8; 200_000]];
+    for m in &msgs {
+        conn.send(m.clone(), None, true).await.unwrap();
+    }
+    for m in &msgs {
+        match tokio::time::timeout(Duration::from_secs(10), conn.receive())
+            .await
+            .expect("echo in time")
+            .unwrap()
+        {
+            ReceiveEvent::Received { data, .. } => assert_eq!(&data, m),
+            other => panic!("expected a whole Message, got {other:?}"),
+        }
+    }
+}
+
+async fn fails(pre: Preconnection) -> postsocket::Error {
+    let e = tokio::time::timeout(Duration::from_secs(15), pre.initiate())
+        .await
+        .expect("initiate ends in time")
+        .map(|_| ())
+        .expect_err("establishment must fail");
+    eprintln!("establishment error: {e}");
+    e
+}
+
+fn assert_names(e: &postsocket::Error, what: &[&str]) {
+    let text = format!("{e} {:?}", e.candidates);
+    for w in what {
+        assert!(text.contains(w), "error does not name `{w}`: {text}");
+    }
+}
+
+#[tokio::test]
+async fn echo_with_trusted_ca_and_host_name() {
+    let ca = ca("postsocket test CA");
+    let cert = leaf(Some(&ca), &["localhost", "127.0.0.1"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    // By name: resolves to 127.0.0.1 (and maybe ::1, where nothing listens) and verifies "localhost".
+    let conn = client(vec![remote_host("localhost", addr.port())], sec.clone())
+        .initiate()
+        .await
+        .unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    round_trip(&conn).await;
+    conn.close().await.unwrap();
+    // By IP address: verifies the IP SAN.
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    round_trip(&conn).await;
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn echo_with_pinned_self_signed_certificate() {
+    let cert = leaf(None, &["some.name.example"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.set(
+        "pinnedServerCertificate",
+        &[&hex(&certificate_sha256(&cert.0).unwrap())],
+    )
+    .unwrap();
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    round_trip(&conn).await;
+    // Clone opens another TLS connection with the same parameters.
+    let c2 = conn.clone(None, None).await.unwrap();
+    assert_eq!(c2.stack(), StackId::Tls);
+    round_trip(&c2).await;
+    c2.close().await.unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_certificate_fails_naming_expiry() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["127.0.0.1"], true, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
+    assert_names(
+        &e,
+        &[
+            "TLS handshake with 127.0.0.1",
+            "expired",
+            "2020-01-01 00:00:00 UTC",
+        ],
+    );
+    // An expired pinned certificate fails too, naming its dates.
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(
+        &e,
+        &[
+            "pinned server certificate is expired",
+            "2020-01-01 00:00:00 UTC",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn wrong_name_fails_naming_the_name() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["other.example"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    sec.server_name = Some("expected.example".into());
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(
+        &e,
+        &["not valid for name", "expected.example", "other.example"],
+    );
+}
+
+#[tokio::test]
+async fn untrusted_ca_fails() {
+    let ca1 = ca("server's CA");
+    let ca2 = ca("some other CA");
+    let cert = leaf(Some(&ca1), &["127.0.0.1"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca2.pem.clone()];
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(&e, &["invalid peer certificate", "UnknownIssuer"]);
+}
+
+#[tokio::test]
+async fn pin_mismatch_names_both_hashes() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let wrong = [0x11u8; 32];
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![wrong];
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(
+        &e,
+        &[
+            "pinned server certificate mismatch",
+            &hex(&certificate_sha256(&cert.0).unwrap()),
+            &hex(&wrong),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn client_certificate_required_but_not_given() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["127.0.0.1"], false, false);
+    let mut server = server_security(&cert);
+    server.require_client_certificate = true;
+    server.trusted_ca = vec![ca.pem.clone()];
+    let (addr, mut errors) = echo_listener(server).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    let e = fails(client(vec![remote(addr)], sec.clone())).await;
+    assert_names(
+        &e,
+        &[
+            "server requires a client certificate",
+            "CertificateRequired",
+        ],
+    );
+    let le = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        le.contains("TLS handshake with 127.0.0.1") && le.contains("peer sent no certificates"),
+        "{le}"
+    );
+    // With a client certificate from the CA it works.
+    let c = leaf(Some(&ca), &["client.example"], false, true);
+    sec.client_certificate = vec![Identity::from_pem(&c.0, &c.1).unwrap()];
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    round_trip(&conn).await;
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn identity_challenge_callback_signs_for_the_client() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["127.0.0.1"], false, false);
+    let mut server = server_security(&cert);
+    server.require_client_certificate = true;
+    server.trusted_ca = vec![ca.pem.clone()];
+    let (addr, _) = echo_listener(server).await;
+    // The client's key stays outside postsocket: only the chain is given.
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["client.example".to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let chain = params.signed_by(&key, &ca.issuer).unwrap().pem();
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    sec.client_certificate = vec![Identity::from_pem_chain(&chain).unwrap()];
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = calls.clone();
+    sec.set_identity_challenge_callback(move |msg| {
+        c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        rcgen::SigningKey::sign(&key, msg).map_err(|e| e.to_string())
+    });
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    round_trip(&conn).await;
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn alpn_mismatch_fails() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let mut server = server_security(&cert);
+    server.alpn = vec!["a".into()];
+    let (addr, _) = echo_listener(server).await;
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    sec.alpn = vec!["b".into()];
+    let e = fails(client(vec![remote(addr)], sec.clone())).await;
+    assert_names(&e, &["NoApplicationProtocol"]);
+    sec.alpn = vec!["b".into(), "a".into()];
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    round_trip(&conn).await;
+}
+
+#[tokio::test]
+async fn trust_verification_callback_can_reject() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s2 = seen.clone();
+    sec.set_trust_verification_callback(move |ctx| {
+        *s2.lock().unwrap() = Some((ctx.chain.len(), ctx.server_name.clone()));
+        Err("policy says no to this server".into())
+    });
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(
+        &e,
+        &["trust verification callback: policy says no to this server"],
+    );
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        Some((1, "127.0.0.1".to_string()))
+    );
+}
+
+#[tokio::test]
+async fn no_plaintext_fallback_with_default_security() {
+    // A TLS server with a certificate the client does not trust...
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let (tls_addr, _) = echo_listener(server_security(&cert)).await;
+    // ... and a plain TCP echo server, on another port.
+    let mut pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let plain = pre.listen().await.unwrap();
+    let plain_addr = plain.local_addr();
+    tokio::spawn(async move {
+        while let Ok(c) = plain.accept().await {
+            tokio::spawn(echo(c));
+        }
+    });
+    // Default security: only TLS is raced, to both addresses; the plaintext
+    // server cannot talk TLS, and nothing falls back to plain TCP.
+    let e = fails(client(
+        vec![remote(tls_addr), remote(plain_addr)],
+        SecurityParameters::new(),
+    ))
+    .await;
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
+    assert!(!e.candidates.is_empty());
+    for c in &e.candidates {
+        assert_eq!(c.stack.as_deref(), Some("tls"), "{c}");
+    }
+    assert_names(&e, &["UnknownIssuer", "does it speak TLS?"]);
+    // The plain server is reachable with disabled security.
+    let conn = client(vec![remote(plain_addr)], SecurityParameters::disabled())
+        .initiate()
+        .await
+        .unwrap();
+    assert_eq!(conn.stack(), StackId::Tcp);
+    // Opportunistic: TLS (unauthenticated) is used with the untrusted server.
+    let conn = client(vec![remote(tls_addr)], SecurityParameters::opportunistic())
+        .initiate()
+        .await
+        .unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    round_trip(&conn).await;
+}
+
+#[tokio::test]
+async fn listener_without_certificate_is_a_configuration_error() {
+    let pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        SecurityParameters::new(),
+    );
+    let e = pre.listen().await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration);
+    assert!(e.to_string().contains("server_certificate"), "{e}");
+}
+
+#[test]
+fn identity_pem_errors_name_the_problem() {
+    let cert = leaf(None, &["x.example"], false, false);
+    let e = Identity::from_pem("not pem", &cert.1).unwrap_err();
+    assert!(e.to_string().contains("BEGIN CERTIFICATE"), "{e}");
+    let e = Identity::from_pem(&cert.0, "nope").unwrap_err();
+    assert!(e.to_string().contains("private key"), "{e}");
+    assert!(Identity::from_pem(&cert.0, &cert.1).is_ok());
+    let e = postsocket::security::parse_sha256_hex("abcd").unwrap_err();
+    assert!(e.to_string().contains("64 hex digits"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Interop with OpenSSL.
+
+fn openssl() -> &'static str {
+    if Command::new("openssl").arg("version").output().is_err() {
+        panic!("these tests need the openssl command line tool: apt-get install openssl");
+    }
+    "openssl"
+}
+
+/// Kills the child when dropped.
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("postsocket-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn interop_postsocket_client_to_openssl_s_server() {
+    let openssl = openssl();
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["localhost", "127.0.0.1"], false, false);
+    let c = write_temp("s_server-cert.pem", &cert.0);
+    let k = write_temp("s_server-key.pem", &cert.1);
+    let port = free_port();
+    // -rev: s_server answers every line with the line reversed.
+    let server = Kill(
+        Command::new(openssl)
+            .args(["s_server", "-rev", "-quiet", "-accept"])
+            .arg(port.to_string())
+            .arg("-cert")
+            .arg(&c)
+            .arg("-key")
+            .arg(&k)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server"),
+    );
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![remote(SocketAddr::from(([127, 0, 0, 1], port)))],
+        TransportProperties::new(),
+        sec,
+    );
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(DelimiterFramer::line());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match pre.initiate().await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot reach openssl s_server: {e}"),
+        }
+    };
+    assert_eq!(conn.stack(), StackId::Tls);
+    conn.send(b"hello openssl".to_vec(), None, true)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), conn.receive())
+        .await
+        .expect("reply in time")
+        .unwrap();
+    assert_eq!(got.data(), b"lssnepo olleh");
+    conn.abort();
+    drop(server);
+}
+
+#[tokio::test]
+async fn interop_openssl_s_client_to_postsocket_listener() {
+    let openssl = openssl();
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["localhost", "127.0.0.1"], false, false);
+    let ca_file = write_temp("s_client-ca.pem", &ca.pem);
+    let mut pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        server_security(&cert),
+    );
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(DelimiterFramer::line());
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    tokio::spawn(async move {
+        while let Ok(c) = l.accept().await {
+            tokio::spawn(echo(c));
+        }
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Kill(
+            Command::new(openssl)
+                .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+                .arg(addr.to_string())
+                .arg("-CAfile")
+                .arg(&ca_file)
+                .args(["-servername", "localhost", "-verify_hostname", "localhost"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn openssl s_client"),
+        );
+        let mut stdin = child.0.stdin.take().unwrap();
+        stdin.write_all(b"hello from s_client\n").unwrap();
+        stdin.flush().unwrap();
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        drop(stdin);
+        drop(child);
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, "hello from s_client\n");
+}
+
+#[test]
+fn selection_by_security_mode() {
+    use postsocket::racing::selection::select;
+    use postsocket::Capabilities;
+    let reg = [Capabilities::TLS, Capabilities::TCP, Capabilities::UDP];
+    let props = TransportProperties::new();
+    let stacks = |sec: &SecurityParameters| -> Vec<StackId> {
+        select(&reg, &props, sec, true, None)
+            .unwrap()
+            .iter()
+            .map(|c| c.stack)
+            .collect()
+    };
+    // Required (default): TLS only, never plaintext.
+    assert_eq!(stacks(&SecurityParameters::new()), vec![StackId::Tls]);
+    // Opportunistic: TLS first, then plain TCP.
+    assert_eq!(
+        stacks(&SecurityParameters::opportunistic()),
+        vec![StackId::Tls, StackId::Tcp]
+    );
+    // Disabled: no TLS.
+    assert_eq!(stacks(&SecurityParameters::disabled()), vec![StackId::Tcp]);
+    // allowedSecurityProtocols without any TLS version excludes TLS.
+    let mut dtls_only = SecurityParameters::new();
+    dtls_only
+        .set("allowedSecurityProtocols", &["dtls1.2"])
+        .unwrap();
+    assert!(select(&reg, &props, &dtls_only, true, None).is_err());
+}
+
+#[tokio::test]
+async fn tls12_only_when_asked() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let mut server = server_security(&cert);
+    server.set("allowedSecurityProtocols", &["tls1.3"]).unwrap();
+    let (addr, _) = echo_listener(server).await;
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    sec.set("allowedSecurityProtocols", &["tls1.2"]).unwrap();
+    let e = fails(client(vec![remote(addr)], sec.clone())).await;
+    assert_names(&e, &["TLS handshake", "ProtocolVersion"]);
+    // A TLS 1.2 client works with a default server.
+    let (addr12, _) = echo_listener(server_security(&cert)).await;
+    let conn = client(vec![remote(addr12)], sec.clone())
+        .initiate()
+        .await
+        .unwrap();
+    round_trip(&conn).await;
+    sec.set("allowedSecurityProtocols", &["tls1.2", "tls1.3"])
+        .unwrap();
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    round_trip(&conn).await;
+}
+
+#[tokio::test]
+async fn abort_resets_and_final_message_ends_cleanly() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let mut pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        server_security(&cert),
+    );
+    // TLS over TCP under test: QUIC (raced first by default) is left out.
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    // A final Message: close_notify and FIN; the server sees the final Message, then the end.
+    let conn = client(vec![remote(addr)], sec.clone())
+        .initiate()
+        .await
+        .unwrap();
+    let server = l.accept().await.unwrap();
+    let ctx = postsocket::MessageContext::new()
+        .with("final", true)
+        .unwrap();
+    conn.send(b"last".to_vec(), Some(ctx), true).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ReceiveEvent::Received { data, .. } => assert_eq!(data, b"last"),
+        other => panic!("{other:?}"),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .expect("the end reaches the peer");
+    let end = end
+        .expect_err("nothing after the final Message")
+        .to_string();
+    assert!(end.contains("end of stream"), "clean end expected: {end}");
+    // Abort: the peer's pending Receive fails instead of seeing a clean end.
+    let conn = client(vec![remote(addr)], sec).initiate().await.unwrap();
+    let server = l.accept().await.unwrap();
+    conn.abort();
+    let r = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .expect("the abort reaches the peer");
+    let r = r
+        .expect_err("the abort fails the peer's Receive")
+        .to_string();
+    assert!(r.contains("reset"), "a reset expected: {r}");
+}
