@@ -24,6 +24,9 @@ pub(crate) struct QuicTransport {
     takes_datagrams: bool,
     /// A client keeps its endpoint (socket and driver) alive.
     _endpoint: Option<quinn::Endpoint>,
+    /// Client: the attempt's early data went out (as 0-RTT). Server: the
+    /// peer opened this stream in 0-RTT, so its data may be a replay.
+    early: bool,
 }
 
 impl std::fmt::Debug for QuicTransport {
@@ -40,13 +43,18 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl QuicTransport {
-    /// Connect (one racing attempt): ready after the QUIC handshake, with the first stream open.
+    /// Connect (one racing attempt): ready after the QUIC handshake, with the
+    /// first stream open. With `early` data and a session ticket for the
+    /// server, the data goes out as 0-RTT on the first stream before the
+    /// handshake finishes (re-sent after it if the server rejects 0-RTT);
+    /// the second value says whether `early` was sent.
     pub(crate) async fn connect(
         remote: SocketAddr,
         server_name: &str,
         tls: Arc<rustls::ClientConfig>,
         opts: &SocketOptions,
-    ) -> io::Result<Self> {
+        early: Option<&[u8]>,
+    ) -> io::Result<(Self, bool)> {
         let bind = match opts.local {
             Some(l) => l,
             None if remote.is_ipv6() => "[::]:0".parse().expect("addr"),
@@ -56,19 +64,44 @@ impl QuicTransport {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport_config(opts));
-        let conn = endpoint
+        let connecting = endpoint
             .connect_with(config, remote, server_name)
-            .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?
-            .await
-            .map_err(|e| other(format!("QUIC handshake with {remote}: {e}")))?;
-        let (send, recv) = conn.open_bi().await.map_err(other)?;
-        Ok(QuicTransport::from_streams(
-            conn,
-            send,
-            recv,
-            true,
-            Some(endpoint),
-        ))
+            .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?;
+        let handshake =
+            |e: quinn::ConnectionError| other(format!("QUIC handshake with {remote}: {e}"));
+        let Some(data) = early else {
+            let conn = connecting.await.map_err(handshake)?;
+            let (send, recv) = conn.open_bi().await.map_err(other)?;
+            return Ok((
+                QuicTransport::from_streams(conn, send, recv, true, Some(endpoint)),
+                false,
+            ));
+        };
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                // A ticket was there (each is used once): send the data as 0-RTT.
+                let (mut send, mut recv) = conn.open_bi().await.map_err(other)?;
+                send.write_all(data).await.map_err(other)?;
+                if !accepted.await {
+                    // Rejected: the 0-RTT stream and its data are gone; send again.
+                    (send, recv) = conn.open_bi().await.map_err(other)?;
+                    send.write_all(data).await.map_err(other)?;
+                }
+                conn.handshake_data()
+                    .ok_or_else(|| other(format!("QUIC handshake with {remote} did not finish")))?;
+                let mut t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                t.early = true;
+                Ok((t, true))
+            }
+            Err(connecting) => {
+                let conn = connecting.await.map_err(handshake)?;
+                let (send, recv) = conn.open_bi().await.map_err(other)?;
+                Ok((
+                    QuicTransport::from_streams(conn, send, recv, true, Some(endpoint)),
+                    false,
+                ))
+            }
+        }
     }
 
     fn from_streams(
@@ -84,7 +117,13 @@ impl QuicTransport {
             recv: Arc::new(futures::lock::Mutex::new(recv)),
             takes_datagrams,
             _endpoint: endpoint,
+            early: false,
         }
+    }
+
+    /// See the `early` field.
+    pub(crate) fn early(&self) -> bool {
+        self.early
     }
 
     /// Clone: a new bidirectional stream on the same QUIC connection.
@@ -96,6 +135,7 @@ impl QuicTransport {
             recv: Arc::new(futures::lock::Mutex::new(recv)),
             takes_datagrams: false,
             _endpoint: self._endpoint.clone(),
+            early: false,
         })
     }
 
@@ -203,6 +243,26 @@ impl QuicTransport {
     }
 }
 
+/// Issues no self-contained (stateless) tickets, so rustls falls back to
+/// stateful, single-use session IDs, which 0-RTT requires.
+#[derive(Debug)]
+struct StatefulTickets;
+
+impl rustls::server::ProducesTickets for StatefulTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     if let Some(idle) = opts.keep_alive {
@@ -224,7 +284,20 @@ pub(crate) fn listen(
     opts: &SocketOptions,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
+    // quinn accepts 0-RTT only with max_early_data_size u32::MAX (RFC 9001
+    // §4.6.1); not when client certificates must be verified first.
+    let zero_rtt = !opts
+        .security
+        .as_ref()
+        .is_some_and(|s| s.require_client_certificate);
+    let mut tls = (*tls).clone();
+    if zero_rtt {
+        tls.max_early_data_size = u32::MAX;
+        // rustls allows early data only with stateful resumption (RFC 8446
+        // §8.1): the single-use session store is the replay protection.
+        tls.ticketer = Arc::new(StatefulTickets);
+    }
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
     let endpoint = quinn::Endpoint::server(config, addr)?;
@@ -234,7 +307,26 @@ pub(crate) fn listen(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                let conn = match incoming.await {
+                // Accept 0-RTT (and answer in 0.5-RTT) unless client
+                // certificates must be checked first.
+                let connecting = match incoming.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Err(other(format!(
+                            "QUIC handshake from {remote}: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                let attempt = if zero_rtt {
+                    match connecting.into_0rtt() {
+                        Ok((c, _)) => Ok(c),
+                        Err(connecting) => connecting.await,
+                    }
+                } else {
+                    connecting.await
+                };
+                let conn = match attempt {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.unbounded_send(Err(other(format!(
@@ -249,8 +341,10 @@ pub(crate) fn listen(
                         Ok(s) => s,
                         Err(_) => return, // the connection ended
                     };
-                    let transport =
+                    let early = recv.is_0rtt();
+                    let mut transport =
                         QuicTransport::from_streams(conn.clone(), send, recv, first, None);
+                    transport.early = early;
                     first = false;
                     let group = Some(transport.group_id());
                     let item = Incoming {
@@ -315,7 +409,7 @@ mod tests {
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
         let (addr, stop) = listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, tx).unwrap();
-        let client = QuicTransport::connect(addr, "localhost", client_tls, &opts)
+        let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();
         client
