@@ -271,7 +271,9 @@ impl Connection {
         });
         let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
         let singular_max = p.transport.singular_transmission_max();
-        let can_receive = p.props.direction != crate::properties::Direction::UnidirectionalSend;
+        let (stream_sends, stream_receives) = p.transport.directions();
+        let can_receive = stream_receives
+            && p.props.direction != crate::properties::Direction::UnidirectionalSend;
         let inner = Arc::new(Inner {
             caps: p.caps,
             group: group.clone(),
@@ -286,7 +288,8 @@ impl Connection {
                 batch: None,
                 open_partial: None,
                 final_sent: false,
-                shut: (p.props.direction == crate::properties::Direction::UnidirectionalReceive)
+                shut: (!stream_sends
+                    || p.props.direction == crate::properties::Direction::UnidirectionalReceive)
                     .then(|| {
                         Error::new(
                             ErrorReason::InvalidConfiguration,

@@ -75,6 +75,7 @@ pub(crate) fn socket_options(
         security: None,
         server_name: None,
         early_data: None,
+        direction: props.direction,
     }
 }
 

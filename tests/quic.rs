@@ -361,3 +361,40 @@ async fn zero_rtt_with_a_ticket_and_a_full_handshake_without() {
     assert!(!m4.context().is_early_data());
     conn.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn direction_selects_unidirectional_streams() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let mut pre = client(addr, pinned(&cert));
+    pre.transport_properties_mut()
+        .set("direction", "unidirectionalSend")
+        .unwrap();
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Quic);
+    assert!(conn.can_send() && !conn.can_receive());
+    conn.send_message("one way").await.unwrap();
+    let server = incoming.recv().await.unwrap();
+    assert!(
+        server.can_receive() && !server.can_send(),
+        "the peer's stream is receive-only here"
+    );
+    assert_eq!(recv(&server).await, b"one way");
+    let err = server.send_message("back?").await.unwrap_err();
+    assert_eq!(err.reason(), ErrorReason::InvalidConfiguration, "{err}");
+    // Clone keeps the direction: another send-only stream.
+    let clone = conn.clone(None, None).await.unwrap();
+    assert!(!clone.can_receive());
+    clone.send_message("two").await.unwrap();
+    assert_eq!(recv(&incoming.recv().await.unwrap()).await, b"two");
+    conn.close_group().await.unwrap();
+
+    // A receive-only stream cannot be initiated: the peer opens those.
+    let mut pre = client(addr, pinned(&cert));
+    pre.set_protocols(vec![StackId::Quic]);
+    pre.transport_properties_mut()
+        .set("direction", "unidirectionalReceive")
+        .unwrap();
+    let err = pre.initiate().await.unwrap_err();
+    assert!(err.to_string().contains("receive-only"), "{err}");
+}

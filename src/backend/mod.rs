@@ -62,4 +62,6 @@ pub(crate) struct SocketOptions {
     /// The framed first Message of InitiateWithSend, when it is safely
     /// replayable: stacks with 0-RTT send it early (RFC 9623 §5.3).
     pub(crate) early_data: Option<std::sync::Arc<[u8]>>,
+    /// `direction` (RFC 9622 §6.2.16): QUIC opens a unidirectional stream for it.
+    pub(crate) direction: crate::properties::Direction,
 }

@@ -153,6 +153,15 @@ impl Transport {
         }
     }
 
+    /// The directions this instance can carry: (send, receive). Only a QUIC
+    /// unidirectional stream has one of them false.
+    pub(crate) fn directions(&self) -> (bool, bool) {
+        match self {
+            Transport::Quic(q) => (q.can_send(), q.can_receive()),
+            _ => (true, true),
+        }
+    }
+
     /// Largest unreliable Message (datagram) this stack can send now, if it has datagrams.
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         match self {

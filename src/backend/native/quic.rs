@@ -5,6 +5,7 @@
 
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
+use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
 use std::io;
@@ -18,8 +19,10 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct QuicTransport {
     conn: quinn::Connection,
-    send: Arc<futures::lock::Mutex<quinn::SendStream>>,
-    recv: Arc<futures::lock::Mutex<quinn::RecvStream>>,
+    /// `None` on a receive-only (unidirectional) stream.
+    send: Option<Arc<futures::lock::Mutex<quinn::SendStream>>>,
+    /// `None` on a send-only (unidirectional) stream.
+    recv: Option<Arc<futures::lock::Mutex<quinn::RecvStream>>>,
     /// The first stream of a connection also receives its datagrams.
     takes_datagrams: bool,
     /// A client keeps its endpoint (socket and driver) alive.
@@ -71,21 +74,28 @@ impl QuicTransport {
             |e: quinn::ConnectionError| other(format!("QUIC handshake with {remote}: {e}"));
         let Some(data) = early else {
             let conn = connecting.await.map_err(handshake)?;
-            let (send, recv) = conn.open_bi().await.map_err(other)?;
-            return Ok((
-                QuicTransport::from_streams(conn, send, recv, true, Some(endpoint)),
-                false,
-            ));
+            let (send, recv) = Self::open(&conn, opts.direction).await?;
+            let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+            return Ok((t, false));
         };
         match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
                 // A ticket was there (each is used once): send the data as 0-RTT.
-                let (mut send, mut recv) = conn.open_bi().await.map_err(other)?;
-                send.write_all(data).await.map_err(other)?;
+                let (mut send, mut recv) = Self::open(&conn, opts.direction).await?;
+                let no_send = || other("early data needs a stream that sends");
+                send.as_mut()
+                    .ok_or_else(no_send)?
+                    .write_all(data)
+                    .await
+                    .map_err(other)?;
                 if !accepted.await {
                     // Rejected: the 0-RTT stream and its data are gone; send again.
-                    (send, recv) = conn.open_bi().await.map_err(other)?;
-                    send.write_all(data).await.map_err(other)?;
+                    (send, recv) = Self::open(&conn, opts.direction).await?;
+                    send.as_mut()
+                        .ok_or_else(no_send)?
+                        .write_all(data)
+                        .await
+                        .map_err(other)?;
                 }
                 conn.handshake_data()
                     .ok_or_else(|| other(format!("QUIC handshake with {remote} did not finish")))?;
@@ -95,30 +105,60 @@ impl QuicTransport {
             }
             Err(connecting) => {
                 let conn = connecting.await.map_err(handshake)?;
-                let (send, recv) = conn.open_bi().await.map_err(other)?;
-                Ok((
-                    QuicTransport::from_streams(conn, send, recv, true, Some(endpoint)),
-                    false,
-                ))
+                let (send, recv) = Self::open(&conn, opts.direction).await?;
+                let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                Ok((t, false))
             }
         }
     }
 
     fn from_streams(
         conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: Option<quinn::SendStream>,
+        recv: Option<quinn::RecvStream>,
         takes_datagrams: bool,
         endpoint: Option<quinn::Endpoint>,
     ) -> Self {
         QuicTransport {
             conn,
-            send: Arc::new(futures::lock::Mutex::new(send)),
-            recv: Arc::new(futures::lock::Mutex::new(recv)),
+            send: send.map(|s| Arc::new(futures::lock::Mutex::new(s))),
+            recv: recv.map(|r| Arc::new(futures::lock::Mutex::new(r))),
             takes_datagrams,
             _endpoint: endpoint,
             early: false,
         }
+    }
+
+    /// Open this side's stream for `direction` (draft-taps-quic-mapping):
+    /// bidirectional, or send-only; a receive-only stream is opened by the
+    /// peer, so Initiate cannot make one.
+    async fn open(
+        conn: &quinn::Connection,
+        direction: Direction,
+    ) -> io::Result<(Option<quinn::SendStream>, Option<quinn::RecvStream>)> {
+        match direction {
+            Direction::Bidirectional => {
+                let (s, r) = conn.open_bi().await.map_err(other)?;
+                Ok((Some(s), Some(r)))
+            }
+            Direction::UnidirectionalSend => {
+                Ok((Some(conn.open_uni().await.map_err(other)?), None))
+            }
+            Direction::UnidirectionalReceive => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a receive-only QUIC stream is opened by the peer; Initiate cannot open one",
+            )),
+        }
+    }
+
+    /// This side can send on the stream (false for a peer's unidirectional stream).
+    pub(crate) fn can_send(&self) -> bool {
+        self.send.is_some()
+    }
+
+    /// This side can receive on the stream (false for our unidirectional stream).
+    pub(crate) fn can_receive(&self) -> bool {
+        self.recv.is_some()
     }
 
     /// See the `early` field.
@@ -126,17 +166,21 @@ impl QuicTransport {
         self.early
     }
 
-    /// Clone: a new bidirectional stream on the same QUIC connection.
+    /// Clone: a new stream on the same QUIC connection, in the same direction.
     pub(crate) async fn open_sibling(&self) -> io::Result<Self> {
-        let (send, recv) = self.conn.open_bi().await.map_err(other)?;
-        Ok(QuicTransport {
-            conn: self.conn.clone(),
-            send: Arc::new(futures::lock::Mutex::new(send)),
-            recv: Arc::new(futures::lock::Mutex::new(recv)),
-            takes_datagrams: false,
-            _endpoint: self._endpoint.clone(),
-            early: false,
-        })
+        let direction = match (&self.send, &self.recv) {
+            (Some(_), None) => Direction::UnidirectionalSend,
+            _ => Direction::Bidirectional,
+        };
+        let (send, recv) = Self::open(&self.conn, direction).await?;
+        let endpoint = self._endpoint.clone();
+        Ok(QuicTransport::from_streams(
+            self.conn.clone(),
+            send,
+            recv,
+            false,
+            endpoint,
+        ))
     }
 
     /// The QUIC connection's id, shared by every stream of the group.
@@ -154,7 +198,13 @@ impl QuicTransport {
 
     /// Append stream bytes, or return one datagram (first stream only).
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        let mut recv = self.recv.lock().await;
+        let Some(recv) = &self.recv else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this QUIC stream is send-only",
+            ));
+        };
+        let mut recv = recv.lock().await;
         let stream = recv.read_chunk(READ_CHUNK, true);
         let chunk = if self.takes_datagrams {
             let dgram = self.conn.read_datagram();
@@ -183,7 +233,13 @@ impl QuicTransport {
     }
 
     pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut send = self.send.lock().await;
+        let Some(send) = &self.send else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this QUIC stream is receive-only",
+            ));
+        };
+        let mut send = send.lock().await;
         // quinn copies into its own buffers; write the slices in turn and
         // report what was taken (the caller resumes at the right offset).
         let mut total = 0;
@@ -208,7 +264,10 @@ impl QuicTransport {
 
     /// Finish the stream (FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        match self.send.try_lock() {
+        let Some(send) = &self.send else {
+            return Ok(());
+        };
+        match send.try_lock() {
             Some(mut s) => match s.finish() {
                 Ok(()) => Ok(()),
                 Err(quinn::ClosedStream { .. }) => Ok(()),
@@ -219,10 +278,10 @@ impl QuicTransport {
 
     /// Reset the stream in both directions (RESET_STREAM, STOP_SENDING).
     pub(crate) fn abort(&self) {
-        if let Some(mut s) = self.send.try_lock() {
+        if let Some(mut s) = self.send.as_ref().and_then(|s| s.try_lock()) {
             let _ = s.reset(0u32.into());
         }
-        if let Some(mut r) = self.recv.try_lock() {
+        if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
             let _ = r.stop(0u32.into());
         }
     }
@@ -337,13 +396,21 @@ pub(crate) fn listen(
                 };
                 let mut first = true;
                 loop {
-                    let (send, recv) = match conn.accept_bi().await {
-                        Ok(s) => s,
-                        Err(_) => return, // the connection ended
+                    // Each stream the peer opens, bidirectional or
+                    // unidirectional (a receive-only Connection here).
+                    let (send, recv) = tokio::select! {
+                        bi = conn.accept_bi() => match bi {
+                            Ok((s, r)) => (Some(s), r),
+                            Err(_) => return, // the connection ended
+                        },
+                        uni = conn.accept_uni() => match uni {
+                            Ok(r) => (None, r),
+                            Err(_) => return,
+                        },
                     };
                     let early = recv.is_0rtt();
                     let mut transport =
-                        QuicTransport::from_streams(conn.clone(), send, recv, first, None);
+                        QuicTransport::from_streams(conn.clone(), send, Some(recv), first, None);
                     transport.early = early;
                     first = false;
                     let group = Some(transport.group_id());
