@@ -398,3 +398,56 @@ async fn direction_selects_unidirectional_streams() {
     let err = pre.initiate().await.unwrap_err();
     assert!(err.to_string().contains("receive-only"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_early_data_with_a_ticket() {
+    let cert = self_signed();
+    let l = listener_pre(server_security(&cert), vec![StackId::Tls])
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let (tx, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(c) = l.accept().await {
+            if tx.send(c).is_err() {
+                return;
+            }
+        }
+    });
+    let tls_client = |sec: SecurityParameters| {
+        let mut pre = client(addr, sec);
+        pre.set_protocols(vec![StackId::Tls]);
+        pre
+    };
+    let sec = pinned(&cert);
+    // A full handshake first; reading a reply makes sure its ticket arrived.
+    let first = tls_client(sec.clone()).initiate().await.unwrap();
+    first.send_message("warm up").await.unwrap();
+    let s1 = incoming.recv().await.unwrap();
+    let m1 = s1.receive().await.unwrap();
+    assert!(!m1.context().is_early_data());
+    s1.send_message("ack").await.unwrap();
+    assert_eq!(recv(&first).await, b"ack");
+    first.close().await.unwrap();
+    // Resumed: the safelyReplayable first Message goes as TLS 1.3 early data.
+    let ctx = MessageContext::new()
+        .with("safelyReplayable", true)
+        .unwrap();
+    let (conn, sent) = tls_client(sec)
+        .initiate_with_send(b"early over tls".to_vec(), Some(ctx))
+        .await
+        .unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    assert_eq!(sent.unwrap().sequence, 0);
+    let s2 = incoming.recv().await.unwrap();
+    let m2 = s2.receive().await.unwrap();
+    assert_eq!(m2.data(), b"early over tls");
+    assert!(
+        m2.context().is_early_data(),
+        "the receiver sees the early-data flag"
+    );
+    conn.send_message("after").await.unwrap();
+    assert_eq!(recv(&s2).await, b"after", "delivered once");
+    conn.close().await.unwrap();
+}

@@ -149,6 +149,7 @@ impl Transport {
     pub(crate) fn early_data(&self) -> bool {
         match self {
             Transport::Quic(q) => q.early(),
+            Transport::Tls(t) => t.early(),
             _ => false,
         }
     }

@@ -302,26 +302,6 @@ impl QuicTransport {
     }
 }
 
-/// Issues no self-contained (stateless) tickets, so rustls falls back to
-/// stateful, single-use session IDs, which 0-RTT requires.
-#[derive(Debug)]
-struct StatefulTickets;
-
-impl rustls::server::ProducesTickets for StatefulTickets {
-    fn enabled(&self) -> bool {
-        false
-    }
-    fn lifetime(&self) -> u32 {
-        0
-    }
-    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-}
-
 fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     if let Some(idle) = opts.keep_alive {
@@ -345,18 +325,10 @@ pub(crate) fn listen(
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     // quinn accepts 0-RTT only with max_early_data_size u32::MAX (RFC 9001
     // §4.6.1); not when client certificates must be verified first.
-    let zero_rtt = !opts
-        .security
-        .as_ref()
-        .is_some_and(|s| s.require_client_certificate);
-    let mut tls = (*tls).clone();
-    if zero_rtt {
-        tls.max_early_data_size = u32::MAX;
-        // rustls allows early data only with stateful resumption (RFC 8446
-        // §8.1): the single-use session store is the replay protection.
-        tls.ticketer = Arc::new(StatefulTickets);
-    }
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).map_err(other)?;
+    let sec = opts.security.clone().unwrap_or_default();
+    let zero_rtt = !sec.require_client_certificate;
+    let tls = super::tls_config::with_early_data(&tls, &sec, u32::MAX);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
     let endpoint = quinn::Endpoint::server(config, addr)?;

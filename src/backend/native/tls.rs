@@ -3,14 +3,13 @@
 //! different tasks, so the stream is split and each half has its own lock.
 
 use super::tcp;
-use super::tls_config::{self, ClientIdentity};
+use super::tls_config;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use futures::channel::mpsc::UnboundedSender;
 use socket2::SockRef;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -19,6 +18,8 @@ use tokio_rustls::TlsStream;
 
 /// Read in chunks of this size.
 const READ_CHUNK: usize = 64 * 1024;
+/// TLS 1.3 early data a Listener accepts per connection.
+const MAX_EARLY_DATA: u32 = 64 * 1024;
 /// A Listener gives up on a TLS handshake after this long.
 const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -27,8 +28,12 @@ struct Inner {
     wr: futures::lock::Mutex<WriteHalf<TlsStream<TcpStream>>>,
     /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
     sock: socket2::Socket,
-    /// Plaintext that arrived before the attempt finished.
+    /// Plaintext that arrived before the attempt finished (on a server:
+    /// the client's TLS 1.3 early data).
     pending: std::sync::Mutex<Vec<u8>>,
+    /// Client: InitiateWithSend's first Message went as early data. Server:
+    /// the peer sent early data (0-RTT, which an attacker can replay).
+    early: bool,
     alpn: Option<Vec<u8>>,
 }
 
@@ -62,7 +67,7 @@ fn to_io(e: crate::Error) -> io::Error {
 }
 
 impl TlsTransport {
-    fn new(stream: TlsStream<TcpStream>, pending: Vec<u8>) -> io::Result<Self> {
+    fn new(stream: TlsStream<TcpStream>, pending: Vec<u8>, early: bool) -> io::Result<Self> {
         let sock = SockRef::from(stream.get_ref().0).try_clone()?;
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let (rd, wr) = tokio::io::split(stream);
@@ -72,6 +77,7 @@ impl TlsTransport {
                 wr: futures::lock::Mutex::new(wr),
                 sock,
                 pending: std::sync::Mutex::new(pending),
+                early,
                 alpn,
             }),
         })
@@ -81,9 +87,20 @@ impl TlsTransport {
     /// once the handshake is complete; a failure names the peer and the
     /// rustls reason.
     pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
+        tls_config::CLIENT_CERT_ASKED
+            .scope(
+                std::cell::Cell::new(false),
+                Self::connect_inner(remote, opts),
+            )
+            .await
+    }
+
+    async fn connect_inner(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
         let sec = opts.security.clone().unwrap_or_default();
         let parts = tls_config::client_config_parts(&sec, &[]).map_err(to_io)?;
-        let (base, identity) = &*parts;
+        // The cached configuration as it is: rustls resumes a session only
+        // with the same configuration objects.
+        let config = parts.0.clone();
         // Name: the explicit override, else the RemoteEndpoint's host name, else the IP.
         let name = sec
             .server_name
@@ -96,33 +113,40 @@ impl TlsTransport {
                 format!("TLS server name `{name}`: {e}"),
             )
         })?;
-        // A per-connection client identity resolver tells whether the server asked for a certificate.
-        let identity: ClientIdentity = identity.fresh();
-        let asked = identity.asked.clone();
         let has_identity = !sec.client_certificate.is_empty();
-        let mut config = (**base).clone();
-        config.client_auth_cert_resolver = Arc::new(identity);
-        let config = Arc::new(config);
         let start = Instant::now();
         let tcp = tcp::connect_stream(remote, opts).await?;
-        let was_asked = || asked.load(Ordering::Relaxed);
+        let was_asked = || tls_config::CLIENT_CERT_ASKED.with(|a| a.get());
+        let handshake_error = |e: io::Error| {
+            let hint = if was_asked() && !has_identity {
+                " (the server asked for a client certificate and none is configured)"
+            } else {
+                ""
+            };
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS handshake with {remote} ({name}): {}{hint}",
+                    describe(&e)
+                ),
+            )
+        };
         let mut stream = tokio_rustls::TlsConnector::from(config)
+            .early_data(opts.early_data.is_some())
             .connect(server_name, tcp)
             .await
-            .map_err(|e| {
-                let hint = if was_asked() && !has_identity {
-                    " (the server asked for a client certificate and none is configured)"
-                } else {
-                    ""
-                };
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "TLS handshake with {remote} ({name}): {}{hint}",
-                        describe(&e)
-                    ),
-                )
-            })?;
+            .map_err(handshake_error)?;
+        // With a session ticket the handshake is still going: the first
+        // Message goes as TLS 1.3 early data, and flushing finishes the
+        // handshake (tokio-rustls sends the data again if the server rejects it).
+        let mut sent_early = false;
+        if let Some(data) = opts.early_data.as_deref() {
+            if stream.get_ref().1.is_handshaking() {
+                stream.write_all(data).await.map_err(handshake_error)?;
+                stream.flush().await.map_err(handshake_error)?;
+                sent_early = true;
+            }
+        }
         let mut pending = Vec::new();
         if was_asked() && !has_identity {
             // TLS 1.3: the client's handshake ends before the server judged the
@@ -139,7 +163,12 @@ impl TlsTransport {
                 ));
             }
         }
-        TlsTransport::new(TlsStream::from(stream), pending)
+        TlsTransport::new(TlsStream::from(stream), pending, sent_early)
+    }
+
+    /// See the `early` field.
+    pub(crate) fn early(&self) -> bool {
+        self.inner.early
     }
 
     /// The TCP socket underneath.
@@ -232,6 +261,7 @@ pub(crate) fn listen(
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let sec = opts.security.clone().unwrap_or_default();
     let config = tls_config::server_config(&sec, &[]).map_err(to_io)?;
+    let config = tls_config::with_early_data(&config, &sec, MAX_EARLY_DATA);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tcp::bind_listener(addr, opts)?;
     let local = listener.local_addr()?;
@@ -270,8 +300,14 @@ pub(crate) fn listen(
                         e.kind(),
                         format!("TLS handshake with {remote}: {}", describe(&e)),
                     )),
-                    Ok(Ok(s)) => {
-                        TlsTransport::new(TlsStream::from(s), Vec::new()).map(|t| Incoming {
+                    Ok(Ok(mut s)) => {
+                        // Early data stays with rustls after the handshake: take it first.
+                        let mut early = Vec::new();
+                        if let Some(mut e) = s.get_mut().1.early_data() {
+                            let _ = std::io::Read::read_to_end(&mut e, &mut early);
+                        }
+                        let was_early = !early.is_empty();
+                        TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
                             transport: super::Transport::Tls(t),
                             caps: &Capabilities::TLS,
                             remote,

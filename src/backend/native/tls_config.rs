@@ -349,27 +349,23 @@ fn certified_key(
     Ok(Arc::new(ck))
 }
 
+tokio::task_local! {
+    /// Set to true while a client handshake runs when the server asks for a
+    /// client certificate. A task-local, not a flag in the resolver: rustls
+    /// resumes a session only with the very same resolver, so one resolver
+    /// serves every connection of a configuration.
+    pub(crate) static CLIENT_CERT_ASKED: std::cell::Cell<bool>;
+}
+
 /// Presents the client identity, and records whether the server asked for one.
 #[derive(Debug)]
 pub(crate) struct ClientIdentity {
     key: Option<Arc<CertifiedKey>>,
-    /// Set when the server sent a CertificateRequest.
-    pub(crate) asked: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl ClientIdentity {
-    /// The same identity with a fresh "asked" flag (one per connection).
-    pub(crate) fn fresh(&self) -> ClientIdentity {
-        ClientIdentity {
-            key: self.key.clone(),
-            asked: Arc::default(),
-        }
-    }
 }
 
 impl rustls::client::ResolvesClientCert for ClientIdentity {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = CLIENT_CERT_ASKED.try_with(|asked| asked.set(true));
         self.key.clone()
     }
 
@@ -727,10 +723,7 @@ pub(crate) fn client_config_parts(
             )?),
             None => None,
         };
-        let identity = Arc::new(ClientIdentity {
-            key,
-            asked: Arc::default(),
-        });
+        let identity = Arc::new(ClientIdentity { key });
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions(sec)?)
             .map_err(|e| config_error("TLS versions", e))?
@@ -758,6 +751,24 @@ pub(crate) fn client_config_parts(
 /// list is refused), client certificates when `require_client_certificate`
 /// (verified against `trusted_ca`), session cache and tickets. Cached per
 /// distinct parameters.
+/// The server configuration with 0-RTT / TLS 1.3 early data on: rustls
+/// accepts early data only with stateful, single-use resumption (RFC 8446
+/// §8.1), so tickets become session IDs in the server's cache. Not when
+/// client certificates are required (early data would precede them).
+pub(crate) fn with_early_data(
+    config: &Arc<rustls::ServerConfig>,
+    sec: &SecurityParameters,
+    max_early_data: u32,
+) -> Arc<rustls::ServerConfig> {
+    if sec.require_client_certificate {
+        return config.clone();
+    }
+    let mut c = (**config).clone();
+    c.max_early_data_size = max_early_data;
+    c.ticketer = Arc::new(StatefulTickets);
+    Arc::new(c)
+}
+
 pub(crate) fn server_config(
     sec: &SecurityParameters,
     default_alpn: &[&str],
@@ -921,5 +932,25 @@ mod tests {
         assert_eq!(t.text, "2020-01-01 00:00:00 UTC");
         let t = parse_time(0x18, b"20491231235959Z").unwrap();
         assert_eq!(format_unix(t.unix), "2049-12-31 23:59:59 UTC");
+    }
+}
+
+/// Issues no self-contained (stateless) tickets, so rustls falls back to
+/// stateful, single-use session IDs, which 0-RTT requires.
+#[derive(Debug)]
+pub(crate) struct StatefulTickets;
+
+impl rustls::server::ProducesTickets for StatefulTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
