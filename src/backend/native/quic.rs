@@ -224,10 +224,28 @@ pub(crate) fn listen(
     opts: &SocketOptions,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
+    serve(endpoint, tx)
+}
+
+/// A Listener's QUIC server configuration.
+pub(crate) fn server_config(
+    tls: Arc<rustls::ServerConfig>,
+    opts: &SocketOptions,
+) -> io::Result<quinn::ServerConfig> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
-    let endpoint = quinn::Endpoint::server(config, addr)?;
+    Ok(config)
+}
+
+/// Accept on a server `endpoint` (its own socket, or one shared with plain
+/// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
+/// Connection, grouped by its QUIC connection.
+pub(crate) fn serve(
+    endpoint: quinn::Endpoint,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
