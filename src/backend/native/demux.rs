@@ -333,9 +333,16 @@ impl Router {
     /// `from` goes to quinn; see the module docs.
     fn is_quic(&mut self, from: SocketAddr, first: &[u8]) -> bool {
         let now = Instant::now();
-        if let Some(seen) = self.quic.get_mut(&from) {
-            *seen = now;
-            return true;
+        match self.quic.get_mut(&from) {
+            Some(seen) if now.duration_since(*seen) < QUIC_PEER_IDLE => {
+                *seen = now;
+                return true;
+            }
+            // Silent for too long: its connection is gone; classify afresh.
+            Some(_) => {
+                self.quic.remove(&from);
+            }
+            None => {}
         }
         if self.udp.knows(&from) {
             return false;
