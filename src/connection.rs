@@ -204,6 +204,10 @@ pub(crate) struct Parts {
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) local: Option<LocalEndpoint>,
     pub(crate) reconnect: Option<crate::establish::Reconnect>,
+    /// Client: InitiateWithSend's first Message already went out as 0-RTT.
+    pub(crate) early_sent: bool,
+    /// Server: the peer's data on this stream may be 0-RTT early data.
+    pub(crate) peer_early_data: bool,
 }
 
 pub(crate) struct Inner {
@@ -228,6 +232,8 @@ pub(crate) struct Inner {
     remote_addr: Option<SocketAddr>,
     singular_max: Option<u64>,
     reconnect: Option<crate::establish::Reconnect>,
+    peer_early_data: bool,
+    early_sent: bool,
 }
 
 /// A Connection (RFC 9622 §7): one established protocol stack that sends and
@@ -265,7 +271,9 @@ impl Connection {
         });
         let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
         let singular_max = p.transport.singular_transmission_max();
-        let can_receive = p.props.direction != crate::properties::Direction::UnidirectionalSend;
+        let (stream_sends, stream_receives) = p.transport.directions();
+        let can_receive = stream_receives
+            && p.props.direction != crate::properties::Direction::UnidirectionalSend;
         let inner = Arc::new(Inner {
             caps: p.caps,
             group: group.clone(),
@@ -280,7 +288,8 @@ impl Connection {
                 batch: None,
                 open_partial: None,
                 final_sent: false,
-                shut: (p.props.direction == crate::properties::Direction::UnidirectionalReceive)
+                shut: (!stream_sends
+                    || p.props.direction == crate::properties::Direction::UnidirectionalReceive)
                     .then(|| {
                         Error::new(
                             ErrorReason::InvalidConfiguration,
@@ -318,6 +327,8 @@ impl Connection {
             remote_addr,
             singular_max,
             reconnect: p.reconnect,
+            peer_early_data: p.peer_early_data,
+            early_sent: p.early_sent,
             props: p.props,
         });
         group.members.lock().unwrap().push(Arc::downgrade(&inner));
@@ -786,6 +797,21 @@ impl Connection {
         Ok(rx)
     }
 
+    /// InitiateWithSend: if the first Message already went out as 0-RTT early
+    /// data during the handshake, its `Sent` (the first send of this Connection).
+    pub(crate) fn sent_as_early_data(&self, context: &MessageContext) -> Option<Sent> {
+        if !self.inner.early_sent {
+            return None;
+        }
+        let mut q = self.inner.send_q.lock().unwrap();
+        let sequence = q.next_seq;
+        q.next_seq += 1;
+        Some(Sent {
+            context: context.clone(),
+            sequence,
+        })
+    }
+
     /// `StartBatch()` (§9.2.4): Messages sent until [`end_batch`](Self::end_batch)
     /// are held and then handed to the stack together (one vectored write on
     /// a byte stream). Do not await a send future inside the batch: it
@@ -976,6 +1002,8 @@ impl Connection {
                 remote_addr: inner.remote_addr,
                 local: inner.local.clone(),
                 reconnect: Some(reconnect),
+                early_sent: false,
+                peer_early_data: false,
             };
             return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
         }
@@ -1386,7 +1414,9 @@ impl Inner {
     }
 
     fn received_context(&self, final_: bool) -> MessageContext {
-        MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_)
+        let mut c = MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_);
+        c.set_early_data(self.peer_early_data);
+        c
     }
 
     async fn receive_stream(

@@ -45,6 +45,8 @@ pub(crate) struct Snapshot {
     pub(crate) racing: RacingConfig,
     pub(crate) protocols: Option<Vec<StackId>>,
     pub(crate) observer: Option<TraceObserver>,
+    /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
+    pub(crate) early_data: Option<Arc<[u8]>>,
 }
 
 /// Socket options from the properties.
@@ -72,6 +74,8 @@ pub(crate) fn socket_options(
         dscp: conn.conn_capacity_profile.dscp(),
         security: None,
         server_name: None,
+        early_data: None,
+        direction: props.direction,
     }
 }
 
@@ -370,6 +374,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             );
                             opts.security = Some(s.security.clone());
                             opts.server_name = host_of(racer.trace(), &node);
+                            // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
+                            opts.early_data = s.early_data.clone();
                             reconnects.insert(
                                 node.clone(),
                                 Reconnect {
@@ -410,6 +416,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         .find(|r| r.ip_address() == Some(reconnect.remote.ip()))
                         .cloned()
                         .unwrap_or(remote);
+                    let transport_early = s.early_data.is_some() && transport.early_data();
                     return Ok(Parts {
                         transport,
                         caps: reconnect.caps,
@@ -420,6 +427,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         remote,
                         remote_addr: Some(reconnect.remote),
                         local: s.locals.first().cloned(),
+                        early_sent: transport_early,
+                        peer_early_data: false,
                         reconnect: Some(reconnect),
                     });
                 }
@@ -493,6 +502,8 @@ pub(crate) async fn reconnect(
         remote,
         remote_addr: Some(rc.remote),
         local,
+        early_sent: false,
+        peer_early_data: false,
         reconnect: Some(Reconnect {
             caps: rc.caps,
             remote: rc.remote,

@@ -201,6 +201,7 @@ impl Listener {
         let leftover = establish::framer_start(&transport, &caps, &mut framers)
             .await
             .map_err(|m| Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}")))?;
+        let transport_early = transport.early_data();
         let parts = Parts {
             transport,
             caps,
@@ -212,6 +213,8 @@ impl Listener {
             remote_addr: Some(remote),
             local: self.snap.locals.first().cloned(),
             reconnect: None,
+            early_sent: false,
+            peer_early_data: transport_early,
         };
         // Streams of one QUIC connection join one group (RFC 9622 §7.4).
         let Some(key) = group else {

@@ -115,6 +115,10 @@ impl MessageContext {
         c
     }
 
+    pub(crate) fn set_early_data(&mut self, e: bool) {
+        self.early_data = e;
+    }
+
     pub(crate) fn set_final(&mut self, f: bool) {
         self.final_ = f;
     }

@@ -7,10 +7,10 @@ use crate::connection::{Connection, SendFailure, Sent};
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::establish::{self, Snapshot, TraceObserver};
-use crate::framer::{Framer, FramerStack};
+use crate::framer::{Frame, Framer, FramerStack};
 use crate::listener::Listener;
 use crate::message::MessageContext;
-use crate::properties::TransportProperties;
+use crate::properties::{Preference, SelectionProperty, TransportProperties};
 use crate::racing::{RacingConfig, RacingMode};
 use crate::resolver::{Resolver, SystemResolver};
 use crate::security::SecurityParameters;
@@ -171,6 +171,7 @@ impl Preconnection {
             racing: self.racing.clone(),
             protocols: self.protocols.clone(),
             observer: self.observer.clone(),
+            early_data: None,
         }
     }
 
@@ -208,18 +209,50 @@ impl Preconnection {
     }
 
     /// `InitiateWithSend(messageData, messageContext?)` (§9.2.5): initiate and
-    /// send the first Message as soon as the Connection is Ready. A failure
-    /// to establish is reported only as the EstablishmentError.
+    /// send the first Message. When the Message is safelyReplayable (and
+    /// zeroRttMsg is not prohibited), every 0-RTT-capable candidate (QUIC with
+    /// a session ticket from an earlier Connection) sends it as 0-RTT early
+    /// data during the handshake (RFC 9623 §5.3); otherwise it goes right
+    /// after Ready. Either way it is delivered once. A failure to establish
+    /// is reported only as the EstablishmentError.
     pub fn initiate_with_send(
         &self,
         data: Vec<u8>,
         context: Option<MessageContext>,
     ) -> impl Future<Output = Result<(Connection, Result<Sent, SendFailure>), Error>> + 'static
     {
-        let init = self.initiate_inner(None);
+        let context = context.unwrap_or_default();
+        let mut snap = self.snapshot();
+        let replayable = context
+            .resolve(&self.props.message_defaults)
+            .safely_replayable;
+        if replayable && self.props.get(SelectionProperty::ZeroRttMsg) != Preference::Prohibit {
+            let mut frame = Frame {
+                data: data.clone(),
+                ..Frame::default()
+            };
+            // A framer that refuses the Message leaves it to the normal send, which reports why.
+            if self
+                .framers
+                .fresh()
+                .frame(&mut frame, &context, true)
+                .is_ok()
+            {
+                snap.early_data = Some(frame.concat().into());
+            }
+        }
         async move {
-            let conn = init.await?;
-            let sent = conn.send(data, context, true).await;
+            if snap.remotes.is_empty() {
+                return Err(Error::invalid_configuration(
+                    "Initiate needs at least one RemoteEndpoint (RFC 9622 §7.1)",
+                ));
+            }
+            let parts = establish::establish(&snap, None).await?;
+            let conn = Connection::from_parts(parts, None);
+            let sent = match conn.sent_as_early_data(&context) {
+                Some(sent) => Ok(sent),
+                None => conn.send(data, Some(context), true).await,
+            };
             Ok((conn, sent))
         }
     }

@@ -286,3 +286,115 @@ async fn quic_needs_tls13() {
     assert_eq!(err.reason, ErrorReason::NoCandidates);
     assert!(err.to_string().contains("TLS 1.3"), "{err}");
 }
+
+#[tokio::test]
+async fn zero_rtt_with_a_ticket_and_a_full_handshake_without() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let sec = pinned(&cert);
+    // A first Connection: a full handshake, which leaves a session ticket.
+    let first = client(addr, sec.clone()).initiate().await.unwrap();
+    first.send_message("warm up").await.unwrap();
+    let s1 = incoming.recv().await.unwrap();
+    let m1 = s1.receive().await.unwrap();
+    assert_eq!(m1.data(), b"warm up");
+    assert!(!m1.context().is_early_data());
+    // A reply read back means the tickets the server sent after the handshake arrived too.
+    s1.send_message("ack").await.unwrap();
+    assert_eq!(recv(&first).await, b"ack");
+    first.close().await.unwrap();
+
+    // With the ticket, a safelyReplayable first Message goes as 0-RTT.
+    let ctx = MessageContext::new()
+        .with("safelyReplayable", true)
+        .unwrap();
+    let (conn, sent) = client(addr, sec.clone())
+        .initiate_with_send(b"early hello".to_vec(), Some(ctx))
+        .await
+        .unwrap();
+    assert_eq!(sent.unwrap().sequence, 0);
+    let s2 = incoming.recv().await.unwrap();
+    let m2 = s2.receive().await.unwrap();
+    assert_eq!(m2.data(), b"early hello");
+    assert!(
+        m2.context().is_early_data(),
+        "the receiver sees the early-data flag"
+    );
+    assert_eq!(conn.send_message("after").await.unwrap().sequence, 1);
+    assert_eq!(
+        recv(&s2).await,
+        b"after",
+        "the early Message was delivered once"
+    );
+    conn.close().await.unwrap();
+
+    // Without a ticket (no session cache): a full handshake, delivered once, not early.
+    let mut no_cache = pinned(&cert);
+    no_cache.max_cached_sessions = Some(0);
+    let ctx = MessageContext::new()
+        .with("safelyReplayable", true)
+        .unwrap();
+    let (conn, sent) = client(addr, no_cache)
+        .initiate_with_send(b"late hello".to_vec(), Some(ctx))
+        .await
+        .unwrap();
+    assert_eq!(sent.unwrap().sequence, 0);
+    let s3 = incoming.recv().await.unwrap();
+    let m3 = s3.receive().await.unwrap();
+    assert_eq!(m3.data(), b"late hello");
+    assert!(!m3.context().is_early_data());
+    conn.send_message("next").await.unwrap();
+    assert_eq!(
+        recv(&s3).await,
+        b"next",
+        "no second copy of the first Message"
+    );
+
+    // Not safelyReplayable: never early, even with a ticket.
+    let (conn, _) = client(addr, sec)
+        .initiate_with_send(b"careful".to_vec(), None)
+        .await
+        .unwrap();
+    let s4 = incoming.recv().await.unwrap();
+    let m4 = s4.receive().await.unwrap();
+    assert_eq!(m4.data(), b"careful");
+    assert!(!m4.context().is_early_data());
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn direction_selects_unidirectional_streams() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let mut pre = client(addr, pinned(&cert));
+    pre.transport_properties_mut()
+        .set("direction", "unidirectionalSend")
+        .unwrap();
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Quic);
+    assert!(conn.can_send() && !conn.can_receive());
+    conn.send_message("one way").await.unwrap();
+    let server = incoming.recv().await.unwrap();
+    assert!(
+        server.can_receive() && !server.can_send(),
+        "the peer's stream is receive-only here"
+    );
+    assert_eq!(recv(&server).await, b"one way");
+    let err = server.send_message("back?").await.unwrap_err();
+    assert_eq!(err.reason(), ErrorReason::InvalidConfiguration, "{err}");
+    // Clone keeps the direction: another send-only stream.
+    let clone = conn.clone(None, None).await.unwrap();
+    assert!(!clone.can_receive());
+    clone.send_message("two").await.unwrap();
+    assert_eq!(recv(&incoming.recv().await.unwrap()).await, b"two");
+    conn.close_group().await.unwrap();
+
+    // A receive-only stream cannot be initiated: the peer opens those.
+    let mut pre = client(addr, pinned(&cert));
+    pre.set_protocols(vec![StackId::Quic]);
+    pre.transport_properties_mut()
+        .set("direction", "unidirectionalReceive")
+        .unwrap();
+    let err = pre.initiate().await.unwrap_err();
+    assert!(err.to_string().contains("receive-only"), "{err}");
+}

@@ -59,4 +59,9 @@ pub(crate) struct SocketOptions {
     /// The name a secure stack verifies the server for (and sends as SNI):
     /// the host name of the RemoteEndpoint the attempt's address came from.
     pub(crate) server_name: Option<String>,
+    /// The framed first Message of InitiateWithSend, when it is safely
+    /// replayable: stacks with 0-RTT send it early (RFC 9623 §5.3).
+    pub(crate) early_data: Option<std::sync::Arc<[u8]>>,
+    /// `direction` (RFC 9622 §6.2.16): QUIC opens a unidirectional stream for it.
+    pub(crate) direction: crate::properties::Direction,
 }

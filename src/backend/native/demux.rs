@@ -517,7 +517,7 @@ pub(crate) fn listen_datagram_port(
         socket,
         Arc::new(quinn::TokioRuntime),
     )?;
-    quic::serve(endpoint, tx)
+    quic::serve(endpoint, quic::accepts_0rtt(opts), tx)
 }
 
 #[cfg(test)]

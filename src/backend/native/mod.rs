@@ -144,6 +144,25 @@ impl Transport {
         }
     }
 
+    /// Client: whether the attempt's early data (`SocketOptions::early_data`)
+    /// went out as 0-RTT. Server: whether the peer's data on this stream may be
+    /// 0-RTT early data (a replay risk).
+    pub(crate) fn early_data(&self) -> bool {
+        match self {
+            Transport::Quic(q) => q.early(),
+            _ => false,
+        }
+    }
+
+    /// The directions this instance can carry: (send, receive). Only a QUIC
+    /// unidirectional stream has one of them false.
+    pub(crate) fn directions(&self) -> (bool, bool) {
+        match self {
+            Transport::Quic(q) => (q.can_send(), q.can_receive()),
+            _ => (true, true),
+        }
+    }
+
     /// Largest unreliable Message (datagram) this stack can send now, if it has datagrams.
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         match self {
@@ -186,9 +205,9 @@ pub(crate) async fn connect(
                 .server_name
                 .clone()
                 .unwrap_or_else(|| remote.ip().to_string());
-            Ok(Transport::Quic(
-                QuicTransport::connect(remote, &name, tls, opts).await?,
-            ))
+            let early = opts.early_data.as_deref();
+            let (t, _) = QuicTransport::connect(remote, &name, tls, opts, early).await?;
+            Ok(Transport::Quic(t))
         }
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,

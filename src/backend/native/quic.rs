@@ -5,6 +5,7 @@
 
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
+use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
 use std::io;
@@ -18,12 +19,17 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Clone)]
 pub(crate) struct QuicTransport {
     conn: quinn::Connection,
-    send: Arc<futures::lock::Mutex<quinn::SendStream>>,
-    recv: Arc<futures::lock::Mutex<quinn::RecvStream>>,
+    /// `None` on a receive-only (unidirectional) stream.
+    send: Option<Arc<futures::lock::Mutex<quinn::SendStream>>>,
+    /// `None` on a send-only (unidirectional) stream.
+    recv: Option<Arc<futures::lock::Mutex<quinn::RecvStream>>>,
     /// The first stream of a connection also receives its datagrams.
     takes_datagrams: bool,
     /// A client keeps its endpoint (socket and driver) alive.
     _endpoint: Option<quinn::Endpoint>,
+    /// Client: the attempt's early data went out (as 0-RTT). Server: the
+    /// peer opened this stream in 0-RTT, so its data may be a replay.
+    early: bool,
 }
 
 impl std::fmt::Debug for QuicTransport {
@@ -40,13 +46,18 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl QuicTransport {
-    /// Connect (one racing attempt): ready after the QUIC handshake, with the first stream open.
+    /// Connect (one racing attempt): ready after the QUIC handshake, with the
+    /// first stream open. With `early` data and a session ticket for the
+    /// server, the data goes out as 0-RTT on the first stream before the
+    /// handshake finishes (re-sent after it if the server rejects 0-RTT);
+    /// the second value says whether `early` was sent.
     pub(crate) async fn connect(
         remote: SocketAddr,
         server_name: &str,
         tls: Arc<rustls::ClientConfig>,
         opts: &SocketOptions,
-    ) -> io::Result<Self> {
+        early: Option<&[u8]>,
+    ) -> io::Result<(Self, bool)> {
         let bind = match opts.local {
             Some(l) => l,
             None if remote.is_ipv6() => "[::]:0".parse().expect("addr"),
@@ -56,47 +67,120 @@ impl QuicTransport {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport_config(opts));
-        let conn = endpoint
+        let connecting = endpoint
             .connect_with(config, remote, server_name)
-            .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?
-            .await
-            .map_err(|e| other(format!("QUIC handshake with {remote}: {e}")))?;
-        let (send, recv) = conn.open_bi().await.map_err(other)?;
-        Ok(QuicTransport::from_streams(
-            conn,
-            send,
-            recv,
-            true,
-            Some(endpoint),
-        ))
+            .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?;
+        let handshake =
+            |e: quinn::ConnectionError| other(format!("QUIC handshake with {remote}: {e}"));
+        let Some(data) = early else {
+            let conn = connecting.await.map_err(handshake)?;
+            let (send, recv) = Self::open(&conn, opts.direction).await?;
+            let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+            return Ok((t, false));
+        };
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                // A ticket was there (each is used once): send the data as 0-RTT.
+                let (mut send, mut recv) = Self::open(&conn, opts.direction).await?;
+                let no_send = || other("early data needs a stream that sends");
+                send.as_mut()
+                    .ok_or_else(no_send)?
+                    .write_all(data)
+                    .await
+                    .map_err(other)?;
+                if !accepted.await {
+                    // Rejected: the 0-RTT stream and its data are gone; send again.
+                    (send, recv) = Self::open(&conn, opts.direction).await?;
+                    send.as_mut()
+                        .ok_or_else(no_send)?
+                        .write_all(data)
+                        .await
+                        .map_err(other)?;
+                }
+                conn.handshake_data()
+                    .ok_or_else(|| other(format!("QUIC handshake with {remote} did not finish")))?;
+                let mut t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                t.early = true;
+                Ok((t, true))
+            }
+            Err(connecting) => {
+                let conn = connecting.await.map_err(handshake)?;
+                let (send, recv) = Self::open(&conn, opts.direction).await?;
+                let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                Ok((t, false))
+            }
+        }
     }
 
     fn from_streams(
         conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        send: Option<quinn::SendStream>,
+        recv: Option<quinn::RecvStream>,
         takes_datagrams: bool,
         endpoint: Option<quinn::Endpoint>,
     ) -> Self {
         QuicTransport {
             conn,
-            send: Arc::new(futures::lock::Mutex::new(send)),
-            recv: Arc::new(futures::lock::Mutex::new(recv)),
+            send: send.map(|s| Arc::new(futures::lock::Mutex::new(s))),
+            recv: recv.map(|r| Arc::new(futures::lock::Mutex::new(r))),
             takes_datagrams,
             _endpoint: endpoint,
+            early: false,
         }
     }
 
-    /// Clone: a new bidirectional stream on the same QUIC connection.
+    /// Open this side's stream for `direction` (draft-taps-quic-mapping):
+    /// bidirectional, or send-only; a receive-only stream is opened by the
+    /// peer, so Initiate cannot make one.
+    async fn open(
+        conn: &quinn::Connection,
+        direction: Direction,
+    ) -> io::Result<(Option<quinn::SendStream>, Option<quinn::RecvStream>)> {
+        match direction {
+            Direction::Bidirectional => {
+                let (s, r) = conn.open_bi().await.map_err(other)?;
+                Ok((Some(s), Some(r)))
+            }
+            Direction::UnidirectionalSend => {
+                Ok((Some(conn.open_uni().await.map_err(other)?), None))
+            }
+            Direction::UnidirectionalReceive => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a receive-only QUIC stream is opened by the peer; Initiate cannot open one",
+            )),
+        }
+    }
+
+    /// This side can send on the stream (false for a peer's unidirectional stream).
+    pub(crate) fn can_send(&self) -> bool {
+        self.send.is_some()
+    }
+
+    /// This side can receive on the stream (false for our unidirectional stream).
+    pub(crate) fn can_receive(&self) -> bool {
+        self.recv.is_some()
+    }
+
+    /// See the `early` field.
+    pub(crate) fn early(&self) -> bool {
+        self.early
+    }
+
+    /// Clone: a new stream on the same QUIC connection, in the same direction.
     pub(crate) async fn open_sibling(&self) -> io::Result<Self> {
-        let (send, recv) = self.conn.open_bi().await.map_err(other)?;
-        Ok(QuicTransport {
-            conn: self.conn.clone(),
-            send: Arc::new(futures::lock::Mutex::new(send)),
-            recv: Arc::new(futures::lock::Mutex::new(recv)),
-            takes_datagrams: false,
-            _endpoint: self._endpoint.clone(),
-        })
+        let direction = match (&self.send, &self.recv) {
+            (Some(_), None) => Direction::UnidirectionalSend,
+            _ => Direction::Bidirectional,
+        };
+        let (send, recv) = Self::open(&self.conn, direction).await?;
+        let endpoint = self._endpoint.clone();
+        Ok(QuicTransport::from_streams(
+            self.conn.clone(),
+            send,
+            recv,
+            false,
+            endpoint,
+        ))
     }
 
     /// The QUIC connection's id, shared by every stream of the group.
@@ -114,7 +198,13 @@ impl QuicTransport {
 
     /// Append stream bytes, or return one datagram (first stream only).
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        let mut recv = self.recv.lock().await;
+        let Some(recv) = &self.recv else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this QUIC stream is send-only",
+            ));
+        };
+        let mut recv = recv.lock().await;
         let stream = recv.read_chunk(READ_CHUNK, true);
         let chunk = if self.takes_datagrams {
             let dgram = self.conn.read_datagram();
@@ -143,7 +233,13 @@ impl QuicTransport {
     }
 
     pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut send = self.send.lock().await;
+        let Some(send) = &self.send else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this QUIC stream is receive-only",
+            ));
+        };
+        let mut send = send.lock().await;
         // quinn copies into its own buffers; write the slices in turn and
         // report what was taken (the caller resumes at the right offset).
         let mut total = 0;
@@ -168,7 +264,10 @@ impl QuicTransport {
 
     /// Finish the stream (FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        match self.send.try_lock() {
+        let Some(send) = &self.send else {
+            return Ok(());
+        };
+        match send.try_lock() {
             Some(mut s) => match s.finish() {
                 Ok(()) => Ok(()),
                 Err(quinn::ClosedStream { .. }) => Ok(()),
@@ -179,10 +278,10 @@ impl QuicTransport {
 
     /// Reset the stream in both directions (RESET_STREAM, STOP_SENDING).
     pub(crate) fn abort(&self) {
-        if let Some(mut s) = self.send.try_lock() {
+        if let Some(mut s) = self.send.as_ref().and_then(|s| s.try_lock()) {
             let _ = s.reset(0u32.into());
         }
-        if let Some(mut r) = self.recv.try_lock() {
+        if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
             let _ = r.stop(0u32.into());
         }
     }
@@ -200,6 +299,26 @@ impl QuicTransport {
     /// Largest datagram payload now, if datagrams are enabled.
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         self.conn.max_datagram_size().map(|n| n as u64)
+    }
+}
+
+/// Issues no self-contained (stateless) tickets, so rustls falls back to
+/// stateful, single-use session IDs, which 0-RTT requires.
+#[derive(Debug)]
+struct StatefulTickets;
+
+impl rustls::server::ProducesTickets for StatefulTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+    fn lifetime(&self) -> u32 {
+        0
+    }
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }
 
@@ -225,7 +344,17 @@ pub(crate) fn listen(
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
-    serve(endpoint, tx)
+    serve(endpoint, accepts_0rtt(opts), tx)
+}
+
+/// Whether a Listener accepts 0-RTT: quinn accepts it only with
+/// max_early_data_size u32::MAX (RFC 9001 §4.6.1); not when client
+/// certificates must be verified first.
+pub(crate) fn accepts_0rtt(opts: &SocketOptions) -> bool {
+    !opts
+        .security
+        .as_ref()
+        .is_some_and(|s| s.require_client_certificate)
 }
 
 /// A Listener's QUIC server configuration.
@@ -233,7 +362,14 @@ pub(crate) fn server_config(
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
 ) -> io::Result<quinn::ServerConfig> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
+    let mut tls = (*tls).clone();
+    if accepts_0rtt(opts) {
+        tls.max_early_data_size = u32::MAX;
+        // rustls allows early data only with stateful resumption (RFC 8446
+        // §8.1): the single-use session store is the replay protection.
+        tls.ticketer = Arc::new(StatefulTickets);
+    }
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
     Ok(config)
@@ -241,9 +377,11 @@ pub(crate) fn server_config(
 
 /// Accept on a server `endpoint` (its own socket, or one shared with plain
 /// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
-/// Connection, grouped by its QUIC connection.
+/// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
+/// (see [`accepts_0rtt`]).
 pub(crate) fn serve(
     endpoint: quinn::Endpoint,
+    zero_rtt: bool,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
@@ -252,7 +390,26 @@ pub(crate) fn serve(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                let conn = match incoming.await {
+                // Accept 0-RTT (and answer in 0.5-RTT) unless client
+                // certificates must be checked first.
+                let connecting = match incoming.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Err(other(format!(
+                            "QUIC handshake from {remote}: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                let attempt = if zero_rtt {
+                    match connecting.into_0rtt() {
+                        Ok((c, _)) => Ok(c),
+                        Err(connecting) => connecting.await,
+                    }
+                } else {
+                    connecting.await
+                };
+                let conn = match attempt {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.unbounded_send(Err(other(format!(
@@ -263,12 +420,22 @@ pub(crate) fn serve(
                 };
                 let mut first = true;
                 loop {
-                    let (send, recv) = match conn.accept_bi().await {
-                        Ok(s) => s,
-                        Err(_) => return, // the connection ended
+                    // Each stream the peer opens, bidirectional or
+                    // unidirectional (a receive-only Connection here).
+                    let (send, recv) = tokio::select! {
+                        bi = conn.accept_bi() => match bi {
+                            Ok((s, r)) => (Some(s), r),
+                            Err(_) => return, // the connection ended
+                        },
+                        uni = conn.accept_uni() => match uni {
+                            Ok(r) => (None, r),
+                            Err(_) => return,
+                        },
                     };
-                    let transport =
-                        QuicTransport::from_streams(conn.clone(), send, recv, first, None);
+                    let early = recv.is_0rtt();
+                    let mut transport =
+                        QuicTransport::from_streams(conn.clone(), send, Some(recv), first, None);
+                    transport.early = early;
                     first = false;
                     let group = Some(transport.group_id());
                     let item = Incoming {
@@ -333,7 +500,7 @@ mod tests {
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
         let (addr, stop) = listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, tx).unwrap();
-        let client = QuicTransport::connect(addr, "localhost", client_tls, &opts)
+        let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();
         client

@@ -738,6 +738,9 @@ pub(crate) fn client_config_parts(
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(identity.clone());
         cfg.alpn_protocols = alpn(sec, default_alpn);
+        // 0-RTT needs it on; data goes early only when InitiateWithSend asks
+        // with a safelyReplayable Message (QUIC 0-RTT).
+        cfg.enable_early_data = true;
         cfg.resumption = match sec.max_cached_sessions {
             Some(0) => rustls::client::Resumption::disabled(),
             n => rustls::client::Resumption::store(Arc::new(SessionStore {

@@ -54,6 +54,12 @@ impl Transport {
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         None
     }
+    pub(crate) fn early_data(&self) -> bool {
+        false
+    }
+    pub(crate) fn directions(&self) -> (bool, bool) {
+        (true, true)
+    }
     pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
         None
     }
