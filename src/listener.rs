@@ -7,7 +7,7 @@ use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, ErrorReason};
 use crate::establish::{self, Snapshot};
 use crate::event::ListenerEvent;
-use crate::security::{SecurityMode, SecurityParameters};
+use crate::security::SecurityParameters;
 use crate::trace::RacingTrace;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -31,34 +31,34 @@ impl std::fmt::Debug for Listener {
     }
 }
 
-/// The stacks a Listener binds, in rank order. TLS and TCP share the TCP
-/// port space, so only the better-ranked of them listens; TLS needs a
-/// server certificate (opportunistic security without one listens on plain
-/// TCP, since TLS is not available).
+/// The stacks a Listener binds, in rank order: every selected stack it can
+/// serve. Stacks that share a transport port share one socket and are told
+/// apart per peer (TLS or plain TCP by the first bytes, QUIC or plain UDP by
+/// the first datagram; see `backend/native/demux.rs`). TLS and QUIC need a
+/// server certificate: without one they are left out, which is an error only
+/// if nothing is left (e.g. opportunistic security without a certificate
+/// listens on plain TCP and UDP).
 fn listen_stacks(
     chosen: &[Capabilities],
     security: &SecurityParameters,
 ) -> Result<Vec<StackId>, Error> {
     let mut out: Vec<StackId> = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
     for c in chosen {
         if matches!(c.stack, StackId::Tls | StackId::Quic) && security.server_certificate.is_empty()
         {
-            if security.mode() == SecurityMode::Opportunistic {
-                continue;
-            }
-            return Err(Error::invalid_configuration(
-                "a TLS Listener needs SecurityParameters::server_certificate (an Identity with the certificate chain and private key)",
-            ));
-        }
-        // One stack per transport port: TLS or TCP on the TCP port, QUIC or UDP on the UDP port.
-        let tcp_port = |s: StackId| matches!(s, StackId::Tcp | StackId::Tls);
-        let udp_port = |s: StackId| matches!(s, StackId::Udp | StackId::Quic);
-        if (tcp_port(c.stack) && out.iter().any(|s| tcp_port(*s)))
-            || (udp_port(c.stack) && out.iter().any(|s| udp_port(*s)))
-        {
+            left_out.push(c.stack.to_string());
             continue;
         }
-        out.push(c.stack);
+        if !out.contains(&c.stack) {
+            out.push(c.stack);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::invalid_configuration(format!(
+            "a TLS Listener needs SecurityParameters::server_certificate (an Identity with the certificate chain and private key); without one, {} cannot listen and no other stack is selected",
+            left_out.join(" and ")
+        )));
     }
     Ok(out)
 }

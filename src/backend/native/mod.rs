@@ -1,6 +1,7 @@
 //! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with
 //! rustls, QUIC with quinn.
 
+mod demux;
 mod quic;
 mod tcp;
 mod tls;
@@ -225,8 +226,10 @@ pub(crate) struct BackendListener {
 
 impl BackendListener {
     /// Listen on `addr` with every stack in `stacks`, on the same port number
-    /// (TCP and UDP ports). With port 0 the first stack picks the number; if
-    /// it is taken for another protocol, all are retried on a new number.
+    /// (TCP and UDP ports). Stacks sharing a transport port share its socket:
+    /// TLS and TCP on the TCP port, QUIC and UDP on the UDP port, told apart
+    /// per peer (`demux.rs`). With port 0 the first socket picks the number;
+    /// if it is taken for the other transport, all are retried on a new number.
     pub(crate) async fn bind(
         stacks: &[StackId],
         addr: SocketAddr,
@@ -256,17 +259,45 @@ impl BackendListener {
             local: addr,
             stop: Vec::new(),
         };
+        let has = |s: StackId| stacks.contains(&s);
+        let mut stream_port = false;
+        let mut datagram_port = false;
+        // In rank order: the best-ranked stack's port is bound first.
         for stack in stacks {
             let a = SocketAddr::new(addr.ip(), listener.local.port());
             let (bound, handle) = match stack {
-                StackId::Tcp => tcp::listen(a, opts, tx.clone())?,
-                StackId::Udp => udp::listen(a, opts, tx.clone())?,
-                StackId::Tls => tls::listen(a, opts, tx.clone())?,
-                StackId::Quic => {
-                    let tls = tls_config::server_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
-                    quic::listen(a, tls, opts, tx.clone())?
+                StackId::Tcp | StackId::Tls if !stream_port => {
+                    stream_port = true;
+                    match (has(StackId::Tls), has(StackId::Tcp)) {
+                        (true, true) => demux::listen_stream_port(
+                            a,
+                            opts,
+                            tls::acceptor(opts)?,
+                            true,
+                            tx.clone(),
+                        )?,
+                        (true, false) => tls::listen(a, opts, tx.clone())?,
+                        _ => tcp::listen(a, opts, tx.clone())?,
+                    }
                 }
+                StackId::Udp | StackId::Quic if !datagram_port => {
+                    datagram_port = true;
+                    if has(StackId::Quic) {
+                        let tls =
+                            tls_config::server_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
+                                .map_err(|e| {
+                                    io::Error::new(io::ErrorKind::InvalidInput, e.message)
+                                })?;
+                        if has(StackId::Udp) {
+                            demux::listen_datagram_port(a, tls, opts, tx.clone())?
+                        } else {
+                            quic::listen(a, tls, opts, tx.clone())?
+                        }
+                    } else {
+                        udp::listen(a, opts, tx.clone())?
+                    }
+                }
+                StackId::Tcp | StackId::Tls | StackId::Udp | StackId::Quic => continue,
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,

@@ -323,15 +323,43 @@ pub(crate) fn listen(
     opts: &SocketOptions,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
-    // quinn accepts 0-RTT only with max_early_data_size u32::MAX (RFC 9001
-    // §4.6.1); not when client certificates must be verified first.
+    let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
+    serve(endpoint, accepts_0rtt(opts), tx)
+}
+
+/// Whether a Listener accepts 0-RTT: quinn accepts it only with
+/// max_early_data_size u32::MAX (RFC 9001 §4.6.1); not when client
+/// certificates must be verified first.
+pub(crate) fn accepts_0rtt(opts: &SocketOptions) -> bool {
+    !opts
+        .security
+        .as_ref()
+        .is_some_and(|s| s.require_client_certificate)
+}
+
+/// A Listener's QUIC server configuration.
+pub(crate) fn server_config(
+    tls: Arc<rustls::ServerConfig>,
+    opts: &SocketOptions,
+) -> io::Result<quinn::ServerConfig> {
+    // 0-RTT (unless client certificates come first): see `with_early_data`.
     let sec = opts.security.clone().unwrap_or_default();
-    let zero_rtt = !sec.require_client_certificate;
     let tls = super::tls_config::with_early_data(&tls, &sec, u32::MAX);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
-    let endpoint = quinn::Endpoint::server(config, addr)?;
+    Ok(config)
+}
+
+/// Accept on a server `endpoint` (its own socket, or one shared with plain
+/// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
+/// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
+/// (see [`accepts_0rtt`]).
+pub(crate) fn serve(
+    endpoint: quinn::Endpoint,
+    zero_rtt: bool,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {

@@ -21,7 +21,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// TLS 1.3 early data a Listener accepts per connection.
 const MAX_EARLY_DATA: u32 = 64 * 1024;
 /// A Listener gives up on a TLS handshake after this long.
-const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Inner {
     rd: futures::lock::Mutex<ReadHalf<TlsStream<TcpStream>>>,
@@ -253,71 +253,59 @@ fn describe(e: &io::Error) -> String {
 }
 
 /// Listen for TLS on `addr`: each accepted TCP connection does the server
-/// handshake; a failed handshake is reported as an error naming the peer.
+/// handshake; a failed handshake, or a client that does not speak TLS, is
+/// reported as an error naming the peer (see `demux.rs`: the same code
+/// serves TLS and plain TCP on one port when the Listener allows both).
 pub(crate) fn listen(
     addr: SocketAddr,
     opts: &SocketOptions,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    super::demux::listen_stream_port(addr, opts, acceptor(opts)?, false, tx)
+}
+
+/// A Listener's TLS server side for `opts.security` (its server certificate).
+pub(crate) fn acceptor(opts: &SocketOptions) -> io::Result<tokio_rustls::TlsAcceptor> {
     let sec = opts.security.clone().unwrap_or_default();
     let config = tls_config::server_config(&sec, &[]).map_err(to_io)?;
     let config = tls_config::with_early_data(&config, &sec, MAX_EARLY_DATA);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let listener = tcp::bind_listener(addr, opts)?;
-    let local = listener.local_addr()?;
-    let opts = opts.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, remote) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    if tx.unbounded_send(Err(e)).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            if let Err(e) = tcp::apply_stream_options(&SockRef::from(&stream), &opts) {
-                if tx.unbounded_send(Err(e)).is_err() {
-                    break;
-                }
-                continue;
+    Ok(tokio_rustls::TlsAcceptor::from(config))
+}
+
+/// A Listener's server handshake on one accepted TCP connection from
+/// `remote`; a failure (or no result within the handshake timeout) names the
+/// peer.
+pub(crate) async fn accept(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> io::Result<Incoming> {
+    let hs = tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    match hs {
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "TLS handshake with {remote}: no result after {} s",
+                ACCEPT_HANDSHAKE_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("TLS handshake with {remote}: {}", describe(&e)),
+        )),
+        Ok(Ok(mut s)) => {
+            // Early data stays with rustls after the handshake: take it first.
+            let mut early = Vec::new();
+            if let Some(mut e) = s.get_mut().1.early_data() {
+                let _ = std::io::Read::read_to_end(&mut e, &mut early);
             }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let hs =
-                    tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                let item = match hs {
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "TLS handshake with {remote}: no result after {} s",
-                            ACCEPT_HANDSHAKE_TIMEOUT.as_secs()
-                        ),
-                    )),
-                    Ok(Err(e)) => Err(io::Error::new(
-                        e.kind(),
-                        format!("TLS handshake with {remote}: {}", describe(&e)),
-                    )),
-                    Ok(Ok(mut s)) => {
-                        // Early data stays with rustls after the handshake: take it first.
-                        let mut early = Vec::new();
-                        if let Some(mut e) = s.get_mut().1.early_data() {
-                            let _ = std::io::Read::read_to_end(&mut e, &mut early);
-                        }
-                        let was_early = !early.is_empty();
-                        TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
-                            transport: super::Transport::Tls(t),
-                            caps: &Capabilities::TLS,
-                            remote,
-                            group: None,
-                        })
-                    }
-                };
-                let _ = tx.unbounded_send(item);
-            });
+            let was_early = !early.is_empty();
+            TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
+                transport: super::Transport::Tls(t),
+                caps: &Capabilities::TLS,
+                remote,
+                group: None,
+            })
         }
-    });
-    Ok((local, task.abort_handle()))
+    }
 }

@@ -110,7 +110,8 @@ impl UdpTransport {
     }
 }
 
-fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
+/// A non-blocking UDP socket bound to `local` (a Listener's, or a client's).
+pub(crate) fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
     let sock = Socket::new(
         Domain::for_address(local),
         Type::DGRAM.nonblocking(),
@@ -144,7 +145,7 @@ pub(crate) fn listen(
     let socket = Arc::new(tokio::net::UdpSocket::from_std(sock.into())?);
     let local = socket.local_addr()?;
     let task = tokio::spawn(async move {
-        let mut peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+        let mut peers = UdpPeers::new(socket.clone(), tx.clone());
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let (n, from) = match socket.recv_from(&mut buf).await {
@@ -156,21 +157,7 @@ pub(crate) fn listen(
                     continue;
                 }
             };
-            let datagram = buf[..n].to_vec();
-            if let Some(peer_tx) = peers.get_mut(&from) {
-                match peer_tx.try_send(datagram) {
-                    Ok(()) => continue,
-                    Err(e) if e.is_full() => continue, // queue full: dropped like a full socket buffer
-                    Err(e) => {
-                        // That Connection is gone: a new datagram starts a new one.
-                        peers.remove(&from);
-                        let datagram = e.into_inner();
-                        if !new_peer(&socket, &tx, &mut peers, from, datagram) {
-                            return;
-                        }
-                    }
-                }
-            } else if !new_peer(&socket, &tx, &mut peers, from, datagram) {
+            if !peers.deliver(from, buf[..n].to_vec()) {
                 return;
             }
         }
@@ -178,26 +165,62 @@ pub(crate) fn listen(
     Ok((local, task.abort_handle()))
 }
 
-fn new_peer(
-    socket: &Arc<tokio::net::UdpSocket>,
-    tx: &mpsc::UnboundedSender<io::Result<Incoming>>,
-    peers: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    from: SocketAddr,
-    first: Vec<u8>,
-) -> bool {
-    let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
-    let _ = ptx.try_send(first);
-    peers.insert(from, ptx);
-    let transport = UdpTransport {
-        socket: socket.clone(),
-        peer: from,
-        demux: Some(Arc::new(futures::lock::Mutex::new(prx))),
-    };
-    tx.unbounded_send(Ok(Incoming {
-        transport: super::Transport::Udp(transport),
-        caps: &Capabilities::UDP,
-        remote: from,
-        group: None,
-    }))
-    .is_ok()
+/// A UDP Listener's flows: demultiplexes datagrams by peer address into
+/// Connections, the first datagram of a new peer yielding an Incoming. Used
+/// by [`listen`] and by the UDP/QUIC demultiplexer (`demux.rs`), which shares
+/// one socket with quinn.
+pub(crate) struct UdpPeers {
+    socket: Arc<tokio::net::UdpSocket>,
+    tx: mpsc::UnboundedSender<io::Result<Incoming>>,
+    peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+}
+
+impl UdpPeers {
+    /// Flows answering from `socket`; new peers go to `tx`.
+    pub(crate) fn new(
+        socket: Arc<tokio::net::UdpSocket>,
+        tx: mpsc::UnboundedSender<io::Result<Incoming>>,
+    ) -> Self {
+        UdpPeers {
+            socket,
+            tx,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` has a live Connection (its datagrams go to it).
+    pub(crate) fn knows(&self, peer: &SocketAddr) -> bool {
+        self.peers.get(peer).is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Hand one datagram from `from` to its Connection, or start a new one.
+    /// `false` once the Listener is gone (no new Connection can be delivered).
+    pub(crate) fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) -> bool {
+        let datagram = match self.peers.get_mut(&from) {
+            None => datagram,
+            Some(peer_tx) => match peer_tx.try_send(datagram) {
+                Ok(()) => return true,
+                // Queue full: dropped like a full socket buffer.
+                Err(e) if e.is_full() => return true,
+                // That Connection is gone: a new datagram starts a new one.
+                Err(e) => e.into_inner(),
+            },
+        };
+        let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
+        let _ = ptx.try_send(datagram);
+        self.peers.insert(from, ptx);
+        let transport = UdpTransport {
+            socket: self.socket.clone(),
+            peer: from,
+            demux: Some(Arc::new(futures::lock::Mutex::new(prx))),
+        };
+        self.tx
+            .unbounded_send(Ok(Incoming {
+                transport: super::Transport::Udp(transport),
+                caps: &Capabilities::UDP,
+                remote: from,
+                group: None,
+            }))
+            .is_ok()
+    }
 }

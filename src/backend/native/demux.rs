@@ -1,0 +1,599 @@
+//! One port number, every stack: a Listener whose properties allow several
+//! stacks serves them all on the same port number (RFC 9622 §7.2, RFC 9623
+//! §4.6: "accept every eligible protocol"). Each transport port has one socket,
+//! and the first bytes of a peer tell which stack it speaks.
+//!
+//! # TCP port: TLS or plain TCP
+//!
+//! One listening TCP socket. For each accepted connection the Listener peeks
+//! (nothing is consumed) at the first bytes. A TLS record starts with content
+//! type 0x16 (handshake) and version major 0x03: such a peer gets the rustls
+//! server handshake. Anything else is plain TCP, and the Connection reads the
+//! peeked bytes as its first data. A TLS client always speaks first; a plain
+//! TCP client may not (server-speaks-first protocols), so after
+//! [`PLAIN_TCP_GRACE`] of silence the peer is taken as plain TCP: such
+//! protocols see that delay before their ConnectionReceived.
+//!
+//! The plain path exists only when the Listener's security allows plaintext
+//! (`SecurityParameters::opportunistic()` or `disabled()`, which is when
+//! selection keeps the TCP stack). With the default (required) security a
+//! peer that does not start a TLS handshake (within
+//! [`TLS_FIRST_BYTES_TIMEOUT`]) is refused — reset — and reported as a
+//! `ListenerEvent::EstablishmentError` naming it, never silently.
+//! Limit: a plain TCP client whose first bytes are 0x16 0x03 is taken for
+//! TLS and fails the handshake (reported the same way).
+//!
+//! # UDP port: QUIC or plain UDP
+//!
+//! One UDP socket, shared with quinn through its abstract socket interface
+//! ([`quinn::AsyncUdpSocket`], implemented by `DemuxSocket`): quinn's endpoint
+//! driver receives every datagram (with GRO, ECN and the rest of quinn-udp),
+//! and before quinn sees a batch the demultiplexer takes the plain UDP
+//! datagrams out of it and hands them to the UDP Listener flows
+//! ([`super::udp::UdpPeers`]). Plain UDP flows answer from the same socket.
+//! Classification, per datagram:
+//! - a peer address already known as QUIC goes to quinn; one already known
+//!   as plain UDP (a live UDP Connection) to its Connection;
+//! - a new peer is QUIC if the datagram is a QUIC Initial: long header and
+//!   fixed bit set (`first & 0xC0 == 0xC0`) and at least 1200 bytes (clients
+//!   pad Initials to 1200, RFC 9000 §14.1);
+//! - a new peer is also QUIC if it sends a short-header packet (`first & 0xC0
+//!   == 0x40`) whose destination connection ID this Listener issued: the
+//!   Listener makes quinn's connection IDs carry a keyed hash, so a peer that
+//!   migrated or was NAT-rebound to a new address keeps reaching quinn, and so
+//!   do late packets of a connection that ended;
+//! - anything else from a new peer is plain UDP.
+//!
+//! Limits: a plain UDP application whose first datagram is ≥ 1200 bytes and
+//! starts with 0b11xxxxxx is taken for QUIC (quinn drops it, and that peer
+//! stays QUIC until it has been silent for [`QUIC_PEER_IDLE`]); one whose first
+//! datagram starts with 0b01xxxxxx and happens to carry a valid connection ID
+//! at bytes 1..9 is too (a 2^-40 chance). The socket is quinn's, so plain UDP
+//! flows inherit its options, notably the don't-fragment bit: a UDP Message
+//! larger than the path MTU fails instead of being fragmented.
+
+use super::{quic, tcp, tls, udp, Transport};
+use crate::backend::{Incoming, SocketOptions};
+use crate::capability::Capabilities;
+use futures::channel::mpsc::UnboundedSender;
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use sha2::{Digest, Sha256};
+use socket2::SockRef;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// With plain TCP allowed: how long a silent peer may wait before it is
+/// taken as plain TCP (a TLS client speaks first, at once).
+pub(crate) const PLAIN_TCP_GRACE: Duration = Duration::from_secs(2);
+
+/// With TLS required: how long a peer may take to start its handshake.
+pub(crate) const TLS_FIRST_BYTES_TIMEOUT: Duration = tls::ACCEPT_HANDSHAKE_TIMEOUT;
+
+/// A QUIC peer address silent this long is forgotten (its connection has
+/// timed out; a migrated or late packet still reaches quinn by its
+/// connection ID).
+pub(crate) const QUIC_PEER_IDLE: Duration = Duration::from_secs(300);
+
+/// The smallest UDP datagram carrying a client's QUIC Initial (RFC 9000 §14.1).
+const QUIC_INITIAL_MIN: usize = 1200;
+
+// ---------------------------------------------------------------- TCP port
+
+/// What a peer on the TCP port said first.
+#[derive(Debug, PartialEq)]
+enum FirstBytes {
+    /// A TLS handshake record.
+    Tls,
+    /// Something else (the bytes seen, still unread).
+    Other(Vec<u8>),
+    /// Nothing within the wait.
+    Silent,
+    /// The peer closed without sending anything.
+    Eof,
+}
+
+/// Whether `b` starts like a TLS handshake record: content type 22, version 3.x.
+fn looks_like_tls(b: &[u8]) -> bool {
+    b.len() >= 2 && b[0] == 0x16 && b[1] == 0x03
+}
+
+/// Peek (consuming nothing) at the first bytes of `stream`, waiting up to `wait`.
+async fn first_bytes(stream: &TcpStream, wait: Duration) -> io::Result<FirstBytes> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 8];
+    let mut seen = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) if seen == 0 => return Ok(FirstBytes::Silent),
+            Err(_) => return Ok(FirstBytes::Other(buf[..seen].to_vec())),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Ok(if seen == 0 {
+                FirstBytes::Eof
+            } else {
+                FirstBytes::Other(buf[..seen].to_vec())
+            });
+        }
+        if looks_like_tls(&buf[..n]) {
+            return Ok(FirstBytes::Tls);
+        }
+        if n >= 2 || buf[0] != 0x16 {
+            return Ok(FirstBytes::Other(buf[..n].to_vec()));
+        }
+        // Only the first byte of what may be a TLS record: peek again shortly
+        // (peek returns at once while data is pending, so do not spin).
+        seen = n;
+        tokio::time::sleep_until(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(5)),
+        )
+        .await;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn plain_tcp(stream: TcpStream, remote: SocketAddr) -> Incoming {
+    Incoming {
+        transport: Transport::Tcp(tcp::TcpTransport::from_stream(stream)),
+        caps: &Capabilities::TCP,
+        remote,
+        group: None,
+    }
+}
+
+/// Refuse a peer: reset the connection, and say why, naming it.
+fn refuse(stream: TcpStream, remote: SocketAddr, why: String) -> io::Error {
+    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "refused {remote}: {why}; this Listener requires TLS (its SecurityParameters allow no plaintext: use opportunistic() or disabled() to accept plain TCP as well)"
+        ),
+    )
+}
+
+/// Serve one accepted connection of the TCP port: TLS, or plain TCP if `plain`.
+async fn accept_stream(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    plain: bool,
+) -> io::Result<Incoming> {
+    let wait = if plain {
+        PLAIN_TCP_GRACE
+    } else {
+        TLS_FIRST_BYTES_TIMEOUT
+    };
+    let first = first_bytes(&stream, wait)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("reading from {remote}: {e}")))?;
+    match first {
+        FirstBytes::Tls => tls::accept(tls, stream, remote).await,
+        _ if plain => Ok(plain_tcp(stream, remote)),
+        FirstBytes::Other(b) => Err(refuse(
+            stream,
+            remote,
+            format!("it sent {}, not a TLS handshake", hex(&b)),
+        )),
+        FirstBytes::Silent => Err(refuse(
+            stream,
+            remote,
+            format!(
+                "it sent no TLS handshake within {} s",
+                TLS_FIRST_BYTES_TIMEOUT.as_secs()
+            ),
+        )),
+        FirstBytes::Eof => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{remote} closed the connection before any TLS handshake"),
+        )),
+    }
+}
+
+/// Listen on the TCP port `addr` for TLS and, if `plain`, plain TCP too,
+/// telling them apart by the first bytes (see the module docs). Accepted
+/// Connections and failures (naming the peer) go to `tx`.
+pub(crate) fn listen_stream_port(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tls: tokio_rustls::TlsAcceptor,
+    plain: bool,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let listener = tcp::bind_listener(addr, opts)?;
+    let local = listener.local_addr()?;
+    let opts = opts.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    if tx.unbounded_send(Err(e)).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = tcp::apply_stream_options(&SockRef::from(&stream), &opts) {
+                if tx.unbounded_send(Err(e)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            // Each peer on its own task: a silent one delays nobody else.
+            let tls = tls.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let item = accept_stream(stream, remote, tls, plain).await;
+                let _ = tx.unbounded_send(item);
+            });
+        }
+    });
+    Ok((local, task.abort_handle()))
+}
+
+// ---------------------------------------------------------------- UDP port
+
+/// The key of this Listener's QUIC connection IDs: 3 random nonce bytes, then
+/// 5 bytes of SHA-256(key ‖ nonce), as quinn's own hashed generator does.
+#[derive(Clone)]
+struct CidKey(Arc<[u8; 32]>);
+
+const CID_NONCE: usize = 3;
+const CID_LEN: usize = 8;
+
+fn random(buf: &mut [u8]) -> bool {
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(buf)
+        .is_ok()
+}
+
+impl CidKey {
+    fn new() -> io::Result<Self> {
+        let mut key = [0u8; 32];
+        if !random(&mut key) {
+            return Err(io::Error::other("no random bytes for QUIC connection IDs"));
+        }
+        Ok(CidKey(Arc::new(key)))
+    }
+
+    fn tag(&self, nonce: &[u8]) -> [u8; CID_LEN - CID_NONCE] {
+        let digest = Sha256::new()
+            .chain_update(&self.0[..])
+            .chain_update(nonce)
+            .finalize();
+        let mut t = [0u8; CID_LEN - CID_NONCE];
+        t.copy_from_slice(&digest[..CID_LEN - CID_NONCE]);
+        t
+    }
+
+    /// Whether `dcid` (at least `CID_LEN` bytes) starts with an ID this key made.
+    fn issued(&self, dcid: &[u8]) -> bool {
+        dcid.len() >= CID_LEN && self.tag(&dcid[..CID_NONCE]) == dcid[CID_NONCE..CID_LEN]
+    }
+}
+
+/// quinn's connection ID generator for a demultiplexed endpoint.
+struct CidGenerator {
+    key: CidKey,
+    counter: AtomicU32,
+}
+
+impl quinn::ConnectionIdGenerator for CidGenerator {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; CID_LEN];
+        if !random(&mut id[..CID_NONCE]) {
+            // No randomness: distinct nonces still (quinn retries duplicates).
+            let c = self.counter.fetch_add(1, Ordering::Relaxed);
+            id[..CID_NONCE].copy_from_slice(&c.to_le_bytes()[..CID_NONCE]);
+        }
+        let tag = self.key.tag(&id[..CID_NONCE]);
+        id[CID_NONCE..].copy_from_slice(&tag);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Which stack a datagram belongs to.
+struct Router {
+    /// Peers known as QUIC, with when they were last heard.
+    quic: HashMap<SocketAddr, Instant>,
+    last_sweep: Instant,
+    key: CidKey,
+    /// The plain UDP flows.
+    udp: udp::UdpPeers,
+}
+
+impl Router {
+    /// Whether the datagram `first` (the first of a batch from one peer) from
+    /// `from` goes to quinn; see the module docs.
+    fn is_quic(&mut self, from: SocketAddr, first: &[u8]) -> bool {
+        let now = Instant::now();
+        match self.quic.get_mut(&from) {
+            Some(seen) if now.duration_since(*seen) < QUIC_PEER_IDLE => {
+                *seen = now;
+                return true;
+            }
+            // Silent for too long: its connection is gone; classify afresh.
+            Some(_) => {
+                self.quic.remove(&from);
+            }
+            None => {}
+        }
+        if self.udp.knows(&from) {
+            return false;
+        }
+        let b = first.first().copied().unwrap_or(0);
+        let initial = b & 0xC0 == 0xC0 && first.len() >= QUIC_INITIAL_MIN;
+        let ours = b & 0xC0 == 0x40 && self.key.issued(&first[1..]);
+        if !(initial || ours) {
+            return false;
+        }
+        if now.duration_since(self.last_sweep) > QUIC_PEER_IDLE / 10 {
+            self.quic
+                .retain(|_, seen| now.duration_since(*seen) < QUIC_PEER_IDLE);
+            self.last_sweep = now;
+        }
+        self.quic.insert(from, now);
+        true
+    }
+}
+
+/// The UDP port's socket as quinn sees it: sends are quinn's; received
+/// batches lose their plain UDP datagrams to the UDP flows first.
+struct DemuxSocket {
+    io: Arc<tokio::net::UdpSocket>,
+    state: UdpSocketState,
+    router: Mutex<Router>,
+}
+
+impl std::fmt::Debug for DemuxSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemuxSocket")
+            .field("local", &self.io.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+type WritableFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
+
+/// Waits for the socket to be writable, one waiter per quinn task (as quinn's
+/// own tokio socket does).
+struct Writable {
+    io: Arc<tokio::net::UdpSocket>,
+    fut: Option<WritableFuture>,
+}
+
+impl std::fmt::Debug for Writable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writable").finish_non_exhaustive()
+    }
+}
+
+impl quinn::UdpPoller for Writable {
+    fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let fut = this.fut.get_or_insert_with(|| {
+            let io = this.io.clone();
+            Box::pin(async move { io.writable().await })
+        });
+        let r = fut.as_mut().poll(cx);
+        if r.is_ready() {
+            this.fut = None;
+        }
+        r
+    }
+}
+
+impl quinn::AsyncUdpSocket for DemuxSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        Box::pin(Writable {
+            io: self.io.clone(),
+            fut: None,
+        })
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.send((&*self.io).into(), transmit)
+        })
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            futures::ready!(self.io.poll_recv_ready(cx))?;
+            // As quinn's tokio socket: errors (ICMP reports and the like) are skipped.
+            let Ok(n) = self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&*self.io).into(), bufs, meta)
+            }) else {
+                continue;
+            };
+            // Keep quinn's datagrams at the front; give the rest to the UDP flows.
+            let mut router = self.router.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = 0;
+            for i in 0..n {
+                let m = meta[i];
+                let data = &bufs[i][..m.len];
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                if router.is_quic(m.addr, &data[..stride.min(m.len)]) {
+                    bufs.swap(i, kept);
+                    meta.swap(i, kept);
+                    kept += 1;
+                } else {
+                    // One buffer may hold several datagrams of one peer (GRO).
+                    for d in data.chunks(stride.max(1)) {
+                        // A Listener that is gone takes no new flows; the
+                        // existing ones keep being served.
+                        let _ = router.udp.deliver(m.addr, d.to_vec());
+                    }
+                }
+            }
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+}
+
+/// Listen on the UDP port `addr` for QUIC (with server configuration `tls`)
+/// and plain UDP on one socket (see the module docs). Accepted Connections
+/// (QUIC streams, UDP flows) go to `tx`.
+pub(crate) fn listen_datagram_port(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    opts: &SocketOptions,
+    tx: UnboundedSender<io::Result<Incoming>>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let server = quic::server_config(tls, opts)?;
+    let sock: std::net::UdpSocket = udp::bind(addr, opts)?.into();
+    let state = UdpSocketState::new((&sock).into())?;
+    let io = Arc::new(tokio::net::UdpSocket::from_std(sock)?);
+    let key = CidKey::new()?;
+    let socket = Arc::new(DemuxSocket {
+        io: io.clone(),
+        state,
+        router: Mutex::new(Router {
+            quic: HashMap::new(),
+            last_sweep: Instant::now(),
+            key: key.clone(),
+            udp: udp::UdpPeers::new(io, tx.clone()),
+        }),
+    });
+    let mut config = quinn::EndpointConfig::default();
+    config.cid_generator(move || {
+        Box::new(CidGenerator {
+            key: key.clone(),
+            counter: AtomicU32::new(0),
+        })
+    });
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        config,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    quic::serve(endpoint, quic::accepts_0rtt(opts), tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::ConnectionIdGenerator;
+
+    #[test]
+    fn tls_records_are_recognised() {
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!looks_like_tls(&[0x16]));
+        assert!(!looks_like_tls(&[0x00, 0x00, 0x00, 0x05]));
+        assert!(!looks_like_tls(b"GET / HTTP/1.1"));
+    }
+
+    #[test]
+    fn issued_connection_ids_are_recognised() {
+        let key = CidKey::new().unwrap();
+        let mut g = CidGenerator {
+            key: key.clone(),
+            counter: AtomicU32::new(0),
+        };
+        for _ in 0..100 {
+            let cid = g.generate_cid();
+            assert_eq!(cid.len(), CID_LEN);
+            assert!(key.issued(&cid));
+            let mut other = cid.to_vec();
+            other[CID_LEN - 1] ^= 1;
+            assert!(!key.issued(&other));
+        }
+        assert!(!CidKey::new().unwrap().issued(&g.generate_cid()));
+        assert!(!key.issued(&[0u8; 4]));
+    }
+
+    fn router() -> Router {
+        let (tx, _rx) = futures::channel::mpsc::unbounded();
+        let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std.set_nonblocking(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let io = Arc::new(tokio::net::UdpSocket::from_std(std).unwrap());
+        Router {
+            quic: HashMap::new(),
+            last_sweep: Instant::now(),
+            key: CidKey::new().unwrap(),
+            udp: udp::UdpPeers::new(io, tx),
+        }
+    }
+
+    #[test]
+    fn classification_of_new_peers() {
+        let mut r = router();
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        // A padded Initial: QUIC, and the peer stays QUIC for small packets.
+        let mut initial = vec![0u8; 1200];
+        initial[0] = 0xC3;
+        assert!(r.is_quic(a, &initial));
+        assert!(r.is_quic(a, &[0x41, 1, 2]));
+        // Long header but short: plain UDP.
+        assert!(!r.is_quic(b, &initial[..100]));
+        // A short header with a connection ID the Listener issued: QUIC.
+        let mut g = CidGenerator {
+            key: r.key.clone(),
+            counter: AtomicU32::new(0),
+        };
+        let mut short = vec![0x40];
+        short.extend_from_slice(&g.generate_cid());
+        short.extend_from_slice(&[0u8; 30]);
+        assert!(r.is_quic(c, &short));
+        // A short header with some other ID: plain UDP.
+        short[3] ^= 0xff;
+        assert!(!r.is_quic("127.0.0.1:1003".parse().unwrap(), &short));
+    }
+}

@@ -1,0 +1,296 @@
+//! One Listener, every stack, one port number: TCP, TLS over TCP, QUIC and
+//! UDP clients all reach the same `listener.local_addr()` at once, each served
+//! by the stack it speaks; with required security a plaintext client is
+//! refused and reported, naming it.
+
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::security::{certificate_sha256, Identity};
+use postsocket::{
+    Connection, ListenerEvent, LocalEndpoint, Preconnection, Preference, ReceiveEvent,
+    RemoteEndpoint, SecurityParameters, SelectionProperty, StackId, TransportProperties,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Cert {
+    pem: String,
+    key: String,
+}
+
+fn self_signed() -> Cert {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    Cert {
+        pem: ck.cert.pem(),
+        key: ck.signing_key.serialize_pem(),
+    }
+}
+
+fn with_certificate(mut s: SecurityParameters, c: &Cert) -> SecurityParameters {
+    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
+    s
+}
+
+fn pinned(c: &Cert) -> SecurityParameters {
+    let mut s = SecurityParameters::new();
+    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
+    s
+}
+
+/// Properties every stack satisfies (with a framer for the byte streams).
+fn any_stack() -> TransportProperties {
+    let mut p = TransportProperties::new();
+    p.set_preference(SelectionProperty::Reliability, Preference::NoPreference);
+    p.set_preference(SelectionProperty::PreserveOrder, Preference::NoPreference);
+    p.set_preference(
+        SelectionProperty::CongestionControl,
+        Preference::NoPreference,
+    );
+    p
+}
+
+/// A Listener on 127.0.0.1:0 echoing every Message prefixed with the stack of
+/// the server-side Connection (`"quic:hello"`); its establishment errors go
+/// to the returned receiver.
+async fn echo_listener(
+    props: TransportProperties,
+    sec: SecurityParameters,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let local = LocalEndpoint::new()
+        .with_socket_addr("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut pre = Preconnection::new(vec![local], vec![], props, sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    let l = pre.listen().await.expect("listen");
+    let addr = l.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match l.next_event().await {
+                ListenerEvent::ConnectionReceived(c) => {
+                    tokio::spawn(echo(c));
+                }
+                ListenerEvent::EstablishmentError(e) => {
+                    let _ = tx.send(e.to_string());
+                }
+                ListenerEvent::Stopped => break,
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn echo(c: Connection) {
+    let stack = c.stack();
+    while let Ok(ReceiveEvent::Received { data, .. }) = c.receive().await {
+        let mut reply = format!("{stack}:").into_bytes();
+        reply.extend_from_slice(&data);
+        if c.send(reply, None, true).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn client(
+    addr: SocketAddr,
+    stack: StackId,
+    props: TransportProperties,
+    sec: SecurityParameters,
+) -> Preconnection {
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(vec![], vec![remote], props, sec);
+    pre.set_protocols(vec![stack]);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
+async fn receive(conn: &Connection) -> Vec<u8> {
+    match tokio::time::timeout(Duration::from_secs(10), conn.receive())
+        .await
+        .expect("a reply in time")
+        .expect("a reply")
+    {
+        ReceiveEvent::Received { data, .. } => data,
+        other => panic!("expected a whole Message, got {other:?}"),
+    }
+}
+
+/// Connect with `pre`, check the stack, and get two echoes back, each
+/// naming the server-side Connection's stack.
+async fn echo_through(pre: Preconnection, stack: StackId) {
+    let conn = tokio::time::timeout(Duration::from_secs(10), pre.initiate())
+        .await
+        .expect("initiate in time")
+        .unwrap_or_else(|e| panic!("{stack} client: {e}"));
+    assert_eq!(conn.stack(), stack);
+    for m in [format!("hello over {stack}"), "second".to_string()] {
+        conn.send(m.clone().into_bytes(), None, true).await.unwrap();
+        let got = String::from_utf8(receive(&conn).await).unwrap();
+        assert_eq!(got, format!("{stack}:{m}"), "{stack} client");
+    }
+    conn.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_tls_quic_and_udp_on_one_port_at_once() {
+    let cert = self_signed();
+    let (addr, mut errors) = echo_listener(
+        any_stack(),
+        with_certificate(SecurityParameters::opportunistic(), &cert),
+    )
+    .await;
+    let tcp = client(
+        addr,
+        StackId::Tcp,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    let udp = client(
+        addr,
+        StackId::Udp,
+        TransportProperties::unreliable_datagram(),
+        SecurityParameters::disabled(),
+    );
+    let tls = client(
+        addr,
+        StackId::Tls,
+        TransportProperties::new(),
+        pinned(&cert),
+    );
+    let quic = client(
+        addr,
+        StackId::Quic,
+        TransportProperties::new(),
+        pinned(&cert),
+    );
+    // All four at once.
+    tokio::join!(
+        echo_through(tcp, StackId::Tcp),
+        echo_through(udp, StackId::Udp),
+        echo_through(tls, StackId::Tls),
+        echo_through(quic, StackId::Quic),
+    );
+    assert!(errors.try_recv().is_err(), "no establishment error");
+}
+
+#[tokio::test]
+async fn required_security_refuses_plaintext_and_names_the_peer() {
+    let cert = self_signed();
+    // Default security: QUIC and TLS only; plaintext is never accepted.
+    let (addr, mut errors) = echo_listener(
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::new(), &cert),
+    )
+    .await;
+    let plain = client(
+        addr,
+        StackId::Tcp,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    )
+    .initiate()
+    .await
+    .expect("the TCP handshake itself completes");
+    let me = plain.local_addr().expect("a local address");
+    plain.send(b"plaintext".to_vec(), None, true).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("the Listener reports the refusal")
+        .unwrap();
+    assert!(e.contains(&me.to_string()), "names the peer {me}: {e}");
+    assert!(e.contains("not a TLS handshake"), "{e}");
+    assert!(e.contains("requires TLS"), "{e}");
+    // The plaintext client sees its connection end (reset), not an echo.
+    let r = tokio::time::timeout(Duration::from_secs(5), plain.receive())
+        .await
+        .expect("the refusal reaches the client");
+    assert!(r.is_err(), "refused, not echoed: {r:?}");
+    // TLS and QUIC on the same port number still work.
+    echo_through(
+        client(
+            addr,
+            StackId::Tls,
+            TransportProperties::new(),
+            pinned(&cert),
+        ),
+        StackId::Tls,
+    )
+    .await;
+    echo_through(
+        client(
+            addr,
+            StackId::Quic,
+            TransportProperties::new(),
+            pinned(&cert),
+        ),
+        StackId::Quic,
+    )
+    .await;
+    assert!(errors.try_recv().is_err(), "one error only");
+}
+
+#[tokio::test]
+async fn silent_plain_tcp_peer_is_plain_tcp_after_the_grace() {
+    // A server-speaks-first protocol: the client sends nothing until it has
+    // heard from the server. With plaintext allowed it is taken as TCP once
+    // the grace period (2 s) passes without a TLS ClientHello.
+    let cert = self_signed();
+    let local = LocalEndpoint::new()
+        .with_socket_addr("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut pre = Preconnection::new(
+        vec![local],
+        vec![],
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::opportunistic(), &cert),
+    );
+    pre.add_framer(LengthPrefixFramer::new());
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let conn = client(
+        addr,
+        StackId::Tcp,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    )
+    .initiate()
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let server = tokio::time::timeout(Duration::from_secs(10), l.accept())
+        .await
+        .expect("accepted in time")
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(server.stack(), StackId::Tcp);
+    server
+        .send(b"220 greetings".to_vec(), None, true)
+        .await
+        .unwrap();
+    assert_eq!(receive(&conn).await, b"220 greetings");
+}
+
+#[tokio::test]
+async fn opportunistic_without_certificate_listens_on_plain_tcp_and_udp() {
+    let (addr, _) = echo_listener(any_stack(), SecurityParameters::opportunistic()).await;
+    tokio::join!(
+        echo_through(
+            client(
+                addr,
+                StackId::Tcp,
+                TransportProperties::new(),
+                SecurityParameters::disabled()
+            ),
+            StackId::Tcp
+        ),
+        echo_through(
+            client(
+                addr,
+                StackId::Udp,
+                TransportProperties::unreliable_datagram(),
+                SecurityParameters::disabled()
+            ),
+            StackId::Udp
+        ),
+    );
+}
