@@ -409,7 +409,15 @@ async fn run() {
     );
     println!(
         "{:<5} {:<8} {:>7} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8}",
-        "proto", "message", "count", "raw MB/s", "ps MB/s", "raw msgs/s", "ps msgs/s", "ratio", "target"
+        "proto",
+        "message",
+        "count",
+        "raw MB/s",
+        "ps MB/s",
+        "raw msgs/s",
+        "ps msgs/s",
+        "ratio",
+        "target"
     );
     for case in &CASES {
         if only
