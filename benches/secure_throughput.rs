@@ -33,6 +33,9 @@
 //!
 //! Each case runs 3 times, alternating which side goes first, and the median
 //! counts. Handshakes are not timed.
+//!
+//! For profiling: `BENCH_ONLY=quic|tls` and `BENCH_SIZE=1024|65536` pick
+//! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::{certificate_sha256, Identity};
@@ -183,6 +186,9 @@ fn ps_client_pre(proto: Proto, cert: &Cert, addr: SocketAddr) -> Preconnection {
 
 /// One postsocket run: seconds from the first send until the server has received every message.
 async fn postsocket_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
+    if !side_enabled("ps") {
+        return 1.0;
+    }
     let listener = ps_listener_pre(proto, cert)
         .listen()
         .await
@@ -387,7 +393,15 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// `BENCH_SIDE=ps` or `BENCH_SIDE=raw` runs one side only (for profiling; the other side reads as 1 s).
+fn side_enabled(side: &str) -> bool {
+    std::env::var("BENCH_SIDE").map_or(true, |s| s == side)
+}
+
 async fn raw_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
+    if !side_enabled("raw") {
+        return 1.0;
+    }
     match proto {
         Proto::Quic => raw_quic_run(cert, size, count).await,
         Proto::Tls => raw_tls_run(cert, size, count).await,
@@ -397,8 +411,11 @@ async fn raw_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
 async fn run() {
     let started = Instant::now();
     let cert = self_signed();
-    // BENCH_ONLY=quic or BENCH_ONLY=tls runs one protocol's cases.
+    // BENCH_ONLY=quic or BENCH_ONLY=tls runs one protocol's cases; BENCH_SIZE=1024 one size.
     let only = std::env::var("BENCH_ONLY").ok();
+    let only_size: Option<usize> = std::env::var("BENCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     println!(
         "postsocket secure benchmark (loopback, TLS 1.3, ring, length-prefix framing, median of {RUNS} runs{})\n",
         if raw_combined() {
@@ -423,6 +440,7 @@ async fn run() {
         if only
             .as_deref()
             .is_some_and(|o| !o.eq_ignore_ascii_case(case.proto.name()))
+            || only_size.is_some_and(|n| n != case.size)
         {
             continue;
         }
