@@ -138,6 +138,51 @@ cat "$TMP/tls-untrusted.err"
 grep -q "UnknownIssuer" "$TMP/tls-untrusted.err" || fail "the error does not say the issuer is unknown"
 rm -f "$pem"
 
+# secure_listener NAME [OPTIONS...]: start `tapscat --listen --echo --self-signed OPTIONS 127.0.0.1 0`;
+# set $port and $pin from its stderr.
+secure_listener() {
+    local name="$1"
+    shift
+    timeout 60 "$BIN/tapscat" --listen --echo --self-signed "$@" 127.0.0.1 0 2>"$TMP/$name.err" &
+    PIDS+=("$!")
+    port=""
+    pin=""
+    for _ in $(seq 1 100); do
+        port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.err")"
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { cat "$TMP/$name.err" >&2; fail "tapscat --listen $* printed no port"; }
+    pin="$(sed -n 's/^sha256 \([0-9a-f]*\)$/\1/p' "$TMP/$name.err")"
+    [ -n "$pin" ] || { cat "$TMP/$name.err" >&2; fail "tapscat --listen $* printed no pin"; }
+    rm -f "$(sed -n 's/^certificate \(.*\)$/\1/p' "$TMP/$name.err")"
+    echo "listener on port $port, pin $pin"
+}
+
+step "smoke test: tapscat --protocol quic --self-signed listener; a --protocol quic client trusts it by pin"
+secure_listener quic --protocol quic
+printf 'hello quic\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol quic --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/quic.out" ||
+    fail "tapscat --protocol quic client exited with $?"
+printf 'hello quic\nsecond line\n' | diff -u - "$TMP/quic.out" || fail "QUIC echo differs"
+echo "both lines came back over QUIC"
+
+step "smoke test: a listener on quic and tls; a client without --protocol races them and QUIC wins"
+secure_listener race --protocol quic --protocol tls
+printf 'raced\n' | timeout 10 "$BIN/tapscat" --pin-sha256 "$pin" --trace - 127.0.0.1 "$port" \
+    >"$TMP/race.out" 2>"$TMP/race.trace" || { cat "$TMP/race.trace" >&2; fail "racing client exited with $?"; }
+printf 'raced\n' | diff -u - "$TMP/race.out" || fail "raced echo differs"
+won="$(sed -n 's/.*"event":"won","id":"\([^"]*\)".*/\1/p' "$TMP/race.trace")"
+[ -n "$won" ] || { cat "$TMP/race.trace" >&2; fail "the trace has no won event"; }
+grep -q "\"event\":\"candidate\",\"id\":\"$won\",.*\"stack\":\"quic\"" "$TMP/race.trace" ||
+    { cat "$TMP/race.trace" >&2; fail "candidate $won won, but it is not a QUIC candidate"; }
+grep -q '"stack":"tls"' "$TMP/race.trace" || { cat "$TMP/race.trace" >&2; fail "TLS was not a candidate"; }
+echo "candidate $won (quic) won; the TLS candidate was in the race"
+# The same listener serves TLS over TCP on the same port number.
+printf 'over tls\n' | timeout 10 "$BIN/tapscat" --protocol tls --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/race-tls.out" ||
+    fail "tapscat --protocol tls client (quic+tls listener) exited with $?"
+printf 'over tls\n' | diff -u - "$TMP/race-tls.out" || fail "TLS echo from the quic+tls listener differs"
+echo "the same port answers TLS over TCP"
+
 step "smoke test: tapscat reports an establishment error (exit 2)"
 set +e
 timeout 10 "$BIN/tapscat" --protocol tcp 127.0.0.1 1 </dev/null 2>"$TMP/refused.err"

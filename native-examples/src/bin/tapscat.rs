@@ -13,11 +13,19 @@
 //! done. An establishment error exits 2 and prints every candidate's failure
 //! on stderr.
 //!
-//! TLS: `--protocol tls` (security required: the server certificate is
-//! verified against the bundled roots, `--ca FILE`, or a `--pin-sha256 HEX`).
+//! Security: `--protocol tls` (TLS over TCP) and `--protocol quic` (QUIC, one
+//! stream per Connection) require security: the server certificate is
+//! verified against the bundled roots, `--ca FILE`, or a `--pin-sha256 HEX`.
 //! A listener needs `--cert FILE --key FILE`, or `--self-signed`, which makes
 //! a throwaway certificate for localhost/127.0.0.1/::1 and prints its pin
-//! (`sha256 HEX`) and PEM path on stderr.
+//! (`sha256 HEX`) and PEM path on stderr. Both may be given: a listener with
+//! `--protocol quic --protocol tls` listens on UDP and TCP, same port number.
+//!
+//! Without `--protocol`, tapscat is plaintext (TCP, UDP) like netcat, unless a
+//! security option is given (`--self-signed`, `--cert`, `--pin-sha256`,
+//! `--ca`, `--alpn`, `--server-name`, `--require-client-cert`): then security
+//! is required and only the secure stacks race, QUIC first, then TLS over
+//! TCP; a listener listens on both.
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
@@ -48,8 +56,14 @@ enum FramerKind {
 }
 
 /// netcat over TAPS: connect or listen with postsocket, racing every candidate.
+///
+/// Plaintext (TCP, UDP) by default. `--protocol tls` / `--protocol quic`, or any
+/// security option (--self-signed, --cert, --pin-sha256, --ca, --alpn,
+/// --server-name) without --protocol, require security: then only QUIC and
+/// TLS over TCP race (QUIC first), and a listener listens on both (UDP and
+/// TCP, the same port number).
 #[derive(Debug, Parser)]
-#[command(name = "tapscat", version, about, long_about = None)]
+#[command(name = "tapscat", version, about, long_about)]
 struct Args {
     /// Listen instead of connecting: `tapscat --listen [HOST] PORT` (HOST defaults to 127.0.0.1; PORT 0 picks one).
     #[arg(short, long)]
@@ -59,7 +73,8 @@ struct Args {
     #[arg(short, long, requires = "listen")]
     echo: bool,
 
-    /// Restrict the protocol stacks to race (repeatable): tcp, udp, tls.
+    /// Restrict the protocol stacks to race or listen on (repeatable): tcp, udp, tls, quic.
+    /// tls and quic are secure; without --protocol, security options select both.
     #[arg(short, long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
 
@@ -286,8 +301,9 @@ fn read_file(path: &str) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::other(format!("cannot read {path}: {e}")))
 }
 
-/// Secure parameters when TLS is asked for (or TLS options are given);
-/// otherwise plaintext, as netcat.
+/// Secure parameters when TLS or QUIC is asked for, or security options are
+/// given (then, without --protocol, QUIC and TLS race); otherwise plaintext,
+/// as netcat.
 fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParameters, Failure> {
     let tls_options = !args.alpn.is_empty()
         || !args.ca.is_empty()
@@ -296,12 +312,15 @@ fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParame
         || args.server_name.is_some()
         || args.self_signed
         || args.require_client_cert;
-    if !stacks.contains(&StackId::Tls) && !tls_options {
+    let secure_stack = stacks
+        .iter()
+        .any(|s| matches!(s, StackId::Tls | StackId::Quic));
+    if !secure_stack && !tls_options {
         return Ok(SecurityParameters::disabled());
     }
-    if !stacks.is_empty() && !stacks.contains(&StackId::Tls) {
+    if !stacks.is_empty() && !secure_stack {
         return Err(Failure::other(
-            "TLS options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls",
+            "security options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls or --protocol quic (or no --protocol)",
         ));
     }
     let mut sec = SecurityParameters::new();

@@ -1,0 +1,484 @@
+//! Secure throughput: postsocket QUIC and TLS against raw quinn and raw
+//! tokio-rustls, side by side.
+//!
+//! `cargo bench --bench secure_throughput` (harness = false: a plain `main`).
+//!
+//! A client sends N Messages one way to a loopback server that receives them
+//! all; time runs from the first send until the server has the last byte.
+//! Both sides use the same framing (4-byte big-endian length, then the body):
+//! postsocket's `LengthPrefixFramer` against hand-written framing on the raw
+//! stacks. The certificate is one rcgen self-signed certificate for
+//! localhost; postsocket pins it, the raw clients trust it through a root
+//! store. All TLS is rustls with the ring provider, TLS 1.3 and ALPN `taps`
+//! (postsocket's defaults).
+//!
+//! - QUIC: postsocket `set_protocols([Quic])` (a Connection is one
+//!   bidirectional stream; the Listener is restricted to QUIC) against raw
+//!   quinn with one bidirectional stream and the default transport config on
+//!   both ends, as postsocket uses. Per message the raw client calls
+//!   `SendStream::write_all` twice (header, then body): postsocket's QUIC
+//!   stack hands quinn the framer's header and body slices with one `write`
+//!   each, so both sides make the same quinn calls. The raw server reads with
+//!   `RecvStream::read_exact` (header, then body).
+//! - TLS: postsocket `set_protocols([Tls])` against tokio-rustls
+//!   `TlsConnector`/`TlsAcceptor` over a tokio `TcpStream` (TCP_NODELAY on
+//!   both). Per message the raw client does one vectored write of header and
+//!   body (looping over short writes), then `flush`, exactly what postsocket's
+//!   TLS stack does with the framer's slices: rustls packs both slices into
+//!   the same records and writes them to the socket before returning, so
+//!   both sides make the same number of syscalls per message. The raw server
+//!   reads through a 64 KiB `BufReader` with `read_exact`.
+//!   `RAW_COMBINED=1` makes the raw clients (QUIC and TLS) copy header and
+//!   body into one buffer and write that instead.
+//!
+//! Each case runs 3 times, alternating which side goes first, and the median
+//! counts. Handshakes are not timed.
+//!
+//! For profiling: `BENCH_ONLY=quic|tls` and `BENCH_SIZE=1024|65536` pick
+//! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
+
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::security::{certificate_sha256, Identity};
+use postsocket::{
+    LocalEndpoint, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TransportProperties,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use std::io::IoSlice;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const RUNS: usize = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Quic,
+    Tls,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Quic => "QUIC",
+            Proto::Tls => "TLS",
+        }
+    }
+    fn stack(self) -> StackId {
+        match self {
+            Proto::Quic => StackId::Quic,
+            Proto::Tls => StackId::Tls,
+        }
+    }
+}
+
+struct Case {
+    proto: Proto,
+    name: &'static str,
+    size: usize,
+    count: usize,
+    /// postsocket/raw throughput ratio to meet.
+    target: f64,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        proto: Proto::Quic,
+        name: "64 KiB",
+        size: 64 * 1024,
+        count: 8192,
+        target: 0.95,
+    },
+    Case {
+        proto: Proto::Quic,
+        name: "1 KiB",
+        size: 1024,
+        count: 200_000,
+        target: 0.95,
+    },
+    Case {
+        proto: Proto::Tls,
+        name: "64 KiB",
+        size: 64 * 1024,
+        count: 16_384,
+        target: 0.95,
+    },
+    Case {
+        proto: Proto::Tls,
+        name: "1 KiB",
+        size: 1024,
+        count: 100_000,
+        target: 0.95,
+    },
+];
+
+/// Scale every count by `BENCH_SCALE` (e.g. 0.1 for a quick look, 4 for profiling).
+fn count(case: &Case) -> usize {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    ((case.count as f64 * scale) as usize).max(1)
+}
+
+fn raw_combined() -> bool {
+    std::env::var_os("RAW_COMBINED").is_some()
+}
+
+/// The self-signed certificate both sides use.
+struct Cert {
+    pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+fn self_signed() -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen");
+    Cert {
+        pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+        der: ck.cert.der().clone(),
+        key_der: ck.signing_key.serialize_der(),
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run());
+}
+
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
+}
+
+// ---------------------------------------------------------------- postsocket
+
+fn ps_listener_pre(proto: Proto, cert: &Cert) -> Preconnection {
+    let mut sec = SecurityParameters::new();
+    sec.server_certificate = vec![Identity::from_pem(&cert.pem, &cert.key_pem).expect("identity")];
+    let local = LocalEndpoint::new()
+        .with_socket_addr(localhost(0))
+        .expect("local endpoint");
+    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
+    pre.set_protocols(vec![proto.stack()]);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
+fn ps_client_pre(proto: Proto, cert: &Cert, addr: SocketAddr) -> Preconnection {
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.pem).expect("pin")];
+    let remote = RemoteEndpoint::new()
+        .with_socket_addr(addr)
+        .expect("remote endpoint");
+    let mut pre = Preconnection::new(vec![], vec![remote], TransportProperties::new(), sec);
+    pre.set_protocols(vec![proto.stack()]);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
+/// One postsocket run: seconds from the first send until the server has received every message.
+async fn postsocket_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
+    if !side_enabled("ps") {
+        return 1.0;
+    }
+    let listener = ps_listener_pre(proto, cert)
+        .listen()
+        .await
+        .expect("postsocket listen");
+    let addr = listener.local_addr();
+    let server = tokio::spawn(async move {
+        let conn = listener.accept().await.expect("accept");
+        let mut bytes = 0usize;
+        for _ in 0..count {
+            let msg = conn.receive().await.expect("receive");
+            assert!(msg.is_end_of_message());
+            bytes += msg.data().len();
+        }
+        let done = Instant::now();
+        assert_eq!(bytes, size * count);
+        conn.abort();
+        listener.stop();
+        done
+    });
+    let conn = ps_client_pre(proto, cert, addr)
+        .initiate()
+        .await
+        .expect("postsocket initiate");
+    assert_eq!(conn.stack(), proto.stack());
+    let payload = vec![0x5a_u8; size];
+    let start = Instant::now();
+    for _ in 0..count {
+        conn.send_message(payload.clone())
+            .await
+            .expect("postsocket send");
+    }
+    let done = server.await.expect("server task");
+    conn.abort();
+    (done - start).as_secs_f64()
+}
+
+// ---------------------------------------------------------------- raw configs
+
+/// rustls configs equivalent to postsocket's: ring provider, TLS 1.3 only, ALPN `taps`.
+fn raw_tls_configs(cert: &Cert) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(cert.key_der.clone()));
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], key)
+        .expect("server cert");
+    server.alpn_protocols = vec![b"taps".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).expect("root");
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"taps".to_vec()];
+    (Arc::new(server), Arc::new(client))
+}
+
+// ---------------------------------------------------------------- raw quinn
+
+async fn raw_quic_run(cert: &Cert, size: usize, count: usize) -> f64 {
+    let (server_tls, client_tls) = raw_tls_configs(cert);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).expect("quic tls");
+    let server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let server_ep = quinn::Endpoint::server(server_config, localhost(0)).expect("quinn server");
+    let addr = server_ep.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let conn = server_ep
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("server handshake");
+        let (_send, mut recv) = conn.accept_bi().await.expect("accept_bi");
+        let mut bytes = 0usize;
+        for _ in 0..count {
+            let mut header = [0u8; 4];
+            recv.read_exact(&mut header).await.expect("raw header");
+            let len = u32::from_be_bytes(header) as usize;
+            let mut body = vec![0u8; len];
+            recv.read_exact(&mut body).await.expect("raw body");
+            bytes += body.len();
+        }
+        let done = Instant::now();
+        assert_eq!(bytes, size * count);
+        conn.close(0u32.into(), b"done");
+        done
+    });
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).expect("quic tls");
+    let client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    let client_ep = quinn::Endpoint::client(localhost(0)).expect("quinn client");
+    let conn = client_ep
+        .connect_with(client_config, addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("client handshake");
+    let (mut send, _recv) = conn.open_bi().await.expect("open_bi");
+    let payload = vec![0x5a_u8; size];
+    let combined = raw_combined();
+    let start = Instant::now();
+    for _ in 0..count {
+        let header = (size as u32).to_be_bytes();
+        if combined {
+            let mut frame = Vec::with_capacity(4 + size);
+            frame.extend_from_slice(&header);
+            frame.extend_from_slice(&payload);
+            send.write_all(&frame).await.expect("raw write");
+        } else {
+            send.write_all(&header).await.expect("raw write");
+            send.write_all(&payload).await.expect("raw write");
+        }
+    }
+    let done = server.await.expect("server task");
+    conn.close(0u32.into(), b"done");
+    (done - start).as_secs_f64()
+}
+
+// ---------------------------------------------------------------- raw tokio-rustls
+
+async fn raw_tls_run(cert: &Cert, size: usize, count: usize) -> f64 {
+    let (server_tls, client_tls) = raw_tls_configs(cert);
+    let listener = TcpListener::bind(localhost(0)).await.expect("raw bind");
+    let addr = listener.local_addr().expect("raw addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("raw accept");
+        tcp.set_nodelay(true).expect("nodelay");
+        let stream = acceptor.accept(tcp).await.expect("server handshake");
+        let mut rd = BufReader::with_capacity(64 * 1024, stream);
+        let mut bytes = 0usize;
+        for _ in 0..count {
+            let mut header = [0u8; 4];
+            rd.read_exact(&mut header).await.expect("raw header");
+            let len = u32::from_be_bytes(header) as usize;
+            let mut body = vec![0u8; len];
+            rd.read_exact(&mut body).await.expect("raw body");
+            bytes += body.len();
+        }
+        let done = Instant::now();
+        assert_eq!(bytes, size * count);
+        done
+    });
+    let tcp = TcpStream::connect(addr).await.expect("raw connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let connector = tokio_rustls::TlsConnector::from(client_tls);
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut stream = connector
+        .connect(name, tcp)
+        .await
+        .expect("client handshake");
+    let payload = vec![0x5a_u8; size];
+    let combined = raw_combined();
+    let start = Instant::now();
+    for _ in 0..count {
+        let header = (size as u32).to_be_bytes();
+        if combined {
+            let mut frame = Vec::with_capacity(4 + size);
+            frame.extend_from_slice(&header);
+            frame.extend_from_slice(&payload);
+            stream.write_all(&frame).await.expect("raw write");
+        } else {
+            write_frame(&mut stream, &header, &payload).await;
+        }
+        stream.flush().await.expect("raw flush");
+    }
+    let done = server.await.expect("server task");
+    (done - start).as_secs_f64()
+}
+
+/// Header and body with vectored writes (no copy into one buffer), as
+/// postsocket's TLS stack hands rustls one frame; loops over short writes.
+async fn write_frame<W: AsyncWriteExt + Unpin>(stream: &mut W, header: &[u8], body: &[u8]) {
+    let total = header.len() + body.len();
+    let mut written = 0;
+    while written < total {
+        let n = if written < header.len() {
+            let bufs = [IoSlice::new(&header[written..]), IoSlice::new(body)];
+            stream.write_vectored(&bufs).await
+        } else {
+            stream.write(&body[written - header.len()..]).await
+        }
+        .expect("raw write");
+        assert!(n > 0, "raw write returned 0");
+        written += n;
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+/// `BENCH_SIDE=ps` or `BENCH_SIDE=raw` runs one side only (for profiling; the other side reads as 1 s).
+fn side_enabled(side: &str) -> bool {
+    std::env::var("BENCH_SIDE").map_or(true, |s| s == side)
+}
+
+async fn raw_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
+    if !side_enabled("raw") {
+        return 1.0;
+    }
+    match proto {
+        Proto::Quic => raw_quic_run(cert, size, count).await,
+        Proto::Tls => raw_tls_run(cert, size, count).await,
+    }
+}
+
+async fn run() {
+    let started = Instant::now();
+    let cert = self_signed();
+    // BENCH_ONLY=quic or BENCH_ONLY=tls runs one protocol's cases; BENCH_SIZE=1024 one size.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let only_size: Option<usize> = std::env::var("BENCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    println!(
+        "postsocket secure benchmark (loopback, TLS 1.3, ring, length-prefix framing, median of {RUNS} runs{})\n",
+        if raw_combined() {
+            ", raw: combined buffer"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<5} {:<8} {:>7} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8}",
+        "proto",
+        "message",
+        "count",
+        "raw MB/s",
+        "ps MB/s",
+        "raw msgs/s",
+        "ps msgs/s",
+        "ratio",
+        "target"
+    );
+    for case in &CASES {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.eq_ignore_ascii_case(case.proto.name()))
+            || only_size.is_some_and(|n| n != case.size)
+        {
+            continue;
+        }
+        let count = count(case);
+        let mut ps = Vec::new();
+        let mut raw = Vec::new();
+        for i in 0..RUNS {
+            // Alternate which side goes first.
+            if i % 2 == 0 {
+                raw.push(raw_run(case.proto, &cert, case.size, count).await);
+                ps.push(postsocket_run(case.proto, &cert, case.size, count).await);
+            } else {
+                ps.push(postsocket_run(case.proto, &cert, case.size, count).await);
+                raw.push(raw_run(case.proto, &cert, case.size, count).await);
+            }
+        }
+        let (ps, raw) = (median(ps), median(raw));
+        let bytes = (case.size * count) as f64;
+        let ratio = raw / ps; // throughput ratio postsocket/raw
+        println!(
+            "{:<5} {:<8} {:>7} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>7.3}x {:>5}{:.2}x {}",
+            case.proto.name(),
+            case.name,
+            count,
+            bytes / raw / 1e6,
+            bytes / ps / 1e6,
+            count as f64 / raw,
+            count as f64 / ps,
+            ratio,
+            ">=",
+            case.target,
+            verdict(ratio >= case.target)
+        );
+    }
+    println!(
+        "\ntotal benchmark time {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Give closed connections a moment to go away before the runtime shuts down.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
