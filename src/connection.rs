@@ -1107,11 +1107,17 @@ impl Inner {
         };
         let is_stream = inner.caps.data_unit == DataUnit::ByteStream;
         while !w.inflight.is_empty() {
-            // Drop expired Messages that have not started going out.
-            let now = runtime::now();
+            // Drop expired Messages that have not started going out (the
+            // clock is read only when some Message has a lifetime).
+            let now = if w.inflight.iter().any(|q| q.deadline.is_some()) {
+                Some(runtime::now())
+            } else {
+                None
+            };
+            let expired = |d: Option<Instant>| matches!((d, now), (Some(d), Some(n)) if n >= d);
             if w.front_offset == 0 {
                 let front = w.inflight.front_mut().expect("non-empty");
-                if front.deadline.is_some_and(|d| now >= d) {
+                if expired(front.deadline) {
                     let mut f = w.inflight.pop_front().expect("non-empty");
                     f.answer(Err(SendFailureKind::Expired));
                     continue;
@@ -1134,9 +1140,7 @@ impl Inner {
                         Vec::with_capacity(3 * w.inflight.len().min(MAX_IOV));
                     let mut skip = w.front_offset;
                     for q in w.inflight.iter().take(MAX_IOV) {
-                        if (q.datagram || q.deadline.is_some_and(|d| now >= d))
-                            && !slices.is_empty()
-                        {
+                        if (q.datagram || expired(q.deadline)) && !slices.is_empty() {
                             break; // a datagram, or expired: handled at the front next round
                         }
                         for part in [&q.frame.prefix, &q.frame.data, &q.frame.suffix] {

@@ -14,6 +14,19 @@ use std::sync::Arc;
 
 /// Read at most this much per stream read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Slices adding up to at most this much are copied into one quinn write.
+const COALESCE_MAX: usize = 64 * 1024;
+
+type DatagramWait = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Bytes, quinn::ConnectionError>> + Send>,
+>;
+
+/// The receiving half of a stream, and (first stream only) a pending wait
+/// for the connection's next datagram.
+struct RecvSide {
+    stream: quinn::RecvStream,
+    datagram: Option<DatagramWait>,
+}
 
 /// One QUIC stream (a Connection), with its QUIC connection (the group).
 #[derive(Clone)]
@@ -22,7 +35,7 @@ pub(crate) struct QuicTransport {
     /// `None` on a receive-only (unidirectional) stream.
     send: Option<Arc<futures::lock::Mutex<quinn::SendStream>>>,
     /// `None` on a send-only (unidirectional) stream.
-    recv: Option<Arc<futures::lock::Mutex<quinn::RecvStream>>>,
+    recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
     /// The first stream of a connection also receives its datagrams.
     takes_datagrams: bool,
     /// A client keeps its endpoint (socket and driver) alive.
@@ -122,7 +135,12 @@ impl QuicTransport {
         QuicTransport {
             conn,
             send: send.map(|s| Arc::new(futures::lock::Mutex::new(s))),
-            recv: recv.map(|r| Arc::new(futures::lock::Mutex::new(r))),
+            recv: recv.map(|stream| {
+                Arc::new(futures::lock::Mutex::new(RecvSide {
+                    stream,
+                    datagram: None,
+                }))
+            }),
             takes_datagrams,
             _endpoint: endpoint,
             early: false,
@@ -204,15 +222,21 @@ impl QuicTransport {
                 "this QUIC stream is send-only",
             ));
         };
-        let mut recv = recv.lock().await;
-        let stream = recv.read_chunk(READ_CHUNK, true);
+        let mut side = recv.lock().await;
+        let RecvSide { stream, datagram } = &mut *side;
+        let stream = stream.read_chunk(READ_CHUNK, true);
         let chunk = if self.takes_datagrams {
-            let dgram = self.conn.read_datagram();
-            futures::pin_mut!(stream, dgram);
-            match futures::future::select(stream, dgram).await {
+            // One datagram wait lives across reads (re-creating it per read costs a waker each time).
+            let dgram = datagram.get_or_insert_with(|| {
+                let conn = self.conn.clone();
+                Box::pin(async move { conn.read_datagram().await })
+            });
+            futures::pin_mut!(stream);
+            match futures::future::select(stream, dgram.as_mut()).await {
                 futures::future::Either::Left((r, _)) => r,
                 futures::future::Either::Right((d, _)) => {
-                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other)
+                    *datagram = None;
+                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other);
                 }
             }
         } else {
@@ -240,8 +264,19 @@ impl QuicTransport {
             ));
         };
         let mut send = send.lock().await;
-        // quinn copies into its own buffers; write the slices in turn and
-        // report what was taken (the caller resumes at the right offset).
+        // quinn copies into its own buffers, locking the connection and waking
+        // its driver per write: small frames (prefix, body, suffix, and several
+        // Messages) go in one write.
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
+            let mut one = Vec::with_capacity(len);
+            for b in bufs {
+                one.extend_from_slice(b);
+            }
+            return send.write(&one).await.map_err(other);
+        }
+        // Otherwise write the slices in turn and report what was taken (the
+        // caller resumes at the right offset).
         let mut total = 0;
         for b in bufs {
             if b.is_empty() {
@@ -282,7 +317,7 @@ impl QuicTransport {
             let _ = s.reset(0u32.into());
         }
         if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
-            let _ = r.stop(0u32.into());
+            let _ = r.stream.stop(0u32.into());
         }
     }
 
