@@ -372,8 +372,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 local,
                                 path.interface.clone(),
                             );
-                            opts.security = Some(s.security.clone());
-                            opts.server_name = host_of(racer.trace(), &node);
+                            if caps.security != crate::capability::SecurityProtocol::None {
+                                opts.security = Some(s.security.clone());
+                                opts.server_name = host_of(racer.trace(), &node);
+                            }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();
                             reconnects.insert(
