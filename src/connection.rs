@@ -55,6 +55,8 @@ pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
 
 /// Most frames handed to one vectored write.
 const MAX_IOV: usize = 512;
+/// Slices of one vectored write kept on the stack before spilling to the heap.
+const STACK_IOV: usize = 24;
 
 /// `Sent<messageContext>`: the Message was handed to the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +123,8 @@ struct Queued {
 impl Queued {
     fn answer(&mut self, r: Result<(), SendFailureKind>) {
         if let Some(tx) = self.reply.take() {
-            let context = self.context.clone();
+            // Each Queued is answered once: hand its context back without a copy.
+            let context = std::mem::take(&mut self.context);
             let _ = tx.send(match r {
                 Ok(()) => Ok(Sent {
                     context,
@@ -1136,11 +1139,15 @@ impl Inner {
             }
             if is_stream {
                 let res = {
-                    let mut slices: Vec<IoSlice<'_>> =
-                        Vec::with_capacity(3 * w.inflight.len().min(MAX_IOV));
+                    // Up to STACK_IOV slices live on the stack (the usual case:
+                    // a few Messages); more spill into a Vec.
+                    let mut on_stack = [IoSlice::new(&[]); STACK_IOV];
+                    let mut used = 0;
+                    let mut spilled: Vec<IoSlice<'_>> = Vec::new();
                     let mut skip = w.front_offset;
+                    let mut any = false;
                     for q in w.inflight.iter().take(MAX_IOV) {
-                        if (q.datagram || expired(q.deadline)) && !slices.is_empty() {
+                        if (q.datagram || expired(q.deadline)) && any {
                             break; // a datagram, or expired: handled at the front next round
                         }
                         for part in [&q.frame.prefix, &q.frame.data, &q.frame.suffix] {
@@ -1148,14 +1155,29 @@ impl Inner {
                                 skip -= part.len();
                                 continue;
                             }
-                            slices.push(IoSlice::new(&part[skip..]));
+                            let slice = IoSlice::new(&part[skip..]);
+                            if used < STACK_IOV {
+                                on_stack[used] = slice;
+                                used += 1;
+                            } else {
+                                if spilled.is_empty() {
+                                    spilled.extend_from_slice(&on_stack);
+                                }
+                                spilled.push(slice);
+                            }
+                            any = true;
                             skip = 0;
                         }
                     }
+                    let slices: &[IoSlice<'_>] = if spilled.is_empty() {
+                        &on_stack[..used]
+                    } else {
+                        &spilled
+                    };
                     if slices.is_empty() {
                         Ok(0)
                     } else {
-                        transport.write_vectored(&slices).await
+                        transport.write_vectored(slices).await
                     }
                 };
                 match res {
