@@ -228,8 +228,8 @@ pub(crate) struct Inner {
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
     trace: RacingTrace,
-    remote: RemoteEndpoint,
-    local: Option<LocalEndpoint>,
+    remote: Arc<RemoteEndpoint>,
+    local: Option<Arc<LocalEndpoint>>,
     /// Read from the socket on first use (or at close), not on the way to Ready.
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
@@ -324,8 +324,8 @@ impl Connection {
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
             trace: p.trace,
-            remote: p.remote,
-            local: p.local,
+            remote: Arc::new(p.remote),
+            local: p.local.map(Arc::new),
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
@@ -372,7 +372,7 @@ impl Connection {
 
     /// The LocalEndpoint it was made from, if one was given.
     pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
-        self.inner.local.as_ref()
+        self.inner.local.as_deref()
     }
 
     /// `connState` (§8.1.11.1).
@@ -871,10 +871,11 @@ impl Connection {
                 }
             }
         }
-        let work = async {
+        // The waiting path lives on the heap, keeping the receive future small.
+        let work = Box::pin(async {
             let mut st = inner.recv.lock().await;
             inner.receive_locked(&mut st, min, max).await
-        };
+        });
         futures::select_biased! {
             _ = stop.fuse() => Err(inner.stopped_error()),
             r = work.fuse() => r,
@@ -1001,9 +1002,9 @@ impl Connection {
                 leftover: Vec::new(),
                 props,
                 trace: RacingTrace::new(),
-                remote: inner.remote.clone(),
+                remote: (*inner.remote).clone(),
                 remote_addr: inner.remote_addr,
-                local: inner.local.clone(),
+                local: inner.local.as_deref().cloned(),
                 reconnect: Some(reconnect),
                 early_sent: false,
                 peer_early_data: false,
@@ -1014,8 +1015,8 @@ impl Connection {
             &reconnect,
             props,
             framers,
-            inner.remote.clone(),
-            inner.local.clone(),
+            (*inner.remote).clone(),
+            inner.local.as_deref().cloned(),
         )
         .await?;
         let conn = Connection::from_parts(parts, Some(inner.group.clone()));
@@ -1072,7 +1073,9 @@ impl Inner {
                 let mut w = inner.writer.lock().await;
                 Inner::flush(inner, &mut w).await;
             };
-            let mut flush = std::pin::pin!(flush);
+            // On the heap: the flush state is large, and a send future that
+            // held it inline would be copied whole each time it moves.
+            let mut flush = Box::pin(flush);
             // Fast path: the writer was free and the socket took the bytes.
             if futures::poll!(flush.as_mut()).is_ready() {
                 continue;

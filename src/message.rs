@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::properties::{MessageProperties, PropertyValue};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -19,8 +20,10 @@ pub struct MessageContext {
     /// The Message Properties (§9.1.3).
     pub properties: MessageProperties,
     explicit: Vec<String>,
-    remote: Option<RemoteEndpoint>,
-    local: Option<LocalEndpoint>,
+    // Shared with the Connection: a received Message carries its endpoints
+    // without copying them (contexts move a lot on the data path).
+    remote: Option<Arc<RemoteEndpoint>>,
+    local: Option<Arc<LocalEndpoint>>,
     early_data: bool,
     final_: bool,
     framer_metadata: BTreeMap<(String, String), String>,
@@ -85,12 +88,12 @@ impl MessageContext {
 
     /// `GetRemoteEndpoint()`: who sent a received Message.
     pub fn remote_endpoint(&self) -> Option<&RemoteEndpoint> {
-        self.remote.as_ref()
+        self.remote.as_deref()
     }
 
     /// `GetLocalEndpoint()`: where a received Message arrived.
     pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
-        self.local.as_ref()
+        self.local.as_deref()
     }
 
     /// Receive metadata: whether the Message arrived as 0-RTT early data (§9.3.3).
@@ -104,8 +107,8 @@ impl MessageContext {
     }
 
     pub(crate) fn received(
-        remote: Option<RemoteEndpoint>,
-        local: Option<LocalEndpoint>,
+        remote: Option<Arc<RemoteEndpoint>>,
+        local: Option<Arc<LocalEndpoint>>,
         final_: bool,
     ) -> Self {
         let mut c = MessageContext::new();
