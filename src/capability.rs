@@ -16,8 +16,10 @@ pub enum StackId {
     Tls,
     /// QUIC.
     Quic,
-    /// WebSocket.
+    /// WebSocket (`ws://`, plaintext).
     Ws,
+    /// WebSocket over TLS (`wss://`).
+    Wss,
     /// WebTransport.
     Wt,
     /// WebRTC data channel.
@@ -26,12 +28,13 @@ pub enum StackId {
 
 impl StackId {
     /// Every stack, in no particular order.
-    pub const ALL: [StackId; 7] = [
+    pub const ALL: [StackId; 8] = [
         StackId::Tcp,
         StackId::Udp,
         StackId::Tls,
         StackId::Quic,
         StackId::Ws,
+        StackId::Wss,
         StackId::Wt,
         StackId::Webrtc,
     ];
@@ -44,6 +47,7 @@ impl StackId {
             StackId::Tls => "tls",
             StackId::Quic => "quic",
             StackId::Ws => "ws",
+            StackId::Wss => "wss",
             StackId::Wt => "wt",
             StackId::Webrtc => "webrtc",
         }
@@ -56,7 +60,7 @@ impl StackId {
             .find(|s| s.as_str().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 crate::Error::invalid_configuration(format!(
-                    "unknown protocol stack `{name}`; known: tcp, udp, tls, quic, ws, wt, webrtc"
+                    "unknown protocol stack `{name}`; known: tcp, udp, tls, quic, ws, wss, wt, webrtc"
                 ))
             })
     }
@@ -226,5 +230,34 @@ impl Capabilities {
         unidirectional: Support::Optional,
         security: SecurityProtocol::Tls,
         max_message_len: None,
+    };
+
+    /// WebSocket (RFC 6455) over plain TCP, `ws://`: Messages keep their
+    /// boundaries, reliable and ordered; Clone is a new socket in the group.
+    pub const WS: Capabilities = Capabilities {
+        stack: StackId::Ws,
+        data_unit: DataUnit::Message,
+        reliability: Support::Always,
+        preserve_msg_boundaries: Support::Always,
+        per_msg_reliability: Support::Never,
+        preserve_order: Support::Always,
+        zero_rtt_msg: Support::Never,
+        multistreaming: Support::Never,
+        full_checksum_send: Support::Always,
+        full_checksum_recv: Support::Always,
+        congestion_control: Support::Always,
+        keep_alive: Support::Optional,
+        soft_error_notify: Support::Never,
+        active_read_before_send: Support::Optional,
+        unidirectional: Support::Never,
+        security: SecurityProtocol::None,
+        max_message_len: None,
+    };
+
+    /// WebSocket over TLS, `wss://`: as [`Capabilities::WS`], with TLS.
+    pub const WSS: Capabilities = Capabilities {
+        stack: StackId::Wss,
+        security: SecurityProtocol::Tls,
+        ..Capabilities::WS
     };
 }

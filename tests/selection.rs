@@ -182,3 +182,19 @@ async fn bad_attempt_delay_fails_before_network() {
         ErrorReason::InvalidConfiguration
     );
 }
+
+#[test]
+fn protocol_specific_options_are_namespaced() {
+    let mut p = TransportProperties::new();
+    p.set("ws.path", "/echo").unwrap();
+    assert_eq!(p.protocol_option("ws.path"), Some("/echo"));
+    assert_eq!(p.protocol_option("wt.path"), None);
+    let e = p.set("ws.colour", "blue").unwrap_err();
+    assert!(e.message.contains("ws.path"), "{e}");
+    let e = p.set("wt.path", "relative").unwrap_err();
+    assert!(e.message.contains("absolute"), "{e}");
+    // tcp.* are Connection Properties.
+    p.set("tcp.userTimeoutEnabled", true).unwrap();
+    assert!(p.connection.tcp.user_timeout_enabled);
+    assert_eq!(StackId::parse("WSS").unwrap(), StackId::Wss);
+}

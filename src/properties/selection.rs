@@ -167,6 +167,9 @@ pub struct TransportProperties {
     pub connection: ConnectionProperties,
     /// Default Message Properties of every Message sent (§9.1.3).
     pub message_defaults: MessageProperties,
+    /// Protocol-specific options in the protocol's namespace (RFC 9622 §4.1,
+    /// §6.1.3), e.g. `ws.path`; see [`PROTOCOL_OPTIONS`](Self::PROTOCOL_OPTIONS).
+    pub protocol_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for TransportProperties {
@@ -181,11 +184,24 @@ impl Default for TransportProperties {
             direction: Direction::Bidirectional,
             connection: ConnectionProperties::default(),
             message_defaults: MessageProperties::default(),
+            protocol_options: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl TransportProperties {
+    /// The protocol-specific options postsocket knows, by namespaced name:
+    /// the HTTP path of a WebSocket (`ws.path`, `wss.path`, default `/`) and
+    /// of a WebTransport session (`wt.path`, default `/`).
+    pub const PROTOCOL_OPTIONS: [&'static str; 3] = ["ws.path", "wss.path", "wt.path"];
+
+    /// A protocol-specific option (`protocol_option("ws.path")`), if set.
+    pub fn protocol_option(&self, name: &str) -> Option<&str> {
+        self.protocol_options
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
     /// `NewTransportProperties()`: every property at its RFC default.
     pub fn new() -> Self {
         Self::default()
@@ -299,6 +315,27 @@ impl TransportProperties {
             };
             self.set_preference(p, pref);
             return Ok(());
+        }
+        if let Some((ns, _)) = name.split_once('.') {
+            if !ns.eq_ignore_ascii_case("tcp") {
+                let key = name.to_ascii_lowercase();
+                if !Self::PROTOCOL_OPTIONS.contains(&key.as_str()) {
+                    return Err(Error::invalid_configuration(format!(
+                        "unknown protocol-specific property `{name}`; known: tcp.userTimeoutValue, tcp.userTimeoutEnabled, tcp.userTimeoutChangeable, {}",
+                        Self::PROTOCOL_OPTIONS.join(", ")
+                    )));
+                }
+                let PropertyValue::Text(v) = value else {
+                    return Err(wrong_type(name, "text", &value));
+                };
+                if key.ends_with(".path") && !v.starts_with('/') {
+                    return Err(Error::invalid_configuration(format!(
+                        "`{name}` must be an absolute path starting with `/`, not `{v}`"
+                    )));
+                }
+                self.protocol_options.insert(key, v);
+                return Ok(());
+            }
         }
         match norm(name).as_str() {
             "interface" | "pvd" => {
