@@ -19,6 +19,9 @@ pub struct Listener {
     snap: Snapshot,
     limit: Mutex<Option<u64>>,
     stopped: Mutex<bool>,
+    /// Fired by `stop`, so a pending `accept` ends at once.
+    stop_tx: Mutex<Option<futures::channel::oneshot::Sender<()>>>,
+    stop_rx: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
     local: SocketAddr,
     groups: Mutex<std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>>,
 }
@@ -104,11 +107,14 @@ impl Listener {
                 )
             })?;
         let local = backend.local_addr();
+        let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
         Ok(Listener {
             backend: futures::lock::Mutex::new(backend),
             snap: Snapshot { props, ..snap },
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx: futures::FutureExt::shared(stop_rx),
             local,
             groups: Mutex::new(std::collections::HashMap::new()),
         })
@@ -130,6 +136,9 @@ impl Listener {
     /// `Stopped`; Connections already received are unaffected.
     pub fn stop(&self) {
         *self.stopped.lock().unwrap() = true;
+        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
         if let Some(mut b) = self.backend.try_lock() {
             b.stop();
         }
@@ -143,7 +152,17 @@ impl Listener {
                 self.backend.lock().await.stop();
                 return ListenerEvent::Stopped;
             }
-            let item = self.backend.lock().await.accept().await;
+            let item = {
+                let mut backend = self.backend.lock().await;
+                let stop = self.stop_rx.clone();
+                futures::select_biased! {
+                    _ = futures::FutureExt::fuse(stop) => {
+                        backend.stop();
+                        return ListenerEvent::Stopped;
+                    }
+                    item = futures::FutureExt::fuse(backend.accept()) => item,
+                }
+            };
             let incoming = match item {
                 None => return ListenerEvent::Stopped,
                 Some(Err(e)) => {

@@ -424,3 +424,18 @@ async fn read_only_properties_report_true_values() {
         postsocket::PropertyValue::Text("Closed".into())
     );
 }
+
+#[tokio::test]
+async fn stop_ends_a_pending_accept() {
+    let (l, _addr) = length_listener().await;
+    let l = std::sync::Arc::new(l);
+    let l2 = l.clone();
+    let pending = tokio::spawn(async move { l2.next_event().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    l.stop();
+    let ev = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .expect("Stopped arrives at once")
+        .unwrap();
+    assert!(matches!(ev, postsocket::ListenerEvent::Stopped));
+}
