@@ -17,7 +17,6 @@ use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,6 +277,27 @@ type AttemptResult = (
     >,
 );
 
+/// Values per racing node, in a small Vec (a race has few leaves).
+struct NodeMap<T>(Vec<(String, T)>);
+
+impl<T> Default for NodeMap<T> {
+    fn default() -> Self {
+        NodeMap(Vec::new())
+    }
+}
+
+impl<T> NodeMap<T> {
+    fn insert(&mut self, node: String, value: T) {
+        self.remove(&node);
+        self.0.push((node, value));
+    }
+
+    fn remove(&mut self, node: &str) -> Option<T> {
+        let i = self.0.iter().position(|(n, _)| n == node)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
 /// Gather, select and race; return the winner's parts or an EstablishmentError
 /// that lists every candidate's failure.
 pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result<Parts, Error> {
@@ -326,7 +346,12 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     if paths.is_empty() {
         paths.push(PathSpec::default());
     }
-    let caps_of: HashMap<StackId, Capabilities> = chosen.iter().map(|c| (c.stack, *c)).collect();
+    let caps_of = |stack: StackId| -> Capabilities {
+        *chosen
+            .iter()
+            .find(|c| c.stack == stack)
+            .expect("the engine races chosen stacks")
+    };
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
     let mut racer = Racer::new(
@@ -338,9 +363,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     );
     let mut resolves: FuturesUnordered<BoxFuture<'static, ResolveResult>> = FuturesUnordered::new();
     let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
-    let mut handles: HashMap<String, AbortHandle> = HashMap::new();
-    let mut done: HashMap<String, (Transport, FramerStack, Vec<u8>, Reconnect)> = HashMap::new();
-    let mut reconnects: HashMap<String, Reconnect> = HashMap::new();
+    // A race has a handful of leaves: small keyed Vecs beat hash maps here.
+    let mut handles: NodeMap<AbortHandle> = NodeMap::default();
+    let mut done: NodeMap<(Transport, FramerStack, Vec<u8>, Reconnect)> = NodeMap::default();
+    let mut reconnects: NodeMap<Reconnect> = NodeMap::default();
     loop {
         while let Some(action) = racer.poll_action() {
             match action {
@@ -359,7 +385,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     stack,
                     remote,
                 } => {
-                    let caps = caps_of[&stack];
+                    let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
                     handles.insert(node.clone(), abort);
@@ -408,7 +434,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     emitter.flush(racer.trace());
                     let (transport, framers, leftover, reconnect) =
                         done.remove(&node).expect("the winner connected");
-                    for (_, h) in handles.drain() {
+                    for (_, h) in handles.0.drain(..) {
                         h.abort();
                     }
                     let remote = s.remotes.first().cloned().unwrap_or_default();

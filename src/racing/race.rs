@@ -642,11 +642,16 @@ impl Racer {
 
     /// Every node in depth-first tree order.
     fn dfs(&self) -> Vec<usize> {
-        let mut out = Vec::with_capacity(self.nodes.len());
-        let mut stack: Vec<usize> = self.roots.iter().rev().copied().collect();
-        while let Some(n) = stack.pop() {
+        fn visit(nodes: &[Node], n: usize, out: &mut Vec<usize>) {
             out.push(n);
-            stack.extend(self.nodes[n].children.iter().rev());
+            for &c in &nodes[n].children {
+                visit(nodes, c, out);
+            }
+        }
+        // One allocation; the tree is a few levels deep.
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for &r in &self.roots {
+            visit(&self.nodes, r, &mut out);
         }
         out
     }
