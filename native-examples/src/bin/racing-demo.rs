@@ -7,6 +7,11 @@
 //! Scenario 2: `[::1]:P` refuses (no listener). The IPv6 attempt fails at once
 //! and IPv4 starts immediately, without waiting for the attempt delay.
 //!
+//! Scenario 3: protocol racing. One server port P offers TLS over TCP while
+//! its UDP port P never answers (QUIC blackholed). With secure defaults
+//! postsocket races QUIC first, starts TLS one attempt delay later, TLS wins
+//! and the QUIC attempt is cancelled.
+//!
 //! Each scenario prints the racing trace as a timeline, sends a message and
 //! prints the echo and its round-trip time. Exit code 0 when all went as expected.
 
@@ -58,6 +63,92 @@ async fn run() -> Result<(), String> {
             v4_only().await?;
         }
     }
+    quic_blackholed_tls_wins().await?;
+    Ok(())
+}
+
+/// Scenario 3: QUIC (UDP) blackholed, TLS over TCP on the same port number serving echo.
+async fn quic_blackholed_tls_wins() -> Result<(), String> {
+    use postsocket::framer::LengthPrefixFramer;
+    use postsocket::security::{certificate_sha256, Identity};
+    use postsocket::LocalEndpoint;
+    println!("\n== Scenario 3: QUIC blackholed (UDP never answers), TLS over TCP on the same port serves echo ==");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let mut server_sec = SecurityParameters::new();
+    server_sec.server_certificate =
+        vec![Identity::from_pem(&cert, &key).map_err(|e| e.to_string())?];
+    // A TLS Listener on port P, and a UDP socket on P that never reads (the blackhole).
+    let mut tries = 0;
+    let (listener, _udp) = loop {
+        let local = LocalEndpoint::new()
+            .with_socket_addr(SocketAddr::new(V4, 0))
+            .map_err(|e| e.to_string())?;
+        let mut pre = Preconnection::new(
+            vec![local],
+            vec![],
+            TransportProperties::new(),
+            server_sec.clone(),
+        );
+        pre.add_framer(LengthPrefixFramer::new());
+        pre.set_protocols(vec![StackId::Tls]);
+        let l = pre.listen().await.map_err(|e| format!("listen: {e}"))?;
+        match std::net::UdpSocket::bind(l.local_addr()) {
+            Ok(u) => break (l, u),
+            Err(_) if tries < 10 => tries += 1,
+            Err(e) => return Err(format!("no port free for both TCP and UDP: {e}")),
+        }
+    };
+    let addr = listener.local_addr();
+    println!(
+        "TLS server on tcp {addr}, udp {addr} blackholed; the client pins the server's certificate"
+    );
+    tokio::spawn(async move {
+        while let Ok(c) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Ok(m) = c.receive().await {
+                    if c.send(m.into_data(), None, true).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert).map_err(|e| e.to_string())?];
+    let remote = RemoteEndpoint::new()
+        .with_socket_addr(addr)
+        .map_err(|e| e.to_string())?;
+    let mut pre = Preconnection::new(vec![], vec![remote], TransportProperties::new(), sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre.set_connection_attempt_delay(ATTEMPT_DELAY);
+    let started = Instant::now();
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("initiate failed: {e}"))?;
+    let ready_ms = started.elapsed().as_secs_f64() * 1e3;
+    print!("{}", conn.trace().timeline());
+    println!("Ready after {ready_ms:.1} ms over {}", conn.stack());
+    conn.send_message("hello over TLS")
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
+    let echo = conn
+        .receive()
+        .await
+        .map_err(|e| format!("receive failed: {e}"))?;
+    println!(
+        "sent \"hello over TLS\", echo {:?}",
+        String::from_utf8_lossy(echo.data())
+    );
+    conn.close()
+        .await
+        .map_err(|e| format!("close failed: {e}"))?;
+    if conn.stack() != StackId::Tls {
+        return Err(format!("expected TLS to win, got {}", conn.stack()));
+    }
+    println!("=> QUIC was tried first and hung; TLS started one attempt delay later and won");
     Ok(())
 }
 
