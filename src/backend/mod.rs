@@ -64,4 +64,7 @@ pub(crate) struct SocketOptions {
     pub(crate) early_data: Option<std::sync::Arc<[u8]>>,
     /// `direction` (RFC 9622 §6.2.16): QUIC opens a unidirectional stream for it.
     pub(crate) direction: crate::properties::Direction,
+    /// Protocol-specific options (RFC 9622 §4.1), e.g. `ws.path`: the
+    /// Preconnection's `TransportProperties::protocol_options`.
+    pub(crate) protocol_options: std::collections::BTreeMap<String, String>,
 }
