@@ -34,7 +34,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -195,7 +196,7 @@ impl WsTransport {
                     let why = match frame {
                         Some(f) if f.reason.is_empty() => format!(" (code {})", f.code),
                         Some(f) => format!(" (code {}: {})", f.code, f.reason),
-                        None => String::new(),
+                        None => " (no close code)".to_string(),
                     };
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -230,6 +231,11 @@ impl WsTransport {
         })?;
         handle.spawn(async move {
             let mut wr = inner.wr.lock().await;
+            let normal = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            let _ = wr.send(Message::Close(Some(normal))).await;
             let _ = wr.close().await;
             let _ = inner.sock.shutdown(std::net::Shutdown::Write);
         });
