@@ -279,6 +279,7 @@ async fn interop_postsocket_client_with_a_tungstenite_server() {
     let (path_tx, mut path_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // tungstenite's error type
         let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
             let _ = path_tx.send(req.uri().path().to_string());
             Ok(resp)

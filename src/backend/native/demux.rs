@@ -138,7 +138,8 @@ async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::
             return Ok(FirstBytes::Tls);
         }
         let maybe_tls = n < 2 && buf[0] == 0x16;
-        if !maybe_tls && !(want_get && partial_get(&buf[..n])) {
+        let maybe_get = want_get && partial_get(&buf[..n]);
+        if !(maybe_tls || maybe_get) {
             return Ok(FirstBytes::Other(buf[..n].to_vec()));
         }
         // Only the first bytes of what may be a TLS record (or a GET): peek again shortly

@@ -306,6 +306,8 @@ impl WsServer {
         let asked: Arc<Mutex<Option<String>>> = Arc::default();
         let want = self.path.clone();
         let seen = asked.clone();
+        // The error type is tungstenite's (an HTTP response).
+        #[allow(clippy::result_large_err)]
         let callback = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             let p = req.uri().path().to_string();
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
