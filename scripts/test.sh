@@ -108,6 +108,9 @@ tapscat_echo tcp
 step "smoke test: the same over UDP (tapscat --protocol udp)"
 tapscat_echo udp --protocol udp
 
+step "smoke test: the same over WebSocket (tapscat --protocol ws --ws-path /echo)"
+tapscat_echo ws --protocol ws --ws-path /echo
+
 step "smoke test: tapscat --protocol tls --self-signed listener; clients trust it by pin, then by --ca"
 timeout 60 "$BIN/tapscat" --listen --echo --protocol tls --self-signed 127.0.0.1 0 2>"$TMP/tls.err" &
 PIDS+=("$!")

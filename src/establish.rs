@@ -75,6 +75,7 @@ pub(crate) fn socket_options(
         server_name: None,
         early_data: None,
         direction: props.direction,
+        protocol_options: props.protocol_options.clone(),
     }
 }
 

@@ -16,7 +16,18 @@ cfg_if::cfg_if! {
     }
 }
 
-use crate::capability::Capabilities;
+use crate::capability::{Capabilities, StackId};
+
+/// Stacks raced or listened on only when the application names them
+/// (`Preconnection::set_protocols`), see `racing::selection::select`.
+/// Natively: WebSocket, since a ws attempt sends an HTTP upgrade to whatever
+/// listens on the port and would race a second TCP connection against TCP
+/// and TLS by default. In the browser WebSocket is a default stack.
+#[cfg(web)]
+pub(crate) const OPT_IN: &[StackId] = &[];
+/// See the browser's definition.
+#[cfg(not(web))]
+pub(crate) const OPT_IN: &[StackId] = &[StackId::Ws, StackId::Wss];
 use std::net::SocketAddr;
 
 /// What a read returned.
@@ -64,4 +75,7 @@ pub(crate) struct SocketOptions {
     pub(crate) early_data: Option<std::sync::Arc<[u8]>>,
     /// `direction` (RFC 9622 §6.2.16): QUIC opens a unidirectional stream for it.
     pub(crate) direction: crate::properties::Direction,
+    /// Protocol-specific options (RFC 9622 §4.1), e.g. `ws.path`: the
+    /// Preconnection's `TransportProperties::protocol_options`.
+    pub(crate) protocol_options: std::collections::BTreeMap<String, String>,
 }

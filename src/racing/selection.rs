@@ -103,6 +103,11 @@ fn score(
 /// Contradictory properties fail with InvalidConfiguration and unsatisfiable
 /// ones with NoCandidates, listing why each stack was excluded — all before
 /// any network activity.
+///
+/// Opt-in stacks (natively: ws and wss, whose attempt sends an HTTP request
+/// to whatever listens on the port, and which would otherwise race a second
+/// TCP connection against every plaintext or TLS candidate) are candidates
+/// only when `allowed` (`Preconnection::set_protocols`) names them.
 pub fn select(
     registry: &[Capabilities],
     props: &TransportProperties,
@@ -118,6 +123,8 @@ pub fn select(
             if !allowed.contains(&caps.stack) {
                 continue;
             }
+        } else if crate::backend::OPT_IN.contains(&caps.stack) {
+            continue;
         }
         let c = effective(caps, has_framer);
         match rejection(&c, props, security) {

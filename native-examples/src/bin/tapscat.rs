@@ -26,6 +26,12 @@
 //! `--ca`, `--alpn`, `--server-name`, `--require-client-cert`): then security
 //! is required and only the secure stacks race, QUIC first, then TLS over
 //! TCP; a listener listens on both.
+//!
+//! WebSocket: `--protocol ws` (plaintext) and `--protocol wss` (secure, same
+//! flags as tls) carry each line as one WebSocket message (no framer needed:
+//! WebSocket keeps boundaries); `--ws-path PATH` is the HTTP path (default
+//! `/`; a listener with it set answers other paths with 404). One listener
+//! may serve tcp and ws (or tls and wss) on the same port.
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
@@ -73,10 +79,15 @@ struct Args {
     #[arg(short, long, requires = "listen")]
     echo: bool,
 
-    /// Restrict the protocol stacks to race or listen on (repeatable): tcp, udp, tls, quic.
-    /// tls and quic are secure; without --protocol, security options select both.
+    /// Restrict the protocol stacks to race or listen on (repeatable): tcp, udp, tls, quic, ws, wss.
+    /// tls, quic and wss are secure; without --protocol, security options select quic and tls.
     #[arg(short, long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
+
+    /// The HTTP path of a WebSocket (ws, wss): the client's request path; a
+    /// listener serves only this path (default: `/` for clients, any for listeners).
+    #[arg(long, value_name = "PATH")]
+    ws_path: Option<String>,
 
     /// Require a selection property (RFC 9622 name, e.g. preserveMsgBoundaries; repeatable).
     #[arg(long, value_name = "PROPERTY")]
@@ -194,6 +205,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Stacks that keep message boundaries without a framer (and whose final
+/// Message does not end the stream).
+fn is_message_stack(s: StackId) -> bool {
+    matches!(s, StackId::Udp | StackId::Ws | StackId::Wss)
+}
+
 async fn run(args: Args) -> Result<(), Failure> {
     let stacks = args
         .protocols
@@ -202,7 +219,8 @@ async fn run(args: Args) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::other)?;
     let only_udp = !stacks.is_empty() && stacks.iter().all(|s| *s == StackId::Udp);
-    let framer = args.framer.unwrap_or(if only_udp {
+    let only_messages = !stacks.is_empty() && stacks.iter().all(|s| is_message_stack(*s));
+    let framer = args.framer.unwrap_or(if only_messages {
         FramerKind::None
     } else {
         FramerKind::Line
@@ -223,6 +241,11 @@ async fn run(args: Args) -> Result<(), Failure> {
         for name in names {
             props.set(name, pref).map_err(Failure::other)?;
         }
+    }
+    if let Some(path) = &args.ws_path {
+        props
+            .set("ws.path", path.as_str())
+            .map_err(Failure::other)?;
     }
 
     let trace_sink: Option<TraceSink> = match args.trace.as_deref() {
@@ -314,13 +337,13 @@ fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParame
         || args.require_client_cert;
     let secure_stack = stacks
         .iter()
-        .any(|s| matches!(s, StackId::Tls | StackId::Quic));
+        .any(|s| matches!(s, StackId::Tls | StackId::Quic | StackId::Wss));
     if !secure_stack && !tls_options {
         return Ok(SecurityParameters::disabled());
     }
     if !stacks.is_empty() && !secure_stack {
         return Err(Failure::other(
-            "security options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls or --protocol quic (or no --protocol)",
+            "security options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls, quic or wss (or no --protocol)",
         ));
     }
     let mut sec = SecurityParameters::new();
@@ -433,7 +456,7 @@ async fn connect(
     }
     .map_err(Failure::establishment)?;
     // Datagram stacks keep message boundaries even without a framer.
-    let is_stream = conn.stack() != StackId::Udp;
+    let is_stream = !is_message_stack(conn.stack());
     let raw_bytes = raw_bytes && is_stream;
     let last_activity = Mutex::new(Instant::now());
 
@@ -550,7 +573,7 @@ async fn send_stdin(
                 return match pending.take() {
                     Some(last) => {
                         send(last, true).await?;
-                        Ok(conn.stack() != StackId::Udp)
+                        Ok(!is_message_stack(conn.stack()))
                     }
                     None => Ok(false),
                 };
@@ -580,7 +603,7 @@ async fn listen(pre: Preconnection, echo: bool, raw_bytes: bool) -> Result<(), F
             .accept()
             .await
             .map_err(|e| Failure::other(format!("accept failed: {e}")))?;
-        let raw_bytes = raw_bytes && conn.stack() != StackId::Udp;
+        let raw_bytes = raw_bytes && !is_message_stack(conn.stack());
         tokio::spawn(async move {
             if echo {
                 echo_loop(conn).await;

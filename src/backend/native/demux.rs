@@ -52,6 +52,7 @@
 //! flows inherit its options, notably the don't-fragment bit: a UDP Message
 //! larger than the path MTU fails instead of being fragmented.
 
+use super::ws::{Prefixed, WsServer};
 use super::{quic, tcp, tls, udp, Transport};
 use crate::backend::{Incoming, SocketOptions};
 use crate::capability::Capabilities;
@@ -68,7 +69,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// With plain TCP allowed: how long a silent peer may wait before it is
@@ -106,8 +107,17 @@ fn looks_like_tls(b: &[u8]) -> bool {
     b.len() >= 2 && b[0] == 0x16 && b[1] == 0x03
 }
 
-/// Peek (consuming nothing) at the first bytes of `stream`, waiting up to `wait`.
-async fn first_bytes(stream: &TcpStream, wait: Duration) -> io::Result<FirstBytes> {
+/// The request line of a WebSocket upgrade starts with this.
+const HTTP_GET: &[u8] = b"GET ";
+
+/// Whether `b` may still become the start of [`HTTP_GET`] (more bytes needed).
+fn partial_get(b: &[u8]) -> bool {
+    b.len() < HTTP_GET.len() && HTTP_GET.starts_with(b)
+}
+
+/// Peek (consuming nothing) at the first bytes of `stream`, waiting up to
+/// `wait`; with `want_get`, for enough bytes to tell an HTTP `GET `.
+async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::Result<FirstBytes> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; 8];
     let mut seen = 0;
@@ -127,10 +137,12 @@ async fn first_bytes(stream: &TcpStream, wait: Duration) -> io::Result<FirstByte
         if looks_like_tls(&buf[..n]) {
             return Ok(FirstBytes::Tls);
         }
-        if n >= 2 || buf[0] != 0x16 {
+        let maybe_tls = n < 2 && buf[0] == 0x16;
+        let maybe_get = want_get && partial_get(&buf[..n]);
+        if !(maybe_tls || maybe_get) {
             return Ok(FirstBytes::Other(buf[..n].to_vec()));
         }
-        // Only the first byte of what may be a TLS record: peek again shortly
+        // Only the first bytes of what may be a TLS record (or a GET): peek again shortly
         // (peek returns at once while data is pending, so do not spin).
         seen = n;
         tokio::time::sleep_until(
@@ -156,64 +168,161 @@ fn plain_tcp(stream: TcpStream, remote: SocketAddr) -> Incoming {
     }
 }
 
+/// The stacks a Listener's TCP port serves (at least one).
+#[derive(Clone)]
+pub(crate) struct StreamPort {
+    /// The TLS server side, for `tls` and `wss`.
+    pub(crate) acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS stack (TLS over TCP carrying the Connection's bytes).
+    pub(crate) tls: bool,
+    /// Plain TCP.
+    pub(crate) plain: bool,
+    /// WebSocket over TCP (`ws`).
+    pub(crate) ws: Option<WsServer>,
+    /// WebSocket over TLS (`wss`).
+    pub(crate) wss: Option<WsServer>,
+}
+
+impl StreamPort {
+    /// What a peer must start with, in words.
+    fn expected(&self) -> &'static str {
+        match (self.acceptor.is_some(), self.ws.is_some()) {
+            (true, true) => "a TLS handshake or a WebSocket upgrade (HTTP GET)",
+            (true, false) => "a TLS handshake",
+            _ => "a WebSocket upgrade (HTTP GET)",
+        }
+    }
+}
+
 /// Refuse a peer: reset the connection, and say why, naming it.
-fn refuse(stream: TcpStream, remote: SocketAddr, why: String) -> io::Error {
+fn refuse(stream: TcpStream, remote: SocketAddr, why: String, port: &StreamPort) -> io::Error {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
+    let hint = if port.ws.is_some() {
+        "this Listener accepts no plain TCP (its SecurityParameters or properties exclude it)"
+    } else {
+        "this Listener requires TLS (its SecurityParameters allow no plaintext: use opportunistic() or disabled() to accept plain TCP as well)"
+    };
     io::Error::new(
         io::ErrorKind::PermissionDenied,
-        format!(
-            "refused {remote}: {why}; this Listener requires TLS (its SecurityParameters allow no plaintext: use opportunistic() or disabled() to accept plain TCP as well)"
-        ),
+        format!("refused {remote}: {why}; {hint}"),
     )
 }
 
-/// Serve one accepted connection of the TCP port: TLS, or plain TCP if `plain`.
+/// Serve one accepted connection of the TCP port (see the module docs).
 async fn accept_stream(
     stream: TcpStream,
     remote: SocketAddr,
-    tls: tokio_rustls::TlsAcceptor,
-    plain: bool,
+    port: StreamPort,
 ) -> io::Result<Incoming> {
-    let wait = if plain {
+    let wait = if port.plain {
         PLAIN_TCP_GRACE
     } else {
         TLS_FIRST_BYTES_TIMEOUT
     };
-    let first = first_bytes(&stream, wait)
+    let first = first_bytes(&stream, wait, port.ws.is_some())
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("reading from {remote}: {e}")))?;
-    match first {
-        FirstBytes::Tls => tls::accept(tls, stream, remote).await,
-        _ if plain => Ok(plain_tcp(stream, remote)),
-        FirstBytes::Other(b) => Err(refuse(
+    match (first, &port.acceptor) {
+        (FirstBytes::Tls, Some(acceptor)) => match &port.wss {
+            None => tls::accept(acceptor.clone(), stream, remote).await,
+            Some(wss) => {
+                let sock = SockRef::from(&stream).try_clone()?;
+                let (s, early) = tls::server_handshake(acceptor.clone(), stream, remote).await?;
+                if port.tls {
+                    inside_tls(s, early, sock, remote, wss).await
+                } else {
+                    wss.accept(Box::new(Prefixed::new(early, s)), sock, remote, true)
+                        .await
+                }
+            }
+        },
+        (FirstBytes::Other(b), _) if port.ws.is_some() && b.starts_with(HTTP_GET) => {
+            let ws = port.ws.as_ref().expect("ws");
+            ws.accept_tcp(stream, remote).await
+        }
+        _ if port.plain => Ok(plain_tcp(stream, remote)),
+        (FirstBytes::Tls, None) => Err(refuse(
             stream,
             remote,
-            format!("it sent {}, not a TLS handshake", hex(&b)),
+            format!("it started a TLS handshake, not {}", port.expected()),
+            &port,
         )),
-        FirstBytes::Silent => Err(refuse(
+        (FirstBytes::Other(b), _) => Err(refuse(
+            stream,
+            remote,
+            format!("it sent {}, not {}", hex(&b), port.expected()),
+            &port,
+        )),
+        (FirstBytes::Silent, _) => Err(refuse(
             stream,
             remote,
             format!(
-                "it sent no TLS handshake within {} s",
-                TLS_FIRST_BYTES_TIMEOUT.as_secs()
+                "it sent nothing within {} s ({} expected)",
+                TLS_FIRST_BYTES_TIMEOUT.as_secs(),
+                port.expected()
             ),
+            &port,
         )),
-        FirstBytes::Eof => Err(io::Error::new(
+        (FirstBytes::Eof, _) => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("{remote} closed the connection before any TLS handshake"),
+            format!(
+                "{remote} closed the connection before sending anything ({} expected)",
+                port.expected()
+            ),
         )),
     }
 }
 
-/// Listen on the TCP port `addr` for TLS and, if `plain`, plain TCP too,
-/// telling them apart by the first bytes (see the module docs). Accepted
-/// Connections and failures (naming the peer) go to `tx`.
+/// TLS and `wss` on one port: after the TLS handshake, the first plaintext
+/// bytes tell them apart (`GET ` is a WebSocket upgrade; anything else, or
+/// silence for [`PLAIN_TCP_GRACE`], is the TLS stack). The bytes read are
+/// read again by the stack that gets them.
+async fn inside_tls(
+    mut s: tokio_rustls::server::TlsStream<TcpStream>,
+    early: Vec<u8>,
+    sock: socket2::Socket,
+    remote: SocketAddr,
+    wss: &WsServer,
+) -> io::Result<Incoming> {
+    let was_early = !early.is_empty();
+    let mut seen = early;
+    let deadline = tokio::time::Instant::now() + PLAIN_TCP_GRACE;
+    let mut chunk = [0u8; 8];
+    while seen.is_empty() || partial_get(&seen) {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading from {remote} over TLS: {e}"),
+                ))
+            }
+        }
+    }
+    if seen.starts_with(HTTP_GET) {
+        wss.accept(Box::new(Prefixed::new(seen, s)), sock, remote, true)
+            .await
+    } else {
+        tls::TlsTransport::new(tokio_rustls::TlsStream::from(s), seen, was_early).map(|t| {
+            Incoming {
+                transport: Transport::Tls(t),
+                caps: &Capabilities::TLS,
+                remote,
+                group: None,
+            }
+        })
+    }
+}
+
+/// Listen on the TCP port `addr` for the stacks of `port`, telling them
+/// apart by the first bytes (see the module docs). Accepted Connections and
+/// failures (naming the peer) go to `tx`.
 pub(crate) fn listen_stream_port(
     addr: SocketAddr,
     opts: &SocketOptions,
-    tls: tokio_rustls::TlsAcceptor,
-    plain: bool,
+    port: StreamPort,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let listener = tcp::bind_listener(addr, opts)?;
@@ -237,10 +346,10 @@ pub(crate) fn listen_stream_port(
                 continue;
             }
             // Each peer on its own task: a silent one delays nobody else.
-            let tls = tls.clone();
+            let port = port.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let item = accept_stream(stream, remote, tls, plain).await;
+                let item = accept_stream(stream, remote, port).await;
                 let _ = tx.unbounded_send(item);
             });
         }

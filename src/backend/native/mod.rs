@@ -1,5 +1,5 @@
 //! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with
-//! rustls, QUIC with quinn.
+//! rustls, QUIC with quinn, WebSocket (ws, wss) with tokio-tungstenite.
 
 mod demux;
 mod quic;
@@ -7,6 +7,7 @@ mod tcp;
 mod tls;
 pub(crate) mod tls_config;
 mod udp;
+mod ws;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
@@ -19,13 +20,16 @@ pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
 pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
+pub(crate) use ws::WsTransport;
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     &[
         Capabilities::QUIC,
         Capabilities::TLS,
+        Capabilities::WSS,
         Capabilities::TCP,
+        Capabilities::WS,
         Capabilities::UDP,
     ]
 }
@@ -49,6 +53,8 @@ pub(crate) enum Transport {
     Quic(QuicTransport),
     /// A TLS connection over TCP.
     Tls(TlsTransport),
+    /// A WebSocket (ws over TCP, wss over TLS).
+    Ws(WsTransport),
 }
 
 impl Transport {
@@ -59,6 +65,7 @@ impl Transport {
             Transport::Udp(u) => u.read().await,
             Transport::Quic(q) => q.read(buf).await,
             Transport::Tls(t) => t.read(buf).await,
+            Transport::Ws(w) => w.read().await,
         }
     }
 
@@ -69,6 +76,7 @@ impl Transport {
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
             Transport::Quic(q) => q.write_vectored(bufs).await,
             Transport::Tls(t) => t.write_vectored(bufs).await,
+            Transport::Ws(_) => Err(io::Error::other("WebSocket has no byte stream")),
         }
     }
 
@@ -79,6 +87,7 @@ impl Transport {
             Transport::Tls(_) => Err(io::Error::other("TLS over TCP has no datagrams")),
             Transport::Udp(u) => u.send(data).await,
             Transport::Quic(q) => q.send_datagram(data).await,
+            Transport::Ws(w) => w.send(data).await,
         }
     }
 
@@ -89,6 +98,7 @@ impl Transport {
             Transport::Tls(t) => t.shutdown_write(),
             Transport::Udp(_) => Ok(()),
             Transport::Quic(q) => q.shutdown_write(),
+            Transport::Ws(w) => w.shutdown_write(),
         }
     }
 
@@ -99,6 +109,7 @@ impl Transport {
             Transport::Udp(u) => u.abort(),
             Transport::Quic(q) => q.abort(),
             Transport::Tls(t) => t.abort(),
+            Transport::Ws(w) => w.abort(),
         }
     }
 
@@ -112,6 +123,7 @@ impl Transport {
                 "quinn owns the QUIC socket; its DSCP cannot be changed per Connection",
             )),
             Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
+            Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
         }
     }
 
@@ -122,6 +134,7 @@ impl Transport {
             Transport::Udp(u) => u.socket().local_addr().ok(),
             Transport::Quic(q) => q.local(),
             Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
@@ -132,13 +145,14 @@ impl Transport {
             Transport::Udp(u) => Some(u.peer()),
             Transport::Quic(q) => Some(q.remote()),
             Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
         }
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) | Transport::Tls(_) => None,
+            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
             Transport::Quic(_) => None,
         }
@@ -199,6 +213,12 @@ pub(crate) async fn connect(
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
         StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
+        StackId::Ws => Ok(Transport::Ws(
+            WsTransport::connect(remote, opts, false).await?,
+        )),
+        StackId::Wss => Ok(Transport::Ws(
+            WsTransport::connect(remote, opts, true).await?,
+        )),
         StackId::Quic => {
             let tls = tls_config::client_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
@@ -227,7 +247,7 @@ pub(crate) struct BackendListener {
 impl BackendListener {
     /// Listen on `addr` with every stack in `stacks`, on the same port number
     /// (TCP and UDP ports). Stacks sharing a transport port share its socket:
-    /// TLS and TCP on the TCP port, QUIC and UDP on the UDP port, told apart
+    /// TLS, TCP, ws and wss on the TCP port, QUIC and UDP on the UDP port, told apart
     /// per peer (`demux.rs`). With port 0 the first socket picks the number;
     /// if it is taken for the other transport, all are retried on a new number.
     pub(crate) async fn bind(
@@ -266,18 +286,31 @@ impl BackendListener {
         for stack in stacks {
             let a = SocketAddr::new(addr.ip(), listener.local.port());
             let (bound, handle) = match stack {
-                StackId::Tcp | StackId::Tls if !stream_port => {
+                StackId::Tcp | StackId::Tls | StackId::Ws | StackId::Wss if !stream_port => {
                     stream_port = true;
-                    match (has(StackId::Tls), has(StackId::Tcp)) {
-                        (true, true) => demux::listen_stream_port(
-                            a,
-                            opts,
-                            tls::acceptor(opts)?,
-                            true,
-                            tx.clone(),
-                        )?,
-                        (true, false) => tls::listen(a, opts, tx.clone())?,
-                        _ => tcp::listen(a, opts, tx.clone())?,
+                    if stacks
+                        .iter()
+                        .all(|s| !matches!(s, StackId::Tls | StackId::Ws | StackId::Wss))
+                    {
+                        tcp::listen(a, opts, tx.clone())?
+                    } else {
+                        let secure = has(StackId::Tls) || has(StackId::Wss);
+                        let port = demux::StreamPort {
+                            acceptor: if secure {
+                                Some(tls::acceptor(opts)?)
+                            } else {
+                                None
+                            },
+                            tls: has(StackId::Tls),
+                            plain: has(StackId::Tcp),
+                            ws: has(StackId::Ws).then(|| ws::WsServer {
+                                path: ws::path(opts, false),
+                            }),
+                            wss: has(StackId::Wss).then(|| ws::WsServer {
+                                path: ws::path(opts, true),
+                            }),
+                        };
+                        demux::listen_stream_port(a, opts, port, tx.clone())?
                     }
                 }
                 StackId::Udp | StackId::Quic if !datagram_port => {
@@ -297,7 +330,12 @@ impl BackendListener {
                         udp::listen(a, opts, tx.clone())?
                     }
                 }
-                StackId::Tcp | StackId::Tls | StackId::Udp | StackId::Quic => continue,
+                StackId::Tcp
+                | StackId::Tls
+                | StackId::Ws
+                | StackId::Wss
+                | StackId::Udp
+                | StackId::Quic => continue,
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -387,6 +425,7 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
     let s = match t {
         Transport::Tcp(t) => Some(socket2::SockRef::from(t.stream())),
         Transport::Tls(t) => Some(socket2::SockRef::from(t.socket())),
+        Transport::Ws(w) => Some(socket2::SockRef::from(w.socket())),
         _ => None,
     };
     if let Some(s) = s {

@@ -6,7 +6,6 @@ use super::tcp;
 use super::tls_config;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
-use futures::channel::mpsc::UnboundedSender;
 use socket2::SockRef;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -67,7 +66,11 @@ fn to_io(e: crate::Error) -> io::Error {
 }
 
 impl TlsTransport {
-    fn new(stream: TlsStream<TcpStream>, pending: Vec<u8>, early: bool) -> io::Result<Self> {
+    pub(crate) fn new(
+        stream: TlsStream<TcpStream>,
+        pending: Vec<u8>,
+        early: bool,
+    ) -> io::Result<Self> {
         let sock = SockRef::from(stream.get_ref().0).try_clone()?;
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let (rd, wr) = tokio::io::split(stream);
@@ -229,7 +232,7 @@ impl TlsTransport {
 
 /// The text of a handshake error: rustls' own words, with certificate
 /// details spelled out.
-fn describe(e: &io::Error) -> String {
+pub(crate) fn describe(e: &io::Error) -> String {
     use rustls::CertificateError as C;
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(C::Other(o))) => {
@@ -252,18 +255,6 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// Listen for TLS on `addr`: each accepted TCP connection does the server
-/// handshake; a failed handshake, or a client that does not speak TLS, is
-/// reported as an error naming the peer (see `demux.rs`: the same code
-/// serves TLS and plain TCP on one port when the Listener allows both).
-pub(crate) fn listen(
-    addr: SocketAddr,
-    opts: &SocketOptions,
-    tx: UnboundedSender<io::Result<Incoming>>,
-) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
-    super::demux::listen_stream_port(addr, opts, acceptor(opts)?, false, tx)
-}
-
 /// A Listener's TLS server side for `opts.security` (its server certificate).
 pub(crate) fn acceptor(opts: &SocketOptions) -> io::Result<tokio_rustls::TlsAcceptor> {
     let sec = opts.security.clone().unwrap_or_default();
@@ -280,6 +271,23 @@ pub(crate) async fn accept(
     stream: TcpStream,
     remote: SocketAddr,
 ) -> io::Result<Incoming> {
+    let (s, early) = server_handshake(acceptor, stream, remote).await?;
+    let was_early = !early.is_empty();
+    TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
+        transport: super::Transport::Tls(t),
+        caps: &Capabilities::TLS,
+        remote,
+        group: None,
+    })
+}
+
+/// The server handshake of [`accept`] (also run before a `wss` upgrade):
+/// the TLS stream and the client's early data (empty if none).
+pub(crate) async fn server_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Vec<u8>)> {
     let hs = tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     match hs {
         Err(_) => Err(io::Error::new(
@@ -299,13 +307,7 @@ pub(crate) async fn accept(
             if let Some(mut e) = s.get_mut().1.early_data() {
                 let _ = std::io::Read::read_to_end(&mut e, &mut early);
             }
-            let was_early = !early.is_empty();
-            TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
-                transport: super::Transport::Tls(t),
-                caps: &Capabilities::TLS,
-                remote,
-                group: None,
-            })
+            Ok((s, early))
         }
     }
 }
