@@ -1229,6 +1229,14 @@ impl Inner {
                 };
                 let mut f = w.inflight.pop_front().expect("front");
                 match res {
+                    // A final Message ends this direction (WebSocket: the Close frame).
+                    Ok(()) if f.final_ => match transport.shutdown_write() {
+                        Ok(()) => f.answer(Ok(())),
+                        Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
+                            ErrorReason::ProtocolFailed,
+                            format!("ending the stream after the final Message: {e}"),
+                        )))),
+                    },
                     Ok(()) => f.answer(Ok(())),
                     Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
                         ErrorReason::ProtocolFailed,

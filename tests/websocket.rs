@@ -419,3 +419,37 @@ async fn peer_close_ends_the_receive_side_with_its_code() {
         .unwrap_err();
     assert_names(&e.error.to_string(), &["closed the WebSocket", "1000"]);
 }
+
+#[tokio::test]
+async fn a_final_message_closes_the_websocket_after_it() {
+    let mut pre = Preconnection::new(
+        vec![local("127.0.0.1:0")],
+        vec![],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    pre.set_protocols(vec![StackId::Ws]);
+    let l = pre.listen().await.unwrap();
+    let conn = client(
+        l.local_addr(),
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+        vec![StackId::Ws],
+    )
+    .initiate()
+    .await
+    .unwrap();
+    let server = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let ctx = postsocket::MessageContext::new()
+        .with("final", true)
+        .unwrap();
+    conn.send(b"bye".to_vec(), Some(ctx), true).await.unwrap();
+    assert!(!conn.can_send());
+    assert_eq!(recv(&server).await, b"bye");
+    // The Close frame followed the final Message.
+    let e = tokio::time::timeout(T, server.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_names(&e.error.to_string(), &["closed the WebSocket", "1000"]);
+}
