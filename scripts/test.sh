@@ -2,8 +2,10 @@
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
 # integration tests, the wasm32 build, the README example check, and smoke tests
 # of the example programs (racing-demo, tapscat).
-# Needs: rustup + cargo (stable), openssl (TLS interop tests). Installs: the wasm32-unknown-unknown
-# target if missing; openssl with apt-get when running as root and it is missing.
+# Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
+# tests). Installs when missing: the wasm32-unknown-unknown target; wasm-bindgen-cli at the
+# wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min); openssl, chromium and
+# chromium-driver with apt-get when running as root.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,14 +55,62 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings"
-cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings
+step "cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D warnings"
+cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
 
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
+
+step "wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock"
+WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"
+[ -n "$WB_VERSION" ] || fail "no wasm-bindgen in Cargo.lock"
+if command -v wasm-bindgen-test-runner >/dev/null &&
+    [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" = "$WB_VERSION" ]; then
+    echo "wasm-bindgen $WB_VERSION already installed"
+else
+    echo "installing wasm-bindgen-cli $WB_VERSION (a few minutes)"
+    # No --locked: it fails on a yanked transitive version (TOOLCHAIN.md).
+    timeout 1200 cargo install wasm-bindgen-cli --version "$WB_VERSION" ||
+        fail "cargo install wasm-bindgen-cli --version $WB_VERSION failed"
+fi
+
+step "chromium and chromedriver (browser tests)"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ]; then
+    echo "already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    timeout 600 apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium chromium-driver >/dev/null
+else
+    fail "Chromium or chromedriver is missing ($CHROMIUM, $CHROMEDRIVER): as root, apt-get install chromium chromium-driver"
+fi
+[ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] || fail "no $CHROMIUM or $CHROMEDRIVER after installing"
+"$CHROMIUM" --version
+"$CHROMEDRIVER" --version
+
+step "browser tests in headless Chromium: the WebSocket stack against ws-echo (tokio-tungstenite)"
+cargo build -p postsocket-examples --bin ws-echo
+timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+    [ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] && break
+    sleep 0.1
+done
+[ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] ||
+    { cat "$TMP/ws-echo.err" >&2; fail "ws-echo printed no ports"; }
+cat "$TMP/ws-echo.out"
+# A fresh Chromium profile for this run, with the flags of webdriver.json.
+sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
+    webdriver.json >"$TMP/webdriver.json"
+# The ports reach the tests at compile time (option_env!).
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
