@@ -24,7 +24,10 @@ cleanup() {
 trap cleanup EXIT
 
 STEP=0
+STEP_START=$SECONDS
 step() {
+    [ "$STEP" -gt 0 ] && printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
+    STEP_START=$SECONDS
     STEP=$((STEP + 1))
     printf '\n\033[1m==> [%d] %s\033[0m\n' "$STEP" "$*"
 }
@@ -242,4 +245,5 @@ cat "$TMP/refused.err"
 [ "$rc" -eq 2 ] || fail "expected exit code 2, got $rc"
 grep -q "candidate" "$TMP/refused.err" || fail "the error lists no candidate"
 
-printf '\n\033[32mall %d steps passed\033[0m\n' "$STEP"
+printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
+printf '\n\033[32mall %d steps passed in %ds\033[0m\n' "$STEP" "$SECONDS"

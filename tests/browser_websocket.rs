@@ -89,6 +89,49 @@ async fn ws_echo_keeps_message_boundaries() {
 }
 
 #[wasm_bindgen_test]
+async fn sends_wait_for_the_browser_buffer_and_keep_order() {
+    // 40 × 100 KB sent without reading: bufferedAmount passes the 1 MiB
+    // high-water mark, so sends wait for it to drain; all come back in order.
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let message = |i: u32| -> Vec<u8> { (0..100_000u32).map(|j| ((i + j) % 256) as u8).collect() };
+    let sends: Vec<_> = (0..40).map(|i| conn.send_message(message(i))).collect();
+    for s in futures::future::join_all(sends).await {
+        s.unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+    for i in 0..40 {
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive {i}: {e:?}"));
+        assert!(r.data() == &message(i)[..], "message {i} differs");
+    }
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn a_close_by_the_server_says_code_and_reason() {
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    conn.send_message(b"\xffclose:bye from ws-echo".to_vec())
+        .await
+        .expect("send");
+    let e = match conn.receive().await {
+        Ok(r) => panic!("received {:?} instead of the close", r.data()),
+        Err(e) => e,
+    };
+    let text = format!("{e:?}");
+    assert!(text.contains("code 4001"), "{text}");
+    assert!(text.contains("bye from ws-echo"), "{text}");
+}
+
+#[wasm_bindgen_test]
 async fn refused_candidate_fails_and_the_next_one_wins() {
     let (refused, echo) = (refused_port(), echo_port());
     let mut pre = plaintext(vec![local(refused), local(echo)]);

@@ -8,12 +8,21 @@
 //! (a port that was free a moment ago: nothing listens, connections are
 //! refused), `POSTSOCKET_WS_SILENT_PORT=S` (accepts TCP, never answers the
 //! WebSocket handshake), then serves until killed.
+//!
+//! A binary message starting with [`CLOSE_REQUEST`] is not echoed: the
+//! server closes that WebSocket with code 4001 and the rest of the message
+//! as the reason (tests of the close path).
 
 use futures::{SinkExt, StreamExt};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+
+/// A message starting with these bytes asks the server to close with code 4001.
+const CLOSE_REQUEST: &[u8] = b"\xffclose:";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
@@ -59,6 +68,19 @@ async fn main() -> std::io::Result<()> {
             };
             while let Some(msg) = ws.next().await {
                 let reply = match msg {
+                    Ok(Message::Binary(b)) if b.starts_with(CLOSE_REQUEST) => {
+                        let reason =
+                            String::from_utf8_lossy(&b[CLOSE_REQUEST.len()..]).into_owned();
+                        let _ = ws
+                            .close(Some(CloseFrame {
+                                code: CloseCode::from(4001),
+                                reason: reason.into(),
+                            }))
+                            .await;
+                        // Drain until the peer's closing frame ends the stream.
+                        while let Some(Ok(_)) = ws.next().await {}
+                        return;
+                    }
                     Ok(m @ (Message::Binary(_) | Message::Text(_))) => m,
                     Ok(Message::Close(_)) | Err(_) => break,
                     Ok(_) => continue,

@@ -340,8 +340,13 @@ impl WsTransport {
                 }) => {
                     let (kind, what) = if clean && (code == NORMAL || code == 1001) {
                         (io::ErrorKind::UnexpectedEof, "closed")
+                    } else if clean {
+                        (io::ErrorKind::ConnectionReset, "was closed with an error")
                     } else {
-                        (io::ErrorKind::ConnectionReset, "closed abnormally")
+                        (
+                            io::ErrorKind::ConnectionReset,
+                            "closed abnormally (no closing handshake)",
+                        )
                     };
                     let msg = format!(
                         "the WebSocket {} {what}: {}",
