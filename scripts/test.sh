@@ -67,6 +67,23 @@ cargo test --workspace
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
 
+step "chromium and chromedriver (browser tests)"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+APT_PID=""
+if [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ]; then
+    echo "already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    # In the background, while wasm-bindgen-cli builds (the next step waits for it).
+    echo "installing chromium chromium-driver with apt-get in the background ($TMP/apt.log)"
+    (timeout 600 apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium chromium-driver) \
+        >"$TMP/apt.log" 2>&1 &
+    APT_PID=$!
+else
+    fail "Chromium or chromedriver is missing ($CHROMIUM, $CHROMEDRIVER): as root, apt-get install chromium chromium-driver"
+fi
+
 step "wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock"
 WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"
 [ -n "$WB_VERSION" ] || fail "no wasm-bindgen in Cargo.lock"
@@ -79,17 +96,9 @@ else
     timeout 1200 cargo install wasm-bindgen-cli --version "$WB_VERSION" ||
         fail "cargo install wasm-bindgen-cli --version $WB_VERSION failed"
 fi
-
-step "chromium and chromedriver (browser tests)"
-CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
-if [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ]; then
-    echo "already installed"
-elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    timeout 600 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium chromium-driver >/dev/null
-else
-    fail "Chromium or chromedriver is missing ($CHROMIUM, $CHROMEDRIVER): as root, apt-get install chromium chromium-driver"
+if [ -n "$APT_PID" ]; then
+    echo "waiting for apt-get install chromium chromium-driver"
+    wait "$APT_PID" || { tail -20 "$TMP/apt.log" >&2; fail "apt-get install chromium chromium-driver failed"; }
 fi
 [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] || fail "no $CHROMIUM or $CHROMEDRIVER after installing"
 "$CHROMIUM" --version

@@ -265,14 +265,14 @@ impl WsTransport {
                     Some(WsEvent::Error) => saw_error = true,
                     Some(WsEvent::Close { code, reason, .. }) => {
                         let what = if saw_error {
-                            "the browser refused or could not open"
+                            format!("the browser refused or could not open {url}")
                         } else {
-                            "the server closed"
+                            format!("the server closed {url} during the opening handshake")
                         };
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionRefused,
                             format!(
-                                "{what} {url} before it was open ({}); browsers do not tell a page why \
+                                "{what} ({}); browsers do not tell a page why \
                                  (refused, unreachable, TLS or HTTP failure)",
                                 close_text(code, &reason)
                             ),
