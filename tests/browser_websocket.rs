@@ -127,6 +127,7 @@ async fn a_close_by_the_server_says_code_and_reason() {
         Err(e) => e,
     };
     let text = format!("{e:?}");
+    console_log!("server close: {text}");
     assert!(text.contains("code 4001"), "{text}");
     assert!(text.contains("bye from ws-echo"), "{text}");
 }
@@ -175,6 +176,7 @@ async fn refused_candidate_fails_and_the_next_one_wins() {
         reason.contains("could not open ws://127.0.0.1:"),
         "{reason}"
     );
+    console_log!("{}", trace.timeline());
     conn.send_message(b"raced".to_vec()).await.expect("send");
     assert_eq!(conn.receive().await.expect("receive").data(), b"raced");
     conn.close().await.expect("close");
@@ -195,6 +197,7 @@ async fn secure_default_never_falls_back_to_plaintext_ws() {
         Err(e) => e,
     };
     let text = e.to_string();
+    console_log!("secure default, plaintext server: {text}");
     assert_eq!(e.reason, ErrorReason::EstablishmentFailed, "{text}");
     assert!(text.contains("wss://127.0.0.1:"), "{text}");
     assert!(!text.contains("ws://127.0.0.1:"), "{text}");
@@ -211,6 +214,7 @@ async fn secure_default_never_falls_back_to_plaintext_ws() {
         Ok(c) => panic!("connected over {} without security", c.stack()),
         Err(e) => e,
     };
+    console_log!("ws required with secure default: {e}");
     assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
     assert!(e.to_string().contains("no security"), "{e}");
 }
@@ -226,6 +230,7 @@ async fn host_name_fails_with_resolution_failed() {
         Ok(c) => panic!("connected over {}", c.stack()),
         Err(e) => e,
     };
+    console_log!("host name: {e}");
     assert_eq!(e.reason, ErrorReason::ResolutionFailed, "{e}");
     assert!(e.to_string().contains("no DNS API"), "{e}");
 }
@@ -245,6 +250,7 @@ async fn establishment_timeout_runs_on_browser_timers() {
         Err(e) => e,
     };
     let ms = js_sys::Date::now() - t0;
+    console_log!("timeout after {ms} ms: {e}");
     assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
     assert!(
         (290.0..3000.0).contains(&ms),

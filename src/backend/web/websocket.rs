@@ -165,7 +165,7 @@ fn close_text(code: u16, reason: &str) -> String {
         1002 => "protocol error",
         1003 => "unsupported data",
         1005 => "no status code",
-        1006 => "closed abnormally, without a close frame",
+        1006 => "abnormal closure, no close frame",
         1007 => "invalid payload data",
         1008 => "policy violation",
         1009 => "message too big",
@@ -176,7 +176,7 @@ fn close_text(code: u16, reason: &str) -> String {
     };
     let mut s = format!("code {code}");
     if !meaning.is_empty() {
-        s.push_str(&format!(" ({meaning})"));
+        s.push_str(&format!(", {meaning}"));
     }
     if !reason.is_empty() {
         s.push_str(&format!(", reason {reason:?}"));
