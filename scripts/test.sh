@@ -101,7 +101,7 @@ if [ -n "$APT_PID" ]; then
     wait "$APT_PID" || { tail -20 "$TMP/apt.log" >&2; fail "apt-get install chromium chromium-driver failed"; }
 fi
 [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] || fail "no $CHROMIUM or $CHROMEDRIVER after installing"
-"$CHROMIUM" --version
+"$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
 "$CHROMEDRIVER" --version
 
 step "browser tests in headless Chromium: the WebSocket stack against ws-echo (tokio-tungstenite)"
