@@ -36,6 +36,9 @@
 //!
 //! For profiling: `BENCH_ONLY=quic|tls` and `BENCH_SIZE=1024|65536` pick
 //! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
+// Native only (sockets, tokio); on wasm32 this bench is empty.
+#![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::{certificate_sha256, Identity};

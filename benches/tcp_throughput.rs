@@ -14,6 +14,9 @@
 //! Time to Ready: `initiate()` to one 127.0.0.1 endpoint, TCP only, against
 //! `TcpStream::connect` plus `set_nodelay(true)` (postsocket's TCP default),
 //! median of 200 each, alternating.
+// Native only (sockets, tokio); on wasm32 this bench is empty.
+#![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{

@@ -2,8 +2,10 @@
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
 # integration tests, the wasm32 build, the README example check, and smoke tests
 # of the example programs (racing-demo, tapscat).
-# Needs: rustup + cargo (stable), openssl (TLS interop tests). Installs: the wasm32-unknown-unknown
-# target if missing; openssl with apt-get when running as root and it is missing.
+# Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
+# tests). Installs when missing: the wasm32-unknown-unknown target; wasm-bindgen-cli at the
+# wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min); openssl, chromium and
+# chromium-driver with apt-get when running as root.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +24,10 @@ cleanup() {
 trap cleanup EXIT
 
 STEP=0
+STEP_START=$SECONDS
 step() {
+    [ "$STEP" -gt 0 ] && printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
+    STEP_START=$SECONDS
     STEP=$((STEP + 1))
     printf '\n\033[1m==> [%d] %s\033[0m\n' "$STEP" "$*"
 }
@@ -53,14 +58,71 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings"
-cargo clippy --target wasm32-unknown-unknown -p postsocket -- -D warnings
+step "cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D warnings"
+cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
 
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
+
+step "chromium and chromedriver (browser tests)"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+APT_PID=""
+if [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ]; then
+    echo "already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    # In the background, while wasm-bindgen-cli builds (the next step waits for it).
+    echo "installing chromium chromium-driver with apt-get in the background ($TMP/apt.log)"
+    (timeout 600 apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium chromium-driver) \
+        >"$TMP/apt.log" 2>&1 &
+    APT_PID=$!
+else
+    fail "Chromium or chromedriver is missing ($CHROMIUM, $CHROMEDRIVER): as root, apt-get install chromium chromium-driver"
+fi
+
+step "wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock"
+WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"
+[ -n "$WB_VERSION" ] || fail "no wasm-bindgen in Cargo.lock"
+if command -v wasm-bindgen-test-runner >/dev/null &&
+    [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" = "$WB_VERSION" ]; then
+    echo "wasm-bindgen $WB_VERSION already installed"
+else
+    echo "installing wasm-bindgen-cli $WB_VERSION (a few minutes)"
+    # No --locked: it fails on a yanked transitive version (TOOLCHAIN.md).
+    timeout 1200 cargo install wasm-bindgen-cli --version "$WB_VERSION" ||
+        fail "cargo install wasm-bindgen-cli --version $WB_VERSION failed"
+fi
+if [ -n "$APT_PID" ]; then
+    echo "waiting for apt-get install chromium chromium-driver"
+    wait "$APT_PID" || { tail -20 "$TMP/apt.log" >&2; fail "apt-get install chromium chromium-driver failed"; }
+fi
+[ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] || fail "no $CHROMIUM or $CHROMEDRIVER after installing"
+"$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
+"$CHROMEDRIVER" --version
+
+step "browser tests in headless Chromium: the WebSocket stack against ws-echo (tokio-tungstenite)"
+cargo build -p postsocket-examples --bin ws-echo
+timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+    [ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] && break
+    sleep 0.1
+done
+[ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] ||
+    { cat "$TMP/ws-echo.err" >&2; fail "ws-echo printed no ports"; }
+cat "$TMP/ws-echo.out"
+# A fresh Chromium profile for this run, with the flags of webdriver.json.
+sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
+    webdriver.json >"$TMP/webdriver.json"
+# The ports reach the tests at compile time (option_env!).
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
@@ -195,4 +257,5 @@ cat "$TMP/refused.err"
 [ "$rc" -eq 2 ] || fail "expected exit code 2, got $rc"
 grep -q "candidate" "$TMP/refused.err" || fail "the error lists no candidate"
 
-printf '\n\033[32mall %d steps passed\033[0m\n' "$STEP"
+printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
+printf '\n\033[32mall %d steps passed in %ds\033[0m\n' "$STEP" "$SECONDS"

@@ -1,6 +1,8 @@
 //! Framers over real TCP: malformed input gives DeframingFailed (never a
 //! panic or hang), a framer handshake can fail a candidate so racing moves on,
 //! and a replaceable resolver drives name racing.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 mod common;
 use common::*;

@@ -1,5 +1,7 @@
 //! Happy Eyeballs over real loopback sockets: a blackholed IPv6 address
 //! raced against a serving IPv4 one, a refused IPv6 address, total failure.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 mod common;
 use common::*;

@@ -2,6 +2,8 @@
 //! UDP clients all reach the same `listener.local_addr()` at once, each served
 //! by the stack it speaks; with required security a plaintext client is
 //! refused and reported, naming it.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::{certificate_sha256, Identity};

@@ -1,6 +1,8 @@
 //! QUIC over loopback with real handshakes: a Connection is a stream, Clone is
 //! a new stream on the same QUIC connection, datagrams keep boundaries, group
 //! close and abort, and QUIC raced against TLS over TCP.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::{certificate_sha256, Identity};

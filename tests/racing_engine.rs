@@ -1,4 +1,6 @@
 //! Scripted, virtual-time tests of the sans-IO racing engine.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::racing::*;
 use postsocket::trace::*;

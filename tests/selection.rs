@@ -1,5 +1,7 @@
 //! Selection before any network activity: contradictions, unsatisfiable
 //! requirements, unknown names, security defaults, ranking.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::racing::selection::select;
 use postsocket::{

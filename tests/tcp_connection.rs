@@ -1,4 +1,6 @@
 //! TCP Connections end to end over loopback: postsocket on both sides.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 mod common;
 use common::*;

@@ -2,6 +2,8 @@
 //! certificates made here by rcgen, the negative matrix (each failure names
 //! its cause), no plaintext fallback, and interop with OpenSSL's s_server
 //! and s_client.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
 use postsocket::security::{certificate_sha256, hex};

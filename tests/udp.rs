@@ -1,4 +1,6 @@
 //! UDP: message boundaries, and a Listener demultiplexing peers into Connections.
+// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 mod common;
 use common::*;

@@ -11,6 +11,18 @@ extern "C" {
     fn performance_now() -> f64;
     #[wasm_bindgen(js_name = setTimeout)]
     fn set_timeout(closure: &js_sys::Function, millis: i32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: &JsValue);
+}
+
+/// A pending `setTimeout`, cleared when the sleep is dropped (a cancelled
+/// sleep leaves no timer behind; the racing loop drops one per turn).
+struct Timer(JsValue);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        clear_timeout(&self.0);
+    }
 }
 
 /// A monotonic instant: milliseconds from `performance.now()`.
@@ -48,12 +60,15 @@ pub(crate) fn now() -> Instant {
     Instant(performance_now())
 }
 
-/// Sleep for `d` with `setTimeout`.
+/// Sleep for `d` with `setTimeout` (rounded up to whole milliseconds, so a
+/// deadline is never reported early). Works in a window and in a worker.
 pub(crate) async fn sleep(d: Duration) {
-    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let mut timer = None;
     let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        set_timeout(&resolve, ms);
+        timer = Some(Timer(set_timeout(&resolve, ms)));
     });
+    let _timer = timer;
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 

@@ -1,6 +1,11 @@
-//! Browser stacks (WebSocket, WebTransport, WebRTC) arrive with the browser
-//! target issue. Until then the registry is empty, so selection in the
-//! browser ends in a NoCandidates EstablishmentError that says so.
+//! Browser stacks. This step brings WebSocket (`ws`, `wss`, `websocket.rs`);
+//! WebTransport and WebRTC data channels come next.
+//!
+//! There is no DNS API in a browser. Until host names are handed to the
+//! browser stacks as names, a RemoteEndpoint in the browser must be an IP
+//! address; a host name fails with ResolutionFailed (see [`system_resolve`]).
+
+mod websocket;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
@@ -9,44 +14,70 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-/// The stacks this target has.
+pub(crate) use websocket::WsTransport;
+
+/// The stacks this target has, in default preference order: secure first.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[]
+    &[Capabilities::WSS, Capabilities::WS]
 }
 
-/// An established stack instance. No browser stack exists yet, so none is
-/// ever constructed; the methods report that plainly rather than panic.
+/// An established stack instance. Not `Send`: it holds browser objects,
+/// which live on the page's thread.
 #[derive(Clone, Debug)]
-pub(crate) struct Transport {
-    _none: (),
-}
-
-fn none() -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, "no browser stack in this build")
+pub(crate) enum Transport {
+    /// A browser WebSocket (`ws` or `wss`).
+    Ws(WsTransport),
 }
 
 impl Transport {
+    /// Read one message.
     pub(crate) async fn read(&self, _buf: &mut Vec<u8>) -> io::Result<Recv> {
-        Err(none())
+        match self {
+            Transport::Ws(w) => w.read().await,
+        }
     }
+    /// WebSocket has no byte stream.
     pub(crate) async fn write_vectored(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        Err(none())
+        match self {
+            Transport::Ws(_) => Err(io::Error::other(
+                "a WebSocket carries Messages, not a byte stream",
+            )),
+        }
     }
-    pub(crate) async fn send_datagram(&self, _data: &[u8]) -> io::Result<()> {
-        Err(none())
+    /// Send one message.
+    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Ws(w) => w.send(data).await,
+        }
     }
+    /// Close (WebSocket: close frame with code 1000).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        Err(none())
+        match self {
+            Transport::Ws(w) => w.shutdown_write(),
+        }
     }
-    pub(crate) fn abort(&self) {}
+    /// Abort. A page cannot reset a connection: WebSocket closes with 1000
+    /// and ends pending reads at once.
+    pub(crate) fn abort(&self) {
+        match self {
+            Transport::Ws(w) => w.abort(),
+        }
+    }
+    /// A page cannot set DSCP.
     pub(crate) fn set_dscp(&self, _dscp: u8) -> io::Result<()> {
-        Err(none())
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a browser does not let a page set DSCP",
+        ))
     }
+    /// A page does not learn its local address.
     pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         None
     }
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
-        None
+        match self {
+            Transport::Ws(w) => Some(w.remote()),
+        }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         None
@@ -60,21 +91,28 @@ impl Transport {
     pub(crate) fn directions(&self) -> (bool, bool) {
         (true, true)
     }
+    /// WebSocket Clone is a new socket (establish reconnects).
     pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
         None
     }
     pub(crate) fn close_shared(&self, _abort: bool) {}
 }
 
+/// One racing attempt: open `stack` to `remote`.
 pub(crate) async fn connect(
     stack: StackId,
-    _remote: SocketAddr,
-    _opts: &SocketOptions,
+    remote: SocketAddr,
+    opts: &SocketOptions,
 ) -> io::Result<Transport> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("the {stack} stack is not available in the browser"),
-    ))
+    match stack {
+        StackId::Ws | StackId::Wss => Ok(Transport::Ws(
+            WsTransport::connect(stack, remote, opts).await?,
+        )),
+        other => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {other} stack is not available in the browser"),
+        )),
+    }
 }
 
 /// Browsers cannot listen for TCP or UDP.
@@ -109,7 +147,8 @@ pub(crate) fn system_resolve(
 ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
     Box::pin(async move {
         Err(format!(
-            "the browser has no DNS API; {host} is passed to the browser stacks as a name"
+            "the browser has no DNS API, and handing {host} to the browser stacks as a name \
+             is not implemented yet; use an IP address in the browser for now"
         ))
     })
 }

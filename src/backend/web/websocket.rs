@@ -1,0 +1,429 @@
+//! WebSocket in the browser (`web_sys::WebSocket`, RFC 6455): the `ws` and
+//! `wss` stacks. Each WebSocket message is one TAPS Message.
+//!
+//! - **Establishment**: Ready when `open` fires. An `error` or `close` before
+//!   that fails the attempt; browsers do not say why (refused, TLS failure,
+//!   HTTP error all look the same to a page), so the message says so.
+//! - **Receive**: the browser delivers every message as an event whether or
+//!   not anyone reads (a WebSocket has no receive flow control a page can
+//!   apply), so the event handlers feed a channel that `read` drains. Binary
+//!   messages arrive as ArrayBuffer; text messages as their UTF-8 bytes.
+//! - **Send**: `send()` copies the bytes into the browser's buffer and returns
+//!   at once. Backpressure: before sending, wait while `bufferedAmount` is
+//!   above [`HIGH_WATER`], polling with a short bounded backoff (the browser
+//!   has no event for "drained").
+//! - **Close and abort**: both close with code 1000. A page cannot reset a
+//!   connection; abort additionally ends pending and later reads at once
+//!   instead of waiting for the peer's close frame.
+//! - **Drop**: dropping the last handle (e.g. a losing racing attempt)
+//!   detaches the handlers and closes the socket.
+//! - **Threads**: the WebSocket object stays in a table of the page's thread;
+//!   the handle is `Send + Sync` (like a native Transport), and used from
+//!   another thread it reports an error.
+
+use crate::backend::{Recv, SocketOptions};
+use crate::capability::StackId;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+
+/// `send` waits while the browser holds more than this many unsent bytes.
+pub(crate) const HIGH_WATER: u32 = 1 << 20;
+
+/// Longest pause between two `bufferedAmount` polls while waiting to send.
+const MAX_POLL: Duration = Duration::from_millis(16);
+
+/// The close code of a normal closure (RFC 6455 §7.4.1).
+const NORMAL: u16 = 1000;
+
+/// What the browser's event handlers report.
+enum WsEvent {
+    Open,
+    Error,
+    Message(Vec<u8>),
+    Close {
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
+    /// Abort was called: end pending reads.
+    Aborted,
+}
+
+/// The browser side of one socket: the WebSocket and its event handlers.
+/// It lives in a table of the page's thread ([`SOCKETS`]), so the handle the
+/// rest of the crate holds ([`WsTransport`]) stays `Send + Sync` like a native
+/// Transport, with no unsafe code: the Connection types are the same on both
+/// targets.
+struct Browser {
+    ws: WebSocket,
+    _onopen: Closure<dyn FnMut(Event)>,
+    _onerror: Closure<dyn FnMut(Event)>,
+    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onclose: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Detach first: the closures are freed with `self`, and the browser
+        // must not call them afterwards.
+        self.ws.set_onopen(None);
+        self.ws.set_onerror(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close_with_code(NORMAL);
+    }
+}
+
+thread_local! {
+    /// The page's open WebSockets, by handle id.
+    static SOCKETS: RefCell<HashMap<u64, Browser>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    id: u64,
+    url: String,
+    remote: SocketAddr,
+    tx: mpsc::UnboundedSender<WsEvent>,
+    rx: futures::lock::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
+    /// Once the socket closed (or was aborted): the error every later read
+    /// and send returns.
+    ended: Mutex<Option<(io::ErrorKind, String)>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone (a Connection, or a losing racing attempt):
+        // close the socket and free its handlers.
+        let browser = SOCKETS.with(|s| s.borrow_mut().remove(&self.id));
+        drop(browser);
+    }
+}
+
+/// One browser WebSocket. Clones share it.
+#[derive(Clone)]
+pub(crate) struct WsTransport {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for WsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsTransport")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+/// The URL an attempt opens: `ws://HOST:PORT/PATH` (`wss://` for wss).
+/// HOST is the RemoteEndpoint's host name when the attempt has one (a secure
+/// stack verifies the certificate for it), else the IP address (IPv6 in brackets).
+pub(crate) fn url(stack: StackId, remote: SocketAddr, opts: &SocketOptions) -> String {
+    let scheme = if stack == StackId::Wss { "wss" } else { "ws" };
+    let host = match &opts.server_name {
+        Some(name) => name.clone(),
+        None => match remote {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        },
+    };
+    let path = ws_path(stack, opts);
+    format!("{scheme}://{host}:{}{path}", remote.port())
+}
+
+/// The HTTP path of the WebSocket (`ws.path` / `wss.path`), default `/`.
+/// The path reaches the backend once the establishment driver copies the
+/// protocol options into [`SocketOptions`]; until then every socket uses `/`.
+fn ws_path(_stack: StackId, _opts: &SocketOptions) -> String {
+    "/".to_string()
+}
+
+/// A JavaScript exception as text (never keep a JsValue in an error).
+fn js_text(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.to_string());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// The close code's meaning, for messages (RFC 6455 §7.4.1).
+fn close_text(code: u16, reason: &str) -> String {
+    let meaning = match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1005 => "no status code",
+        1006 => "abnormal closure, no close frame",
+        1007 => "invalid payload data",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1010 => "mandatory extension missing",
+        1011 => "internal server error",
+        1015 => "TLS handshake failure",
+        _ => "",
+    };
+    let mut s = format!("code {code}");
+    if !meaning.is_empty() {
+        s.push_str(&format!(", {meaning}"));
+    }
+    if !reason.is_empty() {
+        s.push_str(&format!(", reason {reason:?}"));
+    }
+    s
+}
+
+impl WsTransport {
+    /// Open `stack` (ws or wss) to `remote`; resolves when the socket is open.
+    pub(crate) async fn connect(
+        stack: StackId,
+        remote: SocketAddr,
+        opts: &SocketOptions,
+    ) -> io::Result<WsTransport> {
+        let url = url(stack, remote, opts);
+        let ws = WebSocket::new(&url).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the browser refused to open {url}: {}", js_text(&e)),
+            )
+        })?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let (tx, rx) = mpsc::unbounded();
+
+        let t = tx.clone();
+        let onopen = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            let _ = t.unbounded_send(WsEvent::Open);
+        });
+        let t = tx.clone();
+        let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            let _ = t.unbounded_send(WsEvent::Error);
+        });
+        let t = tx.clone();
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let data = e.data();
+            let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+                js_sys::Uint8Array::new(buf).to_vec()
+            } else if let Some(text) = data.as_string() {
+                text.into_bytes()
+            } else {
+                // binaryType is arraybuffer, so a Blob cannot arrive.
+                Vec::new()
+            };
+            let _ = t.unbounded_send(WsEvent::Message(bytes));
+        });
+        let t = tx.clone();
+        let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            let _ = t.unbounded_send(WsEvent::Close {
+                code: e.code(),
+                reason: e.reason(),
+                clean: e.was_clean(),
+            });
+        });
+        ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+        ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+
+        // From here on, dropping `transport` (a cancelled attempt) closes the socket.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let browser = Browser {
+            ws,
+            _onopen: onopen,
+            _onerror: onerror,
+            _onmessage: onmessage,
+            _onclose: onclose,
+        };
+        SOCKETS.with(|s| s.borrow_mut().insert(id, browser));
+        let transport = WsTransport {
+            inner: Arc::new(Inner {
+                id,
+                url,
+                remote,
+                tx,
+                rx: futures::lock::Mutex::new(rx),
+                ended: Mutex::new(None),
+            }),
+        };
+        {
+            let url = &transport.inner.url;
+            let mut rx = transport.inner.rx.lock().await;
+            let mut saw_error = false;
+            loop {
+                match rx.next().await {
+                    Some(WsEvent::Open) => break,
+                    Some(WsEvent::Error) => saw_error = true,
+                    Some(WsEvent::Close { code, reason, .. }) => {
+                        let what = if saw_error {
+                            format!("the browser refused or could not open {url}")
+                        } else {
+                            format!("the server closed {url} during the opening handshake")
+                        };
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            format!(
+                                "{what} ({}); browsers do not tell a page why \
+                                 (refused, unreachable, TLS or HTTP failure)",
+                                close_text(code, &reason)
+                            ),
+                        ));
+                    }
+                    Some(WsEvent::Message(_)) => {}
+                    Some(WsEvent::Aborted) | None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("opening {url} was aborted"),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(transport)
+    }
+
+    /// Run `f` on the browser's WebSocket. It exists on the page's thread
+    /// only; from any other thread this is an error, not a crash.
+    fn with_ws<R>(&self, f: impl FnOnce(&WebSocket) -> R) -> io::Result<R> {
+        SOCKETS
+            .with(|s| s.borrow().get(&self.inner.id).map(|b| f(&b.ws)))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "the WebSocket {} belongs to another thread (browser objects stay on their thread)",
+                    self.inner.url
+                ))
+            })
+    }
+
+    fn ended(&self) -> Option<io::Error> {
+        self.inner
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    fn end(&self, kind: io::ErrorKind, msg: String) -> io::Error {
+        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (kind, msg) = ended.get_or_insert((kind, msg));
+        io::Error::new(*kind, msg.clone())
+    }
+
+    /// The next message. A close ends the stream with an error that says
+    /// whether it was normal and gives the close code and reason.
+    pub(crate) async fn read(&self) -> io::Result<Recv> {
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        let mut rx = self.inner.rx.lock().await;
+        loop {
+            if let Some(e) = self.ended() {
+                return Err(e);
+            }
+            match rx.next().await {
+                Some(WsEvent::Message(d)) => return Ok(Recv::Datagram(d)),
+                Some(WsEvent::Open | WsEvent::Error) => {}
+                Some(WsEvent::Close {
+                    code,
+                    reason,
+                    clean,
+                }) => {
+                    let (kind, what) = if clean && (code == NORMAL || code == 1001) {
+                        (io::ErrorKind::UnexpectedEof, "closed")
+                    } else if clean {
+                        (io::ErrorKind::ConnectionReset, "was closed with an error")
+                    } else {
+                        (
+                            io::ErrorKind::ConnectionReset,
+                            "closed abnormally (no closing handshake)",
+                        )
+                    };
+                    let msg = format!(
+                        "the WebSocket {} {what}: {}",
+                        self.inner.url,
+                        close_text(code, &reason)
+                    );
+                    return Err(self.end(kind, msg));
+                }
+                Some(WsEvent::Aborted) | None => {
+                    return Err(self.end(
+                        io::ErrorKind::ConnectionAborted,
+                        format!("the WebSocket {} was aborted", self.inner.url),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn check_open(&self) -> io::Result<()> {
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        if self.with_ws(|ws| ws.ready_state())? != WebSocket::OPEN {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the WebSocket {} is closing or closed", self.inner.url),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send one message, after waiting while the browser's send buffer is
+    /// above [`HIGH_WATER`].
+    pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.check_open()?;
+            if self.with_ws(|ws| ws.buffered_amount())? <= HIGH_WATER {
+                break;
+            }
+            crate::runtime::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+        self.with_ws(|ws| ws.send_with_u8_array(data))?
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "sending on the WebSocket {}: {}",
+                    self.inner.url,
+                    js_text(&e)
+                ))
+            })
+    }
+
+    /// Close with code 1000: the peer answers with its close frame, then
+    /// reads end.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.with_ws(|ws| ws.close_with_code(NORMAL))?.map_err(|e| {
+            io::Error::other(format!(
+                "closing the WebSocket {}: {}",
+                self.inner.url,
+                js_text(&e)
+            ))
+        })
+    }
+
+    /// A browser cannot reset a WebSocket: close with code 1000, and end
+    /// every pending and later read at once.
+    pub(crate) fn abort(&self) {
+        let _ = self.with_ws(|ws| ws.close_with_code(NORMAL));
+        self.end(
+            io::ErrorKind::ConnectionAborted,
+            format!("the WebSocket {} was aborted", self.inner.url),
+        );
+        let _ = self.inner.tx.unbounded_send(WsEvent::Aborted);
+    }
+
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.inner.remote
+    }
+}

@@ -1,0 +1,259 @@
+//! The browser WebSocket stack, in headless Chromium (wasm-bindgen-test).
+//!
+//! Needs the native echo helper (`native-examples/src/bin/ws-echo.rs`) on
+//! 127.0.0.1; `scripts/test.sh` starts it and passes, at compile time, its
+//! echo port, a port with no listener and a port that accepts TCP but never
+//! answers: `POSTSOCKET_WS_ECHO_PORT`, `POSTSOCKET_WS_REFUSED_PORT`,
+//! `POSTSOCKET_WS_SILENT_PORT`. By hand:
+//! `cargo run -p postsocket-examples --bin ws-echo -- 0` in one shell, then
+//! the three variables it prints and `CHROMEDRIVER=/usr/bin/chromedriver
+//!  WASM_BINDGEN_TEST_WEBDRIVER_JSON=$PWD/webdriver.json
+//!  cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket`.
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+
+use postsocket::{
+    ErrorReason, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind,
+    TransportProperties,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn port(value: Option<&'static str>, name: &str) -> u16 {
+    value
+        .unwrap_or_else(|| panic!("{name} is not set: run scripts/test.sh (it starts ws-echo)"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn echo_port() -> u16 {
+    port(
+        option_env!("POSTSOCKET_WS_ECHO_PORT"),
+        "POSTSOCKET_WS_ECHO_PORT",
+    )
+}
+
+fn refused_port() -> u16 {
+    port(
+        option_env!("POSTSOCKET_WS_REFUSED_PORT"),
+        "POSTSOCKET_WS_REFUSED_PORT",
+    )
+}
+
+fn local(port: u16) -> RemoteEndpoint {
+    RemoteEndpoint::new()
+        .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .and_then(|r| r.with_port(port))
+        .expect("endpoint")
+}
+
+fn plaintext(remotes: Vec<RemoteEndpoint>) -> Preconnection {
+    Preconnection::new(
+        Vec::new(),
+        remotes,
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    )
+}
+
+#[wasm_bindgen_test]
+async fn ws_echo_keeps_message_boundaries() {
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    assert_eq!(conn.stack(), StackId::Ws);
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let messages = [b"hello browser".to_vec(), Vec::new(), big];
+    for m in &messages {
+        conn.send_message(m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+    for m in &messages {
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e:?}"));
+        assert!(
+            matches!(r, postsocket::ReceiveEvent::Received { .. }),
+            "a whole Message"
+        );
+        assert_eq!(r.data().len(), m.len());
+        assert_eq!(r.data(), &m[..]);
+    }
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn sends_wait_for_the_browser_buffer_and_keep_order() {
+    // 40 × 100 KB sent without reading: bufferedAmount passes the 1 MiB
+    // high-water mark, so sends wait for it to drain; all come back in order.
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let message = |i: u32| -> Vec<u8> { (0..100_000u32).map(|j| ((i + j) % 256) as u8).collect() };
+    let sends: Vec<_> = (0..40).map(|i| conn.send_message(message(i))).collect();
+    for s in futures::future::join_all(sends).await {
+        s.unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+    for i in 0..40 {
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive {i}: {e:?}"));
+        assert!(r.data() == &message(i)[..], "message {i} differs");
+    }
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn a_close_by_the_server_says_code_and_reason() {
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    conn.send_message(b"\xffclose:bye from ws-echo".to_vec())
+        .await
+        .expect("send");
+    let e = match conn.receive().await {
+        Ok(r) => panic!("received {:?} instead of the close", r.data()),
+        Err(e) => e,
+    };
+    let text = format!("{e:?}");
+    console_log!("server close: {text}");
+    assert!(text.contains("code 4001"), "{text}");
+    assert!(text.contains("bye from ws-echo"), "{text}");
+}
+
+#[wasm_bindgen_test]
+async fn refused_candidate_fails_and_the_next_one_wins() {
+    let (refused, echo) = (refused_port(), echo_port());
+    let mut pre = plaintext(vec![local(refused), local(echo)]);
+    pre.set_connection_attempt_delay(Duration::from_millis(100));
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let trace = conn.trace();
+    let addr = |id: &str| {
+        trace
+            .candidate(id)
+            .and_then(|c| c.address.clone())
+            .unwrap_or_default()
+    };
+    let failed: Vec<String> = trace
+        .of_kind(TraceEventKind::AttemptFailed)
+        .map(|e| addr(&e.id))
+        .collect();
+    let winner = trace.winner().expect("a winner");
+    assert_eq!(
+        addr(winner),
+        format!("127.0.0.1:{echo}"),
+        "{}",
+        trace.timeline()
+    );
+    assert_eq!(
+        failed,
+        vec![format!("127.0.0.1:{refused}")],
+        "{}",
+        trace.timeline()
+    );
+    let started = trace.of_kind(TraceEventKind::AttemptStarted).count();
+    assert_eq!(started, 2, "{}", trace.timeline());
+    let reason = trace
+        .of_kind(TraceEventKind::AttemptFailed)
+        .next()
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("could not open ws://127.0.0.1:"),
+        "{reason}"
+    );
+    console_log!("{}", trace.timeline());
+    conn.send_message(b"raced".to_vec()).await.expect("send");
+    assert_eq!(conn.receive().await.expect("receive").data(), b"raced");
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn secure_default_never_falls_back_to_plaintext_ws() {
+    // Default SecurityParameters require security: only wss is raced, and a
+    // plaintext server cannot complete its TLS handshake.
+    let pre = Preconnection::new(
+        Vec::new(),
+        vec![local(echo_port())],
+        TransportProperties::new(),
+        SecurityParameters::new(),
+    );
+    let e = match pre.initiate_with_timeout(Duration::from_secs(10)).await {
+        Ok(c) => panic!("connected over {} to a plaintext server", c.stack()),
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    console_log!("secure default, plaintext server: {text}");
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed, "{text}");
+    assert!(text.contains("wss://127.0.0.1:"), "{text}");
+    assert!(!text.contains("ws://127.0.0.1:"), "{text}");
+
+    // Asking for ws with security required: no candidate, and the error says why.
+    let mut pre = Preconnection::new(
+        Vec::new(),
+        vec![local(echo_port())],
+        TransportProperties::new(),
+        SecurityParameters::new(),
+    );
+    pre.set_protocols(vec![StackId::Ws]);
+    let e = match pre.initiate_with_timeout(Duration::from_secs(10)).await {
+        Ok(c) => panic!("connected over {} without security", c.stack()),
+        Err(e) => e,
+    };
+    console_log!("ws required with secure default: {e}");
+    assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
+    assert!(e.to_string().contains("no security"), "{e}");
+}
+
+#[wasm_bindgen_test]
+async fn host_name_fails_with_resolution_failed() {
+    let remote = RemoteEndpoint::new()
+        .with_host_name("example.invalid")
+        .and_then(|r| r.with_port(echo_port()))
+        .expect("endpoint");
+    let pre = plaintext(vec![remote]);
+    let e = match pre.initiate_with_timeout(Duration::from_secs(10)).await {
+        Ok(c) => panic!("connected over {}", c.stack()),
+        Err(e) => e,
+    };
+    console_log!("host name: {e}");
+    assert_eq!(e.reason, ErrorReason::ResolutionFailed, "{e}");
+    assert!(e.to_string().contains("no DNS API"), "{e}");
+}
+
+#[wasm_bindgen_test]
+async fn establishment_timeout_runs_on_browser_timers() {
+    // A server that accepts TCP and never answers the WebSocket handshake:
+    // only the runtime's setTimeout / performance.now() can end this.
+    let silent = port(
+        option_env!("POSTSOCKET_WS_SILENT_PORT"),
+        "POSTSOCKET_WS_SILENT_PORT",
+    );
+    let pre = plaintext(vec![local(silent)]);
+    let t0 = js_sys::Date::now();
+    let e = match pre.initiate_with_timeout(Duration::from_millis(300)).await {
+        Ok(c) => panic!("connected over {}", c.stack()),
+        Err(e) => e,
+    };
+    let ms = js_sys::Date::now() - t0;
+    console_log!("timeout after {ms} ms: {e}");
+    assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
+    assert!(
+        (290.0..3000.0).contains(&ms),
+        "timed out after {ms} ms: {e}"
+    );
+}
