@@ -1658,7 +1658,29 @@ impl Inner {
         };
         let datagram = match t.read(&mut st.buf).await {
             Ok(Recv::Datagram(d)) => d,
-            Ok(_) => unreachable!("datagram stack"),
+            Ok(Recv::Eof) => {
+                // The peer ended its side: nothing more will arrive.
+                self.status.lock().unwrap().can_receive = false;
+                return Err(ReceiveError {
+                    context: None,
+                    error: Error::new(
+                        ErrorReason::ConnectionAborted,
+                        "the peer closed the connection",
+                    ),
+                });
+            }
+            Ok(Recv::Bytes) => {
+                return Err(ReceiveError {
+                    context: None,
+                    error: Error::new(
+                        ErrorReason::ProtocolFailed,
+                        format!(
+                            "{} delivered stream bytes on a message stack",
+                            self.caps.stack
+                        ),
+                    ),
+                })
+            }
             Err(e) => {
                 return Err(ReceiveError {
                     context: None,

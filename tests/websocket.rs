@@ -2,6 +2,8 @@
 //! wss with pinned and untrusted certificates, interop with plain
 //! tokio-tungstenite peers, and TCP and WebSocket on one Listener port.
 
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
 mod common;
 use common::*;
 use futures::{SinkExt, StreamExt};

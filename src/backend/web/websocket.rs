@@ -142,11 +142,16 @@ pub(crate) fn url(stack: StackId, remote: SocketAddr, opts: &SocketOptions) -> S
     format!("{scheme}://{host}:{}{path}", remote.port())
 }
 
-/// The HTTP path of the WebSocket (`ws.path` / `wss.path`), default `/`.
-/// The path reaches the backend once the establishment driver copies the
-/// protocol options into [`SocketOptions`]; until then every socket uses `/`.
-fn ws_path(_stack: StackId, _opts: &SocketOptions) -> String {
-    "/".to_string()
+/// The HTTP path of the WebSocket (`wss.path`, else `ws.path`), default `/`,
+/// as the native stack reads it.
+fn ws_path(stack: StackId, opts: &SocketOptions) -> String {
+    let get = |k: &str| opts.protocol_options.get(k).cloned();
+    let path = if stack == StackId::Wss {
+        get("wss.path").or_else(|| get("ws.path"))
+    } else {
+        get("ws.path")
+    };
+    path.unwrap_or_else(|| "/".to_string())
 }
 
 /// A JavaScript exception as text (never keep a JsValue in an error).
