@@ -130,53 +130,27 @@ impl MessageContext {
     pub(crate) fn resolve(&self, defaults: &MessageProperties) -> MessageProperties {
         let mut p = defaults.clone();
         let me = &self.properties;
-        let set = |n: &str| self.explicit.iter().any(|e| e == n);
-        if set("msglifetime") {
-            p.msg_lifetime = me.msg_lifetime;
-        }
-        if set("msgpriority") {
-            p.msg_priority = me.msg_priority;
-        }
-        if set("msgordered") {
-            p.msg_ordered = me.msg_ordered;
-        }
-        if set("safelyreplayable") {
-            p.safely_replayable = me.safely_replayable;
-        }
-        if set("final") {
-            p.final_ = me.final_;
-        }
-        if set("msgchecksumlen") {
-            p.msg_checksum_len = me.msg_checksum_len;
-        }
-        if set("msgreliable") {
-            p.msg_reliable = me.msg_reliable;
-        }
-        if set("msgcapacityprofile") {
-            p.msg_capacity_profile = me.msg_capacity_profile;
-        }
-        if set("nofragmentation") {
-            p.no_fragmentation = me.no_fragmentation;
-        }
-        if set("nosegmentation") {
-            p.no_segmentation = me.no_segmentation;
-        }
-        // Fields written directly (not through `add`) win over defaults when they differ from the default.
         let d = MessageProperties::default();
-        macro_rules! direct {
-            ($($f:ident),*) => { $( if me.$f != d.$f { p.$f = me.$f.clone(); } )* };
+        // A property set through `add` (even to its default value), or written
+        // directly to a value other than the default, wins over the defaults.
+        macro_rules! take {
+            ($($f:ident: $name:literal),* $(,)?) => {
+                $( if self.explicit.iter().any(|e| e == $name) || me.$f != d.$f {
+                    p.$f = me.$f;
+                } )*
+            };
         }
-        direct!(
-            msg_lifetime,
-            msg_priority,
-            msg_ordered,
-            safely_replayable,
-            final_,
-            msg_checksum_len,
-            msg_reliable,
-            msg_capacity_profile,
-            no_fragmentation,
-            no_segmentation
+        take!(
+            msg_lifetime: "msglifetime",
+            msg_priority: "msgpriority",
+            msg_ordered: "msgordered",
+            safely_replayable: "safelyreplayable",
+            final_: "final",
+            msg_checksum_len: "msgchecksumlen",
+            msg_reliable: "msgreliable",
+            msg_capacity_profile: "msgcapacityprofile",
+            no_fragmentation: "nofragmentation",
+            no_segmentation: "nosegmentation",
         );
         p
     }

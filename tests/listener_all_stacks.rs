@@ -5,39 +5,15 @@
 // Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
+mod common;
+use common::{pinned, self_signed, with_certificate};
 use postsocket::framer::LengthPrefixFramer;
-use postsocket::security::{certificate_sha256, Identity};
 use postsocket::{
     Connection, ListenerEvent, LocalEndpoint, Preconnection, Preference, ReceiveEvent,
     RemoteEndpoint, SecurityParameters, SelectionProperty, StackId, TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
-
-struct Cert {
-    pem: String,
-    key: String,
-}
-
-fn self_signed() -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    Cert {
-        pem: ck.cert.pem(),
-        key: ck.signing_key.serialize_pem(),
-    }
-}
-
-fn with_certificate(mut s: SecurityParameters, c: &Cert) -> SecurityParameters {
-    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
-    s
-}
-
-fn pinned(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
-    s
-}
 
 /// Properties every stack satisfies (with a framer for the byte streams).
 fn any_stack() -> TransportProperties {

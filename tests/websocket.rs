@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use futures::{SinkExt, StreamExt};
-use postsocket::security::{certificate_sha256, Identity};
 use postsocket::{
     Connection, ErrorReason, ListenerEvent, Preconnection, ReceiveEvent, SecurityParameters,
     StackId, TransportProperties,
@@ -18,31 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(10);
-
-struct Cert {
-    pem: String,
-    key: String,
-}
-
-fn self_signed() -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    Cert {
-        pem: ck.cert.pem(),
-        key: ck.signing_key.serialize_pem(),
-    }
-}
-
-fn with_identity(mut s: SecurityParameters, c: &Cert) -> SecurityParameters {
-    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
-    s
-}
-
-fn pinned(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
-    s
-}
 
 fn props_with_path(path: Option<&str>) -> TransportProperties {
     let mut p = TransportProperties::new();
@@ -198,7 +172,7 @@ async fn wss_with_a_pinned_self_signed_certificate() {
     let cert = self_signed();
     let (addr, _) = echo_listener(
         TransportProperties::new(),
-        with_identity(SecurityParameters::new(), &cert),
+        with_certificate(SecurityParameters::new(), &cert),
         vec![StackId::Wss],
     )
     .await;
@@ -226,7 +200,7 @@ async fn wss_untrusted_fails_and_never_falls_back_to_ws() {
     let cert = self_signed();
     let (addr, _) = echo_listener(
         TransportProperties::new(),
-        with_identity(SecurityParameters::opportunistic(), &cert),
+        with_certificate(SecurityParameters::opportunistic(), &cert),
         vec![StackId::Wss, StackId::Ws],
     )
     .await;

@@ -140,3 +140,34 @@ pub fn t_of(trace: &postsocket::RacingTrace, kind: postsocket::TraceEventKind, i
         .unwrap_or_else(|| panic!("no {kind:?} for {id} in\n{}", trace.timeline()))
         .t_ms
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1, as PEM.
+pub struct Cert {
+    pub pem: String,
+    pub key: String,
+}
+
+pub fn self_signed() -> Cert {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    Cert {
+        pem: ck.cert.pem(),
+        key: ck.signing_key.serialize_pem(),
+    }
+}
+
+/// `s` with `c` as the server certificate.
+pub fn with_certificate(
+    mut s: postsocket::SecurityParameters,
+    c: &Cert,
+) -> postsocket::SecurityParameters {
+    s.server_certificate = vec![postsocket::security::Identity::from_pem(&c.pem, &c.key).unwrap()];
+    s
+}
+
+/// Secure parameters that trust exactly `c` (a pin).
+pub fn pinned(c: &Cert) -> postsocket::SecurityParameters {
+    let mut s = postsocket::SecurityParameters::new();
+    s.pinned_server_certificate = vec![postsocket::security::certificate_sha256(&c.pem).unwrap()];
+    s
+}
