@@ -104,7 +104,7 @@ fi
 "$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
 "$CHROMEDRIVER" --version
 
-step "browser tests in headless Chromium: the WebSocket stack against ws-echo (tokio-tungstenite)"
+step "browser tests in headless Chromium: the racing engine's scripts, and the WebSocket stack against ws-echo"
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
@@ -121,7 +121,7 @@ sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-pr
 # The ports reach the tests at compile time (option_env!).
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
-    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket ||
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"

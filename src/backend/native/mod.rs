@@ -11,7 +11,7 @@ mod ws;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
-use crate::racing::Family;
+use crate::racing::{Family, Target};
 use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -206,9 +206,16 @@ impl Transport {
 /// One racing attempt: open `stack` to `remote`.
 pub(crate) async fn connect(
     stack: StackId,
-    remote: SocketAddr,
+    remote: &Target,
     opts: &SocketOptions,
 ) -> io::Result<Transport> {
+    // The engine resolves names natively, so every leaf is an address.
+    let Some(remote) = remote.addr() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{remote} is a name; native stacks connect to resolved addresses"),
+        ));
+    };
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),

@@ -1,15 +1,16 @@
 //! Browser stacks. This step brings WebSocket (`ws`, `wss`, `websocket.rs`);
 //! WebTransport and WebRTC data channels come next.
 //!
-//! There is no DNS API in a browser. Until host names are handed to the
-//! browser stacks as names, a RemoteEndpoint in the browser must be an IP
-//! address; a host name fails with ResolutionFailed (see [`system_resolve`]).
+//! There is no DNS API in a browser: a RemoteEndpoint's host name goes to
+//! the browser stacks as it is (`RemoteSpec::Name`, one leaf per stack) and
+//! the browser resolves it. Only `Preconnection::resolve` needs addresses,
+//! and it fails with a message saying why (see [`system_resolve`]).
 
 mod websocket;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
-use crate::racing::Family;
+use crate::racing::{Family, Target};
 use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -76,7 +77,7 @@ impl Transport {
     }
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
-            Transport::Ws(w) => Some(w.remote()),
+            Transport::Ws(w) => w.remote(),
         }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
@@ -101,7 +102,7 @@ impl Transport {
 /// One racing attempt: open `stack` to `remote`.
 pub(crate) async fn connect(
     stack: StackId,
-    remote: SocketAddr,
+    remote: &Target,
     opts: &SocketOptions,
 ) -> io::Result<Transport> {
     match stack {
@@ -147,8 +148,8 @@ pub(crate) fn system_resolve(
 ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
     Box::pin(async move {
         Err(format!(
-            "the browser has no DNS API, and handing {host} to the browser stacks as a name \
-             is not implemented yet; use an IP address in the browser for now"
+            "the browser has no DNS API, so {host} cannot be resolved to addresses here; \
+             initiate with the name as it is and the browser resolves it"
         ))
     })
 }
