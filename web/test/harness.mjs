@@ -66,7 +66,7 @@ export async function launch() {
     timeout: 30000,
   });
   const page = context.pages()[0] ?? (await context.newPage());
-  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  page.on('console', (m) => console.log(`  [page console.${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
   return {
     page,
