@@ -3,9 +3,10 @@
 # integration tests, the wasm32 build, the README example check, and smoke tests
 # of the example programs (racing-demo, tapscat).
 # Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
-# tests). Installs when missing: the wasm32-unknown-unknown target; wasm-bindgen-cli at the
-# wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min); openssl, chromium and
-# chromium-driver with apt-get when running as root.
+# tests), Node >= 20 + npm (the npm package and its Playwright test). Installs when missing:
+# the wasm32-unknown-unknown target; wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock
+# (cargo install, ~2-3 min); openssl, chromium and chromium-driver with apt-get when running as
+# root; playwright-core and typescript with npm ci in web/test (no browser download).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -123,6 +124,32 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
+
+step "npm package: clippy (wasm32), scripts/build-npm.sh (release wasm, env-import guard, wasm-bindgen)"
+command -v node >/dev/null && command -v npm >/dev/null ||
+    fail "node and npm are needed for the npm package (Node >= 20: playwright-core needs it)"
+node --version
+cargo clippy --target wasm32-unknown-unknown -p postsocket-web --all-targets -- -D warnings
+node web/tools/check-wasm-imports.mjs --self-test
+scripts/build-npm.sh "$ROOT/web/pkg"
+
+step "npm package: npm pack holds the .wasm, the JS and the .d.ts"
+(cd web/pkg && npm pack --pack-destination "$TMP" --silent >"$TMP/pack.name") || fail "npm pack failed"
+TARBALL="$TMP/$(tail -1 "$TMP/pack.name")"
+tar tzf "$TARBALL" | sort >"$TMP/pack.list"
+cat "$TMP/pack.list"
+for f in postsocket_web_bg.wasm postsocket_web.js postsocket_web.d.ts index.js index.d.ts package.json README.md; do
+    grep -qx "package/$f" "$TMP/pack.list" || fail "$(basename "$TARBALL") lacks $f"
+done
+
+step "npm package: npm ci (playwright-core, typescript) and tsc --strict over the types"
+(cd web/test && timeout 600 npm ci --no-audit --no-fund --silent) || fail "npm ci in web/test failed"
+(cd web/test && timeout 120 npx --no-install tsc -p tsconfig.json) || fail "the package's TypeScript types do not check"
+echo "web/test/types.ts type-checks against web/pkg/index.d.ts"
+
+step "npm package in headless Chromium (Playwright): the example page and the package against ws-echo"
+env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e.mjs ||
+    { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
