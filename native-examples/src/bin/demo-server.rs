@@ -17,8 +17,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use postsocket::{
-    Connection, Listener, LocalEndpoint, Preconnection, ReceiveEvent, SecurityParameters, StackId,
-    TransportProperties,
+    Connection, Listener, LocalEndpoint, MessageContext, Preconnection, ReceiveEvent,
+    SecurityParameters, StackId, TransportProperties,
 };
 use postsocket_examples::demo::cert::{self, ShortLivedCert};
 use postsocket_examples::demo::faults::{self, FrontState};
@@ -174,8 +174,13 @@ async fn echo(conn: Connection) {
             }) => (data, context, end_of_message),
             Err(_) => break,
         };
-        let _ = context;
-        if conn.send(data, None, end).await.is_err() {
+        // A datagram (msgReliable false, e.g. a WebTransport datagram) goes back as one.
+        let reply = (context.properties.msg_reliable == Some(false)).then(|| {
+            let mut c = MessageContext::new();
+            c.properties.msg_reliable = Some(false);
+            c
+        });
+        if conn.send(data, reply, end).await.is_err() {
             break;
         }
     }
