@@ -484,9 +484,18 @@ impl Connection {
                         PropertyValue::Bool(p.tcp.user_timeout_changeable)
                     }
                     _ => {
-                        return Err(Error::invalid_configuration(format!(
-                            "unknown Connection Property `{name}`"
-                        )))
+                        let stack_specific = self
+                            .inner
+                            .abort_handle
+                            .lock()
+                            .unwrap()
+                            .as_ref()
+                            .and_then(|t| t.protocol_property(&n));
+                        return stack_specific.ok_or_else(|| {
+                            Error::invalid_configuration(format!(
+                                "unknown Connection Property `{name}`"
+                            ))
+                        });
                     }
                 }
             }
@@ -960,12 +969,15 @@ impl Connection {
         properties: Option<ConnectionProperties>,
     ) -> Result<Connection, Error> {
         let inner = &self.inner;
-        let Some(reconnect) = inner.reconnect.clone() else {
+        // A Rendezvous Connection (WebRTC) has no remote address to reconnect
+        // to, but clones as a new channel on the same peer connection.
+        let reconnect = inner.reconnect.clone();
+        if reconnect.is_none() && inner.caps.stack != StackId::Webrtc {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
                 "a Connection received by a Listener cannot be cloned from this side",
             ));
-        };
+        }
         let props_now = self.properties();
         if let Some(limit) = props_now.group_conn_limit {
             if self.grouped_count() as u64 >= limit {
@@ -988,7 +1000,7 @@ impl Connection {
             ));
         };
         // A multiplexed stack (QUIC) clones as a new stream on the same connection.
-        if let Some(opened) = t.open_sibling().await {
+        if let Some(opened) = t.open_sibling(&props).await {
             let transport = opened.map_err(|e| {
                 Error::new(
                     ErrorReason::NotCloneable,
@@ -1005,12 +1017,21 @@ impl Connection {
                 remote: (*inner.remote).clone(),
                 remote_addr: inner.remote_addr,
                 local: inner.local.as_deref().cloned(),
-                reconnect: Some(reconnect),
+                reconnect,
                 early_sent: false,
                 peer_early_data: false,
             };
             return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
         }
+        let Some(reconnect) = reconnect else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                format!(
+                    "{} cannot open another connection from this side",
+                    inner.caps.stack
+                ),
+            ));
+        };
         let parts = crate::establish::reconnect(
             &reconnect,
             props,
