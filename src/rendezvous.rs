@@ -536,8 +536,8 @@ mod tests {
         assert!(DataChannelOptions::from_properties(&p).unwrap().reliable());
 
         let mut p = TransportProperties::new();
-        p.set(SelectionProperty::PreserveOrder, Preference::Prohibit);
-        p.set(SelectionProperty::Reliability, Preference::Avoid);
+        p.set_preference(SelectionProperty::PreserveOrder, Preference::Prohibit);
+        p.set_preference(SelectionProperty::Reliability, Preference::Avoid);
         let o = DataChannelOptions::from_properties(&p).unwrap();
         assert!(!o.ordered && !o.reliable());
         p.message_defaults.msg_ordered = Some(true);
