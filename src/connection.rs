@@ -653,6 +653,32 @@ impl Connection {
                 format!("msgOrdered true: {} does not preserve order", caps.stack),
             ));
         }
+        // Stacks whose reliability and order are fixed per instance (a WebRTC
+        // data channel's options): a Message cannot ask for more.
+        if props.msg_reliable == Some(true) || props.msg_ordered == Some(true) {
+            let delivery = inner
+                .abort_handle
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(Transport::delivery);
+            if let Some((reliable, ordered)) = delivery {
+                if props.msg_reliable == Some(true) && !reliable {
+                    return Err(fail(
+                        &context,
+                        ErrorReason::InvalidMessageProperties,
+                        format!("msgReliable true: this {} channel was created unreliable (its reliability is fixed when the channel opens)", caps.stack),
+                    ));
+                }
+                if props.msg_ordered == Some(true) && !ordered {
+                    return Err(fail(
+                        &context,
+                        ErrorReason::InvalidMessageProperties,
+                        format!("msgOrdered true: this {} channel was created unordered (its order is fixed when the channel opens)", caps.stack),
+                    ));
+                }
+            }
+        }
         if props.msg_checksum_len != ChecksumCoverage::Full {
             return Err(fail(
                 &context,

@@ -88,6 +88,20 @@ async fn unordered_unreliable_channel_has_the_mapped_options() {
     assert_eq!(c.get("webrtc.maxPacketLifeTime").unwrap(), na());
     // Loopback loses nothing: it still echoes.
     roundtrip(&c, b"unordered, unreliable").await;
+    // A Message cannot ask for more than the channel was created with.
+    for prop in ["msgReliable", "msgOrdered"] {
+        let ctx = postsocket::MessageContext::new().with(prop, true).unwrap();
+        match c.send(b"x".to_vec(), Some(ctx), true).await {
+            Err(SendFailure::SendError { error, .. }) => {
+                assert_eq!(
+                    error.reason,
+                    ErrorReason::InvalidMessageProperties,
+                    "{error}"
+                )
+            }
+            other => panic!("{prop} true on an unreliable unordered channel: {other:?}"),
+        }
+    }
 
     let mut props = TransportProperties::new();
     props.set("msgReliable", false).unwrap();

@@ -148,6 +148,24 @@ async fn unordered_unreliable_channel() {
     );
     // Loopback loses nothing: the unreliable channel still echoes.
     roundtrip(&c, b"unordered").await;
+    // A Message cannot ask for more than the channel was created with.
+    for prop in ["msgReliable", "msgOrdered"] {
+        let ctx = postsocket::MessageContext::new().with(prop, true).unwrap();
+        match c.send(b"x".to_vec(), Some(ctx), true).await {
+            Err(postsocket::SendFailure::SendError { error, .. }) => {
+                assert_eq!(
+                    error.reason,
+                    ErrorReason::InvalidMessageProperties,
+                    "{error}"
+                );
+                assert!(
+                    error.message.contains("fixed when the channel opens"),
+                    "{error}"
+                );
+            }
+            other => panic!("{prop} true on an unreliable unordered channel: {other:?}"),
+        }
+    }
 
     let mut props = TransportProperties::new();
     props.set("msgReliable", false).unwrap();

@@ -228,6 +228,15 @@ impl Transport {
         }
     }
 
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Webrtc(w) => Some(w.delivery()),
+            _ => None,
+        }
+    }
+
     /// A protocol-specific property (RFC 9622 §4.1) of this stack instance,
     /// by normalized name (e.g. `webrtc.ordered`).
     pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {

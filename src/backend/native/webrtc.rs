@@ -193,6 +193,11 @@ impl WebrtcTransport {
         let _ = self.inner.cmd.send(Cmd::CloseAll);
     }
 
+    /// (reliable, ordered) of the channel.
+    pub(crate) fn delivery(&self) -> (bool, bool) {
+        (self.inner.options.reliable(), self.inner.options.ordered)
+    }
+
     /// `webrtc.*` protocol-specific properties of the channel.
     pub(crate) fn protocol_property(&self, name: &str) -> Option<PropertyValue> {
         channel_property(&self.inner.options, name)

@@ -123,6 +123,14 @@ impl Transport {
             w.close_peer();
         }
     }
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Webrtc(w) => w.delivery(),
+        }
+    }
     /// A protocol-specific property (RFC 9622 §4.1) by normalized name,
     /// e.g. `webrtc.ordered` read from the browser's RTCDataChannel.
     pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {

@@ -408,6 +408,19 @@ impl WebrtcTransport {
         let _ = self.inner.peer.with_pc(|pc| pc.close());
     }
 
+    /// (reliable, ordered) of the browser's channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        self.with_dc(|dc| {
+            let reliable = dc.max_retransmits().is_none() && dc.max_packet_life_time().is_none();
+            let ordered = js_sys::Reflect::get(dc, &"ordered".into())
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
+            (reliable, ordered)
+        })
+        .ok()
+    }
+
     /// `webrtc.*` protocol-specific properties, read from the browser's
     /// RTCDataChannel.
     pub(crate) fn protocol_property(&self, name: &str) -> Option<PropertyValue> {
