@@ -118,8 +118,32 @@ async fn data_channel_echo_and_clone() {
     for i in 0..20u32 {
         roundtrip(&c, format!("message {i}").as_bytes()).await;
     }
-    // Boundaries are kept: a 60 KB message comes back whole.
+    // Boundaries are kept: a 60 KB and a 250 KB message come back whole.
     roundtrip(&c, &vec![7u8; 60_000]).await;
+    let big: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+    roundtrip(&c, &big).await;
+    // Backpressure: 40 messages of 100 KB (4 MB, over the 1 MiB send buffer) all arrive.
+    let chunk = vec![1u8; 100_000];
+    let sender = {
+        let c2 = c.clone(None, None).await.expect("clone for the bulk test");
+        let chunk = chunk.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                c2.send_message(chunk.clone()).await.expect("bulk send");
+            }
+            let mut got = 0;
+            while got < 40 {
+                let r = tokio::time::timeout(T, c2.receive())
+                    .await
+                    .expect("bulk echo in time");
+                assert_eq!(r.expect("bulk receive").data().len(), chunk.len());
+                got += 1;
+            }
+            c2
+        })
+    };
+    let c_bulk = sender.await.unwrap();
+    c_bulk.close().await.unwrap();
 
     // Clone: a second channel on the same peer connection (same UDP 4-tuple).
     let c2 = tokio::time::timeout(T, c.clone(None, None))
@@ -128,7 +152,7 @@ async fn data_channel_echo_and_clone() {
         .expect("clone");
     assert_eq!(c2.remote_addr(), c.remote_addr());
     assert_eq!(c2.local_addr(), c.local_addr());
-    assert_eq!(c.grouped_connections().len(), 2);
+    assert!(c.grouped_connections().len() >= 2);
     roundtrip(&c2, b"on the second channel").await;
     roundtrip(&c, b"first still works").await;
     c2.close().await.unwrap();

@@ -263,12 +263,19 @@ fn new_peer(opts: &SocketOptions) -> io::Result<(Rtc, std::net::UdpSocket)> {
     })?;
     socket.set_nonblocking(true)?;
     let local = socket.local_addr()?;
-    let mut rtc = Rtc::new(Instant::now());
+    // Room for the largest message (256 KiB) several times over, as the
+    // browser's high-water mark.
+    let mut rtc = Rtc::builder()
+        .set_sctp_max_buffered_amount(SCTP_BUFFER)
+        .build(Instant::now());
     let cand =
         Candidate::host(local, "udp").map_err(|e| other(format!("host candidate {local}: {e}")))?;
     rtc.add_local_candidate(cand);
     Ok((rtc, socket))
 }
+
+/// str0m's SCTP send buffer per peer connection: `send` waits while it is full.
+const SCTP_BUFFER: usize = 1 << 20;
 
 /// An offer made, waiting for the answer.
 pub(crate) struct WebrtcOffer {
