@@ -1,5 +1,6 @@
 //! The browser WebRTC stack, in headless Chromium (wasm-bindgen-test),
-//! against postsocket's native str0m peer (`webrtc-echo`).
+//! against postsocket's native str0m peer (`webrtc-echo`), and browser to browser in one
+//! page (the answerer side and the Listener of the peer's channels).
 //!
 //! `scripts/test.sh` runs the echo peer, chromedriver and Chromium inside one
 //! network namespace with only loopback (`unshare -n`), starts
@@ -9,10 +10,14 @@
 //! --use-fake-ui-for-media-stream` to gather loopback candidates (TOOLCHAIN.md).
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
+use futures::channel::mpsc;
+use futures::StreamExt;
+use postsocket::rendezvous::SignalingFuture;
 use postsocket::{
     Connection, ErrorReason, HttpSignaling, Preconnection, PropertyValue, SecurityParameters,
     SendFailure, StackId, TransportProperties,
 };
+use postsocket::{Signaling, SignalingMessage, SignalingRole};
 use std::time::Duration;
 use wasm_bindgen_test::*;
 
@@ -159,4 +164,75 @@ async fn unreachable_signaling_fails_with_the_reason() {
         .expect_err("a 404 from the signaling server");
     assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
     assert!(e.message.contains("404"), "{e}");
+}
+
+/// One end of an in-page signaling channel (the application's own).
+struct Pipe {
+    role: SignalingRole,
+    tx: mpsc::UnboundedSender<SignalingMessage>,
+    rx: mpsc::UnboundedReceiver<SignalingMessage>,
+}
+
+impl Signaling for Pipe {
+    fn role(&self) -> SignalingRole {
+        self.role
+    }
+    fn send(&mut self, m: SignalingMessage) -> SignalingFuture<'_, ()> {
+        let r = self
+            .tx
+            .unbounded_send(m)
+            .map_err(|_| postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed"));
+        Box::pin(async move { r })
+    }
+    fn receive(&mut self) -> SignalingFuture<'_, SignalingMessage> {
+        Box::pin(async move {
+            self.rx.next().await.ok_or_else(|| {
+                postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed")
+            })
+        })
+    }
+}
+
+#[wasm_bindgen_test]
+async fn browser_to_browser_in_one_page_answerer_and_listener() {
+    let (a_tx, b_rx) = mpsc::unbounded();
+    let (b_tx, a_rx) = mpsc::unbounded();
+    let offerer = Pipe {
+        role: SignalingRole::Offerer,
+        tx: a_tx,
+        rx: a_rx,
+    };
+    let answerer = Pipe {
+        role: SignalingRole::Answerer,
+        tx: b_tx,
+        rx: b_rx,
+    };
+    let pre = || {
+        Preconnection::new(
+            vec![],
+            vec![],
+            TransportProperties::new(),
+            SecurityParameters::new(),
+        )
+    };
+    let (a, b) = futures::join!(pre().rendezvous(offerer), pre().rendezvous(answerer));
+    let a = a.unwrap_or_else(|e| panic!("offerer: {e}"));
+    let b = b.unwrap_or_else(|e| panic!("answerer: {e}"));
+    a.connection.send_message("from the offerer").await.unwrap();
+    let m = b.connection.receive().await.unwrap();
+    assert_eq!(m.data(), b"from the offerer");
+    b.connection
+        .send_message("from the answerer")
+        .await
+        .unwrap();
+    let m = a.connection.receive().await.unwrap();
+    assert_eq!(m.data(), b"from the answerer");
+    // The offerer's Clone is ConnectionReceived on the answerer's Listener.
+    let (clone, received) = futures::join!(a.connection.clone(None, None), b.listener.accept());
+    let clone = clone.unwrap_or_else(|e| panic!("clone: {e}"));
+    let received = received.unwrap_or_else(|e| panic!("accept: {e}"));
+    clone.send_message("on the clone").await.unwrap();
+    let m = received.receive().await.unwrap();
+    assert_eq!(m.data(), b"on the clone");
+    assert_eq!(b.connection.grouped_connections().len(), 2);
 }
