@@ -440,7 +440,11 @@ impl Connection {
         p
     }
 
-    /// Read any Connection Property by RFC name, the read-only ones included.
+    /// Read any Connection Property by RFC name, the read-only ones included,
+    /// and the protocol-specific ones of the stack (RFC 9622 §4.1): on a
+    /// WebRTC data channel `webrtc.ordered`, `webrtc.maxRetransmits`,
+    /// `webrtc.maxPacketLifeTime` (`notApplicable` when not set) and
+    /// `webrtc.label`, read from the channel itself.
     pub fn get(&self, name: &str) -> Result<PropertyValue, Error> {
         let n = crate::properties::norm_name(name);
         let int = |v: Option<u64>| match v {
