@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
 # integration tests, the wasm32 build, the README example check, and smoke tests
-# of the example programs (racing-demo, tapscat).
+# of the example programs (racing-demo, tapscat). The WebRTC browser step needs root (unshare -n).
 # Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
 # tests), Node >= 20 + npm (the npm package and its Playwright test). Installs when missing:
 # the wasm32-unknown-unknown target; wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock
@@ -124,6 +124,45 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
+
+step "browser tests in headless Chromium: WebRTC data channels with the native str0m peer (webrtc-echo), in a loopback-only network namespace"
+# The echo peer, chromedriver and Chromium run in one private network namespace with only
+# loopback (unshare -n), so ICE gathers loopback candidates only and nothing leaves the machine.
+[ "$(id -u)" -eq 0 ] ||
+    fail "the WebRTC browser step needs root for its network namespace (unshare -n); run scripts/test.sh as root (CI does)"
+command -v unshare >/dev/null && command -v ip >/dev/null ||
+    fail "unshare (util-linux) and ip (iproute2) are needed for the WebRTC browser step"
+cargo build -p postsocket-examples --bin webrtc-echo
+# The namespace is fresh, so a fixed port is free in it; the URL reaches the tests at compile
+# time (option_env!), so compile here, run inside.
+WEBRTC_PORT=18080
+WEBRTC_URL="http://127.0.0.1:$WEBRTC_PORT/offer"
+POSTSOCKET_WEBRTC_SIGNALING="$WEBRTC_URL" \
+    cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webrtc --no-run
+# webdriver.json plus the two flags Chromium needs for WebRTC on loopback (TOOLCHAIN.md).
+sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-webrtc-profile\", \"--allow-loopback-in-peer-connection\", \"--use-fake-ui-for-media-stream\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
+    webdriver.json >"$TMP/webdriver-webrtc.json"
+grep -q -- "--allow-loopback-in-peer-connection" "$TMP/webdriver-webrtc.json" ||
+    fail "could not add the WebRTC flags to webdriver.json"
+export BIN TMP WEBRTC_PORT WEBRTC_URL CHROMEDRIVER
+timeout 900 unshare -n bash -c '
+    set -euo pipefail
+    ip link set lo up
+    "$BIN/webrtc-echo" "$WEBRTC_PORT" >"$TMP/webrtc-echo.out" 2>"$TMP/webrtc-echo.err" &
+    echo_pid=$!
+    trap "kill $echo_pid 2>/dev/null || true" EXIT
+    for _ in $(seq 1 100); do
+        grep -q "^POSTSOCKET_WEBRTC_SIGNALING=$WEBRTC_URL\$" "$TMP/webrtc-echo.out" && break
+        sleep 0.1
+    done
+    grep -q "^POSTSOCKET_WEBRTC_SIGNALING=$WEBRTC_URL\$" "$TMP/webrtc-echo.out" ||
+        { cat "$TMP/webrtc-echo.err" >&2; echo "webrtc-echo did not start on $WEBRTC_URL" >&2; exit 1; }
+    cat "$TMP/webrtc-echo.out"
+    POSTSOCKET_WEBRTC_SIGNALING="$WEBRTC_URL" CHROMEDRIVER="$CHROMEDRIVER" \
+        WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver-webrtc.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+        cargo test --offline --target wasm32-unknown-unknown -p postsocket --test browser_webrtc ||
+        { cat "$TMP/webrtc-echo.err" >&2; exit 1; }
+' || fail "WebRTC browser tests failed"
 
 step "npm package: clippy (wasm32), scripts/build-npm.sh (release wasm, env-import guard, wasm-bindgen)"
 command -v node >/dev/null && command -v npm >/dev/null ||

@@ -2,11 +2,13 @@
 //! rustls, QUIC with quinn, WebSocket (ws, wss) with tokio-tungstenite.
 
 mod demux;
+mod http;
 mod quic;
 mod tcp;
 mod tls;
 pub(crate) mod tls_config;
 mod udp;
+mod webrtc;
 mod ws;
 
 use super::{Incoming, Recv, SocketOptions};
@@ -16,10 +18,12 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use http::http_post_json;
 pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
 pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
+pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use ws::WsTransport;
 
 /// The stacks this target has, in default preference order.
@@ -55,6 +59,8 @@ pub(crate) enum Transport {
     Tls(TlsTransport),
     /// A WebSocket (ws over TCP, wss over TLS).
     Ws(WsTransport),
+    /// A WebRTC data channel.
+    Webrtc(WebrtcTransport),
 }
 
 impl Transport {
@@ -66,6 +72,7 @@ impl Transport {
             Transport::Quic(q) => q.read(buf).await,
             Transport::Tls(t) => t.read(buf).await,
             Transport::Ws(w) => w.read().await,
+            Transport::Webrtc(w) => w.read().await,
         }
     }
 
@@ -77,6 +84,9 @@ impl Transport {
             Transport::Quic(q) => q.write_vectored(bufs).await,
             Transport::Tls(t) => t.write_vectored(bufs).await,
             Transport::Ws(_) => Err(io::Error::other("WebSocket has no byte stream")),
+            Transport::Webrtc(_) => {
+                Err(io::Error::other("a WebRTC data channel has no byte stream"))
+            }
         }
     }
 
@@ -88,6 +98,7 @@ impl Transport {
             Transport::Udp(u) => u.send(data).await,
             Transport::Quic(q) => q.send_datagram(data).await,
             Transport::Ws(w) => w.send(data).await,
+            Transport::Webrtc(w) => w.send(data).await,
         }
     }
 
@@ -99,6 +110,7 @@ impl Transport {
             Transport::Udp(_) => Ok(()),
             Transport::Quic(q) => q.shutdown_write(),
             Transport::Ws(w) => w.shutdown_write(),
+            Transport::Webrtc(w) => w.shutdown_write(),
         }
     }
 
@@ -110,6 +122,7 @@ impl Transport {
             Transport::Quic(q) => q.abort(),
             Transport::Tls(t) => t.abort(),
             Transport::Ws(w) => w.abort(),
+            Transport::Webrtc(w) => w.abort(),
         }
     }
 
@@ -124,6 +137,10 @@ impl Transport {
             )),
             Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
             Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
+            Transport::Webrtc(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the WebRTC peer's socket is shared by its channels; DSCP is not set per channel",
+            )),
         }
     }
 
@@ -135,6 +152,7 @@ impl Transport {
             Transport::Quic(q) => q.local(),
             Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Webrtc(w) => w.local_addr(),
         }
     }
 
@@ -146,13 +164,14 @@ impl Transport {
             Transport::Quic(q) => Some(q.remote()),
             Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Webrtc(w) => w.remote_addr(),
         }
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) => None,
+            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) | Transport::Webrtc(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
             Transport::Quic(_) => None,
         }
@@ -188,17 +207,42 @@ impl Transport {
 
     /// Clone on a multiplexed stack: a sibling stream on the same connection.
     /// `None` when the stack needs a new connection instead.
-    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
+    /// `props` are the clone's properties (WebRTC: the new channel's options).
+    pub(crate) async fn open_sibling(
+        &self,
+        props: &crate::properties::TransportProperties,
+    ) -> Option<io::Result<Transport>> {
         match self {
             Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
+            Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             _ => None,
         }
     }
 
     /// CloseGroup/AbortGroup on a multiplexed stack: end the shared connection.
     pub(crate) fn close_shared(&self, abort: bool) {
-        if let Transport::Quic(q) = self {
-            q.close_connection(abort);
+        match self {
+            Transport::Quic(q) => q.close_connection(abort),
+            Transport::Webrtc(w) => w.close_peer(),
+            _ => {}
+        }
+    }
+
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Webrtc(w) => Some(w.delivery()),
+            _ => None,
+        }
+    }
+
+    /// A protocol-specific property (RFC 9622 §4.1) of this stack instance,
+    /// by normalized name (e.g. `webrtc.ordered`).
+    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+        match self {
+            Transport::Webrtc(w) => w.protocol_property(name),
+            _ => None,
         }
     }
 }
@@ -373,6 +417,21 @@ impl BackendListener {
             h.abort();
         }
         self.rx.close();
+    }
+}
+
+impl BackendListener {
+    /// A listener over a queue of incoming stack instances (the data
+    /// channels a WebRTC peer opens).
+    pub(crate) fn from_channel(
+        rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+        local: SocketAddr,
+    ) -> BackendListener {
+        BackendListener {
+            rx,
+            local,
+            stop: Vec::new(),
+        }
     }
 }
 

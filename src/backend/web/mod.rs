@@ -1,11 +1,13 @@
-//! Browser stacks. This step brings WebSocket (`ws`, `wss`, `websocket.rs`);
-//! WebTransport and WebRTC data channels come next.
+//! Browser stacks: WebSocket (`ws`, `wss`, `websocket.rs`) and WebRTC data
+//! channels (`webrtc`, `webrtc.rs`, established by Rendezvous only);
+//! WebTransport comes next.
 //!
 //! There is no DNS API in a browser: a RemoteEndpoint's host name goes to
 //! the browser stacks as it is (`RemoteSpec::Name`, one leaf per stack) and
 //! the browser resolves it. Only `Preconnection::resolve` needs addresses,
 //! and it fails with a message saying why (see [`system_resolve`]).
 
+mod webrtc;
 mod websocket;
 
 use super::{Incoming, Recv, SocketOptions};
@@ -15,6 +17,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
 
 /// The stacks this target has, in default preference order: secure first.
@@ -28,6 +31,8 @@ pub(crate) fn registry() -> &'static [Capabilities] {
 pub(crate) enum Transport {
     /// A browser WebSocket (`ws` or `wss`).
     Ws(WsTransport),
+    /// A browser WebRTC data channel.
+    Webrtc(WebrtcTransport),
 }
 
 impl Transport {
@@ -35,13 +40,17 @@ impl Transport {
     pub(crate) async fn read(&self, _buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
+            Transport::Webrtc(w) => w.read().await,
         }
     }
-    /// WebSocket has no byte stream.
+    /// WebSocket and WebRTC data channels have no byte stream.
     pub(crate) async fn write_vectored(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Ws(_) => Err(io::Error::other(
                 "a WebSocket carries Messages, not a byte stream",
+            )),
+            Transport::Webrtc(_) => Err(io::Error::other(
+                "a WebRTC data channel carries Messages, not a byte stream",
             )),
         }
     }
@@ -49,12 +58,14 @@ impl Transport {
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.send(data).await,
+            Transport::Webrtc(w) => w.send(data).await,
         }
     }
     /// Close (WebSocket: close frame with code 1000).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.shutdown_write(),
+            Transport::Webrtc(w) => w.shutdown_write(),
         }
     }
     /// Abort. A page cannot reset a connection: WebSocket closes with 1000
@@ -62,6 +73,7 @@ impl Transport {
     pub(crate) fn abort(&self) {
         match self {
             Transport::Ws(w) => w.abort(),
+            Transport::Webrtc(w) => w.abort(),
         }
     }
     /// A page cannot set DSCP.
@@ -78,6 +90,8 @@ impl Transport {
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
             Transport::Ws(w) => w.remote(),
+            // A page is not told its peer's address.
+            Transport::Webrtc(_) => None,
         }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
@@ -92,11 +106,40 @@ impl Transport {
     pub(crate) fn directions(&self) -> (bool, bool) {
         (true, true)
     }
-    /// WebSocket Clone is a new socket (establish reconnects).
-    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
-        None
+    /// WebSocket Clone is a new socket (establish reconnects); WebRTC Clone
+    /// is a new data channel on the same peer connection, with the options
+    /// of `props`.
+    pub(crate) async fn open_sibling(
+        &self,
+        props: &crate::properties::TransportProperties,
+    ) -> Option<io::Result<Transport>> {
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Webrtc(w) => Some(w.open_sibling(props).await),
+        }
     }
-    pub(crate) fn close_shared(&self, _abort: bool) {}
+    /// CloseGroup/AbortGroup: WebRTC closes the peer connection.
+    pub(crate) fn close_shared(&self, _abort: bool) {
+        if let Transport::Webrtc(w) = self {
+            w.close_peer();
+        }
+    }
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Webrtc(w) => w.delivery(),
+        }
+    }
+    /// A protocol-specific property (RFC 9622 §4.1) by normalized name,
+    /// e.g. `webrtc.ordered` read from the browser's RTCDataChannel.
+    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Webrtc(w) => w.protocol_property(name),
+        }
+    }
 }
 
 /// One racing attempt: open `stack` to `remote`.
@@ -116,9 +159,11 @@ pub(crate) async fn connect(
     }
 }
 
-/// Browsers cannot listen for TCP or UDP.
+/// Browsers cannot listen for TCP or UDP; the only Listener in a page is a
+/// WebRTC peer's, yielding the data channels the peer opens.
 pub(crate) struct BackendListener {
     local: SocketAddr,
+    rx: Option<futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>>,
 }
 
 impl BackendListener {
@@ -127,19 +172,35 @@ impl BackendListener {
         addr: SocketAddr,
         _opts: &SocketOptions,
     ) -> io::Result<BackendListener> {
-        let _ = BackendListener { local: addr };
+        let _ = BackendListener {
+            local: addr,
+            rx: None,
+        };
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "a browser cannot listen; use Rendezvous over a signaling channel",
         ))
     }
+    /// A listener over the data channels a WebRTC peer opens. A page does not
+    /// learn its own address: the local address reads 0.0.0.0:0.
+    pub(crate) fn from_channel(
+        rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+    ) -> BackendListener {
+        BackendListener {
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            rx: Some(rx),
+        }
+    }
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
     pub(crate) async fn accept(&mut self) -> Option<io::Result<Incoming>> {
-        None
+        use futures::StreamExt;
+        self.rx.as_mut()?.next().await
     }
-    pub(crate) fn stop(&mut self) {}
+    pub(crate) fn stop(&mut self) {
+        self.rx = None;
+    }
 }
 
 pub(crate) fn system_resolve(
