@@ -53,7 +53,7 @@ impl RawConnection {
         let fut = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
+        Ok(crate::promise::promise(async move {
             match fut.await {
                 Ok(sent) => {
                     let out = js_sys::Object::new();
@@ -87,7 +87,7 @@ impl RawConnection {
         let min = limit(min_incomplete_length, "minIncompleteLength")?;
         let max = limit(max_length, "maxLength")?;
         let conn = self.conn.clone();
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
+        Ok(crate::promise::promise(async move {
             match conn.receive_with(min, max).await {
                 Ok(event) => Ok(received(event)),
                 Err(e) => Err(error_to_js("ReceiveError", &e.error)),
@@ -99,7 +99,7 @@ impl RawConnection {
     /// Connection closed.
     pub fn close(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        crate::promise::promise(async move {
             conn.close()
                 .await
                 .map(|_| JsValue::UNDEFINED)
@@ -118,7 +118,7 @@ impl RawConnection {
     #[wasm_bindgen(js_name = nextEvent)]
     pub fn next_event(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        crate::promise::promise(async move {
             let Some(event) = conn.next_event().await else {
                 return Ok(JsValue::NULL);
             };
