@@ -5,6 +5,8 @@ use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js
 use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure,
 };
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -22,8 +24,19 @@ impl RawConnection {
     }
 }
 
-fn set(obj: &js_sys::Object, key: &str, value: &JsValue) {
-    let _ = js_sys::Reflect::set(obj, &key.into(), value);
+thread_local! {
+    // Property names as JS strings, made once: decoding a key from wasm
+    // memory for every Message was a visible part of the per-Message cost.
+    static KEYS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
+}
+
+/// `obj[key] = value`, with `key` a cached JS string.
+fn set(obj: &js_sys::Object, key: &'static str, value: &JsValue) {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let key = keys.entry(key).or_insert_with(|| JsValue::from_str(key));
+        let _ = js_sys::Reflect::set(obj, key, value);
+    });
 }
 
 #[wasm_bindgen]
