@@ -5,6 +5,8 @@ use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js
 use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure,
 };
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -22,8 +24,19 @@ impl RawConnection {
     }
 }
 
-fn set(obj: &js_sys::Object, key: &str, value: &JsValue) {
-    let _ = js_sys::Reflect::set(obj, &key.into(), value);
+thread_local! {
+    // Property names as JS strings, made once: decoding a key from wasm
+    // memory for every Message was a visible part of the per-Message cost.
+    static KEYS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
+}
+
+/// `obj[key] = value`, with `key` a cached JS string.
+fn set(obj: &js_sys::Object, key: &'static str, value: &JsValue) {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let key = keys.entry(key).or_insert_with(|| JsValue::from_str(key));
+        let _ = js_sys::Reflect::set(obj, key, value);
+    });
 }
 
 #[wasm_bindgen]
@@ -53,7 +66,7 @@ impl RawConnection {
         let fut = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
+        Ok(crate::promise::promise(async move {
             match fut.await {
                 Ok(sent) => {
                     let out = js_sys::Object::new();
@@ -87,7 +100,7 @@ impl RawConnection {
         let min = limit(min_incomplete_length, "minIncompleteLength")?;
         let max = limit(max_length, "maxLength")?;
         let conn = self.conn.clone();
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
+        Ok(crate::promise::promise(async move {
             match conn.receive_with(min, max).await {
                 Ok(event) => Ok(received(event)),
                 Err(e) => Err(error_to_js("ReceiveError", &e.error)),
@@ -99,7 +112,7 @@ impl RawConnection {
     /// Connection closed.
     pub fn close(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        crate::promise::promise(async move {
             conn.close()
                 .await
                 .map(|_| JsValue::UNDEFINED)
@@ -118,7 +131,7 @@ impl RawConnection {
     #[wasm_bindgen(js_name = nextEvent)]
     pub fn next_event(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        crate::promise::promise(async move {
             let Some(event) = conn.next_event().await else {
                 return Ok(JsValue::NULL);
             };

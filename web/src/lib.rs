@@ -16,6 +16,8 @@ mod convert;
 #[cfg(web)]
 mod preconnection;
 #[cfg(web)]
+mod promise;
+#[cfg(web)]
 mod trace_listeners;
 
 #[cfg(web)]
