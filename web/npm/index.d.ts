@@ -12,7 +12,7 @@ export type Preference = 'require' | 'prefer' | 'noPreference' | 'avoid' | 'proh
  * number (durations in milliseconds) or `null` (a Disabled / infinite duration). */
 export type PropertyValue = Preference | string | boolean | number | null;
 
-/** A RemoteEndpoint (RFC 9622 §6.1). The browser has no DNS API: use `ip`. */
+/** A RemoteEndpoint (RFC 9622 §6.1): `host` (the browser resolves the name) or `ip`. */
 export interface RemoteEndpointOptions {
   host?: string;
   ip?: string;
@@ -149,6 +149,10 @@ export class Preconnection extends EventTarget {
   constructor(options: PreconnectionOptions);
   /** `Initiate()`: rejects with a TransportError named `EstablishmentError`. */
   initiate(options?: { timeout?: number }): Promise<Connection>;
+  /** `Rendezvous()` over WebRTC with HTTP signaling: the offer is POSTed to
+   * `signalingUrl`, the answer read from the response. Needs
+   * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`. */
+  rendezvous(options: { signalingUrl: string }): Promise<Connection>;
   addEventListener<K extends keyof PreconnectionEventMap>(
     type: K,
     listener: (this: Preconnection, ev: PreconnectionEventMap[K]) => unknown,

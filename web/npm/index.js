@@ -59,6 +59,20 @@ export class Preconnection extends EventTarget {
     const raw = await this.#raw.initiate(timeout);
     return new Connection(raw);
   }
+
+  /**
+   * `Rendezvous()` (§7.3) over a WebRTC data channel: POSTs this page's
+   * offer to `signalingUrl` and takes the answer from the response. Needs
+   * `protocols: ['webrtc']`. Resolves with the Connection once the channel
+   * is open; rejects with an Error named `EstablishmentError`.
+   */
+  async rendezvous({ signalingUrl } = {}) {
+    if (typeof signalingUrl !== 'string') {
+      throw new TypeError('postsocket: rendezvous({ signalingUrl }) needs the signaling URL as a string');
+    }
+    const raw = await this.#raw.rendezvous(signalingUrl);
+    return new Connection(raw);
+  }
 }
 
 const TERMINAL = new Set(['closed', 'connectionError']);

@@ -128,6 +128,29 @@ impl RawPreconnection {
     }
 }
 
+#[wasm_bindgen]
+impl RawPreconnection {
+    /// `Rendezvous()` (§7.3) over WebRTC, signaling by HTTP: the page's
+    /// offer is POSTed to `signaling_url` and the answer comes back in the
+    /// response (`postsocket::HttpSignaling`). A Promise of the Connection
+    /// on the first data channel, rejected with an `EstablishmentError`.
+    /// Channels the peer opens later (its Clones) are not exposed to JS yet.
+    pub fn rendezvous(&self, signaling_url: String) -> js_sys::Promise {
+        let fut = self
+            .pre
+            .rendezvous(postsocket::HttpSignaling::new(signaling_url));
+        let listener = self.listener.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let result = fut.await;
+            drop(listener);
+            match result {
+                Ok(done) => Ok(RawConnection::new(done.connection).into()),
+                Err(e) => Err(error_to_js("EstablishmentError", &e)),
+            }
+        })
+    }
+}
+
 /// `remote`: one `{ host | ip, port, service }` object, or an array of them.
 fn parse_remotes(value: &JsValue) -> Result<Vec<RemoteEndpoint>, JsValue> {
     if js_sys::Array::is_array(value) {
