@@ -146,6 +146,33 @@ async function connect() {
   }
 }
 
+/** Rendezvous (RFC 9622 §7.3) over a WebRTC data channel with the server's native peer. */
+async function rendezvous() {
+  $('#rendezvous').disabled = true;
+  $('#send').disabled = true;
+  if (connection) {
+    connection.abort();
+    connection = null;
+  }
+  show('this page', [], null);
+  setState('racing', 'Rendezvous: offer → POST /api/offer → answer → ICE → DTLS → SCTP…');
+  try {
+    const properties = {};
+    for (const s of document.querySelectorAll('#properties select')) properties[s.name] = s.value;
+    const pre = new postsocket.Preconnection({ remote: [], properties, protocols: ['webrtc'] });
+    const t0 = performance.now();
+    connection = await pre.rendezvous({ signalingUrl: new URL('api/offer', location.href).href });
+    setState('ready', `Ready: webrtc data channel after ${(performance.now() - t0).toFixed(1)} ms (Rendezvous: one peer, nothing to race)`);
+    body.dataset.winner = 'webrtc';
+    connection.addEventListener('closed', () => setState('closed', 'Connection closed'));
+    $('#send').disabled = false;
+  } catch (e) {
+    setState('failed', `${e.name ?? 'Error'}: ${e.message}`);
+  } finally {
+    $('#rendezvous').disabled = false;
+  }
+}
+
 function stopRacing() {
   if (racing?.frame) cancelAnimationFrame(racing.frame);
   racing = null;
@@ -235,6 +262,7 @@ async function importTrace(ev) {
 async function main() {
   buildProperties();
   $('#connect').addEventListener('click', connect);
+  $('#rendezvous').addEventListener('click', rendezvous);
   $('#send-form').addEventListener('submit', send);
   $('#run-native').addEventListener('click', runNative);
   $('#export').addEventListener('click', exportTrace);
@@ -263,6 +291,7 @@ async function main() {
     return;
   }
   $('#connect').disabled = false;
+  $('#rendezvous').disabled = false;
   setState('idle', 'Press Connect to race.');
 }
 

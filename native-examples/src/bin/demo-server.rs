@@ -17,10 +17,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use postsocket::{
-    Connection, Listener, LocalEndpoint, MessageContext, Preconnection, ReceiveEvent,
-    SecurityParameters, StackId, TransportProperties,
+    Listener, LocalEndpoint, Preconnection, SecurityParameters, StackId, TransportProperties,
 };
 use postsocket_examples::demo::cert::{self, ShortLivedCert};
+use postsocket_examples::demo::echo;
 use postsocket_examples::demo::faults::{self, FrontState};
 use postsocket_examples::demo::http::{handle, App, PageConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -158,33 +158,8 @@ async fn echo_listener(c: &ShortLivedCert) -> Result<Listener, String> {
 
 async fn serve_echo(listener: Arc<Listener>) {
     while let Ok(c) = listener.accept().await {
-        tokio::spawn(echo(c));
+        tokio::spawn(echo::echo(c));
     }
-}
-
-/// Send every Message back, with its own context (a datagram stays a datagram).
-async fn echo(conn: Connection) {
-    loop {
-        let (data, context, end) = match conn.receive().await {
-            Ok(ReceiveEvent::Received { data, context }) => (data, context, true),
-            Ok(ReceiveEvent::ReceivedPartial {
-                data,
-                context,
-                end_of_message,
-            }) => (data, context, end_of_message),
-            Err(_) => break,
-        };
-        // A datagram (msgReliable false, e.g. a WebTransport datagram) goes back as one.
-        let reply = (context.properties.msg_reliable == Some(false)).then(|| {
-            let mut c = MessageContext::new();
-            c.properties.msg_reliable = Some(false);
-            c
-        });
-        if conn.send(data, reply, end).await.is_err() {
-            break;
-        }
-    }
-    let _ = conn.close().await;
 }
 
 /// Every [`cert::ROTATE_AFTER`]: a new certificate and Listener; the relay

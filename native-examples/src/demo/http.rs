@@ -7,6 +7,7 @@
 //! | `POST /api/fault`       | `{"stack":"ws"\|"wt","mode":"none"\|"delay"\|"blackhole"\|"refuse","ms":N}` |
 //! | `GET /api/races`        | the native race scenarios                                  |
 //! | `POST /api/native-race` | `{"scenario":"ipv6-blackholed"}`: run it, return its report |
+//! | `POST /api/offer`       | WebRTC signaling: an SDP offer in, the answer out; the native peer echoes |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status that says what was wrong.
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use postsocket::{Preconnection, SecurityParameters, SignalingMessage, TransportProperties};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -140,6 +142,33 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             }
             app.front.set_faults(faults);
             json(StatusCode::OK, &faults)
+        }
+        (Method::POST, "/api/offer") => {
+            let offer = match body_json::<SignalingMessage>(req).await {
+                Ok(SignalingMessage::Offer { sdp }) => sdp,
+                Ok(SignalingMessage::Answer { .. }) => {
+                    return error(StatusCode::BAD_REQUEST, "expected an offer, got an answer")
+                }
+                Err(resp) => return resp,
+            };
+            let pre = Preconnection::new(
+                vec![],
+                vec![],
+                TransportProperties::new(),
+                SecurityParameters::new(),
+            );
+            match pre.answer_offer(&offer).await {
+                Ok((answer, pending)) => {
+                    tokio::spawn(async move {
+                        match pending.done().await {
+                            Ok(done) => super::echo::echo_rendezvous(done),
+                            Err(e) => eprintln!("demo-server: WebRTC rendezvous failed: {e}"),
+                        }
+                    });
+                    json(StatusCode::OK, &SignalingMessage::Answer { sdp: answer })
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            }
         }
         (Method::GET, "/api/races") => json(StatusCode::OK, &races::SCENARIOS),
         (Method::POST, "/api/native-race") => {

@@ -3,6 +3,7 @@
 //! the native race scenarios (shared with `racing-demo`).
 
 pub mod cert;
+pub mod echo;
 pub mod faults;
 pub mod http;
 pub mod races;
