@@ -190,6 +190,17 @@ step "npm package in headless Chromium (Playwright): the example page and the pa
 env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
 
+step "www demo end to end (Playwright, in a loopback-only network namespace): WebTransport blackholed -> WebSocket wins; WebRTC rendezvous; a native race view; export/import; phone width"
+cargo build -p postsocket-examples --bin demo-server
+export ROOT CHROMIUM
+timeout 300 unshare -n bash -c '
+    set -euo pipefail
+    ip link set lo up
+    DEMO_SERVER="$BIN/demo-server" PKG="$ROOT/web/pkg" CHROMIUM="$CHROMIUM" SHOTS="$TMP/screenshots" \
+        node "$ROOT/www/test/demo.e2e.mjs"
+' || fail "the www demo end-to-end test failed"
+ls "$TMP/screenshots"
+
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
 awk '/<!-- readme-example -->/ {m=1; next} m==1 && /^```rust/ {m=2; next} m==2 && /^```/ {exit} m==2 {print}' \

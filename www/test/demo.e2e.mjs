@@ -3,7 +3,8 @@
 // download) and checks what a user would see:
 //   1. WebTransport blackholed on the server → WebSocket wins about one
 //      attempt delay later, and the timeline shows WebTransport cancelled;
-//      a message echoes with its round-trip time.
+//      a message echoes with its round-trip time. Then a WebRTC Rendezvous
+//      with the server's native peer echoes over a data channel.
 //   2. A native race (QUIC blackholed vs TLS) run by the server is drawn in
 //      the same view: TLS won, QUIC cancelled.
 //   3. A trace exported as JSON imports back into the same picture; the
@@ -63,7 +64,9 @@ try {
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+      // WebRTC on loopback (TOOLCHAIN.md); the server's peer offers only 127.0.0.1.
+      '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream'],
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   const logs = [];
@@ -102,6 +105,17 @@ try {
   const echo = await page.textContent('#messages tbody tr td:nth-child(2)');
   check(echo === 'hello from the e2e test', `the echo came back: ${echo}`);
   await page.screenshot({ path: join(shots, 'browser-race.png'), fullPage: true });
+
+  // 1b. Rendezvous over WebRTC with the server's native peer.
+  await page.click('#rendezvous');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Ready: webrtc')
+    || document.body.dataset.state === 'failed', null, { timeout: 30000 });
+  check(await page.getAttribute('body', 'data-winner') === 'webrtc', `WebRTC rendezvous: ${await page.textContent('#status')}`);
+  await page.fill('#message', 'over a data channel');
+  await page.click('#send');
+  await page.waitForSelector('#messages tbody tr:first-child[data-rtt]', { timeout: 10000 });
+  const rtcEcho = await page.textContent('#messages tbody tr:first-child td:nth-child(2)');
+  check(rtcEcho === 'over a data channel', `the data channel echoed: ${rtcEcho}`);
 
   // 2. A native race drawn in the same view.
   await page.selectOption('#scenario', 'quic-blackholed');
