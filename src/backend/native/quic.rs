@@ -5,6 +5,7 @@
 
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
+use super::wt::WtServer;
 use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
@@ -337,7 +338,7 @@ impl QuicTransport {
     }
 }
 
-fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
+pub(crate) fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     if let Some(idle) = opts.keep_alive {
         t.keep_alive_interval(Some(idle.unwrap_or(std::time::Duration::from_secs(15))));
@@ -356,10 +357,11 @@ pub(crate) fn listen(
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
+    wt: Option<WtServer>,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
-    serve(endpoint, accepts_0rtt(opts), tx)
+    serve(endpoint, accepts_0rtt(opts), wt, tx)
 }
 
 /// Whether a Listener accepts 0-RTT: quinn accepts it only with
@@ -389,16 +391,19 @@ pub(crate) fn server_config(
 /// Accept on a server `endpoint` (its own socket, or one shared with plain
 /// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
 /// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
-/// (see [`accepts_0rtt`]).
+/// (see [`accepts_0rtt`]). With `wt`, connections that negotiated ALPN
+/// `h3` are WebTransport sessions, served by `wt` instead.
 pub(crate) fn serve(
     endpoint: quinn::Endpoint,
     zero_rtt: bool,
+    wt: Option<WtServer>,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let tx = tx.clone();
+            let wt = wt.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 // Accept 0-RTT (and answer in 0.5-RTT) unless client
@@ -429,6 +434,11 @@ pub(crate) fn serve(
                         return;
                     }
                 };
+                if let Some(wt) = wt {
+                    if negotiated_alpn(&conn).as_deref() == Some(super::wt::ALPN.as_bytes()) {
+                        return wt.serve_connection(conn, tx).await;
+                    }
+                }
                 let mut first = true;
                 loop {
                     // Each stream the peer opens, bidirectional or
@@ -463,6 +473,14 @@ pub(crate) fn serve(
         }
     });
     Ok((local, task.abort_handle()))
+}
+
+/// The ALPN protocol the handshake agreed on.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 #[cfg(test)]
@@ -510,7 +528,8 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
-        let (addr, stop) = listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, tx).unwrap();
+        let (addr, stop) =
+            listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, None, tx).unwrap();
         let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();
