@@ -401,7 +401,11 @@ impl WtServer {
         let asked = request.url.path().to_string();
         if let Some(want) = &self.path {
             if *want != asked {
+                let conn = request.conn().clone();
                 let _ = request.reject(http_not_found()).await;
+                // Keep the connection until the client has read the answer
+                // (closing now would discard it), bounded.
+                let _ = tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, conn.closed()).await;
                 let _ = tx.unbounded_send(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
