@@ -1,11 +1,12 @@
-//! Browser stacks. This step brings WebSocket (`ws`, `wss`, `websocket.rs`);
-//! WebTransport and WebRTC data channels come next.
+//! Browser stacks: WebTransport (`wt`, `webtransport.rs`) and WebSocket
+//! (`ws`, `wss`, `websocket.rs`); WebRTC data channels come next.
 //!
 //! There is no DNS API in a browser. Until host names are handed to the
 //! browser stacks as names, a RemoteEndpoint in the browser must be an IP
 //! address; a host name fails with ResolutionFailed (see [`system_resolve`]).
 
 mod websocket;
+mod webtransport;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
@@ -15,10 +16,12 @@ use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) use websocket::WsTransport;
+pub(crate) use webtransport::WtTransport;
 
-/// The stacks this target has, in default preference order: secure first.
+/// The stacks this target has, in default preference order: secure first,
+/// and WebTransport (over QUIC) before WebSocket, as QUIC before TLS natively.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[Capabilities::WSS, Capabilities::WS]
+    &[Capabilities::WT, Capabilities::WSS, Capabilities::WS]
 }
 
 /// An established stack instance. Not `Send`: it holds browser objects,
@@ -27,40 +30,47 @@ pub(crate) fn registry() -> &'static [Capabilities] {
 pub(crate) enum Transport {
     /// A browser WebSocket (`ws` or `wss`).
     Ws(WsTransport),
+    /// One stream of a browser WebTransport session.
+    Wt(WtTransport),
 }
 
 impl Transport {
-    /// Read one message.
-    pub(crate) async fn read(&self, _buf: &mut Vec<u8>) -> io::Result<Recv> {
+    /// Read one message (WebSocket), or stream bytes or a datagram (WebTransport).
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
+            Transport::Wt(w) => w.read(buf).await,
         }
     }
-    /// WebSocket has no byte stream.
-    pub(crate) async fn write_vectored(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Write stream bytes (WebTransport); WebSocket has no byte stream.
+    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Ws(_) => Err(io::Error::other(
                 "a WebSocket carries Messages, not a byte stream",
             )),
+            Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
-    /// Send one message.
+    /// Send one message (WebSocket) or datagram (WebTransport).
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.send(data).await,
+            Transport::Wt(w) => w.send_datagram(data).await,
         }
     }
-    /// Close (WebSocket: close frame with code 1000).
+    /// Close (WebSocket: close frame with code 1000; WebTransport: FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.shutdown_write(),
+            Transport::Wt(w) => w.shutdown_write(),
         }
     }
     /// Abort. A page cannot reset a connection: WebSocket closes with 1000
-    /// and ends pending reads at once.
+    /// and ends pending reads at once; a WebTransport stream is reset.
     pub(crate) fn abort(&self) {
         match self {
             Transport::Ws(w) => w.abort(),
+            Transport::Wt(w) => w.abort(),
         }
     }
     /// A page cannot set DSCP.
@@ -77,25 +87,41 @@ impl Transport {
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
             Transport::Ws(w) => Some(w.remote()),
+            Transport::Wt(w) => Some(w.remote()),
         }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         None
     }
     pub(crate) fn max_datagram(&self) -> Option<u64> {
-        None
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Wt(w) => w.max_datagram(),
+        }
     }
     pub(crate) fn early_data(&self) -> bool {
         false
     }
     pub(crate) fn directions(&self) -> (bool, bool) {
-        (true, true)
+        match self {
+            Transport::Ws(_) => (true, true),
+            Transport::Wt(w) => (w.can_send(), w.can_receive()),
+        }
     }
-    /// WebSocket Clone is a new socket (establish reconnects).
+    /// WebSocket Clone is a new socket (establish reconnects); WebTransport
+    /// Clone is a new stream on the same session.
     pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
-        None
+        match self {
+            Transport::Ws(_) => None,
+            Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
+        }
     }
-    pub(crate) fn close_shared(&self, _abort: bool) {}
+    /// CloseGroup/AbortGroup: close a WebTransport session.
+    pub(crate) fn close_shared(&self, _abort: bool) {
+        if let Transport::Wt(w) = self {
+            w.close_session();
+        }
+    }
 }
 
 /// One racing attempt: open `stack` to `remote`.
@@ -108,6 +134,7 @@ pub(crate) async fn connect(
         StackId::Ws | StackId::Wss => Ok(Transport::Ws(
             WsTransport::connect(stack, remote, opts).await?,
         )),
+        StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {other} stack is not available in the browser"),
