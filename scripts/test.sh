@@ -108,11 +108,12 @@ step "browser tests in headless Chromium: the WebSocket stack against ws-echo (t
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
+# Three POSTSOCKET_WS_* lines (WebSocket) and three POSTSOCKET_WT_* lines (WebTransport).
 for _ in $(seq 1 100); do
-    [ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] && break
+    [ "$(grep -c '^POSTSOCKET_W[ST]_' "$TMP/ws-echo.out")" -ge 6 ] && break
     sleep 0.1
 done
-[ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] ||
+[ "$(grep -c '^POSTSOCKET_W[ST]_' "$TMP/ws-echo.out")" -ge 6 ] ||
     { cat "$TMP/ws-echo.err" >&2; fail "ws-echo printed no ports"; }
 cat "$TMP/ws-echo.out"
 # A fresh Chromium profile for this run, with the flags of webdriver.json.
@@ -123,6 +124,12 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
+
+step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser WebTransport tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
