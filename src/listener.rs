@@ -51,8 +51,7 @@ fn listen_stacks(
         if matches!(
             c.stack,
             StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt
-        )
-            && security.server_certificate.is_empty()
+        ) && security.server_certificate.is_empty()
         {
             left_out.push(c.stack.to_string());
             continue;

@@ -113,7 +113,10 @@ async fn wt_bidirectional_stream_echo() {
             .receive()
             .await
             .unwrap_or_else(|e| panic!("receive: {e:?}"));
-        assert!(matches!(r, ReceiveEvent::Received { .. }), "a whole Message");
+        assert!(
+            matches!(r, ReceiveEvent::Received { .. }),
+            "a whole Message"
+        );
         assert!(r.data() == &m[..], "echo of {} bytes differs", m.len());
     }
     // Clone: a new stream on the same session, echoing on its own.
@@ -123,10 +126,21 @@ async fn wt_bidirectional_stream_echo() {
         .unwrap_or_else(|e| panic!("clone: {e}"));
     assert_eq!(clone.stack(), StackId::Wt);
     assert_eq!(conn.grouped_connections().len(), 2);
-    clone.send_message(b"on stream 2".to_vec()).await.expect("send");
-    conn.send_message(b"on stream 1".to_vec()).await.expect("send");
-    assert_eq!(clone.receive().await.expect("receive").data(), b"on stream 2");
-    assert_eq!(conn.receive().await.expect("receive").data(), b"on stream 1");
+    clone
+        .send_message(b"on stream 2".to_vec())
+        .await
+        .expect("send");
+    conn.send_message(b"on stream 1".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(
+        clone.receive().await.expect("receive").data(),
+        b"on stream 2"
+    );
+    assert_eq!(
+        conn.receive().await.expect("receive").data(),
+        b"on stream 1"
+    );
     conn.close_group().await.expect("close group");
 }
 
@@ -168,7 +182,11 @@ async fn blackholed_wt_loses_the_race_to_websocket() {
     let tl = t.timeline();
     console_log!("{tl}");
     assert_eq!(conn.stack(), StackId::Ws, "{tl}");
-    assert_eq!(t.candidate("1.1").unwrap().stack.as_deref(), Some("wt"), "{tl}");
+    assert_eq!(
+        t.candidate("1.1").unwrap().stack.as_deref(),
+        Some("wt"),
+        "{tl}"
+    );
     let wt_start = t.find(K::AttemptStarted, "1.1.1").expect("wt started").t_ms;
     let winner = t.winner().expect("a winner").to_string();
     let ws_start = t.find(K::AttemptStarted, &winner).expect("ws started").t_ms;
@@ -229,7 +247,9 @@ async fn a_failing_wt_never_lets_plaintext_ws_win_unless_opportunistic() {
         .unwrap_or_else(|e| panic!("opportunistic: {e}"));
     console_log!("{}", conn.trace().timeline());
     assert_eq!(conn.stack(), StackId::Ws);
-    conn.send_message(b"plaintext".to_vec()).await.expect("send");
+    conn.send_message(b"plaintext".to_vec())
+        .await
+        .expect("send");
     assert_eq!(conn.receive().await.expect("receive").data(), b"plaintext");
     conn.close().await.expect("close");
 }

@@ -362,8 +362,16 @@ async fn wt_is_raced_first_and_wss_wins_when_udp_is_blackholed() {
     assert_eq!(conn.stack(), StackId::Wss);
     let t = conn.trace();
     let tl = t.timeline();
-    assert_eq!(t.candidate("1.1").unwrap().stack.as_deref(), Some("wt"), "{tl}");
-    assert_eq!(t.candidate("1.2").unwrap().stack.as_deref(), Some("wss"), "{tl}");
+    assert_eq!(
+        t.candidate("1.1").unwrap().stack.as_deref(),
+        Some("wt"),
+        "{tl}"
+    );
+    assert_eq!(
+        t.candidate("1.2").unwrap().stack.as_deref(),
+        Some("wss"),
+        "{tl}"
+    );
     let wt_start = t.find(K::AttemptStarted, "1.1.1").unwrap().t_ms;
     let wss_start = t.find(K::AttemptStarted, "1.2.1").unwrap().t_ms;
     assert!(wt_start < 50.0, "{tl}");
@@ -394,7 +402,10 @@ async fn wt_with_a_wrong_pin_fails_that_candidate_for_security() {
     pre.add_framer(LengthPrefixFramer::new());
     pre.set_protocols(vec![StackId::Wss]);
     // The Listener bound UDP port P; TCP port P is almost always free too.
-    let wss = pre.listen().await.expect("TCP port P free for the WSS Listener");
+    let wss = pre
+        .listen()
+        .await
+        .expect("TCP port P free for the WSS Listener");
     tokio::spawn(async move {
         while let Ok(c) = wss.accept().await {
             tokio::spawn(async move {
@@ -415,7 +426,12 @@ async fn wt_with_a_wrong_pin_fails_that_candidate_for_security() {
     let tl = t.timeline();
     let failed = t.find(K::AttemptFailed, "1.1.1").expect(&tl);
     assert!(
-        failed.reason.as_deref().unwrap_or("").to_lowercase().contains("pin"),
+        failed
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("pin"),
         "the wt candidate fails for its certificate:\n{tl}"
     );
     conn.send_message("via wss").await.unwrap();

@@ -56,7 +56,13 @@ async fn main() -> std::io::Result<()> {
         .port(); // the listener is dropped: nothing listens there now
     let silent = TcpListener::bind(SocketAddr::from((lo, 0))).await?;
     let (cert_pem, key_pem) = webtransport_certificate()?;
-    let wt = listen(&cert_pem, &key_pem, 0, &[StackId::Wt, StackId::Wss, StackId::Ws]).await?;
+    let wt = listen(
+        &cert_pem,
+        &key_pem,
+        0,
+        &[StackId::Wt, StackId::Wss, StackId::Ws],
+    )
+    .await?;
     let (blackhole, blackhole_udp) = blackholed(&cert_pem, &key_pem).await?;
     let hash = postsocket::security::certificate_sha256(&cert_pem).map_err(io::Error::other)?;
     {
@@ -135,7 +141,8 @@ use std::io;
 /// valid from an hour ago for 10 days in all (browsers accept at most 14
 /// through `serverCertificateHashes`): (certificate PEM, key PEM).
 fn webtransport_certificate() -> io::Result<(String, String)> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(io::Error::other)?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(io::Error::other)?;
     let mut params = rcgen::CertificateParams::new(vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),

@@ -3,9 +3,9 @@
 //! Clone opens a new stream without a new handshake; Messages with
 //! msgReliable false go as RFC 9221 datagrams.
 
+use super::wt::WtServer;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
-use super::wt::WtServer;
 use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;

@@ -49,7 +49,8 @@ struct RecvSide {
 /// One WebTransport stream (a Connection), with its session (the group).
 #[derive(Clone)]
 pub(crate) struct WtTransport {
-    session: wtq::Session,
+    /// Shared (a session handle is large).
+    session: Arc<wtq::Session>,
     /// `None` on a receive-only (unidirectional) stream.
     send: Option<Arc<futures::lock::Mutex<wtq::SendStream>>>,
     /// `None` on a send-only (unidirectional) stream.
@@ -140,7 +141,7 @@ impl WtTransport {
             .map_err(|e| describe_client_error(e, &url))?;
         let (send, recv) = open(&session, opts.direction).await?;
         Ok(WtTransport::from_streams(
-            session,
+            Arc::new(session),
             send,
             recv,
             true,
@@ -149,7 +150,7 @@ impl WtTransport {
     }
 
     fn from_streams(
-        session: wtq::Session,
+        session: Arc<wtq::Session>,
         send: Option<wtq::SendStream>,
         recv: Option<wtq::RecvStream>,
         takes_datagrams: bool,
@@ -373,50 +374,47 @@ impl WtServer {
         tx: UnboundedSender<io::Result<Incoming>>,
     ) {
         let remote = conn.remote_address();
-        let request = match tokio::time::timeout(
-            ACCEPT_CONNECT_TIMEOUT,
-            wtq::Request::accept(conn.clone()),
-        )
-        .await
-        {
-            Err(_) => {
-                conn.close(0u32.into(), b"no WebTransport CONNECT");
-                let _ = tx.unbounded_send(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "WebTransport from {remote}: no CONNECT after {} s",
-                        ACCEPT_CONNECT_TIMEOUT.as_secs()
-                    ),
-                )));
-                return;
-            }
-            Ok(Err(e)) => {
-                let _ = tx.unbounded_send(Err(other(format!(
-                    "WebTransport from {remote}: {e}"
-                ))));
-                return;
-            }
-            Ok(Ok(r)) => r,
-        };
+        let request =
+            match tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, wtq::Request::accept(conn.clone()))
+                .await
+            {
+                Err(_) => {
+                    conn.close(0u32.into(), b"no WebTransport CONNECT");
+                    let _ = tx.unbounded_send(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "WebTransport from {remote}: no CONNECT after {} s",
+                            ACCEPT_CONNECT_TIMEOUT.as_secs()
+                        ),
+                    )));
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let _ =
+                        tx.unbounded_send(Err(other(format!("WebTransport from {remote}: {e}"))));
+                    return;
+                }
+                Ok(Ok(r)) => r,
+            };
         let asked = request.url.path().to_string();
         if let Some(want) = &self.path {
             if *want != asked {
                 let conn = request.conn().clone();
                 let _ = request.reject(http_not_found()).await;
-                // Keep the connection until the client has read the answer
-                // (closing now would discard it), bounded.
-                let _ = tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, conn.closed()).await;
                 let _ = tx.unbounded_send(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
                         "WebTransport from {remote}: path {asked} requested, this Listener serves only {want} (answered 404 Not Found)"
                     ),
                 )));
+                // Keep the connection until the client has read the answer
+                // (closing now would discard it), bounded.
+                let _ = tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, conn.closed()).await;
                 return;
             }
         }
         let session = match request.ok().await {
-            Ok(s) => s,
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 let _ = tx.unbounded_send(Err(other(format!(
                     "WebTransport from {remote}: answering the CONNECT: {e}"

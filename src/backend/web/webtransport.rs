@@ -254,7 +254,10 @@ impl WtTransport {
         let wt = JsWebTransport::new(&url, &options).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("the browser refused to open WebTransport {url}: {}", js_text(&e)),
+                format!(
+                    "the browser refused to open WebTransport {url}: {}",
+                    js_text(&e)
+                ),
             )
         })?;
         let ready = wt.ready();
@@ -305,13 +308,15 @@ impl WtTransport {
                 js_text(&e)
             ))
         };
-        let promise = with_session(&session, |s| match direction {
+        let promise = with_session(&session, |s| {
+            match direction {
             Direction::Bidirectional => Ok(s.wt.create_bidirectional_stream()),
             Direction::UnidirectionalSend => Ok(s.wt.create_unidirectional_stream()),
             Direction::UnidirectionalReceive => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a receive-only WebTransport stream is opened by the peer; Initiate cannot open one",
             )),
+        }
         })??;
         let entry = match direction {
             Direction::Bidirectional => {
@@ -383,10 +388,18 @@ impl WtTransport {
     }
 
     fn aborted(&self) -> io::Result<()> {
-        if *self.stream.aborted.lock().unwrap_or_else(|e| e.into_inner()) {
+        if *self
+            .stream
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                format!("the WebTransport stream on {} was aborted", self.session.url),
+                format!(
+                    "the WebTransport stream on {} was aborted",
+                    self.session.url
+                ),
             ));
         }
         Ok(())
@@ -423,7 +436,8 @@ impl WtTransport {
         let result = if self.takes_datagrams {
             let dgram = with_session(&self.session, |s| {
                 if s.dgram_reader.is_none() {
-                    s.dgram_reader = Some(s.wt.datagrams().readable().get_reader().unchecked_into());
+                    s.dgram_reader =
+                        Some(s.wt.datagrams().readable().get_reader().unchecked_into());
                 }
                 let reader = s.dgram_reader.as_ref().expect("set above");
                 s.pending_dgram.get_or_insert_with(|| reader.read()).clone()
@@ -512,7 +526,11 @@ impl WtTransport {
     /// Reset the stream: abort the writer, cancel the reader (which ends a
     /// pending read), and fail later reads and writes.
     pub(crate) fn abort(&self) {
-        *self.stream.aborted.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self
+            .stream
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
         let _ = self.with_stream(|s| {
             if let Some(w) = &s.writer {
                 quietly(w.abort());
