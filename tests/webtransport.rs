@@ -391,21 +391,28 @@ async fn wt_with_a_wrong_pin_fails_that_candidate_for_security() {
     let cert = self_signed();
     let other = self_signed();
     // WebTransport serves on UDP P with `cert`; WSS on TCP P with `other`.
-    let (addr, mut incoming) = listener(&cert, vec![StackId::Wt]).await;
-    let local = LocalEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(
-        vec![local],
-        vec![],
-        TransportProperties::new(),
-        server_security(&other),
-    );
-    pre.add_framer(LengthPrefixFramer::new());
-    pre.set_protocols(vec![StackId::Wss]);
-    // The Listener bound UDP port P; TCP port P is almost always free too.
-    let wss = pre
-        .listen()
-        .await
-        .expect("TCP port P free for the WSS Listener");
+    let mut tries = 0;
+    let (addr, mut incoming, wss) = loop {
+        let (addr, incoming) = listener(&cert, vec![StackId::Wt]).await;
+        let local = LocalEndpoint::new().with_socket_addr(addr).unwrap();
+        let mut pre = Preconnection::new(
+            vec![local],
+            vec![],
+            TransportProperties::new(),
+            server_security(&other),
+        );
+        pre.add_framer(LengthPrefixFramer::new());
+        pre.set_protocols(vec![StackId::Wss]);
+        match pre.listen().await {
+            Ok(wss) => break (addr, incoming, wss),
+            // TCP port P was taken: try another P.
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("{e}; trying another port");
+            }
+            Err(e) => panic!("no port number free for UDP and TCP: {e}"),
+        }
+    };
     tokio::spawn(async move {
         while let Ok(c) = wss.accept().await {
             tokio::spawn(async move {
