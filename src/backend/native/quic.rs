@@ -419,7 +419,15 @@ pub(crate) fn serve(
                 };
                 let attempt = if zero_rtt {
                     match connecting.into_0rtt() {
-                        Ok((c, _)) => Ok(c),
+                        Ok((c, handshake_done)) => {
+                            // WebTransport waits for the handshake: Chromium
+                            // resuming a session stalls when the server
+                            // answers in 0.5-RTT (seen in the browser tests).
+                            if wt.is_some() && is_h3(&c) {
+                                handshake_done.await;
+                            }
+                            Ok(c)
+                        }
                         Err(connecting) => connecting.await,
                     }
                 } else {
@@ -435,7 +443,7 @@ pub(crate) fn serve(
                     }
                 };
                 if let Some(wt) = wt {
-                    if negotiated_alpn(&conn).as_deref() == Some(super::wt::ALPN.as_bytes()) {
+                    if is_h3(&conn) {
                         return wt.serve_connection(conn, tx).await;
                     }
                 }
@@ -481,6 +489,11 @@ fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?
         .protocol
+}
+
+/// Whether the connection negotiated HTTP/3 (WebTransport).
+fn is_h3(conn: &quinn::Connection) -> bool {
+    negotiated_alpn(conn).as_deref() == Some(super::wt::ALPN.as_bytes())
 }
 
 #[cfg(test)]

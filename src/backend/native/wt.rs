@@ -355,7 +355,22 @@ fn describe_client_error(e: wtq::ClientError, url: &str) -> io::Error {
         wtq::ClientError::HttpError(_) => io::ErrorKind::ConnectionRefused,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, format!("WebTransport CONNECT {url}: {e}"))
+    io::Error::new(kind, format!("WebTransport CONNECT {url}: {}", chain(&e)))
+}
+
+/// An error with its sources: `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
 }
 
 /// What a WebTransport Listener accepts: the path (any when `None`).
@@ -390,8 +405,10 @@ impl WtServer {
                     return;
                 }
                 Ok(Err(e)) => {
-                    let _ =
-                        tx.unbounded_send(Err(other(format!("WebTransport from {remote}: {e}"))));
+                    let _ = tx.unbounded_send(Err(other(format!(
+                        "WebTransport from {remote}: {}",
+                        chain(&e)
+                    ))));
                     return;
                 }
                 Ok(Ok(r)) => r,
