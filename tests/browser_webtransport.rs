@@ -80,6 +80,13 @@ fn pre(port: u16, sec: SecurityParameters) -> Preconnection {
     p
 }
 
+/// Only the WebTransport stack (no WebSocket race beside it).
+fn wt_only(port: u16, sec: SecurityParameters) -> Preconnection {
+    let mut p = pre(port, sec);
+    p.set_protocols(vec![StackId::Wt]);
+    p
+}
+
 fn unreliable() -> MessageContext {
     MessageContext::new()
         .with("msgReliable", false)
@@ -95,7 +102,7 @@ fn stacks_of(e: &Error) -> Vec<String> {
 
 #[wasm_bindgen_test]
 async fn wt_bidirectional_stream_echo() {
-    let conn = pre(wt_port(), pinned(cert_hash()))
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
         .initiate_with_timeout(T)
         .await
         .unwrap_or_else(|e| panic!("initiate: {e}"));
@@ -146,7 +153,7 @@ async fn wt_bidirectional_stream_echo() {
 
 #[wasm_bindgen_test]
 async fn wt_datagram_echo() {
-    let conn = pre(wt_port(), pinned(cert_hash()))
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
         .initiate_with_timeout(T)
         .await
         .unwrap_or_else(|e| panic!("initiate: {e}"));

@@ -408,7 +408,7 @@ pub(crate) fn serve(
                 let remote = incoming.remote_address();
                 // Accept 0-RTT (and answer in 0.5-RTT) unless client
                 // certificates must be checked first.
-                let connecting = match incoming.accept() {
+                let mut connecting = match incoming.accept() {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.unbounded_send(Err(other(format!(
@@ -417,17 +417,30 @@ pub(crate) fn serve(
                         return;
                     }
                 };
-                let attempt = if zero_rtt {
-                    match connecting.into_0rtt() {
-                        Ok((c, handshake_done)) => {
-                            // WebTransport waits for the handshake: Chromium
-                            // resuming a session stalls when the server
-                            // answers in 0.5-RTT (seen in the browser tests).
-                            if wt.is_some() && is_h3(&c) {
-                                handshake_done.await;
-                            }
-                            Ok(c)
+                // With WebTransport on this endpoint: the ALPN (h3) tells a
+                // session from a QUIC connection. Wait for it: a ClientHello
+                // may span several packets, so it may not be known yet.
+                let h3 = match &wt {
+                    None => false,
+                    Some(_) => match connecting.handshake_data().await {
+                        Ok(data) => data
+                            .downcast::<quinn::crypto::rustls::HandshakeData>()
+                            .ok()
+                            .and_then(|h| h.protocol)
+                            .is_some_and(|p| p == super::wt::ALPN.as_bytes()),
+                        Err(e) => {
+                            let _ = tx.unbounded_send(Err(other(format!(
+                                "QUIC handshake from {remote}: {e}"
+                            ))));
+                            return;
                         }
+                    },
+                };
+                // WebTransport has no 0-RTT (capability row): its sessions
+                // complete the handshake first.
+                let attempt = if zero_rtt && !h3 {
+                    match connecting.into_0rtt() {
+                        Ok((c, _)) => Ok(c),
                         Err(connecting) => connecting.await,
                     }
                 } else {
@@ -442,10 +455,8 @@ pub(crate) fn serve(
                         return;
                     }
                 };
-                if let Some(wt) = wt {
-                    if is_h3(&conn) {
-                        return wt.serve_connection(conn, tx).await;
-                    }
+                if let (Some(wt), true) = (wt, h3) {
+                    return wt.serve_connection(conn, tx).await;
                 }
                 let mut first = true;
                 loop {
@@ -481,19 +492,6 @@ pub(crate) fn serve(
         }
     });
     Ok((local, task.abort_handle()))
-}
-
-/// The ALPN protocol the handshake agreed on.
-fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
-    conn.handshake_data()?
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?
-        .protocol
-}
-
-/// Whether the connection negotiated HTTP/3 (WebTransport).
-fn is_h3(conn: &quinn::Connection) -> bool {
-    negotiated_alpn(conn).as_deref() == Some(super::wt::ALPN.as_bytes())
 }
 
 #[cfg(test)]

@@ -471,3 +471,21 @@ impl WtServer {
 fn http_not_found() -> wtq::http::StatusCode {
     wtq::http::StatusCode::NOT_FOUND
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls() {
+        let mut opts = SocketOptions::default();
+        let v4: SocketAddr = "127.0.0.1:4433".parse().unwrap();
+        let v6: SocketAddr = "[::1]:4433".parse().unwrap();
+        assert_eq!(url(v4, &opts), "https://127.0.0.1:4433/");
+        assert_eq!(url(v6, &opts), "https://[::1]:4433/");
+        opts.protocol_options
+            .insert("wt.path".into(), "/echo".into());
+        opts.server_name = Some("localhost".into());
+        assert_eq!(url(v6, &opts), "https://localhost:4433/echo");
+    }
+}
