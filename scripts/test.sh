@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
 # integration tests, the wasm32 build, the README example check, and smoke tests
-# of the example programs (racing-demo, tapscat).
+# of the example programs (racing-demo, tapscat). The WebRTC browser step needs root (unshare -n).
 # Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
-# tests). Installs when missing: the wasm32-unknown-unknown target; wasm-bindgen-cli at the
-# wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min); openssl, chromium and
-# chromium-driver with apt-get when running as root.
+# tests), Node >= 20 + npm (the npm package and its Playwright test). Installs when missing:
+# the wasm32-unknown-unknown target; wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock
+# (cargo install, ~2-3 min); openssl, chromium and chromium-driver with apt-get when running as
+# root; playwright-core and typescript with npm ci in web/test (no browser download).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,7 +105,7 @@ fi
 "$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
 "$CHROMEDRIVER" --version
 
-step "browser tests in headless Chromium: the WebSocket stack against ws-echo (tokio-tungstenite)"
+step "browser tests in headless Chromium: the racing engine's scripts, and the WebSocket stack against ws-echo"
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
@@ -122,7 +123,7 @@ sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-pr
 # The ports reach the tests at compile time (option_env!).
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
-    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket ||
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"
@@ -130,6 +131,71 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser WebTransport tests failed"; }
+
+step "browser tests in headless Chromium: WebRTC data channels with the native str0m peer (webrtc-echo), in a loopback-only network namespace"
+# The echo peer, chromedriver and Chromium run in one private network namespace with only
+# loopback (unshare -n), so ICE gathers loopback candidates only and nothing leaves the machine.
+[ "$(id -u)" -eq 0 ] ||
+    fail "the WebRTC browser step needs root for its network namespace (unshare -n); run scripts/test.sh as root (CI does)"
+command -v unshare >/dev/null && command -v ip >/dev/null ||
+    fail "unshare (util-linux) and ip (iproute2) are needed for the WebRTC browser step"
+cargo build -p postsocket-examples --bin webrtc-echo
+# The namespace is fresh, so a fixed port is free in it; the URL reaches the tests at compile
+# time (option_env!), so compile here, run inside.
+WEBRTC_PORT=18080
+WEBRTC_URL="http://127.0.0.1:$WEBRTC_PORT/offer"
+POSTSOCKET_WEBRTC_SIGNALING="$WEBRTC_URL" \
+    cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webrtc --no-run
+# webdriver.json plus the two flags Chromium needs for WebRTC on loopback (TOOLCHAIN.md).
+sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-webrtc-profile\", \"--allow-loopback-in-peer-connection\", \"--use-fake-ui-for-media-stream\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
+    webdriver.json >"$TMP/webdriver-webrtc.json"
+grep -q -- "--allow-loopback-in-peer-connection" "$TMP/webdriver-webrtc.json" ||
+    fail "could not add the WebRTC flags to webdriver.json"
+export BIN TMP WEBRTC_PORT WEBRTC_URL CHROMEDRIVER
+timeout 900 unshare -n bash -c '
+    set -euo pipefail
+    ip link set lo up
+    "$BIN/webrtc-echo" "$WEBRTC_PORT" >"$TMP/webrtc-echo.out" 2>"$TMP/webrtc-echo.err" &
+    echo_pid=$!
+    trap "kill $echo_pid 2>/dev/null || true" EXIT
+    for _ in $(seq 1 100); do
+        grep -q "^POSTSOCKET_WEBRTC_SIGNALING=$WEBRTC_URL\$" "$TMP/webrtc-echo.out" && break
+        sleep 0.1
+    done
+    grep -q "^POSTSOCKET_WEBRTC_SIGNALING=$WEBRTC_URL\$" "$TMP/webrtc-echo.out" ||
+        { cat "$TMP/webrtc-echo.err" >&2; echo "webrtc-echo did not start on $WEBRTC_URL" >&2; exit 1; }
+    cat "$TMP/webrtc-echo.out"
+    POSTSOCKET_WEBRTC_SIGNALING="$WEBRTC_URL" CHROMEDRIVER="$CHROMEDRIVER" \
+        WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver-webrtc.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+        cargo test --offline --target wasm32-unknown-unknown -p postsocket --test browser_webrtc ||
+        { cat "$TMP/webrtc-echo.err" >&2; exit 1; }
+' || fail "WebRTC browser tests failed"
+
+step "npm package: clippy (wasm32), scripts/build-npm.sh (release wasm, env-import guard, wasm-bindgen)"
+command -v node >/dev/null && command -v npm >/dev/null ||
+    fail "node and npm are needed for the npm package (Node >= 20: playwright-core needs it)"
+node --version
+cargo clippy --target wasm32-unknown-unknown -p postsocket-web --all-targets -- -D warnings
+node web/tools/check-wasm-imports.mjs --self-test
+scripts/build-npm.sh "$ROOT/web/pkg"
+
+step "npm package: npm pack holds the .wasm, the JS and the .d.ts"
+(cd web/pkg && npm pack --pack-destination "$TMP" --silent >"$TMP/pack.name") || fail "npm pack failed"
+TARBALL="$TMP/$(tail -1 "$TMP/pack.name")"
+tar tzf "$TARBALL" | sort >"$TMP/pack.list"
+cat "$TMP/pack.list"
+for f in postsocket_web_bg.wasm postsocket_web.js postsocket_web.d.ts index.js index.d.ts package.json README.md; do
+    grep -qx "package/$f" "$TMP/pack.list" || fail "$(basename "$TARBALL") lacks $f"
+done
+
+step "npm package: npm ci (playwright-core, typescript) and tsc --strict over the types"
+(cd web/test && timeout 600 npm ci --no-audit --no-fund --silent) || fail "npm ci in web/test failed"
+(cd web/test && timeout 120 npx --no-install tsc -p tsconfig.json) || fail "the package's TypeScript types do not check"
+echo "web/test/types.ts type-checks against web/pkg/index.d.ts"
+
+step "npm package in headless Chromium (Playwright): the example page and the package against ws-echo"
+env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e.mjs ||
+    { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
 
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.

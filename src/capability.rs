@@ -272,4 +272,31 @@ impl Capabilities {
         zero_rtt_msg: Support::Never,
         ..Capabilities::QUIC
     };
+
+    /// WebRTC data channel (RFC 8831) over DTLS/SCTP: each Message is one
+    /// data channel message (boundaries kept). Reliability and order are
+    /// per channel (`maxRetransmits` / `maxPacketLifeTime` and `ordered`,
+    /// mapped from msgReliable / msgLifetime / msgOrdered / preserveOrder
+    /// when the channel is created); Clone is a new channel on the same peer
+    /// connection. Established only by Rendezvous over a signaling channel
+    /// ([`crate::rendezvous`]), never raced by Initiate.
+    pub const WEBRTC: Capabilities = Capabilities {
+        stack: StackId::Webrtc,
+        data_unit: DataUnit::Message,
+        reliability: Support::Optional,
+        preserve_msg_boundaries: Support::Always,
+        per_msg_reliability: Support::Never,
+        preserve_order: Support::Optional,
+        zero_rtt_msg: Support::Never,
+        multistreaming: Support::Always,
+        full_checksum_send: Support::Always,
+        full_checksum_recv: Support::Always,
+        congestion_control: Support::Always,
+        keep_alive: Support::Always,
+        soft_error_notify: Support::Never,
+        active_read_before_send: Support::Optional,
+        unidirectional: Support::Never,
+        security: SecurityProtocol::Dtls,
+        max_message_len: Some(256 * 1024),
+    };
 }

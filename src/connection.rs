@@ -440,7 +440,11 @@ impl Connection {
         p
     }
 
-    /// Read any Connection Property by RFC name, the read-only ones included.
+    /// Read any Connection Property by RFC name, the read-only ones included,
+    /// and the protocol-specific ones of the stack (RFC 9622 §4.1): on a
+    /// WebRTC data channel `webrtc.ordered`, `webrtc.maxRetransmits`,
+    /// `webrtc.maxPacketLifeTime` (`notApplicable` when not set) and
+    /// `webrtc.label`, read from the channel itself.
     pub fn get(&self, name: &str) -> Result<PropertyValue, Error> {
         let n = crate::properties::norm_name(name);
         let int = |v: Option<u64>| match v {
@@ -484,9 +488,18 @@ impl Connection {
                         PropertyValue::Bool(p.tcp.user_timeout_changeable)
                     }
                     _ => {
-                        return Err(Error::invalid_configuration(format!(
-                            "unknown Connection Property `{name}`"
-                        )))
+                        let stack_specific = self
+                            .inner
+                            .abort_handle
+                            .lock()
+                            .unwrap()
+                            .as_ref()
+                            .and_then(|t| t.protocol_property(&n));
+                        return stack_specific.ok_or_else(|| {
+                            Error::invalid_configuration(format!(
+                                "unknown Connection Property `{name}`"
+                            ))
+                        });
                     }
                 }
             }
@@ -643,6 +656,32 @@ impl Connection {
                 ErrorReason::InvalidMessageProperties,
                 format!("msgOrdered true: {} does not preserve order", caps.stack),
             ));
+        }
+        // Stacks whose reliability and order are fixed per instance (a WebRTC
+        // data channel's options): a Message cannot ask for more.
+        if props.msg_reliable == Some(true) || props.msg_ordered == Some(true) {
+            let delivery = inner
+                .abort_handle
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(Transport::delivery);
+            if let Some((reliable, ordered)) = delivery {
+                if props.msg_reliable == Some(true) && !reliable {
+                    return Err(fail(
+                        &context,
+                        ErrorReason::InvalidMessageProperties,
+                        format!("msgReliable true: this {} channel was created unreliable (its reliability is fixed when the channel opens)", caps.stack),
+                    ));
+                }
+                if props.msg_ordered == Some(true) && !ordered {
+                    return Err(fail(
+                        &context,
+                        ErrorReason::InvalidMessageProperties,
+                        format!("msgOrdered true: this {} channel was created unordered (its order is fixed when the channel opens)", caps.stack),
+                    ));
+                }
+            }
         }
         if props.msg_checksum_len != ChecksumCoverage::Full {
             return Err(fail(
@@ -960,12 +999,15 @@ impl Connection {
         properties: Option<ConnectionProperties>,
     ) -> Result<Connection, Error> {
         let inner = &self.inner;
-        let Some(reconnect) = inner.reconnect.clone() else {
+        // A Rendezvous Connection (WebRTC) has no remote address to reconnect
+        // to, but clones as a new channel on the same peer connection.
+        let reconnect = inner.reconnect.clone();
+        if reconnect.is_none() && inner.caps.stack != StackId::Webrtc {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
                 "a Connection received by a Listener cannot be cloned from this side",
             ));
-        };
+        }
         let props_now = self.properties();
         if let Some(limit) = props_now.group_conn_limit {
             if self.grouped_count() as u64 >= limit {
@@ -988,7 +1030,7 @@ impl Connection {
             ));
         };
         // A multiplexed stack (QUIC) clones as a new stream on the same connection.
-        if let Some(opened) = t.open_sibling().await {
+        if let Some(opened) = t.open_sibling(&props).await {
             let transport = opened.map_err(|e| {
                 Error::new(
                     ErrorReason::NotCloneable,
@@ -1005,12 +1047,21 @@ impl Connection {
                 remote: (*inner.remote).clone(),
                 remote_addr: inner.remote_addr,
                 local: inner.local.as_deref().cloned(),
-                reconnect: Some(reconnect),
+                reconnect,
                 early_sent: false,
                 peer_early_data: false,
             };
             return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
         }
+        let Some(reconnect) = reconnect else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                format!(
+                    "{} cannot open another connection from this side",
+                    inner.caps.stack
+                ),
+            ));
+        };
         let parts = crate::establish::reconnect(
             &reconnect,
             props,

@@ -9,7 +9,7 @@ use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::framer::{FramerStack, Start};
 use crate::properties::{ConnectionProperties, Preference, SelectionProperty, TransportProperties};
-use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RemoteSpec};
+use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RemoteSpec, Target};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
 use crate::security::SecurityParameters;
@@ -28,7 +28,7 @@ pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
 #[derive(Clone, Debug)]
 pub(crate) struct Reconnect {
     pub(crate) caps: Capabilities,
-    pub(crate) remote: SocketAddr,
+    pub(crate) remote: Target,
     pub(crate) opts: SocketOptions,
 }
 
@@ -113,11 +113,11 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
 /// A framer failure fails the candidate, so racing moves on.
 pub(crate) async fn attempt(
     caps: Capabilities,
-    remote: SocketAddr,
+    remote: Target,
     opts: SocketOptions,
     mut framers: FramerStack,
 ) -> Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)> {
-    let t = backend::connect(caps.stack, remote, &opts)
+    let t = backend::connect(caps.stack, &remote, &opts)
         .await
         .map_err(|e| (ErrorReason::EstablishmentFailed, e.to_string()))?;
     let leftover = framer_start(&t, &caps, &mut framers)
@@ -195,8 +195,10 @@ async fn write_all(t: &Transport, caps: &Capabilities, mut data: &[u8]) -> std::
     Ok(())
 }
 
-/// Turn RemoteEndpoints into the engine's remote specs.
-fn remote_specs(remotes: &[RemoteEndpoint]) -> Result<Vec<RemoteSpec>, Error> {
+/// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
+/// host names become [`RemoteSpec::Name`] leaves for stacks that resolve
+/// them (the browser), else [`RemoteSpec::Host`] for the engine to resolve.
+fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<Vec<RemoteSpec>, Error> {
     let mut out = Vec::new();
     for r in remotes {
         if let Some(p) = r.protocol() {
@@ -209,6 +211,10 @@ fn remote_specs(remotes: &[RemoteEndpoint]) -> Result<Vec<RemoteSpec>, Error> {
         })?;
         match (r.ip_address(), r.host_name()) {
             (Some(ip), _) => out.push(RemoteSpec::Address(SocketAddr::new(ip, port))),
+            (None, Some(h)) if pass_names => out.push(RemoteSpec::Name {
+                host: h.to_string(),
+                port,
+            }),
             (None, Some(h)) => out.push(RemoteSpec::Host {
                 host: h.to_string(),
                 port,
@@ -223,8 +229,19 @@ fn remote_specs(remotes: &[RemoteEndpoint]) -> Result<Vec<RemoteSpec>, Error> {
     Ok(out)
 }
 
-/// The local address to bind for a remote of this family, if locals were given.
-fn local_for(locals: &[LocalEndpoint], remote: &SocketAddr) -> Result<Option<SocketAddr>, String> {
+/// The local address to bind for a remote of this family, if locals were
+/// given. A remote by name (the browser's stacks resolve it) takes none.
+fn local_for(locals: &[LocalEndpoint], remote: &Target) -> Result<Option<SocketAddr>, String> {
+    let remote = match remote {
+        Target::Addr(a) => a,
+        Target::Name { .. } if locals.is_empty() => return Ok(None),
+        Target::Name { host, .. } => {
+            return Err(format!(
+                "a local endpoint cannot be applied to {host}: the browser resolves the name and \
+                 chooses the local address itself"
+            ))
+        }
+    };
     let with_ip: Vec<&LocalEndpoint> = locals.iter().filter(|l| l.ip_address().is_some()).collect();
     if with_ip.is_empty() {
         let port = locals.iter().find_map(|l| l.port());
@@ -331,7 +348,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     if let Err(e) = config.validate() {
         return Err(fail_early(e, &mut emitter));
     }
-    let remotes = match remote_specs(&s.remotes) {
+    let remotes = match remote_specs(&s.remotes, s.resolver.passes_names_to_stacks()) {
         Ok(r) => r,
         Err(e) => return Err(fail_early(e, &mut emitter)),
     };
@@ -409,7 +426,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 node.clone(),
                                 Reconnect {
                                     caps,
-                                    remote,
+                                    remote: remote.clone(),
                                     opts: opts.clone(),
                                 },
                             );
@@ -442,7 +459,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let remote = s
                         .remotes
                         .iter()
-                        .find(|r| r.ip_address() == Some(reconnect.remote.ip()))
+                        .find(|r| match &reconnect.remote {
+                            Target::Addr(a) => r.ip_address() == Some(a.ip()),
+                            Target::Name { host, .. } => r.host_name() == Some(host.as_str()),
+                        })
                         .cloned()
                         .unwrap_or(remote);
                     let transport_early = s.early_data.is_some() && transport.early_data();
@@ -454,7 +474,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         props: s.props.clone(),
                         trace: racer.into_trace(),
                         remote,
-                        remote_addr: Some(reconnect.remote),
+                        remote_addr: reconnect.remote.addr(),
                         local: s.locals.first().cloned(),
                         early_sent: transport_early,
                         peer_early_data: false,
@@ -517,10 +537,9 @@ pub(crate) async fn reconnect(
     );
     opts.security = rc.opts.security.clone();
     opts.server_name = rc.opts.server_name.clone();
-    let (transport, framers, leftover) =
-        attempt(rc.caps, rc.remote, opts.clone(), framers)
-            .await
-            .map_err(|(reason, m)| Error::new(reason, format!("Clone to {}: {m}", rc.remote)))?;
+    let (transport, framers, leftover) = attempt(rc.caps, rc.remote.clone(), opts.clone(), framers)
+        .await
+        .map_err(|(reason, m)| Error::new(reason, format!("Clone to {}: {m}", rc.remote)))?;
     Ok(Parts {
         transport,
         caps: rc.caps,
@@ -529,13 +548,13 @@ pub(crate) async fn reconnect(
         props,
         trace: RacingTrace::new(),
         remote,
-        remote_addr: Some(rc.remote),
+        remote_addr: rc.remote.addr(),
         local,
         early_sent: false,
         peer_early_data: false,
         reconnect: Some(Reconnect {
             caps: rc.caps,
-            remote: rc.remote,
+            remote: rc.remote.clone(),
             opts,
         }),
     })

@@ -43,6 +43,7 @@ pub mod message;
 pub mod preconnection;
 pub mod properties;
 pub mod racing;
+pub mod rendezvous;
 pub mod resolver;
 mod runtime;
 pub mod security;
@@ -59,6 +60,9 @@ pub use preconnection::Preconnection;
 pub use properties::{
     ConnState, ConnectionProperties, MessageProperties, Preference, PropertyValue,
     SelectionProperty, TransportProperties,
+};
+pub use rendezvous::{
+    DataChannelOptions, HttpSignaling, RendezvousDone, Signaling, SignalingMessage, SignalingRole,
 };
 pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::{Identity, SecurityParameters, TrustContext};

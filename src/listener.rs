@@ -123,6 +123,30 @@ impl Listener {
         })
     }
 
+    /// A Listener over the stack instances a peer opens on an existing
+    /// connection (a WebRTC peer's further data channels, Rendezvous): they
+    /// join `group`.
+    pub(crate) fn for_incoming(
+        backend: BackendListener,
+        snap: Snapshot,
+        group: std::sync::Arc<crate::connection::Group>,
+    ) -> Listener {
+        let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
+        let local = backend.local_addr();
+        let mut groups = std::collections::HashMap::new();
+        groups.insert(0, std::sync::Arc::downgrade(&group));
+        Listener {
+            backend: futures::lock::Mutex::new(backend),
+            snap,
+            limit: Mutex::new(None),
+            stopped: Mutex::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx: futures::FutureExt::shared(stop_rx),
+            local,
+            groups: Mutex::new(groups),
+        }
+    }
+
     /// The address the Listener is bound to (the port, if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

@@ -160,7 +160,37 @@ impl Preconnection {
         Ok((self.locals.clone(), out))
     }
 
-    fn snapshot(&self) -> Snapshot {
+    /// The LocalEndpoints (read-only; Rendezvous).
+    pub(crate) fn locals(&self) -> &[LocalEndpoint] {
+        &self.locals
+    }
+
+    /// The TransportProperties (read-only; Rendezvous).
+    pub(crate) fn transport_properties(&self) -> &TransportProperties {
+        &self.props
+    }
+
+    /// The SecurityParameters (read-only; Rendezvous).
+    pub(crate) fn security_parameters(&self) -> &SecurityParameters {
+        &self.security
+    }
+
+    /// The stacks `set_protocols` allows, if set.
+    pub(crate) fn protocols_set(&self) -> Option<&[StackId]> {
+        self.protocols.as_deref()
+    }
+
+    /// Whether the application added framers.
+    pub(crate) fn has_framers(&self) -> bool {
+        !self.framers.is_empty()
+    }
+
+    /// A fresh copy of the framer stack, for one new Connection.
+    pub(crate) fn framers_fresh(&self) -> FramerStack {
+        self.framers.fresh()
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             locals: self.locals.clone(),
             remotes: self.remotes.clone(),

@@ -14,6 +14,14 @@ pub trait Resolver: Send + Sync + 'static {
         host: &str,
         family: Family,
     ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>>;
+
+    /// Whether host names skip this resolver and go to the protocol stacks
+    /// as they are ([`crate::racing::RemoteSpec::Name`]): true only for the
+    /// browser's [`SystemResolver`], since a page has no DNS API and the
+    /// browser resolves the names its WebSocket and WebTransport open.
+    fn passes_names_to_stacks(&self) -> bool {
+        false
+    }
 }
 
 /// The system resolver natively (getaddrinfo per family, /etc/hosts included).
@@ -29,6 +37,10 @@ impl Resolver for SystemResolver {
         family: Family,
     ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
         crate::backend::system_resolve(host.to_string(), family)
+    }
+
+    fn passes_names_to_stacks(&self) -> bool {
+        crate::backend::STACKS_RESOLVE_NAMES
     }
 }
 

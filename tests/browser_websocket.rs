@@ -220,17 +220,48 @@ async fn secure_default_never_falls_back_to_plaintext_ws() {
 }
 
 #[wasm_bindgen_test]
-async fn host_name_fails_with_resolution_failed() {
+async fn host_name_goes_to_the_browser_as_it_is() {
+    // No DNS API in a page: the engine races the name as one leaf per stack
+    // and the browser resolves `localhost` itself.
     let remote = RemoteEndpoint::new()
-        .with_host_name("example.invalid")
+        .with_host_name("localhost")
         .and_then(|r| r.with_port(echo_port()))
         .expect("endpoint");
     let pre = plaintext(vec![remote]);
-    let e = match pre.initiate_with_timeout(Duration::from_secs(10)).await {
-        Ok(c) => panic!("connected over {}", c.stack()),
-        Err(e) => e,
-    };
-    console_log!("host name: {e}");
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate localhost: {e}"));
+    console_log!("localhost:\n{}", conn.trace().timeline());
+    assert_eq!(conn.stack(), StackId::Ws);
+    assert_eq!(conn.remote_endpoint().host_name(), Some("localhost"));
+    let won = conn
+        .trace()
+        .of_kind(TraceEventKind::Won)
+        .next()
+        .expect("a won event")
+        .id
+        .clone();
+    let leaf = conn
+        .trace()
+        .candidate(&won)
+        .expect("the winner's candidate");
+    assert_eq!(leaf.host.as_deref(), Some("localhost"));
+    assert_eq!(
+        leaf.address.as_deref(),
+        Some(format!("localhost:{}", echo_port()).as_str())
+    );
+    conn.send_message(b"by name".to_vec()).await.expect("send");
+    let r = conn.receive().await.expect("receive");
+    assert_eq!(r.data(), b"by name");
+    conn.close().await.expect("close");
+
+    // Resolve() needs addresses, which a page cannot get.
+    let remote = RemoteEndpoint::new()
+        .with_host_name("localhost")
+        .and_then(|r| r.with_port(echo_port()))
+        .expect("endpoint");
+    let e = plaintext(vec![remote]).resolve().await.unwrap_err();
     assert_eq!(e.reason, ErrorReason::ResolutionFailed, "{e}");
     assert!(e.to_string().contains("no DNS API"), "{e}");
 }

@@ -1,11 +1,18 @@
 //! Scripted, virtual-time tests of the sans-IO racing engine.
-// Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
-#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+//!
+//! The same scripts run natively (`cargo test`) and compiled to wasm32 in
+//! headless Chromium (`cargo test --target wasm32-unknown-unknown --test
+//! racing_engine`, run by scripts/test.sh): there `#[test]` is
+//! wasm-bindgen-test's. The proptest invariants run natively only.
+
+#[cfg(web)]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(web)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use postsocket::racing::*;
 use postsocket::trace::*;
 use postsocket::{ErrorReason, StackId};
-use proptest::prelude::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -844,6 +851,72 @@ fn second_protocol_starts_after_all_leaves_of_the_first() {
     );
 }
 
+/// A name the stacks resolve themselves (the browser): one leaf per stack,
+/// no Resolve action, staggered by the Connection Attempt Delay.
+#[test]
+fn names_passed_to_stacks_race_without_resolving() {
+    let mut sim = Sim::new(
+        cfg(),
+        default_path(),
+        vec![StackId::Wt, StackId::Wss],
+        vec![RemoteSpec::Name {
+            host: "example.test".into(),
+            port: 4433,
+        }],
+    );
+    sim.advance_to(ms(250));
+    assert!(sim.resolves().is_empty(), "{:?}", sim.resolves());
+    assert_eq!(
+        sim.timeline(),
+        tl(&[
+            (0, "start 1.1.1 wt example.test:4433"),
+            (250, "start 1.2.1 wss example.test:4433"),
+        ])
+    );
+    let leaf = sim.trace().candidate("1.2.1").unwrap();
+    assert_eq!(leaf.host.as_deref(), Some("example.test"));
+    assert_eq!(leaf.address.as_deref(), Some("example.test:4433"));
+    sim.fail(300, "1.1.1", "handshake failed");
+    sim.ok(310, "1.2.1");
+    assert_eq!(
+        sim.timeline().last().unwrap(),
+        &(310, "won 1.2.1".to_string())
+    );
+    match &sim.log[1].1 {
+        Action::StartAttempt { remote, .. } => {
+            assert_eq!(remote.addr(), None);
+            assert_eq!(remote.host_text(), "example.test");
+            assert_eq!(remote.port(), 4433);
+        }
+        other => panic!("expected a start, got {other:?}"),
+    }
+}
+
+/// A failed name leaf is listed with the name as its address.
+#[test]
+fn failed_name_leaf_is_listed_by_name() {
+    let mut sim = Sim::tcp(
+        cfg(),
+        vec![RemoteSpec::Name {
+            host: "example.test".into(),
+            port: 80,
+        }],
+    );
+    sim.fail(5, "1.1.1", "refused");
+    let e = sim.error();
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
+    assert_eq!(e.candidates.len(), 1);
+    assert_eq!(e.candidates[0].address.as_deref(), Some("example.test:80"));
+}
+
+/// IPv6 literals are bracketed in URL authority text.
+#[test]
+fn target_host_text_brackets_ipv6() {
+    assert_eq!(Target::Addr(addr("[::1]:443")).host_text(), "[::1]");
+    assert_eq!(Target::Addr(addr("127.0.0.1:443")).host_text(), "127.0.0.1");
+    assert_eq!(Target::Addr(addr("[::1]:443")).to_string(), "[::1]:443");
+}
+
 // ---- 7. racing modes -----------------------------------------------------------
 
 #[test]
@@ -1144,302 +1217,310 @@ fn duplicate_answers_are_ignored() {
     assert_eq!(sim.starts(), tl(&[(1, "1.1.1.1")]));
 }
 
-// ---- 12. properties -------------------------------------------------------------------------
+// ---- 12. properties (native only: proptest) -------------------------------------------------
 
-#[derive(Debug, Clone)]
-enum Outcome {
-    Succeed(u64),
-    Fail(u64),
-    Blackhole,
-}
+#[cfg(not(web))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
 
-fn outcome() -> impl Strategy<Value = Outcome> {
-    prop_oneof![
-        (0u64..3000).prop_map(Outcome::Succeed),
-        (0u64..3000).prop_map(Outcome::Fail),
-        Just(Outcome::Blackhole),
-    ]
-}
+    #[derive(Debug, Clone)]
+    enum Outcome {
+        Succeed(u64),
+        Fail(u64),
+        Blackhole,
+    }
 
-#[derive(Debug, Clone)]
-struct Script {
-    mode: RacingMode,
-    delay: u64,
-    timeout: Option<u64>,
-    literals: Vec<(bool, u8)>,
-    stacks: usize,
-    /// (AAAA answer time, A answer time, AAAA count, A count), if a host is used.
-    host: Option<(Option<u64>, Option<u64>, u8, u8)>,
-    /// Outcome per leaf, by the order in which leaves start (cycled).
-    outcomes: Vec<Outcome>,
-    max_leaves: usize,
-}
-
-fn script() -> impl Strategy<Value = Script> {
-    (
+    fn outcome() -> impl Strategy<Value = Outcome> {
         prop_oneof![
-            Just(RacingMode::Staggered),
-            Just(RacingMode::Failover),
-            Just(RacingMode::Simultaneous)
-        ],
-        10u64..600,
-        proptest::option::of(100u64..4000),
-        proptest::collection::vec((any::<bool>(), 1u8..50), 0..5),
-        1usize..3,
-        proptest::option::of((
-            proptest::option::of(0u64..500),
-            proptest::option::of(0u64..500),
-            0u8..3,
-            0u8..3,
-        )),
-        proptest::collection::vec(outcome(), 1..8),
-        1usize..12,
-    )
-        .prop_map(
-            |(mode, delay, timeout, literals, stacks, host, outcomes, max_leaves)| Script {
-                mode,
-                delay,
-                timeout,
-                literals,
-                stacks,
-                host,
-                outcomes,
-                max_leaves,
-            },
+            (0u64..3000).prop_map(Outcome::Succeed),
+            (0u64..3000).prop_map(Outcome::Fail),
+            Just(Outcome::Blackhole),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Script {
+        mode: RacingMode,
+        delay: u64,
+        timeout: Option<u64>,
+        literals: Vec<(bool, u8)>,
+        stacks: usize,
+        /// (AAAA answer time, A answer time, AAAA count, A count), if a host is used.
+        host: Option<(Option<u64>, Option<u64>, u8, u8)>,
+        /// Outcome per leaf, by the order in which leaves start (cycled).
+        outcomes: Vec<Outcome>,
+        max_leaves: usize,
+    }
+
+    fn script() -> impl Strategy<Value = Script> {
+        (
+            prop_oneof![
+                Just(RacingMode::Staggered),
+                Just(RacingMode::Failover),
+                Just(RacingMode::Simultaneous)
+            ],
+            10u64..600,
+            proptest::option::of(100u64..4000),
+            proptest::collection::vec((any::<bool>(), 1u8..50), 0..5),
+            1usize..3,
+            proptest::option::of((
+                proptest::option::of(0u64..500),
+                proptest::option::of(0u64..500),
+                0u8..3,
+                0u8..3,
+            )),
+            proptest::collection::vec(outcome(), 1..8),
+            1usize..12,
         )
-}
-
-/// Run a script to the end; outcomes are delivered `t` ms after each start.
-fn run_script(s: &Script, all_outcomes_given: bool) -> Sim {
-    let config = RacingConfig {
-        mode: s.mode,
-        connection_attempt_delay: ms(s.delay),
-        timeout: s.timeout.map(ms),
-        max_leaves: s.max_leaves,
-        ..cfg()
-    };
-    let mut remotes: Vec<RemoteSpec> = s
-        .literals
-        .iter()
-        .map(|&(v6, n)| {
-            if v6 {
-                lit(&format!("[2001:db8::{n}]:80"))
-            } else {
-                lit(&format!("192.0.2.{n}:80"))
-            }
-        })
-        .collect();
-    if s.host.is_some() {
-        remotes.push(host("example.com", 80));
+            .prop_map(
+                |(mode, delay, timeout, literals, stacks, host, outcomes, max_leaves)| Script {
+                    mode,
+                    delay,
+                    timeout,
+                    literals,
+                    stacks,
+                    host,
+                    outcomes,
+                    max_leaves,
+                },
+            )
     }
-    let stacks = [StackId::Quic, StackId::Tcp][..s.stacks].to_vec();
-    let mut sim = Sim::new(config, default_path(), stacks, remotes);
 
-    // Pending inputs: (time, seq, input).
-    let mut pending: Vec<(u64, usize, Input)> = Vec::new();
-    let mut seq = 0;
-    if let Some((aaaa, a, n6, n4)) = s.host {
-        let v6: Vec<IpAddr> = (0..n6)
-            .map(|i| ip(&format!("2001:db8:1::{}", i + 1)))
-            .collect();
-        let v4: Vec<IpAddr> = (0..n4)
-            .map(|i| ip(&format!("198.51.100.{}", i + 1)))
-            .collect();
-        // Without outcomes for everything, unanswered queries stay unanswered.
-        for (q, t, ips) in [(1, aaaa, v6), (2, a, v4)] {
-            let t = match (t, all_outcomes_given) {
-                (Some(t), _) => t,
-                (None, true) => 600,
-                (None, false) => continue,
-            };
-            let result = if ips.is_empty() {
-                Err("NXDOMAIN".into())
-            } else {
-                Ok(ips)
-            };
-            pending.push((t, seq, Input::Resolved { query: q, result }));
-            seq += 1;
-        }
-    }
-    let mut handled_starts = 0;
-    let mut t = 0u64;
-    let mut steps = 0;
-    loop {
-        steps += 1;
-        assert!(steps < 10_000);
-        // Schedule outcomes for attempts started since last time.
-        let starts = sim.starts();
-        for (start_t, node) in starts.iter().skip(handled_starts) {
-            let k = handled_starts % s.outcomes.len();
-            handled_starts += 1;
-            let input = match (&s.outcomes[k], all_outcomes_given) {
-                (Outcome::Succeed(d), _) => {
-                    Some((*d, Input::AttemptSucceeded { node: node.clone() }))
+    /// Run a script to the end; outcomes are delivered `t` ms after each start.
+    fn run_script(s: &Script, all_outcomes_given: bool) -> Sim {
+        let config = RacingConfig {
+            mode: s.mode,
+            connection_attempt_delay: ms(s.delay),
+            timeout: s.timeout.map(ms),
+            max_leaves: s.max_leaves,
+            ..cfg()
+        };
+        let mut remotes: Vec<RemoteSpec> = s
+            .literals
+            .iter()
+            .map(|&(v6, n)| {
+                if v6 {
+                    lit(&format!("[2001:db8::{n}]:80"))
+                } else {
+                    lit(&format!("192.0.2.{n}:80"))
                 }
-                (Outcome::Fail(d), _) => Some((
-                    *d,
-                    Input::AttemptFailed {
-                        node: node.clone(),
-                        reason: ErrorReason::EstablishmentFailed,
-                        message: "refused".into(),
-                    },
-                )),
-                (Outcome::Blackhole, true) => Some((
-                    5000,
-                    Input::AttemptFailed {
-                        node: node.clone(),
-                        reason: ErrorReason::Timeout,
-                        message: "no answer".into(),
-                    },
-                )),
-                (Outcome::Blackhole, false) => None,
-            };
-            if let Some((d, input)) = input {
-                pending.push((start_t + d, seq, input));
+            })
+            .collect();
+        if s.host.is_some() {
+            remotes.push(host("example.com", 80));
+        }
+        let stacks = [StackId::Quic, StackId::Tcp][..s.stacks].to_vec();
+        let mut sim = Sim::new(config, default_path(), stacks, remotes);
+
+        // Pending inputs: (time, seq, input).
+        let mut pending: Vec<(u64, usize, Input)> = Vec::new();
+        let mut seq = 0;
+        if let Some((aaaa, a, n6, n4)) = s.host {
+            let v6: Vec<IpAddr> = (0..n6)
+                .map(|i| ip(&format!("2001:db8:1::{}", i + 1)))
+                .collect();
+            let v4: Vec<IpAddr> = (0..n4)
+                .map(|i| ip(&format!("198.51.100.{}", i + 1)))
+                .collect();
+            // Without outcomes for everything, unanswered queries stay unanswered.
+            for (q, t, ips) in [(1, aaaa, v6), (2, a, v4)] {
+                let t = match (t, all_outcomes_given) {
+                    (Some(t), _) => t,
+                    (None, true) => 600,
+                    (None, false) => continue,
+                };
+                let result = if ips.is_empty() {
+                    Err("NXDOMAIN".into())
+                } else {
+                    Ok(ips)
+                };
+                pending.push((t, seq, Input::Resolved { query: q, result }));
                 seq += 1;
             }
         }
-        pending.sort_by_key(|(t, s, _)| (*t, *s));
-        let next_input = pending.first().map(|(t, _, _)| *t);
-        let next_timer = sim.racer.poll_timeout().map(|d| d.as_millis() as u64);
-        match (next_input, next_timer) {
-            (None, None) => break,
-            (Some(i), timer) if !matches!(timer, Some(d) if d <= i) => {
-                let (it, _, input) = pending.remove(0);
-                assert!(it >= t);
-                t = it;
-                sim.input(ms(t), input);
+        let mut handled_starts = 0;
+        let mut t = 0u64;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 10_000);
+            // Schedule outcomes for attempts started since last time.
+            let starts = sim.starts();
+            for (start_t, node) in starts.iter().skip(handled_starts) {
+                let k = handled_starts % s.outcomes.len();
+                handled_starts += 1;
+                let input = match (&s.outcomes[k], all_outcomes_given) {
+                    (Outcome::Succeed(d), _) => {
+                        Some((*d, Input::AttemptSucceeded { node: node.clone() }))
+                    }
+                    (Outcome::Fail(d), _) => Some((
+                        *d,
+                        Input::AttemptFailed {
+                            node: node.clone(),
+                            reason: ErrorReason::EstablishmentFailed,
+                            message: "refused".into(),
+                        },
+                    )),
+                    (Outcome::Blackhole, true) => Some((
+                        5000,
+                        Input::AttemptFailed {
+                            node: node.clone(),
+                            reason: ErrorReason::Timeout,
+                            message: "no answer".into(),
+                        },
+                    )),
+                    (Outcome::Blackhole, false) => None,
+                };
+                if let Some((d, input)) = input {
+                    pending.push((start_t + d, seq, input));
+                    seq += 1;
+                }
             }
-            (_, Some(d)) => {
-                t = t.max(d);
-                sim.advance_to(ms(t));
+            pending.sort_by_key(|(t, s, _)| (*t, *s));
+            let next_input = pending.first().map(|(t, _, _)| *t);
+            let next_timer = sim.racer.poll_timeout().map(|d| d.as_millis() as u64);
+            match (next_input, next_timer) {
+                (None, None) => break,
+                (Some(i), timer) if !matches!(timer, Some(d) if d <= i) => {
+                    let (it, _, input) = pending.remove(0);
+                    assert!(it >= t);
+                    t = it;
+                    sim.input(ms(t), input);
+                }
+                (_, Some(d)) => {
+                    t = t.max(d);
+                    sim.advance_to(ms(t));
+                }
+                (Some(_), None) => unreachable!("handled by the input arm"),
             }
-            (Some(_), None) => unreachable!("handled by the input arm"),
+            if sim.racer.is_finished() && pending.is_empty() {
+                break;
+            }
         }
-        if sim.racer.is_finished() && pending.is_empty() {
-            break;
-        }
+        sim
     }
-    sim
-}
 
-fn check_invariants(s: &Script, sim: &Sim, all_outcomes_given: bool) {
-    let trace = sim.trace();
-    assert_trace_sorted(trace);
-    let count = |kind, id: &str| trace.of_kind(kind).filter(|e| e.id == id).count();
-    let won: Vec<_> = sim
-        .log
-        .iter()
-        .filter(|(_, a)| matches!(a, Action::Won { .. }))
-        .collect();
-    let failed: Vec<_> = sim
-        .log
-        .iter()
-        .filter(|(_, a)| matches!(a, Action::Failed(_)))
-        .collect();
-    assert!(won.len() <= 1);
-    assert!(failed.len() <= 1);
-    assert!(won.is_empty() || failed.is_empty(), "won and failed");
-    if all_outcomes_given {
-        assert_eq!(won.len() + failed.len(), 1, "exactly one of won/failed");
-    }
-    // No action after the end.
-    let end = sim
-        .log
-        .iter()
-        .position(|(_, a)| matches!(a, Action::Won { .. } | Action::Failed(_)));
-    if let Some(end) = end {
-        assert_eq!(end, sim.log.len() - 1, "actions after the end");
-        assert_eq!(trace.of_kind(TraceEventKind::Won).count(), won.len());
-        assert_eq!(
-            trace.of_kind(TraceEventKind::EstablishmentError).count(),
-            failed.len()
-        );
-    }
-    // Every started attempt ends exactly once, unless the script left it hanging.
-    for (_, node) in sim.starts() {
-        assert_eq!(count(TraceEventKind::AttemptStarted, &node), 1);
-        let ends = count(TraceEventKind::AttemptSucceeded, &node)
-            + count(TraceEventKind::AttemptFailed, &node)
-            + count(TraceEventKind::AttemptCancelled, &node);
-        if sim.racer.is_finished() {
-            assert_eq!(
-                ends,
-                1,
-                "node {node} ends {ends} times\n{}",
-                trace.timeline()
-            );
-        } else {
-            assert!(ends <= 1);
-        }
-        let cancels = sim
+    fn check_invariants(s: &Script, sim: &Sim, all_outcomes_given: bool) {
+        let trace = sim.trace();
+        assert_trace_sorted(trace);
+        let count = |kind, id: &str| trace.of_kind(kind).filter(|e| e.id == id).count();
+        let won: Vec<_> = sim
             .log
             .iter()
-            .filter(|(_, a)| matches!(a, Action::CancelAttempt { node: n } if *n == node))
-            .count();
-        assert_eq!(cancels, count(TraceEventKind::AttemptCancelled, &node));
-    }
-    // (Deadline monotonicity is checked by the harness as time advances.)
-    // Never more leaves than the cap.
-    let leaves = trace
-        .of_kind(TraceEventKind::Candidate)
-        .filter(|e| e.address.is_some())
-        .count();
-    assert!(leaves <= s.max_leaves);
-    // Staggered: no two starts at one instant unless a failure happened then.
-    if s.mode == RacingMode::Staggered {
-        let starts = sim.starts();
-        for w in starts.windows(2) {
-            if w[0].0 == w[1].0 {
-                let t = w[0].0 as f64;
-                let failure_then = trace
-                    .of_kind(TraceEventKind::AttemptFailed)
-                    .any(|e| (e.t_ms - t).abs() < 1e-6);
-                assert!(failure_then, "two starts at {t} ms\n{}", trace.timeline());
-            }
+            .filter(|(_, a)| matches!(a, Action::Won { .. }))
+            .collect();
+        let failed: Vec<_> = sim
+            .log
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Failed(_)))
+            .collect();
+        assert!(won.len() <= 1);
+        assert!(failed.len() <= 1);
+        assert!(won.is_empty() || failed.is_empty(), "won and failed");
+        if all_outcomes_given {
+            assert_eq!(won.len() + failed.len(), 1, "exactly one of won/failed");
         }
-    }
-    // Failover: never two running at once.
-    if s.mode == RacingMode::Failover {
-        let mut running = 0i32;
-        for e in &trace.events {
-            match e.event {
-                TraceEventKind::AttemptStarted => running += 1,
-                TraceEventKind::AttemptSucceeded | TraceEventKind::AttemptCancelled => running -= 1,
-                TraceEventKind::AttemptFailed
-                    if e.address.is_none()
-                        && trace.candidate(&e.id).is_some_and(|c| c.address.is_some()) =>
-                {
-                    running -= 1
-                }
-                _ => {}
-            }
-            assert!(
-                running <= 1,
-                "failover ran two at once\n{}",
-                trace.timeline()
+        // No action after the end.
+        let end = sim
+            .log
+            .iter()
+            .position(|(_, a)| matches!(a, Action::Won { .. } | Action::Failed(_)));
+        if let Some(end) = end {
+            assert_eq!(end, sim.log.len() - 1, "actions after the end");
+            assert_eq!(trace.of_kind(TraceEventKind::Won).count(), won.len());
+            assert_eq!(
+                trace.of_kind(TraceEventKind::EstablishmentError).count(),
+                failed.len()
             );
         }
+        // Every started attempt ends exactly once, unless the script left it hanging.
+        for (_, node) in sim.starts() {
+            assert_eq!(count(TraceEventKind::AttemptStarted, &node), 1);
+            let ends = count(TraceEventKind::AttemptSucceeded, &node)
+                + count(TraceEventKind::AttemptFailed, &node)
+                + count(TraceEventKind::AttemptCancelled, &node);
+            if sim.racer.is_finished() {
+                assert_eq!(
+                    ends,
+                    1,
+                    "node {node} ends {ends} times\n{}",
+                    trace.timeline()
+                );
+            } else {
+                assert!(ends <= 1);
+            }
+            let cancels = sim
+                .log
+                .iter()
+                .filter(|(_, a)| matches!(a, Action::CancelAttempt { node: n } if *n == node))
+                .count();
+            assert_eq!(cancels, count(TraceEventKind::AttemptCancelled, &node));
+        }
+        // (Deadline monotonicity is checked by the harness as time advances.)
+        // Never more leaves than the cap.
+        let leaves = trace
+            .of_kind(TraceEventKind::Candidate)
+            .filter(|e| e.address.is_some())
+            .count();
+        assert!(leaves <= s.max_leaves);
+        // Staggered: no two starts at one instant unless a failure happened then.
+        if s.mode == RacingMode::Staggered {
+            let starts = sim.starts();
+            for w in starts.windows(2) {
+                if w[0].0 == w[1].0 {
+                    let t = w[0].0 as f64;
+                    let failure_then = trace
+                        .of_kind(TraceEventKind::AttemptFailed)
+                        .any(|e| (e.t_ms - t).abs() < 1e-6);
+                    assert!(failure_then, "two starts at {t} ms\n{}", trace.timeline());
+                }
+            }
+        }
+        // Failover: never two running at once.
+        if s.mode == RacingMode::Failover {
+            let mut running = 0i32;
+            for e in &trace.events {
+                match e.event {
+                    TraceEventKind::AttemptStarted => running += 1,
+                    TraceEventKind::AttemptSucceeded | TraceEventKind::AttemptCancelled => {
+                        running -= 1
+                    }
+                    TraceEventKind::AttemptFailed
+                        if e.address.is_none()
+                            && trace.candidate(&e.id).is_some_and(|c| c.address.is_some()) =>
+                    {
+                        running -= 1
+                    }
+                    _ => {}
+                }
+                assert!(
+                    running <= 1,
+                    "failover ran two at once\n{}",
+                    trace.timeline()
+                );
+            }
+        }
     }
-}
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES=N overrides the default of 512 per property.
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            // PROPTEST_CASES=N overrides the default of 512 per property.
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
-    #[test]
-    fn invariants_with_every_outcome_given(s in script()) {
-        let sim = run_script(&s, true);
-        check_invariants(&s, &sim, true);
-    }
+        #[test]
+        fn invariants_with_every_outcome_given(s in script()) {
+            let sim = run_script(&s, true);
+            check_invariants(&s, &sim, true);
+        }
 
-    #[test]
-    fn invariants_with_blackholes(s in script()) {
-        let sim = run_script(&s, false);
-        check_invariants(&s, &sim, false);
+        #[test]
+        fn invariants_with_blackholes(s in script()) {
+            let sim = run_script(&s, false);
+            check_invariants(&s, &sim, false);
+        }
     }
 }

@@ -64,3 +64,5 @@ impl TcpBlackhole {
 pub fn ipv6_loopback_available() -> Result<(), io::Error> {
     std::net::TcpListener::bind("[::1]:0").map(|_| ())
 }
+
+pub mod demo;

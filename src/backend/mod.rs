@@ -31,6 +31,15 @@ pub(crate) const OPT_IN: &[StackId] = &[];
 pub(crate) const OPT_IN: &[StackId] = &[StackId::Ws, StackId::Wss, StackId::Wt];
 use std::net::SocketAddr;
 
+/// Whether the stacks take host names and resolve them themselves (the
+/// browser's, which has no DNS API for a page), so the engine races a name
+/// as one leaf; natively the engine resolves, AAAA and A apart.
+#[cfg(web)]
+pub(crate) const STACKS_RESOLVE_NAMES: bool = true;
+/// See the browser's definition.
+#[cfg(not(web))]
+pub(crate) const STACKS_RESOLVE_NAMES: bool = false;
+
 /// What a read returned.
 #[derive(Debug)]
 #[cfg_attr(web, allow(dead_code))] // browser stacks come with the browser issue

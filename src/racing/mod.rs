@@ -11,7 +11,7 @@ pub mod race;
 pub mod selection;
 
 pub use config::{RacingConfig, RacingMode};
-pub use race::{Action, Family, Input, PathSpec, QueryId, Racer, RemoteSpec};
+pub use race::{Action, Family, Input, PathSpec, QueryId, Racer, RemoteSpec, Target};
 
 /// Time since the action (initiate, listen, rendezvous) started.
 pub type Time = std::time::Duration;

@@ -38,6 +38,71 @@ pub enum RemoteSpec {
         /// The port.
         port: u16,
     },
+    /// A host name handed to the protocol stacks as it is: a leaf right away,
+    /// with no resolution. The browser has no DNS API, so its stacks
+    /// (WebSocket, WebTransport) take the name and the browser resolves it.
+    Name {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+/// What a leaf connects to: an address, or a name the stack resolves itself
+/// ([`RemoteSpec::Name`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// An IP address and port.
+    Addr(SocketAddr),
+    /// A host name and port, resolved by the stack (the browser).
+    Name {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl Target {
+    /// The address, when this is one.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Target::Addr(a) => Some(*a),
+            Target::Name { .. } => None,
+        }
+    }
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Addr(a) => a.port(),
+            Target::Name { port, .. } => *port,
+        }
+    }
+    /// The host as URL authority text: a name, an IPv4 address, or a
+    /// bracketed IPv6 address (`[::1]`).
+    pub fn host_text(&self) -> String {
+        match self {
+            Target::Addr(SocketAddr::V6(a)) => format!("[{}]", a.ip()),
+            Target::Addr(SocketAddr::V4(a)) => a.ip().to_string(),
+            Target::Name { host, .. } => host.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Target {
+        Target::Addr(a)
+    }
 }
 
 /// Identifies one DNS query the driver runs for the engine.
@@ -91,8 +156,8 @@ pub enum Action {
         path: PathSpec,
         /// The stack.
         stack: StackId,
-        /// The remote address.
-        remote: SocketAddr,
+        /// The remote address (or, in the browser, name).
+        remote: Target,
     },
     /// Stop this attempt and close whatever it opened. No input is expected for it afterwards.
     CancelAttempt {
@@ -143,7 +208,7 @@ enum Kind {
     },
     /// An address to connect to (a leaf).
     Leaf {
-        addr: SocketAddr,
+        addr: Target,
         state: LeafState,
         /// Not startable before this time (the Resolution Delay gate).
         ready_at: Time,
@@ -351,7 +416,7 @@ impl Racer {
             .iter()
             .filter_map(|r| match r {
                 RemoteSpec::Address(a) => Some(*a),
-                RemoteSpec::Host { .. } => None,
+                RemoteSpec::Host { .. } | RemoteSpec::Name { .. } => None,
             })
             .collect();
         let mut literal = interleave(literal, Family::V6, |a| family_of(&a.ip())).into_iter();
@@ -381,7 +446,14 @@ impl Racer {
                 for remote in &ordered {
                     match remote {
                         RemoteSpec::Address(addr) => {
-                            r.add_leaf(proto, *addr, now);
+                            r.add_leaf(proto, Target::Addr(*addr), now);
+                        }
+                        RemoteSpec::Name { host, port } => {
+                            let target = Target::Name {
+                                host: host.clone(),
+                                port: *port,
+                            };
+                            r.add_leaf(proto, target, now);
                         }
                         RemoteSpec::Host { host, port } => {
                             let group = r.group_for(p, host);
@@ -587,13 +659,14 @@ impl Racer {
     }
 
     /// Add a leaf under `parent` unless the cap is reached; emits its candidate event.
-    fn add_leaf(&mut self, parent: usize, addr: SocketAddr, ready_at: Time) -> Option<usize> {
+    fn add_leaf(&mut self, parent: usize, addr: Target, ready_at: Time) -> Option<usize> {
         if self.leaves >= self.config.max_leaves {
             // Dropped: RFC 9623 §11 asks to cap the tree. No node, no event.
             return None;
         }
         self.leaves += 1;
         let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
+        let text = addr.to_string();
         let leaf = self.add_node(
             Some(parent),
             path,
@@ -606,7 +679,14 @@ impl Racer {
             },
         );
         let mut ev = self.candidate_event(leaf, crate::trace::Branch::Endpoint);
-        ev.address = Some(addr.to_string());
+        if let Kind::Leaf {
+            addr: Target::Name { host, .. },
+            ..
+        } = &self.nodes[leaf].kind
+        {
+            ev.host = Some(host.clone());
+        }
+        ev.address = Some(text);
         self.trace.push(ev);
         Some(leaf)
     }
@@ -737,7 +817,7 @@ impl Racer {
             let mut added = false;
             for ip in &addrs {
                 let dup = self.nodes[h].children.iter().any(
-                    |&c| matches!(self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.ip() == *ip),
+                    |&c| matches!(&self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.addr().map(|a| a.ip()) == Some(*ip)),
                 );
                 if dup {
                     continue;
@@ -747,7 +827,7 @@ impl Racer {
                     Family::V4 => v4_ready,
                 };
                 added |= self
-                    .add_leaf(h, SocketAddr::new(*ip, port), ready)
+                    .add_leaf(h, Target::Addr(SocketAddr::new(*ip, port)), ready)
                     .is_some();
             }
             if added {
@@ -807,8 +887,11 @@ impl Racer {
         let (started, idle): (Vec<usize>, Vec<usize>) = children
             .into_iter()
             .partition(|&c| self.leaf_state(c) != Some(LeafState::Idle));
-        let fam = |c: &usize| match self.nodes[*c].kind {
-            Kind::Leaf { addr, .. } => family_of(&addr.ip()),
+        let fam = |c: &usize| match &self.nodes[*c].kind {
+            Kind::Leaf {
+                addr: Target::Addr(a),
+                ..
+            } => family_of(&a.ip()),
             _ => Family::V6,
         };
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
@@ -873,7 +956,7 @@ impl Racer {
             return;
         };
         *state = LeafState::Running;
-        let remote = *addr;
+        let remote = addr.clone();
         self.credit = false;
         self.last_start = Some(now);
         self.trace.push(TraceEvent::new(

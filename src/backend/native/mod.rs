@@ -3,25 +3,29 @@
 //! WebTransport (wt) with web-transport-quinn over quinn.
 
 mod demux;
+mod http;
 mod quic;
 mod tcp;
 mod tls;
 pub(crate) mod tls_config;
 mod udp;
+mod webrtc;
 mod ws;
 mod wt;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
-use crate::racing::Family;
+use crate::racing::{Family, Target};
 use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use http::http_post_json;
 pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
 pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
+pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use ws::WsTransport;
 pub(crate) use wt::WtTransport;
 
@@ -61,6 +65,8 @@ pub(crate) enum Transport {
     Ws(WsTransport),
     /// One WebTransport stream.
     Wt(WtTransport),
+    /// A WebRTC data channel.
+    Webrtc(WebrtcTransport),
 }
 
 impl Transport {
@@ -73,6 +79,7 @@ impl Transport {
             Transport::Tls(t) => t.read(buf).await,
             Transport::Ws(w) => w.read().await,
             Transport::Wt(w) => w.read(buf).await,
+            Transport::Webrtc(w) => w.read().await,
         }
     }
 
@@ -85,6 +92,9 @@ impl Transport {
             Transport::Tls(t) => t.write_vectored(bufs).await,
             Transport::Ws(_) => Err(io::Error::other("WebSocket has no byte stream")),
             Transport::Wt(w) => w.write_vectored(bufs).await,
+            Transport::Webrtc(_) => {
+                Err(io::Error::other("a WebRTC data channel has no byte stream"))
+            }
         }
     }
 
@@ -97,6 +107,7 @@ impl Transport {
             Transport::Quic(q) => q.send_datagram(data).await,
             Transport::Ws(w) => w.send(data).await,
             Transport::Wt(w) => w.send_datagram(data).await,
+            Transport::Webrtc(w) => w.send(data).await,
         }
     }
 
@@ -109,6 +120,7 @@ impl Transport {
             Transport::Quic(q) => q.shutdown_write(),
             Transport::Ws(w) => w.shutdown_write(),
             Transport::Wt(w) => w.shutdown_write(),
+            Transport::Webrtc(w) => w.shutdown_write(),
         }
     }
 
@@ -121,6 +133,7 @@ impl Transport {
             Transport::Tls(t) => t.abort(),
             Transport::Ws(w) => w.abort(),
             Transport::Wt(w) => w.abort(),
+            Transport::Webrtc(w) => w.abort(),
         }
     }
 
@@ -139,6 +152,10 @@ impl Transport {
                 io::ErrorKind::Unsupported,
                 "quinn owns the WebTransport socket; its DSCP cannot be changed per Connection",
             )),
+            Transport::Webrtc(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the WebRTC peer's socket is shared by its channels; DSCP is not set per channel",
+            )),
         }
     }
 
@@ -151,6 +168,7 @@ impl Transport {
             Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
             Transport::Wt(w) => w.local(),
+            Transport::Webrtc(w) => w.local_addr(),
         }
     }
 
@@ -163,13 +181,14 @@ impl Transport {
             Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             Transport::Wt(w) => Some(w.remote()),
+            Transport::Webrtc(w) => w.remote_addr(),
         }
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) => None,
+            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) | Transport::Webrtc(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
             Transport::Quic(_) | Transport::Wt(_) => None,
         }
@@ -207,10 +226,15 @@ impl Transport {
 
     /// Clone on a multiplexed stack: a sibling stream on the same connection.
     /// `None` when the stack needs a new connection instead.
-    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
+    /// `props` are the clone's properties (WebRTC: the new channel's options).
+    pub(crate) async fn open_sibling(
+        &self,
+        props: &crate::properties::TransportProperties,
+    ) -> Option<io::Result<Transport>> {
         match self {
             Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
             Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
+            Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             _ => None,
         }
     }
@@ -220,7 +244,26 @@ impl Transport {
         match self {
             Transport::Quic(q) => q.close_connection(abort),
             Transport::Wt(w) => w.close_session(abort),
+            Transport::Webrtc(w) => w.close_peer(),
             _ => {}
+        }
+    }
+
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Webrtc(w) => Some(w.delivery()),
+            _ => None,
+        }
+    }
+
+    /// A protocol-specific property (RFC 9622 §4.1) of this stack instance,
+    /// by normalized name (e.g. `webrtc.ordered`).
+    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+        match self {
+            Transport::Webrtc(w) => w.protocol_property(name),
+            _ => None,
         }
     }
 }
@@ -228,9 +271,16 @@ impl Transport {
 /// One racing attempt: open `stack` to `remote`.
 pub(crate) async fn connect(
     stack: StackId,
-    remote: SocketAddr,
+    remote: &Target,
     opts: &SocketOptions,
 ) -> io::Result<Transport> {
+    // The engine resolves names natively, so every leaf is an address.
+    let Some(remote) = remote.addr() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{remote} is a name; native stacks connect to resolved addresses"),
+        ));
+    };
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
@@ -389,6 +439,21 @@ impl BackendListener {
             h.abort();
         }
         self.rx.close();
+    }
+}
+
+impl BackendListener {
+    /// A listener over a queue of incoming stack instances (the data
+    /// channels a WebRTC peer opens).
+    pub(crate) fn from_channel(
+        rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+        local: SocketAddr,
+    ) -> BackendListener {
+        BackendListener {
+            rx,
+            local,
+            stop: Vec::new(),
+        }
     }
 }
 

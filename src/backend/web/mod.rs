@@ -1,20 +1,24 @@
-//! Browser stacks: WebTransport (`wt`, `webtransport.rs`) and WebSocket
-//! (`ws`, `wss`, `websocket.rs`); WebRTC data channels come next.
+//! Browser stacks: WebTransport (`wt`, `webtransport.rs`), WebSocket (`ws`,
+//! `wss`, `websocket.rs`) and WebRTC data channels (`webrtc`, `webrtc.rs`,
+//! established by Rendezvous only).
 //!
-//! There is no DNS API in a browser. Until host names are handed to the
-//! browser stacks as names, a RemoteEndpoint in the browser must be an IP
-//! address; a host name fails with ResolutionFailed (see [`system_resolve`]).
+//! There is no DNS API in a browser: a RemoteEndpoint's host name goes to
+//! the browser stacks as it is (`RemoteSpec::Name`, one leaf per stack) and
+//! the browser resolves it. Only `Preconnection::resolve` needs addresses,
+//! and it fails with a message saying why (see [`system_resolve`]).
 
+mod webrtc;
 mod websocket;
 mod webtransport;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
-use crate::racing::Family;
+use crate::racing::{Family, Target};
 use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
 pub(crate) use webtransport::WtTransport;
 
@@ -30,46 +34,56 @@ pub(crate) fn registry() -> &'static [Capabilities] {
 pub(crate) enum Transport {
     /// A browser WebSocket (`ws` or `wss`).
     Ws(WsTransport),
+    /// A browser WebRTC data channel.
+    Webrtc(WebrtcTransport),
     /// One stream of a browser WebTransport session.
     Wt(WtTransport),
 }
 
 impl Transport {
-    /// Read one message (WebSocket), or stream bytes or a datagram (WebTransport).
+    /// Read one message (WebSocket, WebRTC), or stream bytes or a datagram (WebTransport).
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
+            Transport::Webrtc(w) => w.read().await,
             Transport::Wt(w) => w.read(buf).await,
         }
     }
-    /// Write stream bytes (WebTransport); WebSocket has no byte stream.
+    /// Write stream bytes (WebTransport); WebSocket and WebRTC data channels
+    /// have no byte stream.
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Ws(_) => Err(io::Error::other(
                 "a WebSocket carries Messages, not a byte stream",
             )),
+            Transport::Webrtc(_) => Err(io::Error::other(
+                "a WebRTC data channel carries Messages, not a byte stream",
+            )),
             Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
-    /// Send one message (WebSocket) or datagram (WebTransport).
+    /// Send one message.
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.send(data).await,
+            Transport::Webrtc(w) => w.send(data).await,
             Transport::Wt(w) => w.send_datagram(data).await,
         }
     }
-    /// Close (WebSocket: close frame with code 1000; WebTransport: FIN).
+    /// Close (WebSocket: close frame with code 1000).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.shutdown_write(),
+            Transport::Webrtc(w) => w.shutdown_write(),
             Transport::Wt(w) => w.shutdown_write(),
         }
     }
     /// Abort. A page cannot reset a connection: WebSocket closes with 1000
-    /// and ends pending reads at once; a WebTransport stream is reset.
+    /// and ends pending reads at once.
     pub(crate) fn abort(&self) {
         match self {
             Transport::Ws(w) => w.abort(),
+            Transport::Webrtc(w) => w.abort(),
             Transport::Wt(w) => w.abort(),
         }
     }
@@ -86,8 +100,10 @@ impl Transport {
     }
     pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
-            Transport::Ws(w) => Some(w.remote()),
-            Transport::Wt(w) => Some(w.remote()),
+            Transport::Ws(w) => w.remote(),
+            // A page is not told its peer's address.
+            Transport::Webrtc(_) => None,
+            Transport::Wt(w) => w.remote(),
         }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
@@ -95,8 +111,8 @@ impl Transport {
     }
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         match self {
-            Transport::Ws(_) => None,
             Transport::Wt(w) => w.max_datagram(),
+            _ => None,
         }
     }
     pub(crate) fn early_data(&self) -> bool {
@@ -104,22 +120,45 @@ impl Transport {
     }
     pub(crate) fn directions(&self) -> (bool, bool) {
         match self {
-            Transport::Ws(_) => (true, true),
             Transport::Wt(w) => (w.can_send(), w.can_receive()),
+            _ => (true, true),
         }
     }
-    /// WebSocket Clone is a new socket (establish reconnects); WebTransport
-    /// Clone is a new stream on the same session.
-    pub(crate) async fn open_sibling(&self) -> Option<io::Result<Transport>> {
+    /// WebSocket Clone is a new socket (establish reconnects); WebRTC Clone
+    /// is a new data channel on the same peer connection, with the options
+    /// of `props`.
+    pub(crate) async fn open_sibling(
+        &self,
+        props: &crate::properties::TransportProperties,
+    ) -> Option<io::Result<Transport>> {
         match self {
             Transport::Ws(_) => None,
+            Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
         }
     }
-    /// CloseGroup/AbortGroup: close a WebTransport session.
+    /// CloseGroup/AbortGroup: WebRTC closes the peer connection, WebTransport the session.
     pub(crate) fn close_shared(&self, _abort: bool) {
-        if let Transport::Wt(w) = self {
-            w.close_session();
+        match self {
+            Transport::Webrtc(w) => w.close_peer(),
+            Transport::Wt(w) => w.close_session(),
+            Transport::Ws(_) => {}
+        }
+    }
+    /// Reliability and order fixed per stack instance, if they are:
+    /// (reliable, ordered) of a WebRTC data channel.
+    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+        match self {
+            Transport::Ws(_) | Transport::Wt(_) => None,
+            Transport::Webrtc(w) => w.delivery(),
+        }
+    }
+    /// A protocol-specific property (RFC 9622 §4.1) by normalized name,
+    /// e.g. `webrtc.ordered` read from the browser's RTCDataChannel.
+    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+        match self {
+            Transport::Ws(_) | Transport::Wt(_) => None,
+            Transport::Webrtc(w) => w.protocol_property(name),
         }
     }
 }
@@ -127,7 +166,7 @@ impl Transport {
 /// One racing attempt: open `stack` to `remote`.
 pub(crate) async fn connect(
     stack: StackId,
-    remote: SocketAddr,
+    remote: &Target,
     opts: &SocketOptions,
 ) -> io::Result<Transport> {
     match stack {
@@ -142,9 +181,11 @@ pub(crate) async fn connect(
     }
 }
 
-/// Browsers cannot listen for TCP or UDP.
+/// Browsers cannot listen for TCP or UDP; the only Listener in a page is a
+/// WebRTC peer's, yielding the data channels the peer opens.
 pub(crate) struct BackendListener {
     local: SocketAddr,
+    rx: Option<futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>>,
 }
 
 impl BackendListener {
@@ -153,19 +194,35 @@ impl BackendListener {
         addr: SocketAddr,
         _opts: &SocketOptions,
     ) -> io::Result<BackendListener> {
-        let _ = BackendListener { local: addr };
+        let _ = BackendListener {
+            local: addr,
+            rx: None,
+        };
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "a browser cannot listen; use Rendezvous over a signaling channel",
         ))
     }
+    /// A listener over the data channels a WebRTC peer opens. A page does not
+    /// learn its own address: the local address reads 0.0.0.0:0.
+    pub(crate) fn from_channel(
+        rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+    ) -> BackendListener {
+        BackendListener {
+            local: SocketAddr::from(([0, 0, 0, 0], 0)),
+            rx: Some(rx),
+        }
+    }
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
     pub(crate) async fn accept(&mut self) -> Option<io::Result<Incoming>> {
-        None
+        use futures::StreamExt;
+        self.rx.as_mut()?.next().await
     }
-    pub(crate) fn stop(&mut self) {}
+    pub(crate) fn stop(&mut self) {
+        self.rx = None;
+    }
 }
 
 pub(crate) fn system_resolve(
@@ -174,8 +231,8 @@ pub(crate) fn system_resolve(
 ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
     Box::pin(async move {
         Err(format!(
-            "the browser has no DNS API, and handing {host} to the browser stacks as a name \
-             is not implemented yet; use an IP address in the browser for now"
+            "the browser has no DNS API, so {host} cannot be resolved to addresses here; \
+             initiate with the name as it is and the browser resolves it"
         ))
     })
 }

@@ -23,6 +23,7 @@
 
 use crate::backend::{Recv, SocketOptions};
 use crate::capability::StackId;
+use crate::racing::Target;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use std::cell::RefCell;
@@ -95,7 +96,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 struct Inner {
     id: u64,
     url: String,
-    remote: SocketAddr,
+    remote: Target,
     tx: mpsc::UnboundedSender<WsEvent>,
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
     /// Once the socket closed (or was aborted): the error every later read
@@ -127,17 +128,15 @@ impl fmt::Debug for WsTransport {
 }
 
 /// The URL an attempt opens: `ws://HOST:PORT/PATH` (`wss://` for wss).
-/// HOST is the RemoteEndpoint's host name when the attempt has one (a secure
-/// stack verifies the certificate for it), else the IP address (IPv6 in brackets).
-pub(crate) fn url(stack: StackId, remote: SocketAddr, opts: &SocketOptions) -> String {
+/// HOST is the RemoteEndpoint's host name when the attempt has one (the
+/// browser resolves it; a secure stack verifies the certificate for it),
+/// else the IP address (IPv6 in brackets).
+pub(crate) fn url(stack: StackId, remote: &Target, opts: &SocketOptions) -> String {
     let scheme = if stack == StackId::Wss { "wss" } else { "ws" };
-    let host = match &opts.server_name {
-        Some(name) => name.clone(),
-        None => match remote {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        },
-    };
+    let host = opts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| remote.host_text());
     let path = ws_path(stack, opts);
     format!("{scheme}://{host}:{}{path}", remote.port())
 }
@@ -193,7 +192,7 @@ impl WsTransport {
     /// Open `stack` (ws or wss) to `remote`; resolves when the socket is open.
     pub(crate) async fn connect(
         stack: StackId,
-        remote: SocketAddr,
+        remote: &Target,
         opts: &SocketOptions,
     ) -> io::Result<WsTransport> {
         let url = url(stack, remote, opts);
@@ -254,7 +253,7 @@ impl WsTransport {
             inner: Arc::new(Inner {
                 id,
                 url,
-                remote,
+                remote: remote.clone(),
                 tx,
                 rx: futures::lock::Mutex::new(rx),
                 ended: Mutex::new(None),
@@ -428,7 +427,7 @@ impl WsTransport {
         let _ = self.inner.tx.unbounded_send(WsEvent::Aborted);
     }
 
-    pub(crate) fn remote(&self) -> SocketAddr {
-        self.inner.remote
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.inner.remote.addr()
     }
 }

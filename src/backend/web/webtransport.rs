@@ -31,6 +31,7 @@
 
 use crate::backend::{Recv, SocketOptions};
 use crate::properties::Direction;
+use crate::racing::Target;
 use futures::future::Either;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -121,7 +122,8 @@ fn quietly(p: js_sys::Promise) {
 struct SessionInner {
     id: u64,
     url: String,
-    remote: SocketAddr,
+    /// The peer's address, when the attempt had one (a host name goes to the browser as it is).
+    remote: Option<SocketAddr>,
 }
 
 impl Drop for SessionInner {
@@ -235,11 +237,11 @@ fn read_result(v: &JsValue) -> Result<Option<Vec<u8>>, JsValue> {
 impl WtTransport {
     /// Open a session to `remote` and its first stream; resolves once the
     /// session is ready (TLS 1.3 and the HTTP/3 CONNECT done) and the stream open.
-    pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
+    pub(crate) async fn connect(remote: &Target, opts: &SocketOptions) -> io::Result<Self> {
         let host = opts
             .server_name
             .clone()
-            .unwrap_or_else(|| remote.ip().to_string());
+            .unwrap_or_else(|| remote.host_text());
         let url = url(&host, remote.port(), opts);
         let pinned = opts
             .security
@@ -275,7 +277,11 @@ impl WtTransport {
             )
         });
         // From here on, dropping `session` (a cancelled attempt) closes it.
-        let session = Arc::new(SessionInner { id, url, remote });
+        let session = Arc::new(SessionInner {
+            id,
+            url,
+            remote: remote.addr(),
+        });
         if let Err(e) = JsFuture::from(ready).await {
             let cert = if pinned {
                 "a server certificate whose SHA-256 matches none of the pinned certificates (serverCertificateHashes)"
@@ -383,7 +389,7 @@ impl WtTransport {
         self.can_receive
     }
 
-    pub(crate) fn remote(&self) -> SocketAddr {
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
         self.session.remote
     }
 

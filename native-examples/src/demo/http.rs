@@ -1,0 +1,248 @@
+//! The demo server's HTTP side (hyper): the page and the npm package as
+//! static files, and a small JSON API:
+//!
+//! | route                   | what it does                                              |
+//! |-------------------------|-----------------------------------------------------------|
+//! | `GET /api/config`       | the echo port, the WebTransport certificate hash, faults   |
+//! | `POST /api/fault`       | `{"stack":"ws"\|"wt","mode":"none"\|"delay"\|"blackhole"\|"refuse","ms":N}` |
+//! | `GET /api/races`        | the native race scenarios                                  |
+//! | `POST /api/native-race` | `{"scenario":"ipv6-blackholed"}`: run it, return its report |
+//! | `POST /api/offer`       | WebRTC signaling: an SDP offer in, the answer out; the native peer echoes |
+//!
+//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status that says what was wrong.
+
+use super::faults::{Fault, FrontState};
+use super::races;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use postsocket::{Preconnection, SecurityParameters, SignalingMessage, TransportProperties};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What the page learns from `GET /api/config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageConfig {
+    /// The port number that serves WebSocket (TCP) and WebTransport (UDP), through the fault relay.
+    pub echo_port: u16,
+    /// The WebSocket path.
+    pub ws_path: String,
+    /// The WebTransport path.
+    pub wt_path: String,
+    /// SHA-256 (hex) of the current WebTransport certificate.
+    pub wt_cert_sha256: String,
+    /// Its expiry, seconds since the Unix epoch.
+    pub wt_cert_not_after: i64,
+    /// The stacks the echo Listener serves.
+    pub stacks: Vec<String>,
+}
+
+/// Everything the HTTP handlers share.
+pub struct App {
+    /// The page's files.
+    pub www: PathBuf,
+    /// The npm package's files (served under `/pkg/`).
+    pub pkg: PathBuf,
+    /// Faults and the relay's upstream.
+    pub front: Arc<FrontState>,
+    /// The current page configuration (the certificate hash changes on rotation).
+    pub config: Mutex<PageConfig>,
+}
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+type Resp = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).expect("plain data serializes");
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Resp {
+    #[derive(Serialize)]
+    struct E {
+        error: String,
+    }
+    json(
+        status,
+        &E {
+            error: message.into(),
+        },
+    )
+}
+
+async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Resp> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body: {e} (limit {MAX_BODY} bytes)"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not valid: {e}"),
+        )
+    })
+}
+
+/// A fault request from the page.
+#[derive(Debug, Deserialize)]
+struct FaultRequest {
+    stack: String,
+    #[serde(flatten)]
+    fault: Fault,
+}
+
+#[derive(Debug, Deserialize)]
+struct RaceRequest {
+    scenario: String,
+}
+
+/// Answer one request.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/api/config") => {
+            let mut v = serde_json::to_value(&*app.config.lock().expect("config lock"))
+                .expect("config serializes");
+            v["faults"] = serde_json::to_value(app.front.faults()).expect("faults serialize");
+            json(StatusCode::OK, &v)
+        }
+        (Method::POST, "/api/fault") => {
+            let r: FaultRequest = match body_json(req).await {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+            if let Err(e) = r.fault.validate() {
+                return error(StatusCode::BAD_REQUEST, e);
+            }
+            let mut faults = app.front.faults();
+            match r.stack.as_str() {
+                "ws" | "wss" | "tcp" => faults.tcp = r.fault,
+                "wt" | "udp" => faults.udp = r.fault,
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown stack {other:?}: faults apply to ws (TCP) or wt (UDP)"),
+                    )
+                }
+            }
+            app.front.set_faults(faults);
+            json(StatusCode::OK, &faults)
+        }
+        (Method::POST, "/api/offer") => {
+            let offer = match body_json::<SignalingMessage>(req).await {
+                Ok(SignalingMessage::Offer { sdp }) => sdp,
+                Ok(SignalingMessage::Answer { .. }) => {
+                    return error(StatusCode::BAD_REQUEST, "expected an offer, got an answer")
+                }
+                Err(resp) => return resp,
+            };
+            let pre = Preconnection::new(
+                vec![],
+                vec![],
+                TransportProperties::new(),
+                SecurityParameters::new(),
+            );
+            match pre.answer_offer(&offer).await {
+                Ok((answer, pending)) => {
+                    tokio::spawn(async move {
+                        match pending.done().await {
+                            Ok(done) => super::echo::echo_rendezvous(done),
+                            Err(e) => eprintln!("demo-server: WebRTC rendezvous failed: {e}"),
+                        }
+                    });
+                    json(StatusCode::OK, &SignalingMessage::Answer { sdp: answer })
+                }
+                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            }
+        }
+        (Method::GET, "/api/races") => json(StatusCode::OK, &races::SCENARIOS),
+        (Method::POST, "/api/native-race") => {
+            let r: RaceRequest = match body_json(req).await {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+            let s = match races::scenario(&r.scenario) {
+                Ok(s) => s,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            match races::run(s).await {
+                Ok(report) => json(StatusCode::OK, &report),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        (Method::GET | Method::HEAD, _) if !path.starts_with("/api/") => {
+            static_file(&app, &path).await
+        }
+        (_, p) if p.starts_with("/api/") => error(
+            StatusCode::NOT_FOUND,
+            format!("no route {} {p}", req.method()),
+        ),
+        (m, p) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{m} {p}: static files are GET only"),
+        ),
+    }
+}
+
+/// `/` → `www/index.html`, `/pkg/...` → the npm package, else `www/...`.
+/// Paths with `..` or other non-normal parts are refused.
+async fn static_file(app: &App, path: &str) -> Resp {
+    let (root, rel) = match path.strip_prefix("/pkg/") {
+        Some(rest) => (&app.pkg, rest),
+        None => (&app.www, path.trim_start_matches('/')),
+    };
+    let rel = if rel.is_empty() { "index.html" } else { rel };
+    let rel = Path::new(rel);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return error(StatusCode::BAD_REQUEST, format!("bad path {path}"));
+    }
+    let file = root.join(rel);
+    match tokio::fs::read(&file).await {
+        Ok(data) => Response::builder()
+            .header("content-type", content_type(&file))
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from(data)))
+            .expect("valid response"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let hint = if path.starts_with("/pkg/") {
+                " (the npm package is not built: run scripts/build-npm.sh)"
+            } else {
+                ""
+            };
+            error(StatusCode::NOT_FOUND, format!("{path} not found{hint}"))
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", file.display()),
+        ),
+    }
+}
+
+fn content_type(p: &Path) -> &'static str {
+    match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "wasm" => "application/wasm",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ts" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

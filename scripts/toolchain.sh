@@ -1,0 +1,39 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: install what the wasm32
+# build needs, or say exactly what is missing. Needs `fail` defined.
+
+# The wasm32-unknown-unknown target (rustup).
+ensure_wasm_target() {
+    if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+        echo "wasm32-unknown-unknown: already installed"
+    else
+        rustup target add wasm32-unknown-unknown || fail "rustup target add wasm32-unknown-unknown failed"
+    fi
+}
+
+# wasm-bindgen-cli at exactly the wasm-bindgen version of Cargo.lock (a few
+# minutes the first time). No --locked: it fails on a yanked transitive
+# version (TOOLCHAIN.md).
+ensure_wasm_bindgen() {
+    local want have
+    want="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"
+    [ -n "$want" ] || fail "no wasm-bindgen in Cargo.lock"
+    have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" || true
+    if command -v wasm-bindgen-test-runner >/dev/null && [ "$have" = "$want" ]; then
+        echo "wasm-bindgen $want: already installed"
+    else
+        echo "installing wasm-bindgen-cli $want (a few minutes; found '${have:-none}')"
+        timeout 1200 cargo install wasm-bindgen-cli --version "$want" ||
+            fail "cargo install wasm-bindgen-cli --version $want failed"
+    fi
+}
+
+# node and npm (the npm package's checks and browser tests).
+ensure_node() {
+    command -v node >/dev/null && command -v npm >/dev/null && { node --version; return; }
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm ||
+            fail "apt-get install nodejs npm failed"
+    else
+        fail "node and npm are missing: as root, apt-get install nodejs npm"
+    fi
+}

@@ -1,0 +1,677 @@
+//! The native WebRTC peer (`webrtc` stack) on str0m, a sans-IO WebRTC
+//! implementation: data channels only, over one tokio UDP socket.
+//!
+//! - **Peer**: one [`Rtc`] and its UDP socket, owned by a driver task that
+//!   feeds it datagrams, timeouts and the handles' commands, and drains its
+//!   output after every mutation (str0m's single-mutation rule).
+//! - **Candidates**: one host candidate, the socket's address. The socket is
+//!   bound to the LocalEndpoint's IP address, or 127.0.0.1 when none is
+//!   given (str0m rejects an unspecified address as a candidate); no STUN or
+//!   TURN yet.
+//! - **Channels**: each data channel is one [`WebrtcTransport`] (one
+//!   Connection); messages go binary. `send` resolves when str0m's SCTP send
+//!   buffer took the message (backpressure); incoming messages are queued per
+//!   channel. Clone opens a new in-band (DCEP) channel on the same peer.
+//! - **Drop**: dropping a channel's last handle closes the channel; when no
+//!   handle of a peer is left (channels, pending incoming channels, the
+//!   peer), the driver closes the peer connection and the socket.
+
+use super::{Incoming, Transport};
+use crate::backend::SocketOptions;
+use crate::capability::Capabilities;
+use crate::properties::{PropertyValue, TransportProperties};
+use crate::rendezvous::DataChannelOptions;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+/// Install str0m's crypto provider once per process.
+fn init_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+fn other(e: impl fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// What a channel's reader gets.
+enum ChanEvent {
+    Data(Vec<u8>),
+    /// The channel or the peer connection ended, and why.
+    Ended(io::ErrorKind, String),
+}
+
+enum Cmd {
+    Write {
+        id: ChannelId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Open {
+        options: DataChannelOptions,
+        reply: oneshot::Sender<io::Result<Transport>>,
+    },
+    Close {
+        id: ChannelId,
+    },
+    /// Close the whole peer connection (AbortGroup / CloseGroup).
+    CloseAll,
+}
+
+struct ChanInner {
+    id: ChannelId,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ChanEvent>>,
+    ended: Mutex<Option<(io::ErrorKind, String)>>,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    options: DataChannelOptions,
+}
+
+impl Drop for ChanInner {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Cmd::Close { id: self.id });
+    }
+}
+
+/// One data channel of a native peer connection. Clones share it.
+#[derive(Clone)]
+pub(crate) struct WebrtcTransport {
+    inner: Arc<ChanInner>,
+}
+
+impl fmt::Debug for WebrtcTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebrtcTransport")
+            .field("label", &self.inner.options.label)
+            .field("remote", &self.inner.remote)
+            .finish()
+    }
+}
+
+impl WebrtcTransport {
+    fn ended(&self) -> Option<io::Error> {
+        self.inner
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(k, m)| io::Error::new(*k, m.clone()))
+    }
+
+    fn end(&self, kind: io::ErrorKind, msg: String) -> io::Error {
+        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (k, m) = ended.get_or_insert((kind, msg));
+        io::Error::new(*k, m.clone())
+    }
+
+    /// The next message; an error once the channel closed.
+    pub(crate) async fn read(&self) -> io::Result<crate::backend::Recv> {
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        let mut rx = self.inner.rx.lock().await;
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        match rx.recv().await {
+            Some(ChanEvent::Data(d)) => Ok(crate::backend::Recv::Datagram(d)),
+            Some(ChanEvent::Ended(kind, msg)) => Err(self.end(kind, msg)),
+            None => Err(self.end(
+                io::ErrorKind::ConnectionAborted,
+                "the WebRTC peer connection ended".into(),
+            )),
+        }
+    }
+
+    /// Send one message; resolves when the SCTP send buffer took it.
+    pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
+        if let Some(e) = self.ended() {
+            return Err(e);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Cmd::Write {
+                id: self.inner.id,
+                data: data.to_vec(),
+                reply,
+            })
+            .map_err(|_| other("the WebRTC peer connection ended"))?;
+        rx.await
+            .map_err(|_| other("the WebRTC peer connection ended"))?
+    }
+
+    /// Close the channel (SCTP stream reset); the peer's reads end.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        let _ = self.inner.cmd.send(Cmd::Close { id: self.inner.id });
+        Ok(())
+    }
+
+    /// Close the channel and end every pending and later read at once.
+    pub(crate) fn abort(&self) {
+        let _ = self.inner.cmd.send(Cmd::Close { id: self.inner.id });
+        self.end(
+            io::ErrorKind::ConnectionAborted,
+            "the WebRTC data channel was aborted".into(),
+        );
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.inner.local)
+    }
+
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote
+    }
+
+    /// Clone: a new channel on the same peer connection, with options from `props`.
+    pub(crate) async fn open_sibling(&self, props: &TransportProperties) -> io::Result<Transport> {
+        let options = DataChannelOptions::from_properties(props)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Cmd::Open { options, reply })
+            .map_err(|_| other("the WebRTC peer connection ended"))?;
+        rx.await
+            .map_err(|_| other("the WebRTC peer connection ended"))?
+    }
+
+    /// CloseGroup / AbortGroup: close the peer connection.
+    pub(crate) fn close_peer(&self) {
+        let _ = self.inner.cmd.send(Cmd::CloseAll);
+    }
+
+    /// (reliable, ordered) of the channel.
+    pub(crate) fn delivery(&self) -> (bool, bool) {
+        (self.inner.options.reliable(), self.inner.options.ordered)
+    }
+
+    /// `webrtc.*` protocol-specific properties of the channel.
+    pub(crate) fn protocol_property(&self, name: &str) -> Option<PropertyValue> {
+        channel_property(&self.inner.options, name)
+    }
+}
+
+/// `webrtc.ordered`, `webrtc.maxretransmits`, `webrtc.maxpacketlifetime`,
+/// `webrtc.label` (normalized names) of a channel's options.
+pub(crate) fn channel_property(o: &DataChannelOptions, name: &str) -> Option<PropertyValue> {
+    let int = |v: Option<u16>| match v {
+        Some(v) => PropertyValue::Integer(v.into()),
+        None => PropertyValue::Text("notApplicable".into()),
+    };
+    Some(match name {
+        "webrtc.ordered" => PropertyValue::Bool(o.ordered),
+        "webrtc.maxretransmits" => int(o.max_retransmits),
+        "webrtc.maxpacketlifetime" => int(o.max_packet_life_time),
+        "webrtc.label" => PropertyValue::Text(o.label.clone()),
+        _ => return None,
+    })
+}
+
+fn config(o: &DataChannelOptions) -> ChannelConfig {
+    ChannelConfig {
+        label: o.label.clone(),
+        ordered: o.ordered,
+        reliability: match (o.max_retransmits, o.max_packet_life_time) {
+            (Some(r), _) => Reliability::MaxRetransmits { retransmits: r },
+            (None, Some(l)) => Reliability::MaxPacketLifetime { lifetime: l },
+            (None, None) => Reliability::Reliable,
+        },
+        ..Default::default()
+    }
+}
+
+fn options_of(c: &ChannelConfig) -> DataChannelOptions {
+    let (max_retransmits, max_packet_life_time) = match c.reliability {
+        Reliability::Reliable => (None, None),
+        Reliability::MaxRetransmits { retransmits } => (Some(retransmits), None),
+        Reliability::MaxPacketLifetime { lifetime } => (None, Some(lifetime)),
+    };
+    DataChannelOptions {
+        label: c.label.clone(),
+        ordered: c.ordered,
+        max_retransmits,
+        max_packet_life_time,
+    }
+}
+
+/// A new Rtc with a UDP socket and its host candidate.
+fn new_peer(opts: &SocketOptions) -> io::Result<(Rtc, std::net::UdpSocket)> {
+    init_crypto();
+    let bind = match opts.local {
+        Some(a) if !a.ip().is_unspecified() => a,
+        Some(a) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port()),
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+    };
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("binding the WebRTC UDP socket on {bind}: {e}"),
+        )
+    })?;
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    // Room for the largest message (256 KiB) several times over, as the
+    // browser's high-water mark.
+    let mut rtc = Rtc::builder()
+        .set_sctp_max_buffered_amount(SCTP_BUFFER)
+        .build(Instant::now());
+    let cand =
+        Candidate::host(local, "udp").map_err(|e| other(format!("host candidate {local}: {e}")))?;
+    rtc.add_local_candidate(cand);
+    Ok((rtc, socket))
+}
+
+/// str0m's SCTP send buffer per peer connection: `send` waits while it is full.
+const SCTP_BUFFER: usize = 1 << 20;
+
+/// An offer made, waiting for the answer.
+pub(crate) struct WebrtcOffer {
+    rtc: Rtc,
+    socket: std::net::UdpSocket,
+    pending: SdpPendingOffer,
+    sdp: String,
+    first: ChannelId,
+    options: DataChannelOptions,
+}
+
+impl WebrtcOffer {
+    /// Bind, add the host candidate and the first data channel, make the offer.
+    pub(crate) async fn create(
+        opts: &SocketOptions,
+        channel: &DataChannelOptions,
+    ) -> io::Result<WebrtcOffer> {
+        let (mut rtc, socket) = new_peer(opts)?;
+        let mut api = rtc.sdp_api();
+        let first = api.add_channel_with_config(config(channel));
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| other("str0m made no offer for a data channel"))?;
+        Ok(WebrtcOffer {
+            rtc,
+            socket,
+            pending,
+            sdp: offer.to_sdp_string(),
+            first,
+            options: channel.clone(),
+        })
+    }
+
+    /// The offer's SDP.
+    pub(crate) fn sdp(&self) -> String {
+        self.sdp.clone()
+    }
+
+    /// Apply the peer's answer and start the peer connection.
+    pub(crate) async fn accept_answer(mut self, sdp: &str) -> io::Result<WebrtcPeer> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not an SDP answer: {e}"),
+            )
+        })?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("the SDP answer: {e}"))
+            })?;
+        let mut own = HashMap::new();
+        own.insert(self.first, self.options);
+        WebrtcPeer::start(self.rtc, self.socket, own)
+    }
+}
+
+/// A running peer connection: yields its data channels.
+pub(crate) struct WebrtcPeer {
+    channels: futures::lock::Mutex<IncomingRx>,
+    local: SocketAddr,
+    /// Keeps the driver running until a channel handle exists.
+    _keep: mpsc::UnboundedSender<Cmd>,
+}
+
+type IncomingRx = futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>;
+
+impl WebrtcPeer {
+    /// Answer an offer: bind, add the host candidate, accept, start.
+    pub(crate) async fn answer(
+        offer_sdp: &str,
+        opts: &SocketOptions,
+    ) -> io::Result<(WebrtcPeer, String)> {
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("not an SDP offer: {e}"))
+        })?;
+        let (mut rtc, socket) = new_peer(opts)?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("the SDP offer: {e}"))
+        })?;
+        let peer = WebrtcPeer::start(rtc, socket, HashMap::new())?;
+        Ok((peer, answer.to_sdp_string()))
+    }
+
+    fn start(
+        rtc: Rtc,
+        socket: std::net::UdpSocket,
+        own: HashMap<ChannelId, DataChannelOptions>,
+    ) -> io::Result<WebrtcPeer> {
+        let socket = UdpSocket::from_std(socket)?;
+        let local = socket.local_addr()?;
+        let (tx, channels) = futures::channel::mpsc::unbounded();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            rtc,
+            socket,
+            local,
+            remote: None,
+            cmd_weak: cmd_tx.downgrade(),
+            cmd_rx,
+            incoming: tx,
+            chans: HashMap::new(),
+            own_pending: own,
+            open_replies: HashMap::new(),
+            writes: VecDeque::new(),
+        };
+        // The driver holds only a weak sender: it ends when every handle is gone.
+        tokio::spawn(driver.run());
+        Ok(WebrtcPeer {
+            channels: futures::lock::Mutex::new(channels),
+            local,
+            _keep: cmd_tx,
+        })
+    }
+
+    /// The first data channel: the offerer's own, or the first the offerer opened.
+    pub(crate) async fn first_channel(&self) -> io::Result<Transport> {
+        self.next_channel().await
+    }
+
+    async fn next_channel(&self) -> io::Result<Transport> {
+        use futures::StreamExt;
+        match self.channels.lock().await.next().await {
+            Some(Ok(i)) => Ok(i.transport),
+            Some(Err(e)) => Err(e),
+            None => Err(other(
+                "the WebRTC peer connection ended before a data channel opened",
+            )),
+        }
+    }
+
+    /// The peer's further channels, as a Listener backend.
+    pub(crate) fn into_incoming(self) -> super::BackendListener {
+        super::BackendListener::from_channel(self.channels.into_inner(), self.local)
+    }
+}
+
+struct ChanState {
+    tx: mpsc::UnboundedSender<ChanEvent>,
+}
+
+struct Driver {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    cmd_weak: mpsc::WeakUnboundedSender<Cmd>,
+    cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+    incoming: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
+    chans: HashMap<ChannelId, ChanState>,
+    /// Channels we created that are not open yet, with their options.
+    own_pending: HashMap<ChannelId, DataChannelOptions>,
+    /// Clone requests waiting for their channel to open.
+    open_replies: HashMap<ChannelId, oneshot::Sender<io::Result<Transport>>>,
+    writes: VecDeque<(ChannelId, Vec<u8>, oneshot::Sender<io::Result<()>>)>,
+}
+
+/// Without ICE connectivity for this long, a peer connection fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Driver {
+    fn transport(&mut self, id: ChannelId, options: DataChannelOptions) -> Option<Transport> {
+        let cmd = self.cmd_weak.upgrade()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.chans.insert(id, ChanState { tx });
+        Some(Transport::Webrtc(WebrtcTransport {
+            inner: Arc::new(ChanInner {
+                id,
+                cmd,
+                rx: futures::lock::Mutex::new(rx),
+                ended: Mutex::new(None),
+                local: self.local,
+                remote: self.remote,
+                options,
+            }),
+        }))
+    }
+
+    fn incoming(&self, t: Transport) {
+        let remote = self
+            .remote
+            .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        let _ = self.incoming.unbounded_send(Ok(Incoming {
+            transport: t,
+            caps: &Capabilities::WEBRTC,
+            remote,
+            group: Some(0),
+        }));
+    }
+
+    /// Drain the Rtc's output; returns the next timeout, or an error that ends the peer.
+    async fn drain(&mut self) -> Result<Instant, String> {
+        loop {
+            let out = self.rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))?;
+            match out {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination).await;
+                }
+                Output::Event(e) => self.event(e)?,
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) -> Result<(), String> {
+        match e {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                return Err("ICE disconnected: the peer is unreachable".into())
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Some(options) = self.own_pending.remove(&id) {
+                    let t = self.transport(id, options);
+                    match (self.open_replies.remove(&id), t) {
+                        (Some(reply), Some(t)) => {
+                            let _ = reply.send(Ok(t));
+                        }
+                        (None, Some(t)) => self.incoming(t),
+                        _ => {}
+                    }
+                } else {
+                    let options = self
+                        .rtc
+                        .channel(id)
+                        .and_then(|c| c.config().map(options_of))
+                        .unwrap_or(DataChannelOptions {
+                            label,
+                            ordered: true,
+                            max_retransmits: None,
+                            max_packet_life_time: None,
+                        });
+                    if let Some(t) = self.transport(id, options) {
+                        self.incoming(t);
+                    }
+                }
+            }
+            Event::ChannelData(d) => {
+                if let Some(c) = self.chans.get(&d.id) {
+                    let _ = c.tx.send(ChanEvent::Data(d.data));
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(c) = self.chans.remove(&id) {
+                    let _ = c.tx.send(ChanEvent::Ended(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the WebRTC data channel".into(),
+                    ));
+                }
+                if let Some(r) = self.open_replies.remove(&id) {
+                    let _ = r.send(Err(other("the peer refused the new data channel")));
+                }
+            }
+            Event::Closed => return Err("the peer closed the WebRTC peer connection".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Hand queued writes to SCTP while it has room.
+    fn flush_writes(&mut self) -> Result<(), String> {
+        while let Some((id, data, _)) = self.writes.front() {
+            let Some(mut ch) = self.rtc.channel(*id) else {
+                let (_, _, reply) = self.writes.pop_front().expect("front");
+                let _ = reply.send(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the WebRTC data channel is closed",
+                )));
+                continue;
+            };
+            match ch.write(true, data) {
+                Ok(true) => {
+                    let (_, _, reply) = self.writes.pop_front().expect("front");
+                    let _ = reply.send(Ok(()));
+                }
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    let (_, _, reply) = self.writes.pop_front().expect("front");
+                    let _ = reply.send(Err(other(format!("WebRTC write: {e}"))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Write { id, data, reply } => {
+                if !self.chans.contains_key(&id) {
+                    let _ = reply.send(Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the WebRTC data channel is closed",
+                    )));
+                } else {
+                    self.writes.push_back((id, data, reply));
+                }
+            }
+            Cmd::Open { options, reply } => {
+                let id = self.rtc.direct_api().create_data_channel(config(&options));
+                self.own_pending.insert(id, options);
+                self.open_replies.insert(id, reply);
+            }
+            Cmd::Close { id } => {
+                if let Some(c) = self.chans.remove(&id) {
+                    let _ = c.tx.send(ChanEvent::Ended(
+                        io::ErrorKind::ConnectionAborted,
+                        "the WebRTC data channel was closed locally".into(),
+                    ));
+                    self.rtc.direct_api().close_data_channel(id);
+                }
+            }
+            Cmd::CloseAll => return false,
+        }
+        true
+    }
+
+    fn fail_all(&mut self, why: &str) {
+        for (_, c) in self.chans.drain() {
+            let _ = c.tx.send(ChanEvent::Ended(
+                io::ErrorKind::ConnectionReset,
+                why.to_string(),
+            ));
+        }
+        for (_, r) in self.open_replies.drain() {
+            let _ = r.send(Err(other(why)));
+        }
+        for (_, _, r) in self.writes.drain(..) {
+            let _ = r.send(Err(other(why)));
+        }
+        let _ = self.incoming.unbounded_send(Err(other(why)));
+    }
+
+    async fn run(mut self) {
+        let started = Instant::now();
+        let mut buf = vec![0u8; 2048];
+        let why = loop {
+            let deadline = match self.drain().await {
+                Ok(t) => t,
+                Err(e) => break e,
+            };
+            if let Err(e) = self.flush_writes() {
+                break e;
+            }
+            // A write is a mutation too: drain again if it produced output.
+            let deadline = match self.drain().await {
+                Ok(t) => t.min(deadline),
+                Err(e) => break e,
+            };
+            if self.remote.is_none() && started.elapsed() > CONNECT_TIMEOUT {
+                break format!("no ICE connectivity with the peer within {CONNECT_TIMEOUT:?}");
+            }
+            let now = Instant::now();
+            let wait = deadline
+                .saturating_duration_since(now)
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => {
+                        let Ok(contents) = buf[..n].try_into() else { continue };
+                        let input = Input::Receive(Instant::now(), Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents,
+                        });
+                        if self.rtc.accepts(&input) {
+                            self.remote.get_or_insert(source);
+                            if let Err(e) = self.rtc.handle_input(input) {
+                                break format!("WebRTC input: {e}");
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => break format!("WebRTC UDP socket: {e}"),
+                },
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(cmd) => {
+                        if !self.command(cmd) {
+                            break "the WebRTC peer connection was closed locally".into();
+                        }
+                    }
+                    None => {
+                        // Every handle is gone: close the peer connection.
+                        self.rtc.disconnect();
+                        let _ = self.drain().await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep(wait) => {
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                        break format!("WebRTC timeout: {e}");
+                    }
+                }
+            }
+        };
+        self.rtc.disconnect();
+        let _ = self.drain().await;
+        self.fail_all(&why);
+    }
+}

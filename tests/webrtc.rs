@@ -1,0 +1,319 @@
+//! WebRTC data channels between two native str0m peers over loopback UDP:
+//! Rendezvous over an in-process signaling channel and over HTTP signaling
+//! (`HttpSignaling` against a server that mounts `Preconnection::answer_offer`),
+//! echo, Clone as a second channel on the same peer connection, channel
+//! options from the properties, and bad signaling input.
+
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use postsocket::rendezvous::SignalingFuture;
+use postsocket::{
+    Connection, ErrorReason, HttpSignaling, Preconnection, PropertyValue, RendezvousDone,
+    SecurityParameters, Signaling, SignalingMessage, SignalingRole, StackId, TransportProperties,
+};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(15);
+
+/// One end of an in-process signaling channel (the application's own).
+struct Pipe {
+    role: SignalingRole,
+    tx: mpsc::UnboundedSender<SignalingMessage>,
+    rx: mpsc::UnboundedReceiver<SignalingMessage>,
+}
+
+impl Signaling for Pipe {
+    fn role(&self) -> SignalingRole {
+        self.role
+    }
+    fn send(&mut self, m: SignalingMessage) -> SignalingFuture<'_, ()> {
+        let r = self
+            .tx
+            .unbounded_send(m)
+            .map_err(|_| postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed"));
+        Box::pin(async move { r })
+    }
+    fn receive(&mut self) -> SignalingFuture<'_, SignalingMessage> {
+        Box::pin(async move {
+            self.rx.next().await.ok_or_else(|| {
+                postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed")
+            })
+        })
+    }
+}
+
+fn pipes() -> (Pipe, Pipe) {
+    let (a_tx, b_rx) = mpsc::unbounded();
+    let (b_tx, a_rx) = mpsc::unbounded();
+    (
+        Pipe {
+            role: SignalingRole::Offerer,
+            tx: a_tx,
+            rx: a_rx,
+        },
+        Pipe {
+            role: SignalingRole::Answerer,
+            tx: b_tx,
+            rx: b_rx,
+        },
+    )
+}
+
+fn pre(props: TransportProperties) -> Preconnection {
+    Preconnection::new(vec![], vec![], props, SecurityParameters::new())
+}
+
+/// Echo every message of `c` until it ends.
+fn echo(c: Connection) {
+    tokio::spawn(async move {
+        while let Ok(m) = c.receive().await {
+            if c.send_message(m.data().to_vec()).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Echo the first Connection and every channel the peer opens later.
+fn echo_all(done: RendezvousDone) {
+    echo(done.connection);
+    let listener = done.listener;
+    tokio::spawn(async move {
+        while let Ok(c) = listener.accept().await {
+            echo(c);
+        }
+    });
+}
+
+async fn roundtrip(c: &Connection, msg: &[u8]) {
+    c.send_message(msg.to_vec()).await.expect("sent");
+    let r = tokio::time::timeout(T, c.receive())
+        .await
+        .expect("echo in time")
+        .expect("received");
+    assert_eq!(r.data(), msg);
+}
+
+async fn pair(props: TransportProperties) -> Connection {
+    let (a, b) = pipes();
+    let answerer = tokio::spawn(pre(TransportProperties::new()).rendezvous(b));
+    let offer = tokio::time::timeout(T, pre(props).rendezvous(a))
+        .await
+        .expect("in time")
+        .expect("offerer RendezvousDone");
+    let done = answerer.await.unwrap().expect("answerer RendezvousDone");
+    echo_all(done);
+    offer.connection
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channel_echo_and_clone() {
+    let c = pair(TransportProperties::new()).await;
+    assert_eq!(c.stack(), StackId::Webrtc);
+    assert_eq!(c.get("webrtc.ordered").unwrap(), PropertyValue::Bool(true));
+    assert!(c.remote_addr().unwrap().ip().is_loopback());
+    for i in 0..20u32 {
+        roundtrip(&c, format!("message {i}").as_bytes()).await;
+    }
+    // Boundaries are kept: a 60 KB and a 250 KB message come back whole.
+    roundtrip(&c, &vec![7u8; 60_000]).await;
+    let big: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+    roundtrip(&c, &big).await;
+    // Backpressure: 16 messages of 100 KB (1.6 MB, over the 1 MiB send buffer) all arrive.
+    let chunk = vec![1u8; 100_000];
+    let sender = {
+        let c2 = c.clone(None, None).await.expect("clone for the bulk test");
+        let chunk = chunk.clone();
+        tokio::spawn(async move {
+            for _ in 0..16 {
+                c2.send_message(chunk.clone()).await.expect("bulk send");
+            }
+            let mut got = 0;
+            while got < 16 {
+                let r = tokio::time::timeout(T, c2.receive())
+                    .await
+                    .expect("bulk echo in time");
+                assert_eq!(r.expect("bulk receive").data().len(), chunk.len());
+                got += 1;
+            }
+            c2
+        })
+    };
+    let c_bulk = sender.await.unwrap();
+    c_bulk.close().await.unwrap();
+
+    // Clone: a second channel on the same peer connection (same UDP 4-tuple).
+    let c2 = tokio::time::timeout(T, c.clone(None, None))
+        .await
+        .expect("clone in time")
+        .expect("clone");
+    assert_eq!(c2.remote_addr(), c.remote_addr());
+    assert_eq!(c2.local_addr(), c.local_addr());
+    assert!(c.grouped_connections().len() >= 2);
+    roundtrip(&c2, b"on the second channel").await;
+    roundtrip(&c, b"first still works").await;
+    c2.close().await.unwrap();
+    roundtrip(&c, b"first after the clone closed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unordered_unreliable_channel() {
+    let mut props = TransportProperties::new();
+    props.set("msgReliable", false).unwrap();
+    props.set("msgOrdered", false).unwrap();
+    let c = pair(props).await;
+    assert_eq!(c.get("webrtc.ordered").unwrap(), PropertyValue::Bool(false));
+    assert_eq!(
+        c.get("webrtc.maxRetransmits").unwrap(),
+        PropertyValue::Integer(0)
+    );
+    // Loopback loses nothing: the unreliable channel still echoes.
+    roundtrip(&c, b"unordered").await;
+    // A Message cannot ask for more than the channel was created with.
+    for prop in ["msgReliable", "msgOrdered"] {
+        let ctx = postsocket::MessageContext::new().with(prop, true).unwrap();
+        match c.send(b"x".to_vec(), Some(ctx), true).await {
+            Err(postsocket::SendFailure::SendError { error, .. }) => {
+                assert_eq!(
+                    error.reason,
+                    ErrorReason::InvalidMessageProperties,
+                    "{error}"
+                );
+                assert!(
+                    error.message.contains("fixed when the channel opens"),
+                    "{error}"
+                );
+            }
+            other => panic!("{prop} true on an unreliable unordered channel: {other:?}"),
+        }
+    }
+
+    let mut props = TransportProperties::new();
+    props.set("msgReliable", false).unwrap();
+    props
+        .set("msgLifetime", Duration::from_millis(500))
+        .unwrap();
+    let c = pair(props).await;
+    assert_eq!(
+        c.get("webrtc.maxPacketLifeTime").unwrap(),
+        PropertyValue::Integer(500)
+    );
+    roundtrip(&c, b"with a lifetime").await;
+}
+
+/// A tiny HTTP server: POST /offer → `answer_offer` → the answer as JSON.
+async fn signaling_server() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/offer", l.local_addr().unwrap());
+    let h = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, len) = loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    break (i + 4, len);
+                }
+            };
+            while buf.len() < head + len {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8(buf[head..head + len].to_vec()).unwrap();
+            let (status, reply) = match SignalingMessage::from_json(&body) {
+                Ok(SignalingMessage::Offer { sdp }) => {
+                    match pre(TransportProperties::new()).answer_offer(&sdp).await {
+                        Ok((answer, pending)) => {
+                            tokio::spawn(async move {
+                                if let Ok(done) = pending.done().await {
+                                    echo_all(done);
+                                }
+                            });
+                            ("200 OK", SignalingMessage::Answer { sdp: answer }.to_json())
+                        }
+                        Err(e) => ("400 Bad Request", e.to_string()),
+                    }
+                }
+                Ok(_) => ("400 Bad Request", "not an offer".into()),
+                Err(e) => ("400 Bad Request", e.to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_signaling_echo() {
+    let (url, _server) = signaling_server().await;
+    let done = tokio::time::timeout(
+        T,
+        pre(TransportProperties::new()).rendezvous(HttpSignaling::new(url)),
+    )
+    .await
+    .expect("in time")
+    .expect("RendezvousDone");
+    roundtrip(&done.connection, b"over HTTP signaling").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signaling_fails_with_reasons() {
+    // A malformed offer.
+    let e = pre(TransportProperties::new())
+        .answer_offer("this is not SDP")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
+    assert!(e.message.contains("SDP offer"), "{e}");
+
+    // A signaling URL with no server.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = pre(TransportProperties::new())
+        .rendezvous(HttpSignaling::new(format!("http://127.0.0.1:{port}/offer")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
+    assert!(e.message.contains("signaling POST"), "{e}");
+
+    // Disabled security cannot run DTLS.
+    let p = Preconnection::new(
+        vec![],
+        vec![],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    let (a, _b) = pipes();
+    let e = p.rendezvous(a).await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
+
+    // set_protocols without webrtc.
+    let mut p = pre(TransportProperties::new());
+    p.set_protocols(vec![StackId::Tcp]);
+    let (a, _b) = pipes();
+    let e = p.rendezvous(a).await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
+}

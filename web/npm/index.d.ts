@@ -1,0 +1,204 @@
+// Types of the postsocket npm package (TAPS, RFC 9622, in the browser).
+
+/** Load the WebAssembly module; await it once before `new Preconnection()`. */
+export function init(
+  input?: string | URL | Request | Response | BufferSource | WebAssembly.Module,
+): Promise<void>;
+
+/** A preference level (RFC 9622 §6.2). */
+export type Preference = 'require' | 'prefer' | 'noPreference' | 'avoid' | 'prohibit';
+
+/** A property value: a preference or enumeration value, a boolean, a whole
+ * number (durations in milliseconds) or `null` (a Disabled / infinite duration). */
+export type PropertyValue = Preference | string | boolean | number | null;
+
+/** A RemoteEndpoint (RFC 9622 §6.1): `host` (the browser resolves the name) or `ip`. */
+export interface RemoteEndpointOptions {
+  host?: string;
+  ip?: string;
+  port?: number;
+  service?: string;
+}
+
+/** Selection, Connection and default Message Properties by RFC name. */
+export interface TransportPropertiesOptions {
+  reliability?: Preference;
+  preserveMsgBoundaries?: Preference;
+  perMsgReliability?: Preference;
+  preserveOrder?: Preference;
+  zeroRttMsg?: Preference;
+  multistreaming?: Preference;
+  fullChecksumSend?: Preference;
+  fullChecksumRecv?: Preference;
+  congestionControl?: Preference;
+  keepAlive?: Preference;
+  useTemporaryLocalAddress?: Preference;
+  softErrorNotify?: Preference;
+  activeReadBeforeSend?: Preference;
+  /** Milliseconds, or null for none. */
+  connTimeout?: number | null;
+  [name: string]: PropertyValue | undefined;
+}
+
+/** SecurityParameters (RFC 9622 §6.3). Without any, security is required. */
+export interface SecurityOptions {
+  /** Plaintext only (`ws`). */
+  disabled?: boolean;
+  /** Secure stacks first, plaintext allowed. */
+  opportunistic?: boolean;
+  /** SHA-256 of the server's leaf certificate (DER), hex. */
+  pinnedServerCertificate?: string[];
+  alpn?: string[];
+  serverName?: string;
+  allowedSecurityProtocols?: string[];
+  [name: string]: boolean | string | string[] | number | undefined;
+}
+
+/** The stacks a browser can race. */
+export type Protocol = 'ws' | 'wss' | 'wt' | 'webrtc';
+
+/** What `new Preconnection()` takes. Unknown names or wrong values throw. */
+export interface PreconnectionOptions {
+  remote: RemoteEndpointOptions | RemoteEndpointOptions[];
+  properties?: TransportPropertiesOptions;
+  /** Restrict the stacks raced, in this order of preference. */
+  protocols?: Protocol[];
+  security?: SecurityOptions;
+  /** Protocol-specific options, e.g. `{ 'ws.path': '/echo' }`. */
+  protocolOptions?: Record<string, string>;
+  /** The Connection Attempt Delay (RFC 8305) in ms; default 250. */
+  connectionAttemptDelay?: number;
+}
+
+/** One step of the race (the RacingTrace schema, same as `tapscat --trace`). */
+export interface TraceEvent {
+  /** Milliseconds since `initiate()` started. */
+  t_ms: number;
+  event:
+    | 'candidate'
+    | 'attempt_started'
+    | 'attempt_succeeded'
+    | 'attempt_failed'
+    | 'attempt_cancelled'
+    | 'won'
+    | 'establishment_error';
+  /** Dotted candidate id (`1.2`); `0` is the establishment as a whole. */
+  id: string;
+  parent?: string;
+  branch?: 'path' | 'protocol' | 'endpoint';
+  stack?: string;
+  address?: string;
+  host?: string;
+  path?: string;
+  reason?: string;
+}
+
+/** One candidate's failure in an EstablishmentError. */
+export interface CandidateFailure {
+  id: string;
+  stack: string | null;
+  address: string | null;
+  reason: string;
+  message: string;
+}
+
+/** Errors thrown or rejected by postsocket: `name` is the RFC event
+ * (`EstablishmentError`, `SendError`, `Expired`, `ReceiveError`,
+ * `ConnectionError`, `InvalidConfiguration`, `InvalidMessageProperties`). */
+export interface TransportError extends Error {
+  /** The RFC 9623 reason (`EstablishmentFailed`, `InvalidConfiguration`, ...). */
+  reason: string;
+  /** For an EstablishmentError: why each candidate failed. */
+  candidates: CandidateFailure[];
+}
+
+/** Message Properties by RFC name (`msgLifetime` in ms, `final`, ...). */
+export interface MessageProperties {
+  msgLifetime?: number | null;
+  msgPriority?: number;
+  msgOrdered?: boolean;
+  safelyReplayable?: boolean;
+  final?: boolean;
+  msgReliable?: boolean;
+  [name: string]: PropertyValue | undefined;
+}
+
+/** The outcome of a successful `send`. */
+export interface Sent {
+  /** Position of this send among all sends on the Connection (from 0). */
+  sequence: number;
+}
+
+/** A received Message (`Received` or `ReceivedPartial`). */
+export interface ReceivedMessage {
+  data: Uint8Array;
+  /** True for a whole Message or the last part of one. */
+  endOfMessage: boolean;
+  /** True for `ReceivedPartial`. */
+  partial: boolean;
+  messageContext: { id: number; final: boolean; earlyData: boolean };
+}
+
+export interface PreconnectionEventMap {
+  trace: CustomEvent<TraceEvent>;
+}
+
+/** A Preconnection (RFC 9622 §6). Emits `trace` events while racing. */
+export class Preconnection extends EventTarget {
+  /** Throws a TransportError (`InvalidConfiguration`) saying what was wrong. */
+  constructor(options: PreconnectionOptions);
+  /** `Initiate()`: rejects with a TransportError named `EstablishmentError`. */
+  initiate(options?: { timeout?: number }): Promise<Connection>;
+  /** `Rendezvous()` over WebRTC with HTTP signaling: the offer is POSTed to
+   * `signalingUrl`, the answer read from the response. Needs
+   * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`. */
+  rendezvous(options: { signalingUrl: string }): Promise<Connection>;
+  addEventListener<K extends keyof PreconnectionEventMap>(
+    type: K,
+    listener: (this: Preconnection, ev: PreconnectionEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
+
+export interface ConnectionEventMap {
+  closed: CustomEvent<null>;
+  connectionError: CustomEvent<TransportError>;
+  softError: CustomEvent<string>;
+  pathChange: CustomEvent<string>;
+  cloneError: CustomEvent<TransportError>;
+}
+
+/** A Connection (RFC 9622 §7). */
+export class Connection extends EventTarget implements AsyncIterable<ReceivedMessage> {
+  private constructor();
+  readonly stack: string;
+  readonly state: 'establishing' | 'established' | 'closing' | 'closed';
+  readonly remoteAddress: string | undefined;
+  readonly trace: TraceEvent[];
+  send(
+    data: Uint8Array | ArrayBuffer | ArrayBufferView | string,
+    messageProperties?: MessageProperties,
+    endOfMessage?: boolean,
+  ): Promise<Sent>;
+  receive(options?: { minIncompleteLength?: number; maxLength?: number }): Promise<ReceivedMessage>;
+  close(): Promise<void>;
+  abort(): void;
+  getProperty(name: string): PropertyValue;
+  setProperty(name: string, value: PropertyValue): void;
+  addEventListener<K extends keyof ConnectionEventMap>(
+    type: K,
+    listener: (this: Connection, ev: ConnectionEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  [Symbol.asyncIterator](): AsyncIterator<ReceivedMessage>;
+}

@@ -1,0 +1,187 @@
+// postsocket for JS: the TAPS (RFC 9622) API over the raw wasm-bindgen
+// bindings in ./postsocket_web.js. Names follow the RFC in JS case.
+import initWasm, { RawPreconnection } from './postsocket_web.js';
+
+let loading = null;
+let loaded = false;
+
+/**
+ * Load the WebAssembly module. Call (and await) it once before anything
+ * else; later calls return the same Promise. `input` is what wasm-bindgen's
+ * init takes (a URL, Response, BufferSource or WebAssembly.Module); by
+ * default the .wasm next to this file.
+ */
+export function init(input) {
+  if (!loading) {
+    loading = initWasm(input === undefined ? undefined : { module_or_path: input }).then(() => {
+      loaded = true;
+    });
+  }
+  return loading;
+}
+
+const encoder = new TextEncoder();
+
+function bytes(data) {
+  if (typeof data === 'string') return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError(
+    `postsocket: a message is a Uint8Array, ArrayBuffer, typed array or string, not ${data === null ? 'null' : typeof data}`,
+  );
+}
+
+/**
+ * A Preconnection (RFC 9622 §6): whom to reach and what the transport must
+ * provide. Emits a `trace` event (a CustomEvent whose `detail` is a trace
+ * event object) for each step of the race while `initiate()` runs.
+ */
+export class Preconnection extends EventTarget {
+  #raw;
+
+  constructor(options = {}) {
+    super();
+    if (!loaded) {
+      throw new Error('postsocket: call `await init()` once before `new Preconnection(...)`');
+    }
+    this.#raw = new RawPreconnection(options, (event) => {
+      this.dispatchEvent(new CustomEvent('trace', { detail: event }));
+    });
+  }
+
+  /**
+   * `Initiate()` (§7.1): race the candidates. Resolves with the Connection
+   * at Ready; rejects with an Error named `EstablishmentError` whose
+   * `candidates` say why each candidate failed.
+   */
+  async initiate({ timeout } = {}) {
+    const raw = await this.#raw.initiate(timeout);
+    return new Connection(raw);
+  }
+
+  /**
+   * `Rendezvous()` (§7.3) over a WebRTC data channel: POSTs this page's
+   * offer to `signalingUrl` and takes the answer from the response. Needs
+   * `protocols: ['webrtc']`. Resolves with the Connection once the channel
+   * is open; rejects with an Error named `EstablishmentError`.
+   */
+  async rendezvous({ signalingUrl } = {}) {
+    if (typeof signalingUrl !== 'string') {
+      throw new TypeError('postsocket: rendezvous({ signalingUrl }) needs the signaling URL as a string');
+    }
+    const raw = await this.#raw.rendezvous(signalingUrl);
+    return new Connection(raw);
+  }
+}
+
+const TERMINAL = new Set(['closed', 'connectionError']);
+
+/**
+ * A Connection (RFC 9622 §7). An EventTarget with the unsolicited events
+ * `closed`, `connectionError`, `softError`, `pathChange`, `cloneError`
+ * (CustomEvents; `detail` is the Error or the text), and an async iterator
+ * of received Messages: `for await (const msg of connection)`.
+ */
+export class Connection extends EventTarget {
+  #raw;
+
+  /** @internal Made by `Preconnection.initiate()`. */
+  constructor(raw) {
+    super();
+    this.#raw = raw;
+    this.#pump();
+  }
+
+  async #pump() {
+    for (;;) {
+      const event = await this.#raw.nextEvent();
+      if (event === null) return;
+      this.dispatchEvent(new CustomEvent(event.type, { detail: event.error ?? event.detail ?? null }));
+      if (TERMINAL.has(event.type)) return; // nothing follows Closed or ConnectionError
+    }
+  }
+
+  /** The protocol stack that won the race: `ws`, `wss`, ... */
+  get stack() {
+    return this.#raw.stack;
+  }
+
+  /** `connState`: `establishing`, `established`, `closing` or `closed`. */
+  get state() {
+    return this.#raw.state;
+  }
+
+  /** The remote `ip:port`, if known. */
+  get remoteAddress() {
+    return this.#raw.remoteAddress;
+  }
+
+  /** The RacingTrace of the establishment: every trace event, in order. */
+  get trace() {
+    return this.#raw.trace();
+  }
+
+  /**
+   * `Send(messageData, messageContext?, endOfMessage?)` (§9.2). Resolves at
+   * `Sent` (the browser took the bytes) with `{ sequence }`; rejects with an
+   * Error named `SendError` or `Expired`.
+   */
+  send(data, messageProperties, endOfMessage = true) {
+    try {
+      return this.#raw.send(bytes(data), messageProperties, endOfMessage);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * `Receive(minIncompleteLength?, maxLength?)` (§9.3). Resolves with
+   * `{ data, endOfMessage, partial, messageContext }`; rejects with an Error
+   * named `ReceiveError`.
+   */
+  receive({ minIncompleteLength, maxLength } = {}) {
+    try {
+      return this.#raw.receive(minIncompleteLength, maxLength);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** `Close()` (§10): send what is queued, then close. */
+  close() {
+    return this.#raw.close();
+  }
+
+  /** `Abort()` (§10): stop at once; queued Messages fail. */
+  abort() {
+    this.#raw.abort();
+  }
+
+  /** `GetProperty(name)`: a Connection Property by RFC name. */
+  getProperty(name) {
+    return this.#raw.getProperty(name);
+  }
+
+  /** `SetProperty(name, value)` (§8). Throws an Error saying what was wrong. */
+  setProperty(name, value) {
+    this.#raw.setProperty(name, value);
+  }
+
+  /**
+   * Received Messages until the Connection closes. Ends quietly after a
+   * close (either side's); throws the ReceiveError of a failure.
+   */
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      let message;
+      try {
+        message = await this.receive();
+      } catch (e) {
+        if (this.state === 'closed' || this.state === 'closing') return;
+        throw e;
+      }
+      yield message;
+    }
+  }
+}

@@ -1,0 +1,226 @@
+//! `RawConnection`: a postsocket `Connection` for JS. Each action returns a
+//! Promise with exactly one outcome, as in the Rust API.
+
+use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
+use postsocket::{
+    ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// A Connection (RFC 9622 §7). See `index.d.ts` for the JS shape.
+#[wasm_bindgen]
+pub struct RawConnection {
+    conn: Rc<Connection>,
+}
+
+impl RawConnection {
+    pub(crate) fn new(conn: Connection) -> Self {
+        RawConnection {
+            conn: Rc::new(conn),
+        }
+    }
+}
+
+thread_local! {
+    // Property names as JS strings, made once: decoding a key from wasm
+    // memory for every Message was a visible part of the per-Message cost.
+    static KEYS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
+}
+
+/// `obj[key] = value`, with `key` a cached JS string.
+fn set(obj: &js_sys::Object, key: &'static str, value: &JsValue) {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let key = keys.entry(key).or_insert_with(|| JsValue::from_str(key));
+        let _ = js_sys::Reflect::set(obj, key, value);
+    });
+}
+
+#[wasm_bindgen]
+impl RawConnection {
+    /// `Send(messageData, messageContext?, endOfMessage?)` (§9.2): the
+    /// Promise resolves at `Sent` with `{ sequence }`, or rejects with an
+    /// `Error` named `SendError` or `Expired`. `properties` are Message
+    /// Properties by RFC name (`msgLifetime` in ms, `final`, ...); a bad one
+    /// throws at once.
+    pub fn send(
+        &self,
+        data: Vec<u8>,
+        properties: JsValue,
+        end_of_message: Option<bool>,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let context = if properties.is_undefined() || properties.is_null() {
+            None
+        } else {
+            let mut ctx = MessageContext::new();
+            for (name, v) in entries(&properties, "messageProperties")? {
+                let v = property_value(&name, &v)?;
+                ctx.add(&name, v)
+                    .map_err(|e| error_to_js("InvalidMessageProperties", &e))?;
+            }
+            Some(ctx)
+        };
+        let fut = self
+            .conn
+            .send(data, context, end_of_message.unwrap_or(true));
+        Ok(crate::promise::promise(async move {
+            match fut.await {
+                Ok(sent) => {
+                    let out = js_sys::Object::new();
+                    set(&out, "sequence", &(sent.sequence as f64).into());
+                    Ok(out.into())
+                }
+                Err(SendFailure::Expired { .. }) => Err(error_to_js(
+                    "Expired",
+                    &postsocket::Error::new(
+                        postsocket::ErrorReason::Timeout,
+                        "the message's msgLifetime passed before it could be sent",
+                    ),
+                )),
+                Err(SendFailure::SendError { error, .. }) => Err(error_to_js("SendError", &error)),
+            }
+        }))
+    }
+
+    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3): the Promise
+    /// resolves with `{ data, endOfMessage, partial, messageContext }` or
+    /// rejects with an `Error` named `ReceiveError`.
+    pub fn receive(
+        &self,
+        min_incomplete_length: Option<f64>,
+        max_length: Option<f64>,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
+            v.map(|n| whole_number(&n.into(), what).map(|n| n as usize))
+                .transpose()
+        };
+        let min = limit(min_incomplete_length, "minIncompleteLength")?;
+        let max = limit(max_length, "maxLength")?;
+        let conn = self.conn.clone();
+        Ok(crate::promise::promise(async move {
+            match conn.receive_with(min, max).await {
+                Ok(event) => Ok(received(event)),
+                Err(e) => Err(error_to_js("ReceiveError", &e.error)),
+            }
+        }))
+    }
+
+    /// `Close()` (§10): resolves once queued Messages were sent and the
+    /// Connection closed.
+    pub fn close(&self) -> js_sys::Promise {
+        let conn = self.conn.clone();
+        crate::promise::promise(async move {
+            conn.close()
+                .await
+                .map(|_| JsValue::UNDEFINED)
+                .map_err(|e| error_to_js("ConnectionError", &e))
+        })
+    }
+
+    /// `Abort()` (§10): stop at once.
+    pub fn abort(&self) {
+        self.conn.abort();
+    }
+
+    /// The next unsolicited event as `{ type, error?, detail? }` (`type`:
+    /// `closed`, `connectionError`, `softError`, `pathChange`, `cloneError`),
+    /// or `null` after the last one.
+    #[wasm_bindgen(js_name = nextEvent)]
+    pub fn next_event(&self) -> js_sys::Promise {
+        let conn = self.conn.clone();
+        crate::promise::promise(async move {
+            let Some(event) = conn.next_event().await else {
+                return Ok(JsValue::NULL);
+            };
+            let out = js_sys::Object::new();
+            let (kind, error, detail) = match event {
+                ConnectionEvent::Closed => ("closed", None, None),
+                ConnectionEvent::ConnectionError(e) => (
+                    "connectionError",
+                    Some(error_to_js("ConnectionError", &e)),
+                    None,
+                ),
+                ConnectionEvent::SoftError(s) => ("softError", None, Some(s)),
+                ConnectionEvent::PathChange(s) => ("pathChange", None, Some(s)),
+                ConnectionEvent::CloneError(e) => {
+                    ("cloneError", Some(error_to_js("CloneError", &e)), None)
+                }
+            };
+            set(&out, "type", &kind.into());
+            if let Some(e) = error {
+                set(&out, "error", &e);
+            }
+            if let Some(d) = detail {
+                set(&out, "detail", &d.into());
+            }
+            Ok(out.into())
+        })
+    }
+
+    /// The protocol stack that won the race (`ws`, `wss`, ...).
+    #[wasm_bindgen(getter)]
+    pub fn stack(&self) -> String {
+        self.conn.stack().as_str().to_string()
+    }
+
+    /// `connState`: `establishing`, `established`, `closing` or `closed`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        match self.conn.state() {
+            ConnState::Establishing => "establishing",
+            ConnState::Established => "established",
+            ConnState::Closing => "closing",
+            ConnState::Closed => "closed",
+        }
+        .to_string()
+    }
+
+    /// The remote address (`ip:port`), if known.
+    #[wasm_bindgen(getter, js_name = remoteAddress)]
+    pub fn remote_address(&self) -> Option<String> {
+        self.conn.remote_addr().map(|a| a.to_string())
+    }
+
+    /// The RacingTrace of the establishment: an array of trace events.
+    pub fn trace(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.conn.trace().events)
+    }
+
+    /// `GetProperty(name)`: a Connection Property by RFC name.
+    #[wasm_bindgen(js_name = getProperty)]
+    pub fn get_property(&self, name: &str) -> Result<JsValue, JsValue> {
+        self.conn
+            .get(name)
+            .map(|v| property_to_js(&v))
+            .map_err(|e| error_to_js("InvalidConfiguration", &e))
+    }
+
+    /// `SetProperty(name, value)` (§8).
+    #[wasm_bindgen(js_name = setProperty)]
+    pub fn set_property(&self, name: &str, value: JsValue) -> Result<(), JsValue> {
+        let v = property_value(name, &value)?;
+        self.conn
+            .set_property(name, v)
+            .map_err(|e| error_to_js("InvalidConfiguration", &e))
+    }
+}
+
+/// `{ data, endOfMessage, partial, messageContext: { id, final, earlyData } }`.
+fn received(event: ReceiveEvent) -> JsValue {
+    let out = js_sys::Object::new();
+    let partial = matches!(event, ReceiveEvent::ReceivedPartial { .. });
+    let end = event.is_end_of_message();
+    let ctx = js_sys::Object::new();
+    let c = event.context();
+    set(&ctx, "id", &(c.id() as f64).into());
+    set(&ctx, "final", &c.is_final().into());
+    set(&ctx, "earlyData", &c.is_early_data().into());
+    set(&out, "data", &js_sys::Uint8Array::from(event.data()).into());
+    set(&out, "endOfMessage", &end.into());
+    set(&out, "partial", &partial.into());
+    set(&out, "messageContext", &ctx.into());
+    out.into()
+}

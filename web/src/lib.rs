@@ -1,0 +1,26 @@
+//! # postsocket-web
+//!
+//! The JavaScript surface of [postsocket](../postsocket/index.html) (TAPS,
+//! RFC 9622) for the browser, built into the npm package `postsocket` by
+//! `scripts/build-npm.sh`. The `#[wasm_bindgen]` classes here are the raw
+//! bindings (`RawPreconnection`, `RawConnection`); the package's `index.js`
+//! wraps them into `EventTarget` classes with RFC 9622 names in JS case.
+//!
+//! Natively this crate is empty, so the workspace builds on every target.
+#![warn(missing_docs)]
+
+#[cfg(web)]
+mod connection;
+#[cfg(web)]
+mod convert;
+#[cfg(web)]
+mod preconnection;
+#[cfg(web)]
+mod promise;
+#[cfg(web)]
+mod trace_listeners;
+
+#[cfg(web)]
+pub use connection::RawConnection;
+#[cfg(web)]
+pub use preconnection::RawPreconnection;

@@ -1,0 +1,104 @@
+// Benchmark (not a test): WebSocket message throughput through the postsocket
+// npm package vs the browser's raw WebSocket, in the same page, against the
+// same native echo server (ws-echo). Each run sends COUNT messages of SIZE
+// bytes and waits for all echoes; runs alternate raw / postsocket; the median
+// of RUNS is printed. Run by scripts/bench-web.sh.
+import { launch, port, serve } from './harness.mjs';
+
+const echo = port('POSTSOCKET_WS_ECHO_PORT');
+const RUNS = Number(process.env.RUNS ?? 5);
+const WORKLOADS = [
+  { size: 1024, count: 20000 },
+  { size: 64 * 1024, count: 1000 },
+];
+
+const server = await serve();
+const browser = await launch();
+const { page } = browser;
+try {
+  await page.goto(`${server.url}/example/index.html?port=${echo}`);
+  await page.waitForFunction(() => document.body.dataset.status !== 'running', null, { timeout: 20000 });
+  const results = await page.evaluate(
+    async ({ echo, RUNS, WORKLOADS }) => {
+      const m = await import('/pkg/index.js');
+      await m.init();
+      const timeout = (ms, what) => new Promise((_, no) => setTimeout(() => no(new Error(`${what}: over ${ms} ms`)), ms));
+
+      async function raw(size, count) {
+        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
+        ws.binaryType = 'arraybuffer';
+        await new Promise((ok, no) => {
+          ws.onopen = ok;
+          ws.onerror = () => no(new Error('raw WebSocket did not open'));
+        });
+        const payload = new Uint8Array(size).fill(7);
+        let received = 0;
+        let bytes = 0;
+        const done = new Promise((ok) => {
+          ws.onmessage = (e) => {
+            bytes += e.data.byteLength;
+            if (++received === count) ok();
+          };
+        });
+        const t0 = performance.now();
+        for (let i = 0; i < count; i++) ws.send(payload);
+        await Promise.race([done, timeout(60000, 'raw run')]);
+        const ms = performance.now() - t0;
+        ws.close();
+        if (bytes !== size * count) throw new Error(`raw: ${bytes} bytes back, expected ${size * count}`);
+        return ms;
+      }
+
+      async function postsocket(size, count) {
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const payload = new Uint8Array(size).fill(7);
+        let bytes = 0;
+        const t0 = performance.now();
+        const receiving = (async () => {
+          for (let i = 0; i < count; i++) bytes += (await conn.receive()).data.length;
+        })();
+        for (let i = 0; i < count; i++) await conn.send(payload);
+        await Promise.race([receiving, timeout(60000, 'postsocket run')]);
+        const ms = performance.now() - t0;
+        await conn.close();
+        if (bytes !== size * count) throw new Error(`postsocket: ${bytes} bytes back, expected ${size * count}`);
+        return ms;
+      }
+
+      const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      const out = [];
+      for (const { size, count } of WORKLOADS) {
+        await raw(size, Math.min(count, 500)); // warm-up
+        await postsocket(size, Math.min(count, 500));
+        const r = [];
+        const p = [];
+        for (let i = 0; i < RUNS; i++) {
+          r.push(await raw(size, count));
+          p.push(await postsocket(size, count));
+        }
+        out.push({ size, count, raw: median(r), postsocket: median(p), rawAll: r, postsocketAll: p });
+      }
+      return out;
+    },
+    { echo, RUNS, WORKLOADS },
+  );
+  console.log(`WebSocket echo throughput, median of ${RUNS} runs (send all, receive all echoes; higher is better)`);
+  for (const r of results) {
+    const mbps = (ms) => ((r.size * r.count) / 1e6 / (ms / 1000)).toFixed(1);
+    const kmsg = (ms) => (r.count / (ms / 1000) / 1000).toFixed(1);
+    const ratio = r.raw / r.postsocket;
+    console.log(
+      `  ${String(r.count).padStart(5)} x ${String(r.size).padStart(6)} B:` +
+        `  raw WebSocket ${mbps(r.raw)} MB/s (${kmsg(r.raw)} k msg/s)` +
+        `  postsocket ${mbps(r.postsocket)} MB/s (${kmsg(r.postsocket)} k msg/s)` +
+        `  ratio ${ratio.toFixed(2)}x ${ratio >= 0.9 ? '(goal >= 0.9x met)' : '(goal >= 0.9x NOT met)'}`,
+    );
+    console.log(
+      `        runs (ms): raw ${r.rawAll.map((x) => x.toFixed(0)).join(' ')}; postsocket ${r.postsocketAll.map((x) => x.toFixed(0)).join(' ')}`,
+    );
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}

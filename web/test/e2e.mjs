@@ -1,0 +1,287 @@
+// End-to-end test of the npm package in headless Chromium: the example page
+// and the package (built into web/pkg by scripts/build-npm.sh) are served
+// over HTTP; the page connects through postsocket to the native ws-echo
+// server (native-examples/src/bin/ws-echo.rs).
+//
+// Usage: POSTSOCKET_WS_ECHO_PORT=P POSTSOCKET_WS_REFUSED_PORT=Q node web/test/e2e.mjs
+import assert from 'node:assert/strict';
+import { launch, port, serve } from './harness.mjs';
+
+const echo = port('POSTSOCKET_WS_ECHO_PORT');
+const refused = port('POSTSOCKET_WS_REFUSED_PORT');
+
+const server = await serve();
+const browser = await launch();
+const { page } = browser;
+let failures = 0;
+
+async function check(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failures += 1;
+    console.log(`FAIL ${name}\n     ${String(e.stack ?? e).replace(/\n/g, '\n     ')}`);
+  }
+}
+
+/** Run `fn(args)` in the page with the package loaded as `m`, bounded by 20 s. */
+function inPage(fn, args) {
+  return page.evaluate(
+    async ({ source, args }) => {
+      const m = await import('/pkg/index.js');
+      await m.init();
+      const body = new Function('m', 'args', `return (${source})(m, args);`);
+      return Promise.race([
+        body(m, args),
+        new Promise((_, no) => setTimeout(() => no(new Error('timed out after 20 s in the page')), 20000)),
+      ]);
+    },
+    { source: fn.toString(), args },
+  );
+}
+
+try {
+  await check('the example page loads the package and gets its echo', async () => {
+    await page.goto(`${server.url}/example/index.html?port=${echo}`);
+    await page.waitForFunction(() => document.body.dataset.status !== 'running', null, { timeout: 20000 });
+    const status = await page.evaluate(() => document.body.dataset.status);
+    const text = await page.textContent('#result');
+    assert.equal(status, 'ok', `the page says: ${text}`);
+    assert.equal(await page.evaluate(() => document.body.dataset.reply), 'hello from the example page');
+    const trace = await page.textContent('#trace');
+    assert.match(trace, /candidate/, 'the page drew no trace');
+    assert.match(trace, /won/, 'the page drew no winner');
+  });
+
+  await check('messages round-trip with their boundaries; trace events arrive while racing', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const events = [];
+        const pre = new m.Preconnection({
+          remote: { ip: '127.0.0.1', port: echo },
+          properties: { reliability: 'require', preserveMsgBoundaries: 'prefer' },
+          protocols: ['wss', 'ws'],
+          security: { disabled: true },
+        });
+        pre.addEventListener('trace', (e) => events.push(e.detail));
+        const conn = await pre.initiate({ timeout: 10000 });
+        const eventsAtReady = events.length;
+        const big = new Uint8Array(100000).map((_, i) => i % 251);
+        const sent = [
+          await conn.send('hello postsocket'),
+          await conn.send(new Uint8Array(0)),
+          await conn.send(big, { msgLifetime: 5000 }),
+          await conn.send(big.buffer.slice(0, 10)),
+        ];
+        const got = [];
+        for (let i = 0; i < 4; i++) {
+          const msg = await conn.receive();
+          got.push({ len: msg.data.length, bytes: Array.from(msg.data.slice(0, 20)), whole: msg.endOfMessage && !msg.partial });
+        }
+        const bigBack = got[2];
+        return {
+          stack: conn.stack,
+          state: conn.state,
+          remote: conn.remoteAddress,
+          eventsAtReady,
+          events,
+          connTrace: conn.trace,
+          sequences: sent.map((s) => s.sequence),
+          got,
+          text: new TextDecoder().decode(new Uint8Array(got[0].bytes)),
+          bigOk: bigBack.len === 100000,
+          reliability: conn.getProperty('reliability'),
+          closed: await conn.close().then(() => conn.state),
+        };
+      },
+      { echo },
+    );
+    assert.equal(r.stack, 'ws');
+    assert.equal(r.remote, `127.0.0.1:${echo}`);
+    assert.deepEqual(r.sequences, [0, 1, 2, 3]);
+    assert.equal(r.text, 'hello postsocket');
+    assert.deepEqual(r.got.map((g) => g.len), [16, 0, 100000, 10]);
+    assert.ok(r.got.every((g) => g.whole), 'every message arrived whole');
+    assert.deepEqual(r.got[3].bytes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(r.reliability, 'require');
+    assert.equal(r.closed, 'closed');
+    assert.ok(r.eventsAtReady > 0, 'trace events arrived before initiate() resolved');
+    const kinds = r.events.map((e) => e.event);
+    assert.ok(kinds.includes('candidate'), `no candidate event: ${kinds}`);
+    const won = r.events.find((e) => e.event === 'won');
+    assert.ok(won, `no won event: ${kinds}`);
+    const winner = r.events.find((e) => e.event === 'candidate' && e.id === won.id);
+    assert.equal(winner?.stack, 'ws', JSON.stringify(r.events));
+    assert.equal(winner?.address, `127.0.0.1:${echo}`);
+    assert.ok(r.events.every((e) => typeof e.t_ms === 'number' && typeof e.id === 'string'));
+    assert.deepEqual(r.connTrace, r.events, 'connection.trace equals the live events');
+  });
+
+  await check('for await over a Connection; closed event; ws.path protocol option', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const pre = new m.Preconnection({
+          remote: { ip: '127.0.0.1', port: echo },
+          security: { disabled: true },
+          protocolOptions: { 'ws.path': '/echo' },
+        });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const closed = new Promise((ok) => conn.addEventListener('closed', () => ok('closed event')));
+        for (const s of ['one', 'two', 'three']) await conn.send(s);
+        const got = [];
+        for await (const msg of conn) {
+          got.push(new TextDecoder().decode(msg.data));
+          if (got.length === 3) break;
+        }
+        await conn.close();
+        const event = await Promise.race([closed, new Promise((ok) => setTimeout(() => ok('no closed event in 5 s'), 5000))]);
+        // A closed Connection ends the iteration quietly.
+        const after = [];
+        for await (const msg of conn) after.push(msg);
+        return { got, event, after: after.length };
+      },
+      { echo },
+    );
+    assert.deepEqual(r.got, ['one', 'two', 'three']);
+    assert.equal(r.event, 'closed event');
+    assert.equal(r.after, 0);
+  });
+
+  await check("the server's close with code 4001 rejects receive and throws from the iterator", async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const request = new Uint8Array([0xff, ...new TextEncoder().encode('close:bye from ws-echo')]);
+        await conn.send(request);
+        try {
+          for await (const msg of conn) return { unexpected: msg.data.length };
+          return { unexpected: 'the iteration ended quietly' };
+        } catch (e) {
+          return { name: e.name, message: e.message, isError: e instanceof Error };
+        }
+      },
+      { echo },
+    );
+    assert.equal(r.unexpected, undefined, `got ${r.unexpected}`);
+    assert.ok(r.isError);
+    assert.equal(r.name, 'ReceiveError');
+    assert.match(r.message, /4001/);
+    assert.match(r.message, /bye from ws-echo/);
+  });
+
+  await check('unknown or wrong properties and options throw an Error naming them', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const attempt = (options) => {
+          try {
+            new m.Preconnection(options);
+            return 'no error';
+          } catch (e) {
+            return { isError: e instanceof Error, name: e.name, reason: e.reason, message: e.message };
+          }
+        };
+        const remote = { ip: '127.0.0.1', port: echo };
+        const conn = await new m.Preconnection({ remote, security: { disabled: true } }).initiate({ timeout: 10000 });
+        let badMessage;
+        try {
+          await conn.send('x', { msgNoSuchThing: true });
+          badMessage = 'no error';
+        } catch (e) {
+          badMessage = { name: e.name, message: e.message };
+        }
+        await conn.close();
+        return {
+          unknown: attempt({ remote, properties: { noSuchProperty: 'require' } }),
+          badValue: attempt({ remote, properties: { reliability: 'sometimes' } }),
+          badType: attempt({ remote, properties: { reliability: {} } }),
+          unknownOption: attempt({ remote, colour: 'blue' }),
+          badIp: attempt({ remote: { ip: 'not-an-ip', port: 1 } }),
+          badProtocol: attempt({ remote, protocols: ['carrier-pigeon'] }),
+          badPin: attempt({ remote, security: { pinnedServerCertificate: ['abc'] } }),
+          contradiction: attempt({ remote, properties: { reliability: 'prohibit', preserveOrder: 'require' } }),
+          badMessage,
+        };
+      },
+      { echo },
+    );
+    const expect = (got, pattern, what) => {
+      assert.notEqual(got, 'no error', `${what}: no error thrown`);
+      assert.ok(got.isError, `${what}: not an Error`);
+      assert.equal(got.reason, 'InvalidConfiguration', `${what}: ${JSON.stringify(got)}`);
+      assert.match(got.message, pattern, `${what}: ${got.message}`);
+    };
+    expect(r.unknown, /noSuchProperty/, 'unknown property');
+    expect(r.badValue, /sometimes/, 'wrong preference');
+    expect(r.badType, /reliability.*object/, 'wrong type');
+    expect(r.unknownOption, /colour/, 'unknown option');
+    expect(r.badIp, /not-an-ip/, 'bad ip');
+    expect(r.badProtocol, /carrier-pigeon/, 'unknown protocol');
+    expect(r.badPin, /pinnedServerCertificate|sha-?256|hex/i, 'bad pin');
+    expect(r.contradiction, /reliability|preserveOrder/, 'contradiction');
+    assert.equal(r.badMessage.name, 'InvalidMessageProperties', JSON.stringify(r.badMessage));
+    assert.match(r.badMessage.message, /msgNoSuchThing/);
+  });
+
+  await check('a refused port rejects initiate with an EstablishmentError listing the candidate', async () => {
+    const r = await inPage(
+      async (m, { refused }) => {
+        const events = [];
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: refused }, security: { disabled: true } });
+        pre.addEventListener('trace', (e) => events.push(e.detail.event));
+        try {
+          await pre.initiate({ timeout: 10000 });
+          return 'connected';
+        } catch (e) {
+          return {
+            isError: e instanceof Error,
+            name: e.name,
+            reason: e.reason,
+            message: e.message,
+            candidates: e.candidates,
+            events,
+          };
+        }
+      },
+      { refused },
+    );
+    assert.notEqual(r, 'connected', `port ${refused} accepted a connection`);
+    assert.ok(r.isError);
+    assert.equal(r.name, 'EstablishmentError');
+    assert.equal(r.reason, 'EstablishmentFailed', r.message);
+    assert.ok(r.candidates.length >= 1, r.message);
+    const c = r.candidates.find((c) => c.address === `127.0.0.1:${refused}`);
+    assert.ok(c, `no candidate for the refused port: ${JSON.stringify(r.candidates)}`);
+    assert.equal(c.stack, 'ws');
+    assert.ok(c.message.length > 0);
+    assert.match(r.message, new RegExp(`candidate .*127\\.0\\.0\\.1:${refused}`), r.message);
+    assert.ok(r.events.includes('attempt_failed'), `trace: ${r.events}`);
+    assert.ok(r.events.includes('establishment_error'), `trace: ${r.events}`);
+    console.log(`     the error: ${r.message.replace(/\n/g, '\n     ')}`);
+  });
+
+  await check('constructing before init() throws a clear Error', async () => {
+    // A fresh module instance (query string) that was never initialised.
+    const r = await page.evaluate(async () => {
+      const m = await import('/pkg/index.js?uninitialised');
+      try {
+        new m.Preconnection({ remote: { ip: '127.0.0.1', port: 1 } });
+        return 'no error';
+      } catch (e) {
+        return e.message;
+      }
+    });
+    assert.match(r, /await init\(\)/);
+  });
+} finally {
+  await browser.close();
+  await server.close();
+}
+
+if (failures > 0) {
+  console.log(`${failures} check(s) failed`);
+  process.exit(1);
+}
+console.log('all checks passed');

@@ -1,0 +1,88 @@
+// Shared by e2e.mjs and bench.mjs: a static file server for web/ (the example
+// page and the built package in web/pkg) and headless Chromium through
+// playwright-core (the system's /usr/bin/chromium; nothing is downloaded).
+import { createServer } from 'node:http';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+/** web/ */
+export const WEB = resolve(fileURLToPath(new URL('..', import.meta.url)));
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.ts': 'text/plain; charset=utf-8',
+  '.md': 'text/plain; charset=utf-8',
+};
+
+/** Serve `root` on 127.0.0.1 (a secure context) at a free port. */
+export async function serve(root = WEB) {
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (path === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
+    let file = normalize(join(root, path));
+    if (!file.startsWith(root + sep)) {
+      res.writeHead(403).end();
+      return;
+    }
+    if (path.endsWith('/')) file = join(file, 'index.html');
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end(`not found: ${path}`);
+    }
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+/** Headless Chromium with the flags of TOOLCHAIN.md and a fresh profile. */
+export async function launch() {
+  const profile = await mkdtemp(join(tmpdir(), 'postsocket-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+    timeout: 30000,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('console', (m) => console.log(`  [page console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  return {
+    page,
+    close: async () => {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A port from the environment (ws-echo's POSTSOCKET_WS_* lines). */
+export function port(name) {
+  const v = Number(process.env[name]);
+  if (!Number.isInteger(v) || v <= 0) {
+    console.error(`${name} is not set: start ws-echo and pass its POSTSOCKET_WS_* lines (scripts/test.sh does)`);
+    process.exit(2);
+  }
+  return v;
+}

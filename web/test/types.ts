@@ -1,0 +1,39 @@
+// Compile-only check of the package's TypeScript types (tsc --noEmit --strict):
+// what a TS consumer writes must type-check, and misuse must not.
+import { init, Preconnection, Connection, TraceEvent, TransportError, ReceivedMessage } from '../pkg/index.js';
+
+export async function consumer(port: number): Promise<string> {
+  await init();
+  const pre = new Preconnection({
+    remote: { ip: '127.0.0.1', port },
+    properties: { reliability: 'require', preserveMsgBoundaries: 'prefer', connTimeout: 5000 },
+    protocols: ['wss', 'ws'],
+    security: { disabled: true },
+    protocolOptions: { 'ws.path': '/echo' },
+  });
+  const trace: TraceEvent[] = [];
+  pre.addEventListener('trace', (e) => trace.push(e.detail));
+  let conn: Connection;
+  try {
+    conn = await pre.initiate({ timeout: 1000 });
+  } catch (e) {
+    const err = e as TransportError;
+    return err.candidates.map((c) => `${c.id} ${c.address ?? ''}: ${c.message}`).join('\n');
+  }
+  conn.addEventListener('connectionError', (e) => console.log(e.detail.reason));
+  conn.addEventListener('closed', () => console.log('closed'));
+  const sent = await conn.send('hi', { msgLifetime: 1000, final: false });
+  const n: number = sent.sequence;
+  const msg: ReceivedMessage = await conn.receive({ maxLength: 1024 });
+  const bytes: Uint8Array = msg.data;
+  for await (const m of conn) {
+    if (m.endOfMessage) break;
+  }
+  const state: 'establishing' | 'established' | 'closing' | 'closed' = conn.state;
+  await conn.close();
+  // @ts-expect-error: a preference is one of the five RFC levels
+  new Preconnection({ remote: { ip: '::1' }, properties: { reliability: 'sometimes' } });
+  // @ts-expect-error: remote is required
+  new Preconnection({});
+  return `${n} ${bytes.length} ${state} ${trace.length}`;
+}

@@ -1,0 +1,144 @@
+// End-to-end test of the www demo: starts demo-server, drives the page in
+// headless Chromium (playwright-core, Debian's /usr/bin/chromium, no browser
+// download) and checks what a user would see:
+//   1. WebTransport blackholed on the server → WebSocket wins about one
+//      attempt delay later, and the timeline shows WebTransport cancelled;
+//      a message echoes with its round-trip time.
+//   2. A native race (QUIC blackholed vs TLS) run by the server is drawn in
+//      the same view: TLS won, QUIC cancelled.
+//   3. A trace exported as JSON imports back into the same picture; the
+//      layout fits a phone-width screen.
+// Each step saves a screenshot in $SHOTS (default www/test/screenshots).
+//
+// Usage: node www/test/demo.e2e.mjs  (env: DEMO_SERVER=path/to/demo-server,
+// PKG=path/to/web/pkg, CHROMIUM=/usr/bin/chromium, SHOTS=dir)
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '../..');
+// playwright-core is installed once for the browser tests, in web/test.
+const require = createRequire(join(root, 'web/test/package.json'));
+const { chromium } = require('playwright-core');
+
+const serverBin = process.env.DEMO_SERVER ?? join(root, 'target/debug/demo-server');
+const pkg = process.env.PKG ?? join(root, 'web/pkg');
+const shots = process.env.SHOTS ?? join(here, 'screenshots');
+mkdirSync(shots, { recursive: true });
+
+const deadline = (ms, what) => new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), ms));
+
+function startServer() {
+  const child = spawn(serverBin, ['--port', '0', '--pkg', pkg, '--www', join(root, 'www')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  const url = new Promise((res, rej) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/open (http:\/\/\S+)/);
+      if (m) res(m[1]);
+    });
+    child.on('exit', (code) => rej(new Error(`demo-server exited with ${code}: ${err}`)));
+  });
+  return { child, url: Promise.race([url, deadline(15000, 'demo-server URL')]), stderr: () => err };
+}
+
+function check(cond, message) {
+  if (!cond) throw new Error(message);
+  console.log(`ok - ${message}`);
+}
+
+const server = startServer();
+const profile = mkdtempSync(join(tmpdir(), 'postsocket-demo-'));
+let browser;
+let failed = false;
+try {
+  const url = await server.url;
+  console.log(`demo-server at ${url}`);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  await page.goto(url);
+  await page.waitForSelector('body[data-state=idle]', { timeout: 15000 });
+  check(true, 'the page loaded the npm package and the server config');
+
+  // 1. WebTransport blackholed: WebSocket wins one attempt delay later.
+  await page.check('[name=stack][value=wt]');
+  await page.uncheck('[name=stack][value=wss]');
+  await page.check('[name=stack][value=ws]');
+  await page.selectOption('#security', 'opportunistic');
+  await page.selectOption('.fault[data-stack=wt] [name=mode]', 'blackhole');
+  await page.selectOption('.fault[data-stack=ws] [name=mode]', 'none');
+  await page.click('#connect');
+  await page.waitForSelector('body[data-state=ready], body[data-state=failed]', { timeout: 20000 });
+  const status = await page.textContent('#status');
+  check(await page.getAttribute('body', 'data-state') === 'ready', `connected: ${status}`);
+  check(await page.getAttribute('body', 'data-winner') === 'ws', 'WebSocket won');
+  const wtRow = await page.getAttribute('#timeline g.row[data-stack=wt]', 'data-outcome');
+  check(wtRow === 'cancelled', `the timeline shows WebTransport ${wtRow} (expected cancelled)`);
+  const wsRow = await page.getAttribute('#timeline g.row[data-stack=ws]', 'data-outcome');
+  check(wsRow === 'won', `the timeline shows WebSocket ${wsRow}`);
+  const trace = await page.evaluate(() => window.postsocketDemo.shown().events);
+  const startOf = (stack) => {
+    const leaf = trace.find((e) => e.event === 'candidate' && e.branch === 'endpoint' && e.stack === stack);
+    return trace.find((e) => e.event === 'attempt_started' && e.id === leaf.id).t_ms;
+  };
+  const gap = startOf('ws') - startOf('wt');
+  check(gap >= 240 && gap < 1000, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay 250 ms)`);
+  await page.fill('#message', 'hello from the e2e test');
+  await page.click('#send');
+  await page.waitForSelector('#messages tbody tr[data-rtt]', { timeout: 10000 });
+  const echo = await page.textContent('#messages tbody tr td:nth-child(2)');
+  check(echo === 'hello from the e2e test', `the echo came back: ${echo}`);
+  await page.screenshot({ path: join(shots, 'browser-race.png'), fullPage: true });
+
+  // 2. A native race drawn in the same view.
+  await page.selectOption('#scenario', 'quic-blackholed');
+  await page.click('#run-native');
+  await page.waitForFunction(() => document.querySelector('#race-source').textContent.includes('native'), null, { timeout: 20000 });
+  await page.waitForSelector('body[data-state=ready], body[data-state=failed]', { timeout: 20000 });
+  check(await page.getAttribute('body', 'data-winner') === 'tls', 'native race: TLS won');
+  check(await page.getAttribute('#timeline g.row[data-stack=quic]', 'data-outcome') === 'cancelled', 'native race: QUIC cancelled');
+  await page.screenshot({ path: join(shots, 'native-race.png'), fullPage: true });
+
+  // 3. Export, import back, phone width.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+  const exported = join(profile, 'trace.json');
+  await download.saveAs(exported);
+  const saved = JSON.parse(readFileSync(exported, 'utf8'));
+  check(saved.events.length > 5, `exported ${saved.events.length} events`);
+  await page.setInputFiles('#import', exported);
+  await page.waitForFunction(() => document.querySelector('#race-source').textContent.includes('imported'), null, { timeout: 5000 });
+  check(await page.getAttribute('body', 'data-winner') === 'tls', 'the imported trace shows TLS winning again');
+  await page.setInputFiles('#import', { name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"events":[{"t_ms":"x"}]}') });
+  await page.waitForSelector('body[data-state=failed]', { timeout: 5000 });
+  check((await page.textContent('#status')).includes('event 1 lacks'), 'a malformed trace is refused with a reason');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.setInputFiles('#import', exported);
+  await page.waitForSelector('body[data-state=ready]', { timeout: 5000 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `fits a phone-width screen (overflow ${overflow}px)`);
+  await page.screenshot({ path: join(shots, 'phone.png'), fullPage: true });
+  const errors = logs.filter((l) => l.startsWith('pageerror') || l.startsWith('error'));
+  check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAILED: ${e.message}`);
+  console.error(server.stderr());
+} finally {
+  await browser?.close();
+  server.child.kill();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
