@@ -109,11 +109,12 @@ step "browser tests in headless Chromium: the racing engine's scripts, and the W
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
+# Three POSTSOCKET_WS_* lines (WebSocket) and three POSTSOCKET_WT_* lines (WebTransport).
 for _ in $(seq 1 100); do
-    [ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] && break
+    [ "$(grep -c '^POSTSOCKET_W[ST]_' "$TMP/ws-echo.out")" -ge 6 ] && break
     sleep 0.1
 done
-[ "$(grep -c '^POSTSOCKET_WS_' "$TMP/ws-echo.out")" -ge 3 ] ||
+[ "$(grep -c '^POSTSOCKET_W[ST]_' "$TMP/ws-echo.out")" -ge 6 ] ||
     { cat "$TMP/ws-echo.err" >&2; fail "ws-echo printed no ports"; }
 cat "$TMP/ws-echo.out"
 # A fresh Chromium profile for this run, with the flags of webdriver.json.
@@ -124,6 +125,12 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
+
+step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser WebTransport tests failed"; }
 
 step "browser tests in headless Chromium: WebRTC data channels with the native str0m peer (webrtc-echo), in a loopback-only network namespace"
 # The echo peer, chromedriver and Chromium run in one private network namespace with only
@@ -249,6 +256,23 @@ tapscat_echo udp --protocol udp
 
 step "smoke test: the same over WebSocket (tapscat --protocol ws --ws-path /echo)"
 tapscat_echo ws --protocol ws --ws-path /echo
+
+step "smoke test: tapscat --protocol wt --self-signed listener (WebTransport); a client trusts it by pin"
+timeout 60 "$BIN/tapscat" --listen --echo --protocol wt --self-signed 127.0.0.1 0 2>"$TMP/wt.err" &
+PIDS+=("$!")
+port=""
+for _ in $(seq 1 100); do
+    port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/wt.err")"
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "$port" ] || { cat "$TMP/wt.err" >&2; fail "tapscat --listen --protocol wt printed no port"; }
+pin="$(sed -n 's/^sha256 \([0-9a-f]*\)$/\1/p' "$TMP/wt.err")"
+[ -n "$pin" ] || { cat "$TMP/wt.err" >&2; fail "no pin printed"; }
+printf 'hello webtransport\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol wt --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/wt.out" ||
+    fail "tapscat --protocol wt client exited with $?"
+printf 'hello webtransport\nsecond line\n' | diff -u - "$TMP/wt.out" || fail "WebTransport echo differs"
+echo "both lines came back over WebTransport"
 
 step "smoke test: tapscat --protocol tls --self-signed listener; clients trust it by pin, then by --ca"
 timeout 60 "$BIN/tapscat" --listen --echo --protocol tls --self-signed 127.0.0.1 0 2>"$TMP/tls.err" &

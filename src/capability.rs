@@ -261,6 +261,18 @@ impl Capabilities {
         ..Capabilities::WS
     };
 
+    /// WebTransport (over HTTP/3): like QUIC, a Connection is one stream (a
+    /// byte stream: Messages need a framer) and the session is the group, so
+    /// Clone opens a new stream on the same session; Messages with
+    /// msgReliable false go as datagrams; order is kept per stream. TLS 1.3
+    /// always (pinnedServerCertificate ↔ serverCertificateHashes in the
+    /// browser). No 0-RTT: the session needs the HTTP/3 CONNECT first.
+    pub const WT: Capabilities = Capabilities {
+        stack: StackId::Wt,
+        zero_rtt_msg: Support::Never,
+        ..Capabilities::QUIC
+    };
+
     /// WebRTC data channel (RFC 8831) over DTLS/SCTP: each Message is one
     /// data channel message (boundaries kept). Reliability and order are
     /// per channel (`maxRetransmits` / `maxPacketLifeTime` and `ordered`,

@@ -1533,7 +1533,10 @@ impl Inner {
             // Datagrams are whole Messages; deliver them between stream Messages.
             if st.current.is_none() {
                 if let Some(data) = st.datagrams.pop_front() {
-                    let context = self.received_context(false);
+                    // It came unreliably: say so (msgReliable false), so an
+                    // echo can answer the same way.
+                    let mut context = self.received_context(false);
+                    context.properties.msg_reliable = Some(false);
                     return Some(Ok(ReceiveEvent::Received { data, context }));
                 }
             }

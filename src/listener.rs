@@ -48,8 +48,10 @@ fn listen_stacks(
     let mut out: Vec<StackId> = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
     for c in chosen {
-        if matches!(c.stack, StackId::Tls | StackId::Quic | StackId::Wss)
-            && security.server_certificate.is_empty()
+        if matches!(
+            c.stack,
+            StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt
+        ) && security.server_certificate.is_empty()
         {
             left_out.push(c.stack.to_string());
             continue;

@@ -61,14 +61,15 @@ pub fn rejection(
     if let Err(why) = security.admits(caps.security) {
         return Some(format!("{} {why}", caps.stack));
     }
-    // QUIC runs TLS 1.3 only (RFC 9001 §4.2).
+    // QUIC, and WebTransport over it, run TLS 1.3 only (RFC 9001 §4.2).
     let allowed = &security.allowed_security_protocols;
-    if caps.stack == StackId::Quic
+    if matches!(caps.stack, StackId::Quic | StackId::Wt)
         && !allowed.is_empty()
         && !allowed.contains(&crate::security::SecurityProtocolVersion::Tls13)
     {
         return Some(format!(
-            "quic needs TLS 1.3, which allowedSecurityProtocols {allowed:?} leaves out"
+            "{} needs TLS 1.3, which allowedSecurityProtocols {allowed:?} leaves out",
+            caps.stack
         ));
     }
     None

@@ -32,6 +32,12 @@
 //! WebSocket keeps boundaries); `--ws-path PATH` is the HTTP path (default
 //! `/`; a listener with it set answers other paths with 404). One listener
 //! may serve tcp and ws (or tls and wss) on the same port.
+//!
+//! WebTransport: `--protocol wt` (secure, same flags as tls and quic: a
+//! stream per Connection, lines framed as for TCP); `--wt-path PATH` is the
+//! session's path (default `/`; a listener with it set answers other paths
+//! with 404). A listener with `--protocol wt --protocol wss` serves
+//! WebTransport on UDP and WebSocket on TCP, same port number.
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
@@ -79,8 +85,8 @@ struct Args {
     #[arg(short, long, requires = "listen")]
     echo: bool,
 
-    /// Restrict the protocol stacks to race or listen on (repeatable): tcp, udp, tls, quic, ws, wss.
-    /// tls, quic and wss are secure; without --protocol, security options select quic and tls.
+    /// Restrict the protocol stacks to race or listen on (repeatable): tcp, udp, tls, quic, ws, wss, wt.
+    /// tls, quic, wss and wt are secure; without --protocol, security options select quic and tls.
     #[arg(short, long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
 
@@ -88,6 +94,11 @@ struct Args {
     /// listener serves only this path (default: `/` for clients, any for listeners).
     #[arg(long, value_name = "PATH")]
     ws_path: Option<String>,
+
+    /// The path of a WebTransport session (wt): the client's request path; a
+    /// listener serves only this path (default: `/` for clients, any for listeners).
+    #[arg(long, value_name = "PATH")]
+    wt_path: Option<String>,
 
     /// Require a selection property (RFC 9622 name, e.g. preserveMsgBoundaries; repeatable).
     #[arg(long, value_name = "PROPERTY")]
@@ -247,6 +258,11 @@ async fn run(args: Args) -> Result<(), Failure> {
             .set("ws.path", path.as_str())
             .map_err(Failure::other)?;
     }
+    if let Some(path) = &args.wt_path {
+        props
+            .set("wt.path", path.as_str())
+            .map_err(Failure::other)?;
+    }
 
     let trace_sink: Option<TraceSink> = match args.trace.as_deref() {
         None => None,
@@ -337,13 +353,13 @@ fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParame
         || args.require_client_cert;
     let secure_stack = stacks
         .iter()
-        .any(|s| matches!(s, StackId::Tls | StackId::Quic | StackId::Wss));
+        .any(|s| matches!(s, StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt));
     if !secure_stack && !tls_options {
         return Ok(SecurityParameters::disabled());
     }
     if !stacks.is_empty() && !secure_stack {
         return Err(Failure::other(
-            "security options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls, quic or wss (or no --protocol)",
+            "security options (--alpn, --ca, --pin-sha256, --cert, --server-name, --self-signed) need --protocol tls, quic, wss or wt (or no --protocol)",
         ));
     }
     let mut sec = SecurityParameters::new();

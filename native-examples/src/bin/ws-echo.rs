@@ -12,8 +12,24 @@
 //! A binary message starting with [`CLOSE_REQUEST`] is not echoed: the
 //! server closes that WebSocket with code 4001 and the rest of the message
 //! as the reason (tests of the close path).
+//!
+//! For the browser WebTransport tests (`tests/browser_webtransport.rs`) it
+//! also serves, with postsocket's own Listener and a fresh self-signed ECDSA
+//! P-256 certificate valid 10 days (SANs localhost, 127.0.0.1, ::1; what
+//! browsers accept through `serverCertificateHashes`), and prints:
+//! `POSTSOCKET_WT_PORT=W`: one Listener, WebTransport on UDP W and WebSocket
+//! (ws and wss) on TCP W, echoing every Message (length-prefix framed; an
+//! unreliable Message comes back as a datagram);
+//! `POSTSOCKET_WT_CERT_SHA256=HEX`: the SHA-256 of that certificate (DER);
+//! `POSTSOCKET_WT_BLACKHOLE_PORT=B`: ws and wss echo on TCP B, and on UDP B a
+//! socket that never reads (WebTransport blackholed).
 
 use futures::{SinkExt, StreamExt};
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::{
+    Identity, Listener, LocalEndpoint, MessageContext, Preconnection, SecurityParameters, StackId,
+    TransportProperties,
+};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::net::TcpListener;
@@ -39,6 +55,16 @@ async fn main() -> std::io::Result<()> {
         .local_addr()?
         .port(); // the listener is dropped: nothing listens there now
     let silent = TcpListener::bind(SocketAddr::from((lo, 0))).await?;
+    let (cert_pem, key_pem) = webtransport_certificate()?;
+    let wt = listen(
+        &cert_pem,
+        &key_pem,
+        0,
+        &[StackId::Wt, StackId::Wss, StackId::Ws],
+    )
+    .await?;
+    let (blackhole, blackhole_udp) = blackholed(&cert_pem, &key_pem).await?;
+    let hash = postsocket::security::certificate_sha256(&cert_pem).map_err(io::Error::other)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "POSTSOCKET_WS_ECHO_PORT={}", echo.local_addr()?.port())?;
@@ -48,8 +74,21 @@ async fn main() -> std::io::Result<()> {
             "POSTSOCKET_WS_SILENT_PORT={}",
             silent.local_addr()?.port()
         )?;
+        writeln!(out, "POSTSOCKET_WT_PORT={}", wt.local_addr().port())?;
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(out, "POSTSOCKET_WT_CERT_SHA256={hex}")?;
+        writeln!(
+            out,
+            "POSTSOCKET_WT_BLACKHOLE_PORT={}",
+            blackhole.local_addr().port()
+        )?;
         out.flush()?;
     }
+    tokio::spawn(echo_all(wt));
+    tokio::spawn(async move {
+        let _udp = blackhole_udp; // bound, never read
+        echo_all(blackhole).await;
+    });
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = silent.accept().await {
@@ -93,5 +132,77 @@ async fn main() -> std::io::Result<()> {
             // ends the connection.
             let _ = ws.close(None).await;
         });
+    }
+}
+
+use std::io;
+
+/// A self-signed ECDSA P-256 certificate for localhost, 127.0.0.1 and ::1,
+/// valid from an hour ago for 10 days in all (browsers accept at most 14
+/// through `serverCertificateHashes`): (certificate PEM, key PEM).
+fn webtransport_certificate() -> io::Result<(String, String)> {
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(io::Error::other)?;
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(io::Error::other)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(10) - time::Duration::hours(1);
+    let cert = params.self_signed(&key).map_err(io::Error::other)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A postsocket Listener on 127.0.0.1:`port` for `stacks`, with the
+/// certificate, admitting plaintext ws too (opportunistic security).
+async fn listen(cert: &str, key: &str, port: u16, stacks: &[StackId]) -> io::Result<Listener> {
+    let local = LocalEndpoint::new()
+        .with_socket_addr(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .map_err(io::Error::other)?;
+    let mut sec = SecurityParameters::opportunistic();
+    sec.server_certificate = vec![Identity::from_pem(cert, key).map_err(io::Error::other)?];
+    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre.set_protocols(stacks.to_vec());
+    pre.listen().await.map_err(io::Error::other)
+}
+
+/// ws and wss on TCP port B and a UDP socket on B that is never read.
+async fn blackholed(cert: &str, key: &str) -> io::Result<(Listener, std::net::UdpSocket)> {
+    for _ in 0..20 {
+        let l = listen(cert, key, 0, &[StackId::Wss, StackId::Ws]).await?;
+        if let Ok(u) = std::net::UdpSocket::bind(l.local_addr()) {
+            return Ok((l, u));
+        }
+    }
+    Err(io::Error::other("no port number free for both TCP and UDP"))
+}
+
+/// Echo every Message of every Connection of `l`; unreliable Messages
+/// (datagrams) come back as datagrams.
+async fn echo_all(l: Listener) {
+    loop {
+        match l.next_event().await {
+            postsocket::ListenerEvent::ConnectionReceived(c) => {
+                tokio::spawn(async move {
+                    while let Ok(m) = c.receive().await {
+                        let unreliable = m.context().properties.msg_reliable == Some(false);
+                        let ctx = unreliable
+                            .then(|| MessageContext::new().with("msgReliable", false).ok())
+                            .flatten();
+                        if c.send(m.into_data(), ctx, true).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            postsocket::ListenerEvent::EstablishmentError(e) => {
+                eprintln!("ws-echo: {e}");
+            }
+            postsocket::ListenerEvent::Stopped => return,
+        }
     }
 }

@@ -23,7 +23,7 @@
 //! Limit: a plain TCP client whose first bytes are 0x16 0x03 is taken for
 //! TLS and fails the handshake (reported the same way).
 //!
-//! # UDP port: QUIC or plain UDP
+//! # UDP port: QUIC, WebTransport or plain UDP
 //!
 //! One UDP socket, shared with quinn through its abstract socket interface
 //! ([`quinn::AsyncUdpSocket`], implemented by `DemuxSocket`): quinn's endpoint
@@ -43,6 +43,9 @@
 //!   migrated or was NAT-rebound to a new address keeps reaching quinn, and so
 //!   do late packets of a connection that ended;
 //! - anything else from a new peer is plain UDP.
+//!
+//! QUIC and WebTransport (HTTP/3) share quinn's endpoint: the ALPN the
+//! handshake agrees on (`h3`) tells a WebTransport session from a QUIC one.
 //!
 //! Limits: a plain UDP application whose first datagram is ≥ 1200 bytes and
 //! starts with 0b11xxxxxx is taken for QUIC (quinn drops it, and that peer
@@ -596,6 +599,7 @@ pub(crate) fn listen_datagram_port(
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
+    wt: Option<super::wt::WtServer>,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let server = quic::server_config(tls, opts)?;
@@ -626,7 +630,7 @@ pub(crate) fn listen_datagram_port(
         socket,
         Arc::new(quinn::TokioRuntime),
     )?;
-    quic::serve(endpoint, quic::accepts_0rtt(opts), tx)
+    quic::serve(endpoint, quic::accepts_0rtt(opts), wt, tx)
 }
 
 #[cfg(test)]

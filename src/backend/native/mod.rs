@@ -1,5 +1,6 @@
 //! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with
-//! rustls, QUIC with quinn, WebSocket (ws, wss) with tokio-tungstenite.
+//! rustls, QUIC with quinn, WebSocket (ws, wss) with tokio-tungstenite,
+//! WebTransport (wt) with web-transport-quinn over quinn.
 
 mod demux;
 mod http;
@@ -10,6 +11,7 @@ pub(crate) mod tls_config;
 mod udp;
 mod webrtc;
 mod ws;
+mod wt;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
@@ -25,11 +27,13 @@ pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
 pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use ws::WsTransport;
+pub(crate) use wt::WtTransport;
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     &[
         Capabilities::QUIC,
+        Capabilities::WT,
         Capabilities::TLS,
         Capabilities::WSS,
         Capabilities::TCP,
@@ -59,6 +63,8 @@ pub(crate) enum Transport {
     Tls(TlsTransport),
     /// A WebSocket (ws over TCP, wss over TLS).
     Ws(WsTransport),
+    /// One WebTransport stream.
+    Wt(WtTransport),
     /// A WebRTC data channel.
     Webrtc(WebrtcTransport),
 }
@@ -72,6 +78,7 @@ impl Transport {
             Transport::Quic(q) => q.read(buf).await,
             Transport::Tls(t) => t.read(buf).await,
             Transport::Ws(w) => w.read().await,
+            Transport::Wt(w) => w.read(buf).await,
             Transport::Webrtc(w) => w.read().await,
         }
     }
@@ -84,6 +91,7 @@ impl Transport {
             Transport::Quic(q) => q.write_vectored(bufs).await,
             Transport::Tls(t) => t.write_vectored(bufs).await,
             Transport::Ws(_) => Err(io::Error::other("WebSocket has no byte stream")),
+            Transport::Wt(w) => w.write_vectored(bufs).await,
             Transport::Webrtc(_) => {
                 Err(io::Error::other("a WebRTC data channel has no byte stream"))
             }
@@ -98,6 +106,7 @@ impl Transport {
             Transport::Udp(u) => u.send(data).await,
             Transport::Quic(q) => q.send_datagram(data).await,
             Transport::Ws(w) => w.send(data).await,
+            Transport::Wt(w) => w.send_datagram(data).await,
             Transport::Webrtc(w) => w.send(data).await,
         }
     }
@@ -110,6 +119,7 @@ impl Transport {
             Transport::Udp(_) => Ok(()),
             Transport::Quic(q) => q.shutdown_write(),
             Transport::Ws(w) => w.shutdown_write(),
+            Transport::Wt(w) => w.shutdown_write(),
             Transport::Webrtc(w) => w.shutdown_write(),
         }
     }
@@ -122,6 +132,7 @@ impl Transport {
             Transport::Quic(q) => q.abort(),
             Transport::Tls(t) => t.abort(),
             Transport::Ws(w) => w.abort(),
+            Transport::Wt(w) => w.abort(),
             Transport::Webrtc(w) => w.abort(),
         }
     }
@@ -137,6 +148,10 @@ impl Transport {
             )),
             Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
             Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
+            Transport::Wt(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "quinn owns the WebTransport socket; its DSCP cannot be changed per Connection",
+            )),
             Transport::Webrtc(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the WebRTC peer's socket is shared by its channels; DSCP is not set per channel",
@@ -152,6 +167,7 @@ impl Transport {
             Transport::Quic(q) => q.local(),
             Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Wt(w) => w.local(),
             Transport::Webrtc(w) => w.local_addr(),
         }
     }
@@ -164,6 +180,7 @@ impl Transport {
             Transport::Quic(q) => Some(q.remote()),
             Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Wt(w) => Some(w.remote()),
             Transport::Webrtc(w) => w.remote_addr(),
         }
     }
@@ -173,7 +190,7 @@ impl Transport {
         match self {
             Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) | Transport::Webrtc(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
-            Transport::Quic(_) => None,
+            Transport::Quic(_) | Transport::Wt(_) => None,
         }
     }
 
@@ -193,6 +210,7 @@ impl Transport {
     pub(crate) fn directions(&self) -> (bool, bool) {
         match self {
             Transport::Quic(q) => (q.can_send(), q.can_receive()),
+            Transport::Wt(w) => (w.can_send(), w.can_receive()),
             _ => (true, true),
         }
     }
@@ -201,6 +219,7 @@ impl Transport {
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         match self {
             Transport::Quic(q) => q.max_datagram(),
+            Transport::Wt(w) => w.max_datagram(),
             _ => None,
         }
     }
@@ -214,6 +233,7 @@ impl Transport {
     ) -> Option<io::Result<Transport>> {
         match self {
             Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
+            Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
             Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             _ => None,
         }
@@ -223,6 +243,7 @@ impl Transport {
     pub(crate) fn close_shared(&self, abort: bool) {
         match self {
             Transport::Quic(q) => q.close_connection(abort),
+            Transport::Wt(w) => w.close_session(abort),
             Transport::Webrtc(w) => w.close_peer(),
             _ => {}
         }
@@ -270,6 +291,7 @@ pub(crate) async fn connect(
         StackId::Wss => Ok(Transport::Ws(
             WsTransport::connect(remote, opts, true).await?,
         )),
+        StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
         StackId::Quic => {
             let tls = tls_config::client_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
@@ -298,7 +320,7 @@ pub(crate) struct BackendListener {
 impl BackendListener {
     /// Listen on `addr` with every stack in `stacks`, on the same port number
     /// (TCP and UDP ports). Stacks sharing a transport port share its socket:
-    /// TLS, TCP, ws and wss on the TCP port, QUIC and UDP on the UDP port, told apart
+    /// TLS, TCP, ws and wss on the TCP port, QUIC, WebTransport and UDP on the UDP port, told apart
     /// per peer (`demux.rs`). With port 0 the first socket picks the number;
     /// if it is taken for the other transport, all are retried on a new number.
     pub(crate) async fn bind(
@@ -364,18 +386,17 @@ impl BackendListener {
                         demux::listen_stream_port(a, opts, port, tx.clone())?
                     }
                 }
-                StackId::Udp | StackId::Quic if !datagram_port => {
+                StackId::Udp | StackId::Quic | StackId::Wt if !datagram_port => {
                     datagram_port = true;
-                    if has(StackId::Quic) {
-                        let tls =
-                            tls_config::server_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
-                                .map_err(|e| {
-                                    io::Error::new(io::ErrorKind::InvalidInput, e.message)
-                                })?;
+                    if has(StackId::Quic) || has(StackId::Wt) {
+                        let tls = datagram_port_tls(opts, has(StackId::Quic), has(StackId::Wt))?;
+                        let wt = has(StackId::Wt).then(|| wt::WtServer {
+                            path: wt::path(opts),
+                        });
                         if has(StackId::Udp) {
-                            demux::listen_datagram_port(a, tls, opts, tx.clone())?
+                            demux::listen_datagram_port(a, tls, opts, wt, tx.clone())?
                         } else {
-                            quic::listen(a, tls, opts, tx.clone())?
+                            quic::listen(a, tls, opts, wt, tx.clone())?
                         }
                     } else {
                         udp::listen(a, opts, tx.clone())?
@@ -386,7 +407,8 @@ impl BackendListener {
                 | StackId::Ws
                 | StackId::Wss
                 | StackId::Udp
-                | StackId::Quic => continue,
+                | StackId::Quic
+                | StackId::Wt => continue,
                 other => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
@@ -439,6 +461,30 @@ impl Drop for BackendListener {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The TLS server configuration of a Listener's QUIC endpoint: ALPN the
+/// QUIC stack's (the application's, else `taps`) and/or `h3` for WebTransport
+/// (the negotiated ALPN then tells them apart).
+fn datagram_port_tls(
+    opts: &SocketOptions,
+    quic: bool,
+    wt: bool,
+) -> io::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let tls = tls_config::server_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+    if !wt {
+        return Ok(tls);
+    }
+    let mut cfg = (*tls).clone();
+    let h3 = wt::ALPN.as_bytes().to_vec();
+    if !quic {
+        cfg.alpn_protocols.clear();
+    }
+    if !cfg.alpn_protocols.contains(&h3) {
+        cfg.alpn_protocols.push(h3);
+    }
+    Ok(std::sync::Arc::new(cfg))
 }
 
 /// getaddrinfo for one family, off the async threads.

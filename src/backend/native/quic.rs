@@ -3,6 +3,7 @@
 //! Clone opens a new stream without a new handshake; Messages with
 //! msgReliable false go as RFC 9221 datagrams.
 
+use super::wt::WtServer;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
@@ -337,7 +338,7 @@ impl QuicTransport {
     }
 }
 
-fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
+pub(crate) fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     if let Some(idle) = opts.keep_alive {
         t.keep_alive_interval(Some(idle.unwrap_or(std::time::Duration::from_secs(15))));
@@ -356,10 +357,11 @@ pub(crate) fn listen(
     addr: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
+    wt: Option<WtServer>,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
-    serve(endpoint, accepts_0rtt(opts), tx)
+    serve(endpoint, accepts_0rtt(opts), wt, tx)
 }
 
 /// Whether a Listener accepts 0-RTT: quinn accepts it only with
@@ -389,21 +391,24 @@ pub(crate) fn server_config(
 /// Accept on a server `endpoint` (its own socket, or one shared with plain
 /// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
 /// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
-/// (see [`accepts_0rtt`]).
+/// (see [`accepts_0rtt`]). With `wt`, connections that negotiated ALPN
+/// `h3` are WebTransport sessions, served by `wt` instead.
 pub(crate) fn serve(
     endpoint: quinn::Endpoint,
     zero_rtt: bool,
+    wt: Option<WtServer>,
     tx: UnboundedSender<io::Result<Incoming>>,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let tx = tx.clone();
+            let wt = wt.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 // Accept 0-RTT (and answer in 0.5-RTT) unless client
                 // certificates must be checked first.
-                let connecting = match incoming.accept() {
+                let mut connecting = match incoming.accept() {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.unbounded_send(Err(other(format!(
@@ -412,7 +417,28 @@ pub(crate) fn serve(
                         return;
                     }
                 };
-                let attempt = if zero_rtt {
+                // With WebTransport on this endpoint: the ALPN (h3) tells a
+                // session from a QUIC connection. Wait for it: a ClientHello
+                // may span several packets, so it may not be known yet.
+                let h3 = match &wt {
+                    None => false,
+                    Some(_) => match connecting.handshake_data().await {
+                        Ok(data) => data
+                            .downcast::<quinn::crypto::rustls::HandshakeData>()
+                            .ok()
+                            .and_then(|h| h.protocol)
+                            .is_some_and(|p| p == super::wt::ALPN.as_bytes()),
+                        Err(e) => {
+                            let _ = tx.unbounded_send(Err(other(format!(
+                                "QUIC handshake from {remote}: {e}"
+                            ))));
+                            return;
+                        }
+                    },
+                };
+                // WebTransport has no 0-RTT (capability row): its sessions
+                // complete the handshake first.
+                let attempt = if zero_rtt && !h3 {
                     match connecting.into_0rtt() {
                         Ok((c, _)) => Ok(c),
                         Err(connecting) => connecting.await,
@@ -429,6 +455,9 @@ pub(crate) fn serve(
                         return;
                     }
                 };
+                if let (Some(wt), true) = (wt, h3) {
+                    return wt.serve_connection(conn, tx).await;
+                }
                 let mut first = true;
                 loop {
                     // Each stream the peer opens, bidirectional or
@@ -510,7 +539,8 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
-        let (addr, stop) = listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, tx).unwrap();
+        let (addr, stop) =
+            listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, None, tx).unwrap();
         let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();

@@ -1,6 +1,6 @@
-//! Browser stacks: WebSocket (`ws`, `wss`, `websocket.rs`) and WebRTC data
-//! channels (`webrtc`, `webrtc.rs`, established by Rendezvous only);
-//! WebTransport comes next.
+//! Browser stacks: WebTransport (`wt`, `webtransport.rs`), WebSocket (`ws`,
+//! `wss`, `websocket.rs`) and WebRTC data channels (`webrtc`, `webrtc.rs`,
+//! established by Rendezvous only).
 //!
 //! There is no DNS API in a browser: a RemoteEndpoint's host name goes to
 //! the browser stacks as it is (`RemoteSpec::Name`, one leaf per stack) and
@@ -9,6 +9,7 @@
 
 mod webrtc;
 mod websocket;
+mod webtransport;
 
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
@@ -19,10 +20,12 @@ use std::net::{IpAddr, SocketAddr};
 
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
+pub(crate) use webtransport::WtTransport;
 
-/// The stacks this target has, in default preference order: secure first.
+/// The stacks this target has, in default preference order: secure first,
+/// and WebTransport (over QUIC) before WebSocket, as QUIC before TLS natively.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[Capabilities::WSS, Capabilities::WS]
+    &[Capabilities::WT, Capabilities::WSS, Capabilities::WS]
 }
 
 /// An established stack instance. Not `Send`: it holds browser objects,
@@ -33,18 +36,22 @@ pub(crate) enum Transport {
     Ws(WsTransport),
     /// A browser WebRTC data channel.
     Webrtc(WebrtcTransport),
+    /// One stream of a browser WebTransport session.
+    Wt(WtTransport),
 }
 
 impl Transport {
-    /// Read one message.
-    pub(crate) async fn read(&self, _buf: &mut Vec<u8>) -> io::Result<Recv> {
+    /// Read one message (WebSocket, WebRTC), or stream bytes or a datagram (WebTransport).
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
             Transport::Webrtc(w) => w.read().await,
+            Transport::Wt(w) => w.read(buf).await,
         }
     }
-    /// WebSocket and WebRTC data channels have no byte stream.
-    pub(crate) async fn write_vectored(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Write stream bytes (WebTransport); WebSocket and WebRTC data channels
+    /// have no byte stream.
+    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Ws(_) => Err(io::Error::other(
                 "a WebSocket carries Messages, not a byte stream",
@@ -52,6 +59,7 @@ impl Transport {
             Transport::Webrtc(_) => Err(io::Error::other(
                 "a WebRTC data channel carries Messages, not a byte stream",
             )),
+            Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
     /// Send one message.
@@ -59,6 +67,7 @@ impl Transport {
         match self {
             Transport::Ws(w) => w.send(data).await,
             Transport::Webrtc(w) => w.send(data).await,
+            Transport::Wt(w) => w.send_datagram(data).await,
         }
     }
     /// Close (WebSocket: close frame with code 1000).
@@ -66,6 +75,7 @@ impl Transport {
         match self {
             Transport::Ws(w) => w.shutdown_write(),
             Transport::Webrtc(w) => w.shutdown_write(),
+            Transport::Wt(w) => w.shutdown_write(),
         }
     }
     /// Abort. A page cannot reset a connection: WebSocket closes with 1000
@@ -74,6 +84,7 @@ impl Transport {
         match self {
             Transport::Ws(w) => w.abort(),
             Transport::Webrtc(w) => w.abort(),
+            Transport::Wt(w) => w.abort(),
         }
     }
     /// A page cannot set DSCP.
@@ -92,19 +103,26 @@ impl Transport {
             Transport::Ws(w) => w.remote(),
             // A page is not told its peer's address.
             Transport::Webrtc(_) => None,
+            Transport::Wt(w) => w.remote(),
         }
     }
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         None
     }
     pub(crate) fn max_datagram(&self) -> Option<u64> {
-        None
+        match self {
+            Transport::Wt(w) => w.max_datagram(),
+            _ => None,
+        }
     }
     pub(crate) fn early_data(&self) -> bool {
         false
     }
     pub(crate) fn directions(&self) -> (bool, bool) {
-        (true, true)
+        match self {
+            Transport::Wt(w) => (w.can_send(), w.can_receive()),
+            _ => (true, true),
+        }
     }
     /// WebSocket Clone is a new socket (establish reconnects); WebRTC Clone
     /// is a new data channel on the same peer connection, with the options
@@ -116,19 +134,22 @@ impl Transport {
         match self {
             Transport::Ws(_) => None,
             Transport::Webrtc(w) => Some(w.open_sibling(props).await),
+            Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
         }
     }
-    /// CloseGroup/AbortGroup: WebRTC closes the peer connection.
+    /// CloseGroup/AbortGroup: WebRTC closes the peer connection, WebTransport the session.
     pub(crate) fn close_shared(&self, _abort: bool) {
-        if let Transport::Webrtc(w) = self {
-            w.close_peer();
+        match self {
+            Transport::Webrtc(w) => w.close_peer(),
+            Transport::Wt(w) => w.close_session(),
+            Transport::Ws(_) => {}
         }
     }
     /// Reliability and order fixed per stack instance, if they are:
     /// (reliable, ordered) of a WebRTC data channel.
     pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
         match self {
-            Transport::Ws(_) => None,
+            Transport::Ws(_) | Transport::Wt(_) => None,
             Transport::Webrtc(w) => w.delivery(),
         }
     }
@@ -136,7 +157,7 @@ impl Transport {
     /// e.g. `webrtc.ordered` read from the browser's RTCDataChannel.
     pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
         match self {
-            Transport::Ws(_) => None,
+            Transport::Ws(_) | Transport::Wt(_) => None,
             Transport::Webrtc(w) => w.protocol_property(name),
         }
     }
@@ -152,6 +173,7 @@ pub(crate) async fn connect(
         StackId::Ws | StackId::Wss => Ok(Transport::Ws(
             WsTransport::connect(stack, remote, opts).await?,
         )),
+        StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {other} stack is not available in the browser"),

@@ -1,0 +1,599 @@
+//! WebTransport in the browser: the `wt` stack, mapped like QUIC (DESIGN.md,
+//! "Protocol mappings"). A Connection is one WebTransport stream (a byte
+//! stream: Messages need a framer); the WebTransport session is the
+//! Connection Group, so Clone opens a new bidirectional stream on the same
+//! session; Messages with msgReliable false go as session datagrams, which
+//! the session's first stream receives. `direction` unidirectional-send opens
+//! a unidirectional stream (a receive-only stream is the peer's to open).
+//!
+//! - **Bindings**: the few WebTransport calls used are bound by hand below
+//!   (web-sys has them only behind `--cfg=web_sys_unstable_apis`, which a
+//!   library cannot set for its users); streams use the stable web-sys
+//!   ReadableStream / WritableStream readers and writers.
+//! - **Security**: TLS 1.3 always. Pinned server certificates
+//!   (`SecurityParameters::pinned_server_certificate`, SHA-256 of the DER
+//!   certificate) become `serverCertificateHashes`; without pins the browser
+//!   checks the server with WebPKI as for any https URL.
+//! - **URL**: `https://HOST:PORT/PATH`, PATH the protocol option `wt.path`
+//!   (default `/`); see [`url`].
+//! - **Backpressure**: a write first awaits the writer's `ready`, then the
+//!   write itself.
+//! - **Drop**: dropping the last handle of a stream closes its writer and
+//!   cancels its reader; dropping the last stream of a session closes the
+//!   session (a losing racing attempt closes at once).
+//! - **Threads**: the browser objects stay in tables of the page's thread;
+//!   the handle is `Send + Sync`, and used from another thread it reports an
+//!   error.
+//! - **Errors**: browsers do not tell a page why a WebTransport handshake
+//!   failed (unreachable, refused, or a certificate that is not trusted or
+//!   matches none of `serverCertificateHashes` all read "Opening handshake
+//!   failed"); the error names these causes.
+
+use crate::backend::{Recv, SocketOptions};
+use crate::properties::Direction;
+use crate::racing::Target;
+use futures::future::Either;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    ReadableStream, ReadableStreamDefaultReader, WritableStream, WritableStreamDefaultWriter,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `WebTransport` (W3C WebTransport).
+    #[wasm_bindgen(js_name = WebTransport)]
+    type JsWebTransport;
+    #[wasm_bindgen(constructor, js_class = "WebTransport", catch)]
+    fn new(url: &str, options: &JsValue) -> Result<JsWebTransport, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn ready(this: &JsWebTransport) -> js_sys::Promise;
+    #[wasm_bindgen(method, getter)]
+    fn closed(this: &JsWebTransport) -> js_sys::Promise;
+    #[wasm_bindgen(method, getter)]
+    fn datagrams(this: &JsWebTransport) -> JsDatagrams;
+    #[wasm_bindgen(method, js_name = createBidirectionalStream)]
+    fn create_bidirectional_stream(this: &JsWebTransport) -> js_sys::Promise;
+    #[wasm_bindgen(method, js_name = createUnidirectionalStream)]
+    fn create_unidirectional_stream(this: &JsWebTransport) -> js_sys::Promise;
+    #[wasm_bindgen(method, catch)]
+    fn close(this: &JsWebTransport) -> Result<(), JsValue>;
+
+    /// `WebTransportDatagramDuplexStream`.
+    type JsDatagrams;
+    #[wasm_bindgen(method, getter)]
+    fn readable(this: &JsDatagrams) -> ReadableStream;
+    #[wasm_bindgen(method, getter)]
+    fn writable(this: &JsDatagrams) -> WritableStream;
+    #[wasm_bindgen(method, getter, js_name = maxDatagramSize)]
+    fn max_datagram_size(this: &JsDatagrams) -> JsValue;
+
+    /// `WebTransportBidirectionalStream`.
+    type JsBidiStream;
+    #[wasm_bindgen(method, getter, js_name = readable)]
+    fn bidi_readable(this: &JsBidiStream) -> ReadableStream;
+    #[wasm_bindgen(method, getter, js_name = writable)]
+    fn bidi_writable(this: &JsBidiStream) -> WritableStream;
+}
+
+/// The browser side of a session.
+struct SessionEntry {
+    wt: JsWebTransport,
+    dgram_reader: Option<ReadableStreamDefaultReader>,
+    dgram_writer: Option<WritableStreamDefaultWriter>,
+    /// A datagram read not yet delivered (kept across reads: its value must not be lost).
+    pending_dgram: Option<js_sys::Promise>,
+}
+
+/// The browser side of a stream.
+struct StreamEntry {
+    reader: Option<ReadableStreamDefaultReader>,
+    writer: Option<WritableStreamDefaultWriter>,
+    /// A stream read not yet delivered (kept across reads).
+    pending_read: Option<js_sys::Promise>,
+}
+
+thread_local! {
+    static SESSIONS: RefCell<HashMap<u64, SessionEntry>> = RefCell::new(HashMap::new());
+    static STREAMS: RefCell<HashMap<u64, StreamEntry>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A promise whose rejection nobody awaits: consumed quietly.
+fn quietly(p: js_sys::Promise) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = JsFuture::from(p).await;
+    });
+}
+
+struct SessionInner {
+    id: u64,
+    url: String,
+    /// The peer's address, when the attempt had one (a host name goes to the browser as it is).
+    remote: Option<SocketAddr>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        if let Some(s) = SESSIONS.with(|t| t.borrow_mut().remove(&self.id)) {
+            let _ = s.wt.close();
+        }
+    }
+}
+
+struct StreamInner {
+    id: u64,
+    /// Reads take turns.
+    read_turn: futures::lock::Mutex<()>,
+    /// Writes take turns.
+    write_turn: futures::lock::Mutex<()>,
+    /// Set by abort: the error every later read and write returns.
+    aborted: Mutex<bool>,
+}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        if let Some(s) = STREAMS.with(|t| t.borrow_mut().remove(&self.id)) {
+            if let Some(w) = s.writer {
+                quietly(w.close());
+            }
+            if let Some(r) = s.reader {
+                quietly(r.cancel());
+            }
+        }
+    }
+}
+
+/// One WebTransport stream, with its session. Clones share both.
+#[derive(Clone)]
+pub(crate) struct WtTransport {
+    session: Arc<SessionInner>,
+    stream: Arc<StreamInner>,
+    takes_datagrams: bool,
+    can_send: bool,
+    can_receive: bool,
+}
+
+impl fmt::Debug for WtTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WtTransport")
+            .field("url", &self.session.url)
+            .field("stream", &self.stream.id)
+            .finish()
+    }
+}
+
+/// The URL of a session with `host` (a host name, or an IP address: IPv6 gets
+/// brackets) and `port`: `https://HOST:PORT/PATH`, PATH the protocol option
+/// `wt.path` (default `/`).
+pub(crate) fn url(host: &str, port: u16, opts: &SocketOptions) -> String {
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("[{ip}]"),
+        Err(_) => host.to_string(),
+    };
+    let path = opts
+        .protocol_options
+        .get("wt.path")
+        .cloned()
+        .unwrap_or_else(|| "/".to_string());
+    format!("https://{host}:{port}{path}")
+}
+
+/// A JavaScript exception as text (never keep a JsValue in an error).
+fn js_text(v: &JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.to_string());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// The `WebTransportOptions` for `opts`: pins as `serverCertificateHashes`.
+fn options(opts: &SocketOptions) -> Result<JsValue, JsValue> {
+    let o = js_sys::Object::new();
+    let pins = opts
+        .security
+        .as_ref()
+        .map(|s| s.pinned_server_certificate.clone())
+        .unwrap_or_default();
+    if !pins.is_empty() {
+        let hashes = js_sys::Array::new();
+        for pin in &pins {
+            let h = js_sys::Object::new();
+            js_sys::Reflect::set(&h, &"algorithm".into(), &"sha-256".into())?;
+            let value = js_sys::Uint8Array::from(&pin[..]);
+            js_sys::Reflect::set(&h, &"value".into(), &value)?;
+            hashes.push(&h);
+        }
+        js_sys::Reflect::set(&o, &"serverCertificateHashes".into(), &hashes)?;
+    }
+    Ok(o.into())
+}
+
+/// `{ value, done }` of a reader's read.
+fn read_result(v: &JsValue) -> Result<Option<Vec<u8>>, JsValue> {
+    let done = js_sys::Reflect::get(v, &"done".into())?
+        .as_bool()
+        .unwrap_or(false);
+    if done {
+        return Ok(None);
+    }
+    let value = js_sys::Reflect::get(v, &"value".into())?;
+    Ok(Some(js_sys::Uint8Array::new(&value).to_vec()))
+}
+
+impl WtTransport {
+    /// Open a session to `remote` and its first stream; resolves once the
+    /// session is ready (TLS 1.3 and the HTTP/3 CONNECT done) and the stream open.
+    pub(crate) async fn connect(remote: &Target, opts: &SocketOptions) -> io::Result<Self> {
+        let host = opts
+            .server_name
+            .clone()
+            .unwrap_or_else(|| remote.host_text());
+        let url = url(&host, remote.port(), opts);
+        let pinned = opts
+            .security
+            .as_ref()
+            .is_some_and(|s| !s.pinned_server_certificate.is_empty());
+        let options = options(opts).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("WebTransport options for {url}: {}", js_text(&e)),
+            )
+        })?;
+        let wt = JsWebTransport::new(&url, &options).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the browser refused to open WebTransport {url}: {}",
+                    js_text(&e)
+                ),
+            )
+        })?;
+        let ready = wt.ready();
+        quietly(wt.closed());
+        let id = next_id();
+        SESSIONS.with(|t| {
+            t.borrow_mut().insert(
+                id,
+                SessionEntry {
+                    wt,
+                    dgram_reader: None,
+                    dgram_writer: None,
+                    pending_dgram: None,
+                },
+            )
+        });
+        // From here on, dropping `session` (a cancelled attempt) closes it.
+        let session = Arc::new(SessionInner {
+            id,
+            url,
+            remote: remote.addr(),
+        });
+        if let Err(e) = JsFuture::from(ready).await {
+            let cert = if pinned {
+                "a server certificate whose SHA-256 matches none of the pinned certificates (serverCertificateHashes)"
+            } else {
+                "a server certificate the browser does not trust (WebPKI)"
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "the WebTransport handshake with {} failed ({}); browsers do not tell a page \
+                     why: the server is unreachable or refused, or it presented {cert}",
+                    session.url,
+                    js_text(&e)
+                ),
+            ));
+        }
+        Self::open(session, opts.direction, true).await
+    }
+
+    /// Open a stream on `session` for `direction`.
+    async fn open(
+        session: Arc<SessionInner>,
+        direction: Direction,
+        takes_datagrams: bool,
+    ) -> io::Result<Self> {
+        let url = session.url.clone();
+        let fail = |what: &str, e: JsValue| {
+            io::Error::other(format!(
+                "opening a {what} WebTransport stream on {url}: {}",
+                js_text(&e)
+            ))
+        };
+        let promise = with_session(&session, |s| {
+            match direction {
+            Direction::Bidirectional => Ok(s.wt.create_bidirectional_stream()),
+            Direction::UnidirectionalSend => Ok(s.wt.create_unidirectional_stream()),
+            Direction::UnidirectionalReceive => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a receive-only WebTransport stream is opened by the peer; Initiate cannot open one",
+            )),
+        }
+        })??;
+        let entry = match direction {
+            Direction::Bidirectional => {
+                let bidi: JsBidiStream = JsFuture::from(promise)
+                    .await
+                    .map_err(|e| fail("bidirectional", e))?
+                    .unchecked_into();
+                let reader: ReadableStreamDefaultReader =
+                    bidi.bidi_readable().get_reader().unchecked_into();
+                let writer = bidi
+                    .bidi_writable()
+                    .get_writer()
+                    .map_err(|e| fail("bidirectional", e))?;
+                StreamEntry {
+                    reader: Some(reader),
+                    writer: Some(writer),
+                    pending_read: None,
+                }
+            }
+            _ => {
+                let w: WritableStream = JsFuture::from(promise)
+                    .await
+                    .map_err(|e| fail("unidirectional", e))?
+                    .unchecked_into();
+                StreamEntry {
+                    reader: None,
+                    writer: Some(w.get_writer().map_err(|e| fail("unidirectional", e))?),
+                    pending_read: None,
+                }
+            }
+        };
+        let can_receive = entry.reader.is_some();
+        let id = next_id();
+        STREAMS.with(|t| t.borrow_mut().insert(id, entry));
+        Ok(WtTransport {
+            session,
+            stream: Arc::new(StreamInner {
+                id,
+                read_turn: futures::lock::Mutex::new(()),
+                write_turn: futures::lock::Mutex::new(()),
+                aborted: Mutex::new(false),
+            }),
+            takes_datagrams,
+            can_send: true,
+            can_receive,
+        })
+    }
+
+    /// Clone: a new stream on the same session, in the same direction.
+    pub(crate) async fn open_sibling(&self) -> io::Result<Self> {
+        let direction = if self.can_receive {
+            Direction::Bidirectional
+        } else {
+            Direction::UnidirectionalSend
+        };
+        Self::open(self.session.clone(), direction, false).await
+    }
+
+    pub(crate) fn can_send(&self) -> bool {
+        self.can_send
+    }
+
+    pub(crate) fn can_receive(&self) -> bool {
+        self.can_receive
+    }
+
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.session.remote
+    }
+
+    fn aborted(&self) -> io::Result<()> {
+        if *self
+            .stream
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!(
+                    "the WebTransport stream on {} was aborted",
+                    self.session.url
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn with_stream<R>(&self, f: impl FnOnce(&mut StreamEntry) -> R) -> io::Result<R> {
+        STREAMS
+            .with(|t| t.borrow_mut().get_mut(&self.stream.id).map(f))
+            .ok_or_else(|| wrong_thread(&self.session.url))
+    }
+
+    /// Append stream bytes, or return one datagram (first stream only).
+    /// Cancel safe: a read the browser has begun is kept for the next call.
+    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        self.aborted()?;
+        let _turn = self.stream.read_turn.lock().await;
+        let stream_read = self.with_stream(|s| {
+            let reader = s.reader.as_ref()?;
+            Some(s.pending_read.get_or_insert_with(|| reader.read()).clone())
+        })?;
+        let Some(stream_read) = stream_read else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this WebTransport stream is send-only",
+            ));
+        };
+        let url = &self.session.url;
+        let stream_err = |e: JsValue| {
+            io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("reading the WebTransport stream on {url}: {}", js_text(&e)),
+            )
+        };
+        let result = if self.takes_datagrams {
+            let dgram = with_session(&self.session, |s| {
+                if s.dgram_reader.is_none() {
+                    s.dgram_reader =
+                        Some(s.wt.datagrams().readable().get_reader().unchecked_into());
+                }
+                let reader = s.dgram_reader.as_ref().expect("set above");
+                s.pending_dgram.get_or_insert_with(|| reader.read()).clone()
+            })?;
+            match futures::future::select(JsFuture::from(stream_read), JsFuture::from(dgram)).await
+            {
+                Either::Left((r, _)) => r,
+                Either::Right((d, _)) => {
+                    with_session(&self.session, |s| s.pending_dgram = None)?;
+                    let d = d.and_then(|v| read_result(&v)).map_err(|e| {
+                        io::Error::other(format!(
+                            "reading WebTransport datagrams on {url}: {}",
+                            js_text(&e)
+                        ))
+                    })?;
+                    return match d {
+                        Some(d) => Ok(Recv::Datagram(d)),
+                        None => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the WebTransport session {url} ended"),
+                        )),
+                    };
+                }
+            }
+        } else {
+            JsFuture::from(stream_read).await
+        };
+        self.with_stream(|s| s.pending_read = None)?;
+        self.aborted()?;
+        match result.and_then(|v| read_result(&v)).map_err(stream_err)? {
+            Some(bytes) => {
+                buf.extend_from_slice(&bytes);
+                Ok(Recv::Bytes)
+            }
+            None => Ok(Recv::Eof),
+        }
+    }
+
+    /// Write all of `bufs` (as one chunk), after awaiting the writer's `ready`.
+    pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.aborted()?;
+        let _turn = self.stream.write_turn.lock().await;
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let chunk = js_sys::Uint8Array::new_with_length(len as u32);
+        let mut at = 0u32;
+        for b in bufs {
+            chunk.subarray(at, at + b.len() as u32).copy_from(b);
+            at += b.len() as u32;
+        }
+        let writer = self.with_stream(|s| s.writer.clone())?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this WebTransport stream is receive-only",
+            )
+        })?;
+        write(&writer, &chunk, "stream", &self.session.url).await?;
+        Ok(len)
+    }
+
+    /// Send one datagram on the session, after awaiting the writer's `ready`.
+    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+        let writer = with_session(&self.session, |s| {
+            if s.dgram_writer.is_none() {
+                s.dgram_writer = s.wt.datagrams().writable().get_writer().ok();
+            }
+            s.dgram_writer.clone()
+        })?
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "the datagrams of WebTransport {} cannot be written",
+                self.session.url
+            ))
+        })?;
+        let chunk = js_sys::Uint8Array::from(data);
+        write(&writer, &chunk, "datagram", &self.session.url).await
+    }
+
+    /// Finish the stream (close its writer: FIN).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        if let Some(w) = self.with_stream(|s| s.writer.clone())? {
+            quietly(w.close());
+        }
+        Ok(())
+    }
+
+    /// Reset the stream: abort the writer, cancel the reader (which ends a
+    /// pending read), and fail later reads and writes.
+    pub(crate) fn abort(&self) {
+        *self
+            .stream
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        let _ = self.with_stream(|s| {
+            if let Some(w) = &s.writer {
+                quietly(w.abort());
+            }
+            if let Some(r) = &s.reader {
+                quietly(r.cancel());
+            }
+        });
+    }
+
+    /// CloseGroup / AbortGroup: close the session.
+    pub(crate) fn close_session(&self) {
+        let _ = with_session(&self.session, |s| s.wt.close());
+    }
+
+    /// `datagrams.maxDatagramSize`, if the browser says.
+    pub(crate) fn max_datagram(&self) -> Option<u64> {
+        with_session(&self.session, |s| {
+            s.wt.datagrams()
+                .max_datagram_size()
+                .as_f64()
+                .filter(|n| *n > 0.0)
+                .map(|n| n as u64)
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+fn wrong_thread(url: &str) -> io::Error {
+    io::Error::other(format!(
+        "the WebTransport session {url} belongs to another thread (browser objects stay on their thread)"
+    ))
+}
+
+fn with_session<R>(s: &SessionInner, f: impl FnOnce(&mut SessionEntry) -> R) -> io::Result<R> {
+    SESSIONS
+        .with(|t| t.borrow_mut().get_mut(&s.id).map(f))
+        .ok_or_else(|| wrong_thread(&s.url))
+}
+
+/// Backpressure: await `ready`, then the write.
+async fn write(
+    writer: &WritableStreamDefaultWriter,
+    chunk: &js_sys::Uint8Array,
+    what: &str,
+    url: &str,
+) -> io::Result<()> {
+    let fail = |e: JsValue| {
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            format!("writing a WebTransport {what} on {url}: {}", js_text(&e)),
+        )
+    };
+    JsFuture::from(writer.ready()).await.map_err(fail)?;
+    JsFuture::from(writer.write_with_chunk(chunk))
+        .await
+        .map_err(fail)?;
+    Ok(())
+}

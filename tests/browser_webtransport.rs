@@ -1,0 +1,262 @@
+//! The browser WebTransport stack, in headless Chromium (wasm-bindgen-test),
+//! against native postsocket's own Listener in `ws-echo`.
+//!
+//! `scripts/test.sh` starts `native-examples/src/bin/ws-echo.rs` and passes,
+//! at compile time, `POSTSOCKET_WT_PORT` (WebTransport on UDP and ws/wss on
+//! TCP, one port number, echoing), `POSTSOCKET_WT_CERT_SHA256` (its
+//! self-signed certificate's hash, for `serverCertificateHashes`) and
+//! `POSTSOCKET_WT_BLACKHOLE_PORT` (ws/wss echo on TCP, a UDP socket that never
+//! answers). By hand: run ws-echo, then export the lines it prints and run
+//! `CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_WEBDRIVER_JSON=$PWD/webdriver.json
+//!  cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport`.
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::{
+    Error, ErrorReason, MessageContext, Preconnection, ReceiveEvent, RemoteEndpoint,
+    SecurityParameters, StackId, TraceEventKind as K, TransportProperties,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const T: Duration = Duration::from_secs(10);
+
+fn var(value: Option<&'static str>, name: &str) -> &'static str {
+    value.unwrap_or_else(|| panic!("{name} is not set: run scripts/test.sh (it starts ws-echo)"))
+}
+
+fn wt_port() -> u16 {
+    var(option_env!("POSTSOCKET_WT_PORT"), "POSTSOCKET_WT_PORT")
+        .parse()
+        .expect("POSTSOCKET_WT_PORT")
+}
+
+fn blackhole_port() -> u16 {
+    var(
+        option_env!("POSTSOCKET_WT_BLACKHOLE_PORT"),
+        "POSTSOCKET_WT_BLACKHOLE_PORT",
+    )
+    .parse()
+    .expect("POSTSOCKET_WT_BLACKHOLE_PORT")
+}
+
+fn cert_hash() -> [u8; 32] {
+    let hex = var(
+        option_env!("POSTSOCKET_WT_CERT_SHA256"),
+        "POSTSOCKET_WT_CERT_SHA256",
+    );
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}
+
+fn local(port: u16) -> RemoteEndpoint {
+    RemoteEndpoint::new()
+        .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .and_then(|r| r.with_port(port))
+        .expect("endpoint")
+}
+
+/// Required security with the server certificate pinned (or a wrong pin).
+fn pinned(hash: [u8; 32]) -> SecurityParameters {
+    let mut s = SecurityParameters::new();
+    s.pinned_server_certificate = vec![hash];
+    s
+}
+
+fn pre(port: u16, sec: SecurityParameters) -> Preconnection {
+    let mut p = Preconnection::new(
+        Vec::new(),
+        vec![local(port)],
+        TransportProperties::new(),
+        sec,
+    );
+    p.add_framer(LengthPrefixFramer::new());
+    p
+}
+
+/// Only the WebTransport stack (no WebSocket race beside it).
+fn wt_only(port: u16, sec: SecurityParameters) -> Preconnection {
+    let mut p = pre(port, sec);
+    p.set_protocols(vec![StackId::Wt]);
+    p
+}
+
+fn unreliable() -> MessageContext {
+    MessageContext::new()
+        .with("msgReliable", false)
+        .expect("msgReliable")
+}
+
+fn stacks_of(e: &Error) -> Vec<String> {
+    e.candidates
+        .iter()
+        .filter_map(|c| c.stack.clone())
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn wt_bidirectional_stream_echo() {
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    assert_eq!(conn.stack(), StackId::Wt);
+    console_log!("{}", conn.trace().timeline());
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let messages = [b"hello webtransport".to_vec(), Vec::new(), big];
+    for m in &messages {
+        conn.send_message(m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+    for m in &messages {
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive: {e:?}"));
+        assert!(
+            matches!(r, ReceiveEvent::Received { .. }),
+            "a whole Message"
+        );
+        assert!(r.data() == &m[..], "echo of {} bytes differs", m.len());
+    }
+    // Clone: a new stream on the same session, echoing on its own.
+    let clone = conn
+        .clone(None, None)
+        .await
+        .unwrap_or_else(|e| panic!("clone: {e}"));
+    assert_eq!(clone.stack(), StackId::Wt);
+    assert_eq!(conn.grouped_connections().len(), 2);
+    clone
+        .send_message(b"on stream 2".to_vec())
+        .await
+        .expect("send");
+    conn.send_message(b"on stream 1".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(
+        clone.receive().await.expect("receive").data(),
+        b"on stream 2"
+    );
+    assert_eq!(
+        conn.receive().await.expect("receive").data(),
+        b"on stream 1"
+    );
+    conn.close_group().await.expect("close group");
+}
+
+#[wasm_bindgen_test]
+async fn wt_datagram_echo() {
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    assert_eq!(conn.stack(), StackId::Wt);
+    // The server learns of the session's stream from its first bytes.
+    conn.send_message(b"open".to_vec()).await.expect("send");
+    assert_eq!(conn.receive().await.expect("receive").data(), b"open");
+    // Loopback does not lose datagrams; each comes back whole, unframed.
+    for m in [&b"datagram one"[..], b"two", &[7u8; 1000][..]] {
+        conn.send(m.to_vec(), Some(unreliable()), true)
+            .await
+            .unwrap_or_else(|e| panic!("send datagram: {e:?}"));
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive datagram: {e:?}"));
+        assert_eq!(r.data(), m);
+        assert_eq!(r.context().properties.msg_reliable, Some(false));
+    }
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn blackholed_wt_loses_the_race_to_websocket() {
+    // Opportunistic security: wt, wss and ws are all candidates for one
+    // RemoteEndpoint. UDP is blackholed, wss fails (the browser does not
+    // trust the self-signed certificate), ws wins about one attempt delay in.
+    let conn = pre(blackhole_port(), SecurityParameters::opportunistic())
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let t = conn.trace();
+    let tl = t.timeline();
+    console_log!("{tl}");
+    assert_eq!(conn.stack(), StackId::Ws, "{tl}");
+    assert_eq!(
+        t.candidate("1.1").unwrap().stack.as_deref(),
+        Some("wt"),
+        "{tl}"
+    );
+    let wt_start = t.find(K::AttemptStarted, "1.1.1").expect("wt started").t_ms;
+    let winner = t.winner().expect("a winner").to_string();
+    let ws_start = t.find(K::AttemptStarted, &winner).expect("ws started").t_ms;
+    assert!(wt_start < 100.0, "{tl}");
+    assert!(
+        (200.0..2000.0).contains(&ws_start),
+        "the WebSocket candidate starts after one attempt delay:\n{tl}"
+    );
+    assert!(
+        t.find(K::AttemptCancelled, "1.1.1").is_some(),
+        "the WebTransport attempt was still pending and is cancelled:\n{tl}"
+    );
+    conn.send_message(b"raced".to_vec()).await.expect("send");
+    assert_eq!(conn.receive().await.expect("receive").data(), b"raced");
+    conn.close().await.expect("close");
+}
+
+#[wasm_bindgen_test]
+async fn wrong_certificate_hash_fails_the_wt_candidate_for_security() {
+    let mut wrong = cert_hash();
+    wrong[0] ^= 0xff;
+    let mut p = pre(wt_port(), pinned(wrong));
+    p.set_protocols(vec![StackId::Wt]);
+    let e = match p.initiate_with_timeout(T).await {
+        Ok(c) => panic!("connected over {} with a wrong certificate hash", c.stack()),
+        Err(e) => e,
+    };
+    console_log!("wrong hash: {e}");
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed, "{e}");
+    assert_eq!(stacks_of(&e), vec!["wt".to_string()], "{e}");
+    let m = &e.candidates[0].message;
+    assert!(m.contains("serverCertificateHashes"), "{m}");
+}
+
+#[wasm_bindgen_test]
+async fn a_failing_wt_never_lets_plaintext_ws_win_unless_opportunistic() {
+    // Required security (the default) with a wrong pin: wt fails its
+    // certificate check, wss fails (untrusted), and ws is no candidate at
+    // all, although the server speaks it on the same port.
+    let mut wrong = cert_hash();
+    wrong[0] ^= 0xff;
+    let e = match pre(wt_port(), pinned(wrong)).initiate_with_timeout(T).await {
+        Ok(c) => panic!("connected over {} with required security", c.stack()),
+        Err(e) => e,
+    };
+    console_log!("required security: {e}");
+    let stacks = stacks_of(&e);
+    assert!(stacks.contains(&"wt".to_string()), "{e}");
+    assert!(!stacks.contains(&"ws".to_string()), "{e}");
+    assert!(!e.to_string().contains("ws://"), "{e}");
+
+    // The application chose opportunistic security: now ws may win.
+    let mut sec = SecurityParameters::opportunistic();
+    sec.pinned_server_certificate = vec![wrong];
+    let conn = pre(wt_port(), sec)
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("opportunistic: {e}"));
+    console_log!("{}", conn.trace().timeline());
+    assert_eq!(conn.stack(), StackId::Ws);
+    conn.send_message(b"plaintext".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(conn.receive().await.expect("receive").data(), b"plaintext");
+    conn.close().await.expect("close");
+}
