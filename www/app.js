@@ -132,8 +132,7 @@ async function connect() {
     stopRacing();
     const m = show('this page', connection.trace.length ? connection.trace : events, attemptDelay);
     setState('ready', `Ready: ${summary(m)}`);
-    connection.addEventListener('closed', () => setState('closed', 'Connection closed'));
-    connection.addEventListener('connectionError', (e) => setState('failed', `ConnectionError: ${e.detail.message}`));
+    watch(connection);
     $('#send').disabled = false;
   } catch (e) {
     stopRacing();
@@ -164,13 +163,23 @@ async function rendezvous() {
     connection = await pre.rendezvous({ signalingUrl: new URL('api/offer', location.href).href });
     setState('ready', `Ready: webrtc data channel after ${(performance.now() - t0).toFixed(1)} ms (Rendezvous: one peer, nothing to race)`);
     body.dataset.winner = 'webrtc';
-    connection.addEventListener('closed', () => setState('closed', 'Connection closed'));
+    watch(connection);
     $('#send').disabled = false;
   } catch (e) {
     setState('failed', `${e.name ?? 'Error'}: ${e.message}`);
   } finally {
     $('#rendezvous').disabled = false;
   }
+}
+
+/** Report the end of `conn`, unless the page has moved on to another Connection. */
+function watch(conn) {
+  conn.addEventListener('closed', () => {
+    if (connection === conn) setState('closed', 'Connection closed');
+  });
+  conn.addEventListener('connectionError', (e) => {
+    if (connection === conn) setState('failed', `ConnectionError: ${e.detail.message}`);
+  });
 }
 
 function stopRacing() {

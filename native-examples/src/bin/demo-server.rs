@@ -47,7 +47,7 @@ struct Args {
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The stacks the echo Listener serves.
-const STACKS: &[StackId] = &[StackId::Ws];
+const STACKS: &[StackId] = &[StackId::Ws, StackId::Wt];
 /// How long an old Listener keeps serving after a rotation.
 const GRACE: Duration = Duration::from_secs(600);
 
