@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Run every test of postsocket: formatting, clippy (native and wasm32), unit and
-# integration tests, the wasm32 build, the README example check, and smoke tests
-# of the example programs (racing-demo, tapscat). The WebRTC browser step needs root (unshare -n).
-# Needs: rustup + cargo (stable), openssl (TLS interop tests), Chromium + chromedriver (browser
-# tests), Node >= 20 + npm (the npm package and its Playwright test). Installs when missing:
-# the wasm32-unknown-unknown target; wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock
-# (cargo install, ~2-3 min); openssl, chromium and chromium-driver with apt-get when running as
-# root; playwright-core and typescript with npm ci in web/test (no browser download).
+# integration tests, the racing engine's scripts and the browser stacks (WebSocket,
+# WebTransport, WebRTC) in headless Chromium, the npm package (build, pack, types,
+# Playwright), the www demo end to end, the README example check, and smoke tests of the
+# example programs (racing-demo, tapscat).
+# Needs: rustup + cargo (stable), root for the loopback-only network namespaces (unshare -n)
+# of the WebRTC and demo steps. Installs when missing: the wasm32-unknown-unknown target;
+# wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min);
+# openssl, chromium, chromium-driver, nodejs and npm with apt-get (as root); playwright-core
+# and typescript with npm ci in web/test (no browser download). scripts/toolchain.sh has
+# the shared install steps.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,12 +40,11 @@ fail() {
     exit 1
 }
 
+# shellcheck source=scripts/toolchain.sh
+. scripts/toolchain.sh
+
 step "wasm32-unknown-unknown target"
-if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-    echo "already installed"
-else
-    rustup target add wasm32-unknown-unknown
-fi
+ensure_wasm_target
 
 step "openssl (TLS interop tests)"
 if command -v openssl >/dev/null; then
@@ -86,17 +88,7 @@ else
 fi
 
 step "wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock"
-WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"
-[ -n "$WB_VERSION" ] || fail "no wasm-bindgen in Cargo.lock"
-if command -v wasm-bindgen-test-runner >/dev/null &&
-    [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" = "$WB_VERSION" ]; then
-    echo "wasm-bindgen $WB_VERSION already installed"
-else
-    echo "installing wasm-bindgen-cli $WB_VERSION (a few minutes)"
-    # No --locked: it fails on a yanked transitive version (TOOLCHAIN.md).
-    timeout 1200 cargo install wasm-bindgen-cli --version "$WB_VERSION" ||
-        fail "cargo install wasm-bindgen-cli --version $WB_VERSION failed"
-fi
+ensure_wasm_bindgen
 if [ -n "$APT_PID" ]; then
     echo "waiting for apt-get install chromium chromium-driver"
     wait "$APT_PID" || { tail -20 "$TMP/apt.log" >&2; fail "apt-get install chromium chromium-driver failed"; }
@@ -172,9 +164,7 @@ timeout 900 unshare -n bash -c '
 ' || fail "WebRTC browser tests failed"
 
 step "npm package: clippy (wasm32), scripts/build-npm.sh (release wasm, env-import guard, wasm-bindgen)"
-command -v node >/dev/null && command -v npm >/dev/null ||
-    fail "node and npm are needed for the npm package (Node >= 20: playwright-core needs it)"
-node --version
+ensure_node  # Node >= 20: playwright-core needs it
 cargo clippy --target wasm32-unknown-unknown -p postsocket-web --all-targets -- -D warnings
 node web/tools/check-wasm-imports.mjs --self-test
 scripts/build-npm.sh "$ROOT/web/pkg"

@@ -244,6 +244,18 @@ async fn a_failing_wt_never_lets_plaintext_ws_win_unless_opportunistic() {
     assert!(stacks.contains(&"wt".to_string()), "{e}");
     assert!(!stacks.contains(&"ws".to_string()), "{e}");
     assert!(!e.to_string().contains("ws://"), "{e}");
+    // A page cannot check a WebSocket's certificate against a pin, so wss
+    // refuses to run rather than accept any certificate the browser trusts.
+    let wss = e
+        .candidates
+        .iter()
+        .find(|c| c.stack.as_deref() == Some("wss"))
+        .unwrap_or_else(|| panic!("wss was no candidate: {e}"));
+    assert!(
+        wss.message.contains("pinnedServerCertificate"),
+        "{}",
+        wss.message
+    );
 
     // The application chose opportunistic security: now ws may win.
     let mut sec = SecurityParameters::opportunistic();

@@ -15,6 +15,9 @@
 //! - **Close and abort**: both close with code 1000. A page cannot reset a
 //!   connection; abort additionally ends pending and later reads at once
 //!   instead of waiting for the peer's close frame.
+//! - **Security**: wss uses the browser's own certificate check. With
+//!   pinnedServerCertificate set, a wss attempt fails at once: a page cannot
+//!   check a WebSocket's certificate against a pin.
 //! - **Drop**: dropping the last handle (e.g. a losing racing attempt)
 //!   detaches the handlers and closes the socket.
 //! - **Threads**: the WebSocket object stays in a table of the page's thread;
@@ -195,6 +198,19 @@ impl WsTransport {
         remote: &Target,
         opts: &SocketOptions,
     ) -> io::Result<WsTransport> {
+        // A page cannot see or check a WebSocket's certificate: a pin would
+        // silently become "any certificate the browser trusts".
+        let pinned = opts
+            .security
+            .as_ref()
+            .is_some_and(|s| !s.pinned_server_certificate.is_empty());
+        if stack == StackId::Wss && pinned {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "security: the browser's WebSocket cannot check pinnedServerCertificate \
+                 (only WebTransport can, via serverCertificateHashes); wss is not tried",
+            ));
+        }
         let url = url(stack, remote, opts);
         let ws = WebSocket::new(&url).map_err(|e| {
             io::Error::new(
