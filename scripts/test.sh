@@ -244,6 +244,9 @@ tapscat_echo tcp
 step "smoke test: the same over UDP (tapscat --protocol udp)"
 tapscat_echo udp --protocol udp
 
+step "smoke test: the same over a WebRTC data channel (tapscat --protocol webrtc: Rendezvous by HTTP signaling)"
+tapscat_echo webrtc --protocol webrtc
+
 step "smoke test: the same over WebSocket (tapscat --protocol ws --ws-path /echo)"
 tapscat_echo ws --protocol ws --ws-path /echo
 

@@ -1280,14 +1280,19 @@ impl Inner {
                 };
                 let mut f = w.inflight.pop_front().expect("front");
                 match res {
-                    // A final Message ends this direction (WebSocket: the Close frame).
-                    Ok(()) if f.final_ => match transport.shutdown_write() {
-                        Ok(()) => f.answer(Ok(())),
-                        Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
-                            ErrorReason::ProtocolFailed,
-                            format!("ending the stream after the final Message: {e}"),
-                        )))),
-                    },
+                    // A final Message ends this direction (WebSocket: the Close
+                    // frame). A WebRTC data channel has no half-close: closing it
+                    // would drop the peer's answers, so final only marks the
+                    // Message there and the channel closes at Close.
+                    Ok(()) if f.final_ && inner.caps.stack != StackId::Webrtc => {
+                        match transport.shutdown_write() {
+                            Ok(()) => f.answer(Ok(())),
+                            Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
+                                ErrorReason::ProtocolFailed,
+                                format!("ending the stream after the final Message: {e}"),
+                            )))),
+                        }
+                    }
                     Ok(()) => f.answer(Ok(())),
                     Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
                         ErrorReason::ProtocolFailed,

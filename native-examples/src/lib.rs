@@ -66,3 +66,5 @@ pub fn ipv6_loopback_available() -> Result<(), io::Error> {
 }
 
 pub mod demo;
+
+pub mod signaling;

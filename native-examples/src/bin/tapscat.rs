@@ -38,6 +38,12 @@
 //! session's path (default `/`; a listener with it set answers other paths
 //! with 404). A listener with `--protocol wt --protocol wss` serves
 //! WebTransport on UDP and WebSocket on TCP, same port number.
+//!
+//! WebRTC: `--protocol webrtc` (alone; DTLS, message boundaries kept) meets
+//! the peer by Rendezvous with HTTP signaling instead of racing: the client
+//! POSTs its offer to `http://HOST:PORT/offer` (or `--signaling URL`); a
+//! listener serves that route on HOST:PORT and answers with postsocket's
+//! native peer, one peer connection per offer (browsers can signal to it).
 
 use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
@@ -94,6 +100,11 @@ struct Args {
     /// listener serves only this path (default: `/` for clients, any for listeners).
     #[arg(long, value_name = "PATH")]
     ws_path: Option<String>,
+
+    /// With --protocol webrtc: the signaling URL the offer is POSTed to
+    /// (default `http://HOST:PORT/offer`).
+    #[arg(long, value_name = "URL", conflicts_with = "listen")]
+    signaling: Option<String>,
 
     /// The path of a WebTransport session (wt): the client's request path; a
     /// listener serves only this path (default: `/` for clients, any for listeners).
@@ -219,7 +230,10 @@ fn main() -> ExitCode {
 /// Stacks that keep message boundaries without a framer (and whose final
 /// Message does not end the stream).
 fn is_message_stack(s: StackId) -> bool {
-    matches!(s, StackId::Udp | StackId::Ws | StackId::Wss)
+    matches!(
+        s,
+        StackId::Udp | StackId::Ws | StackId::Wss | StackId::Webrtc
+    )
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
@@ -229,6 +243,15 @@ async fn run(args: Args) -> Result<(), Failure> {
         .map(|p| StackId::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::other)?;
+    let webrtc = stacks.contains(&StackId::Webrtc);
+    if webrtc && stacks.len() > 1 {
+        return Err(Failure::other(
+            "webrtc meets its peer by Rendezvous, not by racing: use --protocol webrtc alone",
+        ));
+    }
+    if args.signaling.is_some() && !webrtc {
+        return Err(Failure::other("--signaling needs --protocol webrtc"));
+    }
     let only_udp = !stacks.is_empty() && stacks.iter().all(|s| *s == StackId::Udp);
     let only_messages = !stacks.is_empty() && stacks.iter().all(|s| is_message_stack(*s));
     let framer = args.framer.unwrap_or(if only_messages {
@@ -328,6 +351,22 @@ async fn run(args: Args) -> Result<(), Failure> {
 
     // Without a framer on a byte stream, stdin bytes pass through as they are.
     let raw_bytes = framer == FramerKind::None;
+    if webrtc {
+        return if args.listen {
+            webrtc_listen(&host, port, args.echo).await
+        } else {
+            let url = args
+                .signaling
+                .clone()
+                .unwrap_or_else(|| format!("http://{}/offer", authority(&host, port)));
+            let conn = pre
+                .rendezvous(postsocket::HttpSignaling::new(url))
+                .await
+                .map_err(Failure::establishment)?
+                .connection;
+            talk(conn, raw_bytes).await
+        };
+    }
     if args.listen {
         listen(pre, args.echo, raw_bytes).await
     } else {
@@ -351,9 +390,12 @@ fn security_parameters(args: &Args, stacks: &[StackId]) -> Result<SecurityParame
         || args.server_name.is_some()
         || args.self_signed
         || args.require_client_cert;
-    let secure_stack = stacks
-        .iter()
-        .any(|s| matches!(s, StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt));
+    let secure_stack = stacks.iter().any(|s| {
+        matches!(
+            s,
+            StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt | StackId::Webrtc
+        )
+    });
     if !secure_stack && !tls_options {
         return Ok(SecurityParameters::disabled());
     }
@@ -471,6 +513,54 @@ async fn connect(
         None => pre.initiate().await,
     }
     .map_err(Failure::establishment)?;
+    talk(conn, raw_bytes).await
+}
+
+/// `host:port` for a URL (IPv6 addresses in brackets).
+fn authority(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// Serve HTTP signaling on `host:port`: each offer gets its own peer
+/// connection, whose data channels are echoed or printed.
+async fn webrtc_listen(host: &str, port: u16, echo: bool) -> Result<(), Failure> {
+    let http = tokio::net::TcpListener::bind(authority(host, port))
+        .await
+        .map_err(|e| Failure::establishment(format!("cannot listen on {host}:{port}: {e}")))?;
+    let addr = http.local_addr().map_err(Failure::other)?;
+    eprintln!("listening on {addr}");
+    eprintln!("signaling http://{addr}/offer");
+    let serve = move |c: Connection| {
+        tokio::spawn(async move {
+            if echo {
+                echo_loop(c).await;
+            } else {
+                receive_loop(&c, false, None).await;
+                let _ = c.close().await;
+            }
+        });
+    };
+    postsocket_examples::signaling::serve(
+        http,
+        std::sync::Arc::new(move |done: postsocket::RendezvousDone| {
+            serve(done.connection);
+            let listener = done.listener;
+            tokio::spawn(async move {
+                while let Ok(c) = listener.accept().await {
+                    serve(c);
+                }
+            });
+        }),
+    )
+    .await;
+    Ok(())
+}
+
+/// Send stdin and print what comes back, then close.
+async fn talk(conn: Connection, raw_bytes: bool) -> Result<(), Failure> {
     // Datagram stacks keep message boundaries even without a framer.
     let is_stream = !is_message_stack(conn.stack());
     let raw_bytes = raw_bytes && is_stream;

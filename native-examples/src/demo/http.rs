@@ -17,7 +17,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use postsocket::{Preconnection, SecurityParameters, SignalingMessage, TransportProperties};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -144,30 +143,21 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             json(StatusCode::OK, &faults)
         }
         (Method::POST, "/api/offer") => {
-            let offer = match body_json::<SignalingMessage>(req).await {
-                Ok(SignalingMessage::Offer { sdp }) => sdp,
-                Ok(SignalingMessage::Answer { .. }) => {
-                    return error(StatusCode::BAD_REQUEST, "expected an offer, got an answer")
-                }
-                Err(resp) => return resp,
+            let body = match Limited::new(req.into_body(), crate::signaling::MAX_OFFER)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("offer: {e}")),
             };
-            let pre = Preconnection::new(
-                vec![],
-                vec![],
-                TransportProperties::new(),
-                SecurityParameters::new(),
-            );
-            match pre.answer_offer(&offer).await {
-                Ok((answer, pending)) => {
-                    tokio::spawn(async move {
-                        match pending.done().await {
-                            Ok(done) => super::echo::echo_rendezvous(done),
-                            Err(e) => eprintln!("demo-server: WebRTC rendezvous failed: {e}"),
-                        }
-                    });
-                    json(StatusCode::OK, &SignalingMessage::Answer { sdp: answer })
-                }
-                Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            let on_done: crate::signaling::OnRendezvous =
+                std::sync::Arc::new(super::echo::echo_rendezvous);
+            match crate::signaling::answer(&body, on_done).await {
+                Ok(json) => Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(json)))
+                    .expect("valid response"),
+                Err((status, why)) => error(status, why),
             }
         }
         (Method::GET, "/api/races") => json(StatusCode::OK, &races::SCENARIOS),
