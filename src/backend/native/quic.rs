@@ -59,6 +59,49 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// A QUIC send stream: quinn's own, or a WebTransport stream over it.
+pub(crate) trait StreamWrite {
+    /// Write some of `buf`; how much quinn took.
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl StreamWrite for quinn::SendStream {
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf).await.map_err(other)
+    }
+}
+
+/// Write some of `bufs` to a QUIC send stream. quinn copies into its own
+/// buffers, locking the connection and waking its driver per write: small
+/// frames (prefix, body, suffix, and several Messages) go in one write.
+/// Otherwise the slices go in turn, and the count taken is returned (the
+/// caller resumes at the right offset).
+pub(crate) async fn write_slices(
+    send: &mut impl StreamWrite,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    let len: usize = bufs.iter().map(|b| b.len()).sum();
+    if len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
+        let mut one = Vec::with_capacity(len);
+        for b in bufs {
+            one.extend_from_slice(b);
+        }
+        return send.write_some(&one).await;
+    }
+    let mut total = 0;
+    for b in bufs {
+        if b.is_empty() {
+            continue;
+        }
+        let n = send.write_some(b).await?;
+        total += n;
+        if n < b.len() {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 impl QuicTransport {
     /// Connect (one racing attempt): ready after the QUIC handshake, with the
     /// first stream open. With `early` data and a session ticket for the
@@ -264,32 +307,7 @@ impl QuicTransport {
                 "this QUIC stream is receive-only",
             ));
         };
-        let mut send = send.lock().await;
-        // quinn copies into its own buffers, locking the connection and waking
-        // its driver per write: small frames (prefix, body, suffix, and several
-        // Messages) go in one write.
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
-            let mut one = Vec::with_capacity(len);
-            for b in bufs {
-                one.extend_from_slice(b);
-            }
-            return send.write(&one).await.map_err(other);
-        }
-        // Otherwise write the slices in turn and report what was taken (the
-        // caller resumes at the right offset).
-        let mut total = 0;
-        for b in bufs {
-            if b.is_empty() {
-                continue;
-            }
-            let n = send.write(b).await.map_err(other)?;
-            total += n;
-            if n < b.len() {
-                break;
-            }
-        }
-        Ok(total)
+        write_slices(&mut *send.lock().await, bufs).await
     }
 
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {

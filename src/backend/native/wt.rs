@@ -74,6 +74,12 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+impl super::quic::StreamWrite for wtq::SendStream {
+    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf).await.map_err(other)
+    }
+}
+
 /// The path of the session (`wt.path`), if set.
 pub(crate) fn path(opts: &SocketOptions) -> Option<String> {
     opts.protocol_options.get("wt.path").cloned()
@@ -257,28 +263,7 @@ impl WtTransport {
                 "this WebTransport stream is receive-only",
             ));
         };
-        let mut send = send.lock().await;
-        // Small frames (prefix, body, suffix) go in one write.
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if len <= READ_CHUNK && bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
-            let mut one = Vec::with_capacity(len);
-            for b in bufs {
-                one.extend_from_slice(b);
-            }
-            return send.write(&one).await.map_err(other);
-        }
-        let mut total = 0;
-        for b in bufs {
-            if b.is_empty() {
-                continue;
-            }
-            let n = send.write(b).await.map_err(other)?;
-            total += n;
-            if n < b.len() {
-                break;
-            }
-        }
-        Ok(total)
+        super::quic::write_slices(&mut *send.lock().await, bufs).await
     }
 
     /// Send one WebTransport datagram.
