@@ -7,7 +7,8 @@
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 use postsocket::framer::LengthPrefixFramer;
-use postsocket::security::{certificate_sha256, Identity};
+mod common;
+use common::{pinned, self_signed, with_certificate, Cert};
 use postsocket::{
     Connection, ErrorReason, ListenerEvent, LocalEndpoint, MessageContext, Preconnection,
     ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
@@ -16,30 +17,9 @@ use postsocket::{
 use std::net::SocketAddr;
 use std::time::Duration;
 
-struct Cert {
-    pem: String,
-    key: String,
-}
-
-fn self_signed() -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    Cert {
-        pem: ck.cert.pem(),
-        key: ck.signing_key.serialize_pem(),
-    }
-}
-
+/// The server side of a test: `c` as its certificate, security required.
 fn server_security(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
-    s
-}
-
-fn pinned(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
-    s
+    with_certificate(SecurityParameters::new(), c)
 }
 
 fn listener_pre(sec: SecurityParameters, stacks: Vec<StackId>) -> Preconnection {

@@ -40,6 +40,29 @@ pub(crate) const STACKS_RESOLVE_NAMES: bool = true;
 #[cfg(not(web))]
 pub(crate) const STACKS_RESOLVE_NAMES: bool = false;
 
+/// The first reason a message transport ended (closed, aborted, failed):
+/// every later read and send returns the same error.
+#[derive(Debug, Default)]
+pub(crate) struct Ended(std::sync::Mutex<Option<(std::io::ErrorKind, String)>>);
+
+impl Ended {
+    /// The error, once ended.
+    pub(crate) fn get(&self) -> Option<std::io::Error> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(k, m)| std::io::Error::new(*k, m.clone()))
+    }
+
+    /// End with this reason, unless already ended; the error in force.
+    pub(crate) fn set(&self, kind: std::io::ErrorKind, msg: String) -> std::io::Error {
+        let mut ended = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (k, m) = ended.get_or_insert((kind, msg));
+        std::io::Error::new(*k, m.clone())
+    }
+}
+
 /// What a read returned.
 #[derive(Debug)]
 #[cfg_attr(web, allow(dead_code))] // browser stacks come with the browser issue

@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
@@ -72,7 +72,7 @@ struct ChanInner {
     id: ChannelId,
     cmd: mpsc::UnboundedSender<Cmd>,
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ChanEvent>>,
-    ended: Mutex<Option<(io::ErrorKind, String)>>,
+    ended: crate::backend::Ended,
     local: SocketAddr,
     remote: Option<SocketAddr>,
     options: DataChannelOptions,
@@ -101,18 +101,11 @@ impl fmt::Debug for WebrtcTransport {
 
 impl WebrtcTransport {
     fn ended(&self) -> Option<io::Error> {
-        self.inner
-            .ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(k, m)| io::Error::new(*k, m.clone()))
+        self.inner.ended.get()
     }
 
     fn end(&self, kind: io::ErrorKind, msg: String) -> io::Error {
-        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
-        let (k, m) = ended.get_or_insert((kind, msg));
-        io::Error::new(*k, m.clone())
+        self.inner.ended.set(kind, msg)
     }
 
     /// The next message; an error once the channel closed.
@@ -447,7 +440,7 @@ impl Driver {
                 id,
                 cmd,
                 rx: futures::lock::Mutex::new(rx),
-                ended: Mutex::new(None),
+                ended: Default::default(),
                 local: self.local,
                 remote: self.remote,
                 options,

@@ -143,7 +143,7 @@ struct ChanInner {
     tx: mpsc::UnboundedSender<ChanEvent>,
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ChanEvent>>,
     low: futures::lock::Mutex<mpsc::UnboundedReceiver<()>>,
-    ended: Mutex<Option<(io::ErrorKind, String)>>,
+    ended: crate::backend::Ended,
 }
 
 impl Drop for ChanInner {
@@ -250,7 +250,7 @@ impl WebrtcTransport {
                 tx,
                 rx: futures::lock::Mutex::new(rx),
                 low: futures::lock::Mutex::new(low_rx),
-                ended: Mutex::new(None),
+                ended: Default::default(),
             }),
         }
     }
@@ -262,18 +262,11 @@ impl WebrtcTransport {
     }
 
     fn ended(&self) -> Option<io::Error> {
-        self.inner
-            .ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(k, m)| io::Error::new(*k, m.clone()))
+        self.inner.ended.get()
     }
 
     fn end(&self, kind: io::ErrorKind, msg: String) -> io::Error {
-        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
-        let (k, m) = ended.get_or_insert((kind, msg));
-        io::Error::new(*k, m.clone())
+        self.inner.ended.set(kind, msg)
     }
 
     /// Wait until the channel is open (Ready); an error if it closes first.

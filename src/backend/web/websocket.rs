@@ -35,7 +35,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -104,7 +104,7 @@ struct Inner {
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
     /// Once the socket closed (or was aborted): the error every later read
     /// and send returns.
-    ended: Mutex<Option<(io::ErrorKind, String)>>,
+    ended: crate::backend::Ended,
 }
 
 impl Drop for Inner {
@@ -272,7 +272,7 @@ impl WsTransport {
                 remote: remote.clone(),
                 tx,
                 rx: futures::lock::Mutex::new(rx),
-                ended: Mutex::new(None),
+                ended: Default::default(),
             }),
         };
         {
@@ -325,18 +325,11 @@ impl WsTransport {
     }
 
     fn ended(&self) -> Option<io::Error> {
-        self.inner
-            .ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+        self.inner.ended.get()
     }
 
     fn end(&self, kind: io::ErrorKind, msg: String) -> io::Error {
-        let mut ended = self.inner.ended.lock().unwrap_or_else(|e| e.into_inner());
-        let (kind, msg) = ended.get_or_insert((kind, msg));
-        io::Error::new(*kind, msg.clone())
+        self.inner.ended.set(kind, msg)
     }
 
     /// The next message. A close ends the stream with an error that says
