@@ -250,23 +250,6 @@ tapscat_echo webrtc --protocol webrtc
 step "smoke test: the same over WebSocket (tapscat --protocol ws --ws-path /echo)"
 tapscat_echo ws --protocol ws --ws-path /echo
 
-step "smoke test: tapscat --protocol wt --self-signed listener (WebTransport); a client trusts it by pin"
-timeout 60 "$BIN/tapscat" --listen --echo --protocol wt --self-signed 127.0.0.1 0 2>"$TMP/wt.err" &
-PIDS+=("$!")
-port=""
-for _ in $(seq 1 100); do
-    port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/wt.err")"
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || { cat "$TMP/wt.err" >&2; fail "tapscat --listen --protocol wt printed no port"; }
-pin="$(sed -n 's/^sha256 \([0-9a-f]*\)$/\1/p' "$TMP/wt.err")"
-[ -n "$pin" ] || { cat "$TMP/wt.err" >&2; fail "no pin printed"; }
-printf 'hello webtransport\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol wt --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/wt.out" ||
-    fail "tapscat --protocol wt client exited with $?"
-printf 'hello webtransport\nsecond line\n' | diff -u - "$TMP/wt.out" || fail "WebTransport echo differs"
-echo "both lines came back over WebTransport"
-
 step "smoke test: tapscat --protocol tls --self-signed listener; clients trust it by pin, then by --ca"
 timeout 60 "$BIN/tapscat" --listen --echo --protocol tls --self-signed 127.0.0.1 0 2>"$TMP/tls.err" &
 PIDS+=("$!")
@@ -324,6 +307,13 @@ printf 'hello quic\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol quic -
     fail "tapscat --protocol quic client exited with $?"
 printf 'hello quic\nsecond line\n' | diff -u - "$TMP/quic.out" || fail "QUIC echo differs"
 echo "both lines came back over QUIC"
+
+step "smoke test: tapscat --protocol wt --self-signed listener (WebTransport); a client trusts it by pin"
+secure_listener wt --protocol wt
+printf 'hello webtransport\nsecond line\n' | timeout 10 "$BIN/tapscat" --protocol wt --pin-sha256 "$pin" 127.0.0.1 "$port" >"$TMP/wt.out" ||
+    fail "tapscat --protocol wt client exited with $?"
+printf 'hello webtransport\nsecond line\n' | diff -u - "$TMP/wt.out" || fail "WebTransport echo differs"
+echo "both lines came back over WebTransport"
 
 step "smoke test: a listener on quic and tls; a client without --protocol races them and QUIC wins"
 secure_listener race --protocol quic --protocol tls

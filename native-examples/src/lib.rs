@@ -67,4 +67,5 @@ pub fn ipv6_loopback_available() -> Result<(), io::Error> {
 
 pub mod demo;
 
+pub mod http_server;
 pub mod signaling;

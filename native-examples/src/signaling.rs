@@ -8,10 +8,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use postsocket::{
     Preconnection, RendezvousDone, SecurityParameters, SignalingMessage, TransportProperties,
 };
@@ -104,29 +101,18 @@ async fn handle(req: Request<Incoming>, on_done: OnRendezvous) -> Response<Full<
 /// Serve `POST /offer` on `http` until the task is dropped; every request is
 /// bounded to 30 s.
 pub async fn serve(http: TcpListener, on_done: OnRendezvous) {
-    loop {
-        let Ok((stream, _)) = http.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+    crate::http_server::serve(http, move |req| {
         let on_done = on_done.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let on_done = on_done.clone();
-                async move {
-                    let r =
-                        tokio::time::timeout(Duration::from_secs(30), handle(req, on_done)).await;
-                    Ok::<_, std::convert::Infallible>(r.unwrap_or_else(|_| {
-                        respond(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "\"answering took over 30 s\"".into(),
-                        )
-                    }))
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), handle(req, on_done))
+                .await
+                .unwrap_or_else(|_| {
+                    respond(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "\"answering took over 30 s\"".into(),
+                    )
+                })
+        }
+    })
+    .await
 }

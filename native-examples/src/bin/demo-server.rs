@@ -13,9 +13,6 @@
 //! certificate's hash from `GET /api/config`. See `postsocket_examples::demo`.
 
 use clap::Parser;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use postsocket::{
     Listener, LocalEndpoint, Preconnection, SecurityParameters, StackId, TransportProperties,
 };
@@ -119,26 +116,8 @@ async fn run(args: Args) -> Result<(), String> {
             .join(", ")
     );
     println!("WebTransport certificate sha-256 {}", c.sha256_hex);
-    loop {
-        let (stream, _) = match http.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("demo-server: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    postsocket_examples::http_server::serve(http, move |req| handle(app.clone(), req)).await;
+    Ok(())
 }
 
 /// A Listener on 127.0.0.1 (any port) for [`STACKS`], with this certificate.

@@ -195,8 +195,9 @@ async fn udp_front(front: Arc<UdpSocket>, state: Arc<FrontState>, refuser: Socke
             continue;
         };
         let now = Instant::now();
-        flows.retain(|_, f| now.duration_since(f.last) < FLOW_IDLE && !f.tx.is_closed());
         if !flows.contains_key(&client) {
+            // Forget idle flows only when a new one arrives (not per packet).
+            flows.retain(|_, f| now.duration_since(f.last) < FLOW_IDLE && !f.tx.is_closed());
             if flows.len() >= MAX_FLOWS {
                 continue;
             }
