@@ -151,6 +151,11 @@ pub struct Capabilities {
     pub security: SecurityProtocol,
     /// Largest message the stack can send in one transmission, if bounded.
     pub max_message_len: Option<u64>,
+    /// Whether a `final` Message ends this direction of the stack (TCP FIN,
+    /// QUIC stream FIN, WebSocket Close) while the peer may still answer.
+    /// False where the stack has no half-close (a WebRTC data channel): there
+    /// `final` only marks the Message, and the channel closes at Close.
+    pub final_ends_sending: bool,
 }
 
 impl Capabilities {
@@ -173,6 +178,7 @@ impl Capabilities {
         unidirectional: Support::Optional,
         security: SecurityProtocol::None,
         max_message_len: None,
+        final_ends_sending: true,
     };
 
     /// TLS over TCP (rustls): TCP's row with `security: Tls`. TLS 1.3 early
@@ -206,6 +212,7 @@ impl Capabilities {
         security: SecurityProtocol::None,
         // 65535 minus the IPv6 header-free UDP payload bound (65535 - 8 - 40 on IPv6, 65507 on IPv4).
         max_message_len: Some(65_507),
+        final_ends_sending: true,
     };
 
     /// QUIC (RFC 9000; draft-taps-quic-mapping): a Connection is one stream
@@ -230,6 +237,7 @@ impl Capabilities {
         unidirectional: Support::Optional,
         security: SecurityProtocol::Tls,
         max_message_len: None,
+        final_ends_sending: true,
     };
 
     /// WebSocket (RFC 6455) over plain TCP, `ws://`: Messages keep their
@@ -252,6 +260,7 @@ impl Capabilities {
         unidirectional: Support::Never,
         security: SecurityProtocol::None,
         max_message_len: None,
+        final_ends_sending: true,
     };
 
     /// WebSocket over TLS, `wss://`: as [`Capabilities::WS`], with TLS.
@@ -298,5 +307,6 @@ impl Capabilities {
         unidirectional: Support::Never,
         security: SecurityProtocol::Dtls,
         max_message_len: Some(256 * 1024),
+        final_ends_sending: false,
     };
 }

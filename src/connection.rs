@@ -1281,10 +1281,9 @@ impl Inner {
                 let mut f = w.inflight.pop_front().expect("front");
                 match res {
                     // A final Message ends this direction (WebSocket: the Close
-                    // frame). A WebRTC data channel has no half-close: closing it
-                    // would drop the peer's answers, so final only marks the
-                    // Message there and the channel closes at Close.
-                    Ok(()) if f.final_ && inner.caps.stack != StackId::Webrtc => {
+                    // frame) where the stack has a half-close; a WebRTC data
+                    // channel has none (Capabilities::final_ends_sending).
+                    Ok(()) if f.final_ && inner.caps.final_ends_sending => {
                         match transport.shutdown_write() {
                             Ok(()) => f.answer(Ok(())),
                             Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
