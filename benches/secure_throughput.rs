@@ -31,8 +31,9 @@
 //!   `RAW_COMBINED=1` makes the raw clients (QUIC and TLS) copy header and
 //!   body into one buffer and write that instead.
 //!
-//! Each case runs 3 times, alternating which side goes first, and the median
-//! counts. Handshakes are not timed.
+//! Each case runs 5 times, alternating which side goes first; each run is
+//! paired with the other side's run next to it, and the median of the pairs'
+//! ratios counts (the MB/s columns are each side's median run). Handshakes are not timed.
 //!
 //! For profiling: `BENCH_ONLY=quic|tls` and `BENCH_SIZE=1024|65536` pick
 //! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
@@ -53,7 +54,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -187,11 +188,14 @@ fn ps_client_pre(proto: Proto, cert: &Cert, addr: SocketAddr) -> Preconnection {
     pre
 }
 
-/// One postsocket run: seconds from the first send until the server has received every message.
-async fn postsocket_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
-    if !side_enabled("ps") {
-        return 1.0;
-    }
+/// The server half of a run: its address, and a task that ends with the
+/// time the last byte arrived.
+type Server = (SocketAddr, tokio::task::JoinHandle<Instant>);
+/// What keeps a client's connection open until the server is done.
+type Keep = Box<dyn std::any::Any + Send>;
+
+/// A postsocket Listener that receives `count` Messages of `size` bytes.
+async fn ps_server(proto: Proto, cert: &Cert, size: usize, count: usize) -> Server {
     let listener = ps_listener_pre(proto, cert)
         .listen()
         .await
@@ -211,6 +215,18 @@ async fn postsocket_run(proto: Proto, cert: &Cert, size: usize, count: usize) ->
         listener.stop();
         done
     });
+    (addr, server)
+}
+
+/// A postsocket client that sends `count` Messages of `size` bytes; returns
+/// when the last one is handed to the stack, with the time of the first send.
+async fn ps_client(
+    proto: Proto,
+    cert: &Cert,
+    addr: SocketAddr,
+    size: usize,
+    count: usize,
+) -> (Instant, Keep) {
     let conn = ps_client_pre(proto, cert, addr)
         .initiate()
         .await
@@ -223,9 +239,7 @@ async fn postsocket_run(proto: Proto, cert: &Cert, size: usize, count: usize) ->
             .await
             .expect("postsocket send");
     }
-    let done = server.await.expect("server task");
-    conn.abort();
-    (done - start).as_secs_f64()
+    (start, Box::new(conn))
 }
 
 // ---------------------------------------------------------------- raw configs
@@ -254,8 +268,8 @@ fn raw_tls_configs(cert: &Cert) -> (Arc<rustls::ServerConfig>, Arc<rustls::Clien
 
 // ---------------------------------------------------------------- raw quinn
 
-async fn raw_quic_run(cert: &Cert, size: usize, count: usize) -> f64 {
-    let (server_tls, client_tls) = raw_tls_configs(cert);
+async fn raw_quic_server(cert: &Cert, size: usize, count: usize) -> Server {
+    let (server_tls, _) = raw_tls_configs(cert);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).expect("quic tls");
     let server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let server_ep = quinn::Endpoint::server(server_config, localhost(0)).expect("quinn server");
@@ -282,6 +296,16 @@ async fn raw_quic_run(cert: &Cert, size: usize, count: usize) -> f64 {
         conn.close(0u32.into(), b"done");
         done
     });
+    (addr, server)
+}
+
+async fn raw_quic_client(
+    cert: &Cert,
+    addr: SocketAddr,
+    size: usize,
+    count: usize,
+) -> (Instant, Keep) {
+    let (_, client_tls) = raw_tls_configs(cert);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).expect("quic tls");
     let client_config = quinn::ClientConfig::new(Arc::new(crypto));
     let client_ep = quinn::Endpoint::client(localhost(0)).expect("quinn client");
@@ -306,15 +330,13 @@ async fn raw_quic_run(cert: &Cert, size: usize, count: usize) -> f64 {
             send.write_all(&payload).await.expect("raw write");
         }
     }
-    let done = server.await.expect("server task");
-    conn.close(0u32.into(), b"done");
-    (done - start).as_secs_f64()
+    (start, Box::new((client_ep, conn, send)))
 }
 
 // ---------------------------------------------------------------- raw tokio-rustls
 
-async fn raw_tls_run(cert: &Cert, size: usize, count: usize) -> f64 {
-    let (server_tls, client_tls) = raw_tls_configs(cert);
+async fn raw_tls_server(cert: &Cert, size: usize, count: usize) -> Server {
+    let (server_tls, _) = raw_tls_configs(cert);
     let listener = TcpListener::bind(localhost(0)).await.expect("raw bind");
     let addr = listener.local_addr().expect("raw addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
@@ -336,6 +358,16 @@ async fn raw_tls_run(cert: &Cert, size: usize, count: usize) -> f64 {
         assert_eq!(bytes, size * count);
         done
     });
+    (addr, server)
+}
+
+async fn raw_tls_client(
+    cert: &Cert,
+    addr: SocketAddr,
+    size: usize,
+    count: usize,
+) -> (Instant, Keep) {
+    let (_, client_tls) = raw_tls_configs(cert);
     let tcp = TcpStream::connect(addr).await.expect("raw connect");
     tcp.set_nodelay(true).expect("nodelay");
     let connector = tokio_rustls::TlsConnector::from(client_tls);
@@ -359,8 +391,7 @@ async fn raw_tls_run(cert: &Cert, size: usize, count: usize) -> f64 {
         }
         stream.flush().await.expect("raw flush");
     }
-    let done = server.await.expect("server task");
-    (done - start).as_secs_f64()
+    (start, Box::new(stream))
 }
 
 /// Header and body with vectored writes (no copy into one buffer), as
@@ -401,14 +432,38 @@ fn side_enabled(side: &str) -> bool {
     std::env::var("BENCH_SIDE").map_or(true, |s| s == side)
 }
 
-async fn raw_run(proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
-    if !side_enabled("raw") {
+/// Which implementation runs a side: `BENCH_CLIENT=ps|raw` or
+/// `BENCH_SERVER=ps|raw` pins one side of both columns (to find which side
+/// costs more); by default each column is postsocket or raw on both ends.
+fn side_override(var: &str) -> Option<bool> {
+    match std::env::var(var).ok()?.as_str() {
+        "ps" => Some(true),
+        "raw" => Some(false),
+        other => panic!("{var}={other}: expected ps or raw"),
+    }
+}
+
+/// One run: seconds from the first send until the server has every byte.
+/// `ps` picks postsocket (true) or raw (false) for both ends, unless a side is pinned.
+async fn one_run(ps: bool, proto: Proto, cert: &Cert, size: usize, count: usize) -> f64 {
+    if !side_enabled(if ps { "ps" } else { "raw" }) {
         return 1.0;
     }
-    match proto {
-        Proto::Quic => raw_quic_run(cert, size, count).await,
-        Proto::Tls => raw_tls_run(cert, size, count).await,
-    }
+    let ps_server_side = side_override("BENCH_SERVER").unwrap_or(ps);
+    let ps_client_side = side_override("BENCH_CLIENT").unwrap_or(ps);
+    let (addr, server) = match (ps_server_side, proto) {
+        (true, _) => ps_server(proto, cert, size, count).await,
+        (false, Proto::Quic) => raw_quic_server(cert, size, count).await,
+        (false, Proto::Tls) => raw_tls_server(cert, size, count).await,
+    };
+    let (start, keep) = match (ps_client_side, proto) {
+        (true, _) => ps_client(proto, cert, addr, size, count).await,
+        (false, Proto::Quic) => raw_quic_client(cert, addr, size, count).await,
+        (false, Proto::Tls) => raw_tls_client(cert, addr, size, count).await,
+    };
+    let done = server.await.expect("server task");
+    drop(keep);
+    (done - start).as_secs_f64()
 }
 
 async fn run() {
@@ -453,18 +508,25 @@ async fn run() {
         for i in 0..RUNS {
             // Alternate which side goes first.
             if i % 2 == 0 {
-                raw.push(raw_run(case.proto, &cert, case.size, count).await);
-                ps.push(postsocket_run(case.proto, &cert, case.size, count).await);
+                raw.push(one_run(false, case.proto, &cert, case.size, count).await);
+                ps.push(one_run(true, case.proto, &cert, case.size, count).await);
             } else {
-                ps.push(postsocket_run(case.proto, &cert, case.size, count).await);
-                raw.push(raw_run(case.proto, &cert, case.size, count).await);
+                ps.push(one_run(true, case.proto, &cert, case.size, count).await);
+                raw.push(one_run(false, case.proto, &cert, case.size, count).await);
             }
         }
+        // Each run is paired with the other side's run next to it: the
+        // ratio of a pair cancels slow drifts of the machine, and the median
+        // pair counts. The spread shows how much the pairs disagreed.
+        let ratios: Vec<f64> = raw.iter().zip(&ps).map(|(r, p)| r / p).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        let ratio = median(ratios); // throughput ratio postsocket/raw
         let (ps, raw) = (median(ps), median(raw));
         let bytes = (case.size * count) as f64;
-        let ratio = raw / ps; // throughput ratio postsocket/raw
         println!(
-            "{:<5} {:<8} {:>7} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>7.3}x {:>5}{:.2}x {}",
+            "{:<5} {:<8} {:>7} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>7.3}x {:>5}{:.2}x {} (pairs {lo:.2}-{hi:.2})",
             case.proto.name(),
             case.name,
             count,

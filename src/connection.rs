@@ -123,20 +123,41 @@ struct Queued {
 impl Queued {
     fn answer(&mut self, r: Result<(), SendFailureKind>) {
         if let Some(tx) = self.reply.take() {
-            // Each Queued is answered once: hand its context back without a copy.
-            let context = std::mem::take(&mut self.context);
-            let _ = tx.send(match r {
-                Ok(()) => Ok(Sent {
-                    context,
-                    sequence: self.seq,
-                }),
-                Err(SendFailureKind::Expired) => Err(SendFailure::Expired { context }),
-                Err(SendFailureKind::Error(error)) => {
-                    Err(SendFailure::SendError { context, error })
-                }
-            });
+            let _ = tx.send(self.outcome(r));
         }
     }
+
+    /// The outcome for the sender. Each Queued is answered once: its context
+    /// goes back without a copy.
+    fn outcome(&mut self, r: Result<(), SendFailureKind>) -> SendResult {
+        let context = std::mem::take(&mut self.context);
+        match r {
+            Ok(()) => Ok(Sent {
+                context,
+                sequence: self.seq,
+            }),
+            Err(SendFailureKind::Expired) => Err(SendFailure::Expired { context }),
+            Err(SendFailureKind::Error(error)) => Err(SendFailure::SendError { context, error }),
+        }
+    }
+}
+
+/// What `send` did with a Message.
+enum Enqueued {
+    /// The stack took it whole at once (or refused it): the outcome.
+    Done(SendResult),
+    /// Queued or partly written: the outcome comes later.
+    Waiting(oneshot::Receiver<SendResult>),
+}
+
+/// What `Inner::write_now` did.
+enum WriteNow {
+    Done(SendResult),
+    /// Partly taken: the rest is in the writer state, answered by a later flush.
+    Waiting(oneshot::Receiver<SendResult>),
+    /// Not tried (the writer is busy, or the stack's writes cannot be
+    /// dropped midway), or nothing taken: queue it.
+    NotTried(Queued),
 }
 
 enum SendFailureKind {
@@ -159,6 +180,9 @@ struct WriterState {
     transport: Option<Transport>,
     inflight: VecDeque<Queued>,
     front_offset: usize,
+    /// Messages the stack took whole but may still hold (TLS records that
+    /// did not fit the socket yet): answered once `Transport::flush` is done.
+    written: Vec<Queued>,
 }
 
 struct Current {
@@ -304,6 +328,7 @@ impl Connection {
             writer: futures::lock::Mutex::new(WriterState {
                 transport: Some(p.transport.clone()),
                 inflight: VecDeque::new(),
+                written: Vec::new(),
                 front_offset: 0,
             }),
             recv: futures::lock::Mutex::new(RecvState {
@@ -599,11 +624,14 @@ impl Connection {
         end_of_message: bool,
     ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
         let context = context.unwrap_or_default();
-        let queued = self.enqueue(data, context, end_of_message);
-        let inner = self.inner.clone();
-        async move {
-            let rx = queued?;
-            Inner::await_outcome(&inner, rx).await
+        // A refused Message resolves at once; the future that waits for the
+        // stack stays small (it moves with every await of the caller).
+        match self.enqueue(data, context, end_of_message) {
+            Err(e) => futures::future::Either::Left(futures::future::ready(Err(e))),
+            Ok(Enqueued::Done(r)) => futures::future::Either::Left(futures::future::ready(r)),
+            Ok(Enqueued::Waiting(rx)) => {
+                futures::future::Either::Right(Inner::await_outcome(self.inner.clone(), rx))
+            }
         }
     }
 
@@ -620,7 +648,7 @@ impl Connection {
         data: Vec<u8>,
         context: MessageContext,
         end_of_message: bool,
-    ) -> Result<oneshot::Receiver<SendResult>, SendFailure> {
+    ) -> Result<Enqueued, SendFailure> {
         let inner = &self.inner;
         let fail = |context: &MessageContext, reason, msg: String| SendFailure::SendError {
             context: context.clone(),
@@ -756,7 +784,7 @@ impl Connection {
                 final_: false,
                 datagram: true,
             });
-            return Ok(rx);
+            return Ok(Enqueued::Waiting(rx));
         }
         if let Some(open) = q.open_partial {
             if open != context.id() {
@@ -824,19 +852,29 @@ impl Connection {
         if final_ {
             q.final_sent = true;
         }
-        let (tx, rx) = oneshot::channel();
         let seq = q.next_seq;
         q.next_seq += 1;
-        q.frames.push_back(Queued {
+        let deadline = props.msg_lifetime.map(|l| runtime::now() + l);
+        let mut queued = Queued {
             seq,
             frame,
-            deadline: props.msg_lifetime.map(|l| runtime::now() + l),
+            deadline,
             context,
-            reply: Some(tx),
+            reply: None,
             final_,
             datagram: false,
-        });
-        Ok(rx)
+        };
+        if is_stream && deadline.is_none() && q.frames.is_empty() && q.batch.is_none() {
+            match Inner::write_now(inner, queued) {
+                WriteNow::Done(r) => return Ok(Enqueued::Done(r)),
+                WriteNow::Waiting(rx) => return Ok(Enqueued::Waiting(rx)),
+                WriteNow::NotTried(f) => queued = f,
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        queued.reply = Some(tx);
+        q.frames.push_back(queued);
+        Ok(Enqueued::Waiting(rx))
     }
 
     /// InitiateWithSend: if the first Message already went out as 0-RTT early
@@ -1099,10 +1137,54 @@ impl Inner {
         }
     }
 
-    async fn await_outcome(
-        inner: &Arc<Inner>,
-        mut rx: oneshot::Receiver<SendResult>,
-    ) -> SendResult {
+    /// The fast path of `send`: nothing is queued or in flight and the
+    /// writer is free, so the frame goes to the stack at once, in one poll
+    /// without a task context. A stack that takes only part of it keeps the
+    /// rest in the writer state (the send future's flush finishes it and
+    /// registers for socket space); a stack that takes nothing, or fails,
+    /// leaves the Message to be queued as usual (the flush meets the error
+    /// again and reports it).
+    fn write_now(inner: &Arc<Inner>, mut f: Queued) -> WriteNow {
+        let Some(mut w) = inner.writer.try_lock() else {
+            return WriteNow::NotTried(f);
+        };
+        if !w.inflight.is_empty() || !w.written.is_empty() {
+            return WriteNow::NotTried(f);
+        }
+        let Some(t) = w.transport.clone().filter(Transport::writes_cancel_safe) else {
+            return WriteNow::NotTried(f);
+        };
+        let len = f.frame.len();
+        let polled = {
+            let parts = [
+                IoSlice::new(&f.frame.prefix),
+                IoSlice::new(&f.frame.data),
+                IoSlice::new(&f.frame.suffix),
+            ];
+            let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            let write = std::pin::pin!(t.write_vectored(&parts));
+            write.poll(&mut cx)
+        };
+        let n = match polled {
+            std::task::Poll::Ready(Ok(n)) if n > 0 || len == 0 => n,
+            _ => return WriteNow::NotTried(f),
+        };
+        if n == len && !t.holds_unsent() {
+            return WriteNow::Done(f.outcome(Self::finish_if_final(&t, &f)));
+        }
+        let (tx, rx) = oneshot::channel();
+        f.reply = Some(tx);
+        if n == len {
+            w.written.push(f);
+        } else {
+            w.front_offset = n;
+            w.inflight.push_back(f);
+        }
+        WriteNow::Waiting(rx)
+    }
+
+    async fn await_outcome(inner: Arc<Inner>, mut rx: oneshot::Receiver<SendResult>) -> SendResult {
+        let inner = &inner;
         loop {
             if let Ok(Some(r)) = rx.try_recv() {
                 return r;
@@ -1120,6 +1202,28 @@ impl Inner {
                     _ = batch_end.fuse() => continue,
                 }
             }
+            // Fast path: the writer is free and the socket takes the bytes.
+            // The flush runs on this poll's stack, so the send future does
+            // not carry its (large) state; dropping it unfinished is safe,
+            // as the write position lives in the writer state.
+            let flushed = std::future::poll_fn(|cx| {
+                let Some(mut w) = inner.writer.try_lock() else {
+                    return std::task::Poll::Ready(false);
+                };
+                if !w
+                    .transport
+                    .as_ref()
+                    .is_some_and(Transport::writes_cancel_safe)
+                {
+                    return std::task::Poll::Ready(false);
+                }
+                let flush = std::pin::pin!(Inner::flush(inner, &mut w));
+                std::task::Poll::Ready(flush.poll(cx).is_ready())
+            })
+            .await;
+            if flushed {
+                continue;
+            }
             let flush = async {
                 let mut w = inner.writer.lock().await;
                 Inner::flush(inner, &mut w).await;
@@ -1127,10 +1231,6 @@ impl Inner {
             // On the heap: the flush state is large, and a send future that
             // held it inline would be copied whole each time it moves.
             let mut flush = Box::pin(flush);
-            // Fast path: the writer was free and the socket took the bytes.
-            if futures::poll!(flush.as_mut()).is_ready() {
-                continue;
-            }
             let stop = inner.stop_rx.clone();
             futures::select_biased! {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
@@ -1143,18 +1243,25 @@ impl Inner {
         }
     }
 
-    /// Hand every queued Message to the stack, in order. Cancel-safe: the
-    /// write position lives in the writer state.
+    /// Hand every queued Message to the stack, in order. Cancel-safe where
+    /// the stack's writes are (`Transport::writes_cancel_safe`): the write
+    /// position and the Messages waiting for their answer live in the writer
+    /// state, so a flush dropped midway is resumed by the next one.
     async fn flush(inner: &Arc<Inner>, w: &mut WriterState) {
         {
             let mut q = inner.send_q.lock().unwrap();
             if q.batch.is_some() {
                 return;
             }
-            w.inflight.extend(q.frames.drain(..));
+            if w.inflight.is_empty() {
+                // The usual case: take the queue whole instead of moving each Message.
+                std::mem::swap(&mut w.inflight, &mut q.frames);
+            } else {
+                w.inflight.extend(q.frames.drain(..));
+            }
         }
         let Some(transport) = w.transport.clone() else {
-            for mut f in w.inflight.drain(..) {
+            for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
                 f.answer(Err(SendFailureKind::Error(Error::new(
                     ErrorReason::ConnectionAborted,
                     "the Connection is closed",
@@ -1236,6 +1343,10 @@ impl Inner {
                 };
                 match res {
                     Ok(mut n) => {
+                        // Messages the stack took whole are answered now, or
+                        // (if it still holds bytes, as TLS may) once it has
+                        // pushed them out.
+                        let held = transport.holds_unsent() || !w.written.is_empty();
                         // Retire whole frames, keep the offset into a partial one.
                         while let Some(front) = w.inflight.front() {
                             let left = front.frame.len() - w.front_offset;
@@ -1246,30 +1357,24 @@ impl Inner {
                             n -= left;
                             w.front_offset = 0;
                             let mut f = w.inflight.pop_front().expect("front");
-                            if f.final_ {
-                                if let Err(e) = transport.shutdown_write() {
-                                    f.answer(Err(SendFailureKind::Error(Error::new(
-                                        ErrorReason::ProtocolFailed,
-                                        format!("finishing the stream: {e}"),
-                                    ))));
-                                    continue;
-                                }
+                            if held {
+                                w.written.push(f);
+                            } else {
+                                Self::answer_sent(&transport, &mut f);
                             }
-                            f.answer(Ok(()));
                         }
                     }
                     Err(e) => {
-                        let err = Error::new(
-                            ErrorReason::ConnectionAborted,
+                        Self::fail_writes(
+                            inner,
+                            w,
                             format!("the stream failed while sending: {e}"),
                         );
-                        for mut f in w.inflight.drain(..) {
-                            f.answer(Err(SendFailureKind::Error(err.clone())));
-                        }
-                        w.front_offset = 0;
-                        inner.fail(err);
                         return;
                     }
+                }
+                if !w.written.is_empty() && !Self::answer_written(inner, w, &transport).await {
+                    return;
                 }
             } else {
                 let front = w.inflight.front().expect("non-empty");
@@ -1300,6 +1405,58 @@ impl Inner {
                 }
             }
         }
+        // A flush dropped while the stack pushed out its bytes left Messages
+        // to answer.
+        if !w.written.is_empty() {
+            Self::answer_written(inner, w, &transport).await;
+        }
+    }
+
+    /// Once the stack has pushed out what it holds, answer the Messages it
+    /// took (and finish the stream after a final one). False when the stack failed.
+    async fn answer_written(
+        inner: &Arc<Inner>,
+        w: &mut WriterState,
+        transport: &Transport,
+    ) -> bool {
+        if let Err(e) = transport.flush().await {
+            Self::fail_writes(inner, w, format!("the stream failed while sending: {e}"));
+            return false;
+        }
+        for mut f in w.written.drain(..) {
+            Self::answer_sent(transport, &mut f);
+        }
+        true
+    }
+
+    /// A stream Message is out: answer Sent (finishing the stream after a final one).
+    fn answer_sent(transport: &Transport, f: &mut Queued) {
+        let r = Self::finish_if_final(transport, f);
+        f.answer(r);
+    }
+
+    /// After a final Message, finish the stream.
+    fn finish_if_final(transport: &Transport, f: &Queued) -> Result<(), SendFailureKind> {
+        if !f.final_ {
+            return Ok(());
+        }
+        transport.shutdown_write().map_err(|e| {
+            SendFailureKind::Error(Error::new(
+                ErrorReason::ProtocolFailed,
+                format!("finishing the stream: {e}"),
+            ))
+        })
+    }
+
+    /// The stream failed while sending: every Message not yet answered gets
+    /// the error, and the Connection fails.
+    fn fail_writes(inner: &Arc<Inner>, w: &mut WriterState, why: String) {
+        let err = Error::new(ErrorReason::ConnectionAborted, why);
+        for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
+            f.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        w.front_offset = 0;
+        inner.fail(err);
     }
 
     /// The stack failed underneath: nothing more can be sent or received.
@@ -1352,7 +1509,8 @@ impl Inner {
         // if free. Dropping the last handle of the socket closes it, and with
         // linger 0 that close is a reset.
         if let Some(mut w) = self.writer.try_lock() {
-            for mut f in w.inflight.drain(..) {
+            let w = &mut *w;
+            for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
                 f.answer(Err(SendFailureKind::Error(err.clone())));
             }
             w.transport = None;

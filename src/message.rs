@@ -26,7 +26,9 @@ pub struct MessageContext {
     local: Option<Arc<LocalEndpoint>>,
     early_data: bool,
     final_: bool,
-    framer_metadata: BTreeMap<(String, String), String>,
+    /// `None` until a framer adds metadata (most Messages carry none, and an
+    /// empty map still costs to drop on the data path).
+    framer_metadata: Option<BTreeMap<(String, String), String>>,
 }
 
 impl Default for MessageContext {
@@ -46,7 +48,7 @@ impl MessageContext {
             local: None,
             early_data: false,
             final_: false,
-            framer_metadata: BTreeMap::new(),
+            framer_metadata: None,
         }
     }
 
@@ -76,12 +78,14 @@ impl MessageContext {
     /// `messageContext.add(framer, key, value)`: per-framer metadata (§9.1.2.2).
     pub fn add_framer_metadata(&mut self, framer: &str, key: &str, value: impl Into<String>) {
         self.framer_metadata
+            .get_or_insert_with(Default::default)
             .insert((framer.to_string(), key.to_string()), value.into());
     }
 
     /// `messageContext.get(framer, key)`.
     pub fn framer_metadata(&self, framer: &str, key: &str) -> Option<&str> {
         self.framer_metadata
+            .as_ref()?
             .get(&(framer.to_string(), key.to_string()))
             .map(String::as_str)
     }
@@ -129,6 +133,9 @@ impl MessageContext {
     /// Fill every property not set on this context from the defaults.
     pub(crate) fn resolve(&self, defaults: &MessageProperties) -> MessageProperties {
         let mut p = defaults.clone();
+        if self.explicit.is_empty() && self.properties == MessageProperties::default() {
+            return p; // nothing set on this context (the usual case)
+        }
         let me = &self.properties;
         let d = MessageProperties::default();
         // A property set through `add` (even to its default value), or written

@@ -98,6 +98,30 @@ impl Transport {
         }
     }
 
+    /// Push out bytes the stack itself still holds after `write_vectored`
+    /// (TLS records that did not fit the socket); done when they are all out.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        match self {
+            Transport::Tls(t) => t.flush().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// True when the stack still holds bytes that `flush` must push out.
+    pub(crate) fn holds_unsent(&self) -> bool {
+        match self {
+            Transport::Tls(t) => t.holds_unsent(),
+            _ => false,
+        }
+    }
+
+    /// True when a send dropped before it completes has sent nothing:
+    /// `write_vectored`, `flush` and `send_datagram` make all their progress
+    /// within one poll (the WebSocket and WebRTC sinks do not).
+    pub(crate) fn writes_cancel_safe(&self) -> bool {
+        !matches!(self, Transport::Ws(_) | Transport::Webrtc(_))
+    }
+
     /// Send one datagram.
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {

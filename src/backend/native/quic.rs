@@ -11,7 +11,10 @@ use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use tokio::io::AsyncWrite;
 
 /// Read at most this much per stream read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -34,7 +37,7 @@ struct RecvSide {
 pub(crate) struct QuicTransport {
     conn: quinn::Connection,
     /// `None` on a receive-only (unidirectional) stream.
-    send: Option<Arc<futures::lock::Mutex<quinn::SendStream>>>,
+    send: Option<SendSide<quinn::SendStream>>,
     /// `None` on a send-only (unidirectional) stream.
     recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
     /// The first stream of a connection also receives its datagrams.
@@ -59,16 +62,14 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// A QUIC send stream: quinn's own, or a WebTransport stream over it.
-pub(crate) trait StreamWrite {
-    /// Write some of `buf`; how much quinn took.
-    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize>;
-}
+/// A QUIC send stream (quinn's own, or a WebTransport stream over it),
+/// locked for one poll at a time and never across an await.
+pub(crate) type SendSide<S> = Arc<std::sync::Mutex<S>>;
 
-impl StreamWrite for quinn::SendStream {
-    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write(buf).await.map_err(other)
-    }
+/// Lock a send stream (a poisoned lock still holds a usable stream: quinn
+/// reports its own broken state).
+pub(crate) fn lock_send<S>(send: &std::sync::Mutex<S>) -> std::sync::MutexGuard<'_, S> {
+    send.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Write some of `bufs` to a QUIC send stream. quinn copies into its own
@@ -76,30 +77,48 @@ impl StreamWrite for quinn::SendStream {
 /// frames (prefix, body, suffix, and several Messages) go in one write.
 /// Otherwise the slices go in turn, and the count taken is returned (the
 /// caller resumes at the right offset).
-pub(crate) async fn write_slices(
-    send: &mut impl StreamWrite,
+///
+/// Cancel-safe: all progress happens within one poll, so a future dropped
+/// before it completes took nothing.
+pub(crate) async fn write_slices<S: AsyncWrite + Unpin>(
+    send: &std::sync::Mutex<S>,
     bufs: &[io::IoSlice<'_>],
 ) -> io::Result<usize> {
     let len: usize = bufs.iter().map(|b| b.len()).sum();
-    if len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
+    let coalesce = len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1;
+    let one: Vec<u8> = if coalesce {
         let mut one = Vec::with_capacity(len);
         for b in bufs {
             one.extend_from_slice(b);
         }
-        return send.write_some(&one).await;
-    }
-    let mut total = 0;
-    for b in bufs {
-        if b.is_empty() {
-            continue;
+        one
+    } else {
+        Vec::new()
+    };
+    std::future::poll_fn(|cx| {
+        let mut s = lock_send(send);
+        if coalesce {
+            return Pin::new(&mut *s).poll_write(cx, &one);
         }
-        let n = send.write_some(b).await?;
-        total += n;
-        if n < b.len() {
-            break;
+        let mut total = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            match Pin::new(&mut *s).poll_write(cx, b) {
+                Poll::Ready(Ok(n)) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) if total == 0 => return Poll::Ready(Err(e)),
+                // What went out so far counts; the error comes back on the next write.
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending if total == 0 => return Poll::Pending,
+                Poll::Pending => break,
+            }
         }
-    }
-    Ok(total)
+        Poll::Ready(Ok(total))
+    })
+    .await
 }
 
 impl QuicTransport {
@@ -178,7 +197,7 @@ impl QuicTransport {
     ) -> Self {
         QuicTransport {
             conn,
-            send: send.map(|s| Arc::new(futures::lock::Mutex::new(s))),
+            send: send.map(|s| Arc::new(std::sync::Mutex::new(s))),
             recv: recv.map(|stream| {
                 Arc::new(futures::lock::Mutex::new(RecvSide {
                     stream,
@@ -307,7 +326,7 @@ impl QuicTransport {
                 "this QUIC stream is receive-only",
             ));
         };
-        write_slices(&mut *send.lock().await, bufs).await
+        write_slices(send, bufs).await
     }
 
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
@@ -321,19 +340,16 @@ impl QuicTransport {
         let Some(send) = &self.send else {
             return Ok(());
         };
-        match send.try_lock() {
-            Some(mut s) => match s.finish() {
-                Ok(()) => Ok(()),
-                Err(quinn::ClosedStream { .. }) => Ok(()),
-            },
-            None => Err(other("the QUIC stream is busy sending")),
+        match lock_send(send).finish() {
+            Ok(()) => Ok(()),
+            Err(quinn::ClosedStream { .. }) => Ok(()),
         }
     }
 
     /// Reset the stream in both directions (RESET_STREAM, STOP_SENDING).
     pub(crate) fn abort(&self) {
-        if let Some(mut s) = self.send.as_ref().and_then(|s| s.try_lock()) {
-            let _ = s.reset(0u32.into());
+        if let Some(s) = &self.send {
+            let _ = lock_send(s).reset(0u32.into());
         }
         if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
             let _ = r.stream.stop(0u32.into());

@@ -1,17 +1,25 @@
 //! TLS over TCP with rustls (tokio-rustls). An attempt is Ready only after
-//! the TLS handshake completes (RFC 9623 §4.2.1). Reads and writes run from
-//! different tasks, so the stream is split and each half has its own lock.
+//! the TLS handshake completes (RFC 9623 §4.2.1).
+//!
+//! Reads and writes run from different tasks but share one rustls session,
+//! so the stream sits behind one mutex that is held only for a single poll
+//! (never across an await): a read and a write each lock it, make what
+//! progress they can, and unlock. The Connection already lets one receive
+//! and one writer in at a time, so this lock is the only one on the path.
 
 use super::tcp;
 use super::tls_config;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use socket2::SockRef;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 
@@ -23,8 +31,8 @@ const MAX_EARLY_DATA: u32 = 64 * 1024;
 pub(crate) const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Inner {
-    rd: futures::lock::Mutex<ReadHalf<TlsStream<TcpStream>>>,
-    wr: futures::lock::Mutex<WriteHalf<TlsStream<TcpStream>>>,
+    /// The session; locked for one poll at a time (see the module docs).
+    stream: Mutex<TlsStream<TcpStream>>,
     /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
     sock: socket2::Socket,
     /// Plaintext that arrived before the attempt finished (on a server:
@@ -73,11 +81,9 @@ impl TlsTransport {
     ) -> io::Result<Self> {
         let sock = SockRef::from(stream.get_ref().0).try_clone()?;
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let (rd, wr) = tokio::io::split(stream);
         Ok(TlsTransport {
             inner: Arc::new(Inner {
-                rd: futures::lock::Mutex::new(rd),
-                wr: futures::lock::Mutex::new(wr),
+                stream: Mutex::new(stream),
                 sock,
                 pending: std::sync::Mutex::new(pending),
                 early,
@@ -179,6 +185,12 @@ impl TlsTransport {
         &self.inner.sock
     }
 
+    /// The session, for one poll (a poisoned lock still holds a usable
+    /// stream: rustls reports its own broken state).
+    fn stream(&self) -> MutexGuard<'_, TlsStream<TcpStream>> {
+        self.inner.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Read: append plaintext to `buf`.
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         {
@@ -189,34 +201,73 @@ impl TlsTransport {
             }
         }
         buf.reserve(READ_CHUNK);
-        let mut rd = self.inner.rd.lock().await;
-        match rd.read_buf(buf).await? {
-            0 => Ok(Recv::Eof),
-            _ => Ok(Recv::Bytes),
-        }
+        let n = poll_fn(|cx| {
+            let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+            match Pin::new(&mut *self.stream()).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        // SAFETY: poll_read initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(if n == 0 { Recv::Eof } else { Recv::Bytes })
     }
 
-    /// Encrypt and send some of `bufs`; the records are on the socket when this returns.
+    /// Encrypt some of `bufs` and start sending the records.
+    ///
+    /// Cancel-safe: everything happens within one poll. Records left over
+    /// from an earlier call go out first; if the socket then takes only
+    /// part of the new records, the rest waits in rustls for the next write
+    /// or [`flush`](Self::flush).
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut wr = self.inner.wr.lock().await;
-        let n = wr.write_vectored(bufs).await?;
+        let n = poll_fn(|cx| {
+            let mut s = self.stream();
+            let mut s = Pin::new(&mut *s);
+            if s.as_mut().get_mut().get_ref().1.wants_write() {
+                match s.as_mut().poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other.map(|r| r.map(|()| 0)),
+                }
+            }
+            // rustls writes as many records as the socket takes; the rest
+            // waits in rustls.
+            s.poll_write_vectored(cx, bufs)
+        })
+        .await?;
         if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        wr.flush().await?;
         Ok(n)
+    }
+
+    /// True when rustls holds records the socket did not take yet.
+    pub(crate) fn holds_unsent(&self) -> bool {
+        self.stream().get_ref().1.wants_write()
+    }
+
+    /// Send the records rustls still holds; done when they are all on the socket.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut s = self.stream();
+            if !s.get_ref().1.wants_write() {
+                return Poll::Ready(Ok(()));
+            }
+            Pin::new(&mut *s).poll_flush(cx)
+        })
+        .await
     }
 
     /// Finish sending: TLS close_notify, then TCP FIN. The close_notify is
     /// written by a task (it may have to wait for the socket), which keeps
     /// the connection open until it is done.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        let inner = self.inner.clone();
+        let this = self.clone();
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("TLS shutdown needs the tokio runtime: {e}")))?;
         handle.spawn(async move {
-            let mut wr = inner.wr.lock().await;
-            let _ = wr.shutdown().await;
+            let _ = poll_fn(|cx| Pin::new(&mut *this.stream()).poll_shutdown(cx)).await;
         });
         Ok(())
     }

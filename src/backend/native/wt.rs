@@ -52,7 +52,7 @@ pub(crate) struct WtTransport {
     /// Shared (a session handle is large).
     session: Arc<wtq::Session>,
     /// `None` on a receive-only (unidirectional) stream.
-    send: Option<Arc<futures::lock::Mutex<wtq::SendStream>>>,
+    send: Option<super::quic::SendSide<wtq::SendStream>>,
     /// `None` on a send-only (unidirectional) stream.
     recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
     /// The first stream of a session also receives its datagrams.
@@ -72,12 +72,6 @@ impl std::fmt::Debug for WtTransport {
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
-}
-
-impl super::quic::StreamWrite for wtq::SendStream {
-    async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write(buf).await.map_err(other)
-    }
 }
 
 /// The path of the session (`wt.path`), if set.
@@ -164,7 +158,7 @@ impl WtTransport {
     ) -> Self {
         WtTransport {
             session,
-            send: send.map(|s| Arc::new(futures::lock::Mutex::new(s))),
+            send: send.map(|s| Arc::new(std::sync::Mutex::new(s))),
             recv: recv.map(|stream| {
                 Arc::new(futures::lock::Mutex::new(RecvSide {
                     stream,
@@ -263,7 +257,7 @@ impl WtTransport {
                 "this WebTransport stream is receive-only",
             ));
         };
-        super::quic::write_slices(&mut *send.lock().await, bufs).await
+        super::quic::write_slices(send, bufs).await
     }
 
     /// Send one WebTransport datagram.
@@ -278,19 +272,14 @@ impl WtTransport {
         let Some(send) = &self.send else {
             return Ok(());
         };
-        match send.try_lock() {
-            Some(mut s) => {
-                let _ = s.finish();
-                Ok(())
-            }
-            None => Err(other("the WebTransport stream is busy sending")),
-        }
+        let _ = super::quic::lock_send(send).finish();
+        Ok(())
     }
 
     /// Reset the stream in both directions.
     pub(crate) fn abort(&self) {
-        if let Some(mut s) = self.send.as_ref().and_then(|s| s.try_lock()) {
-            let _ = s.reset(0);
+        if let Some(s) = &self.send {
+            let _ = super::quic::lock_send(s).reset(0);
         }
         if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
             let _ = r.stream.stop(0);

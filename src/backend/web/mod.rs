@@ -62,6 +62,19 @@ impl Transport {
             Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
+    /// Nothing to push: the browser holds what was written.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// The browser holds nothing for postsocket to push out.
+    pub(crate) fn holds_unsent(&self) -> bool {
+        false
+    }
+    /// Browser writes wait on Promises that cannot be taken back: a send
+    /// dropped midway may have sent, so it is never dropped.
+    pub(crate) fn writes_cancel_safe(&self) -> bool {
+        false
+    }
     /// Send one message.
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {

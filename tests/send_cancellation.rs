@@ -1,0 +1,121 @@
+//! A send future dropped before it resolves (a timeout around `send`, a
+//! `select!` that picked another branch) must not corrupt the stream: the
+//! Message was queued when `send` was called, so it still goes out, once,
+//! whole and in order. Run over real loopback TCP, TLS and QUIC, with the
+//! receiver stalled so that the sends block on a full socket or on QUIC flow
+//! control and the timeouts drop them midway.
+// Native only (sockets, tokio).
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
+mod common;
+
+use common::{local, pinned, remote, self_signed, with_certificate};
+use postsocket::framer::LengthPrefixFramer;
+use postsocket::{Preconnection, SecurityParameters, StackId, TransportProperties};
+use std::time::Duration;
+
+/// Messages sent while the receiver is stalled.
+const STALLED: usize = 40;
+/// Each Message's size: a few of them fill the socket buffers.
+const SIZE: usize = 256 * 1024;
+
+fn message(i: usize) -> Vec<u8> {
+    vec![i as u8; SIZE]
+}
+
+async fn dropped_sends_keep_the_stream_whole(stack: StackId) {
+    let cert = self_signed();
+    let (server_sec, client_sec) = match stack {
+        StackId::Tcp => (
+            SecurityParameters::disabled(),
+            SecurityParameters::disabled(),
+        ),
+        _ => (
+            with_certificate(SecurityParameters::new(), &cert),
+            pinned(&cert),
+        ),
+    };
+    let mut lp = Preconnection::new(
+        vec![local("127.0.0.1:0")],
+        vec![],
+        TransportProperties::new(),
+        server_sec,
+    );
+    lp.set_protocols(vec![stack]);
+    lp.add_framer(LengthPrefixFramer::new());
+    let listener = lp.listen().await.expect("listen");
+    let mut cp = Preconnection::new(
+        vec![],
+        vec![remote(listener.local_addr())],
+        TransportProperties::new(),
+        client_sec,
+    );
+    cp.set_protocols(vec![stack]);
+    cp.add_framer(LengthPrefixFramer::new());
+    let client = cp.initiate().await.expect("initiate");
+    assert_eq!(client.stack(), stack);
+
+    // The receiver does not read yet: sooner or later each send blocks and
+    // its timeout drops it.
+    let mut dropped = 0;
+    for i in 0..STALLED {
+        let send = client.send_message(message(i));
+        if tokio::time::timeout(Duration::from_millis(20), send)
+            .await
+            .is_err()
+        {
+            dropped += 1;
+        }
+    }
+    assert!(
+        dropped > 0,
+        "{stack}: no send ever blocked, so none was dropped midway; the test needs bigger Messages"
+    );
+
+    // Now read everything; one last awaited send drives out what the
+    // dropped ones left queued.
+    let reader = tokio::spawn(async move {
+        // QUIC opens the peer's stream when its first bytes arrive.
+        let server = listener.accept().await.expect("accept");
+        let mut got = Vec::new();
+        for _ in 0..=STALLED {
+            let m = server.receive().await.expect("receive");
+            assert!(m.is_end_of_message());
+            got.push(m.into_data());
+        }
+        got
+    });
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client.send_message(message(STALLED)),
+    )
+    .await
+    .expect("the last send finished")
+    .expect("the last send succeeded");
+    let got = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the receiver got every Message")
+        .expect("reader task");
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.len(), SIZE, "{stack}: Message {i} has the wrong length");
+        assert!(
+            m.iter().all(|&b| b == i as u8),
+            "{stack}: Message {i} arrived with bytes of another Message (dropped sends: {dropped})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dropped_tcp_sends_keep_the_stream_whole() {
+    dropped_sends_keep_the_stream_whole(StackId::Tcp).await;
+}
+
+#[tokio::test]
+async fn dropped_tls_sends_keep_the_stream_whole() {
+    dropped_sends_keep_the_stream_whole(StackId::Tls).await;
+}
+
+#[tokio::test]
+async fn dropped_quic_sends_keep_the_stream_whole() {
+    dropped_sends_keep_the_stream_whole(StackId::Quic).await;
+}
