@@ -37,6 +37,10 @@
 //!
 //! For profiling: `BENCH_ONLY=quic|tls` and `BENCH_SIZE=1024|65536` pick
 //! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
+//! `BENCH_CLIENT=ps|raw` or `BENCH_SERVER=ps|raw` puts the same sender (or
+//! receiver) under both columns, to see which end costs more.
+//! `BENCH_RUNS=N` sets the runs per case (default 5) and `BENCH_WORKERS=N`
+//! the tokio worker threads (default 2; the sender runs on the main thread).
 // Native only (sockets, tokio); on wasm32 this bench is empty.
 #![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
@@ -54,7 +58,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const RUNS: usize = 5;
+/// Runs per case (`BENCH_RUNS` overrides).
+fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -151,7 +161,12 @@ fn self_signed() -> Cert {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -475,7 +490,8 @@ async fn run() {
         .ok()
         .and_then(|v| v.parse().ok());
     println!(
-        "postsocket secure benchmark (loopback, TLS 1.3, ring, length-prefix framing, median of {RUNS} runs{})\n",
+        "postsocket secure benchmark (loopback, TLS 1.3, ring, length-prefix framing, median of {} paired runs{})\n",
+        runs(),
         if raw_combined() {
             ", raw: combined buffer"
         } else {
@@ -505,7 +521,7 @@ async fn run() {
         let count = count(case);
         let mut ps = Vec::new();
         let mut raw = Vec::new();
-        for i in 0..RUNS {
+        for i in 0..runs() {
             // Alternate which side goes first.
             if i % 2 == 0 {
                 raw.push(one_run(false, case.proto, &cert, case.size, count).await);
