@@ -169,13 +169,17 @@ cargo clippy --target wasm32-unknown-unknown -p postsocket-web --all-targets -- 
 node web/tools/check-wasm-imports.mjs --self-test
 scripts/build-npm.sh "$ROOT/web/pkg"
 
-step "npm package: npm pack holds the .wasm, the JS and the .d.ts"
+step "npm package: npm pack holds the .wasm, the JS (with the glue's snippets) and the .d.ts"
 (cd web/pkg && npm pack --pack-destination "$TMP" --silent >"$TMP/pack.name") || fail "npm pack failed"
 TARBALL="$TMP/$(tail -1 "$TMP/pack.name")"
 tar tzf "$TARBALL" | sort >"$TMP/pack.list"
 cat "$TMP/pack.list"
 for f in postsocket_web_bg.wasm postsocket_web.js postsocket_web.d.ts index.js index.d.ts package.json README.md; do
     grep -qx "package/$f" "$TMP/pack.list" || fail "$(basename "$TARBALL") lacks $f"
+done
+# The JS that the wasm-bindgen glue imports (inline_js snippets) must ship too.
+for f in $(grep -o "from '\./snippets/[^']*'" web/pkg/postsocket_web.js | sed "s|from '\./||; s|'\$||"); do
+    grep -qx "package/$f" "$TMP/pack.list" || fail "$(basename "$TARBALL") lacks $f (imported by postsocket_web.js)"
 done
 
 step "npm package: npm ci (playwright-core, typescript) and tsc --strict over the types"

@@ -864,7 +864,7 @@ impl Connection {
             final_,
             datagram: false,
         };
-        if is_stream && deadline.is_none() && q.frames.is_empty() && q.batch.is_none() {
+        if deadline.is_none() && q.frames.is_empty() && q.batch.is_none() {
             match Inner::write_now(inner, queued) {
                 WriteNow::Done(r) => return Ok(Enqueued::Done(r)),
                 WriteNow::Waiting(rx) => return Ok(Enqueued::Waiting(rx)),
@@ -1151,9 +1151,38 @@ impl Inner {
         if !w.inflight.is_empty() || !w.written.is_empty() {
             return WriteNow::NotTried(f);
         }
-        let Some(t) = w.transport.clone().filter(Transport::writes_cancel_safe) else {
+        let Some(t) = w.transport.clone() else {
             return WriteNow::NotTried(f);
         };
+        if inner.caps.data_unit != DataUnit::ByteStream {
+            // One Message, one datagram (or WebSocket message), if the stack
+            // has room right now.
+            let sent = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
+                t.try_send_datagram(&f.frame.data)
+            } else {
+                t.try_send_datagram(&f.frame.concat())
+            };
+            return match sent {
+                None => WriteNow::NotTried(f),
+                Some(Ok(())) if f.final_ && inner.caps.final_ends_sending => {
+                    let r = t.shutdown_write().map_err(|e| {
+                        SendFailureKind::Error(Error::new(
+                            ErrorReason::ProtocolFailed,
+                            format!("ending the stream after the final Message: {e}"),
+                        ))
+                    });
+                    WriteNow::Done(f.outcome(r))
+                }
+                Some(Ok(())) => WriteNow::Done(f.outcome(Ok(()))),
+                Some(Err(e)) => WriteNow::Done(f.outcome(Err(SendFailureKind::Error(Error::new(
+                    ErrorReason::ProtocolFailed,
+                    format!("sending the datagram: {e}"),
+                ))))),
+            };
+        }
+        if !t.writes_cancel_safe() {
+            return WriteNow::NotTried(f);
+        }
         let len = f.frame.len();
         let polled = {
             let parts = [

@@ -24,6 +24,29 @@ impl RawConnection {
     }
 }
 
+// The per-Message results are built in JS with object literals, in one call:
+// building them from wasm key by key (Reflect.set) crossed into JS for each
+// key and made V8 take its slow, generic path for every object.
+#[wasm_bindgen(inline_js = "
+export function received_message(data, endOfMessage, partial, id, fin, earlyData) {
+  return { data, endOfMessage, partial, messageContext: { id, final: fin, earlyData } };
+}
+export function sent_message(sequence) {
+  return { sequence };
+}
+")]
+extern "C" {
+    fn received_message(
+        data: js_sys::Uint8Array,
+        end_of_message: bool,
+        partial: bool,
+        id: f64,
+        fin: bool,
+        early_data: bool,
+    ) -> JsValue;
+    fn sent_message(sequence: f64) -> JsValue;
+}
+
 thread_local! {
     // Property names as JS strings, made once: decoding a key from wasm
     // memory for every Message was a visible part of the per-Message cost.
@@ -68,11 +91,7 @@ impl RawConnection {
             .send(data, context, end_of_message.unwrap_or(true));
         Ok(crate::promise::promise(async move {
             match fut.await {
-                Ok(sent) => {
-                    let out = js_sys::Object::new();
-                    set(&out, "sequence", &(sent.sequence as f64).into());
-                    Ok(out.into())
-                }
+                Ok(sent) => Ok(sent_message(sent.sequence as f64)),
                 Err(SendFailure::Expired { .. }) => Err(error_to_js(
                     "Expired",
                     &postsocket::Error::new(
@@ -210,17 +229,15 @@ impl RawConnection {
 
 /// `{ data, endOfMessage, partial, messageContext: { id, final, earlyData } }`.
 fn received(event: ReceiveEvent) -> JsValue {
-    let out = js_sys::Object::new();
     let partial = matches!(event, ReceiveEvent::ReceivedPartial { .. });
     let end = event.is_end_of_message();
-    let ctx = js_sys::Object::new();
     let c = event.context();
-    set(&ctx, "id", &(c.id() as f64).into());
-    set(&ctx, "final", &c.is_final().into());
-    set(&ctx, "earlyData", &c.is_early_data().into());
-    set(&out, "data", &js_sys::Uint8Array::from(event.data()).into());
-    set(&out, "endOfMessage", &end.into());
-    set(&out, "partial", &partial.into());
-    set(&out, "messageContext", &ctx.into());
-    out.into()
+    received_message(
+        js_sys::Uint8Array::from(event.data()),
+        end,
+        partial,
+        c.id() as f64,
+        c.is_final(),
+        c.is_early_data(),
+    )
 }

@@ -3,7 +3,7 @@
 // same native echo server (ws-echo). Each run sends COUNT messages of SIZE
 // bytes and waits for all echoes; runs alternate raw / postsocket; the median
 // of RUNS is printed. Run by scripts/bench-web.sh.
-import { launch, port, serve } from './harness.mjs';
+import { openExample, port } from './harness.mjs';
 
 const echo = port('POSTSOCKET_WS_ECHO_PORT');
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -12,12 +12,8 @@ const WORKLOADS = [
   { size: 64 * 1024, count: 1000 },
 ];
 
-const server = await serve();
-const browser = await launch();
-const { page } = browser;
+const { server, browser, page } = await openExample(echo);
 try {
-  await page.goto(`${server.url}/example/index.html?port=${echo}`);
-  await page.waitForFunction(() => document.body.dataset.status !== 'running', null, { timeout: 20000 });
   const results = await page.evaluate(
     async ({ echo, RUNS, WORKLOADS }) => {
       const m = await import('/pkg/index.js');

@@ -86,3 +86,16 @@ export function port(name) {
   }
   return v;
 }
+
+/**
+ * Serve web/, launch Chromium and open the example page against ws-echo on
+ * `echo`, waiting until the page has run. Returns `{ server, browser, page }`.
+ */
+export async function openExample(echo) {
+  const server = await serve();
+  const browser = await launch();
+  const { page } = browser;
+  await page.goto(`${server.url}/example/index.html?port=${echo}`);
+  await page.waitForFunction(() => document.body.dataset.status !== 'running', null, { timeout: 20000 });
+  return { server, browser, page };
+}

@@ -107,6 +107,15 @@ impl Transport {
         }
     }
 
+    /// Send one datagram now, without waiting: `None` when the stack has no
+    /// room (or cannot send without waiting), so the Message is queued.
+    pub(crate) fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
+        match self {
+            Transport::Udp(u) => u.try_send(data),
+            _ => None,
+        }
+    }
+
     /// True when the stack still holds bytes that `flush` must push out.
     pub(crate) fn holds_unsent(&self) -> bool {
         match self {

@@ -82,18 +82,34 @@ impl UdpTransport {
         }
     }
 
+    /// Send now if the socket has room; `None` if it would block.
+    pub(crate) fn try_send(&self, data: &[u8]) -> Option<io::Result<()>> {
+        let sent = match &self.demux {
+            Some(_) => self.socket.try_send_to(data, self.peer),
+            None => self.socket.try_send(data),
+        };
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+            Ok(n) => Some(Self::whole(n, data.len())),
+        }
+    }
+
+    fn whole(n: usize, len: usize) -> io::Result<()> {
+        if n != len {
+            return Err(io::Error::other(format!(
+                "sent {n} of {len} bytes as one datagram"
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
         let n = match &self.demux {
             Some(_) => self.socket.send_to(data, self.peer).await?,
             None => self.socket.send(data).await?,
         };
-        if n != data.len() {
-            return Err(io::Error::other(format!(
-                "sent {n} of {} bytes as one datagram",
-                data.len()
-            )));
-        }
-        Ok(())
+        Self::whole(n, data.len())
     }
 
     pub(crate) fn abort(&self) {}

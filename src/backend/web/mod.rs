@@ -66,6 +66,15 @@ impl Transport {
     pub(crate) async fn flush(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Send one message now, without waiting: `None` when the stack has no
+    /// room (or cannot send without waiting), so the Message is queued.
+    pub(crate) fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
+        match self {
+            Transport::Ws(w) => w.try_send(data),
+            Transport::Webrtc(w) => w.try_send(data),
+            Transport::Wt(_) => None,
+        }
+    }
     /// The browser holds nothing for postsocket to push out.
     pub(crate) fn holds_unsent(&self) -> bool {
         false

@@ -340,22 +340,35 @@ impl WebrtcTransport {
 
     /// Send one message, after waiting while the channel is still
     /// connecting or its buffer is above [`HIGH_WATER`].
+    /// Send one message now if the channel is open with room in its
+    /// buffer; `None` when it must wait (still connecting, or above
+    /// [`HIGH_WATER`]).
+    pub(crate) fn try_send(&self, data: &[u8]) -> Option<io::Result<()>> {
+        if let Some(e) = self.ended() {
+            return Some(Err(e));
+        }
+        let sent = self.with_dc(|dc| match dc.ready_state() {
+            RtcDataChannelState::Open if dc.buffered_amount() <= HIGH_WATER => Some(
+                dc.send_with_u8_array(data)
+                    .map_err(js_err("sending on the WebRTC data channel")),
+            ),
+            RtcDataChannelState::Open | RtcDataChannelState::Connecting => None,
+            _ => Some(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the WebRTC data channel is closing or closed",
+            ))),
+        });
+        match sent {
+            Ok(r) => r,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
         let mut pause = Duration::from_millis(1);
         loop {
-            if let Some(e) = self.ended() {
-                return Err(e);
-            }
-            let (state, buffered) = self.with_dc(|dc| (dc.ready_state(), dc.buffered_amount()))?;
-            match state {
-                RtcDataChannelState::Open if buffered <= HIGH_WATER => break,
-                RtcDataChannelState::Open | RtcDataChannelState::Connecting => {}
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotConnected,
-                        "the WebRTC data channel is closing or closed",
-                    ))
-                }
+            if let Some(r) = self.try_send(data) {
+                return r;
             }
             // Woken by bufferedamountlow, or after a bounded pause.
             let mut low = self.inner.low.lock().await;
@@ -365,8 +378,6 @@ impl WebrtcTransport {
             let _ = futures::future::select(wake, sleep).await;
             pause = (pause * 2).min(MAX_POLL);
         }
-        self.with_dc(|dc| dc.send_with_u8_array(data))?
-            .map_err(js_err("sending on the WebRTC data channel"))
     }
 
     /// Close the channel; the peer's reads end.

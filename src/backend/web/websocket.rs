@@ -378,17 +378,34 @@ impl WsTransport {
         }
     }
 
-    fn check_open(&self) -> io::Result<()> {
+    /// Send one message now if the socket is open and the browser's send
+    /// buffer is at most [`HIGH_WATER`]; `None` when it must wait for room.
+    pub(crate) fn try_send(&self, data: &[u8]) -> Option<io::Result<()>> {
         if let Some(e) = self.ended() {
-            return Err(e);
+            return Some(Err(e));
         }
-        if self.with_ws(|ws| ws.ready_state())? != WebSocket::OPEN {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("the WebSocket {} is closing or closed", self.inner.url),
-            ));
+        let sent = self.with_ws(|ws| {
+            if ws.ready_state() != WebSocket::OPEN {
+                return Some(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("the WebSocket {} is closing or closed", self.inner.url),
+                )));
+            }
+            if ws.buffered_amount() > HIGH_WATER {
+                return None;
+            }
+            Some(ws.send_with_u8_array(data).map_err(|e| {
+                io::Error::other(format!(
+                    "sending on the WebSocket {}: {}",
+                    self.inner.url,
+                    js_text(&e)
+                ))
+            }))
+        });
+        match sent {
+            Ok(r) => r,
+            Err(e) => Some(Err(e)),
         }
-        Ok(())
     }
 
     /// Send one message, after waiting while the browser's send buffer is
@@ -396,21 +413,12 @@ impl WsTransport {
     pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
         let mut pause = Duration::from_millis(1);
         loop {
-            self.check_open()?;
-            if self.with_ws(|ws| ws.buffered_amount())? <= HIGH_WATER {
-                break;
+            if let Some(r) = self.try_send(data) {
+                return r;
             }
             crate::runtime::sleep(pause).await;
             pause = (pause * 2).min(MAX_POLL);
         }
-        self.with_ws(|ws| ws.send_with_u8_array(data))?
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "sending on the WebSocket {}: {}",
-                    self.inner.url,
-                    js_text(&e)
-                ))
-            })
     }
 
     /// Close with code 1000: the peer answers with its close frame, then

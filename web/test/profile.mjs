@@ -1,0 +1,171 @@
+// Profiling aid (not a test, not a benchmark): one WebSocket echo run of
+// COUNT messages of SIZE bytes in headless Chromium against ws-echo, under
+// Chromium's CPU profiler (PROFILE=0: timing only); prints the functions
+// with the most self time. Needs ws-echo's ports in the environment, as
+// bench.mjs does (POSTSOCKET_WS_ECHO_PORT), and a built web/pkg.
+//
+// SIDE picks the run:
+// - `postsocket` (default): the npm package, as bench.mjs drives it;
+// - `raw`: the browser's WebSocket, as bench.mjs drives it;
+// - `rawpromise`: the raw WebSocket consumed through a Promise per Message
+//   (what a receive() API costs in JS alone);
+// - `rawburn`: the raw WebSocket with BURN thousand iterations of arithmetic
+//   per echo (it prints their cost per Message): how much throughput a
+//   microsecond of per-Message work in the page costs;
+// - `psbuffered`: the package, receiving only after every echo arrived; with
+//   PHASE=send|wait|receive only that phase is profiled.
+//
+// The page prints when the sends finished and when every 2000th echo arrived.
+import { openExample, port } from './harness.mjs';
+
+const echo = port('POSTSOCKET_WS_ECHO_PORT');
+const SIZE = Number(process.env.SIZE ?? 1024);
+const COUNT = Number(process.env.COUNT ?? 20000);
+const SIDE = process.env.SIDE ?? 'postsocket';
+const PROFILE = process.env.PROFILE !== '0';
+
+const { server, browser, page } = await openExample(echo);
+try {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 100 });
+  await page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    await m.init();
+    window.__m = m;
+  });
+  // PHASE=send|wait|receive (psbuffered only): profile that phase alone.
+  const PHASE = process.env.PHASE;
+  await page.exposeFunction('phase', async (name, start) => {
+    if (name !== PHASE) return;
+    await cdp.send(start ? 'Profiler.start' : 'Profiler.stop').then((r) => { if (!start) globalThis.__profile = r.profile; });
+  });
+  if (PROFILE && !PHASE) await cdp.send('Profiler.start');
+  const ms = await page.evaluate(
+    async ({ echo, SIZE, COUNT, SIDE, BURN }) => {
+      const m = window.__m;
+      const payload = new Uint8Array(SIZE).fill(7);
+      if (SIDE === 'rawpromise') {
+        // The raw WebSocket consumed the way postsocket's receive() is: a
+        // Promise per Message from a queue.
+        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
+        ws.binaryType = 'arraybuffer';
+        await new Promise((ok) => (ws.onopen = ok));
+        const queue = [];
+        let waiter = null;
+        ws.onmessage = (e) => {
+          const msg = { data: new Uint8Array(e.data), endOfMessage: true, partial: false, messageContext: { id: 1, final: false, earlyData: false } };
+          if (waiter) { const w = waiter; waiter = null; w(msg); } else queue.push(msg);
+        };
+        const receive = () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((ok) => (waiter = ok)));
+        const send = (p) => { ws.send(p); return Promise.resolve({ sequence: 0 }); };
+        const t0 = performance.now();
+        const receiving = (async () => {
+          for (let i = 0; i < COUNT; i++) await receive();
+        })();
+        for (let i = 0; i < COUNT; i++) await send(payload);
+        console.log(`sends done after ${(performance.now() - t0).toFixed(0)} ms`);
+        await receiving;
+        return performance.now() - t0;
+      }
+      if (SIDE === 'rawburn') {
+        // The raw WebSocket with BURN microseconds of busy work per echo: how
+        // much per-Message CPU in the page costs in throughput.
+        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
+        ws.binaryType = 'arraybuffer';
+        await new Promise((ok) => (ws.onopen = ok));
+        let received = 0;
+        let sink = 0;
+        const done = new Promise((ok) => (ws.onmessage = () => {
+          // BURN thousand iterations of arithmetic (no clock reads).
+          let x = received;
+          for (let k = 0; k < BURN * 1000; k++) x = (x * 1103515245 + 12345) | 0;
+          sink ^= x;
+          if (++received === COUNT) ok();
+        }));
+        const t0 = performance.now();
+        for (let i = 0; i < COUNT; i++) ws.send(payload);
+        await done;
+        const ms = performance.now() - t0;
+        // The cost of the busy work alone, for scale.
+        const b0 = performance.now();
+        let x = 0;
+        for (let k = 0; k < BURN * 1000 * 1000; k++) x = (x * 1103515245 + 12345) | 0;
+        console.log(`busy work: ${((performance.now() - b0) / 1000 * 1000).toFixed(2)} us per Message (${x & 1})`);
+        return ms;
+      }
+      if (SIDE === 'raw') {
+        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
+        ws.binaryType = 'arraybuffer';
+        await new Promise((ok) => (ws.onopen = ok));
+        let received = 0;
+        const marks = [];
+        const done = new Promise((ok) => (ws.onmessage = () => { if (++received % 2000 === 0) marks.push((performance.now() - t0).toFixed(0)); if (received === COUNT) ok(); }));
+        const t0 = performance.now();
+        for (let i = 0; i < COUNT; i++) ws.send(payload);
+        console.log(`sends done after ${(performance.now() - t0).toFixed(0)} ms`);
+        await done;
+        console.log(`arrivals: ${marks.join(' ')}`);
+        return performance.now() - t0;
+      }
+      if (SIDE === 'psbuffered') {
+        // Per-Message cost alone: let every echo arrive first, then receive them all.
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        await window.phase('send', true);
+        const t0 = performance.now();
+        for (let i = 0; i < COUNT; i++) await conn.send(payload);
+        const sent = performance.now() - t0;
+        await window.phase('send', false);
+        await window.phase('wait', true);
+        await new Promise((ok) => setTimeout(ok, 6000));
+        await window.phase('wait', false);
+        await window.phase('receive', true);
+        const t1 = performance.now();
+        for (let i = 0; i < COUNT; i++) await conn.receive();
+        const got = performance.now() - t1;
+        await window.phase('receive', false);
+        console.log(`sends ${sent.toFixed(0)} ms; receiving ${COUNT} buffered Messages ${got.toFixed(0)} ms`);
+        await conn.close();
+        return sent + got;
+      }
+      const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+      const conn = await pre.initiate({ timeout: 10000 });
+      const t0 = performance.now();
+      const marks = [];
+      const receiving = (async () => {
+        for (let i = 1; i <= COUNT; i++) { await conn.receive(); if (i % 2000 === 0) marks.push((performance.now() - t0).toFixed(0)); }
+      })();
+      for (let i = 0; i < COUNT; i++) await conn.send(payload);
+      const sent = performance.now() - t0;
+      await receiving;
+      const ms = performance.now() - t0;
+      await conn.close();
+      console.log(`sends done after ${sent.toFixed(0)} ms over ${conn.stack}`);
+      console.log(`arrivals: ${marks.join(' ')}`);
+      return ms;
+    },
+    { echo, SIZE, COUNT, SIDE, BURN: Number(process.env.BURN ?? 0) },
+  );
+  if (!PROFILE) {
+    console.log(`${SIDE}: ${COUNT} x ${SIZE} B in ${ms.toFixed(0)} ms`);
+    process.exit(0);
+  }
+  const profile = PHASE ? globalThis.__profile : (await cdp.send('Profiler.stop')).profile;
+  const self = new Map();
+  const dt = profile.timeDeltas;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const total = dt.reduce((a, b) => a + b, 0);
+  profile.samples.forEach((id, i) => {
+    const n = byId.get(id);
+    const name = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
+    self.set(name, (self.get(name) ?? 0) + (dt[i] ?? 0));
+  });
+  console.log(`${SIDE}: ${COUNT} x ${SIZE} B in ${ms.toFixed(0)} ms; profile ${(total / 1000).toFixed(0)} ms`);
+  for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 30))) {
+    console.log(`${(us / 1000).toFixed(1).padStart(8)} ms  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}
