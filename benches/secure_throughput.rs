@@ -5,7 +5,9 @@
 //!
 //! A client sends N Messages one way to a loopback server that receives them
 //! all; time runs from the first send until the server has the last byte.
-//! Both sides use the same framing (4-byte big-endian length, then the body):
+//! Both sides send one payload buffer over and over (postsocket as a shared
+//! `Bytes`, so neither side copies it per message) and use the same framing
+//! (4-byte big-endian length, then the body):
 //! postsocket's `LengthPrefixFramer` against hand-written framing on the raw
 //! stacks. The certificate is one rcgen self-signed certificate for
 //! localhost; postsocket pins it, the raw clients trust it through a root
@@ -247,7 +249,9 @@ async fn ps_client(
         .await
         .expect("postsocket initiate");
     assert_eq!(conn.stack(), proto.stack());
-    let payload = vec![0x5a_u8; size];
+    // One shared buffer, sent again and again as the raw clients write
+    // theirs: `Bytes` clones share it (a `Vec` would be copied each time).
+    let payload = postsocket::Bytes::from(vec![0x5a_u8; size]);
     let start = Instant::now();
     for _ in 0..count {
         conn.send_message(payload.clone())

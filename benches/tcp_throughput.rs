@@ -3,7 +3,8 @@
 //! `cargo bench --bench tcp_throughput` (harness = false: a plain `main`).
 //!
 //! Throughput: a client sends N Messages to a loopback server that receives
-//! them all, with the same framing on both sides (4-byte big-endian length,
+//! them all, both sending one payload buffer over and over (postsocket as a
+//! shared `Bytes`), with the same framing on both sides (4-byte big-endian length,
 //! then the body): postsocket's `LengthPrefixFramer` against a raw tokio
 //! `TcpStream` (header and body in one vectored write per message; the server
 //! reads with `read_exact` through a 64 KiB `BufReader`). TCP_NODELAY on both.
@@ -127,7 +128,9 @@ async fn postsocket_run(size: usize, count: usize) -> f64 {
         .initiate()
         .await
         .expect("postsocket initiate");
-    let payload = vec![0x5a_u8; size];
+    // One shared buffer, sent again and again as the raw side writes its
+    // own: `Bytes` clones share it (a `Vec` would be copied each time).
+    let payload = postsocket::Bytes::from(vec![0x5a_u8; size]);
     let start = Instant::now();
     for _ in 0..count {
         conn.send_message(payload.clone())

@@ -39,6 +39,7 @@ use crate::properties::{
 };
 use crate::runtime::{self, Instant};
 use crate::trace::RacingTrace;
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, Shared};
 use futures::StreamExt;
@@ -619,10 +620,11 @@ impl Connection {
     /// the same context continue the Message.
     pub fn send(
         &self,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
         context: Option<MessageContext>,
         end_of_message: bool,
     ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
+        let data = data.into();
         let context = context.unwrap_or_default();
         // A refused Message resolves at once; the future that waits for the
         // stack stays small (it moves with every await of the caller).
@@ -638,14 +640,14 @@ impl Connection {
     /// Send one whole Message with the Connection's default properties.
     pub fn send_message(
         &self,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Bytes>,
     ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
-        self.send(data.into(), None, true)
+        self.send(data, None, true)
     }
 
     fn enqueue(
         &self,
-        data: Vec<u8>,
+        data: Bytes,
         context: MessageContext,
         end_of_message: bool,
     ) -> Result<Enqueued, SendFailure> {
@@ -864,7 +866,10 @@ impl Connection {
             final_,
             datagram: false,
         };
-        if deadline.is_none() && q.frames.is_empty() && q.batch.is_none() {
+        // The fast path: nothing ahead of this Message. (A Message with a
+        // lifetime, or a final one, whose stream ending may need the
+        // runtime, takes the queue.)
+        if deadline.is_none() && !final_ && q.frames.is_empty() && q.batch.is_none() {
             match Inner::write_now(inner, queued) {
                 WriteNow::Done(r) => return Ok(Enqueued::Done(r)),
                 WriteNow::Waiting(rx) => return Ok(Enqueued::Waiting(rx)),
@@ -1139,11 +1144,12 @@ impl Inner {
 
     /// The fast path of `send`: nothing is queued or in flight and the
     /// writer is free, so the frame goes to the stack at once, in one poll
-    /// without a task context. A stack that takes only part of it keeps the
-    /// rest in the writer state (the send future's flush finishes it and
-    /// registers for socket space); a stack that takes nothing, or fails,
+    /// without a task context. A byte stream that takes only part of it
+    /// keeps the rest in the writer state (the send future's flush finishes
+    /// it and registers for socket space); one that takes nothing, or fails,
     /// leaves the Message to be queued as usual (the flush meets the error
-    /// again and reports it).
+    /// again and reports it). A message stack sends it whole or not at all;
+    /// its error is the outcome, as in the flush.
     fn write_now(inner: &Arc<Inner>, mut f: Queued) -> WriteNow {
         let Some(mut w) = inner.writer.try_lock() else {
             return WriteNow::NotTried(f);
@@ -1164,15 +1170,6 @@ impl Inner {
             };
             return match sent {
                 None => WriteNow::NotTried(f),
-                Some(Ok(())) if f.final_ && inner.caps.final_ends_sending => {
-                    let r = t.shutdown_write().map_err(|e| {
-                        SendFailureKind::Error(Error::new(
-                            ErrorReason::ProtocolFailed,
-                            format!("ending the stream after the final Message: {e}"),
-                        ))
-                    });
-                    WriteNow::Done(f.outcome(r))
-                }
                 Some(Ok(())) => WriteNow::Done(f.outcome(Ok(()))),
                 Some(Err(e)) => WriteNow::Done(f.outcome(Err(SendFailureKind::Error(Error::new(
                     ErrorReason::ProtocolFailed,
@@ -1199,7 +1196,7 @@ impl Inner {
             _ => return WriteNow::NotTried(f),
         };
         if n == len && !t.holds_unsent() {
-            return WriteNow::Done(f.outcome(Self::finish_if_final(&t, &f)));
+            return WriteNow::Done(f.outcome(Ok(())));
         }
         let (tx, rx) = oneshot::channel();
         f.reply = Some(tx);
@@ -1340,7 +1337,7 @@ impl Inner {
                         if (q.datagram || expired(q.deadline)) && any {
                             break; // a datagram, or expired: handled at the front next round
                         }
-                        for part in [&q.frame.prefix, &q.frame.data, &q.frame.suffix] {
+                        for part in [&q.frame.prefix[..], &q.frame.data[..], &q.frame.suffix[..]] {
                             if skip >= part.len() {
                                 skip -= part.len();
                                 continue;

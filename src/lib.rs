@@ -49,6 +49,10 @@ mod runtime;
 pub mod security;
 pub mod trace;
 
+/// Message data to send: `Vec<u8>` converts without a copy, and a `Bytes`
+/// shared with other Messages goes out without one (re-exported from the
+/// `bytes` crate).
+pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
 pub use connection::{Connection, ReceiveError, SendFailure, Sent, RECV_MSG_MAX_LEN};
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};

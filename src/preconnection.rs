@@ -247,10 +247,11 @@ impl Preconnection {
     /// is reported only as the EstablishmentError.
     pub fn initiate_with_send(
         &self,
-        data: Vec<u8>,
+        data: impl Into<bytes::Bytes>,
         context: Option<MessageContext>,
     ) -> impl Future<Output = Result<(Connection, Result<Sent, SendFailure>), Error>> + 'static
     {
+        let data: bytes::Bytes = data.into();
         let context = context.unwrap_or_default();
         let mut snap = self.snapshot();
         let replayable = context

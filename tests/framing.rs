@@ -81,7 +81,7 @@ async fn line_without_delimiter_over_limit_fails_and_partial_line_at_eof_is_deli
         }
     );
     let mut frame = Frame {
-        data: b"two\nlines".to_vec(),
+        data: postsocket::Bytes::from_static(b"two\nlines"),
         ..Frame::default()
     };
     assert!(

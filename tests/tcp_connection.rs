@@ -20,15 +20,20 @@ async fn length_listener() -> (postsocket::Listener, std::net::SocketAddr) {
     (l, a)
 }
 
-#[tokio::test]
-async fn echo_through_postsocket_listener_keeps_messages() {
+/// A length-prefixed Connection to a postsocket Listener that echoes.
+async fn echo_connection() -> postsocket::Connection {
     let (l, addr) = length_listener().await;
     tokio::spawn(async move {
         while let Ok(c) = l.accept().await {
             spawn_echo(c);
         }
     });
-    let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
+    tcp_length(vec![remote(addr)]).initiate().await.unwrap()
+}
+
+#[tokio::test]
+async fn echo_through_postsocket_listener_keeps_messages() {
+    let conn = echo_connection().await;
     assert_eq!(conn.state(), ConnState::Established);
     let msgs: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![], vec![7u8; 100_000], b"last".to_vec()];
     for m in &msgs {
@@ -48,14 +53,25 @@ async fn echo_through_postsocket_listener_keeps_messages() {
 }
 
 #[tokio::test]
+async fn one_shared_buffer_goes_out_as_many_messages() {
+    let conn = echo_connection().await;
+    // A Bytes is shared, not copied, by each send; a Vec is taken whole;
+    // a static slice needs no allocation.
+    let shared = postsocket::Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<u8>>());
+    for _ in 0..3 {
+        conn.send_message(shared.clone()).await.unwrap();
+    }
+    conn.send_message(b"static".as_slice()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.receive().await.unwrap().data(), &shared[..]);
+    }
+    assert_eq!(conn.receive().await.unwrap().data(), b"static");
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn sent_outcomes_in_send_order_exactly_once() {
-    let (l, addr) = length_listener().await;
-    tokio::spawn(async move {
-        while let Ok(c) = l.accept().await {
-            spawn_echo(c);
-        }
-    });
-    let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
+    let conn = echo_connection().await;
     // Call send 200 times before awaiting any; outcomes carry their order.
     let futs: Vec<_> = (0..200u32)
         .map(|i| conn.send(i.to_be_bytes().to_vec(), None, true))
@@ -314,13 +330,7 @@ async fn clone_makes_a_second_tcp_connection_in_the_group() {
 
 #[tokio::test]
 async fn group_conn_limit_bounds_clone() {
-    let (l, addr) = length_listener().await;
-    tokio::spawn(async move {
-        while let Ok(c) = l.accept().await {
-            spawn_echo(c);
-        }
-    });
-    let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
+    let conn = echo_connection().await;
     conn.set_property("groupConnLimit", 1u64).unwrap();
     let err = conn.clone(None, None).await.unwrap_err();
     assert_eq!(err.reason, ErrorReason::NotCloneable);

@@ -56,7 +56,7 @@ impl Framer for DelimiterFramer {
         _context: &MessageContext,
         end_of_message: bool,
     ) -> Result<(), FramerError> {
-        for part in [&frame.prefix, &frame.data, &frame.suffix] {
+        for part in [&frame.prefix[..], &frame.data[..], &frame.suffix[..]] {
             if find(part, &self.delimiter, 0).is_some() {
                 return Err(FramerError::new(format!(
                     "the message contains the delimiter {:?}; use the length-prefix framer for binary data",

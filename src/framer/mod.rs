@@ -48,8 +48,8 @@ impl fmt::Display for FramerError {
 pub struct Frame {
     /// Bytes before the data.
     pub prefix: Vec<u8>,
-    /// The data.
-    pub data: Vec<u8>,
+    /// The data (shared, not copied: a framer that changes it sets a new one).
+    pub data: bytes::Bytes,
     /// Bytes after the data.
     pub suffix: Vec<u8>,
 }
