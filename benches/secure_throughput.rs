@@ -33,7 +33,7 @@
 //!   `RAW_COMBINED=1` makes the raw clients (QUIC and TLS) copy header and
 //!   body into one buffer and write that instead.
 //!
-//! Each case runs 5 times, alternating which side goes first; each run is
+//! Each case runs 9 times, alternating which side goes first; each run is
 //! paired with the other side's run next to it, and the median of the pairs'
 //! ratios counts (the MB/s columns are each side's median run). Handshakes are not timed.
 //!
@@ -41,8 +41,9 @@
 //! cases, `BENCH_SIDE=ps|raw` runs one side, `BENCH_SCALE=F` scales the counts.
 //! `BENCH_CLIENT=ps|raw` or `BENCH_SERVER=ps|raw` puts the same sender (or
 //! receiver) under both columns, to see which end costs more.
-//! `BENCH_RUNS=N` sets the runs per case (default 5) and `BENCH_WORKERS=N`
-//! the tokio worker threads (default 2; the sender runs on the main thread).
+//! `BENCH_RUNS=N` sets the runs per case (default 9) and `BENCH_WORKERS=N`
+//! the tokio worker threads (default 2; the sender runs on the main thread);
+//! `BENCH_VERBOSE=1` prints every run.
 // Native only (sockets, tokio); on wasm32 this bench is empty.
 #![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
@@ -60,12 +61,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Runs per case (`BENCH_RUNS` overrides).
+/// Runs per case (`BENCH_RUNS` overrides): this many because on a small
+/// shared machine a run now and then is far off in either direction.
 fn runs() -> usize {
     std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(9)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -542,6 +544,15 @@ async fn run() {
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let mbps = |v: &[f64]| {
+                v.iter()
+                    .map(|t| format!("{:.0}", (case.size * count) as f64 / t / 1e6))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!("  runs MB/s: raw {}; postsocket {}", mbps(&raw), mbps(&ps));
+        }
         let ratio = median(ratios); // throughput ratio postsocket/raw
         let (ps, raw) = (median(ps), median(raw));
         let bytes = (case.size * count) as f64;
