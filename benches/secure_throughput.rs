@@ -48,6 +48,9 @@
 #![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
+mod common;
+
+use common::{runs, verdict, Paired};
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::{certificate_sha256, Identity};
 use postsocket::{
@@ -60,15 +63,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Runs per case (`BENCH_RUNS` overrides): this many because on a small
-/// shared machine a run now and then is far off in either direction.
-fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(9)
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -435,19 +429,6 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(stream: &mut W, header: &[u8], bo
 
 // ---------------------------------------------------------------- report
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
-}
-
 /// `BENCH_SIDE=ps` or `BENCH_SIDE=raw` runs one side only (for profiling; the other side reads as 1 s).
 fn side_enabled(side: &str) -> bool {
     std::env::var("BENCH_SIDE").map_or(true, |s| s == side)
@@ -537,24 +518,10 @@ async fn run() {
                 raw.push(one_run(false, case.proto, &cert, case.size, count).await);
             }
         }
-        // Each run is paired with the other side's run next to it: the
-        // ratio of a pair cancels slow drifts of the machine, and the median
-        // pair counts. The spread shows how much the pairs disagreed.
-        let ratios: Vec<f64> = raw.iter().zip(&ps).map(|(r, p)| r / p).collect();
-        let (lo, hi) = ratios
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-        if std::env::var_os("BENCH_VERBOSE").is_some() {
-            let mbps = |v: &[f64]| {
-                v.iter()
-                    .map(|t| format!("{:.0}", (case.size * count) as f64 / t / 1e6))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            println!("  runs MB/s: raw {}; postsocket {}", mbps(&raw), mbps(&ps));
-        }
-        let ratio = median(ratios); // throughput ratio postsocket/raw
-        let (ps, raw) = (median(ps), median(raw));
+        let runs = Paired { raw, ps };
+        runs.print_runs(case.size * count);
+        let (ratio, lo, hi) = runs.ratio();
+        let (raw, ps) = runs.medians();
         let bytes = (case.size * count) as f64;
         println!(
             "{:<5} {:<8} {:>7} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>7.3}x {:>5}{:.2}x {} (pairs {lo:.2}-{hi:.2})",

@@ -10,7 +10,9 @@
 //! reads with `read_exact` through a 64 KiB `BufReader`). TCP_NODELAY on both.
 //! `RAW_COMBINED=1` makes the raw side copy header and body into one buffer
 //! and `write_all` it instead.
-//! Each case runs 3 times, alternating, and the median counts.
+//! Each case runs 9 times (`BENCH_RUNS`), alternating which side goes
+//! first; each run is paired with the other side's next to it, and the median
+//! of the pairs' ratios counts (`BENCH_VERBOSE=1` prints every run).
 //!
 //! Time to Ready: `initiate()` to one 127.0.0.1 endpoint, TCP only, against
 //! `TcpStream::connect` plus `set_nodelay(true)` (postsocket's TCP default),
@@ -19,6 +21,9 @@
 #![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
+mod common;
+
+use common::{median, runs, verdict, Paired};
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     LocalEndpoint, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TransportProperties,
@@ -29,7 +34,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const RUNS: usize = 3;
 const CONNECTS: usize = 200;
 /// Connects per side when profiling (`BENCH_CONNECTS`).
 fn connects() -> usize {
@@ -200,22 +204,12 @@ async fn write_frame(stream: &mut TcpStream, header: &[u8], body: &[u8]) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
-}
-
 async fn run() {
     let started = Instant::now();
-    println!("postsocket TCP benchmark (loopback, length-prefix framing, median of {RUNS} runs)\n");
+    println!(
+        "postsocket TCP benchmark (loopback, length-prefix framing, median of {} paired runs)\n",
+        runs()
+    );
     println!(
         "{:<8} {:>8} {:>12} {:>12} {:>14} {:>14} {:>8} {:>8}",
         "message", "count", "raw MB/s", "ps MB/s", "raw msgs/s", "ps msgs/s", "ratio", "target"
@@ -225,7 +219,7 @@ async fn run() {
     for case in CASES.iter().filter(|_| !only_ready) {
         let mut ps = Vec::new();
         let mut raw = Vec::new();
-        for i in 0..RUNS {
+        for i in 0..runs() {
             // Alternate which side goes first.
             if i % 2 == 0 {
                 raw.push(raw_run(case.size, case.count).await);
@@ -235,11 +229,13 @@ async fn run() {
                 raw.push(raw_run(case.size, case.count).await);
             }
         }
-        let (ps, raw) = (median(ps), median(raw));
+        let runs = Paired { raw, ps };
+        runs.print_runs(case.size * case.count);
+        let (ratio, lo, hi) = runs.ratio();
+        let (raw, ps) = runs.medians();
         let bytes = (case.size * case.count) as f64;
-        let ratio = raw / ps; // throughput ratio postsocket/raw
         println!(
-            "{:<8} {:>8} {:>12.1} {:>12.1} {:>14.0} {:>14.0} {:>7.3}x {:>5}{:.2}x {}",
+            "{:<8} {:>8} {:>12.1} {:>12.1} {:>14.0} {:>14.0} {:>7.3}x {:>5}{:.2}x {} (pairs {lo:.2}-{hi:.2})",
             case.name,
             case.count,
             bytes / raw / 1e6,

@@ -58,6 +58,9 @@ pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
 const MAX_IOV: usize = 512;
 /// Slices of one vectored write kept on the stack before spilling to the heap.
 const STACK_IOV: usize = 24;
+/// A Message body at least this large, not yet buffered, is read straight
+/// into its own Vec (`Inner::read_body_directly`).
+const DIRECT_READ_MIN: usize = 32 * 1024;
 
 /// `Sent<messageContext>`: the Message was handed to the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +208,11 @@ struct RecvState {
     stream_context: Option<MessageContext>,
     /// Unreliable Messages (QUIC datagrams) waiting for a receive.
     datagrams: VecDeque<Vec<u8>>,
+    /// True while a large Message body is read straight into `body` (see
+    /// `read_body_directly`); `buf` is empty then.
+    direct: bool,
+    /// The current Message's body so far, in direct mode.
+    body: Vec<u8>,
 }
 
 pub(crate) struct Group {
@@ -342,6 +350,8 @@ impl Connection {
                 done: None,
                 stream_context: None,
                 datagrams: VecDeque::new(),
+                direct: false,
+                body: Vec::new(),
             }),
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
@@ -1701,12 +1711,118 @@ impl Inner {
         min_incomplete: usize,
         max_len: usize,
     ) -> Result<ReceiveEvent, ReceiveError> {
+        // A receive that cannot take the body whole (a smaller maxLength
+        // than an earlier, cancelled receive had) goes back to the buffer.
+        if st.direct && st.current.as_ref().is_some_and(|c| c.remaining > max_len) {
+            Self::leave_direct(st);
+        }
         loop {
             if let Some(r) = self.step_stream(st, min_incomplete, max_len) {
                 return r;
             }
+            if let Some(r) = self.read_body_directly(st, max_len).await {
+                return r;
+            }
             self.read_more(st).await?;
         }
+    }
+
+    /// A large Message body that is not buffered yet is read straight into
+    /// its own Vec, which becomes the received data: one copy fewer than
+    /// reading into the buffer and copying it out. Cancel-safe: the body so
+    /// far lives in the receive state. `None` when this does not apply (or
+    /// the stream ended: the buffer path then reports the cut Message).
+    async fn read_body_directly(
+        &self,
+        st: &mut RecvState,
+        max_len: usize,
+    ) -> Option<Result<ReceiveEvent, ReceiveError>> {
+        if !st.direct {
+            let cur = st.current.as_ref()?;
+            let avail = st.buf.len() - st.start;
+            if cur.delivered_any
+                || cur.trailer != 0
+                || cur.remaining < DIRECT_READ_MIN
+                || cur.remaining > max_len
+                || avail >= cur.remaining
+                || st.framers.framers.len() != 1
+                || st.eof
+            {
+                return None;
+            }
+            st.body = Vec::with_capacity(cur.remaining);
+            st.body.extend_from_slice(&st.buf[st.start..]);
+            st.start = st.buf.len();
+            Self::compact(st);
+            st.direct = true;
+        }
+        let Some(t) = st.transport.clone() else {
+            Self::leave_direct(st);
+            return None;
+        };
+        let need = st
+            .current
+            .as_ref()
+            .expect("a Message in direct mode")
+            .remaining;
+        while st.body.len() < need {
+            let want = need - st.body.len();
+            match t.read_up_to(&mut st.body, want).await {
+                Ok(Recv::Bytes) => {}
+                Ok(Recv::Datagram(d)) => st.datagrams.push_back(d),
+                Ok(Recv::Eof) => {
+                    Self::leave_direct(st);
+                    st.eof = true;
+                    return None;
+                }
+                Err(e) => {
+                    Self::leave_direct(st);
+                    return Some(Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::ConnectionAborted,
+                            format!("the stream failed: {e}"),
+                        ),
+                    }));
+                }
+            }
+        }
+        st.direct = false;
+        let mut body = std::mem::take(&mut st.body);
+        if body.len() > need {
+            // The next Message's first bytes.
+            st.buf.extend_from_slice(&body[need..]);
+            body.truncate(need);
+        }
+        let cur = st.current.take().expect("a Message in direct mode");
+        Some(Self::whole_message(st, body, cur.context))
+    }
+
+    /// A whole Message's body, through the framers' unwrapping, as received.
+    fn whole_message(
+        st: &mut RecvState,
+        body: Vec<u8>,
+        context: MessageContext,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        match st.framers.unwrap_inner(body, RECV_MSG_MAX_LEN) {
+            Ok(data) => Ok(ReceiveEvent::Received { data, context }),
+            Err(e) => Err(ReceiveError {
+                context: Some(context),
+                error: Error::new(ErrorReason::DeframingFailed, e.message),
+            }),
+        }
+    }
+
+    /// Back from direct mode: the body read so far goes in front of the buffer.
+    fn leave_direct(st: &mut RecvState) {
+        if !st.direct {
+            return;
+        }
+        st.direct = false;
+        let mut b = std::mem::take(&mut st.body);
+        b.extend_from_slice(&st.buf[st.start..]);
+        st.buf = b;
+        st.start = 0;
     }
 
     /// Deliver from what is already buffered, without I/O; `None` when more
@@ -1717,6 +1833,9 @@ impl Inner {
         min_incomplete: usize,
         max_len: usize,
     ) -> Option<Result<ReceiveEvent, ReceiveError>> {
+        if st.direct {
+            return None; // the body is being read straight into its own Vec
+        }
         loop {
             // Datagrams are whole Messages; deliver them between stream Messages.
             if st.current.is_none() {
@@ -1777,16 +1896,7 @@ impl Inner {
                             end_of_message: true,
                         }));
                     }
-                    return Some(match st.framers.unwrap_inner(data, RECV_MSG_MAX_LEN) {
-                        Ok(data) => Ok(ReceiveEvent::Received {
-                            data,
-                            context: cur.context,
-                        }),
-                        Err(e) => Err(ReceiveError {
-                            context: Some(cur.context),
-                            error: Error::new(ErrorReason::DeframingFailed, e.message),
-                        }),
-                    });
+                    return Some(Self::whole_message(st, data, cur.context));
                 }
                 let body = avail.min(cur.remaining);
                 let partial_ok = st.framers.framers.len() == 1;

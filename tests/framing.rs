@@ -255,3 +255,101 @@ async fn system_resolver_resolves_localhost() {
     assert_eq!(conn.receive().await.unwrap().data(), b"hi");
     conn.close().await.unwrap();
 }
+
+/// A raw TCP peer that writes what the test hands it, when it hands it; the
+/// connection closes when the sender is dropped.
+async fn paced_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        while let Some(chunk) = rx.recv().await {
+            s.write_all(&chunk).await.unwrap();
+        }
+    });
+    (a, tx)
+}
+
+/// A length-prefixed Message on the wire.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+// A large body arriving slowly is read straight into its own buffer. Receives
+// cancelled midway lose nothing, a later receive with a smaller maxLength
+// gets it in parts, and the Message after it is whole.
+#[tokio::test]
+async fn a_large_body_survives_cancelled_receives_and_a_smaller_max_length() {
+    let (a, tx) = paced_server().await;
+    let conn = tcp_length(vec![remote(a)]).initiate().await.unwrap();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = framed(&body);
+    wire.extend(framed(b"end"));
+    let wait = Duration::from_millis(150);
+    tx.send(wire[..50_004].to_vec()).unwrap();
+    assert!(tokio::time::timeout(wait, conn.receive()).await.is_err());
+    tx.send(wire[50_004..120_004].to_vec()).unwrap();
+    assert!(tokio::time::timeout(wait, conn.receive()).await.is_err());
+    tx.send(wire[120_004..].to_vec()).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match conn.receive_with(None, Some(64 * 1024)).await.unwrap() {
+            postsocket::ReceiveEvent::ReceivedPartial {
+                data,
+                end_of_message,
+                ..
+            } => {
+                assert!(data.len() <= 64 * 1024);
+                got.extend(data);
+                if end_of_message {
+                    break;
+                }
+            }
+            other => panic!("a 200 KB Message with maxLength 64 KiB comes in parts, got {other:?}"),
+        }
+    }
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "the parts put together are the Message");
+    assert_eq!(conn.receive().await.unwrap().data(), b"end");
+}
+
+// The same path whole: a receive waiting through the whole slow body gets it
+// in one piece; a stream that ends inside the next body is a DeframingFailed
+// that says how much arrived.
+#[tokio::test]
+async fn a_large_body_read_whole_then_a_cut_one_is_deframing_failed() {
+    let (a, tx) = paced_server().await;
+    let conn = std::sync::Arc::new(tcp_length(vec![remote(a)]).initiate().await.unwrap());
+    let body: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    let wire = framed(&body);
+    let receiving = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.receive().await }
+    });
+    for chunk in wire.chunks(30_000) {
+        tx.send(chunk.to_vec()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = receiving.await.unwrap().unwrap();
+    assert!(first.is_end_of_message());
+    assert!(first.data() == &body[..], "the whole body, in order");
+    tx.send(framed(&body)[..60_000].to_vec()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(tx);
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.receive())
+        .await
+        .expect("the end of the stream is reported")
+        .expect_err("a cut Message is an error");
+    assert_eq!(err.error.reason, ErrorReason::DeframingFailed, "{err:?}");
+    assert!(
+        err.error.message.contains("59996 of 150000"),
+        "the error says how much of the body arrived: {}",
+        err.error.message
+    );
+}

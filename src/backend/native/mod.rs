@@ -83,6 +83,18 @@ impl Transport {
         }
     }
 
+    /// Read as `read` does, but take at most about `want` more stream bytes
+    /// (reading a Message body of known size straight into its own Vec).
+    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+        match self {
+            Transport::Tcp(t) => t.read_up_to(buf, want).await,
+            Transport::Quic(q) => q.read_up_to(buf, want).await,
+            Transport::Tls(t) => t.read_up_to(buf, want).await,
+            Transport::Wt(w) => w.read_up_to(buf, want).await,
+            _ => self.read(buf).await,
+        }
+    }
+
     /// Write some of `bufs` (streams), returning how many bytes went out.
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {

@@ -105,7 +105,13 @@ impl TcpTransport {
     }
 
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        buf.reserve(READ_CHUNK);
+        self.read_up_to(buf, READ_CHUNK).await
+    }
+
+    /// Read, making room for `want` more bytes (no more: a Message body read
+    /// into its own Vec is not reallocated).
+    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+        buf.reserve(want);
         loop {
             self.stream.readable().await?;
             match self.stream.try_read_buf(buf) {

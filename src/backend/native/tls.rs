@@ -193,6 +193,12 @@ impl TlsTransport {
 
     /// Read: append plaintext to `buf`.
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        self.read_up_to(buf, READ_CHUNK).await
+    }
+
+    /// Read, making room for `want` more bytes (no more: a Message body read
+    /// into its own Vec is not reallocated).
+    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
         {
             let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
             if !p.is_empty() {
@@ -200,7 +206,7 @@ impl TlsTransport {
                 return Ok(Recv::Bytes);
             }
         }
-        buf.reserve(READ_CHUNK);
+        buf.reserve(want);
         let n = poll_fn(|cx| {
             let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
             match Pin::new(&mut *self.stream()).poll_read(cx, &mut rb) {

@@ -211,6 +211,11 @@ impl WtTransport {
 
     /// Append stream bytes, or return one datagram (first stream only).
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+        self.read_up_to(buf, READ_CHUNK).await
+    }
+
+    /// Append at most `want` stream bytes, or return one datagram.
+    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
         let Some(recv) = &self.recv else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -219,7 +224,7 @@ impl WtTransport {
         };
         let mut side = recv.lock().await;
         let RecvSide { stream, datagram } = &mut *side;
-        let stream = stream.read_chunk(READ_CHUNK, true);
+        let stream = stream.read_chunk(want.max(1), true);
         let chunk = if self.takes_datagrams {
             let dgram = datagram.get_or_insert_with(|| {
                 let s = self.session.clone();

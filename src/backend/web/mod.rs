@@ -49,6 +49,11 @@ impl Transport {
             Transport::Wt(w) => w.read(buf).await,
         }
     }
+    /// Read as `read` does (the browser hands over its own chunks; `want`
+    /// is only a hint natively).
+    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, _want: usize) -> io::Result<Recv> {
+        self.read(buf).await
+    }
     /// Write stream bytes (WebTransport); WebSocket and WebRTC data channels
     /// have no byte stream.
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
