@@ -623,11 +623,18 @@ impl Connection {
 
     /// `Send(messageData, messageContext?, endOfMessage?)` (§9.2).
     ///
-    /// The Message is checked, framed and queued when this is called; the
-    /// returned future resolves with exactly one outcome: `Sent` once the
-    /// stack took the bytes (backpressure: it waits for socket space), or
-    /// `Expired` / `SendError`. With `end_of_message` false, later calls with
-    /// the same context continue the Message.
+    /// The Message is checked, framed and queued when this is called (and,
+    /// when nothing is queued ahead of it and the stack has room, handed to
+    /// the stack right then); the returned future resolves with exactly one
+    /// outcome: `Sent` once the stack took the bytes (backpressure: it waits
+    /// for socket space), or `Expired` / `SendError`. Dropping the future
+    /// does not take the Message back: it still goes out, whole and in order.
+    /// With `end_of_message` false, later calls with the same context
+    /// continue the Message.
+    ///
+    /// `data` is anything that becomes [`Bytes`]: a `Vec<u8>` or `String`
+    /// (taken without a copy), a `&'static [u8]` or `&'static str`, or a
+    /// `Bytes` shared with other Messages (sent without a copy each time).
     pub fn send(
         &self,
         data: impl Into<Bytes>,
