@@ -58,8 +58,10 @@ pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
 const MAX_IOV: usize = 512;
 /// Slices of one vectored write kept on the stack before spilling to the heap.
 const STACK_IOV: usize = 24;
-/// A Message body at least this large, not yet buffered, is read straight
-/// into its own Vec (`Inner::read_body_directly`).
+/// A Message body at least this large, most of it not yet buffered, is read
+/// straight into its own Vec (`Inner::read_body_directly`) where the stack
+/// gains by it (`Transport::reads_bodies_directly`). (A body that is mostly
+/// buffered already would be copied out of the buffer either way.)
 const DIRECT_READ_MIN: usize = 32 * 1024;
 
 /// `Sent<messageContext>`: the Message was handed to the stack.
@@ -1734,9 +1736,10 @@ impl Inner {
         }
     }
 
-    /// A large Message body that is not buffered yet is read straight into
-    /// its own Vec, which becomes the received data: one copy fewer than
-    /// reading into the buffer and copying it out. Cancel-safe: the body so
+    /// A large Message body, most of it not buffered yet, is read straight
+    /// into its own Vec, which becomes the received data: one copy fewer than
+    /// reading into the buffer and copying it out (and no regrowing of the
+    /// buffer for a body larger than a read). Cancel-safe: the body so
     /// far lives in the receive state. `None` when this does not apply (or
     /// the stream ended: the buffer path then reports the cut Message).
     async fn read_body_directly(
@@ -1751,9 +1754,13 @@ impl Inner {
                 || cur.trailer != 0
                 || cur.remaining < DIRECT_READ_MIN
                 || cur.remaining > max_len
-                || avail >= cur.remaining
+                || avail > cur.remaining / 2
                 || st.framers.framers.len() != 1
                 || st.eof
+                || !st
+                    .transport
+                    .as_ref()
+                    .is_some_and(Transport::reads_bodies_directly)
             {
                 return None;
             }

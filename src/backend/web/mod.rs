@@ -49,6 +49,11 @@ impl Transport {
             Transport::Wt(w) => w.read(buf).await,
         }
     }
+    /// The browser hands over its own chunks: a body is not read any
+    /// differently.
+    pub(crate) fn reads_bodies_directly(&self) -> bool {
+        false
+    }
     /// Read as `read` does (the browser hands over its own chunks; `want`
     /// is only a hint natively).
     pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, _want: usize) -> io::Result<Recv> {
