@@ -1176,7 +1176,7 @@ impl Inner {
         if !w.inflight.is_empty() || !w.written.is_empty() {
             return WriteNow::NotTried(f);
         }
-        let Some(t) = w.transport.clone() else {
+        let Some(t) = w.transport.as_ref() else {
             return WriteNow::NotTried(f);
         };
         if inner.caps.data_unit != DataUnit::ByteStream {

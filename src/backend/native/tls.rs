@@ -38,6 +38,9 @@ struct Inner {
     /// Plaintext that arrived before the attempt finished (on a server:
     /// the client's TLS 1.3 early data).
     pending: std::sync::Mutex<Vec<u8>>,
+    /// rustls holds records the socket did not take yet (set under the
+    /// session lock after each write and flush; read without it).
+    unsent: std::sync::atomic::AtomicBool,
     /// Client: InitiateWithSend's first Message went as early data. Server:
     /// the peer sent early data (0-RTT, which an attacker can replay).
     early: bool,
@@ -84,6 +87,7 @@ impl TlsTransport {
         Ok(TlsTransport {
             inner: Arc::new(Inner {
                 stream: Mutex::new(stream),
+                unsent: Default::default(),
                 sock,
                 pending: std::sync::Mutex::new(pending),
                 early,
@@ -239,7 +243,9 @@ impl TlsTransport {
             }
             // rustls writes as many records as the socket takes; the rest
             // waits in rustls.
-            s.poll_write_vectored(cx, bufs)
+            let r = s.as_mut().poll_write_vectored(cx, bufs);
+            self.note_unsent(s.get_mut().get_ref().1.wants_write());
+            r
         })
         .await?;
         if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
@@ -250,7 +256,13 @@ impl TlsTransport {
 
     /// True when rustls holds records the socket did not take yet.
     pub(crate) fn holds_unsent(&self) -> bool {
-        self.stream().get_ref().1.wants_write()
+        self.inner.unsent.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn note_unsent(&self, unsent: bool) {
+        self.inner
+            .unsent
+            .store(unsent, std::sync::atomic::Ordering::Release);
     }
 
     /// Send the records rustls still holds; done when they are all on the socket.
@@ -258,9 +270,12 @@ impl TlsTransport {
         poll_fn(|cx| {
             let mut s = self.stream();
             if !s.get_ref().1.wants_write() {
+                self.note_unsent(false);
                 return Poll::Ready(Ok(()));
             }
-            Pin::new(&mut *s).poll_flush(cx)
+            let r = Pin::new(&mut *s).poll_flush(cx);
+            self.note_unsent(s.get_ref().1.wants_write());
+            r
         })
         .await
     }
