@@ -166,6 +166,16 @@ enum WriteNow {
     NotTried(Queued),
 }
 
+/// A datagram send's result as the Message's outcome.
+fn datagram_outcome(r: std::io::Result<()>) -> Result<(), SendFailureKind> {
+    r.map_err(|e| {
+        SendFailureKind::Error(Error::new(
+            ErrorReason::ProtocolFailed,
+            format!("sending the datagram: {e}"),
+        ))
+    })
+}
+
 enum SendFailureKind {
     Expired,
     Error(Error),
@@ -1182,18 +1192,9 @@ impl Inner {
         if inner.caps.data_unit != DataUnit::ByteStream {
             // One Message, one datagram (or WebSocket message), if the stack
             // has room right now.
-            let sent = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
-                t.try_send_datagram(&f.frame.data)
-            } else {
-                t.try_send_datagram(&f.frame.concat())
-            };
-            return match sent {
+            return match t.try_send_datagram(&f.frame.contiguous()) {
                 None => WriteNow::NotTried(f),
-                Some(Ok(())) => WriteNow::Done(f.outcome(Ok(()))),
-                Some(Err(e)) => WriteNow::Done(f.outcome(Err(SendFailureKind::Error(Error::new(
-                    ErrorReason::ProtocolFailed,
-                    format!("sending the datagram: {e}"),
-                ))))),
+                Some(r) => WriteNow::Done(f.outcome(datagram_outcome(r))),
             };
         }
         if !t.writes_cancel_safe() {
@@ -1334,13 +1335,8 @@ impl Inner {
             }
             if is_stream && w.front_offset == 0 && w.inflight.front().is_some_and(|f| f.datagram) {
                 let mut f = w.inflight.pop_front().expect("front");
-                match transport.send_datagram(&f.frame.data).await {
-                    Ok(()) => f.answer(Ok(())),
-                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
-                        ErrorReason::ProtocolFailed,
-                        format!("sending the datagram: {e}"),
-                    )))),
-                }
+                let r = transport.send_datagram(&f.frame.data).await;
+                f.answer(datagram_outcome(r));
                 continue;
             }
             if is_stream {
@@ -1423,11 +1419,7 @@ impl Inner {
                 }
             } else {
                 let front = w.inflight.front().expect("non-empty");
-                let res = if front.frame.prefix.is_empty() && front.frame.suffix.is_empty() {
-                    transport.send_datagram(&front.frame.data).await
-                } else {
-                    transport.send_datagram(&front.frame.concat()).await
-                };
+                let res = transport.send_datagram(&front.frame.contiguous()).await;
                 let mut f = w.inflight.pop_front().expect("front");
                 match res {
                     // A final Message ends this direction (WebSocket: the Close
@@ -1442,11 +1434,7 @@ impl Inner {
                             )))),
                         }
                     }
-                    Ok(()) => f.answer(Ok(())),
-                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
-                        ErrorReason::ProtocolFailed,
-                        format!("sending the datagram: {e}"),
-                    )))),
+                    r => f.answer(datagram_outcome(r)),
                 }
             }
         }

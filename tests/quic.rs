@@ -4,51 +4,20 @@
 // Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
+mod common;
+
+use common::{
+    framed_listener_pre as listener_pre, pinned, received_connections, recv, self_signed,
+    server_security, Cert,
+};
 use postsocket::framer::LengthPrefixFramer;
-use postsocket::security::{certificate_sha256, Identity};
 use postsocket::{
-    Connection, ConnectionEvent, ErrorReason, ListenerEvent, LocalEndpoint, MessageContext,
-    Preconnection, ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
+    Connection, ConnectionEvent, ErrorReason, ListenerEvent, MessageContext, Preconnection,
+    ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
     TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
-
-struct Cert {
-    pem: String,
-    key: String,
-}
-
-fn self_signed() -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    Cert {
-        pem: ck.cert.pem(),
-        key: ck.signing_key.serialize_pem(),
-    }
-}
-
-fn server_security(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.server_certificate = vec![Identity::from_pem(&c.pem, &c.key).unwrap()];
-    s
-}
-
-fn pinned(c: &Cert) -> SecurityParameters {
-    let mut s = SecurityParameters::new();
-    s.pinned_server_certificate = vec![certificate_sha256(&c.pem).unwrap()];
-    s
-}
-
-fn listener_pre(sec: SecurityParameters, stacks: Vec<StackId>) -> Preconnection {
-    let local = LocalEndpoint::new()
-        .with_socket_addr("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
-    pre.add_framer(LengthPrefixFramer::new());
-    pre.set_protocols(stacks);
-    pre
-}
 
 fn client(addr: SocketAddr, sec: SecurityParameters) -> Preconnection {
     let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
@@ -63,30 +32,7 @@ async fn quic_listener(c: &Cert) -> (SocketAddr, tokio::sync::mpsc::UnboundedRec
         .listen()
         .await
         .unwrap();
-    let addr = l.local_addr();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match l.next_event().await {
-                ListenerEvent::ConnectionReceived(conn) => {
-                    if tx.send(conn).is_err() {
-                        return;
-                    }
-                }
-                ListenerEvent::EstablishmentError(e) => panic!("listener: {e}"),
-                ListenerEvent::Stopped => return,
-            }
-        }
-    });
-    (addr, rx)
-}
-
-async fn recv(c: &Connection) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(5), c.receive())
-        .await
-        .expect("a message within 5 s")
-        .expect("received")
-        .into_data()
+    (l.local_addr(), received_connections(l, true))
 }
 
 #[tokio::test]

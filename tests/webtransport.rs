@@ -8,7 +8,10 @@
 
 use postsocket::framer::LengthPrefixFramer;
 mod common;
-use common::{pinned, self_signed, with_certificate, Cert};
+use common::{
+    framed_listener_pre as listener_pre, pinned, received_connections, recv, self_signed,
+    server_security, Cert,
+};
 use postsocket::{
     Connection, ErrorReason, ListenerEvent, LocalEndpoint, MessageContext, Preconnection,
     ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
@@ -16,21 +19,6 @@ use postsocket::{
 };
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// The server side of a test: `c` as its certificate, security required.
-fn server_security(c: &Cert) -> SecurityParameters {
-    with_certificate(SecurityParameters::new(), c)
-}
-
-fn listener_pre(sec: SecurityParameters, stacks: Vec<StackId>) -> Preconnection {
-    let local = LocalEndpoint::new()
-        .with_socket_addr("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
-    pre.add_framer(LengthPrefixFramer::new());
-    pre.set_protocols(stacks);
-    pre
-}
 
 fn client(addr: SocketAddr, sec: SecurityParameters, stacks: Vec<StackId>) -> Preconnection {
     let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
@@ -49,30 +37,7 @@ async fn listener(
         .listen()
         .await
         .unwrap();
-    let addr = l.local_addr();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match l.next_event().await {
-                ListenerEvent::ConnectionReceived(conn) => {
-                    if tx.send(conn).is_err() {
-                        return;
-                    }
-                }
-                ListenerEvent::EstablishmentError(e) => eprintln!("listener: {e}"),
-                ListenerEvent::Stopped => return,
-            }
-        }
-    });
-    (addr, rx)
-}
-
-async fn recv(c: &Connection) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(5), c.receive())
-        .await
-        .expect("a message within 5 s")
-        .expect("received")
-        .into_data()
+    (l.local_addr(), received_connections(l, false))
 }
 
 async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Connection>) -> Connection {

@@ -63,6 +63,15 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// All parts as one slice: the data itself when there is no prefix or
+    /// suffix (the usual case for a message stack), else a copy.
+    pub(crate) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.prefix.is_empty() && self.suffix.is_empty() {
+            std::borrow::Cow::Borrowed(&self.data)
+        } else {
+            std::borrow::Cow::Owned(self.concat())
+        }
+    }
     /// All parts in one buffer.
     pub fn concat(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());

@@ -171,3 +171,60 @@ pub fn pinned(c: &Cert) -> postsocket::SecurityParameters {
     s.pinned_server_certificate = vec![postsocket::security::certificate_sha256(&c.pem).unwrap()];
     s
 }
+
+/// The server side of a secure test: `c` as its certificate, security required.
+pub fn server_security(c: &Cert) -> postsocket::SecurityParameters {
+    with_certificate(postsocket::SecurityParameters::new(), c)
+}
+
+/// A length-prefixed Listener preconnection on 127.0.0.1:0 for `stacks`.
+pub fn framed_listener_pre(
+    sec: postsocket::SecurityParameters,
+    stacks: Vec<postsocket::StackId>,
+) -> Preconnection {
+    let mut pre = Preconnection::new(
+        vec![local("127.0.0.1:0")],
+        vec![],
+        TransportProperties::new(),
+        sec,
+    );
+    pre.add_framer(LengthPrefixFramer::new());
+    pre.set_protocols(stacks);
+    pre
+}
+
+/// The Connections `l` receives, handed to the test through a channel. An
+/// EstablishmentError panics the accepting task when `strict`, else it is
+/// printed (tests that make handshakes fail on purpose).
+pub fn received_connections(
+    l: postsocket::Listener,
+    strict: bool,
+) -> tokio::sync::mpsc::UnboundedReceiver<Connection> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match l.next_event().await {
+                postsocket::ListenerEvent::ConnectionReceived(conn) => {
+                    if tx.send(conn).is_err() {
+                        return;
+                    }
+                }
+                postsocket::ListenerEvent::EstablishmentError(e) if strict => {
+                    panic!("listener: {e}")
+                }
+                postsocket::ListenerEvent::EstablishmentError(e) => eprintln!("listener: {e}"),
+                postsocket::ListenerEvent::Stopped => return,
+            }
+        }
+    });
+    rx
+}
+
+/// The next Message's data, within 5 s.
+pub async fn recv(c: &Connection) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(5), c.receive())
+        .await
+        .expect("a message within 5 s")
+        .expect("received")
+        .into_data()
+}

@@ -9,6 +9,7 @@ use crate::capability::Capabilities;
 use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
+use futures::FutureExt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,15 +22,50 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Slices adding up to at most this much are copied into one quinn write.
 const COALESCE_MAX: usize = 64 * 1024;
 
-type DatagramWait = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Bytes, quinn::ConnectionError>> + Send>,
->;
+/// A pending wait for the next datagram of a QUIC connection (or a
+/// WebTransport session, whose error type is `E`).
+pub(crate) type DatagramWait<E> =
+    Pin<Box<dyn std::future::Future<Output = Result<Bytes, E>> + Send>>;
 
 /// The receiving half of a stream, and (first stream only) a pending wait
 /// for the connection's next datagram.
 struct RecvSide {
     stream: quinn::RecvStream,
-    datagram: Option<DatagramWait>,
+    datagram: Option<DatagramWait<quinn::ConnectionError>>,
+}
+
+/// Append the stream read `chunk` (a quinn chunk's bytes, `None` at the
+/// end) to `buf`, or, where `datagrams` makes a datagram wait (the first
+/// stream only), return the next datagram if it comes first. The wait lives
+/// across reads in `pending`: re-creating it per read costs a waker each time.
+pub(crate) async fn read_chunk_or_datagram<E: std::fmt::Display>(
+    chunk: impl std::future::Future<Output = io::Result<Option<Bytes>>>,
+    pending: &mut Option<DatagramWait<E>>,
+    datagrams: Option<impl FnOnce() -> DatagramWait<E>>,
+    buf: &mut Vec<u8>,
+) -> io::Result<Recv> {
+    use futures::future::Either;
+    let chunk = match datagrams {
+        None => chunk.await,
+        Some(wait) => {
+            let dgram = pending.get_or_insert_with(wait);
+            futures::pin_mut!(chunk);
+            match futures::future::select(chunk, dgram.as_mut()).await {
+                Either::Left((r, _)) => r,
+                Either::Right((d, _)) => {
+                    *pending = None;
+                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other);
+                }
+            }
+        }
+    };
+    Ok(match chunk? {
+        Some(bytes) => {
+            buf.extend_from_slice(&bytes);
+            Recv::Bytes
+        }
+        None => Recv::Eof,
+    })
 }
 
 /// One QUIC stream (a Connection), with its QUIC connection (the group).
@@ -292,36 +328,19 @@ impl QuicTransport {
         };
         let mut side = recv.lock().await;
         let RecvSide { stream, datagram } = &mut *side;
-        let stream = stream.read_chunk(want.max(1), true);
-        let chunk = if self.takes_datagrams {
-            // One datagram wait lives across reads (re-creating it per read costs a waker each time).
-            let dgram = datagram.get_or_insert_with(|| {
-                let conn = self.conn.clone();
-                Box::pin(async move { conn.read_datagram().await })
-            });
-            futures::pin_mut!(stream);
-            match futures::future::select(stream, dgram.as_mut()).await {
-                futures::future::Either::Left((r, _)) => r,
-                futures::future::Either::Right((d, _)) => {
-                    *datagram = None;
-                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other);
-                }
-            }
-        } else {
-            stream.await
-        };
-        match chunk {
-            Ok(Some(c)) => {
-                buf.extend_from_slice(&c.bytes);
-                Ok(Recv::Bytes)
-            }
-            Ok(None) => Ok(Recv::Eof),
+        let datagrams = self.takes_datagrams.then_some(|| {
+            let conn = self.conn.clone();
+            Box::pin(async move { conn.read_datagram().await }) as DatagramWait<_>
+        });
+        let chunk = stream.read_chunk(want.max(1), true).map(|r| match r {
+            Ok(c) => Ok(c.map(|c| c.bytes)),
             Err(quinn::ReadError::Reset(code)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 format!("the peer reset the QUIC stream (code {code})"),
             )),
             Err(e) => Err(other(e)),
-        }
+        });
+        read_chunk_or_datagram(chunk, datagram, datagrams, buf).await
     }
 
     pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {

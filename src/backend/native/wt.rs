@@ -18,11 +18,13 @@
 //! shares quinn's endpoint with the QUIC stack: the negotiated ALPN (`h3`)
 //! tells them apart.
 
+use super::quic::{read_chunk_or_datagram, DatagramWait};
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
+use futures::FutureExt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,12 +40,9 @@ pub(crate) const ACCEPT_CONNECT_TIMEOUT: Duration = super::tls::ACCEPT_HANDSHAKE
 /// Read at most this much per stream read.
 const READ_CHUNK: usize = 64 * 1024;
 
-type DatagramWait =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, wtq::SessionError>> + Send>>;
-
 struct RecvSide {
     stream: wtq::RecvStream,
-    datagram: Option<DatagramWait>,
+    datagram: Option<DatagramWait<wtq::SessionError>>,
 }
 
 /// One WebTransport stream (a Connection), with its session (the group).
@@ -224,35 +223,19 @@ impl WtTransport {
         };
         let mut side = recv.lock().await;
         let RecvSide { stream, datagram } = &mut *side;
-        let stream = stream.read_chunk(want.max(1), true);
-        let chunk = if self.takes_datagrams {
-            let dgram = datagram.get_or_insert_with(|| {
-                let s = self.session.clone();
-                Box::pin(async move { s.read_datagram().await })
-            });
-            futures::pin_mut!(stream);
-            match futures::future::select(stream, dgram.as_mut()).await {
-                futures::future::Either::Left((r, _)) => r,
-                futures::future::Either::Right((d, _)) => {
-                    *datagram = None;
-                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other);
-                }
-            }
-        } else {
-            stream.await
-        };
-        match chunk {
-            Ok(Some(c)) => {
-                buf.extend_from_slice(&c.bytes);
-                Ok(Recv::Bytes)
-            }
-            Ok(None) => Ok(Recv::Eof),
+        let datagrams = self.takes_datagrams.then_some(|| {
+            let s = self.session.clone();
+            Box::pin(async move { s.read_datagram().await }) as DatagramWait<_>
+        });
+        let chunk = stream.read_chunk(want.max(1), true).map(|r| match r {
+            Ok(c) => Ok(c.map(|c| c.bytes)),
             Err(wtq::ReadError::Reset(code)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 format!("the peer reset the WebTransport stream (code {code})"),
             )),
             Err(e) => Err(other(e)),
-        }
+        });
+        read_chunk_or_datagram(chunk, datagram, datagrams, buf).await
     }
 
     pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
