@@ -219,7 +219,7 @@ struct RecvState {
     done: Option<Error>,
     stream_context: Option<MessageContext>,
     /// Unreliable Messages (QUIC datagrams) waiting for a receive.
-    datagrams: VecDeque<Vec<u8>>,
+    datagrams: VecDeque<Bytes>,
     /// True while a large Message body is read straight into `body` (see
     /// `read_body_directly`); `buf` is empty then.
     direct: bool,
@@ -1690,7 +1690,13 @@ impl Inner {
         }
     }
 
-    fn take(st: &mut RecvState, n: usize) -> Vec<u8> {
+    /// The next `n` buffered bytes, as a Message's data.
+    fn take(st: &mut RecvState, n: usize) -> Bytes {
+        Self::take_vec(st, n).into()
+    }
+
+    /// The next `n` buffered bytes.
+    fn take_vec(st: &mut RecvState, n: usize) -> Vec<u8> {
         let v = st.buf[st.start..st.start + n].to_vec();
         st.start += n;
         v
@@ -1807,7 +1813,10 @@ impl Inner {
         context: MessageContext,
     ) -> Result<ReceiveEvent, ReceiveError> {
         match st.framers.unwrap_inner(body, RECV_MSG_MAX_LEN) {
-            Ok(data) => Ok(ReceiveEvent::Received { data, context }),
+            Ok(data) => Ok(ReceiveEvent::Received {
+                data: data.into(),
+                context,
+            }),
             Err(e) => Err(ReceiveError {
                 context: Some(context),
                 error: Error::new(ErrorReason::DeframingFailed, e.message),
@@ -1889,11 +1898,11 @@ impl Inner {
                 let need = cur.remaining + cur.trailer;
                 if avail >= need && cur.remaining <= max_len {
                     let cur = st.current.take().expect("current");
-                    let data = Self::take(st, cur.remaining);
+                    let data = Self::take_vec(st, cur.remaining);
                     st.start += cur.trailer;
                     if cur.delivered_any {
                         return Some(Ok(ReceiveEvent::ReceivedPartial {
-                            data,
+                            data: data.into(),
                             context: cur.context,
                             end_of_message: true,
                         }));
@@ -2061,6 +2070,7 @@ impl Inner {
                             context: Some(context.clone()),
                             error: Error::new(ErrorReason::DeframingFailed, e.message),
                         })?
+                        .into()
                 }
                 Ok(_) => {
                     return Err(ReceiveError {

@@ -71,3 +71,11 @@ pub use rendezvous::{
 pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::{Identity, SecurityParameters, TrustContext};
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
+
+/// In the browser only: received Message data as the browser's own
+/// `Uint8Array`, for code that hands Messages on to JS without copying
+/// them out of wasm memory again.
+#[cfg(web)]
+pub mod browser {
+    pub use crate::backend::take_browser_bytes;
+}

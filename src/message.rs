@@ -3,6 +3,7 @@
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::Error;
 use crate::properties::{MessageProperties, PropertyValue};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,14 +170,14 @@ pub enum ReceiveEvent {
     /// A complete Message (`Received<messageData, messageContext>`).
     Received {
         /// The Message.
-        data: Vec<u8>,
+        data: Bytes,
         /// Its metadata.
         context: MessageContext,
     },
     /// Part of a Message (`ReceivedPartial<messageData, messageContext, endOfMessage>`).
     ReceivedPartial {
         /// This part.
-        data: Vec<u8>,
+        data: Bytes,
         /// The metadata; every part of one Message has the same context id.
         context: MessageContext,
         /// True on the last part of the Message.
@@ -193,8 +194,10 @@ impl ReceiveEvent {
             }
         }
     }
-    /// Take the data.
-    pub fn into_data(self) -> Vec<u8> {
+    /// Take the data. It is [`Bytes`]: cheap to clone and to send on
+    /// (`Connection::send` takes it without a copy); `Vec::from` or
+    /// `to_vec()` gives a `Vec<u8>`.
+    pub fn into_data(self) -> Bytes {
         match self {
             ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
                 data

@@ -88,6 +88,55 @@ async fn ws_echo_keeps_message_boundaries() {
     conn.close().await.expect("close");
 }
 
+/// Open `pre`, send `message`, and return the Connection and the echo's data.
+async fn echo_once(
+    pre: Preconnection,
+    message: &[u8],
+) -> (postsocket::Connection, postsocket::Bytes) {
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    conn.send_message(message.to_vec())
+        .await
+        .unwrap_or_else(|e| panic!("send: {e:?}"));
+    let data = conn
+        .receive()
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e:?}"))
+        .into_data();
+    assert_eq!(&data[..], message);
+    (conn, data)
+}
+
+#[wasm_bindgen_test]
+async fn received_data_hands_over_the_browsers_own_buffer_once() {
+    use postsocket::browser::take_browser_bytes;
+    let (conn, data) = echo_once(
+        plaintext(vec![local(echo_port())]),
+        b"as the browser got it",
+    )
+    .await;
+    for part in [data.slice(1..), data.slice(..data.len() - 1)] {
+        assert!(
+            take_browser_bytes(&part).is_none(),
+            "a part of the data is not the browser's buffer"
+        );
+    }
+    let js = take_browser_bytes(&data).expect("the browser's buffer of a received message");
+    assert_eq!(js.to_vec(), &data[..], "the same bytes");
+    assert!(take_browser_bytes(&data).is_none(), "handed out once only");
+    conn.close().await.expect("close");
+
+    // With a framer the Message is cut out of the WebSocket message: the
+    // browser holds no buffer of exactly its bytes.
+    let mut pre = plaintext(vec![local(echo_port())]);
+    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+    let (conn, data) = echo_once(pre, b"framed").await;
+    assert!(take_browser_bytes(&data).is_none());
+    conn.close().await.expect("close");
+}
+
 #[wasm_bindgen_test]
 async fn sends_wait_for_the_browser_buffer_and_keep_order() {
     // 40 × 100 KB sent without reading: bufferedAmount passes the 1 MiB

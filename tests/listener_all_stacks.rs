@@ -88,7 +88,7 @@ async fn receive(conn: &Connection) -> Vec<u8> {
         .expect("a reply in time")
         .expect("a reply")
     {
-        ReceiveEvent::Received { data, .. } => data,
+        ReceiveEvent::Received { data, .. } => data.into(),
         other => panic!("expected a whole Message, got {other:?}"),
     }
 }

@@ -131,7 +131,7 @@ async fn partial_sends_make_one_message_and_partial_receives_split_it() {
     assert_eq!(
         whole,
         ReceiveEvent::Received {
-            data: b"second".to_vec(),
+            data: b"second".to_vec().into(),
             context: whole.context().clone()
         }
     );
@@ -387,7 +387,7 @@ async fn initiate_with_send_delivers_the_first_message() {
         .await
         .unwrap();
     assert_eq!(sent.unwrap().sequence, 0);
-    assert_eq!(server.await.unwrap(), b"first");
+    assert_eq!(&server.await.unwrap()[..], b"first");
     conn.close().await.unwrap();
 }
 

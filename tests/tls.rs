@@ -698,7 +698,7 @@ async fn abort_resets_and_final_message_ends_cleanly() {
         .unwrap()
         .unwrap()
     {
-        ReceiveEvent::Received { data, .. } => assert_eq!(data, b"last"),
+        ReceiveEvent::Received { data, .. } => assert_eq!(&data[..], b"last"),
         other => panic!("{other:?}"),
     }
     let end = tokio::time::timeout(Duration::from_secs(5), server.receive())

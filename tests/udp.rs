@@ -54,7 +54,7 @@ async fn udp_echo_keeps_message_boundaries() {
         assert_eq!(
             got,
             ReceiveEvent::Received {
-                data: m.clone(),
+                data: m.clone().into(),
                 context: got.context().clone()
             }
         );

@@ -72,7 +72,7 @@ async fn recv(conn: &Connection) -> Vec<u8> {
         .unwrap()
         .unwrap()
     {
-        ReceiveEvent::Received { data, .. } => data,
+        ReceiveEvent::Received { data, .. } => data.into(),
         other => panic!("expected a whole Message, got {other:?}"),
     }
 }

@@ -10,6 +10,7 @@ cfg_if::cfg_if! {
     if #[cfg(web)] {
         mod web;
         pub(crate) use web::*;
+        pub use web::take_browser_bytes;
     } else {
         mod native;
         pub(crate) use native::*;
@@ -69,8 +70,9 @@ impl Ended {
 pub(crate) enum Recv {
     /// Bytes were appended to the buffer (byte streams).
     Bytes,
-    /// One whole datagram.
-    Datagram(Vec<u8>),
+    /// One whole datagram (Bytes: the stacks that have their own buffer,
+    /// quinn's, tungstenite's, the browser's, hand it on without a copy).
+    Datagram(bytes::Bytes),
     /// The peer finished sending.
     Eof,
 }

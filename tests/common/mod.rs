@@ -227,4 +227,5 @@ pub async fn recv(c: &Connection) -> Vec<u8> {
         .expect("a message within 5 s")
         .expect("received")
         .into_data()
+        .into()
 }

@@ -232,8 +232,16 @@ fn received(event: ReceiveEvent) -> JsValue {
     let partial = matches!(event, ReceiveEvent::ReceivedPartial { .. });
     let end = event.is_end_of_message();
     let c = event.context();
+    // The browser's own buffer when the data is a message exactly as the
+    // browser delivered it: no second allocation and copy per Message.
+    let data = match &event {
+        ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
+            postsocket::browser::take_browser_bytes(data)
+                .unwrap_or_else(|| js_sys::Uint8Array::from(&data[..]))
+        }
+    };
     received_message(
-        js_sys::Uint8Array::from(event.data()),
+        data,
         end,
         partial,
         c.id() as f64,

@@ -1,28 +1,145 @@
-//! Futures to Promises without a task for what is already done.
+//! Futures to Promises, with as little work per Message as we can manage.
 //!
-//! Most sends complete on their first poll (the browser took the bytes at
-//! once), and most receives find a Message already buffered. Spawning a task
-//! for each (what `future_to_promise` does) costs a queued microtask and a
-//! task allocation per Message; polling once first and answering with an
-//! already-settled Promise keeps the per-Message cost near the raw
-//! WebSocket's. A future still pending goes to `future_to_promise`, which
-//! polls it again with a real waker.
+//! Every `send` and `receive` of the JS API is a Rust future turned into a
+//! Promise, so this is on the per-Message path. `wasm_bindgen_futures`'s
+//! `future_to_promise` builds the Promise through a Rust closure, spawns a
+//! task, and polls the future again from a microtask before it ever waits:
+//! together the larger part of a pending `receive()`'s cost. Here instead:
+//!
+//! - the future is polled once, at the call, with its task's own waker;
+//! - if it is ready (most sends, and a receive with a Message buffered) the
+//!   answer is an already-settled Promise;
+//! - otherwise it waits in a table of the page's thread, beside a plain JS
+//!   `Deferred` (a Promise and its resolve/reject), and a wake queues it for
+//!   the next microtask, where it is polled again and settles the Promise.
+//!
+//! The wasm32 build has one thread, the page's: wakes come from browser
+//! events and other futures on it.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use wasm_bindgen::prelude::*;
 
-/// A Promise of `fut`: settled at once if `fut` is ready on its first poll.
+#[wasm_bindgen(inline_js = "
+export class Deferred {
+  constructor() {
+    this.promise = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+}
+export function queue_microtask(f) {
+  queueMicrotask(f);
+}
+")]
+extern "C" {
+    /// A Promise with its resolve and reject functions.
+    type Deferred;
+    #[wasm_bindgen(constructor)]
+    fn new() -> Deferred;
+    #[wasm_bindgen(method, getter)]
+    fn promise(this: &Deferred) -> js_sys::Promise;
+    #[wasm_bindgen(method)]
+    fn resolve(this: &Deferred, value: &JsValue);
+    #[wasm_bindgen(method)]
+    fn reject(this: &Deferred, error: &JsValue);
+    fn queue_microtask(f: &Closure<dyn FnMut()>);
+}
+
+type Job = Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>;
+
+/// A future still running, and the Promise it settles.
+struct Waiting {
+    job: Job,
+    deferred: Deferred,
+    waker: Waker,
+}
+
+thread_local! {
+    /// The futures still running, by task id.
+    static WAITING: RefCell<HashMap<u64, Waiting>> = RefCell::new(HashMap::new());
+    /// Task ids woken since the last run.
+    static WOKEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Whether a microtask to run [`WOKEN`] is queued.
+    static QUEUED: Cell<bool> = const { Cell::new(false) };
+    /// The one callback every such microtask calls.
+    static RUN: Closure<dyn FnMut()> = Closure::new(run_woken);
+}
+
+static NEXT_TASK: AtomicU64 = AtomicU64::new(1);
+
+/// A task's waker: its id, queued for the next microtask when woken.
+struct TaskWaker(u64);
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        woken(self.0);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        woken(self.0);
+    }
+}
+
+fn woken(id: u64) {
+    WOKEN.with(|w| w.borrow_mut().push(id));
+    if !QUEUED.with(|q| q.replace(true)) {
+        RUN.with(queue_microtask);
+    }
+}
+
+/// Poll every woken task once; settle the Promises of those that finished.
+fn run_woken() {
+    QUEUED.with(|q| q.set(false));
+    let ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    for id in ids {
+        // Out of the table while it runs: its poll may start other tasks.
+        // Not there: it finished already (woken twice).
+        let Some(mut task) = WAITING.with(|t| t.borrow_mut().remove(&id)) else {
+            continue;
+        };
+        let mut cx = Context::from_waker(&task.waker);
+        match task.job.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(v)) => task.deferred.resolve(&v),
+            Poll::Ready(Err(e)) => task.deferred.reject(&e),
+            Poll::Pending => {
+                WAITING.with(|t| t.borrow_mut().insert(id, task));
+            }
+        }
+    }
+}
+
+/// A Promise of `fut`, which runs until it finishes: settled at once if it
+/// is ready on its first poll.
 pub(crate) fn promise<F>(fut: F) -> js_sys::Promise
 where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {
-    let mut fut: Pin<Box<F>> = Box::pin(fut);
-    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    match fut.as_mut().poll(&mut cx) {
+    let id = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+    let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let mut job: Job = Box::pin(fut);
+    match job.as_mut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(Ok(v)) => js_sys::Promise::resolve(&v),
         Poll::Ready(Err(e)) => js_sys::Promise::reject(&e),
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(fut),
+        Poll::Pending => {
+            let deferred = Deferred::new();
+            let p = deferred.promise();
+            WAITING.with(|t| {
+                t.borrow_mut().insert(
+                    id,
+                    Waiting {
+                        job,
+                        deferred,
+                        waker,
+                    },
+                )
+            });
+            p
+        }
     }
 }

@@ -40,6 +40,11 @@ try {
     if (name !== PHASE) return;
     await cdp.send(start ? 'Profiler.start' : 'Profiler.stop').then((r) => { if (!start) globalThis.__profile = r.profile; });
   });
+  // The page's main-thread CPU (Chromium's TaskDuration and ScriptDuration),
+  // before and after the run: its cost per Message, without the profiler.
+  await cdp.send('Performance.enable');
+  const metrics = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+  const before = await metrics();
   if (PROFILE && !PHASE) await cdp.send('Profiler.start');
   const ms = await page.evaluate(
     async ({ echo, SIZE, COUNT, SIDE, BURN }) => {
@@ -94,6 +99,31 @@ try {
         console.log(`busy work: ${((performance.now() - b0) / 1000 * 1000).toFixed(2)} us per Message (${x & 1})`);
         return ms;
       }
+      if (SIDE === 'rawpaced') {
+        // The raw WebSocket with postsocket's send backpressure: wait while
+        // bufferedAmount is above HIGH (default 1 MiB), polling with the same
+        // 1..16 ms backoff.
+        const HIGH = Number(window.__high ?? (1 << 20));
+        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
+        ws.binaryType = 'arraybuffer';
+        await new Promise((ok) => (ws.onopen = ok));
+        let received = 0;
+        const done = new Promise((ok) => (ws.onmessage = () => { if (++received === COUNT) ok(); }));
+        const t0 = performance.now();
+        let waits = 0;
+        for (let i = 0; i < COUNT; i++) {
+          let pause = 1;
+          while (ws.bufferedAmount > HIGH) {
+            waits++;
+            await new Promise((ok) => setTimeout(ok, pause));
+            pause = Math.min(pause * 2, 16);
+          }
+          ws.send(payload);
+        }
+        console.log(`sends done after ${(performance.now() - t0).toFixed(0)} ms, ${waits} waits`);
+        await done;
+        return performance.now() - t0;
+      }
       if (SIDE === 'raw') {
         const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
         ws.binaryType = 'arraybuffer';
@@ -147,6 +177,9 @@ try {
     },
     { echo, SIZE, COUNT, SIDE, BURN: Number(process.env.BURN ?? 0) },
   );
+  const after = await metrics();
+  const per = (k) => (((after[k] - before[k]) * 1e6) / COUNT).toFixed(1);
+  console.log(`main thread per Message: ${per('TaskDuration')} us busy, ${per('ScriptDuration')} us in script`);
   if (!PROFILE) {
     console.log(`${SIDE}: ${COUNT} x ${SIZE} B in ${ms.toFixed(0)} ms`);
     process.exit(0);
@@ -161,6 +194,47 @@ try {
     const name = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
     self.set(name, (self.get(name) ?? 0) + (dt[i] ?? 0));
   });
+  // Inclusive time: each sample counts once for every distinct function on its stack.
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map();
+  profile.samples.forEach((id, i) => {
+    const seen = new Set();
+    for (let at = id; at !== undefined; at = parent.get(at)) {
+      const n = byId.get(at);
+      const name = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
+      if (!seen.has(name)) { seen.add(name); incl.set(name, (incl.get(name) ?? 0) + (dt[i] ?? 0)); }
+    }
+  });
+  // TREE=regex: the call tree under the first-matching frames, by inclusive time.
+  if (process.env.TREE) {
+    const re = new RegExp(process.env.TREE);
+    const nameOf = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
+    const selfTime = new Map();
+    profile.samples.forEach((id, i) => selfTime.set(id, (selfTime.get(id) ?? 0) + (dt[i] ?? 0)));
+    const inclOf = (n) => (selfTime.get(n.id) ?? 0) + (n.children ?? []).reduce((a, c) => a + inclOf(byId.get(c)), 0);
+    // Merge nodes by name path below the matched roots.
+    const merged = new Map();
+    const walk = (n, path, depth) => {
+      const key = `${path}/${nameOf(n)}`;
+      merged.set(key, (merged.get(key) ?? 0) + inclOf(n));
+      if (depth < Number(process.env.DEPTH ?? 6)) for (const c of n.children ?? []) walk(byId.get(c), key, depth + 1);
+    };
+    const roots = (n) => re.test(nameOf(n)) ? walk(n, '', 0) : (n.children ?? []).forEach((c) => roots(byId.get(c)));
+    roots(profile.nodes[0]);
+    for (const [k, us] of [...merged].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      if (us / 1000 < Number(process.env.MIN_MS ?? 5)) continue;
+      const parts = k.split('/').slice(1);
+      console.log(`${(us / 1000).toFixed(1).padStart(8)} ms ${'  '.repeat(parts.length - 1)}${parts[parts.length - 1]}`);
+    }
+  }
+  if (process.env.INCLUSIVE) {
+    console.log('inclusive:');
+    for (const [name, us] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.INCLUSIVE))) {
+      console.log(`${(us / 1000).toFixed(1).padStart(8)} ms  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);
+    }
+    console.log('self:');
+  }
   console.log(`${SIDE}: ${COUNT} x ${SIZE} B in ${ms.toFixed(0)} ms; profile ${(total / 1000).toFixed(0)} ms`);
   for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 30))) {
     console.log(`${(us / 1000).toFixed(1).padStart(8)} ms  ${(100 * us / total).toFixed(1).padStart(5)}%  ${name}`);

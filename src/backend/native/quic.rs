@@ -54,7 +54,7 @@ pub(crate) async fn read_chunk_or_datagram<E: std::fmt::Display>(
                 Either::Left((r, _)) => r,
                 Either::Right((d, _)) => {
                     *pending = None;
-                    return d.map(|b| Recv::Datagram(b.to_vec())).map_err(other);
+                    return d.map(Recv::Datagram).map_err(other);
                 }
             }
         }
@@ -617,7 +617,7 @@ mod tests {
         client.send_datagram(b"unreliable").await.unwrap();
         let mut buf = Vec::new();
         match server.read(&mut buf).await.unwrap() {
-            Recv::Datagram(d) => assert_eq!(d, b"unreliable"),
+            Recv::Datagram(d) => assert_eq!(&d[..], b"unreliable"),
             other => panic!("expected a datagram, got {other:?}"),
         }
         // A sibling stream is a second Incoming in the same group, no new handshake.

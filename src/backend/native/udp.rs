@@ -67,7 +67,7 @@ impl UdpTransport {
     pub(crate) async fn read(&self) -> io::Result<Recv> {
         match &self.demux {
             Some(rx) => match rx.lock().await.next().await {
-                Some(d) => Ok(Recv::Datagram(d)),
+                Some(d) => Ok(Recv::Datagram(d.into())),
                 None => Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "the Listener that demultiplexed this flow stopped",
@@ -77,7 +77,7 @@ impl UdpTransport {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 let n = self.socket.recv(&mut buf).await?;
                 buf.truncate(n);
-                Ok(Recv::Datagram(buf))
+                Ok(Recv::Datagram(buf.into()))
             }
         }
     }

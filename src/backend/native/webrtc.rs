@@ -118,7 +118,7 @@ impl WebrtcTransport {
             return Err(e);
         }
         match rx.recv().await {
-            Some(ChanEvent::Data(d)) => Ok(crate::backend::Recv::Datagram(d)),
+            Some(ChanEvent::Data(d)) => Ok(crate::backend::Recv::Datagram(d.into())),
             Some(ChanEvent::Ended(kind, msg)) => Err(self.end(kind, msg)),
             None => Err(self.end(
                 io::ErrorKind::ConnectionAborted,

@@ -179,10 +179,8 @@ impl WsTransport {
         let mut rd = self.inner.rd.lock().await;
         loop {
             match rd.next().await {
-                Some(Ok(Message::Binary(b))) => return Ok(Recv::Datagram(b.into())),
-                Some(Ok(Message::Text(t))) => {
-                    return Ok(Recv::Datagram(t.as_str().as_bytes().to_vec()))
-                }
+                Some(Ok(Message::Binary(b))) => return Ok(Recv::Datagram(b)),
+                Some(Ok(Message::Text(t))) => return Ok(Recv::Datagram(t.into())),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     // tungstenite queued the Pong; send it now.
                     if let Some(mut wr) = self.inner.wr.try_lock() {

@@ -7,6 +7,7 @@
 //! the browser resolves it. Only `Preconnection::resolve` needs addresses,
 //! and it fails with a message saying why (see [`system_resolve`]).
 
+mod received_bytes;
 mod webrtc;
 mod websocket;
 mod webtransport;
@@ -18,6 +19,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub use received_bytes::take_browser_bytes;
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
 pub(crate) use webtransport::WtTransport;

@@ -66,7 +66,7 @@ fn js_err(what: &str) -> impl Fn(JsValue) -> io::Error + '_ {
 
 enum ChanEvent {
     Open,
-    Message(Vec<u8>),
+    Message(bytes::Bytes),
     Error(String),
     Close,
     Aborted,
@@ -194,9 +194,9 @@ impl WebrtcTransport {
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             let data = e.data();
             let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-                js_sys::Uint8Array::new(buf).to_vec()
+                super::received_bytes::received(js_sys::Uint8Array::new(buf))
             } else if let Some(s) = data.as_string() {
-                s.into_bytes()
+                s.into_bytes().into()
             } else {
                 let _ = t.unbounded_send(ChanEvent::Error(
                     "a data channel message that is neither binary nor text".into(),

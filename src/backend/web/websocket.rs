@@ -24,6 +24,7 @@
 //!   the handle is `Send + Sync` (like a native Transport), and used from
 //!   another thread it reports an error.
 
+use super::received_bytes;
 use crate::backend::{Recv, SocketOptions};
 use crate::capability::StackId;
 use crate::racing::Target;
@@ -54,7 +55,7 @@ const NORMAL: u16 = 1000;
 enum WsEvent {
     Open,
     Error,
-    Message(Vec<u8>),
+    Message(bytes::Bytes),
     Close {
         code: u16,
         reason: String,
@@ -233,12 +234,12 @@ impl WsTransport {
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             let data = e.data();
             let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-                js_sys::Uint8Array::new(buf).to_vec()
+                received_bytes::received(js_sys::Uint8Array::new(buf))
             } else if let Some(text) = data.as_string() {
-                text.into_bytes()
+                text.into_bytes().into()
             } else {
                 // binaryType is arraybuffer, so a Blob cannot arrive.
-                Vec::new()
+                bytes::Bytes::new()
             };
             let _ = t.unbounded_send(WsEvent::Message(bytes));
         });

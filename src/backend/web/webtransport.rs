@@ -223,7 +223,7 @@ fn options(opts: &SocketOptions) -> Result<JsValue, JsValue> {
 }
 
 /// `{ value, done }` of a reader's read.
-fn read_result(v: &JsValue) -> Result<Option<Vec<u8>>, JsValue> {
+fn read_result(v: &JsValue) -> Result<Option<js_sys::Uint8Array>, JsValue> {
     let done = js_sys::Reflect::get(v, &"done".into())?
         .as_bool()
         .unwrap_or(false);
@@ -231,7 +231,7 @@ fn read_result(v: &JsValue) -> Result<Option<Vec<u8>>, JsValue> {
         return Ok(None);
     }
     let value = js_sys::Reflect::get(v, &"value".into())?;
-    Ok(Some(js_sys::Uint8Array::new(&value).to_vec()))
+    Ok(Some(value.unchecked_into()))
 }
 
 impl WtTransport {
@@ -460,7 +460,7 @@ impl WtTransport {
                         ))
                     })?;
                     return match d {
-                        Some(d) => Ok(Recv::Datagram(d)),
+                        Some(d) => Ok(Recv::Datagram(super::received_bytes::received(d))),
                         None => Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("the WebTransport session {url} ended"),
@@ -474,8 +474,10 @@ impl WtTransport {
         self.with_stream(|s| s.pending_read = None)?;
         self.aborted()?;
         match result.and_then(|v| read_result(&v)).map_err(stream_err)? {
-            Some(bytes) => {
-                buf.extend_from_slice(&bytes);
+            Some(chunk) => {
+                let at = buf.len();
+                buf.resize(at + chunk.length() as usize, 0);
+                chunk.copy_to(&mut buf[at..]);
                 Ok(Recv::Bytes)
             }
             None => Ok(Recv::Eof),

@@ -1,0 +1,74 @@
+//! Received data that the browser also still holds.
+//!
+//! A browser stack receives each message as a JS buffer (a WebSocket or
+//! data channel `ArrayBuffer`, a WebTransport datagram's `Uint8Array`). The
+//! Connection needs the bytes in wasm memory, so they are copied once, into
+//! [`Bytes`]. A JS caller that wants the message as a `Uint8Array` again
+//! would pay a second allocation and copy to get back what the browser
+//! already had; [`take_browser_bytes`] hands it the browser's own buffer
+//! instead.
+//!
+//! How the two are tied: the [`Bytes`] owns its Vec through [`Owned`], and a
+//! table of the page's thread maps the Vec's address to the JS buffer while
+//! the Vec lives. The address identifies the bytes exactly: no other live
+//! allocation has it, the Bytes are immutable, and [`Owned`]'s drop removes
+//! the entry before the memory can be reused. Data a framer cut or copied
+//! has another address or length and is not found; the caller copies then.
+
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+thread_local! {
+    /// Vec address → (length, the browser's copy of the same bytes).
+    static BROWSER_COPIES: RefCell<HashMap<usize, (usize, js_sys::Uint8Array)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The wasm copy of a received buffer; dropping it forgets the browser's.
+struct Owned(Vec<u8>);
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let key = self.0.as_ptr() as usize;
+        // `try_with`: at thread exit the table may already be gone.
+        let _ = BROWSER_COPIES.try_with(|t| t.borrow_mut().remove(&key));
+    }
+}
+
+/// The bytes of `view` (a received message), copied into wasm memory and
+/// tied to `view` for [`take_browser_bytes`].
+pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
+    let data = view.to_vec();
+    if data.is_empty() {
+        return Bytes::new(); // no allocation, so no address to key by
+    }
+    let key = data.as_ptr() as usize;
+    BROWSER_COPIES.with(|t| t.borrow_mut().insert(key, (data.len(), view)));
+    Bytes::from_owner(Owned(data))
+}
+
+/// The browser's own buffer holding exactly `data`, if `data` is a message
+/// a browser stack received as it arrived (not cut or reassembled by a
+/// framer) and nobody took the buffer before: a `Uint8Array` to hand to JS
+/// instead of copying `data` out of wasm memory. Each buffer is handed out
+/// once (JS may change it); afterwards, and for any other data, `None`.
+///
+/// Until the data is dropped or its buffer taken, the browser's copy stays
+/// alive beside the wasm one.
+pub fn take_browser_bytes(data: &Bytes) -> Option<js_sys::Uint8Array> {
+    let key = data.as_ptr() as usize;
+    BROWSER_COPIES.with(|t| {
+        let mut t = t.borrow_mut();
+        match t.get(&key) {
+            Some((len, _)) if *len == data.len() => t.remove(&key).map(|(_, v)| v),
+            _ => None,
+        }
+    })
+}
