@@ -96,8 +96,8 @@ fn woken(id: u64) {
 /// Poll every woken task once; settle the Promises of those that finished.
 fn run_woken() {
     QUEUED.with(|q| q.set(false));
-    let ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
-    for id in ids {
+    let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    for &id in &ids {
         // Out of the table while it runs: its poll may start other tasks.
         // Not there: it finished already (woken twice).
         let Some(mut task) = WAITING.with(|t| t.borrow_mut().remove(&id)) else {
@@ -112,6 +112,15 @@ fn run_woken() {
             }
         }
     }
+    // Give the list back for the next wakes (no allocation per run), unless
+    // tasks were woken meanwhile: those wait for the microtask they queued.
+    ids.clear();
+    WOKEN.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_empty() {
+            *w = ids;
+        }
+    });
 }
 
 /// A Promise of `fut`, which runs until it finishes: settled at once if it

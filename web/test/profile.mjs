@@ -36,14 +36,19 @@ try {
   });
   // PHASE=send|wait|receive (psbuffered only): profile that phase alone.
   const PHASE = process.env.PHASE;
+  const phaseScript = {};
   await page.exposeFunction('phase', async (name, start) => {
+    // Every phase's main-thread script time, per Message.
+    const m = Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((x) => [x.name, x.value]));
+    phaseScript[name] = start ? -m.ScriptDuration : ((phaseScript[name] + m.ScriptDuration) * 1e6) / COUNT;
+    if (!start) console.log(`  phase ${name}: ${phaseScript[name].toFixed(1)} us of script per Message`);
     if (name !== PHASE) return;
     await cdp.send(start ? 'Profiler.start' : 'Profiler.stop').then((r) => { if (!start) globalThis.__profile = r.profile; });
   });
-  // The page's main-thread CPU (Chromium's TaskDuration and ScriptDuration),
-  // before and after the run: its cost per Message, without the profiler.
   await cdp.send('Performance.enable');
   const metrics = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+  // The page's main-thread CPU (Chromium's TaskDuration and ScriptDuration),
+  // before and after the run: its cost per Message, without the profiler.
   const before = await metrics();
   if (PROFILE && !PHASE) await cdp.send('Profiler.start');
   const ms = await page.evaluate(

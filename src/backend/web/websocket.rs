@@ -6,8 +6,11 @@
 //!   HTTP error all look the same to a page), so the message says so.
 //! - **Receive**: the browser delivers every message as an event whether or
 //!   not anyone reads (a WebSocket has no receive flow control a page can
-//!   apply), so the event handlers feed a channel that `read` drains. Binary
-//!   messages arrive as ArrayBuffer; text messages as their UTF-8 bytes.
+//!   apply), so the event handlers feed an [`Inbox`] that `read` drains. Binary
+//!   messages arrive as ArrayBuffer (their bytes stay tied to it, see
+//!   `received_bytes`); text messages as their UTF-8 bytes. A small JS
+//!   handler hands wasm the message's bytes or text directly: one call into
+//!   wasm per message.
 //! - **Send**: `send()` copies the bytes into the browser's buffer and returns
 //!   at once. Backpressure: before sending, wait while `bufferedAmount` is
 //!   above [`HIGH_WATER`], polling with a short bounded backoff (the browser
@@ -28,19 +31,37 @@ use super::received_bytes;
 use crate::backend::{Recv, SocketOptions};
 use crate::capability::StackId;
 use crate::racing::Target;
-use futures::channel::mpsc;
-use futures::StreamExt;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+use web_sys::{BinaryType, CloseEvent, Event, WebSocket};
+
+#[wasm_bindgen(inline_js = "
+export function set_message_handler(ws, binary, text) {
+  ws.onmessage = (e) => {
+    const d = e.data;
+    if (typeof d === 'string') text(d); else binary(new Uint8Array(d));
+  };
+}
+")]
+extern "C" {
+    /// `ws.onmessage`: binary messages to `binary` as a Uint8Array over the
+    /// browser's ArrayBuffer, text messages to `text`.
+    fn set_message_handler(
+        ws: &WebSocket,
+        binary: &Closure<dyn FnMut(js_sys::Uint8Array)>,
+        text: &Closure<dyn FnMut(String)>,
+    );
+}
 
 /// `send` waits while the browser holds more than this many unsent bytes.
 pub(crate) const HIGH_WATER: u32 = 1 << 20;
@@ -74,7 +95,8 @@ struct Browser {
     ws: WebSocket,
     _onopen: Closure<dyn FnMut(Event)>,
     _onerror: Closure<dyn FnMut(Event)>,
-    _onmessage: Closure<dyn FnMut(MessageEvent)>,
+    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array)>,
+    _ontext: Closure<dyn FnMut(String)>,
     _onclose: Closure<dyn FnMut(CloseEvent)>,
 }
 
@@ -97,12 +119,50 @@ thread_local! {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What the handlers reported and no read took yet, and who waits for it.
+/// The handlers and the transport share it; it holds no browser object.
+#[derive(Default)]
+struct Inbox {
+    events: Mutex<VecDeque<WsEvent>>,
+    /// Reads waiting for an event (one, from the Connection's receive lock;
+    /// every one is woken, so none is ever left behind).
+    readers: Mutex<Vec<Waker>>,
+}
+
+impl Inbox {
+    fn push(&self, event: WsEvent) {
+        lock(&self.events).push_back(event);
+        for w in lock(&self.readers).drain(..) {
+            w.wake();
+        }
+    }
+
+    /// The next event, in order.
+    async fn next(&self) -> WsEvent {
+        std::future::poll_fn(|cx| {
+            if let Some(e) = lock(&self.events).pop_front() {
+                return Poll::Ready(e);
+            }
+            let mut readers = lock(&self.readers);
+            if !readers.iter().any(|w| w.will_wake(cx.waker())) {
+                readers.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A lock that a panic elsewhere does not poison for good.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Inner {
     id: u64,
     url: String,
     remote: Target,
-    tx: mpsc::UnboundedSender<WsEvent>,
-    rx: futures::lock::Mutex<mpsc::UnboundedReceiver<WsEvent>>,
+    inbox: Arc<Inbox>,
     /// Once the socket closed (or was aborted): the error every later read
     /// and send returns.
     ended: crate::backend::Ended,
@@ -220,32 +280,22 @@ impl WsTransport {
             )
         })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
-        let (tx, rx) = mpsc::unbounded();
-
-        let t = tx.clone();
-        let onopen = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
-            let _ = t.unbounded_send(WsEvent::Open);
+        let inbox = Arc::new(Inbox::default());
+        let i = inbox.clone();
+        let onopen = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Open));
+        let i = inbox.clone();
+        let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
+        let i = inbox.clone();
+        let onbinary = Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |v| {
+            i.push(WsEvent::Message(received_bytes::received(v)))
         });
-        let t = tx.clone();
-        let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
-            let _ = t.unbounded_send(WsEvent::Error);
+        let i = inbox.clone();
+        let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
+            i.push(WsEvent::Message(t.into_bytes().into()))
         });
-        let t = tx.clone();
-        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            let data = e.data();
-            let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-                received_bytes::received(js_sys::Uint8Array::new(buf))
-            } else if let Some(text) = data.as_string() {
-                text.into_bytes().into()
-            } else {
-                // binaryType is arraybuffer, so a Blob cannot arrive.
-                bytes::Bytes::new()
-            };
-            let _ = t.unbounded_send(WsEvent::Message(bytes));
-        });
-        let t = tx.clone();
+        let i = inbox.clone();
         let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-            let _ = t.unbounded_send(WsEvent::Close {
+            i.push(WsEvent::Close {
                 code: e.code(),
                 reason: e.reason(),
                 clean: e.was_clean(),
@@ -253,7 +303,7 @@ impl WsTransport {
         });
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        set_message_handler(&ws, &onbinary, &ontext);
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
 
         // From here on, dropping `transport` (a cancelled attempt) closes the socket.
@@ -262,7 +312,8 @@ impl WsTransport {
             ws,
             _onopen: onopen,
             _onerror: onerror,
-            _onmessage: onmessage,
+            _onbinary: onbinary,
+            _ontext: ontext,
             _onclose: onclose,
         };
         SOCKETS.with(|s| s.borrow_mut().insert(id, browser));
@@ -271,20 +322,18 @@ impl WsTransport {
                 id,
                 url,
                 remote: remote.clone(),
-                tx,
-                rx: futures::lock::Mutex::new(rx),
+                inbox,
                 ended: Default::default(),
             }),
         };
         {
             let url = &transport.inner.url;
-            let mut rx = transport.inner.rx.lock().await;
             let mut saw_error = false;
             loop {
-                match rx.next().await {
-                    Some(WsEvent::Open) => break,
-                    Some(WsEvent::Error) => saw_error = true,
-                    Some(WsEvent::Close { code, reason, .. }) => {
+                match transport.inner.inbox.next().await {
+                    WsEvent::Open => break,
+                    WsEvent::Error => saw_error = true,
+                    WsEvent::Close { code, reason, .. } => {
                         let what = if saw_error {
                             format!("the browser refused or could not open {url}")
                         } else {
@@ -299,8 +348,8 @@ impl WsTransport {
                             ),
                         ));
                     }
-                    Some(WsEvent::Message(_)) => {}
-                    Some(WsEvent::Aborted) | None => {
+                    WsEvent::Message(_) => {}
+                    WsEvent::Aborted => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,
                             format!("opening {url} was aborted"),
@@ -339,19 +388,18 @@ impl WsTransport {
         if let Some(e) = self.ended() {
             return Err(e);
         }
-        let mut rx = self.inner.rx.lock().await;
         loop {
             if let Some(e) = self.ended() {
                 return Err(e);
             }
-            match rx.next().await {
-                Some(WsEvent::Message(d)) => return Ok(Recv::Datagram(d)),
-                Some(WsEvent::Open | WsEvent::Error) => {}
-                Some(WsEvent::Close {
+            match self.inner.inbox.next().await {
+                WsEvent::Message(d) => return Ok(Recv::Datagram(d)),
+                WsEvent::Open | WsEvent::Error => {}
+                WsEvent::Close {
                     code,
                     reason,
                     clean,
-                }) => {
+                } => {
                     let (kind, what) = if clean && (code == NORMAL || code == 1001) {
                         (io::ErrorKind::UnexpectedEof, "closed")
                     } else if clean {
@@ -369,7 +417,7 @@ impl WsTransport {
                     );
                     return Err(self.end(kind, msg));
                 }
-                Some(WsEvent::Aborted) | None => {
+                WsEvent::Aborted => {
                     return Err(self.end(
                         io::ErrorKind::ConnectionAborted,
                         format!("the WebSocket {} was aborted", self.inner.url),
@@ -442,7 +490,7 @@ impl WsTransport {
             io::ErrorKind::ConnectionAborted,
             format!("the WebSocket {} was aborted", self.inner.url),
         );
-        let _ = self.inner.tx.unbounded_send(WsEvent::Aborted);
+        self.inner.inbox.push(WsEvent::Aborted);
     }
 
     pub(crate) fn remote(&self) -> Option<SocketAddr> {
