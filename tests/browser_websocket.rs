@@ -181,6 +181,44 @@ async fn a_close_by_the_server_says_code_and_reason() {
     assert!(text.contains("bye from ws-echo"), "{text}");
 }
 
+/// Resolves after `ms` milliseconds of the browser's clock.
+async fn pause(ms: i32) {
+    let wait = js_sys::Promise::new(&mut |done, _| {
+        let set_timeout: js_sys::Function =
+            js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
+                .expect("setTimeout")
+                .into();
+        set_timeout
+            .call2(&wasm_bindgen::JsValue::UNDEFINED, &done, &ms.into())
+            .expect("setTimeout");
+    });
+    wasm_bindgen_futures::JsFuture::from(wait)
+        .await
+        .expect("timer");
+}
+
+#[wasm_bindgen_test]
+async fn a_send_after_the_server_closed_fails_instead_of_vanishing() {
+    // The server's close frame arrives while nobody reads: the browser's
+    // WebSocket is closing or closed, where its send() would drop the data
+    // without an error. postsocket's send must say so instead.
+    let pre = plaintext(vec![local(echo_port())]);
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    conn.send_message(b"\xffclose:going".to_vec())
+        .await
+        .expect("send");
+    pause(500).await;
+    let e = match conn.send_message(b"too late".to_vec()).await {
+        Ok(sent) => panic!("a send on a closed WebSocket succeeded: {sent:?}"),
+        Err(e) => e,
+    };
+    let text = format!("{e:?}");
+    assert!(text.contains("closing or closed"), "{text}");
+}
+
 #[wasm_bindgen_test]
 async fn refused_candidate_fails_and_the_next_one_wins() {
     let (refused, echo) = (refused_port(), echo_port());

@@ -52,6 +52,12 @@ export function set_message_handler(ws, binary, text) {
     if (typeof d === 'string') text(d); else binary(new Uint8Array(d));
   };
 }
+export function try_send(ws, data, high_water) {
+  if (ws.readyState !== WebSocket.OPEN) return 2;
+  if (ws.bufferedAmount > high_water) return 1;
+  ws.send(data);
+  return 0;
+}
 ")]
 extern "C" {
     /// `ws.onmessage`: binary messages to `binary` as a Uint8Array over the
@@ -61,6 +67,12 @@ extern "C" {
         binary: &Closure<dyn FnMut(js_sys::Uint8Array)>,
         text: &Closure<dyn FnMut(String)>,
     );
+    /// Send `data` if `ws` is open and holds at most `high_water` unsent
+    /// bytes: 0 sent, 1 no room, 2 not open (a closing WebSocket's `send`
+    /// would drop the data without an error). Throws what `send` throws.
+    /// One call where three (readyState, bufferedAmount, send) were.
+    #[wasm_bindgen(catch, js_name = try_send)]
+    fn ws_try_send(ws: &WebSocket, data: &[u8], high_water: u32) -> Result<u8, JsValue>;
 }
 
 /// `send` waits while the browser holds more than this many unsent bytes.
@@ -433,23 +445,18 @@ impl WsTransport {
         if let Some(e) = self.ended() {
             return Some(Err(e));
         }
-        let sent = self.with_ws(|ws| {
-            if ws.ready_state() != WebSocket::OPEN {
-                return Some(Err(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    format!("the WebSocket {} is closing or closed", self.inner.url),
-                )));
-            }
-            if ws.buffered_amount() > HIGH_WATER {
-                return None;
-            }
-            Some(ws.send_with_u8_array(data).map_err(|e| {
-                io::Error::other(format!(
-                    "sending on the WebSocket {}: {}",
-                    self.inner.url,
-                    js_text(&e)
-                ))
-            }))
+        let sent = self.with_ws(|ws| match ws_try_send(ws, data, HIGH_WATER) {
+            Ok(0) => Some(Ok(())),
+            Ok(1) => None,
+            Ok(_) => Some(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the WebSocket {} is closing or closed", self.inner.url),
+            ))),
+            Err(e) => Some(Err(io::Error::other(format!(
+                "sending on the WebSocket {}: {}",
+                self.inner.url,
+                js_text(&e)
+            )))),
         });
         match sent {
             Ok(r) => r,
