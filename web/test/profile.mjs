@@ -13,7 +13,15 @@
 //   per echo (it prints their cost per Message): how much throughput a
 //   microsecond of per-Message work in the page costs;
 // - `psbuffered`: the package, receiving only after every echo arrived; with
-//   PHASE=send|wait|receive only that phase is profiled.
+//   PHASE=send|wait|receive only that phase is profiled;
+// - `rawpaced`: the raw WebSocket sending with postsocket's backpressure
+//   (wait while bufferedAmount is over 1 MiB).
+//
+// Every run prints the page's main-thread time per Message (Chromium's
+// TaskDuration and ScriptDuration). Options: INCLUSIVE=N prints the N
+// functions with the most inclusive time; TREE=regex the call tree under
+// matching functions (DEPTH, MIN_MS); TRACE=1 Chromium's trace events of the
+// main thread by self time, native work included.
 //
 // The page prints when the sends finished and when every 2000th echo arrived.
 import { openExample, port } from './harness.mjs';
@@ -51,6 +59,14 @@ try {
   // before and after the run: its cost per Message, without the profiler.
   const before = await metrics();
   if (PROFILE && !PHASE) await cdp.send('Profiler.start');
+  // TRACE=1: Chromium's own trace of the run instead (what the main thread
+  // spends its time on, natively too), summed by event name.
+  const TRACE = process.env.TRACE === '1';
+  const traceEvents = [];
+  if (TRACE) {
+    cdp.on('Tracing.dataCollected', (e) => traceEvents.push(...e.value));
+    await cdp.send('Tracing.start', { categories: 'devtools.timeline,v8,blink,disabled-by-default-devtools.timeline', transferMode: 'ReportEvents' });
+  }
   const ms = await page.evaluate(
     async ({ echo, SIZE, COUNT, SIDE, BURN }) => {
       const m = window.__m;
@@ -183,6 +199,30 @@ try {
     { echo, SIZE, COUNT, SIDE, BURN: Number(process.env.BURN ?? 0) },
   );
   const after = await metrics();
+  if (TRACE) {
+    const done = new Promise((ok) => cdp.once('Tracing.tracingComplete', ok));
+    await cdp.send('Tracing.end');
+    await done;
+    // Self time of complete events on the busiest thread (the page's main
+    // thread). JS run from microtasks (awaits, Promise reactions) has no event
+    // of its own: it counts as RunTask's self time.
+    const byThread = new Map();
+    for (const e of traceEvents) if (e.ph === 'X' && e.dur) byThread.set(e.tid, (byThread.get(e.tid) ?? 0) + 1);
+    const main = [...byThread].sort((a, b) => b[1] - a[1])[0][0];
+    const evs = traceEvents.filter((e) => e.tid === main && e.ph === 'X' && e.dur).sort((a, b) => a.ts - b.ts || b.dur - a.dur);
+    const self = new Map();
+    const stack = [];
+    for (const e of evs) {
+      while (stack.length && stack[stack.length - 1].end <= e.ts) stack.pop();
+      if (stack.length) stack[stack.length - 1].self -= e.dur;
+      const item = { name: e.name, end: e.ts + e.dur, self: e.dur };
+      stack.push(item);
+      e.__item = item;
+    }
+    for (const e of evs) self.set(e.name, (self.get(e.name) ?? 0) + e.__item.self);
+    console.log('main-thread trace, self time per Message (us):');
+    for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${(us / COUNT).toFixed(2).padStart(8)}  ${name}`);
+  }
   const per = (k) => (((after[k] - before[k]) * 1e6) / COUNT).toFixed(1);
   console.log(`main thread per Message: ${per('TaskDuration')} us busy, ${per('ScriptDuration')} us in script`);
   if (!PROFILE) {
