@@ -104,7 +104,8 @@ export interface CandidateFailure {
 
 /** Errors thrown or rejected by postsocket: `name` is the RFC event
  * (`EstablishmentError`, `SendError`, `Expired`, `ReceiveError`,
- * `ConnectionError`, `InvalidConfiguration`, `InvalidMessageProperties`). */
+ * `ConnectionError`, `CloneError`, `InvalidConfiguration`,
+ * `InvalidMessageProperties`). */
 export interface TransportError extends Error {
   /** The RFC 9623 reason (`EstablishmentFailed`, `InvalidConfiguration`, ...). */
   reason: string;
@@ -149,6 +150,12 @@ export class Preconnection extends EventTarget {
   constructor(options: PreconnectionOptions);
   /** `Initiate()`: rejects with a TransportError named `EstablishmentError`. */
   initiate(options?: { timeout?: number }): Promise<Connection>;
+  /** `InitiateWithSend()`: race with `data` as the first Message; `sent` is
+   * that Message's send outcome. Rejects as `initiate()` does. */
+  initiateWithSend(
+    data: Uint8Array | ArrayBuffer | ArrayBufferView | string,
+    messageProperties?: MessageProperties,
+  ): Promise<{ connection: Connection; sent: Promise<Sent> }>;
   /** `Rendezvous()` over WebRTC with HTTP signaling: the offer is POSTed to
    * `signalingUrl`, the answer read from the response. Needs
    * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`. */
@@ -186,6 +193,10 @@ export class Connection extends EventTarget implements AsyncIterable<ReceivedMes
     endOfMessage?: boolean,
   ): Promise<Sent>;
   receive(options?: { minIncompleteLength?: number; maxLength?: number }): Promise<ReceivedMessage>;
+  /** `Clone()`: a new Connection in this one's group, to the same remote;
+   * `properties` change the clone's Connection Properties. Rejects with a
+   * TransportError named `CloneError`. */
+  clone(properties?: Record<string, PropertyValue>): Promise<Connection>;
   close(): Promise<void>;
   abort(): void;
   getProperty(name: string): PropertyValue;

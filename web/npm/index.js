@@ -61,6 +61,17 @@ export class Preconnection extends EventTarget {
   }
 
   /**
+   * `InitiateWithSend(messageData, messageContext?)` (§7.1): race as
+   * `initiate()` does, with `data` as the first Message. Resolves with
+   * `{ connection, sent }` at Ready; `sent` is the first Message's send
+   * Promise, as `send()` returns. Rejects as `initiate()` does.
+   */
+  async initiateWithSend(data, messageProperties) {
+    const { connection, sent } = await this.#raw.initiateWithSend(bytes(data), messageProperties);
+    return { connection: new Connection(connection), sent };
+  }
+
+  /**
    * `Rendezvous()` (§7.3) over a WebRTC data channel: POSTs this page's
    * offer to `signalingUrl` and takes the answer from the response. Needs
    * `protocols: ['webrtc']`. Resolves with the Connection once the channel
@@ -146,6 +157,18 @@ export class Connection extends EventTarget {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * `Clone(connectionProperties?)` (§7.4): a new Connection in this one's
+   * group, to the same remote: a new WebSocket, a new WebTransport stream
+   * on the same session, or a new data channel on the same peer
+   * connection. `properties` (Connection Properties by RFC name) change
+   * the clone's; the rest are this Connection's. Rejects with an Error
+   * named `CloneError`.
+   */
+  async clone(properties) {
+    return new Connection(await this.#raw.clone(properties));
   }
 
   /** `Close()` (§10): send what is queued, then close. */

@@ -3,7 +3,7 @@
 
 use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
 use postsocket::{
-    ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure,
+    ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure, Sent,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -75,31 +75,40 @@ impl RawConnection {
         properties: JsValue,
         end_of_message: Option<bool>,
     ) -> Result<js_sys::Promise, JsValue> {
-        let context = if properties.is_undefined() || properties.is_null() {
-            None
-        } else {
-            let mut ctx = MessageContext::new();
-            for (name, v) in entries(&properties, "messageProperties")? {
-                let v = property_value(&name, &v)?;
-                ctx.add(&name, v)
-                    .map_err(|e| error_to_js("InvalidMessageProperties", &e))?;
-            }
-            Some(ctx)
-        };
+        let context = message_context(&properties)?;
         let fut = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
+        Ok(crate::promise::promise(
+            async move { sent_outcome(fut.await) },
+        ))
+    }
+
+    /// `Clone(connectionProperties?)` (§7.4): a Promise of a new Connection
+    /// in this one's group, to the same remote (a new WebSocket, a new
+    /// WebTransport stream, a new data channel). `properties` are
+    /// Connection Properties by RFC name to change on the clone; the others
+    /// are this Connection's. Rejects with an `Error` named `CloneError`; a
+    /// bad property throws at once.
+    #[wasm_bindgen(js_name = clone)]
+    pub fn clone_connection(&self, properties: JsValue) -> Result<js_sys::Promise, JsValue> {
+        let props = if properties.is_undefined() || properties.is_null() {
+            None
+        } else {
+            let mut props = self.conn.properties();
+            for (name, v) in entries(&properties, "properties")? {
+                let v = property_value(&name, &v)?;
+                props
+                    .set(&name, v)
+                    .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
+            }
+            Some(props)
+        };
+        let conn = self.conn.clone();
         Ok(crate::promise::promise(async move {
-            match fut.await {
-                Ok(sent) => Ok(sent_message(sent.sequence as f64)),
-                Err(SendFailure::Expired { .. }) => Err(error_to_js(
-                    "Expired",
-                    &postsocket::Error::new(
-                        postsocket::ErrorReason::Timeout,
-                        "the message's msgLifetime passed before it could be sent",
-                    ),
-                )),
-                Err(SendFailure::SendError { error, .. }) => Err(error_to_js("SendError", &error)),
+            match Connection::clone(&conn, None, props).await {
+                Ok(c) => Ok(RawConnection::new(c).into()),
+                Err(e) => Err(error_to_js("CloneError", &e)),
             }
         }))
     }
@@ -224,6 +233,37 @@ impl RawConnection {
         self.conn
             .set_property(name, v)
             .map_err(|e| error_to_js("InvalidConfiguration", &e))
+    }
+}
+
+/// A MessageContext from JS Message Properties by RFC name (`undefined` or
+/// `null`: none); a bad one is an `InvalidMessageProperties` Error.
+pub(crate) fn message_context(properties: &JsValue) -> Result<Option<MessageContext>, JsValue> {
+    if properties.is_undefined() || properties.is_null() {
+        return Ok(None);
+    }
+    let mut ctx = MessageContext::new();
+    for (name, v) in entries(properties, "messageProperties")? {
+        let v = property_value(&name, &v)?;
+        ctx.add(&name, v)
+            .map_err(|e| error_to_js("InvalidMessageProperties", &e))?;
+    }
+    Ok(Some(ctx))
+}
+
+/// A send's outcome for JS: `{ sequence }`, or an `Error` named `Expired`
+/// or `SendError`.
+pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue, JsValue> {
+    match outcome {
+        Ok(sent) => Ok(sent_message(sent.sequence as f64)),
+        Err(SendFailure::Expired { .. }) => Err(error_to_js(
+            "Expired",
+            &postsocket::Error::new(
+                postsocket::ErrorReason::Timeout,
+                "the message's msgLifetime passed before it could be sent",
+            ),
+        )),
+        Err(SendFailure::SendError { error, .. }) => Err(error_to_js("SendError", &error)),
     }
 }
 

@@ -130,6 +130,39 @@ impl RawPreconnection {
 
 #[wasm_bindgen]
 impl RawPreconnection {
+    /// `InitiateWithSend(messageData, messageContext?)` (§7.1): race as
+    /// `initiate` does, sending `data` as the first Message (as 0-RTT data
+    /// where a stack can and `safelyReplayable` is set; the browser's stacks
+    /// send it right after the handshake). A Promise of
+    /// `{ connection, sent }`, where `sent` is the first Message's send
+    /// Promise (`{ sequence }`, or rejected with `SendError` / `Expired`);
+    /// rejected with an `EstablishmentError`. `properties` are Message
+    /// Properties by RFC name; a bad one throws at once.
+    #[wasm_bindgen(js_name = initiateWithSend)]
+    pub fn initiate_with_send(
+        &self,
+        data: Vec<u8>,
+        properties: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let context = crate::connection::message_context(&properties)?;
+        let fut = self.pre.initiate_with_send(data, context);
+        let listener = self.listener.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let result = fut.await;
+            drop(listener);
+            match result {
+                Ok((conn, sent)) => {
+                    let sent = match crate::connection::sent_outcome(sent) {
+                        Ok(v) => js_sys::Promise::resolve(&v),
+                        Err(e) => js_sys::Promise::reject(&e),
+                    };
+                    Ok(initiated_with_send(RawConnection::new(conn).into(), sent))
+                }
+                Err(e) => Err(error_to_js("EstablishmentError", &e)),
+            }
+        }))
+    }
+
     /// `Rendezvous()` (§7.3) over WebRTC, signaling by HTTP: the page's
     /// offer is POSTed to `signaling_url` and the answer comes back in the
     /// response (`postsocket::HttpSignaling`). A Promise of the Connection
@@ -149,6 +182,15 @@ impl RawPreconnection {
             }
         })
     }
+}
+
+#[wasm_bindgen(inline_js = "
+export function initiated_with_send(connection, sent) {
+  return { connection, sent };
+}
+")]
+extern "C" {
+    fn initiated_with_send(connection: JsValue, sent: js_sys::Promise) -> JsValue;
 }
 
 /// `remote`: one `{ host | ip, port, service }` object, or an array of them.

@@ -149,6 +149,51 @@ try {
     assert.equal(r.after, 0);
   });
 
+  await check('clone() opens a second Connection of the group; initiateWithSend() sends the first Message', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const text = async (conn) => new TextDecoder().decode((await conn.receive()).data);
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const twin = await conn.clone({ connPriority: 50 });
+        const priorities = [conn.getProperty('connPriority'), twin.getProperty('connPriority')];
+        // The clone is a Connection of its own: it outlives the original.
+        await conn.close();
+        await twin.send('from the clone');
+        const cloneEcho = await text(twin);
+        let afterClose;
+        try {
+          await conn.clone();
+          afterClose = 'cloned a closed Connection';
+        } catch (e) {
+          afterClose = `${e.name}: ${e.message}`;
+        }
+        await twin.close();
+
+        const { connection, sent } = await pre.initiateWithSend('first words', { safelyReplayable: true });
+        const sequence = (await sent).sequence;
+        const firstEcho = await text(connection);
+        await connection.close();
+        let badProperty;
+        try {
+          await pre.initiateWithSend('x', { msgLifetime: 'soon' });
+          badProperty = 'accepted';
+        } catch (e) {
+          badProperty = `${e.name}: ${e.message}`;
+        }
+        return { priorities, cloneEcho, afterClose, sequence, firstEcho, stack: connection.stack, badProperty };
+      },
+      { echo },
+    );
+    assert.deepEqual(r.priorities, [100, 50]);
+    assert.equal(r.cloneEcho, 'from the clone');
+    assert.match(r.afterClose, /^CloneError: /, r.afterClose);
+    assert.equal(r.sequence, 0);
+    assert.equal(r.firstEcho, 'first words');
+    assert.equal(r.stack, 'ws');
+    assert.match(r.badProperty, /msgLifetime/);
+  });
+
   await check("the server's close with code 4001 rejects receive and throws from the iterator", async () => {
     const r = await inPage(
       async (m, { echo }) => {

@@ -29,11 +29,15 @@ export async function consumer(port: number): Promise<string> {
   for await (const m of conn) {
     if (m.endOfMessage) break;
   }
+  const twin: Connection = await conn.clone({ connPriority: 50 });
+  const { connection, sent: first } = await pre.initiateWithSend('hello', { safelyReplayable: true });
+  const firstSequence: number = (await first).sequence;
+  await Promise.all([twin.close(), connection.close()]);
   const state: 'establishing' | 'established' | 'closing' | 'closed' = conn.state;
   await conn.close();
   // @ts-expect-error: a preference is one of the five RFC levels
   new Preconnection({ remote: { ip: '::1' }, properties: { reliability: 'sometimes' } });
   // @ts-expect-error: remote is required
   new Preconnection({});
-  return `${n} ${bytes.length} ${state} ${trace.length}`;
+  return `${n} ${bytes.length} ${state} ${trace.length} ${firstSequence}`;
 }
