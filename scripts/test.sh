@@ -97,7 +97,7 @@ fi
 "$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
 "$CHROMEDRIVER" --version
 
-step "browser tests in headless Chromium: the racing engine's scripts, and the WebSocket stack against ws-echo"
+step "browser tests in headless Chromium: the racing engine's scripts, the Promise executor, and the WebSocket stack against ws-echo"
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
@@ -115,7 +115,8 @@ sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-pr
 # The ports reach the tests at compile time (option_env!).
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
-    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_websocket ||
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_tasks \
+        --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"

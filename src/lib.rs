@@ -72,10 +72,11 @@ pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::{Identity, SecurityParameters, TrustContext};
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 
-/// In the browser only: received Message data as the browser's own
-/// `Uint8Array`, for code that hands Messages on to JS without copying
-/// them out of wasm memory again.
+/// In the browser only, for JS bindings over postsocket (the npm package's
+/// are built on these): received Message data as the browser's own
+/// `Uint8Array`, without a copy out of wasm memory, and futures as Promises.
 #[cfg(web)]
 pub mod browser {
     pub use crate::backend::take_browser_bytes;
+    pub use crate::runtime::promise;
 }

@@ -4,7 +4,10 @@
 cfg_if::cfg_if! {
     if #[cfg(web)] {
         mod web;
+        mod browser_tasks;
         pub(crate) use web::*;
+        pub use browser_tasks::promise;
+        pub(crate) use browser_tasks::in_browser_event;
     } else {
         mod native;
         pub(crate) use native::*;

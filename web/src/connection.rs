@@ -79,9 +79,9 @@ impl RawConnection {
         let fut = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
-        Ok(crate::promise::promise(
-            async move { sent_outcome(fut.await) },
-        ))
+        Ok(postsocket::browser::promise(async move {
+            sent_outcome(fut.await)
+        }))
     }
 
     /// `Clone(connectionProperties?)` (§7.4): a Promise of a new Connection
@@ -105,7 +105,7 @@ impl RawConnection {
             Some(props)
         };
         let conn = self.conn.clone();
-        Ok(crate::promise::promise(async move {
+        Ok(postsocket::browser::promise(async move {
             match Connection::clone(&conn, None, props).await {
                 Ok(c) => Ok(RawConnection::new(c).into()),
                 Err(e) => Err(error_to_js("CloneError", &e)),
@@ -128,7 +128,7 @@ impl RawConnection {
         let min = limit(min_incomplete_length, "minIncompleteLength")?;
         let max = limit(max_length, "maxLength")?;
         let conn = self.conn.clone();
-        Ok(crate::promise::promise(async move {
+        Ok(postsocket::browser::promise(async move {
             match conn.receive_with(min, max).await {
                 Ok(event) => Ok(received(event)),
                 Err(e) => Err(error_to_js("ReceiveError", &e.error)),
@@ -140,7 +140,7 @@ impl RawConnection {
     /// Connection closed.
     pub fn close(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        crate::promise::promise(async move {
+        postsocket::browser::promise(async move {
             conn.close()
                 .await
                 .map(|_| JsValue::UNDEFINED)
@@ -159,7 +159,7 @@ impl RawConnection {
     #[wasm_bindgen(js_name = nextEvent)]
     pub fn next_event(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        crate::promise::promise(async move {
+        postsocket::browser::promise(async move {
             let Some(event) = conn.next_event().await else {
                 return Ok(JsValue::NULL);
             };

@@ -16,8 +16,6 @@ mod convert;
 #[cfg(web)]
 mod preconnection;
 #[cfg(web)]
-mod promise;
-#[cfg(web)]
 mod trace_listeners;
 
 #[cfg(web)]

@@ -31,6 +31,7 @@ use super::received_bytes;
 use crate::backend::{Recv, SocketOptions};
 use crate::capability::StackId;
 use crate::racing::Target;
+use crate::runtime::in_browser_event;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -298,12 +299,13 @@ impl WsTransport {
         let i = inbox.clone();
         let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
         let i = inbox.clone();
+        // A waiting receive finishes as the handler returns (no microtask hop).
         let onbinary = Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |v| {
-            i.push(WsEvent::Message(received_bytes::received(v)))
+            in_browser_event(|| i.push(WsEvent::Message(received_bytes::received(v))))
         });
         let i = inbox.clone();
         let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
-            i.push(WsEvent::Message(t.into_bytes().into()))
+            in_browser_event(|| i.push(WsEvent::Message(t.into_bytes().into())))
         });
         let i = inbox.clone();
         let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {

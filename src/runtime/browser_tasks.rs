@@ -1,17 +1,21 @@
-//! Futures to Promises, with as little work per Message as we can manage.
+//! Futures to Promises for JS bindings, with as little work per Message as
+//! we can manage.
 //!
-//! Every `send` and `receive` of the JS API is a Rust future turned into a
-//! Promise, so this is on the per-Message path. `wasm_bindgen_futures`'s
-//! `future_to_promise` builds the Promise through a Rust closure, spawns a
-//! task, and polls the future again from a microtask before it ever waits:
-//! together the larger part of a pending `receive()`'s cost. Here instead:
+//! Every `send` and `receive` of the npm package is a Rust future turned
+//! into a Promise, so this is on the per-Message path.
+//! `wasm_bindgen_futures::future_to_promise` builds the Promise through a
+//! Rust closure, spawns a task, and polls the future again from a microtask
+//! before it ever waits: together the larger part of a pending `receive()`'s
+//! cost. Here instead:
 //!
 //! - the future is polled once, at the call, with its task's own waker;
 //! - if it is ready (most sends, and a receive with a Message buffered) the
 //!   answer is an already-settled Promise;
 //! - otherwise it waits in a table of the page's thread, beside a plain JS
-//!   `Deferred` (a Promise and its resolve/reject), and a wake queues it for
-//!   the next microtask, where it is polled again and settles the Promise.
+//!   `Deferred` (a Promise and its resolve/reject). A wake queues it for the
+//!   next microtask, where it is polled again and settles the Promise; a
+//!   wake from a browser stack's event handler ([`in_browser_event`]) runs
+//!   it as the handler ends instead, with nothing else of ours on the stack.
 //!
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
@@ -74,6 +78,28 @@ thread_local! {
 
 static NEXT_TASK: AtomicU64 = AtomicU64::new(1);
 
+thread_local! {
+    /// How many browser event handlers ([`in_browser_event`]) are running.
+    static IN_EVENT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Run `f`, a browser stack's event handler (a message arrived, a channel
+/// opened): the tasks it wakes run as soon as it returns, not from a
+/// microtask. Only for code the browser calls directly, with no lock or
+/// borrow of ours held around it.
+pub(crate) fn in_browser_event<R>(f: impl FnOnce() -> R) -> R {
+    IN_EVENT.with(|n| n.set(n.get() + 1));
+    let r = f();
+    let outermost = IN_EVENT.with(|n| {
+        n.set(n.get() - 1);
+        n.get() == 0
+    });
+    if outermost && WOKEN.with(|w| !w.borrow().is_empty()) {
+        run_woken();
+    }
+    r
+}
+
 /// A task's waker: its id, queued for the next microtask when woken.
 struct TaskWaker(u64);
 
@@ -88,12 +114,14 @@ impl Wake for TaskWaker {
 
 fn woken(id: u64) {
     WOKEN.with(|w| w.borrow_mut().push(id));
-    if !QUEUED.with(|q| q.replace(true)) {
+    // Inside an event handler the task runs when the handler ends.
+    if IN_EVENT.with(|n| n.get()) == 0 && !QUEUED.with(|q| q.replace(true)) {
         RUN.with(queue_microtask);
     }
 }
 
 /// Poll every woken task once; settle the Promises of those that finished.
+/// (A microtask queued earlier may then find nothing to do.)
 fn run_woken() {
     QUEUED.with(|q| q.set(false));
     let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
@@ -123,9 +151,11 @@ fn run_woken() {
     });
 }
 
-/// A Promise of `fut`, which runs until it finishes: settled at once if it
-/// is ready on its first poll.
-pub(crate) fn promise<F>(fut: F) -> js_sys::Promise
+/// A Promise of `fut`, which runs until it finishes on the page's thread:
+/// settled at once if it is ready on its first poll. For JS bindings over
+/// postsocket (the npm package's are built on it); `fut` resolves to the
+/// Promise's value or rejects with its error.
+pub fn promise<F>(fut: F) -> js_sys::Promise
 where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {

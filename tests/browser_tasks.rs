@@ -1,0 +1,58 @@
+//! `postsocket::browser::promise`, the futures-to-Promises executor the npm
+//! package's `send` and `receive` run on, in headless Chromium. Needs no
+//! server: `CHROMEDRIVER=/usr/bin/chromedriver
+//! WASM_BINDGEN_TEST_WEBDRIVER_JSON=$PWD/webdriver.json cargo test --target
+//! wasm32-unknown-unknown -p postsocket --test browser_tasks`.
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+
+use futures::channel::oneshot;
+use postsocket::browser::promise;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen_test]
+async fn a_ready_future_gives_a_settled_promise() {
+    let ok = promise(async { Ok(JsValue::from(7)) });
+    assert_eq!(JsFuture::from(ok).await.expect("resolved"), 7);
+    let err = promise(async { Err(JsValue::from_str("refused")) });
+    assert_eq!(JsFuture::from(err).await.expect_err("rejected"), "refused");
+}
+
+#[wasm_bindgen_test]
+async fn waiting_futures_settle_when_woken_in_any_order() {
+    // 50 futures wait on channels; they are woken from other tasks in
+    // reverse order, each channel's sender woken twice over (a dropped
+    // second sender), and every Promise settles once with its own value.
+    let mut senders = Vec::new();
+    let mut promises = Vec::new();
+    for i in 0..50u32 {
+        let (tx, rx) = oneshot::channel::<u32>();
+        senders.push((i, tx));
+        promises.push(promise(async move {
+            match rx.await {
+                Ok(v) => Ok(JsValue::from(v)),
+                Err(_) => Err(JsValue::from_str("the sender was dropped")),
+            }
+        }));
+    }
+    wasm_bindgen_futures::spawn_local(async move {
+        for (i, tx) in senders.into_iter().rev() {
+            if i == 7 {
+                drop(tx); // rejects that one
+            } else {
+                let _ = tx.send(i * 10);
+            }
+        }
+    });
+    for (i, p) in promises.into_iter().enumerate() {
+        let r = JsFuture::from(p).await;
+        if i == 7 {
+            assert_eq!(r.expect_err("rejected"), "the sender was dropped");
+        } else {
+            assert_eq!(r.expect("resolved"), (i as u32 * 10));
+        }
+    }
+}
