@@ -21,10 +21,8 @@
 //! events and other futures on it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use wasm_bindgen::prelude::*;
@@ -65,18 +63,35 @@ struct Waiting {
     waker: Waker,
 }
 
+/// The futures still running, in slots: a task's id is its slot. A freed
+/// slot is reused, so a late wake for a finished task polls whichever task
+/// has the slot now once more, which a future must allow anyway.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Option<Waiting>>,
+    free: Vec<usize>,
+}
+
+impl Table {
+    /// A slot for a new task, empty until it waits.
+    fn reserve(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        })
+    }
+}
+
 thread_local! {
-    /// The futures still running, by task id.
-    static WAITING: RefCell<HashMap<u64, Waiting>> = RefCell::new(HashMap::new());
+    /// The futures still running.
+    static WAITING: RefCell<Table> = RefCell::new(Table::default());
     /// Task ids woken since the last run.
-    static WOKEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Whether a microtask to run [`WOKEN`] is queued.
     static QUEUED: Cell<bool> = const { Cell::new(false) };
     /// The one callback every such microtask calls.
     static RUN: Closure<dyn FnMut()> = Closure::new(run_woken);
 }
-
-static NEXT_TASK: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// How many browser event handlers ([`in_browser_event`]) are running.
@@ -101,7 +116,7 @@ pub(crate) fn in_browser_event<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A task's waker: its id, queued for the next microtask when woken.
-struct TaskWaker(u64);
+struct TaskWaker(usize);
 
 impl Wake for TaskWaker {
     fn wake(self: Arc<Self>) {
@@ -112,7 +127,7 @@ impl Wake for TaskWaker {
     }
 }
 
-fn woken(id: u64) {
+fn woken(id: usize) {
     WOKEN.with(|w| w.borrow_mut().push(id));
     // Inside an event handler the task runs when the handler ends.
     if IN_EVENT.with(|n| n.get()) == 0 && !QUEUED.with(|q| q.replace(true)) {
@@ -127,16 +142,24 @@ fn run_woken() {
     let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
     for &id in &ids {
         // Out of the table while it runs: its poll may start other tasks.
-        // Not there: it finished already (woken twice).
-        let Some(mut task) = WAITING.with(|t| t.borrow_mut().remove(&id)) else {
+        // Not there: it finished already (woken twice), or it is running.
+        let Some(mut task) = WAITING.with(|t| t.borrow_mut().slots.get_mut(id)?.take()) else {
             continue;
         };
         let mut cx = Context::from_waker(&task.waker);
-        match task.job.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(v)) => task.deferred.resolve(&v),
-            Poll::Ready(Err(e)) => task.deferred.reject(&e),
+        let settled = match task.job.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(v)) => Some((task.deferred, Ok(v))),
+            Poll::Ready(Err(e)) => Some((task.deferred, Err(e))),
             Poll::Pending => {
-                WAITING.with(|t| t.borrow_mut().insert(id, task));
+                WAITING.with(|t| t.borrow_mut().slots[id] = Some(task));
+                None
+            }
+        };
+        if let Some((deferred, outcome)) = settled {
+            WAITING.with(|t| t.borrow_mut().free.push(id));
+            match outcome {
+                Ok(v) => deferred.resolve(&v),
+                Err(e) => deferred.reject(&e),
             }
         }
     }
@@ -159,26 +182,26 @@ pub fn promise<F>(fut: F) -> js_sys::Promise
 where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {
-    let id = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+    let id = WAITING.with(|t| t.borrow_mut().reserve());
     let waker = Waker::from(Arc::new(TaskWaker(id)));
     let mut job: Job = Box::pin(fut);
-    match job.as_mut().poll(&mut Context::from_waker(&waker)) {
-        Poll::Ready(Ok(v)) => js_sys::Promise::resolve(&v),
-        Poll::Ready(Err(e)) => js_sys::Promise::reject(&e),
+    let ready = match job.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(r) => r,
         Poll::Pending => {
             let deferred = Deferred::new();
             let p = deferred.promise();
-            WAITING.with(|t| {
-                t.borrow_mut().insert(
-                    id,
-                    Waiting {
-                        job,
-                        deferred,
-                        waker,
-                    },
-                )
-            });
-            p
+            let task = Waiting {
+                job,
+                deferred,
+                waker,
+            };
+            WAITING.with(|t| t.borrow_mut().slots[id] = Some(task));
+            return p;
         }
+    };
+    WAITING.with(|t| t.borrow_mut().free.push(id));
+    match ready {
+        Ok(v) => js_sys::Promise::resolve(&v),
+        Err(e) => js_sys::Promise::reject(&e),
     }
 }
