@@ -77,6 +77,6 @@ pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 /// `Uint8Array`, without a copy out of wasm memory, and futures as Promises.
 #[cfg(web)]
 pub mod browser {
-    pub use crate::backend::take_browser_bytes;
+    pub use crate::backend::{keep_browser_bytes, take_browser_bytes};
     pub use crate::runtime::promise;
 }

@@ -111,7 +111,14 @@ async fn echo_once(
 
 #[wasm_bindgen_test]
 async fn received_data_hands_over_the_browsers_own_buffer_once() {
-    use postsocket::browser::take_browser_bytes;
+    use postsocket::browser::{keep_browser_bytes, take_browser_bytes};
+    // Off (the default): nothing is kept.
+    keep_browser_bytes(false);
+    let (conn, data) = echo_once(plaintext(vec![local(echo_port())]), b"not kept").await;
+    assert!(take_browser_bytes(&data).is_none(), "kept while off");
+    conn.close().await.expect("close");
+
+    keep_browser_bytes(true);
     let (conn, data) = echo_once(
         plaintext(vec![local(echo_port())]),
         b"as the browser got it",

@@ -63,22 +63,69 @@ struct Waiting {
     waker: Waker,
 }
 
+/// One task's place in the [`Table`].
+enum Slot {
+    Free,
+    /// Being polled (out of the table meanwhile); `rewoken` if a run found
+    /// it woken in the meantime, so it must be polled again if it waits.
+    Running {
+        rewoken: bool,
+    },
+    Waiting(Waiting),
+}
+
 /// The futures still running, in slots: a task's id is its slot. A freed
 /// slot is reused, so a late wake for a finished task polls whichever task
 /// has the slot now once more, which a future must allow anyway.
 #[derive(Default)]
 struct Table {
-    slots: Vec<Option<Waiting>>,
+    slots: Vec<Slot>,
     free: Vec<usize>,
 }
 
 impl Table {
-    /// A slot for a new task, empty until it waits.
+    /// A slot for a new task, which is about to be polled.
     fn reserve(&mut self) -> usize {
-        self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::Free);
             self.slots.len() - 1
-        })
+        });
+        self.slots[id] = Slot::Running { rewoken: false };
+        id
+    }
+
+    /// The task in `id`, to poll now: `None` if it finished or is running
+    /// (then marked to poll again when it is done).
+    fn start(&mut self, id: usize) -> Option<Waiting> {
+        let slot = self.slots.get_mut(id)?;
+        match std::mem::replace(slot, Slot::Running { rewoken: false }) {
+            Slot::Waiting(task) => Some(task),
+            Slot::Running { .. } => {
+                *slot = Slot::Running { rewoken: true };
+                None
+            }
+            Slot::Free => {
+                *slot = Slot::Free;
+                None
+            }
+        }
+    }
+
+    /// Back from a poll: still waiting, or finished (the slot is freed).
+    /// True when it waits but was woken while running: wake it again.
+    fn finish_poll(&mut self, id: usize, waiting: Option<Waiting>) -> bool {
+        let rewoken = matches!(self.slots[id], Slot::Running { rewoken: true });
+        match waiting {
+            Some(task) => {
+                self.slots[id] = Slot::Waiting(task);
+                rewoken
+            }
+            None => {
+                self.slots[id] = Slot::Free;
+                self.free.push(id);
+                false
+            }
+        }
     }
 }
 
@@ -142,24 +189,22 @@ fn run_woken() {
     let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
     for &id in &ids {
         // Out of the table while it runs: its poll may start other tasks.
-        // Not there: it finished already (woken twice), or it is running.
-        let Some(mut task) = WAITING.with(|t| t.borrow_mut().slots.get_mut(id)?.take()) else {
+        let Some(mut task) = WAITING.with(|t| t.borrow_mut().start(id)) else {
             continue;
         };
         let mut cx = Context::from_waker(&task.waker);
-        let settled = match task.job.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(v)) => Some((task.deferred, Ok(v))),
-            Poll::Ready(Err(e)) => Some((task.deferred, Err(e))),
-            Poll::Pending => {
-                WAITING.with(|t| t.borrow_mut().slots[id] = Some(task));
-                None
+        match task.job.as_mut().poll(&mut cx) {
+            Poll::Ready(outcome) => {
+                WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
+                match outcome {
+                    Ok(v) => task.deferred.resolve(&v),
+                    Err(e) => task.deferred.reject(&e),
+                }
             }
-        };
-        if let Some((deferred, outcome)) = settled {
-            WAITING.with(|t| t.borrow_mut().free.push(id));
-            match outcome {
-                Ok(v) => deferred.resolve(&v),
-                Err(e) => deferred.reject(&e),
+            Poll::Pending => {
+                if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
+                    woken(id);
+                }
             }
         }
     }
@@ -195,11 +240,13 @@ where
                 deferred,
                 waker,
             };
-            WAITING.with(|t| t.borrow_mut().slots[id] = Some(task));
+            if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
+                woken(id);
+            }
             return p;
         }
     };
-    WAITING.with(|t| t.borrow_mut().free.push(id));
+    WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
     match ready {
         Ok(v) => js_sys::Promise::resolve(&v),
         Err(e) => js_sys::Promise::reject(&e),

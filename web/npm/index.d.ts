@@ -150,8 +150,10 @@ export class Preconnection extends EventTarget {
   constructor(options: PreconnectionOptions);
   /** `Initiate()`: rejects with a TransportError named `EstablishmentError`. */
   initiate(options?: { timeout?: number }): Promise<Connection>;
-  /** `InitiateWithSend()`: race with `data` as the first Message; `sent` is
-   * that Message's send outcome. Rejects as `initiate()` does. */
+  /** `InitiateWithSend()`: race with `data` as the first Message. Resolves
+   * at Ready once that Message went to the stack; `sent` is its outcome
+   * (settled already). Rejects as `initiate()` does, and with
+   * `InvalidMessageProperties` for a bad property. */
   initiateWithSend(
     data: Uint8Array | ArrayBuffer | ArrayBufferView | string,
     messageProperties?: MessageProperties,
@@ -195,7 +197,8 @@ export class Connection extends EventTarget implements AsyncIterable<ReceivedMes
   receive(options?: { minIncompleteLength?: number; maxLength?: number }): Promise<ReceivedMessage>;
   /** `Clone()`: a new Connection in this one's group, to the same remote;
    * `properties` change the clone's Connection Properties. Rejects with a
-   * TransportError named `CloneError`. */
+   * TransportError named `CloneError` (`InvalidConfiguration` for a bad
+   * property). */
   clone(properties?: Record<string, PropertyValue>): Promise<Connection>;
   close(): Promise<void>;
   abort(): void;

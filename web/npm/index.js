@@ -63,8 +63,11 @@ export class Preconnection extends EventTarget {
   /**
    * `InitiateWithSend(messageData, messageContext?)` (§7.1): race as
    * `initiate()` does, with `data` as the first Message. Resolves with
-   * `{ connection, sent }` at Ready; `sent` is the first Message's send
-   * Promise, as `send()` returns. Rejects as `initiate()` does.
+   * `{ connection, sent }` once the Connection is Ready and the first
+   * Message went to the stack; `sent` is that Message's outcome, settled
+   * already, as `send()` would give it (`{ sequence }`, or a rejection
+   * with `SendError` / `Expired`). Rejects as `initiate()` does, and with
+   * `InvalidMessageProperties` for a bad property.
    */
   async initiateWithSend(data, messageProperties) {
     const { connection, sent } = await this.#raw.initiateWithSend(bytes(data), messageProperties);
@@ -165,7 +168,7 @@ export class Connection extends EventTarget {
    * on the same session, or a new data channel on the same peer
    * connection. `properties` (Connection Properties by RFC name) change
    * the clone's; the rest are this Connection's. Rejects with an Error
-   * named `CloneError`.
+   * named `CloneError`, or `InvalidConfiguration` for a bad property.
    */
   async clone(properties) {
     return new Connection(await this.#raw.clone(properties));

@@ -97,6 +97,8 @@ impl RawPreconnection {
         if let Some(d) = delay {
             pre.set_connection_attempt_delay(d);
         }
+        // Received Messages go to JS as the browser's own buffers.
+        postsocket::browser::keep_browser_bytes(true);
         let listener = on_trace.map(|f| Rc::new(Registration::new(f)));
         if let Some(l) = &listener {
             pre.on_trace(l.observer());
@@ -134,10 +136,11 @@ impl RawPreconnection {
     /// `initiate` does, sending `data` as the first Message (as 0-RTT data
     /// where a stack can and `safelyReplayable` is set; the browser's stacks
     /// send it right after the handshake). A Promise of
-    /// `{ connection, sent }`, where `sent` is the first Message's send
-    /// Promise (`{ sequence }`, or rejected with `SendError` / `Expired`);
-    /// rejected with an `EstablishmentError`. `properties` are Message
-    /// Properties by RFC name; a bad one throws at once.
+    /// `{ connection, sent }`, resolved at Ready once the Message went to
+    /// the stack; `sent` is its outcome, a settled Promise (`{ sequence }`,
+    /// or rejected with `SendError` / `Expired`). Rejected with an
+    /// `EstablishmentError`. `properties` are Message Properties by RFC
+    /// name; a bad one throws at once.
     #[wasm_bindgen(js_name = initiateWithSend)]
     pub fn initiate_with_send(
         &self,

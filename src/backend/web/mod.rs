@@ -19,7 +19,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-pub use received_bytes::take_browser_bytes;
+pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
 pub(crate) use webtransport::WtTransport;

@@ -14,15 +14,29 @@
 //! allocation has it, the Bytes are immutable, and [`Owned`]'s drop removes
 //! the entry before the memory can be reused. Data a framer cut or copied
 //! has another address or length and is not found; the caller copies then.
+//!
+//! Keeping the browser's buffer costs its memory for as long as the data
+//! lives, so it is off until something that will take the buffers (the npm
+//! package's bindings) turns it on with [`keep_browser_bytes`].
 
 use bytes::Bytes;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 thread_local! {
     /// Vec address → (length, the browser's copy of the same bytes).
     static BROWSER_COPIES: RefCell<HashMap<usize, (usize, js_sys::Uint8Array)>> =
         RefCell::new(HashMap::new());
+    /// Whether received buffers are kept (see [`keep_browser_bytes`]).
+    static KEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keep (true) or stop keeping each received message's browser buffer
+/// beside its wasm copy, for [`take_browser_bytes`]. Off by default: a
+/// program that never takes the buffers would hold every received message
+/// twice. Applies to messages received from then on, on the page's thread.
+pub fn keep_browser_bytes(on: bool) {
+    KEEP.with(|k| k.set(on));
 }
 
 /// The wasm copy of a received buffer; dropping it forgets the browser's.
@@ -42,10 +56,14 @@ impl Drop for Owned {
     }
 }
 
-/// The bytes of `view` (a received message), copied into wasm memory and
-/// tied to `view` for [`take_browser_bytes`].
+/// The bytes of `view` (a received message), copied into wasm memory and,
+/// when [`keep_browser_bytes`] is on, tied to `view` for
+/// [`take_browser_bytes`].
 pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
     let data = view.to_vec();
+    if !KEEP.with(Cell::get) {
+        return data.into();
+    }
     if data.is_empty() {
         return Bytes::new(); // no allocation, so no address to key by
     }
@@ -56,7 +74,8 @@ pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
 
 /// The browser's own buffer holding exactly `data`, if `data` is a message
 /// a browser stack received as it arrived (not cut or reassembled by a
-/// framer) and nobody took the buffer before: a `Uint8Array` to hand to JS
+/// framer) while [`keep_browser_bytes`] was on, and nobody took the buffer
+/// before: a `Uint8Array` to hand to JS
 /// instead of copying `data` out of wasm memory. Each buffer is handed out
 /// once (JS may change it); afterwards, and for any other data, `None`.
 ///

@@ -145,7 +145,9 @@ struct Inbox {
 impl Inbox {
     fn push(&self, event: WsEvent) {
         lock(&self.events).push_back(event);
-        for w in lock(&self.readers).drain(..) {
+        // Woken with no lock held: a waker may poll its reader at once.
+        let readers = std::mem::take(&mut *lock(&self.readers));
+        for w in readers {
             w.wake();
         }
     }
@@ -407,6 +409,8 @@ impl WsTransport {
                 return Err(e);
             }
             match self.inner.inbox.next().await {
+                // An abort while this read waited ends it too.
+                WsEvent::Message(_) if self.ended().is_some() => {}
                 WsEvent::Message(d) => return Ok(Recv::Datagram(d)),
                 WsEvent::Open | WsEvent::Error => {}
                 WsEvent::Close {
