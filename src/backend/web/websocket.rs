@@ -145,10 +145,15 @@ struct Inbox {
 impl Inbox {
     fn push(&self, event: WsEvent) {
         lock(&self.events).push_back(event);
-        // Woken with no lock held: a waker may poll its reader at once.
-        let readers = std::mem::take(&mut *lock(&self.readers));
-        for w in readers {
+        // Woken with no lock held (a waker may poll its reader at once);
+        // the list's allocation is kept for the next wait.
+        let mut readers = std::mem::take(&mut *lock(&self.readers));
+        for w in readers.drain(..) {
             w.wake();
+        }
+        let mut slot = lock(&self.readers);
+        if slot.is_empty() {
+            *slot = readers;
         }
     }
 
