@@ -145,7 +145,7 @@ export class Connection extends EventTarget {
     try {
       return this.#raw.send(bytes(data), messageProperties, endOfMessage);
     } catch (e) {
-      return Promise.reject(e);
+      return Promise.reject(e); // not a message (bytes() throws a TypeError)
     }
   }
 
@@ -154,12 +154,11 @@ export class Connection extends EventTarget {
    * `{ data, endOfMessage, partial, messageContext }`; rejects with an Error
    * named `ReceiveError`.
    */
-  receive({ minIncompleteLength, maxLength } = {}) {
-    try {
-      return this.#raw.receive(minIncompleteLength, maxLength);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  receive(options) {
+    // Bad limits reject (the raw call returns a Promise either way).
+    return options == null
+      ? this.#raw.receive(undefined, undefined)
+      : this.#raw.receive(options.minIncompleteLength, options.maxLength);
   }
 
   /**

@@ -68,20 +68,24 @@ impl RawConnection {
     /// Promise resolves at `Sent` with `{ sequence }`, or rejects with an
     /// `Error` named `SendError` or `Expired`. `properties` are Message
     /// Properties by RFC name (`msgLifetime` in ms, `final`, ...); a bad one
-    /// throws at once.
+    /// rejects at once (`InvalidMessageProperties`).
+    ///
+    /// Per-Message calls return a Promise, never a `Result`: wasm-bindgen
+    /// returns a `Result` through memory, which costs every call more.
     pub fn send(
         &self,
         data: Vec<u8>,
         properties: JsValue,
         end_of_message: Option<bool>,
-    ) -> Result<js_sys::Promise, JsValue> {
-        let context = message_context(&properties)?;
+    ) -> js_sys::Promise {
+        let context = match message_context(&properties) {
+            Ok(c) => c,
+            Err(e) => return js_sys::Promise::reject(&e),
+        };
         let fut = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
-        Ok(postsocket::browser::promise(async move {
-            sent_outcome(fut.await)
-        }))
+        postsocket::browser::promise(async move { sent_outcome(fut.await) })
     }
 
     /// `Clone(connectionProperties?)` (§7.4): a Promise of a new Connection
@@ -115,25 +119,31 @@ impl RawConnection {
 
     /// `Receive(minIncompleteLength?, maxLength?)` (§9.3): the Promise
     /// resolves with `{ data, endOfMessage, partial, messageContext }` or
-    /// rejects with an `Error` named `ReceiveError`.
+    /// rejects with an `Error` named `ReceiveError` (or
+    /// `InvalidConfiguration` for a limit that is not a whole number).
     pub fn receive(
         &self,
         min_incomplete_length: Option<f64>,
         max_length: Option<f64>,
-    ) -> Result<js_sys::Promise, JsValue> {
+    ) -> js_sys::Promise {
         let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
             v.map(|n| whole_number(&n.into(), what).map(|n| n as usize))
                 .transpose()
         };
-        let min = limit(min_incomplete_length, "minIncompleteLength")?;
-        let max = limit(max_length, "maxLength")?;
+        let (min, max) = match (
+            limit(min_incomplete_length, "minIncompleteLength"),
+            limit(max_length, "maxLength"),
+        ) {
+            (Ok(min), Ok(max)) => (min, max),
+            (Err(e), _) | (_, Err(e)) => return js_sys::Promise::reject(&e),
+        };
         let conn = self.conn.clone();
-        Ok(postsocket::browser::promise(async move {
+        postsocket::browser::promise(async move {
             match conn.receive_with(min, max).await {
                 Ok(event) => Ok(received(event)),
                 Err(e) => Err(error_to_js("ReceiveError", &e.error)),
             }
-        }))
+        })
     }
 
     /// `Close()` (§10): resolves once queued Messages were sent and the

@@ -237,6 +237,13 @@ try {
         } catch (e) {
           badMessage = { name: e.name, message: e.message };
         }
+        let badLimit;
+        try {
+          await conn.receive({ maxLength: 1.5 });
+          badLimit = 'no error';
+        } catch (e) {
+          badLimit = { isError: e instanceof Error, name: e.name, reason: e.reason, message: e.message };
+        }
         await conn.close();
         return {
           unknown: attempt({ remote, properties: { noSuchProperty: 'require' } }),
@@ -248,6 +255,7 @@ try {
           badPin: attempt({ remote, security: { pinnedServerCertificate: ['abc'] } }),
           contradiction: attempt({ remote, properties: { reliability: 'prohibit', preserveOrder: 'require' } }),
           badMessage,
+          badLimit,
         };
       },
       { echo },
@@ -268,6 +276,7 @@ try {
     expect(r.contradiction, /reliability|preserveOrder/, 'contradiction');
     assert.equal(r.badMessage.name, 'InvalidMessageProperties', JSON.stringify(r.badMessage));
     assert.match(r.badMessage.message, /msgNoSuchThing/);
+    expect(r.badLimit, /maxLength/, 'a maxLength that is not a whole number');
   });
 
   await check('a refused port rejects initiate with an EstablishmentError listing the candidate', async () => {
