@@ -138,9 +138,6 @@ thread_local! {
     static QUEUED: Cell<bool> = const { Cell::new(false) };
     /// The one callback every such microtask calls.
     static RUN: Closure<dyn FnMut()> = Closure::new(run_woken);
-}
-
-thread_local! {
     /// How many browser event handlers ([`in_browser_event`]) are running.
     static IN_EVENT: Cell<u32> = const { Cell::new(0) };
 }
@@ -162,7 +159,7 @@ pub(crate) fn in_browser_event<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// A task's waker: its id, queued for the next microtask when woken.
+/// A task's waker: its id, queued to run when woken.
 struct TaskWaker(usize);
 
 impl Wake for TaskWaker {
