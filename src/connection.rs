@@ -1462,23 +1462,20 @@ impl Inner {
         true
     }
 
-    /// A stream Message is out: answer Sent (finishing the stream after a final one).
+    /// A stream Message is out: answer Sent, after finishing the stream if
+    /// it was the final one.
     fn answer_sent(transport: &Transport, f: &mut Queued) {
-        let r = Self::finish_if_final(transport, f);
-        f.answer(r);
-    }
-
-    /// After a final Message, finish the stream.
-    fn finish_if_final(transport: &Transport, f: &Queued) -> Result<(), SendFailureKind> {
-        if !f.final_ {
-            return Ok(());
-        }
-        transport.shutdown_write().map_err(|e| {
-            SendFailureKind::Error(Error::new(
-                ErrorReason::ProtocolFailed,
-                format!("finishing the stream: {e}"),
-            ))
-        })
+        let finished = if f.final_ {
+            transport.shutdown_write().map_err(|e| {
+                SendFailureKind::Error(Error::new(
+                    ErrorReason::ProtocolFailed,
+                    format!("finishing the stream: {e}"),
+                ))
+            })
+        } else {
+            Ok(())
+        };
+        f.answer(finished);
     }
 
     /// The stream failed while sending: every Message not yet answered gets
@@ -1680,13 +1677,18 @@ impl Inner {
                 st.datagrams.push_back(d);
                 Ok(())
             }
-            Err(e) => Err(ReceiveError {
-                context: None,
-                error: Error::new(
-                    ErrorReason::ConnectionAborted,
-                    format!("the stream failed: {e}"),
-                ),
-            }),
+            Err(e) => Err(Self::stream_failed(e)),
+        }
+    }
+
+    /// The receive error of a stack that failed underneath.
+    fn stream_failed(e: std::io::Error) -> ReceiveError {
+        ReceiveError {
+            context: None,
+            error: Error::new(
+                ErrorReason::ConnectionAborted,
+                format!("the stream failed: {e}"),
+            ),
         }
     }
 
@@ -1785,13 +1787,7 @@ impl Inner {
                 }
                 Err(e) => {
                     Self::leave_direct(st);
-                    return Some(Err(ReceiveError {
-                        context: None,
-                        error: Error::new(
-                            ErrorReason::ConnectionAborted,
-                            format!("the stream failed: {e}"),
-                        ),
-                    }));
+                    return Some(Err(Self::stream_failed(e)));
                 }
             }
         }

@@ -58,13 +58,17 @@ fn plaintext(remotes: Vec<RemoteEndpoint>) -> Preconnection {
     )
 }
 
+/// `pre` initiated, within 10 s.
+async fn open(pre: &Preconnection) -> postsocket::Connection {
+    pre.initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"))
+}
+
 #[wasm_bindgen_test]
 async fn ws_echo_keeps_message_boundaries() {
     let pre = plaintext(vec![local(echo_port())]);
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     assert_eq!(conn.stack(), StackId::Ws);
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let messages = [b"hello browser".to_vec(), Vec::new(), big];
@@ -93,10 +97,7 @@ async fn echo_once(
     pre: Preconnection,
     message: &[u8],
 ) -> (postsocket::Connection, postsocket::Bytes) {
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     conn.send_message(message.to_vec())
         .await
         .unwrap_or_else(|e| panic!("send: {e:?}"));
@@ -149,10 +150,7 @@ async fn sends_wait_for_the_browser_buffer_and_keep_order() {
     // 40 × 100 KB sent without reading: bufferedAmount passes the 1 MiB
     // high-water mark, so sends wait for it to drain; all come back in order.
     let pre = plaintext(vec![local(echo_port())]);
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     let message = |i: u32| -> Vec<u8> { (0..100_000u32).map(|j| ((i + j) % 256) as u8).collect() };
     let sends: Vec<_> = (0..40).map(|i| conn.send_message(message(i))).collect();
     for s in futures::future::join_all(sends).await {
@@ -171,10 +169,7 @@ async fn sends_wait_for_the_browser_buffer_and_keep_order() {
 #[wasm_bindgen_test]
 async fn a_close_by_the_server_says_code_and_reason() {
     let pre = plaintext(vec![local(echo_port())]);
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     conn.send_message(b"\xffclose:bye from ws-echo".to_vec())
         .await
         .expect("send");
@@ -210,10 +205,7 @@ async fn a_send_after_the_server_closed_fails_instead_of_vanishing() {
     // WebSocket is closing or closed, where its send() would drop the data
     // without an error. postsocket's send must say so instead.
     let pre = plaintext(vec![local(echo_port())]);
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     conn.send_message(b"\xffclose:going".to_vec())
         .await
         .expect("send");
@@ -231,10 +223,7 @@ async fn refused_candidate_fails_and_the_next_one_wins() {
     let (refused, echo) = (refused_port(), echo_port());
     let mut pre = plaintext(vec![local(refused), local(echo)]);
     pre.set_connection_attempt_delay(Duration::from_millis(100));
-    let conn = pre
-        .initiate_with_timeout(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let conn = open(&pre).await;
     let trace = conn.trace();
     let addr = |id: &str| {
         trace

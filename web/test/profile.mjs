@@ -71,12 +71,17 @@ try {
     async ({ echo, SIZE, COUNT, SIDE, BURN }) => {
       const m = window.__m;
       const payload = new Uint8Array(SIZE).fill(7);
-      if (SIDE === 'rawpromise') {
-        // The raw WebSocket consumed the way postsocket's receive() is: a
-        // Promise per Message from a queue.
+      // The raw modes' WebSocket to the echo server, open.
+      const openRaw = async () => {
         const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
         ws.binaryType = 'arraybuffer';
         await new Promise((ok) => (ws.onopen = ok));
+        return ws;
+      };
+      if (SIDE === 'rawpromise') {
+        // The raw WebSocket consumed the way postsocket's receive() is: a
+        // Promise per Message from a queue.
+        const ws = await openRaw();
         const queue = [];
         let waiter = null;
         ws.onmessage = (e) => {
@@ -97,9 +102,7 @@ try {
       if (SIDE === 'rawburn') {
         // The raw WebSocket with BURN microseconds of busy work per echo: how
         // much per-Message CPU in the page costs in throughput.
-        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
-        ws.binaryType = 'arraybuffer';
-        await new Promise((ok) => (ws.onopen = ok));
+        const ws = await openRaw();
         let received = 0;
         let sink = 0;
         const done = new Promise((ok) => (ws.onmessage = () => {
@@ -125,9 +128,7 @@ try {
         // bufferedAmount is above HIGH (default 1 MiB), polling with the same
         // 1..16 ms backoff.
         const HIGH = Number(window.__high ?? (1 << 20));
-        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
-        ws.binaryType = 'arraybuffer';
-        await new Promise((ok) => (ws.onopen = ok));
+        const ws = await openRaw();
         let received = 0;
         const done = new Promise((ok) => (ws.onmessage = () => { if (++received === COUNT) ok(); }));
         const t0 = performance.now();
@@ -146,9 +147,7 @@ try {
         return performance.now() - t0;
       }
       if (SIDE === 'raw') {
-        const ws = new WebSocket(`ws://127.0.0.1:${echo}/`);
-        ws.binaryType = 'arraybuffer';
-        await new Promise((ok) => (ws.onopen = ok));
+        const ws = await openRaw();
         let received = 0;
         const marks = [];
         const done = new Promise((ok) => (ws.onmessage = () => { if (++received % 2000 === 0) marks.push((performance.now() - t0).toFixed(0)); if (received === COUNT) ok(); }));

@@ -338,8 +338,6 @@ impl WebrtcTransport {
         }
     }
 
-    /// Send one message, after waiting while the channel is still
-    /// connecting or its buffer is above [`HIGH_WATER`].
     /// Send one message now if the channel is open with room in its
     /// buffer; `None` when it must wait (still connecting, or above
     /// [`HIGH_WATER`]).
@@ -364,6 +362,8 @@ impl WebrtcTransport {
         }
     }
 
+    /// Send one message, after waiting while the channel is still
+    /// connecting or its buffer is above [`HIGH_WATER`].
     pub(crate) async fn send(&self, data: &[u8]) -> io::Result<()> {
         let mut pause = Duration::from_millis(1);
         loop {
