@@ -73,6 +73,49 @@ pub struct Sent {
     pub sequence: u64,
 }
 
+/// The outcome of one [`Connection::send`]: `Sent`, `Expired` or
+/// `SendError`, exactly once. The Message was checked and queued (or handed
+/// to the stack) when `send` was called; dropping this future does not take
+/// it back.
+#[must_use = "the Message is sent either way; await this to learn whether it went out"]
+pub struct SendFuture {
+    state: SendState,
+}
+
+enum SendState {
+    /// Answered when `send` was called (the stack took the Message at once,
+    /// or it was refused); `None` once the answer was taken.
+    Done(Option<Result<Sent, SendFailure>>),
+    /// Waiting for the stack.
+    Waiting(runtime::BoxFuture<'static, Result<Sent, SendFailure>>),
+}
+
+impl Future for SendFuture {
+    type Output = Result<Sent, SendFailure>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.state {
+            SendState::Done(r) => {
+                std::task::Poll::Ready(r.take().expect("SendFuture polled after it completed"))
+            }
+            SendState::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for SendFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.state {
+            SendState::Done(Some(_)) => "SendFuture(answered)",
+            SendState::Done(None) => "SendFuture(taken)",
+            SendState::Waiting(_) => "SendFuture(waiting for the stack)",
+        })
+    }
+}
+
 /// `Expired<messageContext>` or `SendError<messageContext, reason>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendFailure {
@@ -136,7 +179,7 @@ impl Queued {
     /// The outcome for the sender. Each Queued is answered once: its context
     /// goes back without a copy.
     fn outcome(&mut self, r: Result<(), SendFailureKind>) -> SendResult {
-        let context = std::mem::take(&mut self.context);
+        let context = std::mem::replace(&mut self.context, MessageContext::placeholder());
         match r {
             Ok(()) => Ok(Sent {
                 context,
@@ -163,7 +206,7 @@ enum WriteNow {
     Waiting(oneshot::Receiver<SendResult>),
     /// Not tried (the writer is busy, or the stack's writes cannot be
     /// dropped midway), or nothing taken: queue it.
-    NotTried(Queued),
+    NotTried,
 }
 
 /// A datagram send's result as the Message's outcome.
@@ -652,25 +695,24 @@ impl Connection {
         data: impl Into<Bytes>,
         context: Option<MessageContext>,
         end_of_message: bool,
-    ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
+    ) -> SendFuture {
         let data = data.into();
         let context = context.unwrap_or_default();
-        // A refused Message resolves at once; the future that waits for the
-        // stack stays small (it moves with every await of the caller).
-        match self.enqueue(data, context, end_of_message) {
-            Err(e) => futures::future::Either::Left(futures::future::ready(Err(e))),
-            Ok(Enqueued::Done(r)) => futures::future::Either::Left(futures::future::ready(r)),
+        let state = match self.enqueue(data, context, end_of_message) {
+            Err(e) => SendState::Done(Some(Err(e))),
+            Ok(Enqueued::Done(r)) => SendState::Done(Some(r)),
+            // On the heap: the waiting state is large, and the future moves
+            // with every await of the caller (a Message the stack took at
+            // once, the usual case, never gets here).
             Ok(Enqueued::Waiting(rx)) => {
-                futures::future::Either::Right(Inner::await_outcome(self.inner.clone(), rx))
+                SendState::Waiting(Box::pin(Inner::await_outcome(self.inner.clone(), rx)))
             }
-        }
+        };
+        SendFuture { state }
     }
 
     /// Send one whole Message with the Connection's default properties.
-    pub fn send_message(
-        &self,
-        data: impl Into<Bytes>,
-    ) -> impl Future<Output = Result<Sent, SendFailure>> + 'static {
+    pub fn send_message(&self, data: impl Into<Bytes>) -> SendFuture {
         self.send(data, None, true)
     }
 
@@ -805,9 +847,8 @@ impl Connection {
             q.frames.push_back(Queued {
                 seq,
                 frame: Frame {
-                    prefix: Vec::new(),
                     data,
-                    suffix: Vec::new(),
+                    ..Frame::default()
                 },
                 deadline: props.msg_lifetime.map(|l| runtime::now() + l),
                 context,
@@ -852,9 +893,8 @@ impl Connection {
             }
         }
         let mut frame = Frame {
-            prefix: Vec::new(),
             data,
-            suffix: Vec::new(),
+            ..Frame::default()
         };
         if let Err(e) = q.framers.frame(&mut frame, &context, end_of_message) {
             return Err(fail(
@@ -886,7 +926,7 @@ impl Connection {
         let seq = q.next_seq;
         q.next_seq += 1;
         let deadline = props.msg_lifetime.map(|l| runtime::now() + l);
-        let mut queued = Queued {
+        let mut queued = Some(Queued {
             seq,
             frame,
             deadline,
@@ -894,17 +934,18 @@ impl Connection {
             reply: None,
             final_,
             datagram: false,
-        };
+        });
         // The fast path: nothing ahead of this Message. (A Message with a
         // lifetime, or a final one, whose stream ending may need the
         // runtime, takes the queue.)
         if deadline.is_none() && !final_ && q.frames.is_empty() && q.batch.is_none() {
-            match Inner::write_now(inner, queued) {
+            match Inner::write_now(inner, &mut queued) {
                 WriteNow::Done(r) => return Ok(Enqueued::Done(r)),
                 WriteNow::Waiting(rx) => return Ok(Enqueued::Waiting(rx)),
-                WriteNow::NotTried(f) => queued = f,
+                WriteNow::NotTried => {}
             }
         }
+        let mut queued = queued.expect("taken only by a write that answers");
         let (tx, rx) = oneshot::channel();
         queued.reply = Some(tx);
         q.frames.push_back(queued);
@@ -1179,26 +1220,29 @@ impl Inner {
     /// leaves the Message to be queued as usual (the flush meets the error
     /// again and reports it). A message stack sends it whole or not at all;
     /// its error is the outcome, as in the flush.
-    fn write_now(inner: &Arc<Inner>, mut f: Queued) -> WriteNow {
+    fn write_now(inner: &Arc<Inner>, slot: &mut Option<Queued>) -> WriteNow {
+        let Some(f) = slot.as_mut() else {
+            return WriteNow::NotTried;
+        };
         let Some(mut w) = inner.writer.try_lock() else {
-            return WriteNow::NotTried(f);
+            return WriteNow::NotTried;
         };
         if !w.inflight.is_empty() || !w.written.is_empty() {
-            return WriteNow::NotTried(f);
+            return WriteNow::NotTried;
         }
         let Some(t) = w.transport.as_ref() else {
-            return WriteNow::NotTried(f);
+            return WriteNow::NotTried;
         };
         if inner.caps.data_unit != DataUnit::ByteStream {
             // One Message, one datagram (or WebSocket message), if the stack
             // has room right now.
             return match t.try_send_datagram(&f.frame.contiguous()) {
-                None => WriteNow::NotTried(f),
+                None => WriteNow::NotTried,
                 Some(r) => WriteNow::Done(f.outcome(datagram_outcome(r))),
             };
         }
         if !t.writes_cancel_safe() {
-            return WriteNow::NotTried(f);
+            return WriteNow::NotTried;
         }
         let len = f.frame.len();
         let polled = {
@@ -1208,17 +1252,17 @@ impl Inner {
                 IoSlice::new(&f.frame.suffix),
             ];
             let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-            let write = std::pin::pin!(t.write_vectored(&parts));
-            write.poll(&mut cx)
+            t.poll_write_vectored(&mut cx, &parts)
         };
         let n = match polled {
             std::task::Poll::Ready(Ok(n)) if n > 0 || len == 0 => n,
-            _ => return WriteNow::NotTried(f),
+            _ => return WriteNow::NotTried,
         };
         if n == len && !t.holds_unsent() {
             return WriteNow::Done(f.outcome(Ok(())));
         }
         let (tx, rx) = oneshot::channel();
+        let mut f = slot.take().expect("checked above");
         f.reply = Some(tx);
         if n == len {
             w.written.push(f);

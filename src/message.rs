@@ -20,7 +20,8 @@ pub struct MessageContext {
     id: u64,
     /// The Message Properties (§9.1.3).
     pub properties: MessageProperties,
-    explicit: Vec<String>,
+    /// Properties set through `add`: one bit per name in [`EXPLICIT`].
+    explicit: u16,
     // Shared with the Connection: a received Message carries its endpoints
     // without copying them (contexts move a lot on the data path).
     remote: Option<Arc<RemoteEndpoint>>,
@@ -28,8 +29,33 @@ pub struct MessageContext {
     early_data: bool,
     final_: bool,
     /// `None` until a framer adds metadata (most Messages carry none, and an
-    /// empty map still costs to drop on the data path).
-    framer_metadata: Option<BTreeMap<(String, String), String>>,
+    /// empty map still costs to drop on the data path); boxed, as contexts
+    /// move with every Message.
+    #[allow(clippy::box_collection)] // one pointer, not three, in every context
+    framer_metadata: Option<Box<BTreeMap<(String, String), String>>>,
+}
+
+/// The Message Properties by normalised RFC name; a context's `explicit`
+/// bit `i` says that `EXPLICIT[i]` was set through `add`.
+const EXPLICIT: [&str; 10] = [
+    "msglifetime",
+    "msgpriority",
+    "msgordered",
+    "safelyreplayable",
+    "final",
+    "msgchecksumlen",
+    "msgreliable",
+    "msgcapacityprofile",
+    "nofragmentation",
+    "nosegmentation",
+];
+
+/// The `explicit` bit of a normalised property name.
+fn explicit_bit(norm: &str) -> u16 {
+    EXPLICIT
+        .iter()
+        .position(|n| *n == norm)
+        .map_or(0, |i| 1 << i)
 }
 
 impl Default for MessageContext {
@@ -43,8 +69,17 @@ impl MessageContext {
     pub fn new() -> Self {
         MessageContext {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ..MessageContext::placeholder()
+        }
+    }
+
+    /// A context with id 0, left behind where a Message's context was taken
+    /// to hand it back (taking one must not cost a fresh id).
+    pub(crate) fn placeholder() -> Self {
+        MessageContext {
+            id: 0,
             properties: MessageProperties::default(),
-            explicit: Vec::new(),
+            explicit: 0,
             remote: None,
             local: None,
             early_data: false,
@@ -61,7 +96,7 @@ impl MessageContext {
     /// `messageContext.add(property, value)`: set a Message Property by RFC name.
     pub fn add(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
         self.properties.set(name, value)?;
-        self.explicit.push(crate::properties::norm_name(name));
+        self.explicit |= explicit_bit(&crate::properties::norm_name(name));
         Ok(())
     }
 
@@ -73,7 +108,7 @@ impl MessageContext {
 
     /// Whether the property was set on this context (otherwise the Connection default applies).
     pub fn is_set(&self, name: &str) -> bool {
-        self.explicit.contains(&crate::properties::norm_name(name))
+        self.explicit & explicit_bit(&crate::properties::norm_name(name)) != 0
     }
 
     /// `messageContext.add(framer, key, value)`: per-framer metadata (§9.1.2.2).
@@ -134,7 +169,7 @@ impl MessageContext {
     /// Fill every property not set on this context from the defaults.
     pub(crate) fn resolve(&self, defaults: &MessageProperties) -> MessageProperties {
         let mut p = defaults.clone();
-        if self.explicit.is_empty() && self.properties == MessageProperties::default() {
+        if self.explicit == 0 && self.properties == MessageProperties::default() {
             return p; // nothing set on this context (the usual case)
         }
         let me = &self.properties;
@@ -143,7 +178,7 @@ impl MessageContext {
         // directly to a value other than the default, wins over the defaults.
         macro_rules! take {
             ($($f:ident: $name:literal),* $(,)?) => {
-                $( if self.explicit.iter().any(|e| e == $name) || me.$f != d.$f {
+                $( if self.explicit & explicit_bit($name) != 0 || me.$f != d.$f {
                     p.$f = me.$f;
                 } )*
             };
@@ -217,5 +252,53 @@ impl ReceiveEvent {
             ReceiveEvent::Received { .. } => true,
             ReceiveEvent::ReceivedPartial { end_of_message, .. } => *end_of_message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_property_added_wins_over_the_defaults_even_at_its_default_value() {
+        let defaults = MessageProperties {
+            msg_priority: 50,
+            msg_ordered: Some(false),
+            ..MessageProperties::default()
+        };
+        let plain = MessageContext::new();
+        assert_eq!(
+            plain.resolve(&defaults),
+            defaults,
+            "nothing set: the defaults"
+        );
+
+        // msgPriority 100 is the RFC default, but it was asked for.
+        let ctx = MessageContext::new()
+            .with("msgPriority", 100u64)
+            .unwrap()
+            .with("MSG-ORDERED", true)
+            .unwrap();
+        assert!(ctx.is_set("msgPriority") && ctx.is_set("msgOrdered"));
+        assert!(!ctx.is_set("msgLifetime") && !ctx.is_set("noSuchProperty"));
+        let p = ctx.resolve(&defaults);
+        assert_eq!((p.msg_priority, p.msg_ordered), (100, Some(true)));
+
+        // Every name the properties accept has its own bit.
+        for name in EXPLICIT {
+            assert_ne!(explicit_bit(name), 0, "{name}");
+        }
+        let mut ctx = MessageContext::new();
+        ctx.add("noSegmentation", true).unwrap();
+        assert!(ctx.is_set("noSegmentation") && !ctx.is_set("noFragmentation"));
+        assert!(ctx.add("msgReliabel", true).is_err(), "an unknown name");
+    }
+
+    #[test]
+    fn a_taken_context_leaves_a_placeholder_without_a_fresh_id() {
+        let a = MessageContext::new();
+        let b = MessageContext::new();
+        assert!(b.id() > a.id() && a.id() > 0);
+        assert_eq!(MessageContext::placeholder().id(), 0);
     }
 }

@@ -6,7 +6,9 @@
 
 mod common;
 use common::*;
-use postsocket::framer::{DelimiterFramer, Frame, Framer, FramerError, Parse, Start};
+use postsocket::framer::{
+    DelimiterFramer, Frame, FrameBytes, Framer, FramerError, LengthPrefixFramer, Parse, Start,
+};
 use postsocket::racing::Family;
 use postsocket::{
     ErrorReason, MessageContext, RemoteEndpoint, StaticResolver, TraceEventKind as K,
@@ -352,4 +354,59 @@ async fn a_large_body_read_whole_then_a_cut_one_is_deframing_failed() {
         "the error says how much of the body arrived: {}",
         err.error.message
     );
+}
+
+/// A frame's prefix and suffix: a length prefix wraps what an inner framer
+/// put before the data, parts of a Message wait for the last one, and the
+/// bytes grow past what fits in place.
+#[test]
+fn framers_stack_their_headers_and_trailers_in_order() {
+    let ctx = MessageContext::new();
+    // A line framer inside, a length prefix outside (the last added runs first on send).
+    let mut frame = Frame {
+        data: postsocket::Bytes::from_static(b"hello"),
+        ..Frame::default()
+    };
+    DelimiterFramer::new(b"\n".to_vec())
+        .unwrap()
+        .frame(&mut frame, &ctx, true)
+        .unwrap();
+    frame.prefix.extend_from_slice(b"<<");
+    LengthPrefixFramer::new()
+        .frame(&mut frame, &ctx, true)
+        .unwrap();
+    assert_eq!(frame.concat(), b"\0\0\0\x08<<hello\n");
+    assert_eq!(&frame.prefix[..], b"\0\0\0\x08<<");
+
+    // Parts of one Message: held back until the last, then one prefix.
+    let mut f = LengthPrefixFramer::new();
+    let mut first = Frame {
+        data: postsocket::Bytes::from_static(b"abc"),
+        ..Frame::default()
+    };
+    f.frame(&mut first, &ctx, false).unwrap();
+    assert!(first.is_empty(), "held back: {first:?}");
+    let mut last = Frame {
+        data: postsocket::Bytes::from_static(b"de"),
+        ..Frame::default()
+    };
+    f.frame(&mut last, &ctx, true).unwrap();
+    assert_eq!(last.concat(), b"\0\0\0\x05abcde");
+
+    // Past the bytes kept in place: still in order, front and back.
+    let mut b = FrameBytes::from(&[7u8; FrameBytes::INLINE]);
+    b.prepend(b"head");
+    b.push(9);
+    b.extend_from_slice(b"tail");
+    let mut want = b"head".to_vec();
+    want.extend_from_slice(&[7u8; FrameBytes::INLINE]);
+    want.push(9);
+    want.extend_from_slice(b"tail");
+    assert_eq!(&b[..], &want[..]);
+    assert_eq!(b.clone().into_vec(), want);
+    let mut v = FrameBytes::from(vec![1, 2, 3]);
+    v.prepend(&[0]);
+    assert_eq!(&v[..], &[0, 1, 2, 3]);
+    v.clear();
+    assert!(v.is_empty());
 }

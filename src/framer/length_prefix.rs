@@ -49,11 +49,16 @@ impl Framer for LengthPrefixFramer {
                 "a {total}-byte message does not fit the 4-byte length prefix"
             ))
         })?;
-        let mut prefix = Vec::with_capacity(4 + self.pending.len() + frame.prefix.len());
-        prefix.extend_from_slice(&len.to_be_bytes());
-        prefix.append(&mut self.pending);
-        prefix.extend_from_slice(&frame.prefix);
-        frame.prefix = prefix;
+        if self.pending.is_empty() {
+            // The usual case: four bytes, in place.
+            frame.prefix.prepend(&len.to_be_bytes());
+        } else {
+            let mut prefix = Vec::with_capacity(4 + self.pending.len() + frame.prefix.len());
+            prefix.extend_from_slice(&len.to_be_bytes());
+            prefix.append(&mut self.pending);
+            prefix.extend_from_slice(&frame.prefix);
+            frame.prefix = prefix.into();
+        }
         Ok(())
     }
 

@@ -47,11 +47,11 @@ impl fmt::Display for FramerError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frame {
     /// Bytes before the data.
-    pub prefix: Vec<u8>,
+    pub prefix: FrameBytes,
     /// The data (shared, not copied: a framer that changes it sets a new one).
     pub data: bytes::Bytes,
     /// Bytes after the data.
-    pub suffix: Vec<u8>,
+    pub suffix: FrameBytes,
 }
 
 impl Frame {
@@ -79,6 +79,99 @@ impl Frame {
         v.extend_from_slice(&self.data);
         v.extend_from_slice(&self.suffix);
         v
+    }
+}
+
+/// A frame's prefix or suffix: a growable byte buffer that keeps up to
+/// [`FrameBytes::INLINE`] bytes in place, so a short header or trailer (a
+/// length prefix, a delimiter) costs no allocation per Message; longer
+/// contents move to the heap. It reads as a `[u8]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FrameBytes(smallvec::SmallVec<[u8; INLINE]>);
+
+/// See [`FrameBytes::INLINE`].
+const INLINE: usize = 16;
+
+impl FrameBytes {
+    /// Bytes kept in place before the buffer allocates.
+    pub const INLINE: usize = INLINE;
+
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Append `bytes` at the end.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    /// Insert `bytes` at the front (a framer wrapping what an inner framer put there).
+    #[inline]
+    pub fn prepend(&mut self, bytes: &[u8]) {
+        if self.0.is_empty() && bytes.len() <= INLINE {
+            // The usual case, a header on an empty prefix: a few moves once
+            // inlined with a known length.
+            let mut buf = [0u8; INLINE];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            self.0 = smallvec::SmallVec::from_buf_and_len(buf, bytes.len());
+        } else {
+            self.0.insert_from_slice(0, bytes);
+        }
+    }
+    /// Append one byte.
+    pub fn push(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+    /// Remove every byte.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+    /// The bytes as a `Vec`.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for FrameBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FrameBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for FrameBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0[..], f)
+    }
+}
+
+impl From<&[u8]> for FrameBytes {
+    fn from(bytes: &[u8]) -> Self {
+        FrameBytes(smallvec::SmallVec::from_slice(bytes))
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for FrameBytes {
+    fn from(bytes: &[u8; N]) -> Self {
+        Self::from(&bytes[..])
+    }
+}
+
+impl From<Vec<u8>> for FrameBytes {
+    /// Takes the Vec as it is (no copy, even when short).
+    fn from(bytes: Vec<u8>) -> Self {
+        FrameBytes(smallvec::SmallVec::from_vec(bytes))
+    }
+}
+
+impl Extend<u8> for FrameBytes {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
     }
 }
 

@@ -121,6 +121,21 @@ impl Transport {
         }
     }
 
+    /// One poll of `write_vectored`, for the send fast path: TCP and TLS
+    /// poll the socket directly; the other stacks poll their write future
+    /// once (their writes make all their progress within a poll).
+    pub(crate) fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(t) => t.poll_write_vectored(cx, bufs),
+            Transport::Tls(t) => t.poll_write_vectored(cx, bufs),
+            _ => std::future::Future::poll(std::pin::pin!(self.write_vectored(bufs)), cx),
+        }
+    }
+
     /// Push out bytes the stack itself still holds after `write_vectored`
     /// (TLS records that did not fit the socket); done when they are all out.
     pub(crate) async fn flush(&self) -> io::Result<()> {

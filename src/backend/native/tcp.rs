@@ -124,15 +124,30 @@ impl TcpTransport {
     }
 
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_write_vectored(cx, bufs)).await
+    }
+
+    /// One poll of [`write_vectored`](Self::write_vectored) (the send fast
+    /// path calls it directly, without building a future).
+    pub(crate) fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
         loop {
-            self.stream.writable().await?;
+            match self.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
             match self.stream.try_write_vectored(bufs) {
                 Ok(0) if bufs.iter().any(|b| !b.is_empty()) => {
-                    return Err(io::ErrorKind::WriteZero.into())
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
                 }
-                Ok(n) => return Ok(n),
+                Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }

@@ -232,26 +232,34 @@ impl TlsTransport {
     /// part of the new records, the rest waits in rustls for the next write
     /// or [`flush`](Self::flush).
     pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n = poll_fn(|cx| {
-            let mut s = self.stream();
-            let mut s = Pin::new(&mut *s);
-            if s.as_mut().get_mut().get_ref().1.wants_write() {
-                match s.as_mut().poll_flush(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    other => return other.map(|r| r.map(|()| 0)),
-                }
+        poll_fn(|cx| self.poll_write_vectored(cx, bufs)).await
+    }
+
+    /// One poll of [`write_vectored`](Self::write_vectored) (the send fast
+    /// path calls it directly, without building a future).
+    pub(crate) fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut s = self.stream();
+        let mut s = Pin::new(&mut *s);
+        if s.as_mut().get_mut().get_ref().1.wants_write() {
+            match s.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other.map(|r| r.map(|()| 0)),
             }
-            // rustls writes as many records as the socket takes; the rest
-            // waits in rustls.
-            let r = s.as_mut().poll_write_vectored(cx, bufs);
-            self.note_unsent(s.get_mut().get_ref().1.wants_write());
-            r
-        })
-        .await?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WriteZero.into());
         }
-        Ok(n)
+        // rustls writes as many records as the socket takes; the rest
+        // waits in rustls.
+        let r = s.as_mut().poll_write_vectored(cx, bufs);
+        self.note_unsent(s.get_mut().get_ref().1.wants_write());
+        match r {
+            Poll::Ready(Ok(0)) if bufs.iter().any(|b| !b.is_empty()) => {
+                Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
+            }
+            r => r,
+        }
     }
 
     /// True when rustls holds records the socket did not take yet.

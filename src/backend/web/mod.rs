@@ -74,6 +74,15 @@ impl Transport {
             Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
+    /// One poll of `write_vectored` (the send fast path; not reached in the
+    /// browser, whose writes are not cancel-safe).
+    pub(crate) fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::future::Future::poll(std::pin::pin!(self.write_vectored(bufs)), cx)
+    }
     /// Nothing to push: the browser holds what was written.
     pub(crate) async fn flush(&self) -> io::Result<()> {
         Ok(())
