@@ -137,10 +137,24 @@ fn client(remotes: Vec<RemoteEndpoint>, sec: SecurityParameters) -> Preconnectio
 }
 
 async fn round_trip(conn: &Connection) {
-    let msgs: Vec<Vec<u8>> = vec![b"hello tls".to_vec(), vec![], vec![9u8; 200_000]];
+    let mut msgs: Vec<Vec<u8>> = vec![b"hello tls".to_vec(), vec![], vec![9u8; 200_000]];
     for m in &msgs {
         conn.send(m.clone(), None, true).await.unwrap();
     }
+    // A burst of small, distinct Messages sent before any is awaited: they
+    // queue, and go out several frames to a write (gathered into one buffer
+    // when small), each whole and in order.
+    let burst: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| (0..i % 97).map(|j| (i * 7 + j) as u8).collect())
+        .collect();
+    let sends: Vec<_> = burst
+        .iter()
+        .map(|m| conn.send(m.clone(), None, true))
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    msgs.extend(burst);
     for m in &msgs {
         match tokio::time::timeout(Duration::from_secs(10), conn.receive())
             .await

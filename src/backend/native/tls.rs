@@ -25,6 +25,10 @@ use tokio_rustls::TlsStream;
 
 /// Read in chunks of this size.
 const READ_CHUNK: usize = 64 * 1024;
+/// A write of several slices up to this long is gathered into one buffer
+/// first: rustls takes one slice as it is, but collects several into a new
+/// Vec on every call, which costs more than copying a small frame.
+const GATHER_MAX: usize = 4 * 1024;
 /// TLS 1.3 early data a Listener accepts per connection.
 const MAX_EARLY_DATA: u32 = 64 * 1024;
 /// A Listener gives up on a TLS handshake after this long.
@@ -32,7 +36,7 @@ pub(crate) const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Inner {
     /// The session; locked for one poll at a time (see the module docs).
-    stream: Mutex<TlsStream<TcpStream>>,
+    stream: Mutex<Session>,
     /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
     sock: socket2::Socket,
     /// Plaintext that arrived before the attempt finished (on a server:
@@ -45,6 +49,25 @@ struct Inner {
     /// the peer sent early data (0-RTT, which an attacker can replay).
     early: bool,
     alpn: Option<Vec<u8>>,
+}
+
+/// The rustls session and the buffer small writes are gathered in.
+struct Session {
+    tls: TlsStream<TcpStream>,
+    gather: Vec<u8>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = TlsStream<TcpStream>;
+    fn deref(&self) -> &Self::Target {
+        &self.tls
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tls
+    }
 }
 
 /// An established TLS connection, shared by the send and receive sides.
@@ -86,7 +109,10 @@ impl TlsTransport {
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         Ok(TlsTransport {
             inner: Arc::new(Inner {
-                stream: Mutex::new(stream),
+                stream: Mutex::new(Session {
+                    tls: stream,
+                    gather: Vec::new(),
+                }),
                 unsent: Default::default(),
                 sock,
                 pending: std::sync::Mutex::new(pending),
@@ -191,7 +217,7 @@ impl TlsTransport {
 
     /// The session, for one poll (a poisoned lock still holds a usable
     /// stream: rustls reports its own broken state).
-    fn stream(&self) -> MutexGuard<'_, TlsStream<TcpStream>> {
+    fn stream(&self) -> MutexGuard<'_, Session> {
         self.inner.stream.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,7 +239,7 @@ impl TlsTransport {
         buf.reserve(want);
         let n = poll_fn(|cx| {
             let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-            match Pin::new(&mut *self.stream()).poll_read(cx, &mut rb) {
+            match Pin::new(&mut **self.stream()).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
@@ -242,8 +268,9 @@ impl TlsTransport {
         cx: &mut std::task::Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mut s = self.stream();
-        let mut s = Pin::new(&mut *s);
+        let mut session = self.stream();
+        let Session { tls, gather } = &mut *session;
+        let mut s = Pin::new(tls);
         if s.as_mut().get_mut().get_ref().1.wants_write() {
             match s.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -252,7 +279,19 @@ impl TlsTransport {
         }
         // rustls writes as many records as the socket takes; the rest
         // waits in rustls.
-        let r = s.as_mut().poll_write_vectored(cx, bufs);
+        let mut parts = bufs.iter().filter(|b| !b.is_empty());
+        let r = match (parts.next(), parts.next()) {
+            (None, _) => Poll::Ready(Ok(0)),
+            (Some(one), None) => s.as_mut().poll_write(cx, one),
+            _ if bufs.iter().map(|b| b.len()).sum::<usize>() <= GATHER_MAX => {
+                gather.clear();
+                for b in bufs {
+                    gather.extend_from_slice(b);
+                }
+                s.as_mut().poll_write(cx, gather)
+            }
+            _ => s.as_mut().poll_write_vectored(cx, bufs),
+        };
         self.note_unsent(s.get_mut().get_ref().1.wants_write());
         match r {
             Poll::Ready(Ok(0)) if bufs.iter().any(|b| !b.is_empty()) => {
@@ -281,7 +320,7 @@ impl TlsTransport {
                 self.note_unsent(false);
                 return Poll::Ready(Ok(()));
             }
-            let r = Pin::new(&mut *s).poll_flush(cx);
+            let r = Pin::new(&mut **s).poll_flush(cx);
             self.note_unsent(s.get_ref().1.wants_write());
             r
         })
@@ -296,7 +335,7 @@ impl TlsTransport {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("TLS shutdown needs the tokio runtime: {e}")))?;
         handle.spawn(async move {
-            let _ = poll_fn(|cx| Pin::new(&mut *this.stream()).poll_shutdown(cx)).await;
+            let _ = poll_fn(|cx| Pin::new(&mut **this.stream()).poll_shutdown(cx)).await;
         });
         Ok(())
     }
