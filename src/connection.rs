@@ -90,6 +90,18 @@ enum SendState {
     Waiting(runtime::BoxFuture<'static, Result<Sent, SendFailure>>),
 }
 
+impl SendFuture {
+    /// The outcome, if it was known when `send` returned (the stack took
+    /// the Message at once, or it was refused), without awaiting; else
+    /// (`Err`) the future back, to await.
+    pub fn answer_now(self) -> Result<Result<Sent, SendFailure>, SendFuture> {
+        match self.state {
+            SendState::Done(Some(r)) => Ok(r),
+            state => Err(SendFuture { state }),
+        }
+    }
+}
+
 impl Future for SendFuture {
     type Output = Result<Sent, SendFailure>;
 

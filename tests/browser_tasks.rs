@@ -56,3 +56,45 @@ async fn waiting_futures_settle_when_woken_in_any_order() {
         }
     }
 }
+
+#[wasm_bindgen_test]
+async fn reused_slots_settle_each_of_their_tasks() {
+    // Three rounds of 20 tasks: each round reuses the slots (and wakers)
+    // the last round's finished tasks left. Wakers kept from earlier rounds
+    // are woken again (stale wakes): they poll whichever task has the slot
+    // now once more, which changes nothing.
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::task::{Poll, Waker};
+    let kept: Rc<RefCell<Vec<Waker>>> = Rc::default();
+    for round in 0..3u32 {
+        let mut senders = Vec::new();
+        let mut promises = Vec::new();
+        for _ in 0..20u32 {
+            let (tx, rx) = oneshot::channel::<u32>();
+            let kept = kept.clone();
+            promises.push(promise(async move {
+                futures::future::poll_fn(|cx| {
+                    kept.borrow_mut().push(cx.waker().clone());
+                    Poll::Ready(())
+                })
+                .await;
+                let v = rx
+                    .await
+                    .map_err(|_| JsValue::from_str("the sender was dropped"))?;
+                Ok(JsValue::from(v + round * 1000))
+            }));
+            senders.push(tx);
+        }
+        for w in kept.borrow().iter() {
+            w.wake_by_ref();
+        }
+        for (i, tx) in senders.into_iter().enumerate() {
+            tx.send(i as u32).expect("the task waits");
+        }
+        for (i, p) in promises.into_iter().enumerate() {
+            let v = JsFuture::from(p).await.expect("resolved");
+            assert_eq!(v, i as u32 + round * 1000, "round {round}, task {i}");
+        }
+    }
+}

@@ -23,18 +23,12 @@ fn message(i: usize) -> Vec<u8> {
     vec![i as u8; SIZE]
 }
 
-async fn dropped_sends_keep_the_stream_whole(stack: StackId) {
-    let cert = self_signed();
-    let (server_sec, client_sec) = match stack {
-        StackId::Tcp => (
-            SecurityParameters::disabled(),
-            SecurityParameters::disabled(),
-        ),
-        _ => (
-            with_certificate(SecurityParameters::new(), &cert),
-            pinned(&cert),
-        ),
-    };
+/// A length-prefixed Listener on `stack` and a Connection to it.
+async fn connect(
+    stack: StackId,
+    server_sec: SecurityParameters,
+    client_sec: SecurityParameters,
+) -> (postsocket::Listener, postsocket::Connection) {
     let mut lp = Preconnection::new(
         vec![local("127.0.0.1:0")],
         vec![],
@@ -54,6 +48,22 @@ async fn dropped_sends_keep_the_stream_whole(stack: StackId) {
     cp.add_framer(LengthPrefixFramer::new());
     let client = cp.initiate().await.expect("initiate");
     assert_eq!(client.stack(), stack);
+    (listener, client)
+}
+
+async fn dropped_sends_keep_the_stream_whole(stack: StackId) {
+    let cert = self_signed();
+    let (server_sec, client_sec) = match stack {
+        StackId::Tcp => (
+            SecurityParameters::disabled(),
+            SecurityParameters::disabled(),
+        ),
+        _ => (
+            with_certificate(SecurityParameters::new(), &cert),
+            pinned(&cert),
+        ),
+    };
+    let (listener, client) = connect(stack, server_sec, client_sec).await;
 
     // The receiver does not read yet: sooner or later each send blocks and
     // its timeout drops it.
@@ -118,4 +128,60 @@ async fn dropped_tls_sends_keep_the_stream_whole() {
 #[tokio::test]
 async fn dropped_quic_sends_keep_the_stream_whole() {
     dropped_sends_keep_the_stream_whole(StackId::Quic).await;
+}
+
+/// `SendFuture::answer_now`: the outcome when it was known at `send` (the
+/// stack took the Message, or refused it), else the future back, which
+/// still resolves once the stack takes the Message.
+#[tokio::test]
+async fn answer_now_gives_the_outcome_known_at_send() {
+    let (listener, client) = connect(
+        StackId::Tcp,
+        SecurityParameters::disabled(),
+        SecurityParameters::disabled(),
+    )
+    .await;
+
+    // Taken at once.
+    let sent = match client.send_message(b"small".to_vec()).answer_now() {
+        Ok(outcome) => outcome.expect("sent"),
+        Err(_) => panic!("an empty socket buffer takes 9 bytes at once"),
+    };
+    assert_eq!(sent.sequence, 0);
+    // Refused at once, with its reason.
+    let ctx = postsocket::MessageContext::new()
+        .with("msgChecksumLen", 4u64)
+        .unwrap();
+    match client.send(b"x".to_vec(), Some(ctx), true).answer_now() {
+        Ok(Err(e)) => assert!(e.to_string().contains("msgChecksumLen"), "{e}"),
+        other => panic!("expected a refusal now, got {other:?}"),
+    }
+
+    // With the receiver stalled the socket fills: a send then has to wait.
+    let mut waiting = Vec::new();
+    for i in 1..=STALLED {
+        match client.send_message(message(i)).answer_now() {
+            Ok(outcome) => {
+                outcome.expect("sent");
+            }
+            Err(fut) => waiting.push(fut),
+        }
+    }
+    assert!(!waiting.is_empty(), "no send had to wait for the socket");
+    let reader = tokio::spawn(async move {
+        let server = listener.accept().await.expect("accept");
+        for _ in 0..=STALLED {
+            server.receive().await.expect("receive");
+        }
+    });
+    for fut in waiting {
+        tokio::time::timeout(Duration::from_secs(20), fut)
+            .await
+            .expect("a waiting send finished")
+            .expect("a waiting send succeeded");
+    }
+    tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the receiver got every Message")
+        .expect("reader task");
 }

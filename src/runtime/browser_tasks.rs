@@ -11,11 +11,13 @@
 //! - the future is polled once, at the call, with its task's own waker;
 //! - if it is ready (most sends, and a receive with a Message buffered) the
 //!   answer is an already-settled Promise;
-//! - otherwise it waits in a table of the page's thread, beside a plain JS
-//!   `Deferred` (a Promise and its resolve/reject). A wake queues it for the
-//!   next microtask, where it is polled again and settles the Promise; a
-//!   wake from a browser stack's event handler ([`in_browser_event`]) runs
-//!   it as the handler ends instead, with nothing else of ours on the stack.
+//! - otherwise it waits in a table of the page's thread, and its Promise's
+//!   resolve and reject functions wait in a JS array at the same index (one
+//!   call makes the Promise, one settles it; the values move to JS without
+//!   a further call to release them). A wake queues the task for the next
+//!   microtask, where it is polled again and settles the Promise; a wake
+//!   from a browser stack's event handler ([`in_browser_event`]) runs it as
+//!   the handler ends instead, with nothing else of ours on the stack.
 //!
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
@@ -28,39 +30,42 @@ use std::task::{Context, Poll, Wake, Waker};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(inline_js = "
-export class Deferred {
-  constructor() {
-    this.promise = new Promise((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
+const resolvers = [];
+const rejecters = [];
+export function pending_promise(id) {
+  return new Promise((resolve, reject) => {
+    resolvers[id] = resolve;
+    rejecters[id] = reject;
+  });
+}
+export function settle(id, ok, value) {
+  const f = ok ? resolvers[id] : rejecters[id];
+  resolvers[id] = undefined;
+  rejecters[id] = undefined;
+  f(value);
+}
+export function settled(ok, value) {
+  return ok ? Promise.resolve(value) : Promise.reject(value);
 }
 export function queue_microtask(f) {
   queueMicrotask(f);
 }
 ")]
 extern "C" {
-    /// A Promise with its resolve and reject functions.
-    type Deferred;
-    #[wasm_bindgen(constructor)]
-    fn new() -> Deferred;
-    #[wasm_bindgen(method, getter)]
-    fn promise(this: &Deferred) -> js_sys::Promise;
-    #[wasm_bindgen(method)]
-    fn resolve(this: &Deferred, value: &JsValue);
-    #[wasm_bindgen(method)]
-    fn reject(this: &Deferred, error: &JsValue);
+    /// A new Promise whose resolve and reject wait at index `id` for [`settle`].
+    fn pending_promise(id: usize) -> js_sys::Promise;
+    /// Resolve (`ok`) or reject the Promise at `id` with `value`.
+    fn settle(id: usize, ok: bool, value: JsValue);
+    /// An already-settled Promise: resolved with `value` if `ok`, else rejected.
+    fn settled(ok: bool, value: JsValue) -> js_sys::Promise;
     fn queue_microtask(f: &Closure<dyn FnMut()>);
 }
 
 type Job = Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>;
 
-/// A future still running, and the Promise it settles.
+/// A future still running (its Promise waits in JS at the same index).
 struct Waiting {
     job: Job,
-    deferred: Deferred,
-    waker: Waker,
 }
 
 /// One task's place in the [`Table`].
@@ -80,18 +85,27 @@ enum Slot {
 #[derive(Default)]
 struct Table {
     slots: Vec<Slot>,
+    /// Each slot's waker, made once: every task in the slot uses it.
+    wakers: Vec<Waker>,
     free: Vec<usize>,
 }
 
 impl Table {
-    /// A slot for a new task, which is about to be polled.
-    fn reserve(&mut self) -> usize {
+    /// A slot for a new task, which is about to be polled, and its waker.
+    fn reserve(&mut self) -> (usize, Waker) {
         let id = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot::Free);
-            self.slots.len() - 1
+            let id = self.slots.len() - 1;
+            self.wakers.push(Waker::from(Arc::new(TaskWaker(id))));
+            id
         });
         self.slots[id] = Slot::Running { rewoken: false };
-        id
+        (id, self.wakers[id].clone())
+    }
+
+    /// The waker of slot `id`.
+    fn waker(&self, id: usize) -> Waker {
+        self.wakers[id].clone()
     }
 
     /// The task in `id`, to poll now: `None` if it finished or is running
@@ -186,16 +200,21 @@ fn run_woken() {
     let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
     for &id in &ids {
         // Out of the table while it runs: its poll may start other tasks.
-        let Some(mut task) = WAITING.with(|t| t.borrow_mut().start(id)) else {
+        let Some((mut task, waker)) = WAITING.with(|t| {
+            let mut t = t.borrow_mut();
+            t.start(id).map(|task| (task, t.waker(id)))
+        }) else {
             continue;
         };
-        let mut cx = Context::from_waker(&task.waker);
+        let mut cx = Context::from_waker(&waker);
         match task.job.as_mut().poll(&mut cx) {
             Poll::Ready(outcome) => {
                 WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
+                // Settling runs no JS of the page now (Promise reactions
+                // are jobs), so the freed slot cannot be taken first.
                 match outcome {
-                    Ok(v) => task.deferred.resolve(&v),
-                    Err(e) => task.deferred.reject(&e),
+                    Ok(v) => settle(id, true, v),
+                    Err(e) => settle(id, false, e),
                 }
             }
             Poll::Pending => {
@@ -224,19 +243,13 @@ pub fn promise<F>(fut: F) -> js_sys::Promise
 where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {
-    let id = WAITING.with(|t| t.borrow_mut().reserve());
-    let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let (id, waker) = WAITING.with(|t| t.borrow_mut().reserve());
     let mut job: Job = Box::pin(fut);
     let ready = match job.as_mut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(r) => r,
         Poll::Pending => {
-            let deferred = Deferred::new();
-            let p = deferred.promise();
-            let task = Waiting {
-                job,
-                deferred,
-                waker,
-            };
+            let p = pending_promise(id);
+            let task = Waiting { job };
             if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
                 woken(id);
             }
@@ -245,7 +258,17 @@ where
     };
     WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
     match ready {
-        Ok(v) => js_sys::Promise::resolve(&v),
-        Err(e) => js_sys::Promise::reject(&e),
+        Ok(v) => settled(true, v),
+        Err(e) => settled(false, e),
+    }
+}
+
+/// An already-settled Promise: resolved with `value`, or rejected with it
+/// (`Err`). One call into JS, the value moved there; for bindings whose
+/// answer is known at the call.
+pub fn settled_promise(outcome: Result<JsValue, JsValue>) -> js_sys::Promise {
+    match outcome {
+        Ok(v) => settled(true, v),
+        Err(e) => settled(false, e),
     }
 }

@@ -34,6 +34,9 @@ export function received_message(data, endOfMessage, partial, id, fin, earlyData
 export function sent_message(sequence) {
   return { sequence };
 }
+export function sent_promise(sequence) {
+  return Promise.resolve({ sequence });
+}
 ")]
 extern "C" {
     fn received_message(
@@ -45,6 +48,8 @@ extern "C" {
         early_data: bool,
     ) -> JsValue;
     fn sent_message(sequence: f64) -> JsValue;
+    /// A Promise resolved with `{ sequence }` (one call where two were).
+    fn sent_promise(sequence: f64) -> js_sys::Promise;
 }
 
 thread_local! {
@@ -82,10 +87,15 @@ impl RawConnection {
             Ok(c) => c,
             Err(e) => return js_sys::Promise::reject(&e),
         };
-        let fut = self
+        let sending = self
             .conn
             .send(data, context, end_of_message.unwrap_or(true));
-        postsocket::browser::promise(async move { sent_outcome(fut.await) })
+        // Answered at once (the usual case): a settled Promise, no task.
+        match sending.answer_now() {
+            Ok(Ok(sent)) => sent_promise(sent.sequence as f64),
+            Ok(failed) => postsocket::browser::settled_promise(sent_outcome(failed)),
+            Err(fut) => postsocket::browser::promise(async move { sent_outcome(fut.await) }),
+        }
     }
 
     /// `Clone(connectionProperties?)` (§7.4): a Promise of a new Connection

@@ -15,7 +15,8 @@
 // - `psbuffered`: the package, receiving only after every echo arrived; with
 //   PHASE=send|wait|receive only that phase is profiled;
 // - `rawpaced`: the raw WebSocket sending with postsocket's backpressure
-//   (wait while bufferedAmount is over 1 MiB).
+//   (wait while bufferedAmount is over 1 MiB); DATA=1 also reads each
+//   message's data, as bench.mjs's raw side does.
 //
 // Every run prints the page's main-thread time per Message (Chromium's
 // TaskDuration and ScriptDuration). Options: INCLUSIVE=N prints the N
@@ -68,7 +69,7 @@ try {
     await cdp.send('Tracing.start', { categories: 'devtools.timeline,v8,blink,disabled-by-default-devtools.timeline', transferMode: 'ReportEvents' });
   }
   const ms = await page.evaluate(
-    async ({ echo, SIZE, COUNT, SIDE, BURN }) => {
+    async ({ echo, SIZE, COUNT, SIDE, BURN, DATA }) => {
       const m = window.__m;
       const payload = new Uint8Array(SIZE).fill(7);
       // The raw modes' WebSocket to the echo server, open.
@@ -130,7 +131,10 @@ try {
         const HIGH = Number(window.__high ?? (1 << 20));
         const ws = await openRaw();
         let received = 0;
-        const done = new Promise((ok) => (ws.onmessage = () => { if (++received === COUNT) ok(); }));
+        // DATA=1: read each message's data, as bench.mjs's raw side does
+        // (Chromium makes the ArrayBuffer's JS object only when it is read).
+        let bytes = 0;
+        const done = new Promise((ok) => (ws.onmessage = (e) => { if (DATA) bytes += e.data.byteLength; if (++received === COUNT) ok(); }));
         const t0 = performance.now();
         let waits = 0;
         for (let i = 0; i < COUNT; i++) {
@@ -195,7 +199,7 @@ try {
       console.log(`arrivals: ${marks.join(' ')}`);
       return ms;
     },
-    { echo, SIZE, COUNT, SIDE, BURN: Number(process.env.BURN ?? 0) },
+    { echo, SIZE, COUNT, SIDE, BURN: Number(process.env.BURN ?? 0), DATA: process.env.DATA === '1' },
   );
   const after = await metrics();
   if (TRACE) {

@@ -23,10 +23,32 @@ use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+/// Hashes a Vec address (the table's key) with one multiplication: the
+/// default SipHash costs more than everything else the table does.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, mix all of `n`.
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type AddressMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
+
 thread_local! {
     /// Vec address → (length, the browser's copy of the same bytes).
-    static BROWSER_COPIES: RefCell<HashMap<usize, (usize, js_sys::Uint8Array)>> =
-        RefCell::new(HashMap::new());
+    static BROWSER_COPIES: RefCell<AddressMap<(usize, js_sys::Uint8Array)>> =
+        RefCell::new(AddressMap::default());
     /// Whether received buffers are kept (see [`keep_browser_bytes`]).
     static KEEP: Cell<bool> = const { Cell::new(false) };
 }
@@ -60,7 +82,38 @@ impl Drop for Owned {
 /// when [`keep_browser_bytes`] is on, tied to `view` for
 /// [`take_browser_bytes`].
 pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
-    let data = view.to_vec();
+    let len = view.length();
+    received_sized(view, len)
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
+let bytes = null;
+export function copy_in(mem, ptr, len, src) {
+  if (src.length !== len) throw new RangeError(`postsocket: a ${src.length}-byte message announced as ${len} bytes`);
+  if (bytes === null || bytes.buffer !== mem.buffer) bytes = new Uint8Array(mem.buffer);
+  bytes.set(src, ptr);
+}
+")]
+extern "C" {
+    /// Copy `src` (exactly `len` bytes, else it throws) into wasm memory
+    /// `mem` at `ptr`, through one view of the whole memory kept between
+    /// calls (js-sys's `copy_to` makes a view per call, and asks the length).
+    fn copy_in(mem: &wasm_bindgen::JsValue, ptr: *mut u8, len: u32, src: &js_sys::Uint8Array);
+}
+
+thread_local! {
+    /// This module's `WebAssembly.Memory`, for [`copy_in`].
+    static MEMORY: wasm_bindgen::JsValue = wasm_bindgen::memory();
+}
+
+/// [`received`] for a caller that knows `view`'s length: one call into JS
+/// fewer. `len` must be its length: the browser's own `byteLength`.
+pub(crate) fn received_sized(view: js_sys::Uint8Array, len: u32) -> Bytes {
+    let mut data = Vec::<u8>::with_capacity(len as usize);
+    MEMORY.with(|m| copy_in(m, data.as_mut_ptr(), len, &view));
+    // SAFETY: `copy_in` wrote exactly `len` bytes at the start of the spare
+    // capacity (it throws, writing nothing, when `view` holds another length).
+    unsafe { data.set_len(len as usize) };
     if !KEEP.with(Cell::get) {
         return data.into();
     }

@@ -50,7 +50,7 @@ use web_sys::{BinaryType, CloseEvent, Event, WebSocket};
 export function set_message_handler(ws, binary, text) {
   ws.onmessage = (e) => {
     const d = e.data;
-    if (typeof d === 'string') text(d); else binary(new Uint8Array(d));
+    if (typeof d === 'string') text(d); else binary(new Uint8Array(d), d.byteLength);
   };
 }
 export function try_send(ws, data, high_water) {
@@ -62,10 +62,10 @@ export function try_send(ws, data, high_water) {
 ")]
 extern "C" {
     /// `ws.onmessage`: binary messages to `binary` as a Uint8Array over the
-    /// browser's ArrayBuffer, text messages to `text`.
+    /// browser's ArrayBuffer with its length, text messages to `text`.
     fn set_message_handler(
         ws: &WebSocket,
-        binary: &Closure<dyn FnMut(js_sys::Uint8Array)>,
+        binary: &Closure<dyn FnMut(js_sys::Uint8Array, u32)>,
         text: &Closure<dyn FnMut(String)>,
     );
     /// Send `data` if `ws` is open and holds at most `high_water` unsent
@@ -108,7 +108,7 @@ struct Browser {
     ws: WebSocket,
     _onopen: Closure<dyn FnMut(Event)>,
     _onerror: Closure<dyn FnMut(Event)>,
-    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array)>,
+    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array, u32)>,
     _ontext: Closure<dyn FnMut(String)>,
     _onclose: Closure<dyn FnMut(CloseEvent)>,
 }
@@ -307,8 +307,8 @@ impl WsTransport {
         let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
         let i = inbox.clone();
         // A waiting receive finishes as the handler returns (no microtask hop).
-        let onbinary = Closure::<dyn FnMut(js_sys::Uint8Array)>::new(move |v| {
-            in_browser_event(|| i.push(WsEvent::Message(received_bytes::received(v))))
+        let onbinary = Closure::<dyn FnMut(js_sys::Uint8Array, u32)>::new(move |v, len| {
+            in_browser_event(|| i.push(WsEvent::Message(received_bytes::received_sized(v, len))))
         });
         let i = inbox.clone();
         let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
