@@ -74,9 +74,9 @@ pub struct Sent {
 }
 
 /// The outcome of one [`Connection::send`]: `Sent`, `Expired` or
-/// `SendError`, exactly once. The Message was checked and queued (or handed
-/// to the stack) when `send` was called; dropping this future does not take
-/// it back.
+/// `SendError`, exactly once. When `send` returned, the Message was already
+/// checked, and either refused (the answer is here) or queued or handed to
+/// the stack; dropping this future does not take it back.
 #[must_use = "the Message is sent either way; await this to learn whether it went out"]
 pub struct SendFuture {
     state: SendState,
@@ -93,7 +93,8 @@ enum SendState {
 impl SendFuture {
     /// The outcome, if it was known when `send` returned (the stack took
     /// the Message at once, or it was refused), without awaiting; else
-    /// (`Err`) the future back, to await.
+    /// (`Err`) the future back, to await. Call it on a fresh future: once
+    /// polled to completion, a future has given its answer away.
     pub fn answer_now(self) -> Result<Result<Sent, SendFailure>, SendFuture> {
         match self.state {
             SendState::Done(Some(r)) => Ok(r),

@@ -96,7 +96,9 @@ impl MessageContext {
     /// `messageContext.add(property, value)`: set a Message Property by RFC name.
     pub fn add(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
         self.properties.set(name, value)?;
-        self.explicit |= explicit_bit(&crate::properties::norm_name(name));
+        let bit = explicit_bit(&crate::properties::norm_name(name));
+        debug_assert_ne!(bit, 0, "`{name}` is accepted but missing from EXPLICIT");
+        self.explicit |= bit;
         Ok(())
     }
 
@@ -284,9 +286,26 @@ mod tests {
         let p = ctx.resolve(&defaults);
         assert_eq!((p.msg_priority, p.msg_ordered), (100, Some(true)));
 
-        // Every name the properties accept has its own bit.
-        for name in EXPLICIT {
-            assert_ne!(explicit_bit(name), 0, "{name}");
+        // Every Message Property (by its RFC name, RFC 9622 §9.1.3) is
+        // remembered as set, each on its own.
+        let all: [(&str, PropertyValue); 10] = [
+            ("msgLifetime", PropertyValue::Integer(5)),
+            ("msgPriority", PropertyValue::Integer(7)),
+            ("msgOrdered", PropertyValue::Bool(false)),
+            ("safelyReplayable", PropertyValue::Bool(true)),
+            ("final", PropertyValue::Bool(true)),
+            ("msgChecksumLen", PropertyValue::Integer(8)),
+            ("msgReliable", PropertyValue::Bool(false)),
+            ("msgCapacityProfile", PropertyValue::Text("scavenger".into())),
+            ("noFragmentation", PropertyValue::Bool(true)),
+            ("noSegmentation", PropertyValue::Bool(true)),
+        ];
+        for (i, (name, value)) in all.iter().enumerate() {
+            let mut ctx = MessageContext::new();
+            ctx.add(name, value.clone()).unwrap();
+            for (j, (other, _)) in all.iter().enumerate() {
+                assert_eq!(ctx.is_set(other), i == j, "{other} after adding {name}");
+            }
         }
         let mut ctx = MessageContext::new();
         ctx.add("noSegmentation", true).unwrap();

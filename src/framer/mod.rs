@@ -163,7 +163,8 @@ impl<const N: usize> From<&[u8; N]> for FrameBytes {
 }
 
 impl From<Vec<u8>> for FrameBytes {
-    /// Takes the Vec as it is (no copy, even when short).
+    /// Takes the Vec's allocation when it is longer than what fits in
+    /// place (a short Vec is copied in and freed).
     fn from(bytes: Vec<u8>) -> Self {
         FrameBytes(smallvec::SmallVec::from_vec(bytes))
     }

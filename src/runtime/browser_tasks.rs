@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use wasm_bindgen::prelude::*;
 
+// The resolvers are module state: one wasm instance per JS module, as
+// wasm-bindgen's own glue assumes.
 #[wasm_bindgen(inline_js = "
 const resolvers = [];
 const rejecters = [];

@@ -128,7 +128,9 @@ impl TcpTransport {
     }
 
     /// One poll of [`write_vectored`](Self::write_vectored) (the send fast
-    /// path calls it directly, without building a future).
+    /// path calls it directly, without building a future). tokio keeps one
+    /// write waker per socket: this relies on the Connection's writer lock,
+    /// which lets one writer at a time in.
     pub(crate) fn poll_write_vectored(
         &self,
         cx: &mut std::task::Context<'_>,

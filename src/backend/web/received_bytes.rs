@@ -38,8 +38,11 @@ impl std::hash::Hasher for AddressHasher {
         }
     }
     fn write_usize(&mut self, n: usize) {
-        // Fibonacci hashing: the high bits, which hashbrown uses, mix all of `n`.
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Fibonacci hashing, with the high half folded into the low bits
+        // (hashbrown picks the bucket from those; an address's own low bits
+        // are zero, by alignment).
+        let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
     }
 }
 
@@ -89,16 +92,24 @@ pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
 let bytes = null;
 export function copy_in(mem, ptr, len, src) {
-  if (src.length !== len) throw new RangeError(`postsocket: a ${src.length}-byte message announced as ${len} bytes`);
+  if (src.length !== len) return false;
   if (bytes === null || bytes.buffer !== mem.buffer) bytes = new Uint8Array(mem.buffer);
   bytes.set(src, ptr);
+  return true;
 }
 ")]
 extern "C" {
-    /// Copy `src` (exactly `len` bytes, else it throws) into wasm memory
-    /// `mem` at `ptr`, through one view of the whole memory kept between
-    /// calls (js-sys's `copy_to` makes a view per call, and asks the length).
-    fn copy_in(mem: &wasm_bindgen::JsValue, ptr: *mut u8, len: u32, src: &js_sys::Uint8Array);
+    /// Copy `src` into wasm memory `mem` at `ptr` if it holds exactly
+    /// `len` bytes (else false, and nothing is written), through one view
+    /// of the whole memory kept between calls (js-sys's `copy_to` makes a
+    /// view per call, and asks the length). The view is module state: one
+    /// wasm instance per JS module, as wasm-bindgen's own glue assumes.
+    fn copy_in(
+        mem: &wasm_bindgen::JsValue,
+        ptr: *mut u8,
+        len: u32,
+        src: &js_sys::Uint8Array,
+    ) -> bool;
 }
 
 thread_local! {
@@ -106,14 +117,17 @@ thread_local! {
     static MEMORY: wasm_bindgen::JsValue = wasm_bindgen::memory();
 }
 
-/// [`received`] for a caller that knows `view`'s length: one call into JS
-/// fewer. `len` must be its length: the browser's own `byteLength`.
+/// [`received`] for a caller that knows `view`'s length (the browser's own
+/// `byteLength`): one call into JS fewer. A wrong `len` costs the call back.
 pub(crate) fn received_sized(view: js_sys::Uint8Array, len: u32) -> Bytes {
     let mut data = Vec::<u8>::with_capacity(len as usize);
-    MEMORY.with(|m| copy_in(m, data.as_mut_ptr(), len, &view));
-    // SAFETY: `copy_in` wrote exactly `len` bytes at the start of the spare
-    // capacity (it throws, writing nothing, when `view` holds another length).
-    unsafe { data.set_len(len as usize) };
+    if MEMORY.with(|m| copy_in(m, data.as_mut_ptr(), len, &view)) {
+        // SAFETY: `copy_in` wrote exactly `len` bytes at the start of the
+        // spare capacity (it writes nothing when `view` holds another length).
+        unsafe { data.set_len(len as usize) };
+    } else {
+        data = view.to_vec();
+    }
     if !KEEP.with(Cell::get) {
         return data.into();
     }
