@@ -33,7 +33,7 @@
 //!   `RAW_COMBINED=1` makes the raw clients (QUIC and TLS) copy header and
 //!   body into one buffer and write that instead.
 //!
-//! Each case runs 9 times, alternating which side goes first; each run is
+//! Each case runs 15 times, alternating which side goes first; each run is
 //! paired with the other side's run next to it, and the median of the pairs'
 //! ratios counts (the MB/s columns are each side's median run). Handshakes are not timed.
 //!

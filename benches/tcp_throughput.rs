@@ -10,7 +10,7 @@
 //! reads with `read_exact` through a 64 KiB `BufReader`). TCP_NODELAY on both.
 //! `RAW_COMBINED=1` makes the raw side copy header and body into one buffer
 //! and `write_all` it instead.
-//! Each case runs 9 times (`BENCH_RUNS`), alternating which side goes
+//! Each case runs 15 times (`BENCH_RUNS`), alternating which side goes
 //! first; each run is paired with the other side's next to it, and the median
 //! of the pairs' ratios counts (`BENCH_VERBOSE=1` prints every run).
 //!

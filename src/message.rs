@@ -296,7 +296,10 @@ mod tests {
             ("final", PropertyValue::Bool(true)),
             ("msgChecksumLen", PropertyValue::Integer(8)),
             ("msgReliable", PropertyValue::Bool(false)),
-            ("msgCapacityProfile", PropertyValue::Text("scavenger".into())),
+            (
+                "msgCapacityProfile",
+                PropertyValue::Text("scavenger".into()),
+            ),
             ("noFragmentation", PropertyValue::Bool(true)),
             ("noSegmentation", PropertyValue::Bool(true)),
         ];

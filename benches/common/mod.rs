@@ -2,12 +2,14 @@
 //! become one ratio.
 
 /// Runs per case (`BENCH_RUNS` overrides): this many because on a small
-/// shared machine a run now and then is far off in either direction.
+/// shared machine a run now and then is far off in either direction, and
+/// the pairs' ratios scatter by 10% or more; with 9 the median itself still
+/// moved by about 3% from one invocation to the next.
 pub fn runs() -> usize {
     std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(9)
+        .unwrap_or(15)
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {

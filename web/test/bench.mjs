@@ -8,7 +8,7 @@
 import { openExample, port } from './harness.mjs';
 
 const echo = port('POSTSOCKET_WS_ECHO_PORT');
-const RUNS = Number(process.env.RUNS ?? 9);
+const RUNS = Number(process.env.RUNS ?? 15);
 const WORKLOADS = [
   { size: 1024, count: 20000 },
   { size: 64 * 1024, count: 1000 },
