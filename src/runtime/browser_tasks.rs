@@ -259,10 +259,7 @@ where
         }
     };
     WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
-    match ready {
-        Ok(v) => settled(true, v),
-        Err(e) => settled(false, e),
-    }
+    settled_promise(ready)
 }
 
 /// An already-settled Promise: resolved with `value`, or rejected with it
