@@ -20,6 +20,9 @@ BIN="$TARGET_DIR/debug"
 TMP="$(mktemp -d)"
 PIDS=()
 cleanup() {
+    local rc=$?
+    # A linker crash or an I/O error can mean a full disk: a failed run says how much is left.
+    [ "$rc" -eq 0 ] || printf 'disk: %s\n' "$(free_disk 2>/dev/null)" >&2
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -40,8 +43,26 @@ fail() {
     exit 1
 }
 
+# A whole-suite run builds every crate once; incremental caches would add about 2 GB of
+# disk and save nothing here. An explicit CARGO_INCREMENTAL wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # shellcheck source=scripts/toolchain.sh
 . scripts/toolchain.sh
+
+# free_disk: what is free where the target directory is (or would be), for the log.
+free_disk() {
+    local dir="$TARGET_DIR"
+    [ -d "$dir" ] || dir="$ROOT"
+    df -h "$dir" | awk 'NR == 2 { print $4 " free on " $6 }'
+}
+
+NEED_GB=4
+step "free disk space (the suite's builds take about $NEED_GB GB)"
+avail_kb="$(df -Pk "$([ -d "$TARGET_DIR" ] && echo "$TARGET_DIR" || echo "$ROOT")" | awk 'NR == 2 { print $4 }')"
+free_disk
+[ "$avail_kb" -ge $((NEED_GB * 1024 * 1024)) ] ||
+    echo "warning: less than $NEED_GB GB free; a build may fail with 'No space left on device' or a linker crash" >&2
 
 step "wasm32-unknown-unknown target"
 ensure_wasm_target
@@ -347,4 +368,5 @@ cat "$TMP/refused.err"
 grep -q "candidate" "$TMP/refused.err" || fail "the error lists no candidate"
 
 printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
+echo "disk after the run: $(free_disk); target directory: $(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1)"
 printf '\n\033[32mall %d steps passed in %ds\033[0m\n' "$STEP" "$SECONDS"
