@@ -42,12 +42,13 @@ use crate::trace::RacingTrace;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, Shared};
+use futures::task::AtomicWaker;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
@@ -325,6 +326,13 @@ pub(crate) struct Inner {
     abort_handle: Mutex<Option<Transport>>,
     stop_tx: Mutex<Option<oneshot::Sender<()>>>,
     stop_rx: Shared<oneshot::Receiver<()>>,
+    /// Why receives end ([`Stopped`] as u8; 0 while they may wait): set
+    /// with `stop_tx` by Close, Abort or a failure underneath.
+    stopped: AtomicU8,
+    /// The receive that holds `recv` and waits, woken at the stop. The
+    /// receives queued behind it on `recv` see `stopped` when they get the
+    /// lock, one after another: none of them need a waker here.
+    recv_stop: AtomicWaker,
     receives: AtomicUsize,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
@@ -424,6 +432,8 @@ impl Connection {
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: stop_rx.shared(),
+            stopped: AtomicU8::new(0),
+            recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
@@ -1019,8 +1029,7 @@ impl Connection {
         let inner = &self.inner;
         inner.receives.fetch_add(1, Ordering::SeqCst);
         let _guard = ReceiveGuard(&inner.receives);
-        let stop = inner.stop_rx.clone();
-        if stop.peek().is_some() {
+        if inner.stopped.load(Ordering::SeqCst) != 0 {
             return Err(inner.stopped_error());
         }
         let min = min_incomplete_length.unwrap_or(usize::MAX).max(1);
@@ -1036,15 +1045,19 @@ impl Connection {
                 }
             }
         }
-        // The waiting path lives on the heap, keeping the receive future small.
-        let work = Box::pin(async {
-            let mut st = inner.recv.lock().await;
-            inner.receive_locked(&mut st, min, max).await
-        });
-        futures::select_biased! {
-            _ = stop.fuse() => Err(inner.stopped_error()),
-            r = work.fuse() => r,
-        }
+        // Receives take their turns on `recv`, in order.
+        let mut st = inner.recv.lock().await;
+        // The waiting part lives on the heap, keeping the receive future small.
+        let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
+        std::future::poll_fn(|cx| {
+            // Registered before the check: a stop in between still wakes us.
+            inner.recv_stop.register(cx.waker());
+            if inner.stopped.load(Ordering::SeqCst) != 0 {
+                return std::task::Poll::Ready(Err(inner.stopped_error()));
+            }
+            work.as_mut().poll(cx)
+        })
+        .await
     }
 
     // ----- events and termination ----------------------------------------
@@ -1201,6 +1214,18 @@ impl Connection {
     }
 }
 
+/// Why a Connection's receives ended (`Inner::stopped`).
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Stopped {
+    /// `Close()`.
+    Closed = 1,
+    /// `Abort()`.
+    Aborted = 2,
+    /// The stack failed underneath.
+    Failed = 3,
+}
+
 impl Inner {
     fn local_addr(&self) -> Option<SocketAddr> {
         *self.local_addr.get_or_init(|| {
@@ -1212,16 +1237,31 @@ impl Inner {
         })
     }
 
+    /// Stop: every pending and later receive ends (with [`Self::stopped_error`],
+    /// which says `why`), and a send waiting for the writer stops waiting.
+    /// The first reason given stays.
+    fn stop(&self, why: Stopped) {
+        let _ = self
+            .stopped
+            .compare_exchange(0, why as u8, Ordering::SeqCst, Ordering::SeqCst);
+        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        self.recv_stop.wake();
+    }
+
     fn stopped_error(&self) -> ReceiveError {
+        let why = match self.stopped.load(Ordering::SeqCst) {
+            x if x == Stopped::Closed as u8 => "the Connection was closed locally".to_string(),
+            x if x == Stopped::Aborted as u8 => "the Connection was aborted".to_string(),
+            _ => match &self.send_q.lock().unwrap().shut {
+                Some(e) => format!("the Connection failed: {}", e.message),
+                None => "the Connection failed".to_string(),
+            },
+        };
         ReceiveError {
             context: None,
-            error: Error::new(
-                ErrorReason::ConnectionAborted,
-                match self.status.lock().unwrap().state {
-                    ConnState::Closed | ConnState::Closing => "the Connection was closed locally",
-                    _ => "the Connection was aborted",
-                },
-            ),
+            error: Error::new(ErrorReason::ConnectionAborted, why),
         }
     }
 
@@ -1557,9 +1597,7 @@ impl Inner {
         };
         self.send_q.lock().unwrap().shut.get_or_insert(err.clone());
         if first {
-            if let Some(tx) = self.stop_tx.lock().unwrap().take() {
-                let _ = tx.send(());
-            }
+            self.stop(Stopped::Failed);
             let _ = self
                 .events_tx
                 .unbounded_send(ConnectionEvent::ConnectionError(err));
@@ -1589,9 +1627,7 @@ impl Inner {
         if let Some(t) = self.abort_handle.lock().unwrap().take() {
             t.abort();
         }
-        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
+        self.stop(Stopped::Aborted);
         // In-flight Messages are answered by whoever holds the writer; take it
         // if free. Dropping the last handle of the socket closes it, and with
         // linger 0 that close is a reset.
@@ -1639,9 +1675,7 @@ impl Inner {
         }
         drop(w);
         // Resolve pending receives before Closed.
-        if let Some(tx) = inner.stop_tx.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
+        inner.stop(Stopped::Closed);
         let mut st = inner.recv.lock().await;
         st.transport = None;
         drop(st);

@@ -78,5 +78,5 @@ pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 #[cfg(web)]
 pub mod browser {
     pub use crate::backend::{keep_browser_bytes, take_browser_bytes};
-    pub use crate::runtime::{promise, settled_promise};
+    pub use crate::runtime::{promise, promise_with, settled_promise, Settler};
 }

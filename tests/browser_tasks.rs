@@ -98,3 +98,108 @@ async fn reused_slots_settle_each_of_their_tasks() {
         }
     }
 }
+
+// A binding's own settler for the test below: its resolvers wait in their
+// own array, and settling builds the value in the same call.
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
+const resolvers = [];
+const rejecters = [];
+export function pending_pair(slot) {
+  return new Promise((resolve, reject) => {
+    resolvers[slot] = resolve;
+    rejecters[slot] = reject;
+  });
+}
+export function settle_pair(slot, ok, n) {
+  const f = ok ? resolvers[slot] : rejecters[slot];
+  resolvers[slot] = undefined;
+  rejecters[slot] = undefined;
+  f(ok ? { n, doubled: 2 * n, waited: true } : `refused ${n}`);
+}
+export function settled_pair(ok, n) {
+  return ok ? Promise.resolve({ n, doubled: 2 * n, waited: false }) : Promise.reject(`refused ${n}`);
+}
+export function field(o, name) {
+  return o[name];
+}
+")]
+extern "C" {
+    fn pending_pair(slot: usize) -> js_sys::Promise;
+    fn settle_pair(slot: usize, ok: bool, n: u32);
+    fn settled_pair(ok: bool, n: u32) -> js_sys::Promise;
+    fn field(o: &JsValue, name: &str) -> JsValue;
+}
+
+static PAIR: postsocket::browser::Settler<Result<u32, u32>> = postsocket::browser::Settler {
+    pending: pending_pair,
+    settle: |slot, r| match r {
+        Ok(n) => settle_pair(slot, true, n),
+        Err(n) => settle_pair(slot, false, n),
+    },
+    settled: |r| match r {
+        Ok(n) => settled_pair(true, n),
+        Err(n) => settled_pair(false, n),
+    },
+};
+
+#[wasm_bindgen_test]
+async fn a_settler_of_its_own_makes_and_settles_its_promises() {
+    use postsocket::browser::promise_with;
+    // Ready at the first poll: `settled` makes the Promise.
+    let v = JsFuture::from(promise_with(async { Ok(3) }, &PAIR))
+        .await
+        .expect("resolved");
+    assert_eq!(field(&v, "doubled"), 6);
+    assert_eq!(field(&v, "waited"), false);
+    let e = JsFuture::from(promise_with(async { Err(4) }, &PAIR)).await;
+    assert_eq!(e.expect_err("rejected"), "refused 4");
+    // Waiting, over two rounds of reused slots, interleaved with tasks of
+    // the generic settler: each Promise settles once, through its own.
+    for round in 0..2u32 {
+        let mut senders = Vec::new();
+        let mut own = Vec::new();
+        let mut generic = Vec::new();
+        for _ in 0..10 {
+            let (tx, rx) = oneshot::channel::<u32>();
+            own.push(promise_with(
+                async move { rx.await.map_err(|_| 999) },
+                &PAIR,
+            ));
+            senders.push(tx);
+            let (gtx, grx) = oneshot::channel::<u32>();
+            generic.push(promise(async move {
+                grx.await
+                    .map(JsValue::from)
+                    .map_err(|_| JsValue::from_str("dropped"))
+            }));
+            senders.push(gtx);
+        }
+        for (k, tx) in senders.into_iter().enumerate() {
+            if k == 4 {
+                drop(tx); // own task 2 rejects
+            } else {
+                tx.send(k as u32 + round * 100).expect("the task waits");
+            }
+        }
+        for (i, p) in own.into_iter().enumerate() {
+            let r = JsFuture::from(p).await;
+            if i == 2 {
+                assert_eq!(r.expect_err("rejected"), "refused 999");
+            } else {
+                let v = r.expect("resolved");
+                let n = 2 * i as u32 + round * 100;
+                assert_eq!(field(&v, "n"), n, "round {round}, task {i}");
+                assert_eq!(field(&v, "doubled"), 2 * n);
+                assert_eq!(field(&v, "waited"), true);
+            }
+        }
+        for (i, p) in generic.into_iter().enumerate() {
+            let v = JsFuture::from(p).await.expect("resolved");
+            assert_eq!(
+                v,
+                2 * i as u32 + 1 + round * 100,
+                "round {round}, generic {i}"
+            );
+        }
+    }
+}

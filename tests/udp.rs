@@ -135,3 +135,41 @@ async fn default_properties_exclude_udp_with_a_reason() {
     assert_eq!(err.reason, ErrorReason::NoCandidates);
     assert!(err.to_string().contains("Require reliability"), "{err}");
 }
+
+/// Several receives waiting at once (one holds the receive side, the others
+/// queue behind it) all end when the Connection stops: on Close with a
+/// "closed locally" error, on Abort with "aborted"; none is left hanging.
+#[tokio::test]
+async fn every_waiting_receive_ends_on_close_and_on_abort() {
+    let addr = udp_echo_listener().await;
+    for abort in [false, true] {
+        let conn = std::sync::Arc::new(udp_pre(addr).initiate().await.unwrap());
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let c = conn.clone();
+                tokio::spawn(async move { c.receive().await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(waiting.iter().all(|w| !w.is_finished()), "nothing arrived");
+        if abort {
+            conn.abort();
+        } else {
+            tokio::time::timeout(std::time::Duration::from_secs(5), conn.close())
+                .await
+                .expect("Close waited for a receive that never ended")
+                .unwrap();
+        }
+        for w in waiting {
+            let r = tokio::time::timeout(std::time::Duration::from_secs(2), w)
+                .await
+                .expect("a waiting receive did not end")
+                .unwrap();
+            let e = r.unwrap_err().error;
+            assert_eq!(e.reason, ErrorReason::ConnectionAborted);
+            let want = if abort { "aborted" } else { "closed locally" };
+            assert!(e.message.contains(want), "{abort}: {e}");
+        }
+        assert!(conn.receive().await.is_err(), "a receive after the stop");
+    }
+}

@@ -17,7 +17,10 @@
 //!   a further call to release them). A wake queues the task for the next
 //!   microtask, where it is polled again and settles the Promise; a wake
 //!   from a browser stack's event handler ([`in_browser_event`]) runs it as
-//!   the handler ends instead, with nothing else of ours on the stack.
+//!   the handler ends instead, with nothing else of ours on the stack;
+//! - a binding may make and settle its Promises itself ([`promise_with`] and
+//!   a [`Settler`]), to build the value in the same call into JS that
+//!   settles the Promise (the npm package's `receive` does).
 //!
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
@@ -63,11 +66,71 @@ extern "C" {
     fn queue_microtask(f: &Closure<dyn FnMut()>);
 }
 
-type Job = Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>>;
+/// How a task's Promise is made and settled. [`promise`] uses the generic
+/// one, where the future's `Result<JsValue, JsValue>` resolves or rejects;
+/// a binding may give its own to [`promise_with`], to build the value in
+/// the same call into JS that settles the Promise (one call per Message
+/// fewer on a binding's hot path).
+///
+/// `pending` and `settle` work on the binding's own table of resolvers,
+/// indexed by the task's slot: a slot belongs to one live task at a time,
+/// whichever settler it uses, and is freed only after its task settled.
+pub struct Settler<T> {
+    /// A new Promise whose resolve and reject wait at index `slot`.
+    pub pending: fn(slot: usize) -> js_sys::Promise,
+    /// Settle the Promise waiting at `slot` with the task's output.
+    pub settle: fn(slot: usize, output: T),
+    /// An already-settled Promise, for a task ready at its first poll.
+    pub settled: fn(output: T) -> js_sys::Promise,
+}
+
+/// The generic settler: `Ok` resolves, `Err` rejects.
+static RESULT: Settler<Result<JsValue, JsValue>> = Settler {
+    pending: pending_promise,
+    settle: |slot, outcome| match outcome {
+        Ok(v) => settle(slot, true, v),
+        Err(e) => settle(slot, false, e),
+    },
+    settled: settled_promise,
+};
+
+/// A future with what settles its Promise: polled until it is ready, then
+/// it settles the Promise at its slot.
+trait Job {
+    /// Poll the future; when it is ready, settle the Promise at `slot`.
+    fn poll_job(self: Pin<&mut Self>, cx: &mut Context<'_>, slot: usize) -> Poll<()>;
+}
+
+struct Settling<F: Future> {
+    fut: F,
+    settle: fn(usize, F::Output),
+}
+
+impl<F: Future> Settling<F> {
+    fn fut(self: Pin<&mut Self>) -> Pin<&mut F> {
+        // SAFETY: `fut` is pinned with `self` (never moved out of it);
+        // `settle` is a plain fn pointer.
+        unsafe { self.map_unchecked_mut(|s| &mut s.fut) }
+    }
+}
+
+impl<F: Future> Job for Settling<F> {
+    fn poll_job(mut self: Pin<&mut Self>, cx: &mut Context<'_>, slot: usize) -> Poll<()> {
+        match self.as_mut().fut().poll(cx) {
+            Poll::Ready(output) => {
+                // Settling runs no JS of the page now (Promise reactions
+                // are jobs), and the slot is still this task's.
+                (self.settle)(slot, output);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 /// A future still running (its Promise waits in JS at the same index).
 struct Waiting {
-    job: Job,
+    job: Pin<Box<dyn Job>>,
 }
 
 /// One task's place in the [`Table`].
@@ -209,15 +272,11 @@ fn run_woken() {
             continue;
         };
         let mut cx = Context::from_waker(&waker);
-        match task.job.as_mut().poll(&mut cx) {
-            Poll::Ready(outcome) => {
+        match task.job.as_mut().poll_job(&mut cx, id) {
+            Poll::Ready(()) => {
+                // Settled: the slot is free for the next task.
+                drop(task);
                 WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
-                // Settling runs no JS of the page now (Promise reactions
-                // are jobs), so the freed slot cannot be taken first.
-                match outcome {
-                    Ok(v) => settle(id, true, v),
-                    Err(e) => settle(id, false, e),
-                }
             }
             Poll::Pending => {
                 if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
@@ -245,12 +304,25 @@ pub fn promise<F>(fut: F) -> js_sys::Promise
 where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {
+    promise_with(fut, &RESULT)
+}
+
+/// [`promise`] with a binding's own [`Settler`]: the Promise of `fut`,
+/// made and settled by `settler`.
+pub fn promise_with<F, T>(fut: F, settler: &'static Settler<T>) -> js_sys::Promise
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
     let (id, waker) = WAITING.with(|t| t.borrow_mut().reserve());
-    let mut job: Job = Box::pin(fut);
-    let ready = match job.as_mut().poll(&mut Context::from_waker(&waker)) {
-        Poll::Ready(r) => r,
+    let mut job = Box::pin(Settling {
+        fut,
+        settle: settler.settle,
+    });
+    let ready = match job.as_mut().fut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(output) => output,
         Poll::Pending => {
-            let p = pending_promise(id);
+            let p = (settler.pending)(id);
             let task = Waiting { job };
             if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
                 woken(id);
@@ -258,8 +330,9 @@ where
             return p;
         }
     };
+    drop(job);
     WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
-    settled_promise(ready)
+    (settler.settled)(ready)
 }
 
 /// An already-settled Promise: resolved with `value`, or rejected with it

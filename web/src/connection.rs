@@ -3,7 +3,8 @@
 
 use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
 use postsocket::{
-    ConnState, Connection, ConnectionEvent, MessageContext, ReceiveEvent, SendFailure, Sent,
+    ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
+    SendFailure, Sent,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,9 +28,31 @@ impl RawConnection {
 // The per-Message results are built in JS with object literals, in one call:
 // building them from wasm key by key (Reflect.set) crossed into JS for each
 // key and made V8 take its slow, generic path for every object.
+// A receive's Promise waits here by task slot (see `RECEIVE`), so that the
+// Message is built in the same call that settles it.
 #[wasm_bindgen(inline_js = "
 export function received_message(data, endOfMessage, partial, id, fin, earlyData) {
   return { data, endOfMessage, partial, messageContext: { id, final: fin, earlyData } };
+}
+const resolvers = [];
+const rejecters = [];
+export function pending_receive(slot) {
+  return new Promise((resolve, reject) => {
+    resolvers[slot] = resolve;
+    rejecters[slot] = reject;
+  });
+}
+export function settle_received(slot, data, endOfMessage, partial, id, fin, earlyData) {
+  const f = resolvers[slot];
+  resolvers[slot] = undefined;
+  rejecters[slot] = undefined;
+  f(received_message(data, endOfMessage, partial, id, fin, earlyData));
+}
+export function reject_receive(slot, error) {
+  const f = rejecters[slot];
+  resolvers[slot] = undefined;
+  rejecters[slot] = undefined;
+  f(error);
 }
 export function sent_message(sequence) {
   return { sequence };
@@ -47,6 +70,22 @@ extern "C" {
         fin: bool,
         early_data: bool,
     ) -> JsValue;
+    /// A Promise whose resolve and reject wait at `slot` for
+    /// [`settle_received`] or [`reject_receive`].
+    fn pending_receive(slot: usize) -> js_sys::Promise;
+    /// Resolve the Promise at `slot` with the Message
+    /// [`received_message`] builds from the same arguments.
+    fn settle_received(
+        slot: usize,
+        data: js_sys::Uint8Array,
+        end_of_message: bool,
+        partial: bool,
+        id: f64,
+        fin: bool,
+        early_data: bool,
+    );
+    /// Reject the Promise at `slot` with `error`.
+    fn reject_receive(slot: usize, error: JsValue);
     fn sent_message(sequence: f64) -> JsValue;
     /// A Promise resolved with `{ sequence }` (one call where two were).
     fn sent_promise(sequence: f64) -> js_sys::Promise;
@@ -148,12 +187,10 @@ impl RawConnection {
             (Err(e), _) | (_, Err(e)) => return js_sys::Promise::reject(&e),
         };
         let conn = self.conn.clone();
-        postsocket::browser::promise(async move {
-            match conn.receive_with(min, max).await {
-                Ok(event) => Ok(received(event)),
-                Err(e) => Err(error_to_js("ReceiveError", &e.error)),
-            }
-        })
+        postsocket::browser::promise_with(
+            async move { conn.receive_with(min, max).await },
+            &RECEIVE,
+        )
     }
 
     /// `Close()` (§10): resolves once queued Messages were sent and the
@@ -287,19 +324,51 @@ pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue
     }
 }
 
-/// `{ data, endOfMessage, partial, messageContext: { id, final, earlyData } }`.
-fn received(event: ReceiveEvent) -> JsValue {
+/// How a receive's Promise is made and settled: the Message is built in the
+/// call into JS that resolves the Promise.
+static RECEIVE: postsocket::browser::Settler<Result<ReceiveEvent, ReceiveError>> =
+    postsocket::browser::Settler {
+        pending: pending_receive,
+        settle: |slot, outcome| match outcome {
+            Ok(event) => {
+                let (data, end, partial, c) = received_parts(&event);
+                settle_received(
+                    slot,
+                    data,
+                    end,
+                    partial,
+                    c.id() as f64,
+                    c.is_final(),
+                    c.is_early_data(),
+                )
+            }
+            Err(e) => reject_receive(slot, error_to_js("ReceiveError", &e.error)),
+        },
+        settled: |outcome| {
+            postsocket::browser::settled_promise(match outcome {
+                Ok(event) => Ok(received(event)),
+                Err(e) => Err(error_to_js("ReceiveError", &e.error)),
+            })
+        },
+    };
+
+/// A received Message's data (the browser's own buffer when the data is a
+/// message exactly as the browser delivered it: no second allocation and
+/// copy), whether it ends its Message, whether it is a part, and its context.
+fn received_parts(event: &ReceiveEvent) -> (js_sys::Uint8Array, bool, bool, &MessageContext) {
     let partial = matches!(event, ReceiveEvent::ReceivedPartial { .. });
-    let end = event.is_end_of_message();
-    let c = event.context();
-    // The browser's own buffer when the data is a message exactly as the
-    // browser delivered it: no second allocation and copy per Message.
-    let data = match &event {
+    let data = match event {
         ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
             postsocket::browser::take_browser_bytes(data)
                 .unwrap_or_else(|| js_sys::Uint8Array::from(&data[..]))
         }
     };
+    (data, event.is_end_of_message(), partial, event.context())
+}
+
+/// `{ data, endOfMessage, partial, messageContext: { id, final, earlyData } }`.
+fn received(event: ReceiveEvent) -> JsValue {
+    let (data, end, partial, c) = received_parts(&event);
     received_message(
         data,
         end,

@@ -21,7 +21,8 @@
 // Every run prints the page's main-thread time per Message (Chromium's
 // TaskDuration and ScriptDuration). Options: INCLUSIVE=N prints the N
 // functions with the most inclusive time; TREE=regex the call tree under
-// matching functions (DEPTH, MIN_MS); TRACE=1 Chromium's trace events of the
+// matching functions (DEPTH, MIN_MS); CALLERS=regex the callers of matching
+// functions, bottom-up, by their self time (DEPTH); TRACE=1 Chromium's trace events of the
 // main thread by self time, native work included.
 //
 // The page prints when the sends finished and when every 2000th echo arrived.
@@ -275,6 +276,21 @@ try {
       const parts = k.split('/').slice(1);
       console.log(`${(us / 1000).toFixed(1).padStart(8)} ms ${'  '.repeat(parts.length - 1)}${parts[parts.length - 1]}`);
     }
+  }
+  // CALLERS=regex: for frames matching it, their self time by caller chain (bottom-up, DEPTH frames).
+  if (process.env.CALLERS) {
+    const re = new RegExp(process.env.CALLERS);
+    const nameOf = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
+    const chains = new Map();
+    profile.samples.forEach((id, i) => {
+      const n = byId.get(id);
+      if (!re.test(nameOf(n))) return;
+      const chain = [];
+      for (let at = id; at !== undefined && chain.length <= Number(process.env.DEPTH ?? 6); at = parent.get(at)) chain.push(nameOf(byId.get(at)));
+      const key = chain.join('\n      <- ');
+      chains.set(key, (chains.get(key) ?? 0) + (dt[i] ?? 0));
+    });
+    for (const [k, us] of [...chains].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`${(us / 1000).toFixed(1).padStart(8)} ms ${k}`);
   }
   if (process.env.INCLUSIVE) {
     console.log('inclusive:');

@@ -24,6 +24,37 @@ pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport
 pub(crate) use websocket::WsTransport;
 pub(crate) use webtransport::WtTransport;
 
+/// Hashes a table's integer key (a handle id, a Vec address) with one
+/// multiplication. The tables of the page's thread are looked up for every
+/// Message, and the default SipHash costs more than the rest of a lookup.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing, with the high half folded into the low bits
+        // (hashbrown picks the bucket from those; an address's own low bits
+        // are zero, by alignment).
+        let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A table of the page's thread keyed by an integer (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The stacks this target has, in default preference order: secure first,
 /// and WebTransport (over QUIC) before WebSocket, as QUIC before TLS natively.
 pub(crate) fn registry() -> &'static [Capabilities] {

@@ -20,33 +20,10 @@
 //! package's bindings) turns it on with [`keep_browser_bytes`].
 
 use bytes::Bytes;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell, UnsafeCell};
 
-/// Hashes a Vec address (the table's key) with one multiplication: the
-/// default SipHash costs more than everything else the table does.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl std::hash::Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        // Fibonacci hashing, with the high half folded into the low bits
-        // (hashbrown picks the bucket from those; an address's own low bits
-        // are zero, by alignment).
-        let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
-type AddressMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
+/// Vec address → value.
+type AddressMap<V> = super::IdMap<usize, V>;
 
 thread_local! {
     /// Vec address → (length, the browser's copy of the same bytes).
@@ -115,6 +92,37 @@ extern "C" {
 thread_local! {
     /// This module's `WebAssembly.Memory`, for [`copy_in`].
     static MEMORY: wasm_bindgen::JsValue = wasm_bindgen::memory();
+    /// The staging area (see [`staging`]); made once, never moved or freed.
+    static STAGING: Box<[UnsafeCell<u8>]> = (0..STAGING_LEN).map(|_| UnsafeCell::new(0)).collect();
+}
+
+/// How many bytes the staging area holds: a larger message is copied in
+/// by [`received_sized`].
+const STAGING_LEN: usize = 64 * 1024;
+
+/// Where a browser event handler may copy a message of at most the
+/// returned capacity before it calls into wasm: this module's
+/// `WebAssembly.Memory`, the staging area's address in it, and its size.
+/// The JS handler writes there itself (it has the message in hand), and
+/// [`received_staged`] takes the bytes from there: one call from wasm into
+/// JS per message fewer than [`copy_in`]. One area serves every handler of
+/// the page's thread: a handler runs to its end before the next starts,
+/// and the bytes are taken before it returns.
+pub(crate) fn staging() -> (wasm_bindgen::JsValue, *const u8, u32) {
+    let mem = MEMORY.with(Clone::clone);
+    let at = STAGING.with(|s| s.as_ptr() as *const u8);
+    (mem, at, STAGING_LEN as u32)
+}
+
+/// [`received_sized`] for a message the JS handler already copied into
+/// the staging area (see [`staging`]): its first `len` bytes.
+pub(crate) fn received_staged(view: js_sys::Uint8Array, len: u32) -> Bytes {
+    let len = (len as usize).min(STAGING_LEN);
+    // SAFETY: the area's bytes are `UnsafeCell`s, written only by the JS
+    // handler before this call and read only here, on this thread.
+    let data = STAGING
+        .with(|s| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, len) }.to_vec());
+    kept(view, data)
 }
 
 /// [`received`] for a caller that knows `view`'s length (the browser's own
@@ -128,6 +136,12 @@ pub(crate) fn received_sized(view: js_sys::Uint8Array, len: u32) -> Bytes {
     } else {
         data = view.to_vec();
     }
+    kept(view, data)
+}
+
+/// `data` as [`Bytes`], tied to `view` (the browser's copy of the same
+/// bytes) when [`keep_browser_bytes`] is on.
+fn kept(view: js_sys::Uint8Array, data: Vec<u8>) -> Bytes {
     if !KEEP.with(Cell::get) {
         return data.into();
     }

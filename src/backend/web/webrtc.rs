@@ -28,7 +28,6 @@ use crate::rendezvous::DataChannelOptions;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -105,8 +104,8 @@ impl Drop for PeerBrowser {
 }
 
 thread_local! {
-    static PEERS: RefCell<HashMap<u64, PeerBrowser>> = RefCell::new(HashMap::new());
-    static CHANNELS: RefCell<HashMap<u64, ChanBrowser>> = RefCell::new(HashMap::new());
+    static PEERS: RefCell<super::IdMap<u64, PeerBrowser>> = RefCell::default();
+    static CHANNELS: RefCell<super::IdMap<u64, ChanBrowser>> = RefCell::default();
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -33,7 +33,7 @@ use crate::capability::StackId;
 use crate::racing::Target;
 use crate::runtime::in_browser_event;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -47,10 +47,17 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, Event, WebSocket};
 
 #[wasm_bindgen(inline_js = "
-export function set_message_handler(ws, binary, text) {
+export function set_message_handler(ws, binary, text, mem, staging, capacity) {
+  let bytes = new Uint8Array(mem.buffer);
   ws.onmessage = (e) => {
     const d = e.data;
-    if (typeof d === 'string') text(d); else binary(new Uint8Array(d), d.byteLength);
+    if (typeof d === 'string') return text(d);
+    const view = new Uint8Array(d);
+    const n = d.byteLength;
+    if (n > capacity) return binary(view, n, false);
+    if (bytes.buffer !== mem.buffer) bytes = new Uint8Array(mem.buffer);
+    bytes.set(view, staging);
+    binary(view, n, true);
   };
 }
 export function try_send(ws, data, high_water) {
@@ -62,11 +69,17 @@ export function try_send(ws, data, high_water) {
 ")]
 extern "C" {
     /// `ws.onmessage`: binary messages to `binary` as a Uint8Array over the
-    /// browser's ArrayBuffer with its length, text messages to `text`.
+    /// browser's ArrayBuffer with its length, and whether the handler
+    /// already copied them into the staging area (`staging`, `capacity`
+    /// bytes of `mem`; see [`received_bytes::staging`]); text messages to
+    /// `text`.
     fn set_message_handler(
         ws: &WebSocket,
-        binary: &Closure<dyn FnMut(js_sys::Uint8Array, u32)>,
+        binary: &Closure<dyn FnMut(js_sys::Uint8Array, u32, bool)>,
         text: &Closure<dyn FnMut(String)>,
+        mem: &JsValue,
+        staging: *const u8,
+        capacity: u32,
     );
     /// Send `data` if `ws` is open and holds at most `high_water` unsent
     /// bytes: 0 sent, 1 no room, 2 not open (a closing WebSocket's `send`
@@ -108,7 +121,7 @@ struct Browser {
     ws: WebSocket,
     _onopen: Closure<dyn FnMut(Event)>,
     _onerror: Closure<dyn FnMut(Event)>,
-    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array, u32)>,
+    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array, u32, bool)>,
     _ontext: Closure<dyn FnMut(String)>,
     _onclose: Closure<dyn FnMut(CloseEvent)>,
 }
@@ -127,7 +140,7 @@ impl Drop for Browser {
 
 thread_local! {
     /// The page's open WebSockets, by handle id.
-    static SOCKETS: RefCell<HashMap<u64, Browser>> = RefCell::new(HashMap::new());
+    static SOCKETS: RefCell<super::IdMap<u64, Browser>> = RefCell::default();
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -307,9 +320,17 @@ impl WsTransport {
         let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
         let i = inbox.clone();
         // A waiting receive finishes as the handler returns (no microtask hop).
-        let onbinary = Closure::<dyn FnMut(js_sys::Uint8Array, u32)>::new(move |v, len| {
-            in_browser_event(|| i.push(WsEvent::Message(received_bytes::received_sized(v, len))))
-        });
+        let onbinary =
+            Closure::<dyn FnMut(js_sys::Uint8Array, u32, bool)>::new(move |v, len, staged| {
+                in_browser_event(|| {
+                    let data = if staged {
+                        received_bytes::received_staged(v, len)
+                    } else {
+                        received_bytes::received_sized(v, len)
+                    };
+                    i.push(WsEvent::Message(data))
+                })
+            });
         let i = inbox.clone();
         let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
             in_browser_event(|| i.push(WsEvent::Message(t.into_bytes().into())))
@@ -324,7 +345,8 @@ impl WsTransport {
         });
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
-        set_message_handler(&ws, &onbinary, &ontext);
+        let (mem, staging, capacity) = received_bytes::staging();
+        set_message_handler(&ws, &onbinary, &ontext, &mem, staging, capacity);
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
 
         // From here on, dropping `transport` (a cancelled attempt) closes the socket.

@@ -34,7 +34,6 @@ use crate::properties::Direction;
 use crate::racing::Target;
 use futures::future::Either;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -102,8 +101,8 @@ struct StreamEntry {
 }
 
 thread_local! {
-    static SESSIONS: RefCell<HashMap<u64, SessionEntry>> = RefCell::new(HashMap::new());
-    static STREAMS: RefCell<HashMap<u64, StreamEntry>> = RefCell::new(HashMap::new());
+    static SESSIONS: RefCell<super::IdMap<u64, SessionEntry>> = RefCell::default();
+    static STREAMS: RefCell<super::IdMap<u64, StreamEntry>> = RefCell::default();
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
