@@ -1049,15 +1049,27 @@ impl Connection {
         let mut st = inner.recv.lock().await;
         // The waiting part lives on the heap, keeping the receive future small.
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
-        std::future::poll_fn(|cx| {
-            // Registered before the check: a stop in between still wakes us.
+        let r = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if inner.stopped.load(Ordering::SeqCst) != 0 {
+                return Poll::Ready(Err(inner.stopped_error()));
+            }
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            // Waiting: registered, then checked again, so that a stop
+            // before the registration is seen and one after it wakes us.
             inner.recv_stop.register(cx.waker());
             if inner.stopped.load(Ordering::SeqCst) != 0 {
-                return std::task::Poll::Ready(Err(inner.stopped_error()));
+                return Poll::Ready(Err(inner.stopped_error()));
             }
-            work.as_mut().poll(cx)
+            Poll::Pending
         })
-        .await
+        .await;
+        // The next holder of `recv` registers its own waker; this one's task
+        // need not be kept alive by it.
+        drop(inner.recv_stop.take());
+        r
     }
 
     // ----- events and termination ----------------------------------------
