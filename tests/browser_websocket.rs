@@ -70,8 +70,19 @@ async fn ws_echo_keeps_message_boundaries() {
     let pre = plaintext(vec![local(echo_port())]);
     let conn = open(&pre).await;
     assert_eq!(conn.stack(), StackId::Ws);
-    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let messages = [b"hello browser".to_vec(), Vec::new(), big];
+    let pattern =
+        |n: u32, seed: u32| -> Vec<u8> { (0..n).map(|i| ((i + seed) % 251) as u8).collect() };
+    // Up to 64 KiB a message goes through the handler's staging area; one
+    // byte more, and 100 000, are copied in directly.
+    let messages = [
+        b"hello browser".to_vec(),
+        Vec::new(),
+        pattern(65_535, 1),
+        pattern(65_536, 2),
+        pattern(65_537, 3),
+        pattern(100_000, 0),
+        b"small again".to_vec(),
+    ];
     for m in &messages {
         conn.send_message(m.clone())
             .await
