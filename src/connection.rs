@@ -333,6 +333,9 @@ pub(crate) struct Inner {
     /// receives queued behind it on `recv` see `stopped` when they get the
     /// lock, one after another: none of them need a waker here.
     recv_stop: AtomicWaker,
+    /// The failure underneath that stopped the Connection, for the error
+    /// of the receives it ended.
+    failure: std::sync::OnceLock<Error>,
     receives: AtomicUsize,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
@@ -434,6 +437,7 @@ impl Connection {
             stop_rx: stop_rx.shared(),
             stopped: AtomicU8::new(0),
             recv_stop: AtomicWaker::new(),
+            failure: std::sync::OnceLock::new(),
             receives: AtomicUsize::new(0),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
@@ -1045,11 +1049,25 @@ impl Connection {
                 }
             }
         }
-        // Receives take their turns on `recv`, in order.
-        let mut st = inner.recv.lock().await;
+        // Receives take their turns on `recv`, in order. One that must wait
+        // for its turn also watches the stop itself: the receive ahead of it
+        // may not be polled again (a future kept but no longer awaited).
+        let mut st = match inner.recv.try_lock() {
+            Some(st) => st,
+            None => {
+                let stop = inner.stop_rx.clone();
+                futures::select_biased! {
+                    _ = stop.fuse() => return Err(inner.stopped_error()),
+                    st = inner.recv.lock().fuse() => st,
+                }
+            }
+        };
+        // The holder of `recv` is woken at the stop through `recv_stop`; its
+        // registration goes when it is done or dropped.
+        let _registered = StopRegistration(&inner.recv_stop);
         // The waiting part lives on the heap, keeping the receive future small.
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
-        let r = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             use std::task::Poll;
             if inner.stopped.load(Ordering::SeqCst) != 0 {
                 return Poll::Ready(Err(inner.stopped_error()));
@@ -1065,11 +1083,7 @@ impl Connection {
             }
             Poll::Pending
         })
-        .await;
-        // The next holder of `recv` registers its own waker; this one's task
-        // need not be kept alive by it.
-        drop(inner.recv_stop.take());
-        r
+        .await
     }
 
     // ----- events and termination ----------------------------------------
@@ -1226,6 +1240,17 @@ impl Connection {
     }
 }
 
+/// The waker a receive holding `recv` registered for the stop, taken out
+/// when that receive ends or is dropped (while it still holds `recv`): no
+/// finished task is kept alive by it.
+struct StopRegistration<'a>(&'a AtomicWaker);
+
+impl Drop for StopRegistration<'_> {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
+}
+
 /// Why a Connection's receives ended (`Inner::stopped`).
 #[derive(Clone, Copy)]
 #[repr(u8)]
@@ -1266,7 +1291,7 @@ impl Inner {
         let why = match self.stopped.load(Ordering::SeqCst) {
             x if x == Stopped::Closed as u8 => "the Connection was closed locally".to_string(),
             x if x == Stopped::Aborted as u8 => "the Connection was aborted".to_string(),
-            _ => match &self.send_q.lock().unwrap().shut {
+            _ => match self.failure.get() {
                 Some(e) => format!("the Connection failed: {}", e.message),
                 None => "the Connection failed".to_string(),
             },
@@ -1609,6 +1634,7 @@ impl Inner {
         };
         self.send_q.lock().unwrap().shut.get_or_insert(err.clone());
         if first {
+            let _ = self.failure.set(err.clone());
             self.stop(Stopped::Failed);
             let _ = self
                 .events_tx

@@ -173,3 +173,27 @@ async fn every_waiting_receive_ends_on_close_and_on_abort() {
         assert!(conn.receive().await.is_err(), "a receive after the stop");
     }
 }
+
+/// A receive that waits for its turn behind another ends at the stop even
+/// when the one ahead of it is never polled again (a future kept, no
+/// longer awaited).
+#[tokio::test]
+async fn a_receive_queued_behind_an_unpolled_one_ends_on_abort() {
+    let addr = udp_echo_listener().await;
+    let conn = std::sync::Arc::new(udp_pre(addr).initiate().await.unwrap());
+    let c1 = conn.clone();
+    let mut ahead = Box::pin(async move { c1.receive().await });
+    assert!(futures::poll!(&mut ahead).is_pending(), "nothing arrived");
+    let c2 = conn.clone();
+    let behind = tokio::spawn(async move { c2.receive().await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!behind.is_finished());
+    conn.abort();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(2), behind)
+        .await
+        .expect("the queued receive did not end")
+        .unwrap();
+    let e = r.unwrap_err().error;
+    assert!(e.message.contains("aborted"), "{e}");
+    drop(ahead);
+}

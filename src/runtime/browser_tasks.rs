@@ -78,7 +78,10 @@ extern "C" {
 pub struct Settler<T> {
     /// A new Promise whose resolve and reject wait at index `slot`.
     pub pending: fn(slot: usize) -> js_sys::Promise,
-    /// Settle the Promise waiting at `slot` with the task's output.
+    /// Settle the Promise waiting at `slot` with the task's output. It runs
+    /// inside the executor's loop over woken tasks, so it must not panic
+    /// or throw (a JS exception would end the loop with other woken tasks
+    /// not yet polled).
     pub settle: fn(slot: usize, output: T),
     /// An already-settled Promise, for a task ready at its first poll.
     pub settled: fn(output: T) -> js_sys::Promise,

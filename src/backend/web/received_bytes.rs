@@ -108,9 +108,9 @@ const STAGING_LEN: usize = 64 * 1024;
 /// JS per message fewer than [`copy_in`]. One area serves every handler of
 /// the page's thread: a handler runs to its end before the next starts,
 /// and the bytes are taken before it returns.
-pub(crate) fn staging() -> (wasm_bindgen::JsValue, *const u8, u32) {
+pub(crate) fn staging() -> (wasm_bindgen::JsValue, *mut u8, u32) {
     let mem = MEMORY.with(Clone::clone);
-    let at = STAGING.with(|s| s.as_ptr() as *const u8);
+    let at = STAGING.with(|s| UnsafeCell::raw_get(s.as_ptr()));
     (mem, at, STAGING_LEN as u32)
 }
 

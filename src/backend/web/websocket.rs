@@ -78,7 +78,7 @@ extern "C" {
         binary: &Closure<dyn FnMut(js_sys::Uint8Array, u32, bool)>,
         text: &Closure<dyn FnMut(String)>,
         mem: &JsValue,
-        staging: *const u8,
+        staging: *mut u8,
         capacity: u32,
     );
     /// Send `data` if `ws` is open and holds at most `high_water` unsent
