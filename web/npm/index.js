@@ -1,9 +1,14 @@
 // postsocket for JS: the TAPS (RFC 9622) API over the raw wasm-bindgen
 // bindings in ./postsocket_web.js. Names follow the RFC in JS case.
-import initWasm, { RawPreconnection } from './postsocket_web.js';
+import initWasm, { RawPreconnection, stagingArea, stagingCapacity } from './postsocket_web.js';
 
 let loading = null;
 let loaded = false;
+// The send staging area (see `send`): wasm memory, and where and how much.
+let memory = null;
+let memoryBytes = null;
+let stagingAt = 0;
+let stagingSize = 0;
 
 /**
  * Load the WebAssembly module. Call (and await) it once before anything
@@ -13,7 +18,10 @@ let loaded = false;
  */
 export function init(input) {
   if (!loading) {
-    loading = initWasm(input === undefined ? undefined : { module_or_path: input }).then(() => {
+    loading = initWasm(input === undefined ? undefined : { module_or_path: input }).then((exports) => {
+      memory = exports.memory;
+      stagingAt = stagingArea();
+      stagingSize = stagingCapacity();
       loaded = true;
     });
   }
@@ -143,9 +151,16 @@ export class Connection extends EventTarget {
    */
   send(data, messageProperties, endOfMessage = true) {
     try {
-      return this.#raw.send(bytes(data), messageProperties, endOfMessage);
+      const b = bytes(data); // throws a TypeError for what is not a message
+      if (b.length > stagingSize) return this.#raw.send(b, messageProperties, endOfMessage);
+      // Up to 64 KiB: copied into wasm memory here, and a Message sent at
+      // once comes back as its sequence number (no Promise made in wasm).
+      if (memoryBytes === null || memoryBytes.buffer !== memory.buffer) memoryBytes = new Uint8Array(memory.buffer);
+      memoryBytes.set(b, stagingAt);
+      const sequence = this.#raw.sendStaged(b.length, messageProperties, endOfMessage);
+      return sequence >= 0 ? Promise.resolve({ sequence }) : this.#raw.takePromise();
     } catch (e) {
-      return Promise.reject(e); // not a message (bytes() throws a TypeError)
+      return Promise.reject(e);
     }
   }
 

@@ -6,7 +6,7 @@ use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
     SendFailure, Sent,
 };
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -95,6 +95,31 @@ thread_local! {
     // Property names as JS strings, made once: decoding a key from wasm
     // memory for every Message was a visible part of the per-Message cost.
     static KEYS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
+    /// Where `index.js` copies a Message before `sendStaged` (see
+    /// [`staging_area`]); made once, never moved or freed.
+    static SEND_STAGING: Box<[UnsafeCell<u8>]> =
+        (0..SEND_STAGING_LEN).map(|_| UnsafeCell::new(0)).collect();
+    /// The Promise of the last `sendStaged` whose outcome was not known at
+    /// once, for [`RawConnection::take_promise`].
+    static LATER: RefCell<Option<js_sys::Promise>> = const { RefCell::new(None) };
+}
+
+/// How many bytes the send staging area holds.
+const SEND_STAGING_LEN: usize = 64 * 1024;
+
+/// The address in wasm memory of the area where `index.js` copies a
+/// Message of at most [`staging_capacity`] bytes before it calls
+/// `sendStaged`: a send then makes no call to allocate its bytes first, and
+/// its answer, known at once, is a number rather than a Promise.
+#[wasm_bindgen(js_name = stagingArea)]
+pub fn staging_area() -> u32 {
+    SEND_STAGING.with(|s| UnsafeCell::raw_get(s.as_ptr()) as u32)
+}
+
+/// The size of the send staging area (see [`staging_area`]).
+#[wasm_bindgen(js_name = stagingCapacity)]
+pub fn staging_capacity() -> u32 {
+    SEND_STAGING_LEN as u32
 }
 
 /// `obj[key] = value`, with `key` a cached JS string.
@@ -135,6 +160,45 @@ impl RawConnection {
             Ok(failed) => postsocket::browser::settled_promise(sent_outcome(failed)),
             Err(fut) => postsocket::browser::promise(async move { sent_outcome(fut.await) }),
         }
+    }
+
+    /// `send` of the first `length` bytes of the staging area (see
+    /// [`staging_area`]), which `index.js` filled just before. Returns the
+    /// Message's `sequence` when it was `Sent` at once; otherwise -1, and
+    /// [`Self::take_promise`] gives the Promise of its outcome.
+    #[wasm_bindgen(js_name = sendStaged)]
+    pub fn send_staged(
+        &self,
+        length: u32,
+        properties: JsValue,
+        end_of_message: Option<bool>,
+    ) -> f64 {
+        let len = (length as usize).min(SEND_STAGING_LEN);
+        // SAFETY: the area's bytes are `UnsafeCell`s, written by `index.js`
+        // just before this call and read only here, on this thread.
+        let data = SEND_STAGING.with(|s| {
+            unsafe { std::slice::from_raw_parts(UnsafeCell::raw_get(s.as_ptr()), len) }.to_vec()
+        });
+        let context = match message_context(&properties) {
+            Ok(c) => c,
+            Err(e) => return later(js_sys::Promise::reject(&e)),
+        };
+        let sending = self
+            .conn
+            .send(data, context, end_of_message.unwrap_or(true));
+        match sending.answer_now() {
+            Ok(Ok(sent)) => sent.sequence as f64,
+            Ok(failed) => later(postsocket::browser::settled_promise(sent_outcome(failed))),
+            Err(fut) => later(postsocket::browser::promise(async move {
+                sent_outcome(fut.await)
+            })),
+        }
+    }
+
+    /// The Promise of the last `sendStaged` that returned -1 (once).
+    #[wasm_bindgen(js_name = takePromise)]
+    pub fn take_promise(&self) -> Option<js_sys::Promise> {
+        LATER.with(|l| l.borrow_mut().take())
     }
 
     /// `Clone(connectionProperties?)` (§7.4): a Promise of a new Connection
@@ -322,6 +386,12 @@ pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue
         )),
         Err(SendFailure::SendError { error, .. }) => Err(error_to_js("SendError", &error)),
     }
+}
+
+/// Keep `p` for [`RawConnection::take_promise`]; -1, `sendStaged`'s answer.
+fn later(p: js_sys::Promise) -> f64 {
+    LATER.with(|l| *l.borrow_mut() = Some(p));
+    -1.0
 }
 
 /// How a receive's Promise is made and settled: the Message is built in the

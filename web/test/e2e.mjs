@@ -168,7 +168,23 @@ try {
         } catch (e) {
           afterClose = `${e.name}: ${e.message}`;
         }
+        // Up to 64 KiB a send goes through the staging area; one byte more does not.
+        const pattern = (n, seed) => new Uint8Array(n).map((_, i) => (i + seed) % 251);
+        const sizes = [65536, 65537, 3];
+        const staged = [];
+        for (const [k, n] of sizes.entries()) {
+          const sent = await twin.send(pattern(n, k), { msgLifetime: 5000 });
+          const back = (await twin.receive()).data;
+          staged.push({ n, sequence: sent.sequence, same: back.length === n && back.every((b, i) => b === (i + k) % 251) });
+        }
         await twin.close();
+        let sendAfterClose;
+        try {
+          await twin.send('late');
+          sendAfterClose = 'sent on a closed Connection';
+        } catch (e) {
+          sendAfterClose = `${e.name}: ${e.message}`;
+        }
 
         const { connection, sent } = await pre.initiateWithSend('first words', { safelyReplayable: true });
         const sequence = (await sent).sequence;
@@ -181,13 +197,19 @@ try {
         } catch (e) {
           badProperty = `${e.name}: ${e.message}`;
         }
-        return { priorities, cloneEcho, afterClose, sequence, firstEcho, stack: connection.stack, badProperty };
+        return { priorities, cloneEcho, afterClose, staged, sendAfterClose, sequence, firstEcho, stack: connection.stack, badProperty };
       },
       { echo },
     );
     assert.deepEqual(r.priorities, [100, 50]);
     assert.equal(r.cloneEcho, 'from the clone');
     assert.match(r.afterClose, /^CloneError: /, r.afterClose);
+    assert.deepEqual(r.staged, [
+      { n: 65536, sequence: 1, same: true },
+      { n: 65537, sequence: 2, same: true },
+      { n: 3, sequence: 3, same: true },
+    ]);
+    assert.match(r.sendAfterClose, /^SendError: /, r.sendAfterClose);
     assert.equal(r.sequence, 0);
     assert.equal(r.firstEcho, 'first words');
     assert.equal(r.stack, 'ws');
