@@ -48,7 +48,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
@@ -326,16 +326,13 @@ pub(crate) struct Inner {
     abort_handle: Mutex<Option<Transport>>,
     stop_tx: Mutex<Option<oneshot::Sender<()>>>,
     stop_rx: Shared<oneshot::Receiver<()>>,
-    /// Why receives end ([`Stopped`] as u8; 0 while they may wait): set
-    /// with `stop_tx` by Close, Abort or a failure underneath.
-    stopped: AtomicU8,
+    /// Why receives end (unset while they may wait): set with `stop_tx` by
+    /// Close, Abort or a failure underneath; the first reason stays.
+    stopped: std::sync::OnceLock<Stopped>,
     /// The receive that holds `recv` and waits, woken at the stop. The
     /// receives queued behind it on `recv` see `stopped` when they get the
     /// lock, one after another: none of them need a waker here.
     recv_stop: AtomicWaker,
-    /// The failure underneath that stopped the Connection, for the error
-    /// of the receives it ended.
-    failure: std::sync::OnceLock<Error>,
     receives: AtomicUsize,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
@@ -435,9 +432,8 @@ impl Connection {
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: stop_rx.shared(),
-            stopped: AtomicU8::new(0),
+            stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
-            failure: std::sync::OnceLock::new(),
             receives: AtomicUsize::new(0),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
@@ -1033,7 +1029,7 @@ impl Connection {
         let inner = &self.inner;
         inner.receives.fetch_add(1, Ordering::SeqCst);
         let _guard = ReceiveGuard(&inner.receives);
-        if inner.stopped.load(Ordering::SeqCst) != 0 {
+        if inner.stopped.get().is_some() {
             return Err(inner.stopped_error());
         }
         let min = min_incomplete_length.unwrap_or(usize::MAX).max(1);
@@ -1069,7 +1065,7 @@ impl Connection {
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
         std::future::poll_fn(|cx| {
             use std::task::Poll;
-            if inner.stopped.load(Ordering::SeqCst) != 0 {
+            if inner.stopped.get().is_some() {
                 return Poll::Ready(Err(inner.stopped_error()));
             }
             if let Poll::Ready(r) = work.as_mut().poll(cx) {
@@ -1078,7 +1074,7 @@ impl Connection {
             // Waiting: registered, then checked again, so that a stop
             // before the registration is seen and one after it wakes us.
             inner.recv_stop.register(cx.waker());
-            if inner.stopped.load(Ordering::SeqCst) != 0 {
+            if inner.stopped.get().is_some() {
                 return Poll::Ready(Err(inner.stopped_error()));
             }
             Poll::Pending
@@ -1252,15 +1248,13 @@ impl Drop for StopRegistration<'_> {
 }
 
 /// Why a Connection's receives ended (`Inner::stopped`).
-#[derive(Clone, Copy)]
-#[repr(u8)]
 enum Stopped {
     /// `Close()`.
-    Closed = 1,
+    Closed,
     /// `Abort()`.
-    Aborted = 2,
-    /// The stack failed underneath.
-    Failed = 3,
+    Aborted,
+    /// The stack failed underneath, with this error.
+    Failed(Error),
 }
 
 impl Inner {
@@ -1278,9 +1272,7 @@ impl Inner {
     /// which says `why`), and a send waiting for the writer stops waiting.
     /// The first reason given stays.
     fn stop(&self, why: Stopped) {
-        let _ = self
-            .stopped
-            .compare_exchange(0, why as u8, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.stopped.set(why);
         if let Some(tx) = self.stop_tx.lock().unwrap().take() {
             let _ = tx.send(());
         }
@@ -1288,13 +1280,10 @@ impl Inner {
     }
 
     fn stopped_error(&self) -> ReceiveError {
-        let why = match self.stopped.load(Ordering::SeqCst) {
-            x if x == Stopped::Closed as u8 => "the Connection was closed locally".to_string(),
-            x if x == Stopped::Aborted as u8 => "the Connection was aborted".to_string(),
-            _ => match self.failure.get() {
-                Some(e) => format!("the Connection failed: {}", e.message),
-                None => "the Connection failed".to_string(),
-            },
+        let why = match self.stopped.get() {
+            Some(Stopped::Failed(e)) => format!("the Connection failed: {}", e.message),
+            Some(Stopped::Aborted) => "the Connection was aborted".to_string(),
+            Some(Stopped::Closed) | None => "the Connection was closed locally".to_string(),
         };
         ReceiveError {
             context: None,
@@ -1634,8 +1623,7 @@ impl Inner {
         };
         self.send_q.lock().unwrap().shut.get_or_insert(err.clone());
         if first {
-            let _ = self.failure.set(err.clone());
-            self.stop(Stopped::Failed);
+            self.stop(Stopped::Failed(err.clone()));
             let _ = self
                 .events_tx
                 .unbounded_send(ConnectionEvent::ConnectionError(err));

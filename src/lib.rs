@@ -74,9 +74,12 @@ pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 
 /// In the browser only, for JS bindings over postsocket (the npm package's
 /// are built on these): received Message data as the browser's own
-/// `Uint8Array`, without a copy out of wasm memory, and futures as Promises.
+/// `Uint8Array`, without a copy out of wasm memory; the staging area, where
+/// JS copies a Message into wasm memory itself; and futures as Promises.
 #[cfg(web)]
 pub mod browser {
-    pub use crate::backend::{keep_browser_bytes, take_browser_bytes};
+    pub use crate::backend::{
+        keep_browser_bytes, staging_area, take_browser_bytes, take_staged, STAGING_LEN,
+    };
     pub use crate::runtime::{promise, promise_with, settled_promise, Settler};
 }

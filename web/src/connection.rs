@@ -6,7 +6,7 @@ use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
     SendFailure, Sent,
 };
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -21,6 +21,32 @@ impl RawConnection {
     pub(crate) fn new(conn: Connection) -> Self {
         RawConnection {
             conn: Rc::new(conn),
+        }
+    }
+
+    /// `send` and `sendStaged`: check the properties, send, and answer at
+    /// once when the outcome is known (the usual case: no task).
+    fn send_data(
+        &self,
+        data: Vec<u8>,
+        properties: &JsValue,
+        end_of_message: Option<bool>,
+    ) -> SendAnswer {
+        let context = match message_context(properties) {
+            Ok(c) => c,
+            Err(e) => return SendAnswer::Later(js_sys::Promise::reject(&e)),
+        };
+        let sending = self
+            .conn
+            .send(data, context, end_of_message.unwrap_or(true));
+        match sending.answer_now() {
+            Ok(Ok(sent)) => SendAnswer::Sent(sent.sequence),
+            Ok(failed) => {
+                SendAnswer::Later(postsocket::browser::settled_promise(sent_outcome(failed)))
+            }
+            Err(fut) => SendAnswer::Later(postsocket::browser::promise(async move {
+                sent_outcome(fut.await)
+            })),
         }
     }
 }
@@ -95,31 +121,32 @@ thread_local! {
     // Property names as JS strings, made once: decoding a key from wasm
     // memory for every Message was a visible part of the per-Message cost.
     static KEYS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
-    /// Where `index.js` copies a Message before `sendStaged` (see
-    /// [`staging_area`]); made once, never moved or freed.
-    static SEND_STAGING: Box<[UnsafeCell<u8>]> =
-        (0..SEND_STAGING_LEN).map(|_| UnsafeCell::new(0)).collect();
     /// The Promise of the last `sendStaged` whose outcome was not known at
     /// once, for [`RawConnection::take_promise`].
     static LATER: RefCell<Option<js_sys::Promise>> = const { RefCell::new(None) };
 }
 
-/// How many bytes the send staging area holds.
-const SEND_STAGING_LEN: usize = 64 * 1024;
-
-/// The address in wasm memory of the area where `index.js` copies a
-/// Message of at most [`staging_capacity`] bytes before it calls
-/// `sendStaged`: a send then makes no call to allocate its bytes first, and
-/// its answer, known at once, is a number rather than a Promise.
+/// The address in wasm memory of the staging area
+/// (`postsocket::browser::staging_area`), where `index.js` copies a Message
+/// of at most [`staging_capacity`] bytes before it calls `sendStaged`: a
+/// send then makes no call to allocate its bytes first, and its answer,
+/// known at once, is a number rather than a Promise.
 #[wasm_bindgen(js_name = stagingArea)]
 pub fn staging_area() -> u32 {
-    SEND_STAGING.with(|s| UnsafeCell::raw_get(s.as_ptr()) as u32)
+    postsocket::browser::staging_area().0 as u32
 }
 
-/// The size of the send staging area (see [`staging_area`]).
+/// The size of the staging area (see [`staging_area`]).
 #[wasm_bindgen(js_name = stagingCapacity)]
 pub fn staging_capacity() -> u32 {
-    SEND_STAGING_LEN as u32
+    postsocket::browser::STAGING_LEN as u32
+}
+
+/// What a send answers at once: `Sent` with its sequence number, or the
+/// Promise of any other outcome (refused, or still to come).
+enum SendAnswer {
+    Sent(u64),
+    Later(js_sys::Promise),
 }
 
 /// `obj[key] = value`, with `key` a cached JS string.
@@ -147,18 +174,9 @@ impl RawConnection {
         properties: JsValue,
         end_of_message: Option<bool>,
     ) -> js_sys::Promise {
-        let context = match message_context(&properties) {
-            Ok(c) => c,
-            Err(e) => return js_sys::Promise::reject(&e),
-        };
-        let sending = self
-            .conn
-            .send(data, context, end_of_message.unwrap_or(true));
-        // Answered at once (the usual case): a settled Promise, no task.
-        match sending.answer_now() {
-            Ok(Ok(sent)) => sent_promise(sent.sequence as f64),
-            Ok(failed) => postsocket::browser::settled_promise(sent_outcome(failed)),
-            Err(fut) => postsocket::browser::promise(async move { sent_outcome(fut.await) }),
+        match self.send_data(data, &properties, end_of_message) {
+            SendAnswer::Sent(sequence) => sent_promise(sequence as f64),
+            SendAnswer::Later(p) => p,
         }
     }
 
@@ -173,25 +191,13 @@ impl RawConnection {
         properties: JsValue,
         end_of_message: Option<bool>,
     ) -> f64 {
-        let len = (length as usize).min(SEND_STAGING_LEN);
-        // SAFETY: the area's bytes are `UnsafeCell`s, written by `index.js`
-        // just before this call and read only here, on this thread.
-        let data = SEND_STAGING.with(|s| {
-            unsafe { std::slice::from_raw_parts(UnsafeCell::raw_get(s.as_ptr()), len) }.to_vec()
-        });
-        let context = match message_context(&properties) {
-            Ok(c) => c,
-            Err(e) => return later(js_sys::Promise::reject(&e)),
-        };
-        let sending = self
-            .conn
-            .send(data, context, end_of_message.unwrap_or(true));
-        match sending.answer_now() {
-            Ok(Ok(sent)) => sent.sequence as f64,
-            Ok(failed) => later(postsocket::browser::settled_promise(sent_outcome(failed))),
-            Err(fut) => later(postsocket::browser::promise(async move {
-                sent_outcome(fut.await)
-            })),
+        let data = postsocket::browser::take_staged(length as usize);
+        match self.send_data(data, &properties, end_of_message) {
+            SendAnswer::Sent(sequence) => sequence as f64,
+            SendAnswer::Later(p) => {
+                LATER.with(|l| *l.borrow_mut() = Some(p));
+                -1.0
+            }
         }
     }
 
@@ -386,12 +392,6 @@ pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue
         )),
         Err(SendFailure::SendError { error, .. }) => Err(error_to_js("SendError", &error)),
     }
-}
-
-/// Keep `p` for [`RawConnection::take_promise`]; -1, `sendStaged`'s answer.
-fn later(p: js_sys::Promise) -> f64 {
-    LATER.with(|l| *l.borrow_mut() = Some(p));
-    -1.0
 }
 
 /// How a receive's Promise is made and settled: the Message is built in the

@@ -8,6 +8,7 @@
 //! and it fails with a message saying why (see [`system_resolve`]).
 
 mod received_bytes;
+mod staging;
 mod webrtc;
 mod websocket;
 mod webtransport;
@@ -20,6 +21,7 @@ use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
+pub use staging::{staging_area, take_staged, STAGING_LEN};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use websocket::WsTransport;
 pub(crate) use webtransport::WtTransport;

@@ -20,7 +20,7 @@
 //! package's bindings) turns it on with [`keep_browser_bytes`].
 
 use bytes::Bytes;
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell};
 
 /// Vec address → value.
 type AddressMap<V> = super::IdMap<usize, V>;
@@ -92,37 +92,21 @@ extern "C" {
 thread_local! {
     /// This module's `WebAssembly.Memory`, for [`copy_in`].
     static MEMORY: wasm_bindgen::JsValue = wasm_bindgen::memory();
-    /// The staging area (see [`staging`]); made once, never moved or freed.
-    static STAGING: Box<[UnsafeCell<u8>]> = (0..STAGING_LEN).map(|_| UnsafeCell::new(0)).collect();
 }
 
-/// How many bytes the staging area holds: a larger message is copied in
-/// by [`received_sized`].
-const STAGING_LEN: usize = 64 * 1024;
-
-/// Where a browser event handler may copy a message of at most the
-/// returned capacity before it calls into wasm: this module's
-/// `WebAssembly.Memory`, the staging area's address in it, and its size.
-/// The JS handler writes there itself (it has the message in hand), and
-/// [`received_staged`] takes the bytes from there: one call from wasm into
-/// JS per message fewer than [`copy_in`]. One area serves every handler of
-/// the page's thread: a handler runs to its end before the next starts,
-/// and the bytes are taken before it returns.
+/// Where a browser event handler may copy a message before it calls into
+/// wasm: this module's `WebAssembly.Memory`, and the staging area's address
+/// in it and size (see [`super::staging`]). A message staged there is
+/// taken by [`received_staged`].
 pub(crate) fn staging() -> (wasm_bindgen::JsValue, *mut u8, u32) {
-    let mem = MEMORY.with(Clone::clone);
-    let at = STAGING.with(|s| UnsafeCell::raw_get(s.as_ptr()));
-    (mem, at, STAGING_LEN as u32)
+    let (at, len) = super::staging::staging_area();
+    (MEMORY.with(Clone::clone), at, len as u32)
 }
 
 /// [`received_sized`] for a message the JS handler already copied into
-/// the staging area (see [`staging`]): its first `len` bytes.
+/// the staging area: its first `len` bytes.
 pub(crate) fn received_staged(view: js_sys::Uint8Array, len: u32) -> Bytes {
-    let len = (len as usize).min(STAGING_LEN);
-    // SAFETY: the area's bytes are `UnsafeCell`s, written only by the JS
-    // handler before this call and read only here, on this thread.
-    let data = STAGING
-        .with(|s| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, len) }.to_vec());
-    kept(view, data)
+    kept(view, super::staging::take_staged(len as usize))
 }
 
 /// [`received`] for a caller that knows `view`'s length (the browser's own
