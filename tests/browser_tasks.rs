@@ -203,3 +203,58 @@ async fn a_settler_of_its_own_makes_and_settles_its_promises() {
         }
     }
 }
+
+// The JS side of a binding that makes its Promises itself (as the npm
+// package's `receive` does): the resolve waits at the task's slot.
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
+const started = [];
+export function promise_at(slot) {
+  return new Promise((resolve) => {
+    started[slot] = resolve;
+  });
+}
+export function settle_at(slot, n) {
+  const f = started[slot];
+  started[slot] = undefined;
+  f(n);
+}
+")]
+extern "C" {
+    fn promise_at(slot: usize) -> js_sys::Promise;
+    fn settle_at(slot: usize, n: u32);
+}
+
+#[wasm_bindgen_test]
+async fn a_task_started_without_a_promise_settles_through_its_slot() {
+    use postsocket::browser::{start, Started};
+    // Ready at the first poll: the output comes back at once.
+    match start(async { 7u32 }, settle_at) {
+        Started::Ready(n) => assert_eq!(n, 7),
+        Started::Waiting(_) => panic!("a ready future does not wait"),
+    }
+    // Waiting: the Promise is made after the call, and settles when the
+    // task finishes.
+    let (tx, rx) = oneshot::channel::<u32>();
+    let Started::Waiting(slot) = start(async move { rx.await.unwrap_or(0) }, settle_at) else {
+        panic!("a future waiting for a channel waits");
+    };
+    let p = promise_at(slot);
+    tx.send(41).expect("the task waits");
+    assert_eq!(JsFuture::from(p).await.expect("resolved"), 41);
+    // Woken during its first poll: it runs again only after the caller
+    // made its Promise (settling earlier would find no resolver and throw).
+    let mut yielded = false;
+    let once = std::future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(5u32);
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    });
+    let Started::Waiting(slot) = start(once, settle_at) else {
+        panic!("it yields once");
+    };
+    let p = promise_at(slot);
+    assert_eq!(JsFuture::from(p).await.expect("resolved"), 5);
+}

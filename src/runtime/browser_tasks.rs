@@ -20,7 +20,8 @@
 //!   the handler ends instead, with nothing else of ours on the stack;
 //! - a binding may make and settle its Promises itself ([`promise_with`] and
 //!   a [`Settler`]), to build the value in the same call into JS that
-//!   settles the Promise (the npm package's `receive` does).
+//!   settles the Promise; or also make the Promise in JS, taking only the
+//!   task's slot ([`start`]; the npm package's `receive` does).
 //!
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
@@ -317,25 +318,50 @@ where
     F: Future<Output = T> + 'static,
     T: 'static,
 {
+    match start(fut, settler.settle) {
+        Started::Ready(output) => (settler.settled)(output),
+        Started::Waiting(slot) => (settler.pending)(slot),
+    }
+}
+
+/// What [`start`] gives: the future's output, or the slot where it waits.
+pub enum Started<T> {
+    /// The future was ready at its first poll.
+    Ready(T),
+    /// The future waits; `settle` will get its output with this slot.
+    Waiting(usize),
+}
+
+/// Run `fut` on the page's thread, as [`promise_with`] does, without
+/// making its Promise: for a binding whose JS side makes the Promise itself
+/// (one call from wasm into JS fewer). Polled once now; if it waits, its
+/// output goes to `settle` with the slot returned here.
+///
+/// `settle` never runs before the JS code that called into wasm returned
+/// to the event loop (wakes run from microtasks and at the end of browser
+/// event handlers), so that code has time to put the Promise's resolvers
+/// where `settle` finds them at the slot. `settle` must not panic or throw
+/// (see [`Settler::settle`]).
+pub fn start<F, T>(fut: F, settle: fn(usize, T)) -> Started<T>
+where
+    F: Future<Output = T> + 'static,
+    T: 'static,
+{
     let (id, waker) = WAITING.with(|t| t.borrow_mut().reserve());
-    let mut job = Box::pin(Settling {
-        fut,
-        settle: settler.settle,
-    });
+    let mut job = Box::pin(Settling { fut, settle });
     let ready = match job.as_mut().fut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(output) => output,
         Poll::Pending => {
-            let p = (settler.pending)(id);
             let task = Waiting { job };
             if WAITING.with(|t| t.borrow_mut().finish_poll(id, Some(task))) {
                 woken(id);
             }
-            return p;
+            return Started::Waiting(id);
         }
     };
     drop(job);
     WAITING.with(|t| t.borrow_mut().finish_poll(id, None));
-    (settler.settled)(ready)
+    Started::Ready(ready)
 }
 
 /// An already-settled Promise: resolved with `value`, or rejected with it

@@ -1,6 +1,6 @@
 // postsocket for JS: the TAPS (RFC 9622) API over the raw wasm-bindgen
 // bindings in ./postsocket_web.js. Names follow the RFC in JS case.
-import initWasm, { RawPreconnection, stagingArea, stagingCapacity } from './postsocket_web.js';
+import initWasm, { RawPreconnection, receiveResolvers, stagingArea, stagingCapacity } from './postsocket_web.js';
 
 let loading = null;
 let loaded = false;
@@ -9,6 +9,9 @@ let memory = null;
 let memoryBytes = null;
 let stagingAt = 0;
 let stagingSize = 0;
+// Where a waiting receive's resolve and reject go, at its slot (see `receive`).
+let receiveResolve = null;
+let receiveReject = null;
 
 /**
  * Load the WebAssembly module. Call (and await) it once before anything
@@ -22,6 +25,7 @@ export function init(input) {
       memory = exports.memory;
       stagingAt = stagingArea();
       stagingSize = stagingCapacity();
+      [receiveResolve, receiveReject] = receiveResolvers();
       loaded = true;
     });
   }
@@ -155,7 +159,8 @@ export class Connection extends EventTarget {
       if (b.length > stagingSize) return this.#raw.send(b, messageProperties, endOfMessage);
       // Up to 64 KiB: copied into wasm memory here, and a Message sent at
       // once comes back as its sequence number (no Promise made in wasm).
-      if (memoryBytes === null || memoryBytes.buffer !== memory.buffer) memoryBytes = new Uint8Array(memory.buffer);
+      // A view of a memory that grew since is detached: its length is 0.
+      if (memoryBytes === null || memoryBytes.byteLength === 0) memoryBytes = new Uint8Array(memory.buffer);
       memoryBytes.set(b, stagingAt);
       const sequence = this.#raw.sendStaged(b.length, messageProperties, endOfMessage);
       return sequence >= 0 ? Promise.resolve({ sequence }) : this.#raw.takePromise();
@@ -170,10 +175,17 @@ export class Connection extends EventTarget {
    * named `ReceiveError`.
    */
   receive(options) {
-    // Bad limits reject (the raw call returns a Promise either way).
-    return options == null
+    // The raw call answers a Promise when the outcome is known at once (bad
+    // limits reject), else the receive's slot: its Promise is made here,
+    // and wasm settles it through the resolvers left at the slot.
+    const r = options == null
       ? this.#raw.receive(undefined, undefined)
       : this.#raw.receive(options.minIncompleteLength, options.maxLength);
+    if (typeof r !== 'number') return r;
+    return new Promise((resolve, reject) => {
+      receiveResolve[r] = resolve;
+      receiveReject[r] = reject;
+    });
   }
 
   /**

@@ -2,6 +2,7 @@
 //! Promise with exactly one outcome, as in the Rust API.
 
 use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
+use postsocket::browser::Started;
 use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
     SendFailure, Sent,
@@ -54,25 +55,28 @@ impl RawConnection {
 // The per-Message results are built in JS with object literals, in one call:
 // building them from wasm key by key (Reflect.set) crossed into JS for each
 // key and made V8 take its slow, generic path for every object.
-// A receive's Promise waits here by task slot (see `RECEIVE`), so that the
-// Message is built in the same call that settles it.
+// A waiting receive's Promise is made by index.js, which puts its resolve and
+// reject here at the task's slot (see `receive_resolvers`); the Message is
+// built in the same call that settles it.
 #[wasm_bindgen(inline_js = "
-export function received_message(data, endOfMessage, partial, id, fin, earlyData) {
-  return { data, endOfMessage, partial, messageContext: { id, final: fin, earlyData } };
+export function received_message(data, id, flags) {
+  return {
+    data,
+    endOfMessage: (flags & 1) !== 0,
+    partial: (flags & 2) !== 0,
+    messageContext: { id, final: (flags & 4) !== 0, earlyData: (flags & 8) !== 0 },
+  };
 }
 const resolvers = [];
 const rejecters = [];
-export function pending_receive(slot) {
-  return new Promise((resolve, reject) => {
-    resolvers[slot] = resolve;
-    rejecters[slot] = reject;
-  });
+export function receive_resolvers() {
+  return [resolvers, rejecters];
 }
-export function settle_received(slot, data, endOfMessage, partial, id, fin, earlyData) {
+export function settle_received(slot, data, id, flags) {
   const f = resolvers[slot];
   resolvers[slot] = undefined;
   rejecters[slot] = undefined;
-  f(received_message(data, endOfMessage, partial, id, fin, earlyData));
+  f(received_message(data, id, flags));
 }
 export function reject_receive(slot, error) {
   const f = rejecters[slot];
@@ -88,28 +92,17 @@ export function sent_promise(sequence) {
 }
 ")]
 extern "C" {
-    fn received_message(
-        data: js_sys::Uint8Array,
-        end_of_message: bool,
-        partial: bool,
-        id: f64,
-        fin: bool,
-        early_data: bool,
-    ) -> JsValue;
-    /// A Promise whose resolve and reject wait at `slot` for
-    /// [`settle_received`] or [`reject_receive`].
-    fn pending_receive(slot: usize) -> js_sys::Promise;
+    /// The Message object: `{ data, endOfMessage, partial, messageContext:
+    /// { id, final, earlyData } }`, the flags as [`received_parts`] packs them.
+    fn received_message(data: js_sys::Uint8Array, id: f64, flags: u32) -> JsValue;
+    /// The two arrays where index.js puts a waiting receive's resolve and
+    /// reject, at its task slot, for [`settle_received`] or
+    /// [`reject_receive`].
+    #[wasm_bindgen(js_name = receive_resolvers)]
+    fn inline_receive_resolvers() -> JsValue;
     /// Resolve the Promise at `slot` with the Message
     /// [`received_message`] builds from the same arguments.
-    fn settle_received(
-        slot: usize,
-        data: js_sys::Uint8Array,
-        end_of_message: bool,
-        partial: bool,
-        id: f64,
-        fin: bool,
-        early_data: bool,
-    );
+    fn settle_received(slot: usize, data: js_sys::Uint8Array, id: f64, flags: u32);
     /// Reject the Promise at `slot` with `error`.
     fn reject_receive(slot: usize, error: JsValue);
     fn sent_message(sequence: f64) -> JsValue;
@@ -236,15 +229,16 @@ impl RawConnection {
         }))
     }
 
-    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3): the Promise
-    /// resolves with `{ data, endOfMessage, partial, messageContext }` or
-    /// rejects with an `Error` named `ReceiveError` (or
-    /// `InvalidConfiguration` for a limit that is not a whole number).
-    pub fn receive(
-        &self,
-        min_incomplete_length: Option<f64>,
-        max_length: Option<f64>,
-    ) -> js_sys::Promise {
+    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3), for index.js:
+    /// a Promise when the outcome is known at once (a Message already
+    /// buffered, a stopped Connection, a bad limit), else the receive's
+    /// slot number, where index.js puts the resolve and reject of the
+    /// Promise it makes (see [`receive_resolvers`]) before returning to
+    /// the event loop. The Promise resolves with `{ data, endOfMessage,
+    /// partial, messageContext }` or rejects with an `Error` named
+    /// `ReceiveError` (or `InvalidConfiguration` for a limit that is not a
+    /// whole number).
+    pub fn receive(&self, min_incomplete_length: Option<f64>, max_length: Option<f64>) -> JsValue {
         let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
             v.map(|n| whole_number(&n.into(), what).map(|n| n as usize))
                 .transpose()
@@ -254,13 +248,19 @@ impl RawConnection {
             limit(max_length, "maxLength"),
         ) {
             (Ok(min), Ok(max)) => (min, max),
-            (Err(e), _) | (_, Err(e)) => return js_sys::Promise::reject(&e),
+            (Err(e), _) | (_, Err(e)) => return js_sys::Promise::reject(&e).into(),
         };
         let conn = self.conn.clone();
-        postsocket::browser::promise_with(
-            async move { conn.receive_with(min, max).await },
-            &RECEIVE,
-        )
+        let fut = async move { conn.receive_with(min, max).await };
+        match postsocket::browser::start(fut, settle_receive) {
+            Started::Ready(outcome) => postsocket::browser::settled_promise(match outcome {
+                Ok(event) => Ok(received(event)),
+                Err(e) => Err(error_to_js("ReceiveError", &e.error)),
+            })
+            .into(),
+            // One call from wasm into JS fewer than making the Promise here.
+            Started::Waiting(slot) => JsValue::from(slot as u32),
+        }
     }
 
     /// `Close()` (§10): resolves once queued Messages were sent and the
@@ -394,57 +394,47 @@ pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue
     }
 }
 
-/// How a receive's Promise is made and settled: the Message is built in the
-/// call into JS that resolves the Promise.
-static RECEIVE: postsocket::browser::Settler<Result<ReceiveEvent, ReceiveError>> =
-    postsocket::browser::Settler {
-        pending: pending_receive,
-        settle: |slot, outcome| match outcome {
-            Ok(event) => {
-                let (data, end, partial, c) = received_parts(&event);
-                settle_received(
-                    slot,
-                    data,
-                    end,
-                    partial,
-                    c.id() as f64,
-                    c.is_final(),
-                    c.is_early_data(),
-                )
-            }
-            Err(e) => reject_receive(slot, error_to_js("ReceiveError", &e.error)),
-        },
-        settled: |outcome| {
-            postsocket::browser::settled_promise(match outcome {
-                Ok(event) => Ok(received(event)),
-                Err(e) => Err(error_to_js("ReceiveError", &e.error)),
-            })
-        },
-    };
+/// Settle the Promise of the receive waiting at `slot` (see
+/// [`RawConnection::receive`]): the Message is built in the call into JS
+/// that resolves it.
+fn settle_receive(slot: usize, outcome: Result<ReceiveEvent, ReceiveError>) {
+    match outcome {
+        Ok(event) => {
+            let (data, id, flags) = received_parts(&event);
+            settle_received(slot, data, id, flags)
+        }
+        Err(e) => reject_receive(slot, error_to_js("ReceiveError", &e.error)),
+    }
+}
+
+/// The arrays where `index.js` puts a waiting receive's resolve and reject
+/// at its slot (see [`RawConnection::receive`]): `[resolvers, rejecters]`.
+#[wasm_bindgen(js_name = receiveResolvers)]
+pub fn receive_resolvers() -> JsValue {
+    inline_receive_resolvers()
+}
 
 /// A received Message's data (the browser's own buffer when the data is a
 /// message exactly as the browser delivered it: no second allocation and
-/// copy), whether it ends its Message, whether it is a part, and its context.
-fn received_parts(event: &ReceiveEvent) -> (js_sys::Uint8Array, bool, bool, &MessageContext) {
-    let partial = matches!(event, ReceiveEvent::ReceivedPartial { .. });
+/// copy), its context's id, and its flags for [`received_message`]: 1 it
+/// ends its Message, 2 it is a part, 4 final, 8 early data.
+fn received_parts(event: &ReceiveEvent) -> (js_sys::Uint8Array, f64, u32) {
     let data = match event {
         ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
             postsocket::browser::take_browser_bytes(data)
                 .unwrap_or_else(|| js_sys::Uint8Array::from(&data[..]))
         }
     };
-    (data, event.is_end_of_message(), partial, event.context())
+    let c = event.context();
+    let flags = u32::from(event.is_end_of_message())
+        | u32::from(matches!(event, ReceiveEvent::ReceivedPartial { .. })) << 1
+        | u32::from(c.is_final()) << 2
+        | u32::from(c.is_early_data()) << 3;
+    (data, c.id() as f64, flags)
 }
 
 /// `{ data, endOfMessage, partial, messageContext: { id, final, earlyData } }`.
 fn received(event: ReceiveEvent) -> JsValue {
-    let (data, end, partial, c) = received_parts(&event);
-    received_message(
-        data,
-        end,
-        partial,
-        c.id() as f64,
-        c.is_final(),
-        c.is_early_data(),
-    )
+    let (data, id, flags) = received_parts(&event);
+    received_message(data, id, flags)
 }

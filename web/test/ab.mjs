@@ -16,9 +16,11 @@
 import { openExample, port } from './harness.mjs';
 const echo = port('POSTSOCKET_WS_ECHO_PORT');
 const BATCHES = Number(process.env.BATCHES ?? 30);
-const { server, browser, page } = await openExample(echo);
+// Cross-origin isolated: performance.now() at 5 us, not 100 us.
+const { server, browser, page } = await openExample(echo, { isolated: true });
 try {
   const r = await page.evaluate(async ({ echo, BATCHES }) => {
+    if (!crossOriginIsolated) throw new Error('the page is not cross-origin isolated');
     let handler = null;
     const desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
     Object.defineProperty(WebSocket.prototype, 'onmessage', { set(f) { handler = f; desc.set.call(this, f); }, get() { return desc.get.call(this); } });

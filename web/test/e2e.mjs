@@ -81,7 +81,22 @@ try {
           got.push({ len: msg.data.length, bytes: Array.from(msg.data.slice(0, 20)), whole: msg.endOfMessage && !msg.partial });
         }
         const bigBack = got[2];
+        // A Message longer than maxLength comes in parts, flagged as such,
+        // with one context.
+        await conn.send(new Uint8Array(10).fill(9));
+        const parts = [];
+        for (let i = 0; i < 3; i++) {
+          const p = await conn.receive({ maxLength: 4 });
+          parts.push({ len: p.data.length, endOfMessage: p.endOfMessage, partial: p.partial, ...p.messageContext });
+        }
+        const whole = await (async () => {
+          await conn.send('x');
+          const w = await conn.receive();
+          return { endOfMessage: w.endOfMessage, partial: w.partial, ...w.messageContext };
+        })();
         return {
+          parts,
+          whole,
           stack: conn.stack,
           state: conn.state,
           remote: conn.remoteAddress,
@@ -105,6 +120,15 @@ try {
     assert.deepEqual(r.got.map((g) => g.len), [16, 0, 100000, 10]);
     assert.ok(r.got.every((g) => g.whole), 'every message arrived whole');
     assert.deepEqual(r.got[3].bytes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const id = r.parts[0].id;
+    assert.equal(typeof id, 'number');
+    assert.deepEqual(r.parts, [
+      { len: 4, endOfMessage: false, partial: true, id, final: false, earlyData: false },
+      { len: 4, endOfMessage: false, partial: true, id, final: false, earlyData: false },
+      { len: 2, endOfMessage: true, partial: true, id, final: false, earlyData: false },
+    ]);
+    assert.deepEqual(r.whole, { endOfMessage: true, partial: false, id: r.whole.id, final: false, earlyData: false });
+    assert.notEqual(r.whole.id, id, 'another Message, another context');
     assert.equal(r.reliability, 'require');
     assert.equal(r.closed, 'closed');
     assert.ok(r.eventsAtReady > 0, 'trace events arrived before initiate() resolved');

@@ -21,8 +21,15 @@ const TYPES = {
   '.md': 'text/plain; charset=utf-8',
 };
 
-/** Serve `root` on 127.0.0.1 (a secure context) at a free port. */
-export async function serve(root = WEB) {
+/**
+ * Serve `root` on 127.0.0.1 (a secure context) at a free port. `isolated`:
+ * make the pages cross-origin isolated (COOP and COEP headers), which gives
+ * them performance.now() at 5 us resolution instead of 100 us.
+ */
+export async function serve(root = WEB, { isolated = false } = {}) {
+  const isolation = isolated
+    ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
+    : {};
   const server = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     if (path === '/favicon.ico') {
@@ -37,7 +44,7 @@ export async function serve(root = WEB) {
     if (path.endsWith('/')) file = join(file, 'index.html');
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', ...isolation });
       res.end(body);
     } catch {
       res.writeHead(404).end(`not found: ${path}`);
@@ -90,9 +97,10 @@ export function port(name) {
 /**
  * Serve web/, launch Chromium and open the example page against ws-echo on
  * `echo`, waiting until the page has run. Returns `{ server, browser, page }`.
+ * `options` go to `serve`.
  */
-export async function openExample(echo) {
-  const server = await serve();
+export async function openExample(echo, options) {
+  const server = await serve(WEB, options);
   const browser = await launch();
   const { page } = browser;
   await page.goto(`${server.url}/example/index.html?port=${echo}`);

@@ -70,7 +70,7 @@ pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
 let bytes = null;
 export function copy_in(mem, ptr, len, src) {
   if (src.length !== len) return false;
-  if (bytes === null || bytes.buffer !== mem.buffer) bytes = new Uint8Array(mem.buffer);
+  if (bytes === null || bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer); // detached: memory grew
   bytes.set(src, ptr);
   return true;
 }

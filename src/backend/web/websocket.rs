@@ -47,17 +47,18 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, Event, WebSocket};
 
 #[wasm_bindgen(inline_js = "
-export function set_message_handler(ws, binary, text, mem, staging, capacity) {
+export function set_message_handler(ws, id, exports, text, mem, staging, capacity) {
+  const binary = exports.__postsocket_ws_binary;
   let bytes = new Uint8Array(mem.buffer);
   ws.onmessage = (e) => {
     const d = e.data;
     if (typeof d === 'string') return text(d);
     const view = new Uint8Array(d);
     const n = d.byteLength;
-    if (n > capacity) return binary(view, n, false);
-    if (bytes.buffer !== mem.buffer) bytes = new Uint8Array(mem.buffer);
+    if (n > capacity) return binary(id, view, n, 0);
+    if (bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer); // detached: memory grew
     bytes.set(view, staging);
-    binary(view, n, true);
+    binary(id, view, n, 1);
   };
 }
 export function try_send(ws, data, high_water) {
@@ -68,14 +69,16 @@ export function try_send(ws, data, high_water) {
 }
 ")]
 extern "C" {
-    /// `ws.onmessage`: binary messages to `binary` as a Uint8Array over the
-    /// browser's ArrayBuffer with its length, and whether the handler
-    /// already copied them into the staging area (`staging`, `capacity`
-    /// bytes of `mem`; see [`received_bytes::staging`]); text messages to
-    /// `text`.
+    /// `ws.onmessage`: binary messages to [`ws_binary`] (called straight
+    /// from the handler as the module's export, for socket `id`) as a
+    /// Uint8Array over the browser's ArrayBuffer with its length, and
+    /// whether the handler already copied them into the staging area
+    /// (`staging`, `capacity` bytes of `mem`; see
+    /// [`received_bytes::staging`]); text messages to `text`.
     fn set_message_handler(
         ws: &WebSocket,
-        binary: &Closure<dyn FnMut(js_sys::Uint8Array, u32, bool)>,
+        id: f64,
+        exports: &JsValue,
         text: &Closure<dyn FnMut(String)>,
         mem: &JsValue,
         staging: *mut u8,
@@ -121,7 +124,8 @@ struct Browser {
     ws: WebSocket,
     _onopen: Closure<dyn FnMut(Event)>,
     _onerror: Closure<dyn FnMut(Event)>,
-    _onbinary: Closure<dyn FnMut(js_sys::Uint8Array, u32, bool)>,
+    /// Where [`ws_binary`] puts this socket's binary messages.
+    inbox: Arc<Inbox>,
     _ontext: Closure<dyn FnMut(String)>,
     _onclose: Closure<dyn FnMut(CloseEvent)>,
 }
@@ -144,6 +148,31 @@ thread_local! {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A binary message of WebSocket `id`, from its `onmessage` handler (see
+/// [`set_message_handler`]), which calls this export directly: no closure
+/// glue between the browser's event and wasm. `view` is the message
+/// (`len` bytes); `staged`: the handler already copied it into the staging
+/// area. A waiting receive finishes as the handler returns (no microtask
+/// hop). Not for other callers (the raw bindings list it; `index.js` does
+/// not re-export it).
+#[doc(hidden)]
+#[wasm_bindgen(js_name = __postsocket_ws_binary)]
+pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
+    in_browser_event(|| {
+        // A socket that was dropped meanwhile detached its handler first.
+        let Some(inbox) = SOCKETS.with(|s| s.borrow().get(&(id as u64)).map(|b| b.inbox.clone()))
+        else {
+            return;
+        };
+        let data = if staged {
+            received_bytes::received_staged(view, len)
+        } else {
+            received_bytes::received_sized(view, len)
+        };
+        inbox.push(WsEvent::Message(data));
+    })
+}
 
 /// What the handlers reported and no read took yet, and who waits for it.
 /// The handlers and the transport share it; it holds no browser object.
@@ -319,19 +348,6 @@ impl WsTransport {
         let i = inbox.clone();
         let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
         let i = inbox.clone();
-        // A waiting receive finishes as the handler returns (no microtask hop).
-        let onbinary =
-            Closure::<dyn FnMut(js_sys::Uint8Array, u32, bool)>::new(move |v, len, staged| {
-                in_browser_event(|| {
-                    let data = if staged {
-                        received_bytes::received_staged(v, len)
-                    } else {
-                        received_bytes::received_sized(v, len)
-                    };
-                    i.push(WsEvent::Message(data))
-                })
-            });
-        let i = inbox.clone();
         let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
             in_browser_event(|| i.push(WsEvent::Message(t.into_bytes().into())))
         });
@@ -345,17 +361,18 @@ impl WsTransport {
         });
         ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         ws.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let (mem, staging, capacity) = received_bytes::staging();
-        set_message_handler(&ws, &onbinary, &ontext, &mem, staging, capacity);
+        let exports = wasm_bindgen::exports();
+        set_message_handler(&ws, id as f64, &exports, &ontext, &mem, staging, capacity);
         ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
 
         // From here on, dropping `transport` (a cancelled attempt) closes the socket.
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let browser = Browser {
             ws,
             _onopen: onopen,
             _onerror: onerror,
-            _onbinary: onbinary,
+            inbox: inbox.clone(),
             _ontext: ontext,
             _onclose: onclose,
         };
