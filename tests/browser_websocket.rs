@@ -145,6 +145,38 @@ async fn received_data_hands_over_the_browsers_own_buffer_once() {
     let js = take_browser_bytes(&data).expect("the browser's buffer of a received message");
     assert_eq!(js.to_vec(), &data[..], "the same bytes");
     assert!(take_browser_bytes(&data).is_none(), "handed out once only");
+
+    // Several kept at once, taken out of order; one dropped untaken, and
+    // the next messages (likely at a freed one's address, same length)
+    // hand over their own buffers, not a stale one.
+    let message = |i: u8| vec![b'a' + i; 24];
+    let mut got = Vec::new();
+    for i in 0..4 {
+        conn.send_message(message(i)).await.expect("send");
+    }
+    for _ in 0..4 {
+        got.push(conn.receive().await.expect("receive").into_data());
+    }
+    for i in [3, 0, 2] {
+        let js = take_browser_bytes(&got[i]).expect("a kept buffer");
+        assert_eq!(js.to_vec(), message(i as u8), "message {i}");
+    }
+    drop(got);
+    for round in 0..3u8 {
+        let (untaken, next) = (message(10 + round), message(20 + round));
+        conn.send_message(untaken.clone()).await.expect("send");
+        let first = conn.receive().await.expect("receive").into_data();
+        assert_eq!(&first[..], &untaken[..]);
+        drop(first); // never taken: its buffer is forgotten
+        conn.send_message(next.clone()).await.expect("send");
+        let data = conn.receive().await.expect("receive").into_data();
+        let js = take_browser_bytes(&data).expect("the new message's buffer");
+        assert_eq!(
+            js.to_vec(),
+            next,
+            "round {round}: the buffer of the message received"
+        );
+    }
     conn.close().await.expect("close");
 
     // With a framer the Message is cut out of the WebSocket message: the

@@ -217,6 +217,9 @@ thread_local! {
     static WAITING: RefCell<Table> = RefCell::new(Table::default());
     /// Task ids woken since the last run.
     static WOKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The list a run works through, kept empty between runs: it and
+    /// [`WOKEN`] swap, so a wake never allocates once both have room.
+    static RUNNING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Whether a microtask to run [`WOKEN`] is queued.
     static QUEUED: Cell<bool> = const { Cell::new(false) };
     /// The one callback every such microtask calls.
@@ -266,7 +269,8 @@ fn woken(id: usize) {
 /// (A microtask queued earlier may then find nothing to do.)
 fn run_woken() {
     QUEUED.with(|q| q.set(false));
-    let mut ids = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+    let mut ids = RUNNING.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    WOKEN.with(|w| std::mem::swap(&mut ids, &mut *w.borrow_mut()));
     for &id in &ids {
         // Out of the table while it runs: its poll may start other tasks.
         let Some((mut task, waker)) = WAITING.with(|t| {
@@ -289,13 +293,14 @@ fn run_woken() {
             }
         }
     }
-    // Give the list back for the next wakes (no allocation per run), unless
-    // tasks were woken meanwhile: those wait for the microtask they queued.
+    // Kept for the next run (tasks woken meanwhile are in `WOKEN`, and wait
+    // for the microtask they queued). A nested run (a poll that ran an
+    // event handler) left its own list: keep the larger.
     ids.clear();
-    WOKEN.with(|w| {
-        let mut w = w.borrow_mut();
-        if w.is_empty() {
-            *w = ids;
+    RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.capacity() < ids.capacity() {
+            *r = ids;
         }
     });
 }

@@ -22,13 +22,52 @@
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 
-/// Vec address → value.
-type AddressMap<V> = super::IdMap<usize, V>;
+/// The browser's copies of received data still in wasm memory: Vec
+/// address → (length, the browser's copy of the same bytes). Usually one
+/// at a time (a Message is taken as it is received), so one entry stands
+/// apart and the map is hashed only when more are kept.
+#[derive(Default)]
+struct BrowserCopies {
+    one: Option<(usize, usize, js_sys::Uint8Array)>,
+    more: super::IdMap<usize, (usize, js_sys::Uint8Array)>,
+}
+
+impl BrowserCopies {
+    fn insert(&mut self, key: usize, len: usize, view: js_sys::Uint8Array) {
+        if self.one.is_none() {
+            self.one = Some((key, len, view));
+        } else {
+            self.more.insert(key, (len, view));
+        }
+    }
+
+    /// The copy of exactly `len` bytes at `key`, taken out.
+    fn take(&mut self, key: usize, len: usize) -> Option<js_sys::Uint8Array> {
+        if matches!(self.one, Some((k, l, _)) if k == key && l == len) {
+            return self.one.take().map(|(_, _, v)| v);
+        }
+        if self.more.is_empty() {
+            return None;
+        }
+        match self.more.get(&key) {
+            Some((l, _)) if *l == len => self.more.remove(&key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Forget the copy at `key`, if any.
+    fn forget(&mut self, key: usize) {
+        if matches!(self.one, Some((k, _, _)) if k == key) {
+            self.one = None;
+        } else if !self.more.is_empty() {
+            self.more.remove(&key);
+        }
+    }
+}
 
 thread_local! {
-    /// Vec address → (length, the browser's copy of the same bytes).
-    static BROWSER_COPIES: RefCell<AddressMap<(usize, js_sys::Uint8Array)>> =
-        RefCell::new(AddressMap::default());
+    /// The browser's copies of received data, by the Vec's address.
+    static BROWSER_COPIES: RefCell<BrowserCopies> = RefCell::default();
     /// Whether received buffers are kept (see [`keep_browser_bytes`]).
     static KEEP: Cell<bool> = const { Cell::new(false) };
 }
@@ -54,7 +93,7 @@ impl Drop for Owned {
     fn drop(&mut self) {
         let key = self.0.as_ptr() as usize;
         // `try_with`: at thread exit the table may already be gone.
-        let _ = BROWSER_COPIES.try_with(|t| t.borrow_mut().remove(&key));
+        let _ = BROWSER_COPIES.try_with(|t| t.borrow_mut().forget(key));
     }
 }
 
@@ -133,7 +172,7 @@ fn kept(view: js_sys::Uint8Array, data: Vec<u8>) -> Bytes {
         return Bytes::new(); // no allocation, so no address to key by
     }
     let key = data.as_ptr() as usize;
-    BROWSER_COPIES.with(|t| t.borrow_mut().insert(key, (data.len(), view)));
+    BROWSER_COPIES.with(|t| t.borrow_mut().insert(key, data.len(), view));
     Bytes::from_owner(Owned(data))
 }
 
@@ -147,12 +186,5 @@ fn kept(view: js_sys::Uint8Array, data: Vec<u8>) -> Bytes {
 /// Until the data is dropped or its buffer taken, the browser's copy stays
 /// alive beside the wasm one.
 pub fn take_browser_bytes(data: &Bytes) -> Option<js_sys::Uint8Array> {
-    let key = data.as_ptr() as usize;
-    BROWSER_COPIES.with(|t| {
-        let mut t = t.borrow_mut();
-        match t.get(&key) {
-            Some((len, _)) if *len == data.len() => t.remove(&key).map(|(_, v)| v),
-            _ => None,
-        }
-    })
+    BROWSER_COPIES.with(|t| t.borrow_mut().take(data.as_ptr() as usize, data.len()))
 }
