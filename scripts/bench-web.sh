@@ -3,7 +3,7 @@
 # and WebSocket message throughput through postsocket vs the browser's raw WebSocket,
 # in the same page of headless Chromium, against the same native echo server (ws-echo,
 # release build). Prints both figures and their ratio (goal >= 0.9x), the median of RUNS
-# paired runs (default 15). Needs what scripts/test.sh needs (Chromium, Node >= 20, wasm-bindgen-cli).
+# paired runs (default 21) with a 90% confidence interval of that median. Needs what scripts/test.sh needs (Chromium, Node >= 20, wasm-bindgen-cli).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,4 +35,4 @@ grep -q '^POSTSOCKET_WS_ECHO_PORT=' "$TMP/ws-echo.out" || { cat "$TMP/ws-echo.er
 echo
 printf 'wasm size: %d bytes, %d bytes gzipped (%.1f KB; goal <= 200 KB: %s)\n' "$RAW_BYTES" "$GZ_BYTES" \
     "$(awk "BEGIN {print $GZ_BYTES / 1024}")" "$([ "$GZ_BYTES" -le 204800 ] && echo met || echo NOT met)"
-env $(cat "$TMP/ws-echo.out") RUNS="${RUNS:-15}" timeout 600 node web/test/bench.mjs
+env $(cat "$TMP/ws-echo.out") RUNS="${RUNS:-21}" timeout 600 node web/test/bench.mjs
