@@ -99,6 +99,18 @@ async fn reused_slots_settle_each_of_their_tasks() {
     }
 }
 
+/// A task of the generic settler waiting for a value: its sender and Promise
+/// (which rejects with "dropped" if the sender goes).
+fn generic_waiting() -> (oneshot::Sender<u32>, js_sys::Promise) {
+    let (tx, rx) = oneshot::channel::<u32>();
+    let p = promise(async move {
+        rx.await
+            .map(JsValue::from)
+            .map_err(|_| JsValue::from_str("dropped"))
+    });
+    (tx, p)
+}
+
 // A binding's own settler for the test below: its resolvers wait in their
 // own array, and settling builds the value in the same call.
 #[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
@@ -166,12 +178,8 @@ async fn a_settler_of_its_own_makes_and_settles_its_promises() {
                 &PAIR,
             ));
             senders.push(tx);
-            let (gtx, grx) = oneshot::channel::<u32>();
-            generic.push(promise(async move {
-                grx.await
-                    .map(JsValue::from)
-                    .map_err(|_| JsValue::from_str("dropped"))
-            }));
+            let (gtx, p) = generic_waiting();
+            generic.push(p);
             senders.push(gtx);
         }
         for (k, tx) in senders.into_iter().enumerate() {
@@ -257,4 +265,38 @@ async fn a_task_started_without_a_promise_settles_through_its_slot() {
     };
     let p = promise_at(slot);
     assert_eq!(JsFuture::from(p).await.expect("resolved"), 5);
+    // Mixed with the generic settler's tasks over reused slots, finished in
+    // reverse order: each Promise gets its own task's value.
+    for round in 0..2u32 {
+        let mut senders = Vec::new();
+        let mut started = Vec::new();
+        let mut generic = Vec::new();
+        for _ in 0..5 {
+            let (tx, rx) = oneshot::channel::<u32>();
+            let Started::Waiting(slot) = start(async move { rx.await.unwrap_or(0) }, settle_at)
+            else {
+                panic!("it waits for its channel");
+            };
+            started.push(promise_at(slot));
+            senders.push(tx);
+            let (gtx, p) = generic_waiting();
+            generic.push(p);
+            senders.push(gtx);
+        }
+        for (k, tx) in senders.into_iter().enumerate().rev() {
+            tx.send(k as u32 + round * 100).expect("the task waits");
+        }
+        for (i, p) in started.into_iter().enumerate() {
+            let v = JsFuture::from(p).await.expect("resolved");
+            assert_eq!(v, 2 * i as u32 + round * 100, "round {round}, started {i}");
+        }
+        for (i, p) in generic.into_iter().enumerate() {
+            let v = JsFuture::from(p).await.expect("resolved");
+            assert_eq!(
+                v,
+                2 * i as u32 + 1 + round * 100,
+                "round {round}, generic {i}"
+            );
+        }
+    }
 }

@@ -939,7 +939,7 @@ impl Racer {
     /// Start whatever may start now, then check whether the race is lost.
     fn drive(&mut self, now: Time) {
         while !self.finished {
-            if !self.allowed_at().is_some_and(|t| t <= now) {
+            if self.allowed_at().is_none_or(|t| t > now) {
                 break;
             }
             let Some(leaf) = self.next_startable(now) else {

@@ -21,7 +21,8 @@
 //! - a binding may make and settle its Promises itself ([`promise_with`] and
 //!   a [`Settler`]), to build the value in the same call into JS that
 //!   settles the Promise; or also make the Promise in JS, taking only the
-//!   task's slot ([`start`]; the npm package's `receive` does).
+//!   task's slot ([`start`]; the npm package's `receive` does, one call
+//!   from wasm into JS fewer).
 //!
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
@@ -342,11 +343,12 @@ pub enum Started<T> {
 /// (one call from wasm into JS fewer). Polled once now; if it waits, its
 /// output goes to `settle` with the slot returned here.
 ///
-/// `settle` never runs before the JS code that called into wasm returned
-/// to the event loop (wakes run from microtasks and at the end of browser
-/// event handlers), so that code has time to put the Promise's resolvers
-/// where `settle` finds them at the slot. `settle` must not panic or throw
-/// (see [`Settler::settle`]).
+/// `settle` never runs while `start` runs: woken tasks run from a
+/// microtask, or as the outermost browser event handler of ours ends. So
+/// the JS code that called into wasm may put the Promise's resolvers where
+/// `settle` finds them at the slot, as long as it does so before it
+/// returns or awaits. `settle` must not panic or throw (see
+/// [`Settler::settle`]).
 pub fn start<F, T>(fut: F, settle: fn(usize, T)) -> Started<T>
 where
     F: Future<Output = T> + 'static,

@@ -159,7 +159,8 @@ export class Connection extends EventTarget {
       if (b.length > stagingSize) return this.#raw.send(b, messageProperties, endOfMessage);
       // Up to 64 KiB: copied into wasm memory here, and a Message sent at
       // once comes back as its sequence number (no Promise made in wasm).
-      // A view of a memory that grew since is detached: its length is 0.
+      // A view of a memory that grew since is detached: its length is 0
+      // (the module's memory is not shared).
       if (memoryBytes === null || memoryBytes.byteLength === 0) memoryBytes = new Uint8Array(memory.buffer);
       memoryBytes.set(b, stagingAt);
       const sequence = this.#raw.sendStaged(b.length, messageProperties, endOfMessage);
@@ -179,8 +180,8 @@ export class Connection extends EventTarget {
     // limits reject), else the receive's slot: its Promise is made here,
     // and wasm settles it through the resolvers left at the slot.
     const r = options == null
-      ? this.#raw.receive(undefined, undefined)
-      : this.#raw.receive(options.minIncompleteLength, options.maxLength);
+      ? this.#raw.receiveStart(undefined, undefined)
+      : this.#raw.receiveStart(options.minIncompleteLength, options.maxLength);
     if (typeof r !== 'number') return r;
     return new Promise((resolve, reject) => {
       receiveResolve[r] = resolve;

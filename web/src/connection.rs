@@ -72,17 +72,25 @@ const rejecters = [];
 export function receive_resolvers() {
   return [resolvers, rejecters];
 }
+// A slot with no resolver (receiveStart called without making its Promise)
+// is reported, not thrown: a throw would stop the executor's run.
+function unclaimed(slot, outcome) {
+  console.error(`postsocket: a receive finished with no Promise waiting at slot ${slot} (RawConnection.receiveStart is index.js's; use Connection.receive)`, outcome);
+}
 export function settle_received(slot, data, id, flags) {
   const f = resolvers[slot];
   resolvers[slot] = undefined;
   rejecters[slot] = undefined;
-  f(received_message(data, id, flags));
+  const message = received_message(data, id, flags);
+  if (f === undefined) unclaimed(slot, message);
+  else f(message);
 }
 export function reject_receive(slot, error) {
   const f = rejecters[slot];
   resolvers[slot] = undefined;
   rejecters[slot] = undefined;
-  f(error);
+  if (f === undefined) unclaimed(slot, error);
+  else f(error);
 }
 export function sent_message(sequence) {
   return { sequence };
@@ -229,16 +237,21 @@ impl RawConnection {
         }))
     }
 
-    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3), for index.js:
-    /// a Promise when the outcome is known at once (a Message already
-    /// buffered, a stopped Connection, a bad limit), else the receive's
-    /// slot number, where index.js puts the resolve and reject of the
-    /// Promise it makes (see [`receive_resolvers`]) before returning to
-    /// the event loop. The Promise resolves with `{ data, endOfMessage,
-    /// partial, messageContext }` or rejects with an `Error` named
-    /// `ReceiveError` (or `InvalidConfiguration` for a limit that is not a
-    /// whole number).
-    pub fn receive(&self, min_incomplete_length: Option<f64>, max_length: Option<f64>) -> JsValue {
+    /// `Receive(minIncompleteLength?, maxLength?)` (§9.3), index.js's
+    /// half of its `receive`: a Promise when the outcome is known at once
+    /// (a Message already buffered, a stopped Connection, a bad limit),
+    /// else the receive's slot number, where the caller must put the
+    /// resolve and reject of the Promise it makes (see
+    /// [`receive_resolvers`]) before it returns or awaits. The Promise
+    /// resolves with `{ data, endOfMessage, partial, messageContext }` or
+    /// rejects with an `Error` named `ReceiveError` (or
+    /// `InvalidConfiguration` for a limit that is not a whole number).
+    #[wasm_bindgen(js_name = receiveStart)]
+    pub fn receive_start(
+        &self,
+        min_incomplete_length: Option<f64>,
+        max_length: Option<f64>,
+    ) -> JsValue {
         let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
             v.map(|n| whole_number(&n.into(), what).map(|n| n as usize))
                 .transpose()
@@ -395,8 +408,8 @@ pub(crate) fn sent_outcome(outcome: Result<Sent, SendFailure>) -> Result<JsValue
 }
 
 /// Settle the Promise of the receive waiting at `slot` (see
-/// [`RawConnection::receive`]): the Message is built in the call into JS
-/// that resolves it.
+/// [`RawConnection::receive_start`]): the Message is built in the call
+/// into JS that resolves it.
 fn settle_receive(slot: usize, outcome: Result<ReceiveEvent, ReceiveError>) {
     match outcome {
         Ok(event) => {
@@ -408,7 +421,8 @@ fn settle_receive(slot: usize, outcome: Result<ReceiveEvent, ReceiveError>) {
 }
 
 /// The arrays where `index.js` puts a waiting receive's resolve and reject
-/// at its slot (see [`RawConnection::receive`]): `[resolvers, rejecters]`.
+/// at its slot (see [`RawConnection::receive_start`]): `[resolvers,
+/// rejecters]`.
 #[wasm_bindgen(js_name = receiveResolvers)]
 pub fn receive_resolvers() -> JsValue {
     inline_receive_resolvers()

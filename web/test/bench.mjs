@@ -98,14 +98,15 @@ try {
     // The median of the paired ratios: steadier than a ratio of medians on a
     // machine whose speed drifts between runs.
     const ratio = r.ratio;
-    const [lo, hi] = medianInterval(r.ratios, 0.9);
+    const [lo, hi, coverage] = medianInterval(r.ratios, 0.9);
     console.log(
       `  ${String(r.count).padStart(5)} x ${String(r.size).padStart(6)} B:` +
         `  raw WebSocket ${mbps(r.raw)} MB/s (${kmsg(r.raw)} k msg/s)` +
         `  postsocket ${mbps(r.postsocket)} MB/s (${kmsg(r.postsocket)} k msg/s)` +
         `  ratio ${ratio.toFixed(3)}x ${ratio >= 0.9 ? '(goal >= 0.9x met)' : '(goal >= 0.9x NOT met)'}` +
         ` (pairs ${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)};` +
-        ` 90% confidence interval of the median ${lo.toFixed(3)}-${hi.toFixed(3)}${lo >= 0.9 ? ', all above the goal' : ''})`,
+        ` ${Math.floor(coverage * 100)}% confidence interval of the median ${lo.toFixed(3)}-${hi.toFixed(3)}` +
+        `${lo >= 0.9 ? ', all above the goal' : ''})`,
     );
     console.log(
       `        runs (ms): raw ${r.rawAll.map((x) => x.toFixed(0)).join(' ')}; postsocket ${r.postsocketAll.map((x) => x.toFixed(0)).join(' ')}`,
@@ -118,9 +119,10 @@ try {
 
 /**
  * A distribution-free confidence interval of the median of `xs` (from the
- * binomial distribution of how many fall below it): the widest pair of
- * order statistics x(k), x(n+1-k) that still covers it with at least
- * `level` probability.
+ * binomial distribution of how many fall below it): the narrowest pair of
+ * order statistics x(k), x(n+1-k) that covers it with at least `level`
+ * probability (the whole range when there are too few). Returns
+ * `[low, high, coverage]`.
  */
 function medianInterval(xs, level) {
   const s = [...xs].sort((a, b) => a - b);
@@ -137,5 +139,5 @@ function medianInterval(xs, level) {
   };
   let k = 1;
   while (k + 1 <= n / 2 && 1 - 2 * below(k) >= level) k++;
-  return [s[k - 1], s[n - k]];
+  return [s[k - 1], s[n - k], 1 - 2 * below(k - 1)];
 }

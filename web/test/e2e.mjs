@@ -240,6 +240,35 @@ try {
     assert.match(r.badProperty, /msgLifetime/);
   });
 
+  await check('Messages stay intact when wasm memory grows between sends', async () => {
+    // send() copies a Message of up to 64 KiB into wasm memory through a view
+    // it keeps; an 8 MiB Message (copied in by wasm) grows the memory and
+    // detaches that view, which the next small send must notice.
+    const r = await inPage(
+      async (m, { echo }) => {
+        const { memory } = await (await import('/pkg/postsocket_web.js')).default();
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const before = memory.buffer.byteLength;
+        await conn.send(new Uint8Array(8 << 20).fill(1));
+        const bigBack = (await conn.receive()).data.length;
+        const grew = memory.buffer.byteLength > before;
+        const small = [];
+        for (let i = 0; i < 3; i++) {
+          await conn.send(new Uint8Array(1000).fill(40 + i));
+          const d = (await conn.receive()).data;
+          small.push(d.length === 1000 && d.every((b) => b === 40 + i));
+        }
+        await conn.close();
+        return { grew, bigBack, small };
+      },
+      { echo },
+    );
+    assert.ok(r.grew, 'the 8 MiB Message grew wasm memory');
+    assert.equal(r.bigBack, 8 << 20);
+    assert.deepEqual(r.small, [true, true, true], 'each small Message came back as sent');
+  });
+
   await check("the server's close with code 4001 rejects receive and throws from the iterator", async () => {
     const r = await inPage(
       async (m, { echo }) => {

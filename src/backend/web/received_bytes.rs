@@ -109,7 +109,8 @@ pub(crate) fn received(view: js_sys::Uint8Array) -> Bytes {
 let bytes = null;
 export function copy_in(mem, ptr, len, src) {
   if (src.length !== len) return false;
-  if (bytes === null || bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer); // detached: memory grew
+  // Detached (length 0) once the memory grew; it is not shared memory.
+  if (bytes === null || bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer);
   bytes.set(src, ptr);
   return true;
 }

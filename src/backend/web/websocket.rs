@@ -56,7 +56,9 @@ export function set_message_handler(ws, id, exports, text, mem, staging, capacit
     const view = new Uint8Array(d);
     const n = d.byteLength;
     if (n > capacity) return binary(id, view, n, 0);
-    if (bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer); // detached: memory grew
+    // A view of memory that grew since is detached (length 0; the memory
+    // is not shared, whose views stay attached).
+    if (bytes.byteLength === 0) bytes = new Uint8Array(mem.buffer);
     bytes.set(view, staging);
     binary(id, view, n, 1);
   };
@@ -149,6 +151,16 @@ thread_local! {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+// The handler passes the message's Uint8Array to the raw export as it is:
+// an `externref` parameter, which needs the reference-types feature (on by
+// default since Rust 1.82; without it wasm-bindgen's raw ABI takes a heap
+// index instead, and the handler would hand it a JS object).
+#[cfg(not(target_feature = "reference-types"))]
+compile_error!(
+    "postsocket's browser WebSocket needs wasm reference types \
+     (-C target-feature=+reference-types; the default since Rust 1.82)"
+);
+
 /// A binary message of WebSocket `id`, from its `onmessage` handler (see
 /// [`set_message_handler`]), which calls this export directly: no closure
 /// glue between the browser's event and wasm. `view` is the message
@@ -159,6 +171,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[doc(hidden)]
 #[wasm_bindgen(js_name = __postsocket_ws_binary)]
 pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
+    // Only the handler stages, and only what fits.
+    let staged = staged && len as usize <= super::staging::STAGING_LEN;
     in_browser_event(|| {
         // A socket that was dropped meanwhile detached its handler first.
         let Some(inbox) = SOCKETS.with(|s| s.borrow().get(&(id as u64)).map(|b| b.inbox.clone()))
