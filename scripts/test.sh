@@ -50,16 +50,18 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # shellcheck source=scripts/toolchain.sh
 . scripts/toolchain.sh
 
-# free_disk: what is free where the target directory is (or would be), for the log.
+# disk_dir: where the target directory is (or, before the first build, would be).
+disk_dir() {
+    if [ -d "$TARGET_DIR" ]; then echo "$TARGET_DIR"; else echo "$ROOT"; fi
+}
+# free_disk: what is free there, for the log.
 free_disk() {
-    local dir="$TARGET_DIR"
-    [ -d "$dir" ] || dir="$ROOT"
-    df -h "$dir" | awk 'NR == 2 { print $4 " free on " $6 }'
+    df -h "$(disk_dir)" | awk 'NR == 2 { print $4 " free on " $6 }'
 }
 
 NEED_GB=4
 step "free disk space (the suite's builds take about $NEED_GB GB)"
-avail_kb="$(df -Pk "$([ -d "$TARGET_DIR" ] && echo "$TARGET_DIR" || echo "$ROOT")" | awk 'NR == 2 { print $4 }')"
+avail_kb="$(df -Pk "$(disk_dir)" | awk 'NR == 2 { print $4 }')"
 free_disk
 [ "$avail_kb" -ge $((NEED_GB * 1024 * 1024)) ] ||
     echo "warning: less than $NEED_GB GB free; a build may fail with 'No space left on device' or a linker crash" >&2

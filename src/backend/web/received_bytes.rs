@@ -144,8 +144,12 @@ pub(crate) fn staging() -> (wasm_bindgen::JsValue, *mut u8, u32) {
 }
 
 /// [`received_sized`] for a message the JS handler already copied into
-/// the staging area: its first `len` bytes.
+/// the staging area: its first `len` bytes. A `len` the area cannot hold
+/// was not staged: it is copied in from `view`.
 pub(crate) fn received_staged(view: js_sys::Uint8Array, len: u32) -> Bytes {
+    if len as usize > super::staging::STAGING_LEN {
+        return received_sized(view, len);
+    }
     kept(view, super::staging::take_staged(len as usize))
 }
 

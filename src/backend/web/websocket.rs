@@ -171,8 +171,6 @@ compile_error!(
 #[doc(hidden)]
 #[wasm_bindgen(js_name = __postsocket_ws_binary)]
 pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
-    // Only the handler stages, and only what fits.
-    let staged = staged && len as usize <= super::staging::STAGING_LEN;
     in_browser_event(|| {
         // A socket that was dropped meanwhile detached its handler first.
         let Some(inbox) = SOCKETS.with(|s| s.borrow().get(&(id as u64)).map(|b| b.inbox.clone()))
