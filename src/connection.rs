@@ -41,6 +41,7 @@ use crate::runtime::{self, Instant};
 use crate::trace::RacingTrace;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
+use futures::future::FusedFuture;
 use futures::future::{FutureExt, Shared};
 use futures::task::AtomicWaker;
 use futures::StreamExt;
@@ -54,6 +55,21 @@ use std::sync::{Arc, Mutex, Weak};
 /// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
 /// the memory a peer can make us buffer with a length prefix.
 pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
+
+/// How long [`Connection::close`] waits for the peer to take what was sent
+/// (the queued Messages written, and where the stack can tell, acknowledged:
+/// a QUIC stream's data; a TCP or TLS peer's end of stream read, so that no
+/// reset discards the tail). Past it, close aborts the Connection and
+/// reports a Timeout instead of waiting forever on a peer that stopped
+/// reading.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long [`Connection::close`] keeps reading a TCP or TLS peer's side,
+/// after finishing its own, for the peer's end of stream: closing a socket
+/// with unread bytes resets the connection, and a reset can discard what
+/// the peer has not read yet. A peer that keeps its side open longer sees
+/// the socket close then.
+pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most frames handed to one vectored write.
 const MAX_IOV: usize = 512;
@@ -256,6 +272,24 @@ struct WriterState {
     /// Messages the stack took whole but may still hold (TLS records that
     /// did not fit the socket yet): answered once `Transport::flush` is done.
     written: Vec<Queued>,
+    /// A whole Message (a datagram, a WebSocket or data-channel message)
+    /// being handed to a stack whose sends are not cancel-safe, with that
+    /// send still running: it lives here, not in the flush, so a flush
+    /// dropped midway (its send future dropped) leaves it to the next flush
+    /// to finish, and the stack never gets the Message twice.
+    sending: Option<(Queued, runtime::BoxFuture<'static, std::io::Result<()>>)>,
+}
+
+impl WriterState {
+    /// Every Message the writer holds that has no answer yet, in send order.
+    fn unanswered(&mut self) -> impl Iterator<Item = Queued> + '_ {
+        self.front_offset = 0;
+        let sending = self.sending.take().map(|(f, _)| f);
+        self.written
+            .drain(..)
+            .chain(sending)
+            .chain(self.inflight.drain(..))
+    }
 }
 
 struct Current {
@@ -372,6 +406,9 @@ impl Drop for ReceiveGuard<'_> {
 }
 
 impl Connection {
+    // In the browser, Inner is not Send: a stack's send in progress
+    // (`WriterState::sending`) is a browser future, and the page has one thread.
+    #[allow(clippy::arc_with_non_send_sync)]
     pub(crate) fn from_parts(p: Parts, group: Option<Arc<Group>>) -> Connection {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (events_tx, events_rx) = mpsc::unbounded();
@@ -414,6 +451,7 @@ impl Connection {
                 transport: Some(p.transport.clone()),
                 inflight: VecDeque::new(),
                 written: Vec::new(),
+                sending: None,
                 front_offset: 0,
             }),
             recv: futures::lock::Mutex::new(RecvState {
@@ -873,7 +911,9 @@ impl Connection {
                     data,
                     ..Frame::default()
                 },
-                deadline: props.msg_lifetime.map(|l| runtime::now() + l),
+                deadline: props
+                    .msg_lifetime
+                    .map(|l| runtime::saturating_add(runtime::now(), l)),
                 context,
                 reply: Some(tx),
                 final_: false,
@@ -948,7 +988,9 @@ impl Connection {
         }
         let seq = q.next_seq;
         q.next_seq += 1;
-        let deadline = props.msg_lifetime.map(|l| runtime::now() + l);
+        let deadline = props
+            .msg_lifetime
+            .map(|l| runtime::saturating_add(runtime::now(), l));
         let mut queued = Some(Queued {
             seq,
             frame,
@@ -1091,7 +1133,13 @@ impl Connection {
     }
 
     /// `Close()` (§10): send every queued Message, finish the stream (TCP
-    /// FIN), resolve pending receives, then emit `Closed`. Idempotent.
+    /// FIN), and wait until the peer has what was sent where the stack can
+    /// tell (QUIC: the stream's data acknowledged; TCP and TLS: the peer's
+    /// end of stream read, for at most [`CLOSE_LINGER`], so that no reset
+    /// discards the tail); then resolve pending receives and emit `Closed`.
+    /// Idempotent. It never waits forever: past [`CLOSE_TIMEOUT`] it aborts
+    /// the Connection and fails with `Timeout`, and an `abort()` meanwhile
+    /// ends it at once (every unanswered send fails with SendError).
     pub async fn close(&self) -> Result<(), Error> {
         Inner::close(&self.inner).await
     }
@@ -1306,7 +1354,7 @@ impl Inner {
         let Some(mut w) = inner.writer.try_lock() else {
             return WriteNow::NotTried;
         };
-        if !w.inflight.is_empty() || !w.written.is_empty() {
+        if !w.inflight.is_empty() || !w.written.is_empty() || w.sending.is_some() {
             return WriteNow::NotTried;
         }
         let Some(t) = w.transport.as_ref() else {
@@ -1405,7 +1453,12 @@ impl Inner {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
                 _ = flush.as_mut().fuse() => {},
                 _ = stop.fuse() => {
-                    // Aborted: the abort answered every queued Message.
+                    // Stopped (Abort, or a failure): the flush, which may be
+                    // blocked on a peer that does not read, lets go of the
+                    // writer, and every Message the writer still holds is
+                    // answered (Abort answered the queued ones already).
+                    drop(flush);
+                    inner.answer_writes_after_stop();
                     return rx.await.unwrap_or_else(|_| Err(dropped()));
                 }
             }
@@ -1430,7 +1483,7 @@ impl Inner {
             }
         }
         let Some(transport) = w.transport.clone() else {
-            for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
+            for mut f in w.unanswered() {
                 f.answer(Err(SendFailureKind::Error(Error::new(
                     ErrorReason::ConnectionAborted,
                     "the Connection is closed",
@@ -1438,6 +1491,12 @@ impl Inner {
             }
             return;
         };
+        // A whole Message whose send an earlier flush left running goes first.
+        if let Some((_, send)) = w.sending.as_mut() {
+            let r = send.as_mut().await;
+            let (f, _) = w.sending.take().expect("sending");
+            Self::answer_whole(inner, &transport, f, r);
+        }
         let is_stream = inner.caps.data_unit == DataUnit::ByteStream;
         while !w.inflight.is_empty() {
             // Drop expired Messages that have not started going out (the
@@ -1457,9 +1516,7 @@ impl Inner {
                 }
             }
             if is_stream && w.front_offset == 0 && w.inflight.front().is_some_and(|f| f.datagram) {
-                let mut f = w.inflight.pop_front().expect("front");
-                let r = transport.send_datagram(&f.frame.data).await;
-                f.answer(datagram_outcome(r));
+                Self::send_whole(inner, w, &transport).await;
                 continue;
             }
             if is_stream {
@@ -1541,30 +1598,55 @@ impl Inner {
                     return;
                 }
             } else {
-                let front = w.inflight.front().expect("non-empty");
-                let res = transport.send_datagram(&front.frame.contiguous()).await;
-                let mut f = w.inflight.pop_front().expect("front");
-                match res {
-                    // A final Message ends this direction (WebSocket: the Close
-                    // frame) where the stack has a half-close; a WebRTC data
-                    // channel has none (Capabilities::final_ends_sending).
-                    Ok(()) if f.final_ && inner.caps.final_ends_sending => {
-                        match transport.shutdown_write() {
-                            Ok(()) => f.answer(Ok(())),
-                            Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
-                                ErrorReason::ProtocolFailed,
-                                format!("ending the stream after the final Message: {e}"),
-                            )))),
-                        }
-                    }
-                    r => f.answer(datagram_outcome(r)),
-                }
+                Self::send_whole(inner, w, &transport).await;
             }
         }
         // A flush dropped while the stack pushed out its bytes left Messages
         // to answer.
         if !w.written.is_empty() {
             Self::answer_written(inner, w, &transport).await;
+        }
+    }
+
+    /// Hand the front Message whole to the stack (one datagram, WebSocket or
+    /// data-channel message) and answer it. A cancel-safe send is awaited in
+    /// place, the Message leaving the queue only once taken; any other runs
+    /// from `WriterState::sending`, so that a flush dropped midway resumes
+    /// it instead of sending the Message again.
+    async fn send_whole(inner: &Arc<Inner>, w: &mut WriterState, transport: &Transport) {
+        let (f, r) = if transport.writes_cancel_safe() {
+            let front = w.inflight.front().expect("non-empty");
+            let r = transport.send_datagram(&front.frame.contiguous()).await;
+            (w.inflight.pop_front().expect("front"), r)
+        } else {
+            let f = w.inflight.pop_front().expect("non-empty");
+            let data = bytes::Bytes::from(f.frame.contiguous().into_owned());
+            let t = transport.clone();
+            let send: runtime::BoxFuture<'static, std::io::Result<()>> =
+                Box::pin(async move { t.send_datagram(&data).await });
+            let (_, send) = w.sending.insert((f, send));
+            let r = send.as_mut().await;
+            (w.sending.take().expect("sending").0, r)
+        };
+        Self::answer_whole(inner, transport, f, r);
+    }
+
+    /// A whole Message went to the stack (or failed): its outcome. A final
+    /// Message ends this direction (WebSocket: the Close frame) where the
+    /// stack has a half-close; a WebRTC data channel has none
+    /// (`Capabilities::final_ends_sending`).
+    fn answer_whole(inner: &Inner, transport: &Transport, mut f: Queued, r: std::io::Result<()>) {
+        match r {
+            Ok(()) if f.final_ && inner.caps.final_ends_sending => {
+                match transport.shutdown_write() {
+                    Ok(()) => f.answer(Ok(())),
+                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
+                        ErrorReason::ProtocolFailed,
+                        format!("ending the stream after the final Message: {e}"),
+                    )))),
+                }
+            }
+            r => f.answer(datagram_outcome(r)),
         }
     }
 
@@ -1605,10 +1687,9 @@ impl Inner {
     /// the error, and the Connection fails.
     fn fail_writes(inner: &Arc<Inner>, w: &mut WriterState, why: String) {
         let err = Error::new(ErrorReason::ConnectionAborted, why);
-        for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
+        for mut f in w.unanswered() {
             f.answer(Err(SendFailureKind::Error(err.clone())));
         }
-        w.front_offset = 0;
         inner.fail(err);
     }
 
@@ -1629,6 +1710,42 @@ impl Inner {
                 .unbounded_send(ConnectionEvent::ConnectionError(err));
             self.events_tx.close_channel();
         }
+    }
+
+    /// Close ran out of time ([`CLOSE_TIMEOUT`]): abort, and the error that
+    /// says so (every Message still unanswered fails with it).
+    fn close_timed_out(&self) -> Error {
+        let err = Error::new(
+            ErrorReason::Timeout,
+            format!(
+                "close: the peer did not take what was sent within {} s; the Connection was aborted",
+                CLOSE_TIMEOUT.as_secs()
+            ),
+        );
+        self.abort(err.clone());
+        self.answer_writes_after_stop();
+        err
+    }
+
+    /// After the stop: if the writer is free (no flush holds it any more),
+    /// answer every Message it still holds with the reason of the stop, and
+    /// let go of the stack. A writer still held is answered by its holder,
+    /// which sees the stop too.
+    fn answer_writes_after_stop(&self) {
+        let Some(mut w) = self.writer.try_lock() else {
+            return;
+        };
+        let err = match self.stopped.get() {
+            Some(Stopped::Failed(e)) => e.clone(),
+            Some(Stopped::Aborted) => Error::new(ErrorReason::ConnectionAborted, "local Abort"),
+            Some(Stopped::Closed) | None => {
+                Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
+            }
+        };
+        for mut f in w.unanswered() {
+            f.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        w.transport = None;
     }
 
     fn abort(&self, err: Error) {
@@ -1658,8 +1775,7 @@ impl Inner {
         // if free. Dropping the last handle of the socket closes it, and with
         // linger 0 that close is a reset.
         if let Some(mut w) = self.writer.try_lock() {
-            let w = &mut *w;
-            for mut f in w.written.drain(..).chain(w.inflight.drain(..)) {
+            for mut f in w.unanswered() {
                 f.answer(Err(SendFailureKind::Error(err.clone())));
             }
             w.transport = None;
@@ -1693,18 +1809,66 @@ impl Inner {
                 "the Connection is closing",
             ));
         }
-        // Deliver everything queued, then finish the stream.
-        let mut w = inner.writer.lock().await;
-        Inner::flush(inner, &mut w).await;
-        if let Some(t) = w.transport.take() {
-            let _ = t.shutdown_write();
+        // Deliver everything queued, finish the stream, and wait until the
+        // peer has it where the stack can tell (a QUIC stream's data
+        // acknowledged), unless an Abort (or a failure) stops the Connection
+        // meanwhile: then the writer, and the sends it holds, are answered at
+        // once. All of it within CLOSE_TIMEOUT.
+        let deadline = runtime::saturating_add(runtime::now(), CLOSE_TIMEOUT);
+        let stop = inner.stop_rx.clone();
+        let finish = async {
+            let mut w = inner.writer.lock().await;
+            Inner::flush(inner, &mut w).await;
+            let t = w.transport.take();
+            drop(w);
+            if let Some(t) = t {
+                if t.shutdown_write().is_ok() {
+                    return t.delivered().await;
+                }
+            }
+            Ok(())
+        };
+        let mut finish = Box::pin(finish);
+        let mut timer = Box::pin(runtime::sleep_until(deadline).fuse());
+        let ended = futures::select_biased! {
+            r = finish.as_mut().fuse() => Some(r),
+            _ = stop.fuse() => None,
+            _ = &mut timer => Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut))),
+        };
+        drop(finish);
+        if timer.is_terminated() {
+            return Err(inner.close_timed_out());
         }
-        drop(w);
+        if ended.is_none() {
+            inner.answer_writes_after_stop();
+        }
         // Resolve pending receives before Closed.
         inner.stop(Stopped::Closed);
         let mut st = inner.recv.lock().await;
-        st.transport = None;
+        let reader = st.transport.take();
         drop(st);
+        // TCP and TLS: read the peer's side to its end (and drop what
+        // arrives), so that closing the socket with unread data does not
+        // reset the connection and discard the tail of what we sent. A peer
+        // that keeps its side open gets CLOSE_LINGER for that, then the
+        // socket closes anyway.
+        if let Some(t) = reader.filter(|_| ended.is_some()) {
+            let linger = runtime::saturating_add(runtime::now(), CLOSE_LINGER);
+            let linger = if linger < deadline { linger } else { deadline };
+            futures::select_biased! {
+                _ = Box::pin(t.drain_to_end()).fuse() => {},
+                _ = Box::pin(runtime::sleep_until(linger)).fuse() => {},
+            }
+        }
+        if let Some(Err(e)) = ended {
+            // The stack reported that the peer did not take it all.
+            let err = Error::new(
+                ErrorReason::ConnectionAborted,
+                format!("close: the peer did not take everything sent: {e}"),
+            );
+            inner.fail(err.clone());
+            return Err(err);
+        }
         for _ in 0..10_000 {
             if inner.receives.load(Ordering::SeqCst) == 0 {
                 break;

@@ -335,7 +335,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         backend::registry(),
         &s.props,
         &s.security,
-        !s.framers.is_empty(),
+        s.framers.frames_messages(&s.props),
         s.protocols.as_deref(),
     ) {
         Ok(c) => c,
@@ -430,8 +430,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                     opts: opts.clone(),
                                 },
                             );
-                            let fut =
-                                Abortable::new(attempt(caps, remote, opts, s.framers.fresh()), reg);
+                            let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
+                            let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
                         Err(msg) => {
@@ -491,7 +491,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         let deadline = racer.poll_timeout();
         let sleep = async {
             match deadline {
-                Some(d) => runtime::sleep_until(start + d).await,
+                Some(d) => runtime::sleep_until(runtime::saturating_add(start, d)).await,
                 None => futures::future::pending::<()>().await,
             }
         };

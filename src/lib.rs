@@ -54,7 +54,10 @@ pub mod trace;
 /// `bytes` crate).
 pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
-pub use connection::{Connection, ReceiveError, SendFailure, SendFuture, Sent, RECV_MSG_MAX_LEN};
+pub use connection::{
+    Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER, CLOSE_TIMEOUT,
+    RECV_MSG_MAX_LEN,
+};
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};
 pub use error::{CandidateFailure, Error, ErrorReason};
 pub use event::{ConnectionEvent, ListenerEvent};

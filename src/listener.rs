@@ -90,7 +90,7 @@ impl Listener {
             crate::backend::registry(),
             &props,
             &snap.security,
-            !snap.framers.is_empty(),
+            snap.framers.frames_messages(&props),
             snap.protocols.as_deref(),
         )?;
         let stacks = listen_stacks(&chosen, &snap.security)?;
@@ -242,8 +242,10 @@ impl Listener {
             remote,
             group,
         } = incoming;
-        let caps = crate::racing::selection::effective(caps, !self.snap.framers.is_empty());
-        let mut framers = self.snap.framers.fresh();
+        let snap = &self.snap;
+        let caps =
+            crate::racing::selection::effective(caps, snap.framers.frames_messages(&snap.props));
+        let mut framers = snap.framers.for_data_unit(caps.data_unit, &snap.props);
         let leftover = establish::framer_start(&transport, &caps, &mut framers)
             .await
             .map_err(|m| Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}")))?;

@@ -263,9 +263,11 @@ impl Preconnection {
                 ..Frame::default()
             };
             // A framer that refuses the Message leaves it to the normal send, which reports why.
+            // Early data goes on a byte stream (QUIC, TLS): framed as the
+            // Connection there will frame.
             if self
                 .framers
-                .fresh()
+                .for_data_unit(crate::capability::DataUnit::ByteStream, &self.props)
                 .frame(&mut frame, &context, true)
                 .is_ok()
             {

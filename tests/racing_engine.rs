@@ -1072,6 +1072,43 @@ fn timeout_cancels_and_fails_at_the_deadline() {
 }
 
 #[test]
+fn a_timeout_of_duration_max_never_fires_and_never_panics() {
+    // An application's "no limit in practice": the deadline saturates.
+    let config = RacingConfig {
+        timeout: Some(Duration::MAX),
+        ..cfg()
+    };
+    let start = ms(100);
+    let remotes = vec![lit("[::1]:80"), lit("127.0.0.1:80")];
+    let mut racer = Racer::new(config, default_path(), vec![StackId::Tcp], remotes, start);
+    assert!(matches!(
+        racer.poll_action(),
+        Some(Action::StartAttempt { .. })
+    ));
+    assert_eq!(
+        racer.poll_timeout(),
+        Some(ms(350)),
+        "the attempt delay comes first"
+    );
+    racer.handle_timeout(ms(350));
+    assert!(matches!(
+        racer.poll_action(),
+        Some(Action::StartAttempt { .. })
+    ));
+    assert_eq!(
+        racer.poll_timeout(),
+        Some(Duration::MAX),
+        "the saturated deadline"
+    );
+    racer.handle_timeout(Duration::from_secs(1_000_000_000));
+    assert_eq!(
+        racer.poll_action(),
+        None,
+        "nothing fails a billion seconds in"
+    );
+}
+
+#[test]
 fn timeout_while_resolving_lists_the_host() {
     let config = RacingConfig {
         timeout: Some(ms(1500)),

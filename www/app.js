@@ -5,10 +5,14 @@ import { model, renderTree, renderTimeline, summary } from './trace-view.js';
 const $ = (sel) => document.querySelector(sel);
 const body = document.body;
 
-// Selection properties shown, with their RFC 9622 defaults.
+// Selection properties shown, with their RFC 9622 defaults, but for
+// preserveMsgBoundaries: the demo's echo server speaks Messages, so the page
+// requires them and every stack carries them whichever wins (a WebTransport
+// stream with a length prefix per Message). It is shown, not changeable.
+const FIXED = { preserveMsgBoundaries: 'the echo server speaks Messages: every stack keeps their boundaries (WebTransport streams with a length prefix)' };
 const PROPERTIES = [
   ['reliability', 'require'],
-  ['preserveMsgBoundaries', 'noPreference'],
+  ['preserveMsgBoundaries', 'require'],
   ['perMsgReliability', 'noPreference'],
   ['preserveOrder', 'require'],
   ['multistreaming', 'prefer'],
@@ -49,6 +53,10 @@ function buildProperties() {
     const select = document.createElement('select');
     select.name = name;
     select.setAttribute('aria-label', name);
+    if (FIXED[name]) {
+      select.disabled = true;
+      select.title = FIXED[name];
+    }
     for (const level of LEVELS) {
       const o = new Option(level === 'noPreference' ? 'no preference' : level, level, level === def, level === def);
       select.append(o);

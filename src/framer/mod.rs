@@ -16,7 +16,9 @@ mod length_prefix;
 pub use delimiter::DelimiterFramer;
 pub use length_prefix::LengthPrefixFramer;
 
+use crate::capability::DataUnit;
 use crate::message::MessageContext;
+use crate::properties::{Preference, SelectionProperty, TransportProperties};
 use std::fmt;
 
 /// A framer failed: the data or the message could not be framed or parsed.
@@ -261,6 +263,31 @@ pub(crate) struct FramerStack {
 impl FramerStack {
     pub(crate) fn is_empty(&self) -> bool {
         self.framers.is_empty()
+    }
+
+    /// Whether Connections made with these framers and `props` carry
+    /// Messages on every stack: the application added a framer, or it
+    /// requires `preserveMsgBoundaries` (§6.2.2), and then a byte-stream
+    /// stack gets a [`LengthPrefixFramer`] (see [`Self::for_data_unit`]).
+    pub(crate) fn frames_messages(&self, props: &TransportProperties) -> bool {
+        !self.is_empty()
+            || props.get(SelectionProperty::PreserveMsgBoundaries) == Preference::Require
+    }
+
+    /// The framers one Connection over a stack that carries `unit` runs: a
+    /// fresh copy of the application's; or, when it added none but requires
+    /// `preserveMsgBoundaries`, a [`LengthPrefixFramer`] on a byte stream
+    /// (TCP, TLS, QUIC and WebTransport streams), so that a Message stays one
+    /// Message whichever stack wins the race. A Listener with the same
+    /// properties frames the same way, so both ends agree.
+    pub(crate) fn for_data_unit(&self, unit: DataUnit, props: &TransportProperties) -> FramerStack {
+        if self.is_empty() && unit == DataUnit::ByteStream && self.frames_messages(props) {
+            FramerStack {
+                framers: vec![Box::new(LengthPrefixFramer::new())],
+            }
+        } else {
+            self.fresh()
+        }
     }
 
     /// New instances of the same framers (for another Connection or candidate).

@@ -390,7 +390,7 @@ impl Racer {
         } else {
             "no candidate to race"
         };
-        let deadline = config.timeout.map(|t| now + t);
+        let deadline = config.timeout.map(|t| now.saturating_add(t));
         let mut r = Racer {
             config,
             paths,

@@ -10,6 +10,14 @@ pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
+/// `at + d`, or an instant decades away where that is past what the clock
+/// can hold (a `Duration::MAX` lifetime or timeout from an application
+/// means "never", not a panic).
+pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
 /// Sleep until `deadline`.
 pub(crate) async fn sleep_until(deadline: Instant) {
     tokio::time::sleep_until(deadline).await

@@ -72,10 +72,19 @@ pub(crate) async fn sleep(d: Duration) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// Sleep until `deadline`.
+/// `at + d` (a float clock: a `Duration::MAX` stays far away, never panics).
+pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
+    at + d
+}
+
+/// Sleep until `deadline` (one `setTimeout` reaches at most about 24.8 days
+/// ahead, so a later deadline takes several).
 pub(crate) async fn sleep_until(deadline: Instant) {
-    let n = now();
-    if deadline > n {
+    loop {
+        let n = now();
+        if deadline <= n {
+            return;
+        }
         sleep(deadline.duration_since(n)).await;
     }
 }

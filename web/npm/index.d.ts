@@ -68,6 +68,13 @@ export interface PreconnectionOptions {
   protocolOptions?: Record<string, string>;
   /** The Connection Attempt Delay (RFC 8305) in ms; default 250. */
   connectionAttemptDelay?: number;
+  /**
+   * A Message Framer (RFC 9622 §9.1.2) on every stack: `'lengthPrefix'` (a 4-byte big-endian
+   * length before each Message) or `'line'` (Messages end with `\n`). Without one,
+   * `preserveMsgBoundaries: 'require'` frames WebTransport streams with a length prefix and
+   * leaves WebSocket and data-channel Messages as they are.
+   */
+  framer?: 'lengthPrefix' | 'line';
 }
 
 /** One step of the race (the RacingTrace schema, same as `tapscat --trace`). */

@@ -19,7 +19,11 @@ const OPTIONS: &[&str] = &[
     "security",
     "protocolOptions",
     "connectionAttemptDelay",
+    "framer",
 ];
+
+/// The framers `options.framer` names (RFC 9622 §9.1.2).
+const FRAMERS: &[&str] = &["lengthPrefix", "line"];
 
 /// A Preconnection (RFC 9622 §6). See `index.d.ts` for the options.
 #[wasm_bindgen]
@@ -44,6 +48,7 @@ impl RawPreconnection {
         let mut security = SecurityParameters::new();
         let mut protocols = None;
         let mut delay = None;
+        let mut framer = None;
         for (key, value) in entries(&options, "options")? {
             if value.is_undefined() {
                 continue;
@@ -79,6 +84,16 @@ impl RawPreconnection {
                 "connectionAttemptDelay" => {
                     delay = Some(Duration::from_millis(whole_number(&value, &key)?));
                 }
+                "framer" => {
+                    let name = string(&value, "framer")?;
+                    if !FRAMERS.contains(&name.as_str()) {
+                        return Err(invalid(format!(
+                            "unknown framer `{name}`; known: {}",
+                            FRAMERS.join(", ")
+                        )));
+                    }
+                    framer = Some(name);
+                }
                 other => {
                     return Err(invalid(format!(
                         "unknown option `{other}`; known: {}",
@@ -96,6 +111,15 @@ impl RawPreconnection {
         }
         if let Some(d) = delay {
             pre.set_connection_attempt_delay(d);
+        }
+        match framer.as_deref() {
+            Some("lengthPrefix") => {
+                pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+            }
+            Some(_) => {
+                pre.add_framer(postsocket::framer::DelimiterFramer::line());
+            }
+            None => {}
         }
         // Received Messages go to JS as the browser's own buffers.
         postsocket::browser::keep_browser_bytes(true);

@@ -1,6 +1,8 @@
 // End-to-end test of the www demo: starts demo-server, drives the page in
 // headless Chromium (playwright-core, Debian's /usr/bin/chromium, no browser
 // download) and checks what a user would see:
+//   0. The defaults as a newcomer clicks them: WebTransport wins, and Send
+//      echoes each Message as itself.
 //   1. WebTransport blackholed on the server → WebSocket wins about one
 //      attempt delay later, and the timeline shows WebTransport cancelled;
 //      a message echoes with its round-trip time. WebTransport refused → its
@@ -55,6 +57,22 @@ function check(cond, message) {
   console.log(`ok - ${message}`);
 }
 
+/** Type `text`, press Send, and check that the newest row shows it echoed. */
+async function sendAndCheck(page, text) {
+  await page.fill('#message', text);
+  await page.click('#send');
+  // The page puts the new row first and marks it with its round-trip time
+  // once the echo (or an error) is in.
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#messages tbody tr:first-child');
+    return row && (row.dataset.rtt || row.cells[1].textContent !== '…');
+  }, null, { timeout: 10000 });
+  const echo = await page.textContent('#messages tbody tr:first-child td:nth-child(2)');
+  const winner = await page.getAttribute('body', 'data-winner');
+  const shown = text.length > 40 ? `${text.length} bytes` : text;
+  check(echo === text, `over ${winner}, "${shown}" echoed as itself${echo === text ? '' : `, not "${echo.slice(0, 80)}"`}`);
+}
+
 const server = startServer();
 const profile = mkdtempSync(join(tmpdir(), 'postsocket-demo-'));
 let browser;
@@ -76,6 +94,17 @@ try {
   await page.goto(url);
   await page.waitForSelector('body[data-state=idle]', { timeout: 15000 });
   check(true, 'the page loaded the npm package and the server config');
+
+  // 0. The default path, exactly as a newcomer clicks it: nothing changed,
+  // Connect, then Send. WebTransport wins, and each Message, short or long,
+  // comes back as itself (a WebTransport stream carries Messages framed).
+  await page.click('#connect');
+  await page.waitForSelector('body[data-state=ready], body[data-state=failed]', { timeout: 20000 });
+  check(await page.getAttribute('body', 'data-winner') === 'wt', `defaults: ${await page.textContent('#status')}`);
+  await sendAndCheck(page, 'hello with the defaults');
+  await sendAndCheck(page, 'x'.repeat(5000));
+  await sendAndCheck(page, 'and a third');
+  await page.screenshot({ path: join(shots, 'defaults.png'), fullPage: true });
 
   // 1. WebTransport blackholed: WebSocket wins one attempt delay later.
   await page.check('[name=stack][value=wt]');
@@ -100,11 +129,8 @@ try {
   };
   const gap = startOf('ws') - startOf('wt');
   check(gap >= 240 && gap < 1000, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay 250 ms)`);
-  await page.fill('#message', 'hello from the e2e test');
-  await page.click('#send');
-  await page.waitForSelector('#messages tbody tr[data-rtt]', { timeout: 10000 });
-  const echo = await page.textContent('#messages tbody tr td:nth-child(2)');
-  check(echo === 'hello from the e2e test', `the echo came back: ${echo}`);
+  await sendAndCheck(page, 'hello from the e2e test');
+  await sendAndCheck(page, 'y'.repeat(5000));
   await page.screenshot({ path: join(shots, 'browser-race.png'), fullPage: true });
 
   // 1a. WebTransport refused: its attempt fails fast and WebSocket starts at
@@ -129,11 +155,7 @@ try {
   await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Ready: webrtc')
     || document.body.dataset.state === 'failed', null, { timeout: 30000 });
   check(await page.getAttribute('body', 'data-winner') === 'webrtc', `WebRTC rendezvous: ${await page.textContent('#status')}`);
-  await page.fill('#message', 'over a data channel');
-  await page.click('#send');
-  await page.waitForSelector('#messages tbody tr:first-child[data-rtt]', { timeout: 10000 });
-  const rtcEcho = await page.textContent('#messages tbody tr:first-child td:nth-child(2)');
-  check(rtcEcho === 'over a data channel', `the data channel echoed: ${rtcEcho}`);
+  await sendAndCheck(page, 'over a data channel');
 
   // 2. A native race drawn in the same view.
   await page.selectOption('#scenario', 'quic-blackholed');

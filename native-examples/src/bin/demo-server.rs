@@ -14,7 +14,8 @@
 
 use clap::Parser;
 use postsocket::{
-    Listener, LocalEndpoint, Preconnection, SecurityParameters, StackId, TransportProperties,
+    Listener, LocalEndpoint, Preconnection, Preference, SecurityParameters, SelectionProperty,
+    StackId, TransportProperties,
 };
 use postsocket_examples::demo::cert::{self, ShortLivedCert};
 use postsocket_examples::demo::echo;
@@ -128,7 +129,15 @@ async fn echo_listener(c: &ShortLivedCert) -> Result<Listener, String> {
     // Opportunistic: plain ws and secure wt on one Listener.
     let mut sec = SecurityParameters::opportunistic();
     sec.server_certificate = vec![c.identity.clone()];
-    let mut pre = Preconnection::new(vec![local], vec![], TransportProperties::new(), sec);
+    // The page asks for Messages (preserveMsgBoundaries required), and so
+    // does the Listener: a WebTransport stream then carries each Message
+    // behind a length prefix, and a WebSocket message is one Message.
+    let mut props = TransportProperties::new();
+    props.set_preference(
+        SelectionProperty::PreserveMsgBoundaries,
+        Preference::Require,
+    );
+    let mut pre = Preconnection::new(vec![local], vec![], props, sec);
     pre.set_protocols(STACKS.to_vec());
     pre.listen()
         .await

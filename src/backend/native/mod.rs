@@ -195,6 +195,35 @@ impl Transport {
         }
     }
 
+    /// After `shutdown_write`: wait until the peer has taken everything
+    /// sent, where the stack can tell. QUIC: the peer acknowledged all of
+    /// the stream's data (an error if it stopped the stream instead). Other
+    /// stacks: at once (TCP and TLS use [`Self::drain_to_end`]).
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        match self {
+            Transport::Quic(q) => q.delivered().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// TCP and TLS, after `shutdown_write`: read the peer's side to its end,
+    /// dropping what arrives, so that closing the socket with unread bytes
+    /// does not reset the connection (which would discard what the peer has
+    /// not read yet). Other stacks: at once.
+    pub(crate) async fn drain_to_end(&self) -> io::Result<()> {
+        if !matches!(self, Transport::Tcp(_) | Transport::Tls(_)) {
+            return Ok(());
+        }
+        let mut scratch = Vec::new();
+        loop {
+            scratch.clear();
+            match self.read(&mut scratch).await? {
+                Recv::Eof => return Ok(()),
+                _ => scratch.shrink_to(64 * 1024),
+            }
+        }
+    }
+
     /// Abort: TCP RST on close; wake every pending read.
     pub(crate) fn abort(&self) {
         match self {

@@ -370,6 +370,20 @@ impl QuicTransport {
         }
     }
 
+    /// After `shutdown_write`: resolves once the peer acknowledged all the
+    /// stream's data, or ended it its own way first (STOP_SENDING, or the
+    /// connection closed): either way nothing more is in flight, so dropping
+    /// the last handle (which closes the QUIC connection at once) loses
+    /// nothing the peer would still take.
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        let Some(send) = &self.send else {
+            return Ok(());
+        };
+        let stopped = lock_send(send).stopped();
+        let _ = stopped.await;
+        Ok(())
+    }
+
     /// Reset the stream in both directions (RESET_STREAM, STOP_SENDING).
     pub(crate) fn abort(&self) {
         if let Some(s) = &self.send {

@@ -146,6 +146,18 @@ impl Transport {
             Transport::Wt(w) => w.send_datagram(data).await,
         }
     }
+    /// After `shutdown_write`: wait until the peer took everything sent,
+    /// where the stack can tell. A page cannot see acknowledgements: at once.
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Read the peer's side to its end after `shutdown_write` (the native
+    /// TCP and TLS need it; a browser stack closes cleanly): at once.
+    pub(crate) async fn drain_to_end(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Close (WebSocket: close frame with code 1000).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {

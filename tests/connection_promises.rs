@@ -1,0 +1,354 @@
+//! The Connection keeps its promises (RFC 9622 §10, §11) against peers this
+//! project did not write (plain tokio sockets, tokio-tungstenite): Abort
+//! answers every send at once, even one blocked behind a peer that does not
+//! read, and Close then resolves; a send future dropped midway never makes a
+//! Message go out twice; durations from the application never panic.
+// Native only: the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
+mod common;
+use futures::StreamExt;
+use postsocket::{
+    ErrorReason, MessageContext, Preconnection, RemoteEndpoint, SecurityParameters, SendFailure,
+    StackId, TransportProperties,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long an outcome that is due "at once" may take before the test calls
+/// it a hang (generous: a loaded CI machine).
+const AT_ONCE: Duration = Duration::from_secs(5);
+
+/// A Message far larger than the socket buffers of both ends together.
+const HUGE: usize = 64 * 1024 * 1024;
+
+/// A plain TCP peer that accepts and never reads; it holds the socket
+/// until the test ends.
+async fn deaf_tcp_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (_s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    (addr, task)
+}
+
+fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(vec![], vec![remote], props, SecurityParameters::disabled());
+    pre.set_protocols(vec![StackId::Tcp]);
+    pre
+}
+
+#[tokio::test]
+async fn abort_answers_a_send_blocked_on_a_peer_that_does_not_read() {
+    let (addr, _peer) = deaf_tcp_peer().await;
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let blocked = tokio::spawn(conn.send_message(vec![1u8; HUGE]));
+    let queued = tokio::spawn(conn.send_message("behind it"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !blocked.is_finished(),
+        "the peer reads nothing: the send waits"
+    );
+    conn.abort();
+    for (what, task) in [("blocked", blocked), ("queued", queued)] {
+        let outcome = tokio::time::timeout(AT_ONCE, task)
+            .await
+            .unwrap_or_else(|_| panic!("the {what} send has no outcome after abort()"))
+            .unwrap();
+        match outcome {
+            Err(SendFailure::SendError { error, .. }) => {
+                assert_eq!(
+                    error.reason,
+                    ErrorReason::ConnectionAborted,
+                    "{what}: {error}"
+                );
+                assert!(error.message.contains("Abort"), "{what}: {error}");
+            }
+            other => panic!("the {what} send: {other:?}, not SendError"),
+        }
+    }
+    tokio::time::timeout(AT_ONCE, conn.close())
+        .await
+        .expect("close() after abort() resolves")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn abort_during_a_blocked_close_ends_the_close() {
+    let (addr, _peer) = deaf_tcp_peer().await;
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let send = conn.send_message(vec![2u8; HUGE]);
+    let conn = std::sync::Arc::new(conn);
+    let closing = {
+        let c = conn.clone();
+        (conn, tokio::spawn(async move { c.close().await }))
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !closing.1.is_finished(),
+        "close waits for the blocked Message"
+    );
+    closing.0.abort();
+    tokio::time::timeout(AT_ONCE, closing.1)
+        .await
+        .expect("close() pending after abort()")
+        .unwrap()
+        .unwrap();
+    let outcome = tokio::time::timeout(AT_ONCE, send)
+        .await
+        .expect("the send has an outcome");
+    assert!(
+        matches!(outcome, Err(SendFailure::SendError { .. })),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lifetime_of_duration_max_is_no_lifetime_at_all() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    let mut props = TransportProperties::new();
+    props.message_defaults.msg_lifetime = Some(Duration::MAX);
+    let conn = tcp_client(addr, props)
+        .initiate_with_timeout(Duration::MAX)
+        .await
+        .unwrap();
+    let mut ctx = MessageContext::new();
+    ctx.properties.msg_lifetime = Some(Duration::MAX);
+    conn.send(&b"one "[..], Some(ctx), true).await.unwrap();
+    conn.send_message(&b"two"[..]).await.unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(peer.await.unwrap(), b"one two");
+}
+
+/// A WebSocket peer (tokio-tungstenite) that reads nothing for `wait`, then
+/// returns every binary message it receives until the Close.
+async fn slow_ws_peer(wait: Duration) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        tokio::time::sleep(wait).await;
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Binary(b) => got.push(b.to_vec()),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = ws.close(None).await;
+        got
+    });
+    (addr, task)
+}
+
+fn ws_client(addr: SocketAddr) -> Preconnection {
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![remote],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    pre.set_protocols(vec![StackId::Ws]);
+    pre
+}
+
+#[tokio::test]
+async fn websocket_send_futures_dropped_midway_send_each_message_once() {
+    let (addr, peer) = slow_ws_peer(Duration::from_millis(500)).await;
+    let conn = ws_client(addr).initiate().await.unwrap();
+    // Messages of 1 MiB, numbered: the socket fills after a few, and then
+    // each send future is polled once, mid-send, and dropped.
+    let n = 24u8;
+    let mut dropped_midway = 0;
+    for i in 0..n {
+        let mut fut = conn.send_message(vec![i; 1024 * 1024]);
+        match futures::poll!(&mut fut) {
+            std::task::Poll::Ready(r) => {
+                r.unwrap();
+            }
+            std::task::Poll::Pending => dropped_midway += 1,
+        }
+        drop(fut);
+    }
+    assert!(dropped_midway > 0, "the peer's pause left sends waiting");
+    tokio::time::timeout(Duration::from_secs(30), conn.close())
+        .await
+        .expect("close delivers the rest")
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), peer)
+        .await
+        .unwrap()
+        .unwrap();
+    let order: Vec<u8> = got.iter().map(|m| m[0]).collect();
+    assert_eq!(
+        order,
+        (0..n).collect::<Vec<_>>(),
+        "each Message once, in order ({dropped_midway} send futures dropped midway)"
+    );
+    assert!(got
+        .iter()
+        .all(|m| m.len() == 1024 * 1024 && m.iter().all(|b| *b == m[0])));
+}
+
+#[tokio::test]
+async fn abort_answers_a_websocket_send_blocked_on_a_peer_that_does_not_read() {
+    let (addr, _peer) = slow_ws_peer(Duration::from_secs(60)).await;
+    let conn = ws_client(addr).initiate().await.unwrap();
+    let mut sends = Vec::new();
+    for _ in 0..16 {
+        sends.push(tokio::spawn(conn.send_message(vec![3u8; 4 * 1024 * 1024])));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.abort();
+    let mut failed = 0;
+    for s in sends {
+        let outcome = tokio::time::timeout(AT_ONCE, s)
+            .await
+            .expect("every send has an outcome after abort()")
+            .unwrap();
+        if outcome.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed > 0,
+        "the peer read nothing: some sends could not go out"
+    );
+    tokio::time::timeout(AT_ONCE, conn.close())
+        .await
+        .expect("close() after abort() resolves")
+        .unwrap();
+}
+
+/// A plain quinn server (ALPN `taps`, the client's default) that reads its
+/// first bidirectional stream to the end, slowly, and returns its length.
+async fn slow_quinn_reader() -> (SocketAddr, common::Cert, tokio::task::JoinHandle<usize>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = common::Cert {
+        pem: ck.cert.pem(),
+        key: ck.signing_key.serialize_pem(),
+    };
+    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(ck.cert.der().to_vec())], key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"taps".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+    let ep = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = ep.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let conn = ep.accept().await.unwrap().await.unwrap();
+        let (_send, mut recv) = conn.accept_bi().await.unwrap();
+        let mut total = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => {
+                    total += n;
+                    // A reader slower than the sender: most of the
+                    // Message is still in flight when the client closes.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Ok(None) => break,
+                Err(e) => panic!("after {total} bytes: {e}"),
+            }
+        }
+        total
+    });
+    (addr, cert, task)
+}
+
+#[tokio::test]
+async fn quic_close_resolves_after_the_peer_has_every_byte() {
+    let (addr, cert, server) = slow_quinn_reader().await;
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![remote],
+        TransportProperties::new(),
+        common::pinned(&cert),
+    );
+    pre.set_protocols(vec![StackId::Quic]);
+    let conn = pre.initiate().await.unwrap();
+    let len = 4 * 1024 * 1024;
+    conn.send_message(vec![5u8; len]).await.expect("Sent");
+    tokio::time::timeout(Duration::from_secs(30), conn.close())
+        .await
+        .expect("close within 30 s")
+        .expect("close succeeds");
+    drop(conn); // the last handle: quinn closes the connection now
+    let got = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, len, "every byte of the Message reported Sent arrived");
+}
+
+#[tokio::test]
+async fn tcp_close_with_unread_data_does_not_reset_the_tail() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        // Data the client never receives: unread at its close.
+        s.write_all(&[7u8; 100_000]).await.unwrap();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("after {total} bytes: {e}"),
+            }
+        }
+        total
+    });
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let len = 8 * 1024 * 1024;
+    conn.send_message(vec![1u8; len]).await.expect("Sent");
+    tokio::time::timeout(Duration::from_secs(30), conn.close())
+        .await
+        .expect("close within 30 s")
+        .expect("close succeeds");
+    drop(conn);
+    let got = tokio::time::timeout(Duration::from_secs(30), peer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, len, "every byte reported Sent arrived, no reset");
+}
