@@ -1620,7 +1620,12 @@ impl Inner {
             (w.inflight.pop_front().expect("front"), r)
         } else {
             let f = w.inflight.pop_front().expect("non-empty");
-            let data = bytes::Bytes::from(f.frame.contiguous().into_owned());
+            // The data itself is shared, not copied, unless a framer added bytes.
+            let data = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
+                f.frame.data.clone()
+            } else {
+                Bytes::from(f.frame.concat())
+            };
             let t = transport.clone();
             let send: runtime::BoxFuture<'static, std::io::Result<()>> =
                 Box::pin(async move { t.send_datagram(&data).await });
@@ -1918,6 +1923,16 @@ impl Inner {
         r
     }
 
+    /// The peer finished cleanly: nothing more can be received, which is
+    /// not a failure (ReceiveError reason PeerFinished, no SoftError).
+    fn peer_finished(&self, how: String) -> ReceiveError {
+        self.status.lock().unwrap().can_receive = false;
+        ReceiveError {
+            context: None,
+            error: Error::new(ErrorReason::PeerFinished, how),
+        }
+    }
+
     /// After a failure the receive side stays failed: a byte stream that lost
     /// its framing, or a broken or finished stack, yields nothing more.
     fn note_failure(st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
@@ -1927,6 +1942,7 @@ impl Inner {
                 ErrorReason::DeframingFailed
                     | ErrorReason::ConnectionAborted
                     | ErrorReason::ProtocolFailed
+                    | ErrorReason::PeerFinished
             ) {
                 st.done = Some(e.error.clone());
             }
@@ -2151,7 +2167,7 @@ impl Inner {
                         ctx.set_final(true);
                         self.status.lock().unwrap().can_receive = false;
                         st.done = Some(Error::new(
-                            ErrorReason::ConnectionAborted,
+                            ErrorReason::PeerFinished,
                             "the peer finished sending; its final Message was delivered",
                         ));
                     }
@@ -2184,7 +2200,12 @@ impl Inner {
                             end_of_message: true,
                         }));
                     }
-                    return Some(Self::whole_message(st, data, cur.context));
+                    let mut context = cur.context;
+                    if st.eof && st.start == st.buf.len() && st.datagrams.is_empty() {
+                        // The peer already finished: this is its final Message (§9.3.3).
+                        context.set_final(true);
+                    }
+                    return Some(Self::whole_message(st, data, context));
                 }
                 let body = avail.min(cur.remaining);
                 let partial_ok = st.framers.framers.len() == 1;
@@ -2219,19 +2240,10 @@ impl Inner {
             {
                 Ok(Parse::NeedMore) if st.eof => {
                     if avail == 0 {
-                        self.status.lock().unwrap().can_receive = false;
-                        let e = Error::new(
-                            ErrorReason::ConnectionAborted,
-                            "the peer finished sending (end of stream)",
-                        );
-                        st.done = Some(e.clone());
-                        let _ = self.events_tx.unbounded_send(ConnectionEvent::SoftError(
-                            "the peer finished sending".into(),
-                        ));
-                        return Some(Err(ReceiveError {
-                            context: None,
-                            error: e,
-                        }));
+                        let e =
+                            self.peer_finished("the peer finished sending (end of stream)".into());
+                        st.done = Some(e.error.clone());
+                        return Some(Err(e));
                     }
                     return Some(Err(ReceiveError {
                         context: None,
@@ -2299,15 +2311,11 @@ impl Inner {
         let datagram = match t.read(&mut st.buf).await {
             Ok(Recv::Datagram(d)) => d,
             Ok(Recv::Eof) => {
-                // The peer ended its side: nothing more will arrive.
-                self.status.lock().unwrap().can_receive = false;
-                return Err(ReceiveError {
-                    context: None,
-                    error: Error::new(
-                        ErrorReason::ConnectionAborted,
-                        "the peer closed the connection",
-                    ),
-                });
+                return Err(self.peer_finished("the peer closed the connection".into()));
+            }
+            // A message stack's clean close (WebSocket code 1000 or 1001).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(self.peer_finished(e.to_string()));
             }
             Ok(Recv::Bytes) => {
                 return Err(ReceiveError {

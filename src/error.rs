@@ -34,6 +34,10 @@ pub enum ErrorReason {
     ConnectionAborted,
     /// A timeout expired.
     Timeout,
+    /// The peer finished cleanly (a TCP or QUIC stream's end, a WebSocket
+    /// Close with code 1000 or 1001): nothing more will arrive, and that is
+    /// not a failure. A receive gets it after the peer's final Message.
+    PeerFinished,
 }
 
 impl ErrorReason {
@@ -52,6 +56,7 @@ impl ErrorReason {
             ErrorReason::DeframingFailed => "DeframingFailed",
             ErrorReason::ConnectionAborted => "ConnectionAborted",
             ErrorReason::Timeout => "Timeout",
+            ErrorReason::PeerFinished => "PeerFinished",
         }
     }
 }

@@ -352,3 +352,97 @@ async fn tcp_close_with_unread_data_does_not_reset_the_tail() {
         .unwrap();
     assert_eq!(got, len, "every byte reported Sent arrived, no reset");
 }
+
+/// After the peer's last Message, a receive ends with PeerFinished (not a
+/// failure), no SoftError is reported, and Close ends with `Closed`.
+async fn expect_clean_finish(conn: &postsocket::Connection, last: &[u8]) {
+    let m = tokio::time::timeout(AT_ONCE, conn.receive())
+        .await
+        .expect("the last Message")
+        .expect("received");
+    assert_eq!(m.data(), last);
+    let e = tokio::time::timeout(AT_ONCE, conn.receive())
+        .await
+        .expect("the receive after the last Message ends")
+        .unwrap_err();
+    assert_eq!(e.error.reason, ErrorReason::PeerFinished, "{e}");
+    assert!(!conn.can_receive());
+    tokio::time::timeout(Duration::from_secs(10), conn.close())
+        .await
+        .expect("close")
+        .unwrap();
+    assert_eq!(
+        conn.next_event().await,
+        Some(postsocket::ConnectionEvent::Closed),
+        "Closed, and no SoftError before it"
+    );
+}
+
+#[tokio::test]
+async fn a_tcp_peer_that_finishes_cleanly_is_not_a_failure() {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(b"last line\n").await.unwrap();
+        s.shutdown().await.unwrap(); // FIN
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let mut pre = tcp_client(addr, TransportProperties::new());
+    pre.add_framer(postsocket::framer::DelimiterFramer::line());
+    let conn = pre.initiate().await.unwrap();
+    expect_clean_finish(&conn, b"last line").await;
+}
+
+/// A tokio-tungstenite peer that sends one message, then closes with `code`.
+async fn closing_ws_peer(code: u16) -> SocketAddr {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        ws.send(Message::binary(b"goodbye".to_vec())).await.unwrap();
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        };
+        ws.close(Some(frame)).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_closed_with_1000_is_a_clean_finish() {
+    let conn = ws_client(closing_ws_peer(1000).await)
+        .initiate()
+        .await
+        .unwrap();
+    expect_clean_finish(&conn, b"goodbye").await;
+}
+
+#[tokio::test]
+async fn a_websocket_closed_with_an_error_code_is_a_failure() {
+    let conn = ws_client(closing_ws_peer(1011).await)
+        .initiate()
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(AT_ONCE, conn.receive())
+            .await
+            .unwrap()
+            .unwrap()
+            .data(),
+        b"goodbye"
+    );
+    let e = tokio::time::timeout(AT_ONCE, conn.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_ne!(e.error.reason, ErrorReason::PeerFinished, "{e}");
+    assert!(e.error.message.contains("1011"), "{e}");
+}

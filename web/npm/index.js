@@ -231,7 +231,9 @@ export class Connection extends EventTarget {
       try {
         message = await this.receive();
       } catch (e) {
-        if (this.state === 'closed' || this.state === 'closing') return;
+        // The peer finished cleanly (WebSocket close 1000 or 1001, a
+        // WebTransport stream's end), or this side closed: the end.
+        if (e.reason === 'PeerFinished' || this.state === 'closed' || this.state === 'closing') return;
         throw e;
       }
       yield message;

@@ -16,8 +16,9 @@
 //! [`crate::RECV_MSG_MAX_LEN`]: larger input fails the receive with an
 //! error, never a panic.
 //!
-//! The peer's Close frame ends the Connection's receive side with an error
-//! naming the close code (Message stacks have no end-of-stream).
+//! The peer's Close frame ends the Connection's receive side: code 1000
+//! (normal) or 1001 (going away) as a clean finish (ReceiveError reason
+//! PeerFinished), any other code as an error naming it.
 
 use super::{tcp, tls, tls_config};
 use crate::backend::{Incoming, Recv, SocketOptions};
@@ -191,13 +192,23 @@ impl WsTransport {
                     // tungstenite queued the Close reply: send it.
                     drop(rd);
                     let _ = self.inner.wr.lock().await.flush().await;
+                    // Normal closure, going away, or no code: a clean end
+                    // (UnexpectedEof); any other code is an error.
+                    let clean = frame
+                        .as_ref()
+                        .is_none_or(|f| matches!(f.code, CloseCode::Normal | CloseCode::Away));
                     let why = match frame {
                         Some(f) if f.reason.is_empty() => format!(" (code {})", f.code),
                         Some(f) => format!(" (code {}: {})", f.code, f.reason),
                         None => " (no close code)".to_string(),
                     };
+                    let kind = if clean {
+                        io::ErrorKind::UnexpectedEof
+                    } else {
+                        io::ErrorKind::ConnectionReset
+                    };
                     return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
+                        kind,
                         format!("the peer closed the WebSocket{why}"),
                     ));
                 }
