@@ -56,6 +56,61 @@ use std::sync::{Arc, Mutex, Weak};
 /// the memory a peer can make us buffer with a length prefix.
 pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
 
+/// Most unreliable Messages (QUIC or WebTransport datagrams) a byte
+/// stream's Connection keeps for the application while it does not receive
+/// them (for instance while a framed Message on the stream is incomplete).
+/// Past it, or past [`DATAGRAM_QUEUE_MAX_BYTES`], arriving datagrams are
+/// dropped (they are unreliable), counted, and reported as SoftErrors.
+pub const DATAGRAM_QUEUE_MAX: usize = 1024;
+/// Most bytes of unreliable Messages kept waiting; see [`DATAGRAM_QUEUE_MAX`].
+pub const DATAGRAM_QUEUE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bounded queue of unreliable Messages waiting for a receive.
+#[derive(Default)]
+struct DatagramQueue {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    /// Dropped since the last report of the count.
+    dropped: u64,
+}
+
+impl DatagramQueue {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Keep `d`, or drop it when the queue is full: the first drop of a
+    /// run is reported at once (a SoftError), the count when the
+    /// application takes Messages again.
+    fn push(&mut self, d: Bytes, events: &mpsc::UnboundedSender<ConnectionEvent>) {
+        if self.queue.len() < DATAGRAM_QUEUE_MAX && self.bytes + d.len() <= DATAGRAM_QUEUE_MAX_BYTES
+        {
+            self.bytes += d.len();
+            self.queue.push_back(d);
+            return;
+        }
+        if self.dropped == 0 {
+            let _ = events.unbounded_send(ConnectionEvent::SoftError(format!(
+                "unreliable Messages are dropped: {DATAGRAM_QUEUE_MAX} or {DATAGRAM_QUEUE_MAX_BYTES} bytes wait for a receive already"
+            )));
+        }
+        self.dropped += 1;
+    }
+
+    fn pop(&mut self, events: &mpsc::UnboundedSender<ConnectionEvent>) -> Option<Bytes> {
+        let d = self.queue.pop_front()?;
+        self.bytes -= d.len();
+        if self.dropped > 0 {
+            let _ = events.unbounded_send(ConnectionEvent::SoftError(format!(
+                "{} unreliable Messages were dropped while the receive queue was full",
+                self.dropped
+            )));
+            self.dropped = 0;
+        }
+        Some(d)
+    }
+}
+
 /// How long [`Connection::close`] waits for the peer to take what was sent
 /// (the queued Messages written, and where the stack can tell, acknowledged:
 /// a QUIC stream's data; a TCP or TLS peer's end of stream read, so that no
@@ -309,8 +364,10 @@ struct RecvState {
     /// Set when no more receive events can come: why.
     done: Option<Error>,
     stream_context: Option<MessageContext>,
-    /// Unreliable Messages (QUIC datagrams) waiting for a receive.
-    datagrams: VecDeque<Bytes>,
+    /// Unreliable Messages (QUIC and WebTransport datagrams) that arrived
+    /// on a byte stream's Connection, waiting for a receive: at most
+    /// [`DATAGRAM_QUEUE_MAX`] of them and [`DATAGRAM_QUEUE_MAX_BYTES`].
+    datagrams: DatagramQueue,
     /// True while a large Message body is read straight into `body` (see
     /// `read_body_directly`); `buf` is empty then.
     direct: bool,
@@ -463,7 +520,7 @@ impl Connection {
                 eof: false,
                 done: None,
                 stream_context: None,
-                datagrams: VecDeque::new(),
+                datagrams: DatagramQueue::default(),
                 direct: false,
                 body: Vec::new(),
             }),
@@ -1971,7 +2028,7 @@ impl Inner {
                 Ok(())
             }
             Ok(Recv::Datagram(d)) => {
-                st.datagrams.push_back(d);
+                st.datagrams.push(d, &self.events_tx);
                 Ok(())
             }
             Err(e) => Err(Self::stream_failed(e)),
@@ -2076,7 +2133,7 @@ impl Inner {
             let want = need - st.body.len();
             match t.read_up_to(&mut st.body, want).await {
                 Ok(Recv::Bytes) => {}
-                Ok(Recv::Datagram(d)) => st.datagrams.push_back(d),
+                Ok(Recv::Datagram(d)) => st.datagrams.push(d, &self.events_tx),
                 Ok(Recv::Eof) => {
                     Self::leave_direct(st);
                     st.eof = true;
@@ -2143,7 +2200,7 @@ impl Inner {
         loop {
             // Datagrams are whole Messages; deliver them between stream Messages.
             if st.current.is_none() {
-                if let Some(data) = st.datagrams.pop_front() {
+                if let Some(data) = st.datagrams.pop(&self.events_tx) {
                     // It came unreliably: say so (msgReliable false), so an
                     // echo can answer the same way.
                     let mut context = self.received_context(false);

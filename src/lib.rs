@@ -56,7 +56,7 @@ pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
 pub use connection::{
     Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER, CLOSE_TIMEOUT,
-    RECV_MSG_MAX_LEN,
+    DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN,
 };
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};
 pub use error::{CandidateFailure, Error, ErrorReason};

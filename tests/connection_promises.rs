@@ -446,3 +446,72 @@ async fn a_websocket_closed_with_an_error_code_is_a_failure() {
     assert_ne!(e.error.reason, ErrorReason::PeerFinished, "{e}");
     assert!(e.error.message.contains("1011"), "{e}");
 }
+
+#[tokio::test]
+async fn datagrams_during_an_incomplete_framed_message_are_bounded_and_reported() {
+    let cert = common::self_signed();
+    let l = common::framed_listener_pre(common::server_security(&cert), vec![StackId::Quic])
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let mut incoming = common::received_connections(l, true);
+    // The sending peer writes the stream's bytes itself (no framer): a
+    // 4-byte length of 1000 and 10 bytes of the body, then a flood of
+    // datagrams, then the rest of the body.
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![remote],
+        TransportProperties::new(),
+        common::pinned(&cert),
+    );
+    pre.set_protocols(vec![StackId::Quic]);
+    let peer = pre.initiate().await.unwrap();
+    let mut head = 1000u32.to_be_bytes().to_vec();
+    head.extend_from_slice(&[4u8; 10]);
+    peer.send_message(head).await.unwrap();
+    let server = std::sync::Arc::new(incoming.recv().await.unwrap());
+    let first = tokio::spawn({
+        let server = server.clone();
+        async move { server.receive().await }
+    });
+    let flood = 3 * postsocket::DATAGRAM_QUEUE_MAX;
+    let mut unreliable = MessageContext::new();
+    unreliable.properties.msg_reliable = Some(false);
+    for i in 0..flood {
+        let _ = peer
+            .send(vec![(i % 251) as u8; 1000], Some(unreliable.clone()), true)
+            .await;
+        if i % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await; // let them through
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peer.send_message(vec![4u8; 990]).await.unwrap();
+    let m = tokio::time::timeout(AT_ONCE, first)
+        .await
+        .expect("the framed Message completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.data().len(), 1000);
+    let mut datagrams = 0;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(300), server.receive()).await {
+        assert_eq!(m.data().len(), 1000);
+        datagrams += 1;
+    }
+    assert!(
+        datagrams <= postsocket::DATAGRAM_QUEUE_MAX,
+        "{datagrams} datagrams were kept, over the bound"
+    );
+    let mut reports = Vec::new();
+    while let Ok(Some(postsocket::ConnectionEvent::SoftError(s))) =
+        tokio::time::timeout(Duration::from_millis(100), server.next_event()).await
+    {
+        reports.push(s);
+    }
+    assert!(
+        reports.iter().any(|r| r.contains("dropped")),
+        "the drops were reported ({datagrams} delivered): {reports:?}"
+    );
+}
