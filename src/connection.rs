@@ -16,8 +16,10 @@
 //! # Cancel safety and drop
 //! `send` queues the Message when it is called (not when first polled);
 //! dropping its future does not withdraw the Message, only its outcome.
-//! A partly written Message is always finished by the next flush, so framing
-//! never breaks. Dropping a `receive` future loses nothing: bytes already read
+//! A send future dropped before its answer hands the work it leaves (its
+//! Message and those queued behind it) to a task of its own, so everything
+//! goes out, whole and once, without another call on the Connection; a
+//! partly written Message is always finished, so framing never breaks. Dropping a `receive` future loses nothing: bytes already read
 //! stay buffered for the next receive. Dropping the last handle of a
 //! Connection without `close` closes the socket at once (queued, unwritten
 //! Messages are dropped with it); call `close` for an orderly end.
@@ -1341,6 +1343,40 @@ impl Connection {
     }
 }
 
+/// In a waiting send future: on drop, the writer's work left behind (the
+/// Messages queued or half-written) is finished by a task of its own, so
+/// that it makes progress without the application polling anything.
+struct FinishOnDrop(Option<Arc<Inner>>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.take() else {
+            return;
+        };
+        if inner.stopped.get().is_some() {
+            return; // stopped: the stop answers everything
+        }
+        let idle = inner.send_q.lock().unwrap().frames.is_empty()
+            && inner.writer.try_lock().is_some_and(|w| {
+                w.inflight.is_empty() && w.written.is_empty() && w.sending.is_none()
+            });
+        if idle {
+            return;
+        }
+        runtime::spawn(async move {
+            let stop = inner.stop_rx.clone();
+            let flush = async {
+                let mut w = inner.writer.lock().await;
+                Inner::flush(&inner, &mut w).await;
+            };
+            futures::select_biased! {
+                _ = Box::pin(flush).fuse() => {},
+                _ = stop.fuse() => {},
+            }
+        });
+    }
+}
+
 /// The waker a receive holding `recv` registered for the stop, taken out
 /// when that receive ends or is dropped (while it still holds `recv`): no
 /// finished task is kept alive by it.
@@ -1457,8 +1493,20 @@ impl Inner {
         WriteNow::Waiting(rx)
     }
 
-    async fn await_outcome(inner: Arc<Inner>, mut rx: oneshot::Receiver<SendResult>) -> SendResult {
-        let inner = &inner;
+    async fn await_outcome(inner: Arc<Inner>, rx: oneshot::Receiver<SendResult>) -> SendResult {
+        // Dropped before its answer, this future leaves its Message (and
+        // maybe others) queued or half-written: the guard hands that work
+        // to a task of its own, so it goes out without a later send or close.
+        let mut guard = FinishOnDrop(Some(inner));
+        let r = Self::wait_for_outcome(guard.0.as_ref().expect("set"), rx).await;
+        guard.0 = None; // answered: nothing left behind by this future
+        r
+    }
+
+    async fn wait_for_outcome(
+        inner: &Arc<Inner>,
+        mut rx: oneshot::Receiver<SendResult>,
+    ) -> SendResult {
         loop {
             if let Ok(Some(r)) = rx.try_recv() {
                 return r;

@@ -515,3 +515,44 @@ async fn datagrams_during_an_incomplete_framed_message_are_bounded_and_reported(
         "the drops were reported ({datagrams} delivered): {reports:?}"
     );
 }
+
+#[tokio::test]
+async fn messages_left_by_dropped_send_futures_go_out_without_another_call() {
+    // A plain TCP peer that reads nothing for a while, then everything.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = 16usize;
+    let len = 1024 * 1024;
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = vec![0u8; n * len];
+        s.read_exact(&mut got).await.unwrap();
+        got
+    });
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let mut dropped_midway = 0;
+    for i in 0..n {
+        let mut fut = conn.send_message(vec![i as u8; len]);
+        if futures::poll!(&mut fut).is_pending() {
+            dropped_midway += 1;
+        }
+        drop(fut);
+    }
+    assert!(dropped_midway > 0, "the peer's pause left sends waiting");
+    // No further send, no close: the Connection still delivers everything.
+    let got = tokio::time::timeout(Duration::from_secs(20), peer)
+        .await
+        .expect("every Message arrives without another call on the Connection")
+        .unwrap();
+    for (i, chunk) in got.chunks(len).enumerate() {
+        assert!(
+            chunk.iter().all(|b| *b == i as u8),
+            "Message {i} intact, in order"
+        );
+    }
+    drop(conn);
+}

@@ -28,3 +28,15 @@ pub(crate) async fn sleep_until(deadline: Instant) {
 pub(crate) async fn sleep(d: Duration) {
     tokio::time::sleep(d).await
 }
+
+/// Run `fut` in the background on the current tokio runtime; `false` (and
+/// `fut` dropped) when there is none (a drop outside any runtime).
+pub(crate) fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(fut);
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -88,3 +88,9 @@ pub(crate) async fn sleep_until(deadline: Instant) {
         sleep(deadline.duration_since(n)).await;
     }
 }
+
+/// Run `fut` in the background on the page's event loop (`spawn_local`).
+pub(crate) fn spawn(fut: impl std::future::Future<Output = ()> + 'static) -> bool {
+    wasm_bindgen_futures::spawn_local(fut);
+    true
+}
