@@ -254,18 +254,61 @@ struct Queued {
     /// Sent as an unreliable datagram (msgReliable false on a stack with
     /// perMsgReliability, e.g. QUIC), outside the stream.
     datagram: bool,
+    /// The earlier parts of this Message (sent with end_of_message false)
+    /// that a framer held back until this, the last part: they share its
+    /// outcome, answered just before it.
+    held: Option<Box<[HeldPart]>>,
+}
+
+/// A part of a Message a framer holds until the last part (a length prefix
+/// needs the whole length): nothing of it is written yet, so it is answered
+/// with the last part's outcome, or fails if the Message is never finished.
+struct HeldPart {
+    seq: u64,
+    context: MessageContext,
+    reply: oneshot::Sender<SendResult>,
+}
+
+impl HeldPart {
+    fn answer(self, r: Result<(), SendFailureKind>) {
+        let _ = self.reply.send(outcome_of(self.seq, self.context, r));
+    }
+}
+
+/// The outcome of send call `seq` with `context`.
+fn outcome_of(seq: u64, context: MessageContext, r: Result<(), SendFailureKind>) -> SendResult {
+    match r {
+        Ok(()) => Ok(Sent {
+            context,
+            sequence: seq,
+        }),
+        Err(SendFailureKind::Expired) => Err(SendFailure::Expired { context }),
+        Err(SendFailureKind::Error(error)) => Err(SendFailure::SendError { context, error }),
+    }
 }
 
 impl Queued {
     fn answer(&mut self, r: Result<(), SendFailureKind>) {
         if let Some(tx) = self.reply.take() {
             let _ = tx.send(self.outcome(r));
+        } else {
+            self.answer_held(&r);
         }
     }
 
-    /// The outcome for the sender. Each Queued is answered once: its context
-    /// goes back without a copy.
+    /// Answer the held earlier parts of this Message with its outcome.
+    fn answer_held(&mut self, r: &Result<(), SendFailureKind>) {
+        if let Some(held) = self.held.take() {
+            for part in held.into_vec() {
+                part.answer(r.clone());
+            }
+        }
+    }
+
+    /// The outcome for the sender (its held earlier parts answered first).
+    /// Each Queued is answered once: its context goes back without a copy.
     fn outcome(&mut self, r: Result<(), SendFailureKind>) -> SendResult {
+        self.answer_held(&r);
         let context = std::mem::replace(&mut self.context, MessageContext::placeholder());
         match r {
             Ok(()) => Ok(Sent {
@@ -284,6 +327,9 @@ enum Enqueued {
     Done(SendResult),
     /// Queued or partly written: the outcome comes later.
     Waiting(oneshot::Receiver<SendResult>),
+    /// Held by a framer until the Message's last part: nothing to write
+    /// for it, the outcome comes with the last part's.
+    Held(oneshot::Receiver<SendResult>),
 }
 
 /// What `Inner::write_now` did.
@@ -306,6 +352,7 @@ fn datagram_outcome(r: std::io::Result<()>) -> Result<(), SendFailureKind> {
     })
 }
 
+#[derive(Clone)]
 enum SendFailureKind {
     Expired,
     Error(Error),
@@ -316,6 +363,8 @@ struct SendQueue {
     next_seq: u64,
     batch: Option<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
     open_partial: Option<u64>,
+    /// The parts of the open Message a framer holds (see [`HeldPart`]).
+    held: Vec<HeldPart>,
     final_sent: bool,
     /// Set when nothing more may be sent: why.
     shut: Option<Error>,
@@ -495,6 +544,7 @@ impl Connection {
                 next_seq: 0,
                 batch: None,
                 open_partial: None,
+                held: Vec::new(),
                 final_sent: false,
                 shut: (!stream_sends
                     || p.props.direction == crate::properties::Direction::UnidirectionalReceive)
@@ -827,6 +877,9 @@ impl Connection {
             Ok(Enqueued::Waiting(rx)) => {
                 SendState::Waiting(Box::pin(Inner::await_outcome(self.inner.clone(), rx)))
             }
+            Ok(Enqueued::Held(rx)) => {
+                SendState::Waiting(Box::pin(rx.map(|r| r.unwrap_or_else(|_| Err(dropped())))))
+            }
         };
         SendFuture { state }
     }
@@ -977,6 +1030,7 @@ impl Connection {
                 reply: Some(tx),
                 final_: false,
                 datagram: true,
+                held: None,
             });
             return Ok(Enqueued::Waiting(rx));
         }
@@ -1041,6 +1095,21 @@ impl Connection {
         } else {
             Some(context.id())
         };
+        if !end_of_message && frame.is_empty() {
+            // A framer holds this part until the last one: nothing goes out
+            // yet, and the last part's outcome will be its outcome too.
+            let (tx, rx) = oneshot::channel();
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            q.held.push(HeldPart {
+                seq,
+                context,
+                reply: tx,
+            });
+            return Ok(Enqueued::Held(rx));
+        }
+        let held = (end_of_message && !q.held.is_empty())
+            .then(|| std::mem::take(&mut q.held).into_boxed_slice());
         let final_ = props.final_ && end_of_message;
         if final_ {
             q.final_sent = true;
@@ -1058,6 +1127,7 @@ impl Connection {
             reply: None,
             final_,
             datagram: false,
+            held,
         });
         // The fast path: nothing ahead of this Message. (A Message with a
         // lifetime, or a final one, whose stream ending may need the
@@ -1812,7 +1882,14 @@ impl Inner {
             st.can_receive = false;
             first
         };
-        self.send_q.lock().unwrap().shut.get_or_insert(err.clone());
+        let held = {
+            let mut q = self.send_q.lock().unwrap();
+            q.shut.get_or_insert(err.clone());
+            std::mem::take(&mut q.held)
+        };
+        for part in held {
+            part.answer(Err(SendFailureKind::Error(err.clone())));
+        }
         if first {
             self.stop(Stopped::Failed(err.clone()));
             let _ = self
@@ -1867,12 +1944,15 @@ impl Inner {
             st.state = ConnState::Closed;
             st.can_receive = false;
         }
-        let queued: Vec<Queued> = {
+        let (queued, held): (Vec<Queued>, Vec<HeldPart>) = {
             let mut q = self.send_q.lock().unwrap();
             q.shut.get_or_insert(err.clone());
             q.batch = None;
-            q.frames.drain(..).collect()
+            (q.frames.drain(..).collect(), std::mem::take(&mut q.held))
         };
+        for part in held {
+            part.answer(Err(SendFailureKind::Error(err.clone())));
+        }
         for mut f in queued {
             f.answer(Err(SendFailureKind::Error(err.clone())));
         }
@@ -1918,6 +1998,13 @@ impl Inner {
                 ErrorReason::ConnectionAborted,
                 "the Connection is closing",
             ));
+            // A Message whose last part never came cannot go out.
+            for part in std::mem::take(&mut q.held) {
+                part.answer(Err(SendFailureKind::Error(Error::new(
+                    ErrorReason::InvalidMessageProperties,
+                    "the Connection closed before the last part of this Message (end_of_message true) was sent",
+                ))));
+            }
         }
         // Deliver everything queued, finish the stream, and wait until the
         // peer has it where the stack can tell (a QUIC stream's data

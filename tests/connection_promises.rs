@@ -556,3 +556,59 @@ async fn messages_left_by_dropped_send_futures_go_out_without_another_call() {
     }
     drop(conn);
 }
+
+#[tokio::test]
+async fn parts_a_framer_holds_are_sent_with_the_last_part_or_fail_at_close() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            all.push(got);
+        }
+        all
+    });
+    let mut pre = tcp_client(addr, TransportProperties::new());
+    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+
+    // Finished: the held parts are Sent with the last one, in order.
+    let conn = pre.initiate().await.unwrap();
+    let ctx = MessageContext::new();
+    let mut first = conn.send(&b"one "[..], Some(ctx.clone()), false);
+    let mut second = conn.send(&b"two "[..], Some(ctx.clone()), false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        futures::poll!(&mut first).is_pending(),
+        "nothing of it is written yet"
+    );
+    assert!(futures::poll!(&mut second).is_pending());
+    let last = conn
+        .send(&b"three"[..], Some(ctx.clone()), true)
+        .await
+        .unwrap();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!((first.sequence, second.sequence, last.sequence), (0, 1, 2));
+    conn.close().await.unwrap();
+
+    // Never finished: Close fails the held parts, and nothing goes out.
+    let conn = pre.initiate().await.unwrap();
+    let ctx = MessageContext::new();
+    let part = conn.send(&b"never finished"[..], Some(ctx), false);
+    conn.close().await.unwrap();
+    match tokio::time::timeout(AT_ONCE, part)
+        .await
+        .expect("an outcome")
+    {
+        Err(SendFailure::SendError { error, .. }) => {
+            assert!(error.message.contains("last part"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let got = tokio::time::timeout(AT_ONCE, peer).await.unwrap().unwrap();
+    let mut one = 13u32.to_be_bytes().to_vec();
+    one.extend_from_slice(b"one two three");
+    assert_eq!(got, vec![one, Vec::new()]);
+}
