@@ -1,0 +1,167 @@
+//! Connection Groups (RFC 9622 §7.4): Clone, the group's entangled
+//! properties, GroupedConnections, CloseGroup and AbortGroup.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+pub(crate) struct Group {
+    pub(super) members: Mutex<Vec<Weak<Inner>>>,
+    /// Entangled Connection Properties (all but connPriority).
+    pub(super) props: Mutex<ConnectionProperties>,
+}
+
+impl Connection {
+    pub(crate) fn group(&self) -> Arc<Group> {
+        self.inner.group.clone()
+    }
+
+    pub(super) fn members(&self) -> Vec<Arc<Inner>> {
+        self.inner
+            .group
+            .members
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    pub(super) fn grouped_count(&self) -> usize {
+        self.members()
+            .iter()
+            .filter(|m| m.status.lock().unwrap().state != ConnState::Closed)
+            .count()
+    }
+
+    /// `GroupedConnections()` (§7.4): every live Connection of this group, this one included.
+    pub fn grouped_connections(&self) -> Vec<Connection> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.status.lock().unwrap().state != ConnState::Closed)
+            .map(|inner| Connection { inner })
+            .collect()
+    }
+
+    /// `CloseGroup()`: close every Connection of the group.
+    pub async fn close_group(&self) -> Result<(), Error> {
+        let members = self.members();
+        let shared = members
+            .iter()
+            .find_map(|m| m.abort_handle.lock().unwrap().clone());
+        let mut first_err = None;
+        for m in members {
+            if let Err(e) = Inner::close(&m).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        // A multiplexed stack (QUIC) closes its connection once every stream finished.
+        if let Some(t) = shared {
+            t.close_shared(false);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// `AbortGroup()`: abort every Connection of the group.
+    pub fn abort_group(&self) {
+        let members = self.members();
+        if let Some(t) = members
+            .iter()
+            .find_map(|m| m.abort_handle.lock().unwrap().clone())
+        {
+            t.close_shared(true);
+        }
+        for m in members {
+            m.abort(Error::new(
+                ErrorReason::ConnectionAborted,
+                "local AbortGroup",
+            ));
+        }
+    }
+
+    /// `Clone(framer?, connectionProperties?)` (§7.4): a new Connection in
+    /// this one's group, to the same remote, with the same properties
+    /// (entangled) unless given. For TCP it is a new TCP connection. Fails
+    /// with CloneError reasons (NotCloneable, or the attempt's failure).
+    #[allow(clippy::should_implement_trait)]
+    pub async fn clone(
+        &self,
+        framers: Option<Vec<Box<dyn crate::framer::Framer>>>,
+        properties: Option<ConnectionProperties>,
+    ) -> Result<Connection, Error> {
+        let inner = &self.inner;
+        // A Rendezvous Connection (WebRTC) has no remote address to reconnect
+        // to, but clones as a new channel on the same peer connection.
+        let reconnect = inner.reconnect.clone();
+        if reconnect.is_none() && inner.caps.stack != StackId::Webrtc {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                "a Connection received by a Listener cannot be cloned from this side",
+            ));
+        }
+        let props_now = self.properties();
+        if let Some(limit) = props_now.group_conn_limit {
+            if self.grouped_count() as u64 >= limit {
+                return Err(Error::new(
+                    ErrorReason::NotCloneable,
+                    format!("groupConnLimit {limit} reached"),
+                ));
+            }
+        }
+        let mut props = inner.props.clone();
+        props.connection = properties.unwrap_or(props_now);
+        let framers = match framers {
+            Some(f) => FramerStack { framers: f },
+            None => inner.send_q.lock().unwrap().framers.fresh(),
+        };
+        let Some(t) = inner.abort_handle.lock().unwrap().clone() else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                "the Connection is closed",
+            ));
+        };
+        // A multiplexed stack (QUIC) clones as a new stream on the same connection.
+        if let Some(opened) = t.open_sibling(&props).await {
+            let transport = opened.map_err(|e| {
+                Error::new(
+                    ErrorReason::NotCloneable,
+                    format!("opening a new {} stream: {e}", inner.caps.stack),
+                )
+            })?;
+            let parts = Parts {
+                transport,
+                caps: inner.caps,
+                framers,
+                leftover: Vec::new(),
+                props,
+                trace: RacingTrace::new(),
+                remote: (*inner.remote).clone(),
+                remote_addr: inner.remote_addr,
+                local: inner.local.as_deref().cloned(),
+                reconnect,
+                early_sent: false,
+                peer_early_data: false,
+            };
+            return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
+        }
+        let Some(reconnect) = reconnect else {
+            return Err(Error::new(
+                ErrorReason::NotCloneable,
+                format!(
+                    "{} cannot open another connection from this side",
+                    inner.caps.stack
+                ),
+            ));
+        };
+        let parts = crate::establish::reconnect(
+            &reconnect,
+            props,
+            framers,
+            (*inner.remote).clone(),
+            inner.local.as_deref().cloned(),
+        )
+        .await?;
+        let conn = Connection::from_parts(parts, Some(inner.group.clone()));
+        Ok(conn)
+    }
+}

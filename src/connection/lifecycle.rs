@@ -1,0 +1,299 @@
+//! Termination (RFC 9622 §10): Close, Abort, the stop that ends pending
+//! receives and sends, failures underneath, and the events that report them.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+/// How long [`Connection::close`] waits for the peer to take what was sent
+/// (the queued Messages written, and where the stack can tell, acknowledged:
+/// a QUIC stream's data; a TCP or TLS peer's end of stream read, so that no
+/// reset discards the tail). Past it, close aborts the Connection and
+/// reports a Timeout instead of waiting forever on a peer that stopped
+/// reading.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long [`Connection::close`] keeps reading a TCP or TLS peer's side,
+/// after finishing its own, for the peer's end of stream: closing a socket
+/// with unread bytes resets the connection, and a reset can discard what
+/// the peer has not read yet. A peer that keeps its side open longer sees
+/// the socket close then.
+pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Connection {
+    /// The next unsolicited event (Closed, ConnectionError, SoftError,
+    /// PathChange, CloneError); `None` after the last one.
+    pub async fn next_event(&self) -> Option<ConnectionEvent> {
+        self.inner.events_rx.lock().await.next().await
+    }
+
+    /// `Close()` (§10): send every queued Message, finish the stream (TCP
+    /// FIN), and wait until the peer has what was sent where the stack can
+    /// tell (QUIC: the stream's data acknowledged; TCP and TLS: the peer's
+    /// end of stream read, for at most [`CLOSE_LINGER`], so that no reset
+    /// discards the tail); then resolve pending receives and emit `Closed`.
+    /// Idempotent. It never waits forever: past [`CLOSE_TIMEOUT`] it aborts
+    /// the Connection and fails with `Timeout`, and an `abort()` meanwhile
+    /// ends it at once (every unanswered send fails with SendError).
+    pub async fn close(&self) -> Result<(), Error> {
+        Inner::close(&self.inner).await
+    }
+
+    /// `Abort()` (§10): stop at once (TCP RST). Queued Messages fail with
+    /// SendError, pending receives with ReceiveError, and the event stream
+    /// gets `ConnectionError` ("local Abort").
+    pub fn abort(&self) {
+        self.inner
+            .abort(Error::new(ErrorReason::ConnectionAborted, "local Abort"));
+    }
+}
+
+/// Why a Connection's receives ended (`Inner::stopped`).
+pub(super) enum Stopped {
+    /// `Close()`.
+    Closed,
+    /// `Abort()`.
+    Aborted,
+    /// The stack failed underneath, with this error.
+    Failed(Error),
+}
+
+impl Inner {
+    /// Stop: every pending and later receive ends (with [`Self::stopped_error`],
+    /// which says `why`), and a send waiting for the writer stops waiting.
+    /// The first reason given stays.
+    pub(super) fn stop(&self, why: Stopped) {
+        let _ = self.stopped.set(why);
+        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        self.recv_stop.wake();
+    }
+
+    pub(super) fn stopped_error(&self) -> ReceiveError {
+        let why = match self.stopped.get() {
+            Some(Stopped::Failed(e)) => format!("the Connection failed: {}", e.message),
+            Some(Stopped::Aborted) => "the Connection was aborted".to_string(),
+            Some(Stopped::Closed) | None => "the Connection was closed locally".to_string(),
+        };
+        ReceiveError {
+            context: None,
+            error: Error::new(ErrorReason::ConnectionAborted, why),
+        }
+    }
+
+    /// The stack failed underneath: nothing more can be sent or received.
+    pub(super) fn fail(&self, err: Error) {
+        let first = {
+            let mut st = self.status.lock().unwrap();
+            let first = st.state != ConnState::Closed;
+            st.state = ConnState::Closed;
+            st.can_receive = false;
+            first
+        };
+        let held = {
+            let mut q = self.send_q.lock().unwrap();
+            q.shut.get_or_insert(err.clone());
+            std::mem::take(&mut q.held)
+        };
+        for part in held {
+            part.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        if first {
+            self.stop(Stopped::Failed(err.clone()));
+            let _ = self
+                .events_tx
+                .unbounded_send(ConnectionEvent::ConnectionError(err));
+            self.events_tx.close_channel();
+        }
+    }
+
+    /// Close ran out of time ([`CLOSE_TIMEOUT`]): abort, and the error that
+    /// says so (every Message still unanswered fails with it).
+    pub(super) fn close_timed_out(&self) -> Error {
+        let err = Error::new(
+            ErrorReason::Timeout,
+            format!(
+                "close: the peer did not take what was sent within {} s; the Connection was aborted",
+                CLOSE_TIMEOUT.as_secs()
+            ),
+        );
+        self.abort(err.clone());
+        self.answer_writes_after_stop();
+        err
+    }
+
+    /// After the stop: if the writer is free (no flush holds it any more),
+    /// answer every Message it still holds with the reason of the stop, and
+    /// let go of the stack. A writer still held is answered by its holder,
+    /// which sees the stop too.
+    pub(super) fn answer_writes_after_stop(&self) {
+        let Some(mut w) = self.writer.try_lock() else {
+            return;
+        };
+        let err = match self.stopped.get() {
+            Some(Stopped::Failed(e)) => e.clone(),
+            Some(Stopped::Aborted) => Error::new(ErrorReason::ConnectionAborted, "local Abort"),
+            Some(Stopped::Closed) | None => {
+                Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
+            }
+        };
+        for mut f in w.unanswered() {
+            f.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        w.transport = None;
+    }
+
+    pub(super) fn abort(&self, err: Error) {
+        {
+            let mut st = self.status.lock().unwrap();
+            if st.state == ConnState::Closed {
+                return;
+            }
+            st.state = ConnState::Closed;
+            st.can_receive = false;
+        }
+        let (queued, held): (Vec<Queued>, Vec<HeldPart>) = {
+            let mut q = self.send_q.lock().unwrap();
+            q.shut.get_or_insert(err.clone());
+            q.batch = None;
+            (q.frames.drain(..).collect(), std::mem::take(&mut q.held))
+        };
+        for part in held {
+            part.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        for mut f in queued {
+            f.answer(Err(SendFailureKind::Error(err.clone())));
+        }
+        self.local_addr();
+        if let Some(t) = self.abort_handle.lock().unwrap().take() {
+            t.abort();
+        }
+        self.stop(Stopped::Aborted);
+        // In-flight Messages are answered by whoever holds the writer; take it
+        // if free. Dropping the last handle of the socket closes it, and with
+        // linger 0 that close is a reset.
+        if let Some(mut w) = self.writer.try_lock() {
+            for mut f in w.unanswered() {
+                f.answer(Err(SendFailureKind::Error(err.clone())));
+            }
+            w.transport = None;
+        }
+        if let Some(mut r) = self.recv.try_lock() {
+            r.transport = None;
+            r.done.get_or_insert(err.clone());
+        }
+        let _ = self
+            .events_tx
+            .unbounded_send(ConnectionEvent::ConnectionError(err));
+        self.events_tx.close_channel();
+    }
+
+    pub(super) async fn close(inner: &Arc<Inner>) -> Result<(), Error> {
+        {
+            let mut st = inner.status.lock().unwrap();
+            match st.state {
+                ConnState::Closed => return Ok(()),
+                ConnState::Closing => {}
+                _ => st.state = ConnState::Closing,
+            }
+        }
+        {
+            let mut q = inner.send_q.lock().unwrap();
+            if let Some((tx, _)) = q.batch.take() {
+                let _ = tx.send(());
+            }
+            q.shut.get_or_insert(Error::new(
+                ErrorReason::ConnectionAborted,
+                "the Connection is closing",
+            ));
+            // A Message whose last part never came cannot go out.
+            for part in std::mem::take(&mut q.held) {
+                part.answer(Err(SendFailureKind::Error(Error::new(
+                    ErrorReason::InvalidMessageProperties,
+                    "the Connection closed before the last part of this Message (end_of_message true) was sent",
+                ))));
+            }
+        }
+        // Deliver everything queued, finish the stream, and wait until the
+        // peer has it where the stack can tell (a QUIC stream's data
+        // acknowledged), unless an Abort (or a failure) stops the Connection
+        // meanwhile: then the writer, and the sends it holds, are answered at
+        // once. All of it within CLOSE_TIMEOUT.
+        let deadline = runtime::saturating_add(runtime::now(), CLOSE_TIMEOUT);
+        let stop = inner.stop_rx.clone();
+        let finish = async {
+            let mut w = inner.writer.lock().await;
+            Inner::flush(inner, &mut w).await;
+            let t = w.transport.take();
+            drop(w);
+            if let Some(t) = t {
+                if t.shutdown_write().is_ok() {
+                    return t.delivered().await;
+                }
+            }
+            Ok(())
+        };
+        let mut finish = Box::pin(finish);
+        let mut timer = Box::pin(runtime::sleep_until(deadline).fuse());
+        let ended = futures::select_biased! {
+            r = finish.as_mut().fuse() => Some(r),
+            _ = stop.fuse() => None,
+            _ = &mut timer => Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut))),
+        };
+        drop(finish);
+        if timer.is_terminated() {
+            return Err(inner.close_timed_out());
+        }
+        if ended.is_none() {
+            inner.answer_writes_after_stop();
+        }
+        // Resolve pending receives before Closed.
+        inner.stop(Stopped::Closed);
+        let mut st = inner.recv.lock().await;
+        let reader = st.transport.take();
+        drop(st);
+        // TCP and TLS: read the peer's side to its end (and drop what
+        // arrives), so that closing the socket with unread data does not
+        // reset the connection and discard the tail of what we sent. A peer
+        // that keeps its side open gets CLOSE_LINGER for that, then the
+        // socket closes anyway.
+        if let Some(t) = reader.filter(|_| ended.is_some()) {
+            let linger = runtime::saturating_add(runtime::now(), CLOSE_LINGER);
+            let linger = if linger < deadline { linger } else { deadline };
+            futures::select_biased! {
+                _ = Box::pin(t.drain_to_end()).fuse() => {},
+                _ = Box::pin(runtime::sleep_until(linger)).fuse() => {},
+            }
+        }
+        if let Some(Err(e)) = ended {
+            // The stack reported that the peer did not take it all.
+            let err = Error::new(
+                ErrorReason::ConnectionAborted,
+                format!("close: the peer did not take everything sent: {e}"),
+            );
+            inner.fail(err.clone());
+            return Err(err);
+        }
+        for _ in 0..10_000 {
+            if inner.receives.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            futures::future::ready(()).await;
+            runtime::sleep_until(runtime::now() + std::time::Duration::from_millis(1)).await;
+        }
+        inner.local_addr();
+        inner.abort_handle.lock().unwrap().take();
+        {
+            let mut s = inner.status.lock().unwrap();
+            if s.state == ConnState::Closed {
+                return Ok(()); // aborted meanwhile: ConnectionError was the last event
+            }
+            s.state = ConnState::Closed;
+            s.can_receive = false;
+        }
+        let _ = inner.events_tx.unbounded_send(ConnectionEvent::Closed);
+        inner.events_tx.close_channel();
+        Ok(())
+    }
+}

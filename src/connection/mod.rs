@@ -1,0 +1,472 @@
+//! The Connection (RFC 9622 §7–§11): send and receive Messages over the stack
+//! that won the race, clone it into a group, close or abort it.
+//!
+//! Target-neutral: the stack behind it is a `backend::Transport`.
+//!
+//! # Guarantees (RFC 9622 §11)
+//! - Exactly one outcome per `send` call: [`Sent`], or a [`SendFailure`]
+//!   (`Expired` or `SendError`). Sent outcomes happen in send-call order:
+//!   [`Sent::sequence`] grows with each call.
+//! - One `receive` call yields exactly one receive event or a [`ReceiveError`].
+//! - A Connection exists only after Ready, so nothing is received before it.
+//! - `close` resolves after every queued Message got its outcome and every
+//!   pending receive resolved; `Closed` is then the last event, and nothing
+//!   follows it.
+//!
+//! # Cancel safety and drop
+//! `send` queues the Message when it is called (not when first polled);
+//! dropping its future does not withdraw the Message, only its outcome.
+//! A send future dropped before its answer hands the work it leaves (its
+//! Message and those queued behind it) to a task of its own, so everything
+//! goes out, whole and once, without another call on the Connection; a
+//! partly written Message is always finished, so framing never breaks.
+//! Dropping a `receive` future loses nothing: bytes already read stay
+//! buffered for the next receive. Dropping the last handle of a Connection
+//! without `close` closes it once nothing refers to it any more (a send
+//! future still held, or the task finishing a dropped one's work, keeps it
+//! open until done); call `close` for an orderly end.
+//!
+//! # Layout
+//! This module holds the handle, its state and its properties;
+//! `outcome` the §11 outcome types, `send` the send queue and the writer,
+//! `receive` deframing and reassembly, `lifecycle` Close, Abort and
+//! failures, `group` Clone and the Connection Group.
+
+// SendFailure carries the MessageContext back to the application, as the RFC's
+// events do; the failure path is cold, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use crate::backend::{Recv, Transport};
+use crate::capability::{Capabilities, DataUnit, StackId, Support};
+use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
+use crate::error::{Error, ErrorReason};
+use crate::event::ConnectionEvent;
+use crate::framer::{Frame, FramerStack, Parse};
+use crate::message::{MessageContext, ReceiveEvent};
+use crate::properties::{
+    ChecksumCoverage, ConnState, ConnectionProperties, Preference, PropertyValue,
+    SelectionProperty, TransportProperties,
+};
+use crate::runtime::{self, Instant};
+use crate::trace::RacingTrace;
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::FusedFuture;
+use futures::future::{FutureExt, Shared};
+use futures::task::AtomicWaker;
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+mod group;
+mod lifecycle;
+mod outcome;
+mod receive;
+mod send;
+
+pub(crate) use group::Group;
+use lifecycle::Stopped;
+pub use lifecycle::{CLOSE_LINGER, CLOSE_TIMEOUT};
+use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
+pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
+use receive::{DatagramQueue, RecvState};
+pub use receive::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
+use send::{HeldPart, Queued, SendQueue, WriterState};
+
+struct Status {
+    state: ConnState,
+    can_receive: bool,
+    conn_priority: u32,
+}
+
+/// Everything a new Connection is made of.
+pub(crate) struct Parts {
+    pub(crate) transport: Transport,
+    pub(crate) caps: Capabilities,
+    pub(crate) framers: FramerStack,
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) props: TransportProperties,
+    pub(crate) trace: RacingTrace,
+    pub(crate) remote: RemoteEndpoint,
+    /// The remote address, when the caller knows it (saves a getpeername).
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) local: Option<LocalEndpoint>,
+    pub(crate) reconnect: Option<crate::establish::Reconnect>,
+    /// Client: InitiateWithSend's first Message already went out as 0-RTT.
+    pub(crate) early_sent: bool,
+    /// Server: the peer's data on this stream may be 0-RTT early data.
+    pub(crate) peer_early_data: bool,
+}
+
+pub(crate) struct Inner {
+    caps: Capabilities,
+    props: TransportProperties,
+    group: Arc<Group>,
+    status: Mutex<Status>,
+    send_q: Mutex<SendQueue>,
+    writer: futures::lock::Mutex<WriterState>,
+    recv: futures::lock::Mutex<RecvState>,
+    abort_handle: Mutex<Option<Transport>>,
+    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
+    stop_rx: Shared<oneshot::Receiver<()>>,
+    /// Why receives end (unset while they may wait): set with `stop_tx` by
+    /// Close, Abort or a failure underneath; the first reason stays.
+    stopped: std::sync::OnceLock<Stopped>,
+    /// The receive that holds `recv` and waits, woken at the stop. The
+    /// receives queued behind it on `recv` see `stopped` when they get the
+    /// lock, one after another: none of them need a waker here.
+    recv_stop: AtomicWaker,
+    receives: AtomicUsize,
+    events_tx: mpsc::UnboundedSender<ConnectionEvent>,
+    events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
+    trace: RacingTrace,
+    remote: Arc<RemoteEndpoint>,
+    local: Option<Arc<LocalEndpoint>>,
+    /// Read from the socket on first use (or at close), not on the way to Ready.
+    local_addr: std::sync::OnceLock<Option<SocketAddr>>,
+    remote_addr: Option<SocketAddr>,
+    singular_max: Option<u64>,
+    reconnect: Option<crate::establish::Reconnect>,
+    peer_early_data: bool,
+    early_sent: bool,
+}
+
+/// A Connection (RFC 9622 §7): one established protocol stack that sends and
+/// receives Messages. Identical on every target.
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("stack", &self.inner.caps.stack)
+            .field("remote", &self.inner.remote_addr)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Connection {
+    // In the browser, Inner is not Send: a stack's send in progress
+    // (`WriterState::sending`) is a browser future, and the page has one thread.
+    #[allow(clippy::arc_with_non_send_sync)]
+    pub(crate) fn from_parts(p: Parts, group: Option<Arc<Group>>) -> Connection {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (events_tx, events_rx) = mpsc::unbounded();
+        let group = group.unwrap_or_else(|| {
+            Arc::new(Group {
+                members: Mutex::new(Vec::new()),
+                props: Mutex::new(p.props.connection.clone()),
+            })
+        });
+        let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
+        let singular_max = p.transport.singular_transmission_max();
+        let (stream_sends, stream_receives) = p.transport.directions();
+        let can_receive = stream_receives
+            && p.props.direction != crate::properties::Direction::UnidirectionalSend;
+        let inner = Arc::new(Inner {
+            caps: p.caps,
+            group: group.clone(),
+            status: Mutex::new(Status {
+                state: ConnState::Established,
+                can_receive,
+                conn_priority: p.props.connection.conn_priority,
+            }),
+            send_q: Mutex::new(SendQueue {
+                frames: VecDeque::new(),
+                next_seq: 0,
+                batch: None,
+                open_partial: None,
+                held: Vec::new(),
+                final_sent: false,
+                shut: (!stream_sends
+                    || p.props.direction == crate::properties::Direction::UnidirectionalReceive)
+                    .then(|| {
+                        Error::new(
+                            ErrorReason::InvalidConfiguration,
+                            "this Connection is unidirectional receive",
+                        )
+                    }),
+                framers: p.framers.clone(),
+            }),
+            writer: futures::lock::Mutex::new(WriterState {
+                transport: Some(p.transport.clone()),
+                inflight: VecDeque::new(),
+                written: Vec::new(),
+                sending: None,
+                front_offset: 0,
+            }),
+            recv: futures::lock::Mutex::new(RecvState {
+                transport: Some(p.transport.clone()),
+                buf: p.leftover,
+                start: 0,
+                framers: p.framers,
+                current: None,
+                eof: false,
+                done: None,
+                stream_context: None,
+                datagrams: DatagramQueue::default(),
+                direct: false,
+                body: Vec::new(),
+            }),
+            abort_handle: Mutex::new(Some(p.transport)),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx: stop_rx.shared(),
+            stopped: std::sync::OnceLock::new(),
+            recv_stop: AtomicWaker::new(),
+            receives: AtomicUsize::new(0),
+            events_tx,
+            events_rx: futures::lock::Mutex::new(events_rx),
+            trace: p.trace,
+            remote: Arc::new(p.remote),
+            local: p.local.map(Arc::new),
+            local_addr: std::sync::OnceLock::new(),
+            remote_addr,
+            singular_max,
+            reconnect: p.reconnect,
+            peer_early_data: p.peer_early_data,
+            early_sent: p.early_sent,
+            props: p.props,
+        });
+        group.members.lock().unwrap().push(Arc::downgrade(&inner));
+        Connection { inner }
+    }
+
+    /// The protocol stack that won the race.
+    pub fn stack(&self) -> StackId {
+        self.inner.caps.stack
+    }
+
+    /// The RacingTrace of the establishment that made this Connection
+    /// (empty for a Connection a Listener received).
+    pub fn trace(&self) -> &RacingTrace {
+        &self.inner.trace
+    }
+
+    /// The local address in use.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The remote address in use.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote_addr
+    }
+
+    /// The RemoteEndpoint this Connection was made for.
+    pub fn remote_endpoint(&self) -> &RemoteEndpoint {
+        &self.inner.remote
+    }
+
+    /// The LocalEndpoint it was made from, if one was given.
+    pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
+        self.inner.local.as_deref()
+    }
+
+    /// `connState` (§8.1.11.1).
+    pub fn state(&self) -> ConnState {
+        self.inner.status.lock().unwrap().state
+    }
+
+    /// `canSend` (§8.1.11.2): false after a Message marked final, after
+    /// close/abort, and for unidirectional-receive Connections.
+    pub fn can_send(&self) -> bool {
+        let q = self.inner.send_q.lock().unwrap();
+        q.shut.is_none() && !q.final_sent
+    }
+
+    /// `canReceive` (§8.1.11.3): false once the peer's final Message was
+    /// delivered, after close/abort, and for unidirectional-send Connections.
+    pub fn can_receive(&self) -> bool {
+        self.inner.status.lock().unwrap().can_receive
+    }
+
+    /// `singularTransmissionMsgMaxLen` (§8.1.11.4): `None` is Not applicable (TCP).
+    pub fn singular_transmission_msg_max_len(&self) -> Option<u64> {
+        self.inner.singular_max
+    }
+
+    /// `sendMsgMaxLen` (§8.1.11.5): `None` is unlimited (a byte stream without framer).
+    pub fn send_msg_max_len(&self) -> Option<u64> {
+        if self.inner.caps.data_unit == DataUnit::ByteStream {
+            if self.inner.send_q.lock().unwrap().framers.is_empty() {
+                None
+            } else {
+                Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
+            }
+        } else {
+            self.inner.caps.max_message_len
+        }
+    }
+
+    /// `recvMsgMaxLen` (§8.1.11.6): `None` is unlimited (a byte stream without framer).
+    pub fn recv_msg_max_len(&self) -> Option<u64> {
+        match self.inner.caps.data_unit {
+            DataUnit::ByteStream if self.inner.send_q.lock().unwrap().framers.is_empty() => None,
+            DataUnit::ByteStream => Some(RECV_MSG_MAX_LEN as u64),
+            DataUnit::Message => self.inner.caps.max_message_len,
+        }
+    }
+
+    /// A selection property read back after establishment (§6.2): Require
+    /// when the chosen stack provides it, Prohibit when it does not.
+    pub fn selected(&self, property: SelectionProperty) -> Preference {
+        match property.support(&self.inner.caps) {
+            Some(Support::Always) => Preference::Require,
+            Some(Support::Never) => Preference::Prohibit,
+            Some(Support::Optional) | None => match self.inner.props.get(property) {
+                Preference::Require | Preference::Prefer => Preference::Require,
+                _ => Preference::Prohibit,
+            },
+        }
+    }
+
+    /// The settable Connection Properties (`GetProperties()`), shared with the group.
+    pub fn properties(&self) -> ConnectionProperties {
+        let mut p = self.inner.group.props.lock().unwrap().clone();
+        p.conn_priority = self.inner.status.lock().unwrap().conn_priority;
+        p
+    }
+
+    /// Read any Connection Property by RFC name, the read-only ones included,
+    /// and the protocol-specific ones of the stack (RFC 9622 §4.1): on a
+    /// WebRTC data channel `webrtc.ordered`, `webrtc.maxRetransmits`,
+    /// `webrtc.maxPacketLifeTime` (`notApplicable` when not set) and
+    /// `webrtc.label`, read from the channel itself.
+    pub fn get(&self, name: &str) -> Result<PropertyValue, Error> {
+        let n = crate::properties::norm_name(name);
+        let int = |v: Option<u64>| match v {
+            Some(v) => PropertyValue::Integer(v),
+            None => PropertyValue::Text("notApplicable".into()),
+        };
+        Ok(match n.as_str() {
+            "connstate" => PropertyValue::Text(format!("{:?}", self.state())),
+            "cansend" => PropertyValue::Bool(self.can_send()),
+            "canreceive" => PropertyValue::Bool(self.can_receive()),
+            "singulartransmissionmsgmaxlen" => int(self.singular_transmission_msg_max_len()),
+            "sendmsgmaxlen" => int(self.send_msg_max_len()),
+            "recvmsgmaxlen" => int(self.recv_msg_max_len()),
+            _ => {
+                if let Some(p) = SelectionProperty::from_name(name) {
+                    return Ok(PropertyValue::Preference(self.selected(p)));
+                }
+                let p = self.properties();
+                match n.as_str() {
+                    "connpriority" => PropertyValue::Integer(p.conn_priority.into()),
+                    "conntimeout" => PropertyValue::Duration(p.conn_timeout),
+                    "keepalivetimeout" => PropertyValue::Duration(p.keep_alive_timeout),
+                    "conncapacityprofile" => {
+                        PropertyValue::Text(format!("{:?}", p.conn_capacity_profile))
+                    }
+                    "connscheduler" => PropertyValue::Text(format!("{:?}", p.conn_scheduler)),
+                    "multipathpolicy" => PropertyValue::Text(format!("{:?}", p.multipath_policy)),
+                    "isolatesession" => PropertyValue::Bool(p.isolate_session),
+                    "groupconnlimit" => int(p.group_conn_limit),
+                    "minsendrate" => int(p.min_send_rate),
+                    "minrecvrate" => int(p.min_recv_rate),
+                    "maxsendrate" => int(p.max_send_rate),
+                    "maxrecvrate" => int(p.max_recv_rate),
+                    "recvchecksumlen" => match p.recv_checksum_len {
+                        ChecksumCoverage::Full => PropertyValue::Text("fullCoverage".into()),
+                        ChecksumCoverage::Bytes(b) => PropertyValue::Integer(b.into()),
+                    },
+                    "tcp.usertimeoutvalue" => PropertyValue::Duration(p.tcp.user_timeout_value),
+                    "tcp.usertimeoutenabled" => PropertyValue::Bool(p.tcp.user_timeout_enabled),
+                    "tcp.usertimeoutchangeable" => {
+                        PropertyValue::Bool(p.tcp.user_timeout_changeable)
+                    }
+                    _ => {
+                        let stack_specific = self
+                            .inner
+                            .abort_handle
+                            .lock()
+                            .unwrap()
+                            .as_ref()
+                            .and_then(|t| t.protocol_property(&n));
+                        return stack_specific.ok_or_else(|| {
+                            Error::invalid_configuration(format!(
+                                "unknown Connection Property `{name}`"
+                            ))
+                        });
+                    }
+                }
+            }
+        })
+    }
+
+    /// `SetProperty(property, value)` (§8): a failure leaves the Connection
+    /// as it was. Every property but connPriority is shared with the group
+    /// (entangled, §7.4) and applied to each member's socket.
+    pub fn set_property(&self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
+        let mut candidate = self.properties();
+        candidate.set(name, value)?;
+        let caps = &self.inner.caps;
+        if candidate.recv_checksum_len != ChecksumCoverage::Full {
+            return Err(Error::invalid_configuration(format!(
+                "recvChecksumLen below full coverage needs UDP-Lite; this Connection runs {}",
+                caps.stack
+            )));
+        }
+        let current = self.properties();
+        if caps.stack == StackId::Tcp
+            && !current.tcp.user_timeout_changeable
+            && (candidate.tcp.user_timeout_value != current.tcp.user_timeout_value
+                || candidate.tcp.user_timeout_enabled != current.tcp.user_timeout_enabled)
+        {
+            return Err(Error::invalid_configuration(
+                "tcp.userTimeoutChangeable is false: the TCP user timeout cannot change",
+            ));
+        }
+        if candidate
+            .group_conn_limit
+            .is_some_and(|l| (self.grouped_count() as u64) > l)
+        {
+            return Err(Error::invalid_configuration(format!(
+                "groupConnLimit {:?} is below the {} Connections already in the group",
+                candidate.group_conn_limit,
+                self.grouped_count()
+            )));
+        }
+        // Apply to every member's socket before committing.
+        let members = self.members();
+        if candidate.conn_capacity_profile != current.conn_capacity_profile {
+            for m in &members {
+                if let Some(t) = m.abort_handle.lock().unwrap().as_ref() {
+                    t.set_dscp(candidate.conn_capacity_profile.dscp())
+                        .map_err(|e| {
+                            Error::new(ErrorReason::ProtocolFailed, format!("setting DSCP: {e}"))
+                        })?;
+                }
+            }
+        }
+        {
+            let mut g = self.inner.group.props.lock().unwrap();
+            let prio = candidate.conn_priority;
+            *g = candidate;
+            self.inner.status.lock().unwrap().conn_priority = prio;
+        }
+        if let Some(t) = self.inner.abort_handle.lock().unwrap().as_ref() {
+            let opts =
+                crate::establish::socket_options(&self.inner.props, &self.properties(), None, None);
+            crate::establish::apply_live_options(t, &opts);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        *self.local_addr.get_or_init(|| {
+            self.abort_handle
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(Transport::local_addr)
+        })
+    }
+}
