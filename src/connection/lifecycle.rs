@@ -58,7 +58,47 @@ pub(super) enum Stopped {
     Failed(Error),
 }
 
+/// How [`Inner::until`] ended.
+pub(super) enum Until {
+    /// The work is done.
+    Done,
+    /// The Connection stopped first (Abort, or a failure).
+    Stopped,
+    /// The deadline passed first.
+    Deadline,
+}
+
 impl Inner {
+    /// Poll `work` until it is done, or (with `watch_stop`) the Connection
+    /// stops, or `deadline` passes, whichever comes first. Every such wait
+    /// of the Connection (Close's, and the task that finishes what a dropped
+    /// send left) goes through this one function.
+    pub(super) async fn until(
+        &self,
+        mut work: std::pin::Pin<&mut runtime::DynFuture<'_>>,
+        watch_stop: bool,
+        deadline: Option<Instant>,
+    ) -> Until {
+        use std::task::Poll;
+        let mut stop = self.stop_rx.clone();
+        let mut timer = deadline.map(|d| Box::pin(runtime::sleep_until(d)));
+        std::future::poll_fn(|cx| {
+            if work.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Until::Done);
+            }
+            if watch_stop && std::pin::Pin::new(&mut stop).poll(cx).is_ready() {
+                return Poll::Ready(Until::Stopped);
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Until::Deadline);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Stop: every pending and later receive ends (with [`Self::stopped_error`],
     /// which says `why`), and a send waiting for the writer stops waiting.
     /// The first reason given stays.
@@ -221,32 +261,24 @@ impl Inner {
         // meanwhile: then the writer, and the sends it holds, are answered at
         // once. All of it within CLOSE_TIMEOUT.
         let deadline = runtime::saturating_add(runtime::now(), CLOSE_TIMEOUT);
-        let stop = inner.stop_rx.clone();
-        let finish = async {
-            let mut w = inner.writer.lock().await;
-            Inner::flush(inner, &mut w).await;
-            let t = w.transport.take();
-            drop(w);
+        let mut finish = Box::pin(async {
+            Inner::lock_and_flush(inner).await;
+            // Nothing more can be queued (the queue is shut): finish the stream.
+            let t = inner.writer.lock().await.transport.take();
             if let Some(t) = t {
                 if t.shutdown_write().is_ok() {
-                    return t.delivered().await;
+                    // The stack's word on delivery (QUIC: acknowledged, or
+                    // the peer ended the stream its own way).
+                    let _ = t.delivered().await;
                 }
             }
-            Ok(())
-        };
-        let mut finish = Box::pin(finish);
-        let mut timer = Box::pin(runtime::sleep_until(deadline).fuse());
-        let ended = futures::select_biased! {
-            r = finish.as_mut().fuse() => Some(r),
-            _ = stop.fuse() => None,
-            _ = &mut timer => Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut))),
-        };
+        });
+        let ended = inner.until(finish.as_mut(), true, Some(deadline)).await;
         drop(finish);
-        if timer.is_terminated() {
-            return Err(inner.close_timed_out());
-        }
-        if ended.is_none() {
-            inner.answer_writes_after_stop();
+        match ended {
+            Until::Done => {}
+            Until::Stopped => inner.answer_writes_after_stop(),
+            Until::Deadline => return Err(inner.close_timed_out()),
         }
         // Resolve pending receives before Closed.
         inner.stop(Stopped::Closed);
@@ -258,22 +290,13 @@ impl Inner {
         // reset the connection and discard the tail of what we sent. A peer
         // that keeps its side open gets CLOSE_LINGER for that, then the
         // socket closes anyway.
-        if let Some(t) = reader.filter(|_| ended.is_some()) {
+        if let Some(t) = reader.filter(|_| matches!(ended, Until::Done)) {
             let linger = runtime::saturating_add(runtime::now(), CLOSE_LINGER);
             let linger = if linger < deadline { linger } else { deadline };
-            futures::select_biased! {
-                _ = Box::pin(t.drain_to_end()).fuse() => {},
-                _ = Box::pin(runtime::sleep_until(linger)).fuse() => {},
-            }
-        }
-        if let Some(Err(e)) = ended {
-            // The stack reported that the peer did not take it all.
-            let err = Error::new(
-                ErrorReason::ConnectionAborted,
-                format!("close: the peer did not take everything sent: {e}"),
-            );
-            inner.fail(err.clone());
-            return Err(err);
+            let mut drain = Box::pin(async move {
+                let _ = t.drain_to_end().await;
+            });
+            inner.until(drain.as_mut(), false, Some(linger)).await;
         }
         for _ in 0..10_000 {
             if inner.receives.load(Ordering::SeqCst) == 0 {

@@ -51,7 +51,6 @@ use crate::runtime::{self, Instant};
 use crate::trace::RacingTrace;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
-use futures::future::FusedFuture;
 use futures::future::{FutureExt, Shared};
 use futures::task::AtomicWaker;
 use futures::StreamExt;

@@ -505,15 +505,8 @@ impl Drop for FinishOnDrop {
             return;
         }
         runtime::spawn(async move {
-            let stop = inner.stop_rx.clone();
-            let flush = async {
-                let mut w = inner.writer.lock().await;
-                Inner::flush(&inner, &mut w).await;
-            };
-            futures::select_biased! {
-                _ = Box::pin(flush).fuse() => {},
-                _ = stop.fuse() => {},
-            }
+            let mut flush = Inner::lock_and_flush(&inner);
+            inner.until(flush.as_mut(), true, None).await;
         });
     }
 }
@@ -629,20 +622,16 @@ impl Inner {
                 {
                     return std::task::Poll::Ready(false);
                 }
-                let flush = std::pin::pin!(Inner::flush(inner, &mut w));
-                std::task::Poll::Ready(flush.poll(cx).is_ready())
+                let mut flush = Inner::flush(inner, &mut w);
+                std::task::Poll::Ready(flush.as_mut().poll(cx).is_ready())
             })
             .await;
             if flushed {
                 continue;
             }
-            let flush = async {
-                let mut w = inner.writer.lock().await;
-                Inner::flush(inner, &mut w).await;
-            };
             // On the heap: the flush state is large, and a send future that
             // held it inline would be copied whole each time it moves.
-            let mut flush = Box::pin(flush);
+            let mut flush = Inner::lock_and_flush(inner);
             let stop = inner.stop_rx.clone();
             futures::select_biased! {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
@@ -664,7 +653,18 @@ impl Inner {
     /// the stack's writes are (`Transport::writes_cancel_safe`): the write
     /// position and the Messages waiting for their answer live in the writer
     /// state, so a flush dropped midway is resumed by the next one.
-    pub(super) async fn flush(inner: &Arc<Inner>, w: &mut WriterState) {
+    ///
+    /// Boxed, so that its large state machine exists once in the program
+    /// rather than inlined into each caller (the browser's .wasm size); the
+    /// send fast paths do not come here.
+    pub(super) fn flush<'a>(
+        inner: &'a Arc<Inner>,
+        w: &'a mut WriterState,
+    ) -> runtime::BoxFuture<'a, ()> {
+        Box::pin(Self::flush_queued(inner, w))
+    }
+
+    async fn flush_queued(inner: &Arc<Inner>, w: &mut WriterState) {
         {
             let mut q = inner.send_q.lock().unwrap();
             if q.batch.is_some() {
@@ -804,31 +804,35 @@ impl Inner {
     }
 
     /// Hand the front Message whole to the stack (one datagram, WebSocket or
-    /// data-channel message) and answer it. A cancel-safe send is awaited in
-    /// place, the Message leaving the queue only once taken; any other runs
-    /// from `WriterState::sending`, so that a flush dropped midway resumes
-    /// it instead of sending the Message again.
+    /// data-channel message) and answer it. The send runs from
+    /// `WriterState::sending`, so that a flush dropped midway resumes it
+    /// instead of starting it again (a stack whose sends are not cancel-safe
+    /// would get the Message twice; one whose are would lose none either way).
     pub(super) async fn send_whole(inner: &Arc<Inner>, w: &mut WriterState, transport: &Transport) {
-        let (f, r) = if transport.writes_cancel_safe() {
-            let front = w.inflight.front().expect("non-empty");
-            let r = transport.send_datagram(&front.frame.contiguous()).await;
-            (w.inflight.pop_front().expect("front"), r)
+        let f = w.inflight.pop_front().expect("non-empty");
+        // The data itself is shared, not copied, unless a framer added bytes.
+        let data = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
+            f.frame.data.clone()
         } else {
-            let f = w.inflight.pop_front().expect("non-empty");
-            // The data itself is shared, not copied, unless a framer added bytes.
-            let data = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
-                f.frame.data.clone()
-            } else {
-                Bytes::from(f.frame.concat())
-            };
-            let t = transport.clone();
-            let send: runtime::BoxFuture<'static, std::io::Result<()>> =
-                Box::pin(async move { t.send_datagram(&data).await });
-            let (_, send) = w.sending.insert((f, send));
-            let r = send.as_mut().await;
-            (w.sending.take().expect("sending").0, r)
+            Bytes::from(f.frame.concat())
         };
+        let t = transport.clone();
+        let send: runtime::BoxFuture<'static, std::io::Result<()>> =
+            Box::pin(async move { t.send_datagram(&data).await });
+        let (_, send) = w.sending.insert((f, send));
+        let r = send.as_mut().await;
+        let f = w.sending.take().expect("sending").0;
         Self::answer_whole(inner, transport, f, r);
+    }
+
+    /// Take the writer, then hand every queued Message to the stack: one
+    /// future for every caller that flushes from outside the writer (a
+    /// waiting send, Close, the task that finishes a dropped send's work).
+    pub(super) fn lock_and_flush(inner: &Arc<Inner>) -> runtime::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut w = inner.writer.lock().await;
+            Inner::flush(inner, &mut w).await;
+        })
     }
 
     /// A whole Message went to the stack (or failed): its outcome. A final

@@ -20,3 +20,12 @@ pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;
 /// A boxed future: `Send` natively, not in the browser.
 #[cfg(web)]
 pub type BoxFuture<'a, T> = futures::future::LocalBoxFuture<'a, T>;
+
+/// A future behind `dyn`, for waits written once for every caller: `Send`
+/// natively, not in the browser.
+#[cfg(native)]
+pub type DynFuture<'a> = dyn std::future::Future<Output = ()> + Send + 'a;
+/// A future behind `dyn`, for waits written once for every caller: `Send`
+/// natively, not in the browser.
+#[cfg(web)]
+pub type DynFuture<'a> = dyn std::future::Future<Output = ()> + 'a;
