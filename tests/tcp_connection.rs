@@ -106,15 +106,16 @@ async fn partial_sends_make_one_message_and_partial_receives_split_it() {
     });
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     let ctx = MessageContext::new();
-    conn.send(b"hello ".to_vec(), Some(ctx.clone()), false)
-        .await
-        .unwrap();
+    // The length-prefix framer holds the first part until the last one
+    // (it needs the whole length): that part is Sent with the last.
+    let first = conn.send(b"hello ".to_vec(), Some(ctx.clone()), false);
     // Another Message while one is open is refused, not interleaved.
     let err = conn.send(b"x".to_vec(), None, true).await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::InvalidMessageProperties);
     conn.send(b"world".to_vec(), Some(ctx.clone()), true)
         .await
         .unwrap();
+    first.await.unwrap();
     conn.send(b"second".to_vec(), None, true).await.unwrap();
     let (pieces, whole) = server.await.unwrap();
     let joined: Vec<u8> = pieces.iter().flat_map(|p| p.data().to_vec()).collect();

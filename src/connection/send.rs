@@ -158,7 +158,10 @@ impl Connection {
     /// for socket space), or `Expired` / `SendError`. Dropping the future
     /// does not take the Message back: it still goes out, whole and in order.
     /// With `end_of_message` false, later calls with the same context
-    /// continue the Message.
+    /// continue the Message. A part that a framer holds back until the last
+    /// part (the length-prefix framer needs the whole length) is `Sent`
+    /// together with that last part, so await it only after sending the
+    /// last part; Close or Abort before the last part fails it.
     ///
     /// `data` is anything that becomes [`Bytes`]: a `Vec<u8>` or `String`
     /// (taken without a copy), a `&'static [u8]` or `&'static str`, or a
