@@ -36,11 +36,21 @@ async fn deaf_tcp_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
-fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {
+/// A client Preconnection to `addr` that races only `stack`.
+fn client(
+    addr: SocketAddr,
+    stack: StackId,
+    props: TransportProperties,
+    sec: SecurityParameters,
+) -> Preconnection {
     let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(vec![], vec![remote], props, SecurityParameters::disabled());
-    pre.set_protocols(vec![StackId::Tcp]);
+    let mut pre = Preconnection::new(vec![], vec![remote], props, sec);
+    pre.set_protocols(vec![stack]);
     pre
+}
+
+fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {
+    client(addr, StackId::Tcp, props, SecurityParameters::disabled())
 }
 
 #[tokio::test]
@@ -162,15 +172,12 @@ async fn slow_ws_peer(wait: Duration) -> (SocketAddr, tokio::task::JoinHandle<Ve
 }
 
 fn ws_client(addr: SocketAddr) -> Preconnection {
-    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(
-        vec![],
-        vec![remote],
+    client(
+        addr,
+        StackId::Ws,
         TransportProperties::new(),
         SecurityParameters::disabled(),
-    );
-    pre.set_protocols(vec![StackId::Ws]);
-    pre
+    )
 }
 
 #[tokio::test]
@@ -289,14 +296,12 @@ async fn slow_quinn_reader() -> (SocketAddr, common::Cert, tokio::task::JoinHand
 #[tokio::test]
 async fn quic_close_resolves_after_the_peer_has_every_byte() {
     let (addr, cert, server) = slow_quinn_reader().await;
-    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(
-        vec![],
-        vec![remote],
+    let pre = client(
+        addr,
+        StackId::Quic,
         TransportProperties::new(),
         common::pinned(&cert),
     );
-    pre.set_protocols(vec![StackId::Quic]);
     let conn = pre.initiate().await.unwrap();
     let len = 4 * 1024 * 1024;
     conn.send_message(vec![5u8; len]).await.expect("Sent");
@@ -459,14 +464,12 @@ async fn datagrams_during_an_incomplete_framed_message_are_bounded_and_reported(
     // The sending peer writes the stream's bytes itself (no framer): a
     // 4-byte length of 1000 and 10 bytes of the body, then a flood of
     // datagrams, then the rest of the body.
-    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(
-        vec![],
-        vec![remote],
+    let pre = client(
+        addr,
+        StackId::Quic,
         TransportProperties::new(),
         common::pinned(&cert),
     );
-    pre.set_protocols(vec![StackId::Quic]);
     let peer = pre.initiate().await.unwrap();
     let mut head = 1000u32.to_be_bytes().to_vec();
     head.extend_from_slice(&[4u8; 10]);
