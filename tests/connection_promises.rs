@@ -7,10 +7,11 @@
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
 mod common;
+use common::client;
 use futures::StreamExt;
 use postsocket::{
-    ErrorReason, MessageContext, Preconnection, RemoteEndpoint, SecurityParameters, SendFailure,
-    StackId, TransportProperties,
+    ErrorReason, MessageContext, Preconnection, SecurityParameters, SendFailure, StackId,
+    TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,19 +35,6 @@ async fn deaf_tcp_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
     (addr, task)
-}
-
-/// A client Preconnection to `addr` that races only `stack`.
-fn client(
-    addr: SocketAddr,
-    stack: StackId,
-    props: TransportProperties,
-    sec: SecurityParameters,
-) -> Preconnection {
-    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(vec![], vec![remote], props, sec);
-    pre.set_protocols(vec![stack]);
-    pre
 }
 
 fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {

@@ -10,7 +10,7 @@ use common::{pinned, self_signed, with_certificate};
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     Connection, ListenerEvent, LocalEndpoint, Preconnection, Preference, ReceiveEvent,
-    RemoteEndpoint, SecurityParameters, SelectionProperty, StackId, TransportProperties,
+    SecurityParameters, SelectionProperty, StackId, TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,15 +69,14 @@ async fn echo(c: Connection) {
     }
 }
 
+/// A length-prefixed client to `addr` that races only `stack`.
 fn client(
     addr: SocketAddr,
     stack: StackId,
     props: TransportProperties,
     sec: SecurityParameters,
 ) -> Preconnection {
-    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
-    let mut pre = Preconnection::new(vec![], vec![remote], props, sec);
-    pre.set_protocols(vec![stack]);
+    let mut pre = common::client(addr, stack, props, sec);
     pre.add_framer(LengthPrefixFramer::new());
     pre
 }

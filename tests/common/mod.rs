@@ -229,3 +229,16 @@ pub async fn recv(c: &Connection) -> Vec<u8> {
         .into_data()
         .into()
 }
+
+/// A client Preconnection to `addr` that races only `stack`.
+pub fn client(
+    addr: SocketAddr,
+    stack: postsocket::StackId,
+    props: TransportProperties,
+    sec: postsocket::SecurityParameters,
+) -> Preconnection {
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let mut pre = Preconnection::new(vec![], vec![remote], props, sec);
+    pre.set_protocols(vec![stack]);
+    pre
+}
