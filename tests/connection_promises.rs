@@ -136,15 +136,122 @@ async fn a_lifetime_of_duration_max_is_no_lifetime_at_all() {
     assert_eq!(peer.await.unwrap(), b"one two");
 }
 
+/// A Message queued behind one that is blocked on the peer expires when its
+/// msgLifetime ends (RFC 9622 §9.1.3.1), not when the blocked one finally
+/// goes; the one sent after it, without a lifetime, still goes, in order.
+#[tokio::test]
+async fn a_message_behind_a_blocked_tcp_send_expires_when_its_lifetime_ends() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = go_rx.await; // reads nothing until told
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let big = 32 * 1024 * 1024;
+    let blocked = tokio::spawn(conn.send_message(vec![7u8; big]));
+    let mut ctx = MessageContext::new();
+    ctx.properties.msg_lifetime = Some(Duration::from_millis(300));
+    let expiring = tokio::spawn(conn.send(&b"too late"[..], Some(ctx), true));
+    let after = tokio::spawn(conn.send_message(&b"after"[..]));
+    let outcome = tokio::time::timeout(AT_ONCE, expiring)
+        .await
+        .expect("the Message behind the blocked one has an outcome once its lifetime ends")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(SendFailure::Expired { .. })),
+        "{outcome:?}"
+    );
+    assert!(!blocked.is_finished(), "the peer still reads nothing");
+    go_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    after.await.unwrap().unwrap();
+    conn.close().await.unwrap();
+    let all = peer.await.unwrap();
+    assert_eq!(
+        all.len(),
+        big + 5,
+        "the big one and `after`, not the expired one"
+    );
+    assert!(all.ends_with(b"after"));
+}
+
+/// The same on a stack whose sends go whole and cannot be dropped midway
+/// (native WebSocket): the Message behind expires while the one ahead is
+/// still being sent, and the one ahead still goes out once.
+#[tokio::test]
+async fn a_message_behind_a_blocked_websocket_send_expires_when_its_lifetime_ends() {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, peer) = gated_ws_peer(async move {
+        let _ = go_rx.await; // reads nothing until told
+    })
+    .await;
+    let conn = ws_client(addr).initiate().await.unwrap();
+    let mut ahead = Vec::new();
+    for i in 0..8u8 {
+        ahead.push(tokio::spawn(conn.send_message(vec![i; 4 * 1024 * 1024])));
+    }
+    let mut ctx = MessageContext::new();
+    ctx.properties.msg_lifetime = Some(Duration::from_millis(300));
+    let expiring = tokio::spawn(conn.send(&b"too late"[..], Some(ctx), true));
+    let outcome = tokio::time::timeout(AT_ONCE, expiring)
+        .await
+        .expect("the Message behind the blocked ones has an outcome once its lifetime ends")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(SendFailure::Expired { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        ahead.iter().any(|t| !t.is_finished()),
+        "the peer reads nothing yet: sends ahead still wait"
+    );
+    go_tx.send(()).unwrap();
+    for t in ahead {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    let got = peer.await.unwrap();
+    let order: Vec<u8> = got.iter().map(|m| m[0]).collect();
+    assert_eq!(
+        order,
+        (0..8).collect::<Vec<_>>(),
+        "each once, in order, and not the expired one"
+    );
+}
+
 /// A WebSocket peer (tokio-tungstenite) that reads nothing for `wait`, then
 /// returns every binary message it receives until the Close.
 async fn slow_ws_peer(wait: Duration) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+    gated_ws_peer(tokio::time::sleep(wait)).await
+}
+
+/// A WebSocket peer (tokio-tungstenite) that reads nothing until `gate`
+/// resolves, then returns every binary message it receives until the Close.
+async fn gated_ws_peer(
+    gate: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
-        tokio::time::sleep(wait).await;
+        gate.await;
         let mut got = Vec::new();
         while let Some(Ok(m)) = ws.next().await {
             match m {

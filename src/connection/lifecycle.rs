@@ -131,14 +131,7 @@ impl Inner {
             st.can_receive = false;
             first
         };
-        let held = {
-            let mut q = self.send_q.lock().unwrap();
-            q.shut.get_or_insert(err.clone());
-            std::mem::take(&mut q.held)
-        };
-        for part in held {
-            part.answer(Err(SendFailureKind::Error(err.clone())));
-        }
+        self.send_q.lock().unwrap().shut(err.clone(), &err);
         if first {
             self.stop(Stopped::Failed(err.clone()));
             let _ = self
@@ -178,9 +171,8 @@ impl Inner {
                 Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
             }
         };
-        for mut f in w.unanswered() {
-            f.answer(Err(SendFailureKind::Error(err.clone())));
-        }
+        w.sending = None;
+        w.outbox.fail(&err);
         w.transport = None;
     }
 
@@ -193,18 +185,7 @@ impl Inner {
             st.state = ConnState::Closed;
             st.can_receive = false;
         }
-        let (queued, held): (Vec<Queued>, Vec<HeldPart>) = {
-            let mut q = self.send_q.lock().unwrap();
-            q.shut.get_or_insert(err.clone());
-            q.batch = None;
-            (q.frames.drain(..).collect(), std::mem::take(&mut q.held))
-        };
-        for part in held {
-            part.answer(Err(SendFailureKind::Error(err.clone())));
-        }
-        for mut f in queued {
-            f.answer(Err(SendFailureKind::Error(err.clone())));
-        }
+        self.send_q.lock().unwrap().abort(&err);
         self.local_addr();
         if let Some(t) = self.abort_handle.lock().unwrap().take() {
             t.abort();
@@ -214,9 +195,8 @@ impl Inner {
         // if free. Dropping the last handle of the socket closes it, and with
         // linger 0 that close is a reset.
         if let Some(mut w) = self.writer.try_lock() {
-            for mut f in w.unanswered() {
-                f.answer(Err(SendFailureKind::Error(err.clone())));
-            }
+            w.sending = None;
+            w.outbox.fail(&err);
             w.transport = None;
         }
         if let Some(mut r) = self.recv.try_lock() {
@@ -243,17 +223,14 @@ impl Inner {
             if let Some((tx, _)) = q.batch.take() {
                 let _ = tx.send(());
             }
-            q.shut.get_or_insert(Error::new(
-                ErrorReason::ConnectionAborted,
-                "the Connection is closing",
-            ));
             // A Message whose last part never came cannot go out.
-            for part in std::mem::take(&mut q.held) {
-                part.answer(Err(SendFailureKind::Error(Error::new(
+            q.shut(
+                Error::new(ErrorReason::ConnectionAborted, "the Connection is closing"),
+                &Error::new(
                     ErrorReason::InvalidMessageProperties,
                     "the Connection closed before the last part of this Message (end_of_message true) was sent",
-                ))));
-            }
+                ),
+            );
         }
         // Deliver everything queued, finish the stream, and wait until the
         // peer has it where the stack can tell (a QUIC stream's data

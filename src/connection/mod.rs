@@ -6,7 +6,14 @@
 //! # Guarantees (RFC 9622 §11)
 //! - Exactly one outcome per `send` call: [`Sent`], or a [`SendFailure`]
 //!   (`Expired` or `SendError`). Sent outcomes happen in send-call order:
-//!   [`Sent::sequence`] grows with each call.
+//!   [`Sent::sequence`] grows with each call. (An unreliable Message sent as
+//!   a datagram beside a stream, msgReliable false on QUIC or WebTransport,
+//!   is outside that order: it can be Sent before a stream Message sent
+//!   earlier, for instance one whose last part has not been sent yet.)
+//! - A Message that has not started going out when its msgLifetime ends is
+//!   answered `Expired` then, even while the stack is blocked on a Message
+//!   ahead of it (on stacks whose writes can be interrupted: all but the
+//!   browser's WebTransport streams; there, when the write returns).
 //! - One `receive` call yields exactly one receive event or a [`ReceiveError`].
 //! - A Connection exists only after Ready, so nothing is received before it.
 //! - `close` resolves after every queued Message got its outcome and every
@@ -66,6 +73,7 @@ mod lifecycle;
 mod outcome;
 mod receive;
 mod send;
+mod send_core;
 
 pub(crate) use group::Group;
 use lifecycle::Stopped;
@@ -74,7 +82,8 @@ use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
 use receive::{DatagramQueue, RecvState};
 pub use receive::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
-use send::{HeldPart, Queued, SendQueue, WriterState};
+use send::WriterState;
+use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};
 
 struct Status {
     state: ConnState,
@@ -176,14 +185,9 @@ impl Connection {
                 can_receive,
                 conn_priority: p.props.connection.conn_priority,
             }),
-            send_q: Mutex::new(SendQueue {
-                frames: VecDeque::new(),
-                next_seq: 0,
-                batch: None,
-                open_partial: None,
-                held: Vec::new(),
-                final_sent: false,
-                shut: (!stream_sends
+            send_q: Mutex::new(SendQueue::new(
+                p.framers.clone(),
+                (!stream_sends
                     || p.props.direction == crate::properties::Direction::UnidirectionalReceive)
                     .then(|| {
                         Error::new(
@@ -191,14 +195,11 @@ impl Connection {
                             "this Connection is unidirectional receive",
                         )
                     }),
-                framers: p.framers.clone(),
-            }),
+            )),
             writer: futures::lock::Mutex::new(WriterState {
                 transport: Some(p.transport.clone()),
-                inflight: VecDeque::new(),
-                written: Vec::new(),
+                outbox: Outbox::default(),
                 sending: None,
-                front_offset: 0,
             }),
             recv: futures::lock::Mutex::new(RecvState {
                 transport: Some(p.transport.clone()),

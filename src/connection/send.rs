@@ -6,77 +6,6 @@
 
 use super::*;
 
-/// Most frames handed to one vectored write.
-pub(super) const MAX_IOV: usize = 512;
-
-/// Slices of one vectored write kept on the stack before spilling to the heap.
-pub(super) const STACK_IOV: usize = 24;
-
-pub(super) struct Queued {
-    pub(super) seq: u64,
-    pub(super) frame: Frame,
-    pub(super) deadline: Option<Instant>,
-    pub(super) context: MessageContext,
-    pub(super) reply: Option<oneshot::Sender<SendResult>>,
-    pub(super) final_: bool,
-    /// Sent as an unreliable datagram (msgReliable false on a stack with
-    /// perMsgReliability, e.g. QUIC), outside the stream.
-    pub(super) datagram: bool,
-    /// The earlier parts of this Message (sent with end_of_message false)
-    /// that a framer held back until this, the last part: they share its
-    /// outcome, answered just before it.
-    pub(super) held: Option<Box<[HeldPart]>>,
-}
-
-/// A part of a Message a framer holds until the last part (a length prefix
-/// needs the whole length): nothing of it is written yet, so it is answered
-/// with the last part's outcome, or fails if the Message is never finished.
-pub(super) struct HeldPart {
-    pub(super) seq: u64,
-    pub(super) context: MessageContext,
-    pub(super) reply: oneshot::Sender<SendResult>,
-}
-
-impl HeldPart {
-    pub(super) fn answer(self, r: Result<(), SendFailureKind>) {
-        let _ = self.reply.send(outcome_of(self.seq, self.context, r));
-    }
-}
-
-impl Queued {
-    pub(super) fn answer(&mut self, r: Result<(), SendFailureKind>) {
-        if let Some(tx) = self.reply.take() {
-            let _ = tx.send(self.outcome(r));
-        } else {
-            self.answer_held(&r);
-        }
-    }
-
-    /// Answer the held earlier parts of this Message with its outcome.
-    pub(super) fn answer_held(&mut self, r: &Result<(), SendFailureKind>) {
-        if let Some(held) = self.held.take() {
-            for part in held.into_vec() {
-                part.answer(r.clone());
-            }
-        }
-    }
-
-    /// The outcome for the sender (its held earlier parts answered first).
-    /// Each Queued is answered once: its context goes back without a copy.
-    pub(super) fn outcome(&mut self, r: Result<(), SendFailureKind>) -> SendResult {
-        self.answer_held(&r);
-        let context = std::mem::replace(&mut self.context, MessageContext::placeholder());
-        match r {
-            Ok(()) => Ok(Sent {
-                context,
-                sequence: self.seq,
-            }),
-            Err(SendFailureKind::Expired) => Err(SendFailure::Expired { context }),
-            Err(SendFailureKind::Error(error)) => Err(SendFailure::SendError { context, error }),
-        }
-    }
-}
-
 /// What `send` did with a Message.
 pub(super) enum Enqueued {
     /// The stack took it whole at once (or refused it): the outcome.
@@ -108,44 +37,17 @@ pub(super) fn datagram_outcome(r: std::io::Result<()>) -> Result<(), SendFailure
     })
 }
 
-pub(super) struct SendQueue {
-    pub(super) frames: VecDeque<Queued>,
-    pub(super) next_seq: u64,
-    pub(super) batch: Option<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
-    pub(super) open_partial: Option<u64>,
-    /// The parts of the open Message a framer holds (see [`HeldPart`]).
-    pub(super) held: Vec<HeldPart>,
-    pub(super) final_sent: bool,
-    /// Set when nothing more may be sent: why.
-    pub(super) shut: Option<Error>,
-    pub(super) framers: FramerStack,
-}
-
+/// The writer: the stack handle the driver writes to, and the core's
+/// bookkeeping of what it wrote.
 pub(super) struct WriterState {
     pub(super) transport: Option<Transport>,
-    pub(super) inflight: VecDeque<Queued>,
-    pub(super) front_offset: usize,
-    /// Messages the stack took whole but may still hold (TLS records that
-    /// did not fit the socket yet): answered once `Transport::flush` is done.
-    pub(super) written: Vec<Queued>,
-    /// A whole Message (a datagram, a WebSocket or data-channel message)
-    /// being handed to a stack whose sends are not cancel-safe, with that
-    /// send still running: it lives here, not in the flush, so a flush
-    /// dropped midway (its send future dropped) leaves it to the next flush
-    /// to finish, and the stack never gets the Message twice.
-    pub(super) sending: Option<(Queued, runtime::BoxFuture<'static, std::io::Result<()>>)>,
-}
-
-impl WriterState {
-    /// Every Message the writer holds that has no answer yet, in send order.
-    pub(super) fn unanswered(&mut self) -> impl Iterator<Item = Queued> + '_ {
-        self.front_offset = 0;
-        let sending = self.sending.take().map(|(f, _)| f);
-        self.written
-            .drain(..)
-            .chain(sending)
-            .chain(self.inflight.drain(..))
-    }
+    pub(super) outbox: Outbox,
+    /// The send of the whole Message in `Outbox` (a datagram, a WebSocket
+    /// or data-channel message) still running, on a stack whose sends are
+    /// not cancel-safe: it lives here, not in the flush, so a flush dropped
+    /// midway (its send future dropped) leaves it to the next flush to
+    /// finish, and the stack never gets the Message twice.
+    pub(super) sending: Option<runtime::BoxFuture<'static, std::io::Result<()>>>,
 }
 
 impl Connection {
@@ -209,18 +111,8 @@ impl Connection {
         let props = context.resolve(&inner.props.message_defaults);
         let caps = &inner.caps;
         let mut q = inner.send_q.lock().unwrap();
-        if let Some(why) = &q.shut {
-            return Err(SendFailure::SendError {
-                context,
-                error: why.clone(),
-            });
-        }
-        if q.final_sent {
-            return Err(fail(
-                &context,
-                ErrorReason::InvalidMessageProperties,
-                "a Message marked final was already sent; nothing can follow it (RFC 9622 §9.1.3.5)".into(),
-            ));
+        if let Some(error) = q.refusal() {
+            return Err(SendFailure::SendError { context, error });
         }
         // Properties the stack cannot honour are errors, never silently ignored.
         if props.msg_reliable == Some(true) && caps.reliability == Support::Never {
@@ -320,11 +212,8 @@ impl Connection {
                 }
                 Some(_) => {}
             }
-            let (tx, rx) = oneshot::channel();
-            let seq = q.next_seq;
-            q.next_seq += 1;
-            q.frames.push_back(Queued {
-                seq,
+            let mut f = Queued {
+                seq: q.take_seq(),
                 frame: Frame {
                     data,
                     ..Frame::default()
@@ -333,18 +222,17 @@ impl Connection {
                     .msg_lifetime
                     .map(|l| runtime::saturating_add(runtime::now(), l)),
                 context,
-                reply: Some(tx),
+                reply: None,
                 final_: false,
                 datagram: true,
                 held: None,
-            });
+            };
+            let rx = f.waiting();
+            q.frames.push_back(f);
             return Ok(Enqueued::Waiting(rx));
         }
-        if let Some(open) = q.open_partial {
-            if open != context.id() {
-                return Err(fail(&context, ErrorReason::InvalidMessageProperties,
-                    "another Message is still open (sent with end_of_message false); finish it before starting a new one on a byte stream".into()));
-            }
+        if let Err(error) = q.check_part(context.id()) {
+            return Err(SendFailure::SendError { context, error });
         }
         let max = if is_stream && q.framers.is_empty() {
             None
@@ -396,45 +284,15 @@ impl Connection {
                 ),
             ));
         }
-        q.open_partial = if end_of_message {
-            None
-        } else {
-            Some(context.id())
-        };
-        if !end_of_message && frame.is_empty() {
-            // A framer holds this part until the last one: nothing goes out
-            // yet, and the last part's outcome will be its outcome too.
-            let (tx, rx) = oneshot::channel();
-            let seq = q.next_seq;
-            q.next_seq += 1;
-            q.held.push(HeldPart {
-                seq,
-                context,
-                reply: tx,
-            });
-            return Ok(Enqueued::Held(rx));
-        }
-        let held = (end_of_message && !q.held.is_empty())
-            .then(|| std::mem::take(&mut q.held).into_boxed_slice());
-        let final_ = props.final_ && end_of_message;
-        if final_ {
-            q.final_sent = true;
-        }
-        let seq = q.next_seq;
-        q.next_seq += 1;
         let deadline = props
             .msg_lifetime
             .map(|l| runtime::saturating_add(runtime::now(), l));
-        let mut queued = Some(Queued {
-            seq,
-            frame,
-            deadline,
-            context,
-            reply: None,
-            final_,
-            datagram: false,
-            held,
-        });
+        let queued = match q.admit(frame, context, end_of_message, props.final_, deadline) {
+            Admitted::Held(rx) => return Ok(Enqueued::Held(rx)),
+            Admitted::Ready(f) => f,
+        };
+        let final_ = queued.final_;
+        let mut queued = Some(queued);
         // The fast path: nothing ahead of this Message. (A Message with a
         // lifetime, or a final one, whose stream ending may need the
         // runtime, takes the queue.)
@@ -446,8 +304,7 @@ impl Connection {
             }
         }
         let mut queued = queued.expect("taken only by a write that answers");
-        let (tx, rx) = oneshot::channel();
-        queued.reply = Some(tx);
+        let rx = queued.waiting();
         q.frames.push_back(queued);
         Ok(Enqueued::Waiting(rx))
     }
@@ -458,9 +315,7 @@ impl Connection {
         if !self.inner.early_sent {
             return None;
         }
-        let mut q = self.inner.send_q.lock().unwrap();
-        let sequence = q.next_seq;
-        q.next_seq += 1;
+        let sequence = self.inner.send_q.lock().unwrap().take_seq();
         Some(Sent {
             context: context.clone(),
             sequence,
@@ -501,9 +356,7 @@ impl Drop for FinishOnDrop {
             return; // stopped: the stop answers everything
         }
         let idle = inner.send_q.lock().unwrap().frames.is_empty()
-            && inner.writer.try_lock().is_some_and(|w| {
-                w.inflight.is_empty() && w.written.is_empty() && w.sending.is_none()
-            });
+            && inner.writer.try_lock().is_some_and(|w| w.outbox.is_idle());
         if idle {
             return;
         }
@@ -530,7 +383,7 @@ impl Inner {
         let Some(mut w) = inner.writer.try_lock() else {
             return WriteNow::NotTried;
         };
-        if !w.inflight.is_empty() || !w.written.is_empty() || w.sending.is_some() {
+        if !w.outbox.is_idle() {
             return WriteNow::NotTried;
         }
         let Some(t) = w.transport.as_ref() else {
@@ -564,15 +417,9 @@ impl Inner {
         if n == len && !t.holds_unsent() {
             return WriteNow::Done(f.outcome(Ok(())));
         }
-        let (tx, rx) = oneshot::channel();
         let mut f = slot.take().expect("checked above");
-        f.reply = Some(tx);
-        if n == len {
-            w.written.push(f);
-        } else {
-            w.front_offset = n;
-            w.inflight.push_back(f);
-        }
+        let rx = f.waiting();
+        w.outbox.started(f, n);
         WriteNow::Waiting(rx)
     }
 
@@ -673,158 +520,121 @@ impl Inner {
             if q.batch.is_some() {
                 return;
             }
-            if w.inflight.is_empty() {
-                // The usual case: take the queue whole instead of moving each Message.
-                std::mem::swap(&mut w.inflight, &mut q.frames);
-            } else {
-                w.inflight.extend(q.frames.drain(..));
-            }
+            w.outbox.take_queue(&mut q.frames);
         }
         let Some(transport) = w.transport.clone() else {
-            for mut f in w.unanswered() {
-                f.answer(Err(SendFailureKind::Error(Error::new(
-                    ErrorReason::ConnectionAborted,
-                    "the Connection is closed",
-                ))));
-            }
+            w.outbox.fail(&Error::new(
+                ErrorReason::ConnectionAborted,
+                "the Connection is closed",
+            ));
             return;
         };
         // A whole Message whose send an earlier flush left running goes first.
-        if let Some((_, send)) = w.sending.as_mut() {
-            let r = send.as_mut().await;
-            let (f, _) = w.sending.take().expect("sending");
-            Self::answer_whole(inner, &transport, f, r);
+        if w.sending.is_some() {
+            Self::finish_whole(inner, w, &transport).await;
         }
         let is_stream = inner.caps.data_unit == DataUnit::ByteStream;
-        while !w.inflight.is_empty() {
-            // Drop expired Messages that have not started going out (the
-            // clock is read only when some Message has a lifetime).
-            let now = if w.inflight.iter().any(|q| q.deadline.is_some()) {
-                Some(runtime::now())
-            } else {
-                None
-            };
-            let expired = |d: Option<Instant>| matches!((d, now), (Some(d), Some(n)) if n >= d);
-            if w.front_offset == 0 {
-                let front = w.inflight.front_mut().expect("non-empty");
-                if expired(front.deadline) {
-                    let mut f = w.inflight.pop_front().expect("non-empty");
-                    f.answer(Err(SendFailureKind::Expired));
-                    continue;
+        while w.outbox.has_unwritten() {
+            // Bytes the stack took but holds (a flush dropped while it pushed
+            // them out) go first: the Messages after them are answered after them.
+            if w.outbox.has_written() && !Self::answer_written(inner, w, &transport).await {
+                return;
+            }
+            // Messages that have not started going out and whose msgLifetime
+            // ended are answered Expired (the clock is read only when some
+            // Message has a lifetime).
+            let deadline = w.outbox.next_deadline();
+            if deadline.is_some() {
+                w.outbox.expire(runtime::now());
+                if !w.outbox.has_unwritten() {
+                    break;
                 }
             }
-            if is_stream && w.front_offset == 0 && w.inflight.front().is_some_and(|f| f.datagram) {
-                Self::send_whole(inner, w, &transport).await;
+            if w.outbox.front_goes_whole(is_stream) {
+                let data = w.outbox.start_whole();
+                let t = transport.clone();
+                w.sending = Some(Box::pin(async move { t.send_datagram(&data).await }));
+                Self::finish_whole(inner, w, &transport).await;
                 continue;
             }
-            if is_stream {
-                let res = {
-                    // Up to STACK_IOV slices live on the stack (the usual case:
-                    // a few Messages); more spill into a Vec.
-                    let mut on_stack = [IoSlice::new(&[]); STACK_IOV];
-                    let mut used = 0;
-                    let mut spilled: Vec<IoSlice<'_>> = Vec::new();
-                    let mut skip = w.front_offset;
-                    let mut any = false;
-                    for q in w.inflight.iter().take(MAX_IOV) {
-                        if (q.datagram || expired(q.deadline)) && any {
-                            break; // a datagram, or expired: handled at the front next round
-                        }
-                        for part in [&q.frame.prefix[..], &q.frame.data[..], &q.frame.suffix[..]] {
-                            if skip >= part.len() {
-                                skip -= part.len();
-                                continue;
-                            }
-                            let slice = IoSlice::new(&part[skip..]);
-                            if used < STACK_IOV {
-                                on_stack[used] = slice;
-                                used += 1;
-                            } else {
-                                if spilled.is_empty() {
-                                    spilled.extend_from_slice(&on_stack);
-                                }
-                                spilled.push(slice);
-                            }
-                            any = true;
-                            skip = 0;
-                        }
-                    }
-                    let slices: &[IoSlice<'_>] = if spilled.is_empty() {
-                        &on_stack[..used]
-                    } else {
-                        &spilled
-                    };
-                    if slices.is_empty() {
-                        Ok(0)
-                    } else {
-                        transport.write_vectored(slices).await
-                    }
+            // A write blocked on the peer is raced against the next
+            // msgLifetime deadline, where dropping the write midway is safe:
+            // the Messages behind it expire on time.
+            let deadline = w
+                .outbox
+                .next_deadline()
+                .filter(|_| transport.writes_cancel_safe());
+            let res = {
+                // Up to STACK_IOV slices live on the stack (the usual case:
+                // a few Messages); more spill into a Vec.
+                let mut on_stack = [IoSlice::new(&[]); STACK_IOV];
+                let mut spilled: Vec<IoSlice<'_>> = Vec::new();
+                let used = w.outbox.gather(&mut on_stack, &mut spilled);
+                let slices: &[IoSlice<'_>] = if spilled.is_empty() {
+                    &on_stack[..used]
+                } else {
+                    &spilled
                 };
-                match res {
-                    Ok(mut n) => {
-                        // Messages the stack took whole are answered now, or
-                        // (if it still holds bytes, as TLS may) once it has
-                        // pushed them out.
-                        let held = transport.holds_unsent() || !w.written.is_empty();
-                        // Retire whole frames, keep the offset into a partial one.
-                        while let Some(front) = w.inflight.front() {
-                            let left = front.frame.len() - w.front_offset;
-                            if n < left {
-                                w.front_offset += n;
-                                break;
-                            }
-                            n -= left;
-                            w.front_offset = 0;
-                            let mut f = w.inflight.pop_front().expect("front");
-                            if held {
-                                w.written.push(f);
-                            } else {
-                                Self::answer_sent(&transport, &mut f);
-                            }
-                        }
+                if slices.is_empty() {
+                    Ok(Some(0))
+                } else if let Some(deadline) = deadline {
+                    let write = transport.write_vectored(slices);
+                    let timer = runtime::sleep_until(deadline);
+                    futures::pin_mut!(write, timer);
+                    match futures::future::select(write, timer).await {
+                        futures::future::Either::Left((r, _)) => r.map(Some),
+                        futures::future::Either::Right(_) => Ok(None),
                     }
-                    Err(e) => {
-                        Self::fail_writes(
-                            inner,
-                            w,
-                            format!("the stream failed while sending: {e}"),
-                        );
-                        return;
+                } else {
+                    transport.write_vectored(slices).await.map(Some)
+                }
+            };
+            match res {
+                Ok(None) => continue, // a lifetime ended: expire, then write on
+                Ok(Some(n)) => {
+                    // Messages the stack took whole are answered now, or (if
+                    // it still holds bytes, as TLS may) once it pushed them out.
+                    if let Some(mut f) = w.outbox.wrote(n, transport.holds_unsent()) {
+                        Self::answer_final(&transport, &mut f);
                     }
                 }
-                if !w.written.is_empty() && !Self::answer_written(inner, w, &transport).await {
+                Err(e) => {
+                    Self::fail_writes(inner, w, format!("the stream failed while sending: {e}"));
                     return;
                 }
-            } else {
-                Self::send_whole(inner, w, &transport).await;
+            }
+            if w.outbox.has_written() && !Self::answer_written(inner, w, &transport).await {
+                return;
             }
         }
         // A flush dropped while the stack pushed out its bytes left Messages
         // to answer.
-        if !w.written.is_empty() {
+        if w.outbox.has_written() {
             Self::answer_written(inner, w, &transport).await;
         }
     }
 
-    /// Hand the front Message whole to the stack (one datagram, WebSocket or
-    /// data-channel message) and answer it. The send runs from
+    /// Finish handing a whole Message to the stack (one datagram, WebSocket
+    /// or data-channel message) and answer it. The send runs from
     /// `WriterState::sending`, so that a flush dropped midway resumes it
     /// instead of starting it again (a stack whose sends are not cancel-safe
-    /// would get the Message twice; one whose are would lose none either way).
-    pub(super) async fn send_whole(inner: &Arc<Inner>, w: &mut WriterState, transport: &Transport) {
-        let f = w.inflight.pop_front().expect("non-empty");
-        // The data itself is shared, not copied, unless a framer added bytes.
-        let data = if f.frame.prefix.is_empty() && f.frame.suffix.is_empty() {
-            f.frame.data.clone()
-        } else {
-            Bytes::from(f.frame.concat())
+    /// would get the Message twice; one whose are would lose none either
+    /// way). Messages behind it whose lifetime ends meanwhile expire on time.
+    async fn finish_whole(inner: &Arc<Inner>, w: &mut WriterState, transport: &Transport) {
+        let r = loop {
+            let send = w.sending.as_mut().expect("a whole Message is being sent");
+            let Some(deadline) = w.outbox.next_deadline() else {
+                break send.as_mut().await;
+            };
+            let timer = runtime::sleep_until(deadline);
+            futures::pin_mut!(timer);
+            match futures::future::select(send.as_mut(), timer).await {
+                futures::future::Either::Left((r, _)) => break r,
+                futures::future::Either::Right(_) => w.outbox.expire(runtime::now()),
+            }
         };
-        let t = transport.clone();
-        let send: runtime::BoxFuture<'static, std::io::Result<()>> =
-            Box::pin(async move { t.send_datagram(&data).await });
-        let (_, send) = w.sending.insert((f, send));
-        let r = send.as_mut().await;
-        let f = w.sending.take().expect("sending").0;
+        w.sending = None;
+        let f = w.outbox.whole_done();
         Self::answer_whole(inner, transport, f, r);
     }
 
@@ -850,13 +660,7 @@ impl Inner {
     ) {
         match r {
             Ok(()) if f.final_ && inner.caps.final_ends_sending => {
-                match transport.shutdown_write() {
-                    Ok(()) => f.answer(Ok(())),
-                    Err(e) => f.answer(Err(SendFailureKind::Error(Error::new(
-                        ErrorReason::ProtocolFailed,
-                        format!("ending the stream after the final Message: {e}"),
-                    )))),
-                }
+                Self::answer_final(transport, &mut f)
             }
             r => f.answer(datagram_outcome(r)),
         }
@@ -873,25 +677,21 @@ impl Inner {
             Self::fail_writes(inner, w, format!("the stream failed while sending: {e}"));
             return false;
         }
-        for mut f in w.written.drain(..) {
-            Self::answer_sent(transport, &mut f);
+        if let Some(mut f) = w.outbox.flushed() {
+            Self::answer_final(transport, &mut f);
         }
         true
     }
 
-    /// A stream Message is out: answer Sent, after finishing the stream if
-    /// it was the final one.
-    pub(super) fn answer_sent(transport: &Transport, f: &mut Queued) {
-        let finished = if f.final_ {
-            transport.shutdown_write().map_err(|e| {
-                SendFailureKind::Error(Error::new(
-                    ErrorReason::ProtocolFailed,
-                    format!("finishing the stream: {e}"),
-                ))
-            })
-        } else {
-            Ok(())
-        };
+    /// The final Message is out: finish the stream (or this direction),
+    /// then answer it.
+    pub(super) fn answer_final(transport: &Transport, f: &mut Queued) {
+        let finished = transport.shutdown_write().map_err(|e| {
+            SendFailureKind::Error(Error::new(
+                ErrorReason::ProtocolFailed,
+                format!("finishing the stream: {e}"),
+            ))
+        });
         f.answer(finished);
     }
 
@@ -899,9 +699,8 @@ impl Inner {
     /// the error, and the Connection fails.
     pub(super) fn fail_writes(inner: &Arc<Inner>, w: &mut WriterState, why: String) {
         let err = Error::new(ErrorReason::ConnectionAborted, why);
-        for mut f in w.unanswered() {
-            f.answer(Err(SendFailureKind::Error(err.clone())));
-        }
+        w.sending = None;
+        w.outbox.fail(&err);
         inner.fail(err);
     }
 }
