@@ -72,6 +72,7 @@ mod group;
 mod lifecycle;
 mod outcome;
 mod receive;
+mod receive_core;
 mod send;
 mod send_core;
 
@@ -80,8 +81,8 @@ use lifecycle::Stopped;
 pub use lifecycle::{CLOSE_LINGER, CLOSE_TIMEOUT};
 use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
-use receive::{DatagramQueue, RecvState};
-pub use receive::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
+use receive_core::{Current, DatagramQueue, PeerContext, RecvState, DIRECT_READ_MIN};
+pub use receive_core::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
 use send::WriterState;
 use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};
 
@@ -139,7 +140,6 @@ pub(crate) struct Inner {
     remote_addr: Option<SocketAddr>,
     singular_max: Option<u64>,
     reconnect: Option<crate::establish::Reconnect>,
-    peer_early_data: bool,
     early_sent: bool,
 }
 
@@ -177,6 +177,8 @@ impl Connection {
         let (stream_sends, stream_receives) = p.transport.directions();
         let can_receive = stream_receives
             && p.props.direction != crate::properties::Direction::UnidirectionalSend;
+        let remote = Arc::new(p.remote);
+        let local = p.local.map(Arc::new);
         let inner = Arc::new(Inner {
             caps: p.caps,
             group: group.clone(),
@@ -213,6 +215,11 @@ impl Connection {
                 datagrams: DatagramQueue::default(),
                 direct: false,
                 body: Vec::new(),
+                peer: PeerContext {
+                    remote: remote.clone(),
+                    local: local.clone(),
+                    early_data: p.peer_early_data,
+                },
             }),
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
@@ -223,13 +230,12 @@ impl Connection {
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
             trace: p.trace,
-            remote: Arc::new(p.remote),
-            local: p.local.map(Arc::new),
+            remote,
+            local,
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
             reconnect: p.reconnect,
-            peer_early_data: p.peer_early_data,
             early_sent: p.early_sent,
             props: p.props,
         });

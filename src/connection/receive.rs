@@ -6,100 +6,6 @@
 
 use super::*;
 
-/// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
-/// the memory a peer can make us buffer with a length prefix.
-pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
-
-/// Most unreliable Messages (QUIC or WebTransport datagrams) a byte
-/// stream's Connection keeps for the application while it does not receive
-/// them (for instance while a framed Message on the stream is incomplete).
-/// Past it, or past [`DATAGRAM_QUEUE_MAX_BYTES`], arriving datagrams are
-/// dropped (they are unreliable), counted, and reported as SoftErrors.
-pub const DATAGRAM_QUEUE_MAX: usize = 1024;
-
-/// Most bytes of unreliable Messages kept waiting; see [`DATAGRAM_QUEUE_MAX`].
-pub const DATAGRAM_QUEUE_MAX_BYTES: usize = 4 * 1024 * 1024;
-
-/// The bounded queue of unreliable Messages waiting for a receive.
-#[derive(Default)]
-pub(super) struct DatagramQueue {
-    pub(super) queue: VecDeque<Bytes>,
-    pub(super) bytes: usize,
-    /// Dropped since the last report of the count.
-    pub(super) dropped: u64,
-}
-
-impl DatagramQueue {
-    pub(super) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    /// Keep `d`, or drop it when the queue is full: the first drop of a
-    /// run is reported at once (a SoftError), the count when the
-    /// application takes Messages again.
-    pub(super) fn push(&mut self, d: Bytes, events: &mpsc::UnboundedSender<ConnectionEvent>) {
-        if self.queue.len() < DATAGRAM_QUEUE_MAX && self.bytes + d.len() <= DATAGRAM_QUEUE_MAX_BYTES
-        {
-            self.bytes += d.len();
-            self.queue.push_back(d);
-            return;
-        }
-        if self.dropped == 0 {
-            let _ = events.unbounded_send(ConnectionEvent::SoftError(format!(
-                "unreliable Messages are dropped: {DATAGRAM_QUEUE_MAX} or {DATAGRAM_QUEUE_MAX_BYTES} bytes wait for a receive already"
-            )));
-        }
-        self.dropped += 1;
-    }
-
-    pub(super) fn pop(&mut self, events: &mpsc::UnboundedSender<ConnectionEvent>) -> Option<Bytes> {
-        let d = self.queue.pop_front()?;
-        self.bytes -= d.len();
-        if self.dropped > 0 {
-            let _ = events.unbounded_send(ConnectionEvent::SoftError(format!(
-                "{} unreliable Messages were dropped while the receive queue was full",
-                self.dropped
-            )));
-            self.dropped = 0;
-        }
-        Some(d)
-    }
-}
-
-/// A Message body at least this large, most of it not yet buffered, is read
-/// straight into its own Vec (`Inner::read_body_directly`) where the stack
-/// gains by it (`Transport::reads_bodies_directly`). (A body that is mostly
-/// buffered already would be copied out of the buffer either way.)
-pub(super) const DIRECT_READ_MIN: usize = 32 * 1024;
-
-pub(super) struct Current {
-    pub(super) remaining: usize,
-    pub(super) trailer: usize,
-    pub(super) context: MessageContext,
-    pub(super) delivered_any: bool,
-}
-
-pub(super) struct RecvState {
-    pub(super) transport: Option<Transport>,
-    pub(super) buf: Vec<u8>,
-    pub(super) start: usize,
-    pub(super) framers: FramerStack,
-    pub(super) current: Option<Current>,
-    pub(super) eof: bool,
-    /// Set when no more receive events can come: why.
-    pub(super) done: Option<Error>,
-    pub(super) stream_context: Option<MessageContext>,
-    /// Unreliable Messages (QUIC and WebTransport datagrams) that arrived
-    /// on a byte stream's Connection, waiting for a receive: at most
-    /// [`DATAGRAM_QUEUE_MAX`] of them and [`DATAGRAM_QUEUE_MAX_BYTES`].
-    pub(super) datagrams: DatagramQueue,
-    /// True while a large Message body is read straight into `body` (see
-    /// `read_body_directly`); `buf` is empty then.
-    pub(super) direct: bool,
-    /// The current Message's body so far, in direct mode.
-    pub(super) body: Vec<u8>,
-}
-
 pub(super) struct ReceiveGuard<'a>(&'a AtomicUsize);
 
 impl Drop for ReceiveGuard<'_> {
@@ -136,8 +42,8 @@ impl Connection {
         if inner.caps.data_unit == DataUnit::ByteStream {
             if let Some(mut st) = inner.recv.try_lock() {
                 if st.done.is_none() && inner.status.lock().unwrap().can_receive {
-                    if let Some(r) = inner.step_stream(&mut st, min, max) {
-                        Inner::note_failure(&mut st, &r);
+                    if let Some(r) = st.step(min, max) {
+                        inner.settle(&mut st, &r);
                         return r;
                     }
                 }
@@ -216,7 +122,7 @@ impl Inner {
         } else {
             self.receive_datagram(st, max_len).await
         };
-        Inner::note_failure(st, &r);
+        self.settle(st, &r);
         r
     }
 
@@ -230,9 +136,26 @@ impl Inner {
         }
     }
 
-    /// After a failure the receive side stays failed: a byte stream that lost
-    /// its framing, or a broken or finished stack, yields nothing more.
-    pub(super) fn note_failure(st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
+    /// Unreliable Messages were dropped (the queue was full), or a receive
+    /// took one again after drops: tell the application now (a SoftError).
+    pub(super) fn report_drops(&self, st: &mut RecvState) {
+        if let Some(report) = st.datagrams.take_report() {
+            let _ = self
+                .events_tx
+                .unbounded_send(ConnectionEvent::SoftError(report));
+        }
+    }
+
+    /// After each receive: a drop of unreliable Messages is reported (a
+    /// SoftError); once the peer finished, nothing more can be received;
+    /// after a failure the receive side stays failed (a byte stream that
+    /// lost its framing, or a broken or finished stack, yields nothing more).
+    pub(super) fn settle(&self, st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
+        self.report_drops(st);
+        let finished = |e: &Error| e.reason == ErrorReason::PeerFinished;
+        if st.done.as_ref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error)) {
+            self.status.lock().unwrap().can_receive = false;
+        }
         if let Err(e) = r {
             if matches!(
                 e.error.reason,
@@ -246,15 +169,8 @@ impl Inner {
         }
     }
 
-    pub(super) fn compact(st: &mut RecvState) {
-        if st.start > 0 && (st.start == st.buf.len() || st.start > 64 * 1024) {
-            st.buf.drain(..st.start);
-            st.start = 0;
-        }
-    }
-
     pub(super) async fn read_more(&self, st: &mut RecvState) -> Result<(), ReceiveError> {
-        Self::compact(st);
+        st.compact();
         let Some(t) = st.transport.clone() else {
             return Err(ReceiveError {
                 context: None,
@@ -268,7 +184,8 @@ impl Inner {
                 Ok(())
             }
             Ok(Recv::Datagram(d)) => {
-                st.datagrams.push(d, &self.events_tx);
+                st.datagrams.push(d);
+                self.report_drops(st);
                 Ok(())
             }
             Err(e) => Err(Self::stream_failed(e)),
@@ -286,24 +203,6 @@ impl Inner {
         }
     }
 
-    /// The next `n` buffered bytes, as a Message's data.
-    pub(super) fn take(st: &mut RecvState, n: usize) -> Bytes {
-        Self::take_vec(st, n).into()
-    }
-
-    /// The next `n` buffered bytes.
-    pub(super) fn take_vec(st: &mut RecvState, n: usize) -> Vec<u8> {
-        let v = st.buf[st.start..st.start + n].to_vec();
-        st.start += n;
-        v
-    }
-
-    pub(super) fn received_context(&self, final_: bool) -> MessageContext {
-        let mut c = MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_);
-        c.set_early_data(self.peer_early_data);
-        c
-    }
-
     pub(super) async fn receive_stream(
         &self,
         st: &mut RecvState,
@@ -313,10 +212,10 @@ impl Inner {
         // A receive that cannot take the body whole (a smaller maxLength
         // than an earlier, cancelled receive had) goes back to the buffer.
         if st.direct && st.current.as_ref().is_some_and(|c| c.remaining > max_len) {
-            Self::leave_direct(st);
+            st.leave_direct();
         }
         loop {
-            if let Some(r) = self.step_stream(st, min_incomplete, max_len) {
+            if let Some(r) = st.step(min_incomplete, max_len) {
                 return r;
             }
             if let Some(r) = self.read_body_directly(st, max_len).await {
@@ -357,11 +256,11 @@ impl Inner {
             st.body = Vec::with_capacity(cur.remaining);
             st.body.extend_from_slice(&st.buf[st.start..]);
             st.start = st.buf.len();
-            Self::compact(st);
+            st.compact();
             st.direct = true;
         }
         let Some(t) = st.transport.clone() else {
-            Self::leave_direct(st);
+            st.leave_direct();
             return None;
         };
         let need = st
@@ -373,14 +272,17 @@ impl Inner {
             let want = need - st.body.len();
             match t.read_up_to(&mut st.body, want).await {
                 Ok(Recv::Bytes) => {}
-                Ok(Recv::Datagram(d)) => st.datagrams.push(d, &self.events_tx),
+                Ok(Recv::Datagram(d)) => {
+                    st.datagrams.push(d);
+                    self.report_drops(st);
+                }
                 Ok(Recv::Eof) => {
-                    Self::leave_direct(st);
+                    st.leave_direct();
                     st.eof = true;
                     return None;
                 }
                 Err(e) => {
-                    Self::leave_direct(st);
+                    st.leave_direct();
                     return Some(Err(Self::stream_failed(e)));
                 }
             }
@@ -393,190 +295,7 @@ impl Inner {
             body.truncate(need);
         }
         let cur = st.current.take().expect("a Message in direct mode");
-        Some(Self::whole_message(st, body, cur.context))
-    }
-
-    /// A whole Message's body, through the framers' unwrapping, as received.
-    pub(super) fn whole_message(
-        st: &mut RecvState,
-        body: Vec<u8>,
-        context: MessageContext,
-    ) -> Result<ReceiveEvent, ReceiveError> {
-        match st.framers.unwrap_inner(body, RECV_MSG_MAX_LEN) {
-            Ok(data) => Ok(ReceiveEvent::Received {
-                data: data.into(),
-                context,
-            }),
-            Err(e) => Err(ReceiveError {
-                context: Some(context),
-                error: Error::new(ErrorReason::DeframingFailed, e.message),
-            }),
-        }
-    }
-
-    /// Back from direct mode: the body read so far goes in front of the buffer.
-    pub(super) fn leave_direct(st: &mut RecvState) {
-        if !st.direct {
-            return;
-        }
-        st.direct = false;
-        let mut b = std::mem::take(&mut st.body);
-        b.extend_from_slice(&st.buf[st.start..]);
-        st.buf = b;
-        st.start = 0;
-    }
-
-    /// Deliver from what is already buffered, without I/O; `None` when more
-    /// bytes must be read first.
-    pub(super) fn step_stream(
-        &self,
-        st: &mut RecvState,
-        min_incomplete: usize,
-        max_len: usize,
-    ) -> Option<Result<ReceiveEvent, ReceiveError>> {
-        if st.direct {
-            return None; // the body is being read straight into its own Vec
-        }
-        loop {
-            // Datagrams are whole Messages; deliver them between stream Messages.
-            if st.current.is_none() {
-                if let Some(data) = st.datagrams.pop(&self.events_tx) {
-                    // It came unreliably: say so (msgReliable false), so an
-                    // echo can answer the same way.
-                    let mut context = self.received_context(false);
-                    context.properties.msg_reliable = Some(false);
-                    return Some(Ok(ReceiveEvent::Received { data, context }));
-                }
-            }
-            let avail = st.buf.len() - st.start;
-            if st.framers.is_empty() {
-                // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
-                let ctx = st
-                    .stream_context
-                    .get_or_insert_with(|| self.received_context(false))
-                    .clone();
-                if st.eof {
-                    let n = avail.min(max_len);
-                    let data = Self::take(st, n);
-                    let end = st.start == st.buf.len();
-                    let mut ctx = ctx;
-                    if end {
-                        ctx.set_final(true);
-                        self.status.lock().unwrap().can_receive = false;
-                        st.done = Some(Error::new(
-                            ErrorReason::PeerFinished,
-                            "the peer finished sending; its final Message was delivered",
-                        ));
-                    }
-                    return Some(Ok(ReceiveEvent::ReceivedPartial {
-                        data,
-                        context: ctx,
-                        end_of_message: end,
-                    }));
-                }
-                if avail > 0 && (avail >= min_incomplete || avail >= max_len) {
-                    let data = Self::take(st, avail.min(max_len));
-                    return Some(Ok(ReceiveEvent::ReceivedPartial {
-                        data,
-                        context: ctx,
-                        end_of_message: false,
-                    }));
-                }
-                return None;
-            }
-            if let Some(cur) = &mut st.current {
-                let need = cur.remaining + cur.trailer;
-                if avail >= need && cur.remaining <= max_len {
-                    let cur = st.current.take().expect("current");
-                    let data = Self::take_vec(st, cur.remaining);
-                    st.start += cur.trailer;
-                    if cur.delivered_any {
-                        return Some(Ok(ReceiveEvent::ReceivedPartial {
-                            data: data.into(),
-                            context: cur.context,
-                            end_of_message: true,
-                        }));
-                    }
-                    let mut context = cur.context;
-                    if st.eof && st.start == st.buf.len() && st.datagrams.is_empty() {
-                        // The peer already finished: this is its final Message (§9.3.3).
-                        context.set_final(true);
-                    }
-                    return Some(Self::whole_message(st, data, context));
-                }
-                let body = avail.min(cur.remaining);
-                let partial_ok = st.framers.framers.len() == 1;
-                if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
-                    let n = body.min(max_len);
-                    cur.remaining -= n;
-                    cur.delivered_any = true;
-                    let ctx = cur.context.clone();
-                    let data = Self::take(st, n);
-                    return Some(Ok(ReceiveEvent::ReceivedPartial {
-                        data,
-                        context: ctx,
-                        end_of_message: false,
-                    }));
-                }
-                if st.eof {
-                    let ctx = st.current.take().map(|c| c.context);
-                    return Some(Err(ReceiveError {
-                        context: ctx,
-                        error: Error::new(
-                            ErrorReason::DeframingFailed,
-                            format!(
-                        "the stream ended inside a Message ({avail} of {need} bytes arrived)"),
-                        ),
-                    }));
-                }
-                return None;
-            }
-            match st
-                .framers
-                .parse(&st.buf[st.start..], st.eof, RECV_MSG_MAX_LEN)
-            {
-                Ok(Parse::NeedMore) if st.eof => {
-                    if avail == 0 {
-                        let e =
-                            self.peer_finished("the peer finished sending (end of stream)".into());
-                        st.done = Some(e.error.clone());
-                        return Some(Err(e));
-                    }
-                    return Some(Err(ReceiveError {
-                        context: None,
-                        error: Error::new(
-                            ErrorReason::DeframingFailed,
-                            format!(
-                                "the stream ended with {avail} bytes that are not a whole Message"
-                            ),
-                        ),
-                    }));
-                }
-                Ok(Parse::NeedMore) => return None,
-                Ok(Parse::Message {
-                    header,
-                    len,
-                    trailer,
-                }) => {
-                    st.start += header;
-                    st.current = Some(Current {
-                        remaining: len,
-                        trailer,
-                        context: self.received_context(false),
-                        delivered_any: false,
-                    });
-                }
-                Err(e) => {
-                    return Some(Err(ReceiveError {
-                        context: None,
-                        error: Error::new(
-                            ErrorReason::DeframingFailed,
-                            format!("framer `{}`: {}", st.framers.framers[0].name(), e.message),
-                        ),
-                    }));
-                }
-            }
-        }
+        Some(st.whole_message(body, cur.context))
     }
 
     pub(super) async fn receive_datagram(
@@ -592,7 +311,7 @@ impl Inner {
             if end {
                 st.current = None;
             }
-            let data = Self::take(st, n);
+            let data = st.take(n);
             return Ok(ReceiveEvent::ReceivedPartial {
                 data,
                 context: ctx,
@@ -633,7 +352,7 @@ impl Inner {
                 })
             }
         };
-        let context = self.received_context(false);
+        let context = st.peer.context(false);
         let data = if st.framers.is_empty() {
             datagram
         } else {

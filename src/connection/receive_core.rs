@@ -1,0 +1,581 @@
+//! The sans-IO core of Receiving (RFC 9622 §9.3): the receive buffer,
+//! deframing and reassembly, partial receives, datagrams beside a stream,
+//! and the peer's clean finish, as plain state. The driver in `receive`
+//! reads from the stack into it and asks it for the next event; nothing
+//! here touches the stack, a clock or a task.
+//!
+//! Property-tested below: whatever pieces the stream arrives in and
+//! whatever `minIncompleteLength` and `maxLength` the receives ask for, the
+//! Messages come out whole, in order, each once, with their boundaries,
+//! and datagrams come out whole between them.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+/// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
+/// the memory a peer can make us buffer with a length prefix.
+pub const RECV_MSG_MAX_LEN: usize = 64 * 1024 * 1024;
+
+/// Most unreliable Messages (QUIC or WebTransport datagrams) a byte
+/// stream's Connection keeps for the application while it does not receive
+/// them (for instance while a framed Message on the stream is incomplete).
+/// Past it, or past [`DATAGRAM_QUEUE_MAX_BYTES`], arriving datagrams are
+/// dropped (they are unreliable), counted, and reported as SoftErrors.
+pub const DATAGRAM_QUEUE_MAX: usize = 1024;
+
+/// Most bytes of unreliable Messages kept waiting; see [`DATAGRAM_QUEUE_MAX`].
+pub const DATAGRAM_QUEUE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The bounded queue of unreliable Messages waiting for a receive.
+#[derive(Default)]
+pub(super) struct DatagramQueue {
+    pub(super) queue: VecDeque<Bytes>,
+    pub(super) bytes: usize,
+    /// Dropped since the last report of the count.
+    pub(super) dropped: u64,
+    /// A drop report not yet handed to the application.
+    pub(super) report: Option<String>,
+}
+
+impl DatagramQueue {
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Keep `d`, or drop it when the queue is full: the first drop of a
+    /// run is reported at once (a SoftError), the count when the
+    /// application takes Messages again.
+    pub(super) fn push(&mut self, d: Bytes) {
+        if self.queue.len() < DATAGRAM_QUEUE_MAX && self.bytes + d.len() <= DATAGRAM_QUEUE_MAX_BYTES
+        {
+            self.bytes += d.len();
+            self.queue.push_back(d);
+            return;
+        }
+        if self.dropped == 0 {
+            self.report = Some(format!(
+                "unreliable Messages are dropped: {DATAGRAM_QUEUE_MAX} or {DATAGRAM_QUEUE_MAX_BYTES} bytes wait for a receive already"
+            ));
+        }
+        self.dropped += 1;
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Bytes> {
+        let d = self.queue.pop_front()?;
+        self.bytes -= d.len();
+        if self.dropped > 0 {
+            self.report = Some(format!(
+                "{} unreliable Messages were dropped while the receive queue was full",
+                self.dropped
+            ));
+            self.dropped = 0;
+        }
+        Some(d)
+    }
+
+    /// What the application should hear about drops (a SoftError), once.
+    pub(super) fn take_report(&mut self) -> Option<String> {
+        self.report.take()
+    }
+}
+
+/// A Message body at least this large, most of it not yet buffered, is read
+/// straight into its own Vec (`Inner::read_body_directly`) where the stack
+/// gains by it (`Transport::reads_bodies_directly`). (A body that is mostly
+/// buffered already would be copied out of the buffer either way.)
+pub(super) const DIRECT_READ_MIN: usize = 32 * 1024;
+
+pub(super) struct Current {
+    pub(super) remaining: usize,
+    pub(super) trailer: usize,
+    pub(super) context: MessageContext,
+    pub(super) delivered_any: bool,
+}
+
+pub(super) struct RecvState {
+    pub(super) transport: Option<Transport>,
+    pub(super) buf: Vec<u8>,
+    pub(super) start: usize,
+    pub(super) framers: FramerStack,
+    pub(super) current: Option<Current>,
+    pub(super) eof: bool,
+    /// Set when no more receive events can come: why.
+    pub(super) done: Option<Error>,
+    pub(super) stream_context: Option<MessageContext>,
+    /// Unreliable Messages (QUIC and WebTransport datagrams) that arrived
+    /// on a byte stream's Connection, waiting for a receive: at most
+    /// [`DATAGRAM_QUEUE_MAX`] of them and [`DATAGRAM_QUEUE_MAX_BYTES`].
+    pub(super) datagrams: DatagramQueue,
+    /// True while a large Message body is read straight into `body` (see
+    /// `read_body_directly`); `buf` is empty then.
+    pub(super) direct: bool,
+    /// The current Message's body so far, in direct mode.
+    pub(super) body: Vec<u8>,
+    /// What the contexts of received Messages say about the peer.
+    pub(super) peer: PeerContext,
+}
+
+/// What every received Message's context says about where it came from.
+pub(super) struct PeerContext {
+    pub(super) remote: Arc<RemoteEndpoint>,
+    pub(super) local: Option<Arc<LocalEndpoint>>,
+    /// The peer's data may be 0-RTT early data.
+    pub(super) early_data: bool,
+}
+
+impl PeerContext {
+    /// A received Message's context.
+    pub(super) fn context(&self, final_: bool) -> MessageContext {
+        let mut c = MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_);
+        c.set_early_data(self.early_data);
+        c
+    }
+}
+
+impl RecvState {
+    pub(super) fn compact(&mut self) {
+        if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// The next `n` buffered bytes, as a Message's data.
+    pub(super) fn take(&mut self, n: usize) -> Bytes {
+        self.take_vec(n).into()
+    }
+
+    /// The next `n` buffered bytes.
+    pub(super) fn take_vec(&mut self, n: usize) -> Vec<u8> {
+        let v = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        v
+    }
+
+    /// A whole Message's body, through the framers' unwrapping, as received.
+    pub(super) fn whole_message(
+        &mut self,
+        body: Vec<u8>,
+        context: MessageContext,
+    ) -> Result<ReceiveEvent, ReceiveError> {
+        match self.framers.unwrap_inner(body, RECV_MSG_MAX_LEN) {
+            Ok(data) => Ok(ReceiveEvent::Received {
+                data: data.into(),
+                context,
+            }),
+            Err(e) => Err(ReceiveError {
+                context: Some(context),
+                error: Error::new(ErrorReason::DeframingFailed, e.message),
+            }),
+        }
+    }
+
+    /// Back from direct mode: the body read so far goes in front of the buffer.
+    pub(super) fn leave_direct(&mut self) {
+        if !self.direct {
+            return;
+        }
+        self.direct = false;
+        let mut b = std::mem::take(&mut self.body);
+        b.extend_from_slice(&self.buf[self.start..]);
+        self.buf = b;
+        self.start = 0;
+    }
+
+    /// Deliver from what is already buffered, without I/O; `None` when more
+    /// bytes must be read first.
+    pub(super) fn step(
+        &mut self,
+        min_incomplete: usize,
+        max_len: usize,
+    ) -> Option<Result<ReceiveEvent, ReceiveError>> {
+        if self.direct {
+            return None; // the body is being read straight into its own Vec
+        }
+        loop {
+            // Datagrams are whole Messages; deliver them between stream Messages.
+            if self.current.is_none() {
+                if let Some(data) = self.datagrams.pop() {
+                    // It came unreliably: say so (msgReliable false), so an
+                    // echo can answer the same way.
+                    let mut context = self.peer.context(false);
+                    context.properties.msg_reliable = Some(false);
+                    return Some(Ok(ReceiveEvent::Received { data, context }));
+                }
+            }
+            let avail = self.buf.len() - self.start;
+            if self.framers.is_empty() {
+                // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
+                let ctx = self
+                    .stream_context
+                    .get_or_insert_with(|| self.peer.context(false))
+                    .clone();
+                if self.eof {
+                    let n = avail.min(max_len);
+                    let data = self.take(n);
+                    let end = self.start == self.buf.len();
+                    let mut ctx = ctx;
+                    if end {
+                        ctx.set_final(true);
+                        self.done = Some(Error::new(
+                            ErrorReason::PeerFinished,
+                            "the peer finished sending; its final Message was delivered",
+                        ));
+                    }
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: end,
+                    }));
+                }
+                if avail > 0 && (avail >= min_incomplete || avail >= max_len) {
+                    let data = self.take(avail.min(max_len));
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: false,
+                    }));
+                }
+                return None;
+            }
+            if let Some(cur) = &mut self.current {
+                let need = cur.remaining + cur.trailer;
+                if avail >= need && cur.remaining <= max_len {
+                    let cur = self.current.take().expect("current");
+                    let data = self.take_vec(cur.remaining);
+                    self.start += cur.trailer;
+                    if cur.delivered_any {
+                        return Some(Ok(ReceiveEvent::ReceivedPartial {
+                            data: data.into(),
+                            context: cur.context,
+                            end_of_message: true,
+                        }));
+                    }
+                    let mut context = cur.context;
+                    if self.eof && self.start == self.buf.len() && self.datagrams.is_empty() {
+                        // The peer already finished: this is its final Message (§9.3.3).
+                        context.set_final(true);
+                    }
+                    return Some(self.whole_message(data, context));
+                }
+                let body = avail.min(cur.remaining);
+                let partial_ok = self.framers.framers.len() == 1;
+                if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
+                    let n = body.min(max_len);
+                    cur.remaining -= n;
+                    cur.delivered_any = true;
+                    let ctx = cur.context.clone();
+                    let data = self.take(n);
+                    return Some(Ok(ReceiveEvent::ReceivedPartial {
+                        data,
+                        context: ctx,
+                        end_of_message: false,
+                    }));
+                }
+                if self.eof {
+                    let ctx = self.current.take().map(|c| c.context);
+                    return Some(Err(ReceiveError {
+                        context: ctx,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                        "the stream ended inside a Message ({avail} of {need} bytes arrived)"),
+                        ),
+                    }));
+                }
+                return None;
+            }
+            match self
+                .framers
+                .parse(&self.buf[self.start..], self.eof, RECV_MSG_MAX_LEN)
+            {
+                Ok(Parse::NeedMore) if self.eof => {
+                    if avail == 0 {
+                        let e = Error::new(
+                            ErrorReason::PeerFinished,
+                            "the peer finished sending (end of stream)",
+                        );
+                        self.done = Some(e.clone());
+                        return Some(Err(ReceiveError {
+                            context: None,
+                            error: e,
+                        }));
+                    }
+                    return Some(Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                                "the stream ended with {avail} bytes that are not a whole Message"
+                            ),
+                        ),
+                    }));
+                }
+                Ok(Parse::NeedMore) => return None,
+                Ok(Parse::Message {
+                    header,
+                    len,
+                    trailer,
+                }) => {
+                    self.start += header;
+                    self.current = Some(Current {
+                        remaining: len,
+                        trailer,
+                        context: self.peer.context(false),
+                        delivered_any: false,
+                    });
+                }
+                Err(e) => {
+                    return Some(Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!("framer `{}`: {}", self.framers.framers[0].name(), e.message),
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+// proptest is a native dev-dependency; the core is the same on both targets.
+#[cfg(all(test, native))]
+mod tests {
+    //! The core fed a stream in random pieces, with datagrams between
+    //! them, and asked for events by receives with random
+    //! `minIncompleteLength` and `maxLength`, as the driver does.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state(framed: bool) -> RecvState {
+        let framers = if framed {
+            FramerStack {
+                framers: vec![Box::new(crate::framer::LengthPrefixFramer::new())],
+            }
+        } else {
+            FramerStack::default()
+        };
+        RecvState {
+            transport: None,
+            buf: Vec::new(),
+            start: 0,
+            framers,
+            current: None,
+            eof: false,
+            done: None,
+            stream_context: None,
+            datagrams: DatagramQueue::default(),
+            direct: false,
+            body: Vec::new(),
+            peer: PeerContext {
+                remote: Arc::new(RemoteEndpoint::new()),
+                local: None,
+                early_data: false,
+            },
+        }
+    }
+
+    /// What the receives saw.
+    #[derive(Default, Debug)]
+    struct Seen {
+        /// Whole stream Messages, reassembled from their parts.
+        messages: Vec<Vec<u8>>,
+        /// Unreliable Messages.
+        datagrams: Vec<Vec<u8>>,
+        /// The index of the Message marked final, if any.
+        final_at: Option<usize>,
+        /// How the receiving ended.
+        end: Option<ErrorReason>,
+    }
+
+    /// Feed `stream` in `pieces` (a datagram after some of them), asking
+    /// for events with the receive limits in `asks` (cycled).
+    fn run(
+        framed: bool,
+        stream: &[u8],
+        pieces: &[usize],
+        datagrams: &[(usize, Vec<u8>)],
+        asks: &[(Option<usize>, Option<usize>)],
+    ) -> Seen {
+        let mut st = state(framed);
+        let mut seen = Seen::default();
+        let mut open: Option<(u64, Vec<u8>)> = None;
+        let (mut fed, mut piece, mut ask) = (0, 0, 0);
+        for _ in 0..100_000 {
+            let (min, max) = asks[ask % asks.len()];
+            let (min, max) = (
+                min.unwrap_or(usize::MAX).max(1),
+                max.unwrap_or(usize::MAX).max(1),
+            );
+            // As the driver does: once done, every receive gets why.
+            if let Some(e) = &st.done {
+                seen.end = Some(e.reason);
+                assert!(open.is_none(), "done inside a Message: {e:?}");
+                return seen;
+            }
+            match st.step(min, max) {
+                None => {
+                    // The driver reads: the next piece, maybe a datagram, or the end.
+                    if fed < stream.len() {
+                        let n = pieces[piece % pieces.len()].clamp(1, stream.len() - fed);
+                        st.compact();
+                        st.buf.extend_from_slice(&stream[fed..fed + n]);
+                        fed += n;
+                        for (_, d) in datagrams.iter().filter(|(at, _)| *at == piece) {
+                            st.datagrams.push(Bytes::from(d.clone()));
+                        }
+                        piece += 1;
+                    } else {
+                        assert!(!st.eof, "the core asked for more after the end");
+                        st.eof = true;
+                    }
+                }
+                Some(Err(e)) => {
+                    seen.end = Some(e.error.reason);
+                    assert!(open.is_none(), "the stream ended inside a Message: {e:?}");
+                    return seen;
+                }
+                Some(Ok(ev)) => {
+                    ask += 1;
+                    let (data, context, end) = match ev {
+                        ReceiveEvent::Received { data, context } => (data, context, true),
+                        ReceiveEvent::ReceivedPartial {
+                            data,
+                            context,
+                            end_of_message,
+                        } => (data, context, end_of_message),
+                    };
+                    if framed || context.properties.msg_reliable == Some(false) {
+                        assert!(
+                            data.len() <= max || context.properties.msg_reliable == Some(false),
+                            "{} bytes for a receive of at most {max}",
+                            data.len()
+                        );
+                    }
+                    if !end && data.len() < max {
+                        assert!(
+                            data.len() >= min,
+                            "a part of {} bytes, under minIncompleteLength {min}",
+                            data.len()
+                        );
+                    }
+                    if context.properties.msg_reliable == Some(false) {
+                        assert!(open.is_none(), "a datagram inside a stream Message's parts");
+                        assert!(end, "a datagram in parts");
+                        seen.datagrams.push(data.to_vec());
+                        continue;
+                    }
+                    let (id, mut body) = open.take().unwrap_or((context.id(), Vec::new()));
+                    assert_eq!(
+                        id,
+                        context.id(),
+                        "the parts of one Message share its context"
+                    );
+                    body.extend_from_slice(&data);
+                    if end {
+                        if context.is_final() {
+                            assert!(seen.final_at.is_none(), "two final Messages");
+                            seen.final_at = Some(seen.messages.len());
+                        }
+                        seen.messages.push(body);
+                    } else {
+                        open = Some((id, body));
+                    }
+                }
+            }
+        }
+        panic!("no end after 100,000 steps");
+    }
+
+    fn framed(messages: &[Vec<u8>]) -> Vec<u8> {
+        let mut s = Vec::new();
+        for m in messages {
+            s.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            s.extend_from_slice(m);
+        }
+        s
+    }
+
+    fn asks() -> impl Strategy<Value = Vec<(Option<usize>, Option<usize>)>> {
+        proptest::collection::vec(
+            (
+                proptest::option::weighted(0.4, 1usize..300),
+                proptest::option::weighted(0.4, 1usize..400),
+            ),
+            1..8,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn framed_messages_come_out_whole_in_order_once_however_they_arrive(
+            messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..900), 0..12),
+            pieces in proptest::collection::vec(1usize..700, 1..10),
+            datagrams in proptest::collection::vec((0usize..12, proptest::collection::vec(any::<u8>(), 0..50)), 0..4),
+            asks in asks(),
+        ) {
+            // Each datagram told apart by its first byte.
+            let datagrams: Vec<(usize, Vec<u8>)> = datagrams
+                .into_iter()
+                .enumerate()
+                .map(|(i, (at, mut d))| {
+                    d.insert(0, i as u8);
+                    (at, d)
+                })
+                .collect();
+            let seen = run(true, &framed(&messages), &pieces, &datagrams, &asks);
+            prop_assert_eq!(&seen.messages, &messages);
+            prop_assert_eq!(seen.end, Some(ErrorReason::PeerFinished));
+            // Datagrams whole, in their order (those pushed before the end).
+            let mut arrival = datagrams.clone();
+            arrival.sort_by_key(|(at, _)| *at); // stable: same piece, list order
+            let fed: Vec<Vec<u8>> = arrival.into_iter().map(|(_, d)| d).collect();
+            prop_assert!(seen.datagrams.iter().all(|d| fed.contains(d)));
+            let mut it = fed.iter();
+            for d in &seen.datagrams {
+                prop_assert!(it.any(|f| f == d), "datagrams out of order");
+            }
+            // Only the last Message can be final.
+            if let Some(i) = seen.final_at {
+                prop_assert_eq!(i + 1, messages.len());
+            }
+        }
+
+        #[test]
+        fn an_unframed_stream_comes_out_as_one_message_in_parts(
+            stream in proptest::collection::vec(any::<u8>(), 0..3000),
+            pieces in proptest::collection::vec(1usize..700, 1..10),
+            asks in asks(),
+        ) {
+            let seen = run(false, &stream, &pieces, &[], &asks);
+            prop_assert_eq!(seen.messages.len(), 1);
+            prop_assert_eq!(&seen.messages[0], &stream);
+            prop_assert_eq!(seen.final_at, Some(0), "the stream's end is its final part");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_message_is_a_deframing_failure() {
+        let mut st = state(true);
+        st.buf.extend_from_slice(&[0, 0, 0, 10, 1, 2, 3]);
+        assert!(st.step(usize::MAX, usize::MAX).is_none());
+        st.eof = true;
+        let e = st.step(usize::MAX, usize::MAX).unwrap().unwrap_err();
+        assert_eq!(e.error.reason, ErrorReason::DeframingFailed);
+        assert!(e.error.message.contains("3 of 10"), "{}", e.error.message);
+    }
+
+    #[test]
+    fn a_length_over_recv_msg_max_len_is_refused_before_buffering() {
+        let mut st = state(true);
+        let too_long = (RECV_MSG_MAX_LEN as u32 + 1).to_be_bytes();
+        st.buf.extend_from_slice(&too_long);
+        let e = st.step(usize::MAX, usize::MAX).unwrap().unwrap_err();
+        assert_eq!(e.error.reason, ErrorReason::DeframingFailed);
+    }
+}
