@@ -81,7 +81,7 @@ use lifecycle::Stopped;
 pub use lifecycle::{CLOSE_LINGER, CLOSE_TIMEOUT};
 use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
-use receive_core::{Current, DatagramQueue, PeerContext, RecvState, DIRECT_READ_MIN};
+use receive_core::{Current, PeerContext, RecvState, DIRECT_READ_MIN};
 pub use receive_core::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
 use send::WriterState;
 use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};
@@ -203,24 +203,16 @@ impl Connection {
                 outbox: Outbox::default(),
                 sending: None,
             }),
-            recv: futures::lock::Mutex::new(RecvState {
-                transport: Some(p.transport.clone()),
-                buf: p.leftover,
-                start: 0,
-                framers: p.framers,
-                current: None,
-                eof: false,
-                done: None,
-                stream_context: None,
-                datagrams: DatagramQueue::default(),
-                direct: false,
-                body: Vec::new(),
-                peer: PeerContext {
+            recv: futures::lock::Mutex::new(RecvState::new(
+                Some(p.transport.clone()),
+                p.leftover,
+                p.framers,
+                PeerContext {
                     remote: remote.clone(),
                     local: local.clone(),
                     early_data: p.peer_early_data,
                 },
-            }),
+            )),
             abort_handle: Mutex::new(Some(p.transport)),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: stop_rx.shared(),

@@ -134,6 +134,30 @@ impl PeerContext {
 }
 
 impl RecvState {
+    /// A receive side reading from `transport`, with `leftover` bytes
+    /// already read (during establishment) first.
+    pub(super) fn new(
+        transport: Option<Transport>,
+        leftover: Vec<u8>,
+        framers: FramerStack,
+        peer: PeerContext,
+    ) -> RecvState {
+        RecvState {
+            transport,
+            buf: leftover,
+            start: 0,
+            framers,
+            current: None,
+            eof: false,
+            done: None,
+            stream_context: None,
+            datagrams: DatagramQueue::default(),
+            direct: false,
+            body: Vec::new(),
+            peer,
+        }
+    }
+
     pub(super) fn compact(&mut self) {
         if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
             self.buf.drain(..self.start);
@@ -358,24 +382,16 @@ mod tests {
         } else {
             FramerStack::default()
         };
-        RecvState {
-            transport: None,
-            buf: Vec::new(),
-            start: 0,
+        RecvState::new(
+            None,
+            Vec::new(),
             framers,
-            current: None,
-            eof: false,
-            done: None,
-            stream_context: None,
-            datagrams: DatagramQueue::default(),
-            direct: false,
-            body: Vec::new(),
-            peer: PeerContext {
+            PeerContext {
                 remote: Arc::new(RemoteEndpoint::new()),
                 local: None,
                 early_data: false,
             },
-        }
+        )
     }
 
     /// What the receives saw.
