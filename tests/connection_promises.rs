@@ -235,6 +235,33 @@ async fn a_message_behind_a_blocked_websocket_send_expires_when_its_lifetime_end
     );
 }
 
+/// A receive future polled once and then kept without being polled again
+/// (left in a `select!` branch, say) holds the receive side: Close still
+/// resolves, and that receive, polled later, reports the close.
+#[tokio::test]
+async fn close_resolves_while_a_receive_future_is_kept_but_not_polled() {
+    let (addr, _peer) = deaf_tcp_peer().await;
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let mut kept = Box::pin(conn.receive());
+    assert!(
+        futures::poll!(&mut kept).is_pending(),
+        "the peer sends nothing"
+    );
+    tokio::time::timeout(Duration::from_secs(10), conn.close())
+        .await
+        .expect("close() resolves though a receive future is kept")
+        .unwrap();
+    let r = tokio::time::timeout(AT_ONCE, kept)
+        .await
+        .expect("the kept receive ends once polled");
+    let e = r.expect_err("no Message came");
+    assert_eq!(e.error.reason, ErrorReason::ConnectionAborted, "{e:?}");
+    assert!(e.error.message.contains("closed locally"), "{e:?}");
+}
+
 /// A WebSocket peer (tokio-tungstenite) that reads nothing for `wait`, then
 /// returns every binary message it receives until the Close.
 async fn slow_ws_peer(wait: Duration) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
@@ -345,7 +372,13 @@ async fn abort_answers_a_websocket_send_blocked_on_a_peer_that_does_not_read() {
 
 /// A plain quinn server (ALPN `taps`, the client's default) that reads its
 /// first bidirectional stream to the end, slowly, and returns its length.
-async fn slow_quinn_reader() -> (SocketAddr, common::Cert, tokio::task::JoinHandle<usize>) {
+async fn slow_quinn_reader(
+    streams: usize,
+) -> (
+    SocketAddr,
+    common::Cert,
+    tokio::task::JoinHandle<Vec<usize>>,
+) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
@@ -368,48 +401,82 @@ async fn slow_quinn_reader() -> (SocketAddr, common::Cert, tokio::task::JoinHand
     let addr = ep.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let conn = ep.accept().await.unwrap().await.unwrap();
-        let (_send, mut recv) = conn.accept_bi().await.unwrap();
-        let mut total = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match recv.read(&mut buf).await {
-                Ok(Some(n)) => {
-                    total += n;
-                    // A reader slower than the sender: most of the
-                    // Message is still in flight when the client closes.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let (_send, mut recv) = conn.accept_bi().await.unwrap();
+            readers.push(tokio::spawn(async move {
+                let _send = _send;
+                let mut total = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match recv.read(&mut buf).await {
+                        Ok(Some(n)) => {
+                            total += n;
+                            // A reader slower than the sender: most of the
+                            // Message is still in flight when the client closes.
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        Ok(None) => break,
+                        Err(e) => panic!("after {total} bytes: {e}"),
+                    }
                 }
-                Ok(None) => break,
-                Err(e) => panic!("after {total} bytes: {e}"),
-            }
+                total
+            }));
         }
-        total
+        let mut totals = Vec::new();
+        for r in readers {
+            totals.push(r.await.unwrap());
+        }
+        totals
     });
     (addr, cert, task)
 }
 
-#[tokio::test]
-async fn quic_close_resolves_after_the_peer_has_every_byte() {
-    let (addr, cert, server) = slow_quinn_reader().await;
+/// Send a Message on each of `streams` QUIC streams of one group (the
+/// Connection and its clones) to a slow plain quinn reader, close (Close
+/// with one stream, CloseGroup with more), drop every handle (quinn closes
+/// the connection then), and check that every byte reported Sent arrived.
+async fn quic_close_loses_nothing(streams: usize) {
+    let (addr, cert, server) = slow_quinn_reader(streams).await;
     let pre = client(
         addr,
         StackId::Quic,
         TransportProperties::new(),
         common::pinned(&cert),
     );
-    let conn = pre.initiate().await.unwrap();
-    let len = 4 * 1024 * 1024;
-    conn.send_message(vec![5u8; len]).await.expect("Sent");
-    tokio::time::timeout(Duration::from_secs(30), conn.close())
-        .await
-        .expect("close within 30 s")
-        .expect("close succeeds");
-    drop(conn); // the last handle: quinn closes the connection now
+    let mut conns = vec![pre.initiate().await.unwrap()];
+    for _ in 1..streams {
+        conns.push(conns[0].clone(None, None).await.unwrap());
+    }
+    let len = 4 * 1024 * 1024 / streams;
+    for (i, c) in conns.iter().enumerate() {
+        c.send_message(vec![i as u8; len]).await.expect("Sent");
+    }
+    let closed = if streams == 1 {
+        tokio::time::timeout(Duration::from_secs(30), conns[0].close()).await
+    } else {
+        tokio::time::timeout(Duration::from_secs(30), conns[0].close_group()).await
+    };
+    closed.expect("closed within 30 s").expect("close succeeds");
+    drop(conns); // the last handles: quinn closes the connection now
     let got = tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, len, "every byte of the Message reported Sent arrived");
+    assert_eq!(got, vec![len; streams], "every byte reported Sent arrived");
+}
+
+#[tokio::test]
+async fn quic_close_resolves_after_the_peer_has_every_byte() {
+    quic_close_loses_nothing(1).await;
+}
+
+/// CloseGroup over QUIC: every stream of the group finishes and has its
+/// data acknowledged before the shared QUIC connection closes, so nothing
+/// reported Sent on any of them is lost.
+#[tokio::test]
+async fn quic_close_group_loses_nothing_sent_on_any_stream() {
+    quic_close_loses_nothing(2).await;
 }
 
 #[tokio::test]

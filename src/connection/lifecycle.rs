@@ -257,31 +257,50 @@ impl Inner {
             Until::Stopped => inner.answer_writes_after_stop(),
             Until::Deadline => return Err(inner.close_timed_out()),
         }
-        // Resolve pending receives before Closed.
+        // Resolve pending receives before Closed: the stop ends them, and
+        // the one holding the receive side lets go of it (unless its future
+        // is kept and never polled again: then, after CLOSE_LINGER, the
+        // Connection closes without it).
         inner.stop(Stopped::Closed);
-        let mut st = inner.recv.lock().await;
-        let reader = st.transport.take();
-        drop(st);
+        let bound = || {
+            let linger = runtime::saturating_add(runtime::now(), CLOSE_LINGER);
+            if linger < deadline {
+                linger
+            } else {
+                deadline
+            }
+        };
+        let mut reader = None;
+        let mut take_reader = Box::pin(async {
+            reader = inner.recv.lock().await.transport.take();
+        });
+        let receives_by = bound();
+        inner
+            .until(take_reader.as_mut(), false, Some(receives_by))
+            .await;
+        drop(take_reader);
         // TCP and TLS: read the peer's side to its end (and drop what
         // arrives), so that closing the socket with unread data does not
         // reset the connection and discard the tail of what we sent. A peer
         // that keeps its side open gets CLOSE_LINGER for that, then the
         // socket closes anyway.
         if let Some(t) = reader.filter(|_| matches!(ended, Until::Done)) {
-            let linger = runtime::saturating_add(runtime::now(), CLOSE_LINGER);
-            let linger = if linger < deadline { linger } else { deadline };
             let mut drain = Box::pin(async move {
                 let _ = t.drain_to_end().await;
             });
-            inner.until(drain.as_mut(), false, Some(linger)).await;
+            inner.until(drain.as_mut(), false, Some(bound())).await;
         }
-        for _ in 0..10_000 {
+        let mut receives_ended = Box::pin(std::future::poll_fn(|cx| {
+            inner.receives_idle.register(cx.waker());
             if inner.receives.load(Ordering::SeqCst) == 0 {
-                break;
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
             }
-            futures::future::ready(()).await;
-            runtime::sleep_until(runtime::now() + std::time::Duration::from_millis(1)).await;
-        }
+        }));
+        inner
+            .until(receives_ended.as_mut(), false, Some(receives_by))
+            .await;
         inner.local_addr();
         inner.abort_handle.lock().unwrap().take();
         {

@@ -130,6 +130,8 @@ pub(crate) struct Inner {
     /// lock, one after another: none of them need a waker here.
     recv_stop: AtomicWaker,
     receives: AtomicUsize,
+    /// Woken when the last receive in progress ends (Close waits for it).
+    receives_idle: AtomicWaker,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
     trace: RacingTrace,
@@ -219,6 +221,7 @@ impl Connection {
             stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
+            receives_idle: AtomicWaker::new(),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
             trace: p.trace,

@@ -6,11 +6,15 @@
 
 use super::*;
 
-pub(super) struct ReceiveGuard<'a>(&'a AtomicUsize);
+/// Counts a receive in progress; the last one to end wakes a Close that
+/// waits for the receives to end.
+pub(super) struct ReceiveGuard<'a>(&'a Inner);
 
 impl Drop for ReceiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if self.0.receives.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.receives_idle.wake();
+        }
     }
 }
 
@@ -32,7 +36,7 @@ impl Connection {
     ) -> Result<ReceiveEvent, ReceiveError> {
         let inner = &self.inner;
         inner.receives.fetch_add(1, Ordering::SeqCst);
-        let _guard = ReceiveGuard(&inner.receives);
+        let _guard = ReceiveGuard(inner);
         if inner.stopped.get().is_some() {
             return Err(inner.stopped_error());
         }
