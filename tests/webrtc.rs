@@ -317,3 +317,120 @@ async fn bad_signaling_fails_with_reasons() {
     let e = p.rendezvous(a).await.unwrap_err();
     assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
 }
+
+/// A rendezvoused pair whose answering end is handed to the test (not echoed).
+async fn raw_pair() -> (Connection, Connection) {
+    let (a, b) = pipes();
+    let answerer = tokio::spawn(pre(TransportProperties::new()).rendezvous(b));
+    let offer = tokio::time::timeout(T, pre(TransportProperties::new()).rendezvous(a))
+        .await
+        .expect("in time")
+        .expect("offerer RendezvousDone");
+    let done = answerer.await.unwrap().expect("answerer RendezvousDone");
+    (offer.connection, done.connection)
+}
+
+/// Read Messages until the channel ends; their total size and count, and
+/// whether each carried its index (Message `i` is `i as u8` repeated).
+async fn read_all(c: Connection) -> (usize, usize, bool) {
+    let (mut bytes, mut n, mut in_order) = (0, 0, true);
+    while let Ok(Ok(m)) = tokio::time::timeout(T, c.receive()).await {
+        in_order &= m.data().iter().all(|b| *b == n as u8);
+        bytes += m.data().len();
+        n += 1;
+    }
+    (bytes, n, in_order)
+}
+
+/// Send 4.5 MiB to a receiver that starts reading only once all of it is
+/// Sent (by then its queue is full, and the last Messages Sent wait in the
+/// sender's SCTP, unacknowledged), then end the sender (`close` first, or
+/// just drop it): every Message Sent arrives, in order.
+async fn everything_sent_arrives(close_first: bool) {
+    let (a, b) = raw_pair().await;
+    let (go, gate) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let _ = gate.await;
+        read_all(b).await
+    });
+    let (count, len) = (72usize, 64 * 1024); // over the receiver's queue
+    for i in 0..count {
+        a.send_message(vec![i as u8; len]).await.expect("Sent");
+    }
+    go.send(()).unwrap();
+    if close_first {
+        tokio::time::timeout(T, a.close())
+            .await
+            .expect("close in time")
+            .expect("close");
+    }
+    drop(a);
+    let (bytes, n, in_order) = reader.await.unwrap();
+    assert_eq!(
+        (bytes, n),
+        (count * len, count),
+        "every Message Sent arrived"
+    );
+    assert!(in_order);
+}
+
+/// Close, then drop every handle: what SCTP still held is delivered first
+/// (the channel closes once its data is acknowledged), not thrown away with
+/// the peer connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_then_drop_delivers_everything_sent() {
+    everything_sent_arrives(true).await;
+}
+
+/// Dropping the last handle without Close: the driver still delivers what
+/// SCTP holds (for at most `DRAIN_MAX`) before it closes the peer connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_delivers_everything_sent() {
+    everything_sent_arrives(false).await;
+}
+
+/// A receiver that does not read pushes back on the sender: what waits for
+/// it is bounded, so the sender's sends stall instead of the receiver's
+/// memory growing; once it reads, everything arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_does_not_read_pushes_back_on_the_sender() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (a, b) = raw_pair().await;
+    let (count, len) = (384usize, 64 * 1024); // 24 MiB, several times the bounds
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let progress = sent.clone();
+    let sender = tokio::spawn(async move {
+        for i in 0..count {
+            a.send_message(vec![i as u8; len]).await.expect("Sent");
+            progress.fetch_add(1, Ordering::SeqCst);
+        }
+        a
+    });
+    // Wait until the sender stalls (no send completes for 2 s), or it is done.
+    let mut last = (0, std::time::Instant::now());
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent.load(Ordering::SeqCst);
+        if now == count || (now == last.0 && last.1.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+    }
+    let stalled_at = sent.load(Ordering::SeqCst);
+    assert!(
+        stalled_at < count / 2,
+        "{stalled_at} of {count} Messages Sent to a receiver that reads nothing"
+    );
+    let reader = tokio::spawn(read_all(b));
+    let a = tokio::time::timeout(Duration::from_secs(120), sender)
+        .await
+        .expect("the sender finishes once the receiver reads")
+        .unwrap();
+    a.close().await.unwrap();
+    drop(a);
+    let (bytes, n, in_order) = reader.await.unwrap();
+    assert_eq!((bytes, n), (count * len, count));
+    assert!(in_order);
+}

@@ -29,7 +29,8 @@ impl Connection {
 
     /// `Close()` (§10): send every queued Message, finish the stream (TCP
     /// FIN), and wait until the peer has what was sent where the stack can
-    /// tell (QUIC: the stream's data acknowledged; TCP and TLS: the peer's
+    /// tell (QUIC: the stream's data acknowledged; native WebRTC: the
+    /// channel's data acknowledged by SCTP; TCP and TLS: the peer's
     /// end of stream read, for at most [`CLOSE_LINGER`], so that no reset
     /// discards the tail); then resolve pending receives and emit `Closed`.
     /// Idempotent. It never waits forever: past [`CLOSE_TIMEOUT`] it aborts

@@ -12,9 +12,21 @@
 //!   Connection); messages go binary. `send` resolves when str0m's SCTP send
 //!   buffer took the message (backpressure); incoming messages are queued per
 //!   channel. Clone opens a new in-band (DCEP) channel on the same peer.
-//! - **Drop**: dropping a channel's last handle closes the channel; when no
-//!   handle of a peer is left (channels, pending incoming channels, the
-//!   peer), the driver closes the peer connection and the socket.
+//! - **Receive backpressure**: the messages waiting for their readers take
+//!   at most [`RECV_QUEUE_MAX`] bytes per peer connection. Past it the
+//!   driver drops the DTLS records (which carry SCTP) arriving on the
+//!   socket, and keeps only STUN (ICE stays alive): the peer's SCTP
+//!   retransmits them once the readers caught up, and meanwhile its sends
+//!   wait. str0m reads SCTP streams out as data arrives, so the SCTP
+//!   receive window cannot do this; the cost is a retransmission delay
+//!   (the peer's RTO) after a long pause, and while paused this peer's
+//!   own sends are not acknowledged either.
+//! - **Close and drop**: closing a channel (or dropping its last handle)
+//!   waits until SCTP has the channel's queued messages acknowledged, then
+//!   resets the stream; when no handle of a peer is left (channels, pending
+//!   incoming channels, the peer), the driver does the same for every
+//!   channel, for at most [`DRAIN_MAX`], then closes the peer connection
+//!   and the socket. Abort closes at once.
 
 use super::{Incoming, Transport};
 use crate::backend::SocketOptions;
@@ -25,6 +37,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -44,6 +57,19 @@ fn other(e: impl fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Most bytes of received messages a peer connection keeps waiting for its
+/// channels' readers; see the module's doc.
+pub(crate) const RECV_QUEUE_MAX: usize = 4 << 20;
+
+/// How long a peer connection whose handles are all gone keeps running to
+/// deliver what its channels still hold.
+pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// The first byte of a DTLS record on the socket (RFC 7983 demultiplexing).
+fn is_dtls(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| (20..=63).contains(b))
+}
+
 /// What a channel's reader gets.
 enum ChanEvent {
     Data(Vec<u8>),
@@ -61,8 +87,12 @@ enum Cmd {
         options: DataChannelOptions,
         reply: oneshot::Sender<io::Result<Transport>>,
     },
-    Close {
+    /// Close a channel: once SCTP has its data acknowledged, or (`now`) at once.
+    Close { id: ChannelId, now: bool },
+    /// Answer once the channel is closed (after its data was acknowledged).
+    WhenClosed {
         id: ChannelId,
+        reply: oneshot::Sender<()>,
     },
     /// Close the whole peer connection (AbortGroup / CloseGroup).
     CloseAll,
@@ -72,6 +102,8 @@ struct ChanInner {
     id: ChannelId,
     cmd: mpsc::UnboundedSender<Cmd>,
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ChanEvent>>,
+    /// The bytes waiting for the readers of this peer's channels.
+    queued: Arc<AtomicUsize>,
     ended: crate::backend::Ended,
     local: SocketAddr,
     remote: Option<SocketAddr>,
@@ -80,7 +112,17 @@ struct ChanInner {
 
 impl Drop for ChanInner {
     fn drop(&mut self) {
-        let _ = self.cmd.send(Cmd::Close { id: self.id });
+        // What nobody will read no longer counts against the peer's queue.
+        let rx = self.rx.get_mut();
+        while let Ok(ev) = rx.try_recv() {
+            if let ChanEvent::Data(d) = ev {
+                self.queued.fetch_sub(d.len(), Ordering::Relaxed);
+            }
+        }
+        let _ = self.cmd.send(Cmd::Close {
+            id: self.id,
+            now: false,
+        });
     }
 }
 
@@ -118,7 +160,10 @@ impl WebrtcTransport {
             return Err(e);
         }
         match rx.recv().await {
-            Some(ChanEvent::Data(d)) => Ok(crate::backend::Recv::Datagram(d.into())),
+            Some(ChanEvent::Data(d)) => {
+                self.inner.queued.fetch_sub(d.len(), Ordering::Relaxed);
+                Ok(crate::backend::Recv::Datagram(d.into()))
+            }
             Some(ChanEvent::Ended(kind, msg)) => Err(self.end(kind, msg)),
             None => Err(self.end(
                 io::ErrorKind::ConnectionAborted,
@@ -145,15 +190,38 @@ impl WebrtcTransport {
             .map_err(|_| other("the WebRTC peer connection ended"))?
     }
 
-    /// Close the channel (SCTP stream reset); the peer's reads end.
+    /// Close the channel (SCTP stream reset) once SCTP has its queued
+    /// messages acknowledged; the peer's reads end then.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        let _ = self.inner.cmd.send(Cmd::Close { id: self.inner.id });
+        let _ = self.inner.cmd.send(Cmd::Close {
+            id: self.inner.id,
+            now: false,
+        });
         Ok(())
+    }
+
+    /// After `shutdown_write`: resolves once the channel closed, its
+    /// messages acknowledged by the peer's SCTP.
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Cmd::WhenClosed {
+                id: self.inner.id,
+                reply,
+            })
+            .map_err(|_| other("the WebRTC peer connection ended"))?;
+        rx.await.map_err(|_| {
+            other("the WebRTC peer connection ended before the channel's data was acknowledged")
+        })
     }
 
     /// Close the channel and end every pending and later read at once.
     pub(crate) fn abort(&self) {
-        let _ = self.inner.cmd.send(Cmd::Close { id: self.inner.id });
+        let _ = self.inner.cmd.send(Cmd::Close {
+            id: self.inner.id,
+            now: true,
+        });
         self.end(
             io::ErrorKind::ConnectionAborted,
             "the WebRTC data channel was aborted".into(),
@@ -375,6 +443,10 @@ impl WebrtcPeer {
             own_pending: own,
             open_replies: HashMap::new(),
             writes: VecDeque::new(),
+            queued: Arc::default(),
+            closing: Vec::new(),
+            closed_replies: Vec::new(),
+            draining: None,
         };
         // The driver holds only a weak sender: it ends when every handle is gone.
         tokio::spawn(driver.run());
@@ -425,6 +497,14 @@ struct Driver {
     /// Clone requests waiting for their channel to open.
     open_replies: HashMap<ChannelId, oneshot::Sender<io::Result<Transport>>>,
     writes: VecDeque<(ChannelId, Vec<u8>, oneshot::Sender<io::Result<()>>)>,
+    /// The bytes waiting for the channels' readers (`RECV_QUEUE_MAX`).
+    queued: Arc<AtomicUsize>,
+    /// Channels closed gracefully, open until SCTP has their data acknowledged.
+    closing: Vec<ChannelId>,
+    /// `WhenClosed` replies for channels in `closing`.
+    closed_replies: Vec<(ChannelId, oneshot::Sender<()>)>,
+    /// Since when every handle is gone and the driver only delivers what is left.
+    draining: Option<Instant>,
 }
 
 /// Without ICE connectivity for this long, a peer connection fails.
@@ -440,6 +520,7 @@ impl Driver {
                 id,
                 cmd,
                 rx: futures::lock::Mutex::new(rx),
+                queued: self.queued.clone(),
                 ended: Default::default(),
                 local: self.local,
                 remote: self.remote,
@@ -507,7 +588,10 @@ impl Driver {
             }
             Event::ChannelData(d) => {
                 if let Some(c) = self.chans.get(&d.id) {
-                    let _ = c.tx.send(ChanEvent::Data(d.data));
+                    let len = d.data.len();
+                    if c.tx.send(ChanEvent::Data(d.data)).is_ok() {
+                        self.queued.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
             }
             Event::ChannelClose(id) => {
@@ -570,18 +654,62 @@ impl Driver {
                 self.own_pending.insert(id, options);
                 self.open_replies.insert(id, reply);
             }
-            Cmd::Close { id } => {
+            Cmd::Close { id, now } => {
                 if let Some(c) = self.chans.remove(&id) {
                     let _ = c.tx.send(ChanEvent::Ended(
                         io::ErrorKind::ConnectionAborted,
                         "the WebRTC data channel was closed locally".into(),
                     ));
-                    self.rtc.direct_api().close_data_channel(id);
+                    if now {
+                        // Its queued writes fail (their replies dropped: "ended").
+                        self.writes.retain(|(w, _, _)| *w != id);
+                        self.rtc.direct_api().close_data_channel(id);
+                    } else {
+                        self.closing.push(id);
+                    }
+                }
+            }
+            Cmd::WhenClosed { id, reply } => {
+                if self.closing.contains(&id) {
+                    self.closed_replies.push((id, reply));
+                } else {
+                    let _ = reply.send(());
                 }
             }
             Cmd::CloseAll => return false,
         }
         true
+    }
+
+    /// Nothing of channel `id` waits to be written or acknowledged.
+    fn drained(&mut self, id: ChannelId) -> bool {
+        !self.writes.iter().any(|(w, _, _)| *w == id)
+            && self
+                .rtc
+                .channel(id)
+                .is_none_or(|mut c| c.buffered_amount() == 0)
+    }
+
+    /// Close the gracefully closed channels whose data is acknowledged, and
+    /// answer who waits for that.
+    fn close_drained(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let id = self.closing[i];
+            if self.drained(id) {
+                self.closing.swap_remove(i);
+                self.rtc.direct_api().close_data_channel(id);
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.closed_replies)
+                    .into_iter()
+                    .partition(|(c, _)| *c == id);
+                self.closed_replies = waiting;
+                for (_, reply) in done {
+                    let _ = reply.send(());
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn fail_all(&mut self, why: &str) {
@@ -611,6 +739,19 @@ impl Driver {
             if let Err(e) = self.flush_writes() {
                 break e;
             }
+            self.close_drained();
+            if let Some(since) = self.draining {
+                // Every handle is gone: close once everything is delivered.
+                if (self.writes.is_empty() && self.closing.is_empty())
+                    || since.elapsed() > DRAIN_MAX
+                {
+                    // The channels' stream resets go out before the end.
+                    let _ = self.drain().await;
+                    self.rtc.disconnect();
+                    let _ = self.drain().await;
+                    return;
+                }
+            }
             // A write is a mutation too: drain again if it produced output.
             let deadline = match self.drain().await {
                 Ok(t) => t.min(deadline),
@@ -626,6 +767,9 @@ impl Driver {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
+                        if self.queued.load(Ordering::Relaxed) > RECV_QUEUE_MAX && is_dtls(&buf[..n]) {
+                            continue; // the readers are behind: the peer retransmits later
+                        }
                         let Ok(contents) = buf[..n].try_into() else { continue };
                         let input = Input::Receive(Instant::now(), Receive {
                             proto: Protocol::Udp,
@@ -643,18 +787,14 @@ impl Driver {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                     Err(e) => break format!("WebRTC UDP socket: {e}"),
                 },
-                cmd = self.cmd_rx.recv() => match cmd {
+                cmd = self.cmd_rx.recv(), if self.draining.is_none() => match cmd {
                     Some(cmd) => {
                         if !self.command(cmd) {
                             break "the WebRTC peer connection was closed locally".into();
                         }
                     }
-                    None => {
-                        // Every handle is gone: close the peer connection.
-                        self.rtc.disconnect();
-                        let _ = self.drain().await;
-                        return;
-                    }
+                    // Every handle is gone: deliver what is left, then close.
+                    None => self.draining = Some(Instant::now()),
                 },
                 _ = tokio::time::sleep(wait) => {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
