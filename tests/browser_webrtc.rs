@@ -10,14 +10,10 @@
 //! --use-fake-ui-for-media-stream` to gather loopback candidates (TOOLCHAIN.md).
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
-use futures::channel::mpsc;
-use futures::StreamExt;
-use postsocket::rendezvous::SignalingFuture;
 use postsocket::{
     Connection, ErrorReason, HttpSignaling, Preconnection, PropertyValue, SecurityParameters,
     SendFailure, StackId, TransportProperties,
 };
-use postsocket::{Signaling, SignalingMessage, SignalingRole};
 use std::time::Duration;
 use wasm_bindgen_test::*;
 
@@ -166,47 +162,12 @@ async fn unreachable_signaling_fails_with_the_reason() {
     assert!(e.message.contains("404"), "{e}");
 }
 
-/// One end of an in-page signaling channel (the application's own).
-struct Pipe {
-    role: SignalingRole,
-    tx: mpsc::UnboundedSender<SignalingMessage>,
-    rx: mpsc::UnboundedReceiver<SignalingMessage>,
-}
-
-impl Signaling for Pipe {
-    fn role(&self) -> SignalingRole {
-        self.role
-    }
-    fn send(&mut self, m: SignalingMessage) -> SignalingFuture<'_, ()> {
-        let r = self
-            .tx
-            .unbounded_send(m)
-            .map_err(|_| postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed"));
-        Box::pin(async move { r })
-    }
-    fn receive(&mut self) -> SignalingFuture<'_, SignalingMessage> {
-        Box::pin(async move {
-            self.rx.next().await.ok_or_else(|| {
-                postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed")
-            })
-        })
-    }
-}
+#[path = "common/pipe.rs"]
+mod pipe;
 
 #[wasm_bindgen_test]
 async fn browser_to_browser_in_one_page_answerer_and_listener() {
-    let (a_tx, b_rx) = mpsc::unbounded();
-    let (b_tx, a_rx) = mpsc::unbounded();
-    let offerer = Pipe {
-        role: SignalingRole::Offerer,
-        tx: a_tx,
-        rx: a_rx,
-    };
-    let answerer = Pipe {
-        role: SignalingRole::Answerer,
-        tx: b_tx,
-        rx: b_rx,
-    };
+    let (offerer, answerer) = pipe::pipes();
     let pre = || {
         Preconnection::new(
             vec![],

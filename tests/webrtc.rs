@@ -6,61 +6,18 @@
 
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
-use futures::channel::mpsc;
-use futures::StreamExt;
-use postsocket::rendezvous::SignalingFuture;
 use postsocket::{
     Connection, ErrorReason, HttpSignaling, Preconnection, PropertyValue, RendezvousDone,
-    SecurityParameters, Signaling, SignalingMessage, SignalingRole, StackId, TransportProperties,
+    SecurityParameters, SignalingMessage, StackId, TransportProperties,
 };
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(15);
 
-/// One end of an in-process signaling channel (the application's own).
-struct Pipe {
-    role: SignalingRole,
-    tx: mpsc::UnboundedSender<SignalingMessage>,
-    rx: mpsc::UnboundedReceiver<SignalingMessage>,
-}
-
-impl Signaling for Pipe {
-    fn role(&self) -> SignalingRole {
-        self.role
-    }
-    fn send(&mut self, m: SignalingMessage) -> SignalingFuture<'_, ()> {
-        let r = self
-            .tx
-            .unbounded_send(m)
-            .map_err(|_| postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed"));
-        Box::pin(async move { r })
-    }
-    fn receive(&mut self) -> SignalingFuture<'_, SignalingMessage> {
-        Box::pin(async move {
-            self.rx.next().await.ok_or_else(|| {
-                postsocket::Error::new(ErrorReason::EstablishmentFailed, "pipe closed")
-            })
-        })
-    }
-}
-
-fn pipes() -> (Pipe, Pipe) {
-    let (a_tx, b_rx) = mpsc::unbounded();
-    let (b_tx, a_rx) = mpsc::unbounded();
-    (
-        Pipe {
-            role: SignalingRole::Offerer,
-            tx: a_tx,
-            rx: a_rx,
-        },
-        Pipe {
-            role: SignalingRole::Answerer,
-            tx: b_tx,
-            rx: b_rx,
-        },
-    )
-}
+#[path = "common/pipe.rs"]
+mod pipe;
+use pipe::pipes;
 
 fn pre(props: TransportProperties) -> Preconnection {
     Preconnection::new(vec![], vec![], props, SecurityParameters::new())
