@@ -130,6 +130,10 @@ pub(crate) struct Inner {
     /// lock, one after another: none of them need a waker here.
     recv_stop: AtomicWaker,
     receives: AtomicUsize,
+    /// recvMsgMaxLen in force (the receive side reads it at each receive).
+    recv_max: AtomicUsize,
+    /// The application's sendMsgMaxLen, `u64::MAX` when it set none.
+    send_max: std::sync::atomic::AtomicU64,
     /// Woken when the last receive in progress ends (Close waits for it).
     receives_idle: AtomicWaker,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
@@ -221,6 +225,10 @@ impl Connection {
             stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
+            recv_max: AtomicUsize::new(recv_max_of(&p.props.connection)),
+            send_max: std::sync::atomic::AtomicU64::new(
+                p.props.connection.send_msg_max_len.unwrap_or(u64::MAX),
+            ),
             receives_idle: AtomicWaker::new(),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
@@ -292,8 +300,20 @@ impl Connection {
         self.inner.singular_max
     }
 
-    /// `sendMsgMaxLen` (§8.1.11.5): `None` is unlimited (a byte stream without framer).
+    /// `sendMsgMaxLen` (§8.1.11.5): the largest Message `send` takes, the
+    /// stack's bound or a lower one the application set; `None` is
+    /// unlimited (a byte stream without framer, with no bound set).
     pub fn send_msg_max_len(&self) -> Option<u64> {
+        let set = self.inner.send_max.load(Ordering::Relaxed);
+        let set = (set != u64::MAX).then_some(set);
+        match (self.stack_send_max(), set) {
+            (Some(stack), Some(set)) => Some(stack.min(set)),
+            (stack, set) => stack.or(set),
+        }
+    }
+
+    /// The stack's own sendMsgMaxLen (its framer's, or its Message limit).
+    fn stack_send_max(&self) -> Option<u64> {
         if self.inner.caps.data_unit == DataUnit::ByteStream {
             if self.inner.send_q.lock().unwrap().framers.is_empty() {
                 None
@@ -305,12 +325,15 @@ impl Connection {
         }
     }
 
-    /// `recvMsgMaxLen` (§8.1.11.6): `None` is unlimited (a byte stream without framer).
+    /// `recvMsgMaxLen` (§8.1.11.6): the largest Message a receive accepts
+    /// ([`RECV_MSG_MAX_LEN`] on a framed byte stream unless the application
+    /// set another bound); `None` is unlimited (a byte stream without framer).
     pub fn recv_msg_max_len(&self) -> Option<u64> {
+        let set = self.inner.recv_max.load(Ordering::Relaxed) as u64;
         match self.inner.caps.data_unit {
             DataUnit::ByteStream if self.inner.send_q.lock().unwrap().framers.is_empty() => None,
-            DataUnit::ByteStream => Some(RECV_MSG_MAX_LEN as u64),
-            DataUnit::Message => self.inner.caps.max_message_len,
+            DataUnit::ByteStream => Some(set),
+            DataUnit::Message => Some(self.inner.caps.max_message_len.map_or(set, |m| m.min(set))),
         }
     }
 
@@ -414,6 +437,32 @@ impl Connection {
             )));
         }
         let current = self.properties();
+        if candidate.send_msg_max_len != current.send_msg_max_len {
+            if let (Some(set), Some(stack)) = (candidate.send_msg_max_len, self.stack_send_max()) {
+                if set > stack {
+                    return Err(Error::invalid_configuration(format!(
+                        "sendMsgMaxLen {set} is over the {stack}-byte bound of {}",
+                        caps.stack
+                    )));
+                }
+            }
+        }
+        if candidate.recv_msg_max_len != current.recv_msg_max_len {
+            if let Some(set) = candidate.recv_msg_max_len {
+                if self.recv_msg_max_len().is_none() {
+                    return Err(Error::invalid_configuration(format!(
+                        "recvMsgMaxLen does not apply to this {} Connection: without a framer its whole stream is one Message, delivered in parts",
+                        caps.stack
+                    )));
+                }
+                if set > crate::framer::LengthPrefixFramer::MAX_LEN as u64 {
+                    return Err(Error::invalid_configuration(format!(
+                        "recvMsgMaxLen {set} is over the {}-byte length a framed Message can have",
+                        crate::framer::LengthPrefixFramer::MAX_LEN
+                    )));
+                }
+            }
+        }
         if caps.stack == StackId::Tcp
             && !current.tcp.user_timeout_changeable
             && (candidate.tcp.user_timeout_value != current.tcp.user_timeout_value
@@ -445,6 +494,13 @@ impl Connection {
                 }
             }
         }
+        for m in &members {
+            m.recv_max.store(recv_max_of(&candidate), Ordering::Relaxed);
+            m.send_max.store(
+                candidate.send_msg_max_len.unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
         {
             let mut g = self.inner.group.props.lock().unwrap();
             let prio = candidate.conn_priority;
@@ -458,6 +514,14 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The recvMsgMaxLen in force for `props`: the application's bound, or
+/// [`RECV_MSG_MAX_LEN`].
+fn recv_max_of(props: &ConnectionProperties) -> usize {
+    props.recv_msg_max_len.map_or(RECV_MSG_MAX_LEN, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    })
 }
 
 impl Inner {

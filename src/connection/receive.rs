@@ -46,6 +46,7 @@ impl Connection {
         if inner.caps.data_unit == DataUnit::ByteStream {
             if let Some(mut st) = inner.recv.try_lock() {
                 if st.done.is_none() && inner.status.lock().unwrap().can_receive {
+                    st.msg_max = inner.recv_max.load(Ordering::Relaxed);
                     if let Some(r) = st.step(min, max) {
                         inner.settle(&mut st, &r);
                         return r;
@@ -121,6 +122,7 @@ impl Inner {
                 error: Error::new(ErrorReason::InvalidConfiguration, "this Connection cannot receive (unidirectional send, or the peer's final Message was delivered)"),
             });
         }
+        st.msg_max = self.recv_max.load(Ordering::Relaxed);
         let r = if self.caps.data_unit == DataUnit::ByteStream {
             self.receive_stream(st, min_incomplete, max_len).await
         } else {
@@ -397,6 +399,20 @@ impl Inner {
                 }
             }
         };
+        if data.len() > st.msg_max {
+            // Dropped; the Connection goes on with the next Message.
+            return Err(ReceiveError {
+                context: Some(context),
+                error: Error::new(
+                    ErrorReason::MessageTooLarge,
+                    format!(
+                        "a {}-byte Message arrived, over recvMsgMaxLen {}; it was dropped",
+                        data.len(),
+                        st.msg_max
+                    ),
+                ),
+            });
+        }
         if data.len() <= max_len {
             return Ok(ReceiveEvent::Received { data, context });
         }

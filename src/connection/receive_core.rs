@@ -114,6 +114,8 @@ pub(super) struct RecvState {
     pub(super) body: Vec<u8>,
     /// What the contexts of received Messages say about the peer.
     pub(super) peer: PeerContext,
+    /// recvMsgMaxLen: a framed Message longer than this is refused.
+    pub(super) msg_max: usize,
 }
 
 /// What every received Message's context says about where it came from.
@@ -155,6 +157,7 @@ impl RecvState {
             direct: false,
             body: Vec::new(),
             peer,
+            msg_max: RECV_MSG_MAX_LEN,
         }
     }
 
@@ -183,7 +186,7 @@ impl RecvState {
         body: Vec<u8>,
         context: MessageContext,
     ) -> Result<ReceiveEvent, ReceiveError> {
-        match self.framers.unwrap_inner(body, RECV_MSG_MAX_LEN) {
+        match self.framers.unwrap_inner(body, self.msg_max) {
             Ok(data) => Ok(ReceiveEvent::Received {
                 data: data.into(),
                 context,
@@ -312,7 +315,7 @@ impl RecvState {
             }
             match self
                 .framers
-                .parse(&self.buf[self.start..], self.eof, RECV_MSG_MAX_LEN)
+                .parse(&self.buf[self.start..], self.eof, self.msg_max)
             {
                 Ok(Parse::NeedMore) if self.eof => {
                     if avail == 0 {

@@ -114,6 +114,17 @@ impl Connection {
         if let Some(error) = q.refusal() {
             return Err(SendFailure::SendError { context, error });
         }
+        let set_max = inner.send_max.load(Ordering::Relaxed);
+        if data.len() as u64 > set_max {
+            return Err(fail(
+                &context,
+                ErrorReason::MessageTooLarge,
+                format!(
+                    "a {}-byte Message is over sendMsgMaxLen {set_max}, which the application set",
+                    data.len()
+                ),
+            ));
+        }
         // Properties the stack cannot honour are errors, never silently ignored.
         if props.msg_reliable == Some(true) && caps.reliability == Support::Never {
             return Err(fail(

@@ -761,6 +761,11 @@ mod tests {
             let sent: std::collections::HashSet<u64> = self.sent_order.iter().copied().collect();
             let mut at = 0;
             for (i, seq, bytes) in &self.frames {
+                if self.seen[*i] == Some(Seen::Expired) {
+                    // Never written: had it been, the frames after it would
+                    // not line up with the stream below.
+                    continue;
+                }
                 let rest = &self.stream[at..];
                 if !rest.is_empty() && rest.len() >= bytes.len() && rest[..bytes.len()] == bytes[..]
                 {
@@ -781,12 +786,7 @@ mod tests {
                         "Message {seq} Sent but never written"
                     );
                 } else {
-                    // Skipped while later bytes went: it expired before it started.
-                    assert_eq!(
-                        self.seen[*i],
-                        Some(Seen::Expired),
-                        "Message {seq} skipped on the stream"
-                    );
+                    panic!("Message {seq} is not on the stream in its place");
                 }
             }
             assert_eq!(

@@ -163,6 +163,21 @@ pub struct ConnectionProperties {
     pub group_conn_limit: Option<u64>,
     /// `isolateSession` (§8.1.10), default false.
     pub isolate_session: bool,
+    /// `recvMsgMaxLen` (§8.1.11.6) as a bound the application sets: the
+    /// largest Message it accepts. `None` (the default) keeps the stack's
+    /// own bound: [`crate::RECV_MSG_MAX_LEN`] (64 MiB) on a framed byte
+    /// stream, the stack's Message limit on a message stack. A longer
+    /// Message fails its receive (framed stream: DeframingFailed, and the
+    /// stream's framing is lost; message stack: MessageTooLarge, the
+    /// Connection goes on). It does not apply to a byte stream without
+    /// framer, whose whole stream is one Message delivered in parts. (The
+    /// RFC lists it as read-only; it reads back the bound in force.)
+    pub recv_msg_max_len: Option<u64>,
+    /// `sendMsgMaxLen` (§8.1.11.5) as a bound the application sets: a
+    /// longer Message is refused by `send` with MessageTooLarge. `None`
+    /// (the default) keeps the stack's own (its framer's, or its Message
+    /// limit); a bound above the stack's is refused.
+    pub send_msg_max_len: Option<u64>,
     /// The `tcp.` namespace (§8.2).
     pub tcp: TcpProperties,
 }
@@ -183,6 +198,8 @@ impl Default for ConnectionProperties {
             max_recv_rate: None,
             group_conn_limit: None,
             isolate_session: false,
+            recv_msg_max_len: None,
+            send_msg_max_len: None,
             tcp: TcpProperties::default(),
         }
     }
@@ -212,6 +229,18 @@ fn integer(name: &str, v: &PropertyValue) -> Result<u64, Error> {
     }
 }
 
+/// A Message size bound: a positive integer, or `default` (the stack's own).
+fn msg_max_len(name: &str, v: &PropertyValue) -> Result<Option<u64>, Error> {
+    match v {
+        PropertyValue::Integer(0) => Err(Error::invalid_configuration(format!(
+            "{name} 0 would refuse every Message; give at least 1, or `default`"
+        ))),
+        PropertyValue::Integer(n) => Ok(Some(*n)),
+        PropertyValue::Text(t) if norm(t) == "default" => Ok(None),
+        other => Err(wrong_type(name, "a positive integer or `default`", other)),
+    }
+}
+
 fn boolean(name: &str, v: &PropertyValue) -> Result<bool, Error> {
     match v {
         PropertyValue::Bool(b) => Ok(*b),
@@ -221,13 +250,11 @@ fn boolean(name: &str, v: &PropertyValue) -> Result<bool, Error> {
 
 impl ConnectionProperties {
     /// The read-only properties, which [`set`](Self::set) refuses by name.
-    pub const READ_ONLY: [&'static str; 6] = [
+    pub const READ_ONLY: [&'static str; 4] = [
         "connState",
         "canSend",
         "canReceive",
         "singularTransmissionMsgMaxLen",
-        "sendMsgMaxLen",
-        "recvMsgMaxLen",
     ];
 
     /// Set a property by RFC name (`connTimeout`, `tcp.userTimeoutValue`, ...).
@@ -298,6 +325,8 @@ impl ConnectionProperties {
             "maxrecvrate" => self.max_recv_rate = rate(name, &v)?,
             "groupconnlimit" => self.group_conn_limit = rate(name, &v)?,
             "isolatesession" => self.isolate_session = boolean(name, &v)?,
+            "recvmsgmaxlen" => self.recv_msg_max_len = msg_max_len(name, &v)?,
+            "sendmsgmaxlen" => self.send_msg_max_len = msg_max_len(name, &v)?,
             "tcp.usertimeoutvalue" => self.tcp.user_timeout_value = duration(name, &v)?,
             "tcp.usertimeoutenabled" => self.tcp.user_timeout_enabled = boolean(name, &v)?,
             "tcp.usertimeoutchangeable" => self.tcp.user_timeout_changeable = boolean(name, &v)?,

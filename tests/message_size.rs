@@ -1,0 +1,152 @@
+//! The Message size bounds (RFC 9622 §8.1.11.5–6) an application sets:
+//! `recvMsgMaxLen` and `sendMsgMaxLen`, with their defaults, enforced with
+//! a clear error, against peers this project did not write (plain tokio
+//! TCP and UDP sockets).
+// Native only (sockets, tokio): the browser tests are tests/browser_*.rs.
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
+mod common;
+use common::*;
+use postsocket::{ErrorReason, PropertyValue, TransportProperties};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(5);
+
+/// A plain TCP peer: writes `out`, then returns everything it reads.
+async fn tcp_peer(out: Vec<u8>) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all).await;
+        all
+    });
+    (addr, task)
+}
+
+fn framed(len: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = len.to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+#[tokio::test]
+async fn a_framed_message_over_the_recv_msg_max_len_set_fails_its_receive() {
+    // One 1,000-byte Message, then one announcing 2,000 bytes.
+    let mut out = framed(1000, &[1; 1000]);
+    out.extend(framed(2000, &[2; 16]));
+    let (addr, _peer) = tcp_peer(out).await;
+    let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
+    assert_eq!(
+        conn.get("recvMsgMaxLen").unwrap(),
+        PropertyValue::Integer(postsocket::RECV_MSG_MAX_LEN as u64),
+        "the default"
+    );
+    conn.set_property("recvMsgMaxLen", 1500u64).unwrap();
+    assert_eq!(conn.recv_msg_max_len(), Some(1500));
+    let m = tokio::time::timeout(T, conn.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.data().len(), 1000);
+    let e = tokio::time::timeout(T, conn.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.error.reason, ErrorReason::DeframingFailed, "{e:?}");
+    assert!(
+        e.error.message.contains("2000") && e.error.message.contains("recvMsgMaxLen 1500"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn send_msg_max_len_set_before_initiate_refuses_longer_messages() {
+    let (addr, peer) = tcp_peer(Vec::new()).await;
+    let mut props = TransportProperties::new();
+    props.connection.set("sendMsgMaxLen", 100u64).unwrap();
+    let mut pre = tcp_length(vec![remote(addr)]);
+    *pre.transport_properties_mut() = props;
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.send_msg_max_len(), Some(100));
+    let e = conn.send_message(vec![0u8; 101]).await.unwrap_err();
+    assert_eq!(e.reason(), ErrorReason::MessageTooLarge);
+    assert!(e.to_string().contains("sendMsgMaxLen 100"), "{e}");
+    conn.send_message(vec![7u8; 100]).await.unwrap();
+    // `default` goes back to the stack's bound.
+    conn.set_property("sendMsgMaxLen", "default").unwrap();
+    assert_eq!(conn.send_msg_max_len(), Some(u32::MAX as u64));
+    conn.send_message(vec![8u8; 101]).await.unwrap();
+    conn.close().await.unwrap();
+    let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        [framed(100, &[7; 100]), framed(101, &[8; 101])].concat()
+    );
+}
+
+#[tokio::test]
+async fn bounds_that_cannot_hold_are_refused_and_change_nothing() {
+    let (addr, _peer) = tcp_peer(Vec::new()).await;
+    // A byte stream without framer: its whole stream is one Message.
+    let conn = postsocket::Preconnection::new(
+        vec![],
+        vec![remote(addr)],
+        TransportProperties::new(),
+        postsocket::SecurityParameters::disabled(),
+    )
+    .initiate()
+    .await
+    .unwrap();
+    let e = conn.set_property("recvMsgMaxLen", 10u64).unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration);
+    assert!(e.message.contains("does not apply"), "{e}");
+    assert_eq!(conn.recv_msg_max_len(), None);
+    let e = conn.set_property("sendMsgMaxLen", 0u64).unwrap_err();
+    assert!(e.message.contains("at least 1"), "{e}");
+    let e = conn.set_property("sendMsgMaxLen", true).unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration);
+    let e = conn
+        .set_property("singularTransmissionMsgMaxLen", 5u64)
+        .unwrap_err();
+    assert!(e.message.contains("read-only"), "{e}");
+}
+
+#[tokio::test]
+async fn a_datagram_over_the_recv_msg_max_len_set_is_dropped_with_an_error() {
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = peer.local_addr().unwrap();
+    let conn = postsocket::Preconnection::new(
+        vec![],
+        vec![remote(addr)],
+        TransportProperties::unreliable_datagram(),
+        postsocket::SecurityParameters::disabled(),
+    )
+    .initiate()
+    .await
+    .unwrap();
+    // Over UDP's own bound: refused, and nothing changes.
+    let e = conn.set_property("sendMsgMaxLen", 70_000u64).unwrap_err();
+    assert!(e.message.contains("65507"), "{e}");
+    assert_eq!(conn.send_msg_max_len(), Some(65_507));
+    conn.set_property("recvMsgMaxLen", 100u64).unwrap();
+    conn.send_message("hello").await.unwrap();
+    let mut buf = [0u8; 64];
+    let (_, me) = peer.recv_from(&mut buf).await.unwrap();
+    peer.send_to(&[1; 200], me).await.unwrap();
+    peer.send_to(&[2; 50], me).await.unwrap();
+    let e = tokio::time::timeout(T, conn.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.error.reason, ErrorReason::MessageTooLarge, "{e:?}");
+    assert!(e.error.message.contains("200-byte"), "{e:?}");
+    let m = tokio::time::timeout(T, conn.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.data(), &[2; 50][..], "the Connection goes on");
+}
