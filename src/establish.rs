@@ -146,7 +146,8 @@ pub(crate) async fn framer_start(
             Start::AwaitHandshake(b) => (b, true),
         };
         if !bytes.is_empty() {
-            write_all(t, caps, &bytes)
+            let write: crate::runtime::BoxFuture<'_, _> = Box::pin(write_all(t, caps, &bytes));
+            write
                 .await
                 .map_err(|e| format!("framer `{}` start: {e}", f.name()))?;
         }
@@ -168,7 +169,10 @@ pub(crate) async fn framer_start(
                     buf.len()
                 ));
             }
-            match t.read(&mut buf).await {
+            // Boxed: one copy of the stack's read in the program, not one
+            // inlined here too (the browser's .wasm size).
+            let read: crate::runtime::BoxFuture<'_, _> = Box::pin(t.read(&mut buf));
+            match read.await {
                 Ok(Recv::Bytes) => {}
                 Ok(Recv::Datagram(d)) => buf.extend_from_slice(&d),
                 Ok(Recv::Eof) => {

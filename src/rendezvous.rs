@@ -219,8 +219,9 @@ impl DataChannelOptions {
                 let ms = l.as_millis();
                 if ms > u16::MAX as u128 {
                     return Err(Error::invalid_configuration(format!(
-                        "msgLifetime {l:?} on an unreliable WebRTC data channel: \
-                         maxPacketLifeTime is at most 65535 ms"
+                        "msgLifetime {} on an unreliable WebRTC data channel: \
+                         maxPacketLifeTime is at most 65535 ms",
+                        crate::runtime::ms_text(l)
                     )));
                 }
                 (None, Some(ms.max(1) as u16))
@@ -333,7 +334,7 @@ async fn with_timeout<T>(
     futures::pin_mut!(sleep, fut);
     futures::select! {
         r = fut => r,
-        _ = sleep => Err(Error::new(ErrorReason::Timeout, format!("{what}: no result within {timeout:?}"))),
+        _ = sleep => Err(Error::new(ErrorReason::Timeout, format!("{what}: no result within {}", crate::runtime::ms_text(timeout)))),
     }
 }
 

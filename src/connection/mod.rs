@@ -427,6 +427,11 @@ impl Connection {
     /// as it was. Every property but connPriority is shared with the group
     /// (entangled, §7.4) and applied to each member's socket.
     pub fn set_property(&self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
+        self.set_property_value(name, value.into())
+    }
+
+    // One copy in the program, whatever the callers' value types.
+    fn set_property_value(&self, name: &str, value: PropertyValue) -> Result<(), Error> {
         let mut candidate = self.properties();
         candidate.set(name, value)?;
         let caps = &self.inner.caps;

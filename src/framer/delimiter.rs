@@ -59,8 +59,8 @@ impl Framer for DelimiterFramer {
         for part in [&frame.prefix[..], &frame.data[..], &frame.suffix[..]] {
             if find(part, &self.delimiter, 0).is_some() {
                 return Err(FramerError::new(format!(
-                    "the message contains the delimiter {:?}; use the length-prefix framer for binary data",
-                    String::from_utf8_lossy(&self.delimiter)
+                    "the message contains the delimiter \"{}\"; use the length-prefix framer for binary data",
+                    self.delimiter.escape_ascii()
                 )));
             }
         }

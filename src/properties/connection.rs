@@ -259,7 +259,11 @@ impl ConnectionProperties {
 
     /// Set a property by RFC name (`connTimeout`, `tcp.userTimeoutValue`, ...).
     pub fn set(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
-        let v = value.into();
+        self.set_value(name, value.into())
+    }
+
+    // One copy in the program, whatever the callers' value types.
+    fn set_value(&mut self, name: &str, v: PropertyValue) -> Result<(), Error> {
         let n = norm(name);
         match n.as_str() {
             "recvchecksumlen" => {

@@ -51,7 +51,11 @@ impl Default for MessageProperties {
 impl MessageProperties {
     /// Set a Message Property by RFC name (`msgLifetime`, `final`, ...).
     pub fn set(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
-        let v = value.into();
+        self.set_value(name, value.into())
+    }
+
+    // One copy in the program, whatever the callers' value types.
+    fn set_value(&mut self, name: &str, v: PropertyValue) -> Result<(), Error> {
         let b = |v: &PropertyValue| match v {
             PropertyValue::Bool(b) => Ok(*b),
             other => Err(wrong_type(name, "a boolean", other)),

@@ -303,7 +303,11 @@ impl TransportProperties {
     /// Properties and default Message Properties are all accepted; an unknown
     /// name or a value of the wrong type is an InvalidConfiguration error.
     pub fn set(&mut self, name: &str, value: impl Into<PropertyValue>) -> Result<(), Error> {
-        let value = value.into();
+        self.set_value(name, value.into())
+    }
+
+    // One copy in the program, whatever the callers' value types.
+    fn set_value(&mut self, name: &str, value: PropertyValue) -> Result<(), Error> {
         if let Some(p) = SelectionProperty::from_name(name) {
             let pref = match &value {
                 PropertyValue::Preference(p) => *p,

@@ -300,14 +300,6 @@ fn t_ms(now: Time) -> f64 {
     now.as_secs_f64() * 1000.0
 }
 
-fn ms_text(d: Time) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.3} ms", t_ms(d))
-    }
-}
-
 /// The racing state machine for one establishment.
 ///
 /// Build it with [`Racer::new`], then after every call to `new`,
@@ -1046,14 +1038,20 @@ impl Racer {
 
     fn time_out(&mut self, now: Time) {
         let limit = self.config.timeout.unwrap_or_default();
-        let why = format!("no candidate succeeded within {}", ms_text(limit));
+        let why = format!(
+            "no candidate succeeded within {}",
+            crate::runtime::ms_text(limit)
+        );
         self.cancel_running(now, None, Some(why.clone()));
         let candidates = self.failures(true);
         self.fail(
             now,
             Error::new(
                 ErrorReason::Timeout,
-                format!("establishment timed out after {}", ms_text(limit)),
+                format!(
+                    "establishment timed out after {}",
+                    crate::runtime::ms_text(limit)
+                ),
             )
             .with_candidates(candidates),
         );

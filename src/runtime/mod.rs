@@ -14,6 +14,17 @@ cfg_if::cfg_if! {
     }
 }
 
+/// A duration for a message, in milliseconds ("250 ms", "0.125 ms"),
+/// formatted with integers: Rust's float formatting (`{:.3}`, a
+/// `Duration`'s `{:?}`) would add about 10 KB to the browser's .wasm.
+pub(crate) fn ms_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match d.subsec_nanos() % 1_000_000 {
+        0 => format!("{ms} ms"),
+        frac => format!("{ms}.{:03} ms", frac / 1000),
+    }
+}
+
 /// A boxed future: `Send` natively, not in the browser.
 #[cfg(native)]
 pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;

@@ -73,8 +73,11 @@ pub(crate) fn strings(v: &JsValue, what: &str) -> Result<Vec<String>, JsValue> {
 pub(crate) fn whole_number(v: &JsValue, what: &str) -> Result<u64, JsValue> {
     match v.as_f64() {
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
-        Some(n) => Err(invalid(format!(
-            "`{what}` must be a non-negative whole number, not {n}"
+        // The number as JS writes it (Rust's float formatting would add
+        // about 10 KB to the .wasm).
+        Some(_) => Err(invalid(format!(
+            "`{what}` must be a non-negative whole number, not {}",
+            String::from(js_sys::JSON::stringify(v).unwrap_or_default())
         ))),
         None => Err(invalid(format!(
             "`{what}` must be a number, not {}",

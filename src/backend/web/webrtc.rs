@@ -510,7 +510,10 @@ async fn local_sdp(peer: &PeerInner, desc: JsValue, kind: RtcSdpType) -> io::Res
         if crate::runtime::now().duration_since(start) > GATHER_TIMEOUT {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("ICE gathering did not complete within {GATHER_TIMEOUT:?}"),
+                format!(
+                    "ICE gathering did not complete within {}",
+                    crate::runtime::ms_text(GATHER_TIMEOUT)
+                ),
             ));
         }
         crate::runtime::sleep(Duration::from_millis(10)).await;
