@@ -683,6 +683,17 @@ async fn datagrams_during_an_incomplete_framed_message_are_bounded_and_reported(
 
 #[tokio::test]
 async fn messages_left_by_dropped_send_futures_go_out_without_another_call() {
+    messages_left_by_dropped_send_futures_go_out(true).await;
+}
+
+/// The same with send futures dropped without ever being polled (`send`
+/// queued the Message when it was called).
+#[tokio::test]
+async fn messages_left_by_send_futures_never_polled_go_out_without_another_call() {
+    messages_left_by_dropped_send_futures_go_out(false).await;
+}
+
+async fn messages_left_by_dropped_send_futures_go_out(poll_once: bool) {
     // A plain TCP peer that reads nothing for a while, then everything.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -702,7 +713,7 @@ async fn messages_left_by_dropped_send_futures_go_out_without_another_call() {
     let mut dropped_midway = 0;
     for i in 0..n {
         let mut fut = conn.send_message(vec![i as u8; len]);
-        if futures::poll!(&mut fut).is_pending() {
+        if !poll_once || futures::poll!(&mut fut).is_pending() {
             dropped_midway += 1;
         }
         drop(fut);

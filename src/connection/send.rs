@@ -358,6 +358,13 @@ impl Connection {
 /// that it makes progress without the application polling anything.
 pub(super) struct FinishOnDrop(Option<Arc<Inner>>);
 
+impl FinishOnDrop {
+    /// The future got its answer: its drop leaves nothing behind.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
         let Some(inner) = self.0.take() else {
@@ -434,17 +441,21 @@ impl Inner {
         WriteNow::Waiting(rx)
     }
 
-    pub(super) async fn await_outcome(
+    pub(super) fn await_outcome(
         inner: Arc<Inner>,
         rx: oneshot::Receiver<SendResult>,
-    ) -> SendResult {
+    ) -> impl Future<Output = SendResult> {
         // Dropped before its answer, this future leaves its Message (and
         // maybe others) queued or half-written: the guard hands that work
         // to a task of its own, so it goes out without a later send or close.
+        // Made here, not in the async block, so that a future dropped
+        // without ever being polled has it too.
         let mut guard = FinishOnDrop(Some(inner));
-        let r = Self::wait_for_outcome(guard.0.as_ref().expect("set"), rx).await;
-        guard.0 = None; // answered: nothing left behind by this future
-        r
+        async move {
+            let r = Self::wait_for_outcome(guard.0.as_ref().expect("set"), rx).await;
+            guard.disarm(); // answered: nothing left behind by this future
+            r
+        }
     }
 
     pub(super) async fn wait_for_outcome(
