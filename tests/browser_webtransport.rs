@@ -151,6 +151,49 @@ async fn wt_bidirectional_stream_echo() {
     conn.close_group().await.expect("close group");
 }
 
+/// Send futures polled once and dropped midway: a browser write cannot be
+/// taken back once started, so the one in progress is kept and finished by
+/// the next flush, and each Message is echoed once, whole, in order.
+#[wasm_bindgen_test]
+async fn wt_send_futures_dropped_midway_send_each_message_once() {
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let (n, len) = (24u8, 256 * 1024);
+    let mut dropped_midway = 0;
+    for i in 0..n {
+        let mut fut = conn.send_message(vec![i; len]);
+        // Polled, then again after the browser's Promises had a turn (so
+        // that a write may have been handed to the browser), then dropped.
+        let mut pending = futures::poll!(&mut fut).is_pending();
+        if pending {
+            let tick = js_sys::Promise::resolve(&wasm_bindgen::JsValue::NULL);
+            let _ = wasm_bindgen_futures::JsFuture::from(tick).await;
+            pending = futures::poll!(&mut fut).is_pending();
+        }
+        if pending {
+            dropped_midway += 1;
+        }
+        drop(fut);
+    }
+    console_log!("{dropped_midway} of {n} send futures dropped midway");
+    assert!(dropped_midway > 0, "some sends were still waiting");
+    for i in 0..n {
+        let r = conn
+            .receive()
+            .await
+            .unwrap_or_else(|e| panic!("receive {i}: {e:?}"));
+        assert!(
+            r.data().len() == len && r.data().iter().all(|b| *b == i),
+            "Message {i} echoed once, whole, in order (got {} bytes starting {:?})",
+            r.data().len(),
+            r.data().first()
+        );
+    }
+    conn.close().await.expect("close");
+}
+
 #[wasm_bindgen_test]
 async fn wt_datagram_echo() {
     let conn = wt_only(wt_port(), pinned(cert_hash()))

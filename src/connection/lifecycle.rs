@@ -172,8 +172,7 @@ impl Inner {
                 Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
             }
         };
-        w.sending = None;
-        w.outbox.fail(&err);
+        w.fail(&err);
         w.transport = None;
     }
 
@@ -196,8 +195,7 @@ impl Inner {
         // if free. Dropping the last handle of the socket closes it, and with
         // linger 0 that close is a reset.
         if let Some(mut w) = self.writer.try_lock() {
-            w.sending = None;
-            w.outbox.fail(&err);
+            w.fail(&err);
             w.transport = None;
         }
         if let Some(mut r) = self.recv.try_lock() {

@@ -208,6 +208,7 @@ impl Connection {
                 transport: Some(p.transport.clone()),
                 outbox: Outbox::default(),
                 sending: None,
+                writing: None,
             }),
             recv: futures::lock::Mutex::new(RecvState::new(
                 Some(p.transport.clone()),

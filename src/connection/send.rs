@@ -48,6 +48,20 @@ pub(super) struct WriterState {
     /// midway (its send future dropped) leaves it to the next flush to
     /// finish, and the stack never gets the Message twice.
     pub(super) sending: Option<runtime::BoxFuture<'static, std::io::Result<()>>>,
+    /// The same for a byte stream whose writes are not cancel-safe (the
+    /// browser's WebTransport streams): the write in progress, which owns
+    /// its bytes, kept until done so that no byte goes out twice.
+    pub(super) writing: Option<runtime::BoxFuture<'static, std::io::Result<usize>>>,
+}
+
+impl WriterState {
+    /// The stack failed, or the Connection stopped: drop the sends in
+    /// progress and answer every Message not yet answered with `err`.
+    pub(super) fn fail(&mut self, err: &Error) {
+        self.sending = None;
+        self.writing = None;
+        self.outbox.fail(err);
+    }
 }
 
 impl Connection {
@@ -557,6 +571,28 @@ impl Inner {
         }
         let is_stream = inner.caps.data_unit == DataUnit::ByteStream;
         while w.outbox.has_unwritten() {
+            // A stream write an earlier flush left running finishes first
+            // (the Messages in it have started going out: none expires).
+            if let Some(write) = w.writing.as_mut() {
+                let r = write.as_mut().await;
+                w.writing = None;
+                match r {
+                    Ok(n) => {
+                        if let Some(mut f) = w.outbox.wrote(n, transport.holds_unsent()) {
+                            Self::answer_final(&transport, &mut f);
+                        }
+                    }
+                    Err(e) => {
+                        Self::fail_writes(
+                            inner,
+                            w,
+                            format!("the stream failed while sending: {e}"),
+                        );
+                        return;
+                    }
+                }
+                continue;
+            }
             // Bytes the stack took but holds (a flush dropped while it pushed
             // them out) go first: the Messages after them are answered after them.
             if w.outbox.has_written() && !Self::answer_written(inner, w, &transport).await {
@@ -599,6 +635,10 @@ impl Inner {
                 };
                 if slices.is_empty() {
                     Ok(Some(0))
+                } else if !transport.writes_cancel_safe() {
+                    // Kept in the writer state until done (see `writing`).
+                    w.writing = Some(transport.start_write(slices));
+                    continue;
                 } else if let Some(deadline) = deadline {
                     let write = transport.write_vectored(slices);
                     let timer = runtime::sleep_until(deadline);
@@ -721,8 +761,7 @@ impl Inner {
     /// the error, and the Connection fails.
     pub(super) fn fail_writes(inner: &Arc<Inner>, w: &mut WriterState, why: String) {
         let err = Error::new(ErrorReason::ConnectionAborted, why);
-        w.sending = None;
-        w.outbox.fail(&err);
+        w.fail(&err);
         inner.fail(err);
     }
 }

@@ -121,6 +121,19 @@ impl Transport {
         }
     }
 
+    /// A stream write that owns its bytes, for stacks whose writes are not
+    /// cancel-safe (`writes_cancel_safe`): the caller keeps it until it is
+    /// done, so it is never started twice. Every native byte stream's
+    /// writes are cancel-safe, so this is a copy and `write_vectored`.
+    pub(crate) fn start_write(
+        &self,
+        bufs: &[IoSlice<'_>],
+    ) -> crate::runtime::BoxFuture<'static, io::Result<usize>> {
+        let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let t = self.clone();
+        Box::pin(async move { t.write_vectored(&[IoSlice::new(&data)]).await })
+    }
+
     /// One poll of `write_vectored`, for the send fast path: TCP and TLS
     /// poll the socket directly; the other stacks poll their write future
     /// once (their writes make all their progress within a poll).

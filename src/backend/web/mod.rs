@@ -107,6 +107,21 @@ impl Transport {
             Transport::Wt(w) => w.write_vectored(bufs).await,
         }
     }
+    /// A stream write that owns its bytes (copied into the browser's
+    /// memory now): the caller keeps it until it is done, because a browser
+    /// write cannot be taken back once it started.
+    pub(crate) fn start_write(
+        &self,
+        bufs: &[IoSlice<'_>],
+    ) -> crate::runtime::BoxFuture<'static, io::Result<usize>> {
+        match self {
+            Transport::Wt(w) => w.start_write(bufs),
+            _ => {
+                let e = self.clone();
+                Box::pin(async move { e.write_vectored(&[]).await })
+            }
+        }
+    }
     /// One poll of `write_vectored` (the send fast path; not reached in the
     /// browser, whose writes are not cancel-safe).
     pub(crate) fn poll_write_vectored(

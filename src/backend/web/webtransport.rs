@@ -485,8 +485,11 @@ impl WtTransport {
 
     /// Write all of `bufs` (as one chunk), after awaiting the writer's `ready`.
     pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.aborted()?;
-        let _turn = self.stream.write_turn.lock().await;
+        self.write_chunk(Self::chunk(bufs)).await
+    }
+
+    /// The bytes of `bufs` in one JS array.
+    fn chunk(bufs: &[io::IoSlice<'_>]) -> js_sys::Uint8Array {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         let chunk = js_sys::Uint8Array::new_with_length(len as u32);
         let mut at = 0u32;
@@ -494,6 +497,23 @@ impl WtTransport {
             chunk.subarray(at, at + b.len() as u32).copy_from(b);
             at += b.len() as u32;
         }
+        chunk
+    }
+
+    /// A write that owns its bytes (see `Transport::start_write`).
+    pub(crate) fn start_write(
+        &self,
+        bufs: &[io::IoSlice<'_>],
+    ) -> crate::runtime::BoxFuture<'static, io::Result<usize>> {
+        let chunk = Self::chunk(bufs);
+        let t = self.clone();
+        Box::pin(async move { t.write_chunk(chunk).await })
+    }
+
+    async fn write_chunk(&self, chunk: js_sys::Uint8Array) -> io::Result<usize> {
+        self.aborted()?;
+        let _turn = self.stream.write_turn.lock().await;
+        let len = chunk.length() as usize;
         let writer = self.with_stream(|s| s.writer.clone())?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
