@@ -197,3 +197,45 @@ async fn browser_to_browser_in_one_page_answerer_and_listener() {
     assert_eq!(m.data(), b"on the clone");
     assert_eq!(b.connection.grouped_connections().len(), 2);
 }
+
+/// Close and drop right after the last send resolved: what the sender's
+/// browser still buffered (`bufferedAmount`) reaches the peer before its
+/// RTCPeerConnection closes. Browser to browser in one page.
+#[wasm_bindgen_test]
+async fn close_then_drop_delivers_what_the_browser_still_buffered() {
+    let (offerer, answerer) = pipe::pipes();
+    let pre = || {
+        Preconnection::new(
+            vec![],
+            vec![],
+            TransportProperties::new(),
+            SecurityParameters::new(),
+        )
+    };
+    let (a, b) = futures::join!(pre().rendezvous(offerer), pre().rendezvous(answerer));
+    let a = a.unwrap_or_else(|e| panic!("offerer: {e}"));
+    let b = b.unwrap_or_else(|e| panic!("answerer: {e}"));
+    let (count, len) = (64usize, 64 * 1024);
+    for i in 0..count {
+        a.connection
+            .send_message(vec![i as u8; len])
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+    }
+    a.connection.close().await.expect("close");
+    drop(a);
+    let (mut bytes, mut n) = (0, 0);
+    while let Ok(m) = b.connection.receive().await {
+        assert!(
+            m.data().iter().all(|x| *x == n as u8),
+            "Message {n} intact, in order"
+        );
+        bytes += m.data().len();
+        n += 1;
+    }
+    assert_eq!(
+        (bytes, n),
+        (count * len, count),
+        "every Message Sent arrived"
+    );
+}

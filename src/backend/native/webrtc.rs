@@ -600,6 +600,9 @@ impl Driver {
                         io::ErrorKind::UnexpectedEof,
                         "the peer closed the WebRTC data channel".into(),
                     ));
+                    // Our side of the stream resets too (RFC 8831 §6.7): the
+                    // peer's channel is closed only then.
+                    self.rtc.direct_api().close_data_channel(id);
                 }
                 if let Some(r) = self.open_replies.remove(&id) {
                     let _ = r.send(Err(other("the peer refused the new data channel")));

@@ -162,9 +162,14 @@ impl Transport {
         }
     }
     /// After `shutdown_write`: wait until the peer took everything sent,
-    /// where the stack can tell. A page cannot see acknowledgements: at once.
+    /// where the stack can tell. A WebRTC data channel: until the browser
+    /// closed it, which follows the data sent before the close. Other
+    /// stacks: a page cannot see acknowledgements, at once.
     pub(crate) async fn delivered(&self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Transport::Webrtc(w) => w.closed().await,
+            Transport::Ws(_) | Transport::Wt(_) => Ok(()),
+        }
     }
 
     /// Read the peer's side to its end after `shutdown_write` (the native

@@ -384,6 +384,36 @@ impl WebrtcTransport {
         self.with_dc(|dc| dc.close())
     }
 
+    /// After `shutdown_write`: resolves once the browser closed the
+    /// channel. The SCTP stream reset that closes it goes out after the
+    /// data sent before the close (RFC 8831 §6.7), so then the
+    /// RTCPeerConnection may close without losing what `bufferedAmount`
+    /// still held. Polled, like the send's wait (there is no event for it
+    /// once `onclose` is taken by the reader).
+    /// A peer that never answers the close gets [`CLOSE_LINGER`] once
+    /// the browser handed it everything (`bufferedAmount` 0).
+    ///
+    /// [`CLOSE_LINGER`]: crate::CLOSE_LINGER
+    pub(crate) async fn closed(&self) -> io::Result<()> {
+        let mut pause = Duration::from_millis(1);
+        let mut emptied: Option<crate::runtime::Instant> = None;
+        loop {
+            let now = crate::runtime::now();
+            match self.with_dc(|dc| (dc.ready_state(), dc.buffered_amount())) {
+                Ok((RtcDataChannelState::Closed, _)) | Err(_) => return Ok(()),
+                Ok((_, 0)) => {
+                    let since = *emptied.get_or_insert(now);
+                    if now.duration_since(since) >= crate::CLOSE_LINGER {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => emptied = None,
+            }
+            crate::runtime::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+
     /// Close the channel and end every pending and later read at once.
     pub(crate) fn abort(&self) {
         let _ = self.with_dc(|dc| dc.close());
