@@ -2,13 +2,14 @@
 //! against real resolvers, stacks and timers. Target-neutral: it reaches the
 //! network only through `backend` and time only through `runtime`.
 
-use crate::backend::{self, Recv, SocketOptions, Transport};
-use crate::capability::{Capabilities, DataUnit, StackId};
+use crate::attempt::{attempt, socket_options, Reconnect};
+use crate::backend::{self, Transport};
+use crate::capability::{Capabilities, StackId};
 use crate::connection::Parts;
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
-use crate::framer::{FramerStack, Start};
-use crate::properties::{ConnectionProperties, Preference, SelectionProperty, TransportProperties};
+use crate::framer::FramerStack;
+use crate::properties::TransportProperties;
 use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RemoteSpec, Target};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
@@ -24,14 +25,6 @@ use std::time::Duration;
 /// A live observer of trace events.
 pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
 
-/// What Clone needs to open another connection like the winner.
-#[derive(Clone, Debug)]
-pub(crate) struct Reconnect {
-    pub(crate) caps: Capabilities,
-    pub(crate) remote: Target,
-    pub(crate) opts: SocketOptions,
-}
-
 /// An immutable copy of a Preconnection, taken when an action starts.
 #[derive(Clone)]
 pub(crate) struct Snapshot {
@@ -46,37 +39,6 @@ pub(crate) struct Snapshot {
     pub(crate) observer: Option<TraceObserver>,
     /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
     pub(crate) early_data: Option<Arc<[u8]>>,
-}
-
-/// Socket options from the properties.
-pub(crate) fn socket_options(
-    props: &TransportProperties,
-    conn: &ConnectionProperties,
-    local: Option<SocketAddr>,
-    interface: Option<String>,
-) -> SocketOptions {
-    let keep_alive = match props.get(SelectionProperty::KeepAlive) {
-        Preference::Require | Preference::Prefer => Some(conn.keep_alive_timeout),
-        _ if conn.keep_alive_timeout.is_some() => Some(conn.keep_alive_timeout),
-        _ => None,
-    };
-    let user_timeout = if conn.tcp.user_timeout_enabled {
-        conn.tcp.user_timeout_value.or(conn.conn_timeout)
-    } else {
-        conn.conn_timeout
-    };
-    SocketOptions {
-        local,
-        interface,
-        keep_alive,
-        user_timeout,
-        dscp: conn.conn_capacity_profile.dscp(),
-        security: None,
-        server_name: None,
-        early_data: None,
-        direction: props.direction,
-        protocol_options: props.protocol_options.clone(),
-    }
 }
 
 /// The host name of the RemoteEndpoint a candidate node was derived from:
@@ -101,102 +63,6 @@ fn host_of(trace: &RacingTrace, node: &str) -> Option<String> {
         id = parent;
     }
     None
-}
-
-/// Apply the options that can change on an open socket.
-pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
-    let _ = t.set_dscp(opts.dscp);
-    backend::apply_live_options(t, opts);
-}
-
-/// One attempt: open the stack, then run the framers' start and handshake.
-/// A framer failure fails the candidate, so racing moves on.
-pub(crate) async fn attempt(
-    caps: Capabilities,
-    remote: Target,
-    opts: SocketOptions,
-    mut framers: FramerStack,
-) -> Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)> {
-    let t = backend::connect(caps.stack, &remote, &opts)
-        .await
-        .map_err(|e| (ErrorReason::EstablishmentFailed, e.to_string()))?;
-    let leftover = framer_start(&t, &caps, &mut framers)
-        .await
-        .map_err(|m| (ErrorReason::ProtocolFailed, m))?;
-    Ok((t, framers, leftover))
-}
-
-/// A framer handshake that has read this much without finishing fails.
-const MAX_HANDSHAKE: usize = 64 * 1024;
-
-/// Run `start` and `handshake` of every framer (bottom first). Returns bytes
-/// received beyond the handshake.
-pub(crate) async fn framer_start(
-    t: &Transport,
-    caps: &Capabilities,
-    framers: &mut FramerStack,
-) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
-    for f in framers.framers.iter_mut() {
-        let (bytes, wait) = match f
-            .start()
-            .map_err(|e| format!("framer `{}`: {e}", f.name()))?
-        {
-            Start::Ready(b) => (b, false),
-            Start::AwaitHandshake(b) => (b, true),
-        };
-        if !bytes.is_empty() {
-            let write: crate::runtime::BoxFuture<'_, _> = Box::pin(write_all(t, caps, &bytes));
-            write
-                .await
-                .map_err(|e| format!("framer `{}` start: {e}", f.name()))?;
-        }
-        if !wait {
-            continue;
-        }
-        loop {
-            if let Some(n) = f
-                .handshake(&buf)
-                .map_err(|e| format!("framer `{}` handshake: {e}", f.name()))?
-            {
-                buf.drain(..n.min(buf.len()));
-                break;
-            }
-            if buf.len() > MAX_HANDSHAKE {
-                return Err(format!(
-                    "framer `{}` handshake: no result after {} bytes",
-                    f.name(),
-                    buf.len()
-                ));
-            }
-            // Boxed: one copy of the stack's read in the program, not one
-            // inlined here too (the browser's .wasm size).
-            let read: crate::runtime::BoxFuture<'_, _> = Box::pin(t.read(&mut buf));
-            match read.await {
-                Ok(Recv::Bytes) => {}
-                Ok(Recv::Datagram(d)) => buf.extend_from_slice(&d),
-                Ok(Recv::Eof) => {
-                    return Err(format!(
-                        "framer `{}` handshake: the peer closed the connection",
-                        f.name()
-                    ))
-                }
-                Err(e) => return Err(format!("framer `{}` handshake: {e}", f.name())),
-            }
-        }
-    }
-    Ok(buf)
-}
-
-async fn write_all(t: &Transport, caps: &Capabilities, mut data: &[u8]) -> std::io::Result<()> {
-    if caps.data_unit == DataUnit::Message {
-        return t.send_datagram(data).await;
-    }
-    while !data.is_empty() {
-        let n = t.write_vectored(&[std::io::IoSlice::new(data)]).await?;
-        data = &data[n..];
-    }
-    Ok(())
 }
 
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
@@ -523,43 +389,4 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
             }
         }
     }
-}
-
-/// Open another connection like an earlier winner (Clone).
-pub(crate) async fn reconnect(
-    rc: &Reconnect,
-    props: TransportProperties,
-    framers: FramerStack,
-    remote: RemoteEndpoint,
-    local: Option<LocalEndpoint>,
-) -> Result<Parts, Error> {
-    let mut opts = socket_options(
-        &props,
-        &props.connection,
-        rc.opts.local.map(|a| SocketAddr::new(a.ip(), 0)),
-        rc.opts.interface.clone(),
-    );
-    opts.security = rc.opts.security.clone();
-    opts.server_name = rc.opts.server_name.clone();
-    let (transport, framers, leftover) = attempt(rc.caps, rc.remote.clone(), opts.clone(), framers)
-        .await
-        .map_err(|(reason, m)| Error::new(reason, format!("Clone to {}: {m}", rc.remote)))?;
-    Ok(Parts {
-        transport,
-        caps: rc.caps,
-        framers,
-        leftover,
-        props,
-        trace: RacingTrace::new(),
-        remote,
-        remote_addr: rc.remote.addr(),
-        local,
-        early_sent: false,
-        peer_early_data: false,
-        reconnect: Some(Reconnect {
-            caps: rc.caps,
-            remote: rc.remote.clone(),
-            opts,
-        }),
-    })
 }

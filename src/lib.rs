@@ -30,6 +30,7 @@ compile_error!(
     "postsocket supports wasm32 only in the browser (wasm32-unknown-unknown); wasm32-wasi is not the browser"
 );
 
+mod attempt;
 mod backend;
 pub mod capability;
 pub mod connection;

@@ -5,7 +5,7 @@ use crate::capability::{Capabilities, StackId};
 use crate::connection::{Connection, Parts};
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, ErrorReason};
-use crate::establish::{self, Snapshot};
+use crate::establish::Snapshot;
 use crate::event::ListenerEvent;
 use crate::security::SecurityParameters;
 use crate::trace::RacingTrace;
@@ -94,7 +94,7 @@ impl Listener {
             snap.protocols.as_deref(),
         )?;
         let stacks = listen_stacks(&chosen, &snap.security)?;
-        let mut opts = establish::socket_options(
+        let mut opts = crate::attempt::socket_options(
             &props,
             &props.connection,
             None,
@@ -246,7 +246,7 @@ impl Listener {
         let caps =
             crate::racing::selection::effective(caps, snap.framers.frames_messages(&snap.props));
         let mut framers = snap.framers.for_data_unit(caps.data_unit, &snap.props);
-        let leftover = establish::framer_start(&transport, &caps, &mut framers)
+        let leftover = crate::attempt::framer_start(&transport, &caps, &mut framers)
             .await
             .map_err(|m| Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}")))?;
         let transport_early = transport.early_data();

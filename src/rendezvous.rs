@@ -316,7 +316,7 @@ fn peer_options(pre: &Preconnection, props: &TransportProperties) -> backend::So
         .locals()
         .iter()
         .find_map(|l| Some(SocketAddr::new(l.ip_address()?, l.port().unwrap_or(0))));
-    crate::establish::socket_options(props, &props.connection, local, None)
+    crate::attempt::socket_options(props, &props.connection, local, None)
 }
 
 fn fail(e: std::io::Error, what: &str) -> Error {
@@ -382,7 +382,7 @@ async fn finish(
     .await?;
     let remote = first.remote_addr();
     let mut framers = pre.framers_fresh();
-    let leftover = crate::establish::framer_start(&first, &Capabilities::WEBRTC, &mut framers)
+    let leftover = crate::attempt::framer_start(&first, &Capabilities::WEBRTC, &mut framers)
         .await
         .map_err(|m| Error::new(ErrorReason::ProtocolFailed, m))?;
     let mut p = parts(first, props, framers, remote)?;

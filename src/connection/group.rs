@@ -153,15 +153,22 @@ impl Connection {
                 ),
             ));
         };
-        let parts = crate::establish::reconnect(
-            &reconnect,
-            props,
+        let (transport, framers, leftover, again) =
+            crate::attempt::reopen(&reconnect, &props, framers).await?;
+        let parts = Parts {
+            transport,
+            caps: reconnect.caps,
             framers,
-            (*inner.remote).clone(),
-            inner.local.as_deref().cloned(),
-        )
-        .await?;
-        let conn = Connection::from_parts(parts, Some(inner.group.clone()));
-        Ok(conn)
+            leftover,
+            props,
+            trace: RacingTrace::new(),
+            remote: (*inner.remote).clone(),
+            remote_addr: reconnect.remote.addr(),
+            local: inner.local.as_deref().cloned(),
+            early_sent: false,
+            peer_early_data: false,
+            reconnect: Some(again),
+        };
+        Ok(Connection::from_parts(parts, Some(inner.group.clone())))
     }
 }

@@ -33,11 +33,34 @@
 //! future still held, or the task finishing a dropped one's work, keeps it
 //! open until done); call `close` for an orderly end.
 //!
+//! # Sans-IO cores and their driver
+//! As `racing` does for establishment, the bookkeeping that keeps these
+//! promises is plain state with no I/O, tested on its own with a virtual
+//! clock and property tests: `send_core` (the send queue with its Message
+//! Properties, and the `Outbox` of what the stack took, holds, and is
+//! sending whole; one outcome per Message, lifetime expiry) and
+//! `receive_core` (the receive buffer, deframing, reassembly, partial
+//! receives, datagrams beside a stream, the peer's finish).
+//!
+//! The driver around them (`send`'s flush, `receive`'s reads) runs in the
+//! caller's task: a `send` whose stack takes the Message at once writes it
+//! in that call, and a waiting send or receive future drives the stack
+//! while it is polled, with no task hop per Message. Work nobody waits for
+//! any more (a send future dropped before its answer, polled or not) is
+//! finished by a task spawned for it (`runtime::spawn`: tokio natively,
+//! `spawn_local` in the browser), with the lifetime timers still running.
+//! Receiving reads from the stack only when the application receives, so
+//! an application that stops receiving stops the stack's flow (TCP and
+//! QUIC flow control, the native WebRTC peer's bounded queue) instead of
+//! buffering. (A page cannot: the browser queues what arrives on a
+//! WebSocket or data channel without bound, and has no API to pause it.)
+//!
 //! # Layout
 //! This module holds the handle, its state and its properties;
-//! `outcome` the §11 outcome types, `send` the send queue and the writer,
-//! `receive` deframing and reassembly, `lifecycle` Close, Abort and
-//! failures, `group` Clone and the Connection Group.
+//! `outcome` the §11 outcome types, `send_core` and `receive_core` the
+//! sans-IO cores, `send` the driver of sending (the checks of `send`, the
+//! fast path, the flush), `receive` that of receiving, `lifecycle` Close,
+//! Abort and failures, `group` Clone and the Connection Group.
 
 // SendFailure carries the MessageContext back to the application, as the RFC's
 // events do; the failure path is cold, so its size does not matter.
@@ -104,7 +127,7 @@ pub(crate) struct Parts {
     /// The remote address, when the caller knows it (saves a getpeername).
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) local: Option<LocalEndpoint>,
-    pub(crate) reconnect: Option<crate::establish::Reconnect>,
+    pub(crate) reconnect: Option<crate::attempt::Reconnect>,
     /// Client: InitiateWithSend's first Message already went out as 0-RTT.
     pub(crate) early_sent: bool,
     /// Server: the peer's data on this stream may be 0-RTT early data.
@@ -145,7 +168,7 @@ pub(crate) struct Inner {
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
     singular_max: Option<u64>,
-    reconnect: Option<crate::establish::Reconnect>,
+    reconnect: Option<crate::attempt::Reconnect>,
     early_sent: bool,
 }
 
@@ -515,8 +538,8 @@ impl Connection {
         }
         if let Some(t) = self.inner.abort_handle.lock().unwrap().as_ref() {
             let opts =
-                crate::establish::socket_options(&self.inner.props, &self.properties(), None, None);
-            crate::establish::apply_live_options(t, &opts);
+                crate::attempt::socket_options(&self.inner.props, &self.properties(), None, None);
+            crate::attempt::apply_live_options(t, &opts);
         }
         Ok(())
     }
