@@ -315,3 +315,56 @@ async fn a_failing_wt_never_lets_plaintext_ws_win_unless_opportunistic() {
     assert_eq!(conn.receive().await.expect("receive").data(), b"plaintext");
     conn.close().await.expect("close");
 }
+
+/// One Preconnection (Messages asked for, with the length-prefix framer
+/// ws-echo's Listener uses; opportunistic security with the certificate
+/// pinned) raced against the server twice:
+/// once WebTransport wins, once (its UDP blackholed on the server)
+/// WebSocket does. The same Messages come back either way: sizes, order,
+/// boundaries, bytes.
+#[wasm_bindgen_test]
+async fn the_same_messages_come_back_whichever_stack_wins() {
+    let messages: Vec<Vec<u8>> = [0usize, 1, 5_000, 300_000, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, len)| (0..*len).map(|j| (i * 31 + j % 251) as u8).collect())
+        .collect();
+    for (port, winner) in [(wt_port(), StackId::Wt), (blackhole_port(), StackId::Ws)] {
+        let mut props = TransportProperties::new();
+        props.set_preference(
+            postsocket::SelectionProperty::PreserveMsgBoundaries,
+            postsocket::Preference::Require,
+        );
+        let mut sec = SecurityParameters::opportunistic();
+        sec.pinned_server_certificate = vec![cert_hash()];
+        let mut pre = Preconnection::new(Vec::new(), vec![local(port)], props, sec);
+        pre.add_framer(LengthPrefixFramer::new());
+        let conn = pre
+            .initiate_with_timeout(T)
+            .await
+            .unwrap_or_else(|e| panic!("initiate: {e}"));
+        assert_eq!(conn.stack(), winner, "{}", conn.trace().timeline());
+        for m in &messages {
+            conn.send_message(m.clone())
+                .await
+                .unwrap_or_else(|e| panic!("send over {winner}: {e:?}"));
+        }
+        for (i, m) in messages.iter().enumerate() {
+            let r = conn
+                .receive()
+                .await
+                .unwrap_or_else(|e| panic!("receive {i} over {winner}: {e:?}"));
+            assert!(
+                matches!(r, ReceiveEvent::Received { .. }),
+                "Message {i} over {winner}: one whole Message"
+            );
+            assert!(
+                r.data() == &m[..],
+                "Message {i} over {winner}: {} bytes back for {}",
+                r.data().len(),
+                m.len()
+            );
+        }
+        conn.close().await.expect("close");
+    }
+}
