@@ -479,6 +479,55 @@ async fn quic_close_group_loses_nothing_sent_on_any_stream() {
     quic_close_loses_nothing(2).await;
 }
 
+/// Close over WebTransport (native, on a postsocket WT Listener that reads
+/// slowly, 64 KiB at a time): Close waits until the peer acknowledged the
+/// stream's data, so dropping the last handle (which closes the session)
+/// loses nothing reported Sent.
+#[tokio::test]
+async fn webtransport_close_resolves_after_the_peer_has_every_byte() {
+    let cert = common::self_signed();
+    let l = common::framed_listener_pre(common::server_security(&cert), vec![StackId::Wt])
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let mut incoming = common::received_connections(l, true);
+    let server = tokio::spawn(async move {
+        let c = incoming.recv().await.unwrap();
+        let mut total = 0;
+        while let Ok(Ok(part)) =
+            tokio::time::timeout(AT_ONCE, c.receive_with(None, Some(64 * 1024))).await
+        {
+            total += part.data().len();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if part.is_end_of_message() {
+                break;
+            }
+        }
+        total
+    });
+    let mut pre = client(
+        addr,
+        StackId::Wt,
+        TransportProperties::new(),
+        common::pinned(&cert),
+    );
+    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+    let conn = pre.initiate().await.unwrap();
+    let len = 4 * 1024 * 1024;
+    conn.send_message(vec![5u8; len]).await.expect("Sent");
+    tokio::time::timeout(Duration::from_secs(30), conn.close())
+        .await
+        .expect("close within 30 s")
+        .expect("close succeeds");
+    drop(conn); // the last handle: the session closes now
+    let got = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, len, "every byte reported Sent arrived");
+}
+
 #[tokio::test]
 async fn tcp_close_with_unread_data_does_not_reset_the_tail() {
     use tokio::io::AsyncWriteExt;

@@ -29,8 +29,9 @@ impl Connection {
 
     /// `Close()` (§10): send every queued Message, finish the stream (TCP
     /// FIN), and wait until the peer has what was sent where the stack can
-    /// tell (QUIC: the stream's data acknowledged; native WebRTC: the
-    /// channel's data acknowledged by SCTP; TCP and TLS: the peer's
+    /// tell (QUIC and native WebTransport: the stream's data acknowledged;
+    /// WebRTC: the channel closed after its data, natively once SCTP
+    /// acknowledged it; TCP and TLS: the peer's
     /// end of stream read, for at most [`CLOSE_LINGER`], so that no reset
     /// discards the tail); then resolve pending receives and emit `Closed`.
     /// Idempotent. It never waits forever: past [`CLOSE_TIMEOUT`] it aborts

@@ -210,13 +210,14 @@ impl Transport {
 
     /// After `shutdown_write`: wait until the peer has taken everything
     /// sent, where the stack can tell. QUIC: the peer acknowledged all of
-    /// the stream's data (an error if it stopped the stream instead).
-    /// WebRTC: the channel closed once SCTP had its data acknowledged. Other
+    /// the stream's data (an error if it stopped the stream instead); the
+    /// same for a WebTransport stream. WebRTC: the channel closed once SCTP had its data acknowledged. Other
     /// stacks: at once (TCP and TLS use [`Self::drain_to_end`]).
     pub(crate) async fn delivered(&self) -> io::Result<()> {
         match self {
             Transport::Quic(q) => q.delivered().await,
             Transport::Webrtc(w) => w.delivered().await,
+            Transport::Wt(w) => w.delivered().await,
             _ => Ok(()),
         }
     }

@@ -31,6 +31,44 @@ use std::sync::Arc;
 use std::time::Duration;
 use web_transport_quinn as wtq;
 
+/// A WebTransport send stream, taken out (`None`) once Close waits for its
+/// acknowledgement or Abort reset it: later writes fail.
+pub(crate) struct WtSend(Option<wtq::SendStream>);
+
+impl tokio::io::AsyncWrite for WtSend {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the WebTransport stream was ended",
+            ))),
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_flush(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
 /// The ALPN of HTTP/3, which WebTransport runs over.
 pub(crate) const ALPN: &str = wtq::ALPN;
 
@@ -51,7 +89,7 @@ pub(crate) struct WtTransport {
     /// Shared (a session handle is large).
     session: Arc<wtq::Session>,
     /// `None` on a receive-only (unidirectional) stream.
-    send: Option<super::quic::SendSide<wtq::SendStream>>,
+    send: Option<super::quic::SendSide<WtSend>>,
     /// `None` on a send-only (unidirectional) stream.
     recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
     /// The first stream of a session also receives its datagrams.
@@ -157,7 +195,7 @@ impl WtTransport {
     ) -> Self {
         WtTransport {
             session,
-            send: send.map(|s| Arc::new(std::sync::Mutex::new(s))),
+            send: send.map(|s| Arc::new(std::sync::Mutex::new(WtSend(Some(s))))),
             recv: recv.map(|stream| {
                 Arc::new(futures::lock::Mutex::new(RecvSide {
                     stream,
@@ -260,14 +298,37 @@ impl WtTransport {
         let Some(send) = &self.send else {
             return Ok(());
         };
-        let _ = super::quic::lock_send(send).finish();
+        if let Some(s) = super::quic::lock_send(send).0.as_mut() {
+            let _ = s.finish();
+        }
+        Ok(())
+    }
+
+    /// After `shutdown_write`: resolves once the peer acknowledged all the
+    /// stream's data, or ended it its own way first (STOP_SENDING, or the
+    /// session closed), as for QUIC: then dropping the last handle, which
+    /// closes the session, loses nothing. The stream is taken out of the
+    /// Connection for the wait (nothing is written after the end).
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        let Some(send) = &self.send else {
+            return Ok(());
+        };
+        let stream = super::quic::lock_send(send).0.take();
+        if let Some(stream) = stream {
+            let _ = stream.stopped().await;
+        }
         Ok(())
     }
 
     /// Reset the stream in both directions.
     pub(crate) fn abort(&self) {
-        if let Some(s) = &self.send {
-            let _ = super::quic::lock_send(s).reset(0);
+        if let Some(s) = self
+            .send
+            .as_ref()
+            .and_then(|s| super::quic::lock_send(s).0.take())
+        {
+            let mut s = s;
+            let _ = s.reset(0);
         }
         if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
             let _ = r.stream.stop(0);
