@@ -186,6 +186,20 @@ impl<T> NodeMap<T> {
     }
 }
 
+/// The bound of one establishment: Initiate's timeout, else connTimeout,
+/// else the racing configuration's, else
+/// [`DEFAULT_ESTABLISHMENT_TIMEOUT`](crate::DEFAULT_ESTABLISHMENT_TIMEOUT).
+fn establishment_timeout(
+    initiate: Option<Duration>,
+    conn_timeout: Option<Duration>,
+    racing: Option<Duration>,
+) -> Duration {
+    initiate
+        .or(conn_timeout)
+        .or(racing)
+        .unwrap_or(crate::preconnection::DEFAULT_ESTABLISHMENT_TIMEOUT)
+}
+
 /// Gather, select and race; return the winner's parts or an EstablishmentError
 /// that lists every candidate's failure.
 pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result<Parts, Error> {
@@ -212,9 +226,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         Err(e) => return Err(fail_early(e, &mut emitter)),
     };
     let mut config = s.racing.clone();
-    if timeout.is_some() {
-        config.timeout = timeout;
-    }
+    config.timeout = Some(establishment_timeout(
+        timeout,
+        s.props.connection.conn_timeout,
+        config.timeout,
+    ));
     if let Err(e) = config.validate() {
         return Err(fail_early(e, &mut emitter));
     }
@@ -388,5 +404,25 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 racer.handle_timeout(elapsed());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn establishment_is_always_bounded_initiate_first_then_conn_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            establishment_timeout(None, None, None),
+            crate::DEFAULT_ESTABLISHMENT_TIMEOUT
+        );
+        assert_eq!(establishment_timeout(None, None, Some(s(7))), s(7));
+        assert_eq!(establishment_timeout(None, Some(s(5)), Some(s(7))), s(5));
+        assert_eq!(
+            establishment_timeout(Some(s(2)), Some(s(5)), Some(s(7))),
+            s(2)
+        );
     }
 }

@@ -64,7 +64,7 @@ pub use error::{CandidateFailure, Error, ErrorReason};
 pub use event::{ConnectionEvent, ListenerEvent};
 pub use listener::Listener;
 pub use message::{MessageContext, ReceiveEvent};
-pub use preconnection::Preconnection;
+pub use preconnection::{Preconnection, DEFAULT_ESTABLISHMENT_TIMEOUT};
 pub use properties::{
     ConnState, ConnectionProperties, MessageProperties, Preference, PropertyValue,
     SelectionProperty, TransportProperties,

@@ -19,6 +19,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long an establishment (Initiate, InitiateWithSend) may take when
+/// neither `initiate_with_timeout` nor connTimeout bounds it: the same as
+/// Rendezvous's default.
+pub const DEFAULT_ESTABLISHMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The Preconnection.
 #[derive(Clone)]
 pub struct Preconnection {
@@ -209,11 +214,18 @@ impl Preconnection {
     /// Connection, or with the EstablishmentError that lists every
     /// candidate's failure. Configuration errors (contradictory or
     /// unsatisfiable properties, no remote) fail before any network activity.
+    ///
+    /// It never waits forever: past connTimeout, if set, or else
+    /// [`DEFAULT_ESTABLISHMENT_TIMEOUT`] (30 s), it fails with a Timeout
+    /// EstablishmentError (a server that accepts TCP and then stays silent
+    /// during TLS, say). [`initiate_with_timeout`](Self::initiate_with_timeout)
+    /// sets the bound for one call.
     pub fn initiate(&self) -> impl Future<Output = Result<Connection, Error>> + 'static {
         self.initiate_inner(None)
     }
 
-    /// `Initiate(timeout)`: give up with a Timeout EstablishmentError after `timeout`.
+    /// `Initiate(timeout)`: give up with a Timeout EstablishmentError after
+    /// `timeout` (which wins over connTimeout and the default).
     pub fn initiate_with_timeout(
         &self,
         timeout: Duration,
@@ -232,7 +244,6 @@ impl Preconnection {
                     "Initiate needs at least one RemoteEndpoint (RFC 9622 §7.1)",
                 ));
             }
-            let timeout = timeout.or(snap.props.connection.conn_timeout.filter(|_| false));
             let parts = establish::establish(&snap, timeout).await?;
             Ok(Connection::from_parts(parts, None))
         }

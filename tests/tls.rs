@@ -734,3 +734,60 @@ async fn abort_resets_and_final_message_ends_cleanly() {
         .to_string();
     assert!(r.contains("reset"), "a reset expected: {r}");
 }
+
+/// A server that accepts TCP and then says nothing: the TLS handshake never
+/// ends, so the establishment must (issue: it hung for over 60 s).
+async fn silent_tcp_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s); // keep it open, read nothing, write nothing
+        }
+    });
+    (addr, task)
+}
+
+fn tls_only(addr: SocketAddr, props: TransportProperties) -> Preconnection {
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![[0u8; 32]];
+    let mut pre = Preconnection::new(vec![], vec![remote(addr)], props, sec);
+    pre.set_protocols(vec![StackId::Tls]);
+    pre
+}
+
+#[tokio::test]
+async fn conn_timeout_bounds_an_establishment_against_a_silent_tls_server() {
+    let (addr, _server) = silent_tcp_server().await;
+    let mut props = TransportProperties::new();
+    props
+        .connection
+        .set("connTimeout", Duration::from_millis(300))
+        .unwrap();
+    let started = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(10), tls_only(addr, props).initiate())
+        .await
+        .expect("initiate ends by itself")
+        .map(|_| ())
+        .expect_err("the server never answers");
+    assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
+    assert!(e.message.contains("300 ms"), "{e}");
+    eprintln!("failed after {:?}: {e}", started.elapsed());
+    // initiate_with_timeout wins over connTimeout.
+    let mut props = TransportProperties::new();
+    props
+        .connection
+        .set("connTimeout", Duration::from_secs(60))
+        .unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        tls_only(addr, props).initiate_with_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("initiate_with_timeout ends by itself")
+    .map(|_| ())
+    .expect_err("the server never answers");
+    assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
+    assert!(e.message.contains("200 ms"), "{e}");
+}
