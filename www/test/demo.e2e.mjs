@@ -12,11 +12,14 @@
 //      the same view: TLS won, QUIC cancelled.
 //   3. A trace exported as JSON imports back into the same picture; the
 //      layout fits a phone-width screen.
+//   4. The API refuses a cross-site POST and a foreign Host (CSRF, DNS
+//      rebinding).
 // Each step saves a screenshot in $SHOTS (default www/test/screenshots).
 //
 // Usage: node www/test/demo.e2e.mjs  (env: DEMO_SERVER=path/to/demo-server,
 // PKG=path/to/web/pkg, CHROMIUM=/usr/bin/chromium, SHOTS=dir)
 import { spawn } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -184,6 +187,28 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, `fits a phone-width screen (overflow ${overflow}px)`);
   await page.screenshot({ path: join(shots, 'phone.png'), fullPage: true });
+  // 4. Only the demo's own page reaches its API: a cross-site POST (what
+  // another site could make the visitor's browser send) and a request for a
+  // foreign Host name (DNS rebinding) are refused with 403 and a reason.
+  const api = new URL('api/fault', url);
+  const post = (headers) => new Promise((res, rej) => {
+    const body = JSON.stringify({ stack: 'wt', mode: 'blackhole' });
+    const req = httpRequest(api, { method: 'POST', headers: { 'content-type': 'text/plain', ...headers } }, (r) => {
+      let text = '';
+      r.on('data', (d) => { text += d; });
+      r.on('end', () => res({ status: r.statusCode, text }));
+    });
+    req.on('error', rej);
+    req.end(body);
+  });
+  const faultsNow = async () => JSON.stringify((await (await fetch(new URL('api/config', url))).json()).faults);
+  const before = await faultsNow();
+  const csrf = await post({ origin: 'https://evil.example' });
+  check(csrf.status === 403 && csrf.text.includes('cross-site'), `a cross-site POST is refused: ${csrf.status} ${csrf.text}`);
+  const rebound = await post({ host: `evil.example:${api.port}` });
+  check(rebound.status === 403 && rebound.text.includes('loopback'), `a foreign Host is refused: ${rebound.status} ${rebound.text}`);
+  check(await faultsNow() === before, 'and neither changed the faults');
+
   // Console errors from the faults are expected (Chromium logs the refused QUIC
   // handshake); uncaught exceptions in the page are not.
   const errors = logs.filter((l) => l.startsWith('pageerror'));

@@ -444,10 +444,22 @@ fn self_signed() -> Result<Identity, Failure> {
         .and_then(|p| p.self_signed(&key))
         .map_err(Failure::other)?;
     let pem = cert.pem();
-    let path = std::env::temp_dir().join(format!("tapscat-{}-cert.pem", std::process::id()));
-    std::fs::write(&path, &pem)
-        .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?;
     let pin = postsocket::security::certificate_sha256(&pem).map_err(Failure::other)?;
+    // A new file of our own (O_EXCL: never one planted beforehand, nor a
+    // symlink someone left there), named after the certificate itself.
+    let hex = postsocket::security::hex(&pin);
+    let path = std::env::temp_dir().join(format!(
+        "tapscat-{}-{}-cert.pem",
+        std::process::id(),
+        &hex[..16]
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Failure::other(format!("cannot create {}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut file, pem.as_bytes())
+        .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display())))?;
     eprintln!("sha256 {}", postsocket::security::hex(&pin));
     eprintln!("certificate {}", path.display());
     Identity::from_pem(&pem, &key.serialize_pem()).map_err(Failure::other)

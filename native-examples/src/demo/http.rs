@@ -10,6 +10,13 @@
 //! | `POST /api/offer`       | WebRTC signaling: an SDP offer in, the answer out; the native peer echoes |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status that says what was wrong.
+//!
+//! The API answers only the demo's own page: the `Host` must name this
+//! machine's loopback (`127.0.0.1`, `localhost`, `[::1]`), so that a site
+//! whose name resolves to 127.0.0.1 (DNS rebinding) gets nothing, and a
+//! browser's `Origin`, when it sends one, must be this server's own, so that
+//! another site cannot make the visitor's browser POST faults or offers
+//! (CSRF). Anything else is 403 with the reason.
 
 use super::faults::{Fault, FrontState};
 use super::races;
@@ -110,9 +117,44 @@ struct RaceRequest {
     scenario: String,
 }
 
+/// Whether a request to the API comes from the demo's own page (see the
+/// module's doc): the reason it does not, if so.
+pub fn foreign_request(host: Option<&str>, origin: Option<&str>) -> Option<String> {
+    let Some(host) = host else {
+        return Some("no Host header".into());
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+        return Some(format!(
+            "Host {host:?} is not this machine's loopback: the demo's API answers only its own page"
+        ));
+    }
+    match origin {
+        Some(o) if o != format!("http://{host}") => Some(format!(
+            "Origin {o:?} is not this server's (http://{host}): cross-site requests are refused"
+        )),
+        _ => None,
+    }
+}
+
 /// Answer one request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
+    if path.starts_with("/api/") {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("(not text)"))
+        };
+        if let Some(why) =
+            foreign_request(header(hyper::header::HOST), header(hyper::header::ORIGIN))
+        {
+            return error(StatusCode::FORBIDDEN, why);
+        }
+    }
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/api/config") => {
             let mut v = serde_json::to_value(&*app.config.lock().expect("config lock"))
@@ -234,5 +276,32 @@ fn content_type(p: &Path) -> &'static str {
         "png" => "image/png",
         "ts" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_request;
+
+    #[test]
+    fn only_the_demo_page_reaches_the_api() {
+        // The page itself (fetch sends Origin on POST), and tools without one.
+        assert_eq!(
+            foreign_request(Some("127.0.0.1:8080"), Some("http://127.0.0.1:8080")),
+            None
+        );
+        assert_eq!(
+            foreign_request(Some("localhost:8080"), Some("http://localhost:8080")),
+            None
+        );
+        assert_eq!(foreign_request(Some("127.0.0.1:8080"), None), None);
+        // Cross-site POST (CSRF), another port, DNS rebinding, no Host.
+        let csrf = foreign_request(Some("127.0.0.1:8080"), Some("https://evil.example")).unwrap();
+        assert!(csrf.contains("cross-site"), "{csrf}");
+        assert!(foreign_request(Some("127.0.0.1:8080"), Some("http://127.0.0.1:9999")).is_some());
+        let rebound = foreign_request(Some("evil.example:8080"), None).unwrap();
+        assert!(rebound.contains("loopback"), "{rebound}");
+        assert!(foreign_request(Some("127.0.0.1.evil.example"), None).is_some());
+        assert!(foreign_request(None, None).is_some());
     }
 }
