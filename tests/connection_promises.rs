@@ -379,25 +379,8 @@ async fn slow_quinn_reader(
     common::Cert,
     tokio::task::JoinHandle<Vec<usize>>,
 ) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = common::Cert {
-        pem: ck.cert.pem(),
-        key: ck.signing_key.serialize_pem(),
-    };
-    let key = PrivateKeyDer::from(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(ck.cert.der().to_vec())], key)
-        .unwrap();
-    tls.alpn_protocols = vec![b"taps".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
-    let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
-    let ep = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let cert = common::self_signed();
+    let ep = common::quinn_server(&cert.pem, &cert.key);
     let addr = ep.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let conn = ep.accept().await.unwrap().await.unwrap();

@@ -5,6 +5,7 @@
 // Native only (sockets, tokio, proptest): the browser tests are tests/browser_*.rs.
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 
+mod common;
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
 use postsocket::security::{certificate_sha256, hex};
 use postsocket::{
@@ -790,4 +791,53 @@ async fn conn_timeout_bounds_an_establishment_against_a_silent_tls_server() {
     .expect_err("the server never answers");
     assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
     assert!(e.message.contains("200 ms"), "{e}");
+}
+
+/// A plain quinn server (not postsocket) with `cert` (PEM, key PEM) and
+/// postsocket's ALPN, accepting one connection and holding it.
+fn quinn_server(cert: &(String, String)) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let ep = common::quinn_server(&cert.0, &cert.1);
+    let addr = ep.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            if let Ok(conn) = incoming.await {
+                tokio::spawn(async move {
+                    let _ = conn.accept_bi().await;
+                    conn.closed().await;
+                });
+            }
+        }
+    });
+    (addr, task)
+}
+
+/// QUIC honours SecurityParameters::server_name as TLS does: reached by its
+/// IP address, a server whose certificate names only `quic.example` is
+/// accepted when that name is given, and refused (naming both names) when
+/// another is.
+#[tokio::test]
+async fn quic_verifies_the_server_name_given_in_the_security_parameters() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["quic.example"], false, false);
+    let (addr, _server) = quinn_server(&cert);
+    let quic = |name: &str| {
+        let mut sec = SecurityParameters::new();
+        sec.trusted_ca = vec![ca.pem.clone()];
+        sec.server_name = Some(name.into());
+        let mut pre =
+            Preconnection::new(vec![], vec![remote(addr)], TransportProperties::new(), sec);
+        pre.set_protocols(vec![StackId::Quic]);
+        pre
+    };
+    let conn = tokio::time::timeout(Duration::from_secs(10), quic("quic.example").initiate())
+        .await
+        .expect("in time")
+        .unwrap_or_else(|e| panic!("the name in the certificate: {e}"));
+    assert_eq!(conn.stack(), StackId::Quic);
+    conn.abort();
+    let e = fails(quic("expected.example")).await;
+    assert_names(
+        &e,
+        &["not valid for name", "expected.example", "quic.example"],
+    );
 }

@@ -411,9 +411,13 @@ pub(crate) async fn connect(
         StackId::Quic => {
             let tls = tls_config::client_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+            // As TLS: the explicit override, else the RemoteEndpoint's host
+            // name, else the IP.
             let name = opts
-                .server_name
-                .clone()
+                .security
+                .as_ref()
+                .and_then(|s| s.server_name.clone())
+                .or_else(|| opts.server_name.clone())
                 .unwrap_or_else(|| remote.ip().to_string());
             let early = opts.early_data.as_deref();
             let (t, _) = QuicTransport::connect(remote, &name, tls, opts, early).await?;
