@@ -14,6 +14,17 @@ use std::sync::Mutex;
 
 /// A Listener: yields a Connection for each peer (TCP: each handshake; UDP:
 /// each new 4-tuple's first datagram).
+///
+/// # Bounds (native)
+/// A UDP Listener keeps at most 1,024 flows (remote addresses) at once, a
+/// flow ending when its Connection, or the ConnectionReceived not yet taken,
+/// is dropped; datagrams from new sources are refused while it is full. All
+/// its flows together keep at most 4 MiB of datagrams waiting for their
+/// readers (1,024 datagrams per flow), as one socket's receive buffer does;
+/// past it, datagrams are dropped. Refusals and drops are reported as
+/// EstablishmentError events: the first of a run at once, the count when
+/// datagrams are taken again. `stop` leaves the flows already handed out
+/// working.
 pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
     snap: Snapshot,

@@ -197,3 +197,150 @@ async fn a_receive_queued_behind_an_unpolled_one_ends_on_abort() {
     assert!(e.message.contains("aborted"), "{e}");
     drop(ahead);
 }
+
+/// The next Listener events until none comes for `idle`: how many
+/// Connections were received (kept in `keep`), and the error reports.
+async fn drain_events(
+    l: &postsocket::Listener,
+    idle: std::time::Duration,
+    keep: &mut Vec<postsocket::Connection>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for _ in 0..100_000 {
+        match tokio::time::timeout(idle, l.next_event()).await {
+            Ok(postsocket::ListenerEvent::ConnectionReceived(c)) => keep.push(c),
+            Ok(postsocket::ListenerEvent::EstablishmentError(e)) => errors.push(e.to_string()),
+            Ok(postsocket::ListenerEvent::Stopped) | Err(_) => break,
+        }
+    }
+    errors
+}
+
+/// Thousands of sources (each a new UDP socket, as spoofed or real peers
+/// would be) against a Listener whose application does not accept yet: it
+/// keeps at most 1,024 flows, refuses the rest and says so; once the
+/// application dropped them, new sources are served again.
+#[tokio::test]
+async fn thousands_of_sources_cannot_grow_a_udp_listener() {
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    for i in 0..2500u32 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&i.to_be_bytes(), addr).unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut received = Vec::new();
+    let errors = drain_events(&l, std::time::Duration::from_millis(300), &mut received).await;
+    assert!(
+        received.len() <= 1024,
+        "{} flows kept, over the bound",
+        received.len()
+    );
+    assert!(received.len() >= 1000, "{} flows served", received.len());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("from new sources refused")),
+        "the refusals are reported: {errors:?}"
+    );
+    drop(received);
+    let late = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        late.send_to(b"late", addr).unwrap();
+        drain_events(&l, std::time::Duration::from_millis(100), &mut again).await;
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        again.len(),
+        1,
+        "a new source is served once the flows are gone"
+    );
+}
+
+/// One source floods a flow its application does not read: the Listener
+/// keeps at most its 4 MiB buffer, drops the rest and says so; what the
+/// application then reads is within the bound and intact.
+#[tokio::test]
+async fn a_flow_that_is_not_read_keeps_at_most_the_listener_buffer() {
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(&[0u8; 10], addr).unwrap();
+    let conn = l.accept().await.unwrap();
+    for i in 0..200u8 {
+        peer.send_to(&vec![i; 60_000], addr).unwrap();
+        tokio::time::sleep(std::time::Duration::from_micros(300)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut total = 0;
+    while let Ok(Ok(m)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), conn.receive()).await
+    {
+        assert!(
+            m.data().iter().all(|b| *b == m.data()[0]),
+            "each datagram intact"
+        );
+        total += m.data().len();
+    }
+    assert!(
+        total <= 4 * 1024 * 1024 + 10,
+        "{total} bytes kept, over the 4 MiB bound"
+    );
+    assert!(
+        total >= 2 * 1024 * 1024,
+        "{total} bytes kept: the bound, not less"
+    );
+    let mut none = Vec::new();
+    let errors = drain_events(&l, std::time::Duration::from_millis(300), &mut none).await;
+    assert!(
+        errors.iter().any(|e| e.contains("datagrams are dropped")),
+        "the drops are reported: {errors:?}"
+    );
+}
+
+/// Listener::stop ends the Listener, not the Connections it handed out: a
+/// received UDP flow still receives and sends after it; a new source is no
+/// longer served.
+#[tokio::test]
+async fn stopping_a_udp_listener_keeps_the_connections_it_handed_out() {
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.send_to(b"first", addr).await.unwrap();
+    let conn = l.accept().await.unwrap();
+    assert_eq!(conn.receive().await.unwrap().data(), b"first");
+    l.stop();
+    assert!(matches!(
+        l.next_event().await,
+        postsocket::ListenerEvent::Stopped
+    ));
+    peer.send_to(b"after stop", addr).await.unwrap();
+    let m = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+        .await
+        .expect("the flow still receives")
+        .unwrap();
+    assert_eq!(m.data(), b"after stop");
+    conn.send_message("answer").await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .expect("the flow still sends")
+        .unwrap();
+    assert_eq!(&buf[..n], b"answer");
+    conn.close().await.unwrap();
+}

@@ -537,7 +537,13 @@ impl BackendListener {
                 }
             };
             listener.local = bound;
-            listener.stop.push(handle);
+            // A UDP-only Listener's task is not aborted at stop: the flows it
+            // handed out go on after it (it ends once they all ended).
+            let udp_only =
+                matches!(stack, StackId::Udp) && !has(StackId::Quic) && !has(StackId::Wt);
+            if !udp_only {
+                listener.stop.push(handle);
+            }
         }
         Ok(listener)
     }

@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How many datagrams a Listener queues per peer Connection that is not
@@ -18,10 +19,52 @@ use std::sync::Arc;
 /// drops datagrams for a full socket.
 pub(crate) const PEER_QUEUE: usize = 1024;
 
+/// The most bytes of datagrams one UDP Listener keeps for its flows'
+/// readers, every flow together (accepted or not), as one socket's receive
+/// buffer does: past it, arriving datagrams are dropped, and the drops
+/// reported (a Listener EstablishmentError that counts them).
+pub(crate) const LISTENER_BUFFER: usize = 4 << 20;
+
+/// The most flows (remote addresses) one UDP Listener keeps at once; a flow
+/// ends when its Connection, or the unaccepted ConnectionReceived holding
+/// it, is dropped. While it is full, datagrams from new sources are dropped
+/// and reported: spoofed or real sources cannot grow the Listener.
+pub(crate) const LISTENER_FLOWS: usize = 1024;
+
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
-type PeerRx = Arc<futures::lock::Mutex<mpsc::Receiver<Vec<u8>>>>;
+type PeerRx = Arc<futures::lock::Mutex<FlowRx>>;
+
+/// A flow's queue, read by its Connection; what it still holds when dropped
+/// goes back to the Listener's buffer.
+pub(crate) struct FlowRx {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl FlowRx {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        let d = self.rx.next().await?;
+        self.queued.fetch_sub(d.len(), Ordering::Relaxed);
+        Some(d)
+    }
+}
+
+impl Drop for FlowRx {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(d) = self.rx.try_recv() {
+            self.queued.fetch_sub(d.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for FlowRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowRx")
+    }
+}
 
 /// A UDP flow.
 #[derive(Clone, Debug)]
@@ -164,17 +207,32 @@ pub(crate) fn listen(
         let mut peers = UdpPeers::new(socket.clone(), tx.clone());
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let (n, from) = match socket.recv_from(&mut buf).await {
-                Ok(x) => x,
-                Err(e) => {
-                    if tx.unbounded_send(Err(e)).is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            if !peers.deliver(from, buf[..n].to_vec()) {
+            // Once the Listener stopped (or is gone), the flows it handed
+            // out go on; the socket closes when the last of them ended.
+            let stopped = tx.is_closed();
+            if stopped && !peers.any_live() {
                 return;
+            }
+            let recv = socket.recv_from(&mut buf);
+            let tick = tokio::time::sleep(std::time::Duration::from_secs(1));
+            let (n, from) = tokio::select! {
+                r = recv => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        if !stopped {
+                            let _ = tx.unbounded_send(Err(e));
+                        }
+                        // An error (ICMP unreachable, EMFILE...) must not spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = tick => continue,
+            };
+            if stopped {
+                peers.deliver_known(from, buf[..n].to_vec());
+            } else {
+                peers.deliver(from, buf[..n].to_vec());
             }
         }
     });
@@ -189,6 +247,11 @@ pub(crate) struct UdpPeers {
     socket: Arc<tokio::net::UdpSocket>,
     tx: mpsc::UnboundedSender<io::Result<Incoming>>,
     peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Bytes queued in every flow together (`LISTENER_BUFFER`).
+    queued: Arc<AtomicUsize>,
+    /// Datagrams dropped since the last report, and why.
+    dropped: u64,
+    refused: u64,
 }
 
 impl UdpPeers {
@@ -201,6 +264,69 @@ impl UdpPeers {
             socket,
             tx,
             peers: HashMap::new(),
+            queued: Arc::default(),
+            dropped: 0,
+            refused: 0,
+        }
+    }
+
+    fn local(&self) -> String {
+        self.socket
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string())
+    }
+
+    /// A datagram dropped (the buffer full) or, with `refused`, one from a
+    /// new source refused (the flows full). The first of a run is reported
+    /// at once; the count when datagrams are taken again.
+    fn drop_one(&mut self, refused: bool) {
+        if self.dropped == 0 && self.refused == 0 {
+            let why = if refused {
+                format!(
+                    "{LISTENER_FLOWS} flows exist already: datagrams from new sources are refused"
+                )
+            } else {
+                format!("{LISTENER_BUFFER} bytes wait for the flows' readers already: datagrams are dropped")
+            };
+            let _ = self.tx.unbounded_send(Err(io::Error::other(format!(
+                "UDP Listener on {}: {why}",
+                self.local()
+            ))));
+        }
+        if refused {
+            self.refused += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Datagrams are taken again: report how many were dropped meanwhile.
+    fn report_drops(&mut self) {
+        if self.dropped == 0 && self.refused == 0 {
+            return;
+        }
+        let why = format!(
+            "UDP Listener on {}: {} datagrams were dropped (the flows' buffer was full) and {} from new sources refused (the flows were full)",
+            self.local(),
+            self.dropped,
+            self.refused
+        );
+        let _ = self.tx.unbounded_send(Err(io::Error::other(why)));
+        self.dropped = 0;
+        self.refused = 0;
+    }
+
+    /// Whether any flow's Connection (or unaccepted ConnectionReceived) is alive.
+    pub(crate) fn any_live(&mut self) -> bool {
+        self.peers.retain(|_, tx| !tx.is_closed());
+        !self.peers.is_empty()
+    }
+
+    /// After the Listener stopped: a datagram for a flow it handed out
+    /// still goes to it; one from anyone else is dropped.
+    pub(crate) fn deliver_known(&mut self, from: SocketAddr, datagram: Vec<u8>) {
+        if self.knows(&from) {
+            self.deliver(from, datagram);
         }
     }
 
@@ -212,23 +338,57 @@ impl UdpPeers {
     /// Hand one datagram from `from` to its Connection, or start a new one.
     /// `false` once the Listener is gone (no new Connection can be delivered).
     pub(crate) fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) -> bool {
+        let len = datagram.len();
+        if self.queued.load(Ordering::Relaxed) + len > LISTENER_BUFFER {
+            // The buffer is full: dropped like a full socket buffer.
+            self.drop_one(false);
+            return true;
+        }
         let datagram = match self.peers.get_mut(&from) {
             None => datagram,
-            Some(peer_tx) => match peer_tx.try_send(datagram) {
-                Ok(()) => return true,
-                // Queue full: dropped like a full socket buffer.
-                Err(e) if e.is_full() => return true,
-                // That Connection is gone: a new datagram starts a new one.
-                Err(e) => e.into_inner(),
-            },
+            Some(peer_tx) => {
+                // Counted before the reader can take (and uncount) it.
+                self.queued.fetch_add(len, Ordering::Relaxed);
+                match peer_tx.try_send(datagram) {
+                    Ok(()) => {
+                        self.report_drops();
+                        return true;
+                    }
+                    // Queue full: dropped like a full socket buffer.
+                    Err(e) if e.is_full() => {
+                        self.queued.fetch_sub(len, Ordering::Relaxed);
+                        self.drop_one(false);
+                        return true;
+                    }
+                    // That Connection is gone: a new datagram starts a new one.
+                    Err(e) => {
+                        self.queued.fetch_sub(len, Ordering::Relaxed);
+                        self.peers.remove(&from);
+                        e.into_inner()
+                    }
+                }
+            }
         };
+        if self.peers.len() >= LISTENER_FLOWS {
+            // Forget the flows whose Connection is gone, then check again.
+            self.peers.retain(|_, tx| !tx.is_closed());
+            if self.peers.len() >= LISTENER_FLOWS {
+                self.drop_one(true);
+                return true;
+            }
+        }
         let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
         let _ = ptx.try_send(datagram);
+        self.queued.fetch_add(len, Ordering::Relaxed);
         self.peers.insert(from, ptx);
+        self.report_drops();
         let transport = UdpTransport {
             socket: self.socket.clone(),
             peer: from,
-            demux: Some(Arc::new(futures::lock::Mutex::new(prx))),
+            demux: Some(Arc::new(futures::lock::Mutex::new(FlowRx {
+                rx: prx,
+                queued: self.queued.clone(),
+            }))),
         };
         self.tx
             .unbounded_send(Ok(Incoming {
