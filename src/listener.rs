@@ -9,6 +9,8 @@ use crate::establish::Snapshot;
 use crate::event::ListenerEvent;
 use crate::security::SecurityParameters;
 use crate::trace::RacingTrace;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
@@ -27,7 +29,8 @@ use std::sync::Mutex;
 /// working.
 pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
-    snap: Snapshot,
+    /// Shared with the handshakes of incoming connections.
+    snap: std::sync::Arc<Snapshot>,
     limit: Mutex<Option<u64>>,
     stopped: Mutex<bool>,
     /// Fired by `stop`, so a pending `accept` ends at once.
@@ -35,7 +38,23 @@ pub struct Listener {
     stop_rx: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
     local: SocketAddr,
     groups: Mutex<std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>>,
+    /// Framer handshakes of incoming connections, run side by side (a
+    /// silent peer holds only its own), at most [`MAX_HANDSHAKES`] at once.
+    handshakes: futures::lock::Mutex<FuturesUnordered<Handshake>>,
 }
+
+/// One incoming connection's framer handshake: its parts, and its group key.
+type Handshake = crate::runtime::BoxFuture<'static, (Result<Parts, Error>, Option<usize>)>;
+
+/// The most incoming connections whose framer handshake runs at once; past
+/// it the Listener takes no new ones until one finishes (backpressure: they
+/// wait in the stack's accept queue).
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// How long an incoming connection's framer handshake may take when
+/// connTimeout does not say: past it, it fails (an EstablishmentError) and
+/// only that connection is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,13 +143,14 @@ impl Listener {
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
         Ok(Listener {
             backend: futures::lock::Mutex::new(backend),
-            snap: Snapshot { props, ..snap },
+            snap: std::sync::Arc::new(Snapshot { props, ..snap }),
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: futures::FutureExt::shared(stop_rx),
             local,
             groups: Mutex::new(std::collections::HashMap::new()),
+            handshakes: Default::default(),
         })
     }
 
@@ -148,13 +168,14 @@ impl Listener {
         groups.insert(0, std::sync::Arc::downgrade(&group));
         Listener {
             backend: futures::lock::Mutex::new(backend),
-            snap,
+            snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: futures::FutureExt::shared(stop_rx),
             local,
             groups: Mutex::new(groups),
+            handshakes: Default::default(),
         }
     }
 
@@ -184,32 +205,65 @@ impl Listener {
 
     /// The next Listener event: ConnectionReceived, an EstablishmentError for
     /// an incoming connection that failed, or Stopped (the last one).
+    ///
+    /// Incoming connections run their framers' handshakes side by side, at
+    /// most [`MAX_HANDSHAKES`] at once, each bounded by connTimeout or
+    /// [`HANDSHAKE_TIMEOUT`]: a peer that stays silent delays no other.
     pub async fn next_event(&self) -> ListenerEvent {
+        enum Next {
+            Stop,
+            Incoming(Option<std::io::Result<Incoming>>),
+            Ready(Box<(Result<Parts, Error>, Option<usize>)>),
+        }
         loop {
             if *self.stopped.lock().unwrap() {
                 self.backend.lock().await.stop();
                 return ListenerEvent::Stopped;
             }
-            let item = {
+            let next = {
                 let mut backend = self.backend.lock().await;
-                let stop = self.stop_rx.clone();
-                futures::select_biased! {
-                    _ = futures::FutureExt::fuse(stop) => {
-                        backend.stop();
-                        return ListenerEvent::Stopped;
+                let mut handshakes = self.handshakes.lock().await;
+                let room = handshakes.len() < MAX_HANDSHAKES;
+                let mut stop = self.stop_rx.clone();
+                let mut accept = std::pin::pin!(backend.accept());
+                std::future::poll_fn(|cx| {
+                    use std::future::Future;
+                    use std::task::Poll;
+                    if std::pin::Pin::new(&mut stop).poll(cx).is_ready() {
+                        return Poll::Ready(Next::Stop);
                     }
-                    item = futures::FutureExt::fuse(backend.accept()) => item,
-                }
+                    if let Poll::Ready(Some(done)) = handshakes.poll_next_unpin(cx) {
+                        return Poll::Ready(Next::Ready(Box::new(done)));
+                    }
+                    if room {
+                        if let Poll::Ready(item) = accept.as_mut().poll(cx) {
+                            return Poll::Ready(Next::Incoming(item));
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
             };
-            let incoming = match item {
-                None => return ListenerEvent::Stopped,
-                Some(Err(e)) => {
+            let incoming = match next {
+                Next::Stop => {
+                    self.backend.lock().await.stop();
+                    return ListenerEvent::Stopped;
+                }
+                Next::Ready(done) => {
+                    let (parts, group) = *done;
+                    return match parts {
+                        Ok(parts) => ListenerEvent::ConnectionReceived(self.finish(parts, group)),
+                        Err(e) => ListenerEvent::EstablishmentError(e),
+                    };
+                }
+                Next::Incoming(None) => return ListenerEvent::Stopped,
+                Next::Incoming(Some(Err(e))) => {
                     return ListenerEvent::EstablishmentError(Error::new(
                         ErrorReason::EstablishmentFailed,
                         format!("accepting on {}: {e}", self.local),
                     ))
                 }
-                Some(Ok(i)) => i,
+                Next::Incoming(Some(Ok(i))) => i,
             };
             {
                 let mut limit = self.limit.lock().unwrap();
@@ -222,10 +276,12 @@ impl Listener {
                     None => {}
                 }
             }
-            return match self.make_connection(incoming).await {
-                Ok(c) => ListenerEvent::ConnectionReceived(c),
-                Err(e) => ListenerEvent::EstablishmentError(e),
-            };
+            let group = incoming.group;
+            let handshake = Self::handshake(incoming, self.snap.clone());
+            self.handshakes
+                .lock()
+                .await
+                .push(Box::pin(async move { (handshake.await, group) }));
         }
     }
 
@@ -246,44 +302,75 @@ impl Listener {
         }
     }
 
-    async fn make_connection(&self, incoming: Incoming) -> Result<Connection, Error> {
+    /// Run the framers' start and handshake of an incoming connection,
+    /// bounded by connTimeout or [`HANDSHAKE_TIMEOUT`]: its parts.
+    async fn handshake(incoming: Incoming, snap: std::sync::Arc<Snapshot>) -> Result<Parts, Error> {
         let Incoming {
             transport,
             caps,
             remote,
-            group,
+            group: _,
         } = incoming;
-        let snap = &self.snap;
         let caps =
             crate::racing::selection::effective(caps, snap.framers.frames_messages(&snap.props));
         let mut framers = snap.framers.for_data_unit(caps.data_unit, &snap.props);
-        let leftover = crate::attempt::framer_start(&transport, &caps, &mut framers)
-            .await
-            .map_err(|m| Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}")))?;
+        let limit = snap
+            .props
+            .connection
+            .conn_timeout
+            .unwrap_or(HANDSHAKE_TIMEOUT);
+        let started = {
+            let start = crate::attempt::framer_start(&transport, &caps, &mut framers);
+            let timer = crate::runtime::sleep(limit);
+            futures::pin_mut!(start, timer);
+            match futures::future::select(start, timer).await {
+                futures::future::Either::Left((r, _)) => Some(r),
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        let leftover = match started {
+            Some(r) => r.map_err(|m| {
+                Error::new(ErrorReason::ProtocolFailed, format!("from {remote}: {m}"))
+            })?,
+            None => {
+                transport.abort();
+                return Err(Error::new(
+                    ErrorReason::Timeout,
+                    format!(
+                        "from {remote}: the framers' handshake did not finish within {}",
+                        crate::runtime::ms_text(limit)
+                    ),
+                ));
+            }
+        };
         let transport_early = transport.early_data();
-        let parts = Parts {
+        Ok(Parts {
             transport,
             caps,
             framers,
             leftover,
-            props: self.snap.props.clone(),
+            props: snap.props.clone(),
             trace: RacingTrace::new(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
             remote_addr: Some(remote),
-            local: self.snap.locals.first().cloned(),
+            local: snap.locals.first().cloned(),
             reconnect: None,
             early_sent: false,
             peer_early_data: transport_early,
-        };
-        // Streams of one QUIC connection join one group (RFC 9622 §7.4).
+        })
+    }
+
+    /// The Connection of an incoming connection whose handshake is done;
+    /// streams of one QUIC connection join one group (RFC 9622 §7.4).
+    fn finish(&self, parts: Parts, group: Option<usize>) -> Connection {
         let Some(key) = group else {
-            return Ok(Connection::from_parts(parts, None));
+            return Connection::from_parts(parts, None);
         };
         let mut groups = self.groups.lock().unwrap();
         groups.retain(|_, g| g.strong_count() > 0);
         let existing = groups.get(&key).and_then(std::sync::Weak::upgrade);
         let conn = Connection::from_parts(parts, existing);
         groups.insert(key, std::sync::Arc::downgrade(&conn.group()));
-        Ok(conn)
+        conn
     }
 }

@@ -410,3 +410,50 @@ fn framers_stack_their_headers_and_trailers_in_order() {
     v.clear();
     assert!(v.is_empty());
 }
+
+/// A Listener whose framer waits for the client's `HELLO\n` (the Greeting
+/// framer, on the server side), over plain TCP, with `conn_timeout`.
+async fn greeting_listener(conn_timeout: Duration) -> postsocket::Listener {
+    let mut props = postsocket::TransportProperties::new();
+    props.connection.set("connTimeout", conn_timeout).unwrap();
+    let mut pre = listener_pre(props);
+    pre.add_framer(Greeting);
+    pre.set_protocols(vec![postsocket::StackId::Tcp]);
+    pre.listen().await.unwrap()
+}
+
+/// A peer that connects and stays silent holds only its own handshake: a
+/// peer behind it that greets is received at once, and the silent one's
+/// handshake ends with Timeout after connTimeout.
+#[tokio::test]
+async fn a_silent_peer_does_not_stall_a_listeners_other_handshakes() {
+    let l = greeting_listener(Duration::from_secs(30)).await;
+    let addr = l.local_addr();
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut good = tokio::net::TcpStream::connect(addr).await.unwrap();
+    good.write_all(b"HELLO\n").await.unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(5), l.accept())
+        .await
+        .expect("the greeting peer is received while the silent one waits")
+        .unwrap();
+    assert_eq!(c.remote_addr(), Some(good.local_addr().unwrap()));
+
+    let l = greeting_listener(Duration::from_millis(300)).await;
+    let _silent = tokio::net::TcpStream::connect(l.local_addr())
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), l.next_event())
+        .await
+        .expect("the silent peer's handshake ends by itself")
+    {
+        postsocket::ListenerEvent::EstablishmentError(e) => {
+            assert_eq!(e.reason, postsocket::ErrorReason::Timeout, "{e}");
+            assert!(e.message.contains("300 ms"), "{e}");
+        }
+        postsocket::ListenerEvent::ConnectionReceived(c) => {
+            panic!("the silent peer was received: {c:?}")
+        }
+        postsocket::ListenerEvent::Stopped => panic!("the Listener stopped"),
+    }
+}
