@@ -332,12 +332,18 @@ pub(crate) fn listen_stream_port(
     let local = listener.local_addr()?;
     let opts = opts.clone();
     let task = tokio::spawn(async move {
+        let mut backoff = tcp::AcceptBackoff::new();
         loop {
             let (stream, remote) = match listener.accept().await {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.succeeded();
+                    x
+                }
                 Err(e) => {
-                    if tx.unbounded_send(Err(e)).is_err() {
-                        break;
+                    if let Some(e) = backoff.failed(e).await {
+                        if tx.unbounded_send(Err(e)).is_err() {
+                            break;
+                        }
                     }
                     continue;
                 }

@@ -182,6 +182,47 @@ pub(crate) fn bind_listener(
     tokio::net::TcpListener::from_std(sock.into())
 }
 
+/// A listening socket's accept errors (EMFILE, ENFILE, ENOBUFS, ...): the
+/// accept loop waits, doubling from 1 ms to 1 s, instead of spinning on a
+/// connection it cannot take, and reports only the first error of a run.
+pub(crate) struct AcceptBackoff {
+    delay: std::time::Duration,
+    failing: bool,
+}
+
+impl AcceptBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) fn new() -> Self {
+        AcceptBackoff {
+            delay: Self::FIRST,
+            failing: false,
+        }
+    }
+
+    /// An accept failed with `e`: the error to report (the first of a run;
+    /// `None` after), once the wait is over.
+    pub(crate) async fn failed(&mut self, e: io::Error) -> Option<io::Error> {
+        let first = !self.failing;
+        self.failing = true;
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Self::MAX);
+        first.then(|| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (accepting again with back-off, up to 1 s, until it succeeds)"),
+            )
+        })
+    }
+
+    /// An accept succeeded: the next error starts a new run.
+    pub(crate) fn succeeded(&mut self) {
+        self.delay = Self::FIRST;
+        self.failing = false;
+    }
+}
+
 /// Listen for TCP on `addr`; accepted connections go to `tx`.
 pub(crate) fn listen(
     addr: SocketAddr,
@@ -192,9 +233,11 @@ pub(crate) fn listen(
     let local = listener.local_addr()?;
     let opts = opts.clone();
     let task = tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::new();
         loop {
             let item = match listener.accept().await {
                 Ok((stream, remote)) => {
+                    backoff.succeeded();
                     if let Err(e) = apply_stream_options(&SockRef::from(&stream), &opts) {
                         Err(e)
                     } else {
@@ -206,7 +249,10 @@ pub(crate) fn listen(
                         })
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => match backoff.failed(e).await {
+                    Some(e) => Err(e),
+                    None => continue,
+                },
             };
             if tx.unbounded_send(item).is_err() {
                 break;
