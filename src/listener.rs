@@ -18,6 +18,14 @@ use std::sync::Mutex;
 /// each new 4-tuple's first datagram).
 ///
 /// # Bounds (native)
+/// At most 256 incoming connections are pending at once: being accepted or
+/// handshaking in the stack (TLS, WebSocket, a QUIC or WebTransport
+/// handshake), or waiting for the application to take them. Past that the
+/// Listener stops accepting: TCP peers wait in the kernel's backlog, QUIC
+/// Initials in quinn's queue, and datagrams from new UDP sources are
+/// refused. Framer handshakes run side by side, at most [`MAX_HANDSHAKES`]
+/// at once, each within connTimeout or [`HANDSHAKE_TIMEOUT`].
+///
 /// A UDP Listener keeps at most 1,024 flows (remote addresses) at once, a
 /// flow ending when its Connection, or the ConnectionReceived not yet taken,
 /// is dropped; datagrams from new sources are refused while it is full. All
@@ -310,6 +318,9 @@ impl Listener {
             caps,
             remote,
             group: _,
+            // Its place among the pending connections is given back when its
+            // handshake is done (or failed).
+            room: _room,
         } = incoming;
         let caps =
             crate::racing::selection::effective(caps, snap.framers.frames_messages(&snap.props));

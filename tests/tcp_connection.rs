@@ -452,3 +452,49 @@ async fn stop_ends_a_pending_accept() {
         .unwrap();
     assert!(matches!(ev, postsocket::ListenerEvent::Stopped));
 }
+
+/// The connections waiting in a listening socket's accept queue, as the
+/// kernel counts them (`rx_queue` of its LISTEN row in /proc/net/tcp).
+fn accept_queue(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1].ends_with(&local) && f[3] == "0A") // 0A: LISTEN
+        .map(|f| usize::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        .expect("the Listener's LISTEN row")
+}
+
+/// A Listener whose application does not take Connections stops accepting
+/// after 256 pending ones: the rest wait in the kernel's backlog (so a
+/// flood cannot grow the process), and are served once the application
+/// takes Connections again.
+#[tokio::test]
+async fn a_listener_not_taking_connections_stops_accepting_at_its_bound() {
+    let mut pre = listener_pre(TransportProperties::new());
+    pre.set_protocols(vec![postsocket::StackId::Tcp]);
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..400 {
+        clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = accept_queue(addr.port());
+    assert!(
+        (140..=144).contains(&waiting),
+        "{waiting} connections left in the kernel's queue: the Listener took {} (bound 256)",
+        400 - waiting
+    );
+    let mut served = 0;
+    while served < 400 {
+        tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("every peer is served once the application takes Connections")
+            .unwrap();
+        served += 1;
+    }
+    assert_eq!(accept_queue(addr.port()), 0);
+}

@@ -216,18 +216,10 @@ async fn drain_events(
     errors
 }
 
-/// Thousands of sources (each a new UDP socket, as spoofed or real peers
-/// would be) against a Listener whose application does not accept yet: it
-/// keeps at most 1,024 flows, refuses the rest and says so; once the
-/// application dropped them, new sources are served again.
-#[tokio::test]
-async fn thousands_of_sources_cannot_grow_a_udp_listener() {
-    let l = listener_pre(TransportProperties::unreliable_datagram())
-        .listen()
-        .await
-        .unwrap();
-    let addr = l.local_addr();
-    for i in 0..2500u32 {
+/// Send one datagram from each of `n` new sources (a new UDP socket each,
+/// as spoofed or real peers would be) to `addr`.
+async fn from_new_sources(addr: std::net::SocketAddr, n: u32) {
+    for i in 0..n {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.send_to(&i.to_be_bytes(), addr).unwrap();
         if i % 50 == 0 {
@@ -235,21 +227,60 @@ async fn thousands_of_sources_cannot_grow_a_udp_listener() {
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+}
+
+/// Thousands of sources against one UDP Listener: while its application
+/// does not accept, at most 256 connections wait for it; while it accepts
+/// and keeps every Connection, at most 1,024 flows exist. The rest are
+/// refused, and that is reported; once the application dropped its
+/// Connections, a new source is served again.
+#[tokio::test]
+async fn thousands_of_sources_cannot_grow_a_udp_listener() {
+    let l = std::sync::Arc::new(
+        listener_pre(TransportProperties::unreliable_datagram())
+            .listen()
+            .await
+            .unwrap(),
+    );
+    let addr = l.local_addr();
+    let idle = std::time::Duration::from_millis(300);
+    // Not accepting: the pending bound.
+    from_new_sources(addr, 600).await;
     let mut received = Vec::new();
-    let errors = drain_events(&l, std::time::Duration::from_millis(300), &mut received).await;
+    let errors = drain_events(&l, idle, &mut received).await;
     assert!(
-        received.len() <= 1024,
-        "{} flows kept, over the bound",
+        (200..=256).contains(&received.len()),
+        "{} connections waited for the application (bound 256)",
         received.len()
     );
-    assert!(received.len() >= 1000, "{} flows served", received.len());
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("from new sources refused")),
+            .any(|e| e.contains("datagrams from new sources are refused")),
         "the refusals are reported: {errors:?}"
     );
-    drop(received);
+    // Accepting and keeping every Connection: the flow bound.
+    let taker = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            drain_events(&l, std::time::Duration::from_secs(2), &mut kept).await;
+            kept
+        })
+    };
+    from_new_sources(addr, 2000).await;
+    let kept = taker.await.unwrap();
+    assert!(
+        received.len() + kept.len() <= 1024,
+        "{} flows alive at once (bound 1,024)",
+        received.len() + kept.len()
+    );
+    assert!(
+        received.len() + kept.len() >= 1000,
+        "{} flows served",
+        received.len() + kept.len()
+    );
+    drop((received, kept));
     let late = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut again = Vec::new();
     for _ in 0..20 {

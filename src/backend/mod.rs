@@ -84,7 +84,19 @@ pub(crate) struct Incoming {
     pub(crate) remote: SocketAddr,
     /// Streams of one multiplexed connection (QUIC) share a group key.
     pub(crate) group: Option<usize>,
+    /// Its place among the Listener's pending connections, given back when
+    /// the Listener hands it over (or drops it).
+    pub(crate) room: Room,
 }
+
+/// A place among a Listener's pending incoming connections (natively a
+/// semaphore permit; nothing in the browser).
+#[cfg(native)]
+pub(crate) type Room = Option<tokio::sync::OwnedSemaphorePermit>;
+/// A place among a Listener's pending incoming connections (natively a
+/// semaphore permit; nothing in the browser).
+#[cfg(web)]
+pub(crate) type Room = ();
 
 /// Socket options for one attempt or listener, derived from the properties.
 #[derive(Debug, Clone, Default)]

@@ -59,7 +59,6 @@ use super::ws::{Prefixed, WsServer};
 use super::{quic, tcp, tls, udp, Transport};
 use crate::backend::{Incoming, SocketOptions};
 use crate::capability::Capabilities;
-use futures::channel::mpsc::UnboundedSender;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use sha2::{Digest, Sha256};
 use socket2::SockRef;
@@ -168,6 +167,7 @@ fn plain_tcp(stream: TcpStream, remote: SocketAddr) -> Incoming {
         caps: &Capabilities::TCP,
         remote,
         group: None,
+        room: Default::default(),
     }
 }
 
@@ -314,6 +314,7 @@ async fn inside_tls(
                 caps: &Capabilities::TLS,
                 remote,
                 group: None,
+                room: Default::default(),
             }
         })
     }
@@ -326,7 +327,7 @@ pub(crate) fn listen_stream_port(
     addr: SocketAddr,
     opts: &SocketOptions,
     port: StreamPort,
-    tx: UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let listener = tcp::bind_listener(addr, opts)?;
     let local = listener.local_addr()?;
@@ -334,6 +335,10 @@ pub(crate) fn listen_stream_port(
     let task = tokio::spawn(async move {
         let mut backoff = tcp::AcceptBackoff::new();
         loop {
+            // No room for another pending connection (being sniffed, in
+            // its TLS or WebSocket handshake, or waiting for the Listener):
+            // stop accepting until the Listener takes one.
+            let room = tx.room().await;
             let (stream, remote) = match listener.accept().await {
                 Ok(x) => {
                     backoff.succeeded();
@@ -358,7 +363,10 @@ pub(crate) fn listen_stream_port(
             let port = port.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let item = accept_stream(stream, remote, port).await;
+                let item = accept_stream(stream, remote, port).await.map(|mut i| {
+                    i.room = room;
+                    i
+                });
                 let _ = tx.unbounded_send(item);
             });
         }
@@ -606,7 +614,7 @@ pub(crate) fn listen_datagram_port(
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
     wt: Option<super::wt::WtServer>,
-    tx: UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let server = quic::server_config(tls, opts)?;
     let sock: std::net::UdpSocket = udp::bind(addr, opts)?.into();
@@ -685,7 +693,7 @@ mod tests {
             quic: HashMap::new(),
             last_sweep: Instant::now(),
             key: CidKey::new().unwrap(),
-            udp: udp::UdpPeers::new(io, tx),
+            udp: udp::UdpPeers::new(io, crate::backend::IncomingTx::new(tx)),
         }
     }
 

@@ -431,6 +431,54 @@ pub(crate) async fn connect(
 }
 
 /// A listening stack: yields accepted connections.
+/// How many incoming connections a Listener keeps pending at once: being
+/// accepted or handshaking in the stack (TCP, TLS, WebSocket; a QUIC or
+/// WebTransport handshake), or waiting for the Listener to take them. Past
+/// it the Listener stops accepting: TCP peers wait in the kernel's backlog
+/// (and past that their SYNs are dropped), QUIC peers in quinn's queue, and
+/// datagrams from new UDP sources are refused (reported).
+pub(crate) const MAX_PENDING: usize = 256;
+
+/// Where a Listener's stacks deliver incoming connections, and the room for
+/// more ([`MAX_PENDING`]).
+#[derive(Clone)]
+pub(crate) struct IncomingTx {
+    tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl IncomingTx {
+    /// Deliveries to `tx`, with room for [`MAX_PENDING`] pending connections.
+    pub(crate) fn new(tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>) -> Self {
+        IncomingTx {
+            tx,
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING)),
+        }
+    }
+
+    /// Deliver a connection (or an error that names the peer); `Err` once
+    /// the Listener is gone (the item is dropped).
+    pub(crate) fn unbounded_send(&self, item: io::Result<Incoming>) -> Result<(), ()> {
+        self.tx.unbounded_send(item).map_err(drop)
+    }
+
+    /// The Listener is gone or stopped: nothing can be delivered any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Wait for room for one more pending connection: held by it until the
+    /// Listener takes it, or until it fails.
+    pub(crate) async fn room(&self) -> super::Room {
+        self.room.clone().acquire_owned().await.ok()
+    }
+
+    /// Room for one more pending connection now, if there is.
+    pub(crate) fn try_room(&self) -> Option<super::Room> {
+        self.room.clone().try_acquire_owned().ok().map(Some)
+    }
+}
+
 pub(crate) struct BackendListener {
     rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
     local: SocketAddr,
@@ -467,6 +515,7 @@ impl BackendListener {
         opts: &SocketOptions,
     ) -> io::Result<BackendListener> {
         let (tx, rx) = futures::channel::mpsc::unbounded();
+        let tx = IncomingTx::new(tx);
         let mut listener = BackendListener {
             rx,
             local: addr,

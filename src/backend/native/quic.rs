@@ -8,7 +8,6 @@ use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
 use bytes::Bytes;
-use futures::channel::mpsc::UnboundedSender;
 use futures::FutureExt;
 use std::io;
 use std::net::SocketAddr;
@@ -430,7 +429,7 @@ pub(crate) fn listen(
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
     wt: Option<WtServer>,
-    tx: UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let endpoint = quinn::Endpoint::server(server_config(tls, opts)?, addr)?;
     serve(endpoint, accepts_0rtt(opts), wt, tx)
@@ -469,14 +468,22 @@ pub(crate) fn serve(
     endpoint: quinn::Endpoint,
     zero_rtt: bool,
     wt: Option<WtServer>,
-    tx: UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
+        loop {
+            // No room for another handshake: leave the next Initial in
+            // quinn's queue until one ends.
+            let room = tx.room().await;
+            let Some(incoming) = endpoint.accept().await else {
+                break;
+            };
             let tx = tx.clone();
             let wt = wt.clone();
             tokio::spawn(async move {
+                // Held for the handshake (streams come later, without one).
+                let handshake_room = room;
                 let remote = incoming.remote_address();
                 // Accept 0-RTT (and answer in 0.5-RTT) unless client
                 // certificates must be checked first.
@@ -527,6 +534,7 @@ pub(crate) fn serve(
                         return;
                     }
                 };
+                drop(handshake_room);
                 if let (Some(wt), true) = (wt, h3) {
                     return wt.serve_connection(conn, tx).await;
                 }
@@ -555,6 +563,7 @@ pub(crate) fn serve(
                         caps: &Capabilities::QUIC,
                         remote,
                         group,
+                        room: None,
                     };
                     if tx.unbounded_send(Ok(item)).is_err() {
                         return;
@@ -611,8 +620,14 @@ mod tests {
         let (server_tls, client_tls) = configs();
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
-        let (addr, stop) =
-            listen("127.0.0.1:0".parse().unwrap(), server_tls, &opts, None, tx).unwrap();
+        let (addr, stop) = listen(
+            "127.0.0.1:0".parse().unwrap(),
+            server_tls,
+            &opts,
+            None,
+            crate::backend::IncomingTx::new(tx),
+        )
+        .unwrap();
         let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();

@@ -3,7 +3,6 @@
 
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
-use futures::channel::mpsc::UnboundedSender;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -227,7 +226,7 @@ impl AcceptBackoff {
 pub(crate) fn listen(
     addr: SocketAddr,
     opts: &SocketOptions,
-    tx: UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let listener = bind_listener(addr, opts)?;
     let local = listener.local_addr()?;
@@ -235,6 +234,9 @@ pub(crate) fn listen(
     let task = tokio::spawn(async move {
         let mut backoff = AcceptBackoff::new();
         loop {
+            // No room for another pending connection: stop accepting (peers
+            // wait in the kernel's backlog) until the Listener takes one.
+            let room = tx.room().await;
             let item = match listener.accept().await {
                 Ok((stream, remote)) => {
                     backoff.succeeded();
@@ -246,6 +248,7 @@ pub(crate) fn listen(
                             caps: &Capabilities::TCP,
                             remote,
                             group: None,
+                            room,
                         })
                     }
                 }

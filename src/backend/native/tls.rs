@@ -397,6 +397,7 @@ pub(crate) async fn accept(
         caps: &Capabilities::TLS,
         remote,
         group: None,
+        room: Default::default(),
     })
 }
 

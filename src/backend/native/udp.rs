@@ -198,7 +198,7 @@ pub(crate) fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket
 pub(crate) fn listen(
     addr: SocketAddr,
     opts: &SocketOptions,
-    tx: mpsc::UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let sock = bind(addr, opts)?;
     let socket = Arc::new(tokio::net::UdpSocket::from_std(sock.into())?);
@@ -245,7 +245,7 @@ pub(crate) fn listen(
 /// one socket with quinn.
 pub(crate) struct UdpPeers {
     socket: Arc<tokio::net::UdpSocket>,
-    tx: mpsc::UnboundedSender<io::Result<Incoming>>,
+    tx: super::IncomingTx,
     peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Bytes queued in every flow together (`LISTENER_BUFFER`).
     queued: Arc<AtomicUsize>,
@@ -256,10 +256,7 @@ pub(crate) struct UdpPeers {
 
 impl UdpPeers {
     /// Flows answering from `socket`; new peers go to `tx`.
-    pub(crate) fn new(
-        socket: Arc<tokio::net::UdpSocket>,
-        tx: mpsc::UnboundedSender<io::Result<Incoming>>,
-    ) -> Self {
+    pub(crate) fn new(socket: Arc<tokio::net::UdpSocket>, tx: super::IncomingTx) -> Self {
         UdpPeers {
             socket,
             tx,
@@ -283,7 +280,8 @@ impl UdpPeers {
         if self.dropped == 0 && self.refused == 0 {
             let why = if refused {
                 format!(
-                    "{LISTENER_FLOWS} flows exist already: datagrams from new sources are refused"
+                    "datagrams from new sources are refused: {LISTENER_FLOWS} flows, or {} connections the application has not taken yet, exist already",
+                    super::MAX_PENDING
                 )
             } else {
                 format!("{LISTENER_BUFFER} bytes wait for the flows' readers already: datagrams are dropped")
@@ -377,6 +375,11 @@ impl UdpPeers {
                 return true;
             }
         }
+        // Room among the Listener's pending connections, or refused.
+        let Some(room) = self.tx.try_room() else {
+            self.drop_one(true);
+            return true;
+        };
         let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
         let _ = ptx.try_send(datagram);
         self.queued.fetch_add(len, Ordering::Relaxed);
@@ -396,6 +399,7 @@ impl UdpPeers {
                 caps: &Capabilities::UDP,
                 remote: from,
                 group: None,
+                room,
             }))
             .is_ok()
     }

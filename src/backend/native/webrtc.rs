@@ -538,6 +538,7 @@ impl Driver {
             caps: &Capabilities::WEBRTC,
             remote,
             group: Some(0),
+            room: Default::default(),
         }));
     }
 

@@ -368,6 +368,7 @@ impl WsServer {
             },
             remote,
             group: None,
+            room: None,
         })
     }
 

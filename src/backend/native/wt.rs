@@ -23,7 +23,6 @@ use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
 use bytes::Bytes;
-use futures::channel::mpsc::UnboundedSender;
 use futures::FutureExt;
 use std::io;
 use std::net::SocketAddr;
@@ -406,11 +405,7 @@ impl WtServer {
     /// Serve one QUIC connection that negotiated `h3`: accept the session
     /// (or refuse a wrong path with 404), then every stream the peer opens
     /// becomes an Incoming Connection, grouped by the session.
-    pub(crate) async fn serve_connection(
-        &self,
-        conn: quinn::Connection,
-        tx: UnboundedSender<io::Result<Incoming>>,
-    ) {
+    pub(crate) async fn serve_connection(&self, conn: quinn::Connection, tx: super::IncomingTx) {
         let remote = conn.remote_address();
         let request =
             match tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, wtq::Request::accept(conn.clone()))
@@ -483,6 +478,7 @@ impl WtServer {
                 caps: &Capabilities::WT,
                 remote,
                 group,
+                room: None,
             };
             if tx.unbounded_send(Ok(item)).is_err() {
                 return;

@@ -504,6 +504,7 @@ fn new_peer(incoming: mpsc::UnboundedSender<io::Result<Incoming>>) -> io::Result
                         caps: &Capabilities::WEBRTC,
                         remote: unknown_remote(),
                         group: Some(0),
+                        room: Default::default(),
                     }));
                 }
                 None => dc.close(),
