@@ -90,24 +90,8 @@ fn verdict(growth: u64) -> &'static str {
     }
 }
 
-/// A plain quinn client that trusts `cert_der` and speaks postsocket's ALPN.
-fn quinn_client(cert_der: Vec<u8>) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(cert_der))
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"taps".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    ep
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 async fn datagram_flood() -> bool {
     let count = env("MEMORY_DATAGRAMS", 200_000);
@@ -128,7 +112,7 @@ async fn datagram_flood() -> bool {
     let listener = pre.listen().await.expect("listen");
     let addr = listener.local_addr();
 
-    let ep = quinn_client(ck.cert.der().to_vec());
+    let ep = common::quinn_client(&ck.cert.pem());
     let conn = ep
         .connect(addr, "localhost")
         .unwrap()

@@ -39,6 +39,9 @@ pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
     /// Shared with the handshakes of incoming connections.
     snap: std::sync::Arc<Snapshot>,
+    /// Set while the limit is 0: the stacks refuse new peers before any
+    /// handshake.
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     limit: Mutex<Option<u64>>,
     stopped: Mutex<bool>,
     /// Fired by `stop`, so a pending `accept` ends at once.
@@ -150,6 +153,7 @@ impl Listener {
         let local = backend.local_addr();
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
         Ok(Listener {
+            refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
             snap: std::sync::Arc::new(Snapshot { props, ..snap }),
             limit: Mutex::new(None),
@@ -175,6 +179,7 @@ impl Listener {
         let mut groups = std::collections::HashMap::new();
         groups.insert(0, std::sync::Arc::downgrade(&group));
         Listener {
+            refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
             snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),
@@ -194,9 +199,13 @@ impl Listener {
 
     /// `SetNewConnectionLimit(n)`: deliver at most `n` more Connections
     /// (`None` = Infinite, the default). Peers over the limit are refused
-    /// (TCP: reset at once; UDP: their datagrams are not delivered).
+    /// (TCP: reset at once; UDP: their datagrams are not delivered). While
+    /// the limit is 0 they are refused before any handshake (TLS, WebSocket,
+    /// QUIC: CONNECTION_REFUSED), so a flood costs the Listener nothing.
     pub fn set_new_connection_limit(&self, limit: Option<u64>) {
         *self.limit.lock().unwrap() = limit;
+        self.refusing
+            .store(limit == Some(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `Stop()`: stop listening. Pending and later `accept` calls return
@@ -280,7 +289,13 @@ impl Listener {
                         incoming.transport.abort();
                         continue;
                     }
-                    Some(n) => *limit = Some(n - 1),
+                    Some(n) => {
+                        *limit = Some(n - 1);
+                        if n == 1 {
+                            self.refusing
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     None => {}
                 }
             }

@@ -66,6 +66,18 @@ fn leaf(ca: Option<&Ca>, names: &[&str], expired: bool, client: bool) -> (String
     (cert.pem(), key.serialize_pem())
 }
 
+/// A Listener preconnection on 127.0.0.1 for `stacks`, serving `cert`.
+fn secure_listener_pre(cert: &(String, String), stacks: Vec<StackId>) -> Preconnection {
+    let mut pre = Preconnection::new(
+        vec![local()],
+        vec![],
+        TransportProperties::new(),
+        server_security(cert),
+    );
+    pre.set_protocols(stacks);
+    pre
+}
+
 fn server_security(cert: &(String, String)) -> SecurityParameters {
     let mut sec = SecurityParameters::new();
     sec.server_certificate = vec![Identity::from_pem(&cert.0, &cert.1).unwrap()];
@@ -685,14 +697,8 @@ async fn tls12_only_when_asked() {
 #[tokio::test]
 async fn abort_resets_and_final_message_ends_cleanly() {
     let cert = leaf(None, &["127.0.0.1"], false, false);
-    let mut pre = Preconnection::new(
-        vec![local()],
-        vec![],
-        TransportProperties::new(),
-        server_security(&cert),
-    );
     // TLS over TCP under test: QUIC (raced first by default) is left out.
-    pre.set_protocols(vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls, StackId::Tcp, StackId::Udp]);
     pre.add_framer(LengthPrefixFramer::new());
     let l = pre.listen().await.unwrap();
     let addr = l.local_addr();
@@ -839,5 +845,52 @@ async fn quic_verifies_the_server_name_given_in_the_security_parameters() {
     assert_names(
         &e,
         &["not valid for name", "expected.example", "quic.example"],
+    );
+}
+
+/// A Listener whose connection limit is 0 refuses a flood before any
+/// handshake: TCP peers are reset at once (without the limit they would
+/// wait in the TLS sniff), a QUIC peer gets CONNECTION_REFUSED, and the
+/// application sees nothing.
+#[tokio::test]
+async fn a_listener_with_limit_0_refuses_a_flood_before_any_handshake() {
+    use tokio::io::AsyncReadExt;
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let l = secure_listener_pre(&cert, vec![StackId::Tls, StackId::Quic])
+        .listen()
+        .await
+        .unwrap();
+    l.set_new_connection_limit(Some(0));
+    let addr = l.local_addr();
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("peer {i}: not refused, left waiting for a handshake"));
+        assert!(
+            matches!(&r, Ok(0))
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "peer {i}: {r:?}"
+        );
+    }
+    let ep = common::quinn_client(&cert.0);
+    let e = tokio::time::timeout(
+        Duration::from_secs(5),
+        ep.connect(addr, "127.0.0.1").unwrap(),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("refused");
+    assert!(
+        matches!(e, quinn::ConnectionError::ConnectionClosed(ref c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{e}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), l.next_event())
+            .await
+            .is_err(),
+        "the application sees nothing of the refused peers"
     );
 }

@@ -262,3 +262,24 @@ pub fn quinn_server(cert_pem: &str, key_pem: &str) -> quinn::Endpoint {
     let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
     quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
+
+/// A plain quinn client endpoint on 127.0.0.1 that trusts `cert_pem` and
+/// speaks postsocket's ALPN (`taps`).
+pub fn quinn_client(cert_pem: &str) -> quinn::Endpoint {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"taps".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    ep
+}

@@ -353,6 +353,12 @@ pub(crate) fn listen_stream_port(
                     continue;
                 }
             };
+            if tx.refusing() {
+                // The Listener's limit is 0: reset at once, before any sniff
+                // or handshake.
+                let _ = SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                continue;
+            }
             if let Err(e) = tcp::apply_stream_options(&SockRef::from(&stream), &opts) {
                 if tx.unbounded_send(Err(e)).is_err() {
                     break;

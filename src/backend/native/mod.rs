@@ -445,6 +445,9 @@ pub(crate) const MAX_PENDING: usize = 256;
 pub(crate) struct IncomingTx {
     tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
     room: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Set while the Listener's connection limit is 0: peers are refused
+    /// before any handshake.
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl IncomingTx {
@@ -453,7 +456,14 @@ impl IncomingTx {
         IncomingTx {
             tx,
             room: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING)),
+            refusing: Default::default(),
         }
+    }
+
+    /// The Listener takes no more connections (its limit is 0): refuse a
+    /// new peer at once, before any handshake.
+    pub(crate) fn refusing(&self) -> bool {
+        self.refusing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deliver a connection (or an error that names the peer); `Err` once
@@ -483,6 +493,7 @@ pub(crate) struct BackendListener {
     rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
     local: SocketAddr,
     stop: Vec<tokio::task::AbortHandle>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BackendListener {
@@ -516,10 +527,12 @@ impl BackendListener {
     ) -> io::Result<BackendListener> {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let tx = IncomingTx::new(tx);
+        let refusing = tx.refusing.clone();
         let mut listener = BackendListener {
             rx,
             local: addr,
             stop: Vec::new(),
+            refusing,
         };
         let has = |s: StackId| stacks.contains(&s);
         let mut stream_port = false;
@@ -602,6 +615,12 @@ impl BackendListener {
         self.local
     }
 
+    /// Set while the Listener takes no more connections (limit 0): its
+    /// stacks then refuse new peers before any handshake.
+    pub(crate) fn refusal(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.refusing.clone()
+    }
+
     /// The next accepted connection; `None` once stopped.
     pub(crate) async fn accept(&mut self) -> Option<io::Result<Incoming>> {
         use futures::StreamExt;
@@ -628,6 +647,7 @@ impl BackendListener {
             rx,
             local,
             stop: Vec::new(),
+            refusing: Default::default(),
         }
     }
 }

@@ -479,6 +479,11 @@ pub(crate) fn serve(
             let Some(incoming) = endpoint.accept().await else {
                 break;
             };
+            if tx.refusing() {
+                // The Listener's limit is 0: CONNECTION_REFUSED, no handshake.
+                incoming.refuse();
+                continue;
+            }
             let tx = tx.clone();
             let wt = wt.clone();
             tokio::spawn(async move {

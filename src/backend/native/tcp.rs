@@ -240,6 +240,11 @@ pub(crate) fn listen(
             let item = match listener.accept().await {
                 Ok((stream, remote)) => {
                     backoff.succeeded();
+                    if tx.refusing() {
+                        // The Listener's limit is 0: reset at once.
+                        let _ = SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                        continue;
+                    }
                     if let Err(e) = apply_stream_options(&SockRef::from(&stream), &opts) {
                         Err(e)
                     } else {

@@ -375,8 +375,9 @@ impl UdpPeers {
                 return true;
             }
         }
-        // Room among the Listener's pending connections, or refused.
-        let Some(room) = self.tx.try_room() else {
+        // Room among the Listener's pending connections, or refused (as
+        // every new source is while the Listener's limit is 0).
+        let Some(room) = self.tx.try_room().filter(|_| !self.tx.refusing()) else {
             self.drop_one(true);
             return true;
         };

@@ -321,6 +321,12 @@ impl BackendListener {
             rx: Some(rx),
         }
     }
+    /// A page's Listener (a WebRTC peer's channels) has no handshake to
+    /// spare: nothing reads this.
+    pub(crate) fn refusal(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        Default::default()
+    }
+
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
