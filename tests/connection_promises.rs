@@ -37,17 +37,24 @@ async fn deaf_tcp_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
-fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {
-    client(addr, StackId::Tcp, props, SecurityParameters::disabled())
-}
-
-#[tokio::test]
-async fn abort_answers_a_send_blocked_on_a_peer_that_does_not_read() {
-    let (addr, _peer) = deaf_tcp_peer().await;
+/// A TCP Connection to a peer that never reads (and the peer's task).
+async fn deaf_tcp_connection() -> (postsocket::Connection, tokio::task::JoinHandle<()>) {
+    let (addr, peer) = deaf_tcp_peer().await;
     let conn = tcp_client(addr, TransportProperties::new())
         .initiate()
         .await
         .unwrap();
+    (conn, peer)
+}
+
+fn tcp_client(addr: SocketAddr, props: TransportProperties) -> Preconnection {
+    client(addr, StackId::Tcp, props, SecurityParameters::disabled())
+}
+
+/// A huge send blocked on `conn`'s peer, which reads nothing, and a send
+/// queued behind it: `abort()` answers both with SendError at once, and
+/// `close()` then resolves.
+async fn abort_answers_blocked_sends(conn: postsocket::Connection) {
     let blocked = tokio::spawn(conn.send_message(vec![1u8; HUGE]));
     let queued = tokio::spawn(conn.send_message("behind it"));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -80,12 +87,113 @@ async fn abort_answers_a_send_blocked_on_a_peer_that_does_not_read() {
 }
 
 #[tokio::test]
-async fn abort_during_a_blocked_close_ends_the_close() {
-    let (addr, _peer) = deaf_tcp_peer().await;
-    let conn = tcp_client(addr, TransportProperties::new())
-        .initiate()
+async fn abort_answers_a_send_blocked_on_a_peer_that_does_not_read() {
+    let (conn, _peer) = deaf_tcp_connection().await;
+    abort_answers_blocked_sends(conn).await;
+}
+
+/// A Connection to `addr` over `stack`, trusting exactly `cert`.
+async fn secure_client(
+    addr: SocketAddr,
+    stack: StackId,
+    cert: &common::Cert,
+) -> postsocket::Connection {
+    client(
+        addr,
+        stack,
+        TransportProperties::new(),
+        common::pinned(cert),
+    )
+    .initiate()
+    .await
+    .unwrap()
+}
+
+/// The same over TLS, against a plain tokio-rustls server that completes
+/// the handshake and then reads nothing.
+#[tokio::test]
+async fn abort_answers_a_tls_send_blocked_on_a_peer_that_does_not_read() {
+    use rustls::pki_types::pem::PemObject;
+    let cert = common::self_signed();
+    let certs =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let _peer = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let _tls = acceptor.accept(s).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    abort_answers_blocked_sends(secure_client(addr, StackId::Tls, &cert).await).await;
+}
+
+/// The same over QUIC, against a plain quinn server that takes the stream
+/// and reads nothing (its flow control blocks the send).
+#[tokio::test]
+async fn abort_answers_a_quic_send_blocked_on_a_peer_that_does_not_read() {
+    let cert = common::self_signed();
+    let ep = common::quinn_server(&cert.pem, &cert.key);
+    let addr = ep.local_addr().unwrap();
+    let _peer = tokio::spawn(async move {
+        let conn = ep.accept().await.unwrap().await.unwrap();
+        let _stream = conn.accept_bi().await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    abort_answers_blocked_sends(secure_client(addr, StackId::Quic, &cert).await).await;
+}
+
+/// A WebTransport Listener (length-prefix framed) with a fresh certificate:
+/// the certificate, its address, and the Connections it receives.
+async fn wt_listener() -> (
+    common::Cert,
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<postsocket::Connection>,
+) {
+    let cert = common::self_signed();
+    let l = common::framed_listener_pre(common::server_security(&cert), vec![StackId::Wt])
+        .listen()
         .await
         .unwrap();
+    let addr = l.local_addr();
+    (cert, addr, common::received_connections(l, true))
+}
+
+/// A WebTransport Connection (length-prefix framed) to `addr`, trusting `cert`.
+async fn wt_client(addr: SocketAddr, cert: &common::Cert) -> postsocket::Connection {
+    let mut pre = client(
+        addr,
+        StackId::Wt,
+        TransportProperties::new(),
+        common::pinned(cert),
+    );
+    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+    pre.initiate().await.unwrap()
+}
+
+/// The same over WebTransport, against a Listener whose application takes
+/// the Connection and reads nothing.
+#[tokio::test]
+async fn abort_answers_a_webtransport_send_blocked_on_a_peer_that_does_not_read() {
+    let (cert, addr, mut incoming) = wt_listener().await;
+    let _peer = tokio::spawn(async move {
+        let _c = incoming.recv().await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    abort_answers_blocked_sends(wt_client(addr, &cert).await).await;
+}
+
+#[tokio::test]
+async fn abort_during_a_blocked_close_ends_the_close() {
+    let (conn, _peer) = deaf_tcp_connection().await;
     let send = conn.send_message(vec![2u8; HUGE]);
     let conn = std::sync::Arc::new(conn);
     let closing = {
@@ -240,11 +348,7 @@ async fn a_message_behind_a_blocked_websocket_send_expires_when_its_lifetime_end
 /// resolves, and that receive, polled later, reports the close.
 #[tokio::test]
 async fn close_resolves_while_a_receive_future_is_kept_but_not_polled() {
-    let (addr, _peer) = deaf_tcp_peer().await;
-    let conn = tcp_client(addr, TransportProperties::new())
-        .initiate()
-        .await
-        .unwrap();
+    let (conn, _peer) = deaf_tcp_connection().await;
     let mut kept = Box::pin(conn.receive());
     assert!(
         futures::poll!(&mut kept).is_pending(),
@@ -468,13 +572,7 @@ async fn quic_close_group_loses_nothing_sent_on_any_stream() {
 /// loses nothing reported Sent.
 #[tokio::test]
 async fn webtransport_close_resolves_after_the_peer_has_every_byte() {
-    let cert = common::self_signed();
-    let l = common::framed_listener_pre(common::server_security(&cert), vec![StackId::Wt])
-        .listen()
-        .await
-        .unwrap();
-    let addr = l.local_addr();
-    let mut incoming = common::received_connections(l, true);
+    let (cert, addr, mut incoming) = wt_listener().await;
     let server = tokio::spawn(async move {
         let c = incoming.recv().await.unwrap();
         let mut total = 0;
@@ -489,14 +587,7 @@ async fn webtransport_close_resolves_after_the_peer_has_every_byte() {
         }
         total
     });
-    let mut pre = client(
-        addr,
-        StackId::Wt,
-        TransportProperties::new(),
-        common::pinned(&cert),
-    );
-    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
-    let conn = pre.initiate().await.unwrap();
+    let conn = wt_client(addr, &cert).await;
     let len = 4 * 1024 * 1024;
     conn.send_message(vec![5u8; len]).await.expect("Sent");
     tokio::time::timeout(Duration::from_secs(30), conn.close())

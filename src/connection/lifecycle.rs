@@ -166,15 +166,23 @@ impl Inner {
         let Some(mut w) = self.writer.try_lock() else {
             return;
         };
-        let err = match self.stopped.get() {
-            Some(Stopped::Failed(e)) => e.clone(),
-            Some(Stopped::Aborted) => Error::new(ErrorReason::ConnectionAborted, "local Abort"),
-            Some(Stopped::Closed) | None => {
-                Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
-            }
-        };
+        let err = self.stop_error().unwrap_or_else(|| {
+            Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
+        });
         w.fail(&err);
         w.transport = None;
+    }
+
+    /// Why the Connection stopped, as the error its unanswered sends get
+    /// (`None` while it runs).
+    pub(super) fn stop_error(&self) -> Option<Error> {
+        Some(match self.stopped.get()? {
+            Stopped::Failed(e) => e.clone(),
+            Stopped::Aborted => Error::new(ErrorReason::ConnectionAborted, "local Abort"),
+            Stopped::Closed => {
+                Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")
+            }
+        })
     }
 
     pub(super) fn abort(&self, err: Error) {

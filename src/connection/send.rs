@@ -760,7 +760,11 @@ impl Inner {
     /// The stream failed while sending: every Message not yet answered gets
     /// the error, and the Connection fails.
     pub(super) fn fail_writes(inner: &Arc<Inner>, w: &mut WriterState, why: String) {
-        let err = Error::new(ErrorReason::ConnectionAborted, why);
+        // A stream that failed because the Connection was aborted (its
+        // reset ends the write in progress) fails its sends with the Abort.
+        let err = inner
+            .stop_error()
+            .unwrap_or_else(|| Error::new(ErrorReason::ConnectionAborted, why));
         w.fail(&err);
         inner.fail(err);
     }
