@@ -531,26 +531,7 @@ async fn quic_close_loses_nothing(streams: usize) {
         TransportProperties::new(),
         common::pinned(&cert),
     );
-    let mut conns = vec![pre.initiate().await.unwrap()];
-    for _ in 1..streams {
-        conns.push(conns[0].clone(None, None).await.unwrap());
-    }
-    let len = 4 * 1024 * 1024 / streams;
-    for (i, c) in conns.iter().enumerate() {
-        c.send_message(vec![i as u8; len]).await.expect("Sent");
-    }
-    let closed = if streams == 1 {
-        tokio::time::timeout(Duration::from_secs(30), conns[0].close()).await
-    } else {
-        tokio::time::timeout(Duration::from_secs(30), conns[0].close_group()).await
-    };
-    closed.expect("closed within 30 s").expect("close succeeds");
-    drop(conns); // the last handles: quinn closes the connection now
-    let got = tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got, vec![len; streams], "every byte reported Sent arrived");
+    send_close_and_count(pre.initiate().await.unwrap(), streams, server).await;
 }
 
 #[tokio::test]
@@ -572,34 +553,80 @@ async fn quic_close_group_loses_nothing_sent_on_any_stream() {
 /// loses nothing reported Sent.
 #[tokio::test]
 async fn webtransport_close_resolves_after_the_peer_has_every_byte() {
+    wt_close_loses_nothing(1).await;
+}
+
+/// CloseGroup over native WebTransport: every stream of the session (the
+/// Connection and its clone) has its data acknowledged before the session
+/// closes.
+#[tokio::test]
+async fn webtransport_close_group_loses_nothing_sent_on_any_stream() {
+    wt_close_loses_nothing(2).await;
+}
+
+/// Send on `streams` WebTransport streams of one session (a Connection and
+/// its clones) to a Listener that reads each slowly, 64 KiB at a time;
+/// close (Close with one, CloseGroup with more), drop every handle, and
+/// check every byte reported Sent arrived.
+async fn wt_close_loses_nothing(streams: usize) {
     let (cert, addr, mut incoming) = wt_listener().await;
     let server = tokio::spawn(async move {
-        let c = incoming.recv().await.unwrap();
-        let mut total = 0;
-        while let Ok(Ok(part)) =
-            tokio::time::timeout(AT_ONCE, c.receive_with(None, Some(64 * 1024))).await
-        {
-            total += part.data().len();
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            if part.is_end_of_message() {
-                break;
-            }
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let c = incoming.recv().await.unwrap();
+            readers.push(tokio::spawn(async move {
+                let mut total = 0;
+                while let Ok(Ok(part)) =
+                    tokio::time::timeout(AT_ONCE, c.receive_with(None, Some(64 * 1024))).await
+                {
+                    total += part.data().len();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    if part.is_end_of_message() {
+                        break;
+                    }
+                }
+                total
+            }));
         }
-        total
+        let mut totals = Vec::new();
+        for r in readers {
+            totals.push(r.await.unwrap());
+        }
+        totals
     });
-    let conn = wt_client(addr, &cert).await;
+    send_close_and_count(wt_client(addr, &cert).await, streams, server).await;
+}
+
+/// The client side of the close tests: clone `first` into `streams`
+/// Connections of one group, send 4 MiB on each (the server reads slowly),
+/// close (Close with one, CloseGroup with more), drop every handle (the
+/// shared connection closes then), and check with `server`'s byte counts
+/// that every byte reported Sent arrived.
+async fn send_close_and_count(
+    first: postsocket::Connection,
+    streams: usize,
+    server: tokio::task::JoinHandle<Vec<usize>>,
+) {
+    let mut conns = vec![first];
+    for _ in 1..streams {
+        conns.push(conns[0].clone(None, None).await.unwrap());
+    }
     let len = 4 * 1024 * 1024;
-    conn.send_message(vec![5u8; len]).await.expect("Sent");
-    tokio::time::timeout(Duration::from_secs(30), conn.close())
-        .await
-        .expect("close within 30 s")
-        .expect("close succeeds");
-    drop(conn); // the last handle: the session closes now
+    for (i, c) in conns.iter().enumerate() {
+        c.send_message(vec![i as u8; len]).await.expect("Sent");
+    }
+    let closed = if streams == 1 {
+        tokio::time::timeout(Duration::from_secs(30), conns[0].close()).await
+    } else {
+        tokio::time::timeout(Duration::from_secs(30), conns[0].close_group()).await
+    };
+    closed.expect("closed within 30 s").expect("close succeeds");
+    drop(conns); // the last handles: the shared connection closes now
     let got = tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, len, "every byte reported Sent arrived");
+    assert_eq!(got, vec![len; streams], "every byte reported Sent arrived");
 }
 
 #[tokio::test]
