@@ -18,6 +18,19 @@
 //! response; the server side mounts [`Preconnection::answer_offer`] behind
 //! that URL.
 //!
+//! # What the security of a data channel rests on
+//! DTLS encrypts the channel and authenticates the peer by the certificate
+//! fingerprint in its SDP, and that SDP arrives over the signaling channel.
+//! So a data channel is exactly as authentic as its signaling: whoever can
+//! change the SDP on the way (an `http://` signaling URL on a network you
+//! do not control, say) can put their own fingerprint in it and sit in the
+//! middle, and required security does not stop that, since the fingerprint
+//! they sent is then the one checked. Use a signaling channel that is itself
+//! authenticated: `https://` from a page, your own authenticated channel
+//! through [`Signaling`], or plain `http://` only on loopback or a network
+//! you trust. (Natively [`HttpSignaling`] speaks `http://` only; it is
+//! meant for loopback and tests.)
+//!
 //! Data channel options come from the properties (see [`DataChannelOptions`]):
 //! one set per channel, chosen when the channel is created; Clone creates a
 //! new channel on the same peer connection with the clone's properties.
@@ -110,6 +123,8 @@ pub type SignalingFuture<'a, T> = BoxFuture<'a, Result<T, Error>>;
 ///
 /// In the browser it uses `fetch` (a cross-origin URL needs CORS on the
 /// server); natively a plain HTTP/1.1 request over TCP (`http://` only).
+/// The channel's DTLS identity is the one this signaling delivers: see the
+/// module's doc before using `http://` beyond loopback.
 #[derive(Debug, Clone)]
 pub struct HttpSignaling {
     url: String,
