@@ -341,19 +341,17 @@ async fn a_flow_that_is_not_read_keeps_at_most_the_listener_buffer() {
     );
 }
 
-/// Listener::stop ends the Listener, not the Connections it handed out: a
-/// received UDP flow still receives and sends after it; a new source is no
-/// longer served.
-#[tokio::test]
-async fn stopping_a_udp_listener_keeps_the_connections_it_handed_out() {
-    let l = listener_pre(TransportProperties::unreliable_datagram())
-        .listen()
-        .await
-        .unwrap();
+/// A UDP peer's flow on `l`, received; then `l` is stopped, and the flow
+/// must still receive and send. The flow's Connection.
+async fn a_flow_outlives_the_stop_of(l: &postsocket::Listener) -> postsocket::Connection {
     let addr = l.local_addr();
     let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     peer.send_to(b"first", addr).await.unwrap();
-    let conn = l.accept().await.unwrap();
+    let conn = tokio::time::timeout(std::time::Duration::from_secs(5), l.accept())
+        .await
+        .expect("the UDP flow is received")
+        .unwrap();
+    assert_eq!(conn.stack(), postsocket::StackId::Udp);
     assert_eq!(conn.receive().await.unwrap().data(), b"first");
     l.stop();
     assert!(matches!(
@@ -373,5 +371,52 @@ async fn stopping_a_udp_listener_keeps_the_connections_it_handed_out() {
         .expect("the flow still sends")
         .unwrap();
     assert_eq!(&buf[..n], b"answer");
+    conn
+}
+
+/// Listener::stop ends the Listener, not the Connections it handed out: a
+/// received UDP flow still receives and sends after it.
+#[tokio::test]
+async fn stopping_a_udp_listener_keeps_the_connections_it_handed_out() {
+    let l = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
+    let conn = a_flow_outlives_the_stop_of(&l).await;
     conn.close().await.unwrap();
+}
+
+/// The same on a port shared with QUIC (the demultiplexer): the UDP flows
+/// handed out keep the endpoint that drives the socket alive; once they and
+/// the Listener are gone, the port is released.
+#[tokio::test]
+async fn stopping_a_udp_and_quic_listener_keeps_the_udp_flows_it_handed_out() {
+    let cert = self_signed();
+    let mut props = TransportProperties::new();
+    for p in [
+        postsocket::SelectionProperty::Reliability,
+        postsocket::SelectionProperty::PreserveOrder,
+        postsocket::SelectionProperty::CongestionControl,
+    ] {
+        props.set_preference(p, postsocket::Preference::NoPreference);
+    }
+    let mut pre = listener_pre(props);
+    // Opportunistic: QUIC with the certificate, and plain UDP beside it.
+    *pre.security_parameters_mut() =
+        with_certificate(postsocket::SecurityParameters::opportunistic(), &cert);
+    pre.set_protocols(vec![postsocket::StackId::Quic, postsocket::StackId::Udp]);
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let conn = a_flow_outlives_the_stop_of(&l).await;
+    // Once the flow and the Listener are gone, so is the socket.
+    drop((conn, l));
+    let mut free = false;
+    for _ in 0..100 {
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(free, "the port is released once nothing uses it");
 }

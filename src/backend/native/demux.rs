@@ -627,14 +627,16 @@ pub(crate) fn listen_datagram_port(
     let state = UdpSocketState::new((&sock).into())?;
     let io = Arc::new(tokio::net::UdpSocket::from_std(sock)?);
     let key = CidKey::new()?;
+    let udp = udp::UdpPeers::new(io.clone(), tx.clone());
+    let keepalive = udp.keepalive();
     let socket = Arc::new(DemuxSocket {
-        io: io.clone(),
+        io,
         state,
         router: Mutex::new(Router {
             quic: HashMap::new(),
             last_sweep: Instant::now(),
             key: key.clone(),
-            udp: udp::UdpPeers::new(io, tx.clone()),
+            udp,
         }),
     });
     let mut config = quinn::EndpointConfig::default();
@@ -650,7 +652,11 @@ pub(crate) fn listen_datagram_port(
         socket,
         Arc::new(quinn::TokioRuntime),
     )?;
-    quic::serve(endpoint, quic::accepts_0rtt(opts), wt, tx)
+    // The UDP flows handed out keep the endpoint (which drives the shared
+    // socket) alive after the Listener stopped, as QUIC connections do.
+    let keep: udp::Keepalive = Arc::new(endpoint.clone());
+    let _ = keepalive.set(Arc::downgrade(&keep));
+    quic::serve_keeping(endpoint, quic::accepts_0rtt(opts), wt, tx, Some(keep))
 }
 
 #[cfg(test)]

@@ -470,8 +470,20 @@ pub(crate) fn serve(
     wt: Option<WtServer>,
     tx: super::IncomingTx,
 ) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    serve_keeping(endpoint, zero_rtt, wt, tx, None)
+}
+
+/// [`serve`], holding `keep` for as long as it accepts.
+pub(crate) fn serve_keeping(
+    endpoint: quinn::Endpoint,
+    zero_rtt: bool,
+    wt: Option<WtServer>,
+    tx: super::IncomingTx,
+    keep: Option<super::udp::Keepalive>,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
+        let _keep = keep;
         loop {
             // No room for another handshake: leave the next Initial in
             // quinn's queue until one ends.

@@ -73,7 +73,13 @@ pub(crate) struct UdpTransport {
     peer: SocketAddr,
     /// For a Listener's peer: the datagrams the Listener demultiplexed to it.
     demux: Option<PeerRx>,
+    /// What keeps the demultiplexing alive while this flow lives (on a port
+    /// shared with QUIC: the quinn endpoint that drives the socket).
+    _keep: Option<Keepalive>,
 }
+
+/// Something a flow keeps alive (see `UdpTransport::_keep`).
+pub(crate) type Keepalive = Arc<dyn std::any::Any + Send + Sync>;
 
 impl UdpTransport {
     /// "Connect": bind and set the default peer. No packet is sent; the path is ready.
@@ -93,6 +99,7 @@ impl UdpTransport {
         sock.connect(&remote.into())?;
         let socket = tokio::net::UdpSocket::from_std(sock.into())?;
         Ok(UdpTransport {
+            _keep: None,
             socket: Arc::new(socket),
             peer: remote,
             demux: None,
@@ -249,6 +256,9 @@ pub(crate) struct UdpPeers {
     peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Bytes queued in every flow together (`LISTENER_BUFFER`).
     queued: Arc<AtomicUsize>,
+    /// What each new flow keeps alive (set once that exists; weak here, so
+    /// that it does not keep itself alive through these flows' table).
+    keepalive: Arc<std::sync::OnceLock<std::sync::Weak<dyn std::any::Any + Send + Sync>>>,
     /// Datagrams dropped since the last report, and why.
     dropped: u64,
     refused: u64,
@@ -262,6 +272,7 @@ impl UdpPeers {
             tx,
             peers: HashMap::new(),
             queued: Arc::default(),
+            keepalive: Arc::default(),
             dropped: 0,
             refused: 0,
         }
@@ -312,6 +323,13 @@ impl UdpPeers {
         let _ = self.tx.unbounded_send(Err(io::Error::other(why)));
         self.dropped = 0;
         self.refused = 0;
+    }
+
+    /// Where to set what each new flow keeps alive (see `UdpTransport::_keep`).
+    pub(crate) fn keepalive(
+        &self,
+    ) -> Arc<std::sync::OnceLock<std::sync::Weak<dyn std::any::Any + Send + Sync>>> {
+        self.keepalive.clone()
     }
 
     /// Whether any flow's Connection (or unaccepted ConnectionReceived) is alive.
@@ -387,6 +405,7 @@ impl UdpPeers {
         self.peers.insert(from, ptx);
         self.report_drops();
         let transport = UdpTransport {
+            _keep: self.keepalive.get().and_then(std::sync::Weak::upgrade),
             socket: self.socket.clone(),
             peer: from,
             demux: Some(Arc::new(futures::lock::Mutex::new(FlowRx {
