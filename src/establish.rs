@@ -271,6 +271,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let mut handles: NodeMap<AbortHandle> = NodeMap::default();
     let mut done: NodeMap<(Transport, FramerStack, Vec<u8>, Reconnect)> = NodeMap::default();
     let mut reconnects: NodeMap<Reconnect> = NodeMap::default();
+    // The engine's next deadline and its timer, kept across turns of the
+    // loop and made anew only when the deadline moves (the establishment
+    // timeout is a deadline from the start: one timer, not one per turn).
+    let mut timer: Option<(Duration, BoxFuture<'static, ()>)> = None;
     loop {
         while let Some(action) = racer.poll_action() {
             match action {
@@ -375,9 +379,17 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         }
         emitter.flush(racer.trace());
         let deadline = racer.poll_timeout();
+        if timer.as_ref().map(|(d, _)| *d) != deadline {
+            timer = deadline.map(|d| {
+                let t: BoxFuture<'static, ()> =
+                    Box::pin(runtime::sleep_until(runtime::saturating_add(start, d)));
+                (d, t)
+            });
+        }
+        let mut fired = false;
         let sleep = async {
-            match deadline {
-                Some(d) => runtime::sleep_until(runtime::saturating_add(start, d)).await,
+            match timer.as_mut() {
+                Some((_, t)) => t.as_mut().await,
                 None => futures::future::pending::<()>().await,
             }
         };
@@ -402,7 +414,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
             }
             _ = sleep.fuse() => {
                 racer.handle_timeout(elapsed());
+                fired = true;
             }
+        }
+        if fired {
+            timer = None; // done: the next deadline gets a timer of its own
         }
     }
 }
