@@ -5,7 +5,8 @@
 # Playwright), the www demo end to end, the README example check, and smoke tests of the
 # example programs (racing-demo, tapscat).
 # Needs: rustup + cargo (stable), root for the loopback-only network namespaces (unshare -n)
-# of the WebRTC and demo steps. Installs when missing: the wasm32-unknown-unknown target;
+# of the WebRTC and demo steps. Installs when missing: the wasm32-unknown-unknown and
+# x86_64-pc-windows-gnu targets (the latter for a Windows cross-check, with mingw-w64 by apt);
 # wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min);
 # openssl, chromium, chromium-driver, nodejs and npm with apt-get (as root); playwright-core
 # and typescript with npm ci in web/test (no browser download). scripts/toolchain.sh has
@@ -92,6 +93,10 @@ cargo test --workspace
 
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
+
+step "Windows cross-check: cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets (platform-only socket options are behind cfg)"
+ensure_windows_cross
+cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets -- -D warnings
 
 step "chromium and chromedriver (browser tests)"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"

@@ -27,6 +27,24 @@ ensure_wasm_bindgen() {
     fi
 }
 
+# The Windows cross-check: the x86_64-pc-windows-gnu target (rustup) and the
+# mingw-w64 C compiler that ring's build needs for it (apt, as root).
+ensure_windows_cross() {
+    if rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+        echo "x86_64-pc-windows-gnu: already installed"
+    else
+        rustup target add x86_64-pc-windows-gnu || fail "rustup target add x86_64-pc-windows-gnu failed"
+    fi
+    if command -v x86_64-w64-mingw32-gcc >/dev/null; then
+        echo "mingw-w64: already installed"
+    elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-mingw-w64-x86-64 ||
+            fail "apt-get install gcc-mingw-w64-x86-64 failed"
+    else
+        fail "x86_64-w64-mingw32-gcc is missing (ring's build for Windows needs it): as root, apt-get install gcc-mingw-w64-x86-64"
+    fi
+}
+
 # node and npm (the npm package's checks and browser tests).
 ensure_node() {
     command -v node >/dev/null && command -v npm >/dev/null && { node --version; return; }

@@ -5,6 +5,7 @@
 mod demux;
 mod http;
 mod quic;
+mod sockopt;
 mod tcp;
 mod tls;
 pub(crate) mod tls_config;
@@ -742,6 +743,6 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
                 let _ = s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle));
             }
         }
-        let _ = s.set_tcp_user_timeout(opts.user_timeout);
+        let _ = sockopt::set_tcp_user_timeout(&s, opts.user_timeout);
     }
 }

@@ -18,11 +18,8 @@ pub(crate) struct TcpTransport {
 }
 
 pub(crate) fn set_dscp(sock: &SockRef<'_>, dscp: u8) -> io::Result<()> {
-    let tos = u32::from(dscp) << 2;
-    match sock.local_addr()?.as_socket() {
-        Some(SocketAddr::V6(_)) => sock.set_tclass_v6(tos),
-        _ => sock.set_tos_v4(tos),
-    }
+    let ipv6 = matches!(sock.local_addr()?.as_socket(), Some(SocketAddr::V6(_)));
+    super::sockopt::set_dscp(sock, ipv6, dscp)
 }
 
 fn socket_for(
@@ -32,19 +29,12 @@ fn socket_for(
     opts: &SocketOptions,
 ) -> io::Result<Socket> {
     // Non-blocking from the start: one syscall fewer per attempt.
-    let sock = Socket::new(Domain::for_address(*addr), ty.nonblocking(), Some(proto))?;
+    let sock = super::sockopt::new_socket(Domain::for_address(*addr), ty, proto)?;
     if let Some(ifname) = &opts.interface {
-        sock.bind_device(Some(ifname.as_bytes())).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot bind to interface {ifname}: {e}"))
-        })?;
+        super::sockopt::bind_device(&sock, ifname)?;
     }
     if opts.dscp != 0 {
-        let tos = u32::from(opts.dscp) << 2;
-        if addr.is_ipv6() {
-            sock.set_tclass_v6(tos)?;
-        } else {
-            sock.set_tos_v4(tos)?;
-        }
+        super::sockopt::set_dscp(&SockRef::from(&sock), addr.is_ipv6(), opts.dscp)?;
     }
     Ok(sock)
 }
@@ -58,7 +48,7 @@ pub(crate) fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> 
         }
     }
     if let Some(t) = opts.user_timeout {
-        sock.set_tcp_user_timeout(Some(t))?;
+        super::sockopt::set_tcp_user_timeout(sock, Some(t))?;
     }
     Ok(())
 }

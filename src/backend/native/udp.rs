@@ -178,24 +178,15 @@ impl UdpTransport {
 
 /// A non-blocking UDP socket bound to `local` (a Listener's, or a client's).
 pub(crate) fn bind(local: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
-    let sock = Socket::new(
-        Domain::for_address(local),
-        Type::DGRAM.nonblocking(),
-        Some(Protocol::UDP),
-    )?;
+    let sock = super::sockopt::new_socket(Domain::for_address(local), Type::DGRAM, Protocol::UDP)?;
     if local.is_ipv6() {
         sock.set_only_v6(true)?;
     }
     if let Some(ifname) = &opts.interface {
-        sock.bind_device(Some(ifname.as_bytes()))?;
+        super::sockopt::bind_device(&sock, ifname)?;
     }
     if opts.dscp != 0 {
-        let tos = u32::from(opts.dscp) << 2;
-        if local.is_ipv6() {
-            sock.set_tclass_v6(tos)?;
-        } else {
-            sock.set_tos_v4(tos)?;
-        }
+        super::sockopt::set_dscp(&socket2::SockRef::from(&sock), local.is_ipv6(), opts.dscp)?;
     }
     sock.bind(&local.into())?;
     Ok(sock)

@@ -1,0 +1,122 @@
+//! The socket options that only some platforms have, in one place. Each
+//! function sets its option where the platform has it; elsewhere it needs
+//! nothing (non-blocking sockets), or fails with `Unsupported` naming the
+//! option and the property that asked for it, and only when one did.
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::io;
+use std::time::Duration;
+
+// Used where the platform lacks an option (not on Linux).
+#[allow(dead_code)]
+fn unsupported(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, what)
+}
+
+/// A new non-blocking socket (in one syscall where the platform can).
+pub(crate) fn new_socket(domain: Domain, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    #[cfg(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    ))]
+    {
+        Socket::new(domain, ty.nonblocking(), Some(proto))
+    }
+    #[cfg(not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    )))]
+    {
+        let sock = Socket::new(domain, ty, Some(proto))?;
+        sock.set_nonblocking(true)?;
+        Ok(sock)
+    }
+}
+
+/// Bind `sock` to the interface named `ifname` (a LocalEndpoint's
+/// interface): Linux, Android and Fuchsia only.
+pub(crate) fn bind_device(sock: &Socket, ifname: &str) -> io::Result<()> {
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    {
+        sock.bind_device(Some(ifname.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind to interface {ifname}: {e}"))
+        })
+    }
+    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    {
+        let _ = sock;
+        Err(unsupported(format!(
+            "binding to the interface {ifname} (a LocalEndpoint's interface) needs Linux, Android or Fuchsia; give the interface's IP address instead"
+        )))
+    }
+}
+
+/// TCP_USER_TIMEOUT (connTimeout, tcp.userTimeoutValue): Linux, Android and
+/// Fuchsia only; `None` (the default) needs nothing anywhere.
+pub(crate) fn set_tcp_user_timeout(sock: &SockRef<'_>, t: Option<Duration>) -> io::Result<()> {
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    {
+        sock.set_tcp_user_timeout(t)
+    }
+    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    {
+        let _ = sock;
+        match t {
+            None => Ok(()),
+            Some(_) => Err(unsupported(
+                "connTimeout (or tcp.userTimeoutValue) sets TCP_USER_TIMEOUT, which this platform does not have".into(),
+            )),
+        }
+    }
+}
+
+/// The DSCP of every packet (connCapacityProfile): the IPv4 TOS or the IPv6
+/// traffic class. The latter is not settable on every platform (Windows).
+pub(crate) fn set_dscp(sock: &SockRef<'_>, ipv6: bool, dscp: u8) -> io::Result<()> {
+    let tos = u32::from(dscp) << 2;
+    if !ipv6 {
+        return sock.set_tos_v4(tos);
+    }
+    #[cfg(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    ))]
+    {
+        sock.set_tclass_v6(tos)
+    }
+    #[cfg(not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    )))]
+    {
+        Err(unsupported(format!(
+            "connCapacityProfile sets the IPv6 traffic class (DSCP {dscp}), which this platform cannot set"
+        )))
+    }
+}
