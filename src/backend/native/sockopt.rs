@@ -7,37 +7,18 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::time::Duration;
 
-// Used where the platform lacks an option (not on Linux).
-#[allow(dead_code)]
+#[cfg_attr(all(sock_nonblock, linux_like, ipv6_tclass), allow(dead_code))]
 fn unsupported(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, what)
 }
 
 /// A new non-blocking socket (in one syscall where the platform can).
 pub(crate) fn new_socket(domain: Domain, ty: Type, proto: Protocol) -> io::Result<Socket> {
-    #[cfg(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "fuchsia",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    ))]
+    #[cfg(sock_nonblock)]
     {
         Socket::new(domain, ty.nonblocking(), Some(proto))
     }
-    #[cfg(not(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "fuchsia",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    )))]
+    #[cfg(not(sock_nonblock))]
     {
         let sock = Socket::new(domain, ty, Some(proto))?;
         sock.set_nonblocking(true)?;
@@ -48,13 +29,13 @@ pub(crate) fn new_socket(domain: Domain, ty: Type, proto: Protocol) -> io::Resul
 /// Bind `sock` to the interface named `ifname` (a LocalEndpoint's
 /// interface): Linux, Android and Fuchsia only.
 pub(crate) fn bind_device(sock: &Socket, ifname: &str) -> io::Result<()> {
-    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    #[cfg(linux_like)]
     {
         sock.bind_device(Some(ifname.as_bytes())).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot bind to interface {ifname}: {e}"))
         })
     }
-    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    #[cfg(not(linux_like))]
     {
         let _ = sock;
         Err(unsupported(format!(
@@ -66,11 +47,11 @@ pub(crate) fn bind_device(sock: &Socket, ifname: &str) -> io::Result<()> {
 /// TCP_USER_TIMEOUT (connTimeout, tcp.userTimeoutValue): Linux, Android and
 /// Fuchsia only; `None` (the default) needs nothing anywhere.
 pub(crate) fn set_tcp_user_timeout(sock: &SockRef<'_>, t: Option<Duration>) -> io::Result<()> {
-    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    #[cfg(linux_like)]
     {
         sock.set_tcp_user_timeout(t)
     }
-    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    #[cfg(not(linux_like))]
     {
         let _ = sock;
         match t {
@@ -89,31 +70,11 @@ pub(crate) fn set_dscp(sock: &SockRef<'_>, ipv6: bool, dscp: u8) -> io::Result<(
     if !ipv6 {
         return sock.set_tos_v4(tos);
     }
-    #[cfg(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "fuchsia",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    ))]
+    #[cfg(ipv6_tclass)]
     {
         sock.set_tclass_v6(tos)
     }
-    #[cfg(not(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "fuchsia",
-        target_os = "illumos",
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "netbsd",
-        target_os = "openbsd",
-    )))]
+    #[cfg(not(ipv6_tclass))]
     {
         Err(unsupported(format!(
             "connCapacityProfile sets the IPv6 traffic class (DSCP {dscp}), which this platform cannot set"
