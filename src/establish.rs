@@ -215,6 +215,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         emitter.flush(&t);
         e
     };
+    if let Err(e) = backend::check_security(&s.security) {
+        return Err(fail_early(e, &mut emitter));
+    }
     let chosen = match crate::racing::selection::select(
         backend::registry(),
         &s.props,

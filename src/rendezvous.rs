@@ -309,6 +309,7 @@ fn check(pre: &Preconnection) -> Result<(TransportProperties, Duration), Error> 
             ));
         }
     }
+    crate::backend::check_security(pre.security_parameters())?;
     // The properties must be satisfiable by a WebRTC data channel.
     crate::racing::selection::select(
         &[Capabilities::WEBRTC],

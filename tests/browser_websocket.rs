@@ -453,3 +453,28 @@ async fn establishment_timeout_runs_on_browser_timers() {
         "timed out after {ms} ms: {e}"
     );
 }
+
+/// SecurityParameters a page cannot honour are refused by name before any
+/// connection is tried, not dropped: the browser verifies servers, picks
+/// client certificates and negotiates ALPN and TLS versions itself.
+#[wasm_bindgen_test]
+async fn security_parameters_a_page_cannot_honour_are_refused_by_name() {
+    let mut sec = SecurityParameters::new();
+    sec.alpn = vec!["h2".into()];
+    sec.trusted_ca = vec!["-----BEGIN CERTIFICATE-----".into()];
+    sec.server_name = Some("example.test".into());
+    let e = Preconnection::new(
+        Vec::new(),
+        vec![local(echo_port())],
+        TransportProperties::new(),
+        sec,
+    )
+    .initiate()
+    .await
+    .expect_err("refused");
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    for name in ["alpn", "trusted_ca", "server_name"] {
+        assert!(e.message.contains(name), "{name} named: {e}");
+    }
+    assert!(e.candidates.is_empty(), "nothing was tried: {e}");
+}

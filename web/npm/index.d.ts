@@ -48,8 +48,11 @@ export interface SecurityOptions {
   opportunistic?: boolean;
   /** SHA-256 of the server's leaf certificate (DER), hex. */
   pinnedServerCertificate?: string[];
+  /** Refused in the browser (it negotiates ALPN itself): initiate() rejects with InvalidConfiguration. */
   alpn?: string[];
+  /** Refused in the browser (it uses the URL's host name). */
   serverName?: string;
+  /** Refused in the browser (it chooses the TLS version). */
   allowedSecurityProtocols?: string[];
   [name: string]: boolean | string | string[] | number | undefined;
 }

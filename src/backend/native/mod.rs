@@ -30,6 +30,11 @@ pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer, WebrtcTransport};
 pub(crate) use ws::WsTransport;
 pub(crate) use wt::WtTransport;
 
+/// Natively every SecurityParameter is honoured (see the browser's).
+pub(crate) fn check_security(_: &crate::security::SecurityParameters) -> Result<(), crate::Error> {
+    Ok(())
+}
+
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     &[

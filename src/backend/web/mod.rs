@@ -63,6 +63,50 @@ pub(crate) fn registry() -> &'static [Capabilities] {
     &[Capabilities::WT, Capabilities::WSS, Capabilities::WS]
 }
 
+/// The SecurityParameters of a client a page cannot honour, refused by
+/// name (InvalidConfiguration) instead of dropped: the browser verifies
+/// servers with its own roots and rules, picks client certificates itself,
+/// and negotiates TLS versions, ALPN, server names and session caches on
+/// its own. (Certificate pins are honoured by WebTransport, and WebSocket
+/// refuses them per candidate.)
+pub(crate) fn check_security(s: &crate::security::SecurityParameters) -> Result<(), crate::Error> {
+    let mut refused: Vec<&str> = Vec::new();
+    if !s.client_certificate.is_empty() {
+        refused.push("clientCertificate (the browser chooses client certificates itself)");
+    }
+    if !s.trusted_ca.is_empty() {
+        refused.push("trusted_ca (a page cannot add trusted roots)");
+    }
+    if !s.use_system_roots {
+        refused.push("use_system_roots = false (a page cannot turn off the browser's roots)");
+    }
+    if s.trust_verification_callback().is_some() {
+        refused.push("the trust verification callback (the browser verifies servers)");
+    }
+    if s.identity_challenge_callback().is_some() {
+        refused.push("the identity challenge callback (the browser holds client keys)");
+    }
+    if !s.alpn.is_empty() {
+        refused.push("alpn (the browser negotiates the application protocol)");
+    }
+    if !s.allowed_security_protocols.is_empty() {
+        refused.push("allowedSecurityProtocols (the browser chooses the TLS version)");
+    }
+    if s.server_name.is_some() {
+        refused.push("server_name (the browser uses the URL's host name)");
+    }
+    if s.max_cached_sessions.is_some() || s.cached_session_lifetime_seconds.is_some() {
+        refused.push("maxCachedSessions / cachedSessionLifetimeSeconds (the browser keeps its own session cache)");
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::invalid_configuration(format!(
+        "SecurityParameters a page cannot honour: {}",
+        refused.join("; ")
+    )))
+}
+
 /// An established stack instance. Not `Send`: it holds browser objects,
 /// which live on the page's thread.
 #[derive(Clone, Debug)]
