@@ -85,5 +85,7 @@ pub mod browser {
     pub use crate::backend::{
         keep_browser_bytes, staging_area, take_browser_bytes, take_staged, STAGING_LEN,
     };
-    pub use crate::runtime::{promise, promise_with, settled_promise, start, Settler, Started};
+    pub use crate::runtime::{
+        cancel, promise, promise_with, settled_promise, start, Settler, Started,
+    };
 }

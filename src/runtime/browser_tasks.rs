@@ -306,6 +306,27 @@ fn run_woken() {
     });
 }
 
+/// Drop the task waiting in `slot` (a [`start`]ed future, and with it what
+/// it waited on): true if there was one. Its Promise is the caller's to
+/// settle (with an AbortError, say). A task that is running now (polling)
+/// is not dropped; a late wake for the freed slot polls whichever task has
+/// it then once more, which a future must allow anyway.
+pub fn cancel(slot: usize) -> bool {
+    let task = WAITING.with(|t| {
+        let mut t = t.borrow_mut();
+        match t.slots.get_mut(slot) {
+            Some(s @ Slot::Waiting(_)) => {
+                let task = std::mem::replace(s, Slot::Free);
+                t.free.push(slot);
+                Some(task)
+            }
+            _ => None,
+        }
+    });
+    // Dropped outside the table: its drop may wake or start other tasks.
+    task.is_some()
+}
+
 /// A Promise of `fut`, which runs until it finishes on the page's thread:
 /// settled at once if it is ready on its first poll. For JS bindings over
 /// postsocket (the npm package's are built on it); `fut` resolves to the

@@ -6,7 +6,7 @@ cfg_if::cfg_if! {
         mod web;
         mod browser_tasks;
         pub(crate) use web::*;
-        pub use browser_tasks::{promise, promise_with, settled_promise, start, Settler, Started};
+        pub use browser_tasks::{cancel, promise, promise_with, settled_promise, start, Settler, Started};
         pub(crate) use browser_tasks::in_browser_event;
     } else {
         mod native;

@@ -204,7 +204,8 @@ export class Connection extends EventTarget implements AsyncIterable<ReceivedMes
     messageProperties?: MessageProperties,
     endOfMessage?: boolean,
   ): Promise<Sent>;
-  receive(options?: { minIncompleteLength?: number; maxLength?: number }): Promise<ReceivedMessage>;
+  /** With `signal`, aborting it rejects a receive still waiting with the signal's reason (nothing is lost). */
+  receive(options?: { minIncompleteLength?: number; maxLength?: number; signal?: AbortSignal }): Promise<ReceivedMessage>;
   /** `Clone()`: a new Connection in this one's group, to the same remote;
    * `properties` change the clone's Connection Properties. Rejects with a
    * TransportError named `CloneError` (`InvalidConfiguration` for a bad

@@ -173,9 +173,14 @@ export class Connection extends EventTarget {
   /**
    * `Receive(minIncompleteLength?, maxLength?)` (§9.3). Resolves with
    * `{ data, endOfMessage, partial, messageContext }`; rejects with an Error
-   * named `ReceiveError`.
+   * named `ReceiveError`. With `signal` (an AbortSignal), aborting it
+   * rejects a receive still waiting with the signal's reason (an
+   * `AbortError`) and lets go of it: nothing is lost, the next receive gets
+   * what arrives.
    */
   receive(options) {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     // The raw call answers a Promise when the outcome is known at once (bad
     // limits reject), else the receive's slot: its Promise is made here,
     // and wasm settles it through the resolvers left at the slot.
@@ -183,9 +188,30 @@ export class Connection extends EventTarget {
       ? this.#raw.receiveStart(undefined, undefined)
       : this.#raw.receiveStart(options.minIncompleteLength, options.maxLength);
     if (typeof r !== 'number') return r;
+    if (!signal) {
+      return new Promise((resolve, reject) => {
+        receiveResolve[r] = resolve;
+        receiveReject[r] = reject;
+      });
+    }
     return new Promise((resolve, reject) => {
-      receiveResolve[r] = resolve;
-      receiveReject[r] = reject;
+      const onAbort = () => {
+        // Still waiting: drop it in wasm, and reject here.
+        if (this.#raw.receiveCancel(r)) {
+          receiveResolve[r] = undefined;
+          receiveReject[r] = undefined;
+          reject(signal.reason);
+        }
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      receiveResolve[r] = (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      };
+      receiveReject[r] = (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      };
     });
   }
 

@@ -237,6 +237,17 @@ impl RawConnection {
         }))
     }
 
+    /// Cancel the receive waiting at `slot` (from [`receive_start`]): its
+    /// future is dropped (a receive loses nothing by that: what was read
+    /// stays buffered for the next one). True if it was still waiting; its
+    /// Promise is then the caller's to reject.
+    ///
+    /// [`receive_start`]: Self::receive_start
+    #[wasm_bindgen(js_name = receiveCancel)]
+    pub fn receive_cancel(&self, slot: u32) -> bool {
+        postsocket::browser::cancel(slot as usize)
+    }
+
     /// `Receive(minIncompleteLength?, maxLength?)` (§9.3), index.js's
     /// half of its `receive`: a Promise when the outcome is known at once
     /// (a Message already buffered, a stopped Connection, a bad limit),

@@ -240,6 +240,53 @@ try {
     assert.match(r.badProperty, /msgLifetime/);
   });
 
+  await check('an AbortSignal rejects a waiting receive with AbortError, and nothing is lost', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const conn = await new m.Preconnection({
+          remote: { ip: '127.0.0.1', port: echo },
+          security: { disabled: true },
+        }).initiate({ timeout: 10000 });
+        // Aborted while it waits (nothing is coming).
+        const ac = new AbortController();
+        const waiting = conn.receive({ signal: ac.signal });
+        setTimeout(() => ac.abort(), 50);
+        let aborted;
+        try {
+          await waiting;
+          aborted = 'resolved';
+        } catch (e) {
+          aborted = e.name;
+        }
+        // Aborted before it starts.
+        let early;
+        try {
+          await conn.receive({ signal: AbortSignal.abort() });
+          early = 'resolved';
+        } catch (e) {
+          early = e.name;
+        }
+        // The next receive gets the next Message, whole.
+        await conn.send('after the aborts');
+        const next = new TextDecoder().decode((await conn.receive()).data);
+        // A signal that never fires changes nothing.
+        await conn.send('with a quiet signal');
+        const quiet = new TextDecoder().decode(
+          (await conn.receive({ signal: new AbortController().signal })).data,
+        );
+        await conn.close();
+        return { aborted, early, next, quiet };
+      },
+      { echo },
+    );
+    assert.deepEqual(r, {
+      aborted: 'AbortError',
+      early: 'AbortError',
+      next: 'after the aborts',
+      quiet: 'with a quiet signal',
+    });
+  });
+
   await check('Messages stay intact when wasm memory grows between sends', async () => {
     // send() copies a Message of up to 64 KiB into wasm memory through a view
     // it keeps; an 8 MiB Message (copied in by wasm) grows the memory and
