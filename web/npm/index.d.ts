@@ -159,7 +159,8 @@ export class Preconnection extends EventTarget {
   /** Throws a TransportError (`InvalidConfiguration`) saying what was wrong. */
   constructor(options: PreconnectionOptions);
   /** `Initiate()`: rejects with a TransportError named `EstablishmentError`. */
-  initiate(options?: { timeout?: number }): Promise<Connection>;
+  /** With `signal`, aborting it ends the race and rejects with the signal's reason. */
+  initiate(options?: { timeout?: number; signal?: AbortSignal }): Promise<Connection>;
   /** `InitiateWithSend()`: race with `data` as the first Message. Resolves
    * at Ready once that Message went to the stack; `sent` is its outcome
    * (settled already). Rejects as `initiate()` does, and with

@@ -65,10 +65,12 @@ export class Preconnection extends EventTarget {
   /**
    * `Initiate()` (§7.1): race the candidates. Resolves with the Connection
    * at Ready; rejects with an Error named `EstablishmentError` whose
-   * `candidates` say why each candidate failed.
+   * `candidates` say why each candidate failed. With `signal` (an
+   * AbortSignal), aborting it ends the race (every attempt is dropped) and
+   * rejects with the signal's reason.
    */
-  async initiate({ timeout } = {}) {
-    const raw = await this.#raw.initiate(timeout);
+  async initiate({ timeout, signal } = {}) {
+    const raw = await this.#raw.initiate(timeout, signal);
     return new Connection(raw);
   }
 

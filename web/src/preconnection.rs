@@ -132,8 +132,14 @@ impl RawPreconnection {
 
     /// `Initiate(timeout?)` (§7.1): a Promise of the Connection, rejected
     /// with an `EstablishmentError` that lists every candidate's failure.
-    /// `timeout_ms` bounds the whole establishment.
-    pub fn initiate(&self, timeout_ms: Option<f64>) -> Result<js_sys::Promise, JsValue> {
+    /// `timeout_ms` bounds the whole establishment. With `signal` (an
+    /// AbortSignal), aborting it ends the race (every attempt is dropped)
+    /// and rejects with the signal's reason.
+    pub fn initiate(
+        &self,
+        timeout_ms: Option<f64>,
+        signal: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
         let timeout = match timeout_ms {
             Some(t) => Some(Duration::from_millis(whole_number(&t.into(), "timeout")?)),
             None => None,
@@ -142,13 +148,20 @@ impl RawPreconnection {
             Some(t) => futures::future::Either::Left(self.pre.initiate_with_timeout(t)),
             None => futures::future::Either::Right(self.pre.initiate()),
         };
+        let (fut, on_abort) = match AbortOn::signal(&signal)? {
+            Ok((on_abort, registration)) => {
+                (futures::future::Abortable::new(fut, registration), on_abort)
+            }
+            Err(reason) => return Ok(js_sys::Promise::reject(&reason)),
+        };
         let listener = self.listener.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let result = fut.await;
             drop(listener);
-            match result {
-                Ok(conn) => Ok(RawConnection::new(conn).into()),
-                Err(e) => Err(error_to_js("EstablishmentError", &e)),
+            match (result, on_abort.done()) {
+                (Ok(Ok(conn)), _) => Ok(RawConnection::new(conn).into()),
+                (Ok(Err(e)), _) => Err(error_to_js("EstablishmentError", &e)),
+                (Err(futures::future::Aborted), reason) => Err(reason),
             }
         }))
     }
@@ -322,4 +335,56 @@ fn merge_mode(mut base: SecurityParameters, set: &SecurityParameters) -> Securit
     base.cached_session_lifetime_seconds = set.cached_session_lifetime_seconds;
     base.require_client_certificate = set.require_client_certificate;
     base
+}
+
+/// An AbortSignal's hold on a future: its `abort` event aborts it. The
+/// listener is removed when the future is done.
+struct AbortOn {
+    signal: JsValue,
+    callback: Option<Closure<dyn FnMut()>>,
+}
+
+impl AbortOn {
+    /// For `signal` (`undefined` for none): the hold, and the registration
+    /// to make the future abortable with; `Err` with the signal's reason if
+    /// it is aborted already.
+    #[allow(clippy::type_complexity)]
+    fn signal(
+        signal: &JsValue,
+    ) -> Result<Result<(AbortOn, futures::future::AbortRegistration), JsValue>, JsValue> {
+        let (handle, registration) = futures::future::AbortHandle::new_pair();
+        let mut on = AbortOn {
+            signal: signal.clone(),
+            callback: None,
+        };
+        if signal.is_undefined() || signal.is_null() {
+            return Ok(Ok((on, registration)));
+        }
+        if js_sys::Reflect::get(signal, &"aborted".into())?.as_bool() == Some(true) {
+            return Ok(Err(on.reason()));
+        }
+        let cb = Closure::<dyn FnMut()>::new(move || handle.abort());
+        on.call("addEventListener", cb.as_ref())?;
+        on.callback = Some(cb);
+        Ok(Ok((on, registration)))
+    }
+
+    fn call(&self, method: &str, cb: &JsValue) -> Result<(), JsValue> {
+        let f: js_sys::Function = js_sys::Reflect::get(&self.signal, &method.into())?.into();
+        f.call2(&self.signal, &"abort".into(), cb)?;
+        Ok(())
+    }
+
+    fn reason(&self) -> JsValue {
+        js_sys::Reflect::get(&self.signal, &"reason".into()).unwrap_or(JsValue::UNDEFINED)
+    }
+
+    /// The future is done: stop listening; the signal's reason (for a
+    /// future that was aborted).
+    fn done(self) -> JsValue {
+        if let Some(cb) = &self.callback {
+            let _ = self.call("removeEventListener", cb.as_ref());
+        }
+        self.reason()
+    }
 }

@@ -240,7 +240,7 @@ try {
     assert.match(r.badProperty, /msgLifetime/);
   });
 
-  await check('an AbortSignal rejects a waiting receive with AbortError, and nothing is lost', async () => {
+  await check('an AbortSignal rejects a waiting receive or a racing initiate with AbortError, and nothing is lost', async () => {
     const r = await inPage(
       async (m, { echo }) => {
         const conn = await new m.Preconnection({
@@ -275,7 +275,34 @@ try {
           (await conn.receive({ signal: new AbortController().signal })).data,
         );
         await conn.close();
-        return { aborted, early, next, quiet };
+        // initiate: aborted while it races, and before it starts.
+        const pre = new m.Preconnection({
+          remote: { ip: '127.0.0.1', port: echo },
+          security: { disabled: true },
+        });
+        const ac2 = new AbortController();
+        const racing = pre.initiate({ signal: ac2.signal });
+        ac2.abort();
+        let initiateAborted;
+        try {
+          await racing;
+          initiateAborted = 'resolved';
+        } catch (e) {
+          initiateAborted = e.name;
+        }
+        let initiateEarly;
+        try {
+          await pre.initiate({ signal: AbortSignal.abort() });
+          initiateEarly = 'resolved';
+        } catch (e) {
+          initiateEarly = e.name;
+        }
+        // The same Preconnection races again afterwards.
+        const again = await pre.initiate({ signal: new AbortController().signal });
+        await again.send('again');
+        const againBack = new TextDecoder().decode((await again.receive()).data);
+        await again.close();
+        return { aborted, early, next, quiet, initiateAborted, initiateEarly, againBack };
       },
       { echo },
     );
@@ -284,6 +311,9 @@ try {
       early: 'AbortError',
       next: 'after the aborts',
       quiet: 'with a quiet signal',
+      initiateAborted: 'AbortError',
+      initiateEarly: 'AbortError',
+      againBack: 'again',
     });
   });
 
