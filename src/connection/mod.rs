@@ -338,15 +338,8 @@ impl Connection {
 
     /// The stack's own sendMsgMaxLen (its framer's, or its Message limit).
     fn stack_send_max(&self) -> Option<u64> {
-        if self.inner.caps.data_unit == DataUnit::ByteStream {
-            if self.inner.send_q.lock().unwrap().framers.is_empty() {
-                None
-            } else {
-                Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
-            }
-        } else {
-            self.inner.caps.max_message_len
-        }
+        let framed = !self.inner.send_q.lock().unwrap().framers.is_empty();
+        self.inner.stack_send_max(framed)
     }
 
     /// `recvMsgMaxLen` (§8.1.11.6): the largest Message a receive accepts
@@ -554,6 +547,18 @@ fn recv_max_of(props: &ConnectionProperties) -> usize {
 }
 
 impl Inner {
+    /// The stack's own sendMsgMaxLen: its Message limit, or on a byte
+    /// stream the length prefix's when `framed` (else unlimited).
+    pub(super) fn stack_send_max(&self, framed: bool) -> Option<u64> {
+        match self.caps.data_unit {
+            DataUnit::ByteStream if framed => {
+                Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
+            }
+            DataUnit::ByteStream => None,
+            DataUnit::Message => self.caps.max_message_len,
+        }
+    }
+
     fn local_addr(&self) -> Option<SocketAddr> {
         *self.local_addr.get_or_init(|| {
             self.abort_handle

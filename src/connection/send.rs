@@ -259,14 +259,7 @@ impl Connection {
         if let Err(error) = q.check_part(context.id()) {
             return Err(SendFailure::SendError { context, error });
         }
-        let max = if is_stream && q.framers.is_empty() {
-            None
-        } else if is_stream {
-            Some(crate::framer::LengthPrefixFramer::MAX_LEN as u64)
-        } else {
-            caps.max_message_len
-        };
-        if let Some(max) = max {
+        if let Some(max) = inner.stack_send_max(!q.framers.is_empty()) {
             if data.len() as u64 > max {
                 return Err(fail(
                     &context,
@@ -601,11 +594,15 @@ impl Inner {
             // Messages that have not started going out and whose msgLifetime
             // ended are answered Expired (the clock is read only when some
             // Message has a lifetime).
-            let deadline = w.outbox.next_deadline();
-            if deadline.is_some() {
-                w.outbox.expire(runtime::now());
-                if !w.outbox.has_unwritten() {
-                    break;
+            let mut deadline = w.outbox.next_deadline();
+            if let Some(d) = deadline {
+                let now = runtime::now();
+                if now >= d {
+                    w.outbox.expire(now);
+                    if !w.outbox.has_unwritten() {
+                        break;
+                    }
+                    deadline = w.outbox.next_deadline();
                 }
             }
             if w.outbox.front_goes_whole(is_stream) {
@@ -618,10 +615,7 @@ impl Inner {
             // A write blocked on the peer is raced against the next
             // msgLifetime deadline, where dropping the write midway is safe:
             // the Messages behind it expire on time.
-            let deadline = w
-                .outbox
-                .next_deadline()
-                .filter(|_| transport.writes_cancel_safe());
+            let deadline = deadline.filter(|_| transport.writes_cancel_safe());
             let res = {
                 // Up to STACK_IOV slices live on the stack (the usual case:
                 // a few Messages); more spill into a Vec.
