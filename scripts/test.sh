@@ -274,6 +274,31 @@ tapscat_echo() {
 step "smoke test: tapscat --listen --echo (TCP, line framer), then tapscat sends two lines"
 tapscat_echo tcp
 
+step "smoke test: tapscat --context FILE restores before and saves after; a corrupt file is reported and ignored"
+timeout 60 "$BIN/tapscat" --listen --echo 127.0.0.1 0 2>"$TMP/ctx-listener.err" &
+PIDS+=("$!")
+port=""
+for _ in $(seq 1 100); do
+    port="$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/ctx-listener.err")"
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "$port" ] || { cat "$TMP/ctx-listener.err" >&2; fail "tapscat --listen printed no port"; }
+ctx="$TMP/context.json"
+printf 'one\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" >/dev/null || fail "tapscat --context (first run) exited with $?"
+grep -q '"format": "postsocket-transport-context"' "$ctx" || fail "no TransportContext saved in $ctx"
+grep -q "\"target\": \"127.0.0.1:$port\"" "$ctx" || fail "$ctx does not remember 127.0.0.1:$port"
+printf 'two\n' | timeout 10 "$BIN/tapscat" --context "$ctx" --trace "$TMP/ctx-trace.jsonl" 127.0.0.1 "$port" >"$TMP/ctx.out" ||
+    fail "tapscat --context (second run) exited with $?"
+grep -q '"event":"reordered".*first: it worked' "$TMP/ctx-trace.jsonl" || { cat "$TMP/ctx-trace.jsonl"; fail "the second race did not use what the first learned"; }
+echo "not json" >"$ctx"
+printf 'three\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" >"$TMP/ctx.out" 2>"$TMP/ctx.err" ||
+    fail "tapscat with a corrupt --context file exited with $?"
+grep -q "is not a TransportContext this build can read" "$TMP/ctx.err" || { cat "$TMP/ctx.err"; fail "the corrupt context file was not reported"; }
+[ "$(cat "$TMP/ctx.out")" = three ] || fail "tapscat with a corrupt context file did not echo"
+grep -q '"format": "postsocket-transport-context"' "$ctx" || fail "the corrupt file was not replaced by a fresh context"
+echo "learned, restored, and a corrupt file reported: ok"
+
 step "smoke test: the same over UDP (tapscat --protocol udp)"
 tapscat_echo udp --protocol udp
 

@@ -156,6 +156,14 @@ pub struct Capabilities {
     /// False where the stack has no half-close (a WebRTC data channel): there
     /// `final` only marks the Message, and the channel closes at Close.
     pub final_ends_sending: bool,
+    /// Whether the stack's packets travel over UDP (QUIC, WebTransport,
+    /// plain UDP): a network that blackholes UDP blackholes it (the
+    /// TransportContext's UDP detector counts its attempts).
+    pub over_udp: bool,
+    /// Round trips its handshake takes before the attempt succeeds, 0 where
+    /// there is none (plain UDP) or it is not raced (WebRTC). The
+    /// TransportContext reports a handshake time per round trip as its RTT.
+    pub handshake_round_trips: u8,
 }
 
 impl Capabilities {
@@ -179,6 +187,8 @@ impl Capabilities {
         security: SecurityProtocol::None,
         max_message_len: None,
         final_ends_sending: true,
+        over_udp: false,
+        handshake_round_trips: 1,
     };
 
     /// TLS over TCP (rustls): TCP's row with `security: Tls`. TLS 1.3 early
@@ -189,6 +199,7 @@ impl Capabilities {
         stack: StackId::Tls,
         zero_rtt_msg: Support::Optional,
         security: SecurityProtocol::Tls,
+        handshake_round_trips: 2,
         ..Capabilities::TCP
     };
 
@@ -213,6 +224,8 @@ impl Capabilities {
         // 65535 minus the IPv6 header-free UDP payload bound (65535 - 8 - 40 on IPv6, 65507 on IPv4).
         max_message_len: Some(65_507),
         final_ends_sending: true,
+        over_udp: true,
+        handshake_round_trips: 0,
     };
 
     /// QUIC (RFC 9000; draft-taps-quic-mapping): a Connection is one stream
@@ -238,6 +251,8 @@ impl Capabilities {
         security: SecurityProtocol::Tls,
         max_message_len: None,
         final_ends_sending: true,
+        over_udp: true,
+        handshake_round_trips: 1,
     };
 
     /// WebSocket (RFC 6455) over plain TCP, `ws://`: Messages keep their
@@ -261,12 +276,15 @@ impl Capabilities {
         security: SecurityProtocol::None,
         max_message_len: None,
         final_ends_sending: true,
+        over_udp: false,
+        handshake_round_trips: 2,
     };
 
     /// WebSocket over TLS, `wss://`: as [`Capabilities::WS`], with TLS.
     pub const WSS: Capabilities = Capabilities {
         stack: StackId::Wss,
         security: SecurityProtocol::Tls,
+        handshake_round_trips: 3,
         ..Capabilities::WS
     };
 
@@ -279,6 +297,7 @@ impl Capabilities {
     pub const WT: Capabilities = Capabilities {
         stack: StackId::Wt,
         zero_rtt_msg: Support::Never,
+        handshake_round_trips: 2,
         ..Capabilities::QUIC
     };
 
@@ -308,5 +327,7 @@ impl Capabilities {
         security: SecurityProtocol::Dtls,
         max_message_len: Some(256 * 1024),
         final_ends_sending: false,
+        over_udp: true,
+        handshake_round_trips: 0,
     };
 }

@@ -10,7 +10,9 @@ use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::framer::FramerStack;
 use crate::properties::TransportProperties;
-use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RemoteSpec, Target};
+use crate::racing::{
+    Action, Input, PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target,
+};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
 use crate::security::SecurityParameters;
@@ -39,6 +41,8 @@ pub(crate) struct Snapshot {
     pub(crate) observer: Option<TraceObserver>,
     /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
     pub(crate) early_data: Option<Arc<[u8]>>,
+    /// What earlier races taught; `None` under isolateSession.
+    pub(crate) context: Option<crate::TransportContext>,
 }
 
 /// The host name of the RemoteEndpoint a candidate node was derived from:
@@ -261,11 +265,25 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     };
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
-    let mut racer = Racer::new(
+    let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
+    let mut history = match &s.context {
+        Some(c) => c.history_for(&destinations, &chosen, config.adaptive_delay),
+        None => RaceHistory::none(),
+    };
+    history.held.extend(backend::held_by_browser());
+    let learn = |racer: &Racer| {
+        let outcomes = racer.outcomes();
+        backend::note_outcomes(&outcomes);
+        if let Some(c) = &s.context {
+            c.learn(&outcomes, &chosen);
+        }
+    };
+    let mut racer = Racer::with_history(
         config,
         paths,
         chosen.iter().map(|c| c.stack).collect(),
         remotes,
+        history,
         elapsed(),
     );
     let mut resolves: FuturesUnordered<BoxFuture<'static, ResolveResult>> = FuturesUnordered::new();
@@ -343,6 +361,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 }
                 Action::Won { node } => {
                     emitter.flush(racer.trace());
+                    learn(&racer);
                     let (transport, framers, leftover, reconnect) =
                         done.remove(&node).expect("the winner connected");
                     for (_, h) in handles.0.drain(..) {
@@ -376,6 +395,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 }
                 Action::Failed(e) => {
                     emitter.flush(racer.trace());
+                    learn(&racer);
                     return Err(e);
                 }
             }

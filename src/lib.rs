@@ -34,6 +34,7 @@ mod attempt;
 mod backend;
 pub mod capability;
 pub mod connection;
+pub mod context;
 pub mod endpoint;
 pub mod error;
 mod establish;
@@ -59,6 +60,7 @@ pub use connection::{
     Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER, CLOSE_TIMEOUT,
     DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN,
 };
+pub use context::TransportContext;
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};
 pub use error::{CandidateFailure, Error, ErrorReason};
 pub use event::{ConnectionEvent, ListenerEvent};

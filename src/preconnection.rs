@@ -4,6 +4,7 @@
 
 use crate::capability::StackId;
 use crate::connection::{Connection, SendFailure, Sent};
+use crate::context::TransportContext;
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::establish::{self, Snapshot, TraceObserver};
@@ -36,6 +37,7 @@ pub struct Preconnection {
     racing: RacingConfig,
     protocols: Option<Vec<StackId>>,
     observer: Option<TraceObserver>,
+    context: TransportContext,
 }
 
 impl std::fmt::Debug for Preconnection {
@@ -69,7 +71,22 @@ impl Preconnection {
             racing: RacingConfig::default(),
             protocols: None,
             observer: None,
+            context: TransportContext::global(),
         }
+    }
+
+    /// Race with what `context` remembers, and teach it (instead of the
+    /// process-wide [`TransportContext::global`]). A fresh
+    /// [`TransportContext::new`] isolates a group of Preconnections;
+    /// `isolateSession` keeps a Connection out of every context.
+    pub fn set_transport_context(&mut self, context: TransportContext) -> &mut Self {
+        self.context = context;
+        self
+    }
+
+    /// The TransportContext this Preconnection races with.
+    pub fn transport_context(&self) -> &TransportContext {
+        &self.context
     }
 
     /// `Preconnection.AddFramer(framer)` (§9.1.2.1): the last added runs first on send.
@@ -98,8 +115,11 @@ impl Preconnection {
 
     /// The Connection Attempt Delay (RFC 8305 §5): 250 ms by default; 10 ms
     /// to 2 s, checked when an action starts.
+    /// Setting it turns off the adaptive delay (which follows the
+    /// TransportContext's measured handshake times): this value is used as is.
     pub fn set_connection_attempt_delay(&mut self, delay: Duration) -> &mut Self {
         self.racing.connection_attempt_delay = delay;
+        self.racing.adaptive_delay = false;
         self
     }
 
@@ -207,6 +227,7 @@ impl Preconnection {
             protocols: self.protocols.clone(),
             observer: self.observer.clone(),
             early_data: None,
+            context: (!self.props.connection.isolate_session).then(|| self.context.clone()),
         }
     }
 

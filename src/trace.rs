@@ -23,6 +23,21 @@ pub enum TraceEventKind {
     Won,
     /// The whole establishment failed; `reason` says why.
     EstablishmentError,
+    /// History moved a candidate earlier or later (`reason` says what the
+    /// TransportContext remembered: a recent success, a failure, a
+    /// blackholed family or UDP).
+    Reordered,
+    /// A candidate is held back (a stack broken for this destination, or
+    /// one the browser would throttle): it starts only when everything
+    /// else has failed. `reason` says why and until when.
+    HeldBack,
+    /// The Connection Attempt Delay after this attempt came from its
+    /// measured handshake time rather than the configured value (`reason`
+    /// gives the figures).
+    AttemptDelay,
+    /// A verdict of the TransportContext is set aside this once to see
+    /// whether it still holds (`reason` says which).
+    Probe,
 }
 
 /// The kind of branch a candidate node is (RFC 9623 §4.1).
@@ -182,6 +197,10 @@ impl RacingTrace {
                 TraceEventKind::AttemptCancelled => "cancelled",
                 TraceEventKind::Won => "WON",
                 TraceEventKind::EstablishmentError => "establishment error",
+                TraceEventKind::Reordered => "reordered",
+                TraceEventKind::HeldBack => "held back",
+                TraceEventKind::AttemptDelay => "attempt delay",
+                TraceEventKind::Probe => "probe",
                 TraceEventKind::Candidate => unreachable!(),
             };
             let label = self

@@ -29,6 +29,10 @@ pub struct RacingConfig {
     pub timeout: Option<Duration>,
     /// Cap on the number of leaves (DNS answers can inflate the tree, RFC 9623 §11).
     pub max_leaves: usize,
+    /// Whether the delay after an attempt follows its remembered handshake
+    /// time (the TransportContext's, see [`crate::context`]) where one is
+    /// known; true by default, false once the application sets the delay.
+    pub adaptive_delay: bool,
 }
 
 impl RacingConfig {
@@ -75,6 +79,7 @@ impl Default for RacingConfig {
             mode: RacingMode::Staggered,
             timeout: None,
             max_leaves: Self::DEFAULT_MAX_LEAVES,
+            adaptive_delay: true,
         }
     }
 }

@@ -7,10 +7,12 @@
 //! Both targets run this same code; tests drive it with a virtual clock.
 
 pub mod config;
+pub mod history;
 pub mod race;
 pub mod selection;
 
 pub use config::{RacingConfig, RacingMode};
+pub use history::{AttemptOutcome, AttemptResult, Held, RaceHistory, TargetMemory, TargetVerdict};
 pub use race::{Action, Family, Input, PathSpec, QueryId, Racer, RemoteSpec, Target};
 
 /// Time since the action (initiate, listen, rendezvous) started.

@@ -4,11 +4,13 @@
 //! endpoints, with dotted ids (`1`, `1.1`, `1.1.2`). Leaves are raced in
 //! depth-first order; host names are resolved (AAAA, then A) by the driver.
 //! Everything is a pure function of the inputs and the `now` passed in.
+use super::history::{adaptive_delay, AttemptOutcome, AttemptResult, RaceHistory};
 use super::{NodeId, RacingConfig, RacingMode, Time};
 use crate::capability::StackId;
 use crate::error::{CandidateFailure, Error, ErrorReason};
 use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +88,19 @@ impl Target {
             Target::Addr(SocketAddr::V6(a)) => format!("[{}]", a.ip()),
             Target::Addr(SocketAddr::V4(a)) => a.ip().to_string(),
             Target::Name { host, .. } => host.clone(),
+        }
+    }
+}
+
+impl RemoteSpec {
+    /// The remote endpoint as the application named it, the key under which
+    /// a TransportContext remembers it: `host:port`, `ip:port` or `[ip6]:port`.
+    pub fn destination(&self) -> String {
+        match self {
+            RemoteSpec::Address(a) => a.to_string(),
+            RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
+                format!("{host}:{port}")
+            }
         }
     }
 }
@@ -214,6 +229,16 @@ enum Kind {
         ready_at: Time,
         /// Why it failed (or was cancelled by the timeout).
         failure: Option<(ErrorReason, String)>,
+        /// The remote endpoint it came from, as the application named it.
+        destination: String,
+        /// History holds it back: it starts only when nothing else is left.
+        held: bool,
+        /// History's rank: 0 worked last time, 1 unknown, 2 failed or demoted.
+        rank: u8,
+        /// When it started and ended, and the attempt delay that followed its start.
+        started: Option<Time>,
+        ended: Option<Time>,
+        turn: Time,
     },
 }
 
@@ -357,6 +382,10 @@ pub struct Racer {
     winner: Option<usize>,
     /// Why the tree is empty, for the NoCandidates message.
     empty_reason: &'static str,
+    /// What the TransportContext remembered when the race started.
+    history: RaceHistory,
+    /// The attempt delay after the most recent start.
+    turn: Time,
 }
 
 impl Racer {
@@ -371,6 +400,31 @@ impl Racer {
         paths: Vec<PathSpec>,
         stacks: Vec<StackId>,
         remotes: Vec<RemoteSpec>,
+        now: Time,
+    ) -> Racer {
+        Racer::with_history(config, paths, stacks, remotes, RaceHistory::none(), now)
+    }
+
+    /// [`Racer::new`], applying what a TransportContext remembered:
+    /// - stacks in `demoted_stacks` go after the others on every path;
+    /// - leaves are ranked within their siblings (after the family
+    ///   interleaving): targets that worked last time first, targets that
+    ///   failed or stayed silent and demoted families last, keeping the
+    ///   order within a rank;
+    /// - held-back (destination, stack) leaves start only once no other
+    ///   leaf is left to start or running and no name is still resolving;
+    /// - with `adaptive_delay`, the delay after a start is
+    ///   [`adaptive_delay`] of that stack's remembered handshake time to
+    ///   that target, where one is known.
+    ///
+    /// Every such decision is a trace event (`reordered`, `held_back`,
+    /// `attempt_delay`, `probe`) whose reason says what was remembered.
+    pub fn with_history(
+        config: RacingConfig,
+        paths: Vec<PathSpec>,
+        stacks: Vec<StackId>,
+        remotes: Vec<RemoteSpec>,
+        history: RaceHistory,
         now: Time,
     ) -> Racer {
         let empty_reason = if paths.is_empty() {
@@ -400,7 +454,17 @@ impl Racer {
             finished: false,
             winner: None,
             empty_reason,
+            turn: Duration::ZERO,
+            history,
         };
+        for note in r.history.probes.clone() {
+            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::Probe, "0");
+            ev.reason = Some(note);
+            r.trace.push(ev);
+        }
+        // Stacks that history demotes (UDP blackholed) go last, stably.
+        let mut stacks = stacks;
+        stacks.sort_by_key(|s| r.demotion(*s).is_some());
 
         // Level-3 order: literal addresses interleaved v6-first in their
         // slots; host names keep their positions.
@@ -435,17 +499,23 @@ impl Racer {
                 let proto = r.add_node(Some(path_node), p, Some(stack), Kind::Protocol);
                 let ev = r.candidate_event(proto, crate::trace::Branch::Protocol);
                 r.trace.push(ev);
+                if let Some(why) = r.demotion(stack) {
+                    let mut ev =
+                        TraceEvent::new(t_ms(now), TraceEventKind::Reordered, &r.nodes[proto].id);
+                    ev.reason = Some(format!("{stack} after the other stacks: {why}"));
+                    r.trace.push(ev);
+                }
                 for remote in &ordered {
                     match remote {
                         RemoteSpec::Address(addr) => {
-                            r.add_leaf(proto, Target::Addr(*addr), now);
+                            r.add_leaf(proto, Target::Addr(*addr), None, now);
                         }
                         RemoteSpec::Name { host, port } => {
                             let target = Target::Name {
                                 host: host.clone(),
                                 port: *port,
                             };
-                            r.add_leaf(proto, target, now);
+                            r.add_leaf(proto, target, None, now);
                         }
                         RemoteSpec::Host { host, port } => {
                             let group = r.group_for(p, host);
@@ -468,6 +538,7 @@ impl Racer {
                         }
                     }
                 }
+                r.rank_children(proto);
             }
         }
 
@@ -521,9 +592,16 @@ impl Racer {
                     let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptFailed, &node);
                     ev.reason = Some(format!("{reason}: {message}"));
                     self.trace.push(ev);
-                    if let Kind::Leaf { state, failure, .. } = &mut self.nodes[leaf].kind {
+                    if let Kind::Leaf {
+                        state,
+                        failure,
+                        ended,
+                        ..
+                    } = &mut self.nodes[leaf].kind
+                    {
                         *state = LeafState::Failed;
                         *failure = Some((reason, message));
+                        *ended = Some(now);
                     }
                     // A failed attempt lets the next one start right away.
                     self.credit = true;
@@ -561,6 +639,7 @@ impl Racer {
             return None;
         }
         let mut best = self.deadline;
+        let held_ok = self.only_held_left();
         let min_ready = self
             .nodes
             .iter()
@@ -568,8 +647,9 @@ impl Racer {
                 Kind::Leaf {
                     state: LeafState::Idle,
                     ready_at,
+                    held,
                     ..
-                } => Some(ready_at),
+                } if !held || held_ok => Some(ready_at),
                 _ => None,
             })
             .min();
@@ -612,6 +692,47 @@ impl Racer {
             .collect()
     }
 
+    /// What each started attempt did, in tree order, for the
+    /// TransportContext to learn from (meaningful once the race finished;
+    /// an attempt still running is left out).
+    pub fn outcomes(&self) -> Vec<AttemptOutcome> {
+        let mut out = Vec::new();
+        for n in self.dfs() {
+            let Kind::Leaf {
+                addr,
+                state,
+                failure,
+                destination,
+                started: Some(started),
+                ended: Some(ended),
+                turn,
+                ..
+            } = &self.nodes[n].kind
+            else {
+                continue;
+            };
+            let ran = ended.saturating_sub(*started);
+            let result = match (state, failure) {
+                (LeafState::Succeeded, _) => AttemptResult::Won,
+                (LeafState::Failed, Some((reason, message))) => {
+                    AttemptResult::Failed(*reason, message.clone())
+                }
+                (LeafState::Cancelled, _) if ran >= *turn => AttemptResult::Silent,
+                (LeafState::Cancelled, _) => AttemptResult::Cut,
+                _ => continue,
+            };
+            out.push(AttemptOutcome {
+                destination: destination.clone(),
+                stack: self.nodes[n].stack.expect("leaves have a stack"),
+                target: addr.to_string(),
+                family: addr.addr().map(|a| family_of(&a.ip())),
+                ran,
+                result,
+            });
+        }
+        out
+    }
+
     /// Take the trace out of a (usually finished) race.
     pub fn into_trace(self) -> RacingTrace {
         self.trace
@@ -650,8 +771,16 @@ impl Racer {
         idx
     }
 
-    /// Add a leaf under `parent` unless the cap is reached; emits its candidate event.
-    fn add_leaf(&mut self, parent: usize, addr: Target, ready_at: Time) -> Option<usize> {
+    /// Add a leaf under `parent` unless the cap is reached; emits its
+    /// candidate event, and the history's verdicts on it. `destination` is
+    /// the remote endpoint it was resolved from (`None`: the target itself).
+    fn add_leaf(
+        &mut self,
+        parent: usize,
+        addr: Target,
+        destination: Option<String>,
+        ready_at: Time,
+    ) -> Option<usize> {
         if self.leaves >= self.config.max_leaves {
             // Dropped: RFC 9623 §11 asks to cap the tree. No node, no event.
             return None;
@@ -659,6 +788,13 @@ impl Racer {
         self.leaves += 1;
         let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
         let text = addr.to_string();
+        let destination = destination.unwrap_or_else(|| text.clone());
+        let stack_id = stack.expect("leaves sit under a protocol node");
+        let held = self
+            .history
+            .held(&destination, stack_id)
+            .map(|h| h.why.clone());
+        let (rank, rank_why) = self.rank_of(&addr, &text);
         let leaf = self.add_node(
             Some(parent),
             path,
@@ -668,6 +804,12 @@ impl Racer {
                 state: LeafState::Idle,
                 ready_at,
                 failure: None,
+                destination,
+                held: held.is_some(),
+                rank,
+                started: None,
+                ended: None,
+                turn: Duration::ZERO,
             },
         );
         let mut ev = self.candidate_event(leaf, crate::trace::Branch::Endpoint);
@@ -680,7 +822,78 @@ impl Racer {
         }
         ev.address = Some(text);
         self.trace.push(ev);
+        let id = self.nodes[leaf].id.clone();
+        if let Some(why) = rank_why {
+            let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::Reordered, &id);
+            ev.reason = Some(why);
+            self.trace.push(ev);
+        }
+        if let Some(why) = held {
+            let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::HeldBack, &id);
+            ev.reason = Some(why);
+            self.trace.push(ev);
+        }
         Some(leaf)
+    }
+
+    /// History's rank of a target (0 first, 1 no opinion, 2 last) and why.
+    fn rank_of(&self, addr: &Target, text: &str) -> (u8, Option<String>) {
+        if let Some(v) = self.history.verdict(text) {
+            let ago = super::history::span_text(v.ago);
+            return if v.worked {
+                (0, Some(format!("{text} first: it worked {ago} ago")))
+            } else {
+                (
+                    2,
+                    Some(format!(
+                        "{text} later: it failed or stayed silent {ago} ago"
+                    )),
+                )
+            };
+        }
+        if let Some(a) = addr.addr() {
+            let family = family_of(&a.ip());
+            if let Some((_, why)) = self
+                .history
+                .demoted_families
+                .iter()
+                .find(|(f, _)| *f == family)
+            {
+                return (2, Some(format!("{text} later: {why}")));
+            }
+        }
+        (1, None)
+    }
+
+    /// Why history demotes `stack` on every path, if it does.
+    fn demotion(&self, stack: StackId) -> Option<String> {
+        self.history
+            .demoted_stacks
+            .iter()
+            .find(|(s, _)| *s == stack)
+            .map(|(_, why)| why.clone())
+    }
+
+    fn rank(&self, node: usize) -> u8 {
+        match self.nodes[node].kind {
+            Kind::Leaf { rank, .. } => rank,
+            _ => 1,
+        }
+    }
+
+    /// Order the leaves among `parent`'s children by history's rank,
+    /// stably; other children (host names) keep their slots, and leaves
+    /// that started keep theirs.
+    fn rank_children(&mut self, parent: usize) {
+        let children = &self.nodes[parent].children;
+        let slots: Vec<usize> = (0..children.len())
+            .filter(|&i| self.leaf_state(children[i]) == Some(LeafState::Idle))
+            .collect();
+        let mut leaves: Vec<usize> = slots.iter().map(|&i| children[i]).collect();
+        leaves.sort_by_key(|&c| self.rank(c));
+        for (slot, leaf) in slots.into_iter().zip(leaves) {
+            self.nodes[parent].children[slot] = leaf;
+        }
     }
 
     fn candidate_event(&self, node: usize, branch: crate::trace::Branch) -> TraceEvent {
@@ -793,6 +1006,15 @@ impl Racer {
             }
             _ => now,
         };
+        // History's Resolution Delay: while the other family's answer is
+        // pending, a target of that family worked last time and none of
+        // these did, these wait for that answer (up to the Resolution
+        // Delay), as RFC 8305 §3 makes A wait for AAAA.
+        let waits_for = match family {
+            Family::V6 if self.groups[g].a == QueryState::Pending => Some(Family::V4),
+            Family::V4 if self.groups[g].aaaa == QueryState::Pending => Some(Family::V6),
+            _ => None,
+        };
         let hosts = self.groups[g].hosts.clone();
         for &h in &hosts {
             let port = match &mut self.nodes[h].kind {
@@ -814,29 +1036,64 @@ impl Racer {
                 if dup {
                     continue;
                 }
-                let ready = match family_of(ip) {
+                let mut ready = match family_of(ip) {
                     Family::V6 => now,
                     Family::V4 => v4_ready,
                 };
-                added |= self
-                    .add_leaf(h, Target::Addr(SocketAddr::new(*ip, port)), ready)
-                    .is_some();
+                let target = SocketAddr::new(*ip, port).to_string();
+                let worked_here = self.history.verdict(&target).is_some_and(|v| v.worked);
+                let worked_there = waits_for.and_then(|other| {
+                    self.history.verdicts.iter().find(|v| {
+                        v.worked
+                            && v.target.ends_with(&format!(":{port}"))
+                            && v.target.starts_with('[') == (other == Family::V6)
+                    })
+                });
+                let mut gated = None;
+                if let (false, Some(v)) = (worked_here, worked_there) {
+                    ready = ready.max(now + self.config.resolution_delay);
+                    gated = Some(v.target.clone());
+                }
+                let dest = match &self.nodes[h].kind {
+                    Kind::Host { host, port, .. } => format!("{host}:{port}"),
+                    _ => String::new(),
+                };
+                let leaf = self.add_leaf(
+                    h,
+                    Target::Addr(SocketAddr::new(*ip, port)),
+                    Some(dest),
+                    ready,
+                );
+                if let (Some(leaf), Some(other)) = (leaf, gated) {
+                    let mut ev =
+                        TraceEvent::new(t_ms(now), TraceEventKind::Reordered, &self.nodes[leaf].id);
+                    ev.reason = Some(format!(
+                        "{target} waits up to {} for the other family's answer: {other} worked last time",
+                        crate::runtime::ms_text(self.config.resolution_delay)
+                    ));
+                    self.trace.push(ev);
+                }
+                added |= leaf.is_some();
             }
             if added {
                 self.reorder_children(h);
             }
         }
-        // AAAA is in (answer or error): the Resolution Delay gate opens.
-        if family == Family::V6 {
+        // AAAA is in (answer or error): the Resolution Delay gate of the
+        // IPv4 leaves opens; once both are in, history's gate too.
+        let complete = !self.groups[g].pending();
+        if family == Family::V6 || complete {
             for &h in &hosts {
                 for c in self.nodes[h].children.clone() {
                     if let Kind::Leaf {
                         state: LeafState::Idle,
                         ready_at,
+                        addr,
                         ..
                     } = &mut self.nodes[c].kind
                     {
-                        if *ready_at > now {
+                        let v4 = addr.addr().is_some_and(|a| a.is_ipv4());
+                        if *ready_at > now && (complete || v4) {
                             *ready_at = now;
                         }
                     }
@@ -887,7 +1144,8 @@ impl Racer {
             _ => Family::V6,
         };
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
-        let idle = interleave(idle, first, fam);
+        let mut idle = interleave(idle, first, fam);
+        idle.sort_by_key(|&c| self.rank(c));
         let mut children = started;
         children.extend(idle);
         self.nodes[h].children = children;
@@ -914,18 +1172,36 @@ impl Racer {
                 } else {
                     Some(
                         self.last_start
-                            .map_or(self.now, |t| t + self.config.connection_attempt_delay),
+                            .map_or(self.now, |t| t.saturating_add(self.turn)),
                     )
                 }
             }
         }
     }
 
-    /// The first startable, not yet started leaf in tree order.
+    /// The first startable, not yet started leaf in tree order. Held-back
+    /// leaves are startable only when [`only_held_left`](Self::only_held_left).
     fn next_startable(&self, now: Time) -> Option<usize> {
+        let held_ok = self.only_held_left();
         self.dfs().into_iter().find(|&n| {
-            matches!(self.nodes[n].kind, Kind::Leaf { state: LeafState::Idle, ready_at, .. } if ready_at <= now)
+            matches!(self.nodes[n].kind, Kind::Leaf { state: LeafState::Idle, ready_at, held, .. } if ready_at <= now && (!held || held_ok))
         })
+    }
+
+    /// No leaf that is not held back is waiting or running, and no name is
+    /// still resolving (it could bring more): the held-back leaves may go.
+    fn only_held_left(&self) -> bool {
+        !self.groups.iter().any(Group::pending)
+            && !self.nodes.iter().any(|n| {
+                matches!(
+                    n.kind,
+                    Kind::Leaf {
+                        state: LeafState::Idle | LeafState::Running,
+                        held: false,
+                        ..
+                    }
+                )
+            })
     }
 
     /// Start whatever may start now, then check whether the race is lost.
@@ -943,19 +1219,54 @@ impl Racer {
     }
 
     fn start(&mut self, now: Time, leaf: usize) {
+        let stack = self.nodes[leaf].stack.expect("leaves have a stack");
+        let remembered = match &self.nodes[leaf].kind {
+            Kind::Leaf { addr, .. } if self.history.adaptive_delay => {
+                self.history.handshake(&addr.to_string(), stack).cloned()
+            }
+            _ => None,
+        };
+        let turn = match &remembered {
+            Some(m) => adaptive_delay(m.handshake, m.handshake_var),
+            None => self.config.connection_attempt_delay,
+        };
         let node = &mut self.nodes[leaf];
-        let Kind::Leaf { addr, state, .. } = &mut node.kind else {
+        let Kind::Leaf {
+            addr,
+            state,
+            started,
+            turn: leaf_turn,
+            ..
+        } = &mut node.kind
+        else {
             return;
         };
         *state = LeafState::Running;
+        *started = Some(now);
+        *leaf_turn = turn;
         let remote = addr.clone();
         self.credit = false;
         self.last_start = Some(now);
+        self.turn = turn;
         self.trace.push(TraceEvent::new(
             t_ms(now),
             TraceEventKind::AttemptStarted,
             &node.id,
         ));
+        if let (Some(m), RacingMode::Staggered) = (&remembered, self.config.mode) {
+            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptDelay, &node.id);
+            ev.reason = Some(format!(
+                "next attempt after {} (configured: {}): 1.5 × the smoothed handshake time {} + 2 × its deviation {} of {stack} to {} over {} handshake{}, within 10 ms ..= 2 s",
+                crate::runtime::ms_text(turn),
+                crate::runtime::ms_text(self.config.connection_attempt_delay),
+                crate::runtime::ms_text(m.handshake),
+                crate::runtime::ms_text(m.handshake_var),
+                m.target,
+                m.samples,
+                if m.samples == 1 { "" } else { "s" },
+            ));
+            self.trace.push(ev);
+        }
         self.actions.push_back(Action::StartAttempt {
             node: node.id.clone(),
             path: self.paths[node.path].clone(),
@@ -969,9 +1280,16 @@ impl Racer {
             if Some(n) == except || self.leaf_state(n) != Some(LeafState::Running) {
                 continue;
             }
-            if let Kind::Leaf { state, failure, .. } = &mut self.nodes[n].kind {
+            if let Kind::Leaf {
+                state,
+                failure,
+                ended,
+                ..
+            } = &mut self.nodes[n].kind
+            {
                 *state = LeafState::Cancelled;
                 *failure = why.clone().map(|m| (ErrorReason::Timeout, m));
+                *ended = Some(now);
             }
             let id = self.nodes[n].id.clone();
             let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptCancelled, &id);
@@ -984,8 +1302,9 @@ impl Racer {
     }
 
     fn win(&mut self, now: Time, leaf: usize) {
-        if let Kind::Leaf { state, .. } = &mut self.nodes[leaf].kind {
+        if let Kind::Leaf { state, ended, .. } = &mut self.nodes[leaf].kind {
             *state = LeafState::Succeeded;
+            *ended = Some(now);
         }
         let id = self.nodes[leaf].id.clone();
         self.trace.push(TraceEvent::new(

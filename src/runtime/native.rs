@@ -40,3 +40,46 @@ pub(crate) fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static)
         Err(_) => false,
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch (what a TransportContext
+/// persists; 0 if the clock is before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Store `text` at `location`, a file path, atomically: it is written to a
+/// new file beside it and renamed over it, so a reader (or a crash) sees
+/// the old text or the new one, never half of one.
+pub(crate) fn store(location: &str, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let path = std::path::Path::new(location);
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{location} names no file"))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("writing {location}: {e}")
+    })
+}
+
+/// The text stored at `location` (a file path); `Ok(None)` when there is
+/// no such file yet.
+pub(crate) fn load(location: &str) -> Result<Option<String>, String> {
+    match std::fs::read(location) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| format!("{location} is not UTF-8 text")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {location}: {e}")),
+    }
+}

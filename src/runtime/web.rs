@@ -94,3 +94,34 @@ pub(crate) fn spawn(fut: impl std::future::Future<Output = ()> + 'static) -> boo
     wasm_bindgen_futures::spawn_local(fut);
     true
 }
+
+/// Wall-clock milliseconds since the Unix epoch (`Date.now()`).
+pub(crate) fn unix_ms() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
+}
+
+/// The page's `localStorage` (a window's; workers have none).
+fn local_storage() -> Result<web_sys::Storage, String> {
+    web_sys::window()
+        .ok_or("localStorage exists only in a window, not in a worker")?
+        .local_storage()
+        .ok()
+        .flatten()
+        .ok_or_else(|| "localStorage is not available in this page".to_string())
+}
+
+/// Store `text` under `location`, a `localStorage` key (one `setItem`:
+/// atomic).
+pub(crate) fn store(location: &str, text: &str) -> Result<(), String> {
+    local_storage()?
+        .set_item(location, text)
+        .map_err(|e| format!("localStorage.setItem({location}): {e:?}"))
+}
+
+/// The text stored under `location`, a `localStorage` key; `Ok(None)` when
+/// there is none.
+pub(crate) fn load(location: &str) -> Result<Option<String>, String> {
+    local_storage()?
+        .get_item(location)
+        .map_err(|e| format!("localStorage.getItem({location}): {e:?}"))
+}

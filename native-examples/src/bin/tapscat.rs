@@ -49,7 +49,7 @@ use clap::{Parser, ValueEnum};
 use postsocket::framer::{DelimiterFramer, LengthPrefixFramer};
 use postsocket::{
     Connection, Identity, LocalEndpoint, MessageContext, Preconnection, Preference, ReceiveEvent,
-    RemoteEndpoint, SecurityParameters, StackId, TraceEvent, TransportProperties,
+    RemoteEndpoint, SecurityParameters, StackId, TraceEvent, TransportContext, TransportProperties,
 };
 use std::io::Write;
 use std::net::IpAddr;
@@ -142,6 +142,12 @@ struct Args {
     /// Write the racing trace as JSON lines to FILE (`-` for stderr).
     #[arg(long, value_name = "FILE")]
     trace: Option<String>,
+
+    /// Race with what earlier runs learned: restore the TransportContext
+    /// from FILE before connecting (a missing file is a first run; an
+    /// unreadable one is reported and ignored) and save it there after.
+    #[arg(long, value_name = "FILE")]
+    context: Option<String>,
 
     /// ALPN protocol to offer (client) or accept (listener) (repeatable).
     #[arg(long, value_name = "PROTOCOL")]
@@ -348,6 +354,14 @@ async fn run(args: Args) -> Result<(), Failure> {
         let sink = Arc::clone(sink);
         pre.on_trace(move |e: &TraceEvent| write_trace_event(&sink, e));
     }
+    let context = args.context.as_ref().map(|file| {
+        let ctx = TransportContext::new();
+        if let Err(e) = ctx.restore(file) {
+            eprintln!("tapscat: {e}; racing with a fresh context");
+        }
+        pre.set_transport_context(ctx.clone());
+        (ctx, file.clone())
+    });
 
     // Without a framer on a byte stream, stdin bytes pass through as they are.
     let raw_bytes = framer == FramerKind::None;
@@ -371,7 +385,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         listen(pre, args.echo, raw_bytes).await
     } else {
         let timeout = args.timeout.map(Duration::from_secs_f64);
-        connect(pre, timeout, raw_bytes).await
+        connect(pre, timeout, raw_bytes, context).await
     }
 }
 
@@ -519,13 +533,19 @@ async fn connect(
     pre: Preconnection,
     timeout: Option<Duration>,
     raw_bytes: bool,
+    context: Option<(TransportContext, String)>,
 ) -> Result<(), Failure> {
     let conn = match timeout {
         Some(t) => pre.initiate_with_timeout(t).await,
         None => pre.initiate().await,
+    };
+    // What this race taught is saved whether it connected or not.
+    if let Some((ctx, file)) = context {
+        if let Err(e) = ctx.save(&file) {
+            eprintln!("tapscat: {e}");
+        }
     }
-    .map_err(Failure::establishment)?;
-    talk(conn, raw_bytes).await
+    talk(conn.map_err(Failure::establishment)?, raw_bytes).await
 }
 
 /// `host:port` for a URL (IPv6 addresses in brackets).

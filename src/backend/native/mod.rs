@@ -35,6 +35,15 @@ pub(crate) fn check_security(_: &crate::security::SecurityParameters) -> Result<
     Ok(())
 }
 
+/// Stacks held back by the platform rather than by history: none natively
+/// (in the browser, WebTransport past the page's budget).
+pub(crate) fn held_by_browser() -> Vec<crate::racing::Held> {
+    Vec::new()
+}
+
+/// Count what a race's attempts cost the platform: nothing natively.
+pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
+
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     &[

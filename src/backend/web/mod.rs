@@ -7,6 +7,7 @@
 //! the browser resolves it. Only `Preconnection::resolve` needs addresses,
 //! and it fails with a message saying why (see [`system_resolve`]).
 
+mod budget;
 mod received_bytes;
 mod staging;
 mod webrtc;
@@ -20,6 +21,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use budget::{held_by_browser, note_outcomes};
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
 pub use staging::{staging_area, take_staged, STAGING_LEN};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};

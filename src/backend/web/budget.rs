@@ -1,0 +1,66 @@
+//! The page's WebTransport budget. Chromium throttles WebTransport per page:
+//! a handshake that fails, or is cancelled after it started, counts as
+//! pending for about 5 minutes, and each new handshake waits about
+//! 10 ms × 2^(pending − 1) (randomized, up to 60 s; a success frees its slot
+//! at once). Races that keep starting WebTransport to a blackholed server
+//! would poison the page's WebTransport for the application itself, so
+//! this counts such handshakes and, past [`BUDGET`], holds WebTransport back
+//! (tried only when everything else failed) until enough of them age out.
+
+use crate::capability::StackId;
+use crate::racing::{AttemptOutcome, AttemptResult, Held};
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// Failed or cancelled WebTransport handshakes a page may have counting
+/// against it before races hold WebTransport back (with 4 pending, Chromium
+/// delays the next by about 80 ms).
+pub const BUDGET: usize = 4;
+/// How long Chromium counts one (about 5 minutes).
+pub const WINDOW: Duration = Duration::from_secs(5 * 60);
+
+thread_local! {
+    /// When each costly handshake ended, in Unix milliseconds.
+    static SPENT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forget costs that aged out; the rest, oldest first.
+fn spent(now: u64) -> Vec<u64> {
+    let window = WINDOW.as_millis() as u64;
+    SPENT.with(|s| {
+        let mut s = s.borrow_mut();
+        s.retain(|&t| now.saturating_sub(t) < window);
+        s.clone()
+    })
+}
+
+/// WebTransport held back while the budget is spent.
+pub(crate) fn held_by_browser() -> Vec<Held> {
+    let now = crate::runtime::unix_ms();
+    let spent = spent(now);
+    if spent.len() < BUDGET {
+        return Vec::new();
+    }
+    let frees_in = (spent[spent.len() - BUDGET] + WINDOW.as_millis() as u64).saturating_sub(now);
+    vec![Held {
+        destination: None,
+        stack: StackId::Wt,
+        why: format!(
+            "wt held back: {} WebTransport handshakes of this page failed or were cancelled in the last 5 min, and Chromium delays each new one by about 10 ms × 2^(that many − 1) while they count (the budget is {BUDGET}; one frees in {})",
+            spent.len(),
+            crate::racing::history::span_text(Duration::from_millis(frees_in)),
+        ),
+    }]
+}
+
+/// Count a race's WebTransport handshakes that failed or were cancelled.
+pub(crate) fn note_outcomes(outcomes: &[AttemptOutcome]) {
+    let now = crate::runtime::unix_ms();
+    let costly = outcomes
+        .iter()
+        .filter(|o| o.stack == StackId::Wt && o.result != AttemptResult::Won)
+        .count();
+    if costly > 0 {
+        SPENT.with(|s| s.borrow_mut().extend(std::iter::repeat_n(now, costly)));
+    }
+}

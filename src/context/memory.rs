@@ -1,0 +1,559 @@
+//! What a TransportContext remembers, and the rules by which it learns and
+//! advises: plain data and pure functions. Time is an input, in wall-clock
+//! milliseconds since the Unix epoch, so the memory persists across runs
+//! and is tested with a virtual clock.
+//!
+//! Per network (see [`Memory::set_network`]) it keeps:
+//! - per target (an address, or a name the browser resolves) and stack: the
+//!   smoothed handshake time (RFC 6298's SRTT/RTTVAR over handshake times)
+//!   and when an attempt last worked or failed;
+//! - per destination (the remote endpoint as the application named it) and
+//!   stack: the last win, and consecutive races lost by failing while
+//!   another candidate connected, which hold it back with exponential
+//!   backoff (5 min, doubling, at most 48 h; like Chromium's broken QUIC);
+//! - two blackhole detectors, for IPv6 and for UDP: a sliding window of the
+//!   last attempts that either got an answer or stayed silent (go-libp2p's
+//!   and rust-libp2p's idea, with a smaller window).
+//!
+//! The JSON written by [`Memory::to_json`] is the saved format; it is
+//! documented in the README ("TransportContext file format").
+
+use crate::capability::{Capabilities, StackId};
+use crate::error::{Error, ErrorReason};
+use crate::racing::history::span_text;
+use crate::racing::{AttemptOutcome, AttemptResult, Family, Held, RaceHistory};
+use crate::racing::{TargetMemory, TargetVerdict};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The `format` field of a saved TransportContext.
+pub const FORMAT: &str = "postsocket-transport-context";
+/// The version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Networks remembered at most (the least recently used goes first).
+pub const MAX_NETWORKS: usize = 8;
+/// Target and destination records per network, each (least recently used goes first).
+pub const MAX_RECORDS: usize = 512;
+/// A record not used for this long is forgotten.
+pub const RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a (destination, stack) is held back after its first lost race.
+pub const HELD_BASE: Duration = Duration::from_secs(5 * 60);
+/// The longest hold (the backoff doubles up to this).
+pub const HELD_MAX: Duration = Duration::from_secs(48 * 3600);
+/// Attempts a blackhole detector remembers.
+pub const DETECTOR_WINDOW: usize = 20;
+/// Silent attempts, with no answered one among the remembered, that make a
+/// family or UDP count as blackholed.
+pub const DETECTOR_SILENT: usize = 5;
+/// While blackholed, every this-many-th race probes instead of demoting.
+pub const PROBE_EVERY: u32 = 5;
+/// The network a context starts on, until the application names one.
+pub const DEFAULT_NETWORK: &str = "default";
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One blackhole detector: the last attempts, oldest first (`a`: answered,
+/// `s`: silent), and how many races it has demoted since its last probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Detector {
+    #[serde(default)]
+    window: String,
+    #[serde(default)]
+    demoted_races: u32,
+}
+
+impl Detector {
+    fn push(&mut self, answered: bool) {
+        self.window.push(if answered { 'a' } else { 's' });
+        let excess = self.window.len().saturating_sub(DETECTOR_WINDOW);
+        self.window.drain(..excess);
+    }
+
+    fn blackholed(&self) -> bool {
+        !self.window.contains('a')
+            && self.window.chars().filter(|&c| c == 's').count() >= DETECTOR_SILENT
+    }
+
+    /// At a race's start: `Ok(why)` demotes, `Err(why)` probes, `None`: no verdict.
+    fn verdict(&mut self, what: &str) -> Option<Result<String, String>> {
+        if !self.blackholed() {
+            self.demoted_races = 0;
+            return None;
+        }
+        let silent = self.window.len();
+        self.demoted_races += 1;
+        if self.demoted_races % PROBE_EVERY == 0 {
+            return Some(Err(format!(
+                "{what} seems blackholed on this network (none of its last {silent} attempts answered), but every {PROBE_EVERY}th race probes it: ordered as if it worked"
+            )));
+        }
+        Some(Ok(format!(
+            "{what} seems blackholed on this network (none of its last {silent} attempts answered)"
+        )))
+    }
+}
+
+/// What is known of one target reached with one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TargetRecord {
+    target: String,
+    stack: StackId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handshake_us: Option<u64>,
+    #[serde(default)]
+    handshake_var_us: u64,
+    #[serde(default)]
+    samples: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_ok_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_bad_ms: Option<u64>,
+    last_used_ms: u64,
+}
+
+/// What is known of one destination reached with one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StackRecord {
+    destination: String,
+    stack: StackId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_win_ms: Option<u64>,
+    /// Races in a row it lost by failing while another candidate connected.
+    #[serde(default)]
+    failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_failure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_until_ms: Option<u64>,
+    last_used_ms: u64,
+}
+
+/// Everything remembered on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NetworkMemory {
+    id: String,
+    last_used_ms: u64,
+    #[serde(default)]
+    ipv6: Detector,
+    #[serde(default)]
+    udp: Detector,
+    #[serde(default)]
+    targets: Vec<TargetRecord>,
+    #[serde(default)]
+    stacks: Vec<StackRecord>,
+}
+
+impl NetworkMemory {
+    fn new(id: &str, now_ms: u64) -> NetworkMemory {
+        NetworkMemory {
+            id: id.to_string(),
+            last_used_ms: now_ms,
+            ipv6: Detector::default(),
+            udp: Detector::default(),
+            targets: Vec::new(),
+            stacks: Vec::new(),
+        }
+    }
+
+    fn target(&mut self, target: &str, stack: StackId, now_ms: u64) -> &mut TargetRecord {
+        let i = match self
+            .targets
+            .iter()
+            .position(|t| t.stack == stack && t.target == target)
+        {
+            Some(i) => i,
+            None => {
+                evict_lru(&mut self.targets, |t| t.last_used_ms);
+                self.targets.push(TargetRecord {
+                    target: target.to_string(),
+                    stack,
+                    handshake_us: None,
+                    handshake_var_us: 0,
+                    samples: 0,
+                    last_ok_ms: None,
+                    last_bad_ms: None,
+                    last_used_ms: now_ms,
+                });
+                self.targets.len() - 1
+            }
+        };
+        let t = &mut self.targets[i];
+        t.last_used_ms = now_ms;
+        t
+    }
+
+    fn stack(&mut self, destination: &str, stack: StackId, now_ms: u64) -> &mut StackRecord {
+        let i = match self
+            .stacks
+            .iter()
+            .position(|s| s.stack == stack && s.destination == destination)
+        {
+            Some(i) => i,
+            None => {
+                evict_lru(&mut self.stacks, |s| s.last_used_ms);
+                self.stacks.push(StackRecord {
+                    destination: destination.to_string(),
+                    stack,
+                    last_win_ms: None,
+                    failures: 0,
+                    last_failure: None,
+                    held_until_ms: None,
+                    last_used_ms: now_ms,
+                });
+                self.stacks.len() - 1
+            }
+        };
+        let s = &mut self.stacks[i];
+        s.last_used_ms = now_ms;
+        s
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let ttl = ms(RECORD_TTL);
+        self.targets
+            .retain(|t| now_ms.saturating_sub(t.last_used_ms) < ttl);
+        self.stacks
+            .retain(|s| now_ms.saturating_sub(s.last_used_ms) < ttl);
+    }
+}
+
+/// Make room for one more record: drop the least recently used when full.
+fn evict_lru<T>(records: &mut Vec<T>, used: impl Fn(&T) -> u64) {
+    while records.len() >= MAX_RECORDS {
+        let oldest = (0..records.len())
+            .min_by_key(|&i| used(&records[i]))
+            .expect("not empty");
+        records.swap_remove(oldest);
+    }
+}
+
+/// The port at the end of `host:port` text.
+fn port_of(text: &str) -> &str {
+    text.rsplit_once(':').map_or("", |(_, p)| p)
+}
+
+/// Everything a TransportContext remembers, in the saved format: the
+/// sans-IO core of [`TransportContext`](crate::TransportContext), which
+/// wraps one behind a lock and feeds it the wall clock. Public for those who
+/// drive the [`Racer`](crate::racing::Racer) themselves, and for tests with
+/// a virtual clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    format: String,
+    version: u32,
+    /// The network races run on now.
+    network: String,
+    #[serde(default)]
+    networks: Vec<NetworkMemory>,
+}
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            network: DEFAULT_NETWORK.to_string(),
+            networks: Vec::new(),
+        }
+    }
+}
+
+impl Memory {
+    /// Nothing remembered, on the default network.
+    pub fn new() -> Memory {
+        Memory::default()
+    }
+
+    fn current(&mut self, now_ms: u64) -> &mut NetworkMemory {
+        let i = match self.networks.iter().position(|n| n.id == self.network) {
+            Some(i) => i,
+            None => {
+                while self.networks.len() >= MAX_NETWORKS {
+                    let oldest = (0..self.networks.len())
+                        .min_by_key(|&i| self.networks[i].last_used_ms)
+                        .expect("not empty");
+                    self.networks.swap_remove(oldest);
+                }
+                self.networks
+                    .push(NetworkMemory::new(&self.network, now_ms));
+                self.networks.len() - 1
+            }
+        };
+        let n = &mut self.networks[i];
+        n.last_used_ms = now_ms;
+        n
+    }
+
+    /// Races from now on run on network `id`: its memory is kept apart
+    /// from the others' (and kept, for when it comes back).
+    pub fn set_network(&mut self, id: &str) {
+        self.network = id.to_string();
+    }
+
+    /// The current network's id.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The current network changed under the same id: forget what was
+    /// learned on it.
+    pub fn network_changed(&mut self) {
+        let id = self.network.clone();
+        self.networks.retain(|n| n.id != id);
+    }
+
+    /// The verdicts for a race to `destinations` with `stacks`, at `now_ms`.
+    /// Counts the race for the blackhole detectors' probing.
+    pub fn history_for(
+        &mut self,
+        destinations: &[String],
+        stacks: &[Capabilities],
+        adaptive_delay: bool,
+        now_ms: u64,
+    ) -> RaceHistory {
+        let net = self.current(now_ms);
+        net.expire(now_ms);
+        let mut h = RaceHistory {
+            adaptive_delay,
+            ..RaceHistory::default()
+        };
+        let ports: Vec<&str> = destinations.iter().map(|d| port_of(d)).collect();
+        let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
+        for t in net
+            .targets
+            .iter()
+            .filter(|t| ports.contains(&port_of(&t.target)))
+        {
+            if let Some(us) = t.handshake_us {
+                h.handshakes.push(TargetMemory {
+                    target: t.target.clone(),
+                    stack: t.stack,
+                    handshake: Duration::from_micros(us),
+                    handshake_var: Duration::from_micros(t.handshake_var_us),
+                    samples: t.samples,
+                });
+            }
+            // A target's verdict: its latest outcome with any stack.
+            let last = match (t.last_ok_ms, t.last_bad_ms) {
+                (Some(ok), Some(bad)) => Some((ok >= bad, ok.max(bad))),
+                (Some(ok), None) => Some((true, ok)),
+                (None, Some(bad)) => Some((false, bad)),
+                (None, None) => None,
+            };
+            if let Some((worked, at)) = last {
+                match h.verdicts.iter_mut().find(|v| v.target == t.target) {
+                    Some(v) if ago(at) < v.ago => {
+                        v.worked = worked;
+                        v.ago = ago(at);
+                    }
+                    Some(_) => {}
+                    None => h.verdicts.push(TargetVerdict {
+                        target: t.target.clone(),
+                        worked,
+                        ago: ago(at),
+                    }),
+                }
+            }
+        }
+        for s in net
+            .stacks
+            .iter()
+            .filter(|s| destinations.contains(&s.destination))
+        {
+            let last = s.last_failure.as_deref().unwrap_or("no answer");
+            match s.held_until_ms {
+                Some(until) if until > now_ms => h.held.push(Held {
+                    destination: Some(s.destination.clone()),
+                    stack: s.stack,
+                    why: format!(
+                        "{} to {} held back for {} more: it lost {} race{} in a row by failing while another candidate connected (last: {last})",
+                        s.stack,
+                        s.destination,
+                        span_text(Duration::from_millis(until - now_ms)),
+                        s.failures,
+                        if s.failures == 1 { "" } else { "s" },
+                    ),
+                }),
+                Some(until) => h.probes.push(format!(
+                    "{} to {}: held back until {} ago after {} lost race{}; tried again",
+                    s.stack,
+                    s.destination,
+                    span_text(Duration::from_millis(now_ms - until)),
+                    s.failures,
+                    if s.failures == 1 { "" } else { "s" },
+                )),
+                None => {}
+            }
+        }
+        match net.ipv6.verdict("IPv6") {
+            Some(Ok(why)) => h.demoted_families.push((Family::V6, why)),
+            Some(Err(probe)) => h.probes.push(probe),
+            None => {}
+        }
+        let udp_stacks: Vec<StackId> = stacks
+            .iter()
+            .filter(|c| c.over_udp)
+            .map(|c| c.stack)
+            .collect();
+        if !udp_stacks.is_empty() {
+            match net.udp.verdict("UDP") {
+                Some(Ok(why)) => h
+                    .demoted_stacks
+                    .extend(udp_stacks.into_iter().map(|s| (s, why.clone()))),
+                Some(Err(probe)) => h.probes.push(probe),
+                None => {}
+            }
+        }
+        h
+    }
+
+    /// Learn from a finished race: its attempts' `outcomes`, with `caps`
+    /// giving each stack's row.
+    pub fn learn(
+        &mut self,
+        outcomes: &[AttemptOutcome],
+        caps: impl Fn(StackId) -> Option<Capabilities>,
+        now_ms: u64,
+    ) {
+        let net = self.current(now_ms);
+        let won = outcomes.iter().any(|o| o.result == AttemptResult::Won);
+        for o in outcomes {
+            // Whether the path answered: a success, or silence. Other
+            // failures (refused, a TLS alert) say nothing about blackholes.
+            let answered = match &o.result {
+                AttemptResult::Won => Some(true),
+                AttemptResult::Silent | AttemptResult::Failed(ErrorReason::Timeout, _) => {
+                    Some(false)
+                }
+                AttemptResult::Failed(..) | AttemptResult::Cut => None,
+            };
+            if let Some(answered) = answered {
+                if o.family == Some(Family::V6) {
+                    net.ipv6.push(answered);
+                }
+                let c = caps(o.stack);
+                if c.is_some_and(|c| c.over_udp && c.handshake_round_trips > 0) {
+                    net.udp.push(answered);
+                }
+            }
+            let t = net.target(&o.target, o.stack, now_ms);
+            match &o.result {
+                AttemptResult::Won => {
+                    let r = o.ran.as_micros().min(u64::MAX as u128) as u64;
+                    // RFC 6298 §2, over handshake times.
+                    match t.handshake_us {
+                        None => {
+                            t.handshake_us = Some(r);
+                            t.handshake_var_us = r / 2;
+                        }
+                        Some(srtt) => {
+                            t.handshake_var_us = (3 * t.handshake_var_us + srtt.abs_diff(r)) / 4;
+                            t.handshake_us = Some((7 * srtt + r) / 8);
+                        }
+                    }
+                    t.samples = t.samples.saturating_add(1);
+                    t.last_ok_ms = Some(now_ms);
+                }
+                AttemptResult::Failed(..) | AttemptResult::Silent => t.last_bad_ms = Some(now_ms),
+                AttemptResult::Cut => {}
+            }
+        }
+        if !won {
+            // Nothing connected: the peer may be down; no stack is to blame.
+            return;
+        }
+        let mut pairs: Vec<(&str, StackId)> = Vec::new();
+        for o in outcomes {
+            if !pairs.contains(&(o.destination.as_str(), o.stack)) {
+                pairs.push((o.destination.as_str(), o.stack));
+            }
+        }
+        for (dest, stack) in pairs {
+            let mine = || {
+                outcomes
+                    .iter()
+                    .filter(move |o| o.destination == dest && o.stack == stack)
+            };
+            let s = net.stack(dest, stack, now_ms);
+            if mine().any(|o| o.result == AttemptResult::Won) {
+                s.last_win_ms = Some(now_ms);
+                s.failures = 0;
+                s.last_failure = None;
+                s.held_until_ms = None;
+                continue;
+            }
+            let failure = mine().find_map(|o| match &o.result {
+                AttemptResult::Failed(reason, msg) => Some(format!("{reason}: {msg}")),
+                AttemptResult::Silent => Some(format!(
+                    "no answer from {} within {}",
+                    o.target,
+                    span_text(o.ran)
+                )),
+                _ => None,
+            });
+            if let Some(failure) = failure {
+                s.failures = s.failures.saturating_add(1);
+                let hold = HELD_BASE
+                    .saturating_mul(1 << (s.failures - 1).min(16))
+                    .min(HELD_MAX);
+                s.held_until_ms = Some(now_ms.saturating_add(ms(hold)));
+                s.last_failure = Some(failure);
+            }
+        }
+    }
+
+    /// The saved form: pretty JSON of the format documented in the README.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data serializes")
+    }
+
+    /// Read a saved form; `what` names where it came from in errors. A
+    /// foreign, newer or corrupt text is an error, never a panic; records
+    /// beyond the bounds are dropped (least recently used first).
+    pub fn from_json(text: &str, what: &str) -> Result<Memory, Error> {
+        let bad = |why: String| {
+            Error::new(
+                ErrorReason::InvalidConfiguration,
+                format!("{what} is not a TransportContext this build can read: {why}"),
+            )
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON ({e})")))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            Some(other) => return Err(bad(format!("its format is `{other}`, not `{FORMAT}`"))),
+            None => {
+                return Err(bad(format!(
+                    "it has no `format` field (expected `{FORMAT}`)"
+                )))
+            }
+        }
+        match value.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "it is version {v}; this build reads version {VERSION}"
+                )))
+            }
+            None => return Err(bad("it has no numeric `version` field".into())),
+        }
+        let mut m: Memory = serde_json::from_value(value).map_err(|e| bad(format!("{e}")))?;
+        m.networks
+            .sort_by_key(|n| std::cmp::Reverse(n.last_used_ms));
+        m.networks.truncate(MAX_NETWORKS);
+        for n in &mut m.networks {
+            for d in [&mut n.ipv6, &mut n.udp] {
+                d.window.retain(|c| c == 'a' || c == 's');
+                let excess = d.window.len().saturating_sub(DETECTOR_WINDOW);
+                d.window.drain(..excess);
+            }
+            n.targets.sort_by_key(|t| std::cmp::Reverse(t.last_used_ms));
+            n.targets.truncate(MAX_RECORDS);
+            n.stacks.sort_by_key(|s| std::cmp::Reverse(s.last_used_ms));
+            n.stacks.truncate(MAX_RECORDS);
+        }
+        Ok(m)
+    }
+}
