@@ -143,8 +143,8 @@ sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-pr
 # The ports reach the tests at compile time (option_env!).
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
-    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test browser_tasks \
-        --test browser_websocket ||
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test racing_history \
+        --test browser_tasks --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
 
 step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"
@@ -152,6 +152,12 @@ env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser WebTransport tests failed"; }
+
+step "browser tests in headless Chromium: the TransportContext with WebTransport blackholed (12 races, the page's WebTransport budget)"
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=120 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_transport_context -- --nocapture ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser TransportContext tests failed"; }
 
 step "browser tests in headless Chromium: WebRTC data channels with the native str0m peer (webrtc-echo), in a loopback-only network namespace"
 # The echo peer, chromedriver and Chromium run in one private network namespace with only

@@ -81,11 +81,13 @@ pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 /// In the browser only, for JS bindings over postsocket (the npm package's
 /// are built on these): received Message data as the browser's own
 /// `Uint8Array`, without a copy out of wasm memory; the staging area, where
-/// JS copies a Message into wasm memory itself; and futures as Promises.
+/// JS copies a Message into wasm memory itself; futures as Promises; and the
+/// page's WebTransport budget (see [`set_webtransport_budget`](browser::set_webtransport_budget)).
 #[cfg(web)]
 pub mod browser {
     pub use crate::backend::{
-        keep_browser_bytes, staging_area, take_browser_bytes, take_staged, STAGING_LEN,
+        keep_browser_bytes, set_webtransport_budget, staging_area, take_browser_bytes, take_staged,
+        webtransport_budget_spent, STAGING_LEN, WEBTRANSPORT_BUDGET,
     };
     pub use crate::runtime::{
         cancel, promise, promise_with, settled_promise, start, Settler, Started,

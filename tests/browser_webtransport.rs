@@ -14,7 +14,7 @@
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     Error, ErrorReason, MessageContext, Preconnection, ReceiveEvent, RemoteEndpoint,
-    SecurityParameters, StackId, TraceEventKind as K, TransportProperties,
+    SecurityParameters, StackId, TraceEventKind as K, TransportContext, TransportProperties,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -69,7 +69,12 @@ fn pinned(hash: [u8; 32]) -> SecurityParameters {
     s
 }
 
+/// A Preconnection that races as a fresh page would: its own empty
+/// TransportContext, and no WebTransport budget (these tests run in one
+/// page, one after another, and test the stacks; the context and the
+/// budget have tests/browser_transport_context.rs).
 fn pre(port: u16, sec: SecurityParameters) -> Preconnection {
+    postsocket::browser::set_webtransport_budget(usize::MAX);
     let mut p = Preconnection::new(
         Vec::new(),
         vec![local(port)],
@@ -77,6 +82,7 @@ fn pre(port: u16, sec: SecurityParameters) -> Preconnection {
         sec,
     );
     p.add_framer(LengthPrefixFramer::new());
+    p.set_transport_context(TransportContext::new());
     p
 }
 

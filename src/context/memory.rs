@@ -343,8 +343,10 @@ impl Memory {
                 (None, None) => None,
             };
             if let Some((worked, at)) = last {
+                // The latest outcome with any stack; at the same moment, a
+                // success (the address answered) wins.
                 match h.verdicts.iter_mut().find(|v| v.target == t.target) {
-                    Some(v) if ago(at) < v.ago => {
+                    Some(v) if ago(at) < v.ago || (ago(at) == v.ago && worked) => {
                         v.worked = worked;
                         v.ago = ago(at);
                     }
@@ -456,8 +458,13 @@ impl Memory {
                     t.samples = t.samples.saturating_add(1);
                     t.last_ok_ms = Some(now_ms);
                 }
-                AttemptResult::Failed(..) | AttemptResult::Silent => t.last_bad_ms = Some(now_ms),
-                AttemptResult::Cut => {}
+                // Only silence says the address is unreachable; a refusal
+                // or a TLS alert came from it (the stack is to blame, and
+                // the stack records below hold it back).
+                AttemptResult::Silent | AttemptResult::Failed(ErrorReason::Timeout, _) => {
+                    t.last_bad_ms = Some(now_ms)
+                }
+                AttemptResult::Failed(..) | AttemptResult::Cut => {}
             }
         }
         if !won {

@@ -69,8 +69,17 @@ export interface PreconnectionOptions {
   security?: SecurityOptions;
   /** Protocol-specific options, e.g. `{ 'ws.path': '/echo' }`. */
   protocolOptions?: Record<string, string>;
-  /** The Connection Attempt Delay (RFC 8305) in ms; default 250. */
+  /**
+   * The Connection Attempt Delay (RFC 8305) in ms, used as is. Without it the delay after an
+   * attempt follows that stack's remembered handshake time to that address (see
+   * `transportContext`), and is 250 ms where none is known.
+   */
   connectionAttemptDelay?: number;
+  /**
+   * Save the page's `transportContext` to `localStorage` after each race: `true` under
+   * `CONTEXT_STORAGE_KEY`, or under the key given. A failure to save is a `contextError` event.
+   */
+  saveContext?: boolean | string;
   /**
    * A Message Framer (RFC 9622 §9.1.2) on every stack: `'lengthPrefix'` (a 4-byte big-endian
    * length before each Message) or `'line'` (Messages end with `\n`). Without one,
@@ -91,7 +100,15 @@ export interface TraceEvent {
     | 'attempt_failed'
     | 'attempt_cancelled'
     | 'won'
-    | 'establishment_error';
+    | 'establishment_error'
+    /** History moved this candidate earlier or later (`reason` says what was remembered). */
+    | 'reordered'
+    /** History holds this candidate back: it starts only if everything else fails. */
+    | 'held_back'
+    /** The delay after this attempt came from its remembered handshake time. */
+    | 'attempt_delay'
+    /** A verdict of the context is set aside this once, to see if it still holds. */
+    | 'probe';
   /** Dotted candidate id (`1.2`); `0` is the establishment as a whole. */
   id: string;
   parent?: string;
@@ -152,7 +169,30 @@ export interface ReceivedMessage {
 
 export interface PreconnectionEventMap {
   trace: CustomEvent<TraceEvent>;
+  /** `saveContext` could not save (e.g. localStorage disabled or full). */
+  contextError: CustomEvent<TransportError>;
 }
+
+/** The `localStorage` key `transportContext` saves under by default: `'postsocket.transportContext'`. */
+export const CONTEXT_STORAGE_KEY: string;
+
+/**
+ * The page's TransportContext: what earlier races taught (addresses and stacks that worked or
+ * failed, handshake times, blackholed IPv6 or UDP, the page's WebTransport budget), used by every
+ * Preconnection of the page. Every decision it causes is a trace event with its reason.
+ */
+export const transportContext: {
+  /** Save to `localStorage` under `key`; throws an `InvalidConfiguration` TransportError if storage refuses. */
+  save(key?: string): void;
+  /** Restore what `save` stored: `false` if nothing is; throws (and starts empty) on text it cannot read. */
+  restore(key?: string): boolean;
+  /** Forget everything learned. */
+  forget(): void;
+  /** The network changed: forget what was learned on it (done on the `online` event). */
+  networkChanged(): void;
+  /** The documented saved format, as an object. */
+  toJSON(): unknown;
+};
 
 /** A Preconnection (RFC 9622 §6). Emits `trace` events while racing. */
 export class Preconnection extends EventTarget {

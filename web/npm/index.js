@@ -1,6 +1,9 @@
 // postsocket for JS: the TAPS (RFC 9622) API over the raw wasm-bindgen
 // bindings in ./postsocket_web.js. Names follow the RFC in JS case.
-import initWasm, { RawPreconnection, receiveResolvers, stagingArea, stagingCapacity } from './postsocket_web.js';
+import initWasm, {
+  RawPreconnection, receiveResolvers, stagingArea, stagingCapacity,
+  contextSave, contextRestore, contextForget, contextJson, contextNetworkChanged,
+} from './postsocket_web.js';
 
 let loading = null;
 let loaded = false;
@@ -27,10 +30,59 @@ export function init(input) {
       stagingSize = stagingCapacity();
       [receiveResolve, receiveReject] = receiveResolvers();
       loaded = true;
+      // A new network: what racing learned on the old one no longer holds.
+      if (typeof addEventListener === 'function') addEventListener('online', () => contextNetworkChanged());
+      globalThis.navigator?.connection?.addEventListener?.('change', () => contextNetworkChanged());
     });
   }
   return loading;
 }
+
+function needsInit(what) {
+  if (!loaded) throw new Error(`postsocket: call \`await init()\` once before ${what}`);
+}
+
+/** The `localStorage` key `transportContext.save()` and `restore()` use by default. */
+export const CONTEXT_STORAGE_KEY = 'postsocket.transportContext';
+
+/**
+ * The page's TransportContext: what earlier races taught (which stacks and
+ * addresses worked or failed, handshake times, blackholed IPv6 or UDP), used
+ * by every Preconnection of the page to order, hold back and time its
+ * candidates. Each such decision is a trace event (`reordered`,
+ * `held_back`, `attempt_delay`, `probe`) with its reason.
+ */
+export const transportContext = {
+  /** Save it to `localStorage` under `key`. Throws an `InvalidConfiguration` Error if storage refuses. */
+  save(key = CONTEXT_STORAGE_KEY) {
+    needsInit('transportContext.save()');
+    contextSave(key);
+  },
+  /**
+   * Restore what `save()` stored under `key`: `false` when nothing is
+   * stored. A stored text this version cannot read throws an
+   * `InvalidConfiguration` Error saying why and leaves the context empty.
+   */
+  restore(key = CONTEXT_STORAGE_KEY) {
+    needsInit('transportContext.restore()');
+    return contextRestore(key);
+  },
+  /** Forget everything learned (what is saved stays until the next save). */
+  forget() {
+    needsInit('transportContext.forget()');
+    contextForget();
+  },
+  /** The network changed: forget what was learned on it (`init()` does this on the `online` event). */
+  networkChanged() {
+    needsInit('transportContext.networkChanged()');
+    contextNetworkChanged();
+  },
+  /** Everything it remembers, as the documented JSON object. */
+  toJSON() {
+    needsInit('transportContext.toJSON()');
+    return JSON.parse(contextJson());
+  },
+};
 
 const encoder = new TextEncoder();
 
@@ -51,15 +103,35 @@ function bytes(data) {
  */
 export class Preconnection extends EventTarget {
   #raw;
+  #saveContext = null;
 
   constructor(options = {}) {
     super();
     if (!loaded) {
       throw new Error('postsocket: call `await init()` once before `new Preconnection(...)`');
     }
-    this.#raw = new RawPreconnection(options, (event) => {
+    const { saveContext, ...rest } = options ?? {};
+    if (saveContext === true) this.#saveContext = CONTEXT_STORAGE_KEY;
+    else if (typeof saveContext === 'string') this.#saveContext = saveContext;
+    else if (saveContext !== undefined && saveContext !== false) {
+      throw new TypeError('postsocket: `saveContext` is true, false or a localStorage key');
+    }
+    this.#raw = new RawPreconnection(options === null ? null : rest, (event) => {
       this.dispatchEvent(new CustomEvent('trace', { detail: event }));
     });
+  }
+
+  /** After a race: save the page's context if asked to; a failure is a `contextError` event. */
+  #saved(promise) {
+    if (this.#saveContext === null) return promise;
+    const save = () => {
+      try {
+        transportContext.save(this.#saveContext);
+      } catch (e) {
+        this.dispatchEvent(new CustomEvent('contextError', { detail: e }));
+      }
+    };
+    return promise.finally(save);
   }
 
   /**
@@ -70,7 +142,7 @@ export class Preconnection extends EventTarget {
    * rejects with the signal's reason.
    */
   async initiate({ timeout, signal } = {}) {
-    const raw = await this.#raw.initiate(timeout, signal);
+    const raw = await this.#saved(this.#raw.initiate(timeout, signal));
     return new Connection(raw);
   }
 
@@ -84,7 +156,7 @@ export class Preconnection extends EventTarget {
    * `InvalidMessageProperties` for a bad property.
    */
   async initiateWithSend(data, messageProperties) {
-    const { connection, sent } = await this.#raw.initiateWithSend(bytes(data), messageProperties);
+    const { connection, sent } = await this.#saved(this.#raw.initiateWithSend(bytes(data), messageProperties));
     return { connection: new Connection(connection), sent };
   }
 

@@ -12,6 +12,8 @@
 #[cfg(web)]
 mod connection;
 #[cfg(web)]
+mod context;
+#[cfg(web)]
 mod convert;
 #[cfg(web)]
 mod preconnection;
@@ -20,5 +22,9 @@ mod trace_listeners;
 
 #[cfg(web)]
 pub use connection::RawConnection;
+#[cfg(web)]
+pub use context::{
+    context_forget, context_json, context_network_changed, context_restore, context_save,
+};
 #[cfg(web)]
 pub use preconnection::RawPreconnection;

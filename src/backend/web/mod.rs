@@ -22,6 +22,9 @@ use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) use budget::{held_by_browser, note_outcomes};
+pub use budget::{
+    set_webtransport_budget, webtransport_budget_spent, BUDGET as WEBTRANSPORT_BUDGET,
+};
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
 pub use staging::{staging_area, take_staged, STAGING_LEN};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
