@@ -292,8 +292,8 @@ done
 [ -n "$port" ] || { cat "$TMP/ctx-listener.err" >&2; fail "tapscat --listen printed no port"; }
 ctx="$TMP/context.json"
 printf 'one\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" >/dev/null || fail "tapscat --context (first run) exited with $?"
-grep -q '"format": "postsocket-transport-context"' "$ctx" || fail "no TransportContext saved in $ctx"
-grep -q "\"target\": \"127.0.0.1:$port\"" "$ctx" || fail "$ctx does not remember 127.0.0.1:$port"
+grep -q '"format":"postsocket-transport-context"' "$ctx" || fail "no TransportContext saved in $ctx"
+grep -q "\"target\":\"127.0.0.1:$port\"" "$ctx" || fail "$ctx does not remember 127.0.0.1:$port"
 printf 'two\n' | timeout 10 "$BIN/tapscat" --context "$ctx" --trace "$TMP/ctx-trace.jsonl" 127.0.0.1 "$port" >"$TMP/ctx.out" ||
     fail "tapscat --context (second run) exited with $?"
 grep -q '"event":"reordered".*first: it worked' "$TMP/ctx-trace.jsonl" || { cat "$TMP/ctx-trace.jsonl"; fail "the second race did not use what the first learned"; }
@@ -302,7 +302,7 @@ printf 'three\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" 
     fail "tapscat with a corrupt --context file exited with $?"
 grep -q "is not a TransportContext this build can read" "$TMP/ctx.err" || { cat "$TMP/ctx.err"; fail "the corrupt context file was not reported"; }
 [ "$(cat "$TMP/ctx.out")" = three ] || fail "tapscat with a corrupt context file did not echo"
-grep -q '"format": "postsocket-transport-context"' "$ctx" || fail "the corrupt file was not replaced by a fresh context"
+grep -q '"format":"postsocket-transport-context"' "$ctx" || fail "the corrupt file was not replaced by a fresh context"
 echo "learned, restored, and a corrupt file reported: ok"
 
 step "smoke test: the same over UDP (tapscat --protocol udp)"

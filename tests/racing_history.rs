@@ -674,15 +674,15 @@ fn the_saved_format_round_trips_and_foreign_or_corrupt_text_is_a_clear_error() {
     v6_blackholed_race(&mut mem, T0).learn(&mut mem, T0);
     quic_loses(&mut mem, T0);
     let text = mem.to_json();
-    assert!(text.contains("\"format\": \"postsocket-transport-context\""));
-    assert!(text.contains("\"version\": 1"));
+    assert!(text.contains("\"format\":\"postsocket-transport-context\""));
+    assert!(text.contains("\"version\":1"));
     let back = Memory::from_json(&text, "ctx.json").unwrap();
     assert_eq!(back, mem);
 
     let err = |t: &str| Memory::from_json(t, "ctx.json").unwrap_err().to_string();
     let e = err("{\"format\": \"something-else\", \"version\": 1}");
     assert!(e.contains("ctx.json is not a TransportContext this build can read: its format is `something-else`"), "{e}");
-    let e = err(&text.replace("\"version\": 1", "\"version\": 2"));
+    let e = err(&text.replace("\"version\":1", "\"version\":2"));
     assert!(
         e.contains("it is version 2; this build reads version 1"),
         "{e}"
@@ -690,6 +690,8 @@ fn the_saved_format_round_trips_and_foreign_or_corrupt_text_is_a_clear_error() {
     let e = err(&text[..text.len() / 2]);
     assert!(e.contains("not JSON"), "{e}");
     let e = err("[1, 2, 3]");
+    assert!(e.contains("not JSON of an object"), "{e}");
+    let e = err("{\"version\": 1}");
     assert!(e.contains("no `format` field"), "{e}");
     let e = err(&text.replace("\"tcp\"", "\"carrier-pigeon\""));
     assert!(e.contains("carrier-pigeon"), "{e}");

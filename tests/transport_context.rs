@@ -157,7 +157,7 @@ async fn save_then_restore_in_a_new_process_keeps_what_was_learned() {
     .await;
     ctx.save(file.to_str().unwrap()).unwrap();
     let saved = std::fs::read_to_string(&file).unwrap();
-    assert!(saved.contains("\"format\": \"postsocket-transport-context\""));
+    assert!(saved.contains("\"format\":\"postsocket-transport-context\""));
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "the temporary file was renamed over it");
 
@@ -227,7 +227,7 @@ async fn a_corrupt_or_foreign_file_is_reported_and_ignored() {
         ),
         (
             "future.json",
-            good.replace("\"version\": 1", "\"version\": 9"),
+            good.replace("\"version\":1", "\"version\":9"),
             "it is version 9",
         ),
         ("cut.json", good[..good.len() / 3].to_string(), "not JSON"),

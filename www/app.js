@@ -1,6 +1,6 @@
 // The postsocket www demo: choose what the application needs, break a stack
 // on the server, connect through the npm package and watch the race live.
-import { model, renderTree, renderTimeline, summary } from './trace-view.js';
+import { model, renderHistory, renderTree, renderTimeline, summary } from './trace-view.js';
 
 const $ = (sel) => document.querySelector(sel);
 const body = document.body;
@@ -35,6 +35,7 @@ function draw(now = null) {
   const m = model(shown.events);
   renderTimeline($('#timeline'), m, { now, attemptDelay: shown.attemptDelay });
   renderTree($('#tree'), m);
+  renderHistory($('#history'), m);
   $('#race-source').textContent = shown.source ? `(${shown.source})` : '';
   $('#export').disabled = shown.events.length === 0;
   return m;
@@ -107,6 +108,7 @@ async function connect() {
     connection = null;
   }
   const protocols = [...document.querySelectorAll('[name=stack]:checked')].map((i) => i.value);
+  const adaptive = $('#adaptive').checked;
   const attemptDelay = Number($('#delay').value);
   const events = [];
   show('this page', events, attemptDelay);
@@ -124,7 +126,14 @@ async function connect() {
       protocols,
       security: security(config.wt_cert_sha256),
       protocolOptions: { 'ws.path': config.ws_path, 'wt.path': config.wt_path },
-      connectionAttemptDelay: attemptDelay,
+      // Adaptive: the delay after an attempt follows its remembered handshake
+      // time (250 ms where none is known); otherwise the value as given.
+      ...(adaptive ? {} : { connectionAttemptDelay: attemptDelay }),
+      // What this race teaches the page's TransportContext is kept in localStorage.
+      saveContext: true,
+    });
+    pre.addEventListener('contextError', (e) => {
+      $('#memory').textContent = `Could not save what racing learned: ${e.detail.message}`;
     });
     pre.addEventListener('trace', (e) => {
       events.push(e.detail);
@@ -150,7 +159,26 @@ async function connect() {
     body.dataset.winner = m.winner?.stack ?? '';
   } finally {
     $('#connect').disabled = false;
+    showMemory();
   }
+}
+
+/** A line on what the page's TransportContext holds now. */
+function showMemory(prefix = '') {
+  const ctx = postsocket.transportContext.toJSON();
+  const now = Date.now();
+  const nets = ctx.networks ?? [];
+  const targets = nets.reduce((n, net) => n + (net.targets?.length ?? 0), 0);
+  const held = nets.flatMap((net) => net.stacks ?? []).filter((s) => (s.held_until_ms ?? 0) > now);
+  const heldText = held.map((s) => `${s.stack} to ${s.destination} for ${Math.ceil((s.held_until_ms - now) / 1000)} s`).join(', ');
+  $('#memory').textContent = `${prefix}Remembered: ${targets} address/stack record${targets === 1 ? '' : 's'}`
+    + `${held.length ? `; held back: ${heldText}` : '; nothing held back'}. Saved in localStorage.`;
+}
+
+function forget() {
+  postsocket.transportContext.forget();
+  postsocket.transportContext.save();
+  showMemory('Forgotten. ');
 }
 
 /** Rendezvous (RFC 9622 §7.3) over a WebRTC data channel with the server's native peer. */
@@ -284,6 +312,7 @@ async function main() {
   $('#run-native').addEventListener('click', runNative);
   $('#export').addEventListener('click', exportTrace);
   $('#import').addEventListener('change', importTrace);
+  $('#forget').addEventListener('click', forget);
   window.addEventListener('resize', () => draw());
   try {
     config = await loadConfig();
@@ -307,8 +336,16 @@ async function main() {
     setState('failed', `The npm package did not load (${e.message}); build it with scripts/build-npm.sh`);
     return;
   }
+  let restored = '';
+  try {
+    restored = postsocket.transportContext.restore() ? 'Restored what earlier visits learned. ' : '';
+  } catch (e) {
+    restored = `What was saved could not be read (${e.message}); starting fresh. `;
+  }
+  showMemory(restored);
   $('#connect').disabled = false;
   $('#rendezvous').disabled = false;
+  $('#forget').disabled = false;
   setState('idle', 'Press Connect to race.');
 }
 

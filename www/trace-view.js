@@ -15,16 +15,23 @@ function outcomeOf(events) {
       case 'won': outcome = 'won'; break;
       case 'attempt_failed': outcome = 'failed'; break;
       case 'attempt_cancelled': outcome = 'cancelled'; break;
+      case 'held_back': if (outcome === 'idle') outcome = 'held'; break;
     }
   }
   return outcome;
 }
 
-/** Group a flat event list into nodes: { id, parent, branch, stack, address, host, path, events, start, end, outcome, reason }. */
+/** The decisions a TransportContext made (RFC 9623 §8 caching), by event kind. */
+export const HISTORY_EVENTS = {
+  reordered: 'reordered', held_back: 'held back', attempt_delay: 'attempt delay', probe: 'probe',
+};
+
+/** Group a flat event list into nodes: { id, parent, branch, stack, address, host, path, events, start, end, outcome, reason, delay }. */
 export function model(events) {
   const nodes = new Map();
   const order = [];
   let error = null;
+  const history = events.filter((e) => HISTORY_EVENTS[e.event]);
   for (const e of events) {
     if (e.id === '0') {
       if (e.event === 'establishment_error') error = e.reason ?? 'establishment failed';
@@ -51,14 +58,18 @@ export function model(events) {
     const ended = n.events.find((e) => ['attempt_succeeded', 'attempt_failed', 'attempt_cancelled'].includes(e.event));
     const cancelled = n.events.find((e) => e.event === 'attempt_cancelled');
     n.end = cancelled ? cancelled.t_ms : ended ? ended.t_ms : null;
-    n.reason = n.events.filter((e) => e.reason).map((e) => e.reason).pop() ?? null;
+    const why = n.events.filter((e) => e.reason && e.event !== 'attempt_delay').pop();
+    n.reason = why?.reason ?? null;
+    n.reasonFromHistory = Boolean(why && HISTORY_EVENTS[why.event]);
+    const delay = n.events.find((e) => e.event === 'attempt_delay')?.reason?.match(/next attempt after ([\d.]+) ms/);
+    n.delay = delay ? Number(delay[1]) : null;
     if (n.parent && nodes.has(n.parent)) nodes.get(n.parent).children.push(n);
   }
   const roots = order.filter((n) => !n.parent || !nodes.has(n.parent));
   const leaves = order.filter((n) => n.branch === 'endpoint' && n.children.length === 0);
   const lastT = events.reduce((m, e) => Math.max(m, e.t_ms), 0);
   const winner = order.find((n) => n.outcome === 'won') ?? null;
-  return { nodes, order, roots, leaves, error, lastT, winner };
+  return { nodes, order, roots, leaves, error, lastT, winner, history };
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -80,7 +91,7 @@ function svg(tag, attrs = {}) {
 
 const OUTCOME_TEXT = {
   idle: 'not started', running: 'running', succeeded: 'connected', won: 'won',
-  failed: 'failed', cancelled: 'cancelled',
+  failed: 'failed', cancelled: 'cancelled', held: 'held back',
 };
 
 function label(n) {
@@ -102,7 +113,7 @@ export function renderTree(container, m) {
   el('span', { class: 'node-branch' }, n.branch ?? ''),
   el('span', { class: 'node-label' }, label(n)),
   n.branch === 'endpoint' ? el('span', { class: `badge outcome-${n.outcome}` }, OUTCOME_TEXT[n.outcome]) : null,
-  n.reason ? el('div', { class: 'node-reason' }, n.reason) : null,
+  n.reason ? el('div', { class: n.reasonFromHistory ? 'node-reason from-history' : 'node-reason' }, n.reason) : null,
   n.children.length ? list(n.children) : null)));
   container.append(list(m.roots));
 }
@@ -152,8 +163,9 @@ export function renderTimeline(container, m, { now = null, attemptDelay = null }
         t1.textContent = `${n.end.toFixed(1)} ms ${OUTCOME_TEXT[n.outcome]}`;
         g.append(t1);
       }
-      if (attemptDelay && n.outcome !== 'idle') {
-        const t = n.start + attemptDelay;
+      const delay = n.delay ?? attemptDelay;
+      if (delay && n.outcome !== 'idle') {
+        const t = n.start + delay;
         s.append(svg('line', { x1: x(t), x2: x(t), y1: y + 2, y2: y + rowH + rowH / 2, class: 'delay-mark' }));
       }
     }
@@ -163,6 +175,23 @@ export function renderTimeline(container, m, { now = null, attemptDelay = null }
     s.append(g);
   });
   container.append(s);
+}
+
+/** What the TransportContext remembered and decided for this race, one line per decision. */
+export function renderHistory(container, m) {
+  container.replaceChildren();
+  if (m.history.length === 0) {
+    container.append(el('li', { class: 'history-none' }, 'Nothing: this race ran as a fresh one.'));
+    return;
+  }
+  for (const e of m.history) {
+    const n = m.nodes.get(e.id);
+    container.append(el('li', { class: `history ${e.event}`, 'data-event': e.event, 'data-id': e.id },
+      el('span', { class: 'node-id' }, e.id === '0' ? 'race' : e.id),
+      el('b', {}, HISTORY_EVENTS[e.event]),
+      n ? el('span', { class: 'node-label' }, label(n)) : null,
+      el('div', { class: 'node-reason' }, e.reason ?? '')));
+  }
 }
 
 /** A one-line summary: who won when, or why it failed. */

@@ -165,7 +165,7 @@ impl NetworkMemory {
         {
             Some(i) => i,
             None => {
-                evict_lru(&mut self.targets, |t| t.last_used_ms);
+                evict_lru(&mut self.targets, |t| t.last_used_ms, MAX_RECORDS);
                 self.targets.push(TargetRecord {
                     target: target.to_string(),
                     stack,
@@ -192,7 +192,7 @@ impl NetworkMemory {
         {
             Some(i) => i,
             None => {
-                evict_lru(&mut self.stacks, |s| s.last_used_ms);
+                evict_lru(&mut self.stacks, |s| s.last_used_ms, MAX_RECORDS);
                 self.stacks.push(StackRecord {
                     destination: destination.to_string(),
                     stack,
@@ -219,14 +219,28 @@ impl NetworkMemory {
     }
 }
 
-/// Make room for one more record: drop the least recently used when full.
-fn evict_lru<T>(records: &mut Vec<T>, used: impl Fn(&T) -> u64) {
-    while records.len() >= MAX_RECORDS {
+/// Make room for one more record: drop the least recently used while
+/// there are `max` or more.
+fn evict_lru<T>(records: &mut Vec<T>, used: impl Fn(&T) -> u64, max: usize) {
+    while records.len() >= max.max(1) {
         let oldest = (0..records.len())
             .min_by_key(|&i| used(&records[i]))
             .expect("not empty");
         records.swap_remove(oldest);
     }
+}
+
+/// Keep at most `max` records, the most recently used (order kept).
+fn keep_recent<T>(records: &mut Vec<T>, max: usize, used: impl Fn(&T) -> u64) {
+    if records.len() <= max {
+        return;
+    }
+    let mut times: Vec<u64> = records.iter().map(&used).collect();
+    times.sort_unstable();
+    let threshold = times[times.len() - max];
+    records.retain(|r| used(r) >= threshold);
+    // Ties at the threshold may leave a few more: drop the oldest of them.
+    evict_lru(records, &used, max + 1);
 }
 
 /// The port at the end of `host:port` text.
@@ -511,9 +525,9 @@ impl Memory {
         }
     }
 
-    /// The saved form: pretty JSON of the format documented in the README.
+    /// The saved form: JSON of the format documented in the README.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("plain data serializes")
+        serde_json::to_string(self).expect("plain data serializes")
     }
 
     /// Read a saved form; `what` names where it came from in errors. A
@@ -526,9 +540,16 @@ impl Memory {
                 format!("{what} is not a TransportContext this build can read: {why}"),
             )
         };
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not JSON ({e})")))?;
-        match value.get("format").and_then(|f| f.as_str()) {
+        // The header first (other fields ignored), so a foreign or newer
+        // file is named as such rather than as a parse error deep inside.
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u64>,
+        }
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON of an object ({e})")))?;
+        match header.format.as_deref() {
             Some(FORMAT) => {}
             Some(other) => return Err(bad(format!("its format is `{other}`, not `{FORMAT}`"))),
             None => {
@@ -537,7 +558,7 @@ impl Memory {
                 )))
             }
         }
-        match value.get("version").and_then(|v| v.as_u64()) {
+        match header.version {
             Some(v) if v == u64::from(VERSION) => {}
             Some(v) => {
                 return Err(bad(format!(
@@ -546,20 +567,16 @@ impl Memory {
             }
             None => return Err(bad("it has no numeric `version` field".into())),
         }
-        let mut m: Memory = serde_json::from_value(value).map_err(|e| bad(format!("{e}")))?;
-        m.networks
-            .sort_by_key(|n| std::cmp::Reverse(n.last_used_ms));
-        m.networks.truncate(MAX_NETWORKS);
+        let mut m: Memory = serde_json::from_str(text).map_err(|e| bad(format!("{e}")))?;
+        keep_recent(&mut m.networks, MAX_NETWORKS, |n| n.last_used_ms);
         for n in &mut m.networks {
             for d in [&mut n.ipv6, &mut n.udp] {
                 d.window.retain(|c| c == 'a' || c == 's');
                 let excess = d.window.len().saturating_sub(DETECTOR_WINDOW);
                 d.window.drain(..excess);
             }
-            n.targets.sort_by_key(|t| std::cmp::Reverse(t.last_used_ms));
-            n.targets.truncate(MAX_RECORDS);
-            n.stacks.sort_by_key(|s| std::cmp::Reverse(s.last_used_ms));
-            n.stacks.truncate(MAX_RECORDS);
+            keep_recent(&mut n.targets, MAX_RECORDS, |t| t.last_used_ms);
+            keep_recent(&mut n.stacks, MAX_RECORDS, |s| s.last_used_ms);
         }
         Ok(m)
     }

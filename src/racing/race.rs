@@ -321,6 +321,19 @@ fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) ->
     out
 }
 
+/// A stable sort of a few node or stack indexes by a small rank: an
+/// insertion sort, far smaller in the browser's .wasm than the standard
+/// library's stable sort (a race has a handful of leaves).
+fn sort_by_rank(items: &mut [usize], rank: impl Fn(&usize) -> u8) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && rank(&items[j - 1]) > rank(&items[j]) {
+            items.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
 fn t_ms(now: Time) -> f64 {
     now.as_secs_f64() * 1000.0
 }
@@ -463,8 +476,10 @@ impl Racer {
             r.trace.push(ev);
         }
         // Stacks that history demotes (UDP blackholed) go last, stably.
-        let mut stacks = stacks;
-        stacks.sort_by_key(|s| r.demotion(*s).is_some());
+        let demoted: Vec<bool> = stacks.iter().map(|s| r.demotion(*s).is_some()).collect();
+        let mut order: Vec<usize> = (0..stacks.len()).collect();
+        sort_by_rank(&mut order, |&i| u8::from(demoted[i]));
+        let stacks: Vec<StackId> = order.into_iter().map(|i| stacks[i]).collect();
 
         // Level-3 order: literal addresses interleaved v6-first in their
         // slots; host names keep their positions.
@@ -890,7 +905,7 @@ impl Racer {
             .filter(|&i| self.leaf_state(children[i]) == Some(LeafState::Idle))
             .collect();
         let mut leaves: Vec<usize> = slots.iter().map(|&i| children[i]).collect();
-        leaves.sort_by_key(|&c| self.rank(c));
+        sort_by_rank(&mut leaves, |&c| self.rank(c));
         for (slot, leaf) in slots.into_iter().zip(leaves) {
             self.nodes[parent].children[slot] = leaf;
         }
@@ -1145,7 +1160,7 @@ impl Racer {
         };
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
         let mut idle = interleave(idle, first, fam);
-        idle.sort_by_key(|&c| self.rank(c));
+        sort_by_rank(&mut idle, |&c| self.rank(c));
         let mut children = started;
         children.extend(idle);
         self.nodes[h].children = children;

@@ -4,8 +4,11 @@
 //   0. The defaults as a newcomer clicks them: WebTransport wins, and Send
 //      echoes each Message as itself.
 //   1. WebTransport blackholed on the server → WebSocket wins about one
-//      attempt delay later, and the timeline shows WebTransport cancelled;
-//      a message echoes with its round-trip time. WebTransport refused → its
+//      attempt delay later (adaptive: from WebTransport's handshake time in
+//      step 0), and the timeline shows WebTransport cancelled; a message
+//      echoes with its round-trip time. Connect again: the page's
+//      TransportContext holds WebTransport back (with the reason shown) and
+//      WebSocket starts at once; Forget clears it. WebTransport refused → its
 //      attempt fails and WebSocket starts at once. Then a WebRTC Rendezvous
 //      with the server's native peer echoes over a data channel.
 //   2. A native race (QUIC blackholed vs TLS) run by the server is drawn in
@@ -131,10 +134,34 @@ try {
     return trace.find((e) => e.event === 'attempt_started' && e.id === leaf.id).t_ms;
   };
   const gap = startOf('ws') - startOf('wt');
-  check(gap >= 240 && gap < 1000, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay 250 ms)`);
+  // Adaptive by default: the delay after WebTransport's start follows its
+  // handshake time from step 0, and the trace says so.
+  const wtLeaf = trace.find((e) => e.event === 'candidate' && e.branch === 'endpoint' && e.stack === 'wt').id;
+  const announced = trace.find((e) => e.event === 'attempt_delay' && e.id === wtLeaf);
+  const delay = Number(announced?.reason?.match(/next attempt after ([\d.]+) ms/)?.[1] ?? 250);
+  check(announced !== undefined && delay >= 10 && delay < 250, `the attempt delay came from the handshake time: ${announced?.reason}`);
+  check(gap >= delay - 1 && gap < delay + 500, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay ${delay} ms)`);
   await sendAndCheck(page, 'hello from the e2e test');
   await sendAndCheck(page, 'y'.repeat(5000));
   await page.screenshot({ path: join(shots, 'browser-race.png'), fullPage: true });
+
+  // 1'. The same again: the page remembers. WebTransport is held back (the
+  // reason is in the history list), WebSocket starts at once and wins.
+  await page.click('#connect');
+  await page.waitForSelector('body[data-state=ready], body[data-state=failed]', { timeout: 20000 });
+  check(await page.getAttribute('body', 'data-winner') === 'ws', `again: ${await page.textContent('#status')}`);
+  check(await page.getAttribute('#timeline g.row[data-stack=wt]', 'data-outcome') === 'held', 'the timeline shows WebTransport held back');
+  const heldWhy = await page.textContent('#history li[data-event=held_back]');
+  check(heldWhy.includes('held back for') && heldWhy.includes('lost 1 race'), `the history says why: ${heldWhy}`);
+  const again = await page.evaluate(() => window.postsocketDemo.shown().events);
+  const firstStart = again.find((e) => e.event === 'attempt_started');
+  check(again.find((e) => e.id === firstStart.id && e.event === 'candidate').stack === 'ws' && firstStart.t_ms < 50,
+    `WebSocket started first, at ${firstStart.t_ms.toFixed(1)} ms: no attempt delay paid`);
+  check((await page.textContent('#memory')).includes('held back: wt to 127.0.0.1'), `the memory line: ${await page.textContent('#memory')}`);
+  await sendAndCheck(page, 'remembered');
+  await page.screenshot({ path: join(shots, 'learning.png'), fullPage: true });
+  await page.click('#forget');
+  check((await page.textContent('#memory')).startsWith('Forgotten. Remembered: 0'), `Forget: ${await page.textContent('#memory')}`);
 
   // 1a. WebTransport refused: its attempt fails fast and WebSocket starts at
   // once, without waiting for the attempt delay.
