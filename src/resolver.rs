@@ -81,7 +81,10 @@ impl Resolver for StaticResolver {
         Box::pin(async move {
             match found {
                 Some((_, addrs, delay)) => {
-                    crate::runtime::sleep_until(crate::runtime::now() + delay).await;
+                    // No timer for no delay (a timer rounds up to its tick).
+                    if !delay.is_zero() {
+                        crate::runtime::sleep_until(crate::runtime::now() + delay).await;
+                    }
                     if addrs.is_empty() {
                         Err(format!("no {family:?} address for {host}"))
                     } else {

@@ -188,6 +188,17 @@ pub enum Action {
     Failed(Error),
 }
 
+/// Why history ranked a leaf, formatted only when it is traced.
+#[derive(Debug, Clone, Copy)]
+enum RankWhy {
+    /// It worked this long ago.
+    Worked(Time),
+    /// It failed or stayed silent this long ago.
+    Failed(Time),
+    /// Its family is demoted (index into `RaceHistory::demoted_families`).
+    Family(usize),
+}
+
 /// The state of one leaf's connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeafState {
@@ -235,6 +246,10 @@ enum Kind {
         held: bool,
         /// History's rank: 0 worked last time, 1 unknown, 2 failed or demoted.
         rank: u8,
+        /// Why it has that rank, written to the trace once the race has
+        /// more than one leaf (`noted`).
+        rank_why: Option<RankWhy>,
+        noted: bool,
         /// When it started and ended, and the attempt delay that followed its start.
         started: Option<Time>,
         ended: Option<Time>,
@@ -557,6 +572,8 @@ impl Racer {
             }
         }
 
+        r.note_ranks();
+
         // AAAA then A for every (path, host) pair, back to back.
         for g in 0..r.groups.len() {
             for family in [Family::V6, Family::V4] {
@@ -810,6 +827,7 @@ impl Racer {
             .held(&destination, stack_id)
             .map(|h| h.why.clone());
         let (rank, rank_why) = self.rank_of(&addr, &text);
+        let noted = false;
         let leaf = self.add_node(
             Some(parent),
             path,
@@ -822,6 +840,8 @@ impl Racer {
                 destination,
                 held: held.is_some(),
                 rank,
+                rank_why,
+                noted,
                 started: None,
                 ended: None,
                 turn: Duration::ZERO,
@@ -838,11 +858,6 @@ impl Racer {
         ev.address = Some(text);
         self.trace.push(ev);
         let id = self.nodes[leaf].id.clone();
-        if let Some(why) = rank_why {
-            let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::Reordered, &id);
-            ev.reason = Some(why);
-            self.trace.push(ev);
-        }
         if let Some(why) = held {
             let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::HeldBack, &id);
             ev.reason = Some(why);
@@ -852,32 +867,67 @@ impl Racer {
     }
 
     /// History's rank of a target (0 first, 1 no opinion, 2 last) and why.
-    fn rank_of(&self, addr: &Target, text: &str) -> (u8, Option<String>) {
+    fn rank_of(&self, addr: &Target, text: &str) -> (u8, Option<RankWhy>) {
         if let Some(v) = self.history.verdict(text) {
-            let ago = super::history::span_text(v.ago);
             return if v.worked {
-                (0, Some(format!("{text} first: it worked {ago} ago")))
+                (0, Some(RankWhy::Worked(v.ago)))
             } else {
-                (
-                    2,
-                    Some(format!(
-                        "{text} later: it failed or stayed silent {ago} ago"
-                    )),
-                )
+                (2, Some(RankWhy::Failed(v.ago)))
             };
         }
         if let Some(a) = addr.addr() {
             let family = family_of(&a.ip());
-            if let Some((_, why)) = self
+            if let Some(i) = self
                 .history
                 .demoted_families
                 .iter()
-                .find(|(f, _)| *f == family)
+                .position(|(f, _)| *f == family)
             {
-                return (2, Some(format!("{text} later: {why}")));
+                return (2, Some(RankWhy::Family(i)));
             }
         }
         (1, None)
+    }
+
+    /// Trace why leaves were ranked as they were, once there is more than
+    /// one leaf to order (a race with one candidate has nothing to order).
+    fn note_ranks(&mut self) {
+        if self.leaves < 2 {
+            return;
+        }
+        for n in 0..self.nodes.len() {
+            let (text, why) = match &mut self.nodes[n].kind {
+                Kind::Leaf {
+                    addr,
+                    rank_why: Some(why),
+                    noted,
+                    ..
+                } if !*noted => {
+                    *noted = true;
+                    (addr.to_string(), *why)
+                }
+                _ => continue,
+            };
+            let reason = match why {
+                RankWhy::Worked(ago) => {
+                    format!(
+                        "{text} first: it worked {} ago",
+                        super::history::span_text(ago)
+                    )
+                }
+                RankWhy::Failed(ago) => format!(
+                    "{text} later: it failed or stayed silent {} ago",
+                    super::history::span_text(ago)
+                ),
+                RankWhy::Family(i) => {
+                    format!("{text} later: {}", self.history.demoted_families[i].1)
+                }
+            };
+            let mut ev =
+                TraceEvent::new(t_ms(self.now), TraceEventKind::Reordered, &self.nodes[n].id);
+            ev.reason = Some(reason);
+            self.trace.push(ev);
+        }
     }
 
     /// Why history demotes `stack` on every path, if it does.
@@ -1093,6 +1143,7 @@ impl Racer {
             if added {
                 self.reorder_children(h);
             }
+            self.note_ranks();
         }
         // AAAA is in (answer or error): the Resolution Delay gate of the
         // IPv4 leaves opens; once both are in, history's gate too.
@@ -1260,16 +1311,29 @@ impl Racer {
         *started = Some(now);
         *leaf_turn = turn;
         let remote = addr.clone();
+        let id = node.id.clone();
+        let path = node.path;
         self.credit = false;
         self.last_start = Some(now);
         self.turn = turn;
         self.trace.push(TraceEvent::new(
             t_ms(now),
             TraceEventKind::AttemptStarted,
-            &node.id,
+            &id,
         ));
-        if let (Some(m), RacingMode::Staggered) = (&remembered, self.config.mode) {
-            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptDelay, &node.id);
+        // The delay matters (and is traced) only if something may start after it.
+        let waiting = self.groups.iter().any(Group::pending)
+            || self.nodes.iter().any(|n| {
+                matches!(
+                    n.kind,
+                    Kind::Leaf {
+                        state: LeafState::Idle,
+                        ..
+                    }
+                )
+            });
+        if let (Some(m), RacingMode::Staggered, true) = (&remembered, self.config.mode, waiting) {
+            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptDelay, &id);
             ev.reason = Some(format!(
                 "next attempt after {} (configured: {}): 1.5 × the smoothed handshake time {} + 2 × its deviation {} of {stack} to {} over {} handshake{}, within 10 ms ..= 2 s",
                 crate::runtime::ms_text(turn),
@@ -1283,9 +1347,9 @@ impl Racer {
             self.trace.push(ev);
         }
         self.actions.push_back(Action::StartAttempt {
-            node: node.id.clone(),
-            path: self.paths[node.path].clone(),
-            stack: node.stack.expect("leaves have a stack"),
+            node: id,
+            path: self.paths[path].clone(),
+            stack,
             remote,
         });
     }

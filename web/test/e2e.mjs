@@ -468,6 +468,61 @@ try {
     console.log(`     the error: ${r.message.replace(/\n/g, '\n     ')}`);
   });
 
+  await check('transportContext: saveContext stores what a race learned; restore, forget, corrupt text', async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        m.transportContext.forget();
+        localStorage.removeItem(m.CONTEXT_STORAGE_KEY);
+        const nothing = m.transportContext.restore();
+        const pre = new m.Preconnection({
+          remote: { ip: '127.0.0.1', port: echo },
+          security: { disabled: true },
+          saveContext: true,
+        });
+        const conn = await pre.initiate({ timeout: 10000 });
+        await conn.close();
+        const saved = JSON.parse(localStorage.getItem(m.CONTEXT_STORAGE_KEY));
+        m.transportContext.forget();
+        const forgotten = m.transportContext.toJSON();
+        const restored = m.transportContext.restore();
+        const again = m.transportContext.toJSON();
+        // A second race: the address that worked is ranked first, and says why.
+        const events = [];
+        const pre2 = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        pre2.addEventListener('trace', (e) => events.push(e.detail));
+        await (await pre2.initiate({ timeout: 10000 })).close();
+        localStorage.setItem('corrupt', 'not json');
+        let corrupt = null;
+        try {
+          m.transportContext.restore('corrupt');
+        } catch (e) {
+          corrupt = { name: e.name, reason: e.reason, message: e.message, empty: m.transportContext.toJSON().networks.length === 0 };
+        }
+        let badOption = null;
+        try {
+          new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, saveContext: 7 });
+        } catch (e) {
+          badOption = e.message;
+        }
+        return { nothing, saved, forgotten, restored, again, events, corrupt, badOption };
+      },
+      { echo },
+    );
+    assert.equal(r.nothing, false, 'nothing stored yet');
+    assert.equal(r.saved.format, 'postsocket-transport-context');
+    const target = r.saved.networks[0].targets.find((t) => t.target === `127.0.0.1:${echo}`);
+    assert.ok(target && target.stack === 'ws' && target.samples === 1, JSON.stringify(r.saved));
+    assert.equal(r.forgotten.networks.length, 0);
+    assert.equal(r.restored, true);
+    assert.deepEqual(r.again, r.saved);
+    const reordered = r.events.find((e) => e.event === 'reordered');
+    assert.ok(reordered && /first: it worked/.test(reordered.reason), JSON.stringify(r.events));
+    assert.equal(r.corrupt?.name, 'InvalidConfiguration', JSON.stringify(r.corrupt));
+    assert.match(r.corrupt.message, /corrupt is not a TransportContext this build can read: not JSON/);
+    assert.ok(r.corrupt.empty, 'a corrupt text leaves the context empty');
+    assert.match(r.badOption, /saveContext/);
+  });
+
   await check('constructing before init() throws a clear Error', async () => {
     // A fresh module instance (query string) that was never initialised.
     const r = await page.evaluate(async () => {

@@ -1,6 +1,6 @@
 // Compile-only check of the package's TypeScript types (tsc --noEmit --strict):
 // what a TS consumer writes must type-check, and misuse must not.
-import { init, Preconnection, Connection, TraceEvent, TransportError, ReceivedMessage } from '../pkg/index.js';
+import { init, Preconnection, Connection, TraceEvent, TransportError, ReceivedMessage, transportContext, CONTEXT_STORAGE_KEY } from '../pkg/index.js';
 
 export async function consumer(port: number): Promise<string> {
   await init();
@@ -13,6 +13,13 @@ export async function consumer(port: number): Promise<string> {
   });
   const trace: TraceEvent[] = [];
   pre.addEventListener('trace', (e) => trace.push(e.detail));
+  const restored: boolean = transportContext.restore(CONTEXT_STORAGE_KEY);
+  transportContext.save();
+  if (!restored) transportContext.forget();
+  const held: boolean = trace.some((e) => e.event === 'held_back');
+  new Preconnection({ remote: { ip: '127.0.0.1', port }, saveContext: 'my-key' });
+  // @ts-expect-error: saveContext is a boolean or a key
+  new Preconnection({ remote: { ip: '127.0.0.1', port }, saveContext: 7 });
   let conn: Connection;
   try {
     conn = await pre.initiate({ timeout: 1000 });

@@ -1,0 +1,274 @@
+//! Racing with memory: does a TransportContext make later connects as fast
+//! as a raw connect to the address that works?
+//!
+//! `cargo bench --bench transport_context` (harness = false: a plain `main`).
+//!
+//! - **IPv6 blackholed**: `server.test` resolves to `::1` (a port whose
+//!   accept queue is full, so SYNs are dropped) and `127.0.0.1` (a plain
+//!   tokio echo server). The first connect pays the attempt delay; later
+//!   ones should not. Printed: the first connect's time to Ready, the
+//!   median of the later ones, a raw tokio connect to `127.0.0.1` (median),
+//!   and their ratio (goal for later connects: <= 1.2x raw).
+//! - **UDP blackholed**: QUIC and TCP race to one port number whose UDP
+//!   socket never answers; TCP echoes. The same figures.
+//! - **Adaptive delay on a delayed path**: a TLS server that waits D ms
+//!   before its handshake, for D = 20, 50, 100; after a few connects, the
+//!   attempt delay the context gives TLS (from the trace) against 1.5 x the
+//!   measured handshake time.
+//!
+//! `CONTEXT_CONNECTS` (default 30) sets the number of connects per scenario.
+// Native only (sockets, tokio); on wasm32 this bench is empty.
+#![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
+#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+
+#[allow(dead_code)]
+mod common;
+
+use postsocket::framer::DelimiterFramer;
+use postsocket::racing::Family;
+use postsocket::{
+    Preconnection, RemoteEndpoint, SecurityParameters, StackId, StaticResolver, TraceEventKind,
+    TransportContext, TransportProperties,
+};
+use sha2::Digest;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GOAL: f64 = 1.2;
+
+fn connects() -> usize {
+    std::env::var("CONTEXT_CONNECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+        .max(3)
+}
+
+/// A plain tokio echo server on `addr`.
+async fn echo_server(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let local = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// A TCP port on `[::1]` that silently drops SYNs (its accept queue is full).
+fn blackhole_v6() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+    s.set_only_v6(true).unwrap();
+    s.bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut filler = Vec::new();
+    for _ in 0..2 {
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            filler.push(c);
+        }
+    }
+    (s, filler, addr)
+}
+
+fn pre_for(port: u16, ctx: &TransportContext) -> Preconnection {
+    let remote = RemoteEndpoint::new()
+        .with_host_name("server.test")
+        .unwrap()
+        .with_port(port)
+        .unwrap();
+    let mut p = Preconnection::new(
+        vec![],
+        vec![remote],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    p.add_framer(DelimiterFramer::line());
+    let v6: IpAddr = "::1".parse().unwrap();
+    let v4: IpAddr = "127.0.0.1".parse().unwrap();
+    p.set_resolver(
+        StaticResolver::new()
+            .answer(Family::V6, vec![v6], Duration::ZERO)
+            .answer(Family::V4, vec![v4], Duration::ZERO),
+    );
+    p.set_transport_context(ctx.clone());
+    p
+}
+
+/// Times to Ready (µs) of `n` connects with `pre`, each closed at once.
+async fn ready_times(pre: &Preconnection, n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let c = pre.initiate().await.expect("initiate");
+        out.push(t0.elapsed().as_secs_f64() * 1e6);
+        c.abort();
+    }
+    out
+}
+
+async fn raw_times(addr: SocketAddr, n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("raw connect");
+        out.push(t0.elapsed().as_secs_f64() * 1e6);
+        drop(s);
+    }
+    out
+}
+
+fn report(name: &str, times: Vec<f64>, raw: Vec<f64>) {
+    let first = times[0];
+    let later = common::median(times[1..].to_vec());
+    let raw = common::median(raw);
+    let ratio = later / raw;
+    println!(
+        "{name:<16} first connect {:>8.1} ms   later connects (median of {}) {:>7.1} µs   raw connect {:>6.1} µs   ratio {:.2}x (goal <= {GOAL}x) {}",
+        first / 1000.0,
+        times.len() - 1,
+        later,
+        raw,
+        ratio,
+        common::verdict(ratio <= GOAL),
+    );
+}
+
+async fn ipv6_blackholed(n: usize) {
+    let (_bh, _filler, bh) = blackhole_v6();
+    let v4 = echo_server(SocketAddr::new("127.0.0.1".parse().unwrap(), bh.port()))
+        .await
+        .expect("127.0.0.1 on the blackhole's port number");
+    let ctx = TransportContext::new();
+    let times = ready_times(&pre_for(v4.port(), &ctx), n).await;
+    report("IPv6 blackholed", times, raw_times(v4, n).await);
+}
+
+async fn udp_blackholed(n: usize) {
+    // A UDP socket nobody reads: QUIC Initials get no answer.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let v4 = echo_server(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
+        .await
+        .expect("TCP on the UDP socket's port number");
+    let ctx = TransportContext::new();
+    let remote = RemoteEndpoint::new()
+        .with_socket_addr(v4)
+        .expect("endpoint");
+    let mut pre = Preconnection::new(
+        vec![],
+        vec![remote],
+        TransportProperties::new(),
+        SecurityParameters::opportunistic(),
+    );
+    pre.add_framer(DelimiterFramer::line());
+    pre.set_protocols(vec![StackId::Quic, StackId::Tcp]);
+    pre.set_transport_context(ctx);
+    let times = ready_times(&pre, n).await;
+    report("UDP blackholed", times, raw_times(v4, n).await);
+    drop(udp);
+}
+
+/// A TLS echo server that waits `delay` before each handshake.
+async fn delayed_tls_server(delay: Duration) -> (SocketAddr, [u8; 32]) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let der = ck.cert.der().clone();
+    let pin: [u8; 32] = sha2::Sha256::digest(der.as_ref()).into();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key.into())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, pin)
+}
+
+async fn adaptive_delay(delay_ms: u64) {
+    let (addr, pin) = delayed_tls_server(Duration::from_millis(delay_ms)).await;
+    let ctx = TransportContext::new();
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![pin];
+    // A second address (nothing listens on 127.0.0.2) waits behind the
+    // first: the delay after the first attempt is what this measures.
+    let remote = RemoteEndpoint::new().with_socket_addr(addr).unwrap();
+    let spare = RemoteEndpoint::new()
+        .with_socket_addr(SocketAddr::new("127.0.0.2".parse().unwrap(), addr.port()))
+        .unwrap();
+    let mut pre = Preconnection::new(vec![], vec![remote, spare], TransportProperties::new(), sec);
+    pre.add_framer(DelimiterFramer::line());
+    pre.set_protocols(vec![StackId::Tls]);
+    pre.set_transport_context(ctx.clone());
+    let mut handshakes = Vec::new();
+    let mut announced = None;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let c = pre.initiate().await.expect("TLS");
+        handshakes.push(t0.elapsed().as_secs_f64() * 1000.0);
+        announced = c
+            .trace()
+            .of_kind(TraceEventKind::AttemptDelay)
+            .next()
+            .and_then(|e| e.reason.clone());
+        c.abort();
+    }
+    let measured = common::median(handshakes);
+    let delay: f64 = announced
+        .as_deref()
+        .and_then(|r| r.strip_prefix("next attempt after "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    println!(
+        "delayed path     server waits {delay_ms:>3} ms: handshake median {measured:>6.1} ms, 1.5 x that {:>6.1} ms, adaptive attempt delay {delay:>6.1} ms ({:.2}x of 1.5 x the handshake)",
+        1.5 * measured,
+        delay / (1.5 * measured),
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = connects();
+    println!("TransportContext: repeated connects, {n} per scenario, against raw tokio connects to the working address");
+    rt.block_on(async {
+        ipv6_blackholed(n).await;
+        udp_blackholed(n).await;
+        for d in [20, 50, 100] {
+            adaptive_delay(d).await;
+        }
+    });
+}
