@@ -219,6 +219,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         emitter.flush(&t);
         e
     };
+    // Where the platform reports network changes, listen from the first race on.
+    backend::watch_path_changes();
     if let Err(e) = backend::check_security(&s.security) {
         return Err(fail_early(e, &mut emitter));
     }

@@ -57,8 +57,8 @@ pub mod trace;
 pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
 pub use connection::{
-    Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER, CLOSE_TIMEOUT,
-    DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN,
+    path_changed, Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER,
+    CLOSE_TIMEOUT, DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN,
 };
 pub use context::TransportContext;
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};

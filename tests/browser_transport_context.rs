@@ -153,6 +153,61 @@ async fn twelve_races_with_webtransport_blackholed_spend_at_most_the_budget() {
     );
 }
 
+#[wasm_bindgen_test]
+async fn the_browser_going_offline_is_a_path_change_and_forgets_the_network() {
+    let echo = port(
+        option_env!("POSTSOCKET_WS_ECHO_PORT"),
+        "POSTSOCKET_WS_ECHO_PORT",
+    );
+    let mut p = Preconnection::new(
+        Vec::new(),
+        vec![RemoteEndpoint::new()
+            .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .and_then(|r| r.with_port(echo))
+            .expect("endpoint")],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    p.add_framer(LengthPrefixFramer::new());
+    let conn = p.initiate_with_timeout(T).await.expect("ws echo");
+    let ctx = postsocket::TransportContext::global();
+    assert!(
+        ctx.to_json().contains(&format!("127.0.0.1:{echo}")),
+        "the race was learned"
+    );
+    // What the browser fires when the network goes away.
+    let fire = js_sys::Function::new_no_args("globalThis.dispatchEvent(new Event('offline'))");
+    fire.call0(&wasm_bindgen::JsValue::NULL).expect("dispatch");
+    let timer = js_sys::Promise::new(&mut |resolve, _| {
+        let set = js_sys::Function::new_with_args("f", "setTimeout(f, 5000)");
+        let _ = set.call1(&wasm_bindgen::JsValue::NULL, &resolve);
+    });
+    let event = futures::future::select(
+        Box::pin(conn.next_event()),
+        wasm_bindgen_futures::JsFuture::from(timer),
+    )
+    .await;
+    let event = match event {
+        futures::future::Either::Left((e, _)) => e,
+        futures::future::Either::Right(_) => panic!("no PathChange within 5 s"),
+    };
+    match event {
+        Some(postsocket::ConnectionEvent::PathChange(what)) => {
+            assert_eq!(what, "the browser reports the network offline")
+        }
+        other => panic!("expected PathChange, got {other:?}"),
+    }
+    assert!(
+        !ctx.to_json().contains(&format!("127.0.0.1:{echo}")),
+        "the network's memory is forgotten: {}",
+        ctx.to_json()
+    );
+    // The Connection itself goes on (the browser decides whether it breaks).
+    conn.send_message(b"still".to_vec()).await.expect("send");
+    assert_eq!(conn.receive().await.expect("receive").data(), b"still");
+    conn.close().await.expect("close");
+}
+
 /// `new WebTransport(url, { serverCertificateHashes })` from the page
 /// itself, outside postsocket: milliseconds until `ready`.
 async fn own_webtransport_ready_ms(port: u16, hash_hex: &str) -> f64 {

@@ -94,6 +94,7 @@ use std::sync::{Arc, Mutex, Weak};
 mod group;
 mod lifecycle;
 mod outcome;
+mod path_change;
 mod receive;
 mod receive_core;
 mod send;
@@ -104,6 +105,7 @@ use lifecycle::Stopped;
 pub use lifecycle::{CLOSE_LINGER, CLOSE_TIMEOUT};
 use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
+pub use path_change::path_changed;
 use receive_core::{Current, PeerContext, RecvState, DIRECT_READ_MIN};
 pub use receive_core::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
 use send::WriterState;
@@ -267,6 +269,7 @@ impl Connection {
             props: p.props,
         });
         group.members.lock().unwrap().push(Arc::downgrade(&inner));
+        path_change::watch(&inner.events_tx);
         Connection { inner }
     }
 

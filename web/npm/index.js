@@ -30,9 +30,6 @@ export function init(input) {
       stagingSize = stagingCapacity();
       [receiveResolve, receiveReject] = receiveResolvers();
       loaded = true;
-      // A new network: what racing learned on the old one no longer holds.
-      if (typeof addEventListener === 'function') addEventListener('online', () => contextNetworkChanged());
-      globalThis.navigator?.connection?.addEventListener?.('change', () => contextNetworkChanged());
     });
   }
   return loading;
@@ -72,7 +69,7 @@ export const transportContext = {
     needsInit('transportContext.forget()');
     contextForget();
   },
-  /** The network changed: forget what was learned on it (`init()` does this on the `online` event). */
+  /** The network changed: forget what was learned on it (done on the browser's `online` and `navigator.connection` `change` events). */
   networkChanged() {
     needsInit('transportContext.networkChanged()');
     contextNetworkChanged();

@@ -470,7 +470,7 @@ try {
 
   await check('transportContext: saveContext stores what a race learned; restore, forget, corrupt text', async () => {
     const r = await inPage(
-      async (m, { echo }) => {
+      async (m, { echo, refused }) => {
         m.transportContext.forget();
         localStorage.removeItem(m.CONTEXT_STORAGE_KEY);
         const nothing = m.transportContext.restore();
@@ -486,9 +486,13 @@ try {
         const forgotten = m.transportContext.toJSON();
         const restored = m.transportContext.restore();
         const again = m.transportContext.toJSON();
-        // A second race: the address that worked is ranked first, and says why.
+        // A second race, with a refused port listed first: the address that
+        // worked is ranked first, and the trace says why.
         const events = [];
-        const pre2 = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const pre2 = new m.Preconnection({
+          remote: [{ ip: '127.0.0.1', port: refused }, { ip: '127.0.0.1', port: echo }],
+          security: { disabled: true },
+        });
         pre2.addEventListener('trace', (e) => events.push(e.detail));
         await (await pre2.initiate({ timeout: 10000 })).close();
         localStorage.setItem('corrupt', 'not json');
@@ -506,7 +510,7 @@ try {
         }
         return { nothing, saved, forgotten, restored, again, events, corrupt, badOption };
       },
-      { echo },
+      { echo, refused },
     );
     assert.equal(r.nothing, false, 'nothing stored yet');
     assert.equal(r.saved.format, 'postsocket-transport-context');
@@ -517,10 +521,29 @@ try {
     assert.deepEqual(r.again, r.saved);
     const reordered = r.events.find((e) => e.event === 'reordered');
     assert.ok(reordered && /first: it worked/.test(reordered.reason), JSON.stringify(r.events));
+    const first = r.events.find((e) => e.event === 'attempt_started');
+    const leaf = r.events.find((e) => e.event === 'candidate' && e.id === first.id);
+    assert.equal(leaf.address, `127.0.0.1:${echo}`, 'the address that worked started first');
     assert.equal(r.corrupt?.name, 'InvalidConfiguration', JSON.stringify(r.corrupt));
     assert.match(r.corrupt.message, /corrupt is not a TransportContext this build can read: not JSON/);
     assert.ok(r.corrupt.empty, 'a corrupt text leaves the context empty');
     assert.match(r.badOption, /saveContext/);
+  });
+
+  await check("the browser's offline event is a pathChange on open Connections", async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const changed = new Promise((resolve) => conn.addEventListener('pathChange', (e) => resolve(e.detail)));
+        dispatchEvent(new Event('offline'));
+        const detail = await Promise.race([changed, new Promise((r) => setTimeout(() => r('none within 5 s'), 5000))]);
+        await conn.close();
+        return detail;
+      },
+      { echo },
+    );
+    assert.equal(r, 'the browser reports the network offline');
   });
 
   await check('constructing before init() throws a clear Error', async () => {

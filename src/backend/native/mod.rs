@@ -44,6 +44,13 @@ pub(crate) fn held_by_browser() -> Vec<crate::racing::Held> {
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 
+/// No portable signal of a network change natively: Connections are not
+/// watched for PathChange (an application calls `path_changed` itself).
+pub(crate) const PATH_SIGNALS: bool = false;
+
+/// Nothing to install natively.
+pub(crate) fn watch_path_changes() {}
+
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     &[

@@ -8,6 +8,7 @@
 //! and it fails with a message saying why (see [`system_resolve`]).
 
 mod budget;
+mod path_signals;
 mod received_bytes;
 mod staging;
 mod webrtc;
@@ -25,6 +26,7 @@ pub(crate) use budget::{held_by_browser, note_outcomes};
 pub use budget::{
     set_webtransport_budget, webtransport_budget_spent, BUDGET as WEBTRANSPORT_BUDGET,
 };
+pub(crate) use path_signals::{watch_path_changes, PATH_SIGNALS};
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
 pub use staging::{staging_area, take_staged, STAGING_LEN};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};
