@@ -204,6 +204,56 @@ fn establishment_timeout(
         .unwrap_or(crate::preconnection::DEFAULT_ESTABLISHMENT_TIMEOUT)
 }
 
+/// How long an attempt left to finish after losing may take before it is
+/// cancelled after all.
+const FINISH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Let the attempts in `losers` (still running when another candidate won)
+/// finish in the background instead of cancelling them, where the
+/// platform charges for a cancelled handshake more than for a completed
+/// one (Chromium's WebTransport throttle frees a completed handshake's slot
+/// at once; a cancelled one counts for about 5 minutes). Each was charged
+/// as cancelled when the race ended; one that connects is refunded (its
+/// slot is free again) and closed at once, and the context learns that it
+/// worked and how long it took (a loser that was merely slower is not held
+/// back as broken); one that fails, or is still running after
+/// [`FINISH_LIMIT`], stays charged.
+fn finish_losers(
+    mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>>,
+    losers: Vec<crate::racing::AttemptOutcome>,
+    context: Option<crate::TransportContext>,
+    chosen: Vec<Capabilities>,
+) {
+    let since = runtime::now();
+    runtime::spawn(async move {
+        let mut pending = losers;
+        let deadline = runtime::saturating_add(since, FINISH_LIMIT);
+        let mut sleep = Box::pin(runtime::sleep_until(deadline).fuse());
+        while !pending.is_empty() {
+            let (node, result) = futures::select! {
+                r = attempts.select_next_some() => r,
+                _ = sleep => break,
+            };
+            let Some(i) = pending.iter().position(|o| o.node == node) else {
+                continue;
+            };
+            let mut outcome = pending.swap_remove(i);
+            // Failed: it stays charged.
+            if let Ok(Ok((transport, ..))) = result {
+                outcome.ran += runtime::now() - since;
+                outcome.result = crate::racing::AttemptResult::Won;
+                if let Some(c) = &context {
+                    c.learn(std::slice::from_ref(&outcome), &chosen);
+                }
+                backend::refund(&outcome);
+                // Closed: the page's handshake slot is freed.
+                drop(transport);
+            }
+        }
+        // Still running at the limit: cancelled now (dropped), and charged.
+    });
+}
+
 /// Gather, select and race; return the winner's parts or an EstablishmentError
 /// that lists every candidate's failure.
 pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result<Parts, Error> {
@@ -273,13 +323,20 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         None => RaceHistory::none(),
     };
     history.held.extend(backend::held_by_browser());
+    // What a race taught: the context learns every outcome, and the
+    // platform is charged for the attempts that cost it (one left to finish
+    // is refunded if it connects after all, see `finish_losers`).
     let learn = |racer: &Racer| {
         let outcomes = racer.outcomes();
         backend::note_outcomes(&outcomes);
         if let Some(c) = &s.context {
             c.learn(&outcomes, &chosen);
         }
+        outcomes
     };
+    // Attempts of a stack whose cancellation costs more than its completion
+    // (the browser's WebTransport), still running when another won.
+    let mut finishing: Vec<String> = Vec::new();
     let mut racer = Racer::with_history(
         config,
         paths,
@@ -355,7 +412,14 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     }
                 }
                 Action::CancelAttempt { node } => {
-                    if let Some(h) = handles.remove(&node) {
+                    let losing_to_a_winner = racer.winner().is_some()
+                        && reconnects.0.iter().any(|(n, r)| {
+                            *n == node && backend::FINISH_LOSING.contains(&r.caps.stack)
+                        });
+                    if losing_to_a_winner && handles.0.iter().any(|(n, _)| *n == node) {
+                        // Left to finish in the background (see `finish_losers`).
+                        finishing.push(node.clone());
+                    } else if let Some(h) = handles.remove(&node) {
                         h.abort();
                     }
                     // A loser that had already connected is closed by dropping it.
@@ -363,11 +427,25 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 }
                 Action::Won { node } => {
                     emitter.flush(racer.trace());
-                    learn(&racer);
+                    let outcomes = learn(&racer);
                     let (transport, framers, leftover, reconnect) =
                         done.remove(&node).expect("the winner connected");
-                    for (_, h) in handles.0.drain(..) {
-                        h.abort();
+                    for (n, h) in handles.0.drain(..) {
+                        if !finishing.contains(&n) {
+                            h.abort();
+                        }
+                    }
+                    if !finishing.is_empty() {
+                        let losers = outcomes
+                            .into_iter()
+                            .filter(|o| finishing.contains(&o.node))
+                            .collect();
+                        finish_losers(
+                            std::mem::take(&mut attempts),
+                            losers,
+                            s.context.clone(),
+                            chosen.clone(),
+                        );
                     }
                     let remote = s.remotes.first().cloned().unwrap_or_default();
                     let remote = s

@@ -131,6 +131,8 @@ pub enum AttemptResult {
 /// One attempt of a finished race, for the context to learn from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptOutcome {
+    /// The leaf.
+    pub node: super::NodeId,
     /// The remote endpoint it came from, as the application named it.
     pub destination: String,
     /// The stack.

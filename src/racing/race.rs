@@ -754,6 +754,7 @@ impl Racer {
                 _ => continue,
             };
             out.push(AttemptOutcome {
+                node: self.nodes[n].id.clone(),
                 destination: destination.clone(),
                 stack: self.nodes[n].stack.expect("leaves have a stack"),
                 target: addr.to_string(),

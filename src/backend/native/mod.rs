@@ -44,6 +44,14 @@ pub(crate) fn held_by_browser() -> Vec<crate::racing::Held> {
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 
+/// Stacks whose attempts, still running when another candidate wins, are
+/// left to finish rather than cancelled: none natively (a cancelled
+/// handshake costs nothing but itself).
+pub(crate) const FINISH_LOSING: &[crate::capability::StackId] = &[];
+
+/// Take back a charge: nothing is charged natively.
+pub(crate) fn refund(_: &crate::racing::AttemptOutcome) {}
+
 /// No portable signal of a network change natively: Connections are not
 /// watched for PathChange (an application calls `path_changed` itself).
 pub(crate) const PATH_SIGNALS: bool = false;
