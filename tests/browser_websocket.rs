@@ -49,13 +49,18 @@ fn local(port: u16) -> RemoteEndpoint {
         .expect("endpoint")
 }
 
+/// A plaintext Preconnection that races as a fresh page would (its own
+/// empty TransportContext: these tests share one page, and test racing and
+/// the stack, not what earlier tests taught the page).
 fn plaintext(remotes: Vec<RemoteEndpoint>) -> Preconnection {
-    Preconnection::new(
+    let mut p = Preconnection::new(
         Vec::new(),
         remotes,
         TransportProperties::new(),
         SecurityParameters::disabled(),
-    )
+    );
+    p.set_transport_context(postsocket::TransportContext::new());
+    p
 }
 
 /// `pre` initiated, within 10 s.
