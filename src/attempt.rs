@@ -50,6 +50,7 @@ pub(crate) fn socket_options(
         early_data: None,
         direction: props.direction,
         protocol_options: props.protocol_options.clone(),
+        session_scope: Default::default(),
     }
 }
 

@@ -392,6 +392,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();
+                            // TLS sessions are the context's; none when isolated.
+                            opts.session_scope = match &s.context {
+                                Some(c) => backend::SessionScope::Context(c.id()),
+                                None => backend::SessionScope::Isolated,
+                            };
                             reconnects.insert(
                                 node.clone(),
                                 Reconnect {

@@ -14,7 +14,7 @@ use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     Connection, ConnectionEvent, ErrorReason, ListenerEvent, MessageContext, Preconnection,
     ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
-    TransportProperties,
+    TransportContext, TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -308,6 +308,66 @@ async fn zero_rtt_with_a_ticket_and_a_full_handshake_without() {
     assert_eq!(m4.data(), b"careful");
     assert!(!m4.context().is_early_data());
     conn.close().await.unwrap();
+}
+
+/// A first Connection of `pre`: a full handshake whose tickets arrive
+/// (the server's reply is read back).
+async fn warm_up(
+    pre: &Preconnection,
+    incoming: &mut tokio::sync::mpsc::UnboundedReceiver<Connection>,
+) {
+    let first = pre.initiate().await.unwrap();
+    first.send_message("warm up").await.unwrap();
+    let s = incoming.recv().await.unwrap();
+    assert!(!s.receive().await.unwrap().context().is_early_data());
+    s.send_message("ack").await.unwrap();
+    assert_eq!(recv(&first).await, b"ack");
+    first.close().await.unwrap();
+}
+
+/// Whether `pre`'s safelyReplayable first Message arrives as 0-RTT.
+async fn goes_early(
+    pre: &Preconnection,
+    incoming: &mut tokio::sync::mpsc::UnboundedReceiver<Connection>,
+) -> bool {
+    let ctx = MessageContext::new()
+        .with("safelyReplayable", true)
+        .unwrap();
+    let (conn, _) = pre
+        .initiate_with_send(b"early?".to_vec(), Some(ctx))
+        .await
+        .unwrap();
+    let s = incoming.recv().await.unwrap();
+    let m = s.receive().await.unwrap();
+    assert_eq!(m.data(), b"early?");
+    conn.close().await.unwrap();
+    m.context().is_early_data()
+}
+
+#[tokio::test]
+async fn session_tickets_belong_to_the_transport_context() {
+    let cert = self_signed();
+    let (addr, mut incoming) = quic_listener(&cert).await;
+    let with = |ctx: &TransportContext, props: TransportProperties| {
+        let mut p = client(addr, pinned(&cert));
+        *p.transport_properties_mut() = props;
+        p.set_transport_context(ctx.clone());
+        p
+    };
+    let a = TransportContext::new();
+    warm_up(&with(&a, TransportProperties::new()), &mut incoming).await;
+    // The same context resumes, so its first Message goes as 0-RTT ...
+    assert!(goes_early(&with(&a, TransportProperties::new()), &mut incoming).await);
+    // ... another context has no ticket of this server ...
+    let b = TransportContext::new();
+    assert!(!goes_early(&with(&b, TransportProperties::new()), &mut incoming).await);
+    // ... and isolateSession uses none, even within the same context.
+    let mut isolated = TransportProperties::new();
+    isolated.set("isolateSession", true).unwrap();
+    assert!(!goes_early(&with(&a, isolated.clone()), &mut incoming).await);
+    // Nor does one isolated Connection resume another's session.
+    warm_up(&with(&a, isolated.clone()), &mut incoming).await;
+    assert!(!goes_early(&with(&a, isolated), &mut incoming).await);
 }
 
 #[tokio::test]

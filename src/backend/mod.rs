@@ -128,4 +128,21 @@ pub(crate) struct SocketOptions {
     /// Protocol-specific options (RFC 9622 §4.1), e.g. `ws.path`: the
     /// Preconnection's `TransportProperties::protocol_options`.
     pub(crate) protocol_options: std::collections::BTreeMap<String, String>,
+    /// Whose TLS session cache (tickets for resumption and 0-RTT, TLS and
+    /// QUIC alike) the attempt uses.
+    pub(crate) session_scope: SessionScope,
+}
+
+/// Whose TLS session cache an attempt uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(web, allow(dead_code))]
+pub(crate) enum SessionScope {
+    /// The process-wide cache (Listeners' own Clones, WebRTC's peers).
+    #[default]
+    Process,
+    /// The cache of the TransportContext with this id: Preconnections that
+    /// share a context share their sessions, and no others.
+    Context(u64),
+    /// isolateSession: no cache, no resumption (RFC 9622 §8.1.10).
+    Isolated,
 }

@@ -37,9 +37,26 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 pub const DEFAULT_STORAGE_KEY: &str = "postsocket.transportContext";
 
 /// Shared memory of earlier races: a cheap handle; clones share it.
-#[derive(Clone, Default)]
+///
+/// It also scopes the TLS session cache (session tickets for resumption
+/// and 0-RTT, over TLS, QUIC, WebSocket over TLS and WebTransport): the
+/// Connections of Preconnections that share a context resume each other's
+/// sessions, those of another context do not, and isolateSession uses
+/// none. Tickets are secrets: they stay in memory and are never saved.
+#[derive(Clone)]
 pub struct TransportContext {
     inner: Arc<Mutex<Memory>>,
+    id: u64,
+}
+
+impl Default for TransportContext {
+    fn default() -> TransportContext {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        TransportContext {
+            inner: Arc::default(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for TransportContext {
@@ -62,6 +79,11 @@ impl TransportContext {
     pub fn global() -> TransportContext {
         static GLOBAL: OnceLock<TransportContext> = OnceLock::new();
         GLOBAL.get_or_init(TransportContext::new).clone()
+    }
+
+    /// This context's identity (what scopes its TLS session cache).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     fn lock(&self) -> MutexGuard<'_, Memory> {

@@ -439,8 +439,12 @@ pub(crate) async fn connect(
         )),
         StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
         StackId::Quic => {
-            let tls = tls_config::client_config(&quic_security(opts), QUIC_DEFAULT_ALPN)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+            let tls = tls_config::client_config(
+                &quic_security(opts),
+                QUIC_DEFAULT_ALPN,
+                opts.session_scope,
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
             // As TLS: the explicit override, else the RemoteEndpoint's host
             // name, else the IP.
             let name = opts

@@ -136,7 +136,8 @@ impl TlsTransport {
 
     async fn connect_inner(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
         let sec = opts.security.clone().unwrap_or_default();
-        let parts = tls_config::client_config_parts(&sec, &[]).map_err(to_io)?;
+        let parts =
+            tls_config::client_config_parts(&sec, &[], opts.session_scope).map_err(to_io)?;
         // The cached configuration as it is: rustls resumes a session only
         // with the same configuration objects.
         let config = parts.0.clone();

@@ -7,6 +7,7 @@
 //! parameters share one session cache and can resume sessions, while
 //! parameters that verify differently never share cached sessions.
 
+use crate::backend::SessionScope;
 use crate::error::Error;
 use crate::security::{
     hex, parse_pem_certificates, parse_pem_private_key, Identity, IdentityChallengeCallback,
@@ -672,8 +673,9 @@ fn cached<T>(
 pub(crate) fn client_config(
     sec: &SecurityParameters,
     default_alpn: &[&str],
+    scope: SessionScope,
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
-    Ok(client_config_parts(sec, default_alpn)?.0.clone())
+    Ok(client_config_parts(sec, default_alpn, scope)?.0.clone())
 }
 
 /// A client config and the client identity resolver installed in it.
@@ -681,12 +683,15 @@ type ClientParts = (Arc<rustls::ClientConfig>, Arc<ClientIdentity>);
 
 /// [`client_config`] and its [`ClientIdentity`], for callers that install a
 /// fresh identity resolver per connection.
+/// The session cache (in the config) is per `scope`: one per
+/// TransportContext, none when isolated.
 pub(crate) fn client_config_parts(
     sec: &SecurityParameters,
     default_alpn: &[&str],
+    scope: SessionScope,
 ) -> Result<Arc<ClientParts>, Error> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<ClientParts>>>> = OnceLock::new();
-    let key = format!("{}|{default_alpn:?}", sec.cache_key());
+    let key = format!("{}|{default_alpn:?}|{scope:?}", sec.cache_key());
     cached(&CACHE, key, || {
         let provider = provider();
         let opportunistic = sec.mode() == SecurityMode::Opportunistic;
@@ -735,6 +740,7 @@ pub(crate) fn client_config_parts(
         // with a safelyReplayable Message (QUIC 0-RTT).
         cfg.enable_early_data = true;
         cfg.resumption = match sec.max_cached_sessions {
+            _ if scope == SessionScope::Isolated => rustls::client::Resumption::disabled(),
             Some(0) => rustls::client::Resumption::disabled(),
             n => rustls::client::Resumption::store(Arc::new(SessionStore {
                 max: n.unwrap_or(DEFAULT_CACHED_SESSIONS),
@@ -884,7 +890,7 @@ mod tests {
             vec![crate::security::certificate_sha256(&cert.pem()).unwrap()];
         tune(&mut client);
         let sc = server_config(&server, &[]).unwrap();
-        let cc = client_config(&client, &[]).unwrap();
+        let cc = client_config(&client, &[], SessionScope::Process).unwrap();
         let mut kind = None;
         for _ in 0..2 {
             let mut c = ClientConnection::new(cc.clone(), "localhost".try_into().unwrap()).unwrap();

@@ -268,7 +268,7 @@ async fn tls_connect(
     opts: &SocketOptions,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let sec = opts.security.clone().unwrap_or_default();
-    let config = tls_config::client_config(&sec, &["http/1.1"])
+    let config = tls_config::client_config(&sec, &["http/1.1"], opts.session_scope)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
     let name = sec
         .server_name

@@ -140,7 +140,7 @@ impl WtTransport {
     /// the first stream open.
     pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
         let sec = opts.security.clone().unwrap_or_default();
-        let tls = super::tls_config::client_config(&sec, &[ALPN])
+        let tls = super::tls_config::client_config(&sec, &[ALPN], opts.session_scope)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
         // ALPN is h3 whatever the application set for other stacks.
         let mut tls = (*tls).clone();
