@@ -294,9 +294,13 @@ ctx="$TMP/context.json"
 printf 'one\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" >/dev/null || fail "tapscat --context (first run) exited with $?"
 grep -q '"format":"postsocket-transport-context"' "$ctx" || fail "no TransportContext saved in $ctx"
 grep -q "\"target\":\"127.0.0.1:$port\"" "$ctx" || fail "$ctx does not remember 127.0.0.1:$port"
-printf 'two\n' | timeout 10 "$BIN/tapscat" --context "$ctx" --trace "$TMP/ctx-trace.jsonl" 127.0.0.1 "$port" >"$TMP/ctx.out" ||
+# The second run races 127.0.0.2 (nothing listens there) before 127.0.0.1, unless it remembers.
+printf 'two\n' | timeout 10 "$BIN/tapscat" --context "$ctx" --trace "$TMP/ctx-trace.jsonl" 127.0.0.2,127.0.0.1 "$port" >"$TMP/ctx.out" ||
     fail "tapscat --context (second run) exited with $?"
-grep -q '"event":"reordered".*first: it worked' "$TMP/ctx-trace.jsonl" || { cat "$TMP/ctx-trace.jsonl"; fail "the second race did not use what the first learned"; }
+grep -q '"event":"reordered".*127.0.0.1:[0-9]* first: it worked' "$TMP/ctx-trace.jsonl" || { cat "$TMP/ctx-trace.jsonl"; fail "the second race did not use what the first learned"; }
+first="$(grep -m1 '"event":"attempt_started"' "$TMP/ctx-trace.jsonl" | sed 's/.*"id":"\([^"]*\)".*/\1/')"
+grep -q "\"event\":\"candidate\",\"id\":\"$first\".*\"address\":\"127.0.0.1:$port\"" "$TMP/ctx-trace.jsonl" ||
+    { cat "$TMP/ctx-trace.jsonl"; fail "the address that worked did not start first"; }
 echo "not json" >"$ctx"
 printf 'three\n' | timeout 10 "$BIN/tapscat" --context "$ctx" 127.0.0.1 "$port" >"$TMP/ctx.out" 2>"$TMP/ctx.err" ||
     fail "tapscat with a corrupt --context file exited with $?"
