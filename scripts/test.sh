@@ -91,6 +91,9 @@ cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D w
 step "cargo test --workspace"
 cargo test --workspace
 
+step "fuzzing corpus replay: every input of fuzz/corpus and fuzz/regressions through its harness (cargo test --features fuzzing --test fuzz_corpus)"
+cargo test --features fuzzing --test fuzz_corpus
+
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
 

@@ -40,6 +40,9 @@ pub mod error;
 mod establish;
 pub mod event;
 pub mod framer;
+#[cfg(all(feature = "fuzzing", native))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod message;
 pub mod preconnection;

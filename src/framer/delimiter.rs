@@ -92,9 +92,15 @@ impl Framer for DelimiterFramer {
                     trailer: self.delimiter.len(),
                 })
             }
-            None if buf.len() > max_len => Err(FramerError::new(format!(
-                "no delimiter within recvMsgMaxLen ({max_len} bytes)"
-            ))),
+            // A delimiter may still start at any index up to max_len: only
+            // once it could not fit any more is the Message too long (found
+            // by fuzzing: a Message of max_len - 1 bytes whose multi-byte
+            // delimiter had arrived in part was refused).
+            None if buf.len() >= max_len.saturating_add(self.delimiter.len()) => {
+                Err(FramerError::new(format!(
+                    "no delimiter within recvMsgMaxLen ({max_len} bytes)"
+                )))
+            }
             None if at_end && !buf.is_empty() => {
                 // The last Message need not end with the delimiter (like a final line without newline).
                 self.scanned = 0;
@@ -109,5 +115,36 @@ impl Framer for DelimiterFramer {
                 Ok(Parse::NeedMore)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (fuzz/regressions/framers): a Message just under
+    /// recvMsgMaxLen whose multi-byte delimiter has arrived only in part is
+    /// not too long yet.
+    #[test]
+    fn a_message_within_the_limit_waits_for_the_rest_of_its_delimiter() {
+        let mut f = DelimiterFramer::new(b"\r\n--".to_vec()).unwrap();
+        let msg = [b'x'; 15];
+        let mut wire = msg.to_vec();
+        wire.extend_from_slice(b"\r\n--");
+        // 15 bytes, then 2 of the 4 delimiter bytes: 17 > 16, but the
+        // delimiter starts at 15 <= 16.
+        assert_eq!(f.parse(&wire[..17], false, 16).unwrap(), Parse::NeedMore);
+        assert_eq!(
+            f.parse(&wire, false, 16).unwrap(),
+            Parse::Message {
+                header: 0,
+                len: 15,
+                trailer: 4
+            }
+        );
+        // Past where a delimiter could start within the limit: too long.
+        let mut f = DelimiterFramer::new(b"\r\n--".to_vec()).unwrap();
+        assert!(f.parse(&[b'y'; 20], false, 16).is_err());
+        assert_eq!(f.parse(&[b'y'; 19], false, 16).unwrap(), Parse::NeedMore);
     }
 }

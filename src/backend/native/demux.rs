@@ -109,6 +109,22 @@ fn looks_like_tls(b: &[u8]) -> bool {
     b.len() >= 2 && b[0] == 0x16 && b[1] == 0x03
 }
 
+/// The fuzz harness: the classifier's decisions on any first bytes, as the
+/// peek loop takes them (a prefix at a time): it settles on TLS only for a
+/// TLS record start, and waits only while the bytes may still become one.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_first_bytes(data: &[u8]) {
+    for n in 1..=data.len().min(8) {
+        let b = &data[..n];
+        if looks_like_tls(b) {
+            assert!(b[0] == 0x16 && b[1] == 0x03);
+        }
+        if partial_get(b) {
+            assert!(HTTP_GET.starts_with(b) && b.len() < HTTP_GET.len());
+        }
+    }
+}
+
 /// The request line of a WebSocket upgrade starts with this.
 const HTTP_GET: &[u8] = b"GET ";
 

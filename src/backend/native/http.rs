@@ -92,6 +92,13 @@ async fn post(url: &str, body: String) -> io::Result<String> {
     })
 }
 
+/// The fuzz harness: any bytes as a (partial) response, before and at EOF.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_response(buf: &[u8]) {
+    let _ = complete(buf, false);
+    let _ = complete(buf, true);
+}
+
 /// The body once the response is complete (by Content-Length), or None.
 fn complete(buf: &[u8], eof: bool) -> io::Result<Option<io::Result<String>>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];

@@ -49,6 +49,14 @@ pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 /// handshake costs nothing but itself).
 pub(crate) const FINISH_LOSING: &[crate::capability::StackId] = &[];
 
+/// The fuzz harnesses of native parsers (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) use demux::fuzz_first_bytes;
+#[cfg(feature = "fuzzing")]
+pub(crate) use http::fuzz_response as fuzz_http_response;
+#[cfg(feature = "fuzzing")]
+pub(crate) use tls_config::fuzz_certificate;
+
 /// Take back a charge: nothing is charged natively.
 pub(crate) fn refund(_: &crate::racing::AttemptOutcome) {}
 

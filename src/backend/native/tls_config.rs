@@ -101,62 +101,13 @@ fn cert_error(message: String) -> rustls::Error {
 }
 
 // ---------------------------------------------------------------------------
-// A little DER: the validity dates and the public key algorithm of a certificate.
-
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&len0, rest) = rest.split_first()?;
-    let (len, rest) = if len0 < 0x80 {
-        (len0 as usize, rest)
-    } else {
-        let n = (len0 & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The fields of a TBSCertificate, from the version to the public key.
-struct TbsFields<'a> {
-    validity: &'a [u8],
-    spki: &'a [u8],
-}
-
-fn tbs_fields(cert_der: &[u8]) -> Option<TbsFields<'_>> {
-    let (_, cert, _) = der_next(cert_der)?;
-    let (_, tbs, _) = der_next(cert)?;
-    let (tag, _, mut rest) = der_next(tbs)?;
-    if tag == 0xa0 {
-        // [0] version: the serial number follows.
-        rest = der_next(rest)?.2;
-    }
-    let (_, _sigalg, rest) = der_next(rest)?;
-    let (_, _issuer, rest) = der_next(rest)?;
-    let (_, validity, rest) = der_next(rest)?;
-    let (_, _subject, rest) = der_next(rest)?;
-    let (_, spki, _) = der_next(rest)?;
-    Some(TbsFields { validity, spki })
-}
+// What a certificate says, read with the x509-cert crate: its validity dates
+// and the type of its public key (for clear errors before rustls's own).
 
 /// A certificate time: seconds since the Unix epoch and its text.
 struct CertTime {
     unix: i64,
     text: String,
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 pub(crate) fn format_unix(t: i64) -> String {
@@ -180,30 +131,31 @@ pub(crate) fn format_unix(t: i64) -> String {
     )
 }
 
-fn parse_time(tag: u8, text: &[u8]) -> Option<CertTime> {
-    let s = std::str::from_utf8(text).ok()?;
-    let s = s.strip_suffix('Z')?;
-    let (year, rest) = match tag {
-        0x17 if s.len() == 12 => {
-            let yy: i64 = s[..2].parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
-        }
-        0x18 if s.len() == 14 => (s[..4].parse().ok()?, &s[4..]),
-        _ => return None,
-    };
-    let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let unix = days_from_civil(year, n(0)?, n(2)?) * 86_400 + n(4)? * 3600 + n(6)? * 60 + n(8)?;
-    Some(CertTime {
+fn parse_certificate(der: &[u8]) -> Option<x509_cert::Certificate> {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(der).ok()
+}
+
+fn cert_time(t: &x509_cert::time::Time) -> CertTime {
+    let unix = i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
+    CertTime {
         unix,
         text: format_unix(unix),
-    })
+    }
 }
 
 fn validity(cert_der: &[u8]) -> Option<(CertTime, CertTime)> {
-    let v = tbs_fields(cert_der)?.validity;
-    let (t1, nb, rest) = der_next(v)?;
-    let (t2, na, _) = der_next(rest)?;
-    Some((parse_time(t1, nb)?, parse_time(t2, na)?))
+    let v = parse_certificate(cert_der)?.tbs_certificate.validity;
+    Some((cert_time(&v.not_before), cert_time(&v.not_after)))
+}
+
+/// The fuzz harness: any bytes read as a certificate (dates and key type).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_certificate(der: &[u8]) {
+    if let Some((nb, na)) = validity(der) {
+        assert!(!nb.text.is_empty() && !na.text.is_empty());
+    }
+    let _ = key_kind(der);
 }
 
 /// The key type of a certificate's public key.
@@ -216,23 +168,22 @@ enum KeyKind {
 }
 
 fn key_kind(cert_der: &[u8]) -> Option<KeyKind> {
-    const EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-    const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    let spki = tbs_fields(cert_der)?.spki;
-    let (_, alg, _) = der_next(spki)?;
-    let (_, oid, rest) = der_next(alg)?;
-    match oid {
-        o if o == EC => {
-            let (_, curve, _) = der_next(rest)?;
-            match curve {
-                c if c == P256 => Some(KeyKind::EcdsaP256),
-                c if c == P384 => Some(KeyKind::EcdsaP384),
-                _ => None,
-            }
-        }
+    use x509_cert::der::asn1::ObjectIdentifier as Oid;
+    const EC: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+    const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+    const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+    const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+    const RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+    let alg = parse_certificate(cert_der)?
+        .tbs_certificate
+        .subject_public_key_info
+        .algorithm;
+    match alg.oid {
+        o if o == EC => match alg.parameters?.decode_as::<Oid>().ok()? {
+            c if c == P256 => Some(KeyKind::EcdsaP256),
+            c if c == P384 => Some(KeyKind::EcdsaP384),
+            _ => None,
+        },
         o if o == ED25519 => Some(KeyKind::Ed25519),
         o if o == RSA => Some(KeyKind::Rsa),
         _ => None,
@@ -932,12 +883,16 @@ mod tests {
     }
 
     #[test]
-    fn times_round_trip() {
-        let t = parse_time(0x17, b"200101000000Z").unwrap();
-        assert_eq!(t.unix, 1_577_836_800);
-        assert_eq!(t.text, "2020-01-01 00:00:00 UTC");
-        let t = parse_time(0x18, b"20491231235959Z").unwrap();
-        assert_eq!(format_unix(t.unix), "2049-12-31 23:59:59 UTC");
+    fn times_format_as_utc() {
+        assert_eq!(format_unix(1_577_836_800), "2020-01-01 00:00:00 UTC");
+        assert_eq!(format_unix(2_524_607_999), "2049-12-31 23:59:59 UTC");
+        assert_eq!(format_unix(-1), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn not_a_certificate_has_no_dates_or_key_type() {
+        assert!(validity(b"not DER").is_none());
+        assert!(key_kind(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_none());
     }
 }
 
