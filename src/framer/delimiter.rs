@@ -101,6 +101,10 @@ impl Framer for DelimiterFramer {
                     "no delimiter within recvMsgMaxLen ({max_len} bytes)"
                 )))
             }
+            None if at_end && buf.len() > max_len => Err(FramerError::new(format!(
+                "the stream ended after {} bytes without a delimiter, over recvMsgMaxLen {max_len}",
+                buf.len()
+            ))),
             None if at_end && !buf.is_empty() => {
                 // The last Message need not end with the delimiter (like a final line without newline).
                 self.scanned = 0;
@@ -146,5 +150,17 @@ mod tests {
         let mut f = DelimiterFramer::new(b"\r\n--".to_vec()).unwrap();
         assert!(f.parse(&[b'y'; 20], false, 16).is_err());
         assert_eq!(f.parse(&[b'y'; 19], false, 16).unwrap(), Parse::NeedMore);
+        // And a last Message without a delimiter is bounded too (found by
+        // fuzzing the first fix: 19 bytes at the end were one Message).
+        let mut f = DelimiterFramer::new(b"\r\n--".to_vec()).unwrap();
+        assert!(f.parse(&[b'y'; 19], true, 16).is_err());
+        assert_eq!(
+            f.parse(&[b'y'; 16], true, 16).unwrap(),
+            Parse::Message {
+                header: 0,
+                len: 16,
+                trailer: 0
+            }
+        );
     }
 }
