@@ -12,7 +12,9 @@
 //      attempt fails and WebSocket starts at once. Then a WebRTC Rendezvous
 //      with the server's native peer echoes over a data channel.
 //   2. A native race (QUIC blackholed vs TLS) run by the server is drawn in
-//      the same view: TLS won, QUIC cancelled.
+//      the same view: TLS won, QUIC cancelled. Run with IPv6 blackholed six
+//      times, the server's TransportContext learns that IPv6 never answers
+//      on its network, and the sixth race starts IPv4 first, saying why.
 //   3. A trace exported as JSON imports back into the same picture; the
 //      layout fits a phone-width screen.
 //   4. The API refuses a cross-site POST and a foreign Host (CSRF, DNS
@@ -195,6 +197,38 @@ try {
   check(await page.getAttribute('body', 'data-winner') === 'tls', 'native race: TLS won');
   check(await page.getAttribute('#timeline g.row[data-stack=quic]', 'data-outcome') === 'cancelled', 'native race: QUIC cancelled');
   await page.screenshot({ path: join(shots, 'native-race.png'), fullPage: true });
+
+  // 2a. The native race view learns too: the server's TransportContext
+  // counts IPv6 attempts that stay silent on its network. After 5 runs with
+  // IPv6 blackholed (each on fresh ports), the 6th starts IPv4 first and the
+  // trace says why.
+  const hasV6 = await page.evaluate(() => [...document.querySelectorAll('#scenario option')].some((o) => o.value === 'ipv6-blackholed'));
+  if (hasV6) {
+    await page.selectOption('#scenario', 'ipv6-blackholed');
+    let learned = null;
+    for (let run = 1; run <= 6; run += 1) {
+      await page.click('#run-native');
+      await page.waitForFunction((n) => document.querySelector('#race-source').textContent.includes('ipv6-blackholed')
+        && document.body.dataset.state !== 'racing', run, { timeout: 20000 });
+      const events = await page.evaluate(() => window.postsocketDemo.shown().events);
+      const first = events.find((e) => e.event === 'attempt_started');
+      const firstAddr = events.find((e) => e.event === 'candidate' && e.id === first.id).address;
+      const why = events.find((e) => e.event === 'reordered' && /IPv6 seems blackholed/.test(e.reason ?? ''));
+      if (run < 6) check(firstAddr.startsWith('[::1]'), `native run ${run}: IPv6 first (${firstAddr})`);
+      else learned = { firstAddr, why };
+    }
+    check(learned.firstAddr.startsWith('127.0.0.1') && learned.why,
+      `native run 6: IPv4 first (${learned.firstAddr}), because ${learned.why?.reason}`);
+    await page.screenshot({ path: join(shots, 'native-learned.png'), fullPage: true });
+    // Back to the QUIC race for the export below.
+    await page.selectOption('#scenario', 'quic-blackholed');
+    await page.click('#run-native');
+    await page.waitForFunction(() => document.querySelector('#race-source').textContent.includes('quic-blackholed')
+      && document.body.dataset.state !== 'racing', null, { timeout: 20000 });
+    check(await page.getAttribute('body', 'data-winner') === 'tls', 'native race again: TLS won');
+  } else {
+    console.log('# no IPv6 loopback here: the native learning step is skipped');
+  }
 
   // 3. Export, import back, phone width.
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
