@@ -317,9 +317,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     };
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
-    let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
     let mut history = match &s.context {
-        Some(c) => c.history_for(&destinations, &chosen, config.adaptive_delay),
+        Some(c) => {
+            let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
+            c.history_for(&destinations, &chosen, config.adaptive_delay)
+        }
         None => RaceHistory::none(),
     };
     history.held.extend(backend::held_by_browser());
@@ -327,6 +329,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // platform is charged for the attempts that cost it (one left to finish
     // is refunded if it connects after all, see `finish_losers`).
     let learn = |racer: &Racer| {
+        if s.context.is_none() && !backend::CHARGES_ATTEMPTS {
+            return Vec::new(); // nobody to teach
+        }
         let outcomes = racer.outcomes();
         backend::note_outcomes(&outcomes);
         if let Some(c) = &s.context {

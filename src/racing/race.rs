@@ -242,6 +242,8 @@ enum Kind {
         failure: Option<(ErrorReason, String)>,
         /// The remote endpoint it came from, as the application named it.
         destination: String,
+        /// `addr` as text, the key under which history remembers it.
+        key: String,
         /// History holds it back: it starts only when nothing else is left.
         held: bool,
         /// History's rank: 0 worked last time, 1 unknown, 2 failed or demoted.
@@ -491,10 +493,14 @@ impl Racer {
             r.trace.push(ev);
         }
         // Stacks that history demotes (UDP blackholed) go last, stably.
-        let demoted: Vec<bool> = stacks.iter().map(|s| r.demotion(*s).is_some()).collect();
-        let mut order: Vec<usize> = (0..stacks.len()).collect();
-        sort_by_rank(&mut order, |&i| u8::from(demoted[i]));
-        let stacks: Vec<StackId> = order.into_iter().map(|i| stacks[i]).collect();
+        let stacks: Vec<StackId> = if r.history.demoted_stacks.is_empty() {
+            stacks
+        } else {
+            let demoted: Vec<bool> = stacks.iter().map(|s| r.demotion(*s).is_some()).collect();
+            let mut order: Vec<usize> = (0..stacks.len()).collect();
+            sort_by_rank(&mut order, |&i| u8::from(demoted[i]));
+            order.into_iter().map(|i| stacks[i]).collect()
+        };
 
         // Level-3 order: literal addresses interleaved v6-first in their
         // slots; host names keep their positions.
@@ -735,6 +741,7 @@ impl Racer {
                 state,
                 failure,
                 destination,
+                key,
                 started: Some(started),
                 ended: Some(ended),
                 turn,
@@ -757,7 +764,7 @@ impl Racer {
                 node: self.nodes[n].id.clone(),
                 destination: destination.clone(),
                 stack: self.nodes[n].stack.expect("leaves have a stack"),
-                target: addr.to_string(),
+                target: key.clone(),
                 family: addr.addr().map(|a| family_of(&a.ip())),
                 ran,
                 result,
@@ -839,6 +846,7 @@ impl Racer {
                 ready_at,
                 failure: None,
                 destination,
+                key: text.clone(),
                 held: held.is_some(),
                 rank,
                 rank_why,
@@ -1288,8 +1296,8 @@ impl Racer {
     fn start(&mut self, now: Time, leaf: usize) {
         let stack = self.nodes[leaf].stack.expect("leaves have a stack");
         let remembered = match &self.nodes[leaf].kind {
-            Kind::Leaf { addr, .. } if self.history.adaptive_delay => {
-                self.history.handshake(&addr.to_string(), stack).cloned()
+            Kind::Leaf { key, .. } if self.history.adaptive_delay => {
+                self.history.handshake(key, stack).cloned()
             }
             _ => None,
         };

@@ -41,6 +41,10 @@ pub(crate) fn held_by_browser() -> Vec<crate::racing::Held> {
     Vec::new()
 }
 
+/// Whether the platform charges for attempts (`note_outcomes` counts them):
+/// not natively.
+pub(crate) const CHARGES_ATTEMPTS: bool = false;
+
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 

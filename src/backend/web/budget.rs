@@ -26,6 +26,9 @@ pub const BUDGET: usize = 3;
 /// when they are cancelled, 0 when they are left to finish.
 pub(crate) const FINISH_LOSING: &[StackId] = &[StackId::Wt];
 
+/// The browser charges for WebTransport attempts (see [`note_outcomes`]).
+pub(crate) const CHARGES_ATTEMPTS: bool = true;
+
 /// How long Chromium counts one (about 5 minutes).
 pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 

@@ -22,7 +22,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use budget::{held_by_browser, note_outcomes, refund, FINISH_LOSING};
+pub(crate) use budget::{held_by_browser, note_outcomes, refund, CHARGES_ATTEMPTS, FINISH_LOSING};
 pub use budget::{
     set_webtransport_budget, webtransport_budget_spent, BUDGET as WEBTRANSPORT_BUDGET,
 };
