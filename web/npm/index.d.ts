@@ -211,8 +211,9 @@ export class Preconnection extends EventTarget {
   ): Promise<{ connection: Connection; sent: Promise<Sent> }>;
   /** `Rendezvous()` over WebRTC with HTTP signaling: the offer is POSTed to
    * `signalingUrl`, the answer read from the response. Needs
-   * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`. */
-  rendezvous(options: { signalingUrl: string }): Promise<Connection>;
+   * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`.
+   * Aborting `signal` ends the Rendezvous and rejects with the signal's reason. */
+  rendezvous(options: { signalingUrl: string; signal?: AbortSignal }): Promise<Connection>;
   addEventListener<K extends keyof PreconnectionEventMap>(
     type: K,
     listener: (this: Preconnection, ev: PreconnectionEventMap[K]) => unknown,

@@ -161,13 +161,15 @@ export class Preconnection extends EventTarget {
    * `Rendezvous()` (§7.3) over a WebRTC data channel: POSTs this page's
    * offer to `signalingUrl` and takes the answer from the response. Needs
    * `protocols: ['webrtc']`. Resolves with the Connection once the channel
-   * is open; rejects with an Error named `EstablishmentError`.
+   * is open; rejects with an Error named `EstablishmentError`. With
+   * `signal` (an AbortSignal), aborting it ends the Rendezvous and rejects
+   * with the signal's reason.
    */
-  async rendezvous({ signalingUrl } = {}) {
+  async rendezvous({ signalingUrl, signal } = {}) {
     if (typeof signalingUrl !== 'string') {
       throw new TypeError('postsocket: rendezvous({ signalingUrl }) needs the signaling URL as a string');
     }
-    const raw = await this.#raw.rendezvous(signalingUrl);
+    const raw = await this.#raw.rendezvous(signalingUrl, signal);
     return new Connection(raw);
   }
 }

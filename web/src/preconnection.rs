@@ -208,19 +208,33 @@ impl RawPreconnection {
     /// response (`postsocket::HttpSignaling`). A Promise of the Connection
     /// on the first data channel, rejected with an `EstablishmentError`.
     /// Channels the peer opens later (its Clones) are not exposed to JS yet.
-    pub fn rendezvous(&self, signaling_url: String) -> js_sys::Promise {
+    /// With `signal` (an AbortSignal), aborting it ends the Rendezvous (the
+    /// signaling request and the peer connection are dropped) and rejects
+    /// with the signal's reason.
+    pub fn rendezvous(
+        &self,
+        signaling_url: String,
+        signal: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
         let fut = self
             .pre
             .rendezvous(postsocket::HttpSignaling::new(signaling_url));
+        let (fut, on_abort) = match AbortOn::signal(&signal)? {
+            Ok((on_abort, registration)) => {
+                (futures::future::Abortable::new(fut, registration), on_abort)
+            }
+            Err(reason) => return Ok(js_sys::Promise::reject(&reason)),
+        };
         let listener = self.listener.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
             let result = fut.await;
             drop(listener);
-            match result {
-                Ok(done) => Ok(RawConnection::new(done.connection).into()),
-                Err(e) => Err(error_to_js("EstablishmentError", &e)),
+            match (result, on_abort.done()) {
+                (Ok(Ok(done)), _) => Ok(RawConnection::new(done.connection).into()),
+                (Ok(Err(e)), _) => Err(error_to_js("EstablishmentError", &e)),
+                (Err(futures::future::Aborted), reason) => Err(reason),
             }
-        })
+        }))
     }
 }
 

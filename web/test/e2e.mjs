@@ -9,6 +9,7 @@ import { launch, port, serve } from './harness.mjs';
 
 const echo = port('POSTSOCKET_WS_ECHO_PORT');
 const refused = port('POSTSOCKET_WS_REFUSED_PORT');
+const silent = port('POSTSOCKET_WS_SILENT_PORT');
 
 const server = await serve();
 const browser = await launch();
@@ -528,6 +529,37 @@ try {
     assert.match(r.corrupt.message, /corrupt is not a TransportContext this build can read: not JSON/);
     assert.ok(r.corrupt.empty, 'a corrupt text leaves the context empty');
     assert.match(r.badOption, /saveContext/);
+  });
+
+  await check('an AbortSignal ends a rendezvous whose signaling server never answers', async () => {
+    const r = await inPage(
+      async (m, { silent }) => {
+        const pre = new m.Preconnection({ remote: [], protocols: ['webrtc'] });
+        const controller = new AbortController();
+        const t0 = performance.now();
+        setTimeout(() => controller.abort(new DOMException('the user gave up', 'AbortError')), 200);
+        let out;
+        try {
+          await pre.rendezvous({ signalingUrl: `http://127.0.0.1:${silent}/offer`, signal: controller.signal });
+          out = { connected: true };
+        } catch (e) {
+          out = { name: e.name, message: e.message, ms: performance.now() - t0 };
+        }
+        // Already aborted: rejected at once.
+        try {
+          await pre.rendezvous({ signalingUrl: `http://127.0.0.1:${silent}/offer`, signal: AbortSignal.abort() });
+          out.again = 'connected';
+        } catch (e) {
+          out.again = e.name;
+        }
+        return out;
+      },
+      { silent },
+    );
+    assert.equal(r.name, 'AbortError', JSON.stringify(r));
+    assert.equal(r.message, 'the user gave up');
+    assert.ok(r.ms < 5000, `ended ${r.ms} ms after it started, not at the signaling timeout`);
+    assert.equal(r.again, 'AbortError');
   });
 
   await check("the browser's offline event is a pathChange on open Connections", async () => {
