@@ -188,6 +188,10 @@ impl<T> NodeMap<T> {
         let i = self.0.iter().position(|(n, _)| n == node)?;
         Some(self.0.swap_remove(i).1)
     }
+
+    fn get(&self, node: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == node).map(|(_, v)| v)
+    }
 }
 
 /// The bound of one establishment: Initiate's timeout, else connTimeout,
@@ -422,11 +426,15 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     }
                 }
                 Action::CancelAttempt { node } => {
-                    let losing_to_a_winner = racer.winner().is_some()
-                        && reconnects.0.iter().any(|(n, r)| {
-                            *n == node && backend::FINISH_LOSING.contains(&r.caps.stack)
-                        });
-                    if losing_to_a_winner && handles.0.iter().any(|(n, _)| *n == node) {
+                    // Still running (it has a handle), of a stack whose
+                    // cancellation costs more than its completion, and
+                    // losing to a winner (not cut by the timeout).
+                    let finish = racer.winner().is_some()
+                        && handles.get(&node).is_some()
+                        && reconnects
+                            .get(&node)
+                            .is_some_and(|r| backend::FINISH_LOSING.contains(&r.caps.stack));
+                    if finish {
                         // Left to finish in the background (see `finish_losers`).
                         finishing.push(node.clone());
                     } else if let Some(h) = handles.remove(&node) {

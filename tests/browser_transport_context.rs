@@ -31,21 +31,21 @@ fn port(value: Option<&'static str>, name: &str) -> u16 {
         .expect("a port")
 }
 
-fn pre(port: u16, props: TransportProperties) -> Preconnection {
+/// A length-prefix framed Preconnection to `127.0.0.1:port`.
+fn pre_with(port: u16, props: TransportProperties, sec: SecurityParameters) -> Preconnection {
     let remote = RemoteEndpoint::new()
         .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .and_then(|r| r.with_port(port))
         .expect("endpoint");
-    // Opportunistic: wt, wss and ws race; wss fails (the browser does not
-    // trust the self-signed certificate) and ws connects.
-    let mut p = Preconnection::new(
-        Vec::new(),
-        vec![remote],
-        props,
-        SecurityParameters::opportunistic(),
-    );
+    let mut p = Preconnection::new(Vec::new(), vec![remote], props, sec);
     p.add_framer(LengthPrefixFramer::new());
     p
+}
+
+/// Opportunistic: wt, wss and ws race; wss fails (the browser does not
+/// trust the self-signed certificate) and ws connects.
+fn pre(port: u16, props: TransportProperties) -> Preconnection {
+    pre_with(port, props, SecurityParameters::opportunistic())
 }
 
 /// How many WebTransport attempts a race started, and whether its winner
@@ -115,25 +115,11 @@ async fn a_webtransport_handshake_that_merely_loses_is_left_to_finish() {
         // WebSocket handshake is quicker, so WebTransport merely loses.
         let mut sec = SecurityParameters::opportunistic();
         sec.pinned_server_certificate = vec![hash];
-        let mut p = pre(wt_port, TransportProperties::new());
+        let mut p = pre_with(wt_port, TransportProperties::new(), sec);
         p.set_protocols(vec![StackId::Wt, StackId::Ws]);
         p.set_racing_mode(postsocket::racing::RacingMode::Simultaneous);
         p.set_transport_context(ctx.clone());
-        let mut q = Preconnection::new(
-            Vec::new(),
-            vec![RemoteEndpoint::new()
-                .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
-                .and_then(|r| r.with_port(wt_port))
-                .expect("endpoint")],
-            TransportProperties::new(),
-            sec,
-        );
-        q.add_framer(LengthPrefixFramer::new());
-        q.set_protocols(vec![StackId::Wt, StackId::Ws]);
-        q.set_racing_mode(postsocket::racing::RacingMode::Simultaneous);
-        q.set_transport_context(ctx.clone());
-        drop(p);
-        let conn = q.initiate_with_timeout(T).await.expect("a winner");
+        let conn = p.initiate_with_timeout(T).await.expect("a winner");
         let t = conn.trace();
         if conn.stack() == StackId::Ws {
             lost += 1;
@@ -251,16 +237,11 @@ async fn the_browser_going_offline_is_a_path_change_and_forgets_the_network() {
         option_env!("POSTSOCKET_WS_ECHO_PORT"),
         "POSTSOCKET_WS_ECHO_PORT",
     );
-    let mut p = Preconnection::new(
-        Vec::new(),
-        vec![RemoteEndpoint::new()
-            .with_ip_address(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            .and_then(|r| r.with_port(echo))
-            .expect("endpoint")],
+    let p = pre_with(
+        echo,
         TransportProperties::new(),
         SecurityParameters::disabled(),
     );
-    p.add_framer(LengthPrefixFramer::new());
     let conn = p.initiate_with_timeout(T).await.expect("ws echo");
     let ctx = postsocket::TransportContext::global();
     assert!(

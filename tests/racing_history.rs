@@ -175,15 +175,20 @@ impl Race {
 const V6: &str = "[::1]:443";
 const V4: &str = "127.0.0.1:443";
 
-/// The Happy Eyeballs case: IPv6 silent, IPv4 wins after the delay.
-fn v6_blackholed_race(mem: &mut Memory, wall: u64) -> Race {
-    let mut r = Race::new(
+/// A TCP race to `[::1]:443` and `127.0.0.1:443`, in that order.
+fn v6_then_v4(mem: &mut Memory, wall: u64) -> Race {
+    Race::new(
         mem,
         wall,
         RacingConfig::default(),
         &[StackId::Tcp],
         vec![lit(V6), lit(V4)],
-    );
+    )
+}
+
+/// The Happy Eyeballs case: IPv6 silent, IPv4 wins after the delay.
+fn v6_blackholed_race(mem: &mut Memory, wall: u64) -> Race {
+    let mut r = v6_then_v4(mem, wall);
     r.succeed(ms(251), V4, StackId::Tcp);
     r
 }
@@ -216,13 +221,7 @@ fn the_target_that_worked_goes_first_and_the_silent_one_is_held_back() {
     let mut mem = Memory::new();
     v6_blackholed_race(&mut mem, T0).learn(&mut mem, T0);
 
-    let mut r = Race::new(
-        &mut mem,
-        T0 + 1000,
-        RacingConfig::default(),
-        &[StackId::Tcp],
-        vec![lit(V6), lit(V4)],
-    );
+    let mut r = v6_then_v4(&mut mem, T0 + 1000);
     // IPv4 first, at once; IPv6 is held back, so nothing else is due.
     assert_eq!(r.started(), [(0, StackId::Tcp, V4)]);
     assert_eq!(
@@ -256,13 +255,7 @@ fn the_target_that_worked_goes_first_and_the_silent_one_is_held_back() {
 fn a_held_back_leaf_starts_at_once_when_everything_else_failed() {
     let mut mem = Memory::new();
     v6_blackholed_race(&mut mem, T0).learn(&mut mem, T0);
-    let mut r = Race::new(
-        &mut mem,
-        T0 + 1000,
-        RacingConfig::default(),
-        &[StackId::Tcp],
-        vec![lit(V6), lit(V4)],
-    );
+    let mut r = v6_then_v4(&mut mem, T0 + 1000);
     r.fail(ms(3), V4, StackId::Tcp, ErrorReason::EstablishmentFailed);
     assert_eq!(
         r.started(),
@@ -273,13 +266,7 @@ fn a_held_back_leaf_starts_at_once_when_everything_else_failed() {
     r.learn(&mut mem, T0 + 1000);
     // It won: no longer held, and first; IPv4 failed while it connected,
     // so now IPv4 is held back.
-    let r = Race::new(
-        &mut mem,
-        T0 + 2000,
-        RacingConfig::default(),
-        &[StackId::Tcp],
-        vec![lit(V6), lit(V4)],
-    );
+    let r = v6_then_v4(&mut mem, T0 + 2000);
     assert_eq!(r.started(), [(0, StackId::Tcp, V6)]);
     let held = r.reasons(TraceEventKind::HeldBack);
     assert!(
@@ -596,18 +583,7 @@ fn udp_that_never_answers_moves_quic_after_tcp() {
 fn networks_are_kept_apart_and_a_change_forgets() {
     let mut mem = Memory::new();
     v6_blackholed_race(&mut mem, T0).learn(&mut mem, T0);
-    let first = |mem: &mut Memory, wall| {
-        Race::new(
-            mem,
-            wall,
-            RacingConfig::default(),
-            &[StackId::Tcp],
-            vec![lit(V6), lit(V4)],
-        )
-        .started()[0]
-            .2
-            .to_string()
-    };
+    let first = |mem: &mut Memory, wall| v6_then_v4(mem, wall).started()[0].2.to_string();
     assert_eq!(first(&mut mem, T0 + 1), V4);
     mem.set_network("cafe");
     assert_eq!(first(&mut mem, T0 + 2), V6, "another network: fresh");
@@ -622,13 +598,7 @@ fn records_expire_after_a_week() {
     let mut mem = Memory::new();
     v6_blackholed_race(&mut mem, T0).learn(&mut mem, T0);
     let week = memory::RECORD_TTL.as_millis() as u64;
-    let r = Race::new(
-        &mut mem,
-        T0 + week + 1,
-        RacingConfig::default(),
-        &[StackId::Tcp],
-        vec![lit(V6), lit(V4)],
-    );
+    let r = v6_then_v4(&mut mem, T0 + week + 1);
     assert_eq!(r.started()[0].2, V6);
     assert!(r.reasons(TraceEventKind::Reordered).is_empty());
 }

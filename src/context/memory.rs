@@ -158,89 +158,115 @@ impl NetworkMemory {
     }
 
     fn target(&mut self, target: &str, stack: StackId, now_ms: u64) -> &mut TargetRecord {
-        let i = match self
-            .targets
-            .iter()
-            .position(|t| t.stack == stack && t.target == target)
-        {
-            Some(i) => i,
-            None => {
-                evict_lru(&mut self.targets, |t| t.last_used_ms, MAX_RECORDS);
-                self.targets.push(TargetRecord {
-                    target: target.to_string(),
-                    stack,
-                    handshake_us: None,
-                    handshake_var_us: 0,
-                    samples: 0,
-                    last_ok_ms: None,
-                    last_bad_ms: None,
-                    last_used_ms: now_ms,
-                });
-                self.targets.len() - 1
-            }
-        };
-        let t = &mut self.targets[i];
-        t.last_used_ms = now_ms;
-        t
+        find_or_insert(
+            &mut self.targets,
+            MAX_RECORDS,
+            now_ms,
+            |t| t.stack == stack && t.target == target,
+            || TargetRecord {
+                target: target.to_string(),
+                stack,
+                handshake_us: None,
+                handshake_var_us: 0,
+                samples: 0,
+                last_ok_ms: None,
+                last_bad_ms: None,
+                last_used_ms: now_ms,
+            },
+        )
     }
 
     fn stack(&mut self, destination: &str, stack: StackId, now_ms: u64) -> &mut StackRecord {
-        let i = match self
-            .stacks
-            .iter()
-            .position(|s| s.stack == stack && s.destination == destination)
-        {
-            Some(i) => i,
-            None => {
-                evict_lru(&mut self.stacks, |s| s.last_used_ms, MAX_RECORDS);
-                self.stacks.push(StackRecord {
-                    destination: destination.to_string(),
-                    stack,
-                    last_win_ms: None,
-                    failures: 0,
-                    last_failure: None,
-                    held_until_ms: None,
-                    last_used_ms: now_ms,
-                });
-                self.stacks.len() - 1
-            }
-        };
-        let s = &mut self.stacks[i];
-        s.last_used_ms = now_ms;
-        s
+        find_or_insert(
+            &mut self.stacks,
+            MAX_RECORDS,
+            now_ms,
+            |s| s.stack == stack && s.destination == destination,
+            || StackRecord {
+                destination: destination.to_string(),
+                stack,
+                last_win_ms: None,
+                failures: 0,
+                last_failure: None,
+                held_until_ms: None,
+                last_used_ms: now_ms,
+            },
+        )
     }
 
     fn expire(&mut self, now_ms: u64) {
         let ttl = ms(RECORD_TTL);
         self.targets
-            .retain(|t| now_ms.saturating_sub(t.last_used_ms) < ttl);
+            .retain(|t| now_ms.saturating_sub(t.last_used()) < ttl);
         self.stacks
-            .retain(|s| now_ms.saturating_sub(s.last_used_ms) < ttl);
+            .retain(|s| now_ms.saturating_sub(s.last_used()) < ttl);
     }
+}
+
+/// A record kept while it is used: networks, targets, destinations.
+trait Recent {
+    fn last_used(&self) -> u64;
+    fn touch(&mut self, now_ms: u64);
+}
+
+macro_rules! recent {
+    ($($t:ty),*) => {$(
+        impl Recent for $t {
+            fn last_used(&self) -> u64 {
+                self.last_used_ms
+            }
+            fn touch(&mut self, now_ms: u64) {
+                self.last_used_ms = now_ms;
+            }
+        }
+    )*};
+}
+recent!(NetworkMemory, TargetRecord, StackRecord);
+
+/// The record `matches` picks, or a new one from `make` (the least recently
+/// used ones making room first, at most `max` kept); marked used at `now_ms`.
+fn find_or_insert<T: Recent>(
+    records: &mut Vec<T>,
+    max: usize,
+    now_ms: u64,
+    matches: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> &mut T {
+    let i = match records.iter().position(matches) {
+        Some(i) => i,
+        None => {
+            evict_lru(records, max);
+            records.push(make());
+            records.len() - 1
+        }
+    };
+    let r = &mut records[i];
+    r.touch(now_ms);
+    r
 }
 
 /// Make room for one more record: drop the least recently used while
 /// there are `max` or more.
-fn evict_lru<T>(records: &mut Vec<T>, used: impl Fn(&T) -> u64, max: usize) {
+fn evict_lru<T: Recent>(records: &mut Vec<T>, max: usize) {
     while records.len() >= max.max(1) {
         let oldest = (0..records.len())
-            .min_by_key(|&i| used(&records[i]))
+            .min_by_key(|&i| records[i].last_used())
             .expect("not empty");
         records.swap_remove(oldest);
     }
 }
 
 /// Keep at most `max` records, the most recently used (order kept).
-fn keep_recent<T>(records: &mut Vec<T>, max: usize, used: impl Fn(&T) -> u64) {
+fn keep_recent<T: Recent>(records: &mut Vec<T>, max: usize) {
     if records.len() <= max {
         return;
     }
-    let mut times: Vec<u64> = records.iter().map(&used).collect();
+    let mut times: Vec<u64> = records.iter().map(Recent::last_used).collect();
     times.sort_unstable();
     let threshold = times[times.len() - max];
-    records.retain(|r| used(r) >= threshold);
+    records.retain(|r| r.last_used() >= threshold);
     // Ties at the threshold may leave a few more: drop the oldest of them.
-    evict_lru(records, &used, max + 1);
+    evict_lru(records, max + 1);
 }
 
 /// The port at the end of `host:port` text.
@@ -281,23 +307,14 @@ impl Memory {
     }
 
     fn current(&mut self, now_ms: u64) -> &mut NetworkMemory {
-        let i = match self.networks.iter().position(|n| n.id == self.network) {
-            Some(i) => i,
-            None => {
-                while self.networks.len() >= MAX_NETWORKS {
-                    let oldest = (0..self.networks.len())
-                        .min_by_key(|&i| self.networks[i].last_used_ms)
-                        .expect("not empty");
-                    self.networks.swap_remove(oldest);
-                }
-                self.networks
-                    .push(NetworkMemory::new(&self.network, now_ms));
-                self.networks.len() - 1
-            }
-        };
-        let n = &mut self.networks[i];
-        n.last_used_ms = now_ms;
-        n
+        let id = &self.network;
+        find_or_insert(
+            &mut self.networks,
+            MAX_NETWORKS,
+            now_ms,
+            |n| n.id == *id,
+            || NetworkMemory::new(id, now_ms),
+        )
     }
 
     /// Races from now on run on network `id`: its memory is kept apart
@@ -568,15 +585,15 @@ impl Memory {
             None => return Err(bad("it has no numeric `version` field".into())),
         }
         let mut m: Memory = serde_json::from_str(text).map_err(|e| bad(format!("{e}")))?;
-        keep_recent(&mut m.networks, MAX_NETWORKS, |n| n.last_used_ms);
+        keep_recent(&mut m.networks, MAX_NETWORKS);
         for n in &mut m.networks {
             for d in [&mut n.ipv6, &mut n.udp] {
                 d.window.retain(|c| c == 'a' || c == 's');
                 let excess = d.window.len().saturating_sub(DETECTOR_WINDOW);
                 d.window.drain(..excess);
             }
-            keep_recent(&mut n.targets, MAX_RECORDS, |t| t.last_used_ms);
-            keep_recent(&mut n.stacks, MAX_RECORDS, |s| s.last_used_ms);
+            keep_recent(&mut n.targets, MAX_RECORDS);
+            keep_recent(&mut n.stacks, MAX_RECORDS);
         }
         Ok(m)
     }

@@ -199,6 +199,17 @@ enum RankWhy {
     Family(usize),
 }
 
+impl RankWhy {
+    /// The rank: 0 worked last time, 2 failed or demoted (1: no opinion).
+    fn rank(why: Option<RankWhy>) -> u8 {
+        match why {
+            Some(RankWhy::Worked(_)) => 0,
+            None => 1,
+            Some(RankWhy::Failed(_) | RankWhy::Family(_)) => 2,
+        }
+    }
+}
+
 /// The state of one leaf's connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeafState {
@@ -246,10 +257,8 @@ enum Kind {
         key: String,
         /// History holds it back: it starts only when nothing else is left.
         held: bool,
-        /// History's rank: 0 worked last time, 1 unknown, 2 failed or demoted.
-        rank: u8,
-        /// Why it has that rank, written to the trace once the race has
-        /// more than one leaf (`noted`).
+        /// Why history ranks it first or last (`None`: no opinion), written
+        /// to the trace once the race has more than one leaf (`noted`).
         rank_why: Option<RankWhy>,
         noted: bool,
         /// When it started and ended, and the attempt delay that followed its start.
@@ -834,7 +843,7 @@ impl Racer {
             .history
             .held(&destination, stack_id)
             .map(|h| h.why.clone());
-        let (rank, rank_why) = self.rank_of(&addr, &text);
+        let rank_why = self.rank_of(&addr, &text);
         let noted = false;
         let leaf = self.add_node(
             Some(parent),
@@ -848,7 +857,6 @@ impl Racer {
                 destination,
                 key: text.clone(),
                 held: held.is_some(),
-                rank,
                 rank_why,
                 noted,
                 started: None,
@@ -875,14 +883,14 @@ impl Racer {
         Some(leaf)
     }
 
-    /// History's rank of a target (0 first, 1 no opinion, 2 last) and why.
-    fn rank_of(&self, addr: &Target, text: &str) -> (u8, Option<RankWhy>) {
+    /// Why history ranks a target first or last, if it does.
+    fn rank_of(&self, addr: &Target, text: &str) -> Option<RankWhy> {
         if let Some(v) = self.history.verdict(text) {
-            return if v.worked {
-                (0, Some(RankWhy::Worked(v.ago)))
+            return Some(if v.worked {
+                RankWhy::Worked(v.ago)
             } else {
-                (2, Some(RankWhy::Failed(v.ago)))
-            };
+                RankWhy::Failed(v.ago)
+            });
         }
         if let Some(a) = addr.addr() {
             let family = family_of(&a.ip());
@@ -892,10 +900,10 @@ impl Racer {
                 .iter()
                 .position(|(f, _)| *f == family)
             {
-                return (2, Some(RankWhy::Family(i)));
+                return Some(RankWhy::Family(i));
             }
         }
-        (1, None)
+        None
     }
 
     /// Trace why leaves were ranked as they were, once there is more than
@@ -950,7 +958,7 @@ impl Racer {
 
     fn rank(&self, node: usize) -> u8 {
         match self.nodes[node].kind {
-            Kind::Leaf { rank, .. } => rank,
+            Kind::Leaf { rank_why, .. } => RankWhy::rank(rank_why),
             _ => 1,
         }
     }

@@ -50,36 +50,41 @@ pub fn set_webtransport_budget(limit: usize) {
 /// How many of the page's WebTransport handshakes failed or were cancelled
 /// in the last 5 minutes (what the budget counts).
 pub fn webtransport_budget_spent() -> usize {
-    spent(crate::runtime::unix_ms()).len()
+    with_spent(crate::runtime::unix_ms(), <[u64]>::len)
 }
 
-/// Forget costs that aged out; the rest, oldest first.
-fn spent(now: u64) -> Vec<u64> {
+/// Forget costs that aged out; `f` of the rest, oldest first.
+fn with_spent<R>(now: u64, f: impl FnOnce(&[u64]) -> R) -> R {
     let window = WINDOW.as_millis() as u64;
     SPENT.with(|s| {
         let mut s = s.borrow_mut();
         s.retain(|&t| now.saturating_sub(t) < window);
-        s.clone()
+        f(&s)
     })
 }
 
 /// WebTransport held back while the budget is spent.
 pub(crate) fn held_by_browser() -> Vec<Held> {
     let now = crate::runtime::unix_ms();
-    let spent = spent(now);
     let limit = LIMIT.with(|l| l.get());
-    if spent.len() < limit {
+    // How many count, and when the one that would lift the hold ages out
+    // (none with a budget of 0: held back for good).
+    let (spent, lifting) = with_spent(now, |s| {
+        (
+            s.len(),
+            s.len().checked_sub(limit).and_then(|i| s.get(i).copied()),
+        )
+    });
+    if spent < limit {
         return Vec::new();
     }
-    let frees_in = spent
-        .get(spent.len() - limit)
-        .map_or(0, |&t| (t + WINDOW.as_millis() as u64).saturating_sub(now));
+    let frees_in = lifting.map_or(0, |t| (t + WINDOW.as_millis() as u64).saturating_sub(now));
     vec![Held {
         destination: None,
         stack: StackId::Wt,
         why: format!(
             "wt held back: {} WebTransport handshakes of this page failed or were cancelled in the last 5 min, and Chromium delays each new one by about 10 ms × 2^(that many − 1) while they count (the budget is {limit}; one frees in {})",
-            spent.len(),
+            spent,
             crate::racing::history::span_text(Duration::from_millis(frees_in)),
         ),
     }]
