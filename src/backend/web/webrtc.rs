@@ -134,6 +134,28 @@ impl PeerInner {
             .with(|p| p.borrow().get(&self.id).map(|b| f(&b.pc)))
             .ok_or_else(wrong_thread)
     }
+
+    /// Bytes sent plus received over every candidate pair of the peer
+    /// connection (`getStats()`; ICE's own checks are not counted), to
+    /// tell whether SCTP is still moving data or acknowledgements. None
+    /// when the browser does not say.
+    async fn bytes_moved(&self) -> Option<f64> {
+        let stats = self.with_pc(|pc| pc.get_stats()).ok()?;
+        let report = wasm_bindgen_futures::JsFuture::from(stats).await.ok()?;
+        let values = js_sys::Reflect::get(&report, &"values".into()).ok()?;
+        let values: js_sys::Function = values.dyn_into().ok()?;
+        let iter = values.call0(&report).ok()?;
+        let mut total = None;
+        for stat in js_sys::try_iter(&iter).ok()??.flatten() {
+            let field = |name: &str| js_sys::Reflect::get(&stat, &name.into()).ok();
+            if field("type").and_then(|t| t.as_string()).as_deref() != Some("candidate-pair") {
+                continue;
+            }
+            let n = |name| field(name).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            *total.get_or_insert(0.0) += n("bytesSent") + n("bytesReceived");
+        }
+        total
+    }
 }
 
 struct ChanInner {
@@ -390,23 +412,39 @@ impl WebrtcTransport {
     /// RTCPeerConnection may close without losing what `bufferedAmount`
     /// still held. Polled, like the send's wait (there is no event for it
     /// once `onclose` is taken by the reader).
-    /// A peer that never answers the close gets [`CLOSE_LINGER`] once
-    /// the browser handed it everything (`bufferedAmount` 0).
+    ///
+    /// A peer that never answers the close gets [`CLOSE_LINGER`] once the
+    /// browser handed SCTP everything (`bufferedAmount` 0) *and* SCTP
+    /// stopped moving bytes. `bufferedAmount` 0 means only that SCTP took
+    /// the data, not that the peer has it: SCTP's own send buffer may still
+    /// hold hundreds of KB, waiting for a retransmission after a loss. So
+    /// the linger starts over as long as the peer connection's candidate
+    /// pairs sent or received anything during it (data, or the peer's
+    /// acknowledgements); [`CLOSE_TIMEOUT`] bounds the whole close above
+    /// this.
     ///
     /// [`CLOSE_LINGER`]: crate::CLOSE_LINGER
+    /// [`CLOSE_TIMEOUT`]: crate::CLOSE_TIMEOUT
     pub(crate) async fn closed(&self) -> io::Result<()> {
         let mut pause = Duration::from_millis(1);
-        let mut emptied: Option<crate::runtime::Instant> = None;
+        // Since when `bufferedAmount` is 0, and the bytes moved by then.
+        let mut emptied: Option<(crate::runtime::Instant, Option<f64>)> = None;
         loop {
             let now = crate::runtime::now();
             match self.with_dc(|dc| (dc.ready_state(), dc.buffered_amount())) {
                 Ok((RtcDataChannelState::Closed, _)) | Err(_) => return Ok(()),
-                Ok((_, 0)) => {
-                    let since = *emptied.get_or_insert(now);
-                    if now.duration_since(since) >= crate::CLOSE_LINGER {
-                        return Ok(());
+                Ok((_, 0)) => match emptied {
+                    None => emptied = Some((now, self.inner.peer.bytes_moved().await)),
+                    Some((since, moved)) if now.duration_since(since) >= crate::CLOSE_LINGER => {
+                        let bytes = self.inner.peer.bytes_moved().await;
+                        if bytes.is_none() || bytes == moved {
+                            return Ok(());
+                        }
+                        // Still moving: linger again from now.
+                        emptied = Some((now, bytes));
                     }
-                }
+                    Some(_) => {}
+                },
                 Ok(_) => emptied = None,
             }
             crate::runtime::sleep(pause).await;
