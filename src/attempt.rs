@@ -51,6 +51,7 @@ pub(crate) fn socket_options(
         direction: props.direction,
         protocol_options: props.protocol_options.clone(),
         session_scope: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -67,7 +67,7 @@ pub use context::TransportContext;
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};
 pub use error::{CandidateFailure, Error, ErrorReason};
 pub use event::{ConnectionEvent, ListenerEvent};
-pub use listener::Listener;
+pub use listener::{Listener, ListenerLimits};
 pub use message::{MessageContext, ReceiveEvent};
 pub use preconnection::{Preconnection, DEFAULT_ESTABLISHMENT_TIMEOUT};
 pub use properties::{

@@ -38,6 +38,7 @@ pub struct Preconnection {
     protocols: Option<Vec<StackId>>,
     observer: Option<TraceObserver>,
     context: TransportContext,
+    listener_limits: crate::listener::ListenerLimits,
 }
 
 impl std::fmt::Debug for Preconnection {
@@ -72,6 +73,7 @@ impl Preconnection {
             protocols: None,
             observer: None,
             context: TransportContext::global(),
+            listener_limits: Default::default(),
         }
     }
 
@@ -324,7 +326,23 @@ impl Preconnection {
 
     /// `Listen()` (§7.2): a Listener on the LocalEndpoint, accepting every
     /// stack the properties allow, on the same port number.
+    ///
+    /// Its bounds are [`set_listener_limits`](Self::set_listener_limits)'s;
+    /// a bound of 0 is refused with InvalidConfiguration naming it.
     pub async fn listen(&self) -> Result<Listener, Error> {
-        Listener::bind(self.snapshot()).await
+        Listener::bind(self.snapshot(), self.listener_limits.clone()).await
+    }
+
+    /// The bounds of the Listeners this Preconnection makes (`Listen`): what
+    /// a Listener may spend on peers before it pushes back (see
+    /// [`ListenerLimits`](crate::ListenerLimits) for each, and its default).
+    pub fn set_listener_limits(&mut self, limits: crate::listener::ListenerLimits) -> &mut Self {
+        self.listener_limits = limits;
+        self
+    }
+
+    /// The bounds `Listen` uses.
+    pub fn listener_limits(&self) -> &crate::listener::ListenerLimits {
+        &self.listener_limits
     }
 }

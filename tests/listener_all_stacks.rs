@@ -27,6 +27,16 @@ fn any_stack() -> TransportProperties {
     p
 }
 
+/// A length-prefixed Listener Preconnection on 127.0.0.1:0.
+fn local_pre(props: TransportProperties, sec: SecurityParameters) -> Preconnection {
+    let local = LocalEndpoint::new()
+        .with_socket_addr("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut pre = Preconnection::new(vec![local], vec![], props, sec);
+    pre.add_framer(LengthPrefixFramer::new());
+    pre
+}
+
 /// A Listener on 127.0.0.1:0 echoing every Message prefixed with the stack of
 /// the server-side Connection (`"quic:hello"`); its establishment errors go
 /// to the returned receiver.
@@ -34,11 +44,13 @@ async fn echo_listener(
     props: TransportProperties,
     sec: SecurityParameters,
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let local = LocalEndpoint::new()
-        .with_socket_addr("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let mut pre = Preconnection::new(vec![local], vec![], props, sec);
-    pre.add_framer(LengthPrefixFramer::new());
+    serve_echo(local_pre(props, sec)).await
+}
+
+/// [`echo_listener`] for a Preconnection made by the test.
+async fn serve_echo(
+    pre: Preconnection,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let l = pre.listen().await.expect("listen");
     let addr = l.local_addr();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -212,16 +224,10 @@ async fn silent_plain_tcp_peer_is_plain_tcp_after_the_grace() {
     // heard from the server. With plaintext allowed it is taken as TCP once
     // the grace period (2 s) passes without a TLS ClientHello.
     let cert = self_signed();
-    let local = LocalEndpoint::new()
-        .with_socket_addr("127.0.0.1:0".parse().unwrap())
-        .unwrap();
-    let mut pre = Preconnection::new(
-        vec![local],
-        vec![],
+    let pre = local_pre(
         TransportProperties::new(),
         with_certificate(SecurityParameters::opportunistic(), &cert),
     );
-    pre.add_framer(LengthPrefixFramer::new());
     let l = pre.listen().await.unwrap();
     let addr = l.local_addr();
     let conn = client(
@@ -269,5 +275,63 @@ async fn opportunistic_without_certificate_listens_on_plain_tcp_and_udp() {
             ),
             StackId::Udp
         ),
+    );
+}
+
+/// `ListenerLimits::with_handshake_timeout` bounds every step of an
+/// incoming connection: a raw TCP peer that stays silent and one that sends
+/// half a TLS ClientHello each fail after 300 ms (an EstablishmentError
+/// naming the peer and the time, not the 10 s default), while a TLS client
+/// is served meanwhile.
+#[tokio::test]
+async fn the_handshake_timeout_bounds_silent_and_stalled_peers() {
+    use tokio::io::AsyncWriteExt;
+    let cert = self_signed();
+    let mut pre = local_pre(
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::new(), &cert),
+    );
+    pre.set_protocols(vec![StackId::Tls, StackId::Wss]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default().with_handshake_timeout(Duration::from_millis(300)),
+    );
+    let (addr, mut errors) = serve_echo(pre).await;
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A TLS record header announcing 512 bytes, and 10 of them.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    half.write_all(&[1u8; 10]).await.unwrap();
+    echo_through(
+        client(
+            addr,
+            StackId::Tls,
+            TransportProperties::new(),
+            pinned(&cert),
+        ),
+        StackId::Tls,
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+            .await
+            .expect("a report within 5 s")
+            .unwrap();
+        seen.push(e);
+    }
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let half_addr = half.local_addr().unwrap().to_string();
+    assert!(
+        seen.iter()
+            .any(|e| e.contains(&silent_addr) && e.contains("sent nothing within 300 ms")),
+        "the silent peer, named, with the time: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| e.contains(&half_addr)
+            && e.contains("TLS handshake")
+            && e.contains("no result after 300 ms")),
+        "the stalled handshake, named, with the time: {seen:?}"
     );
 }

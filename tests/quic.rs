@@ -459,3 +459,110 @@ async fn tls_early_data_with_a_ticket() {
     assert_eq!(recv(&s2).await, b"after", "delivered once");
     conn.close().await.unwrap();
 }
+
+/// A UDP relay in front of a QUIC client: what the client sends goes to
+/// `server` from the relay's own socket; what the server answers is counted
+/// (its Retry packets: long header, type 3, first byte 0b1111xxxx) and, with
+/// `answer`, passed back. Without `answer` the relay is a spoofed source: it
+/// never sees the server's answers. Ends after 20 s.
+async fn relay(
+    server: SocketAddr,
+    answer: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let retries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = retries.clone();
+    tokio::spawn(async move {
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+        let mut client = None;
+        let end = tokio::time::sleep(Duration::from_secs(20));
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut a) => {
+                    let Ok((n, from)) = r else { return };
+                    client = Some(from);
+                    let _ = back.send_to(&a[..n], server).await;
+                }
+                r = back.recv_from(&mut b) => {
+                    let Ok((n, _)) = r else { return };
+                    if n > 0 && b[0] & 0xF0 == 0xF0 {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let (true, Some(c)) = (answer, client) {
+                        let _ = front.send_to(&b[..n], c).await;
+                    }
+                }
+                _ = &mut end => return,
+            }
+        }
+    });
+    (addr, retries)
+}
+
+/// Address validation under load (RFC 9000 §8.1): with
+/// `quic_retry_above(4)`, 12 spoofed sources (their handshakes never
+/// complete) get handshake state for the first 4 only; the other 8 are
+/// answered with a Retry they never see, which costs the Listener nothing.
+/// A real client, answered with a Retry too, still connects. The peers are
+/// plain quinn clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unvalidated_initials_past_the_threshold_get_a_retry() {
+    use std::sync::atomic::Ordering;
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Quic]);
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_quic_retry_above(4));
+    let l = pre.listen().await.unwrap();
+    let server = l.local_addr();
+    let mut rx = received_connections(l, false);
+    let mut spoofed = Vec::new();
+    for _ in 0..12 {
+        let (addr, retries) = relay(server, false).await;
+        let ep = common::quinn_client(&cert.pem);
+        let connecting = ep.connect(addr, "localhost").unwrap();
+        spoofed.push((ep, connecting, retries));
+        // One at a time, so the first 4 are the ones accepted.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retried = || {
+        spoofed
+            .iter()
+            .filter(|(_, _, r)| r.load(Ordering::SeqCst) > 0)
+            .count()
+    };
+    for _ in 0..100 {
+        if retried() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        retried(),
+        8,
+        "12 spoofed sources, Retry past 4 unvalidated handshakes"
+    );
+    // A real client behind a relay that passes answers back.
+    let (addr, retries) = relay(server, true).await;
+    let ep = common::quinn_client(&cert.pem);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        ep.connect(addr, "localhost").unwrap(),
+    )
+    .await
+    .expect("a real client connects within 5 s")
+    .expect("its handshake succeeds after the Retry");
+    assert!(
+        retries.load(Ordering::SeqCst) >= 1,
+        "it was asked to validate its address"
+    );
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a Connection within 5 s")
+        .unwrap();
+    assert_eq!(recv(&received).await, b"hi");
+}

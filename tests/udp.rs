@@ -297,6 +297,82 @@ async fn thousands_of_sources_cannot_grow_a_udp_listener() {
     );
 }
 
+/// The same bounds, set by the application (`ListenerLimits`): 16
+/// pending, 40 flows, 8 datagrams per flow. A limit of 0 is refused at
+/// `listen`, naming it.
+#[tokio::test]
+async fn a_udp_listeners_bounds_are_settable() {
+    let mut pre = listener_pre(TransportProperties::unreliable_datagram());
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_udp_flows(0));
+    let e = pre.listen().await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration);
+    assert!(e.message.contains("udp_flows is 0"), "{e}");
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(16)
+            .with_udp_flows(40)
+            .with_udp_flow_datagrams(8),
+    );
+    let l = std::sync::Arc::new(pre.listen().await.unwrap());
+    assert_eq!(l.limits().udp_flows(), 40);
+    let addr = l.local_addr();
+    let idle = std::time::Duration::from_millis(300);
+    // Not accepting: 16 wait.
+    from_new_sources(addr, 100).await;
+    let mut received = Vec::new();
+    let errors = drain_events(&l, idle, &mut received).await;
+    assert!(
+        (12..=16).contains(&received.len()),
+        "{} connections waited for the application (bound 16)",
+        received.len()
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("40 flows, or 16 connections")),
+        "the refusals are reported with the bounds: {errors:?}"
+    );
+    // Accepting and keeping every Connection: 40 flows at most.
+    let taker = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            drain_events(&l, std::time::Duration::from_secs(1), &mut kept).await;
+            kept
+        })
+    };
+    from_new_sources(addr, 200).await;
+    let kept = taker.await.unwrap();
+    let flows = received.len() + kept.len();
+    assert!((36..=40).contains(&flows), "{flows} flows alive (bound 40)");
+    drop((received, kept));
+    // One flow not read: 8 datagrams kept.
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut conn = None;
+    for _ in 0..20 {
+        peer.send_to(b"first", addr).unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(idle, l.accept()).await {
+            conn = Some(c);
+            break;
+        }
+    }
+    let conn = conn.expect("a new source is served once the flows are gone");
+    for i in 0..50u8 {
+        peer.send_to(&[i; 100], addr).unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut kept = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), conn.receive()).await
+    {
+        kept += 1;
+    }
+    assert!(
+        (2..=8).contains(&kept),
+        "{kept} datagrams kept for the unread flow (bound 8)"
+    );
+}
+
 /// One source floods a flow its application does not read: the Listener
 /// keeps at most its 4 MiB buffer, drops the rest and says so; what the
 /// application then reads is within the bound and intact.

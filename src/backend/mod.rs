@@ -131,6 +131,9 @@ pub(crate) struct SocketOptions {
     /// Whose TLS session cache (tickets for resumption and 0-RTT, TLS and
     /// QUIC alike) the attempt uses.
     pub(crate) session_scope: SessionScope,
+    /// A Listener's bounds, its handshake timeout already connTimeout when
+    /// that is set (listening only).
+    pub(crate) limits: crate::listener::ListenerLimits,
 }
 
 /// Whose TLS session cache an attempt uses.

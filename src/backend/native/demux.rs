@@ -17,8 +17,8 @@
 //! The plain path exists only when the Listener's security allows plaintext
 //! (`SecurityParameters::opportunistic()` or `disabled()`, which is when
 //! selection keeps the TCP stack). With the default (required) security a
-//! peer that does not start a TLS handshake (within
-//! [`TLS_FIRST_BYTES_TIMEOUT`]) is refused — reset — and reported as a
+//! peer that does not start a TLS handshake (within the Listener's
+//! handshake timeout, `ListenerLimits::with_handshake_timeout`) is refused — reset — and reported as a
 //! `ListenerEvent::EstablishmentError` naming it, never silently.
 //! Limit: a plain TCP client whose first bytes are 0x16 0x03 is taken for
 //! TLS and fails the handshake (reported the same way).
@@ -37,12 +37,18 @@
 //! - a new peer is QUIC if the datagram is a QUIC Initial: long header and
 //!   fixed bit set (`first & 0xC0 == 0xC0`) and at least 1200 bytes (clients
 //!   pad Initials to 1200, RFC 9000 §14.1);
-//! - a new peer is also QUIC if it sends a short-header packet (`first & 0xC0
-//!   == 0x40`) whose destination connection ID this Listener issued: the
+//! - a new peer is also QUIC if it sends a packet whose destination
+//!   connection ID this Listener issued (a short header, `first & 0xC0 ==
+//!   0x40`, or a long one such as a Handshake packet): the
 //!   Listener makes quinn's connection IDs carry a keyed hash, so a peer that
 //!   migrated or was NAT-rebound to a new address keeps reaching quinn, and so
 //!   do late packets of a connection that ended;
 //! - anything else from a new peer is plain UDP.
+//!
+//! At most `ListenerLimits::quic_peers` QUIC peer addresses are remembered
+//! (each until silent for [`QUIC_PEER_IDLE`]): a flood of Initials from
+//! spoofed sources cannot grow the table. While it is full a new QUIC peer is
+//! still recognised by its Initials and by the connection IDs issued here.
 //!
 //! QUIC and WebTransport (HTTP/3) share quinn's endpoint: the ALPN the
 //! handshake agrees on (`h3`) tells a WebTransport session from a QUIC one.
@@ -77,9 +83,6 @@ use tokio::net::TcpStream;
 /// With plain TCP allowed: how long a silent peer may wait before it is
 /// taken as plain TCP (a TLS client speaks first, at once).
 pub(crate) const PLAIN_TCP_GRACE: Duration = Duration::from_secs(2);
-
-/// With TLS required: how long a peer may take to start its handshake.
-pub(crate) const TLS_FIRST_BYTES_TIMEOUT: Duration = tls::ACCEPT_HANDSHAKE_TIMEOUT;
 
 /// A QUIC peer address silent this long is forgotten (its connection has
 /// timed out; a migrated or late packet still reaches quinn by its
@@ -135,38 +138,73 @@ fn partial_get(b: &[u8]) -> bool {
 
 /// Peek (consuming nothing) at the first bytes of `stream`, waiting up to
 /// `wait`; with `want_get`, for enough bytes to tell an HTTP `GET `.
+///
+/// A peer that sent only part of what tells (one byte 0x16, or `GE`) is
+/// waited for on readiness, not by polling: each peek that finds nothing
+/// new clears the socket's read readiness (tokio clears it only if no new
+/// data arrived meanwhile, so nothing is missed), and the next arrival wakes
+/// the wait.
 async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::Result<FirstBytes> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; 8];
-    let mut seen = 0;
+    let timed_out = |seen: usize, buf: &[u8]| {
+        Ok(if seen == 0 {
+            FirstBytes::Silent
+        } else {
+            FirstBytes::Other(buf[..seen].to_vec())
+        })
+    };
+    // Most peers tell at once: one peek.
+    let mut seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+        Err(_) => return timed_out(0, &buf),
+        Ok(r) => r?,
+    };
+    // Only for a partial prefix: a synchronous peek on a duplicate of the
+    // descriptor (tokio's own peek is async only).
+    let mut dup: Option<std::net::TcpStream> = None;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) if seen == 0 => return Ok(FirstBytes::Silent),
-            Err(_) => return Ok(FirstBytes::Other(buf[..seen].to_vec())),
-            Ok(r) => r?,
-        };
-        if n == 0 {
-            return Ok(if seen == 0 {
-                FirstBytes::Eof
-            } else {
-                FirstBytes::Other(buf[..seen].to_vec())
-            });
+        if seen == 0 {
+            return Ok(FirstBytes::Eof);
         }
-        if looks_like_tls(&buf[..n]) {
+        if looks_like_tls(&buf[..seen]) {
             return Ok(FirstBytes::Tls);
         }
-        let maybe_tls = n < 2 && buf[0] == 0x16;
-        let maybe_get = want_get && partial_get(&buf[..n]);
+        let maybe_tls = seen < 2 && buf[0] == 0x16;
+        let maybe_get = want_get && partial_get(&buf[..seen]);
         if !(maybe_tls || maybe_get) {
-            return Ok(FirstBytes::Other(buf[..n].to_vec()));
+            return Ok(FirstBytes::Other(buf[..seen].to_vec()));
         }
-        // Only the first bytes of what may be a TLS record (or a GET): peek again shortly
-        // (peek returns at once while data is pending, so do not spin).
-        seen = n;
-        tokio::time::sleep_until(
-            deadline.min(tokio::time::Instant::now() + Duration::from_millis(5)),
-        )
-        .await;
+        let dup = match &dup {
+            Some(d) => d,
+            None => dup.insert(SockRef::from(stream).try_clone()?.into()),
+        };
+        let before = seen;
+        loop {
+            let ready =
+                match tokio::time::timeout_at(deadline, stream.ready(Interest::READABLE)).await {
+                    Err(_) => return timed_out(before, &buf),
+                    Ok(r) => r?,
+                };
+            if ready.is_read_closed() {
+                // The peer finished after its prefix: nothing more will come
+                // (and readiness for a closed side is never cleared).
+                let n = dup.peek(&mut buf)?;
+                return Ok(FirstBytes::Other(buf[..n].to_vec()));
+            }
+            let peeked = stream.try_io(Interest::READABLE, || match dup.peek(&mut buf) {
+                // Nothing new: wait for the next arrival.
+                Ok(n) if n == before => Err(io::ErrorKind::WouldBlock.into()),
+                other => other,
+            });
+            match peeked {
+                Ok(n) => {
+                    seen = n;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -200,6 +238,9 @@ pub(crate) struct StreamPort {
     pub(crate) ws: Option<WsServer>,
     /// WebSocket over TLS (`wss`).
     pub(crate) wss: Option<WsServer>,
+    /// How long a peer may take to start its TLS handshake (when TLS is
+    /// required), and then to finish it: the Listener's handshake timeout.
+    pub(crate) timeout: Duration,
 }
 
 impl StreamPort {
@@ -237,17 +278,18 @@ async fn accept_stream(
     let wait = if port.plain {
         PLAIN_TCP_GRACE
     } else {
-        TLS_FIRST_BYTES_TIMEOUT
+        port.timeout
     };
     let first = first_bytes(&stream, wait, port.ws.is_some())
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("reading from {remote}: {e}")))?;
     match (first, &port.acceptor) {
         (FirstBytes::Tls, Some(acceptor)) => match &port.wss {
-            None => tls::accept(acceptor.clone(), stream, remote).await,
+            None => tls::accept(acceptor.clone(), stream, remote, port.timeout).await,
             Some(wss) => {
                 let sock = SockRef::from(&stream).try_clone()?;
-                let (s, early) = tls::server_handshake(acceptor.clone(), stream, remote).await?;
+                let (s, early) =
+                    tls::server_handshake(acceptor.clone(), stream, remote, port.timeout).await?;
                 if port.tls {
                     inside_tls(s, early, sock, remote, wss).await
                 } else {
@@ -277,8 +319,8 @@ async fn accept_stream(
             stream,
             remote,
             format!(
-                "it sent nothing within {} s ({} expected)",
-                TLS_FIRST_BYTES_TIMEOUT.as_secs(),
+                "it sent nothing within {} ({} expected)",
+                crate::runtime::ms_text(port.timeout),
                 port.expected()
             ),
             &port,
@@ -468,8 +510,10 @@ impl quinn::ConnectionIdGenerator for CidGenerator {
 
 /// Which stack a datagram belongs to.
 struct Router {
-    /// Peers known as QUIC, with when they were last heard.
+    /// Peers known as QUIC, with when they were last heard (at most
+    /// `quic_peers`).
     quic: HashMap<SocketAddr, Instant>,
+    quic_peers: usize,
     last_sweep: Instant,
     key: CidKey,
     /// The plain UDP flows.
@@ -496,17 +540,30 @@ impl Router {
             return false;
         }
         let b = first.first().copied().unwrap_or(0);
-        let initial = b & 0xC0 == 0xC0 && first.len() >= QUIC_INITIAL_MIN;
-        let ours = b & 0xC0 == 0x40 && self.key.issued(&first[1..]);
+        let long = b & 0xC0 == 0xC0;
+        let initial = long && first.len() >= QUIC_INITIAL_MIN;
+        let ours = if long {
+            // Long header: version (4 bytes), then the DCID's length and the DCID.
+            first.get(5).is_some_and(|&n| usize::from(n) == CID_LEN)
+                && first.len() >= 6 + CID_LEN
+                && self.key.issued(&first[6..])
+        } else {
+            b & 0xC0 == 0x40 && self.key.issued(&first[1..])
+        };
         if !(initial || ours) {
             return false;
         }
-        if now.duration_since(self.last_sweep) > QUIC_PEER_IDLE / 10 {
+        // Swept every 30 s, or every second while full.
+        let since = now.duration_since(self.last_sweep);
+        let full = self.quic.len() >= self.quic_peers;
+        if since > QUIC_PEER_IDLE / 10 || (full && since > Duration::from_secs(1)) {
             self.quic
                 .retain(|_, seen| now.duration_since(*seen) < QUIC_PEER_IDLE);
             self.last_sweep = now;
         }
-        self.quic.insert(from, now);
+        if self.quic.len() < self.quic_peers {
+            self.quic.insert(from, now);
+        }
         true
     }
 }
@@ -650,6 +707,7 @@ pub(crate) fn listen_datagram_port(
         state,
         router: Mutex::new(Router {
             quic: HashMap::new(),
+            quic_peers: tx.limits().quic_peers(),
             last_sweep: Instant::now(),
             key: key.clone(),
             udp,
@@ -719,9 +777,10 @@ mod tests {
         let io = Arc::new(tokio::net::UdpSocket::from_std(std).unwrap());
         Router {
             quic: HashMap::new(),
+            quic_peers: 4,
             last_sweep: Instant::now(),
             key: CidKey::new().unwrap(),
-            udp: udp::UdpPeers::new(io, crate::backend::IncomingTx::new(tx)),
+            udp: udp::UdpPeers::new(io, crate::backend::IncomingTx::new(tx, Default::default())),
         }
     }
 
@@ -750,5 +809,105 @@ mod tests {
         // A short header with some other ID: plain UDP.
         short[3] ^= 0xff;
         assert!(!r.is_quic("127.0.0.1:1003".parse().unwrap(), &short));
+    }
+
+    #[test]
+    fn a_long_header_with_an_issued_connection_id_is_quic() {
+        let mut r = router();
+        let mut g = CidGenerator {
+            key: r.key.clone(),
+            counter: AtomicU32::new(0),
+        };
+        // A client's Handshake packet: long header, version, DCID (ours).
+        let mut handshake = vec![0xE0, 0, 0, 0, 1, CID_LEN as u8];
+        handshake.extend_from_slice(&g.generate_cid());
+        handshake.extend_from_slice(&[0u8; 40]);
+        assert!(r.is_quic("127.0.0.1:2000".parse().unwrap(), &handshake));
+        // The same with another DCID, or a DCID length that is not ours: plain UDP.
+        handshake[8] ^= 0xff;
+        assert!(!r.is_quic("127.0.0.1:2001".parse().unwrap(), &handshake));
+        handshake[5] = 4;
+        assert!(!r.is_quic("127.0.0.1:2002".parse().unwrap(), &handshake));
+    }
+
+    /// A loopback pair: the accepted side, and the client side.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (server, client)
+    }
+
+    /// A prefix split over several segments is read on readiness, and what
+    /// was peeked is still there, readable at once, for the stack that
+    /// gets the peer.
+    #[tokio::test]
+    async fn a_split_prefix_is_waited_for_and_left_unread() {
+        use tokio::io::AsyncWriteExt;
+        let wait = Duration::from_secs(10);
+        // TLS: 0x16, then 0x03 0x01 a moment later.
+        let (server, mut client) = pair().await;
+        client.write_all(&[0x16]).await.unwrap();
+        let sniff = tokio::spawn(async move {
+            let r = first_bytes(&server, wait, false).await.unwrap();
+            (r, server)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&[0x03, 0x01]).await.unwrap();
+        let (r, mut server) = sniff.await.unwrap();
+        assert_eq!(r, FirstBytes::Tls);
+        let mut got = [0u8; 3];
+        tokio::time::timeout(Duration::from_secs(5), server.read_exact(&mut got))
+            .await
+            .expect("the peeked bytes are readable at once")
+            .unwrap();
+        assert_eq!(got, [0x16, 0x03, 0x01]);
+        // An HTTP GET typed slowly.
+        let (server, mut client) = pair().await;
+        client.write_all(b"GE").await.unwrap();
+        let sniff = tokio::spawn(async move { first_bytes(&server, wait, true).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b"T /x").await.unwrap();
+        assert_eq!(sniff.await.unwrap(), FirstBytes::Other(b"GET /x".to_vec()));
+    }
+
+    /// A peer that sends a prefix and then closes, or goes silent, ends
+    /// the wait: at once when it closed, at the deadline when silent.
+    #[tokio::test]
+    async fn a_prefix_then_close_or_silence_ends_the_wait() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = pair().await;
+        client.write_all(&[0x16]).await.unwrap();
+        client.shutdown().await.unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            first_bytes(&server, Duration::from_secs(60), false),
+        )
+        .await
+        .expect("a closed peer ends the wait before its deadline")
+        .unwrap();
+        assert_eq!(r, FirstBytes::Other(vec![0x16]));
+        let (server, mut client) = pair().await;
+        client.write_all(b"G").await.unwrap();
+        let r = first_bytes(&server, Duration::from_millis(200), true)
+            .await
+            .unwrap();
+        assert_eq!(r, FirstBytes::Other(b"G".to_vec()));
+        drop(client);
+    }
+
+    #[test]
+    fn quic_peers_remembered_are_bounded() {
+        let mut r = router();
+        let mut initial = vec![0u8; 1200];
+        initial[0] = 0xC3;
+        // Ten spoofed sources send an Initial each: all go to quinn, 4 are remembered.
+        for port in 3000..3010 {
+            assert!(r.is_quic(SocketAddr::from(([127, 0, 0, 1], port)), &initial));
+        }
+        assert_eq!(r.quic.len(), 4, "the table holds quic_peers (4) addresses");
+        // A remembered one stays QUIC for a small packet; a forgotten one does not.
+        assert!(r.is_quic(SocketAddr::from(([127, 0, 0, 1], 3000)), &[0x41, 1, 2]));
+        assert!(!r.is_quic(SocketAddr::from(([127, 0, 0, 1], 3009)), &[0x41, 1, 2]));
     }
 }

@@ -476,34 +476,44 @@ pub(crate) async fn connect(
     }
 }
 
-/// A listening stack: yields accepted connections.
-/// How many incoming connections a Listener keeps pending at once: being
-/// accepted or handshaking in the stack (TCP, TLS, WebSocket; a QUIC or
-/// WebTransport handshake), or waiting for the Listener to take them. Past
-/// it the Listener stops accepting: TCP peers wait in the kernel's backlog
-/// (and past that their SYNs are dropped), QUIC peers in quinn's queue, and
-/// datagrams from new UDP sources are refused (reported).
-pub(crate) const MAX_PENDING: usize = 256;
-
-/// Where a Listener's stacks deliver incoming connections, and the room for
-/// more ([`MAX_PENDING`]).
+/// Where a Listener's stacks deliver incoming connections, the room for
+/// more, and the Listener's other bounds.
+///
+/// The room: how many incoming connections a Listener keeps pending at once
+/// (`ListenerLimits::pending_incoming`): being accepted or handshaking in
+/// the stack (TCP, TLS, WebSocket; a QUIC or WebTransport handshake), or
+/// waiting for the Listener to take them. Past it the Listener stops
+/// accepting: TCP peers wait in the kernel's backlog (and past that their
+/// SYNs are dropped), QUIC peers in quinn's queue, and datagrams from new
+/// UDP sources are refused (reported).
 #[derive(Clone)]
 pub(crate) struct IncomingTx {
     tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
     room: std::sync::Arc<tokio::sync::Semaphore>,
+    limits: std::sync::Arc<crate::listener::ListenerLimits>,
     /// Set while the Listener's connection limit is 0: peers are refused
     /// before any handshake.
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl IncomingTx {
-    /// Deliveries to `tx`, with room for [`MAX_PENDING`] pending connections.
-    pub(crate) fn new(tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>) -> Self {
+    /// Deliveries to `tx`, within `limits` (room for its `pending_incoming`
+    /// pending connections).
+    pub(crate) fn new(
+        tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
+        limits: crate::listener::ListenerLimits,
+    ) -> Self {
         IncomingTx {
             tx,
-            room: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING)),
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.pending_incoming())),
+            limits: std::sync::Arc::new(limits),
             refusing: Default::default(),
         }
+    }
+
+    /// The Listener's bounds.
+    pub(crate) fn limits(&self) -> &crate::listener::ListenerLimits {
+        &self.limits
     }
 
     /// The Listener takes no more connections (its limit is 0): refuse a
@@ -572,8 +582,9 @@ impl BackendListener {
         opts: &SocketOptions,
     ) -> io::Result<BackendListener> {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let tx = IncomingTx::new(tx);
+        let tx = IncomingTx::new(tx, opts.limits.clone());
         let refusing = tx.refusing.clone();
+        let timeout = opts.limits.handshake_timeout();
         let mut listener = BackendListener {
             rx,
             local: addr,
@@ -606,10 +617,13 @@ impl BackendListener {
                             plain: has(StackId::Tcp),
                             ws: has(StackId::Ws).then(|| ws::WsServer {
                                 path: ws::path(opts, false),
+                                timeout,
                             }),
                             wss: has(StackId::Wss).then(|| ws::WsServer {
                                 path: ws::path(opts, true),
+                                timeout,
                             }),
+                            timeout,
                         };
                         demux::listen_stream_port(a, opts, port, tx.clone())?
                     }
@@ -620,6 +634,7 @@ impl BackendListener {
                         let tls = datagram_port_tls(opts, has(StackId::Quic), has(StackId::Wt))?;
                         let wt = has(StackId::Wt).then(|| wt::WtServer {
                             path: wt::path(opts),
+                            timeout,
                         });
                         if has(StackId::Udp) {
                             demux::listen_datagram_port(a, tls, opts, wt, tx.clone())?

@@ -484,6 +484,9 @@ pub(crate) fn serve_keeping(
     let local = endpoint.local_addr()?;
     let task = tokio::spawn(async move {
         let _keep = keep;
+        // Each handshake in progress from an address not validated yet
+        // holds a clone: the strong count less one is how many there are.
+        let unvalidated = Arc::new(());
         loop {
             // No room for another handshake: leave the next Initial in
             // quinn's queue until one ends.
@@ -496,62 +499,99 @@ pub(crate) fn serve_keeping(
                 incoming.refuse();
                 continue;
             }
+            // Address validation under load (RFC 9000 §8.1): past the
+            // threshold an unvalidated Initial gets a Retry, which a spoofed
+            // source cannot answer; the room waits for the next Initial.
+            let validated = incoming.remote_address_validated();
+            let in_progress = Arc::strong_count(&unvalidated) - 1;
+            if !validated && incoming.may_retry() && in_progress >= tx.limits().quic_retry_above() {
+                let _ = incoming.retry();
+                continue;
+            }
+            let counted = (!validated).then(|| unvalidated.clone());
+            let timeout = tx.limits().handshake_timeout();
             let tx = tx.clone();
             let wt = wt.clone();
             tokio::spawn(async move {
                 // Held for the handshake (streams come later, without one).
                 let handshake_room = room;
+                let handshake_counted = counted;
                 let remote = incoming.remote_address();
-                // Accept 0-RTT (and answer in 0.5-RTT) unless client
-                // certificates must be checked first.
-                let mut connecting = match incoming.accept() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.unbounded_send(Err(other(format!(
-                            "QUIC handshake from {remote}: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                // With WebTransport on this endpoint: the ALPN (h3) tells a
-                // session from a QUIC connection. Wait for it: a ClientHello
-                // may span several packets, so it may not be known yet.
-                let h3 = match &wt {
-                    None => false,
-                    Some(_) => match connecting.handshake_data().await {
-                        Ok(data) => data
+                // The handshake, bounded by the Listener's handshake timeout.
+                let handshake = async {
+                    // Accept 0-RTT (and answer in 0.5-RTT) unless client
+                    // certificates must be checked first.
+                    let mut connecting = incoming.accept()?;
+                    // With WebTransport on this endpoint: the ALPN (h3) tells a
+                    // session from a QUIC connection. Wait for it: a ClientHello
+                    // may span several packets, so it may not be known yet.
+                    let h3 = match &wt {
+                        None => false,
+                        Some(_) => connecting
+                            .handshake_data()
+                            .await?
                             .downcast::<quinn::crypto::rustls::HandshakeData>()
                             .ok()
                             .and_then(|h| h.protocol)
                             .is_some_and(|p| p == super::wt::ALPN.as_bytes()),
-                        Err(e) => {
-                            let _ = tx.unbounded_send(Err(other(format!(
-                                "QUIC handshake from {remote}: {e}"
-                            ))));
-                            return;
+                    };
+                    // WebTransport has no 0-RTT (capability row): its sessions
+                    // complete the handshake first.
+                    // In 0.5-RTT the connection is usable before its
+                    // handshake completes (`ZeroRttAccepted` resolves then).
+                    let (conn, completed) = if zero_rtt && !h3 {
+                        match connecting.into_0rtt() {
+                            Ok((c, completed)) => (c, Some(completed)),
+                            Err(connecting) => (connecting.await?, None),
                         }
-                    },
+                    } else {
+                        (connecting.await?, None)
+                    };
+                    Ok::<_, quinn::ConnectionError>((conn, h3, completed))
                 };
-                // WebTransport has no 0-RTT (capability row): its sessions
-                // complete the handshake first.
-                let attempt = if zero_rtt && !h3 {
-                    match connecting.into_0rtt() {
-                        Ok((c, _)) => Ok(c),
-                        Err(connecting) => connecting.await,
-                    }
-                } else {
-                    connecting.await
-                };
-                let conn = match attempt {
-                    Ok(c) => c,
-                    Err(e) => {
+                let (conn, h3, completed) = match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(e)) => {
                         let _ = tx.unbounded_send(Err(other(format!(
                             "QUIC handshake from {remote}: {e}"
                         ))));
                         return;
                     }
+                    Err(_) => {
+                        let _ = tx.unbounded_send(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "QUIC handshake from {remote}: no result after {}",
+                                crate::runtime::ms_text(timeout)
+                            ),
+                        )));
+                        return;
+                    }
                 };
-                drop(handshake_room);
+                match completed {
+                    None => drop((handshake_room, handshake_counted)),
+                    // Until the handshake completes the peer still holds its
+                    // place (and, unvalidated, counts towards Retry): a
+                    // spoofed source, which never completes it, is closed at
+                    // the handshake timeout.
+                    Some(completed) => {
+                        let (conn, tx) = (conn.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let done = tokio::time::timeout(timeout, completed).await;
+                            drop((handshake_room, handshake_counted));
+                            if done.is_err() {
+                                conn.close(0u32.into(), b"handshake timeout");
+                                let _ = tx.unbounded_send(Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!(
+                                        "QUIC handshake from {remote}: not complete after {}",
+                                        crate::runtime::ms_text(timeout)
+                                    ),
+                                )));
+                            }
+                        });
+                    }
+                }
                 if let (Some(wt), true) = (wt, h3) {
                     return wt.serve_connection(conn, tx).await;
                 }
@@ -642,7 +682,7 @@ mod tests {
             server_tls,
             &opts,
             None,
-            crate::backend::IncomingTx::new(tx),
+            crate::backend::IncomingTx::new(tx, Default::default()),
         )
         .unwrap();
         let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)

@@ -31,8 +31,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const GATHER_MAX: usize = 4 * 1024;
 /// TLS 1.3 early data a Listener accepts per connection.
 const MAX_EARLY_DATA: u32 = 64 * 1024;
-/// A Listener gives up on a TLS handshake after this long.
-pub(crate) const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Inner {
     /// The session; locked for one poll at a time (see the module docs).
@@ -390,8 +388,9 @@ pub(crate) async fn accept(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     remote: SocketAddr,
+    timeout: Duration,
 ) -> io::Result<Incoming> {
-    let (s, early) = server_handshake(acceptor, stream, remote).await?;
+    let (s, early) = server_handshake(acceptor, stream, remote, timeout).await?;
     let was_early = !early.is_empty();
     TlsTransport::new(TlsStream::from(s), early, was_early).map(|t| Incoming {
         transport: super::Transport::Tls(t),
@@ -403,19 +402,21 @@ pub(crate) async fn accept(
 }
 
 /// The server handshake of [`accept`] (also run before a `wss` upgrade):
-/// the TLS stream and the client's early data (empty if none).
+/// the TLS stream and the client's early data (empty if none). Bounded by
+/// `timeout` (the Listener's handshake timeout).
 pub(crate) async fn server_handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     remote: SocketAddr,
+    timeout: Duration,
 ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Vec<u8>)> {
-    let hs = tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let hs = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
     match hs {
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "TLS handshake with {remote}: no result after {} s",
-                ACCEPT_HANDSHAKE_TIMEOUT.as_secs()
+                "TLS handshake with {remote}: no result after {}",
+                crate::runtime::ms_text(timeout)
             ),
         )),
         Ok(Err(e)) => Err(io::Error::new(

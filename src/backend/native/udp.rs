@@ -14,23 +14,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// How many datagrams a Listener queues per peer Connection that is not
-/// reading, like a socket receive buffer; more are dropped, as the kernel
-/// drops datagrams for a full socket.
-pub(crate) const PEER_QUEUE: usize = 1024;
-
-/// The most bytes of datagrams one UDP Listener keeps for its flows'
-/// readers, every flow together (accepted or not), as one socket's receive
-/// buffer does: past it, arriving datagrams are dropped, and the drops
-/// reported (a Listener EstablishmentError that counts them).
-pub(crate) const LISTENER_BUFFER: usize = 4 << 20;
-
-/// The most flows (remote addresses) one UDP Listener keeps at once; a flow
-/// ends when its Connection, or the unaccepted ConnectionReceived holding
-/// it, is dropped. While it is full, datagrams from new sources are dropped
-/// and reported: spoofed or real sources cannot grow the Listener.
-pub(crate) const LISTENER_FLOWS: usize = 1024;
-
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -241,11 +224,20 @@ pub(crate) fn listen(
 /// Connections, the first datagram of a new peer yielding an Incoming. Used
 /// by [`listen`] and by the UDP/QUIC demultiplexer (`demux.rs`), which shares
 /// one socket with quinn.
+///
+/// Bounded by the Listener's limits (`ListenerLimits`): at most `udp_flows`
+/// flows (a flow ends when its Connection, or the unaccepted
+/// ConnectionReceived holding it, is dropped; while full, datagrams from new
+/// sources are refused, so spoofed or real sources cannot grow the
+/// Listener), `udp_flow_datagrams` datagrams waiting per flow, and
+/// `udp_buffer_bytes` waiting in all flows together, as one socket's receive
+/// buffer. Past a bound datagrams are dropped, and the drops reported (a
+/// Listener EstablishmentError that counts them).
 pub(crate) struct UdpPeers {
     socket: Arc<tokio::net::UdpSocket>,
     tx: super::IncomingTx,
     peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    /// Bytes queued in every flow together (`LISTENER_BUFFER`).
+    /// Bytes queued in every flow together (at most `udp_buffer_bytes`).
     queued: Arc<AtomicUsize>,
     /// What each new flow keeps alive (set once that exists; weak here, so
     /// that it does not keep itself alive through these flows' table).
@@ -280,13 +272,19 @@ impl UdpPeers {
     /// at once; the count when datagrams are taken again.
     fn drop_one(&mut self, refused: bool) {
         if self.dropped == 0 && self.refused == 0 {
+            let limits = self.tx.limits();
             let why = if refused {
                 format!(
-                    "datagrams from new sources are refused: {LISTENER_FLOWS} flows, or {} connections the application has not taken yet, exist already",
-                    super::MAX_PENDING
+                    "datagrams from new sources are refused: {} flows, or {} connections the application has not taken yet, exist already (ListenerLimits udp_flows, pending_incoming)",
+                    limits.udp_flows(),
+                    limits.pending_incoming()
                 )
             } else {
-                format!("{LISTENER_BUFFER} bytes wait for the flows' readers already: datagrams are dropped")
+                format!(
+                    "{} bytes, or {} datagrams of one flow, wait for the flows' readers already: datagrams are dropped (ListenerLimits udp_buffer_bytes, udp_flow_datagrams)",
+                    limits.udp_buffer_bytes(),
+                    limits.udp_flow_datagrams()
+                )
             };
             let _ = self.tx.unbounded_send(Err(io::Error::other(format!(
                 "UDP Listener on {}: {why}",
@@ -346,7 +344,7 @@ impl UdpPeers {
     /// `false` once the Listener is gone (no new Connection can be delivered).
     pub(crate) fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) -> bool {
         let len = datagram.len();
-        if self.queued.load(Ordering::Relaxed) + len > LISTENER_BUFFER {
+        if self.queued.load(Ordering::Relaxed) + len > self.tx.limits().udp_buffer_bytes() {
             // The buffer is full: dropped like a full socket buffer.
             self.drop_one(false);
             return true;
@@ -376,10 +374,11 @@ impl UdpPeers {
                 }
             }
         };
-        if self.peers.len() >= LISTENER_FLOWS {
+        let flows = self.tx.limits().udp_flows();
+        if self.peers.len() >= flows {
             // Forget the flows whose Connection is gone, then check again.
             self.peers.retain(|_, tx| !tx.is_closed());
-            if self.peers.len() >= LISTENER_FLOWS {
+            if self.peers.len() >= flows {
                 self.drop_one(true);
                 return true;
             }
@@ -390,7 +389,8 @@ impl UdpPeers {
             self.drop_one(true);
             return true;
         };
-        let (mut ptx, prx) = mpsc::channel(PEER_QUEUE);
+        // futures' channel holds its bound plus one per sender.
+        let (mut ptx, prx) = mpsc::channel(self.tx.limits().udp_flow_datagrams() - 1);
         let _ = ptx.try_send(datagram);
         self.queued.fetch_add(len, Ordering::Relaxed);
         self.peers.insert(from, ptx);

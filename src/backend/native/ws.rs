@@ -40,9 +40,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// A Listener gives up on an HTTP upgrade after this long.
-pub(crate) const ACCEPT_UPGRADE_TIMEOUT: Duration = tls::ACCEPT_HANDSHAKE_TIMEOUT;
-
 /// Any byte stream a WebSocket runs over (TCP, TLS).
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -295,16 +292,18 @@ async fn tls_connect(
         })
 }
 
-/// What a WebSocket Listener accepts: the path (any when `None`).
-#[derive(Clone, Debug, Default)]
+/// What a WebSocket Listener accepts: the path (any when `None`), and how
+/// long an upgrade may take (the Listener's handshake timeout).
+#[derive(Clone, Debug)]
 pub(crate) struct WsServer {
     pub(crate) path: Option<String>,
+    pub(crate) timeout: Duration,
 }
 
 impl WsServer {
     /// The server's HTTP upgrade on an accepted stream (TCP, or TLS for
     /// `secure`) from `remote`. A wrong path gets 404 and an error naming
-    /// it; no result within [`ACCEPT_UPGRADE_TIMEOUT`] is an error too.
+    /// it; no result within its timeout is an error too.
     pub(crate) async fn accept(
         &self,
         io: Box<dyn Io>,
@@ -333,7 +332,7 @@ impl WsServer {
         };
         let scheme = if secure { "wss" } else { "ws" };
         let up = tokio::time::timeout(
-            ACCEPT_UPGRADE_TIMEOUT,
+            self.timeout,
             tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config())),
         )
         .await;
@@ -342,8 +341,8 @@ impl WsServer {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "{scheme} upgrade from {remote}: no result after {} s",
-                        ACCEPT_UPGRADE_TIMEOUT.as_secs()
+                        "{scheme} upgrade from {remote}: no result after {}",
+                        crate::runtime::ms_text(self.timeout)
                     ),
                 ))
             }

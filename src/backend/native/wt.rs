@@ -71,9 +71,6 @@ impl tokio::io::AsyncWrite for WtSend {
 /// The ALPN of HTTP/3, which WebTransport runs over.
 pub(crate) const ALPN: &str = wtq::ALPN;
 
-/// A Listener gives up on a session's HTTP/3 CONNECT after this long.
-pub(crate) const ACCEPT_CONNECT_TIMEOUT: Duration = super::tls::ACCEPT_HANDSHAKE_TIMEOUT;
-
 /// Read at most this much per stream read.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -395,10 +392,13 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// What a WebTransport Listener accepts: the path (any when `None`).
-#[derive(Clone, Debug, Default)]
+/// What a WebTransport Listener accepts: the path (any when `None`), and
+/// how long a session's HTTP/3 CONNECT may take (the Listener's handshake
+/// timeout).
+#[derive(Clone, Debug)]
 pub(crate) struct WtServer {
     pub(crate) path: Option<String>,
+    pub(crate) timeout: Duration,
 }
 
 impl WtServer {
@@ -408,16 +408,14 @@ impl WtServer {
     pub(crate) async fn serve_connection(&self, conn: quinn::Connection, tx: super::IncomingTx) {
         let remote = conn.remote_address();
         let request =
-            match tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, wtq::Request::accept(conn.clone()))
-                .await
-            {
+            match tokio::time::timeout(self.timeout, wtq::Request::accept(conn.clone())).await {
                 Err(_) => {
                     conn.close(0u32.into(), b"no WebTransport CONNECT");
                     let _ = tx.unbounded_send(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "WebTransport from {remote}: no CONNECT after {} s",
-                            ACCEPT_CONNECT_TIMEOUT.as_secs()
+                            "WebTransport from {remote}: no CONNECT after {}",
+                            crate::runtime::ms_text(self.timeout)
                         ),
                     )));
                     return;
@@ -444,7 +442,7 @@ impl WtServer {
                 )));
                 // Keep the connection until the client has read the answer
                 // (closing now would discard it), bounded.
-                let _ = tokio::time::timeout(ACCEPT_CONNECT_TIMEOUT, conn.closed()).await;
+                let _ = tokio::time::timeout(self.timeout, conn.closed()).await;
                 return;
             }
         }

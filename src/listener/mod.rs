@@ -1,5 +1,8 @@
 //! The Listener (RFC 9622 §7.2): accepts Connections on every eligible stack.
 
+mod limits;
+pub use limits::ListenerLimits;
+
 use crate::backend::{BackendListener, Incoming};
 use crate::capability::{Capabilities, StackId};
 use crate::connection::{Connection, Parts};
@@ -18,13 +21,17 @@ use std::sync::Mutex;
 /// each new 4-tuple's first datagram).
 ///
 /// # Bounds (native)
-/// At most 256 incoming connections are pending at once: being accepted or
-/// handshaking in the stack (TLS, WebSocket, a QUIC or WebTransport
-/// handshake), or waiting for the application to take them. Past that the
-/// Listener stops accepting: TCP peers wait in the kernel's backlog, QUIC
-/// Initials in quinn's queue, and datagrams from new UDP sources are
-/// refused. Framer handshakes run side by side, at most [`MAX_HANDSHAKES`]
-/// at once, each within connTimeout or [`HANDSHAKE_TIMEOUT`].
+/// Set with [`Preconnection::set_listener_limits`] ([`ListenerLimits`],
+/// whose docs give each default). By default at most 256 incoming
+/// connections are pending at once: being accepted or handshaking in the
+/// stack (TLS, WebSocket, a QUIC or WebTransport handshake), or waiting for
+/// the application to take them. Past that the Listener stops accepting: TCP
+/// peers wait in the kernel's backlog, QUIC Initials in quinn's queue, and
+/// datagrams from new UDP sources are refused. Every step of an incoming
+/// connection's establishment is bounded by the handshake timeout (10 s, or
+/// connTimeout), and framer handshakes run side by side, at most 256 at
+/// once. Past 64 QUIC handshakes from unvalidated addresses, Initials are
+/// answered with a Retry.
 ///
 /// A UDP Listener keeps at most 1,024 flows (remote addresses) at once, a
 /// flow ending when its Connection, or the ConnectionReceived not yet taken,
@@ -35,6 +42,8 @@ use std::sync::Mutex;
 /// EstablishmentError events: the first of a run at once, the count when
 /// datagrams are taken again. `stop` leaves the flows already handed out
 /// working.
+///
+/// [`Preconnection::set_listener_limits`]: crate::Preconnection::set_listener_limits
 pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
     /// Shared with the handshakes of incoming connections.
@@ -50,22 +59,15 @@ pub struct Listener {
     local: SocketAddr,
     groups: Mutex<std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>>,
     /// Framer handshakes of incoming connections, run side by side (a
-    /// silent peer holds only its own), at most [`MAX_HANDSHAKES`] at once.
+    /// silent peer holds only its own), at most
+    /// `limits.concurrent_handshakes()` at once.
     handshakes: futures::lock::Mutex<FuturesUnordered<Handshake>>,
+    /// Its bounds, the handshake timeout already connTimeout when set.
+    limits: ListenerLimits,
 }
 
 /// One incoming connection's framer handshake: its parts, and its group key.
 type Handshake = crate::runtime::BoxFuture<'static, (Result<Parts, Error>, Option<usize>)>;
-
-/// The most incoming connections whose framer handshake runs at once; past
-/// it the Listener takes no new ones until one finishes (backpressure: they
-/// wait in the stack's accept queue).
-pub const MAX_HANDSHAKES: usize = 256;
-
-/// How long an incoming connection's framer handshake may take when
-/// connTimeout does not say: past it, it fails (an EstablishmentError) and
-/// only that connection is dropped.
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,7 +113,8 @@ fn listen_stacks(
 }
 
 impl Listener {
-    pub(crate) async fn bind(snap: Snapshot) -> Result<Listener, Error> {
+    pub(crate) async fn bind(snap: Snapshot, limits: ListenerLimits) -> Result<Listener, Error> {
+        limits.check()?;
         let local = snap.locals.first().ok_or_else(|| {
             Error::invalid_configuration("Listen needs a LocalEndpoint (RFC 9622 §7.2)")
         })?;
@@ -142,6 +145,8 @@ impl Listener {
             local.interface().map(str::to_string),
         );
         opts.security = Some(snap.security.clone());
+        let limits = limits.with_conn_timeout(props.connection.conn_timeout);
+        opts.limits = limits.clone();
         let backend = BackendListener::bind(&stacks, SocketAddr::new(ip, port), &opts)
             .await
             .map_err(|e| {
@@ -163,6 +168,7 @@ impl Listener {
             local,
             groups: Mutex::new(std::collections::HashMap::new()),
             handshakes: Default::default(),
+            limits,
         })
     }
 
@@ -176,6 +182,8 @@ impl Listener {
     ) -> Listener {
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
         let local = backend.local_addr();
+        let limits =
+            ListenerLimits::default().with_conn_timeout(snap.props.connection.conn_timeout);
         let mut groups = std::collections::HashMap::new();
         groups.insert(0, std::sync::Arc::downgrade(&group));
         Listener {
@@ -189,7 +197,14 @@ impl Listener {
             local,
             groups: Mutex::new(groups),
             handshakes: Default::default(),
+            limits,
         }
+    }
+
+    /// The bounds this Listener keeps ([`ListenerLimits`]), with connTimeout
+    /// as the handshake timeout when it is set.
+    pub fn limits(&self) -> &ListenerLimits {
+        &self.limits
     }
 
     /// The address the Listener is bound to (the port, if 0 was asked for).
@@ -224,8 +239,8 @@ impl Listener {
     /// an incoming connection that failed, or Stopped (the last one).
     ///
     /// Incoming connections run their framers' handshakes side by side, at
-    /// most [`MAX_HANDSHAKES`] at once, each bounded by connTimeout or
-    /// [`HANDSHAKE_TIMEOUT`]: a peer that stays silent delays no other.
+    /// most [`ListenerLimits::concurrent_handshakes`] at once, each bounded by
+    /// the handshake timeout: a peer that stays silent delays no other.
     pub async fn next_event(&self) -> ListenerEvent {
         enum Next {
             Stop,
@@ -240,7 +255,7 @@ impl Listener {
             let next = {
                 let mut backend = self.backend.lock().await;
                 let mut handshakes = self.handshakes.lock().await;
-                let room = handshakes.len() < MAX_HANDSHAKES;
+                let room = handshakes.len() < self.limits.concurrent_handshakes();
                 let mut stop = self.stop_rx.clone();
                 let mut accept = std::pin::pin!(backend.accept());
                 std::future::poll_fn(|cx| {
@@ -300,7 +315,8 @@ impl Listener {
                 }
             }
             let group = incoming.group;
-            let handshake = Self::handshake(incoming, self.snap.clone());
+            let handshake =
+                Self::handshake(incoming, self.snap.clone(), self.limits.handshake_timeout());
             self.handshakes
                 .lock()
                 .await
@@ -326,8 +342,12 @@ impl Listener {
     }
 
     /// Run the framers' start and handshake of an incoming connection,
-    /// bounded by connTimeout or [`HANDSHAKE_TIMEOUT`]: its parts.
-    async fn handshake(incoming: Incoming, snap: std::sync::Arc<Snapshot>) -> Result<Parts, Error> {
+    /// bounded by `limit` (the handshake timeout): its parts.
+    async fn handshake(
+        incoming: Incoming,
+        snap: std::sync::Arc<Snapshot>,
+        limit: std::time::Duration,
+    ) -> Result<Parts, Error> {
         let Incoming {
             transport,
             caps,
@@ -340,11 +360,6 @@ impl Listener {
         let caps =
             crate::racing::selection::effective(caps, snap.framers.frames_messages(&snap.props));
         let mut framers = snap.framers.for_data_unit(caps.data_unit, &snap.props);
-        let limit = snap
-            .props
-            .connection
-            .conn_timeout
-            .unwrap_or(HANDSHAKE_TIMEOUT);
         let started = {
             let start = crate::attempt::framer_start(&transport, &caps, &mut framers);
             let timer = crate::runtime::sleep(limit);

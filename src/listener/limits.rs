@@ -1,0 +1,228 @@
+//! What a Listener may spend on peers: the bounds that keep one Listener
+//! serving when peers misbehave on purpose (floods of connections, of UDP
+//! sources or of QUIC Initials, peers that stay silent in a handshake).
+//!
+//! RFC 9622 leaves these to the implementation (§7.2 names only
+//! SetNewConnectionLimit). Every bound pushes back instead of losing
+//! anything silently: past it the Listener stops accepting (TCP peers wait in
+//! the kernel's backlog, QUIC Initials in quinn's queue) or refuses and
+//! reports (new UDP sources, datagrams past the buffer), as each field says.
+
+use crate::error::Error;
+use std::time::Duration;
+
+/// The bounds of a Listener ([`Preconnection::set_listener_limits`]):
+/// settable, with defaults sized for one server process serving thousands
+/// of peers. Built with `ListenerLimits::default()` and the `with_*`
+/// methods; `Listen` refuses a value that could accept nothing (0) with
+/// InvalidConfiguration naming the field.
+///
+/// They apply natively. In the browser a Listener only receives the data
+/// channels a WebRTC peer opens on a Rendezvous, and none of them applies.
+///
+/// [`Preconnection::set_listener_limits`]: crate::Preconnection::set_listener_limits
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pending_incoming: usize,
+    concurrent_handshakes: usize,
+    handshake_timeout: Duration,
+    udp_flows: usize,
+    udp_flow_datagrams: usize,
+    udp_buffer_bytes: usize,
+    quic_peers: usize,
+    quic_retry_above: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            pending_incoming: 256,
+            concurrent_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
+            udp_flows: 1024,
+            udp_flow_datagrams: 1024,
+            udp_buffer_bytes: 4 << 20,
+            quic_peers: 65_536,
+            quic_retry_above: 64,
+        }
+    }
+}
+
+impl ListenerLimits {
+    /// How many incoming connections may be pending at once (default 256):
+    /// being accepted, sniffed or handshaking in their stack (TLS,
+    /// WebSocket, QUIC, WebTransport), or waiting for the application to take
+    /// them. Past it the Listener stops accepting: TCP peers wait in the
+    /// kernel's backlog, QUIC Initials in quinn's queue, and datagrams from
+    /// new UDP sources are refused (reported).
+    pub fn with_pending_incoming(mut self, n: usize) -> Self {
+        self.pending_incoming = n;
+        self
+    }
+
+    /// How many framer handshakes of incoming connections run at once
+    /// (default 256); past it the Listener takes no new connection until
+    /// one finishes.
+    pub fn with_concurrent_handshakes(mut self, n: usize) -> Self {
+        self.concurrent_handshakes = n;
+        self
+    }
+
+    /// How long each step of an incoming connection's establishment may
+    /// take (default 10 s): its first bytes when TLS is required, the TLS
+    /// handshake, the WebSocket upgrade, the QUIC handshake, the
+    /// WebTransport CONNECT, and the framers' handshake. Past it only that
+    /// connection fails (an EstablishmentError naming the peer). The
+    /// Listener's connTimeout, when set, takes its place.
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// How many flows (remote addresses) a UDP Listener keeps at once
+    /// (default 1,024). A flow ends when its Connection, or the
+    /// ConnectionReceived not yet taken, is dropped; datagrams from new
+    /// sources are refused (reported) while the table is full.
+    pub fn with_udp_flows(mut self, n: usize) -> Self {
+        self.udp_flows = n;
+        self
+    }
+
+    /// How many datagrams one UDP flow keeps waiting for its reader
+    /// (default 1,024); past it that flow's datagrams are dropped (reported).
+    pub fn with_udp_flow_datagrams(mut self, n: usize) -> Self {
+        self.udp_flow_datagrams = n;
+        self
+    }
+
+    /// How many bytes of datagrams all UDP flows together keep waiting for
+    /// their readers (default 4 MiB, as one socket's receive buffer); past it
+    /// datagrams are dropped (reported).
+    pub fn with_udp_buffer_bytes(mut self, n: usize) -> Self {
+        self.udp_buffer_bytes = n;
+        self
+    }
+
+    /// On a port shared by QUIC and plain UDP: how many QUIC peer addresses
+    /// the demultiplexer remembers (default 65,536, about 4 MiB), each for
+    /// 5 min after it was last heard. While it is full, a new QUIC peer is
+    /// still recognised by its Initial and by the connection IDs this
+    /// Listener issued, only not remembered by address.
+    pub fn with_quic_peers(mut self, n: usize) -> Self {
+        self.quic_peers = n;
+        self
+    }
+
+    /// QUIC address validation (RFC 9000 §8.1): once this many handshakes
+    /// from addresses not yet validated are in progress (default 64), a new
+    /// Initial is answered with a Retry, which only a peer that receives at
+    /// its address can answer. Spoofed Initials then cost the Listener no
+    /// handshake state; real peers pay one round trip. 0: always Retry.
+    pub fn with_quic_retry_above(mut self, n: usize) -> Self {
+        self.quic_retry_above = n;
+        self
+    }
+
+    /// See [`with_pending_incoming`](Self::with_pending_incoming).
+    pub fn pending_incoming(&self) -> usize {
+        self.pending_incoming
+    }
+
+    /// See [`with_concurrent_handshakes`](Self::with_concurrent_handshakes).
+    pub fn concurrent_handshakes(&self) -> usize {
+        self.concurrent_handshakes
+    }
+
+    /// See [`with_handshake_timeout`](Self::with_handshake_timeout).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// See [`with_udp_flows`](Self::with_udp_flows).
+    pub fn udp_flows(&self) -> usize {
+        self.udp_flows
+    }
+
+    /// See [`with_udp_flow_datagrams`](Self::with_udp_flow_datagrams).
+    pub fn udp_flow_datagrams(&self) -> usize {
+        self.udp_flow_datagrams
+    }
+
+    /// See [`with_udp_buffer_bytes`](Self::with_udp_buffer_bytes).
+    pub fn udp_buffer_bytes(&self) -> usize {
+        self.udp_buffer_bytes
+    }
+
+    /// See [`with_quic_peers`](Self::with_quic_peers).
+    pub fn quic_peers(&self) -> usize {
+        self.quic_peers
+    }
+
+    /// See [`with_quic_retry_above`](Self::with_quic_retry_above).
+    pub fn quic_retry_above(&self) -> usize {
+        self.quic_retry_above
+    }
+
+    /// Refuse bounds under which the Listener could accept nothing.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let zero = [
+            ("pending_incoming", self.pending_incoming),
+            ("concurrent_handshakes", self.concurrent_handshakes),
+            ("udp_flows", self.udp_flows),
+            ("udp_flow_datagrams", self.udp_flow_datagrams),
+            ("udp_buffer_bytes", self.udp_buffer_bytes),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::invalid_configuration(format!(
+                "ListenerLimits::{name} is 0: such a Listener could accept nothing (to refuse every peer, use Listener::set_new_connection_limit(Some(0)))"
+            )));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::invalid_configuration(
+                "ListenerLimits::handshake_timeout is 0: no incoming connection could finish its handshake",
+            ));
+        }
+        Ok(())
+    }
+
+    /// These bounds, with connTimeout (if set) as the handshake timeout.
+    pub(crate) fn with_conn_timeout(mut self, conn_timeout: Option<Duration>) -> Self {
+        if let Some(t) = conn_timeout {
+            self.handshake_timeout = t;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_of_zero_is_refused_naming_it() {
+        assert!(ListenerLimits::default().check().is_ok());
+        let e = ListenerLimits::default()
+            .with_udp_flows(0)
+            .check()
+            .unwrap_err();
+        assert!(e.message.contains("ListenerLimits::udp_flows is 0"), "{e}");
+        let e = ListenerLimits::default()
+            .with_handshake_timeout(Duration::ZERO)
+            .check()
+            .unwrap_err();
+        assert!(e.message.contains("handshake_timeout"), "{e}");
+        // 0 Retry threshold is meaningful: always validate.
+        assert!(ListenerLimits::default()
+            .with_quic_retry_above(0)
+            .check()
+            .is_ok());
+    }
+
+    #[test]
+    fn conn_timeout_takes_the_handshake_timeouts_place() {
+        let l = ListenerLimits::default().with_conn_timeout(Some(Duration::from_millis(300)));
+        assert_eq!(l.handshake_timeout(), Duration::from_millis(300));
+        let l = ListenerLimits::default().with_conn_timeout(None);
+        assert_eq!(l.handshake_timeout(), Duration::from_secs(10));
+    }
+}
