@@ -75,7 +75,8 @@ pub use properties::{
     SelectionProperty, TransportProperties,
 };
 pub use rendezvous::{
-    DataChannelOptions, HttpSignaling, RendezvousDone, Signaling, SignalingMessage, SignalingRole,
+    DataChannelOptions, HttpSignaling, RendezvousDone, Signaling, SignalingFuture,
+    SignalingMessage, SignalingRole,
 };
 pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::{Identity, SecurityParameters, TrustContext};

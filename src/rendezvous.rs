@@ -26,10 +26,10 @@
 //! do not control, say) can put their own fingerprint in it and sit in the
 //! middle, and required security does not stop that, since the fingerprint
 //! they sent is then the one checked. Use a signaling channel that is itself
-//! authenticated: `https://` from a page, your own authenticated channel
-//! through [`Signaling`], or plain `http://` only on loopback or a network
-//! you trust. (Natively [`HttpSignaling`] speaks `http://` only; it is
-//! meant for loopback and tests.)
+//! authenticated: `https://` (from a page, or natively, where the server is
+//! verified as [`HttpSignaling::with_security`] says), your own
+//! authenticated channel through [`Signaling`], or plain `http://` only on
+//! loopback or a network you trust.
 //!
 //! Data channel options come from the properties (see [`DataChannelOptions`]):
 //! one set per channel, chosen when the channel is created; Clone creates a
@@ -122,22 +122,36 @@ pub type SignalingFuture<'a, T> = BoxFuture<'a, Result<T, Error>>;
 /// [`Preconnection::answer_offer`] (see `native-examples/src/bin/webrtc-echo.rs`).
 ///
 /// In the browser it uses `fetch` (a cross-origin URL needs CORS on the
-/// server); natively a plain HTTP/1.1 request over TCP (`http://` only).
-/// The channel's DTLS identity is the one this signaling delivers: see the
-/// module's doc before using `http://` beyond loopback.
+/// server); natively an HTTP/1.1 request over TCP, or over TLS (rustls) for
+/// an `https://` URL. The channel's DTLS identity is the one this signaling
+/// delivers: see the module's doc before using `http://` beyond loopback.
 #[derive(Debug, Clone)]
 pub struct HttpSignaling {
     url: String,
     answer: Option<SignalingMessage>,
+    security: crate::security::SecurityParameters,
 }
 
 impl HttpSignaling {
-    /// Signaling that POSTs the offer to `url`, e.g. `http://127.0.0.1:8080/offer`.
+    /// Signaling that POSTs the offer to `url`, e.g. `http://127.0.0.1:8080/offer`
+    /// or `https://signal.example/offer`.
     pub fn new(url: impl Into<String>) -> HttpSignaling {
         HttpSignaling {
             url: url.into(),
             answer: None,
+            security: crate::security::SecurityParameters::new(),
         }
+    }
+
+    /// How an `https://` signaling server is verified (natively): by
+    /// default, required security with the system's roots and the URL's
+    /// host name. Pins, `trusted_ca`, `server_name` and the rest apply as
+    /// for any TLS connection; disabled security refuses `https://`. In the
+    /// browser `fetch` uses the page's trust, so anything but the default
+    /// is refused with InvalidConfiguration naming it.
+    pub fn with_security(mut self, security: crate::security::SecurityParameters) -> Self {
+        self.security = security;
+        self
     }
 
     /// The URL offers are posted to.
@@ -158,13 +172,17 @@ impl Signaling for HttpSignaling {
                     "HttpSignaling is the offerer's side: it sends only an offer",
                 ));
             }
-            let body = backend::http_post_json(&self.url, message.to_json())
+            let body = backend::http_post_json(&self.url, message.to_json(), &self.security)
                 .await
                 .map_err(|e| {
-                    Error::new(
-                        ErrorReason::EstablishmentFailed,
-                        format!("signaling POST to {}: {e}", self.url),
-                    )
+                    // A URL or parameters that cannot work are the
+                    // application's to fix; the rest is the exchange failing.
+                    let reason = if e.kind() == std::io::ErrorKind::InvalidInput {
+                        ErrorReason::InvalidConfiguration
+                    } else {
+                        ErrorReason::EstablishmentFailed
+                    };
+                    Error::new(reason, format!("signaling POST to {}: {e}", self.url))
                 })?;
             let reply = SignalingMessage::from_json(&body).map_err(|e| {
                 Error::new(

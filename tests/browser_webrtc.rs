@@ -160,6 +160,16 @@ async fn unreachable_signaling_fails_with_the_reason() {
         .expect_err("a 404 from the signaling server");
     assert_eq!(e.reason, ErrorReason::EstablishmentFailed);
     assert!(e.message.contains("404"), "{e}");
+    // fetch verifies https with the page's trust: a pin (or a CA) for the
+    // signaling server is refused, naming it, before anything is sent.
+    let mut pinned = SecurityParameters::new();
+    pinned.pinned_server_certificate = vec![[7u8; 32]];
+    let e = pre
+        .rendezvous(HttpSignaling::new(signaling_url()).with_security(pinned))
+        .await
+        .expect_err("a pin fetch cannot honour");
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(e.message.contains("pinned_server_certificate"), "{e}");
 }
 
 #[path = "common/pipe.rs"]

@@ -163,62 +163,148 @@ async fn unordered_unreliable_channel() {
 
 /// A tiny HTTP server: POST /offer → `answer_offer` → the answer as JSON.
 async fn signaling_server() -> (String, tokio::task::JoinHandle<()>) {
+    signaling_server_over(None).await
+}
+
+/// The same over TLS (`https://`) with `tls` (tokio-rustls, not postsocket),
+/// or over plain TCP.
+async fn signaling_server_over(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/offer", l.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/offer", l.local_addr().unwrap());
     let h = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else {
+            let Ok((s, _)) = l.accept().await else {
                 return;
             };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head, len) = loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0);
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
-                    break (i + 4, len);
-                }
-            };
-            while buf.len() < head + len {
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0);
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8(buf[head..head + len].to_vec()).unwrap();
-            let (status, reply) = match SignalingMessage::from_json(&body) {
-                Ok(SignalingMessage::Offer { sdp }) => {
-                    match pre(TransportProperties::new()).answer_offer(&sdp).await {
-                        Ok((answer, pending)) => {
-                            tokio::spawn(async move {
-                                if let Ok(done) = pending.done().await {
-                                    echo_all(done);
-                                }
-                            });
-                            ("200 OK", SignalingMessage::Answer { sdp: answer }.to_json())
-                        }
-                        Err(e) => ("400 Bad Request", e.to_string()),
+            match &tls {
+                None => answer_one(s).await,
+                // A client that refuses the certificate ends the handshake.
+                Some(tls) => {
+                    if let Ok(s) = tls.accept(s).await {
+                        answer_one(s).await
                     }
                 }
-                Ok(_) => ("400 Bad Request", "not an offer".into()),
-                Err(e) => ("400 Bad Request", e.to_string()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
+            }
         }
     });
     (url, h)
+}
+
+/// Read one POST /offer from `s` and answer it.
+async fn answer_one(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, len) = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head + len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8(buf[head..head + len].to_vec()).unwrap();
+    let (status, reply) = match SignalingMessage::from_json(&body) {
+        Ok(SignalingMessage::Offer { sdp }) => {
+            match pre(TransportProperties::new()).answer_offer(&sdp).await {
+                Ok((answer, pending)) => {
+                    tokio::spawn(async move {
+                        if let Ok(done) = pending.done().await {
+                            echo_all(done);
+                        }
+                    });
+                    ("200 OK", SignalingMessage::Answer { sdp: answer }.to_json())
+                }
+                Err(e) => ("400 Bad Request", e.to_string()),
+            }
+        }
+        Ok(_) => ("400 Bad Request", "not an offer".into()),
+        Err(e) => ("400 Bad Request", e.to_string()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A TLS acceptor (tokio-rustls) for a new self-signed certificate for
+/// 127.0.0.1, and the certificate's PEM.
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let pem = ck.cert.pem();
+    let certs = vec![CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(ck.signing_key.serialize_pem().as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        pem,
+    )
+}
+
+/// Natively, `https://` signaling verifies its server: pinned, the
+/// rendezvous completes; with the default trust (system roots) a
+/// self-signed server is refused, saying why; with security disabled an
+/// `https://` URL is an InvalidConfiguration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_signaling_verifies_its_server() {
+    let (tls, pem) = tls_acceptor();
+    let (url, _server) = signaling_server_over(Some(tls)).await;
+    let mut pinned = SecurityParameters::new();
+    pinned.pinned_server_certificate =
+        vec![postsocket::security::certificate_sha256(&pem).unwrap()];
+    let done = tokio::time::timeout(
+        T,
+        pre(TransportProperties::new())
+            .rendezvous(HttpSignaling::new(url.clone()).with_security(pinned)),
+    )
+    .await
+    .expect("in time")
+    .expect("RendezvousDone over https signaling");
+    roundtrip(&done.connection, b"over HTTPS signaling").await;
+
+    let e = pre(TransportProperties::new())
+        .rendezvous(HttpSignaling::new(url.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::EstablishmentFailed, "{e}");
+    assert!(
+        e.message
+            .contains("TLS handshake with the signaling server 127.0.0.1"),
+        "{e}"
+    );
+    assert!(e.message.to_lowercase().contains("certificate"), "{e}");
+
+    let e = pre(TransportProperties::new())
+        .rendezvous(HttpSignaling::new(url).with_security(SecurityParameters::disabled()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(e.message.contains("security disabled"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

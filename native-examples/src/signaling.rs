@@ -19,12 +19,57 @@ use tokio::net::TcpListener;
 /// Largest request accepted (an SDP offer is a few KB).
 pub const MAX_OFFER: usize = 256 * 1024;
 
+/// How many answered offers may wait for their peer at once, in this
+/// process: each holds a UDP socket and a peer connection until the peer
+/// connects or the rendezvous gives up (30 s). Past it an offer gets 503
+/// Service Unavailable, so a flood of offers cannot exhaust the server.
+pub const MAX_PENDING_OFFERS: usize = 64;
+
+/// Room for answered offers waiting for their peers.
+struct PendingOffers {
+    room: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl PendingOffers {
+    fn new(max: usize) -> Self {
+        PendingOffers {
+            room: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+fn pending_offers() -> &'static PendingOffers {
+    static PENDING: std::sync::OnceLock<PendingOffers> = std::sync::OnceLock::new();
+    PENDING.get_or_init(|| PendingOffers::new(MAX_PENDING_OFFERS))
+}
+
 /// What to do with each peer connection once its first data channel is open.
 pub type OnRendezvous = Arc<dyn Fn(RendezvousDone) + Send + Sync>;
 
 /// Answer one JSON offer: the JSON answer, or an HTTP status and why. The
-/// rendezvous completes in the background and goes to `on_done`.
+/// rendezvous completes in the background and goes to `on_done`. At most
+/// [`MAX_PENDING_OFFERS`] wait at once.
 pub async fn answer(body: &[u8], on_done: OnRendezvous) -> Result<String, (StatusCode, String)> {
+    answer_within(body, on_done, pending_offers()).await
+}
+
+/// [`answer`], with room for pending offers in `offers`.
+async fn answer_within(
+    body: &[u8],
+    on_done: OnRendezvous,
+    offers: &PendingOffers,
+) -> Result<String, (StatusCode, String)> {
+    let place = offers.room.clone().try_acquire_owned().map_err(|_| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} WebRTC offers already wait for their peers (each until it connects, at most 30 s): try again later",
+                offers.max
+            ),
+        )
+    })?;
     let text = std::str::from_utf8(body).map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
@@ -52,7 +97,9 @@ pub async fn answer(body: &[u8], on_done: OnRendezvous) -> Result<String, (Statu
         .await
         .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     tokio::spawn(async move {
-        match pending.done().await {
+        let result = pending.done().await;
+        drop(place);
+        match result {
             Ok(done) => on_done(done),
             Err(e) => eprintln!("WebRTC rendezvous failed: {e}"),
         }
@@ -115,4 +162,77 @@ pub async fn serve(http: TcpListener, on_done: OnRendezvous) {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postsocket::{Signaling, SignalingFuture, SignalingRole};
+
+    /// An offerer's signaling that hands its offer to the test and never
+    /// answers: the rendezvous stays pending on both sides.
+    struct Capture(Option<tokio::sync::oneshot::Sender<String>>);
+
+    impl Signaling for Capture {
+        fn role(&self) -> SignalingRole {
+            SignalingRole::Offerer
+        }
+        fn send(&mut self, message: SignalingMessage) -> SignalingFuture<'_, ()> {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(message.to_json());
+            }
+            Box::pin(async { Ok(()) })
+        }
+        fn receive(&mut self) -> SignalingFuture<'_, SignalingMessage> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// A fresh offer from a native peer that will never hear the answer.
+    async fn offer() -> String {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let pre = Preconnection::new(
+                vec![],
+                vec![],
+                TransportProperties::new(),
+                SecurityParameters::new(),
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(20), pre.rendezvous(Capture(Some(tx))))
+                    .await;
+        });
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("an offer within 10 s")
+            .unwrap()
+    }
+
+    /// Offers answered but not yet connected are bounded: past the bound
+    /// (2 here) the next gets 503 with the reason; a failed offer takes no
+    /// place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_offers_are_bounded() {
+        let offers = PendingOffers::new(2);
+        let on_done: OnRendezvous = Arc::new(|_| {});
+        assert_eq!(
+            answer_within(b"not json", on_done.clone(), &offers)
+                .await
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        for _ in 0..2 {
+            let body = offer().await;
+            answer_within(body.as_bytes(), on_done.clone(), &offers)
+                .await
+                .expect("answered");
+        }
+        let body = offer().await;
+        let (status, why) = answer_within(body.as_bytes(), on_done, &offers)
+            .await
+            .unwrap_err();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(why.contains("2 WebRTC offers already wait"), "{why}");
+    }
 }

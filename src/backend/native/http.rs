@@ -1,21 +1,36 @@
 //! A minimal HTTP/1.1 POST for signaling (`rendezvous::HttpSignaling`):
-//! `http://` URLs only, one request per TCP connection, bounded in size and time.
+//! `http://` and `https://` URLs (TLS by rustls, the server verified as
+//! `SecurityParameters` say), one request per connection, bounded in size
+//! and time.
 
+use crate::security::{SecurityMode, SecurityParameters};
 use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest response accepted (an SDP answer is a few KB).
 const MAX_RESPONSE: usize = 1 << 20;
 /// The whole exchange must finish within this time.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Split `http://host:port/path` into (host, port, path).
-pub(crate) fn split_url(url: &str) -> io::Result<(String, u16, String)> {
+/// A signaling URL, split.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Url {
+    /// `https://`.
+    pub(crate) secure: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+}
+
+/// Split `http://host:port/path` (or `https://`) into its parts.
+pub(crate) fn split_url(url: &str) -> io::Result<Url> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("URL {url}: {why}"));
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("natively only http:// signaling URLs are supported"))?;
+    let (secure, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err(bad("a signaling URL starts with http:// or https://")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -32,17 +47,29 @@ pub(crate) fn split_url(url: &str) -> io::Result<(String, u16, String)> {
     };
     let port = match port {
         Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
+        None if secure => 443,
         None => 80,
     };
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    Ok((host, port, path.to_string()))
+    Ok(Url {
+        secure,
+        host,
+        port,
+        path: path.to_string(),
+    })
 }
 
-/// POST `body` as JSON to `url` and return the response body (status 200 only).
-pub(crate) async fn http_post_json(url: &str, body: String) -> io::Result<String> {
-    tokio::time::timeout(TIMEOUT, post(url, body))
+/// POST `body` as JSON to `url` and return the response body (status 200
+/// only). An `https://` server is verified as `sec` says (by default:
+/// the system's roots and the URL's host name).
+pub(crate) async fn http_post_json(
+    url: &str,
+    body: String,
+    sec: &SecurityParameters,
+) -> io::Result<String> {
+    tokio::time::timeout(TIMEOUT, post(url, body, sec))
         .await
         .map_err(|_| {
             io::Error::new(
@@ -52,9 +79,32 @@ pub(crate) async fn http_post_json(url: &str, body: String) -> io::Result<String
         })?
 }
 
-async fn post(url: &str, body: String) -> io::Result<String> {
-    let (host, port, path) = split_url(url)?;
-    let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+async fn post(url: &str, body: String, sec: &SecurityParameters) -> io::Result<String> {
+    let url = split_url(url)?;
+    if !url.secure {
+        let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+        return exchange(stream, &url, body).await;
+    }
+    if sec.mode() == SecurityMode::Disabled {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an https:// signaling URL with security disabled: give HttpSignaling::with_security parameters that allow TLS, or use http://",
+        ));
+    }
+    let name = sec.server_name.clone().unwrap_or_else(|| url.host.clone());
+    let who = format!("the signaling server {name}");
+    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+    let tls = super::tls::connect_http1(tcp, sec, name, Default::default(), &who).await?;
+    exchange(tls, &url, body).await
+}
+
+/// The request and its response over `stream`.
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    url: &Url,
+    body: String,
+) -> io::Result<String> {
+    let (host, port, path) = (&url.host, url.port, &url.path);
     let host_header = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -147,18 +197,24 @@ fn complete(buf: &[u8], eof: bool) -> io::Result<Option<io::Result<String>>> {
 mod tests {
     use super::split_url;
 
+    fn parts(url: &str) -> (bool, String, u16, String) {
+        let u = split_url(url).unwrap();
+        (u.secure, u.host, u.port, u.path)
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
-            split_url("http://127.0.0.1:8080/offer").unwrap(),
-            ("127.0.0.1".into(), 8080, "/offer".into())
+            parts("http://127.0.0.1:8080/offer"),
+            (false, "127.0.0.1".into(), 8080, "/offer".into())
         );
         assert_eq!(
-            split_url("http://[::1]:9/x").unwrap(),
-            ("::1".into(), 9, "/x".into())
+            parts("http://[::1]:9/x"),
+            (false, "::1".into(), 9, "/x".into())
         );
-        assert_eq!(split_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
-        assert!(split_url("https://h/").is_err());
+        assert_eq!(parts("http://h"), (false, "h".into(), 80, "/".into()));
+        assert_eq!(parts("https://h/o"), (true, "h".into(), 443, "/o".into()));
+        assert!(split_url("ftp://h/").is_err());
         assert!(split_url("http://h:x/").is_err());
     }
 }

@@ -401,6 +401,35 @@ pub(crate) async fn accept(
     })
 }
 
+/// A client TLS handshake over `tcp` for HTTP/1.1 (`wss`, `https://`
+/// signaling), as the TLS stack does it: `sec`'s configuration, ALPN
+/// `http/1.1` unless set, the server verified for `name`; errors name `who`.
+pub(crate) async fn connect_http1(
+    tcp: TcpStream,
+    sec: &crate::security::SecurityParameters,
+    name: String,
+    scope: crate::backend::SessionScope,
+    who: &str,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = super::tls_config::client_config(sec, &["http/1.1"], scope)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TLS server name `{name}`: {e}"),
+        )
+    })?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("TLS handshake with {who}: {}", describe(&e)),
+            )
+        })
+}
+
 /// The server handshake of [`accept`] (also run before a `wss` upgrade):
 /// the TLS stream and the client's early data (empty if none). Bounded by
 /// `timeout` (the Listener's handshake timeout).

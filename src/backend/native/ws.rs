@@ -20,7 +20,7 @@
 //! (normal) or 1001 (going away) as a clean finish (ReceiveError reason
 //! PeerFinished), any other code as an error naming it.
 
-use super::{tcp, tls, tls_config};
+use super::{tcp, tls};
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use futures::stream::{SplitSink, SplitStream};
@@ -265,31 +265,13 @@ async fn tls_connect(
     opts: &SocketOptions,
 ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let sec = opts.security.clone().unwrap_or_default();
-    let config = tls_config::client_config(&sec, &["http/1.1"], opts.session_scope)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
     let name = sec
         .server_name
         .clone()
         .or_else(|| opts.server_name.clone())
         .unwrap_or_else(|| remote.ip().to_string());
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("TLS server name `{name}`: {e}"),
-        )
-    })?;
-    tokio_rustls::TlsConnector::from(config)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "TLS handshake with {remote} ({name}): {}",
-                    tls::describe(&e)
-                ),
-            )
-        })
+    let who = format!("{remote} ({name})");
+    tls::connect_http1(tcp, &sec, name, opts.session_scope, &who).await
 }
 
 /// What a WebSocket Listener accepts: the path (any when `None`), and how

@@ -711,8 +711,21 @@ impl WebrtcPeer {
 }
 
 /// POST `body` (JSON) to `url` with `fetch` and return the response text
-/// (status 200 only).
-pub(crate) async fn http_post_json(url: &str, body: String) -> io::Result<String> {
+/// (status 200 only). `fetch` verifies an `https://` server with the page's
+/// trust: SecurityParameters that ask for anything else are refused.
+pub(crate) async fn http_post_json(
+    url: &str,
+    body: String,
+    sec: &crate::security::SecurityParameters,
+) -> io::Result<String> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    if !sec.pinned_server_certificate.is_empty() {
+        return Err(refuse(
+            "HttpSignaling::with_security: pinned_server_certificate (fetch verifies with the page's trust)".into(),
+        ));
+    }
+    super::check_security(sec)
+        .map_err(|e| refuse(format!("HttpSignaling::with_security: {}", e.message)))?;
     #[wasm_bindgen::prelude::wasm_bindgen]
     extern "C" {
         #[wasm_bindgen(js_name = fetch)]
