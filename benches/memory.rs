@@ -24,7 +24,7 @@ use postsocket::{
     framer::LengthPrefixFramer, LocalEndpoint, Preconnection, SecurityParameters, StackId,
     TransportProperties,
 };
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,46 +37,9 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Resident memory now, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Samples the resident memory every 10 ms until dropped; `peak()` is the
-/// largest seen.
-struct Sampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Sampler {
-    fn start() -> Sampler {
-        let peak = Arc::new(AtomicU64::new(rss()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        Sampler { peak, stop }
-    }
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+#[path = "common/resident.rs"]
+mod resident;
+use resident::{rss, Sampler};
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
@@ -130,8 +93,8 @@ async fn datagram_flood() -> bool {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let before = rss();
-    let sampler = Sampler::start();
+    let before = rss(None);
+    let sampler = Sampler::start(None, Duration::from_millis(10));
     let started = Instant::now();
     let payload = bytes::Bytes::from(vec![7u8; 1000]);
     for _ in 0..count {
@@ -189,8 +152,8 @@ async fn unread_webrtc_channel() -> bool {
     let receiver = answerer.await.unwrap().expect("answerer").connection;
     let sender = offer.connection;
 
-    let before = rss();
-    let sampler = Sampler::start();
+    let before = rss(None);
+    let sampler = Sampler::start(None, Duration::from_millis(10));
     let sent = Arc::new(AtomicU64::new(0));
     let progress = sent.clone();
     let started = Instant::now();

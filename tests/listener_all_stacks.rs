@@ -335,3 +335,48 @@ async fn the_handshake_timeout_bounds_silent_and_stalled_peers() {
         "the stalled handshake, named, with the time: {seen:?}"
     );
 }
+
+/// Slowloris: with every pending place (8 here) taken by raw TCP peers that
+/// connect and stay silent, a TLS client is still served at once: the
+/// oldest silent peer gives its place to it (dropped after 200 ms of
+/// silence, and reported, naming it), instead of everyone waiting for the
+/// silent ones' 10 s handshake timeout.
+#[tokio::test]
+async fn silent_peers_give_their_places_to_new_ones() {
+    let cert = self_signed();
+    let mut pre = local_pre(
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::new(), &cert),
+    );
+    pre.set_protocols(vec![StackId::Tls]);
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_pending_incoming(8));
+    let (addr, mut errors) = serve_echo(pre).await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tls = client(
+        addr,
+        StackId::Tls,
+        TransportProperties::new(),
+        pinned(&cert),
+    );
+    let served =
+        tokio::time::timeout(Duration::from_secs(5), echo_through(tls, StackId::Tls)).await;
+    assert!(
+        served.is_ok(),
+        "the TLS client is served while 8 silent peers hold every place"
+    );
+    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("the dropped silent peer is reported")
+        .unwrap();
+    let names_one = silent
+        .iter()
+        .any(|s| e.contains(&s.local_addr().unwrap().to_string()));
+    assert!(
+        names_one && e.contains("all 8 pending places were taken"),
+        "{e}"
+    );
+}

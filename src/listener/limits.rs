@@ -54,7 +54,11 @@ impl ListenerLimits {
     /// WebSocket, QUIC, WebTransport), or waiting for the application to take
     /// them. Past it the Listener stops accepting: TCP peers wait in the
     /// kernel's backlog, QUIC Initials in quinn's queue, and datagrams from
-    /// new UDP sources are refused (reported).
+    /// new UDP sources are refused (reported). On a TCP port that sniffs or
+    /// handshakes (TLS, WebSocket), a peer still silent or handshaking after
+    /// 200 ms gives its place to a new one while every place is taken
+    /// (dropped and reported), so silent or stalling peers cannot hold them
+    /// all (slowloris).
     pub fn with_pending_incoming(mut self, n: usize) -> Self {
         self.pending_incoming = n;
         self

@@ -378,6 +378,74 @@ async fn inside_tls(
     }
 }
 
+/// How long a connection on the TCP port must have been sniffed or
+/// handshaking before it gives its pending place to a new peer, once every
+/// place is taken (see [`InProgress`]).
+pub(crate) const EVICT_AFTER: Duration = Duration::from_millis(200);
+
+/// The TCP port's connections still being sniffed or handshaking, oldest
+/// first. Their pending places are the Listener's (`pending_incoming`), so
+/// peers that connect and then stay silent, or stall mid-handshake
+/// (slowloris), could hold them all until the handshake timeout while new
+/// peers wait in the kernel's backlog. Instead, once every place is taken, a
+/// new peer takes the place of the oldest connection that has been at it
+/// for at least [`EVICT_AFTER`]: that one is dropped and reported. A peer
+/// that completes its handshake in time (a few round trips) is never
+/// dropped; connections waiting for the application are not in here.
+#[derive(Default)]
+struct InProgress {
+    next: u64,
+    conns: std::collections::BTreeMap<u64, Started>,
+}
+
+/// One connection in progress: since when, its peer, and how to drop it.
+struct Started {
+    since: tokio::time::Instant,
+    remote: SocketAddr,
+    evict: tokio::sync::oneshot::Sender<()>,
+}
+
+impl InProgress {
+    /// Register a new connection; its key, and what fires if it is evicted.
+    fn start(&mut self, remote: SocketAddr) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (evict, evicted) = tokio::sync::oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(
+            id,
+            Started {
+                since: tokio::time::Instant::now(),
+                remote,
+                evict,
+            },
+        );
+        (id, evicted)
+    }
+
+    /// The connection ended its sniff and handshake (either way).
+    fn done(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+
+    /// Drop the oldest connection if it has been at it for `after`: its
+    /// peer and age. Otherwise, when the oldest will be old enough.
+    fn evict_oldest(
+        &mut self,
+        after: Duration,
+    ) -> Result<(SocketAddr, Duration), Option<tokio::time::Instant>> {
+        let Some(entry) = self.conns.first_entry() else {
+            return Err(None);
+        };
+        let age = entry.get().since.elapsed();
+        if age < after {
+            return Err(Some(entry.get().since + after));
+        }
+        let started = entry.remove();
+        let _ = started.evict.send(());
+        Ok((started.remote, age))
+    }
+}
+
 /// Listen on the TCP port `addr` for the stacks of `port`, telling them
 /// apart by the first bytes (see the module docs). Accepted Connections and
 /// failures (naming the peer) go to `tx`.
@@ -392,11 +460,42 @@ pub(crate) fn listen_stream_port(
     let opts = opts.clone();
     let task = tokio::spawn(async move {
         let mut backoff = tcp::AcceptBackoff::new();
+        let progress = Arc::new(Mutex::new(InProgress::default()));
         loop {
-            // No room for another pending connection (being sniffed, in
-            // its TLS or WebSocket handshake, or waiting for the Listener):
-            // stop accepting until the Listener takes one.
-            let room = tx.room().await;
+            // A place among the pending connections (being sniffed, in their
+            // TLS or WebSocket handshake, or waiting for the Listener). With
+            // none left, the oldest slow one gives way; failing that, stop
+            // accepting until the Listener takes one.
+            let room = loop {
+                if let Some(room) = tx.try_room() {
+                    break room;
+                }
+                let evicted = progress.lock().unwrap().evict_oldest(EVICT_AFTER);
+                match evicted {
+                    Ok((remote, age)) => {
+                        let why = format!(
+                            "dropped {remote}: still sending its first bytes or handshaking after {} while all {} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
+                            crate::runtime::ms_text(age),
+                            tx.limits().pending_incoming()
+                        );
+                        if tx
+                            .unbounded_send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // Its place comes back as its task ends.
+                        break tx.room().await;
+                    }
+                    Err(Some(old_enough)) => {
+                        tokio::select! {
+                            room = tx.room() => break room,
+                            _ = tokio::time::sleep_until(old_enough) => continue,
+                        }
+                    }
+                    Err(None) => break tx.room().await,
+                }
+            };
             let (stream, remote) = match listener.accept().await {
                 Ok(x) => {
                     backoff.succeeded();
@@ -426,8 +525,17 @@ pub(crate) fn listen_stream_port(
             // Each peer on its own task: a silent one delays nobody else.
             let port = port.clone();
             let tx = tx.clone();
+            let (id, evicted) = progress.lock().unwrap().start(remote);
+            let progress = progress.clone();
             tokio::spawn(async move {
-                let item = accept_stream(stream, remote, port).await.map(|mut i| {
+                let item = tokio::select! {
+                    item = accept_stream(stream, remote, port) => item,
+                    // Evicted (reported by the accept loop): the stream and
+                    // the place go with this task.
+                    _ = evicted => return,
+                };
+                progress.lock().unwrap().done(id);
+                let item = item.map(|mut i| {
                     i.room = room;
                     i
                 });
