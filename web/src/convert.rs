@@ -1,5 +1,12 @@
 //! Conversions at the JS boundary: options objects in, plain objects and
 //! `Error`s out. Every bad input becomes an `Error` that says what was wrong.
+//!
+//! Reading a page's object may run the page's code (a getter, a Proxy
+//! trap), which may throw. Such an exception must never unwind through
+//! wasm: it would skip restoring wasm-bindgen's shadow stack pointer, and
+//! later calls would corrupt memory. So objects and arrays are read only
+//! through bindings that catch (`Object.entries`, `Array.from`), and what
+//! the page threw is handed back to it as is.
 
 use postsocket::{Error, ErrorReason, Preference, PropertyValue};
 use serde::Serialize;
@@ -34,20 +41,37 @@ pub(crate) fn invalid(message: impl Into<String>) -> JsValue {
     )
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// `Object.entries`, catching what a getter or a Proxy trap throws.
+    #[wasm_bindgen(catch, js_namespace = Object, js_name = entries)]
+    fn object_entries(obj: &JsValue) -> Result<js_sys::Array, JsValue>;
+    /// `Array.from`, catching what an iterator, a getter or a trap throws.
+    #[wasm_bindgen(catch, js_namespace = Array, js_name = from)]
+    fn array_from(v: &JsValue) -> Result<js_sys::Array, JsValue>;
+}
+
 /// The own enumerable `[key, value]` pairs of an options object; `what`
 /// names it in the error when it is not an object.
 pub(crate) fn entries(obj: &JsValue, what: &str) -> Result<Vec<(String, JsValue)>, JsValue> {
     if !obj.is_object() || js_sys::Array::is_array(obj) {
         return Err(invalid(format!("`{what}` must be an object")));
     }
-    let obj: &js_sys::Object = obj.unchecked_ref();
-    Ok(js_sys::Object::entries(obj)
+    // A fresh array of fresh `[key, value]` arrays: reading them runs no
+    // page code.
+    Ok(object_entries(obj)?
         .iter()
         .map(|pair| {
             let pair: js_sys::Array = pair.unchecked_into();
             (pair.get(0).as_string().unwrap_or_default(), pair.get(1))
         })
         .collect())
+}
+
+/// The elements of an array (checked with `Array.isArray`), copied into a
+/// fresh array first.
+pub(crate) fn elements(v: &JsValue) -> Result<Vec<JsValue>, JsValue> {
+    Ok(array_from(v)?.iter().collect())
 }
 
 /// A string, or an error naming `what`.
@@ -59,10 +83,10 @@ pub(crate) fn string(v: &JsValue, what: &str) -> Result<String, JsValue> {
 /// A list of strings: an array of them, or one string.
 pub(crate) fn strings(v: &JsValue, what: &str) -> Result<Vec<String>, JsValue> {
     if js_sys::Array::is_array(v) {
-        let a: &js_sys::Array = v.unchecked_ref();
-        a.iter()
+        elements(v)?
+            .iter()
             .enumerate()
-            .map(|(i, s)| string(&s, &format!("{what}[{i}]")))
+            .map(|(i, s)| string(s, &format!("{what}[{i}]")))
             .collect()
     } else {
         Ok(vec![string(v, what)?])

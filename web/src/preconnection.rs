@@ -3,7 +3,7 @@
 
 use crate::connection::RawConnection;
 use crate::convert::{
-    entries, error_to_js, invalid, property_value, string, strings, whole_number,
+    elements, entries, error_to_js, invalid, property_value, string, strings, whole_number,
 };
 use crate::trace_listeners::Registration;
 use postsocket::{Preconnection, RemoteEndpoint, SecurityParameters, StackId, TransportProperties};
@@ -250,10 +250,10 @@ extern "C" {
 /// `remote`: one `{ host | ip, port, service }` object, or an array of them.
 fn parse_remotes(value: &JsValue) -> Result<Vec<RemoteEndpoint>, JsValue> {
     if js_sys::Array::is_array(value) {
-        let a: &js_sys::Array = value.unchecked_ref();
-        a.iter()
+        elements(value)?
+            .iter()
             .enumerate()
-            .map(|(i, r)| parse_remote(&r, &format!("remote[{i}]")))
+            .map(|(i, r)| parse_remote(r, &format!("remote[{i}]")))
             .collect()
     } else {
         Ok(vec![parse_remote(value, "remote")?])

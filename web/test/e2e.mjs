@@ -578,6 +578,125 @@ try {
     assert.equal(r, 'the browser reports the network offline');
   });
 
+  await check('fuzzing: random options and Message Properties throw an InvalidConfiguration (or are taken), never anything else', async () => {
+    // A seeded generator (mulberry32), so a failure names an iteration that replays.
+    // FUZZ_OPTIONS sets the count (each kind); the default keeps this check to seconds.
+    const r = await inPage(
+      async (m, { echo, iterations, seed }) => {
+        let state = seed >>> 0;
+        const rand = () => {
+          state = (state + 0x6d2b79f5) >>> 0;
+          let t = state;
+          t = Math.imul(t ^ (t >>> 15), t | 1);
+          t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+          return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+        };
+        const pick = (a) => a[Math.floor(rand() * a.length)];
+        const names = [
+          'remote', 'properties', 'protocols', 'security', 'protocolOptions', 'connectionAttemptDelay',
+          'framer', 'saveContext', 'host', 'ip', 'port', 'service', 'reliability', 'preserveMsgBoundaries',
+          'preserveOrder', 'connTimeout', 'multistreaming', 'zeroRttMsg', 'keepAlive', 'msgLifetime',
+          'msgPriority', 'msgOrdered', 'safelyReplayable', 'final', 'msgReliable', 'msgCapacityProfile',
+          'disabled', 'opportunistic', 'pinnedServerCertificate', 'alpn', 'serverName', 'ws.path',
+          'direction', '__proto__', 'constructor', 'toString', '', '0', 'x'.repeat(300),
+        ];
+        const strings = [
+          'require', 'prefer', 'noPreference', 'avoid', 'prohibit', 'ws', 'wss', 'wt', 'webrtc', 'tcp',
+          'lengthPrefix', 'line', '127.0.0.1', '::1', 'localhost', 'example.com', '', ' ', 'é∂ƒ',
+          '\u0000', 'a'.repeat(100000), '-1', '1e400', 'NaN', '0'.repeat(64), 'g'.repeat(64),
+        ];
+        const numbers = [0, -0, 1, -1, 0.5, 80, 65535, 65536, 2 ** 31, 2 ** 53, 2 ** 64, 1e308, NaN, Infinity, -Infinity];
+        const value = (depth) => {
+          const k = Math.floor(rand() * (depth > 2 ? 6 : 12));
+          switch (k) {
+            case 0: return pick(strings);
+            case 1: return pick(numbers);
+            case 2: return rand() < 0.5;
+            case 3: return null;
+            case 4: return undefined;
+            case 5: return pick([10n, Symbol('s'), () => 1, new Date(0), new Uint8Array(3), /re/]);
+            case 6: case 7: case 8: return object(depth + 1);
+            case 9: return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
+            case 10: {
+              // An object whose getter throws, and a Proxy whose traps throw.
+              const o = {};
+              Object.defineProperty(o, pick(names), { enumerable: true, get() { throw new Error('hostile getter'); } });
+              return o;
+            }
+            default:
+              return rand() < 0.5
+                ? new Proxy({}, { ownKeys() { throw new Error('hostile proxy'); } })
+                : new Proxy([pick(strings)], { get() { throw new Error('hostile proxy'); } });
+          }
+        };
+        const object = (depth) => {
+          const o = {};
+          for (let i = Math.floor(rand() * 5); i > 0; i--) o[pick(names)] = value(depth);
+          return o;
+        };
+        // What is allowed to come out: the object, or an Error that says what was wrong.
+        const verdict = (e) => {
+          if (!(e instanceof Error)) return `threw a non-Error: ${String(e)}`;
+          if (e instanceof WebAssembly.RuntimeError) return `wasm trapped: ${e.message}`;
+          if (/hostile (getter|proxy)/.test(e.message)) return null; // the page's own exception, passed on
+          if (['InvalidConfiguration', 'InvalidMessageProperties', 'MessageTooLarge'].includes(e.reason ?? e.name)) {
+            return e.message.length > 0 ? null : 'an empty message';
+          }
+          if (e instanceof TypeError && /saveContext/.test(e.message)) return null;
+          return `${e.name} (reason ${e.reason}): ${e.message}`;
+        };
+        const bad = [];
+        let made = 0;
+        for (let i = 0; i < iterations && bad.length < 5; i++) {
+          const options = rand() < 0.9 ? object(0) : value(0);
+          if (rand() < 0.3 && options && typeof options === 'object' && !Array.isArray(options)) {
+            try {
+              options.remote = { ip: '127.0.0.1', port: echo };
+            } catch {}
+          }
+          try {
+            new m.Preconnection(options);
+            made += 1;
+          } catch (e) {
+            const why = verdict(e);
+            if (why) bad.push(`options #${i}: ${why}`);
+          }
+        }
+        // Message Properties on a live Connection (a new one when a send ended the last).
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        let conn = await pre.initiate({ timeout: 10000 });
+        let sent = 0;
+        for (let i = 0; i < iterations && bad.length < 5; i++) {
+          const props = rand() < 0.9 ? object(1) : value(1);
+          try {
+            await conn.send('fuzz', props);
+            sent += 1;
+          } catch (e) {
+            const why = verdict(e);
+            // A msgLifetime of a few ms may pass before the send: Expired is an answer too.
+            const answered = e.name === 'SendError' || e.name === 'Expired';
+            if (why && !answered) bad.push(`send #${i}: ${why}`);
+            if (e.name === 'SendError') {
+              conn = await pre.initiate({ timeout: 10000 });
+            }
+          }
+        }
+        await conn.close();
+        // Still working after all that: a valid Preconnection echoes.
+        const again = await new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } }).initiate({ timeout: 10000 });
+        await again.send('still alive');
+        const echoed = new TextDecoder().decode((await again.receive()).data);
+        await again.close();
+        return { bad, made, sent, echoed };
+      },
+      { echo, iterations: Number(process.env.FUZZ_OPTIONS ?? 3000), seed: Number(process.env.FUZZ_SEED ?? 20261206) },
+    );
+    assert.deepEqual(r.bad, [], r.bad.join('\n'));
+    assert.ok(r.made > 0 && r.sent > 0, `some inputs were taken: ${JSON.stringify(r)}`);
+    assert.equal(r.echoed, 'still alive');
+    console.log(`     ${r.made} option objects taken, ${r.sent} sends taken, the rest refused with a reason`);
+  });
+
   await check('constructing before init() throws a clear Error', async () => {
     // A fresh module instance (query string) that was never initialised.
     const r = await page.evaluate(async () => {
