@@ -129,11 +129,17 @@ export interface CandidateFailure {
   message: string;
 }
 
-/** Errors thrown or rejected by postsocket: `name` is the RFC event
- * (`EstablishmentError`, `SendError`, `Expired`, `ReceiveError`,
+/** Every error postsocket throws or rejects with (but an AbortSignal's own
+ * reason, and a TypeError for a value of the wrong kind): `name` is the RFC
+ * event (`EstablishmentError`, `SendError`, `Expired`, `ReceiveError`,
  * `ConnectionError`, `CloneError`, `InvalidConfiguration`,
- * `InvalidMessageProperties`). */
-export interface TransportError extends Error {
+ * `InvalidMessageProperties`). `e instanceof TransportError` tells them from
+ * other errors. */
+export class TransportError extends Error {
+  constructor(
+    message: string,
+    options?: { name?: string; reason?: string; candidates?: CandidateFailure[]; cause?: unknown },
+  );
   /** The RFC 9623 reason (`EstablishmentFailed`, `InvalidConfiguration`, ...). */
   reason: string;
   /** For an EstablishmentError: why each candidate failed. */
@@ -208,7 +214,10 @@ export class Preconnection extends EventTarget {
   initiateWithSend(
     data: Uint8Array | ArrayBuffer | ArrayBufferView | string,
     messageProperties?: MessageProperties,
-  ): Promise<{ connection: Connection; sent: Promise<Sent> }>;
+  ): Promise<
+    | { connection: Connection; sent: Sent; sendError: null }
+    | { connection: Connection; sent: null; sendError: TransportError }
+  >;
   /** `Rendezvous()` over WebRTC with HTTP signaling: the offer is POSTed to
    * `signalingUrl`, the answer read from the response. Needs
    * `protocols: ['webrtc']`. Rejects with a TransportError named `EstablishmentError`.

@@ -1,9 +1,28 @@
 // postsocket for JS: the TAPS (RFC 9622) API over the raw wasm-bindgen
 // bindings in ./postsocket_web.js. Names follow the RFC in JS case.
 import initWasm, {
-  RawPreconnection, receiveResolvers, stagingArea, stagingCapacity,
+  RawPreconnection, receiveResolvers, stagingArea, stagingCapacity, setErrorClass,
   contextSave, contextRestore, contextForget, contextJson, contextNetworkChanged,
 } from './postsocket_web.js';
+
+/**
+ * Every error postsocket throws or rejects with (but an AbortSignal's own
+ * reason, and a TypeError for a value of the wrong kind): `name` is the RFC
+ * event (`EstablishmentError`, `SendError`, `Expired`, `ReceiveError`,
+ * `ConnectionError`, `CloneError`, `InvalidConfiguration`,
+ * `InvalidMessageProperties`), `reason` the RFC 9623 reason, `candidates`
+ * why each candidate failed (an EstablishmentError's), and `cause` the
+ * error underneath when there is one. `e instanceof TransportError` tells
+ * them from other errors.
+ */
+export class TransportError extends Error {
+  constructor(message, { name = 'TransportError', reason = 'Unknown', candidates = [], cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = name;
+    this.reason = reason;
+    this.candidates = candidates;
+  }
+}
 
 let loading = null;
 let loaded = false;
@@ -29,6 +48,7 @@ export function init(input) {
       stagingAt = stagingArea();
       stagingSize = stagingCapacity();
       [receiveResolve, receiveReject] = receiveResolvers();
+      setErrorClass(TransportError);
       loaded = true;
     });
   }
@@ -146,15 +166,18 @@ export class Preconnection extends EventTarget {
   /**
    * `InitiateWithSend(messageData, messageContext?)` (§7.1): race as
    * `initiate()` does, with `data` as the first Message. Resolves with
-   * `{ connection, sent }` once the Connection is Ready and the first
-   * Message went to the stack; `sent` is that Message's outcome, settled
-   * already, as `send()` would give it (`{ sequence }`, or a rejection
-   * with `SendError` / `Expired`). Rejects as `initiate()` does, and with
+   * `{ connection, sent, sendError }` once the Connection is Ready and the
+   * first Message went to the stack: `sent` is `{ sequence }` as `send()`
+   * gives it and `sendError` null, or `sent` is null and `sendError` the
+   * TransportError (`SendError` / `Expired`) — the Connection is yours
+   * either way. Rejects as `initiate()` does, and with
    * `InvalidMessageProperties` for a bad property.
    */
   async initiateWithSend(data, messageProperties) {
-    const { connection, sent } = await this.#saved(this.#raw.initiateWithSend(bytes(data), messageProperties));
-    return { connection: new Connection(connection), sent };
+    const { connection, sent, sendError } = await this.#saved(
+      this.#raw.initiateWithSend(bytes(data), messageProperties),
+    );
+    return { connection: new Connection(connection), sent, sendError };
   }
 
   /**
@@ -321,21 +344,72 @@ export class Connection extends EventTarget {
   }
 
   /**
-   * Received Messages until the Connection closes. Ends quietly after a
-   * close (either side's); throws the ReceiveError of a failure.
+   * Received Messages until the Connection closes: `for await (const msg
+   * of connection)`. Ends quietly after a close (either side's) and throws
+   * the ReceiveError of a failure. Leaving the loop (`break`, `return`, an
+   * exception) or calling the iterator's `return()` while it waits lets go
+   * of the waiting receive: nothing is lost, a later receive gets what
+   * arrives.
    */
-  async *[Symbol.asyncIterator]() {
-    for (;;) {
-      let message;
-      try {
-        message = await this.receive();
-      } catch (e) {
-        // The peer finished cleanly (WebSocket close 1000 or 1001, a
-        // WebTransport stream's end), or this side closed: the end.
-        if (e.reason === 'PeerFinished' || this.state === 'closed' || this.state === 'closing') return;
-        throw e;
+  [Symbol.asyncIterator]() {
+    let slot = null; // the waiting receive's slot
+    let letGo = null; // ends the waiting next() when return() lets go of its receive
+    let done = false;
+    const ended = () => ({ value: undefined, done: true });
+    const stop = () => {
+      done = true;
+      if (slot !== null && this.#raw.receiveCancel(slot)) {
+        receiveResolve[slot] = undefined;
+        receiveReject[slot] = undefined;
+        slot = null;
+        letGo?.(ended());
       }
-      yield message;
-    }
+    };
+    return {
+      next: () => {
+        if (done) return Promise.resolve(ended());
+        // As receive() does: a slot whose Promise is made here, or a
+        // Promise when the outcome is known at once.
+        const r = this.#raw.receiveStart(undefined, undefined);
+        const received = typeof r !== 'number'
+          ? r
+          : new Promise((resolve, reject) => {
+            slot = r;
+            receiveResolve[r] = resolve;
+            receiveReject[r] = reject;
+          });
+        return new Promise((resolve, reject) => {
+          letGo = resolve;
+          received.then(
+            (value) => {
+              if (slot === r) slot = null;
+              resolve({ value, done: false });
+            },
+            (e) => {
+              if (slot === r) slot = null;
+              done = true;
+              // The peer finished cleanly (WebSocket close 1000 or 1001, a
+              // WebTransport stream's end), or this side closed: the end.
+              if (e.reason === 'PeerFinished' || this.state === 'closed' || this.state === 'closing') {
+                resolve(ended());
+              } else {
+                reject(e);
+              }
+            },
+          );
+        });
+      },
+      return: () => {
+        stop();
+        return Promise.resolve(ended());
+      },
+      throw: (e) => {
+        stop();
+        return Promise.reject(e);
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
   }
 }

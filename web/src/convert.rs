@@ -19,16 +19,45 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue
         .map_err(JsValue::from)
 }
 
+thread_local! {
+    /// The package's `TransportError` class, once `index.js` registered it.
+    static ERROR_CLASS: std::cell::RefCell<Option<js_sys::Function>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Make every error this module gives JS an instance of `class` (the
+/// package's `TransportError`, a subclass of `Error`): it is constructed as
+/// `new class(message, { name, reason, candidates })`. Called once by
+/// `init()` in `index.js`.
+#[wasm_bindgen(js_name = setErrorClass)]
+pub fn set_error_class(class: js_sys::Function) {
+    ERROR_CLASS.with(|c| *c.borrow_mut() = Some(class));
+}
+
 /// A JS `Error` for a postsocket error: `name` is the RFC event
 /// (`EstablishmentError`, `SendError`, ...), the message is the error's text
 /// (every candidate's failure included); `reason` holds the RFC 9623 reason
-/// and `candidates` the per-candidate failures as plain objects.
+/// and `candidates` the per-candidate failures as plain objects. A
+/// `TransportError` once the package registered the class (see
+/// [`set_error_class`]), else a plain `Error` with the same fields.
 pub(crate) fn error_to_js(name: &str, e: &Error) -> JsValue {
+    let candidates = to_js(&e.candidates).unwrap_or_else(|_| js_sys::Array::new().into());
+    let message = JsValue::from(e.to_string());
+    let class = ERROR_CLASS.with(|c| c.borrow().clone());
+    if let Some(class) = class {
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &"name".into(), &name.into());
+        let _ = js_sys::Reflect::set(&options, &"reason".into(), &e.reason.as_str().into());
+        let _ = js_sys::Reflect::set(&options, &"candidates".into(), &candidates);
+        let args = js_sys::Array::of2(&message, &options);
+        if let Ok(err) = js_sys::Reflect::construct(&class, &args) {
+            return err;
+        }
+    }
     let js = js_sys::Error::new(&e.to_string());
     js.set_name(name);
     let obj: &JsValue = js.as_ref();
     let _ = js_sys::Reflect::set(obj, &"reason".into(), &e.reason.as_str().into());
-    let candidates = to_js(&e.candidates).unwrap_or_else(|_| js_sys::Array::new().into());
     let _ = js_sys::Reflect::set(obj, &"candidates".into(), &candidates);
     js.into()
 }

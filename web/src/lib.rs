@@ -27,4 +27,6 @@ pub use context::{
     context_forget, context_json, context_network_changed, context_restore, context_save,
 };
 #[cfg(web)]
+pub use convert::set_error_class;
+#[cfg(web)]
 pub use preconnection::RawPreconnection;

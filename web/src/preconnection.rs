@@ -173,9 +173,10 @@ impl RawPreconnection {
     /// `initiate` does, sending `data` as the first Message (as 0-RTT data
     /// where a stack can and `safelyReplayable` is set; the browser's stacks
     /// send it right after the handshake). A Promise of
-    /// `{ connection, sent }`, resolved at Ready once the Message went to
-    /// the stack; `sent` is its outcome, a settled Promise (`{ sequence }`,
-    /// or rejected with `SendError` / `Expired`). Rejected with an
+    /// `{ connection, sent, sendError }`, resolved at Ready once the Message
+    /// went to the stack: `sent` is `{ sequence }` and `sendError` null, or
+    /// `sent` is null and `sendError` the `SendError` / `Expired` (no Promise
+    /// inside, so nothing rejects unseen). Rejected with an
     /// `EstablishmentError`. `properties` are Message Properties by RFC
     /// name; a bad one throws at once.
     #[wasm_bindgen(js_name = initiateWithSend)]
@@ -192,11 +193,15 @@ impl RawPreconnection {
             drop(listener);
             match result {
                 Ok((conn, sent)) => {
-                    let sent = match crate::connection::sent_outcome(sent) {
-                        Ok(v) => js_sys::Promise::resolve(&v),
-                        Err(e) => js_sys::Promise::reject(&e),
+                    let (sent, error) = match crate::connection::sent_outcome(sent) {
+                        Ok(v) => (v, JsValue::NULL),
+                        Err(e) => (JsValue::NULL, e),
                     };
-                    Ok(initiated_with_send(RawConnection::new(conn).into(), sent))
+                    Ok(initiated_with_send(
+                        RawConnection::new(conn).into(),
+                        sent,
+                        error,
+                    ))
                 }
                 Err(e) => Err(error_to_js("EstablishmentError", &e)),
             }
@@ -239,12 +244,12 @@ impl RawPreconnection {
 }
 
 #[wasm_bindgen(inline_js = "
-export function initiated_with_send(connection, sent) {
-  return { connection, sent };
+export function initiated_with_send(connection, sent, sendError) {
+  return { connection, sent, sendError };
 }
 ")]
 extern "C" {
-    fn initiated_with_send(connection: JsValue, sent: js_sys::Promise) -> JsValue;
+    fn initiated_with_send(connection: JsValue, sent: JsValue, send_error: JsValue) -> JsValue;
 }
 
 /// `remote`: one `{ host | ip, port, service }` object, or an array of them.

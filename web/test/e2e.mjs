@@ -211,8 +211,9 @@ try {
           sendAfterClose = `${e.name}: ${e.message}`;
         }
 
-        const { connection, sent } = await pre.initiateWithSend('first words', { safelyReplayable: true });
-        const sequence = (await sent).sequence;
+        const { connection, sent, sendError } = await pre.initiateWithSend('first words', { safelyReplayable: true });
+        const sequence = sent.sequence;
+        const noNestedPromise = typeof sent.then === 'undefined' && sendError === null;
         const firstEcho = await text(connection);
         await connection.close();
         let badProperty;
@@ -222,7 +223,7 @@ try {
         } catch (e) {
           badProperty = `${e.name}: ${e.message}`;
         }
-        return { priorities, cloneEcho, afterClose, staged, sendAfterClose, sequence, firstEcho, stack: connection.stack, badProperty };
+        return { priorities, cloneEcho, afterClose, staged, sendAfterClose, sequence, noNestedPromise, firstEcho, stack: connection.stack, badProperty };
       },
       { echo },
     );
@@ -236,6 +237,7 @@ try {
     ]);
     assert.match(r.sendAfterClose, /^SendError: /, r.sendAfterClose);
     assert.equal(r.sequence, 0);
+    assert.ok(r.noNestedPromise, 'initiateWithSend resolves with { sent: { sequence }, sendError: null }, no Promise inside');
     assert.equal(r.firstEcho, 'first words');
     assert.equal(r.stack, 'ws');
     assert.match(r.badProperty, /msgLifetime/);
@@ -430,6 +432,61 @@ try {
     assert.equal(r.badMessage.name, 'InvalidMessageProperties', JSON.stringify(r.badMessage));
     assert.match(r.badMessage.message, /msgNoSuchThing/);
     expect(r.badLimit, /maxLength/, 'a maxLength that is not a whole number');
+  });
+
+  await check('errors are TransportError instances; leaving a for-await loop lets go of its receive, nothing lost', async () => {
+    const r = await inPage(
+      async (m, { echo, refused }) => {
+        const kinds = {};
+        try {
+          new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, colour: 'blue' });
+        } catch (e) {
+          kinds.option = e instanceof m.TransportError && e instanceof Error && e.name === 'InvalidConfiguration';
+        }
+        try {
+          await new m.Preconnection({ remote: { ip: '127.0.0.1', port: refused }, security: { disabled: true } })
+            .initiate({ timeout: 10000 });
+        } catch (e) {
+          kinds.establishment = e instanceof m.TransportError && e.name === 'EstablishmentError' &&
+            e.reason === 'EstablishmentFailed' && e.candidates.length === 1;
+        }
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const text = async () => new TextDecoder().decode((await conn.receive()).data);
+        // return() while the iterator's receive waits: it lets go of it.
+        const it = conn[Symbol.asyncIterator]();
+        const waiting = it.next();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const returned = await it.return();
+        const waited = await waiting;
+        const afterReturn = await it.next();
+        await conn.send('after the loop');
+        const next = await text();
+        // break out of for await: the Message after it is still there.
+        await conn.send('one');
+        await conn.send('two');
+        let first;
+        for await (const msg of conn) {
+          first = new TextDecoder().decode(msg.data);
+          break;
+        }
+        const second = await text();
+        await conn.close();
+        try {
+          await conn.send('late');
+        } catch (e) {
+          kinds.send = e instanceof m.TransportError && e.name === 'SendError';
+        }
+        return { kinds, returned, waited, afterReturn, next, first, second };
+      },
+      { echo, refused },
+    );
+    assert.deepEqual(r.kinds, { option: true, establishment: true, send: true });
+    assert.deepEqual([r.returned, r.waited, r.afterReturn], [
+      { done: true }, { done: true }, { done: true },
+    ].map((x) => ({ value: undefined, ...x })));
+    assert.equal(r.next, 'after the loop', 'the receive let go of took nothing');
+    assert.deepEqual([r.first, r.second], ['one', 'two']);
   });
 
   await check('a refused port rejects initiate with an EstablishmentError listing the candidate', async () => {

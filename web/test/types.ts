@@ -37,8 +37,15 @@ export async function consumer(port: number): Promise<string> {
     if (m.endOfMessage) break;
   }
   const twin: Connection = await conn.clone({ connPriority: 50 });
-  const { connection, sent: first } = await pre.initiateWithSend('hello', { safelyReplayable: true });
-  const firstSequence: number = (await first).sequence;
+  const first = await pre.initiateWithSend('hello', { safelyReplayable: true });
+  const connection: Connection = first.connection;
+  const firstSequence: number = first.sent === null ? -1 : first.sent.sequence;
+  const why: string | undefined = first.sendError?.reason;
+  try {
+    await pre.initiate();
+  } catch (e) {
+    if (e instanceof TransportError) console.log(e.reason, e.candidates.length);
+  }
   await Promise.all([twin.close(), connection.close()]);
   const state: 'establishing' | 'established' | 'closing' | 'closed' = conn.state;
   await conn.close();
@@ -46,5 +53,5 @@ export async function consumer(port: number): Promise<string> {
   new Preconnection({ remote: { ip: '::1' }, properties: { reliability: 'sometimes' } });
   // @ts-expect-error: remote is required
   new Preconnection({});
-  return `${n} ${bytes.length} ${state} ${trace.length} ${firstSequence}`;
+  return `${n} ${bytes.length} ${state} ${trace.length} ${firstSequence} ${why}`;
 }
