@@ -214,6 +214,7 @@ export class Preconnection extends EventTarget {
   initiateWithSend(
     data: Uint8Array | ArrayBuffer | ArrayBufferView | string,
     messageProperties?: MessageProperties,
+    options?: { signal?: AbortSignal },
   ): Promise<
     | { connection: Connection; sent: Sent; sendError: null }
     | { connection: Connection; sent: null; sendError: TransportError }

@@ -171,11 +171,12 @@ export class Preconnection extends EventTarget {
    * gives it and `sendError` null, or `sent` is null and `sendError` the
    * TransportError (`SendError` / `Expired`) — the Connection is yours
    * either way. Rejects as `initiate()` does, and with
-   * `InvalidMessageProperties` for a bad property.
+   * `InvalidMessageProperties` for a bad property. With `signal` (an
+   * AbortSignal), aborting it ends the race and rejects with its reason.
    */
-  async initiateWithSend(data, messageProperties) {
+  async initiateWithSend(data, messageProperties, { signal } = {}) {
     const { connection, sent, sendError } = await this.#saved(
-      this.#raw.initiateWithSend(bytes(data), messageProperties),
+      this.#raw.initiateWithSend(bytes(data), messageProperties, signal),
     );
     return { connection: new Connection(connection), sent, sendError };
   }

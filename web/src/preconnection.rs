@@ -178,19 +178,31 @@ impl RawPreconnection {
     /// `sent` is null and `sendError` the `SendError` / `Expired` (no Promise
     /// inside, so nothing rejects unseen). Rejected with an
     /// `EstablishmentError`. `properties` are Message Properties by RFC
-    /// name; a bad one throws at once.
+    /// name; a bad one throws at once. With `signal` (an AbortSignal),
+    /// aborting it ends the race and rejects with the signal's reason.
     #[wasm_bindgen(js_name = initiateWithSend)]
     pub fn initiate_with_send(
         &self,
         data: Vec<u8>,
         properties: JsValue,
+        signal: JsValue,
     ) -> Result<js_sys::Promise, JsValue> {
         let context = crate::connection::message_context(&properties)?;
         let fut = self.pre.initiate_with_send(data, context);
+        let (fut, on_abort) = match AbortOn::signal(&signal)? {
+            Ok((on_abort, registration)) => {
+                (futures::future::Abortable::new(fut, registration), on_abort)
+            }
+            Err(reason) => return Ok(js_sys::Promise::reject(&reason)),
+        };
         let listener = self.listener.clone();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let result = fut.await;
             drop(listener);
+            let result = match (result, on_abort.done()) {
+                (Ok(r), _) => r,
+                (Err(futures::future::Aborted), reason) => return Err(reason),
+            };
             match result {
                 Ok((conn, sent)) => {
                     let (sent, error) = match crate::connection::sent_outcome(sent) {

@@ -243,7 +243,7 @@ try {
     assert.match(r.badProperty, /msgLifetime/);
   });
 
-  await check('an AbortSignal rejects a waiting receive or a racing initiate with AbortError, and nothing is lost', async () => {
+  await check('an AbortSignal rejects a waiting receive or a racing initiate or initiateWithSend with AbortError, and nothing is lost', async () => {
     const r = await inPage(
       async (m, { echo }) => {
         const conn = await new m.Preconnection({
@@ -300,12 +300,30 @@ try {
         } catch (e) {
           initiateEarly = e.name;
         }
+        // initiateWithSend: aborted while it races, and before it starts.
+        const ac3 = new AbortController();
+        const racingWithSend = pre.initiateWithSend('never sent', undefined, { signal: ac3.signal });
+        ac3.abort();
+        let withSendAborted;
+        try {
+          await racingWithSend;
+          withSendAborted = 'resolved';
+        } catch (e) {
+          withSendAborted = e.name;
+        }
+        let withSendEarly;
+        try {
+          await pre.initiateWithSend('never sent', undefined, { signal: AbortSignal.abort() });
+          withSendEarly = 'resolved';
+        } catch (e) {
+          withSendEarly = e.name;
+        }
         // The same Preconnection races again afterwards.
         const again = await pre.initiate({ signal: new AbortController().signal });
         await again.send('again');
         const againBack = new TextDecoder().decode((await again.receive()).data);
         await again.close();
-        return { aborted, early, next, quiet, initiateAborted, initiateEarly, againBack };
+        return { aborted, early, next, quiet, initiateAborted, initiateEarly, withSendAborted, withSendEarly, againBack };
       },
       { echo },
     );
@@ -316,6 +334,8 @@ try {
       quiet: 'with a quiet signal',
       initiateAborted: 'AbortError',
       initiateEarly: 'AbortError',
+      withSendAborted: 'AbortError',
+      withSendEarly: 'AbortError',
       againBack: 'again',
     });
   });
