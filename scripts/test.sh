@@ -11,10 +11,39 @@
 # openssl, chromium, chromium-driver, nodejs and npm with apt-get (as root); playwright-core
 # and typescript with npm ci in web/test (no browser download). scripts/toolchain.sh has
 # the shared install steps.
+#
+# Usage: scripts/test.sh [PART...], PART one of
+#   native   formatting, clippy (native, wasm32, Windows), cargo test, the fuzz corpus, the README
+#            example (needs only Rust and openssl; no browser, no root)
+#   browser  the browser stacks in headless Chromium (the WebRTC step needs root)
+#   npm      the npm package: build, pack, types, end to end in Chromium
+#   demo     the www demo end to end (needs root)
+#   smoke    the example programs (racing-demo, tapscat over every stack)
+# Without a PART: all of them, in this order (what CI runs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+ALL_PARTS="native browser npm demo smoke"
+PARTS="${*:-$ALL_PARTS}"
+for part in $PARTS; do
+    case " $ALL_PARTS " in
+    *" $part "*) ;;
+    *)
+        echo "scripts/test.sh: unknown part \`$part\`; the parts are: $ALL_PARTS" >&2
+        exit 2
+        ;;
+    esac
+done
+# want PART...: whether any of these parts runs.
+want() {
+    local w
+    for w in "$@"; do
+        case " $PARTS " in *" $w "*) return 0 ;; esac
+    done
+    return 1
+}
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug"
 
@@ -70,6 +99,7 @@ free_disk
 step "wasm32-unknown-unknown target"
 ensure_wasm_target
 
+if want native; then
 step "openssl (TLS interop tests)"
 if command -v openssl >/dev/null; then
     openssl version
@@ -100,7 +130,9 @@ cargo check --target wasm32-unknown-unknown -p postsocket
 step "Windows cross-check: cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets (platform-only socket options are behind cfg)"
 ensure_windows_cross
 cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets -- -D warnings
+fi
 
+if want browser npm demo; then
 step "chromium and chromedriver (browser tests)"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
@@ -127,8 +159,10 @@ fi
 [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] || fail "no $CHROMIUM or $CHROMEDRIVER after installing"
 "$CHROMIUM" --version 2>/dev/null  # its Debian wrapper script warns about /dev/shm on stderr
 "$CHROMEDRIVER" --version
+fi
 
-step "browser tests in headless Chromium: the racing engine's scripts, the Promise executor, and the WebSocket stack against ws-echo"
+if want browser npm; then
+step "ws-echo: the WebSocket and WebTransport echo server the browser tests and the npm package test talk to"
 cargo build -p postsocket-examples --bin ws-echo
 timeout 900 "$BIN/ws-echo" 0 >"$TMP/ws-echo.out" 2>"$TMP/ws-echo.err" &
 PIDS+=("$!")
@@ -140,6 +174,10 @@ done
 [ "$(grep -c '^POSTSOCKET_W[ST]_' "$TMP/ws-echo.out")" -ge 6 ] ||
     { cat "$TMP/ws-echo.err" >&2; fail "ws-echo printed no ports"; }
 cat "$TMP/ws-echo.out"
+fi
+
+if want browser; then
+step "browser tests in headless Chromium: the racing engine's scripts, the Promise executor, and the WebSocket stack against ws-echo"
 # A fresh Chromium profile for this run, with the flags of webdriver.json.
 sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
     webdriver.json >"$TMP/webdriver.json"
@@ -200,13 +238,17 @@ timeout 900 unshare -n bash -c '
         cargo test --offline --target wasm32-unknown-unknown -p postsocket --test browser_webrtc ||
         { cat "$TMP/webrtc-echo.err" >&2; exit 1; }
 ' || fail "WebRTC browser tests failed"
+fi
 
+if want npm demo; then
 step "npm package: clippy (wasm32), scripts/build-npm.sh (release wasm, env-import guard, wasm-bindgen)"
 ensure_node  # Node >= 20: playwright-core needs it
 cargo clippy --target wasm32-unknown-unknown -p postsocket-web --all-targets -- -D warnings
 node web/tools/check-wasm-imports.mjs --self-test
 scripts/build-npm.sh "$ROOT/web/pkg"
+fi
 
+if want npm; then
 step "npm package: npm pack holds the .wasm, the JS (with the glue's snippets) and the .d.ts"
 (cd web/pkg && npm pack --pack-destination "$TMP" --silent >"$TMP/pack.name") || fail "npm pack failed"
 TARBALL="$TMP/$(tail -1 "$TMP/pack.name")"
@@ -220,15 +262,22 @@ for f in $(grep -o "from '\./snippets/[^']*'" web/pkg/postsocket_web.js | sed "s
     grep -qx "package/$f" "$TMP/pack.list" || fail "$(basename "$TARBALL") lacks $f (imported by postsocket_web.js)"
 done
 
+fi
+
+if want npm demo; then
 step "npm package: npm ci (playwright-core, typescript) and tsc --strict over the types"
 (cd web/test && timeout 600 npm ci --no-audit --no-fund --silent) || fail "npm ci in web/test failed"
 (cd web/test && timeout 120 npx --no-install tsc -p tsconfig.json) || fail "the package's TypeScript types do not check"
 echo "web/test/types.ts type-checks against web/pkg/index.d.ts"
+fi
 
+if want npm; then
 step "npm package in headless Chromium (Playwright): the example page and the package against ws-echo"
 env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
+fi
 
+if want demo; then
 step "www demo end to end (Playwright, in a loopback-only network namespace): WebTransport blackholed -> WebSocket wins; WebRTC rendezvous; a native race view; export/import; phone width"
 cargo build -p postsocket-examples --bin demo-server
 export ROOT CHROMIUM
@@ -239,7 +288,9 @@ timeout 300 unshare -n bash -c '
         node "$ROOT/www/test/demo.e2e.mjs"
 ' || fail "the www demo end-to-end test failed"
 ls "$TMP/screenshots"
+fi
 
+if want native; then
 step "README example is identical to native-examples/src/bin/readme-example.rs"
 # The README block is the first ```rust block after the marker comment.
 awk '/<!-- readme-example -->/ {m=1; next} m==1 && /^```rust/ {m=2; next} m==2 && /^```/ {exit} m==2 {print}' \
@@ -249,7 +300,9 @@ awk '/^\/\/ README-END/ {exit} m {print} /^\/\/ README-BEGIN/ {m=1}' \
 [ -s "$TMP/readme-block.rs" ] || fail "no rust block after <!-- readme-example --> in README.md"
 diff -u "$TMP/readme-block.rs" "$TMP/readme-file.rs" || fail "README example and readme-example.rs differ"
 echo "identical ($(wc -l <"$TMP/readme-file.rs") lines)"
+fi
 
+if want smoke; then
 step "build the example programs"
 cargo build -p postsocket-examples --bins
 
@@ -411,7 +464,8 @@ set -e
 cat "$TMP/refused.err"
 [ "$rc" -eq 2 ] || fail "expected exit code 2, got $rc"
 grep -q "candidate" "$TMP/refused.err" || fail "the error lists no candidate"
+fi
 
 printf '(step %d took %ds)\n' "$STEP" "$((SECONDS - STEP_START))"
 echo "disk after the run: $(free_disk); target directory: $(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1)"
-printf '\n\033[32mall %d steps passed in %ds\033[0m\n' "$STEP" "$SECONDS"
+printf '\n\033[32mall %d steps passed in %ds (%s)\033[0m\n' "$STEP" "$SECONDS" "$PARTS"
