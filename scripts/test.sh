@@ -130,6 +130,10 @@ cargo check --target wasm32-unknown-unknown -p postsocket
 step "Windows cross-check: cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets (platform-only socket options are behind cfg)"
 ensure_windows_cross
 cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets -- -D warnings
+
+step "cargo publish --dry-run -p postsocket: the crate as published (src, README, CHANGELOG, licenses) builds on its own"
+# --allow-dirty: a local run may have uncommitted changes; CI runs on a clean clone.
+cargo publish --dry-run --allow-dirty -p postsocket
 fi
 
 if want browser npm demo; then
