@@ -161,10 +161,18 @@ impl RecvState {
         }
     }
 
+    /// Drop what was taken from the front of the buffer; once it is all
+    /// taken, let go of the buffer itself, so that a Connection waiting
+    /// for data holds none (a burst's buffer, grown to the largest Message,
+    /// would otherwise stay with every idle Connection). The stacks reserve
+    /// room again when data is there to read.
     pub(super) fn compact(&mut self) {
         if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
         }
     }
 
@@ -395,6 +403,23 @@ mod tests {
                 early_data: false,
             },
         )
+    }
+
+    /// A buffer whose bytes were all taken is let go of: an idle
+    /// Connection holds none, whatever a burst grew it to; one that still
+    /// holds bytes keeps them.
+    #[test]
+    fn a_drained_buffer_is_let_go_of() {
+        let mut st = state(true);
+        st.buf = Vec::with_capacity(2 << 20);
+        st.buf.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3, 0, 0]);
+        st.start = 7;
+        st.compact();
+        assert_eq!(&st.buf[st.start..], [0, 0], "the rest stays");
+        assert!(st.buf.capacity() >= 2 << 20);
+        st.start = 9;
+        st.compact();
+        assert_eq!((st.buf.len(), st.buf.capacity()), (0, 0));
     }
 
     /// What the receives saw.

@@ -98,15 +98,23 @@ impl TcpTransport {
     }
 
     /// Read, making room for `want` more bytes (no more: a Message body read
-    /// into its own Vec is not reallocated).
+    /// into its own Vec is not reallocated). The room is made once the
+    /// socket is readable: a Connection waiting for data holds no buffer.
     pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
-        buf.reserve(want);
         loop {
             self.stream.readable().await?;
+            buf.reserve(want);
             match self.stream.try_read_buf(buf) {
                 Ok(0) => return Ok(Recv::Eof),
                 Ok(_) => return Ok(Recv::Bytes),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing after all (readiness is cached until a read
+                    // would block): wait without the room just made.
+                    if buf.is_empty() {
+                        *buf = Vec::new();
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -25,6 +25,11 @@ use tokio_rustls::TlsStream;
 
 /// Read in chunks of this size.
 const READ_CHUNK: usize = 64 * 1024;
+/// The first read into an empty buffer makes room for this much (one
+/// TLS record's plaintext at most): a Connection waiting for data then
+/// holds a small buffer, not a chunk. rustls buffers what it decrypts, so a
+/// larger burst continues at once with a full chunk.
+const FIRST_READ: usize = 4 * 1024;
 /// A write of several slices up to this long is gathered into one buffer
 /// first: rustls takes one slice as it is, but collects several into a new
 /// Vec on every call, which costs more than copying a small frame.
@@ -222,7 +227,12 @@ impl TlsTransport {
 
     /// Read: append plaintext to `buf`.
     pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        self.read_up_to(buf, READ_CHUNK).await
+        let want = if buf.is_empty() {
+            FIRST_READ
+        } else {
+            READ_CHUNK
+        };
+        self.read_up_to(buf, want).await
     }
 
     /// Read, making room for `want` more bytes (no more: a Message body read
