@@ -83,9 +83,9 @@
 //! descriptor, so it needs twice as many as the raw server (with a hard
 //! limit of 20,000, 10,000 TLS connections do not fit). A quick run:
 //! `SCALE_CONNECTIONS=1000 cargo bench --bench scale`.
-// Native only (sockets, tokio); on wasm32 this bench is empty.
-#![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
-#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+// Linux only (/proc, setrlimit); elsewhere this bench is empty.
+#![cfg_attr(not(target_os = "linux"), no_main)]
+#![cfg(target_os = "linux")]
 
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::security::Identity;

@@ -304,7 +304,7 @@ impl Transport {
                 io::ErrorKind::Unsupported,
                 "quinn owns the QUIC socket; its DSCP cannot be changed per Connection",
             )),
-            Transport::Tls(t) => tcp::set_dscp(&socket2::SockRef::from(t.socket()), dscp),
+            Transport::Tls(t) => t.with_socket(|s| tcp::set_dscp(&s, dscp)),
             Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
             Transport::Wt(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -323,7 +323,7 @@ impl Transport {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
             Transport::Quic(q) => q.local(),
-            Transport::Tls(t) => t.socket().local_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Tls(t) => t.local(),
             Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
             Transport::Wt(w) => w.local(),
             Transport::Webrtc(w) => w.local_addr(),
@@ -336,7 +336,7 @@ impl Transport {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
             Transport::Quic(q) => Some(q.remote()),
-            Transport::Tls(t) => t.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+            Transport::Tls(t) => t.peer(),
             Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             Transport::Wt(w) => Some(w.remote()),
             Transport::Webrtc(w) => w.remote_addr(),
@@ -790,13 +790,7 @@ fn fam(f: Family) -> &'static str {
 
 /// Apply keep-alive and user timeout to an open socket.
 pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
-    let s = match t {
-        Transport::Tcp(t) => Some(socket2::SockRef::from(t.stream())),
-        Transport::Tls(t) => Some(socket2::SockRef::from(t.socket())),
-        Transport::Ws(w) => Some(socket2::SockRef::from(w.socket())),
-        _ => None,
-    };
-    if let Some(s) = s {
+    let apply = |s: socket2::SockRef<'_>| {
         if let Some(idle) = opts.keep_alive {
             let _ = s.set_keepalive(true);
             if let Some(idle) = idle {
@@ -804,5 +798,11 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
             }
         }
         let _ = sockopt::set_tcp_user_timeout(&s, opts.user_timeout);
+    };
+    match t {
+        Transport::Tcp(t) => apply(socket2::SockRef::from(t.stream())),
+        Transport::Tls(t) => t.with_socket(apply),
+        Transport::Ws(w) => apply(socket2::SockRef::from(w.socket())),
+        _ => {}
     }
 }

@@ -40,8 +40,10 @@ const MAX_EARLY_DATA: u32 = 64 * 1024;
 struct Inner {
     /// The session; locked for one poll at a time (see the module docs).
     stream: Mutex<Session>,
-    /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
-    sock: socket2::Socket,
+    /// The TCP socket's addresses, read once (its options and abort go
+    /// through the session's lock: no second descriptor per Connection).
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
     /// Plaintext that arrived before the attempt finished (on a server:
     /// the client's TLS 1.3 early data).
     pending: std::sync::Mutex<Vec<u8>>,
@@ -82,10 +84,7 @@ pub(crate) struct TlsTransport {
 impl std::fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsTransport")
-            .field(
-                "peer",
-                &self.inner.sock.peer_addr().ok().and_then(|a| a.as_socket()),
-            )
+            .field("peer", &self.inner.peer)
             .field(
                 "alpn",
                 &self
@@ -108,7 +107,10 @@ impl TlsTransport {
         pending: Vec<u8>,
         early: bool,
     ) -> io::Result<Self> {
-        let sock = SockRef::from(stream.get_ref().0).try_clone()?;
+        let (local, peer) = (
+            stream.get_ref().0.local_addr().ok(),
+            stream.get_ref().0.peer_addr().ok(),
+        );
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         Ok(TlsTransport {
             inner: Arc::new(Inner {
@@ -117,7 +119,8 @@ impl TlsTransport {
                     gather: Vec::new(),
                 }),
                 unsent: Default::default(),
-                sock,
+                local,
+                peer,
                 pending: std::sync::Mutex::new(pending),
                 early,
                 alpn,
@@ -214,9 +217,21 @@ impl TlsTransport {
         self.inner.early
     }
 
-    /// The TCP socket underneath.
-    pub(crate) fn socket(&self) -> &socket2::Socket {
-        &self.inner.sock
+    /// `f` with the TCP socket underneath (under the session's lock, held
+    /// only for one poll by reads and writes).
+    pub(crate) fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> R) -> R {
+        let session = self.stream();
+        f(SockRef::from(session.get_ref().0))
+    }
+
+    /// The local address.
+    pub(crate) fn local(&self) -> Option<SocketAddr> {
+        self.inner.local
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.inner.peer
     }
 
     /// The session, for one poll (a poisoned lock still holds a usable
@@ -352,9 +367,10 @@ impl TlsTransport {
     /// Linger 0 makes the close send RST; shutting down reading wakes every
     /// pending read.
     pub(crate) fn abort(&self) {
-        let s = &self.inner.sock;
-        let _ = s.set_linger(Some(Duration::ZERO));
-        let _ = s.shutdown(std::net::Shutdown::Read);
+        self.with_socket(|s| {
+            let _ = s.set_linger(Some(Duration::ZERO));
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        });
     }
 }
 
