@@ -55,10 +55,10 @@ impl ListenerLimits {
     /// them. Past it the Listener stops accepting: TCP peers wait in the
     /// kernel's backlog, QUIC Initials in quinn's queue, and datagrams from
     /// new UDP sources are refused (reported). On a TCP port that sniffs or
-    /// handshakes (TLS, WebSocket), a peer still silent or handshaking after
-    /// 200 ms gives its place to a new one while every place is taken
-    /// (dropped and reported), so silent or stalling peers cannot hold them
-    /// all (slowloris).
+    /// handshakes (TLS, WebSocket), while every place is taken, a peer that
+    /// has sent nothing for 200 ms, or has been handshaking for 500 ms, gives
+    /// its place to a new one (dropped and reported), so silent or stalling
+    /// peers cannot hold them all (slowloris).
     pub fn with_pending_incoming(mut self, n: usize) -> Self {
         self.pending_incoming = n;
         self
