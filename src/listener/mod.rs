@@ -57,13 +57,33 @@ pub struct Listener {
     stop_tx: Mutex<Option<futures::channel::oneshot::Sender<()>>>,
     stop_rx: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
     local: SocketAddr,
-    groups: Mutex<std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>>,
+    groups: Mutex<Groups>,
     /// Framer handshakes of incoming connections, run side by side (a
     /// silent peer holds only its own), at most
     /// `limits.concurrent_handshakes()` at once.
     handshakes: futures::lock::Mutex<FuturesUnordered<Handshake>>,
     /// Its bounds, the handshake timeout already connTimeout when set.
     limits: ListenerLimits,
+}
+
+/// The groups of the Connections a Listener received (streams of one QUIC
+/// connection join one group), by the stack's group key.
+#[derive(Default)]
+struct Groups {
+    map: std::collections::HashMap<usize, std::sync::Weak<crate::connection::Group>>,
+    /// Forget the ended groups once the map has this many entries: twice
+    /// what was left after the last sweep, so that accepting N Connections
+    /// costs O(N), not a scan of the map each.
+    sweep_at: usize,
+}
+
+impl Groups {
+    fn sweep(&mut self) {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, g| g.strong_count() > 0);
+            self.sweep_at = (2 * self.map.len()).max(64);
+        }
+    }
 }
 
 /// One incoming connection's framer handshake: its parts, and its group key.
@@ -166,7 +186,7 @@ impl Listener {
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx: futures::FutureExt::shared(stop_rx),
             local,
-            groups: Mutex::new(std::collections::HashMap::new()),
+            groups: Mutex::new(Groups::default()),
             handshakes: Default::default(),
             limits,
         })
@@ -184,8 +204,8 @@ impl Listener {
         let local = backend.local_addr();
         let limits =
             ListenerLimits::default().with_conn_timeout(snap.props.connection.conn_timeout);
-        let mut groups = std::collections::HashMap::new();
-        groups.insert(0, std::sync::Arc::downgrade(&group));
+        let mut groups = Groups::default();
+        groups.map.insert(0, std::sync::Arc::downgrade(&group));
         Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
@@ -408,10 +428,31 @@ impl Listener {
             return Connection::from_parts(parts, None);
         };
         let mut groups = self.groups.lock().unwrap();
-        groups.retain(|_, g| g.strong_count() > 0);
-        let existing = groups.get(&key).and_then(std::sync::Weak::upgrade);
+        groups.sweep();
+        let existing = groups.map.get(&key).and_then(std::sync::Weak::upgrade);
         let conn = Connection::from_parts(parts, existing);
-        groups.insert(key, std::sync::Arc::downgrade(&conn.group()));
+        groups
+            .map
+            .insert(key, std::sync::Arc::downgrade(&conn.group()));
         conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Groups;
+
+    /// Ended groups are forgotten in sweeps whose cost is spread over the
+    /// inserts (not a scan of the map per accepted Connection).
+    #[test]
+    fn ended_groups_are_swept_now_and_then() {
+        let mut g = Groups::default();
+        for key in 0..200 {
+            g.sweep();
+            // Each group ended at once (no Connection holds it).
+            g.map.insert(key, std::sync::Weak::new());
+        }
+        assert!(g.map.len() < 64 + 1, "{} entries kept", g.map.len());
+        assert_eq!(g.sweep_at, 64);
     }
 }
