@@ -6,7 +6,8 @@
 #
 # Needs: rustup + cargo, wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock
 # (scripts/test.sh installs it), node (the import guard). Optional: WASM_OPT=path to a
-# working wasm-opt (the npm package `binaryen`; Debian's is broken, see TOOLCHAIN.md).
+# working wasm-opt (the npm package `binaryen`; Debian's wasm-opt, binaryen 108, makes modules that fail at
+# run time with "WebAssembly.Table.set(): Argument 1 is invalid for table").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -218,7 +218,8 @@ WEBRTC_PORT=18080
 WEBRTC_URL="http://127.0.0.1:$WEBRTC_PORT/offer"
 POSTSOCKET_WEBRTC_SIGNALING="$WEBRTC_URL" \
     cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webrtc --no-run
-# webdriver.json plus the two flags Chromium needs for WebRTC on loopback (TOOLCHAIN.md).
+# webdriver.json plus the two flags Chromium needs for WebRTC on loopback: it gathers no
+# loopback ICE candidates without them, and asks for media permission without the second.
 sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-webrtc-profile\", \"--allow-loopback-in-peer-connection\", \"--use-fake-ui-for-media-stream\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
     webdriver.json >"$TMP/webdriver-webrtc.json"
 grep -q -- "--allow-loopback-in-peer-connection" "$TMP/webdriver-webrtc.json" ||

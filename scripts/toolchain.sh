@@ -11,8 +11,8 @@ ensure_wasm_target() {
 }
 
 # wasm-bindgen-cli at exactly the wasm-bindgen version of Cargo.lock (a few
-# minutes the first time). No --locked: it fails on a yanked transitive
-# version (TOOLCHAIN.md).
+# minutes the first time). No --locked: with it, cargo install fails on a
+# yanked transitive version in wasm-bindgen-cli's own lock file.
 ensure_wasm_bindgen() {
     local want have
     want="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock)"

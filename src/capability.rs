@@ -114,7 +114,8 @@ pub enum DataUnit {
     Message,
 }
 
-/// One row of the capability table (DESIGN.md, "Protocol mappings").
+/// One row of the capability table: what a protocol stack provides, and
+/// how RFC 9622's concepts map onto it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// The stack this row describes.

@@ -7,7 +7,9 @@
 //! `native-examples/src/bin/webrtc-echo.rs`, and passes its signaling URL at
 //! compile time: `POSTSOCKET_WEBRTC_SIGNALING=http://127.0.0.1:P/offer`.
 //! Chromium needs `--allow-loopback-in-peer-connection
-//! --use-fake-ui-for-media-stream` to gather loopback candidates (TOOLCHAIN.md).
+//! --use-fake-ui-for-media-stream` to gather loopback candidates (without the
+//! first it gathers none on loopback; without the second it asks for media
+//! permission).
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
 use postsocket::{

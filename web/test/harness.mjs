@@ -55,7 +55,8 @@ export async function serve(root = WEB, { isolated = false } = {}) {
   return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
 }
 
-/** Headless Chromium with the flags of TOOLCHAIN.md and a fresh profile. */
+/** Headless Chromium, with the flags a closed network needs (no background connections that
+ * would be refused) and a fresh profile. */
 export async function launch() {
   const profile = await mkdtemp(join(tmpdir(), 'postsocket-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {

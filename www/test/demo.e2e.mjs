@@ -92,7 +92,8 @@ try {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
-      // WebRTC on loopback (TOOLCHAIN.md); the server's peer offers only 127.0.0.1.
+      // WebRTC on loopback (without these Chromium gathers no loopback candidate and
+      // asks for media permission); the server's peer offers only 127.0.0.1.
       '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream'],
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });

@@ -3,7 +3,7 @@
 //! configuration (`tls_config`, so pins, trusted CAs and the rest of the
 //! SecurityParameters verify the server exactly as for QUIC).
 //!
-//! Mapped like QUIC (DESIGN.md, "Protocol mappings"): a Connection is one
+//! Mapped like QUIC (its row in `capability.rs`): a Connection is one
 //! WebTransport stream (a byte stream: Messages need a framer), the
 //! WebTransport session is the Connection Group, so Clone opens a new stream
 //! on the same session; Messages with msgReliable false go as WebTransport

@@ -1,5 +1,5 @@
-//! WebTransport in the browser: the `wt` stack, mapped like QUIC (DESIGN.md,
-//! "Protocol mappings"). A Connection is one WebTransport stream (a byte
+//! WebTransport in the browser: the `wt` stack, mapped like QUIC (its row in
+//! `capability.rs`). A Connection is one WebTransport stream (a byte
 //! stream: Messages need a framer); the WebTransport session is the
 //! Connection Group, so Clone opens a new bidirectional stream on the same
 //! session; Messages with msgReliable false go as session datagrams, which
