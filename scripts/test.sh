@@ -8,8 +8,8 @@
 # of the WebRTC and demo steps. Installs when missing: the wasm32-unknown-unknown and
 # x86_64-pc-windows-gnu targets (the latter for a Windows cross-check, with mingw-w64 by apt);
 # wasm-bindgen-cli at the wasm-bindgen version of Cargo.lock (cargo install, ~2-3 min);
-# openssl, chromium, chromium-driver, nodejs and npm with apt-get (as root); playwright-core
-# and typescript with npm ci in web/test (no browser download). scripts/toolchain.sh has
+# openssl, chromium, chromium-driver, firefox-esr, nodejs and npm with apt-get (as root);
+# playwright-core, puppeteer-core and typescript with npm ci in web/test (no browser download). scripts/toolchain.sh has
 # the shared install steps.
 #
 # Usage: scripts/test.sh [PART...], PART one of
@@ -280,6 +280,18 @@ if want npm; then
 step "npm package in headless Chromium (Playwright): the example page and the package against ws-echo"
 env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
+
+step "npm package in headless Firefox ESR (puppeteer-core over WebDriver BiDi): the same checks"
+FIREFOX="${FIREFOX:-/usr/bin/firefox-esr}"
+if [ ! -x "$FIREFOX" ]; then
+    [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null ||
+        fail "Firefox ESR is missing ($FIREFOX): as root, apt-get install firefox-esr"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq firefox-esr >"$TMP/apt-firefox.log" 2>&1 ||
+        { tail -20 "$TMP/apt-firefox.log" >&2; fail "apt-get install firefox-esr failed"; }
+fi
+"$FIREFOX" --version
+env $(cat "$TMP/ws-echo.out") BROWSER=firefox FIREFOX="$FIREFOX" timeout 300 node web/test/e2e.mjs ||
+    { cat "$TMP/ws-echo.err" >&2; fail "npm package tests in Firefox failed"; }
 fi
 
 if want demo; then

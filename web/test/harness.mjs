@@ -1,12 +1,15 @@
 // Shared by e2e.mjs and bench.mjs: a static file server for web/ (the example
-// page and the built package in web/pkg) and headless Chromium through
-// playwright-core (the system's /usr/bin/chromium; nothing is downloaded).
+// page and the built package in web/pkg) and a headless browser: Chromium through
+// playwright-core (the system's /usr/bin/chromium), or with BROWSER=firefox Firefox
+// ESR through puppeteer-core over WebDriver BiDi (the system's /usr/bin/firefox-esr;
+// FIREFOX overrides the path). Nothing is downloaded.
 import { createServer } from 'node:http';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 /** web/ */
 export const WEB = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -55,9 +58,56 @@ export async function serve(root = WEB, { isolated = false } = {}) {
   return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
 }
 
+/** The browser the tests run in: `chromium` (default) or `firefox` (BROWSER). */
+export const BROWSER = process.env.BROWSER ?? 'chromium';
+
+/** Headless Chromium, or Firefox with BROWSER=firefox (see `launchFirefox`). */
+export async function launch() {
+  if (BROWSER === 'firefox') return launchFirefox();
+  if (BROWSER !== 'chromium') throw new Error(`BROWSER is chromium or firefox, not ${BROWSER}`);
+  return launchChromium();
+}
+
+/**
+ * Headless Firefox ESR over WebDriver BiDi (puppeteer-core), with a fresh
+ * profile and the prefs WebRTC needs on loopback (loopback ICE candidates, host
+ * addresses not hidden behind mDNS names). The page is given the few methods the
+ * tests use, as Playwright's page has them.
+ */
+async function launchFirefox() {
+  const profile = await mkdtemp(join(tmpdir(), 'postsocket-firefox-'));
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
+    headless: true,
+    userDataDir: profile,
+    extraPrefsFirefox: {
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+    },
+    timeout: 60000,
+  });
+  const raw = (await browser.pages())[0] ?? (await browser.newPage());
+  raw.on('console', (m) => console.log(`  [page console.${m.type()}] ${m.text()}`));
+  raw.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  const page = {
+    goto: (url) => raw.goto(url),
+    evaluate: (fn, arg) => raw.evaluate(fn, arg),
+    waitForFunction: (fn, arg, options) => raw.waitForFunction(fn, options ?? {}, arg),
+    textContent: (selector) => raw.$eval(selector, (e) => e.textContent),
+  };
+  return {
+    page,
+    close: async () => {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Headless Chromium, with the flags a closed network needs (no background connections that
  * would be refused) and a fresh profile. */
-export async function launch() {
+async function launchChromium() {
   const profile = await mkdtemp(join(tmpdir(), 'postsocket-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
