@@ -292,6 +292,31 @@ fi
 "$FIREFOX" --version
 env $(cat "$TMP/ws-echo.out") BROWSER=firefox FIREFOX="$FIREFOX" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package tests in Firefox failed"; }
+
+step "npm package: WebRTC Rendezvous with the native peer (webrtc-echo) in Chromium and Firefox, in a network namespace (loopback, and a veth with a default route: Firefox gathers no ICE candidate without one)"
+[ "$(id -u)" -eq 0 ] || fail "this step needs root for its network namespace (unshare -n); run scripts/test.sh as root (CI does)"
+cargo build -p postsocket-examples --bin webrtc-echo
+export BIN TMP CHROMIUM FIREFOX
+timeout 300 unshare -n bash -c '
+    set -euo pipefail
+    ip link set lo up
+    ip link add v0 type veth peer name v1
+    ip addr add 10.9.9.1/24 dev v0
+    ip link set v0 up
+    ip link set v1 up
+    ip route add default dev v0
+    "$BIN/webrtc-echo" 18081 >"$TMP/webrtc-echo-npm.out" 2>"$TMP/webrtc-echo-npm.err" &
+    echo_pid=$!
+    trap "kill $echo_pid 2>/dev/null || true" EXIT
+    for _ in $(seq 1 100); do
+        grep -q "^POSTSOCKET_WEBRTC_SIGNALING=" "$TMP/webrtc-echo-npm.out" && break
+        sleep 0.1
+    done
+    for browser in chromium firefox; do
+        env $(cat "$TMP/webrtc-echo-npm.out") BROWSER=$browser node web/test/rendezvous.mjs ||
+            { cat "$TMP/webrtc-echo-npm.err" >&2; exit 1; }
+    done
+' || fail "WebRTC Rendezvous from the npm package failed"
 fi
 
 if want demo; then

@@ -84,6 +84,7 @@ async function launchFirefox() {
     extraPrefsFirefox: {
       'media.peerconnection.ice.loopback': true,
       'media.peerconnection.ice.obfuscate_host_addresses': false,
+      'media.peerconnection.ice.default_address_only': false,
     },
     timeout: 60000,
   });
@@ -120,6 +121,10 @@ async function launchChromium() {
       '--disable-component-update',
       '--disable-sync',
       '--disable-dev-shm-usage',
+      // WebRTC on loopback: without these Chromium gathers no loopback candidate and asks
+      // for media permission.
+      '--allow-loopback-in-peer-connection',
+      '--use-fake-ui-for-media-stream',
     ],
     timeout: 30000,
   });

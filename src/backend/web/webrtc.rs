@@ -49,8 +49,14 @@ pub(crate) const HIGH_WATER: u32 = 1 << 20;
 pub(crate) const LOW_WATER: u32 = 256 * 1024;
 /// Longest pause between two `bufferedAmount` polls while waiting to send.
 const MAX_POLL: Duration = Duration::from_millis(50);
-/// ICE gathering must complete within this time (immediate on loopback).
+/// Without any ICE candidate gathered by then, the offer or answer fails.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait for ICE gathering to complete once some candidates are
+/// there: Chromium completes at once on loopback, but Firefox may never
+/// report complete (in a loopback-only network it keeps trying for a STUN
+/// server), and the candidates it has are the ones the peer needs.
+const GATHER_GRACE: Duration = Duration::from_secs(1);
 
 fn js_text(v: &JsValue) -> String {
     if let Some(e) = v.dyn_ref::<js_sys::Error>() {
@@ -562,7 +568,9 @@ fn new_peer(incoming: mpsc::UnboundedSender<io::Result<Incoming>>) -> io::Result
 }
 
 /// Set the local description from a createOffer/createAnswer result and
-/// wait for ICE gathering to complete; returns the complete local SDP.
+/// wait for ICE gathering to complete, or for [`GATHER_GRACE`] when some
+/// candidates are there (signaling is not trickled: the SDP carries them
+/// all); returns the local SDP.
 async fn local_sdp(peer: &PeerInner, desc: JsValue, kind: RtcSdpType) -> io::Result<String> {
     let sdp = js_sys::Reflect::get(&desc, &"sdp".into())
         .ok()
@@ -575,20 +583,30 @@ async fn local_sdp(peer: &PeerInner, desc: JsValue, kind: RtcSdpType) -> io::Res
         .await
         .map_err(js_err("setLocalDescription"))?;
     let start = crate::runtime::now();
+    let sdp = || -> io::Result<String> {
+        peer.with_pc(|pc| pc.local_description().map(|d| d.sdp()))?
+            .ok_or_else(|| io::Error::other("the browser has no local description"))
+    };
     while peer.with_pc(|pc| pc.ice_gathering_state())? != RtcIceGatheringState::Complete {
-        if crate::runtime::now().duration_since(start) > GATHER_TIMEOUT {
+        let waited = crate::runtime::now().duration_since(start);
+        if waited >= GATHER_GRACE {
+            let now = sdp()?;
+            if now.contains("\na=candidate:") {
+                return Ok(now);
+            }
+        }
+        if waited > GATHER_TIMEOUT {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "ICE gathering did not complete within {}",
+                    "no ICE candidate gathered within {}",
                     crate::runtime::ms_text(GATHER_TIMEOUT)
                 ),
             ));
         }
         crate::runtime::sleep(Duration::from_millis(10)).await;
     }
-    peer.with_pc(|pc| pc.local_description().map(|d| d.sdp()))?
-        .ok_or_else(|| io::Error::other("the browser has no local description"))
+    sdp()
 }
 
 async fn set_remote(peer: &PeerInner, kind: RtcSdpType, sdp: &str) -> io::Result<()> {

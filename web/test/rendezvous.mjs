@@ -1,0 +1,56 @@
+// The npm package's WebRTC Rendezvous with postsocket's native peer (webrtc-echo, str0m), in
+// the browser BROWSER names (chromium or firefox): signaling over HTTP, Messages of several
+// sizes echoed with their boundaries, a Clone (a second data channel), close.
+//
+// Run it inside a network namespace with only loopback and a veth with a default route (Firefox
+// gathers no ICE candidate without a default route, and none on loopback), as scripts/test.sh
+// does: POSTSOCKET_WEBRTC_SIGNALING=http://127.0.0.1:P/offer BROWSER=firefox node rendezvous.mjs
+import assert from 'node:assert/strict';
+import { BROWSER, launch, serve } from './harness.mjs';
+
+const signalingUrl = process.env.POSTSOCKET_WEBRTC_SIGNALING;
+if (!signalingUrl) {
+  console.error('POSTSOCKET_WEBRTC_SIGNALING is not set: start webrtc-echo and pass its line');
+  process.exit(2);
+}
+const server = await serve();
+const browser = await launch();
+let failed = false;
+try {
+  const { page } = browser;
+  await page.goto(`${server.url}/example/index.html?port=1`);
+  const r = await page.evaluate(async (signalingUrl) => {
+    const m = await import('/pkg/index.js');
+    await m.init();
+    const t0 = performance.now();
+    const within = (p, what) =>
+      Promise.race([p, new Promise((_, no) => setTimeout(() => no(new Error(`${what}: nothing within 20 s`)), 20000))]);
+    const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: 1 }, protocols: ['webrtc'] });
+    const conn = await within(pre.rendezvous({ signalingUrl }), 'rendezvous');
+    const ready = performance.now() - t0;
+    const sizes = [];
+    for (const n of [1, 1000, 100000]) {
+      const data = new Uint8Array(n).map((_, i) => i % 251);
+      await conn.send(data);
+      const back = (await within(conn.receive(), `the echo of ${n} bytes`)).data;
+      sizes.push(back.length === n && back.every((b, i) => b === i % 251) ? n : `${n} came back as ${back.length}`);
+    }
+    const twin = await within(conn.clone(), 'clone');
+    await twin.send('on the clone');
+    const cloneEcho = new TextDecoder().decode((await within(twin.receive(), 'the clone\'s echo')).data);
+    await twin.close();
+    await conn.close();
+    return { stack: conn.stack, sizes, cloneEcho, ready: Math.round(ready) };
+  }, signalingUrl);
+  assert.equal(r.stack, 'webrtc');
+  assert.deepEqual(r.sizes, [1, 1000, 100000]);
+  assert.equal(r.cloneEcho, 'on the clone');
+  console.log(`ok   ${BROWSER}: a data channel with the native peer in ${r.ready} ms; 1 B, 1 KB and 100 KB Messages echoed whole; a Clone echoed`);
+} catch (e) {
+  failed = true;
+  console.log(`FAIL ${BROWSER}: ${String(e.stack ?? e)}`);
+} finally {
+  await browser.close();
+  await server.close();
+}
+process.exit(failed ? 1 : 0);
