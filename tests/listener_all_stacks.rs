@@ -380,3 +380,64 @@ async fn silent_peers_give_their_places_to_new_ones() {
         "{e}"
     );
 }
+
+/// `Listener::incoming()` is a Stream that surfaces establishment errors
+/// instead of skipping them: a raw TCP peer sending plaintext to a
+/// TLS-only Listener comes out as an `Err` naming it, a TLS client as an
+/// `Ok` Connection, and the Stream ends once the Listener stops; the
+/// Connection's `events()` Stream then yields its `Closed`.
+#[tokio::test]
+async fn incoming_is_a_stream_that_surfaces_errors() {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let cert = self_signed();
+    let mut pre = local_pre(
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::new(), &cert),
+    );
+    pre.set_protocols(vec![StackId::Tls]);
+    let l = pre.listen().await.expect("listen");
+    let addr = l.local_addr();
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"plaintext, not TLS").await.unwrap();
+    let me = plain.local_addr().unwrap().to_string();
+    let mut incoming = Box::pin(l.incoming());
+    let first = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("an item within 5 s")
+        .expect("the Stream goes on");
+    let e = first.expect_err("the plaintext peer is an error");
+    assert!(e.message.contains(&me), "names the peer {me}: {e}");
+    let client = tokio::spawn(async move {
+        client(
+            addr,
+            StackId::Tls,
+            TransportProperties::new(),
+            pinned(&cert),
+        )
+        .initiate()
+        .await
+    });
+    let conn = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("an item within 5 s")
+        .expect("the Stream goes on")
+        .expect("the TLS client is a Connection");
+    assert_eq!(conn.stack(), StackId::Tls);
+    let _client = client.await.unwrap().expect("the client's side");
+    l.stop();
+    let end = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("the end within 5 s");
+    assert!(end.is_none(), "the Stream ends once the Listener stopped");
+    conn.close().await.unwrap();
+    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(5), conn.events().collect())
+        .await
+        .expect("the events end within 5 s");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, postsocket::ConnectionEvent::Closed)),
+        "Closed among {events:?}"
+    );
+}

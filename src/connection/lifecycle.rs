@@ -27,6 +27,14 @@ impl Connection {
         self.inner.events_rx.lock().await.next().await
     }
 
+    /// The unsolicited events as a `Stream` (every
+    /// [`next_event`](Self::next_event)), ending after the last one.
+    pub fn events(&self) -> impl futures::Stream<Item = ConnectionEvent> + '_ {
+        futures::stream::unfold((), move |()| async move {
+            self.next_event().await.map(|event| (event, ()))
+        })
+    }
+
     /// `Close()` (§10): send every queued Message, finish the stream (TCP
     /// FIN), and wait until the peer has what was sent where the stack can
     /// tell (QUIC and native WebTransport: the stream's data acknowledged;

@@ -344,8 +344,36 @@ impl Listener {
         }
     }
 
+    /// The Listener's events as a `Stream`: every [`next_event`](Self::next_event),
+    /// `Stopped` last, then the end.
+    pub fn events(&self) -> impl futures::Stream<Item = ListenerEvent> + '_ {
+        futures::stream::unfold(false, move |stopped| async move {
+            if stopped {
+                return None;
+            }
+            let event = self.next_event().await;
+            let stopped = matches!(event, ListenerEvent::Stopped);
+            Some((event, stopped))
+        })
+    }
+
+    /// Incoming Connections as a `Stream`: each ConnectionReceived as `Ok`,
+    /// each EstablishmentError (a peer whose handshake failed, a refusal, an
+    /// accept error) as `Err`, surfaced rather than skipped; it ends once
+    /// the Listener stopped.
+    pub fn incoming(&self) -> impl futures::Stream<Item = Result<Connection, Error>> + '_ {
+        futures::StreamExt::filter_map(self.events(), |event| async move {
+            match event {
+                ListenerEvent::ConnectionReceived(c) => Some(Ok(c)),
+                ListenerEvent::EstablishmentError(e) => Some(Err(e)),
+                ListenerEvent::Stopped => None,
+            }
+        })
+    }
+
     /// The next Connection (`ConnectionReceived`); an error once the Listener
-    /// stopped. Incoming connections whose framer handshake failed are skipped.
+    /// stopped. Incoming connections whose framer handshake failed are
+    /// skipped: [`incoming`](Self::incoming) surfaces them.
     pub async fn accept(&self) -> Result<Connection, Error> {
         loop {
             match self.next_event().await {
