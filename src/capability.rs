@@ -7,6 +7,7 @@ use std::fmt;
 /// A protocol stack postsocket can race.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum StackId {
     /// TCP.
     Tcp,

@@ -9,6 +9,7 @@ use std::fmt;
 
 /// Why an action failed (RFC 9623 Appendix B, informative list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ErrorReason {
     /// The properties or parameters contradict each other or name something unknown.
     InvalidConfiguration,
@@ -69,6 +70,7 @@ impl fmt::Display for ErrorReason {
 
 /// The failure of one candidate in an establishment race.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CandidateFailure {
     /// Dotted candidate id in the candidate tree (`1.1.2`).
     pub id: String,
@@ -100,6 +102,7 @@ impl fmt::Display for CandidateFailure {
 ///
 /// It is `Send + Sync` and identical on every target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Error {
     /// The RFC 9623 Appendix B reason.
     pub reason: ErrorReason,

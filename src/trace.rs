@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 /// What a trace event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TraceEventKind {
     /// A node of the candidate tree was gathered.
     Candidate,
