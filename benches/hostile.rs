@@ -46,13 +46,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const GOAL_MIB: f64 = 64.0;
 const GOAL_P99: f64 = 2.0;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     if std::env::var_os("HOSTILE_SERVER").is_some() {
         return server();
@@ -131,26 +124,14 @@ fn server() {
     });
 }
 
-/// The child's CPU time (user and system), in seconds.
-fn cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is the
-    // 1st, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
-}
-
-#[path = "common/resident.rs"]
-mod resident;
-use resident::Sampler;
+#[path = "common/process.rs"]
+#[allow(dead_code)] // each bench uses part of it
+mod process;
+use process::{cpu_seconds, env, raise_fd_limit, Sampler};
 
 /// The child's resident memory, in bytes.
 fn rss(pid: u32) -> u64 {
-    resident::rss(Some(pid))
+    process::rss(Some(pid))
 }
 
 // ------------------------------------------------------------ the client
@@ -399,7 +380,8 @@ fn quic_flood(
 // ------------------------------------------------------------ the run
 
 async fn attack() {
-    raise_fd_limit();
+    // The floods hold thousands of sockets.
+    raise_fd_limit(None);
     let secs = env("HOSTILE_SECS", 10) as f64;
     let conns = env("HOSTILE_CONNS", 2000) as usize;
     let sources = env("HOSTILE_SOURCES", 2000) as usize;
@@ -469,7 +451,7 @@ async fn attack() {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let before = rss(pid);
-        let cpu0 = cpu(pid);
+        let cpu0 = cpu_seconds(pid);
         let wall = Instant::now();
         let sampler = Sampler::start(Some(pid), Duration::from_millis(50));
         let (sent, unit) = match flood {
@@ -492,7 +474,7 @@ async fn attack() {
         let mut seen = client.probe(secs).await;
         stop.store(true, Ordering::Relaxed);
         let growth = sampler.peak().saturating_sub(before) as f64 / 1048576.0;
-        let cpu_share = (cpu(pid) - cpu0) / wall.elapsed().as_secs_f64() * 100.0;
+        let cpu_share = (cpu_seconds(pid) - cpu0) / wall.elapsed().as_secs_f64() * 100.0;
         drop(sampler);
         let p99 = percentile(&mut seen.times, 0.99);
         let ok = growth < GOAL_MIB && p99 <= GOAL_P99 * q99 && seen.failed == 0;
@@ -524,21 +506,5 @@ fn background() {
     // SAFETY: setpriority on the calling thread (tid 0 = the caller).
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-    }
-}
-
-/// Raise the open-file limit to its hard limit: the floods hold thousands
-/// of sockets.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit are given a valid rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

@@ -16,9 +16,9 @@
 //! Printed for each: the process's resident memory growth (the largest
 //! VmRSS sampled every 10 ms, minus the one before; goal: under 64 MiB),
 //! and what got through. Linux only (it reads /proc/self/status).
-// Native only (sockets, tokio); on wasm32 this bench is empty.
-#![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
-#![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+// Linux only (/proc); elsewhere this bench is empty.
+#![cfg_attr(not(target_os = "linux"), no_main)]
+#![cfg(target_os = "linux")]
 
 use postsocket::{
     framer::LengthPrefixFramer, LocalEndpoint, Preconnection, SecurityParameters, StackId,
@@ -30,16 +30,10 @@ use std::time::{Duration, Instant};
 
 const GOAL_MIB: f64 = 64.0;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[path = "common/resident.rs"]
-mod resident;
-use resident::{rss, Sampler};
+#[path = "common/process.rs"]
+#[allow(dead_code)] // each bench uses part of it
+mod process;
+use process::{env, rss, Sampler};
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)

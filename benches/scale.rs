@@ -119,11 +119,23 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
 const SMALL: usize = 64;
 const QUIC_CLIENT_ENDPOINTS: usize = 16;
 
+#[path = "common/process.rs"]
+#[allow(dead_code)] // each bench uses part of it
+mod process;
+use process::{cpu_seconds, Sampler};
+
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    process::env(name, default as u64) as usize
+}
+
+/// Raise the open-file limit (to `SCALE_FD_LIMIT`, when set and allowed);
+/// the limit now.
+fn raise_fd_limit() -> u64 {
+    process::raise_fd_limit(
+        std::env::var("SCALE_FD_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    )
 }
 
 fn localhost(port: u16) -> SocketAddr {
@@ -260,37 +272,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Raise RLIMIT_NOFILE to the hard limit (first the hard limit itself to
-/// `SCALE_FD_LIMIT`, if set, higher, and allowed: root); the limit now.
-fn raise_fd_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let want: Option<libc::rlim_t> = std::env::var("SCALE_FD_LIMIT")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    // SAFETY: plain libc calls on local structs.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if let Some(want) = want.filter(|&w| w > lim.rlim_max) {
-            let up = libc::rlimit {
-                rlim_cur: want,
-                rlim_max: want,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
-                lim = up;
-            }
-        }
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
-}
 
 // ---------------------------------------------------------------- certificates and TLS configs
 
@@ -717,7 +698,7 @@ impl Server {
     }
 
     fn rss(&self) -> u64 {
-        rss_of(self.child.id())
+        process::rss(Some(self.child.id()))
     }
 
     /// Its open file descriptors.
@@ -732,34 +713,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         CHILD_PID.store(0, Ordering::Relaxed);
     }
-}
-
-/// A process's CPU time so far (user and system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name (in parentheses): state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    ticks as f64 / hz as f64
-}
-
-/// A process's resident memory now, in bytes.
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Datagrams the kernel dropped (receive buffer full) on the UDP sockets
@@ -778,52 +731,6 @@ fn udp_drops(ports: &[u16]) -> u64 {
                 .flatten()
         })
         .sum()
-}
-
-/// The machine's available memory now (MemAvailable), in bytes.
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(u64::MAX, |kb| kb * 1024)
-}
-
-/// Samples a process's resident memory every 10 ms until dropped; sets
-/// `low` once the machine's available memory falls under `min_available`.
-struct Sampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    low: Arc<AtomicBool>,
-}
-
-impl Sampler {
-    fn start(pid: u32, min_available: u64) -> Sampler {
-        let peak = Arc::new(AtomicU64::new(rss_of(pid)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let low = Arc::new(AtomicBool::new(false));
-        let (p, s, l) = (peak.clone(), stop.clone(), low.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss_of(pid), Ordering::Relaxed);
-                if mem_available() < min_available {
-                    l.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        Sampler { peak, stop, low }
-    }
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 // ---------------------------------------------------------------- the parent: clients
@@ -1305,11 +1212,15 @@ async fn measure(stack: Stack, side: Side, cert: &Cert, cfg: &Config) -> Result<
         times[(times.len() * per_mille / 1000).min(times.len() - 1)] as f64 / 1e3
     };
 
-    let sampler = Sampler::start(server.child.id(), cfg.min_available);
+    let sampler = Sampler::with_floor(
+        Some(server.child.id()),
+        Duration::from_millis(10),
+        cfg.min_available,
+    );
     let t = Instant::now();
     let (conns, burst_conns) = phase(
         &format!("{label} burst"),
-        burst(conns, cfg.burst_bytes, cfg.burst_batch, sampler.low.clone()),
+        burst(conns, cfg.burst_bytes, cfg.burst_batch, sampler.low()),
     )
     .await?;
     let burst_s = t.elapsed().as_secs_f64();
@@ -1336,7 +1247,7 @@ async fn measure(stack: Stack, side: Side, cert: &Cert, cfg: &Config) -> Result<
         cfg.burst_bytes,
         peak.saturating_sub(rss0) as f64 / (1 << 20) as f64,
         rss2.saturating_sub(rss0) as f64 / (1 << 20) as f64,
-        rss_of(std::process::id()) as f64 / (1 << 20) as f64,
+        process::rss(None) as f64 / (1 << 20) as f64,
     );
     drop(conns);
     for ep in &clients.quic {

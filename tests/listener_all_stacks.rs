@@ -27,6 +27,22 @@ fn any_stack() -> TransportProperties {
     p
 }
 
+/// A client of `stack` to `addr` that trusts `cert` by its pin.
+fn pinned_client(addr: SocketAddr, stack: StackId, cert: &common::Cert) -> Preconnection {
+    client(addr, stack, TransportProperties::new(), pinned(cert))
+}
+
+/// A length-prefixed Listener Preconnection on 127.0.0.1:0 for `stacks`,
+/// with required security and `cert`.
+fn secure_listener_pre(cert: &common::Cert, stacks: Vec<StackId>) -> Preconnection {
+    let mut pre = local_pre(
+        TransportProperties::new(),
+        with_certificate(SecurityParameters::new(), cert),
+    );
+    pre.set_protocols(stacks);
+    pre
+}
+
 /// A length-prefixed Listener Preconnection on 127.0.0.1:0.
 fn local_pre(props: TransportProperties, sec: SecurityParameters) -> Preconnection {
     let local = LocalEndpoint::new()
@@ -140,18 +156,8 @@ async fn tcp_tls_quic_and_udp_on_one_port_at_once() {
         TransportProperties::unreliable_datagram(),
         SecurityParameters::disabled(),
     );
-    let tls = client(
-        addr,
-        StackId::Tls,
-        TransportProperties::new(),
-        pinned(&cert),
-    );
-    let quic = client(
-        addr,
-        StackId::Quic,
-        TransportProperties::new(),
-        pinned(&cert),
-    );
+    let tls = pinned_client(addr, StackId::Tls, &cert);
+    let quic = pinned_client(addr, StackId::Quic, &cert);
     // All four at once.
     tokio::join!(
         echo_through(tcp, StackId::Tcp),
@@ -195,26 +201,8 @@ async fn required_security_refuses_plaintext_and_names_the_peer() {
         .expect("the refusal reaches the client");
     assert!(r.is_err(), "refused, not echoed: {r:?}");
     // TLS and QUIC on the same port number still work.
-    echo_through(
-        client(
-            addr,
-            StackId::Tls,
-            TransportProperties::new(),
-            pinned(&cert),
-        ),
-        StackId::Tls,
-    )
-    .await;
-    echo_through(
-        client(
-            addr,
-            StackId::Quic,
-            TransportProperties::new(),
-            pinned(&cert),
-        ),
-        StackId::Quic,
-    )
-    .await;
+    echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls).await;
+    echo_through(pinned_client(addr, StackId::Quic, &cert), StackId::Quic).await;
     assert!(errors.try_recv().is_err(), "one error only");
 }
 
@@ -287,11 +275,7 @@ async fn opportunistic_without_certificate_listens_on_plain_tcp_and_udp() {
 async fn the_handshake_timeout_bounds_silent_and_stalled_peers() {
     use tokio::io::AsyncWriteExt;
     let cert = self_signed();
-    let mut pre = local_pre(
-        TransportProperties::new(),
-        with_certificate(SecurityParameters::new(), &cert),
-    );
-    pre.set_protocols(vec![StackId::Tls, StackId::Wss]);
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls, StackId::Wss]);
     pre.set_listener_limits(
         postsocket::ListenerLimits::default().with_handshake_timeout(Duration::from_millis(300)),
     );
@@ -303,16 +287,7 @@ async fn the_handshake_timeout_bounds_silent_and_stalled_peers() {
         .await
         .unwrap();
     half.write_all(&[1u8; 10]).await.unwrap();
-    echo_through(
-        client(
-            addr,
-            StackId::Tls,
-            TransportProperties::new(),
-            pinned(&cert),
-        ),
-        StackId::Tls,
-    )
-    .await;
+    echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls).await;
     let mut seen = Vec::new();
     for _ in 0..2 {
         let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
@@ -344,11 +319,7 @@ async fn the_handshake_timeout_bounds_silent_and_stalled_peers() {
 #[tokio::test]
 async fn silent_peers_give_their_places_to_new_ones() {
     let cert = self_signed();
-    let mut pre = local_pre(
-        TransportProperties::new(),
-        with_certificate(SecurityParameters::new(), &cert),
-    );
-    pre.set_protocols(vec![StackId::Tls]);
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
     pre.set_listener_limits(postsocket::ListenerLimits::default().with_pending_incoming(8));
     let (addr, mut errors) = serve_echo(pre).await;
     let mut silent = Vec::new();
@@ -356,12 +327,7 @@ async fn silent_peers_give_their_places_to_new_ones() {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let tls = client(
-        addr,
-        StackId::Tls,
-        TransportProperties::new(),
-        pinned(&cert),
-    );
+    let tls = pinned_client(addr, StackId::Tls, &cert);
     let served =
         tokio::time::timeout(Duration::from_secs(5), echo_through(tls, StackId::Tls)).await;
     assert!(
@@ -391,11 +357,7 @@ async fn incoming_is_a_stream_that_surfaces_errors() {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     let cert = self_signed();
-    let mut pre = local_pre(
-        TransportProperties::new(),
-        with_certificate(SecurityParameters::new(), &cert),
-    );
-    pre.set_protocols(vec![StackId::Tls]);
+    let pre = secure_listener_pre(&cert, vec![StackId::Tls]);
     let l = pre.listen().await.expect("listen");
     let addr = l.local_addr();
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -408,16 +370,8 @@ async fn incoming_is_a_stream_that_surfaces_errors() {
         .expect("the Stream goes on");
     let e = first.expect_err("the plaintext peer is an error");
     assert!(e.message.contains(&me), "names the peer {me}: {e}");
-    let client = tokio::spawn(async move {
-        client(
-            addr,
-            StackId::Tls,
-            TransportProperties::new(),
-            pinned(&cert),
-        )
-        .initiate()
-        .await
-    });
+    let client =
+        tokio::spawn(async move { pinned_client(addr, StackId::Tls, &cert).initiate().await });
     let conn = tokio::time::timeout(Duration::from_secs(5), incoming.next())
         .await
         .expect("an item within 5 s")

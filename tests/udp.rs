@@ -216,6 +216,25 @@ async fn drain_events(
     errors
 }
 
+/// The Connections `l` receives, kept, while `sending` runs, until none
+/// comes for `idle`.
+async fn keep_while(
+    l: &std::sync::Arc<postsocket::Listener>,
+    idle: std::time::Duration,
+    sending: impl std::future::Future<Output = ()>,
+) -> Vec<postsocket::Connection> {
+    let taker = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let mut kept = Vec::new();
+            drain_events(&l, idle, &mut kept).await;
+            kept
+        })
+    };
+    sending.await;
+    taker.await.unwrap()
+}
+
 /// Send one datagram from each of `n` new sources (a new UDP socket each,
 /// as spoofed or real peers would be) to `addr`.
 async fn from_new_sources(addr: std::net::SocketAddr, n: u32) {
@@ -260,16 +279,12 @@ async fn thousands_of_sources_cannot_grow_a_udp_listener() {
         "the refusals are reported: {errors:?}"
     );
     // Accepting and keeping every Connection: the flow bound.
-    let taker = {
-        let l = l.clone();
-        tokio::spawn(async move {
-            let mut kept = Vec::new();
-            drain_events(&l, std::time::Duration::from_secs(2), &mut kept).await;
-            kept
-        })
-    };
-    from_new_sources(addr, 2000).await;
-    let kept = taker.await.unwrap();
+    let kept = keep_while(
+        &l,
+        std::time::Duration::from_secs(2),
+        from_new_sources(addr, 2000),
+    )
+    .await;
     assert!(
         received.len() + kept.len() <= 1024,
         "{} flows alive at once (bound 1,024)",
@@ -333,16 +348,12 @@ async fn a_udp_listeners_bounds_are_settable() {
         "the refusals are reported with the bounds: {errors:?}"
     );
     // Accepting and keeping every Connection: 40 flows at most.
-    let taker = {
-        let l = l.clone();
-        tokio::spawn(async move {
-            let mut kept = Vec::new();
-            drain_events(&l, std::time::Duration::from_secs(1), &mut kept).await;
-            kept
-        })
-    };
-    from_new_sources(addr, 200).await;
-    let kept = taker.await.unwrap();
+    let kept = keep_while(
+        &l,
+        std::time::Duration::from_secs(1),
+        from_new_sources(addr, 200),
+    )
+    .await;
     let flows = received.len() + kept.len();
     assert!((36..=40).contains(&flows), "{flows} flows alive (bound 40)");
     drop((received, kept));

@@ -113,6 +113,14 @@ function bytes(data) {
   );
 }
 
+/** The Promise of the receive waiting at `slot`: wasm settles it through the resolvers left there. */
+function waitAt(slot) {
+  return new Promise((resolve, reject) => {
+    receiveResolve[slot] = resolve;
+    receiveReject[slot] = reject;
+  });
+}
+
 /**
  * A Preconnection (RFC 9622 §6): whom to reach and what the transport must
  * provide. Emits a `trace` event (a CustomEvent whose `detail` is a trace
@@ -285,20 +293,11 @@ export class Connection extends EventTarget {
       ? this.#raw.receiveStart(undefined, undefined)
       : this.#raw.receiveStart(options.minIncompleteLength, options.maxLength);
     if (typeof r !== 'number') return r;
-    if (!signal) {
-      return new Promise((resolve, reject) => {
-        receiveResolve[r] = resolve;
-        receiveReject[r] = reject;
-      });
-    }
+    if (!signal) return waitAt(r);
     return new Promise((resolve, reject) => {
       const onAbort = () => {
         // Still waiting: drop it in wasm, and reject here.
-        if (this.#raw.receiveCancel(r)) {
-          receiveResolve[r] = undefined;
-          receiveReject[r] = undefined;
-          reject(signal.reason);
-        }
+        if (this.#letGo(r)) reject(signal.reason);
       };
       signal.addEventListener('abort', onAbort, { once: true });
       receiveResolve[r] = (v) => {
@@ -310,6 +309,14 @@ export class Connection extends EventTarget {
         reject(e);
       };
     });
+  }
+
+  /** Let go of the receive waiting at `slot`: `false` if it was settled already. */
+  #letGo(slot) {
+    if (!this.#raw.receiveCancel(slot)) return false;
+    receiveResolve[slot] = undefined;
+    receiveReject[slot] = undefined;
+    return true;
   }
 
   /**
@@ -354,16 +361,14 @@ export class Connection extends EventTarget {
    */
   [Symbol.asyncIterator]() {
     let slot = null; // the waiting receive's slot
-    let letGo = null; // ends the waiting next() when return() lets go of its receive
+    let endWaiting = null; // ends the waiting next() when return() lets go of its receive
     let done = false;
     const ended = () => ({ value: undefined, done: true });
     const stop = () => {
       done = true;
-      if (slot !== null && this.#raw.receiveCancel(slot)) {
-        receiveResolve[slot] = undefined;
-        receiveReject[slot] = undefined;
+      if (slot !== null && this.#letGo(slot)) {
         slot = null;
-        letGo?.(ended());
+        endWaiting?.(ended());
       }
     };
     return {
@@ -372,15 +377,10 @@ export class Connection extends EventTarget {
         // As receive() does: a slot whose Promise is made here, or a
         // Promise when the outcome is known at once.
         const r = this.#raw.receiveStart(undefined, undefined);
-        const received = typeof r !== 'number'
-          ? r
-          : new Promise((resolve, reject) => {
-            slot = r;
-            receiveResolve[r] = resolve;
-            receiveReject[r] = reject;
-          });
+        if (typeof r === 'number') slot = r;
+        const received = typeof r === 'number' ? waitAt(r) : r;
         return new Promise((resolve, reject) => {
-          letGo = resolve;
+          endWaiting = resolve;
           received.then(
             (value) => {
               if (slot === r) slot = null;

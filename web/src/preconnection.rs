@@ -148,7 +148,22 @@ impl RawPreconnection {
             Some(t) => futures::future::Either::Left(self.pre.initiate_with_timeout(t)),
             None => futures::future::Either::Right(self.pre.initiate()),
         };
-        let (fut, on_abort) = match AbortOn::signal(&signal)? {
+        self.racing(fut, &signal, |conn| RawConnection::new(conn).into())
+    }
+}
+
+impl RawPreconnection {
+    /// A race (`fut`) as a Promise: what `ready` makes of its outcome, or
+    /// an `EstablishmentError`. With `signal` (an AbortSignal), aborting it
+    /// drops the race and rejects with the signal's reason; one aborted
+    /// already rejects at once. The trace listener is kept until the end.
+    fn racing<T: 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, postsocket::Error>> + 'static,
+        signal: &JsValue,
+        ready: impl FnOnce(T) -> JsValue + 'static,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let (fut, on_abort) = match AbortOn::signal(signal)? {
             Ok((on_abort, registration)) => {
                 (futures::future::Abortable::new(fut, registration), on_abort)
             }
@@ -159,7 +174,7 @@ impl RawPreconnection {
             let result = fut.await;
             drop(listener);
             match (result, on_abort.done()) {
-                (Ok(Ok(conn)), _) => Ok(RawConnection::new(conn).into()),
+                (Ok(Ok(v)), _) => Ok(ready(v)),
                 (Ok(Err(e)), _) => Err(error_to_js("EstablishmentError", &e)),
                 (Err(futures::future::Aborted), reason) => Err(reason),
             }
@@ -189,35 +204,13 @@ impl RawPreconnection {
     ) -> Result<js_sys::Promise, JsValue> {
         let context = crate::connection::message_context(&properties)?;
         let fut = self.pre.initiate_with_send(data, context);
-        let (fut, on_abort) = match AbortOn::signal(&signal)? {
-            Ok((on_abort, registration)) => {
-                (futures::future::Abortable::new(fut, registration), on_abort)
-            }
-            Err(reason) => return Ok(js_sys::Promise::reject(&reason)),
-        };
-        let listener = self.listener.clone();
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let result = fut.await;
-            drop(listener);
-            let result = match (result, on_abort.done()) {
-                (Ok(r), _) => r,
-                (Err(futures::future::Aborted), reason) => return Err(reason),
+        self.racing(fut, &signal, |(conn, sent)| {
+            let (sent, error) = match crate::connection::sent_outcome(sent) {
+                Ok(v) => (v, JsValue::NULL),
+                Err(e) => (JsValue::NULL, e),
             };
-            match result {
-                Ok((conn, sent)) => {
-                    let (sent, error) = match crate::connection::sent_outcome(sent) {
-                        Ok(v) => (v, JsValue::NULL),
-                        Err(e) => (JsValue::NULL, e),
-                    };
-                    Ok(initiated_with_send(
-                        RawConnection::new(conn).into(),
-                        sent,
-                        error,
-                    ))
-                }
-                Err(e) => Err(error_to_js("EstablishmentError", &e)),
-            }
-        }))
+            initiated_with_send(RawConnection::new(conn).into(), sent, error)
+        })
     }
 
     /// `Rendezvous()` (§7.3) over WebRTC, signaling by HTTP: the page's
@@ -236,22 +229,9 @@ impl RawPreconnection {
         let fut = self
             .pre
             .rendezvous(postsocket::HttpSignaling::new(signaling_url));
-        let (fut, on_abort) = match AbortOn::signal(&signal)? {
-            Ok((on_abort, registration)) => {
-                (futures::future::Abortable::new(fut, registration), on_abort)
-            }
-            Err(reason) => return Ok(js_sys::Promise::reject(&reason)),
-        };
-        let listener = self.listener.clone();
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let result = fut.await;
-            drop(listener);
-            match (result, on_abort.done()) {
-                (Ok(Ok(done)), _) => Ok(RawConnection::new(done.connection).into()),
-                (Ok(Err(e)), _) => Err(error_to_js("EstablishmentError", &e)),
-                (Err(futures::future::Aborted), reason) => Err(reason),
-            }
-        }))
+        self.racing(fut, &signal, |done| {
+            RawConnection::new(done.connection).into()
+        })
     }
 }
 

@@ -246,6 +246,15 @@ try {
   await check('an AbortSignal rejects a waiting receive or a racing initiate or initiateWithSend with AbortError, and nothing is lost', async () => {
     const r = await inPage(
       async (m, { echo }) => {
+        // How a Promise ended: 'resolved', or the name of what it rejected with.
+        const outcome = (p) => p.then(() => 'resolved', (e) => e.name);
+        // Aborted while it is still going.
+        const abortedWhile = (start) => {
+          const ac = new AbortController();
+          const going = start(ac.signal);
+          ac.abort();
+          return outcome(going);
+        };
         const conn = await new m.Preconnection({
           remote: { ip: '127.0.0.1', port: echo },
           security: { disabled: true },
@@ -254,21 +263,9 @@ try {
         const ac = new AbortController();
         const waiting = conn.receive({ signal: ac.signal });
         setTimeout(() => ac.abort(), 50);
-        let aborted;
-        try {
-          await waiting;
-          aborted = 'resolved';
-        } catch (e) {
-          aborted = e.name;
-        }
+        const aborted = await outcome(waiting);
         // Aborted before it starts.
-        let early;
-        try {
-          await conn.receive({ signal: AbortSignal.abort() });
-          early = 'resolved';
-        } catch (e) {
-          early = e.name;
-        }
+        const early = await outcome(conn.receive({ signal: AbortSignal.abort() }));
         // The next receive gets the next Message, whole.
         await conn.send('after the aborts');
         const next = new TextDecoder().decode((await conn.receive()).data);
@@ -278,46 +275,17 @@ try {
           (await conn.receive({ signal: new AbortController().signal })).data,
         );
         await conn.close();
-        // initiate: aborted while it races, and before it starts.
+        // initiate and initiateWithSend: aborted while they race, and before they start.
         const pre = new m.Preconnection({
           remote: { ip: '127.0.0.1', port: echo },
           security: { disabled: true },
         });
-        const ac2 = new AbortController();
-        const racing = pre.initiate({ signal: ac2.signal });
-        ac2.abort();
-        let initiateAborted;
-        try {
-          await racing;
-          initiateAborted = 'resolved';
-        } catch (e) {
-          initiateAborted = e.name;
-        }
-        let initiateEarly;
-        try {
-          await pre.initiate({ signal: AbortSignal.abort() });
-          initiateEarly = 'resolved';
-        } catch (e) {
-          initiateEarly = e.name;
-        }
-        // initiateWithSend: aborted while it races, and before it starts.
-        const ac3 = new AbortController();
-        const racingWithSend = pre.initiateWithSend('never sent', undefined, { signal: ac3.signal });
-        ac3.abort();
-        let withSendAborted;
-        try {
-          await racingWithSend;
-          withSendAborted = 'resolved';
-        } catch (e) {
-          withSendAborted = e.name;
-        }
-        let withSendEarly;
-        try {
-          await pre.initiateWithSend('never sent', undefined, { signal: AbortSignal.abort() });
-          withSendEarly = 'resolved';
-        } catch (e) {
-          withSendEarly = e.name;
-        }
+        const initiateAborted = await abortedWhile((signal) => pre.initiate({ signal }));
+        const initiateEarly = await outcome(pre.initiate({ signal: AbortSignal.abort() }));
+        const withSendAborted = await abortedWhile((signal) => pre.initiateWithSend('never sent', undefined, { signal }));
+        const withSendEarly = await outcome(
+          pre.initiateWithSend('never sent', undefined, { signal: AbortSignal.abort() }),
+        );
         // The same Preconnection races again afterwards.
         const again = await pre.initiate({ signal: new AbortController().signal });
         await again.send('again');

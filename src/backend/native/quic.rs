@@ -459,6 +459,18 @@ pub(crate) fn server_config(
     Ok(config)
 }
 
+/// An incoming QUIC handshake from `remote` that did not complete within
+/// the Listener's handshake timeout.
+fn handshake_timed_out(remote: SocketAddr, timeout: std::time::Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "QUIC handshake from {remote}: not complete after {}",
+            crate::runtime::ms_text(timeout)
+        ),
+    )
+}
+
 /// Accept on a server `endpoint` (its own socket, or one shared with plain
 /// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
 /// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
@@ -558,13 +570,7 @@ pub(crate) fn serve_keeping(
                         return;
                     }
                     Err(_) => {
-                        let _ = tx.unbounded_send(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!(
-                                "QUIC handshake from {remote}: no result after {}",
-                                crate::runtime::ms_text(timeout)
-                            ),
-                        )));
+                        let _ = tx.unbounded_send(Err(handshake_timed_out(remote, timeout)));
                         return;
                     }
                 };
@@ -581,13 +587,8 @@ pub(crate) fn serve_keeping(
                             drop((handshake_room, handshake_counted));
                             if done.is_err() {
                                 conn.close(0u32.into(), b"handshake timeout");
-                                let _ = tx.unbounded_send(Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!(
-                                        "QUIC handshake from {remote}: not complete after {}",
-                                        crate::runtime::ms_text(timeout)
-                                    ),
-                                )));
+                                let _ =
+                                    tx.unbounded_send(Err(handshake_timed_out(remote, timeout)));
                             }
                         });
                     }
