@@ -566,3 +566,116 @@ async fn unvalidated_initials_past_the_threshold_get_a_retry() {
         .unwrap();
     assert_eq!(recv(&received).await, b"hi");
 }
+
+/// QUIC address-validation tokens (NEW_TOKEN, RFC 9000 §8.1.3) are scoped
+/// like session tickets. The peer is a plain quinn server that answers
+/// every Initial without a valid token with a Retry, and counts them: a
+/// second connect of the same TransportContext presents the token the first
+/// one was given and is not retried; another context, and isolateSession
+/// (twice: an isolated Connection keeps no token either), are.
+#[tokio::test]
+async fn quic_tokens_belong_to_the_transport_context() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let cert = self_signed();
+    let ep = common::quinn_server(&cert.pem, &cert.key);
+    let addr = ep.local_addr().unwrap();
+    let retries = Arc::new(AtomicUsize::new(0));
+    let counted = retries.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            if !incoming.remote_address_validated() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                incoming.retry().unwrap();
+                continue;
+            }
+            tokio::spawn(async move {
+                let conn = incoming.await.unwrap();
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut recv, &mut send).await;
+                        let _ = send.finish();
+                    });
+                }
+            });
+        }
+    });
+    // One Connection: a Message echoed (by then the server's NEW_TOKEN
+    // frames, sent with its first 1-RTT packets, have arrived), then closed.
+    let echo = |ctx: &TransportContext, isolated: bool| {
+        let mut pre = client(addr, pinned(&cert));
+        pre.set_protocols(vec![StackId::Quic]);
+        pre.set_transport_context(ctx.clone());
+        pre.transport_properties_mut()
+            .set("isolateSession", isolated)
+            .unwrap();
+        async move {
+            let conn = pre.initiate().await.unwrap();
+            conn.send_message("ping").await.unwrap();
+            assert_eq!(recv(&conn).await, b"ping");
+            conn.close().await.unwrap();
+        }
+    };
+    let a = TransportContext::new();
+    echo(&a, false).await;
+    assert_eq!(
+        retries.load(Ordering::SeqCst),
+        1,
+        "a first connect is retried"
+    );
+    echo(&a, false).await;
+    assert_eq!(
+        retries.load(Ordering::SeqCst),
+        1,
+        "the same context presents its token"
+    );
+    echo(&TransportContext::new(), false).await;
+    assert_eq!(
+        retries.load(Ordering::SeqCst),
+        2,
+        "another context has none"
+    );
+    echo(&a, true).await;
+    echo(&a, true).await;
+    assert_eq!(
+        retries.load(Ordering::SeqCst),
+        4,
+        "isolateSession neither uses nor keeps tokens"
+    );
+    echo(&a, false).await;
+    assert_eq!(
+        retries.load(Ordering::SeqCst),
+        4,
+        "the context still has a token"
+    );
+}
+
+/// The Listener side of address-validation tokens: with
+/// `quic_retry_above(0)` every unvalidated Initial gets a Retry (counted by
+/// a relay in front of the Listener), but a client that connected once
+/// presents a NEW_TOKEN token from the Listener next time and is not
+/// retried.
+#[tokio::test]
+async fn a_listener_honours_its_own_tokens() {
+    use std::sync::atomic::Ordering;
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Quic]);
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_quic_retry_above(0));
+    let l = pre.listen().await.unwrap();
+    let (addr, retries) = relay(l.local_addr(), true).await;
+    let mut rx = received_connections(l, true);
+    let ctx = TransportContext::new();
+    for (i, expected) in [1, 1, 1].into_iter().enumerate() {
+        let mut pre = client(addr, pinned(&cert));
+        pre.set_protocols(vec![StackId::Quic]);
+        pre.set_transport_context(ctx.clone());
+        let conn = pre.initiate().await.unwrap();
+        conn.send_message("ping").await.unwrap();
+        let server = rx.recv().await.unwrap();
+        assert_eq!(recv(&server).await, b"ping");
+        server.send_message("pong").await.unwrap();
+        assert_eq!(recv(&conn).await, b"pong");
+        assert_eq!(retries.load(Ordering::SeqCst), expected, "connect {i}");
+        conn.close().await.unwrap();
+    }
+}

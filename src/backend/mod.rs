@@ -129,14 +129,15 @@ pub(crate) struct SocketOptions {
     /// Preconnection's `TransportProperties::protocol_options`.
     pub(crate) protocol_options: std::collections::BTreeMap<String, String>,
     /// Whose TLS session cache (tickets for resumption and 0-RTT, TLS and
-    /// QUIC alike) the attempt uses.
+    /// QUIC alike) and QUIC address-validation tokens the attempt uses.
     pub(crate) session_scope: SessionScope,
     /// A Listener's bounds, its handshake timeout already connTimeout when
     /// that is set (listening only).
     pub(crate) limits: crate::listener::ListenerLimits,
 }
 
-/// Whose TLS session cache an attempt uses.
+/// Whose TLS session cache and QUIC address-validation tokens (NEW_TOKEN)
+/// an attempt uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(web, allow(dead_code))]
 pub(crate) enum SessionScope {

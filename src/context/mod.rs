@@ -43,6 +43,8 @@ pub const DEFAULT_STORAGE_KEY: &str = "postsocket.transportContext";
 /// Connections of Preconnections that share a context resume each other's
 /// sessions, those of another context do not, and isolateSession uses
 /// none. Tickets are secrets: they stay in memory and are never saved.
+/// QUIC address-validation tokens (NEW_TOKEN, which spare a later connect
+/// the server's Retry) are scoped and kept the same way.
 #[derive(Clone)]
 pub struct TransportContext {
     inner: Arc<Mutex<Memory>>,

@@ -4,7 +4,7 @@
 //! msgReliable false go as RFC 9221 datagrams.
 
 use super::wt::WtServer;
-use crate::backend::{Incoming, Recv, SocketOptions};
+use crate::backend::{Incoming, Recv, SessionScope, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
 use bytes::Bytes;
@@ -156,6 +156,41 @@ pub(crate) async fn write_slices<S: AsyncWrite + Unpin>(
     .await
 }
 
+/// At most this many scopes (TransportContexts) keep QUIC tokens at once;
+/// past it the oldest scopes' tokens are dropped (costing those servers one
+/// Retry round trip, nothing else).
+const MAX_TOKEN_SCOPES: usize = 64;
+
+/// The store of QUIC address-validation tokens (NEW_TOKEN, RFC 9000 §8.1.3)
+/// a client attempt in `scope` uses, as TLS session tickets are scoped: one
+/// per TransportContext (so a server that asked for address validation
+/// once does not send the next connect of the same context a Retry), one
+/// for the process, none under isolateSession (a token links Connections).
+/// quinn's [`quinn::TokenMemoryCache`] hands each token out once. Tokens
+/// stay in memory and are never saved.
+pub(crate) fn token_store(scope: SessionScope) -> Arc<dyn quinn::TokenStore> {
+    use std::collections::VecDeque;
+    use std::sync::{Mutex, OnceLock};
+    type Stores = VecDeque<(SessionScope, Arc<quinn::TokenMemoryCache>)>;
+    static STORES: OnceLock<Mutex<Stores>> = OnceLock::new();
+    if scope == SessionScope::Isolated {
+        return Arc::new(quinn::NoneTokenStore);
+    }
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = stores.iter().find(|(k, _)| *k == scope) {
+        return s.clone();
+    }
+    if stores.len() >= MAX_TOKEN_SCOPES {
+        stores.pop_front();
+    }
+    let store = Arc::new(quinn::TokenMemoryCache::default());
+    stores.push_back((scope, store.clone()));
+    store
+}
+
 impl QuicTransport {
     /// Connect (one racing attempt): ready after the QUIC handshake, with the
     /// first stream open. With `early` data and a session ticket for the
@@ -178,6 +213,7 @@ impl QuicTransport {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport_config(opts));
+        config.token_store(token_store(opts.session_scope));
         let connecting = endpoint
             .connect_with(config, remote, server_name)
             .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?;
@@ -445,7 +481,11 @@ pub(crate) fn accepts_0rtt(opts: &SocketOptions) -> bool {
         .is_some_and(|s| s.require_client_certificate)
 }
 
-/// A Listener's QUIC server configuration.
+/// A Listener's QUIC server configuration. quinn's defaults for address
+/// validation stand: each validated client gets 2 NEW_TOKEN tokens (valid
+/// for 2 weeks, from its IP), and a token presented later validates that
+/// client without a Retry once (the `bloom` feature's replay log; without
+/// it quinn refuses every token).
 pub(crate) fn server_config(
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,

@@ -164,6 +164,7 @@ impl WtTransport {
             quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).map_err(other)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(super::quic::transport_config(opts));
+        config.token_store(super::quic::token_store(opts.session_scope));
         let conn = endpoint
             .connect_with(config, remote, &name)
             .map_err(|e| other(format!("WebTransport (QUIC) connect to {remote}: {e}")))?
