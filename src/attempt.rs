@@ -8,11 +8,12 @@
 
 use crate::backend::{self, Recv, SocketOptions, Transport};
 use crate::capability::{Capabilities, DataUnit};
-use crate::error::{Error, ErrorReason};
+use crate::error::{Error, ErrorReason, Source};
 use crate::framer::{FramerStack, Start};
 use crate::properties::{ConnectionProperties, Preference, SelectionProperty, TransportProperties};
 use crate::racing::Target;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What Clone needs to open another connection like the winner.
 #[derive(Clone, Debug)]
@@ -61,6 +62,10 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
     backend::apply_live_options(t, opts);
 }
 
+/// Why an attempt failed: the reason, in words, and the stack's own error
+/// (the source of the candidate's failure) where there is one.
+pub(crate) type AttemptError = (ErrorReason, String, Option<Source>);
+
 /// One attempt: open the stack, then run the framers' start and handshake.
 /// A framer failure fails the candidate, so racing moves on.
 pub(crate) async fn attempt(
@@ -68,13 +73,20 @@ pub(crate) async fn attempt(
     remote: Target,
     opts: SocketOptions,
     mut framers: FramerStack,
-) -> Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)> {
+) -> Result<(Transport, FramerStack, Vec<u8>), AttemptError> {
     let t = backend::connect(caps.stack, &remote, &opts)
         .await
-        .map_err(|e| (ErrorReason::EstablishmentFailed, e.to_string()))?;
+        .map_err(|e| {
+            let text = e.to_string();
+            (
+                ErrorReason::EstablishmentFailed,
+                text,
+                Some(Arc::new(e) as Source),
+            )
+        })?;
     let leftover = framer_start(&t, &caps, &mut framers)
         .await
-        .map_err(|m| (ErrorReason::ProtocolFailed, m))?;
+        .map_err(|m| (ErrorReason::ProtocolFailed, m, None))?;
     Ok((t, framers, leftover))
 }
 
@@ -169,7 +181,13 @@ pub(crate) async fn reopen(
     opts.server_name = rc.opts.server_name.clone();
     let (transport, framers, leftover) = attempt(rc.caps, rc.remote.clone(), opts.clone(), framers)
         .await
-        .map_err(|(reason, m)| Error::new(reason, format!("Clone to {}: {m}", rc.remote)))?;
+        .map_err(|(reason, m, source)| {
+            let e = Error::new(reason, format!("Clone to {}: {m}", rc.remote));
+            match source {
+                Some(s) => e.with_shared_source(s),
+                None => e,
+            }
+        })?;
     let again = Reconnect {
         caps: rc.caps,
         remote: rc.remote.clone(),

@@ -6,6 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
+
+/// The lower-level error behind a postsocket error (an `io::Error` with the
+/// OS error, a rustls or quinn error, ...), shared so that [`Error`] stays
+/// `Clone`. In the browser, JavaScript errors are not `Send`: there, errors
+/// carry their text only.
+pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why an action failed (RFC 9623 Appendix B, informative list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,7 +76,13 @@ impl fmt::Display for ErrorReason {
 }
 
 /// The failure of one candidate in an establishment race.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its [`source`](std::error::Error::source) is the stack's own error where
+/// there is one (natively: the `io::Error` of the attempt, whose source in
+/// turn is, for example, the `rustls::Error` of a failed TLS handshake or
+/// the `quinn::ConnectionError` of a QUIC one). Equality and the serialized
+/// form leave the source out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CandidateFailure {
     /// Dotted candidate id in the candidate tree (`1.1.2`).
@@ -82,6 +95,55 @@ pub struct CandidateFailure {
     pub reason: ErrorReason,
     /// What happened, in words.
     pub message: String,
+    #[serde(skip)]
+    source: Option<Source>,
+}
+
+impl CandidateFailure {
+    /// A candidate's failure (the racing engine's; sources are attached by
+    /// the driver that ran the attempt).
+    pub(crate) fn new(
+        id: String,
+        stack: Option<String>,
+        address: Option<String>,
+        reason: ErrorReason,
+        message: String,
+    ) -> Self {
+        CandidateFailure {
+            id,
+            stack,
+            address,
+            reason,
+            message,
+            source: None,
+        }
+    }
+}
+
+impl PartialEq for CandidateFailure {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.id,
+            &self.stack,
+            &self.address,
+            self.reason,
+            &self.message,
+        ) == (
+            &other.id,
+            &other.stack,
+            &other.address,
+            other.reason,
+            &other.message,
+        )
+    }
+}
+
+impl Eq for CandidateFailure {}
+
+impl std::error::Error for CandidateFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
 }
 
 impl fmt::Display for CandidateFailure {
@@ -101,7 +163,14 @@ impl fmt::Display for CandidateFailure {
 /// was wrong, and for establishment every candidate's own failure.
 ///
 /// It is `Send + Sync` and identical on every target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its [`source`](std::error::Error::source) leads to the error underneath
+/// where there is one: for an EstablishmentError, the first candidate
+/// whose stack failed with an error of its own (then that error, e.g. a
+/// `rustls::Error` or an `io::Error` with its OS error code); for a stack
+/// that failed under an open Connection, its `io::Error`. Equality and the
+/// serialized form leave the source out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Error {
     /// The RFC 9623 Appendix B reason.
@@ -110,7 +179,18 @@ pub struct Error {
     pub message: String,
     /// For an EstablishmentError: each candidate and why it failed, in tree order.
     pub candidates: Vec<CandidateFailure>,
+    #[serde(skip)]
+    source: Option<Source>,
 }
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        (self.reason, &self.message, &self.candidates)
+            == (other.reason, &other.message, &other.candidates)
+    }
+}
+
+impl Eq for Error {}
 
 impl Error {
     /// An error with a reason and a message.
@@ -119,7 +199,18 @@ impl Error {
             reason,
             message: message.into(),
             candidates: Vec::new(),
+            source: None,
         }
+    }
+
+    /// The same error with `source` as the error underneath it (what
+    /// [`std::error::Error::source`] returns).
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
     }
 
     /// Shorthand for [`ErrorReason::InvalidConfiguration`].
@@ -127,10 +218,37 @@ impl Error {
         Error::new(ErrorReason::InvalidConfiguration, message)
     }
 
-    /// Attach per-candidate failures.
+    /// [`with_source`](Self::with_source) with a source already shared.
+    pub(crate) fn with_shared_source(mut self, source: Source) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Attach per-candidate failures. Without a source of its own, the
+    /// error's source becomes the first candidate that has one.
     pub fn with_candidates(mut self, candidates: Vec<CandidateFailure>) -> Self {
         self.candidates = candidates;
+        self.source_from_candidates();
         self
+    }
+
+    /// Where no source is set, the first candidate with a source of its
+    /// own becomes the source (after sources were attached to candidates).
+    pub(crate) fn source_from_candidates(&mut self) {
+        if self.source.is_none() {
+            self.source = self
+                .candidates
+                .iter()
+                .find(|c| c.source.is_some())
+                .map(|c| Arc::new(c.clone()) as Source);
+        }
+    }
+
+    /// Attach `source` to the candidate with this id, if it is listed.
+    pub(crate) fn attach_candidate_source(&mut self, id: &str, source: Source) {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.id == id) {
+            c.source = Some(source);
+        }
     }
 }
 
@@ -144,7 +262,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 /// Shorthand result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

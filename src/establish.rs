@@ -164,7 +164,7 @@ type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
 type AttemptResult = (
     String,
     Result<
-        Result<(Transport, FramerStack, Vec<u8>), (ErrorReason, String)>,
+        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
         futures::future::Aborted,
     >,
 );
@@ -360,6 +360,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let mut handles: NodeMap<AbortHandle> = NodeMap::default();
     let mut done: NodeMap<(Transport, FramerStack, Vec<u8>, Reconnect)> = NodeMap::default();
     let mut reconnects: NodeMap<Reconnect> = NodeMap::default();
+    // The stacks' own errors of failed attempts: the engine keeps reasons
+    // in words; these become the candidates' sources if the race fails.
+    let mut sources: NodeMap<crate::error::Source> = NodeMap::default();
     // The engine's next deadline and its timer, kept across turns of the
     // loop and made anew only when the deadline moves (the establishment
     // timeout is a deadline from the start: one timer, not one per turn).
@@ -419,8 +422,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
                         Err(msg) => {
-                            let fut =
-                                async move { Ok(Err((ErrorReason::EstablishmentFailed, msg))) };
+                            let fut = async move {
+                                Ok(Err((ErrorReason::EstablishmentFailed, msg, None)))
+                            };
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
                     }
@@ -491,9 +495,13 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         reconnect: Some(reconnect),
                     });
                 }
-                Action::Failed(e) => {
+                Action::Failed(mut e) => {
                     emitter.flush(racer.trace());
                     learn(&racer);
+                    for (node, source) in sources.0.drain(..) {
+                        e.attach_candidate_source(&node, source);
+                    }
+                    e.source_from_candidates();
                     return Err(e);
                 }
             }
@@ -528,7 +536,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         done.insert(node.clone(), (t, f, left, rc));
                         racer.handle_input(elapsed(), Input::AttemptSucceeded { node });
                     }
-                    Ok(Err((reason, message))) => {
+                    Ok(Err((reason, message, source))) => {
+                        if let Some(source) = source {
+                            sources.insert(node.clone(), source);
+                        }
                         racer.handle_input(elapsed(), Input::AttemptFailed { node, reason, message });
                     }
                 }

@@ -95,6 +95,12 @@ async fn every_candidate_failing_lists_each_reason() {
     );
     for c in &err.candidates {
         assert!(c.message.to_lowercase().contains("refused"), "{c}");
+        // The source is the OS's own error, code and all.
+        let os = std::error::Error::source(c)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("an io::Error under each candidate");
+        assert_eq!(os.kind(), std::io::ErrorKind::ConnectionRefused, "{os:?}");
+        assert!(os.raw_os_error().is_some(), "{os:?}");
     }
     let text = err.to_string();
     assert!(

@@ -222,6 +222,18 @@ async fn both_stacks_failing_report_both_reasons() {
     for c in &err.candidates {
         assert!(c.message.to_lowercase().contains("pin"), "{c}");
     }
+    // Each candidate's source chain reaches its stack's own error, typed:
+    // quinn's for QUIC, rustls' for TLS.
+    let quic = common::in_source_chain::<quinn::ConnectionError>(&err.candidates[0]);
+    assert!(
+        matches!(quic, Some(quinn::ConnectionError::TransportError(_))),
+        "{quic:?}"
+    );
+    let tls = common::in_source_chain::<rustls::Error>(&err.candidates[1]);
+    assert!(
+        matches!(tls, Some(rustls::Error::InvalidCertificate(_))),
+        "{tls:?}"
+    );
 }
 
 #[tokio::test]

@@ -295,6 +295,22 @@ async fn untrusted_ca_fails() {
     sec.trusted_ca = vec![ca2.pem.clone()];
     let e = fails(client(vec![remote(addr)], sec)).await;
     assert_names(&e, &["invalid peer certificate", "UnknownIssuer"]);
+    // The source chain reaches rustls' own error, typed: the candidate,
+    // the attempt's io::Error, then the rustls::Error.
+    let found = common::in_source_chain::<rustls::Error>(&e);
+    assert!(
+        matches!(
+            found,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{found:?} in the chain of {e}"
+    );
+    let candidate = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<postsocket::CandidateFailure>())
+        .expect("the failed candidate comes first");
+    assert_eq!(candidate.stack.as_deref(), Some("tls"));
 }
 
 #[tokio::test]

@@ -205,7 +205,8 @@ impl Inner {
             error: Error::new(
                 ErrorReason::ConnectionAborted,
                 format!("the stream failed: {e}"),
-            ),
+            )
+            .with_source(e),
         }
     }
 

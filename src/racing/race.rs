@@ -1484,13 +1484,13 @@ impl Racer {
                     addr,
                     failure: Some((reason, message)),
                     ..
-                } => out.push(CandidateFailure {
-                    id: node.id.clone(),
+                } => out.push(CandidateFailure::new(
+                    node.id.clone(),
                     stack,
-                    address: Some(addr.to_string()),
-                    reason: *reason,
-                    message: message.clone(),
-                }),
+                    Some(addr.to_string()),
+                    *reason,
+                    message.clone(),
+                )),
                 Kind::Host {
                     host,
                     failed,
@@ -1509,13 +1509,13 @@ impl Racer {
                         None => None,
                     };
                     if let Some((reason, message)) = failure {
-                        out.push(CandidateFailure {
-                            id: node.id.clone(),
+                        out.push(CandidateFailure::new(
+                            node.id.clone(),
                             stack,
-                            address: Some(host.clone()),
+                            Some(host.clone()),
                             reason,
                             message,
-                        });
+                        ));
                     }
                 }
                 _ => {}

@@ -130,25 +130,25 @@ pub fn select(
         let c = effective(caps, has_framer);
         match rejection(&c, props, security) {
             None => ok.push((i, c)),
-            Some(why) => rejected.push(CandidateFailure {
-                id: "-".into(),
-                stack: Some(caps.stack.to_string()),
-                address: None,
-                reason: ErrorReason::NoCandidates,
-                message: why,
-            }),
+            Some(why) => rejected.push(CandidateFailure::new(
+                "-".into(),
+                Some(caps.stack.to_string()),
+                None,
+                ErrorReason::NoCandidates,
+                why,
+            )),
         }
     }
     if let Some(allowed) = allowed {
         for s in allowed {
             if !registry.iter().any(|c| c.stack == *s) {
-                rejected.push(CandidateFailure {
-                    id: "-".into(),
-                    stack: Some(s.to_string()),
-                    address: None,
-                    reason: ErrorReason::NoCandidates,
-                    message: format!("the {s} stack is not available on this target yet"),
-                });
+                rejected.push(CandidateFailure::new(
+                    "-".into(),
+                    Some(s.to_string()),
+                    None,
+                    ErrorReason::NoCandidates,
+                    format!("the {s} stack is not available on this target yet"),
+                ));
             }
         }
     }

@@ -283,3 +283,15 @@ pub fn quinn_client(cert_pem: &str) -> quinn::Endpoint {
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
     ep
 }
+
+/// The first error of type `T` in `e`'s source chain (`e` itself excluded).
+pub fn in_source_chain<T: std::error::Error + 'static>(e: &dyn std::error::Error) -> Option<&T> {
+    let mut next = e.source();
+    while let Some(s) = next {
+        if let Some(t) = s.downcast_ref::<T>() {
+            return Some(t);
+        }
+        next = s.source();
+    }
+    None
+}

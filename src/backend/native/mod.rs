@@ -3,6 +3,7 @@
 //! WebTransport (wt) with web-transport-quinn over quinn.
 
 mod demux;
+mod described;
 mod http;
 mod quic;
 mod sockopt;

@@ -217,8 +217,10 @@ impl QuicTransport {
         let connecting = endpoint
             .connect_with(config, remote, server_name)
             .map_err(|e| other(format!("QUIC connect to {remote}: {e}")))?;
-        let handshake =
-            |e: quinn::ConnectionError| other(format!("QUIC handshake with {remote}: {e}"));
+        let handshake = |e: quinn::ConnectionError| {
+            let text = format!("QUIC handshake with {remote}: {e}");
+            super::described::described_by(io::ErrorKind::Other, text, e)
+        };
         let Some(data) = early else {
             let conn = connecting.await.map_err(handshake)?;
             let (send, recv) = Self::open(&conn, opts.direction).await?;

@@ -169,13 +169,11 @@ impl TlsTransport {
             } else {
                 ""
             };
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "TLS handshake with {remote} ({name}): {}{hint}",
-                    describe(&e)
-                ),
-            )
+            let text = format!(
+                "TLS handshake with {remote} ({name}): {}{hint}",
+                describe(&e)
+            );
+            super::described::described(e, text)
         };
         let mut stream = tokio_rustls::TlsConnector::from(config)
             .early_data(opts.early_data.is_some())

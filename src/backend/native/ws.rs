@@ -157,10 +157,8 @@ impl WsTransport {
                 .await
                 .map_err(|e| {
                     let e = to_io(e);
-                    io::Error::new(
-                        e.kind(),
-                        format!("WebSocket upgrade with {remote} ({url}): {e}"),
-                    )
+                    let text = format!("WebSocket upgrade with {remote} ({url}): {e}");
+                    super::described::described(e, text)
                 })?;
         Ok(WsTransport::new(ws, sock, secure))
     }

@@ -169,7 +169,10 @@ impl WtTransport {
             .connect_with(config, remote, &name)
             .map_err(|e| other(format!("WebTransport (QUIC) connect to {remote}: {e}")))?
             .await
-            .map_err(|e| other(format!("QUIC handshake with {remote} ({name}): {e}")))?;
+            .map_err(|e| {
+                let text = format!("QUIC handshake with {remote} ({name}): {e}");
+                super::described::described_by(io::ErrorKind::Other, text, e)
+            })?;
         let session = wtq::Session::connect(conn, parsed)
             .await
             .map_err(|e| describe_client_error(e, &url))?;
@@ -375,7 +378,8 @@ fn describe_client_error(e: wtq::ClientError, url: &str) -> io::Error {
         wtq::ClientError::HttpError(_) => io::ErrorKind::ConnectionRefused,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, format!("WebTransport CONNECT {url}: {}", chain(&e)))
+    let text = format!("WebTransport CONNECT {url}: {}", chain(&e));
+    super::described::described_by(kind, text, e)
 }
 
 /// An error with its sources: `a: b: c`.
