@@ -144,6 +144,9 @@ export class TransportError extends Error {
   reason: string;
   /** For an EstablishmentError: why each candidate failed. */
   candidates: CandidateFailure[];
+  /** The standard `cause`: for an error with failed candidates, the first
+   * one as a TransportError named `CandidateFailure` (its `reason`, its text). */
+  cause?: unknown;
 }
 
 /** Message Properties by RFC name (`msgLifetime` in ms, `final`, ...). */

@@ -40,6 +40,9 @@ pub fn set_error_class(class: js_sys::Function) {
 /// and `candidates` the per-candidate failures as plain objects. A
 /// `TransportError` once the package registered the class (see
 /// [`set_error_class`]), else a plain `Error` with the same fields.
+/// Its standard `cause`, as the Rust error's source: for an error with
+/// failed candidates, the first one as a `TransportError` named
+/// `CandidateFailure` (its reason, its text, no candidates).
 pub(crate) fn error_to_js(name: &str, e: &Error) -> JsValue {
     let candidates = to_js(&e.candidates).unwrap_or_else(|_| js_sys::Array::new().into());
     let message = JsValue::from(e.to_string());
@@ -49,6 +52,13 @@ pub(crate) fn error_to_js(name: &str, e: &Error) -> JsValue {
         let _ = js_sys::Reflect::set(&options, &"name".into(), &name.into());
         let _ = js_sys::Reflect::set(&options, &"reason".into(), &e.reason.as_str().into());
         let _ = js_sys::Reflect::set(&options, &"candidates".into(), &candidates);
+        if let Some(first) = e.candidates.first() {
+            let cause = error_to_js(
+                "CandidateFailure",
+                &Error::new(first.reason, first.to_string()),
+            );
+            let _ = js_sys::Reflect::set(&options, &"cause".into(), &cause);
+        }
         let args = js_sys::Array::of2(&message, &options);
         if let Ok(err) = js_sys::Reflect::construct(&class, &args) {
             return err;

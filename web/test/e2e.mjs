@@ -437,6 +437,10 @@ try {
         } catch (e) {
           kinds.establishment = e instanceof m.TransportError && e.name === 'EstablishmentError' &&
             e.reason === 'EstablishmentFailed' && e.candidates.length === 1;
+          // Its cause is the failed candidate, a TransportError too.
+          kinds.cause = e.cause instanceof m.TransportError && e.cause.name === 'CandidateFailure' &&
+            e.cause.reason === e.candidates[0].reason &&
+            e.cause.message.includes(`127.0.0.1:${refused}`);
         }
         const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
         const conn = await pre.initiate({ timeout: 10000 });
@@ -469,7 +473,7 @@ try {
       },
       { echo, refused },
     );
-    assert.deepEqual(r.kinds, { option: true, establishment: true, send: true });
+    assert.deepEqual(r.kinds, { option: true, establishment: true, cause: true, send: true });
     assert.deepEqual([r.returned, r.waited, r.afterReturn], [
       { done: true }, { done: true }, { done: true },
     ].map((x) => ({ value: undefined, ...x })));
