@@ -333,3 +333,12 @@ impl Capabilities {
         handshake_round_trips: 0,
     };
 }
+
+impl std::str::FromStr for StackId {
+    type Err = crate::Error;
+
+    /// The same as [`StackId::parse`], so `"...".parse::<StackId>()` works.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StackId::parse(s)
+    }
+}

@@ -196,3 +196,12 @@ fn service_port(name: &str) -> Option<u16> {
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, p)| *p)
 }
+
+impl std::str::FromStr for RemoteEndpoint {
+    type Err = Error;
+
+    /// The same as [`RemoteEndpoint::parse`], so `"...".parse::<RemoteEndpoint>()` works.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RemoteEndpoint::parse(s)
+    }
+}

@@ -268,5 +268,12 @@ impl std::error::Error for Error {
     }
 }
 
+// Send + Sync on every target, the browser's too (checked by the compiler).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Error>();
+    send_sync::<CandidateFailure>();
+};
+
 /// Shorthand result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

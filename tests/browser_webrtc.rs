@@ -128,7 +128,7 @@ async fn clone_opens_a_second_channel_on_the_same_peer_connection() {
     let c = rendezvous(TransportProperties::new()).await;
     roundtrip(&c, b"first").await;
     let c2 = c
-        .clone(None, None)
+        .clone_in_group(None, None)
         .await
         .unwrap_or_else(|e| panic!("clone: {e}"));
     assert_eq!(c2.stack(), StackId::Webrtc);
@@ -208,7 +208,8 @@ async fn browser_to_browser_in_one_page_answerer_and_listener() {
     let m = a.connection.receive().await.unwrap();
     assert_eq!(m.data(), b"from the answerer");
     // The offerer's Clone is ConnectionReceived on the answerer's Listener.
-    let (clone, received) = futures::join!(a.connection.clone(None, None), b.listener.accept());
+    let (clone, received) =
+        futures::join!(a.connection.clone_in_group(None, None), b.listener.accept());
     let clone = clone.unwrap_or_else(|e| panic!("clone: {e}"));
     let received = received.unwrap_or_else(|e| panic!("accept: {e}"));
     clone.send_message("on the clone").await.unwrap();

@@ -134,7 +134,7 @@ async fn wt_bidirectional_stream_echo() {
     }
     // Clone: a new stream on the same session, echoing on its own.
     let clone = conn
-        .clone(None, None)
+        .clone_in_group(None, None)
         .await
         .unwrap_or_else(|e| panic!("clone: {e}"));
     assert_eq!(clone.stack(), StackId::Wt);

@@ -609,7 +609,7 @@ async fn send_close_and_count(
 ) {
     let mut conns = vec![first];
     for _ in 1..streams {
-        conns.push(conns[0].clone(None, None).await.unwrap());
+        conns.push(conns[0].clone_in_group(None, None).await.unwrap());
     }
     let len = 4 * 1024 * 1024;
     for (i, c) in conns.iter().enumerate() {

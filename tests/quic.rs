@@ -65,7 +65,7 @@ async fn clone_is_a_new_stream_on_the_same_quic_connection() {
     conn.send_message("first stream").await.unwrap();
     let s1 = incoming.recv().await.unwrap();
     assert_eq!(recv(&s1).await, b"first stream");
-    let clone = conn.clone(None, None).await.unwrap();
+    let clone = conn.clone_in_group(None, None).await.unwrap();
     assert_eq!(clone.stack(), StackId::Quic);
     assert_eq!(conn.grouped_connections().len(), 2);
     clone.send_message("second stream").await.unwrap();
@@ -403,7 +403,7 @@ async fn direction_selects_unidirectional_streams() {
     let err = server.send_message("back?").await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::InvalidConfiguration, "{err}");
     // Clone keeps the direction: another send-only stream.
-    let clone = conn.clone(None, None).await.unwrap();
+    let clone = conn.clone_in_group(None, None).await.unwrap();
     assert!(!clone.can_receive());
     clone.send_message("two").await.unwrap();
     assert_eq!(recv(&incoming.recv().await.unwrap()).await, b"two");

@@ -295,7 +295,7 @@ async fn clone_makes_a_second_tcp_connection_in_the_group() {
     let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
     conn.set_property("connTimeout", Duration::from_secs(30))
         .unwrap();
-    let clone = conn.clone(None, None).await.unwrap();
+    let clone = conn.clone_in_group(None, None).await.unwrap();
     assert_ne!(
         clone.local_addr(),
         conn.local_addr(),
@@ -333,7 +333,7 @@ async fn clone_makes_a_second_tcp_connection_in_the_group() {
 async fn group_conn_limit_bounds_clone() {
     let conn = echo_connection().await;
     conn.set_property("groupConnLimit", 1u64).unwrap();
-    let err = conn.clone(None, None).await.unwrap_err();
+    let err = conn.clone_in_group(None, None).await.unwrap_err();
     assert_eq!(err.reason, ErrorReason::NotCloneable);
     conn.abort_group();
     assert_eq!(conn.state(), ConnState::Closed);

@@ -233,7 +233,7 @@ async fn echo_with_pinned_self_signed_certificate() {
     assert_eq!(conn.stack(), StackId::Tls);
     round_trip(&conn).await;
     // Clone opens another TLS connection with the same parameters.
-    let c2 = conn.clone(None, None).await.unwrap();
+    let c2 = conn.clone_in_group(None, None).await.unwrap();
     assert_eq!(c2.stack(), StackId::Tls);
     round_trip(&c2).await;
     c2.close().await.unwrap();

@@ -82,7 +82,10 @@ async fn data_channel_echo_and_clone() {
     // Backpressure: 16 messages of 100 KB (1.6 MB, over the 1 MiB send buffer) all arrive.
     let chunk = vec![1u8; 100_000];
     let sender = {
-        let c2 = c.clone(None, None).await.expect("clone for the bulk test");
+        let c2 = c
+            .clone_in_group(None, None)
+            .await
+            .expect("clone for the bulk test");
         let chunk = chunk.clone();
         tokio::spawn(async move {
             for _ in 0..16 {
@@ -103,7 +106,7 @@ async fn data_channel_echo_and_clone() {
     c_bulk.close().await.unwrap();
 
     // Clone: a second channel on the same peer connection (same UDP 4-tuple).
-    let c2 = tokio::time::timeout(T, c.clone(None, None))
+    let c2 = tokio::time::timeout(T, c.clone_in_group(None, None))
         .await
         .expect("clone in time")
         .expect("clone");

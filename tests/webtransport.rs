@@ -114,7 +114,7 @@ async fn clone_is_a_new_stream_on_the_same_session() {
     conn.send_message("first stream").await.unwrap();
     let s1 = next(&mut incoming).await;
     assert_eq!(recv(&s1).await, b"first stream");
-    let clone = conn.clone(None, None).await.unwrap();
+    let clone = conn.clone_in_group(None, None).await.unwrap();
     assert_eq!(clone.stack(), StackId::Wt);
     assert_eq!(conn.grouped_connections().len(), 2);
     clone.send_message("second stream").await.unwrap();
@@ -153,7 +153,7 @@ async fn direction_selects_unidirectional_streams() {
     assert_eq!(recv(&server).await, b"one way");
     let err = server.send_message("back?").await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::InvalidConfiguration, "{err}");
-    let clone = conn.clone(None, None).await.unwrap();
+    let clone = conn.clone_in_group(None, None).await.unwrap();
     assert!(!clone.can_receive());
     clone.send_message("two").await.unwrap();
     assert_eq!(recv(&next(&mut incoming).await).await, b"two");

@@ -79,12 +79,14 @@ impl Connection {
         }
     }
 
-    /// `Clone(framer?, connectionProperties?)` (§7.4): a new Connection in
-    /// this one's group, to the same remote, with the same properties
-    /// (entangled) unless given. For TCP it is a new TCP connection. Fails
-    /// with CloneError reasons (NotCloneable, or the attempt's failure).
-    #[allow(clippy::should_implement_trait)]
-    pub async fn clone(
+    /// The RFC's `Clone(framer?, connectionProperties?)` (§7.4): a new
+    /// Connection in this one's group, to the same remote, with the same
+    /// properties (entangled) unless given. For TCP it is a new TCP
+    /// connection. Fails with CloneError reasons (NotCloneable, or the
+    /// attempt's failure). (Rust's [`Clone::clone`] is another thing: a
+    /// second handle to this same Connection.)
+    #[doc(alias = "Clone")]
+    pub async fn clone_in_group(
         &self,
         framers: Option<Vec<Box<dyn crate::framer::Framer>>>,
         properties: Option<ConnectionProperties>,

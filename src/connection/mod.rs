@@ -176,6 +176,12 @@ pub(crate) struct Inner {
 
 /// A Connection (RFC 9622 §7): one established protocol stack that sends and
 /// receives Messages. Identical on every target.
+///
+/// A cheap handle: [`Clone::clone`] gives another handle to the same
+/// Connection (to send from one task and receive in another, say); the
+/// Connection is dropped with its last handle. The RFC's Clone, a new
+/// Connection in the group, is [`clone_in_group`](Self::clone_in_group).
+#[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
 }

@@ -374,3 +374,12 @@ fn capitalise(s: &str) -> String {
         .map(|f| f.to_uppercase().chain(c).collect())
         .unwrap_or_default()
 }
+
+impl std::str::FromStr for CapacityProfile {
+    type Err = Error;
+
+    /// The same as [`CapacityProfile::parse`], so `"...".parse::<CapacityProfile>()` works.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CapacityProfile::parse(s)
+    }
+}

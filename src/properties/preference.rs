@@ -45,3 +45,12 @@ impl fmt::Display for Preference {
         })
     }
 }
+
+impl std::str::FromStr for Preference {
+    type Err = crate::Error;
+
+    /// The same as [`Preference::parse`], so `"...".parse::<Preference>()` works.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Preference::parse(s)
+    }
+}

@@ -230,7 +230,7 @@ impl RawConnection {
         };
         let conn = self.conn.clone();
         Ok(postsocket::browser::promise(async move {
-            match Connection::clone(&conn, None, props).await {
+            match Connection::clone_in_group(&conn, None, props).await {
                 Ok(c) => Ok(RawConnection::new(c).into()),
                 Err(e) => Err(error_to_js("CloneError", &e)),
             }
