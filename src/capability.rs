@@ -166,6 +166,27 @@ pub struct Capabilities {
     /// there is none (plain UDP) or it is not raced (WebRTC). The
     /// TransportContext reports a handshake time per round trip as its RTT.
     pub handshake_round_trips: u8,
+    /// Whether the stack runs over a TCP connection of its own (TCP, TLS,
+    /// WebSocket): the `tcp.*` Connection Properties apply to it.
+    pub over_tcp: bool,
+    /// Whether its TLS is 1.3 only (QUIC and WebTransport, RFC 9001 §4.2):
+    /// allowedSecurityProtocols without TLS 1.3 rules it out.
+    pub tls13_only: bool,
+    /// Whether it is set up by Rendezvous over a signaling channel rather
+    /// than by connecting to a remote endpoint (WebRTC): Rendezvous needs
+    /// it, and its Connections clone on their own peer connection.
+    pub rendezvous: bool,
+    /// Whether this target races or listens on it only when the application
+    /// names it (`Preconnection::set_protocols`). Natively WebSocket and
+    /// WebTransport: a ws attempt sends an HTTP upgrade to whatever listens
+    /// on the port and would race a second TCP connection against TCP and
+    /// TLS by default, and WebTransport a second QUIC connection against
+    /// QUIC. In the browser they are the default stacks.
+    pub opt_in: bool,
+    /// Whether an attempt that is merely losing is left to finish rather
+    /// than cancelled, because cancelling costs more: in the browser,
+    /// WebTransport (Chromium throttles a page for cancelled handshakes).
+    pub finish_when_losing: bool,
 }
 
 impl Capabilities {
@@ -191,6 +212,11 @@ impl Capabilities {
         final_ends_sending: true,
         over_udp: false,
         handshake_round_trips: 1,
+        over_tcp: true,
+        tls13_only: false,
+        rendezvous: false,
+        opt_in: false,
+        finish_when_losing: false,
     };
 
     /// TLS over TCP (rustls): TCP's row with `security: Tls`. TLS 1.3 early
@@ -228,6 +254,11 @@ impl Capabilities {
         final_ends_sending: true,
         over_udp: true,
         handshake_round_trips: 0,
+        over_tcp: false,
+        tls13_only: false,
+        rendezvous: false,
+        opt_in: false,
+        finish_when_losing: false,
     };
 
     /// QUIC (RFC 9000; draft-taps-quic-mapping): a Connection is one stream
@@ -255,6 +286,11 @@ impl Capabilities {
         final_ends_sending: true,
         over_udp: true,
         handshake_round_trips: 1,
+        over_tcp: false,
+        tls13_only: true,
+        rendezvous: false,
+        opt_in: false,
+        finish_when_losing: false,
     };
 
     /// WebSocket (RFC 6455) over plain TCP, `ws://`: Messages keep their
@@ -280,6 +316,11 @@ impl Capabilities {
         final_ends_sending: true,
         over_udp: false,
         handshake_round_trips: 2,
+        over_tcp: true,
+        tls13_only: false,
+        rendezvous: false,
+        opt_in: false,
+        finish_when_losing: false,
     };
 
     /// WebSocket over TLS, `wss://`: as [`Capabilities::WS`], with TLS.
@@ -331,6 +372,11 @@ impl Capabilities {
         final_ends_sending: false,
         over_udp: true,
         handshake_round_trips: 0,
+        over_tcp: false,
+        tls13_only: false,
+        rendezvous: true,
+        opt_in: false,
+        finish_when_losing: false,
     };
 }
 

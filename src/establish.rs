@@ -437,7 +437,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         && handles.get(&node).is_some()
                         && reconnects
                             .get(&node)
-                            .is_some_and(|r| backend::FINISH_LOSING.contains(&r.caps.stack));
+                            .is_some_and(|r| r.caps.finish_when_losing);
                     if finish {
                         // Left to finish in the background (see `finish_losers`).
                         finishing.push(node.clone());

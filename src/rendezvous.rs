@@ -36,7 +36,7 @@
 //! new channel on the same peer connection with the clone's properties.
 
 use crate::backend;
-use crate::capability::{Capabilities, StackId};
+use crate::capability::Capabilities;
 use crate::connection::{Connection, Parts};
 use crate::endpoint::RemoteEndpoint;
 use crate::error::{Error, ErrorReason};
@@ -320,7 +320,7 @@ fn check(pre: &Preconnection) -> Result<(TransportProperties, Duration), Error> 
     let props = pre.transport_properties().clone();
     let stacks = pre.protocols_set();
     if let Some(s) = stacks {
-        if !s.contains(&StackId::Webrtc) {
+        if !s.contains(&Capabilities::WEBRTC.stack) {
             return Err(Error::new(
                 ErrorReason::NoCandidates,
                 "Rendezvous with signaling runs the webrtc stack, which set_protocols excludes",

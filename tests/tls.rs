@@ -240,6 +240,32 @@ async fn echo_with_pinned_self_signed_certificate() {
     conn.close().await.unwrap();
 }
 
+/// The `tcp.*` Connection Properties apply to every stack over TCP, TLS
+/// included (the capability table's `over_tcp`): with
+/// tcp.userTimeoutChangeable false, a TLS Connection refuses a new user
+/// timeout, naming the property.
+#[tokio::test]
+async fn tcp_user_timeout_rules_hold_over_tls() {
+    let cert = leaf(None, &["127.0.0.1"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![certificate_sha256(&cert.0).unwrap()];
+    let mut pre = client(vec![remote(addr)], sec);
+    pre.transport_properties_mut()
+        .connection
+        .set("tcp.userTimeoutChangeable", false)
+        .unwrap();
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Tls);
+    let e = conn
+        .set_property("tcp.userTimeoutValue", 5_000u64)
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(e.message.contains("tcp.userTimeoutChangeable"), "{e}");
+    round_trip(&conn).await;
+    conn.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn expired_certificate_fails_naming_expiry() {
     let ca = ca("ca");

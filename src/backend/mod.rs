@@ -20,19 +20,7 @@ cfg_if::cfg_if! {
     }
 }
 
-use crate::capability::{Capabilities, StackId};
-
-/// Stacks raced or listened on only when the application names them
-/// (`Preconnection::set_protocols`), see `racing::selection::select`.
-/// Natively: WebSocket, since a ws attempt sends an HTTP upgrade to whatever
-/// listens on the port and would race a second TCP connection against TCP
-/// and TLS by default; WebTransport likewise, as it would race a second QUIC
-/// connection against QUIC. In the browser both are default stacks.
-#[cfg(web)]
-pub(crate) const OPT_IN: &[StackId] = &[];
-/// See the browser's definition.
-#[cfg(not(web))]
-pub(crate) const OPT_IN: &[StackId] = &[StackId::Ws, StackId::Wss, StackId::Wt];
+use crate::capability::Capabilities;
 use std::net::SocketAddr;
 
 /// Whether the stacks take host names and resolve them themselves (the

@@ -95,7 +95,7 @@ impl Connection {
         // A Rendezvous Connection (WebRTC) has no remote address to reconnect
         // to, but clones as a new channel on the same peer connection.
         let reconnect = inner.reconnect.clone();
-        if reconnect.is_none() && inner.caps.stack != StackId::Webrtc {
+        if reconnect.is_none() && !inner.caps.rendezvous {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
                 "a Connection received by a Listener cannot be cloned from this side",

@@ -494,7 +494,7 @@ impl Connection {
                 }
             }
         }
-        if caps.stack == StackId::Tcp
+        if caps.over_tcp
             && !current.tcp.user_timeout_changeable
             && (candidate.tcp.user_timeout_value != current.tcp.user_timeout_value
                 || candidate.tcp.user_timeout_enabled != current.tcp.user_timeout_enabled)

@@ -111,10 +111,9 @@ fn listen_stacks(
     let mut out: Vec<StackId> = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
     for c in chosen {
-        if matches!(
-            c.stack,
-            StackId::Tls | StackId::Quic | StackId::Wss | StackId::Wt
-        ) && security.server_certificate.is_empty()
+        // Every TLS-secured stack (TLS, QUIC, wss, WebTransport) needs one.
+        if c.security == crate::capability::SecurityProtocol::Tls
+            && security.server_certificate.is_empty()
         {
             left_out.push(c.stack.to_string());
             continue;

@@ -63,7 +63,7 @@ pub fn rejection(
     }
     // QUIC, and WebTransport over it, run TLS 1.3 only (RFC 9001 §4.2).
     let allowed = &security.allowed_security_protocols;
-    if matches!(caps.stack, StackId::Quic | StackId::Wt)
+    if caps.tls13_only
         && !allowed.is_empty()
         && !allowed.contains(&crate::security::SecurityProtocolVersion::Tls13)
     {
@@ -124,7 +124,7 @@ pub fn select(
             if !allowed.contains(&caps.stack) {
                 continue;
             }
-        } else if crate::backend::OPT_IN.contains(&caps.stack) {
+        } else if caps.opt_in {
             continue;
         }
         let c = effective(caps, has_framer);

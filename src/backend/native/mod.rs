@@ -49,11 +49,6 @@ pub(crate) const CHARGES_ATTEMPTS: bool = false;
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 
-/// Stacks whose attempts, still running when another candidate wins, are
-/// left to finish rather than cancelled: none natively (a cancelled
-/// handshake costs nothing but itself).
-pub(crate) const FINISH_LOSING: &[crate::capability::StackId] = &[];
-
 /// The fuzz harnesses of native parsers (see `crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) use demux::fuzz_first_bytes;
@@ -74,15 +69,20 @@ pub(crate) fn watch_path_changes() {}
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[
+    // WebSocket and WebTransport only when named (see `Capabilities::opt_in`).
+    const fn opt_in(c: Capabilities) -> Capabilities {
+        Capabilities { opt_in: true, ..c }
+    }
+    const REGISTRY: [Capabilities; 7] = [
         Capabilities::QUIC,
-        Capabilities::WT,
+        opt_in(Capabilities::WT),
         Capabilities::TLS,
-        Capabilities::WSS,
+        opt_in(Capabilities::WSS),
         Capabilities::TCP,
-        Capabilities::WS,
+        opt_in(Capabilities::WS),
         Capabilities::UDP,
-    ]
+    ];
+    &REGISTRY
 }
 
 /// The ALPN a QUIC Connection offers when the application set none (QUIC

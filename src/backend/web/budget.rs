@@ -18,13 +18,6 @@ use std::time::Duration;
 /// 40 ms (measured here: 94.7 ms to ready with 4 pending against about
 /// 20 ms in a fresh page).
 pub const BUDGET: usize = 3;
-/// Stacks whose attempts, still running when another candidate wins, are
-/// left to finish rather than cancelled: WebTransport, whose cancelled
-/// handshake counts against the page for about 5 minutes while a completed
-/// one frees its slot at once. Measured in headless Chromium, 8 races where
-/// WebTransport merely loses to WebSocket: 8 handshakes charged to the page
-/// when they are cancelled, 0 when they are left to finish.
-pub(crate) const FINISH_LOSING: &[StackId] = &[StackId::Wt];
 
 /// The browser charges for WebTransport attempts (see [`note_outcomes`]).
 pub(crate) const CHARGES_ATTEMPTS: bool = true;

@@ -22,7 +22,7 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use budget::{held_by_browser, note_outcomes, refund, CHARGES_ATTEMPTS, FINISH_LOSING};
+pub(crate) use budget::{held_by_browser, note_outcomes, refund, CHARGES_ATTEMPTS};
 pub use budget::{
     set_webtransport_budget, webtransport_budget_spent, BUDGET as WEBTRANSPORT_BUDGET,
 };
@@ -67,7 +67,18 @@ pub(crate) type IdMap<K, V> =
 /// The stacks this target has, in default preference order: secure first,
 /// and WebTransport (over QUIC) before WebSocket, as QUIC before TLS natively.
 pub(crate) fn registry() -> &'static [Capabilities] {
-    &[Capabilities::WT, Capabilities::WSS, Capabilities::WS]
+    // A WebTransport attempt still running when another candidate wins is
+    // left to finish rather than cancelled (`Capabilities::finish_when_losing`):
+    // a cancelled handshake counts against the page for about 5 minutes
+    // while a completed one frees its slot at once. Measured in headless
+    // Chromium, 8 races where WebTransport merely loses to WebSocket: 8
+    // handshakes charged to the page when they are cancelled, 0 when they
+    // are left to finish.
+    const WT: Capabilities = Capabilities {
+        finish_when_losing: true,
+        ..Capabilities::WT
+    };
+    &[WT, Capabilities::WSS, Capabilities::WS]
 }
 
 /// The SecurityParameters of a client a page cannot honour, refused by
