@@ -507,3 +507,95 @@ async fn stopping_a_udp_and_quic_listener_keeps_the_udp_flows_it_handed_out() {
     }
     assert!(free, "the port is released once nothing uses it");
 }
+
+/// Idle UDP flows expire (ListenerLimits::udp_flow_idle_timeout): with 4
+/// flows at most, 4 sources that sent once fill the table while the
+/// application keeps their Connections, and a 5th is refused. After the
+/// idle timeout (400 ms here) the two flows with no datagram either way are
+/// forgotten: their Connections' receives fail naming the bound, the 5th
+/// source is served, and a silent source that sends again starts a new
+/// Connection. A flow the peer keeps sending on, and one the application
+/// keeps sending on, stay. The peers are plain std UDP sockets.
+#[tokio::test]
+async fn idle_udp_flows_expire_and_make_room() {
+    use std::time::Duration;
+    let mut pre = listener_pre(TransportProperties::unreliable_datagram());
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_udp_flows(4)
+            .with_udp_flow_idle_timeout(Duration::from_millis(400)),
+    );
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let sock = || std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peers: Vec<_> = (0..4).map(|_| sock()).collect();
+    let mut conns = Vec::new();
+    for p in &peers {
+        p.send_to(b"hello", addr).unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("a flow within 5 s")
+            .unwrap();
+        assert_eq!(recv(&c).await, b"hello");
+        conns.push(c);
+    }
+    let fifth = sock();
+    fifth.send_to(b"me too", addr).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), l.accept())
+            .await
+            .is_err(),
+        "the table is full: a 5th source is refused"
+    );
+    // Peer 0 keeps sending, the application keeps sending to peer 1, for
+    // 3 idle timeouts; peers 2 and 3 stay silent.
+    for _ in 0..12 {
+        peers[0].send_to(b"ping", addr).unwrap();
+        conns[1].send_message("pong").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in &conns[2..] {
+        let e = tokio::time::timeout(Duration::from_secs(2), c.receive())
+            .await
+            .expect("an idle flow's receive ends")
+            .expect_err("with an error");
+        assert!(
+            e.error.message.contains("udp_flow_idle_timeout"),
+            "{}",
+            e.error
+        );
+    }
+    for _ in 0..12 {
+        assert_eq!(
+            recv(&conns[0]).await,
+            b"ping",
+            "the busy flow still delivers"
+        );
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), conns[1].receive())
+            .await
+            .is_err(),
+        "the flow the application sends on is still open (nothing to receive)"
+    );
+    // Room for the 5th source now, and a new Connection for silent peer 2.
+    fifth.send_to(b"me too", addr).unwrap();
+    let c5 = tokio::time::timeout(Duration::from_secs(2), l.accept())
+        .await
+        .expect("the 5th source is served once idle flows expired")
+        .unwrap();
+    assert_eq!(recv(&c5).await, b"me too");
+    peers[2].send_to(b"back", addr).unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(2), l.accept())
+        .await
+        .expect("a silent source that sends again starts a new Connection")
+        .unwrap();
+    assert_eq!(recv(&again).await, b"back");
+    // A bound of 0 is refused.
+    let mut pre = listener_pre(TransportProperties::unreliable_datagram());
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default().with_udp_flow_idle_timeout(Duration::ZERO),
+    );
+    let e = pre.listen().await.unwrap_err();
+    assert!(e.message.contains("udp_flow_idle_timeout is 0"), "{e}");
+}

@@ -29,6 +29,7 @@ pub struct ListenerLimits {
     udp_flows: usize,
     udp_flow_datagrams: usize,
     udp_buffer_bytes: usize,
+    udp_flow_idle_timeout: Duration,
     quic_peers: usize,
     quic_retry_above: usize,
 }
@@ -42,6 +43,7 @@ impl Default for ListenerLimits {
             udp_flows: 1024,
             udp_flow_datagrams: 1024,
             udp_buffer_bytes: 4 << 20,
+            udp_flow_idle_timeout: Duration::from_secs(120),
             quic_peers: 65_536,
             quic_retry_above: 64,
         }
@@ -85,8 +87,10 @@ impl ListenerLimits {
 
     /// How many flows (remote addresses) a UDP Listener keeps at once
     /// (default 1,024). A flow ends when its Connection, or the
-    /// ConnectionReceived not yet taken, is dropped; datagrams from new
-    /// sources are refused (reported) while the table is full.
+    /// ConnectionReceived not yet taken, is dropped, or when it has been
+    /// idle for [`udp_flow_idle_timeout`](Self::with_udp_flow_idle_timeout);
+    /// datagrams from new sources are refused (reported) while the table
+    /// is full.
     pub fn with_udp_flows(mut self, n: usize) -> Self {
         self.udp_flows = n;
         self
@@ -104,6 +108,19 @@ impl ListenerLimits {
     /// datagrams are dropped (reported).
     pub fn with_udp_buffer_bytes(mut self, n: usize) -> Self {
         self.udp_buffer_bytes = n;
+        self
+    }
+
+    /// How long a UDP flow may go without a datagram either way before the
+    /// Listener forgets it (default 120 s, the least a NAT should keep a
+    /// UDP binding, RFC 4787 REQ-5), so that peers which went away, or
+    /// sources that sent once, cannot hold the `udp_flows` table full while
+    /// the application keeps their Connections. The flow's Connection then
+    /// fails (its receive ends with an error naming this bound), and a
+    /// later datagram from that address starts a new Connection. Checked
+    /// about every second, and when datagrams arrive.
+    pub fn with_udp_flow_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.udp_flow_idle_timeout = timeout;
         self
     }
 
@@ -157,6 +174,11 @@ impl ListenerLimits {
         self.udp_buffer_bytes
     }
 
+    /// See [`with_udp_flow_idle_timeout`](Self::with_udp_flow_idle_timeout).
+    pub fn udp_flow_idle_timeout(&self) -> Duration {
+        self.udp_flow_idle_timeout
+    }
+
     /// See [`with_quic_peers`](Self::with_quic_peers).
     pub fn quic_peers(&self) -> usize {
         self.quic_peers
@@ -184,6 +206,11 @@ impl ListenerLimits {
         if self.handshake_timeout.is_zero() {
             return Err(Error::invalid_configuration(
                 "ListenerLimits::handshake_timeout is 0: no incoming connection could finish its handshake",
+            ));
+        }
+        if self.udp_flow_idle_timeout.is_zero() {
+            return Err(Error::invalid_configuration(
+                "ListenerLimits::udp_flow_idle_timeout is 0: every UDP flow would end at once",
             ));
         }
         Ok(())

@@ -11,8 +11,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
@@ -49,6 +50,46 @@ impl std::fmt::Debug for FlowRx {
     }
 }
 
+/// When a Listener's flow last carried a datagram, either way, and whether
+/// the Listener forgot it for being idle (`ListenerLimits::udp_flow_idle_timeout`).
+#[derive(Debug)]
+pub(crate) struct FlowActivity {
+    born: Instant,
+    /// Milliseconds after `born` of the last datagram.
+    last_ms: AtomicU64,
+    expired: AtomicBool,
+    timeout: Duration,
+}
+
+impl FlowActivity {
+    fn new(timeout: Duration) -> Self {
+        FlowActivity {
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
+            timeout,
+        }
+    }
+
+    /// A datagram went by.
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether no datagram went by for the timeout, as of `now`.
+    fn idle_at(&self, now: Instant) -> bool {
+        let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last) >= self.timeout
+    }
+}
+
+/// A Listener's flow, as its table holds it.
+struct Flow {
+    tx: mpsc::Sender<Vec<u8>>,
+    activity: Arc<FlowActivity>,
+}
+
 /// A UDP flow.
 #[derive(Clone, Debug)]
 pub(crate) struct UdpTransport {
@@ -56,6 +97,8 @@ pub(crate) struct UdpTransport {
     peer: SocketAddr,
     /// For a Listener's peer: the datagrams the Listener demultiplexed to it.
     demux: Option<PeerRx>,
+    /// For a Listener's peer: its last datagram either way.
+    activity: Option<Arc<FlowActivity>>,
     /// What keeps the demultiplexing alive while this flow lives (on a port
     /// shared with QUIC: the quinn endpoint that drives the socket).
     _keep: Option<Keepalive>,
@@ -86,6 +129,7 @@ impl UdpTransport {
             socket: Arc::new(socket),
             peer: remote,
             demux: None,
+            activity: None,
         })
     }
 
@@ -101,10 +145,20 @@ impl UdpTransport {
         match &self.demux {
             Some(rx) => match rx.lock().await.next().await {
                 Some(d) => Ok(Recv::Datagram(d.into())),
-                None => Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the Listener that demultiplexed this flow stopped",
-                )),
+                None => match &self.activity {
+                    Some(a) if a.expired.load(Ordering::Relaxed) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the UDP flow with {} carried no datagram either way for {} (ListenerLimits udp_flow_idle_timeout): the Listener forgot it, and a new datagram from it starts a new Connection",
+                            self.peer,
+                            crate::runtime::ms_text(a.timeout)
+                        ),
+                    )),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the Listener that demultiplexed this flow stopped",
+                    )),
+                },
             },
             None => {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -124,7 +178,17 @@ impl UdpTransport {
         match sent {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             Err(e) => Some(Err(e)),
-            Ok(n) => Some(Self::whole(n, data.len())),
+            Ok(n) => {
+                self.touch();
+                Some(Self::whole(n, data.len()))
+            }
+        }
+    }
+
+    /// A datagram went out: the flow is not idle.
+    fn touch(&self) {
+        if let Some(a) = &self.activity {
+            a.touch();
         }
     }
 
@@ -142,6 +206,7 @@ impl UdpTransport {
             Some(_) => self.socket.send_to(data, self.peer).await?,
             None => self.socket.send(data).await?,
         };
+        self.touch();
         Self::whole(n, data.len())
     }
 
@@ -195,7 +260,7 @@ pub(crate) fn listen(
                 return;
             }
             let recv = socket.recv_from(&mut buf);
-            let tick = tokio::time::sleep(std::time::Duration::from_secs(1));
+            let tick = tokio::time::sleep(peers.sweep_interval());
             let (n, from) = tokio::select! {
                 r = recv => match r {
                     Ok(x) => x,
@@ -208,7 +273,10 @@ pub(crate) fn listen(
                         continue;
                     }
                 },
-                _ = tick => continue,
+                _ = tick => {
+                    peers.expire_idle();
+                    continue;
+                }
             };
             if stopped {
                 peers.deliver_known(from, buf[..n].to_vec());
@@ -232,11 +300,16 @@ pub(crate) fn listen(
 /// Listener), `udp_flow_datagrams` datagrams waiting per flow, and
 /// `udp_buffer_bytes` waiting in all flows together, as one socket's receive
 /// buffer. Past a bound datagrams are dropped, and the drops reported (a
-/// Listener EstablishmentError that counts them).
+/// Listener EstablishmentError that counts them). A flow idle for
+/// `udp_flow_idle_timeout` is forgotten (its Connection's receive fails,
+/// naming the bound), checked when datagrams arrive and by [`listen`]'s
+/// tick (the demultiplexer shared with QUIC checks on arrival only).
 pub(crate) struct UdpPeers {
     socket: Arc<tokio::net::UdpSocket>,
     tx: super::IncomingTx,
-    peers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    peers: HashMap<SocketAddr, Flow>,
+    /// When idle flows were last looked for.
+    swept: Instant,
     /// Bytes queued in every flow together (at most `udp_buffer_bytes`).
     queued: Arc<AtomicUsize>,
     /// What each new flow keeps alive (set once that exists; weak here, so
@@ -254,6 +327,7 @@ impl UdpPeers {
             socket,
             tx,
             peers: HashMap::new(),
+            swept: Instant::now(),
             queued: Arc::default(),
             keepalive: Arc::default(),
             dropped: 0,
@@ -323,8 +397,32 @@ impl UdpPeers {
 
     /// Whether any flow's Connection (or unaccepted ConnectionReceived) is alive.
     pub(crate) fn any_live(&mut self) -> bool {
-        self.peers.retain(|_, tx| !tx.is_closed());
+        self.peers.retain(|_, f| !f.tx.is_closed());
         !self.peers.is_empty()
+    }
+
+    /// How often idle flows are looked for: within a second, and at least
+    /// twice per idle timeout.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.tx.limits().udp_flow_idle_timeout() / 2).min(Duration::from_secs(1))
+    }
+
+    /// Forget the flows whose Connection is gone, and those idle for
+    /// `udp_flow_idle_timeout` (their readers see the flow end once they
+    /// took what was queued).
+    pub(crate) fn expire_idle(&mut self) {
+        let now = Instant::now();
+        self.swept = now;
+        self.peers.retain(|_, f| {
+            if f.tx.is_closed() {
+                return false;
+            }
+            if f.activity.idle_at(now) {
+                f.activity.expired.store(true, Ordering::Relaxed);
+                return false;
+            }
+            true
+        });
     }
 
     /// After the Listener stopped: a datagram for a flow it handed out
@@ -337,12 +435,15 @@ impl UdpPeers {
 
     /// Whether `peer` has a live Connection (its datagrams go to it).
     pub(crate) fn knows(&self, peer: &SocketAddr) -> bool {
-        self.peers.get(peer).is_some_and(|tx| !tx.is_closed())
+        self.peers.get(peer).is_some_and(|f| !f.tx.is_closed())
     }
 
     /// Hand one datagram from `from` to its Connection, or start a new one.
     /// `false` once the Listener is gone (no new Connection can be delivered).
     pub(crate) fn deliver(&mut self, from: SocketAddr, datagram: Vec<u8>) -> bool {
+        if self.swept.elapsed() >= self.sweep_interval() {
+            self.expire_idle();
+        }
         let len = datagram.len();
         if self.queued.load(Ordering::Relaxed) + len > self.tx.limits().udp_buffer_bytes() {
             // The buffer is full: dropped like a full socket buffer.
@@ -351,11 +452,12 @@ impl UdpPeers {
         }
         let datagram = match self.peers.get_mut(&from) {
             None => datagram,
-            Some(peer_tx) => {
+            Some(flow) => {
                 // Counted before the reader can take (and uncount) it.
                 self.queued.fetch_add(len, Ordering::Relaxed);
-                match peer_tx.try_send(datagram) {
+                match flow.tx.try_send(datagram) {
                     Ok(()) => {
+                        flow.activity.touch();
                         self.report_drops();
                         return true;
                     }
@@ -376,8 +478,9 @@ impl UdpPeers {
         };
         let flows = self.tx.limits().udp_flows();
         if self.peers.len() >= flows {
-            // Forget the flows whose Connection is gone, then check again.
-            self.peers.retain(|_, tx| !tx.is_closed());
+            // Forget the flows whose Connection is gone or that went idle,
+            // then check again.
+            self.expire_idle();
             if self.peers.len() >= flows {
                 self.drop_one(true);
                 return true;
@@ -393,7 +496,14 @@ impl UdpPeers {
         let (mut ptx, prx) = mpsc::channel(self.tx.limits().udp_flow_datagrams() - 1);
         let _ = ptx.try_send(datagram);
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.peers.insert(from, ptx);
+        let activity = Arc::new(FlowActivity::new(self.tx.limits().udp_flow_idle_timeout()));
+        self.peers.insert(
+            from,
+            Flow {
+                tx: ptx,
+                activity: activity.clone(),
+            },
+        );
         self.report_drops();
         let transport = UdpTransport {
             _keep: self.keepalive.get().and_then(std::sync::Weak::upgrade),
@@ -403,6 +513,7 @@ impl UdpPeers {
                 rx: prx,
                 queued: self.queued.clone(),
             }))),
+            activity: Some(activity),
         };
         self.tx
             .unbounded_send(Ok(Incoming {
