@@ -127,6 +127,14 @@ cargo test --features fuzzing --test fuzz_corpus
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
 
+step "features per stack: the minimal build (TCP and UDP only) passes clippy and its tests; each stack feature alone passes clippy"
+cargo clippy -p postsocket --no-default-features -- -D warnings
+cargo test -p postsocket --no-default-features --lib --test minimal_build
+for feature in tls quic ws wt webrtc; do
+    echo "  --features $feature"
+    cargo clippy -p postsocket --no-default-features --features "$feature" -- -D warnings
+done
+
 step "Windows cross-check: cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets (platform-only socket options are behind cfg)"
 ensure_windows_cross
 cargo clippy --target x86_64-pc-windows-gnu -p postsocket --all-targets -- -D warnings

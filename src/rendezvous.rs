@@ -318,6 +318,12 @@ pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn check(pre: &Preconnection) -> Result<(TransportProperties, Duration), Error> {
     let props = pre.transport_properties().clone();
+    if !crate::backend::RENDEZVOUS {
+        return Err(Error::new(
+            ErrorReason::NoCandidates,
+            "Rendezvous runs the webrtc stack, which is not in this build (postsocket's cargo feature `webrtc`)",
+        ));
+    }
     let stacks = pre.protocols_set();
     if let Some(s) = stacks {
         if !s.contains(&Capabilities::WEBRTC.stack) {

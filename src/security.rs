@@ -384,7 +384,8 @@ impl SecurityParameters {
     /// A key that differs whenever two parameter sets could verify or
     /// authenticate differently (callbacks by identity): configurations and
     /// session caches are shared only between equal keys.
-    #[cfg_attr(web, allow(dead_code))] // the browser's TLS is the browser's
+    // The browser's TLS is the browser's; natively only the TLS stacks use it.
+    #[cfg_attr(any(web, not(feature = "tls")), allow(dead_code))]
     pub(crate) fn cache_key(&self) -> String {
         let ptr = |c: Option<usize>| c.map(|p| format!("{p:x}")).unwrap_or_default();
         format!(

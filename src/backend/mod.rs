@@ -35,8 +35,10 @@ pub(crate) const STACKS_RESOLVE_NAMES: bool = false;
 /// The first reason a message transport ended (closed, aborted, failed):
 /// every later read and send returns the same error.
 #[derive(Debug, Default)]
+#[cfg_attr(all(native, not(feature = "webrtc")), allow(dead_code))] // natively WebRTC's
 pub(crate) struct Ended(std::sync::Mutex<Option<(std::io::ErrorKind, String)>>);
 
+#[cfg_attr(all(native, not(feature = "webrtc")), allow(dead_code))]
 impl Ended {
     /// The error, once ended.
     pub(crate) fn get(&self) -> Option<std::io::Error> {
@@ -112,9 +114,14 @@ pub(crate) struct SocketOptions {
     /// replayable: stacks with 0-RTT send it early (RFC 9623 §5.3).
     pub(crate) early_data: Option<std::sync::Arc<[u8]>>,
     /// `direction` (RFC 9622 §6.2.16): QUIC opens a unidirectional stream for it.
+    #[cfg_attr(all(native, not(feature = "quic")), allow(dead_code))]
     pub(crate) direction: crate::properties::Direction,
     /// Protocol-specific options (RFC 9622 §4.1), e.g. `ws.path`: the
     /// Preconnection's `TransportProperties::protocol_options`.
+    #[cfg_attr(
+        all(native, not(any(feature = "ws", feature = "wt"))),
+        allow(dead_code)
+    )]
     pub(crate) protocol_options: std::collections::BTreeMap<String, String>,
     /// Whose TLS session cache (tickets for resumption and 0-RTT, TLS and
     /// QUIC alike) and QUIC address-validation tokens the attempt uses.

@@ -100,7 +100,7 @@ impl std::fmt::Debug for Listener {
 /// The stacks a Listener binds, in rank order: every selected stack it can
 /// serve. Stacks that share a transport port share one socket and are told
 /// apart per peer (TLS or plain TCP by the first bytes, QUIC or plain UDP by
-/// the first datagram; see `backend/native/demux.rs`). TLS and QUIC need a
+/// the first datagram; see `backend/native/stream_port.rs` and `datagram_port.rs`). TLS and QUIC need a
 /// server certificate: without one they are left out, which is an error only
 /// if nothing is left (e.g. opportunistic security without a certificate
 /// listens on plain TCP and UDP).

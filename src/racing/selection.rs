@@ -147,7 +147,7 @@ pub fn select(
                     Some(s.to_string()),
                     None,
                     ErrorReason::NoCandidates,
-                    format!("the {s} stack is not available on this target yet"),
+                    format!("the {s} stack is not in this build (natively each stack but tcp and udp is a cargo feature of postsocket: tls, quic, ws, wt, webrtc; the browser has ws, wss, wt and webrtc)"),
                 ));
             }
         }
@@ -155,6 +155,15 @@ pub fn select(
     if ok.is_empty() {
         let msg = if registry.is_empty() {
             "this target has no protocol stacks yet".to_string()
+        } else if security.mode() == SecurityMode::Required
+            && registry
+                .iter()
+                .all(|c| c.security == SecurityProtocol::None)
+        {
+            format!(
+                "no protocol stack satisfies the properties ({} excluded); security is required and no secure stack is in this build (natively TLS and QUIC are postsocket's cargo features `tls` and `quic`)",
+                rejected.len()
+            )
         } else {
             format!(
                 "no protocol stack satisfies the properties ({} excluded)",

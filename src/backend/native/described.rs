@@ -40,6 +40,7 @@ pub(crate) fn described(e: io::Error, message: String) -> io::Error {
 }
 
 /// An `io::Error` of `kind` said as `message`, whose source is `source`.
+#[cfg_attr(not(feature = "quic"), allow(dead_code))] // QUIC's and WebTransport's
 pub(crate) fn described_by(
     kind: io::ErrorKind,
     message: String,

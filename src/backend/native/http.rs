@@ -91,11 +91,19 @@ async fn post(url: &str, body: String, sec: &SecurityParameters) -> io::Result<S
             "an https:// signaling URL with security disabled: give HttpSignaling::with_security parameters that allow TLS, or use http://",
         ));
     }
-    let name = sec.server_name.clone().unwrap_or_else(|| url.host.clone());
-    let who = format!("the signaling server {name}");
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let tls = super::tls::connect_http1(tcp, sec, name, Default::default(), &who).await?;
-    exchange(tls, &url, body).await
+    #[cfg(feature = "tls")]
+    {
+        let name = sec.server_name.clone().unwrap_or_else(|| url.host.clone());
+        let who = format!("the signaling server {name}");
+        let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+        let tls = super::tls::connect_http1(tcp, sec, name, Default::default(), &who).await?;
+        exchange(tls, &url, body).await
+    }
+    #[cfg(not(feature = "tls"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "an https:// signaling URL needs TLS, which is not in this build (postsocket's cargo feature `tls`)",
+    ))
 }
 
 /// The request and its response over `stream`.

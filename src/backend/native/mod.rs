@@ -1,18 +1,38 @@
 //! Native stacks: TCP and UDP over tokio and socket2, TLS over TCP with
 //! rustls, QUIC with quinn, WebSocket (ws, wss) with tokio-tungstenite,
-//! WebTransport (wt) with web-transport-quinn over quinn.
+//! WebTransport (wt) with web-transport-quinn over quinn, WebRTC data
+//! channels with str0m.
+//!
+//! Each stack but TCP and UDP is a cargo feature of the same name (`tls`,
+//! `quic`, `ws`, `wt`, `webrtc`; all on by default). A stack left out is
+//! not in [`registry`], so selection never picks it and a Listener never
+//! serves it, and asking for it by name says it is not in this build.
 
-mod demux;
+#[cfg(feature = "quic")]
+mod datagram_port;
+#[cfg(any(feature = "tls", feature = "ws"))]
 mod described;
+#[cfg(feature = "webrtc")]
 mod http;
+#[cfg(feature = "quic")]
 mod quic;
 mod sockopt;
+#[cfg(any(feature = "tls", feature = "ws"))]
+mod stream_port;
 mod tcp;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
 pub(crate) mod tls_config;
 mod udp;
+#[cfg(feature = "webrtc")]
 mod webrtc;
+#[cfg(not(feature = "webrtc"))]
+#[path = "webrtc_absent.rs"]
+mod webrtc;
+#[cfg(feature = "ws")]
 mod ws;
+#[cfg(feature = "wt")]
 mod wt;
 
 use super::{Incoming, Recv, SocketOptions};
@@ -22,14 +42,27 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
+#[cfg(feature = "webrtc")]
 pub(crate) use http::http_post_json;
+#[cfg(feature = "quic")]
 pub(crate) use quic::QuicTransport;
 pub(crate) use tcp::TcpTransport;
+#[cfg(feature = "tls")]
 pub(crate) use tls::TlsTransport;
 pub(crate) use udp::UdpTransport;
-pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer, WebrtcTransport};
+#[cfg(not(feature = "webrtc"))]
+pub(crate) use webrtc::http_post_json;
+#[cfg(feature = "webrtc")]
+pub(crate) use webrtc::WebrtcTransport;
+pub(crate) use webrtc::{WebrtcOffer, WebrtcPeer};
+#[cfg(feature = "ws")]
 pub(crate) use ws::WsTransport;
+#[cfg(feature = "wt")]
 pub(crate) use wt::WtTransport;
+
+/// Whether Rendezvous (the WebRTC stack) is in this build: its cargo
+/// feature `webrtc`.
+pub(crate) const RENDEZVOUS: bool = cfg!(feature = "webrtc");
 
 /// Natively every SecurityParameter is honoured (see the browser's).
 pub(crate) fn check_security(_: &crate::security::SecurityParameters) -> Result<(), crate::Error> {
@@ -49,12 +82,13 @@ pub(crate) const CHARGES_ATTEMPTS: bool = false;
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 
-/// The fuzz harnesses of native parsers (see `crate::fuzzing`).
-#[cfg(feature = "fuzzing")]
-pub(crate) use demux::fuzz_first_bytes;
-#[cfg(feature = "fuzzing")]
+/// The fuzz harnesses of native parsers (see `crate::fuzzing`); fuzzing
+/// builds every stack.
+#[cfg(all(feature = "fuzzing", feature = "webrtc", feature = "tls"))]
 pub(crate) use http::fuzz_response as fuzz_http_response;
-#[cfg(feature = "fuzzing")]
+#[cfg(all(feature = "fuzzing", any(feature = "tls", feature = "ws")))]
+pub(crate) use stream_port::fuzz_first_bytes;
+#[cfg(all(feature = "fuzzing", feature = "tls"))]
 pub(crate) use tls_config::fuzz_certificate;
 
 /// Take back a charge: nothing is charged natively.
@@ -70,25 +104,34 @@ pub(crate) fn watch_path_changes() {}
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {
     // WebSocket and WebTransport only when named (see `Capabilities::opt_in`).
+    #[allow(dead_code)] // without ws and wt
     const fn opt_in(c: Capabilities) -> Capabilities {
         Capabilities { opt_in: true, ..c }
     }
-    const REGISTRY: [Capabilities; 7] = [
+    // The stacks compiled in (cargo features), in preference order.
+    const REGISTRY: &[Capabilities] = &[
+        #[cfg(feature = "quic")]
         Capabilities::QUIC,
+        #[cfg(feature = "wt")]
         opt_in(Capabilities::WT),
+        #[cfg(feature = "tls")]
         Capabilities::TLS,
+        #[cfg(all(feature = "ws", feature = "tls"))]
         opt_in(Capabilities::WSS),
         Capabilities::TCP,
+        #[cfg(feature = "ws")]
         opt_in(Capabilities::WS),
         Capabilities::UDP,
     ];
-    &REGISTRY
+    REGISTRY
 }
 
 /// The ALPN a QUIC Connection offers when the application set none (QUIC
 /// requires one, RFC 9001 §8.1).
+#[cfg(feature = "quic")]
 pub(crate) const QUIC_DEFAULT_ALPN: &[&str] = &["taps"];
 
+#[cfg(feature = "quic")]
 fn quic_security(opts: &SocketOptions) -> crate::security::SecurityParameters {
     opts.security.clone().unwrap_or_default()
 }
@@ -101,14 +144,19 @@ pub(crate) enum Transport {
     /// A UDP flow (connected socket, or one peer of a UDP listener).
     Udp(UdpTransport),
     /// One QUIC stream.
+    #[cfg(feature = "quic")]
     Quic(QuicTransport),
     /// A TLS connection over TCP.
+    #[cfg(feature = "tls")]
     Tls(TlsTransport),
     /// A WebSocket (ws over TCP, wss over TLS).
+    #[cfg(feature = "ws")]
     Ws(WsTransport),
     /// One WebTransport stream.
+    #[cfg(feature = "wt")]
     Wt(WtTransport),
     /// A WebRTC data channel.
+    #[cfg(feature = "webrtc")]
     Webrtc(WebrtcTransport),
 }
 
@@ -118,10 +166,15 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.read(buf).await,
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.read(buf).await,
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.read().await,
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.read(buf).await,
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.read().await,
         }
     }
@@ -131,10 +184,16 @@ impl Transport {
     /// buffers around more than the copy saved (measured with perf on the
     /// secure_throughput bench: twice the memmove).
     pub(crate) fn reads_bodies_directly(&self) -> bool {
-        matches!(
-            self,
-            Transport::Tcp(_) | Transport::Quic(_) | Transport::Wt(_)
-        )
+        match self {
+            Transport::Tcp(_) => true,
+            #[cfg(feature = "quic")]
+            #[cfg(feature = "quic")]
+            Transport::Quic(_) => true,
+            #[cfg(feature = "wt")]
+            #[cfg(feature = "wt")]
+            Transport::Wt(_) => true,
+            _ => false,
+        }
     }
 
     /// Read as `read` does, but take at most about `want` more stream bytes
@@ -142,8 +201,11 @@ impl Transport {
     pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
         match self {
             Transport::Tcp(t) => t.read_up_to(buf, want).await,
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.read_up_to(buf, want).await,
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.read_up_to(buf, want).await,
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.read_up_to(buf, want).await,
             _ => self.read(buf).await,
         }
@@ -154,10 +216,15 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.write_vectored(bufs).await,
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.write_vectored(bufs).await,
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.write_vectored(bufs).await,
+            #[cfg(feature = "ws")]
             Transport::Ws(_) => Err(io::Error::other("WebSocket has no byte stream")),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.write_vectored(bufs).await,
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(_) => {
                 Err(io::Error::other("a WebRTC data channel has no byte stream"))
             }
@@ -187,6 +254,7 @@ impl Transport {
     ) -> std::task::Poll<io::Result<usize>> {
         match self {
             Transport::Tcp(t) => t.poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.poll_write_vectored(cx, bufs),
             _ => std::future::Future::poll(std::pin::pin!(self.write_vectored(bufs)), cx),
         }
@@ -196,6 +264,7 @@ impl Transport {
     /// (TLS records that did not fit the socket); done when they are all out.
     pub(crate) async fn flush(&self) -> io::Result<()> {
         match self {
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.flush().await,
             _ => Ok(()),
         }
@@ -213,6 +282,7 @@ impl Transport {
     /// True when the stack still holds bytes that `flush` must push out.
     pub(crate) fn holds_unsent(&self) -> bool {
         match self {
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.holds_unsent(),
             _ => false,
         }
@@ -222,18 +292,31 @@ impl Transport {
     /// `write_vectored`, `flush` and `send_datagram` make all their progress
     /// within one poll (the WebSocket and WebRTC sinks do not).
     pub(crate) fn writes_cancel_safe(&self) -> bool {
-        !matches!(self, Transport::Ws(_) | Transport::Webrtc(_))
+        match self {
+            #[cfg(feature = "ws")]
+            #[cfg(feature = "ws")]
+            Transport::Ws(_) => false,
+            #[cfg(feature = "webrtc")]
+            #[cfg(feature = "webrtc")]
+            Transport::Webrtc(_) => false,
+            _ => true,
+        }
     }
 
     /// Send one datagram.
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
+            #[cfg(feature = "tls")]
             Transport::Tls(_) => Err(io::Error::other("TLS over TCP has no datagrams")),
             Transport::Udp(u) => u.send(data).await,
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.send_datagram(data).await,
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.send(data).await,
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.send_datagram(data).await,
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.send(data).await,
         }
     }
@@ -242,11 +325,16 @@ impl Transport {
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Tcp(t) => t.shutdown_write(),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.shutdown_write(),
             Transport::Udp(_) => Ok(()),
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.shutdown_write(),
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.shutdown_write(),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.shutdown_write(),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.shutdown_write(),
         }
     }
@@ -258,8 +346,11 @@ impl Transport {
     /// stacks: at once (TCP and TLS use [`Self::drain_to_end`]).
     pub(crate) async fn delivered(&self) -> io::Result<()> {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.delivered().await,
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.delivered().await,
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.delivered().await,
             _ => Ok(()),
         }
@@ -270,7 +361,14 @@ impl Transport {
     /// does not reset the connection (which would discard what the peer has
     /// not read yet). Other stacks: at once.
     pub(crate) async fn drain_to_end(&self) -> io::Result<()> {
-        if !matches!(self, Transport::Tcp(_) | Transport::Tls(_)) {
+        let over_tcp = match self {
+            Transport::Tcp(_) => true,
+            #[cfg(feature = "tls")]
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => true,
+            _ => false,
+        };
+        if !over_tcp {
             return Ok(());
         }
         let mut scratch = Vec::new();
@@ -288,10 +386,15 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.abort(),
             Transport::Udp(u) => u.abort(),
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.abort(),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.abort(),
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.abort(),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.abort(),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.abort(),
         }
     }
@@ -301,16 +404,21 @@ impl Transport {
         match self {
             Transport::Tcp(t) => tcp::set_dscp(&socket2::SockRef::from(t.stream()), dscp),
             Transport::Udp(u) => tcp::set_dscp(&socket2::SockRef::from(u.socket()), dscp),
+            #[cfg(feature = "quic")]
             Transport::Quic(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "quinn owns the QUIC socket; its DSCP cannot be changed per Connection",
             )),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.with_socket(|s| tcp::set_dscp(&s, dscp)),
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
+            #[cfg(feature = "wt")]
             Transport::Wt(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "quinn owns the WebTransport socket; its DSCP cannot be changed per Connection",
             )),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the WebRTC peer's socket is shared by its channels; DSCP is not set per channel",
@@ -323,10 +431,15 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.local(),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.local(),
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.socket().local_addr().ok().and_then(|a| a.as_socket()),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.local(),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.local_addr(),
         }
     }
@@ -336,10 +449,15 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => Some(q.remote()),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.peer(),
+            #[cfg(feature = "ws")]
             Transport::Ws(w) => w.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => Some(w.remote()),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.remote_addr(),
         }
     }
@@ -347,9 +465,9 @@ impl Transport {
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
     pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
         match self {
-            Transport::Tcp(_) | Transport::Tls(_) | Transport::Ws(_) | Transport::Webrtc(_) => None,
             Transport::Udp(u) => Some(u.path_max_payload()),
-            Transport::Quic(_) | Transport::Wt(_) => None,
+            // Streams and message stacks: no single transmission to bound.
+            _ => None,
         }
     }
 
@@ -358,7 +476,9 @@ impl Transport {
     /// 0-RTT early data (a replay risk).
     pub(crate) fn early_data(&self) -> bool {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.early(),
+            #[cfg(feature = "tls")]
             Transport::Tls(t) => t.early(),
             _ => false,
         }
@@ -368,7 +488,9 @@ impl Transport {
     /// unidirectional stream has one of them false.
     pub(crate) fn directions(&self) -> (bool, bool) {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => (q.can_send(), q.can_receive()),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => (w.can_send(), w.can_receive()),
             _ => (true, true),
         }
@@ -377,7 +499,9 @@ impl Transport {
     /// Largest unreliable Message (datagram) this stack can send now, if it has datagrams.
     pub(crate) fn max_datagram(&self) -> Option<u64> {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.max_datagram(),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.max_datagram(),
             _ => None,
         }
@@ -386,23 +510,31 @@ impl Transport {
     /// Clone on a multiplexed stack: a sibling stream on the same connection.
     /// `None` when the stack needs a new connection instead.
     /// `props` are the clone's properties (WebRTC: the new channel's options).
+    #[cfg_attr(not(feature = "webrtc"), allow(unused_variables))]
     pub(crate) async fn open_sibling(
         &self,
         props: &crate::properties::TransportProperties,
     ) -> Option<io::Result<Transport>> {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             _ => None,
         }
     }
 
     /// CloseGroup/AbortGroup on a multiplexed stack: end the shared connection.
+    #[cfg_attr(not(feature = "quic"), allow(unused_variables))]
     pub(crate) fn close_shared(&self, abort: bool) {
         match self {
+            #[cfg(feature = "quic")]
             Transport::Quic(q) => q.close_connection(abort),
+            #[cfg(feature = "wt")]
             Transport::Wt(w) => w.close_session(abort),
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.close_peer(),
             _ => {}
         }
@@ -412,6 +544,7 @@ impl Transport {
     /// (reliable, ordered) of a WebRTC data channel.
     pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
         match self {
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => Some(w.delivery()),
             _ => None,
         }
@@ -419,8 +552,10 @@ impl Transport {
 
     /// A protocol-specific property (RFC 9622 §4.1) of this stack instance,
     /// by normalized name (e.g. `webrtc.ordered`).
+    #[cfg_attr(not(feature = "webrtc"), allow(unused_variables))]
     pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
         match self {
+            #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.protocol_property(name),
             _ => None,
         }
@@ -443,14 +578,19 @@ pub(crate) async fn connect(
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
+        #[cfg(feature = "tls")]
         StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
+        #[cfg(feature = "ws")]
         StackId::Ws => Ok(Transport::Ws(
             WsTransport::connect(remote, opts, false).await?,
         )),
+        #[cfg(all(feature = "ws", feature = "tls"))]
         StackId::Wss => Ok(Transport::Ws(
             WsTransport::connect(remote, opts, true).await?,
         )),
+        #[cfg(feature = "wt")]
         StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
+        #[cfg(feature = "quic")]
         StackId::Quic => {
             let tls = tls_config::client_config(
                 &quic_security(opts),
@@ -557,7 +697,7 @@ impl BackendListener {
     /// Listen on `addr` with every stack in `stacks`, on the same port number
     /// (TCP and UDP ports). Stacks sharing a transport port share its socket:
     /// TLS, TCP, ws and wss on the TCP port, QUIC, WebTransport and UDP on the UDP port, told apart
-    /// per peer (`demux.rs`). With port 0 the first socket picks the number;
+    /// per peer (`stream_port.rs`, `datagram_port.rs`). With port 0 the first socket picks the number;
     /// if it is taken for the other transport, all are retried on a new number.
     pub(crate) async fn bind(
         stacks: &[StackId],
@@ -585,7 +725,6 @@ impl BackendListener {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let tx = IncomingTx::new(tx, opts.limits.clone());
         let refusing = tx.refusing.clone();
-        let timeout = opts.limits.handshake_timeout();
         let mut listener = BackendListener {
             rx,
             local: addr,
@@ -601,50 +740,11 @@ impl BackendListener {
             let (bound, handle) = match stack {
                 StackId::Tcp | StackId::Tls | StackId::Ws | StackId::Wss if !stream_port => {
                     stream_port = true;
-                    if stacks
-                        .iter()
-                        .all(|s| !matches!(s, StackId::Tls | StackId::Ws | StackId::Wss))
-                    {
-                        tcp::listen(a, opts, tx.clone())?
-                    } else {
-                        let secure = has(StackId::Tls) || has(StackId::Wss);
-                        let port = demux::StreamPort {
-                            acceptor: if secure {
-                                Some(tls::acceptor(opts)?)
-                            } else {
-                                None
-                            },
-                            tls: has(StackId::Tls),
-                            plain: has(StackId::Tcp),
-                            ws: has(StackId::Ws).then(|| ws::WsServer {
-                                path: ws::path(opts, false),
-                                timeout,
-                            }),
-                            wss: has(StackId::Wss).then(|| ws::WsServer {
-                                path: ws::path(opts, true),
-                                timeout,
-                            }),
-                            timeout,
-                        };
-                        demux::listen_stream_port(a, opts, port, tx.clone())?
-                    }
+                    listen_stream_port(stacks, a, opts, &tx)?
                 }
                 StackId::Udp | StackId::Quic | StackId::Wt if !datagram_port => {
                     datagram_port = true;
-                    if has(StackId::Quic) || has(StackId::Wt) {
-                        let tls = datagram_port_tls(opts, has(StackId::Quic), has(StackId::Wt))?;
-                        let wt = has(StackId::Wt).then(|| wt::WtServer {
-                            path: wt::path(opts),
-                            timeout,
-                        });
-                        if has(StackId::Udp) {
-                            demux::listen_datagram_port(a, tls, opts, wt, tx.clone())?
-                        } else {
-                            quic::listen(a, tls, opts, wt, tx.clone())?
-                        }
-                    } else {
-                        udp::listen(a, opts, tx.clone())?
-                    }
+                    listen_datagram_port(stacks, a, opts, &tx)?
                 }
                 StackId::Tcp
                 | StackId::Tls
@@ -701,6 +801,7 @@ impl BackendListener {
 impl BackendListener {
     /// A listener over a queue of incoming stack instances (the data
     /// channels a WebRTC peer opens).
+    #[cfg_attr(not(feature = "webrtc"), allow(dead_code))]
     pub(crate) fn from_channel(
         rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
         local: SocketAddr,
@@ -720,6 +821,96 @@ impl Drop for BackendListener {
     }
 }
 
+/// A Listener's TCP port for the stream stacks among `stacks` (TCP, TLS,
+/// ws, wss): plain TCP alone, or every one of them on one socket, told
+/// apart by their first bytes (`stream_port.rs`).
+fn listen_stream_port(
+    stacks: &[StackId],
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: &IncomingTx,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let has = |s: StackId| stacks.contains(&s);
+    if !(has(StackId::Tls) || has(StackId::Ws) || has(StackId::Wss)) {
+        return tcp::listen(addr, opts, tx.clone());
+    }
+    // The registry holds only stacks compiled in, so a build without TLS
+    // and WebSocket has returned above.
+    #[cfg(any(feature = "tls", feature = "ws"))]
+    {
+        let timeout = opts.limits.handshake_timeout();
+        let port = stream_port::StreamPort {
+            #[cfg(feature = "tls")]
+            acceptor: if has(StackId::Tls) || has(StackId::Wss) {
+                Some(tls::acceptor(opts)?)
+            } else {
+                None
+            },
+            tls: has(StackId::Tls),
+            plain: has(StackId::Tcp),
+            #[cfg(feature = "ws")]
+            ws: has(StackId::Ws).then(|| ws::WsServer {
+                path: ws::path(opts, false),
+                timeout,
+            }),
+            #[cfg(feature = "ws")]
+            wss: has(StackId::Wss).then(|| ws::WsServer {
+                path: ws::path(opts, true),
+                timeout,
+            }),
+            timeout,
+        };
+        stream_port::listen_stream_port(addr, opts, port, tx.clone())
+    }
+    #[cfg(not(any(feature = "tls", feature = "ws")))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the tls and ws stacks are not in this build (postsocket's cargo features `tls`, `ws`)",
+    ))
+}
+
+/// A Listener's UDP port for the datagram stacks among `stacks` (UDP,
+/// QUIC, WebTransport): plain UDP alone, QUIC (and WebTransport) alone, or
+/// both on one socket (`datagram_port.rs`).
+fn listen_datagram_port(
+    stacks: &[StackId],
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    tx: &IncomingTx,
+) -> io::Result<(SocketAddr, tokio::task::AbortHandle)> {
+    let has = |s: StackId| stacks.contains(&s);
+    if !(has(StackId::Quic) || has(StackId::Wt)) {
+        return udp::listen(addr, opts, tx.clone());
+    }
+    // As for the TCP port: QUIC and WebTransport are here only when built.
+    #[cfg(feature = "quic")]
+    {
+        let tls = datagram_port_tls(opts, has(StackId::Quic), has(StackId::Wt))?;
+        #[cfg(feature = "wt")]
+        let wt = has(StackId::Wt).then(|| wt::WtServer {
+            path: wt::path(opts),
+            timeout: opts.limits.handshake_timeout(),
+        });
+        #[cfg(not(feature = "wt"))]
+        let wt = None;
+        if has(StackId::Udp) {
+            datagram_port::listen_datagram_port(addr, tls, opts, wt, tx.clone())
+        } else {
+            quic::listen(addr, tls, opts, wt, tx.clone())
+        }
+    }
+    #[cfg(not(feature = "quic"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the quic and wt stacks are not in this build (postsocket's cargo features `quic`, `wt`)",
+    ))
+}
+
+/// HTTP/3's ALPN, which WebTransport runs over (web-transport-quinn's `ALPN`).
+#[cfg(feature = "quic")]
+const H3_ALPN: &str = "h3";
+
+#[cfg(feature = "quic")]
 /// The TLS server configuration of a Listener's QUIC endpoint: ALPN the
 /// QUIC stack's (the application's, else `taps`) and/or `h3` for WebTransport
 /// (the negotiated ALPN then tells them apart).
@@ -734,7 +925,7 @@ fn datagram_port_tls(
         return Ok(tls);
     }
     let mut cfg = (*tls).clone();
-    let h3 = wt::ALPN.as_bytes().to_vec();
+    let h3 = H3_ALPN.as_bytes().to_vec();
     if !quic {
         cfg.alpn_protocols.clear();
     }
@@ -802,7 +993,9 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
     };
     match t {
         Transport::Tcp(t) => apply(socket2::SockRef::from(t.stream())),
+        #[cfg(feature = "tls")]
         Transport::Tls(t) => t.with_socket(apply),
+        #[cfg(feature = "ws")]
         Transport::Ws(w) => apply(socket2::SockRef::from(w.socket())),
         _ => {}
     }

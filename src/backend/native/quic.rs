@@ -3,7 +3,21 @@
 //! Clone opens a new stream without a new handshake; Messages with
 //! msgReliable false go as RFC 9221 datagrams.
 
-use super::wt::WtServer;
+#[cfg(feature = "wt")]
+pub(crate) use super::wt::WtServer;
+
+/// Without the `wt` feature no Listener serves WebTransport: its server
+/// cannot exist, so `Option<WtServer>` is always `None`.
+#[cfg(not(feature = "wt"))]
+#[derive(Clone)]
+pub(crate) enum WtServer {}
+
+#[cfg(not(feature = "wt"))]
+impl WtServer {
+    async fn serve_connection(&self, _: quinn::Connection, _: super::IncomingTx) {
+        match *self {}
+    }
+}
 use crate::backend::{Incoming, Recv, SessionScope, SocketOptions};
 use crate::capability::Capabilities;
 use crate::properties::Direction;
@@ -514,7 +528,7 @@ fn handshake_timed_out(remote: SocketAddr, timeout: std::time::Duration) -> io::
 }
 
 /// Accept on a server `endpoint` (its own socket, or one shared with plain
-/// UDP by `demux.rs`): every stream a peer opens becomes an Incoming
+/// UDP by `datagram_port.rs`): every stream a peer opens becomes an Incoming
 /// Connection, grouped by its QUIC connection. `zero_rtt`: accept 0-RTT
 /// (see [`accepts_0rtt`]). With `wt`, connections that negotiated ALPN
 /// `h3` are WebTransport sessions, served by `wt` instead.
@@ -587,7 +601,7 @@ pub(crate) fn serve_keeping(
                             .downcast::<quinn::crypto::rustls::HandshakeData>()
                             .ok()
                             .and_then(|h| h.protocol)
-                            .is_some_and(|p| p == super::wt::ALPN.as_bytes()),
+                            .is_some_and(|p| p == super::H3_ALPN.as_bytes()),
                     };
                     // WebTransport has no 0-RTT (capability row): its sessions
                     // complete the handshake first.

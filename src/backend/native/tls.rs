@@ -428,6 +428,7 @@ pub(crate) async fn accept(
 /// A client TLS handshake over `tcp` for HTTP/1.1 (`wss`, `https://`
 /// signaling), as the TLS stack does it: `sec`'s configuration, ALPN
 /// `http/1.1` unless set, the server verified for `name`; errors name `who`.
+#[cfg_attr(not(any(feature = "ws", feature = "webrtc")), allow(dead_code))]
 pub(crate) async fn connect_http1(
     tcp: TcpStream,
     sec: &crate::security::SecurityParameters,

@@ -290,7 +290,7 @@ pub(crate) fn listen(
 
 /// A UDP Listener's flows: demultiplexes datagrams by peer address into
 /// Connections, the first datagram of a new peer yielding an Incoming. Used
-/// by [`listen`] and by the UDP/QUIC demultiplexer (`demux.rs`), which shares
+/// by [`listen`] and by the UDP/QUIC demultiplexer (`datagram_port.rs`), which shares
 /// one socket with quinn.
 ///
 /// Bounded by the Listener's limits (`ListenerLimits`): at most `udp_flows`
@@ -389,6 +389,7 @@ impl UdpPeers {
     }
 
     /// Where to set what each new flow keeps alive (see `UdpTransport::_keep`).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))] // the QUIC+UDP port's
     pub(crate) fn keepalive(
         &self,
     ) -> Arc<std::sync::OnceLock<std::sync::Weak<dyn std::any::Any + Send + Sync>>> {

@@ -20,7 +20,9 @@
 //! (normal) or 1001 (going away) as a clean finish (ReceiveError reason
 //! PeerFinished), any other code as an error naming it.
 
-use super::{tcp, tls};
+use super::tcp;
+#[cfg(feature = "tls")]
+use super::tls;
 use crate::backend::{Incoming, Recv, SocketOptions};
 use crate::capability::Capabilities;
 use futures::stream::{SplitSink, SplitStream};
@@ -146,7 +148,16 @@ impl WsTransport {
         let tcp = tcp::connect_stream(remote, opts).await?;
         let sock = SockRef::from(&tcp).try_clone()?;
         let io: Box<dyn Io> = if secure {
-            Box::new(tls_connect(tcp, remote, opts).await?)
+            #[cfg(feature = "tls")]
+            {
+                Box::new(tls_connect(tcp, remote, opts).await?)
+            }
+            // wss is in the registry only with TLS.
+            #[cfg(not(feature = "tls"))]
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "wss needs TLS, which is not in this build (postsocket's cargo feature `tls`)",
+            ));
         } else {
             Box::new(tcp)
         };
@@ -257,6 +268,7 @@ impl WsTransport {
 
 /// The client's TLS handshake for `wss`, as the TLS stack does it (same
 /// configuration, name and error text); ALPN `http/1.1` unless set.
+#[cfg(feature = "tls")]
 async fn tls_connect(
     tcp: TcpStream,
     remote: SocketAddr,
@@ -362,13 +374,16 @@ impl WsServer {
     }
 }
 
-/// A stream whose first bytes were already read: they are read again first.
+/// A stream whose first bytes were already read: they are read again first
+/// (`wss` after the Listener looked inside TLS).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
 }
 
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 impl<S> Prefixed<S> {
     pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Prefixed {

@@ -65,6 +65,9 @@ pub(crate) type IdMap<K, V> =
     std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// The stacks this target has, in default preference order: secure first,
+/// Rendezvous (WebRTC data channels) is always there: the browser has it.
+pub(crate) const RENDEZVOUS: bool = true;
+
 /// and WebTransport (over QUIC) before WebSocket, as QUIC before TLS natively.
 pub(crate) fn registry() -> &'static [Capabilities] {
     // A WebTransport attempt still running when another candidate wins is
