@@ -16,6 +16,8 @@ mod described;
 mod http;
 #[cfg(feature = "quic")]
 mod quic;
+#[cfg(feature = "quic")]
+mod quinn_stream;
 mod sockopt;
 #[cfg(any(feature = "tls", feature = "ws"))]
 mod stream_port;
@@ -531,9 +533,9 @@ impl Transport {
     pub(crate) fn close_shared(&self, abort: bool) {
         match self {
             #[cfg(feature = "quic")]
-            Transport::Quic(q) => q.close_connection(abort),
+            Transport::Quic(q) => q.close_group(abort),
             #[cfg(feature = "wt")]
-            Transport::Wt(w) => w.close_session(abort),
+            Transport::Wt(w) => w.close_group(abort),
             #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.close_peer(),
             _ => {}

@@ -3,6 +3,15 @@
 //! Clone opens a new stream without a new handshake; Messages with
 //! msgReliable false go as RFC 9221 datagrams.
 
+use super::quinn_stream::{open, other, DatagramWait, Session, StreamTransport};
+use crate::backend::{Incoming, SessionScope, SocketOptions};
+use crate::capability::Capabilities;
+use bytes::Bytes;
+use futures::FutureExt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 #[cfg(feature = "wt")]
 pub(crate) use super::wt::WtServer;
 
@@ -18,156 +27,80 @@ impl WtServer {
         match *self {}
     }
 }
-use crate::backend::{Incoming, Recv, SessionScope, SocketOptions};
-use crate::capability::Capabilities;
-use crate::properties::Direction;
-use bytes::Bytes;
-use futures::FutureExt;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::Poll;
-use tokio::io::AsyncWrite;
-
-/// Read at most this much per stream read.
-const READ_CHUNK: usize = 64 * 1024;
-/// Slices adding up to at most this much are copied into one quinn write.
-const COALESCE_MAX: usize = 64 * 1024;
-
-/// A pending wait for the next datagram of a QUIC connection (or a
-/// WebTransport session, whose error type is `E`).
-pub(crate) type DatagramWait<E> =
-    Pin<Box<dyn std::future::Future<Output = Result<Bytes, E>> + Send>>;
-
-/// The receiving half of a stream, and (first stream only) a pending wait
-/// for the connection's next datagram.
-struct RecvSide {
-    stream: quinn::RecvStream,
-    datagram: Option<DatagramWait<quinn::ConnectionError>>,
-}
-
-/// Append the stream read `chunk` (a quinn chunk's bytes, `None` at the
-/// end) to `buf`, or, where `datagrams` makes a datagram wait (the first
-/// stream only), return the next datagram if it comes first. The wait lives
-/// across reads in `pending`: re-creating it per read costs a waker each time.
-pub(crate) async fn read_chunk_or_datagram<E: std::fmt::Display>(
-    chunk: impl std::future::Future<Output = io::Result<Option<Bytes>>>,
-    pending: &mut Option<DatagramWait<E>>,
-    datagrams: Option<impl FnOnce() -> DatagramWait<E>>,
-    buf: &mut Vec<u8>,
-) -> io::Result<Recv> {
-    use futures::future::Either;
-    let chunk = match datagrams {
-        None => chunk.await,
-        Some(wait) => {
-            let dgram = pending.get_or_insert_with(wait);
-            futures::pin_mut!(chunk);
-            match futures::future::select(chunk, dgram.as_mut()).await {
-                Either::Left((r, _)) => r,
-                Either::Right((d, _)) => {
-                    *pending = None;
-                    return d.map(Recv::Datagram).map_err(other);
-                }
-            }
-        }
-    };
-    Ok(match chunk? {
-        Some(bytes) => {
-            buf.extend_from_slice(&bytes);
-            Recv::Bytes
-        }
-        None => Recv::Eof,
-    })
-}
 
 /// One QUIC stream (a Connection), with its QUIC connection (the group).
-#[derive(Clone)]
-pub(crate) struct QuicTransport {
-    conn: quinn::Connection,
-    /// `None` on a receive-only (unidirectional) stream.
-    send: Option<SendSide<quinn::SendStream>>,
-    /// `None` on a send-only (unidirectional) stream.
-    recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
-    /// The first stream of a connection also receives its datagrams.
-    takes_datagrams: bool,
-    /// A client keeps its endpoint (socket and driver) alive.
-    _endpoint: Option<quinn::Endpoint>,
-    /// Client: the attempt's early data went out (as 0-RTT). Server: the
-    /// peer opened this stream in 0-RTT, so its data may be a replay.
-    early: bool,
-}
+pub(crate) type QuicTransport = StreamTransport<quinn::Connection>;
 
-impl std::fmt::Debug for QuicTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuicTransport")
-            .field("remote", &self.conn.remote_address())
-            .field("connection", &self.conn.stable_id())
-            .finish()
+impl Session for quinn::Connection {
+    type Send = quinn::SendStream;
+    type Recv = quinn::RecvStream;
+    type Error = quinn::ConnectionError;
+    const NAME: &'static str = "QUIC";
+
+    async fn open_bi(&self) -> io::Result<(Self::Send, Self::Recv)> {
+        quinn::Connection::open_bi(self).await.map_err(other)
     }
-}
 
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
+    async fn open_uni(&self) -> io::Result<Self::Send> {
+        quinn::Connection::open_uni(self).await.map_err(other)
+    }
 
-/// A QUIC send stream (quinn's own, or a WebTransport stream over it),
-/// locked for one poll at a time and never across an await.
-pub(crate) type SendSide<S> = Arc<std::sync::Mutex<S>>;
+    fn read_chunk(
+        recv: &mut Self::Recv,
+        max: usize,
+    ) -> impl std::future::Future<Output = io::Result<Option<Bytes>>> + Send + '_ {
+        recv.read_chunk(max, true).map(|r| match r {
+            Ok(c) => Ok(c.map(|c| c.bytes)),
+            Err(quinn::ReadError::Reset(code)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("the peer reset the QUIC stream (code {code})"),
+            )),
+            Err(e) => Err(other(e)),
+        })
+    }
 
-/// Lock a send stream (a poisoned lock still holds a usable stream: quinn
-/// reports its own broken state).
-pub(crate) fn lock_send<S>(send: &std::sync::Mutex<S>) -> std::sync::MutexGuard<'_, S> {
-    send.lock().unwrap_or_else(|e| e.into_inner())
-}
+    fn read_datagram(&self) -> DatagramWait<Self::Error> {
+        let conn = self.clone();
+        Box::pin(async move { conn.read_datagram().await })
+    }
 
-/// Write some of `bufs` to a QUIC send stream. quinn copies into its own
-/// buffers, locking the connection and waking its driver per write: small
-/// frames (prefix, body, suffix, and several Messages) go in one write.
-/// Otherwise the slices go in turn, and the count taken is returned (the
-/// caller resumes at the right offset).
-///
-/// Cancel-safe: all progress happens within one poll, so a future dropped
-/// before it completes took nothing.
-pub(crate) async fn write_slices<S: AsyncWrite + Unpin>(
-    send: &std::sync::Mutex<S>,
-    bufs: &[io::IoSlice<'_>],
-) -> io::Result<usize> {
-    let len: usize = bufs.iter().map(|b| b.len()).sum();
-    let coalesce = len <= COALESCE_MAX && bufs.iter().filter(|b| !b.is_empty()).count() > 1;
-    let one: Vec<u8> = if coalesce {
-        let mut one = Vec::with_capacity(len);
-        for b in bufs {
-            one.extend_from_slice(b);
-        }
-        one
-    } else {
-        Vec::new()
-    };
-    std::future::poll_fn(|cx| {
-        let mut s = lock_send(send);
-        if coalesce {
-            return Pin::new(&mut *s).poll_write(cx, &one);
-        }
-        let mut total = 0;
-        for b in bufs.iter().filter(|b| !b.is_empty()) {
-            match Pin::new(&mut *s).poll_write(cx, b) {
-                Poll::Ready(Ok(n)) => {
-                    total += n;
-                    if n < b.len() {
-                        break;
-                    }
-                }
-                Poll::Ready(Err(e)) if total == 0 => return Poll::Ready(Err(e)),
-                // What went out so far counts; the error comes back on the next write.
-                Poll::Ready(Err(_)) => break,
-                Poll::Pending if total == 0 => return Poll::Pending,
-                Poll::Pending => break,
-            }
-        }
-        Poll::Ready(Ok(total))
-    })
-    .await
+    fn send_datagram(&self, data: Bytes) -> io::Result<()> {
+        quinn::Connection::send_datagram(self, data)
+            .map_err(|e| other(format!("QUIC datagram: {e}")))
+    }
+
+    fn finish(send: &mut Self::Send) {
+        // An error means the stream already ended (reset or finished).
+        let _ = send.finish();
+    }
+
+    async fn stopped(send: Self::Send) {
+        let _ = send.stopped().await;
+    }
+
+    fn reset(send: &mut Self::Send) {
+        let _ = send.reset(0u32.into());
+    }
+
+    fn stop(recv: &mut Self::Recv) {
+        let _ = recv.stop(0u32.into());
+    }
+
+    fn close(&self, code: u32, why: &[u8]) {
+        quinn::Connection::close(self, code.into(), why);
+    }
+
+    fn max_datagram(&self) -> Option<u64> {
+        self.max_datagram_size().map(|n| n as u64)
+    }
+
+    fn stable_id(&self) -> usize {
+        quinn::Connection::stable_id(self)
+    }
+
+    fn remote_address(&self) -> SocketAddr {
+        quinn::Connection::remote_address(self)
+    }
 }
 
 /// At most this many scopes (TransportContexts) keep QUIC tokens at once;
@@ -205,7 +138,7 @@ pub(crate) fn token_store(scope: SessionScope) -> Arc<dyn quinn::TokenStore> {
     store
 }
 
-impl QuicTransport {
+impl StreamTransport<quinn::Connection> {
     /// Connect (one racing attempt): ready after the QUIC handshake, with the
     /// first stream open. With `early` data and a session ticket for the
     /// server, the data goes out as 0-RTT on the first stream before the
@@ -237,14 +170,14 @@ impl QuicTransport {
         };
         let Some(data) = early else {
             let conn = connecting.await.map_err(handshake)?;
-            let (send, recv) = Self::open(&conn, opts.direction).await?;
-            let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+            let (send, recv) = open(&conn, opts.direction).await?;
+            let t = StreamTransport::from_streams(conn, send, recv, true, Some(endpoint));
             return Ok((t, false));
         };
         match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
                 // A ticket was there (each is used once): send the data as 0-RTT.
-                let (mut send, mut recv) = Self::open(&conn, opts.direction).await?;
+                let (mut send, mut recv) = open(&conn, opts.direction).await?;
                 let no_send = || other("early data needs a stream that sends");
                 send.as_mut()
                     .ok_or_else(no_send)?
@@ -253,7 +186,7 @@ impl QuicTransport {
                     .map_err(other)?;
                 if !accepted.await {
                     // Rejected: the 0-RTT stream and its data are gone; send again.
-                    (send, recv) = Self::open(&conn, opts.direction).await?;
+                    (send, recv) = open(&conn, opts.direction).await?;
                     send.as_mut()
                         .ok_or_else(no_send)?
                         .write_all(data)
@@ -262,202 +195,17 @@ impl QuicTransport {
                 }
                 conn.handshake_data()
                     .ok_or_else(|| other(format!("QUIC handshake with {remote} did not finish")))?;
-                let mut t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
-                t.early = true;
+                let mut t = StreamTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                t.set_early(true);
                 Ok((t, true))
             }
             Err(connecting) => {
                 let conn = connecting.await.map_err(handshake)?;
-                let (send, recv) = Self::open(&conn, opts.direction).await?;
-                let t = QuicTransport::from_streams(conn, send, recv, true, Some(endpoint));
+                let (send, recv) = open(&conn, opts.direction).await?;
+                let t = StreamTransport::from_streams(conn, send, recv, true, Some(endpoint));
                 Ok((t, false))
             }
         }
-    }
-
-    fn from_streams(
-        conn: quinn::Connection,
-        send: Option<quinn::SendStream>,
-        recv: Option<quinn::RecvStream>,
-        takes_datagrams: bool,
-        endpoint: Option<quinn::Endpoint>,
-    ) -> Self {
-        QuicTransport {
-            conn,
-            send: send.map(|s| Arc::new(std::sync::Mutex::new(s))),
-            recv: recv.map(|stream| {
-                Arc::new(futures::lock::Mutex::new(RecvSide {
-                    stream,
-                    datagram: None,
-                }))
-            }),
-            takes_datagrams,
-            _endpoint: endpoint,
-            early: false,
-        }
-    }
-
-    /// Open this side's stream for `direction` (draft-taps-quic-mapping):
-    /// bidirectional, or send-only; a receive-only stream is opened by the
-    /// peer, so Initiate cannot make one.
-    async fn open(
-        conn: &quinn::Connection,
-        direction: Direction,
-    ) -> io::Result<(Option<quinn::SendStream>, Option<quinn::RecvStream>)> {
-        match direction {
-            Direction::Bidirectional => {
-                let (s, r) = conn.open_bi().await.map_err(other)?;
-                Ok((Some(s), Some(r)))
-            }
-            Direction::UnidirectionalSend => {
-                Ok((Some(conn.open_uni().await.map_err(other)?), None))
-            }
-            Direction::UnidirectionalReceive => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a receive-only QUIC stream is opened by the peer; Initiate cannot open one",
-            )),
-        }
-    }
-
-    /// This side can send on the stream (false for a peer's unidirectional stream).
-    pub(crate) fn can_send(&self) -> bool {
-        self.send.is_some()
-    }
-
-    /// This side can receive on the stream (false for our unidirectional stream).
-    pub(crate) fn can_receive(&self) -> bool {
-        self.recv.is_some()
-    }
-
-    /// See the `early` field.
-    pub(crate) fn early(&self) -> bool {
-        self.early
-    }
-
-    /// Clone: a new stream on the same QUIC connection, in the same direction.
-    pub(crate) async fn open_sibling(&self) -> io::Result<Self> {
-        let direction = match (&self.send, &self.recv) {
-            (Some(_), None) => Direction::UnidirectionalSend,
-            _ => Direction::Bidirectional,
-        };
-        let (send, recv) = Self::open(&self.conn, direction).await?;
-        let endpoint = self._endpoint.clone();
-        Ok(QuicTransport::from_streams(
-            self.conn.clone(),
-            send,
-            recv,
-            false,
-            endpoint,
-        ))
-    }
-
-    /// The QUIC connection's id, shared by every stream of the group.
-    pub(crate) fn group_id(&self) -> usize {
-        self.conn.stable_id()
-    }
-
-    pub(crate) fn remote(&self) -> SocketAddr {
-        self.conn.remote_address()
-    }
-
-    pub(crate) fn local(&self) -> Option<SocketAddr> {
-        self._endpoint.as_ref().and_then(|e| e.local_addr().ok())
-    }
-
-    /// Append stream bytes, or return one datagram (first stream only).
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        self.read_up_to(buf, READ_CHUNK).await
-    }
-
-    /// Append at most `want` stream bytes, or return one datagram.
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
-        let Some(recv) = &self.recv else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this QUIC stream is send-only",
-            ));
-        };
-        let mut side = recv.lock().await;
-        let RecvSide { stream, datagram } = &mut *side;
-        let datagrams = self.takes_datagrams.then_some(|| {
-            let conn = self.conn.clone();
-            Box::pin(async move { conn.read_datagram().await }) as DatagramWait<_>
-        });
-        let chunk = stream.read_chunk(want.max(1), true).map(|r| match r {
-            Ok(c) => Ok(c.map(|c| c.bytes)),
-            Err(quinn::ReadError::Reset(code)) => Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("the peer reset the QUIC stream (code {code})"),
-            )),
-            Err(e) => Err(other(e)),
-        });
-        read_chunk_or_datagram(chunk, datagram, datagrams, buf).await
-    }
-
-    pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let Some(send) = &self.send else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this QUIC stream is receive-only",
-            ));
-        };
-        write_slices(send, bufs).await
-    }
-
-    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
-        self.conn
-            .send_datagram(Bytes::copy_from_slice(data))
-            .map_err(|e| other(format!("QUIC datagram: {e}")))
-    }
-
-    /// Finish the stream (FIN).
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        let Some(send) = &self.send else {
-            return Ok(());
-        };
-        match lock_send(send).finish() {
-            Ok(()) => Ok(()),
-            Err(quinn::ClosedStream { .. }) => Ok(()),
-        }
-    }
-
-    /// After `shutdown_write`: resolves once the peer acknowledged all the
-    /// stream's data, or ended it its own way first (STOP_SENDING, or the
-    /// connection closed): either way nothing more is in flight, so dropping
-    /// the last handle (which closes the QUIC connection at once) loses
-    /// nothing the peer would still take.
-    pub(crate) async fn delivered(&self) -> io::Result<()> {
-        let Some(send) = &self.send else {
-            return Ok(());
-        };
-        let stopped = lock_send(send).stopped();
-        let _ = stopped.await;
-        Ok(())
-    }
-
-    /// Reset the stream in both directions (RESET_STREAM, STOP_SENDING).
-    pub(crate) fn abort(&self) {
-        if let Some(s) = &self.send {
-            let _ = lock_send(s).reset(0u32.into());
-        }
-        if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
-            let _ = r.stream.stop(0u32.into());
-        }
-    }
-
-    /// CloseGroup / AbortGroup: close the whole QUIC connection.
-    pub(crate) fn close_connection(&self, abort: bool) {
-        let (code, why): (u32, &[u8]) = if abort {
-            (1, b"AbortGroup")
-        } else {
-            (0, b"CloseGroup")
-        };
-        self.conn.close(code.into(), why);
-    }
-
-    /// Largest datagram payload now, if datagrams are enabled.
-    pub(crate) fn max_datagram(&self) -> Option<u64> {
-        self.conn.max_datagram_size().map(|n| n as u64)
     }
 }
 
@@ -668,8 +416,8 @@ pub(crate) fn serve_keeping(
                     };
                     let early = recv.is_0rtt();
                     let mut transport =
-                        QuicTransport::from_streams(conn.clone(), send, Some(recv), first, None);
-                    transport.early = early;
+                        StreamTransport::from_streams(conn.clone(), send, Some(recv), first, None);
+                    transport.set_early(early);
                     first = false;
                     let group = Some(transport.group_id());
                     let item = Incoming {
@@ -693,6 +441,7 @@ pub(crate) fn serve_keeping(
 mod tests {
     //! The QUIC stack on real loopback handshakes, below the Connection layer.
     use super::*;
+    use crate::backend::Recv;
     use futures::StreamExt;
 
     fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
@@ -779,7 +528,7 @@ mod tests {
         sibling.shutdown_write().unwrap();
         let mut rest = Vec::new();
         assert!(matches!(server2.read(&mut rest).await.unwrap(), Recv::Eof));
-        client.close_connection(false);
+        client.close_group(false);
         stop.abort();
     }
 }

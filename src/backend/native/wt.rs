@@ -18,93 +18,97 @@
 //! shares quinn's endpoint with the QUIC stack: the negotiated ALPN (`h3`)
 //! tells them apart.
 
-use super::quic::{read_chunk_or_datagram, DatagramWait};
-use crate::backend::{Incoming, Recv, SocketOptions};
+use super::quinn_stream::{open, other, DatagramWait, Session, StreamTransport};
+use crate::backend::{Incoming, SocketOptions};
 use crate::capability::Capabilities;
-use crate::properties::Direction;
 use bytes::Bytes;
 use futures::FutureExt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 use web_transport_quinn as wtq;
 
-/// A WebTransport send stream, taken out (`None`) once Close waits for its
-/// acknowledgement or Abort reset it: later writes fail.
-pub(crate) struct WtSend(Option<wtq::SendStream>);
-
-impl tokio::io::AsyncWrite for WtSend {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        match self.0.as_mut() {
-            Some(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            None => std::task::Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the WebTransport stream was ended",
-            ))),
-        }
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.0.as_mut() {
-            Some(s) => std::pin::Pin::new(s).poll_flush(cx),
-            None => std::task::Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.0.as_mut() {
-            Some(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            None => std::task::Poll::Ready(Ok(())),
-        }
-    }
-}
-
 /// The ALPN of HTTP/3, which WebTransport runs over.
 pub(crate) const ALPN: &str = wtq::ALPN;
 
-/// Read at most this much per stream read.
-const READ_CHUNK: usize = 64 * 1024;
-
-struct RecvSide {
-    stream: wtq::RecvStream,
-    datagram: Option<DatagramWait<wtq::SessionError>>,
-}
-
 /// One WebTransport stream (a Connection), with its session (the group).
-#[derive(Clone)]
-pub(crate) struct WtTransport {
-    /// Shared (a session handle is large).
-    session: Arc<wtq::Session>,
-    /// `None` on a receive-only (unidirectional) stream.
-    send: Option<super::quic::SendSide<WtSend>>,
-    /// `None` on a send-only (unidirectional) stream.
-    recv: Option<Arc<futures::lock::Mutex<RecvSide>>>,
-    /// The first stream of a session also receives its datagrams.
-    takes_datagrams: bool,
-    /// A client keeps its endpoint (socket and driver) alive.
-    endpoint: Option<quinn::Endpoint>,
-}
+pub(crate) type WtTransport = StreamTransport<Arc<wtq::Session>>;
 
-impl std::fmt::Debug for WtTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WtTransport")
-            .field("remote", &self.session.remote_address())
-            .field("session", &self.session.stable_id())
-            .finish()
+/// A WebTransport session (shared: a session handle is large).
+impl Session for Arc<wtq::Session> {
+    type Send = wtq::SendStream;
+    type Recv = wtq::RecvStream;
+    type Error = wtq::SessionError;
+    const NAME: &'static str = "WebTransport";
+
+    async fn open_bi(&self) -> io::Result<(Self::Send, Self::Recv)> {
+        wtq::Session::open_bi(self).await.map_err(other)
     }
-}
 
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
+    async fn open_uni(&self) -> io::Result<Self::Send> {
+        wtq::Session::open_uni(self).await.map_err(other)
+    }
+
+    fn read_chunk(
+        recv: &mut Self::Recv,
+        max: usize,
+    ) -> impl std::future::Future<Output = io::Result<Option<Bytes>>> + Send + '_ {
+        recv.read_chunk(max, true).map(|r| match r {
+            Ok(c) => Ok(c.map(|c| c.bytes)),
+            Err(wtq::ReadError::Reset(code)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("the peer reset the WebTransport stream (code {code})"),
+            )),
+            Err(e) => Err(other(e)),
+        })
+    }
+
+    fn read_datagram(&self) -> DatagramWait<Self::Error> {
+        let s = self.clone();
+        Box::pin(async move { wtq::Session::read_datagram(&s).await })
+    }
+
+    fn send_datagram(&self, data: Bytes) -> io::Result<()> {
+        wtq::Session::send_datagram(self, data)
+            .map_err(|e| other(format!("WebTransport datagram: {e}")))
+    }
+
+    fn finish(send: &mut Self::Send) {
+        let _ = send.finish();
+    }
+
+    async fn stopped(send: Self::Send) {
+        let _ = send.stopped().await;
+    }
+
+    fn reset(send: &mut Self::Send) {
+        let _ = send.reset(0);
+    }
+
+    fn stop(recv: &mut Self::Recv) {
+        let _ = recv.stop(0);
+    }
+
+    fn close(&self, code: u32, why: &[u8]) {
+        wtq::Session::close(self, code, why);
+    }
+
+    fn max_datagram(&self) -> Option<u64> {
+        match self.max_datagram_size() {
+            0 => None,
+            n => Some(n as u64),
+        }
+    }
+
+    fn stable_id(&self) -> usize {
+        self.deref().stable_id()
+    }
+
+    fn remote_address(&self) -> SocketAddr {
+        self.deref().remote_address()
+    }
 }
 
 /// The path of the session (`wt.path`), if set.
@@ -130,7 +134,7 @@ pub(crate) fn url(remote: SocketAddr, opts: &SocketOptions) -> String {
     format!("https://{host}:{}{path}", remote.port())
 }
 
-impl WtTransport {
+impl StreamTransport<Arc<wtq::Session>> {
     /// Connect (one racing attempt): QUIC with ALPN `h3` and the
     /// SecurityParameters' verification, the HTTP/3 SETTINGS exchange and
     /// the extended CONNECT; ready once the server accepted the session, with
@@ -176,200 +180,15 @@ impl WtTransport {
         let session = wtq::Session::connect(conn, parsed)
             .await
             .map_err(|e| describe_client_error(e, &url))?;
+        let session = Arc::new(session);
         let (send, recv) = open(&session, opts.direction).await?;
-        Ok(WtTransport::from_streams(
-            Arc::new(session),
+        Ok(StreamTransport::from_streams(
+            session,
             send,
             recv,
             true,
             Some(endpoint),
         ))
-    }
-
-    fn from_streams(
-        session: Arc<wtq::Session>,
-        send: Option<wtq::SendStream>,
-        recv: Option<wtq::RecvStream>,
-        takes_datagrams: bool,
-        endpoint: Option<quinn::Endpoint>,
-    ) -> Self {
-        WtTransport {
-            session,
-            send: send.map(|s| Arc::new(std::sync::Mutex::new(WtSend(Some(s))))),
-            recv: recv.map(|stream| {
-                Arc::new(futures::lock::Mutex::new(RecvSide {
-                    stream,
-                    datagram: None,
-                }))
-            }),
-            takes_datagrams,
-            endpoint,
-        }
-    }
-
-    /// This side can send on the stream.
-    pub(crate) fn can_send(&self) -> bool {
-        self.send.is_some()
-    }
-
-    /// This side can receive on the stream.
-    pub(crate) fn can_receive(&self) -> bool {
-        self.recv.is_some()
-    }
-
-    /// Clone: a new stream on the same session, in the same direction.
-    pub(crate) async fn open_sibling(&self) -> io::Result<Self> {
-        let direction = match (&self.send, &self.recv) {
-            (Some(_), None) => Direction::UnidirectionalSend,
-            _ => Direction::Bidirectional,
-        };
-        let (send, recv) = open(&self.session, direction).await?;
-        Ok(WtTransport::from_streams(
-            self.session.clone(),
-            send,
-            recv,
-            false,
-            self.endpoint.clone(),
-        ))
-    }
-
-    /// The session's id, shared by every stream of the group.
-    pub(crate) fn group_id(&self) -> usize {
-        self.session.stable_id()
-    }
-
-    pub(crate) fn remote(&self) -> SocketAddr {
-        self.session.remote_address()
-    }
-
-    pub(crate) fn local(&self) -> Option<SocketAddr> {
-        self.endpoint.as_ref().and_then(|e| e.local_addr().ok())
-    }
-
-    /// Append stream bytes, or return one datagram (first stream only).
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
-        self.read_up_to(buf, READ_CHUNK).await
-    }
-
-    /// Append at most `want` stream bytes, or return one datagram.
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
-        let Some(recv) = &self.recv else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this WebTransport stream is send-only",
-            ));
-        };
-        let mut side = recv.lock().await;
-        let RecvSide { stream, datagram } = &mut *side;
-        let datagrams = self.takes_datagrams.then_some(|| {
-            let s = self.session.clone();
-            Box::pin(async move { s.read_datagram().await }) as DatagramWait<_>
-        });
-        let chunk = stream.read_chunk(want.max(1), true).map(|r| match r {
-            Ok(c) => Ok(c.map(|c| c.bytes)),
-            Err(wtq::ReadError::Reset(code)) => Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("the peer reset the WebTransport stream (code {code})"),
-            )),
-            Err(e) => Err(other(e)),
-        });
-        read_chunk_or_datagram(chunk, datagram, datagrams, buf).await
-    }
-
-    pub(crate) async fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let Some(send) = &self.send else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this WebTransport stream is receive-only",
-            ));
-        };
-        super::quic::write_slices(send, bufs).await
-    }
-
-    /// Send one WebTransport datagram.
-    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
-        self.session
-            .send_datagram(Bytes::copy_from_slice(data))
-            .map_err(|e| other(format!("WebTransport datagram: {e}")))
-    }
-
-    /// Finish the stream (FIN).
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        let Some(send) = &self.send else {
-            return Ok(());
-        };
-        if let Some(s) = super::quic::lock_send(send).0.as_mut() {
-            let _ = s.finish();
-        }
-        Ok(())
-    }
-
-    /// After `shutdown_write`: resolves once the peer acknowledged all the
-    /// stream's data, or ended it its own way first (STOP_SENDING, or the
-    /// session closed), as for QUIC: then dropping the last handle, which
-    /// closes the session, loses nothing. The stream is taken out of the
-    /// Connection for the wait (nothing is written after the end).
-    pub(crate) async fn delivered(&self) -> io::Result<()> {
-        let Some(send) = &self.send else {
-            return Ok(());
-        };
-        let stream = super::quic::lock_send(send).0.take();
-        if let Some(stream) = stream {
-            let _ = stream.stopped().await;
-        }
-        Ok(())
-    }
-
-    /// Reset the stream in both directions.
-    pub(crate) fn abort(&self) {
-        if let Some(s) = self
-            .send
-            .as_ref()
-            .and_then(|s| super::quic::lock_send(s).0.take())
-        {
-            let mut s = s;
-            let _ = s.reset(0);
-        }
-        if let Some(mut r) = self.recv.as_ref().and_then(|r| r.try_lock()) {
-            let _ = r.stream.stop(0);
-        }
-    }
-
-    /// CloseGroup / AbortGroup: close the whole session.
-    pub(crate) fn close_session(&self, abort: bool) {
-        let (code, why): (u32, &[u8]) = if abort {
-            (1, b"AbortGroup")
-        } else {
-            (0, b"CloseGroup")
-        };
-        self.session.close(code, why);
-    }
-
-    /// Largest datagram payload now; `None` if the peer takes no datagrams.
-    pub(crate) fn max_datagram(&self) -> Option<u64> {
-        match self.session.max_datagram_size() {
-            0 => None,
-            n => Some(n as u64),
-        }
-    }
-}
-
-/// Open this side's stream for `direction`: bidirectional or send-only; a
-/// receive-only stream is opened by the peer.
-async fn open(
-    session: &wtq::Session,
-    direction: Direction,
-) -> io::Result<(Option<wtq::SendStream>, Option<wtq::RecvStream>)> {
-    match direction {
-        Direction::Bidirectional => {
-            let (s, r) = session.open_bi().await.map_err(other)?;
-            Ok((Some(s), Some(r)))
-        }
-        Direction::UnidirectionalSend => Ok((Some(session.open_uni().await.map_err(other)?), None)),
-        Direction::UnidirectionalReceive => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a receive-only WebTransport stream is opened by the peer; Initiate cannot open one",
-        )),
     }
 }
 
@@ -473,7 +292,7 @@ impl WtServer {
                 },
             };
             let transport =
-                WtTransport::from_streams(session.clone(), send, Some(recv), first, None);
+                StreamTransport::from_streams(session.clone(), send, Some(recv), first, None);
             first = false;
             let group = Some(transport.group_id());
             let item = Incoming {
