@@ -290,14 +290,7 @@ env $(cat "$TMP/ws-echo.out") CHROMIUM="$CHROMIUM" timeout 300 node web/test/e2e
     { cat "$TMP/ws-echo.err" >&2; fail "npm package browser tests failed"; }
 
 step "npm package in headless Firefox ESR (puppeteer-core over WebDriver BiDi): the same checks"
-FIREFOX="${FIREFOX:-/usr/bin/firefox-esr}"
-if [ ! -x "$FIREFOX" ]; then
-    [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null ||
-        fail "Firefox ESR is missing ($FIREFOX): as root, apt-get install firefox-esr"
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq firefox-esr >"$TMP/apt-firefox.log" 2>&1 ||
-        { tail -20 "$TMP/apt-firefox.log" >&2; fail "apt-get install firefox-esr failed"; }
-fi
-"$FIREFOX" --version
+ensure_firefox
 env $(cat "$TMP/ws-echo.out") BROWSER=firefox FIREFOX="$FIREFOX" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package tests in Firefox failed"; }
 
@@ -328,16 +321,32 @@ timeout 300 unshare -n bash -c '
 fi
 
 if want demo; then
-step "www demo end to end (Playwright, in a loopback-only network namespace): WebTransport blackholed -> WebSocket wins; WebRTC rendezvous; a native race view; export/import; phone width"
+step "www demo end to end in headless Chromium (Playwright, in a loopback-only network namespace): WebTransport blackholed -> WebSocket wins; WebRTC rendezvous; a native race view; export/import; phone width"
 cargo build -p postsocket-examples --bin demo-server
-export ROOT CHROMIUM
+export ROOT CHROMIUM BIN TMP
 timeout 300 unshare -n bash -c '
     set -euo pipefail
     ip link set lo up
     DEMO_SERVER="$BIN/demo-server" PKG="$ROOT/web/pkg" CHROMIUM="$CHROMIUM" SHOTS="$TMP/screenshots" \
         node "$ROOT/www/test/demo.e2e.mjs"
 ' || fail "the www demo end-to-end test failed"
-ls "$TMP/screenshots"
+ls "$TMP/screenshots/chromium"
+
+step "www demo end to end in Firefox ESR (puppeteer-core over WebDriver BiDi), the same steps, in a network namespace with loopback and a veth with a default route (Firefox gathers no ICE candidate without one)"
+ensure_firefox
+export FIREFOX
+timeout 300 unshare -n bash -c '
+    set -euo pipefail
+    ip link set lo up
+    ip link add v0 type veth peer name v1
+    ip addr add 10.9.9.1/24 dev v0
+    ip link set v0 up
+    ip link set v1 up
+    ip route add default dev v0
+    DEMO_SERVER="$BIN/demo-server" PKG="$ROOT/web/pkg" BROWSER=firefox FIREFOX="$FIREFOX" \
+        SHOTS="$TMP/screenshots" node "$ROOT/www/test/demo.e2e.mjs"
+' || fail "the www demo end-to-end test failed in Firefox"
+ls "$TMP/screenshots/firefox"
 fi
 
 if want native; then

@@ -45,6 +45,19 @@ ensure_windows_cross() {
     fi
 }
 
+# Firefox ESR (the npm package's and the demo's tests in a second browser): $FIREFOX, or
+# Debian's firefox-esr, installed with apt as root. Sets FIREFOX.
+ensure_firefox() {
+    FIREFOX="${FIREFOX:-/usr/bin/firefox-esr}"
+    if [ ! -x "$FIREFOX" ]; then
+        [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null ||
+            fail "Firefox ESR is missing ($FIREFOX): as root, apt-get install firefox-esr"
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq firefox-esr >"${TMP:-/tmp}/apt-firefox.log" 2>&1 ||
+            { tail -20 "${TMP:-/tmp}/apt-firefox.log" >&2; fail "apt-get install firefox-esr failed"; }
+    fi
+    "$FIREFOX" --version
+}
+
 # node and npm (the npm package's checks and browser tests).
 ensure_node() {
     command -v node >/dev/null && command -v npm >/dev/null && { node --version; return; }

@@ -230,6 +230,7 @@ async function send(ev) {
   const row = document.createElement('tr');
   row.innerHTML = '<td></td><td>…</td><td></td>';
   row.cells[0].textContent = text;
+  row.cells[0].title = `${text.length} characters`;
   $('#messages tbody').prepend(row);
   try {
     const props = $('#unreliable').checked ? { msgReliable: false } : {};
@@ -238,6 +239,7 @@ async function send(ev) {
     const reply = await connection.receive();
     const rtt = performance.now() - t0;
     row.cells[1].textContent = new TextDecoder().decode(reply.data);
+    row.cells[1].title = `${row.cells[1].textContent.length} characters`;
     row.cells[2].textContent = `${rtt.toFixed(2)} ms`;
     row.dataset.rtt = rtt.toFixed(3);
   } catch (e) {

@@ -4,7 +4,7 @@
 // ESR through puppeteer-core over WebDriver BiDi (the system's /usr/bin/firefox-esr;
 // FIREFOX overrides the path). Nothing is downloaded.
 import { createServer } from 'node:http';
-import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,8 +71,8 @@ export async function launch() {
 /**
  * Headless Firefox ESR over WebDriver BiDi (puppeteer-core), with a fresh
  * profile and the prefs WebRTC needs on loopback (loopback ICE candidates, host
- * addresses not hidden behind mDNS names). The page is given the few methods the
- * tests use, as Playwright's page has them.
+ * addresses not hidden behind mDNS names). Its page has the Playwright methods
+ * the tests use (`playwrightLike`).
  */
 async function launchFirefox() {
   const profile = await mkdtemp(join(tmpdir(), 'postsocket-firefox-'));
@@ -91,19 +91,56 @@ async function launchFirefox() {
   const raw = (await browser.pages())[0] ?? (await browser.newPage());
   raw.on('console', (m) => console.log(`  [page console.${m.type()}] ${m.text()}`));
   raw.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
-  const page = {
+  return { page: playwrightLike(raw, profile), close: async () => {
+    await browser.close();
+    await rm(profile, { recursive: true, force: true });
+  } };
+}
+
+/**
+ * The subset of Playwright's Page the tests use (the npm package's and the
+ * www demo's), over a puppeteer page. Like Playwright, element actions wait
+ * (up to 30 s) for their element; a click waits for it to be enabled too.
+ * Files for `setInputFiles` given as a buffer are written under `dir`.
+ */
+function playwrightLike(raw, dir) {
+  const present = (selector, timeout = 30000) => raw.waitForSelector(selector, { timeout });
+  const enabled = (selector) => raw.waitForFunction(
+    (s) => { const e = document.querySelector(s); return e && !e.disabled; }, { timeout: 30000 }, selector);
+  return {
     goto: (url) => raw.goto(url),
+    on: (event, handler) => raw.on(event, handler),
     evaluate: (fn, arg) => raw.evaluate(fn, arg),
     waitForFunction: (fn, arg, options) => raw.waitForFunction(fn, options ?? {}, arg),
-    textContent: (selector) => raw.$eval(selector, (e) => e.textContent),
-  };
-  return {
-    page,
-    close: async () => {
-      await browser.close();
-      await rm(profile, { recursive: true, force: true });
+    waitForSelector: (selector, options) => present(selector, options?.timeout),
+    textContent: async (selector) => { await present(selector); return raw.$eval(selector, (e) => e.textContent); },
+    getAttribute: async (selector, name) => {
+      await present(selector);
+      return raw.$eval(selector, (e, n) => e.getAttribute(n), name);
+    },
+    click: async (selector) => { await enabled(selector); await raw.$eval(selector, (e) => e.click()); },
+    fill: async (selector, text) => {
+      await present(selector);
+      await raw.$eval(selector, (e, t) => { e.value = t; e.dispatchEvent(new Event('input', { bubbles: true })); }, text);
+    },
+    check: (selector) => setChecked(selector, true),
+    uncheck: (selector) => setChecked(selector, false),
+    selectOption: async (selector, value) => { await present(selector); await raw.select(selector, value); },
+    screenshot: (options) => raw.screenshot(options),
+    setViewportSize: (size) => raw.setViewport(size),
+    setInputFiles: async (selector, file) => {
+      let path = file;
+      if (typeof file !== 'string') {
+        path = join(dir, file.name);
+        await writeFile(path, file.buffer);
+      }
+      await (await present(selector)).uploadFile(path);
     },
   };
+  async function setChecked(selector, want) {
+    await present(selector);
+    await raw.$eval(selector, (e, w) => { if (e.checked !== w) e.click(); }, want);
+  }
 }
 
 /** Headless Chromium, with the flags a closed network needs (no background connections that

@@ -1,6 +1,8 @@
 // End-to-end test of the www demo: starts demo-server, drives the page in
 // headless Chromium (playwright-core, Debian's /usr/bin/chromium, no browser
-// download) and checks what a user would see:
+// download), or with BROWSER=firefox in Firefox ESR (puppeteer-core over
+// WebDriver BiDi, through web/test/harness.mjs), and checks what a user would
+// see:
 //   0. The defaults as a newcomer clicks them: WebTransport wins, and Send
 //      echoes each Message as itself.
 //   1. WebTransport blackholed on the server → WebSocket wins about one
@@ -22,11 +24,13 @@
 // Each step saves a screenshot in $SHOTS (default www/test/screenshots).
 //
 // Usage: node www/test/demo.e2e.mjs  (env: DEMO_SERVER=path/to/demo-server,
-// PKG=path/to/web/pkg, CHROMIUM=/usr/bin/chromium, SHOTS=dir)
+// PKG=path/to/web/pkg, CHROMIUM=/usr/bin/chromium, BROWSER=chromium|firefox,
+// FIREFOX=/usr/bin/firefox-esr, SHOTS=dir). Firefox gathers no ICE candidate
+// in a loopback-only network namespace: give it one with a default route.
 import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { createRequire } from 'node:module';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,10 +40,11 @@ const root = resolve(here, '../..');
 // playwright-core is installed once for the browser tests, in web/test.
 const require = createRequire(join(root, 'web/test/package.json'));
 const { chromium } = require('playwright-core');
+const BROWSER = process.env.BROWSER ?? 'chromium';
 
 const serverBin = process.env.DEMO_SERVER ?? join(root, 'target/debug/demo-server');
 const pkg = process.env.PKG ?? join(root, 'web/pkg');
-const shots = process.env.SHOTS ?? join(here, 'screenshots');
+const shots = join(process.env.SHOTS ?? join(here, 'screenshots'), BROWSER);
 mkdirSync(shots, { recursive: true });
 
 const deadline = (ms, what) => new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), ms));
@@ -84,19 +89,28 @@ async function sendAndCheck(page, text) {
 const server = startServer();
 const profile = mkdtempSync(join(tmpdir(), 'postsocket-demo-'));
 let browser;
+let page;
 let failed = false;
 try {
   const url = await server.url;
   console.log(`demo-server at ${url}`);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
-      // WebRTC on loopback (without these Chromium gathers no loopback candidate and
-      // asks for media permission); the server's peer offers only 127.0.0.1.
-      '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream'],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  if (BROWSER === 'firefox') {
+    const { launch } = await import(join(root, 'web/test/harness.mjs'));
+    browser = await launch();
+    page = browser.page;
+    await page.setViewportSize({ width: 1280, height: 1000 });
+  } else {
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+        // WebRTC on loopback (without these Chromium gathers no loopback candidate and
+        // asks for media permission); the server's peer offers only 127.0.0.1.
+        '--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream'],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  }
+  console.log(`in ${BROWSER}`);
   const logs = [];
   page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
@@ -232,9 +246,21 @@ try {
   }
 
   // 3. Export, import back, phone width.
-  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
   const exported = join(profile, 'trace.json');
-  await download.saveAs(exported);
+  if (BROWSER === 'firefox') {
+    // No download events over WebDriver BiDi here: take the file the page
+    // offers from the link it clicks.
+    await page.evaluate(() => {
+      HTMLAnchorElement.prototype.click = function keep() {
+        window.exportedTrace = fetch(this.href).then((r) => r.text());
+      };
+    });
+    await page.click('#export');
+    writeFileSync(exported, await page.evaluate(() => window.exportedTrace));
+  } else {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    await download.saveAs(exported);
+  }
   const saved = JSON.parse(readFileSync(exported, 'utf8'));
   check(saved.events.length > 5, `exported ${saved.events.length} events`);
   await page.setInputFiles('#import', exported);
