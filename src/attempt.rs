@@ -6,6 +6,7 @@
 //! Below both `establish`, which races attempts, and `connection`, whose
 //! Clone and SetProperty use it; it imports neither.
 
+use crate::backend::StackInstance;
 use crate::backend::{self, Recv, SocketOptions, Transport};
 use crate::capability::{Capabilities, DataUnit};
 use crate::error::{Error, ErrorReason, Source};

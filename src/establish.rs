@@ -3,6 +3,7 @@
 //! network only through `backend` and time only through `runtime`.
 
 use crate::attempt::{attempt, socket_options, Reconnect};
+use crate::backend::StackInstance;
 use crate::backend::{self, Transport};
 use crate::capability::{Capabilities, StackId};
 use crate::connection::Parts;

@@ -36,6 +36,7 @@
 //! new channel on the same peer connection with the clone's properties.
 
 use crate::backend;
+use crate::backend::StackInstance;
 use crate::capability::Capabilities;
 use crate::connection::{Connection, Parts};
 use crate::endpoint::RemoteEndpoint;

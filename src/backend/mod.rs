@@ -3,7 +3,8 @@
 //!
 //! Each target module provides: `registry()` (the capability rows of the
 //! stacks it has), `connect()` (one racing attempt), `Transport` (an
-//! established stack: read, write, shut down, abort), `BackendListener`, and
+//! established stack, which implements [`StackInstance`], the contract the
+//! Connection layer is written against), `BackendListener`, and
 //! `system_resolve()`.
 
 cfg_if::cfg_if! {
@@ -21,7 +22,90 @@ cfg_if::cfg_if! {
 }
 
 use crate::capability::Capabilities;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+
+/// An established stack instance, as every backend provides it (its
+/// `Transport`): what the Connection layer (send, receive, close, Clone)
+/// may do with the stack that won. Each target implements all of it, so a
+/// method one backend lacks, or has with another shape, fails that
+/// backend's build at its `impl`. Futures are `Send` natively (the concrete
+/// type's, through the impl) and need not be in the browser.
+pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
+    /// Read: append bytes (streams) or return one datagram or message.
+    fn read(&self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<Recv>>;
+    /// True when reading a large Message body straight into its own Vec
+    /// saves a copy.
+    fn reads_bodies_directly(&self) -> bool;
+    /// Read as `read` does, but take at most about `want` more stream bytes
+    /// (reading a Message body of known size straight into its own Vec).
+    fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> impl Future<Output = io::Result<Recv>>;
+    /// Write some of `bufs` (streams), returning how many bytes went out.
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>>;
+    /// A stream write that owns its bytes, for stacks whose writes are not
+    /// cancel-safe (`writes_cancel_safe`): the caller keeps it until it is
+    /// done, so it is never started twice.
+    fn start_write(
+        &self,
+        bufs: &[IoSlice<'_>],
+    ) -> crate::runtime::BoxFuture<'static, io::Result<usize>>;
+    /// One poll of `write_vectored`, for the send fast path.
+    fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>>;
+    /// Push out bytes the stack itself still holds after `write_vectored`.
+    fn flush(&self) -> impl Future<Output = io::Result<()>>;
+    /// Send one datagram now, without waiting: `None` when the stack has no
+    /// room (or cannot send without waiting), so the Message is queued.
+    fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>>;
+    /// True when the stack still holds bytes that `flush` must push out.
+    fn holds_unsent(&self) -> bool;
+    /// True when a send dropped before it completes has sent nothing.
+    fn writes_cancel_safe(&self) -> bool;
+    /// Send one datagram or message.
+    fn send_datagram(&self, data: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Finish sending (FIN, close_notify, a stream's end).
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// After `shutdown_write`: wait until the peer has taken everything
+    /// sent, where the stack can tell.
+    fn delivered(&self) -> impl Future<Output = io::Result<()>>;
+    /// After `shutdown_write`: read the peer's side to its end where
+    /// closing with unread bytes would reset the connection (TCP, TLS).
+    fn drain_to_end(&self) -> impl Future<Output = io::Result<()>>;
+    /// Abort: reset, and wake every pending read.
+    fn abort(&self);
+    /// Set the DSCP of outgoing packets, where the stack can.
+    fn set_dscp(&self, dscp: u8) -> io::Result<()>;
+    /// The local address, if known.
+    fn local_addr(&self) -> Option<SocketAddr>;
+    /// The remote address, if known.
+    fn remote_addr(&self) -> Option<SocketAddr>;
+    /// Largest payload for one transmission (singularTransmissionMsgMaxLen).
+    fn singular_transmission_max(&self) -> Option<u64>;
+    /// Client: the attempt's early data went out as 0-RTT. Server: the
+    /// peer's data on this stream may be early data (a replay risk).
+    fn early_data(&self) -> bool;
+    /// The directions this instance can carry: (send, receive).
+    fn directions(&self) -> (bool, bool);
+    /// Largest unreliable Message (datagram) it can send now, if it has datagrams.
+    fn max_datagram(&self) -> Option<u64>;
+    /// Clone on a multiplexed stack: a sibling (stream, channel) on the same
+    /// connection; `None` when the stack needs a new connection instead.
+    fn open_sibling(
+        &self,
+        props: &crate::properties::TransportProperties,
+    ) -> impl Future<Output = Option<io::Result<Self>>>;
+    /// CloseGroup / AbortGroup on a multiplexed stack: end the shared connection.
+    fn close_shared(&self, abort: bool);
+    /// Reliability and order fixed per instance, if they are: (reliable, ordered).
+    fn delivery(&self) -> Option<(bool, bool)>;
+    /// A protocol-specific property (RFC 9622 §4.1) of this instance, by
+    /// normalized name.
+    fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue>;
+}
 
 /// Whether the stacks take host names and resolve them themselves (the
 /// browser's, which has no DNS API for a page), so the engine races a name

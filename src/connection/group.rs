@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::backend::StackInstance;
 
 pub(crate) struct Group {
     pub(super) members: Mutex<Vec<Weak<Inner>>>,

@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::backend::StackInstance;
 
 /// How long [`Connection::close`] waits for the peer to take what was sent
 /// (the queued Messages written, and where the stack can tell, acknowledged:

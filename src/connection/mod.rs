@@ -66,6 +66,7 @@
 // events do; the failure path is cold, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use crate::backend::StackInstance;
 use crate::backend::{Recv, Transport};
 use crate::capability::{Capabilities, DataUnit, StackId, Support};
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};

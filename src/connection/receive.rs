@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::backend::StackInstance;
 
 /// Counts a receive in progress; the last one to end wakes a Close that
 /// waits for the receives to end.

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::backend::StackInstance;
 
 /// What `send` did with a Message.
 pub(super) enum Enqueued {

@@ -3,6 +3,7 @@
 mod limits;
 pub use limits::ListenerLimits;
 
+use crate::backend::StackInstance;
 use crate::backend::{BackendListener, Incoming};
 use crate::capability::{Capabilities, StackId};
 use crate::connection::{Connection, Parts};

@@ -162,9 +162,9 @@ pub(crate) enum Transport {
     Webrtc(WebrtcTransport),
 }
 
-impl Transport {
+impl super::StackInstance for Transport {
     /// Read: append bytes (streams) or return one datagram.
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
@@ -185,7 +185,7 @@ impl Transport {
     /// saves a copy. Not for TLS: fed short reads, rustls moves its record
     /// buffers around more than the copy saved (measured with perf on the
     /// secure_throughput bench: twice the memmove).
-    pub(crate) fn reads_bodies_directly(&self) -> bool {
+    fn reads_bodies_directly(&self) -> bool {
         match self {
             Transport::Tcp(_) => true,
             #[cfg(feature = "quic")]
@@ -200,7 +200,7 @@ impl Transport {
 
     /// Read as `read` does, but take at most about `want` more stream bytes
     /// (reading a Message body of known size straight into its own Vec).
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+    async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
         match self {
             Transport::Tcp(t) => t.read_up_to(buf, want).await,
             #[cfg(feature = "quic")]
@@ -214,7 +214,7 @@ impl Transport {
     }
 
     /// Write some of `bufs` (streams), returning how many bytes went out.
-    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Tcp(t) => t.write_vectored(bufs).await,
             Transport::Udp(_) => Err(io::Error::other("UDP has no byte stream")),
@@ -237,7 +237,7 @@ impl Transport {
     /// cancel-safe (`writes_cancel_safe`): the caller keeps it until it is
     /// done, so it is never started twice. Every native byte stream's
     /// writes are cancel-safe, so this is a copy and `write_vectored`.
-    pub(crate) fn start_write(
+    fn start_write(
         &self,
         bufs: &[IoSlice<'_>],
     ) -> crate::runtime::BoxFuture<'static, io::Result<usize>> {
@@ -249,7 +249,7 @@ impl Transport {
     /// One poll of `write_vectored`, for the send fast path: TCP and TLS
     /// poll the socket directly; the other stacks poll their write future
     /// once (their writes make all their progress within a poll).
-    pub(crate) fn poll_write_vectored(
+    fn poll_write_vectored(
         &self,
         cx: &mut std::task::Context<'_>,
         bufs: &[IoSlice<'_>],
@@ -264,7 +264,7 @@ impl Transport {
 
     /// Push out bytes the stack itself still holds after `write_vectored`
     /// (TLS records that did not fit the socket); done when they are all out.
-    pub(crate) async fn flush(&self) -> io::Result<()> {
+    async fn flush(&self) -> io::Result<()> {
         match self {
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.flush().await,
@@ -274,7 +274,7 @@ impl Transport {
 
     /// Send one datagram now, without waiting: `None` when the stack has no
     /// room (or cannot send without waiting), so the Message is queued.
-    pub(crate) fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
+    fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
         match self {
             Transport::Udp(u) => u.try_send(data),
             _ => None,
@@ -282,7 +282,7 @@ impl Transport {
     }
 
     /// True when the stack still holds bytes that `flush` must push out.
-    pub(crate) fn holds_unsent(&self) -> bool {
+    fn holds_unsent(&self) -> bool {
         match self {
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.holds_unsent(),
@@ -293,7 +293,7 @@ impl Transport {
     /// True when a send dropped before it completes has sent nothing:
     /// `write_vectored`, `flush` and `send_datagram` make all their progress
     /// within one poll (the WebSocket and WebRTC sinks do not).
-    pub(crate) fn writes_cancel_safe(&self) -> bool {
+    fn writes_cancel_safe(&self) -> bool {
         match self {
             #[cfg(feature = "ws")]
             #[cfg(feature = "ws")]
@@ -306,7 +306,7 @@ impl Transport {
     }
 
     /// Send one datagram.
-    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+    async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Tcp(_) => Err(io::Error::other("TCP has no datagrams")),
             #[cfg(feature = "tls")]
@@ -324,7 +324,7 @@ impl Transport {
     }
 
     /// Finish sending (TCP FIN; TLS close_notify then FIN).
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Tcp(t) => t.shutdown_write(),
             #[cfg(feature = "tls")]
@@ -346,7 +346,7 @@ impl Transport {
     /// the stream's data (an error if it stopped the stream instead); the
     /// same for a WebTransport stream. WebRTC: the channel closed once SCTP had its data acknowledged. Other
     /// stacks: at once (TCP and TLS use [`Self::drain_to_end`]).
-    pub(crate) async fn delivered(&self) -> io::Result<()> {
+    async fn delivered(&self) -> io::Result<()> {
         match self {
             #[cfg(feature = "quic")]
             Transport::Quic(q) => q.delivered().await,
@@ -362,7 +362,7 @@ impl Transport {
     /// dropping what arrives, so that closing the socket with unread bytes
     /// does not reset the connection (which would discard what the peer has
     /// not read yet). Other stacks: at once.
-    pub(crate) async fn drain_to_end(&self) -> io::Result<()> {
+    async fn drain_to_end(&self) -> io::Result<()> {
         let over_tcp = match self {
             Transport::Tcp(_) => true,
             #[cfg(feature = "tls")]
@@ -384,7 +384,7 @@ impl Transport {
     }
 
     /// Abort: TCP RST on close; wake every pending read.
-    pub(crate) fn abort(&self) {
+    fn abort(&self) {
         match self {
             Transport::Tcp(t) => t.abort(),
             Transport::Udp(u) => u.abort(),
@@ -402,7 +402,7 @@ impl Transport {
     }
 
     /// Set the DSCP of outgoing packets.
-    pub(crate) fn set_dscp(&self, dscp: u8) -> io::Result<()> {
+    fn set_dscp(&self, dscp: u8) -> io::Result<()> {
         match self {
             Transport::Tcp(t) => tcp::set_dscp(&socket2::SockRef::from(t.stream()), dscp),
             Transport::Udp(u) => tcp::set_dscp(&socket2::SockRef::from(u.socket()), dscp),
@@ -429,7 +429,7 @@ impl Transport {
     }
 
     /// The local address.
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+    fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Transport::Tcp(t) => t.stream().local_addr().ok(),
             Transport::Udp(u) => u.socket().local_addr().ok(),
@@ -447,7 +447,7 @@ impl Transport {
     }
 
     /// The remote address.
-    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+    fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
             Transport::Tcp(t) => t.stream().peer_addr().ok(),
             Transport::Udp(u) => Some(u.peer()),
@@ -465,7 +465,7 @@ impl Transport {
     }
 
     /// Largest datagram payload for one transmission (singularTransmissionMsgMaxLen).
-    pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
+    fn singular_transmission_max(&self) -> Option<u64> {
         match self {
             Transport::Udp(u) => Some(u.path_max_payload()),
             // Streams and message stacks: no single transmission to bound.
@@ -476,7 +476,7 @@ impl Transport {
     /// Client: whether the attempt's early data (`SocketOptions::early_data`)
     /// went out as 0-RTT. Server: whether the peer's data on this stream may be
     /// 0-RTT early data (a replay risk).
-    pub(crate) fn early_data(&self) -> bool {
+    fn early_data(&self) -> bool {
         match self {
             #[cfg(feature = "quic")]
             Transport::Quic(q) => q.early(),
@@ -488,7 +488,7 @@ impl Transport {
 
     /// The directions this instance can carry: (send, receive). Only a QUIC
     /// unidirectional stream has one of them false.
-    pub(crate) fn directions(&self) -> (bool, bool) {
+    fn directions(&self) -> (bool, bool) {
         match self {
             #[cfg(feature = "quic")]
             Transport::Quic(q) => (q.can_send(), q.can_receive()),
@@ -499,7 +499,7 @@ impl Transport {
     }
 
     /// Largest unreliable Message (datagram) this stack can send now, if it has datagrams.
-    pub(crate) fn max_datagram(&self) -> Option<u64> {
+    fn max_datagram(&self) -> Option<u64> {
         match self {
             #[cfg(feature = "quic")]
             Transport::Quic(q) => q.max_datagram(),
@@ -513,7 +513,7 @@ impl Transport {
     /// `None` when the stack needs a new connection instead.
     /// `props` are the clone's properties (WebRTC: the new channel's options).
     #[cfg_attr(not(feature = "webrtc"), allow(unused_variables))]
-    pub(crate) async fn open_sibling(
+    async fn open_sibling(
         &self,
         props: &crate::properties::TransportProperties,
     ) -> Option<io::Result<Transport>> {
@@ -530,7 +530,7 @@ impl Transport {
 
     /// CloseGroup/AbortGroup on a multiplexed stack: end the shared connection.
     #[cfg_attr(not(feature = "quic"), allow(unused_variables))]
-    pub(crate) fn close_shared(&self, abort: bool) {
+    fn close_shared(&self, abort: bool) {
         match self {
             #[cfg(feature = "quic")]
             Transport::Quic(q) => q.close_group(abort),
@@ -544,7 +544,7 @@ impl Transport {
 
     /// Reliability and order fixed per stack instance, if they are:
     /// (reliable, ordered) of a WebRTC data channel.
-    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+    fn delivery(&self) -> Option<(bool, bool)> {
         match self {
             #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => Some(w.delivery()),
@@ -555,7 +555,7 @@ impl Transport {
     /// A protocol-specific property (RFC 9622 §4.1) of this stack instance,
     /// by normalized name (e.g. `webrtc.ordered`).
     #[cfg_attr(not(feature = "webrtc"), allow(unused_variables))]
-    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+    fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
         match self {
             #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => w.protocol_property(name),

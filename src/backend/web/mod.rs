@@ -140,9 +140,9 @@ pub(crate) enum Transport {
     Wt(WtTransport),
 }
 
-impl Transport {
+impl super::StackInstance for Transport {
     /// Read one message (WebSocket, WebRTC), or stream bytes or a datagram (WebTransport).
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
             Transport::Webrtc(w) => w.read().await,
@@ -151,17 +151,17 @@ impl Transport {
     }
     /// The browser hands over its own chunks: a body is not read any
     /// differently.
-    pub(crate) fn reads_bodies_directly(&self) -> bool {
+    fn reads_bodies_directly(&self) -> bool {
         false
     }
     /// Read as `read` does (the browser hands over its own chunks; `want`
     /// is only a hint natively).
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, _want: usize) -> io::Result<Recv> {
+    async fn read_up_to(&self, buf: &mut Vec<u8>, _want: usize) -> io::Result<Recv> {
         self.read(buf).await
     }
     /// Write stream bytes (WebTransport); WebSocket and WebRTC data channels
     /// have no byte stream.
-    pub(crate) async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Ws(_) => Err(io::Error::other(
                 "a WebSocket carries Messages, not a byte stream",
@@ -175,7 +175,7 @@ impl Transport {
     /// A stream write that owns its bytes (copied into the browser's
     /// memory now): the caller keeps it until it is done, because a browser
     /// write cannot be taken back once it started.
-    pub(crate) fn start_write(
+    fn start_write(
         &self,
         bufs: &[IoSlice<'_>],
     ) -> crate::runtime::BoxFuture<'static, io::Result<usize>> {
@@ -189,7 +189,7 @@ impl Transport {
     }
     /// One poll of `write_vectored` (the send fast path; not reached in the
     /// browser, whose writes are not cancel-safe).
-    pub(crate) fn poll_write_vectored(
+    fn poll_write_vectored(
         &self,
         cx: &mut std::task::Context<'_>,
         bufs: &[IoSlice<'_>],
@@ -197,12 +197,12 @@ impl Transport {
         std::future::Future::poll(std::pin::pin!(self.write_vectored(bufs)), cx)
     }
     /// Nothing to push: the browser holds what was written.
-    pub(crate) async fn flush(&self) -> io::Result<()> {
+    async fn flush(&self) -> io::Result<()> {
         Ok(())
     }
     /// Send one message now, without waiting: `None` when the stack has no
     /// room (or cannot send without waiting), so the Message is queued.
-    pub(crate) fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
+    fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>> {
         match self {
             Transport::Ws(w) => w.try_send(data),
             Transport::Webrtc(w) => w.try_send(data),
@@ -210,16 +210,16 @@ impl Transport {
         }
     }
     /// The browser holds nothing for postsocket to push out.
-    pub(crate) fn holds_unsent(&self) -> bool {
+    fn holds_unsent(&self) -> bool {
         false
     }
     /// Browser writes wait on Promises that cannot be taken back: a send
     /// dropped midway may have sent, so it is never dropped.
-    pub(crate) fn writes_cancel_safe(&self) -> bool {
+    fn writes_cancel_safe(&self) -> bool {
         false
     }
     /// Send one message.
-    pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+    async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.send(data).await,
             Transport::Webrtc(w) => w.send(data).await,
@@ -230,7 +230,7 @@ impl Transport {
     /// where the stack can tell. A WebRTC data channel: until the browser
     /// closed it, which follows the data sent before the close. Other
     /// stacks: a page cannot see acknowledgements, at once.
-    pub(crate) async fn delivered(&self) -> io::Result<()> {
+    async fn delivered(&self) -> io::Result<()> {
         match self {
             Transport::Webrtc(w) => w.closed().await,
             Transport::Ws(_) | Transport::Wt(_) => Ok(()),
@@ -239,12 +239,12 @@ impl Transport {
 
     /// Read the peer's side to its end after `shutdown_write` (the native
     /// TCP and TLS need it; a browser stack closes cleanly): at once.
-    pub(crate) async fn drain_to_end(&self) -> io::Result<()> {
+    async fn drain_to_end(&self) -> io::Result<()> {
         Ok(())
     }
 
     /// Close (WebSocket: close frame with code 1000).
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Transport::Ws(w) => w.shutdown_write(),
             Transport::Webrtc(w) => w.shutdown_write(),
@@ -253,7 +253,7 @@ impl Transport {
     }
     /// Abort. A page cannot reset a connection: WebSocket closes with 1000
     /// and ends pending reads at once.
-    pub(crate) fn abort(&self) {
+    fn abort(&self) {
         match self {
             Transport::Ws(w) => w.abort(),
             Transport::Webrtc(w) => w.abort(),
@@ -261,17 +261,17 @@ impl Transport {
         }
     }
     /// A page cannot set DSCP.
-    pub(crate) fn set_dscp(&self, _dscp: u8) -> io::Result<()> {
+    fn set_dscp(&self, _dscp: u8) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "a browser does not let a page set DSCP",
         ))
     }
     /// A page does not learn its local address.
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+    fn local_addr(&self) -> Option<SocketAddr> {
         None
     }
-    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+    fn remote_addr(&self) -> Option<SocketAddr> {
         match self {
             Transport::Ws(w) => w.remote(),
             // A page is not told its peer's address.
@@ -279,19 +279,19 @@ impl Transport {
             Transport::Wt(w) => w.remote(),
         }
     }
-    pub(crate) fn singular_transmission_max(&self) -> Option<u64> {
+    fn singular_transmission_max(&self) -> Option<u64> {
         None
     }
-    pub(crate) fn max_datagram(&self) -> Option<u64> {
+    fn max_datagram(&self) -> Option<u64> {
         match self {
             Transport::Wt(w) => w.max_datagram(),
             _ => None,
         }
     }
-    pub(crate) fn early_data(&self) -> bool {
+    fn early_data(&self) -> bool {
         false
     }
-    pub(crate) fn directions(&self) -> (bool, bool) {
+    fn directions(&self) -> (bool, bool) {
         match self {
             Transport::Wt(w) => (w.can_send(), w.can_receive()),
             _ => (true, true),
@@ -300,7 +300,7 @@ impl Transport {
     /// WebSocket Clone is a new socket (establish reconnects); WebRTC Clone
     /// is a new data channel on the same peer connection, with the options
     /// of `props`.
-    pub(crate) async fn open_sibling(
+    async fn open_sibling(
         &self,
         props: &crate::properties::TransportProperties,
     ) -> Option<io::Result<Transport>> {
@@ -311,7 +311,7 @@ impl Transport {
         }
     }
     /// CloseGroup/AbortGroup: WebRTC closes the peer connection, WebTransport the session.
-    pub(crate) fn close_shared(&self, _abort: bool) {
+    fn close_shared(&self, _abort: bool) {
         match self {
             Transport::Webrtc(w) => w.close_peer(),
             Transport::Wt(w) => w.close_session(),
@@ -320,7 +320,7 @@ impl Transport {
     }
     /// Reliability and order fixed per stack instance, if they are:
     /// (reliable, ordered) of a WebRTC data channel.
-    pub(crate) fn delivery(&self) -> Option<(bool, bool)> {
+    fn delivery(&self) -> Option<(bool, bool)> {
         match self {
             Transport::Ws(_) | Transport::Wt(_) => None,
             Transport::Webrtc(w) => w.delivery(),
@@ -328,7 +328,7 @@ impl Transport {
     }
     /// A protocol-specific property (RFC 9622 §4.1) by normalized name,
     /// e.g. `webrtc.ordered` read from the browser's RTCDataChannel.
-    pub(crate) fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
+    fn protocol_property(&self, name: &str) -> Option<crate::properties::PropertyValue> {
         match self {
             Transport::Ws(_) | Transport::Wt(_) => None,
             Transport::Webrtc(w) => w.protocol_property(name),
