@@ -99,7 +99,7 @@ impl RemoteSpec {
     /// a TransportContext remembers it: `host:port`, `ip:port` or `[ip6]:port`.
     pub fn destination(&self) -> String {
         match self {
-            RemoteSpec::Address(a) => a.to_string(),
+            RemoteSpec::Address(a) => addr_text(a),
             RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
                 format!("{host}:{port}")
             }
@@ -375,6 +375,41 @@ fn child_id(parent: &str, seq: usize) -> String {
     id
 }
 
+/// `a` as its `Display` writes it (`127.0.0.1:443`, `[::1]:443`), the key
+/// under which history remembers a target. An IPv4 address is written by
+/// hand: this runs for every leaf and destination of every race, and
+/// `Display` through the formatting machinery costs several times as much.
+fn addr_text(a: &SocketAddr) -> String {
+    fn push_decimal(s: &mut String, mut n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.extend(digits[i..].iter().map(|&d| char::from(d)));
+    }
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut s = String::with_capacity(21);
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_decimal(&mut s, u16::from(octet));
+            }
+            s.push(':');
+            push_decimal(&mut s, v4.port());
+            s
+        }
+        SocketAddr::V6(_) => a.to_string(),
+    }
+}
+
 /// The racing state machine for one establishment.
 ///
 /// Build it with [`Racer::new`], then after every call to `new`,
@@ -492,7 +527,14 @@ impl Racer {
         let deadline = config.timeout.map(|t| now.saturating_add(t));
         // Room for the usual tree (a host name brings two addresses), made
         // once rather than grown node by node.
-        let tree = (paths.len() * (1 + stacks.len() * (1 + 3 * remotes.len()))).min(256);
+        let per_stack: usize = remotes
+            .iter()
+            .map(|r| match r {
+                RemoteSpec::Host { .. } => 3,
+                RemoteSpec::Address(_) | RemoteSpec::Name { .. } => 1,
+            })
+            .sum();
+        let tree = (paths.len() * (1 + stacks.len() * (1 + per_stack))).min(256);
         let mut r = Racer {
             config,
             paths,
@@ -977,7 +1019,10 @@ impl Racer {
         destination: Option<String>,
         ready_at: Time,
     ) -> Option<usize> {
-        let text = addr.to_string();
+        let text = match &addr {
+            Target::Addr(a) => addr_text(a),
+            Target::Name { .. } => addr.to_string(),
+        };
         self.add_leaf_as(parent, addr, text, destination, ready_at)
     }
 
@@ -1283,7 +1328,7 @@ impl Racer {
                     Family::V6 => now,
                     Family::V4 => v4_ready,
                 };
-                let target = SocketAddr::new(*ip, port).to_string();
+                let target = addr_text(&SocketAddr::new(*ip, port));
                 let worked_here = self.history.verdict(&target).is_some_and(|v| v.worked);
                 let worked_there = waits_for.and_then(|other| {
                     self.history.verdicts.iter().position(|v| {
@@ -1682,6 +1727,22 @@ impl Racer {
 #[cfg(test)]
 mod tests {
     use super::child_id;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [
+            "0.0.0.0:0",
+            "127.0.0.1:443",
+            "10.20.255.9:65535",
+            "1.2.3.4:80",
+            "[::1]:443",
+            "[fe80::1%2]:8080",
+            "[::ffff:1.2.3.4]:9",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(super::addr_text(&a), a.to_string());
+        }
+    }
 
     #[test]
     fn child_ids_are_the_parent_id_dot_the_number() {
