@@ -46,30 +46,6 @@ pub(crate) struct Snapshot {
     pub(crate) context: Option<crate::TransportContext>,
 }
 
-/// The host name of the RemoteEndpoint a candidate node was derived from:
-/// the nearest ancestor in the trace that carries one.
-fn host_of(trace: &RacingTrace, node: &str) -> Option<String> {
-    let mut id = Some(node.to_string());
-    let mut hops = 0;
-    while let Some(cur) = id.take() {
-        let mut parent = None;
-        for e in trace.events.iter().filter(|e| e.id == cur) {
-            if let Some(h) = &e.host {
-                return Some(h.clone());
-            }
-            if e.parent.is_some() {
-                parent = e.parent.clone();
-            }
-        }
-        hops += 1;
-        if hops > 64 {
-            break;
-        }
-        id = parent;
-    }
-    None
-}
-
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
 /// host names become [`RemoteSpec::Name`] leaves for stacks that resolve
 /// them (the browser), else [`RemoteSpec::Host`] for the engine to resolve.
@@ -150,7 +126,18 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn flush(&mut self, trace: &RacingTrace) {
+    /// Show the observer the race's new events (written out only for it).
+    fn flush(&mut self, racer: &Racer) {
+        if let Some(o) = &self.observer {
+            for e in racer.trace_from(self.sent) {
+                o(&e);
+            }
+        }
+        self.sent = racer.trace_len();
+    }
+
+    /// Show the observer a trace made outside a race.
+    fn flush_trace(&mut self, trace: &RacingTrace) {
         if let Some(o) = &self.observer {
             for e in &trace.events[self.sent..] {
                 o(e);
@@ -271,7 +258,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         let mut ev = TraceEvent::new(0.0, TraceEventKind::EstablishmentError, "0");
         ev.reason = Some(format!("{}: {}", e.reason, e.message));
         t.push(ev);
-        emitter.flush(&t);
+        emitter.flush_trace(&t);
         e
     };
     // Where the platform reports network changes, listen from the first race on.
@@ -401,7 +388,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             );
                             if caps.security != crate::capability::SecurityProtocol::None {
                                 opts.security = Some(s.security.clone());
-                                opts.server_name = host_of(racer.trace(), &node);
+                                opts.server_name = racer.host_of(&node);
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();
@@ -449,7 +436,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     done.remove(&node);
                 }
                 Action::Won { node } => {
-                    emitter.flush(racer.trace());
+                    emitter.flush(&racer);
                     let outcomes = learn(&racer);
                     let (transport, framers, leftover, reconnect) =
                         done.remove(&node).expect("the winner connected");
@@ -487,7 +474,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         framers,
                         leftover,
                         props: s.props.clone(),
-                        trace: racer.into_trace(),
+                        trace: racer.into_lazy_trace(),
                         remote,
                         remote_addr: reconnect.remote.addr(),
                         local: s.locals.first().cloned(),
@@ -497,7 +484,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     });
                 }
                 Action::Failed(mut e) => {
-                    emitter.flush(racer.trace());
+                    emitter.flush(&racer);
                     learn(&racer);
                     for (node, source) in sources.0.drain(..) {
                         e.attach_candidate_source(&node, source);
@@ -507,7 +494,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 }
             }
         }
-        emitter.flush(racer.trace());
+        emitter.flush(&racer);
         let deadline = racer.poll_timeout();
         if timer.as_ref().map(|(d, _)| *d) != deadline {
             timer = deadline.map(|d| {
@@ -523,7 +510,13 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 None => futures::future::pending::<()>().await,
             }
         };
-        futures::select! {
+        // Inputs first, the timer last: the timer is polled, and so
+        // registered with the runtime (which may have to wake its driver
+        // thread for it), only on a turn when no answer is ready. The order
+        // of branches that are ready together was random before (select!)
+        // and the engine takes either: an input at or past the overall
+        // timeout is ignored for the timeout, which it handles first.
+        futures::select_biased! {
             r = resolves.select_next_some() => {
                 racer.handle_input(elapsed(), Input::Resolved { query: r.0, result: r.1 });
             }

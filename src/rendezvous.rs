@@ -45,7 +45,6 @@ use crate::listener::Listener;
 use crate::preconnection::Preconnection;
 use crate::properties::{Preference, SelectionProperty, TransportProperties};
 use crate::runtime::BoxFuture;
-use crate::trace::RacingTrace;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -395,7 +394,7 @@ fn parts(
         framers,
         leftover: Vec::new(),
         props,
-        trace: RacingTrace::new(),
+        trace: Default::default(),
         remote: remote_ep,
         remote_addr: remote,
         local: None,

@@ -123,3 +123,37 @@ async fn timeout_cancels_blackholed_attempts() {
     assert_eq!(err.reason, ErrorReason::Timeout, "{err}");
     assert_eq!(err.candidates.len(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn the_live_trace_and_the_connections_trace_are_the_same() {
+    // The Connection's trace is written out when first read, the live one
+    // as it happens: event for event the same, history's reasons included
+    // (the second race reorders, and its attempt delay is the adaptive one).
+    let (bh, v4) = blackhole_v6_serving_v4().await;
+    let mut pre = tcp_lines(vec![remote(bh.addr), remote(v4)]);
+    pre.set_transport_context(postsocket::TransportContext::new());
+    pre.racing_config_mut().connection_attempt_delay = Duration::from_millis(100);
+    for _ in 0..2 {
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let mut pre = pre.clone();
+        pre.on_trace(move |e| sink.lock().unwrap().push(e.clone()));
+        let conn = pre.initiate().await.expect("IPv4 wins");
+        let live = events.lock().unwrap().clone();
+        assert_eq!(live, conn.trace().events, "{}", conn.trace().timeline());
+        conn.abort();
+    }
+    let conn = pre.initiate().await.expect("IPv4 wins");
+    let trace = conn.trace();
+    assert!(
+        trace.of_kind(K::Reordered).count() > 0,
+        "{}",
+        trace.timeline()
+    );
+    assert!(
+        trace.of_kind(K::AttemptDelay).count() > 0,
+        "{}",
+        trace.timeline()
+    );
+    conn.abort();
+}

@@ -125,7 +125,7 @@ pub(crate) struct Parts {
     pub(crate) framers: FramerStack,
     pub(crate) leftover: Vec<u8>,
     pub(crate) props: TransportProperties,
-    pub(crate) trace: RacingTrace,
+    pub(crate) trace: crate::racing::LazyTrace,
     pub(crate) remote: RemoteEndpoint,
     /// The remote address, when the caller knows it (saves a getpeername).
     pub(crate) remote_addr: Option<SocketAddr>,
@@ -164,7 +164,8 @@ pub(crate) struct Inner {
     receives_idle: AtomicWaker,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
-    trace: RacingTrace,
+    /// Written out when first read.
+    trace: crate::racing::LazyTrace,
     remote: Arc<RemoteEndpoint>,
     local: Option<Arc<LocalEndpoint>>,
     /// Read from the socket on first use (or at close), not on the way to Ready.
@@ -288,7 +289,7 @@ impl Connection {
     /// The RacingTrace of the establishment that made this Connection
     /// (empty for a Connection a Listener received).
     pub fn trace(&self) -> &RacingTrace {
-        &self.inner.trace
+        self.inner.trace.get()
     }
 
     /// The local address in use.

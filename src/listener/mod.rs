@@ -12,7 +12,6 @@ use crate::error::{Error, ErrorReason};
 use crate::establish::Snapshot;
 use crate::event::ListenerEvent;
 use crate::security::SecurityParameters;
-use crate::trace::RacingTrace;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
@@ -439,7 +438,7 @@ impl Listener {
             framers,
             leftover,
             props: snap.props.clone(),
-            trace: RacingTrace::new(),
+            trace: Default::default(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
             remote_addr: Some(remote),
             local: snap.locals.first().cloned(),

@@ -10,6 +10,9 @@ pub mod config;
 pub mod history;
 pub mod race;
 pub mod selection;
+mod trace_log;
+
+pub(crate) use trace_log::LazyTrace;
 
 pub use config::{RacingConfig, RacingMode};
 pub use history::{AttemptOutcome, AttemptResult, Held, RaceHistory, TargetMemory, TargetVerdict};

@@ -5,11 +5,13 @@
 //! depth-first order; host names are resolved (AAAA, then A) by the driver.
 //! Everything is a pure function of the inputs and the `now` passed in.
 use super::history::{adaptive_delay, AttemptOutcome, AttemptResult, RaceHistory};
+use super::trace_log::{event, Note, What};
 use super::{NodeId, RacingConfig, RacingMode, Time};
 use crate::capability::StackId;
 use crate::error::{CandidateFailure, Error, ErrorReason};
-use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
+use crate::trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// An address family.
@@ -97,7 +99,7 @@ impl RemoteSpec {
     /// a TransportContext remembers it: `host:port`, `ip:port` or `[ip6]:port`.
     pub fn destination(&self) -> String {
         match self {
-            RemoteSpec::Address(a) => a.to_string(),
+            RemoteSpec::Address(a) => addr_text(a),
             RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
                 format!("{host}:{port}")
             }
@@ -190,7 +192,7 @@ pub enum Action {
 
 /// Why history ranked a leaf, formatted only when it is traced.
 #[derive(Debug, Clone, Copy)]
-enum RankWhy {
+pub(super) enum RankWhy {
     /// It worked this long ago.
     Worked(Time),
     /// It failed or stayed silent this long ago.
@@ -360,8 +362,52 @@ fn sort_by_rank(items: &mut [usize], rank: impl Fn(&usize) -> u8) {
     }
 }
 
-fn t_ms(now: Time) -> f64 {
-    now.as_secs_f64() * 1000.0
+/// The id of a node's `seq`th child: `parent.seq` (made by hand: this runs
+/// for every node of every race, and the formatting machinery costs more).
+fn child_id(parent: &str, seq: usize) -> String {
+    let mut id = String::with_capacity(parent.len() + 3);
+    id.push_str(parent);
+    id.push('.');
+    match u8::try_from(seq) {
+        Ok(d @ 0..=9) => id.push(char::from(b'0' + d)),
+        _ => id.push_str(&seq.to_string()),
+    }
+    id
+}
+
+/// `a` as its `Display` writes it (`127.0.0.1:443`, `[::1]:443`), the key
+/// under which history remembers a target. An IPv4 address is written by
+/// hand: this runs for every leaf and destination of every race, and
+/// `Display` through the formatting machinery costs several times as much.
+fn addr_text(a: &SocketAddr) -> String {
+    fn push_decimal(s: &mut String, mut n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.extend(digits[i..].iter().map(|&d| char::from(d)));
+    }
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut s = String::with_capacity(21);
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_decimal(&mut s, u16::from(octet));
+            }
+            s.push(':');
+            push_decimal(&mut s, v4.port());
+            s
+        }
+        SocketAddr::V6(_) => a.to_string(),
+    }
 }
 
 /// The racing state machine for one establishment.
@@ -406,7 +452,10 @@ pub struct Racer {
     /// `QueryId - 1` indexes this: (group, family).
     queries: Vec<(usize, Family)>,
     actions: std::collections::VecDeque<Action>,
-    trace: RacingTrace,
+    /// The trace as recorded, written out as TraceEvents when read.
+    notes: Vec<Note>,
+    /// The trace written from `notes` (cleared by each new note).
+    written: OnceLock<RacingTrace>,
     /// The latest time seen (inputs with an older `now` are clamped to it).
     now: Time,
     /// The overall timeout deadline.
@@ -476,15 +525,26 @@ impl Racer {
             "no candidate to race"
         };
         let deadline = config.timeout.map(|t| now.saturating_add(t));
+        // Room for the usual tree (a host name brings two addresses), made
+        // once rather than grown node by node.
+        let per_stack: usize = remotes
+            .iter()
+            .map(|r| match r {
+                RemoteSpec::Host { .. } => 3,
+                RemoteSpec::Address(_) | RemoteSpec::Name { .. } => 1,
+            })
+            .sum();
+        let tree = (paths.len() * (1 + stacks.len() * (1 + per_stack))).min(256);
         let mut r = Racer {
             config,
             paths,
-            nodes: Vec::new(),
+            nodes: Vec::with_capacity(tree),
             roots: Vec::new(),
             groups: Vec::new(),
             queries: Vec::new(),
             actions: Default::default(),
-            trace: RacingTrace::new(),
+            notes: Vec::with_capacity(tree + 8),
+            written: OnceLock::new(),
             now,
             deadline,
             last_start: None,
@@ -496,10 +556,8 @@ impl Racer {
             turn: Duration::ZERO,
             history,
         };
-        for note in r.history.probes.clone() {
-            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::Probe, "0");
-            ev.reason = Some(note);
-            r.trace.push(ev);
+        for i in 0..r.history.probes.len() {
+            r.note(now, TraceEventKind::Probe, None, What::Probe(i));
         }
         // Stacks that history demotes (UDP blackholed) go last, stably.
         let stacks: Vec<StackId> = if r.history.demoted_stacks.is_empty() {
@@ -532,23 +590,13 @@ impl Racer {
             .collect();
 
         for p in 0..r.paths.len() {
-            let path_name = r.paths[p]
-                .interface
-                .clone()
-                .unwrap_or_else(|| "default".to_string());
             let path_node = r.add_node(None, p, None, Kind::Path);
-            let mut ev = r.candidate_event(path_node, crate::trace::Branch::Path);
-            ev.path = Some(path_name);
-            r.trace.push(ev);
+            r.candidate(path_node, Branch::Path);
             for &stack in &stacks {
                 let proto = r.add_node(Some(path_node), p, Some(stack), Kind::Protocol);
-                let ev = r.candidate_event(proto, crate::trace::Branch::Protocol);
-                r.trace.push(ev);
-                if let Some(why) = r.demotion(stack) {
-                    let mut ev =
-                        TraceEvent::new(t_ms(now), TraceEventKind::Reordered, &r.nodes[proto].id);
-                    ev.reason = Some(format!("{stack} after the other stacks: {why}"));
-                    r.trace.push(ev);
+                r.candidate(proto, Branch::Protocol);
+                if r.demotion(stack).is_some() {
+                    r.note(now, TraceEventKind::Reordered, Some(proto), What::Demoted);
                 }
                 for remote in &ordered {
                     match remote {
@@ -577,9 +625,7 @@ impl Racer {
                                 },
                             );
                             r.groups[group].hosts.push(node);
-                            let mut ev = r.candidate_event(node, crate::trace::Branch::Endpoint);
-                            ev.host = Some(host.clone());
-                            r.trace.push(ev);
+                            r.candidate(node, Branch::Endpoint);
                         }
                     }
                 }
@@ -636,9 +682,8 @@ impl Racer {
                 message,
             } => {
                 if let Some(leaf) = self.running_leaf(&node) {
-                    let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptFailed, &node);
-                    ev.reason = Some(format!("{reason}: {message}"));
-                    self.trace.push(ev);
+                    let why = What::Reason(format!("{reason}: {message}"));
+                    self.note(now, TraceEventKind::AttemptFailed, Some(leaf), why);
                     if let Kind::Leaf {
                         state,
                         failure,
@@ -716,7 +761,35 @@ impl Racer {
 
     /// The trace so far: every candidate and every attempt, in time order.
     pub fn trace(&self) -> &RacingTrace {
-        &self.trace
+        self.written.get_or_init(|| self.written_trace())
+    }
+
+    /// How many events the trace has so far.
+    pub(crate) fn trace_len(&self) -> usize {
+        self.notes.len()
+    }
+
+    /// The trace's events from the `from`th on (those a live observer has
+    /// not seen yet), written out one by one.
+    pub(crate) fn trace_from(&self, from: usize) -> impl Iterator<Item = TraceEvent> + '_ {
+        self.notes.iter().skip(from).map(|n| self.write(n))
+    }
+
+    /// The host name of the RemoteEndpoint `node` was derived from: that of
+    /// the nearest node up the tree that has one (its candidate event's `host`).
+    pub(crate) fn host_of(&self, node: &str) -> Option<String> {
+        let mut n = self.nodes.iter().position(|n| n.id == node);
+        while let Some(i) = n {
+            match &self.nodes[i].kind {
+                Kind::Host { host, .. }
+                | Kind::Leaf {
+                    addr: Target::Name { host, .. },
+                    ..
+                } => return Some(host.clone()),
+                _ => n = self.nodes[i].parent,
+            }
+        }
+        None
     }
 
     /// True once Won or Failed has been emitted.
@@ -783,8 +856,124 @@ impl Racer {
     }
 
     /// Take the trace out of a (usually finished) race.
-    pub fn into_trace(self) -> RacingTrace {
-        self.trace
+    pub fn into_trace(mut self) -> RacingTrace {
+        self.written.take().unwrap_or_else(|| self.written_trace())
+    }
+
+    /// The trace of a finished race, to be written when first read (a
+    /// Connection's: most are never read).
+    pub(crate) fn into_lazy_trace(mut self) -> super::trace_log::LazyTrace {
+        // What only racing needed.
+        self.actions = Default::default();
+        self.queries = Vec::new();
+        self.written = OnceLock::new();
+        super::trace_log::LazyTrace::of(self)
+    }
+
+    // ---- the trace -----------------------------------------------------
+
+    /// Record one trace event.
+    fn note(&mut self, at: Time, kind: TraceEventKind, node: Option<usize>, what: What) {
+        self.notes.push(Note {
+            at,
+            kind,
+            node,
+            what,
+        });
+        self.written.take();
+    }
+
+    /// The whole trace, written out.
+    pub(super) fn written_trace(&self) -> RacingTrace {
+        RacingTrace {
+            events: self.notes.iter().map(|n| self.write(n)).collect(),
+        }
+    }
+
+    /// One recorded event, written out: the nodes it names never change
+    /// once made, nor does the history or the configuration, so it reads
+    /// the same whenever it is written.
+    fn write(&self, note: &Note) -> TraceEvent {
+        let id = note.node.map_or("0", |n| self.nodes[n].id.as_str());
+        let mut ev = event(note.at, note.kind, id);
+        let node = note.node.map(|n| &self.nodes[n]);
+        let text = || match node.map(|n| &n.kind) {
+            Some(Kind::Leaf { addr, .. }) => addr.to_string(),
+            _ => String::new(),
+        };
+        let stack = || node.and_then(|n| n.stack).expect("a node with a stack");
+        ev.reason = match &note.what {
+            What::Plain => None,
+            What::Candidate(branch) => {
+                let n = node.expect("a candidate is a node");
+                ev.parent = n.parent.map(|p| self.nodes[p].id.clone());
+                ev.branch = Some(*branch);
+                ev.stack = n.stack.map(|s| s.as_str().to_string());
+                match &n.kind {
+                    Kind::Path => {
+                        ev.path = Some(
+                            self.paths[n.path]
+                                .interface
+                                .clone()
+                                .unwrap_or_else(|| "default".to_string()),
+                        )
+                    }
+                    Kind::Protocol => {}
+                    Kind::Host { host, .. } => ev.host = Some(host.clone()),
+                    Kind::Leaf { addr, .. } => {
+                        if let Target::Name { host, .. } = addr {
+                            ev.host = Some(host.clone());
+                        }
+                        ev.address = Some(addr.to_string());
+                    }
+                }
+                None
+            }
+            What::Reason(r) => Some(r.clone()),
+            What::Probe(i) => Some(self.history.probes[*i].clone()),
+            What::Demoted => {
+                let stack = stack();
+                let why = self.demotion(stack).unwrap_or_default();
+                Some(format!("{stack} after the other stacks: {why}"))
+            }
+            What::Rank(why) => Some(match *why {
+                RankWhy::Worked(ago) => format!(
+                    "{} first: it worked {} ago",
+                    text(),
+                    super::history::span_text(ago)
+                ),
+                RankWhy::Failed(ago) => format!(
+                    "{} later: it failed or stayed silent {} ago",
+                    text(),
+                    super::history::span_text(ago)
+                ),
+                RankWhy::Family(i) => {
+                    format!("{} later: {}", text(), self.history.demoted_families[i].1)
+                }
+            }),
+            What::Gated(v) => Some(format!(
+                "{} waits up to {} for the other family's answer: {} worked last time",
+                text(),
+                crate::runtime::ms_text(self.config.resolution_delay),
+                self.history.verdicts[*v].target,
+            )),
+            What::Held(i) => Some(self.history.held[*i].why.clone()),
+            What::Delay(turn, i) => {
+                let m = &self.history.handshakes[*i];
+                Some(format!(
+                    "next attempt after {} (configured: {}): 1.5 × the smoothed handshake time {} + 2 × its deviation {} of {} to {} over {} handshake{}, within 10 ms ..= 2 s",
+                    crate::runtime::ms_text(*turn),
+                    crate::runtime::ms_text(self.config.connection_attempt_delay),
+                    crate::runtime::ms_text(m.handshake),
+                    crate::runtime::ms_text(m.handshake_var),
+                    stack(),
+                    m.target,
+                    m.samples,
+                    if m.samples == 1 { "" } else { "s" },
+                ))
+            }
+        };
+        ev
     }
 
     // ---- tree building -------------------------------------------------
@@ -805,7 +994,7 @@ impl Racer {
             Some(p) => {
                 self.nodes[p].child_seq += 1;
                 self.nodes[p].children.push(idx);
-                format!("{}.{}", self.nodes[p].id, self.nodes[p].child_seq)
+                child_id(&self.nodes[p].id, self.nodes[p].child_seq)
             }
         };
         self.nodes.push(Node {
@@ -830,19 +1019,34 @@ impl Racer {
         destination: Option<String>,
         ready_at: Time,
     ) -> Option<usize> {
+        let text = match &addr {
+            Target::Addr(a) => addr_text(a),
+            Target::Name { .. } => addr.to_string(),
+        };
+        self.add_leaf_as(parent, addr, text, destination, ready_at)
+    }
+
+    /// [`add_leaf`](Self::add_leaf), with `addr` as text already made.
+    fn add_leaf_as(
+        &mut self,
+        parent: usize,
+        addr: Target,
+        text: String,
+        destination: Option<String>,
+        ready_at: Time,
+    ) -> Option<usize> {
         if self.leaves >= self.config.max_leaves {
             // Dropped: RFC 9623 §11 asks to cap the tree. No node, no event.
             return None;
         }
         self.leaves += 1;
         let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
-        let text = addr.to_string();
         let destination = destination.unwrap_or_else(|| text.clone());
         let stack_id = stack.expect("leaves sit under a protocol node");
         let held = self
             .history
             .held(&destination, stack_id)
-            .map(|h| h.why.clone());
+            .and_then(|h| self.history.held.iter().position(|x| std::ptr::eq(x, h)));
         let rank_why = self.rank_of(&addr, &text);
         let noted = false;
         let leaf = self.add_node(
@@ -855,7 +1059,7 @@ impl Racer {
                 ready_at,
                 failure: None,
                 destination,
-                key: text.clone(),
+                key: text,
                 held: held.is_some(),
                 rank_why,
                 noted,
@@ -864,21 +1068,14 @@ impl Racer {
                 turn: Duration::ZERO,
             },
         );
-        let mut ev = self.candidate_event(leaf, crate::trace::Branch::Endpoint);
-        if let Kind::Leaf {
-            addr: Target::Name { host, .. },
-            ..
-        } = &self.nodes[leaf].kind
-        {
-            ev.host = Some(host.clone());
-        }
-        ev.address = Some(text);
-        self.trace.push(ev);
-        let id = self.nodes[leaf].id.clone();
-        if let Some(why) = held {
-            let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::HeldBack, &id);
-            ev.reason = Some(why);
-            self.trace.push(ev);
+        self.candidate(leaf, Branch::Endpoint);
+        if let Some(i) = held {
+            self.note(
+                self.now,
+                TraceEventKind::HeldBack,
+                Some(leaf),
+                What::Held(i),
+            );
         }
         Some(leaf)
     }
@@ -913,37 +1110,23 @@ impl Racer {
             return;
         }
         for n in 0..self.nodes.len() {
-            let (text, why) = match &mut self.nodes[n].kind {
+            let why = match &mut self.nodes[n].kind {
                 Kind::Leaf {
-                    addr,
                     rank_why: Some(why),
                     noted,
                     ..
                 } if !*noted => {
                     *noted = true;
-                    (addr.to_string(), *why)
+                    *why
                 }
                 _ => continue,
             };
-            let reason = match why {
-                RankWhy::Worked(ago) => {
-                    format!(
-                        "{text} first: it worked {} ago",
-                        super::history::span_text(ago)
-                    )
-                }
-                RankWhy::Failed(ago) => format!(
-                    "{text} later: it failed or stayed silent {} ago",
-                    super::history::span_text(ago)
-                ),
-                RankWhy::Family(i) => {
-                    format!("{text} later: {}", self.history.demoted_families[i].1)
-                }
-            };
-            let mut ev =
-                TraceEvent::new(t_ms(self.now), TraceEventKind::Reordered, &self.nodes[n].id);
-            ev.reason = Some(reason);
-            self.trace.push(ev);
+            self.note(
+                self.now,
+                TraceEventKind::Reordered,
+                Some(n),
+                What::Rank(why),
+            );
         }
     }
 
@@ -978,13 +1161,14 @@ impl Racer {
         }
     }
 
-    fn candidate_event(&self, node: usize, branch: crate::trace::Branch) -> TraceEvent {
-        let n = &self.nodes[node];
-        let mut ev = TraceEvent::new(t_ms(self.now), TraceEventKind::Candidate, &n.id);
-        ev.parent = n.parent.map(|p| self.nodes[p].id.clone());
-        ev.branch = Some(branch);
-        ev.stack = n.stack.map(|s| s.as_str().to_string());
-        ev
+    /// Record `node`'s candidate event.
+    fn candidate(&mut self, node: usize, branch: Branch) {
+        self.note(
+            self.now,
+            TraceEventKind::Candidate,
+            Some(node),
+            What::Candidate(branch),
+        );
     }
 
     fn group_for(&mut self, path: usize, host: &str) -> usize {
@@ -1021,6 +1205,23 @@ impl Racer {
             visit(&self.nodes, r, &mut out);
         }
         out
+    }
+
+    /// The first node in depth-first tree order that `pick` picks (as
+    /// [`dfs`](Self::dfs), without collecting the order).
+    fn first_in_tree(&self, pick: impl Fn(&Node) -> bool) -> Option<usize> {
+        fn visit(nodes: &[Node], n: usize, pick: &dyn Fn(&Node) -> bool) -> Option<usize> {
+            if pick(&nodes[n]) {
+                return Some(n);
+            }
+            nodes[n]
+                .children
+                .iter()
+                .find_map(|&c| visit(nodes, c, pick))
+        }
+        self.roots
+            .iter()
+            .find_map(|&r| visit(&self.nodes, r, &pick))
     }
 
     fn leaf_state(&self, node: usize) -> Option<LeafState> {
@@ -1111,6 +1312,11 @@ impl Racer {
                 _ => continue,
             };
             let mut added = false;
+            let port_suffix = format!(":{port}");
+            let dest = match &self.nodes[h].kind {
+                Kind::Host { host, port, .. } => format!("{host}:{port}"),
+                _ => String::new(),
+            };
             for ip in &addrs {
                 let dup = self.nodes[h].children.iter().any(
                     |&c| matches!(&self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.addr().map(|a| a.ip()) == Some(*ip)),
@@ -1122,38 +1328,34 @@ impl Racer {
                     Family::V6 => now,
                     Family::V4 => v4_ready,
                 };
-                let target = SocketAddr::new(*ip, port).to_string();
+                let target = addr_text(&SocketAddr::new(*ip, port));
                 let worked_here = self.history.verdict(&target).is_some_and(|v| v.worked);
                 let worked_there = waits_for.and_then(|other| {
-                    self.history.verdicts.iter().find(|v| {
+                    self.history.verdicts.iter().position(|v| {
                         v.worked
-                            && v.target.ends_with(&format!(":{port}"))
+                            && v.target.ends_with(&port_suffix)
                             && v.target.starts_with('[') == (other == Family::V6)
                     })
                 });
                 let mut gated = None;
                 if let (false, Some(v)) = (worked_here, worked_there) {
                     ready = ready.max(now + self.config.resolution_delay);
-                    gated = Some(v.target.clone());
+                    gated = Some(v);
                 }
-                let dest = match &self.nodes[h].kind {
-                    Kind::Host { host, port, .. } => format!("{host}:{port}"),
-                    _ => String::new(),
-                };
-                let leaf = self.add_leaf(
+                let leaf = self.add_leaf_as(
                     h,
                     Target::Addr(SocketAddr::new(*ip, port)),
-                    Some(dest),
+                    target,
+                    Some(dest.clone()),
                     ready,
                 );
                 if let (Some(leaf), Some(other)) = (leaf, gated) {
-                    let mut ev =
-                        TraceEvent::new(t_ms(now), TraceEventKind::Reordered, &self.nodes[leaf].id);
-                    ev.reason = Some(format!(
-                        "{target} waits up to {} for the other family's answer: {other} worked last time",
-                        crate::runtime::ms_text(self.config.resolution_delay)
-                    ));
-                    self.trace.push(ev);
+                    self.note(
+                        now,
+                        TraceEventKind::Reordered,
+                        Some(leaf),
+                        What::Gated(other),
+                    );
                 }
                 added |= leaf.is_some();
             }
@@ -1198,13 +1400,8 @@ impl Racer {
                     _ => false,
                 };
                 if fail {
-                    let mut ev = TraceEvent::new(
-                        t_ms(now),
-                        TraceEventKind::AttemptFailed,
-                        &self.nodes[h].id,
-                    );
-                    ev.reason = Some(format!("{}: {message}", ErrorReason::ResolutionFailed));
-                    self.trace.push(ev);
+                    let why = What::Reason(format!("{}: {message}", ErrorReason::ResolutionFailed));
+                    self.note(now, TraceEventKind::AttemptFailed, Some(h), why);
                 }
             }
         }
@@ -1266,8 +1463,8 @@ impl Racer {
     /// leaves are startable only when [`only_held_left`](Self::only_held_left).
     fn next_startable(&self, now: Time) -> Option<usize> {
         let held_ok = self.only_held_left();
-        self.dfs().into_iter().find(|&n| {
-            matches!(self.nodes[n].kind, Kind::Leaf { state: LeafState::Idle, ready_at, held, .. } if ready_at <= now && (!held || held_ok))
+        self.first_in_tree(|n| {
+            matches!(n.kind, Kind::Leaf { state: LeafState::Idle, ready_at, held, .. } if ready_at <= now && (!held || held_ok))
         })
     }
 
@@ -1304,13 +1501,18 @@ impl Racer {
     fn start(&mut self, now: Time, leaf: usize) {
         let stack = self.nodes[leaf].stack.expect("leaves have a stack");
         let remembered = match &self.nodes[leaf].kind {
-            Kind::Leaf { key, .. } if self.history.adaptive_delay => {
-                self.history.handshake(key, stack).cloned()
-            }
+            Kind::Leaf { key, .. } if self.history.adaptive_delay => self
+                .history
+                .handshakes
+                .iter()
+                .position(|m| m.stack == stack && m.target == *key),
             _ => None,
         };
-        let turn = match &remembered {
-            Some(m) => adaptive_delay(m.handshake, m.handshake_var),
+        let turn = match remembered {
+            Some(i) => {
+                let m = &self.history.handshakes[i];
+                adaptive_delay(m.handshake, m.handshake_var)
+            }
             None => self.config.connection_attempt_delay,
         };
         let node = &mut self.nodes[leaf];
@@ -1333,11 +1535,7 @@ impl Racer {
         self.credit = false;
         self.last_start = Some(now);
         self.turn = turn;
-        self.trace.push(TraceEvent::new(
-            t_ms(now),
-            TraceEventKind::AttemptStarted,
-            &id,
-        ));
+        self.note(now, TraceEventKind::AttemptStarted, Some(leaf), What::Plain);
         // The delay matters (and is traced) only if something may start after it.
         let waiting = self.groups.iter().any(Group::pending)
             || self.nodes.iter().any(|n| {
@@ -1349,19 +1547,13 @@ impl Racer {
                     }
                 )
             });
-        if let (Some(m), RacingMode::Staggered, true) = (&remembered, self.config.mode, waiting) {
-            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptDelay, &id);
-            ev.reason = Some(format!(
-                "next attempt after {} (configured: {}): 1.5 × the smoothed handshake time {} + 2 × its deviation {} of {stack} to {} over {} handshake{}, within 10 ms ..= 2 s",
-                crate::runtime::ms_text(turn),
-                crate::runtime::ms_text(self.config.connection_attempt_delay),
-                crate::runtime::ms_text(m.handshake),
-                crate::runtime::ms_text(m.handshake_var),
-                m.target,
-                m.samples,
-                if m.samples == 1 { "" } else { "s" },
-            ));
-            self.trace.push(ev);
+        if let (Some(i), RacingMode::Staggered, true) = (remembered, self.config.mode, waiting) {
+            self.note(
+                now,
+                TraceEventKind::AttemptDelay,
+                Some(leaf),
+                What::Delay(turn, i),
+            );
         }
         self.actions.push_back(Action::StartAttempt {
             node: id,
@@ -1387,13 +1579,13 @@ impl Racer {
                 *failure = why.clone().map(|m| (ErrorReason::Timeout, m));
                 *ended = Some(now);
             }
-            let id = self.nodes[n].id.clone();
-            let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::AttemptCancelled, &id);
-            ev.reason = why
-                .as_ref()
-                .map(|m| format!("{}: {m}", ErrorReason::Timeout));
-            self.trace.push(ev);
-            self.actions.push_back(Action::CancelAttempt { node: id });
+            let what = match &why {
+                Some(m) => What::Reason(format!("{}: {m}", ErrorReason::Timeout)),
+                None => What::Plain,
+            };
+            self.note(now, TraceEventKind::AttemptCancelled, Some(n), what);
+            let node = self.nodes[n].id.clone();
+            self.actions.push_back(Action::CancelAttempt { node });
         }
     }
 
@@ -1403,13 +1595,13 @@ impl Racer {
             *ended = Some(now);
         }
         let id = self.nodes[leaf].id.clone();
-        self.trace.push(TraceEvent::new(
-            t_ms(now),
+        self.note(
+            now,
             TraceEventKind::AttemptSucceeded,
-            &id,
-        ));
-        self.trace
-            .push(TraceEvent::new(t_ms(now), TraceEventKind::Won, &id));
+            Some(leaf),
+            What::Plain,
+        );
+        self.note(now, TraceEventKind::Won, Some(leaf), What::Plain);
         self.cancel_running(now, Some(leaf), None);
         self.actions.push_back(Action::Won { node: id });
         self.winner = Some(leaf);
@@ -1525,10 +1717,38 @@ impl Racer {
     }
 
     fn fail(&mut self, now: Time, error: Error) {
-        let mut ev = TraceEvent::new(t_ms(now), TraceEventKind::EstablishmentError, "0");
-        ev.reason = Some(format!("{}: {}", error.reason, error.message));
-        self.trace.push(ev);
+        let why = What::Reason(format!("{}: {}", error.reason, error.message));
+        self.note(now, TraceEventKind::EstablishmentError, None, why);
         self.actions.push_back(Action::Failed(error));
         self.finished = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::child_id;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [
+            "0.0.0.0:0",
+            "127.0.0.1:443",
+            "10.20.255.9:65535",
+            "1.2.3.4:80",
+            "[::1]:443",
+            "[fe80::1%2]:8080",
+            "[::ffff:1.2.3.4]:9",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(super::addr_text(&a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn child_ids_are_the_parent_id_dot_the_number() {
+        assert_eq!(child_id("1", 1), "1.1");
+        assert_eq!(child_id("1.2", 9), "1.2.9");
+        assert_eq!(child_id("1.2", 10), "1.2.10");
+        assert_eq!(child_id("3.1.1", 300), "3.1.1.300");
     }
 }

@@ -23,12 +23,35 @@ pub fn rejection(
     props: &TransportProperties,
     security: &SecurityParameters,
 ) -> Option<String> {
-    for p in SelectionProperty::ALL {
-        let Some(support) = p.support(caps) else {
-            continue;
-        };
-        match props.get(p) {
-            Preference::Require if !support.can_provide() => {
+    rejected(caps, props, security).map(|r| r.message(caps, props, security))
+}
+
+/// Why a stack is rejected, kept as data: [`select`] words it only when the
+/// error that lists it is returned (a race that goes ahead never shows it).
+#[derive(Clone, Copy)]
+enum Rejected {
+    /// A required property the stack cannot provide.
+    Require(SelectionProperty),
+    /// A prohibited property the stack always provides.
+    Prohibit(SelectionProperty),
+    /// A unidirectional Connection on a bidirectional-only stack.
+    Direction,
+    /// The SecurityParameters do not admit its security protocol.
+    Security,
+    /// QUIC or WebTransport while allowedSecurityProtocols leaves out TLS 1.3.
+    Tls13,
+}
+
+impl Rejected {
+    /// The words of [`rejection`].
+    fn message(
+        self,
+        caps: &Capabilities,
+        props: &TransportProperties,
+        security: &SecurityParameters,
+    ) -> String {
+        match self {
+            Rejected::Require(p) => {
                 let hint = if p == SelectionProperty::PreserveMsgBoundaries
                     && caps.data_unit == DataUnit::ByteStream
                 {
@@ -36,30 +59,52 @@ pub fn rejection(
                 } else {
                     ""
                 };
-                return Some(format!(
+                format!(
                     "Require {}: {} does not provide it{hint}",
                     p.name(),
                     caps.stack
-                ));
+                )
             }
-            Preference::Prohibit if !support.can_avoid() => {
-                return Some(format!(
-                    "Prohibit {}: {} always provides it",
-                    p.name(),
-                    caps.stack
-                ));
+            Rejected::Prohibit(p) => {
+                format!("Prohibit {}: {} always provides it", p.name(), caps.stack)
             }
+            Rejected::Direction => format!(
+                "{:?}: {} is bidirectional only",
+                props.direction, caps.stack
+            ),
+            Rejected::Security => match security.admits(caps.security) {
+                Err(why) => format!("{} {why}", caps.stack),
+                Ok(()) => unreachable!("rejected for its security"),
+            },
+            Rejected::Tls13 => format!(
+                "{} needs TLS 1.3, which allowedSecurityProtocols {:?} leaves out",
+                caps.stack, security.allowed_security_protocols
+            ),
+        }
+    }
+}
+
+/// The first reason (in [`rejection`]'s order) a stack cannot satisfy the properties.
+fn rejected(
+    caps: &Capabilities,
+    props: &TransportProperties,
+    security: &SecurityParameters,
+) -> Option<Rejected> {
+    for p in SelectionProperty::ALL {
+        let Some(support) = p.support(caps) else {
+            continue;
+        };
+        match props.get(p) {
+            Preference::Require if !support.can_provide() => return Some(Rejected::Require(p)),
+            Preference::Prohibit if !support.can_avoid() => return Some(Rejected::Prohibit(p)),
             _ => {}
         }
     }
     if props.direction != Direction::Bidirectional && !caps.unidirectional.can_provide() {
-        return Some(format!(
-            "{:?}: {} is bidirectional only",
-            props.direction, caps.stack
-        ));
+        return Some(Rejected::Direction);
     }
-    if let Err(why) = security.admits(caps.security) {
-        return Some(format!("{} {why}", caps.stack));
+    if security.admits(caps.security).is_err() {
+        return Some(Rejected::Security);
     }
     // QUIC, and WebTransport over it, run TLS 1.3 only (RFC 9001 §4.2).
     let allowed = &security.allowed_security_protocols;
@@ -67,10 +112,7 @@ pub fn rejection(
         && !allowed.is_empty()
         && !allowed.contains(&crate::security::SecurityProtocolVersion::Tls13)
     {
-        return Some(format!(
-            "{} needs TLS 1.3, which allowedSecurityProtocols {allowed:?} leaves out",
-            caps.stack
-        ));
+        return Some(Rejected::Tls13);
     }
     None
 }
@@ -118,7 +160,7 @@ pub fn select(
 ) -> Result<Vec<Capabilities>, Error> {
     props.check_consistency()?;
     let mut ok: Vec<(usize, Capabilities)> = Vec::new();
-    let mut rejected = Vec::new();
+    let mut excluded: Vec<(Capabilities, Rejected)> = Vec::new();
     for (i, caps) in registry.iter().enumerate() {
         if let Some(allowed) = allowed {
             if !allowed.contains(&caps.stack) {
@@ -128,17 +170,32 @@ pub fn select(
             continue;
         }
         let c = effective(caps, has_framer);
-        match rejection(&c, props, security) {
+        match rejected(&c, props, security) {
             None => ok.push((i, c)),
-            Some(why) => rejected.push(CandidateFailure::new(
-                "-".into(),
-                Some(caps.stack.to_string()),
-                None,
-                ErrorReason::NoCandidates,
-                why,
-            )),
+            Some(why) => excluded.push((c, why)),
         }
     }
+    if !ok.is_empty() {
+        // Stable sort: ties keep the registry's default order.
+        ok.sort_by(|(ia, a), (ib, b)| {
+            score(b, props, security)
+                .cmp(&score(a, props, security))
+                .then(ia.cmp(ib))
+        });
+        return Ok(ok.into_iter().map(|(_, c)| c).collect());
+    }
+    let mut rejected: Vec<CandidateFailure> = excluded
+        .into_iter()
+        .map(|(c, why)| {
+            CandidateFailure::new(
+                "-".into(),
+                Some(c.stack.to_string()),
+                None,
+                ErrorReason::NoCandidates,
+                why.message(&c, props, security),
+            )
+        })
+        .collect();
     if let Some(allowed) = allowed {
         for s in allowed {
             if !registry.iter().any(|c| c.stack == *s) {
@@ -152,31 +209,22 @@ pub fn select(
             }
         }
     }
-    if ok.is_empty() {
-        let msg = if registry.is_empty() {
-            "this target has no protocol stacks yet".to_string()
-        } else if security.mode() == SecurityMode::Required
-            && registry
-                .iter()
-                .all(|c| c.security == SecurityProtocol::None)
-        {
-            format!(
-                "no protocol stack satisfies the properties ({} excluded); security is required and no secure stack is in this build (natively TLS and QUIC are postsocket's cargo features `tls` and `quic`)",
-                rejected.len()
-            )
-        } else {
-            format!(
-                "no protocol stack satisfies the properties ({} excluded)",
-                rejected.len()
-            )
-        };
-        return Err(Error::new(ErrorReason::NoCandidates, msg).with_candidates(rejected));
-    }
-    // Stable sort: ties keep the registry's default order.
-    ok.sort_by(|(ia, a), (ib, b)| {
-        score(b, props, security)
-            .cmp(&score(a, props, security))
-            .then(ia.cmp(ib))
-    });
-    Ok(ok.into_iter().map(|(_, c)| c).collect())
+    let msg = if registry.is_empty() {
+        "this target has no protocol stacks yet".to_string()
+    } else if security.mode() == SecurityMode::Required
+        && registry
+            .iter()
+            .all(|c| c.security == SecurityProtocol::None)
+    {
+        format!(
+            "no protocol stack satisfies the properties ({} excluded); security is required and no secure stack is in this build (natively TLS and QUIC are postsocket's cargo features `tls` and `quic`)",
+            rejected.len()
+        )
+    } else {
+        format!(
+            "no protocol stack satisfies the properties ({} excluded)",
+            rejected.len()
+        )
+    };
+    Err(Error::new(ErrorReason::NoCandidates, msg).with_candidates(rejected))
 }
