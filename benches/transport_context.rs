@@ -154,12 +154,18 @@ async fn ipv6_blackholed(n: usize) {
 }
 
 async fn udp_blackholed(n: usize) {
-    // A UDP socket nobody reads: QUIC Initials get no answer.
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = udp.local_addr().unwrap().port();
-    let v4 = echo_server(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
-        .await
-        .expect("TCP on the UDP socket's port number");
+    // A UDP socket nobody reads: QUIC Initials get no answer. TCP serves on
+    // the same port number; when that TCP port is taken, try another.
+    let mut found = None;
+    for _ in 0..32 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if let Ok(v4) = echo_server(SocketAddr::new("127.0.0.1".parse().unwrap(), port)).await {
+            found = Some((udp, v4));
+            break;
+        }
+    }
+    let (udp, v4) = found.expect("a port number free for both UDP and TCP within 32 tries");
     let ctx = TransportContext::new();
     let remote = RemoteEndpoint::new()
         .with_socket_addr(v4)
