@@ -13,9 +13,9 @@
 //! use postsocket::{framer::DelimiterFramer, Preconnection, RemoteEndpoint,
 //!     SecurityParameters, TransportProperties};
 //! let remote = RemoteEndpoint::new().with_host_name("localhost")?.with_port(7)?;
-//! let mut pre = Preconnection::new(vec![], vec![remote], TransportProperties::new(),
-//!     SecurityParameters::disabled());
-//! pre.add_framer(DelimiterFramer::line());
+//! let props = TransportProperties::new().with("preserveOrder", "require")?;
+//! let pre = Preconnection::new(vec![], vec![remote], props, SecurityParameters::disabled())
+//!     .with_framer(DelimiterFramer::line());
 //! let conn = pre.initiate().await?;
 //! conn.send_message("hello").await.expect("sent");
 //! let reply = conn.receive().await.expect("received");
@@ -23,6 +23,14 @@
 //! conn.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## One builder style
+//! Every configurable type builds the same way: `with_*` (or `with(name,
+//! value)` for properties by RFC name) takes the value and returns it, to
+//! chain; it returns a `Result` where a value can be refused (endpoints,
+//! properties and security parameters by name). `set_*` (or `set`,
+//! `add_*`) changes a value in place. [`ListenerLimits`] and the
+//! endpoints, plain values, have only `with_*`.
 #![warn(missing_docs)]
 
 #[cfg(all(target_arch = "wasm32", not(target_os = "unknown")))]

@@ -131,6 +131,54 @@ impl Preconnection {
         self
     }
 
+    /// [`set_transport_context`](Self::set_transport_context), as a builder.
+    pub fn with_transport_context(mut self, context: TransportContext) -> Self {
+        self.set_transport_context(context);
+        self
+    }
+
+    /// [`add_framer`](Self::add_framer), as a builder.
+    pub fn with_framer(mut self, framer: impl Framer) -> Self {
+        self.add_framer(framer);
+        self
+    }
+
+    /// [`add_remote`](Self::add_remote), as a builder.
+    pub fn with_remote(mut self, remotes: impl IntoIterator<Item = RemoteEndpoint>) -> Self {
+        self.add_remote(remotes);
+        self
+    }
+
+    /// [`set_resolver`](Self::set_resolver), as a builder.
+    pub fn with_resolver(mut self, resolver: impl Resolver) -> Self {
+        self.set_resolver(resolver);
+        self
+    }
+
+    /// [`set_protocols`](Self::set_protocols), as a builder.
+    pub fn with_protocols(mut self, stacks: Vec<StackId>) -> Self {
+        self.set_protocols(stacks);
+        self
+    }
+
+    /// [`set_connection_attempt_delay`](Self::set_connection_attempt_delay), as a builder.
+    pub fn with_connection_attempt_delay(mut self, delay: Duration) -> Self {
+        self.set_connection_attempt_delay(delay);
+        self
+    }
+
+    /// [`set_racing_mode`](Self::set_racing_mode), as a builder.
+    pub fn with_racing_mode(mut self, mode: RacingMode) -> Self {
+        self.set_racing_mode(mode);
+        self
+    }
+
+    /// [`set_listener_limits`](Self::set_listener_limits), as a builder.
+    pub fn with_listener_limits(mut self, limits: crate::listener::ListenerLimits) -> Self {
+        self.set_listener_limits(limits);
+        self
+    }
+
     /// All racing settings.
     pub fn racing_config_mut(&mut self) -> &mut RacingConfig {
         &mut self.racing

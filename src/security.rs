@@ -542,4 +542,29 @@ impl SecurityParameters {
             ))),
         }
     }
+
+    /// [`set`](Self::set), as a builder:
+    /// `SecurityParameters::new().with("serverName", &["example.com"])?`.
+    pub fn with(mut self, name: &str, values: &[&str]) -> Result<Self, Error> {
+        self.set(name, values)?;
+        Ok(self)
+    }
+
+    /// [`set_trust_verification_callback`](Self::set_trust_verification_callback), as a builder.
+    pub fn with_trust_verification_callback(
+        mut self,
+        callback: impl Fn(&TrustContext) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.set_trust_verification_callback(callback);
+        self
+    }
+
+    /// [`set_identity_challenge_callback`](Self::set_identity_challenge_callback), as a builder.
+    pub fn with_identity_challenge_callback(
+        mut self,
+        callback: impl Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.set_identity_challenge_callback(callback);
+        self
+    }
 }

@@ -131,3 +131,72 @@ async fn connection_handles_share_one_connection() {
         .unwrap();
     assert_eq!(end, "end of stream");
 }
+
+/// One builder style: a Preconnection built by chaining `with_*` and one
+/// built with `set_*` / `add_*` in place are the same, and the chained one
+/// connects (to a plain tokio echo server). A value refused by name is
+/// refused by `with` as by `set`.
+#[tokio::test]
+async fn builders_chain_like_setters() {
+    use postsocket::framer::DelimiterFramer;
+    use postsocket::{ConnectionProperties, ListenerLimits, MessageProperties};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let props = TransportProperties::new()
+        .with("preserveOrder", "require")
+        .unwrap()
+        .with_preference(
+            postsocket::SelectionProperty::Multistreaming,
+            Preference::Avoid,
+        );
+    let ctx = TransportContext::new();
+    let chained = Preconnection::new(
+        vec![],
+        vec![common::remote(addr)],
+        props.clone(),
+        SecurityParameters::disabled(),
+    )
+    .with_framer(DelimiterFramer::line())
+    .with_protocols(vec![StackId::Tcp])
+    .with_connection_attempt_delay(Duration::from_millis(100))
+    .with_transport_context(ctx.clone())
+    .with_listener_limits(ListenerLimits::default().with_pending_incoming(8));
+    let mut set = Preconnection::new(vec![], vec![], props, SecurityParameters::disabled());
+    set.add_remote([common::remote(addr)])
+        .add_framer(DelimiterFramer::line())
+        .set_protocols(vec![StackId::Tcp])
+        .set_connection_attempt_delay(Duration::from_millis(100))
+        .set_transport_context(ctx)
+        .set_listener_limits(ListenerLimits::default().with_pending_incoming(8));
+    assert_eq!(format!("{chained:?}"), format!("{set:?}"));
+    assert_eq!(chained.listener_limits().pending_incoming(), 8);
+    let conn = chained.initiate().await.unwrap();
+    conn.send_message("built").await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), conn.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.into_data()[..], b"built");
+    // Refused by name: the same error from `with` as from `set`.
+    let e = TransportProperties::new()
+        .with("colour", "blue")
+        .unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(e.message.contains("colour"), "{e}");
+    assert!(ConnectionProperties::default()
+        .with("connTimeout", 1_000u64)
+        .is_ok());
+    assert!(MessageProperties::default()
+        .with("msgLifetime", "soon")
+        .is_err());
+    let sec = SecurityParameters::new()
+        .with("serverName", &["example.com"])
+        .unwrap();
+    assert_eq!(sec.server_name.as_deref(), Some("example.com"));
+    assert!(SecurityParameters::new().with("nonsense", &[]).is_err());
+}

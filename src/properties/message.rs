@@ -54,6 +54,12 @@ impl MessageProperties {
         self.set_value(name, value.into())
     }
 
+    /// [`set`](Self::set), as a builder.
+    pub fn with(mut self, name: &str, value: impl Into<PropertyValue>) -> Result<Self, Error> {
+        self.set(name, value)?;
+        Ok(self)
+    }
+
     // One copy in the program, whatever the callers' value types.
     fn set_value(&mut self, name: &str, v: PropertyValue) -> Result<(), Error> {
         let b = |v: &PropertyValue| match v {

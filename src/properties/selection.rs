@@ -306,6 +306,19 @@ impl TransportProperties {
         self.set_value(name, value.into())
     }
 
+    /// [`set`](Self::set), as a builder:
+    /// `TransportProperties::new().with("reliability", "require")?`.
+    pub fn with(mut self, name: &str, value: impl Into<PropertyValue>) -> Result<Self, Error> {
+        self.set(name, value)?;
+        Ok(self)
+    }
+
+    /// [`set_preference`](Self::set_preference), as a builder.
+    pub fn with_preference(mut self, property: SelectionProperty, preference: Preference) -> Self {
+        self.set_preference(property, preference);
+        self
+    }
+
     // One copy in the program, whatever the callers' value types.
     fn set_value(&mut self, name: &str, value: PropertyValue) -> Result<(), Error> {
         if let Some(p) = SelectionProperty::from_name(name) {

@@ -13,13 +13,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let remote = RemoteEndpoint::new()
         .with_host_name("localhost")?
         .with_port(7777)?;
-    let mut pre = Preconnection::new(
+    let pre = Preconnection::new(
         vec![],
         vec![remote],
         TransportProperties::new(),
         SecurityParameters::disabled(),
-    );
-    pre.add_framer(DelimiterFramer::line());
+    )
+    .with_framer(DelimiterFramer::line());
 
     // Gather candidates, race them, get the first one that is Ready.
     let conn = pre.initiate().await?;
