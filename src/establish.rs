@@ -44,6 +44,9 @@ pub(crate) struct Snapshot {
     pub(crate) early_data: Option<Arc<[u8]>>,
     /// What earlier races taught; `None` under isolateSession.
     pub(crate) context: Option<crate::TransportContext>,
+    /// Selection's result for the fields above, once computed (it is the
+    /// same for every Initiate until the Preconnection changes them).
+    pub(crate) selection: crate::preconnection::Selection,
 }
 
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
@@ -149,37 +152,39 @@ impl Emitter {
 
 type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
 
+/// An attempt's result, tagged with its index among the race's attempts
+/// (see [`Slot`]).
 type AttemptResult = (
-    String,
+    usize,
     Result<
         Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
         futures::future::Aborted,
     >,
 );
 
-/// Values per racing node, in a small Vec (a race has few leaves).
-struct NodeMap<T>(Vec<(String, T)>);
-
-impl<T> Default for NodeMap<T> {
-    fn default() -> Self {
-        NodeMap(Vec::new())
-    }
+/// One started attempt, at its index in the order attempts started: what
+/// the driver keeps for it until the race ends. Indexes, rather than the
+/// node ids the engine names leaves with, tag the attempts' results, so an
+/// id is not copied for every map an attempt is in.
+struct Slot {
+    /// The leaf (the engine's node id).
+    node: String,
+    /// Cancels the attempt while it runs.
+    abort: Option<AbortHandle>,
+    /// What Clone needs, until the attempt connected (then in `done`).
+    reconnect: Option<Reconnect>,
+    /// The attempt connected: its stack, framers, bytes read beyond the
+    /// framers' handshake, and what Clone needs.
+    done: Option<(Transport, FramerStack, Vec<u8>, Reconnect)>,
 }
 
-impl<T> NodeMap<T> {
-    fn insert(&mut self, node: String, value: T) {
-        self.remove(&node);
-        self.0.push((node, value));
-    }
+/// The race's attempts, by index; inline while there is one (the usual
+/// race of a known destination).
+type Slots = smallvec::SmallVec<[Slot; 1]>;
 
-    fn remove(&mut self, node: &str) -> Option<T> {
-        let i = self.0.iter().position(|(n, _)| n == node)?;
-        Some(self.0.swap_remove(i).1)
-    }
-
-    fn get(&self, node: &str) -> Option<&T> {
-        self.0.iter().find(|(n, _)| n == node).map(|(_, v)| v)
-    }
+/// The slot of the attempt at leaf `node`.
+fn slot_of<'a>(slots: &'a mut Slots, node: &str) -> Option<&'a mut Slot> {
+    slots.iter_mut().find(|s| s.node == node)
 }
 
 /// The bound of one establishment: Initiate's timeout, else connTimeout,
@@ -212,6 +217,7 @@ const FINISH_LIMIT: Duration = Duration::from_secs(10);
 /// [`FINISH_LIMIT`], stays charged.
 fn finish_losers(
     mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>>,
+    nodes: Vec<String>,
     losers: Vec<crate::racing::AttemptOutcome>,
     context: Option<crate::TransportContext>,
     chosen: Vec<Capabilities>,
@@ -222,11 +228,12 @@ fn finish_losers(
         let deadline = runtime::saturating_add(since, FINISH_LIMIT);
         let mut sleep = Box::pin(runtime::sleep_until(deadline).fuse());
         while !pending.is_empty() {
-            let (node, result) = futures::select! {
+            let (slot, result) = futures::select! {
                 r = attempts.select_next_some() => r,
                 _ = sleep => break,
             };
-            let Some(i) = pending.iter().position(|o| o.node == node) else {
+            let node = &nodes[slot];
+            let Some(i) = pending.iter().position(|o| o.node == *node) else {
                 continue;
             };
             let mut outcome = pending.swap_remove(i);
@@ -266,15 +273,18 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     if let Err(e) = backend::check_security(&s.security) {
         return Err(fail_early(e, &mut emitter));
     }
-    let chosen = match crate::racing::selection::select(
-        backend::registry(),
-        &s.props,
-        &s.security,
-        s.framers.frames_messages(&s.props),
-        s.protocols.as_deref(),
-    ) {
-        Ok(c) => c,
-        Err(e) => return Err(fail_early(e, &mut emitter)),
+    let chosen: &[Capabilities] = match s.selection.get() {
+        Some(c) => c,
+        None => match crate::racing::selection::select(
+            backend::registry(),
+            &s.props,
+            &s.security,
+            s.framers.frames_messages(&s.props),
+            s.protocols.as_deref(),
+        ) {
+            Ok(c) => s.selection.get_or_init(|| c),
+            Err(e) => return Err(fail_early(e, &mut emitter)),
+        },
     };
     let mut config = s.racing.clone();
     config.timeout = Some(establishment_timeout(
@@ -312,7 +322,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let mut history = match &s.context {
         Some(c) => {
             let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
-            c.history_for(&destinations, &chosen, config.adaptive_delay)
+            c.history_for(&destinations, chosen, config.adaptive_delay)
         }
         None => RaceHistory::none(),
     };
@@ -327,7 +337,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         let outcomes = racer.outcomes();
         backend::note_outcomes(&outcomes);
         if let Some(c) = &s.context {
-            c.learn(&outcomes, &chosen);
+            c.learn(&outcomes, chosen);
         }
         outcomes
     };
@@ -342,15 +352,15 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         history,
         elapsed(),
     );
-    let mut resolves: FuturesUnordered<BoxFuture<'static, ResolveResult>> = FuturesUnordered::new();
+    // Made at the first name to resolve (a race of addresses has none).
+    let mut resolves: Option<FuturesUnordered<BoxFuture<'static, ResolveResult>>> = None;
     let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
-    // A race has a handful of leaves: small keyed Vecs beat hash maps here.
-    let mut handles: NodeMap<AbortHandle> = NodeMap::default();
-    let mut done: NodeMap<(Transport, FramerStack, Vec<u8>, Reconnect)> = NodeMap::default();
-    let mut reconnects: NodeMap<Reconnect> = NodeMap::default();
-    // The stacks' own errors of failed attempts: the engine keeps reasons
-    // in words; these become the candidates' sources if the race fails.
-    let mut sources: NodeMap<crate::error::Source> = NodeMap::default();
+    // A race has a handful of leaves: a small Vec beats a hash map here.
+    let mut slots = Slots::new();
+    // The stacks' own errors of failed attempts, in the order they failed:
+    // the engine keeps reasons in words; these become the candidates'
+    // sources if the race fails.
+    let mut sources: Vec<(usize, crate::error::Source)> = Vec::new();
     // The engine's next deadline and its timer, kept across turns of the
     // loop and made anew only when the deadline moves (the establishment
     // timeout is a deadline from the start: one timer, not one per turn).
@@ -365,7 +375,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     ..
                 } => {
                     let fut = s.resolver.resolve(&host, family);
-                    resolves.push(Box::pin(fut.map(move |r| (query, r))));
+                    resolves
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Box::pin(fut.map(move |r| (query, r))));
                 }
                 Action::StartAttempt {
                     node,
@@ -376,8 +388,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
-                    handles.insert(node.clone(), abort);
-                    let n = node.clone();
+                    let n = slots.len();
+                    let mut reconnect = None;
                     match local {
                         Ok(local) => {
                             let mut opts = socket_options(
@@ -397,14 +409,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 Some(c) => backend::SessionScope::Context(c.id()),
                                 None => backend::SessionScope::Isolated,
                             };
-                            reconnects.insert(
-                                node.clone(),
-                                Reconnect {
-                                    caps,
-                                    remote: remote.clone(),
-                                    opts: opts.clone(),
-                                },
-                            );
+                            reconnect = Some(Reconnect {
+                                caps,
+                                remote: remote.clone(),
+                                opts: opts.clone(),
+                            });
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
                             let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
@@ -416,33 +425,46 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
                     }
+                    slots.push(Slot {
+                        node,
+                        abort: Some(abort),
+                        reconnect,
+                        done: None,
+                    });
                 }
                 Action::CancelAttempt { node } => {
                     // Still running (it has a handle), of a stack whose
                     // cancellation costs more than its completion, and
                     // losing to a winner (not cut by the timeout).
-                    let finish = racer.winner().is_some()
-                        && handles.get(&node).is_some()
-                        && reconnects
-                            .get(&node)
-                            .is_some_and(|r| r.caps.finish_when_losing);
-                    if finish {
-                        // Left to finish in the background (see `finish_losers`).
-                        finishing.push(node.clone());
-                    } else if let Some(h) = handles.remove(&node) {
-                        h.abort();
+                    let winner = racer.winner().is_some();
+                    if let Some(slot) = slot_of(&mut slots, &node) {
+                        let finish = winner
+                            && slot.abort.is_some()
+                            && slot
+                                .reconnect
+                                .as_ref()
+                                .is_some_and(|r| r.caps.finish_when_losing);
+                        if finish {
+                            // Left to finish in the background (see `finish_losers`).
+                            finishing.push(node.clone());
+                        } else if let Some(h) = slot.abort.take() {
+                            h.abort();
+                        }
+                        // A loser that had already connected is closed by dropping it.
+                        slot.done = None;
                     }
-                    // A loser that had already connected is closed by dropping it.
-                    done.remove(&node);
                 }
                 Action::Won { node } => {
                     emitter.flush(&racer);
                     let outcomes = learn(&racer);
-                    let (transport, framers, leftover, reconnect) =
-                        done.remove(&node).expect("the winner connected");
-                    for (n, h) in handles.0.drain(..) {
-                        if !finishing.contains(&n) {
-                            h.abort();
+                    let (transport, framers, leftover, reconnect) = slot_of(&mut slots, &node)
+                        .and_then(|slot| slot.done.take())
+                        .expect("the winner connected");
+                    for slot in &mut slots {
+                        if let Some(h) = slot.abort.take() {
+                            if !finishing.contains(&slot.node) {
+                                h.abort();
+                            }
                         }
                     }
                     if !finishing.is_empty() {
@@ -452,9 +474,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             .collect();
                         finish_losers(
                             std::mem::take(&mut attempts),
+                            slots.drain(..).map(|slot| slot.node).collect(),
                             losers,
                             s.context.clone(),
-                            chosen.clone(),
+                            chosen.to_vec(),
                         );
                     }
                     let remote = s.remotes.first().cloned().unwrap_or_default();
@@ -486,8 +509,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 Action::Failed(mut e) => {
                     emitter.flush(&racer);
                     learn(&racer);
-                    for (node, source) in sources.0.drain(..) {
-                        e.attach_candidate_source(&node, source);
+                    for (slot, source) in sources.drain(..) {
+                        e.attach_candidate_source(&slots[slot].node, source);
                     }
                     e.source_from_candidates();
                     return Err(e);
@@ -516,24 +539,37 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         // of branches that are ready together was random before (select!)
         // and the engine takes either: an input at or past the overall
         // timeout is ignored for the timeout, which it handles first.
+        // A resolve still running, if any (none: never ready, as an
+        // empty set of them is never).
+        let resolved = futures::future::poll_fn(|cx| match resolves.as_mut() {
+            Some(r) if !r.is_empty() => match r.poll_next_unpin(cx) {
+                std::task::Poll::Ready(Some(answer)) => std::task::Poll::Ready(answer),
+                _ => std::task::Poll::Pending,
+            },
+            _ => std::task::Poll::Pending,
+        });
         futures::select_biased! {
-            r = resolves.select_next_some() => {
+            r = resolved.fuse() => {
                 racer.handle_input(elapsed(), Input::Resolved { query: r.0, result: r.1 });
             }
             r = attempts.select_next_some() => {
-                let (node, r) = r;
-                handles.remove(&node);
+                let (i, r) = r;
+                let slot = &mut slots[i];
+                slot.abort = None;
                 match r {
                     Err(futures::future::Aborted) => {}
                     Ok(Ok((t, f, left))) => {
-                        let rc = reconnects.remove(&node).expect("attempt recorded");
-                        done.insert(node.clone(), (t, f, left, rc));
+                        let rc = slot.reconnect.take().expect("attempt recorded");
+                        slot.done = Some((t, f, left, rc));
+                        let node = slot.node.clone();
                         racer.handle_input(elapsed(), Input::AttemptSucceeded { node });
                     }
                     Ok(Err((reason, message, source))) => {
                         if let Some(source) = source {
-                            sources.insert(node.clone(), source);
+                            sources.retain(|(s, _)| *s != i);
+                            sources.push((i, source));
                         }
+                        let node = slot.node.clone();
                         racer.handle_input(elapsed(), Input::AttemptFailed { node, reason, message });
                     }
                 }

@@ -39,7 +39,15 @@ pub struct Preconnection {
     observer: Option<TraceObserver>,
     context: TransportContext,
     listener_limits: crate::listener::ListenerLimits,
+    /// The stacks selection chose for the properties, security, framers
+    /// and protocols above, once an Initiate computed them: shared with the
+    /// snapshots (and clones) taken since, and replaced by an empty one
+    /// whenever one of those inputs may change.
+    selection: Selection,
 }
+
+/// A selection's result, computed at most once per set of inputs.
+pub(crate) type Selection = Arc<std::sync::OnceLock<Vec<crate::capability::Capabilities>>>;
 
 impl std::fmt::Debug for Preconnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,6 +82,7 @@ impl Preconnection {
             observer: None,
             context: TransportContext::global(),
             listener_limits: Default::default(),
+            selection: Selection::default(),
         }
     }
 
@@ -94,6 +103,7 @@ impl Preconnection {
     /// `Preconnection.AddFramer(framer)` (§9.1.2.1): the last added runs first on send.
     pub fn add_framer(&mut self, framer: impl Framer) -> &mut Self {
         self.framers.framers.push(Box::new(framer));
+        self.selection = Selection::default();
         self
     }
 
@@ -112,6 +122,7 @@ impl Preconnection {
     /// Restrict the protocol stacks that may be raced (system policy, RFC 9623 §3.2).
     pub fn set_protocols(&mut self, stacks: Vec<StackId>) -> &mut Self {
         self.protocols = Some(stacks);
+        self.selection = Selection::default();
         self
     }
 
@@ -195,11 +206,13 @@ impl Preconnection {
 
     /// The TransportProperties, to change before the next action.
     pub fn transport_properties_mut(&mut self) -> &mut TransportProperties {
+        self.selection = Selection::default();
         &mut self.props
     }
 
     /// The SecurityParameters, to change before the next action.
     pub fn security_parameters_mut(&mut self) -> &mut SecurityParameters {
+        self.selection = Selection::default();
         &mut self.security
     }
 
@@ -278,6 +291,7 @@ impl Preconnection {
             observer: self.observer.clone(),
             early_data: None,
             context: (!self.props.connection.isolate_session).then(|| self.context.clone()),
+            selection: self.selection.clone(),
         }
     }
 

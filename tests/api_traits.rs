@@ -200,3 +200,38 @@ async fn builders_chain_like_setters() {
     assert_eq!(sec.server_name.as_deref(), Some("example.com"));
     assert!(SecurityParameters::new().with("nonsense", &[]).is_err());
 }
+
+/// A Preconnection keeps its stack selection between Initiates; every
+/// change to what selection reads starts it over: after a TCP Initiate,
+/// restricting the protocols to QUIC (refused: QUIC needs security, which
+/// is disabled here) and then prohibiting reliability each change the
+/// outcome. The peer is a plain tokio echo server.
+#[tokio::test]
+async fn a_selection_kept_between_initiates_follows_every_change() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut pre = common::tcp_lines(vec![common::remote(addr)]);
+    for _ in 0..2 {
+        let conn = pre.initiate().await.unwrap();
+        assert_eq!(conn.stack(), StackId::Tcp);
+    }
+    pre.set_protocols(vec![StackId::Quic]);
+    let e = pre.initiate().await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
+    pre.set_protocols(vec![StackId::Tcp, StackId::Udp]);
+    assert_eq!(pre.initiate().await.unwrap().stack(), StackId::Tcp);
+    let props = pre.transport_properties_mut();
+    props.set("reliability", "prohibit").unwrap();
+    props.set("preserveOrder", "noPreference").unwrap();
+    props.set("congestionControl", "noPreference").unwrap();
+    let conn = pre.initiate().await.unwrap();
+    assert_eq!(conn.stack(), StackId::Udp, "reliability prohibited: UDP");
+}

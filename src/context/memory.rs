@@ -350,13 +350,11 @@ impl Memory {
             adaptive_delay,
             ..RaceHistory::default()
         };
-        let ports: Vec<&str> = destinations.iter().map(|d| port_of(d)).collect();
         let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
-        for t in net
-            .targets
-            .iter()
-            .filter(|t| ports.contains(&port_of(&t.target)))
-        {
+        for t in net.targets.iter().filter(|t| {
+            let port = port_of(&t.target);
+            destinations.iter().any(|d| port_of(d) == port)
+        }) {
             if let Some(us) = t.handshake_us {
                 h.handshakes.push(TargetMemory {
                     target: t.target.clone(),

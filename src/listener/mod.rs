@@ -179,7 +179,12 @@ impl Listener {
         Ok(Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
-            snap: std::sync::Arc::new(Snapshot { props, ..snap }),
+            snap: std::sync::Arc::new(Snapshot {
+                props,
+                // Not the Preconnection's: these properties are the Listener's.
+                selection: Default::default(),
+                ..snap
+            }),
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
             stop_tx: Mutex::new(Some(stop_tx)),

@@ -101,7 +101,7 @@ impl RemoteSpec {
         match self {
             RemoteSpec::Address(a) => addr_text(a),
             RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
-                format!("{host}:{port}")
+                host_port(host, *port)
             }
         }
     }
@@ -380,19 +380,6 @@ fn child_id(parent: &str, seq: usize) -> String {
 /// hand: this runs for every leaf and destination of every race, and
 /// `Display` through the formatting machinery costs several times as much.
 fn addr_text(a: &SocketAddr) -> String {
-    fn push_decimal(s: &mut String, mut n: u16) {
-        let mut digits = [0u8; 5];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        s.extend(digits[i..].iter().map(|&d| char::from(d)));
-    }
     match a {
         SocketAddr::V4(v4) => {
             let mut s = String::with_capacity(21);
@@ -406,8 +393,111 @@ fn addr_text(a: &SocketAddr) -> String {
             push_decimal(&mut s, v4.port());
             s
         }
-        SocketAddr::V6(_) => a.to_string(),
+        SocketAddr::V6(v6) => {
+            let mut s = String::with_capacity(56);
+            s.push('[');
+            push_ipv6(&mut s, v6.ip());
+            if v6.scope_id() != 0 {
+                s.push('%');
+                push_decimal_u32(&mut s, v6.scope_id());
+            }
+            s.push_str("]:");
+            push_decimal(&mut s, v6.port());
+            s
+        }
     }
+}
+
+/// `ip` as its `Display` writes it (RFC 5952: lowercase hex, the longest
+/// run of two or more zero groups, the first of equals, as `::`; an
+/// IPv4-mapped address as `::ffff:a.b.c.d`), by hand: see [`addr_text`].
+fn push_ipv6(s: &mut String, ip: &std::net::Ipv6Addr) {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        s.push_str("::ffff:");
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                s.push('.');
+            }
+            push_decimal(s, u16::from(octet));
+        }
+        return;
+    }
+    let groups = ip.segments();
+    // The longest run of zero groups (the first of equals).
+    let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
+    for (i, &g) in groups.iter().enumerate() {
+        if g == 0 {
+            if run_len == 0 {
+                run = i;
+            }
+            run_len += 1;
+            if run_len > best_len {
+                (best, best_len) = (run, run_len);
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    let push_groups = |s: &mut String, groups: &[u16]| {
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                s.push(':');
+            }
+            push_hex(s, g);
+        }
+    };
+    if best_len > 1 {
+        push_groups(s, &groups[..best]);
+        s.push_str("::");
+        push_groups(s, &groups[best + best_len..]);
+    } else {
+        push_groups(s, &groups);
+    }
+}
+
+/// `n` in lowercase hex without leading zeros at the end of `s`.
+fn push_hex(s: &mut String, n: u16) {
+    let mut started = false;
+    for shift in [12, 8, 4, 0] {
+        let d = (n >> shift) & 0xf;
+        if d != 0 || started || shift == 0 {
+            started = true;
+            s.push(char::from_digit(u32::from(d), 16).expect("a hex digit"));
+        }
+    }
+}
+
+/// `n` in decimal at the end of `s` (a scope id).
+fn push_decimal_u32(s: &mut String, n: u32) {
+    match u16::try_from(n) {
+        Ok(n) => push_decimal(s, n),
+        Err(_) => s.push_str(&n.to_string()),
+    }
+}
+
+/// `n` in decimal at the end of `s` (by hand: see [`addr_text`]).
+fn push_decimal(s: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `host:port`, as `format!("{host}:{port}")` writes it (by hand: this
+/// runs for every host name of every race).
+fn host_port(host: &str, port: u16) -> String {
+    let mut s = String::with_capacity(host.len() + 6);
+    s.push_str(host);
+    s.push(':');
+    push_decimal(&mut s, port);
+    s
 }
 
 /// The racing state machine for one establishment.
@@ -571,23 +661,34 @@ impl Racer {
 
         // Level-3 order: literal addresses interleaved v6-first in their
         // slots; host names keep their positions.
-        let literal: Vec<SocketAddr> = remotes
+        // (With one literal address at most, that is the order given.)
+        let interleaved: Vec<RemoteSpec>;
+        let literals = remotes
             .iter()
-            .filter_map(|r| match r {
-                RemoteSpec::Address(a) => Some(*a),
-                RemoteSpec::Host { .. } | RemoteSpec::Name { .. } => None,
-            })
-            .collect();
-        let mut literal = interleave(literal, Family::V6, |a| family_of(&a.ip())).into_iter();
-        let ordered: Vec<RemoteSpec> = remotes
-            .iter()
-            .map(|r| match r {
-                RemoteSpec::Address(_) => {
-                    RemoteSpec::Address(literal.next().expect("same number of addresses"))
-                }
-                host => host.clone(),
-            })
-            .collect();
+            .filter(|r| matches!(r, RemoteSpec::Address(_)))
+            .count();
+        let ordered: &[RemoteSpec] = if literals <= 1 {
+            &remotes
+        } else {
+            let literal: Vec<SocketAddr> = remotes
+                .iter()
+                .filter_map(|r| match r {
+                    RemoteSpec::Address(a) => Some(*a),
+                    RemoteSpec::Host { .. } | RemoteSpec::Name { .. } => None,
+                })
+                .collect();
+            let mut literal = interleave(literal, Family::V6, |a| family_of(&a.ip())).into_iter();
+            interleaved = remotes
+                .iter()
+                .map(|r| match r {
+                    RemoteSpec::Address(_) => {
+                        RemoteSpec::Address(literal.next().expect("same number of addresses"))
+                    }
+                    host => host.clone(),
+                })
+                .collect();
+            &interleaved
+        };
 
         for p in 0..r.paths.len() {
             let path_node = r.add_node(None, p, None, Kind::Path);
@@ -598,7 +699,7 @@ impl Racer {
                 if r.demotion(stack).is_some() {
                     r.note(now, TraceEventKind::Reordered, Some(proto), What::Demoted);
                 }
-                for remote in &ordered {
+                for remote in ordered {
                     match remote {
                         RemoteSpec::Address(addr) => {
                             r.add_leaf(proto, Target::Addr(*addr), None, now);
@@ -817,42 +918,45 @@ impl Racer {
     /// an attempt still running is left out).
     pub fn outcomes(&self) -> Vec<AttemptOutcome> {
         let mut out = Vec::new();
-        for n in self.dfs() {
-            let Kind::Leaf {
-                addr,
-                state,
-                failure,
-                destination,
-                key,
-                started: Some(started),
-                ended: Some(ended),
-                turn,
-                ..
-            } = &self.nodes[n].kind
-            else {
-                continue;
-            };
-            let ran = ended.saturating_sub(*started);
-            let result = match (state, failure) {
-                (LeafState::Succeeded, _) => AttemptResult::Won,
-                (LeafState::Failed, Some((reason, message))) => {
-                    AttemptResult::Failed(*reason, message.clone())
-                }
-                (LeafState::Cancelled, _) if ran >= *turn => AttemptResult::Silent,
-                (LeafState::Cancelled, _) => AttemptResult::Cut,
-                _ => continue,
-            };
-            out.push(AttemptOutcome {
-                node: self.nodes[n].id.clone(),
-                destination: destination.clone(),
-                stack: self.nodes[n].stack.expect("leaves have a stack"),
-                target: key.clone(),
-                family: addr.addr().map(|a| family_of(&a.ip())),
-                ran,
-                result,
-            });
-        }
+        self.each_in_tree(&mut |n| out.extend(self.outcome(n)));
         out
+    }
+
+    /// What node `n`'s attempt did, if it is a leaf whose attempt ended.
+    fn outcome(&self, n: usize) -> Option<AttemptOutcome> {
+        let Kind::Leaf {
+            addr,
+            state,
+            failure,
+            destination,
+            key,
+            started: Some(started),
+            ended: Some(ended),
+            turn,
+            ..
+        } = &self.nodes[n].kind
+        else {
+            return None;
+        };
+        let ran = ended.saturating_sub(*started);
+        let result = match (state, failure) {
+            (LeafState::Succeeded, _) => AttemptResult::Won,
+            (LeafState::Failed, Some((reason, message))) => {
+                AttemptResult::Failed(*reason, message.clone())
+            }
+            (LeafState::Cancelled, _) if ran >= *turn => AttemptResult::Silent,
+            (LeafState::Cancelled, _) => AttemptResult::Cut,
+            _ => return None,
+        };
+        Some(AttemptOutcome {
+            node: self.nodes[n].id.clone(),
+            destination: destination.clone(),
+            stack: self.nodes[n].stack.expect("leaves have a stack"),
+            target: key.clone(),
+            family: addr.addr().map(|a| family_of(&a.ip())),
+            ran,
+            result,
+        })
     }
 
     /// Take the trace out of a (usually finished) race.
@@ -1207,6 +1311,20 @@ impl Racer {
         out
     }
 
+    /// Call `f` on every node in depth-first tree order (as
+    /// [`dfs`](Self::dfs), without collecting the order).
+    fn each_in_tree(&self, f: &mut dyn FnMut(usize)) {
+        fn visit(nodes: &[Node], n: usize, f: &mut dyn FnMut(usize)) {
+            f(n);
+            for &c in &nodes[n].children {
+                visit(nodes, c, f);
+            }
+        }
+        for &r in &self.roots {
+            visit(&self.nodes, r, f);
+        }
+    }
+
     /// The first node in depth-first tree order that `pick` picks (as
     /// [`dfs`](Self::dfs), without collecting the order).
     fn first_in_tree(&self, pick: impl Fn(&Node) -> bool) -> Option<usize> {
@@ -1312,11 +1430,12 @@ impl Racer {
                 _ => continue,
             };
             let mut added = false;
-            let port_suffix = format!(":{port}");
             let dest = match &self.nodes[h].kind {
-                Kind::Host { host, port, .. } => format!("{host}:{port}"),
+                Kind::Host { host, port, .. } => host_port(host, *port),
                 _ => String::new(),
             };
+            // `:port`, the end of every target text on this port.
+            let port_suffix = dest.rfind(':').map_or("", |i| &dest[i..]);
             for ip in &addrs {
                 let dup = self.nodes[h].children.iter().any(
                     |&c| matches!(&self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.addr().map(|a| a.ip()) == Some(*ip)),
@@ -1333,7 +1452,7 @@ impl Racer {
                 let worked_there = waits_for.and_then(|other| {
                     self.history.verdicts.iter().position(|v| {
                         v.worked
-                            && v.target.ends_with(&port_suffix)
+                            && v.target.ends_with(port_suffix)
                             && v.target.starts_with('[') == (other == Family::V6)
                     })
                 });
@@ -1564,6 +1683,11 @@ impl Racer {
     }
 
     fn cancel_running(&mut self, now: Time, except: Option<usize>, why: Option<String>) {
+        let others = (0..self.nodes.len())
+            .any(|n| Some(n) != except && self.leaf_state(n) == Some(LeafState::Running));
+        if !others {
+            return; // nothing to cancel (the usual win: the only attempt)
+        }
         for n in self.dfs() {
             if Some(n) == except || self.leaf_state(n) != Some(LeafState::Running) {
                 continue;
@@ -1738,9 +1862,43 @@ mod tests {
             "[::1]:443",
             "[fe80::1%2]:8080",
             "[::ffff:1.2.3.4]:9",
+            "[::]:1",
+            "[2001:db8::1]:443",
+            "[2001:db8:0:0:1:0:0:1]:80",
+            "[fe80::1%4294967295]:8080",
+            "[1:0:1:0:1:0:1:0]:65535",
+            "[::ffff:0:1.2.3.4]:9",
+            "[0:0:0:0:0:0:1.2.3.4]:9",
         ] {
             let a: std::net::SocketAddr = a.parse().unwrap();
             assert_eq!(super::addr_text(&a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_as_display_writes_them() {
+        // Every pattern of zero and non-zero groups, with values of every
+        // hex length, and a spread of scope ids and ports.
+        let values = [0u16, 0x1, 0xa, 0x1f, 0xabc, 0xffff, 0x100, 0x1000];
+        let mut seed = 1u32;
+        for zeros in 0u32..256 {
+            for v in 0..4 {
+                let mut groups = [0u16; 8];
+                for (i, g) in groups.iter_mut().enumerate() {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    if zeros & (1 << i) == 0 {
+                        *g = values[1 + (seed >> 16) as usize % (values.len() - 1)];
+                    }
+                }
+                if v == 3 {
+                    groups[..6].copy_from_slice(&[0, 0, 0, 0, 0, 0xffff]);
+                }
+                let ip = std::net::Ipv6Addr::from(groups);
+                let scope = [0, 1, 65_535, 65_536, u32::MAX][v % 5 + (zeros as usize % 2)];
+                let port = [0, 9, 443, 65_535][v];
+                let a = std::net::SocketAddr::V6(std::net::SocketAddrV6::new(ip, port, 0, scope));
+                assert_eq!(super::addr_text(&a), a.to_string());
+            }
         }
     }
 
