@@ -127,6 +127,10 @@ cargo test --features fuzzing --test fuzz_corpus
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
 
+step "cargo doc -p postsocket, native and wasm32, with warnings as errors (what docs.rs builds: broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p postsocket
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p postsocket --target wasm32-unknown-unknown
+
 step "features per stack: the minimal build (TCP and UDP only) passes clippy and its tests; each stack feature alone passes clippy"
 cargo clippy -p postsocket --no-default-features -- -D warnings
 cargo test -p postsocket --no-default-features --lib --test minimal_build
