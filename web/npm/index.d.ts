@@ -35,9 +35,43 @@ export interface TransportPropertiesOptions {
   useTemporaryLocalAddress?: Preference;
   softErrorNotify?: Preference;
   activeReadBeforeSend?: Preference;
+  /** A local interface (or provisioning domain) by name, with a preference. */
+  interface?: string;
+  pvd?: string;
+  multipath?: 'disabled' | 'active' | 'passive';
+  advertisesAltaddr?: boolean;
+  direction?: 'bidirectional' | 'unidirectionalSend' | 'unidirectionalReceive';
+  // Connection Properties (RFC 9622 §8.1): durations in milliseconds, or null for none.
   /** Milliseconds, or null for none. */
   connTimeout?: number | null;
-  [name: string]: PropertyValue | undefined;
+  keepAliveTimeout?: number | null;
+  connPriority?: number;
+  connScheduler?: string;
+  connCapacityProfile?: string;
+  multipathPolicy?: 'handover' | 'interactive' | 'aggregate';
+  recvChecksumLen?: number | 'fullCoverage';
+  minSendRate?: number | 'unlimited';
+  minRecvRate?: number | 'unlimited';
+  maxSendRate?: number | 'unlimited';
+  maxRecvRate?: number | 'unlimited';
+  groupConnLimit?: number | 'unlimited';
+  isolateSession?: boolean;
+  recvMsgMaxLen?: number | 'default';
+  sendMsgMaxLen?: number | 'default';
+  'tcp.userTimeoutValue'?: number | null;
+  'tcp.userTimeoutEnabled'?: boolean;
+  'tcp.userTimeoutChangeable'?: boolean;
+  // Default Message Properties (RFC 9622 §9.1.3).
+  msgLifetime?: number | null;
+  msgPriority?: number;
+  msgOrdered?: boolean;
+  safelyReplayable?: boolean;
+  final?: boolean;
+  msgChecksumLen?: number | 'fullCoverage';
+  msgReliable?: boolean;
+  msgCapacityProfile?: string;
+  noFragmentation?: boolean;
+  noSegmentation?: boolean;
 }
 
 /** SecurityParameters (RFC 9622 §6.3). Without any, security is required. */
@@ -54,7 +88,14 @@ export interface SecurityOptions {
   serverName?: string;
   /** Refused in the browser (it chooses the TLS version). */
   allowedSecurityProtocols?: string[];
-  [name: string]: boolean | string | string[] | number | undefined;
+  /** Refused in the browser (a page cannot add trusted roots). */
+  trustedCA?: string[];
+  /** Refused in the browser (it keeps its own session cache). */
+  maxCachedSessions?: number;
+  /** Refused in the browser (it keeps its own session cache). */
+  cachedSessionLifetimeSeconds?: number;
+  /** Refused in the browser (a page cannot listen). */
+  requireClientCertificate?: boolean;
 }
 
 /** The stacks a browser can race. */
@@ -157,7 +198,10 @@ export interface MessageProperties {
   safelyReplayable?: boolean;
   final?: boolean;
   msgReliable?: boolean;
-  [name: string]: PropertyValue | undefined;
+  msgChecksumLen?: number | 'fullCoverage';
+  msgCapacityProfile?: string;
+  noFragmentation?: boolean;
+  noSegmentation?: boolean;
 }
 
 /** The outcome of a successful `send`. */

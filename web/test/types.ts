@@ -53,5 +53,11 @@ export async function consumer(port: number): Promise<string> {
   new Preconnection({ remote: { ip: '::1' }, properties: { reliability: 'sometimes' } });
   // @ts-expect-error: remote is required
   new Preconnection({});
+  // @ts-expect-error: an unknown option name
+  new Preconnection({ remote: { ip: '::1' }, colour: 'blue' });
+  // @ts-expect-error: an unknown property name (a typo of reliability)
+  new Preconnection({ remote: { ip: '::1' }, properties: { reliabilty: 'require' } });
+  // @ts-expect-error: an unknown Message Property
+  await conn.send('hi', { msgLifetme: 1000 });
   return `${n} ${bytes.length} ${state} ${trace.length} ${firstSequence} ${why}`;
 }
