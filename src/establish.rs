@@ -28,18 +28,30 @@ use std::time::Duration;
 /// A live observer of trace events.
 pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
 
-/// An immutable copy of a Preconnection, taken when an action starts.
+/// The part of a Preconnection an action reads as it was when the action
+/// started: shared behind an `Arc` by the Preconnection, its clones and its
+/// snapshots, and copied by the Preconnection on its next change
+/// (`Arc::make_mut`), so a snapshot never sees a later change.
 #[derive(Clone)]
-pub(crate) struct Snapshot {
+pub(crate) struct Config {
     pub(crate) locals: Vec<LocalEndpoint>,
     pub(crate) remotes: Vec<RemoteEndpoint>,
     pub(crate) props: TransportProperties,
     pub(crate) security: SecurityParameters,
-    pub(crate) framers: FramerStack,
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) racing: RacingConfig,
     pub(crate) protocols: Option<Vec<StackId>>,
     pub(crate) observer: Option<TraceObserver>,
+}
+
+/// An immutable copy of a Preconnection, taken when an action starts. Its
+/// [`Config`]'s fields read through it (`snap.props`).
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    /// Endpoints, properties, resolver, racing settings (shared, not copied).
+    pub(crate) config: Arc<Config>,
+    /// A fresh copy of the framers, for this action alone.
+    pub(crate) framers: FramerStack,
     /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
     pub(crate) early_data: Option<Arc<[u8]>>,
     /// What earlier races taught; `None` under isolateSession.
@@ -49,11 +61,18 @@ pub(crate) struct Snapshot {
     pub(crate) selection: crate::preconnection::Selection,
 }
 
+impl std::ops::Deref for Snapshot {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
 /// host names become [`RemoteSpec::Name`] leaves for stacks that resolve
 /// them (the browser), else [`RemoteSpec::Host`] for the engine to resolve.
 fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<Vec<RemoteSpec>, Error> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(remotes.len());
     for r in remotes {
         if let Some(p) = r.protocol() {
             return Err(Error::invalid_configuration(format!(

@@ -7,7 +7,7 @@ use crate::connection::{Connection, SendFailure, Sent};
 use crate::context::TransportContext;
 use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
-use crate::establish::{self, Snapshot, TraceObserver};
+use crate::establish::{self, Config, Snapshot};
 use crate::framer::{Frame, Framer, FramerStack};
 use crate::listener::Listener;
 use crate::message::MessageContext;
@@ -28,15 +28,11 @@ pub const DEFAULT_ESTABLISHMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Preconnection.
 #[derive(Clone)]
 pub struct Preconnection {
-    locals: Vec<LocalEndpoint>,
-    remotes: Vec<RemoteEndpoint>,
-    props: TransportProperties,
-    security: SecurityParameters,
+    /// Endpoints, properties, resolver and racing settings: shared with the
+    /// clones and snapshots taken since (an Initiate copies a pointer), and
+    /// copied on the first change after one was taken.
+    config: Arc<Config>,
     framers: FramerStack,
-    resolver: Arc<dyn Resolver>,
-    racing: RacingConfig,
-    protocols: Option<Vec<StackId>>,
-    observer: Option<TraceObserver>,
     context: TransportContext,
     listener_limits: crate::listener::ListenerLimits,
     /// The stacks selection chose for the properties, security, framers
@@ -52,12 +48,12 @@ pub(crate) type Selection = Arc<std::sync::OnceLock<Vec<crate::capability::Capab
 impl std::fmt::Debug for Preconnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Preconnection")
-            .field("locals", &self.locals)
-            .field("remotes", &self.remotes)
-            .field("props", &self.props)
-            .field("security", &self.security)
-            .field("racing", &self.racing)
-            .field("protocols", &self.protocols)
+            .field("locals", &self.config.locals)
+            .field("remotes", &self.config.remotes)
+            .field("props", &self.config.props)
+            .field("security", &self.config.security)
+            .field("racing", &self.config.racing)
+            .field("protocols", &self.config.protocols)
             .finish()
     }
 }
@@ -71,15 +67,17 @@ impl Preconnection {
         security: SecurityParameters,
     ) -> Self {
         Preconnection {
-            locals,
-            remotes,
-            props,
-            security,
+            config: Arc::new(Config {
+                locals,
+                remotes,
+                props,
+                security,
+                resolver: Arc::new(SystemResolver),
+                racing: RacingConfig::default(),
+                protocols: None,
+                observer: None,
+            }),
             framers: FramerStack::default(),
-            resolver: Arc::new(SystemResolver),
-            racing: RacingConfig::default(),
-            protocols: None,
-            observer: None,
             context: TransportContext::global(),
             listener_limits: Default::default(),
             selection: Selection::default(),
@@ -93,6 +91,12 @@ impl Preconnection {
     pub fn set_transport_context(&mut self, context: TransportContext) -> &mut Self {
         self.context = context;
         self
+    }
+
+    /// The configuration, to change: copied first if a clone or snapshot
+    /// shares it, so they keep what they were taken with.
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
     }
 
     /// The TransportContext this Preconnection races with.
@@ -109,19 +113,19 @@ impl Preconnection {
 
     /// `Preconnection.AddRemote(remotes)` (§7.3).
     pub fn add_remote(&mut self, remotes: impl IntoIterator<Item = RemoteEndpoint>) -> &mut Self {
-        self.remotes.extend(remotes);
+        self.config_mut().remotes.extend(remotes);
         self
     }
 
     /// Replace the name resolver (tests use this to control answer timing).
     pub fn set_resolver(&mut self, resolver: impl Resolver) -> &mut Self {
-        self.resolver = Arc::new(resolver);
+        self.config_mut().resolver = Arc::new(resolver);
         self
     }
 
     /// Restrict the protocol stacks that may be raced (system policy, RFC 9623 §3.2).
     pub fn set_protocols(&mut self, stacks: Vec<StackId>) -> &mut Self {
-        self.protocols = Some(stacks);
+        self.config_mut().protocols = Some(stacks);
         self.selection = Selection::default();
         self
     }
@@ -131,14 +135,14 @@ impl Preconnection {
     /// Setting it turns off the adaptive delay (which follows the
     /// TransportContext's measured handshake times): this value is used as is.
     pub fn set_connection_attempt_delay(&mut self, delay: Duration) -> &mut Self {
-        self.racing.connection_attempt_delay = delay;
-        self.racing.adaptive_delay = false;
+        self.config_mut().racing.connection_attempt_delay = delay;
+        self.config_mut().racing.adaptive_delay = false;
         self
     }
 
     /// The racing mode: staggered (default), failover or simultaneous.
     pub fn set_racing_mode(&mut self, mode: RacingMode) -> &mut Self {
-        self.racing.mode = mode;
+        self.config_mut().racing.mode = mode;
         self
     }
 
@@ -192,7 +196,7 @@ impl Preconnection {
 
     /// All racing settings.
     pub fn racing_config_mut(&mut self) -> &mut RacingConfig {
-        &mut self.racing
+        &mut self.config_mut().racing
     }
 
     /// Observe every trace event live, as it happens (the demo and `tapscat --trace` use this).
@@ -200,32 +204,32 @@ impl Preconnection {
         &mut self,
         observer: impl Fn(&TraceEvent) + Send + Sync + 'static,
     ) -> &mut Self {
-        self.observer = Some(Arc::new(observer));
+        self.config_mut().observer = Some(Arc::new(observer));
         self
     }
 
     /// The TransportProperties, to change before the next action.
     pub fn transport_properties_mut(&mut self) -> &mut TransportProperties {
         self.selection = Selection::default();
-        &mut self.props
+        &mut self.config_mut().props
     }
 
     /// The SecurityParameters, to change before the next action.
     pub fn security_parameters_mut(&mut self) -> &mut SecurityParameters {
         self.selection = Selection::default();
-        &mut self.security
+        &mut self.config_mut().security
     }
 
     /// `Resolve()` (§7.3): the LocalEndpoints and RemoteEndpoints with names
     /// resolved to addresses (AAAA then A), one endpoint per address.
     pub async fn resolve(&self) -> Result<(Vec<LocalEndpoint>, Vec<RemoteEndpoint>), Error> {
         let mut out = Vec::new();
-        for r in &self.remotes {
+        for r in &self.config.remotes {
             match (r.ip_address(), r.host_name()) {
                 (None, Some(host)) => {
                     let mut errs = Vec::new();
                     for fam in [crate::racing::Family::V6, crate::racing::Family::V4] {
-                        match self.resolver.resolve(host, fam).await {
+                        match self.config.resolver.resolve(host, fam).await {
                             Ok(ips) => {
                                 for ip in ips {
                                     let mut e = RemoteEndpoint::new().with_ip_address(ip)?;
@@ -245,27 +249,27 @@ impl Preconnection {
                 _ => out.push(r.clone()),
             }
         }
-        Ok((self.locals.clone(), out))
+        Ok((self.config.locals.clone(), out))
     }
 
     /// The LocalEndpoints (read-only; Rendezvous).
     pub(crate) fn locals(&self) -> &[LocalEndpoint] {
-        &self.locals
+        &self.config.locals
     }
 
     /// The TransportProperties (read-only; Rendezvous).
     pub(crate) fn transport_properties(&self) -> &TransportProperties {
-        &self.props
+        &self.config.props
     }
 
     /// The SecurityParameters (read-only; Rendezvous).
     pub(crate) fn security_parameters(&self) -> &SecurityParameters {
-        &self.security
+        &self.config.security
     }
 
     /// The stacks `set_protocols` allows, if set.
     pub(crate) fn protocols_set(&self) -> Option<&[StackId]> {
-        self.protocols.as_deref()
+        self.config.protocols.as_deref()
     }
 
     /// Whether the application added framers.
@@ -280,17 +284,10 @@ impl Preconnection {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
-            locals: self.locals.clone(),
-            remotes: self.remotes.clone(),
-            props: self.props.clone(),
-            security: self.security.clone(),
+            config: Arc::clone(&self.config),
             framers: self.framers.fresh(),
-            resolver: self.resolver.clone(),
-            racing: self.racing.clone(),
-            protocols: self.protocols.clone(),
-            observer: self.observer.clone(),
             early_data: None,
-            context: (!self.props.connection.isolate_session).then(|| self.context.clone()),
+            context: (!self.config.props.connection.isolate_session).then(|| self.context.clone()),
             selection: self.selection.clone(),
         }
     }
@@ -351,9 +348,11 @@ impl Preconnection {
         let context = context.unwrap_or_default();
         let mut snap = self.snapshot();
         let replayable = context
-            .resolve(&self.props.message_defaults)
+            .resolve(&self.config.props.message_defaults)
             .safely_replayable;
-        if replayable && self.props.get(SelectionProperty::ZeroRttMsg) != Preference::Prohibit {
+        if replayable
+            && self.config.props.get(SelectionProperty::ZeroRttMsg) != Preference::Prohibit
+        {
             let mut frame = Frame {
                 data: data.clone(),
                 ..Frame::default()
@@ -363,7 +362,7 @@ impl Preconnection {
             // Connection there will frame.
             if self
                 .framers
-                .for_data_unit(crate::capability::DataUnit::ByteStream, &self.props)
+                .for_data_unit(crate::capability::DataUnit::ByteStream, &self.config.props)
                 .frame(&mut frame, &context, true)
                 .is_ok()
             {

@@ -207,7 +207,8 @@ impl Connection {
         let (events_tx, events_rx) = mpsc::unbounded();
         let group = group.unwrap_or_else(|| {
             Arc::new(Group {
-                members: Mutex::new(Vec::new()),
+                // Room for this Connection, pushed below.
+                members: Mutex::new(Vec::with_capacity(1)),
                 props: Mutex::new(p.props.connection.clone()),
             })
         });

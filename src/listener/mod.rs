@@ -180,7 +180,10 @@ impl Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
             snap: std::sync::Arc::new(Snapshot {
-                props,
+                config: std::sync::Arc::new(crate::establish::Config {
+                    props,
+                    ..crate::establish::Config::clone(&snap.config)
+                }),
                 // Not the Preconnection's: these properties are the Listener's.
                 selection: Default::default(),
                 ..snap

@@ -253,8 +253,10 @@ enum Kind {
         ready_at: Time,
         /// Why it failed (or was cancelled by the timeout).
         failure: Option<(ErrorReason, String)>,
-        /// The remote endpoint it came from, as the application named it.
-        destination: String,
+        /// The remote endpoint it came from, as the application named it;
+        /// `None` when that is the target itself (`key`), so a literal
+        /// address's text is not kept twice.
+        destination: Option<String>,
         /// `addr` as text, the key under which history remembers it.
         key: String,
         /// History holds it back: it starts only when nothing else is left.
@@ -368,11 +370,24 @@ fn child_id(parent: &str, seq: usize) -> String {
     let mut id = String::with_capacity(parent.len() + 3);
     id.push_str(parent);
     id.push('.');
+    push_seq(&mut id, seq);
+    id
+}
+
+/// The id of the `seq`th root (a path node): `seq` as `to_string` writes
+/// it, by hand (see [`child_id`]).
+fn seq_text(seq: usize) -> String {
+    let mut id = String::with_capacity(2);
+    push_seq(&mut id, seq);
+    id
+}
+
+/// `seq` in decimal at the end of `id`: one digit by hand, else `to_string`.
+fn push_seq(id: &mut String, seq: usize) {
     match u8::try_from(seq) {
         Ok(d @ 0..=9) => id.push(char::from(b'0' + d)),
         _ => id.push_str(&seq.to_string()),
     }
-    id
 }
 
 /// `a` as its `Display` writes it (`127.0.0.1:443`, `[::1]:443`), the key
@@ -382,16 +397,19 @@ fn child_id(parent: &str, seq: usize) -> String {
 fn addr_text(a: &SocketAddr) -> String {
     match a {
         SocketAddr::V4(v4) => {
-            let mut s = String::with_capacity(21);
+            // Written into a buffer on the stack, then copied once.
+            let mut buf = [0u8; 21];
+            let mut at = 0;
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    s.push('.');
+                    buf[at] = b'.';
+                    at += 1;
                 }
-                push_decimal(&mut s, u16::from(octet));
+                at = put_decimal(&mut buf, at, u16::from(octet));
             }
-            s.push(':');
-            push_decimal(&mut s, v4.port());
-            s
+            buf[at] = b':';
+            at = put_decimal(&mut buf, at + 1, v4.port());
+            String::from(std::str::from_utf8(&buf[..at]).expect("ASCII digits, dots and a colon"))
         }
         SocketAddr::V6(v6) => {
             let mut s = String::with_capacity(56);
@@ -488,6 +506,25 @@ fn push_decimal(s: &mut String, mut n: u16) {
         }
     }
     s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `n` in decimal into `buf` at `at`; returns the index after it (by hand:
+/// see [`addr_text`]; `buf` has room, an IPv4 `ip:port` is at most 21 bytes).
+fn put_decimal(buf: &mut [u8], mut at: usize, n: u16) -> usize {
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    at += digits;
+    let mut rest = n;
+    for i in 1..=digits {
+        buf[at - i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    at
 }
 
 /// `host:port`, as `format!("{host}:{port}")` writes it (by hand: this
@@ -917,7 +954,8 @@ impl Racer {
     /// TransportContext to learn from (meaningful once the race finished;
     /// an attempt still running is left out).
     pub fn outcomes(&self) -> Vec<AttemptOutcome> {
-        let mut out = Vec::new();
+        // At most one per leaf: room for the usual few made once, not grown.
+        let mut out = Vec::with_capacity(self.leaves.min(16));
         self.each_in_tree(&mut |n| out.extend(self.outcome(n)));
         out
     }
@@ -950,7 +988,7 @@ impl Racer {
         };
         Some(AttemptOutcome {
             node: self.nodes[n].id.clone(),
-            destination: destination.clone(),
+            destination: destination.as_ref().unwrap_or(key).clone(),
             stack: self.nodes[n].stack.expect("leaves have a stack"),
             target: key.clone(),
             family: addr.addr().map(|a| family_of(&a.ip())),
@@ -1093,7 +1131,7 @@ impl Racer {
         let id = match parent {
             None => {
                 self.roots.push(idx);
-                self.roots.len().to_string()
+                seq_text(self.roots.len())
             }
             Some(p) => {
                 self.nodes[p].child_seq += 1;
@@ -1145,11 +1183,10 @@ impl Racer {
         }
         self.leaves += 1;
         let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
-        let destination = destination.unwrap_or_else(|| text.clone());
         let stack_id = stack.expect("leaves sit under a protocol node");
         let held = self
             .history
-            .held(&destination, stack_id)
+            .held(destination.as_deref().unwrap_or(&text), stack_id)
             .and_then(|h| self.history.held.iter().position(|x| std::ptr::eq(x, h)));
         let rank_why = self.rank_of(&addr, &text);
         let noted = false;
@@ -1859,6 +1896,8 @@ mod tests {
             "127.0.0.1:443",
             "10.20.255.9:65535",
             "1.2.3.4:80",
+            "100.99.10.9:10000",
+            "9.90.199.200:1000",
             "[::1]:443",
             "[fe80::1%2]:8080",
             "[::ffff:1.2.3.4]:9",
@@ -1908,5 +1947,8 @@ mod tests {
         assert_eq!(child_id("1.2", 9), "1.2.9");
         assert_eq!(child_id("1.2", 10), "1.2.10");
         assert_eq!(child_id("3.1.1", 300), "3.1.1.300");
+        for seq in [1, 9, 10, 12, 300] {
+            assert_eq!(super::seq_text(seq), seq.to_string());
+        }
     }
 }
