@@ -72,9 +72,14 @@ impl Rejected {
                 "{:?}: {} is bidirectional only",
                 props.direction, caps.stack
             ),
+            // Worded from the same parameters it was rejected with; the
+            // fallback only keeps this free of a panic path.
             Rejected::Security => match security.admits(caps.security) {
                 Err(why) => format!("{} {why}", caps.stack),
-                Ok(()) => unreachable!("rejected for its security"),
+                Ok(()) => format!(
+                    "{}: its security does not fit the SecurityParameters",
+                    caps.stack
+                ),
             },
             Rejected::Tls13 => format!(
                 "{} needs TLS 1.3, which allowedSecurityProtocols {:?} leaves out",
