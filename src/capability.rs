@@ -116,8 +116,11 @@ pub enum DataUnit {
 }
 
 /// One row of the capability table: what a protocol stack provides, and
-/// how RFC 9622's concepts map onto it.
+/// how RFC 9622's concepts map onto it. `#[non_exhaustive]`: the table
+/// grows (new quirks become fields); start from the rows given here
+/// (`Capabilities::TCP`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// The stack this row describes.
     pub stack: StackId,
