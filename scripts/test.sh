@@ -80,6 +80,18 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # shellcheck source=scripts/toolchain.sh
 . scripts/toolchain.sh
 
+# Inside a new network namespace (unshare -n): loopback, and a veth with a default route.
+# Firefox gathers no ICE candidate in a namespace with loopback alone.
+loopback_and_default_route() {
+    ip link set lo up
+    ip link add v0 type veth peer name v1
+    ip addr add 10.9.9.1/24 dev v0
+    ip link set v0 up
+    ip link set v1 up
+    ip route add default dev v0
+}
+export -f loopback_and_default_route
+
 # disk_dir: where the target directory is (or, before the first build, would be).
 disk_dir() {
     if [ -d "$TARGET_DIR" ]; then echo "$TARGET_DIR"; else echo "$ROOT"; fi
@@ -304,12 +316,7 @@ cargo build -p postsocket-examples --bin webrtc-echo
 export BIN TMP CHROMIUM FIREFOX
 timeout 300 unshare -n bash -c '
     set -euo pipefail
-    ip link set lo up
-    ip link add v0 type veth peer name v1
-    ip addr add 10.9.9.1/24 dev v0
-    ip link set v0 up
-    ip link set v1 up
-    ip route add default dev v0
+    loopback_and_default_route
     "$BIN/webrtc-echo" 18081 >"$TMP/webrtc-echo-npm.out" 2>"$TMP/webrtc-echo-npm.err" &
     echo_pid=$!
     trap "kill $echo_pid 2>/dev/null || true" EXIT
@@ -341,12 +348,7 @@ ensure_firefox
 export FIREFOX
 timeout 300 unshare -n bash -c '
     set -euo pipefail
-    ip link set lo up
-    ip link add v0 type veth peer name v1
-    ip addr add 10.9.9.1/24 dev v0
-    ip link set v0 up
-    ip link set v1 up
-    ip route add default dev v0
+    loopback_and_default_route
     DEMO_SERVER="$BIN/demo-server" PKG="$ROOT/web/pkg" BROWSER=firefox FIREFOX="$FIREFOX" \
         SHOTS="$TMP/screenshots" node "$ROOT/www/test/demo.e2e.mjs"
 ' || fail "the www demo end-to-end test failed in Firefox"

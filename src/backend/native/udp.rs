@@ -50,13 +50,13 @@ impl std::fmt::Debug for FlowRx {
     }
 }
 
-/// When a Listener's flow last carried a datagram, either way, and whether
+/// How many datagrams a Listener's flow carried, either way, and whether
 /// the Listener forgot it for being idle (`ListenerLimits::udp_flow_idle_timeout`).
+/// A datagram only counts (no clock read per datagram); the Listener's
+/// sweeps see whether the count moved.
 #[derive(Debug)]
 pub(crate) struct FlowActivity {
-    born: Instant,
-    /// Milliseconds after `born` of the last datagram.
-    last_ms: AtomicU64,
+    datagrams: AtomicU64,
     expired: AtomicBool,
     timeout: Duration,
 }
@@ -64,8 +64,7 @@ pub(crate) struct FlowActivity {
 impl FlowActivity {
     fn new(timeout: Duration) -> Self {
         FlowActivity {
-            born: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            datagrams: AtomicU64::new(0),
             expired: AtomicBool::new(false),
             timeout,
         }
@@ -73,14 +72,7 @@ impl FlowActivity {
 
     /// A datagram went by.
     fn touch(&self) {
-        let ms = self.born.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// Whether no datagram went by for the timeout, as of `now`.
-    fn idle_at(&self, now: Instant) -> bool {
-        let last = self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(last) >= self.timeout
+        self.datagrams.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +80,25 @@ impl FlowActivity {
 struct Flow {
     tx: mpsc::Sender<Vec<u8>>,
     activity: Arc<FlowActivity>,
+    /// The datagram count the last sweep saw, and since when it has not moved.
+    seen: u64,
+    quiet_since: Instant,
+}
+
+impl Flow {
+    /// At a sweep: whether the flow has been quiet for its idle timeout.
+    /// A count that moved since the last sweep starts the quiet time over,
+    /// so a flow expires between one and about two sweep intervals after
+    /// the timeout since its last datagram.
+    fn idle_at(&mut self, now: Instant) -> bool {
+        let count = self.activity.datagrams.load(Ordering::Relaxed);
+        if count != self.seen {
+            self.seen = count;
+            self.quiet_since = now;
+            return false;
+        }
+        now.saturating_duration_since(self.quiet_since) >= self.activity.timeout
+    }
 }
 
 /// A UDP flow.
@@ -418,7 +429,7 @@ impl UdpPeers {
             if f.tx.is_closed() {
                 return false;
             }
-            if f.activity.idle_at(now) {
+            if f.idle_at(now) {
                 f.activity.expired.store(true, Ordering::Relaxed);
                 return false;
             }
@@ -503,6 +514,8 @@ impl UdpPeers {
             Flow {
                 tx: ptx,
                 activity: activity.clone(),
+                seen: 0,
+                quiet_since: Instant::now(),
             },
         );
         self.report_drops();
