@@ -139,9 +139,10 @@ cargo test --features fuzzing --test fuzz_corpus
 step "cargo check --target wasm32-unknown-unknown -p postsocket"
 cargo check --target wasm32-unknown-unknown -p postsocket
 
-step "cargo doc -p postsocket, native and wasm32, with warnings as errors (what docs.rs builds: broken links fail)"
+step "cargo doc -p postsocket, native and wasm32, and -p postsocket-web, with warnings as errors (what docs.rs builds: broken links fail)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p postsocket
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p postsocket --target wasm32-unknown-unknown
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p postsocket-web --target wasm32-unknown-unknown
 
 step "features per stack: the minimal build (TCP and UDP only) passes clippy and its tests; each stack feature alone passes clippy"
 cargo clippy -p postsocket --no-default-features -- -D warnings
@@ -206,25 +207,36 @@ fi
 
 if want browser; then
 step "browser tests in headless Chromium: the racing engine's scripts, the Promise executor, and the WebSocket stack against ws-echo"
-# A fresh Chromium profile for this run, with the flags of webdriver.json.
-sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
-    webdriver.json >"$TMP/webdriver.json"
+# webdriver.json for one step: its flags, this machine's Chromium, and a fresh profile of the
+# step's own. (A Chromium that just closed can hold its profile's lock for a moment while it
+# exits; a Chromium started on the same profile then may hang at start, as seen when a step of
+# two seconds followed another.)
+webdriver_json() {
+    sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile-$1\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
+        webdriver.json >"$TMP/webdriver-$1.json"
+    echo "$TMP/webdriver-$1.json"
+}
 # The ports reach the tests at compile time (option_env!).
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$(webdriver_json core)" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test racing_engine --test racing_history \
-        --test browser_tasks --test browser_websocket ||
+        --test browser_websocket ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser tests failed"; }
+# The npm package's executor lives in postsocket-web (web/), beside the bindings it runs.
+env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$(webdriver_json executor)" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket-web --test executor ||
+    { cat "$TMP/ws-echo.err" >&2; fail "browser tests of the npm package's executor failed"; }
 
 step "browser tests in headless Chromium: the WebTransport stack against ws-echo (postsocket's Listener)"
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=60 \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$(webdriver_json webtransport)" WASM_BINDGEN_TEST_TIMEOUT=60 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser WebTransport tests failed"; }
 
 step "browser tests in headless Chromium: the TransportContext with WebTransport blackholed (12 races, the page's WebTransport budget)"
 env $(cat "$TMP/ws-echo.out") CHROMEDRIVER="$CHROMEDRIVER" \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$TMP/webdriver.json" WASM_BINDGEN_TEST_TIMEOUT=120 \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$(webdriver_json context)" WASM_BINDGEN_TEST_TIMEOUT=120 \
     timeout 900 cargo test --target wasm32-unknown-unknown -p postsocket --test browser_transport_context -- --nocapture ||
     { cat "$TMP/ws-echo.err" >&2; fail "browser TransportContext tests failed"; }
 

@@ -61,6 +61,7 @@ pub mod resolver;
 mod runtime;
 pub mod security;
 pub mod trace;
+mod webtransport_budget;
 
 /// Message data to send: `Vec<u8>` converts without a copy, and a `Bytes`
 /// shared with other Messages goes out without one (re-exported from the
@@ -89,19 +90,21 @@ pub use rendezvous::{
 pub use resolver::{Resolver, StaticResolver, SystemResolver};
 pub use security::{Identity, SecurityParameters, TrustContext};
 pub use trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
+pub use webtransport_budget::{
+    set_webtransport_budget, webtransport_budget_spent, WEBTRANSPORT_BUDGET,
+};
 
-/// In the browser only, for JS bindings over postsocket (the npm package's
-/// are built on these): received Message data as the browser's own
-/// `Uint8Array`, without a copy out of wasm memory; the staging area, where
-/// JS copies a Message into wasm memory itself; futures as Promises; and the
-/// page's WebTransport budget (see [`set_webtransport_budget`](browser::set_webtransport_budget)).
+/// Not part of the API, and exempt from semver: what `postsocket-web` (the
+/// npm package's bindings, in this repository) builds on in the browser.
+/// Received Message data as the browser's own `Uint8Array` without a copy
+/// out of wasm memory; the staging area, where JS copies a Message into
+/// wasm memory itself; the hook where the browser stacks' event handlers
+/// end.
 #[cfg(web)]
-pub mod browser {
+#[doc(hidden)]
+pub mod __web_bindings {
     pub use crate::backend::{
-        keep_browser_bytes, set_webtransport_budget, staging_area, take_browser_bytes, take_staged,
-        webtransport_budget_spent, STAGING_LEN, WEBTRANSPORT_BUDGET,
+        keep_browser_bytes, staging_area, take_browser_bytes, take_staged, STAGING_LEN,
     };
-    pub use crate::runtime::{
-        cancel, promise, promise_with, settled_promise, start, Settler, Started,
-    };
+    pub use crate::runtime::{inside_browser_event, set_browser_event_end};
 }

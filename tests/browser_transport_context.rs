@@ -93,9 +93,7 @@ async fn pause(ms: i32) {
 
 #[wasm_bindgen_test]
 async fn a_webtransport_handshake_that_merely_loses_is_left_to_finish() {
-    use postsocket::browser::{
-        set_webtransport_budget, webtransport_budget_spent, WEBTRANSPORT_BUDGET,
-    };
+    use postsocket::{set_webtransport_budget, webtransport_budget_spent, WEBTRANSPORT_BUDGET};
     // What other tests of this page spent must not hold WebTransport back
     // here; what this one spends is counted all the same.
     set_webtransport_budget(usize::MAX);
@@ -161,7 +159,7 @@ async fn a_webtransport_handshake_that_merely_loses_is_left_to_finish() {
 
 #[wasm_bindgen_test]
 async fn twelve_races_with_webtransport_blackholed_spend_at_most_the_budget() {
-    postsocket::browser::set_webtransport_budget(postsocket::browser::WEBTRANSPORT_BUDGET);
+    postsocket::set_webtransport_budget(postsocket::WEBTRANSPORT_BUDGET);
     let blackhole = port(
         option_env!("POSTSOCKET_WT_BLACKHOLE_PORT"),
         "POSTSOCKET_WT_BLACKHOLE_PORT",

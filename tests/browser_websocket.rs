@@ -128,7 +128,7 @@ async fn echo_once(
 
 #[wasm_bindgen_test]
 async fn received_data_hands_over_the_browsers_own_buffer_once() {
-    use postsocket::browser::{keep_browser_bytes, take_browser_bytes};
+    use postsocket::__web_bindings::{keep_browser_bytes, take_browser_bytes};
     // Off (the default): nothing is kept.
     keep_browser_bytes(false);
     let (conn, data) = echo_once(plaintext(vec![local(echo_port())]), b"not kept").await;

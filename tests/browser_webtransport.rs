@@ -74,7 +74,7 @@ fn pinned(hash: [u8; 32]) -> SecurityParameters {
 /// page, one after another, and test the stacks; the context and the
 /// budget have tests/browser_transport_context.rs).
 fn pre(port: u16, sec: SecurityParameters) -> Preconnection {
-    postsocket::browser::set_webtransport_budget(usize::MAX);
+    postsocket::set_webtransport_budget(usize::MAX);
     let mut p = Preconnection::new(
         Vec::new(),
         vec![local(port)],

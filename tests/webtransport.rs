@@ -390,3 +390,34 @@ async fn wt_with_a_wrong_pin_fails_that_candidate_for_security() {
     assert_eq!(recv(&conn).await, b"via wss");
     assert!(incoming.try_recv().is_err());
 }
+
+/// The page's WebTransport budget is the browser's (Chromium throttles a
+/// page's failed handshakes); natively nothing counts against it, so even a
+/// budget of 0, which in the browser always holds WebTransport back, leaves
+/// native races alone after failed WebTransport handshakes.
+#[tokio::test]
+async fn natively_the_webtransport_budget_holds_nothing_back() {
+    let cert = self_signed();
+    let other = self_signed();
+    let (addr, _incoming) = listener(&cert, vec![StackId::Wt]).await;
+    postsocket::set_webtransport_budget(0);
+    for _ in 0..2 {
+        let err = client(addr, pinned(&other), vec![StackId::Wt])
+            .initiate()
+            .await
+            .unwrap_err();
+        assert_eq!(err.candidates.len(), 1, "{err}");
+    }
+    assert_eq!(postsocket::webtransport_budget_spent(), 0);
+    let conn = client(addr, pinned(&cert), vec![StackId::Wt])
+        .initiate()
+        .await
+        .unwrap();
+    assert_eq!(conn.stack(), StackId::Wt);
+    assert!(
+        conn.trace().of_kind(K::HeldBack).next().is_none(),
+        "nothing held back: {:?}",
+        conn.trace()
+    );
+    postsocket::set_webtransport_budget(postsocket::WEBTRANSPORT_BUDGET);
+}

@@ -11,10 +11,7 @@ cfg_if::cfg_if! {
     if #[cfg(web)] {
         mod web;
         pub(crate) use web::*;
-        pub use web::{
-            keep_browser_bytes, set_webtransport_budget, staging_area, take_browser_bytes, take_staged,
-            webtransport_budget_spent, STAGING_LEN, WEBTRANSPORT_BUDGET,
-        };
+        pub use web::{keep_browser_bytes, staging_area, take_browser_bytes, take_staged, STAGING_LEN};
     } else {
         mod native;
         pub(crate) use native::*;

@@ -4,10 +4,10 @@
 cfg_if::cfg_if! {
     if #[cfg(web)] {
         mod web;
-        mod browser_tasks;
+        mod browser_event;
         pub(crate) use web::*;
-        pub use browser_tasks::{cancel, promise, promise_with, settled_promise, start, Settler, Started};
-        pub(crate) use browser_tasks::in_browser_event;
+        pub use browser_event::{inside_browser_event, set_browser_event_end};
+        pub(crate) use browser_event::in_browser_event;
     } else {
         mod native;
         pub(crate) use native::*;

@@ -2,7 +2,7 @@
 //! Promise with exactly one outcome, as in the Rust API.
 
 use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
-use postsocket::browser::Started;
+use crate::executor::Started;
 use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
     SendFailure, Sent,
@@ -42,12 +42,12 @@ impl RawConnection {
             .send(data, context, end_of_message.unwrap_or(true));
         match sending.answer_now() {
             Ok(Ok(sent)) => SendAnswer::Sent(sent.sequence),
-            Ok(failed) => {
-                SendAnswer::Later(postsocket::browser::settled_promise(sent_outcome(failed)))
+            Ok(failed) => SendAnswer::Later(crate::executor::settled_promise(sent_outcome(failed))),
+            Err(fut) => {
+                SendAnswer::Later(crate::executor::promise(
+                    async move { sent_outcome(fut.await) },
+                ))
             }
-            Err(fut) => SendAnswer::Later(postsocket::browser::promise(async move {
-                sent_outcome(fut.await)
-            })),
         }
     }
 }
@@ -127,20 +127,20 @@ thread_local! {
     static LATER: RefCell<Option<js_sys::Promise>> = const { RefCell::new(None) };
 }
 
-/// The address in wasm memory of the staging area
-/// (`postsocket::browser::staging_area`), where `index.js` copies a Message
+/// The address in wasm memory of the staging area (the core's, shared with
+/// its WebSocket receive path), where `index.js` copies a Message
 /// of at most [`staging_capacity`] bytes before it calls `sendStaged`: a
 /// send then makes no call to allocate its bytes first, and its answer,
 /// known at once, is a number rather than a Promise.
 #[wasm_bindgen(js_name = stagingArea)]
 pub fn staging_area() -> u32 {
-    postsocket::browser::staging_area().0 as u32
+    postsocket::__web_bindings::staging_area().0 as u32
 }
 
 /// The size of the staging area (see [`staging_area`]).
 #[wasm_bindgen(js_name = stagingCapacity)]
 pub fn staging_capacity() -> u32 {
-    postsocket::browser::STAGING_LEN as u32
+    postsocket::__web_bindings::STAGING_LEN as u32
 }
 
 /// What a send answers at once: `Sent` with its sequence number, or the
@@ -182,7 +182,7 @@ impl RawConnection {
     }
 
     /// `send` of the first `length` bytes of the staging area (see
-    /// [`staging_area`]), which `index.js` filled just before. Returns the
+    /// `staging_area`), which `index.js` filled just before. Returns the
     /// Message's `sequence` when it was `Sent` at once; otherwise -1, and
     /// [`Self::take_promise`] gives the Promise of its outcome.
     #[wasm_bindgen(js_name = sendStaged)]
@@ -192,7 +192,7 @@ impl RawConnection {
         properties: JsValue,
         end_of_message: Option<bool>,
     ) -> f64 {
-        let data = postsocket::browser::take_staged(length as usize);
+        let data = postsocket::__web_bindings::take_staged(length as usize);
         match self.send_data(data, &properties, end_of_message) {
             SendAnswer::Sent(sequence) => sequence as f64,
             SendAnswer::Later(p) => {
@@ -229,7 +229,7 @@ impl RawConnection {
             Some(props)
         };
         let conn = self.conn.clone();
-        Ok(postsocket::browser::promise(async move {
+        Ok(crate::executor::promise(async move {
             match Connection::clone_in_group(&conn, None, props).await {
                 Ok(c) => Ok(RawConnection::new(c).into()),
                 Err(e) => Err(error_to_js("CloneError", &e)),
@@ -245,7 +245,7 @@ impl RawConnection {
     /// [`receive_start`]: Self::receive_start
     #[wasm_bindgen(js_name = receiveCancel)]
     pub fn receive_cancel(&self, slot: u32) -> bool {
-        postsocket::browser::cancel(slot as usize)
+        crate::executor::cancel(slot as usize)
     }
 
     /// `Receive(minIncompleteLength?, maxLength?)` (§9.3), index.js's
@@ -253,7 +253,7 @@ impl RawConnection {
     /// (a Message already buffered, a stopped Connection, a bad limit),
     /// else the receive's slot number, where the caller must put the
     /// resolve and reject of the Promise it makes (see
-    /// [`receive_resolvers`]) before it returns or awaits. The Promise
+    /// `receive_resolvers`) before it returns or awaits. The Promise
     /// resolves with `{ data, endOfMessage, partial, messageContext }` or
     /// rejects with an `Error` named `ReceiveError` (or
     /// `InvalidConfiguration` for a limit that is not a whole number).
@@ -276,8 +276,8 @@ impl RawConnection {
         };
         let conn = self.conn.clone();
         let fut = async move { conn.receive_with(min, max).await };
-        match postsocket::browser::start(fut, settle_receive) {
-            Started::Ready(outcome) => postsocket::browser::settled_promise(match outcome {
+        match crate::executor::start(fut, settle_receive) {
+            Started::Ready(outcome) => crate::executor::settled_promise(match outcome {
                 Ok(event) => Ok(received(event)),
                 Err(e) => Err(error_to_js("ReceiveError", &e.error)),
             })
@@ -291,7 +291,7 @@ impl RawConnection {
     /// Connection closed.
     pub fn close(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        postsocket::browser::promise(async move {
+        crate::executor::promise(async move {
             conn.close()
                 .await
                 .map(|_| JsValue::UNDEFINED)
@@ -310,7 +310,7 @@ impl RawConnection {
     #[wasm_bindgen(js_name = nextEvent)]
     pub fn next_event(&self) -> js_sys::Promise {
         let conn = self.conn.clone();
-        postsocket::browser::promise(async move {
+        crate::executor::promise(async move {
             let Some(event) = conn.next_event().await else {
                 return Ok(JsValue::NULL);
             };
@@ -446,7 +446,7 @@ pub fn receive_resolvers() -> JsValue {
 fn received_parts(event: &ReceiveEvent) -> (js_sys::Uint8Array, f64, u32) {
     let data = match event {
         ReceiveEvent::Received { data, .. } | ReceiveEvent::ReceivedPartial { data, .. } => {
-            postsocket::browser::take_browser_bytes(data)
+            postsocket::__web_bindings::take_browser_bytes(data)
                 .unwrap_or_else(|| js_sys::Uint8Array::from(&data[..]))
         }
     };

@@ -16,6 +16,8 @@ mod context;
 #[cfg(web)]
 mod convert;
 #[cfg(web)]
+pub mod executor;
+#[cfg(web)]
 mod preconnection;
 #[cfg(web)]
 mod trace_listeners;

@@ -122,7 +122,7 @@ impl RawPreconnection {
             None => {}
         }
         // Received Messages go to JS as the browser's own buffers.
-        postsocket::browser::keep_browser_bytes(true);
+        postsocket::__web_bindings::keep_browser_bytes(true);
         let listener = on_trace.map(|f| Rc::new(Registration::new(f)));
         if let Some(l) = &listener {
             pre.on_trace(l.observer());

@@ -84,6 +84,12 @@ pub(crate) const CHARGES_ATTEMPTS: bool = false;
 /// Count what a race's attempts cost the platform: nothing natively.
 pub(crate) fn note_outcomes(_: &[crate::racing::AttemptOutcome]) {}
 
+/// WebTransport handshakes counting against the page's budget: none
+/// natively, where nothing throttles them.
+pub(crate) fn webtransport_handshakes_spent() -> usize {
+    0
+}
+
 /// The fuzz harnesses of native parsers (see `crate::fuzzing`); fuzzing
 /// builds every stack.
 #[cfg(all(feature = "fuzzing", feature = "webrtc", feature = "tls"))]

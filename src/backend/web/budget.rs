@@ -4,20 +4,14 @@
 //! 10 ms × 2^(pending − 1) (randomized, up to 60 s; a success frees its slot
 //! at once). Races that keep starting WebTransport to a blackholed server
 //! would poison the page's WebTransport for the application itself, so
-//! this counts such handshakes and, past [`BUDGET`], holds WebTransport back
-//! (tried only when everything else failed) until enough of them age out.
+//! this counts such handshakes and, past the budget
+//! ([`crate::webtransport_budget`]), holds WebTransport back (tried only when
+//! everything else failed) until enough of them age out.
 
 use crate::capability::StackId;
 use crate::racing::{AttemptOutcome, AttemptResult, Held};
 use std::cell::RefCell;
 use std::time::Duration;
-
-/// Failed or cancelled WebTransport handshakes a page may have counting
-/// against it before races hold WebTransport back: with 3 pending, Chromium
-/// delays the next handshake, the application's own included, by about
-/// 40 ms (measured here: 94.7 ms to ready with 4 pending against about
-/// 20 ms in a fresh page).
-pub const BUDGET: usize = 3;
 
 /// The browser charges for WebTransport attempts (see [`note_outcomes`]).
 pub(crate) const CHARGES_ATTEMPTS: bool = true;
@@ -28,21 +22,11 @@ pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 thread_local! {
     /// When each costly handshake ended, in Unix milliseconds.
     static SPENT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
-    /// The page's budget ([`BUDGET`] unless set).
-    static LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(BUDGET) };
-}
-
-/// Set the page's WebTransport budget: how many failed or cancelled
-/// handshakes of the last 5 minutes hold WebTransport back ([`BUDGET`] by
-/// default; `usize::MAX` never holds it back, 0 always does). For a page
-/// that knows its WebTransport servers, or a test of the stack itself.
-pub fn set_webtransport_budget(limit: usize) {
-    LIMIT.with(|l| l.set(limit));
 }
 
 /// How many of the page's WebTransport handshakes failed or were cancelled
 /// in the last 5 minutes (what the budget counts).
-pub fn webtransport_budget_spent() -> usize {
+pub(crate) fn webtransport_handshakes_spent() -> usize {
     with_spent(crate::runtime::unix_ms(), <[u64]>::len)
 }
 
@@ -59,7 +43,7 @@ fn with_spent<R>(now: u64, f: impl FnOnce(&[u64]) -> R) -> R {
 /// WebTransport held back while the budget is spent.
 pub(crate) fn held_by_browser() -> Vec<Held> {
     let now = crate::runtime::unix_ms();
-    let limit = LIMIT.with(|l| l.get());
+    let limit = crate::webtransport_budget::limit();
     // How many count, and when the one that would lift the hold ages out
     // (none with a budget of 0: held back for good).
     let (spent, lifting) = with_spent(now, |s| {

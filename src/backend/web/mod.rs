@@ -22,9 +22,8 @@ use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use budget::{held_by_browser, note_outcomes, refund, CHARGES_ATTEMPTS};
-pub use budget::{
-    set_webtransport_budget, webtransport_budget_spent, BUDGET as WEBTRANSPORT_BUDGET,
+pub(crate) use budget::{
+    held_by_browser, note_outcomes, refund, webtransport_handshakes_spent, CHARGES_ATTEMPTS,
 };
 pub(crate) use path_signals::{watch_path_changes, PATH_SIGNALS};
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};

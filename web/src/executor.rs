@@ -1,5 +1,5 @@
-//! Futures to Promises for JS bindings, with as little work per Message as
-//! we can manage.
+//! The bindings' executor: futures to Promises, with as little work per
+//! Message as we can manage.
 //!
 //! Every `send` and `receive` of the npm package is a Rust future turned
 //! into a Promise, so this is on the per-Message path.
@@ -16,8 +16,9 @@
 //!   call makes the Promise, one settles it; the values move to JS without
 //!   a further call to release them). A wake queues the task for the next
 //!   microtask, where it is polled again and settles the Promise; a wake
-//!   from a browser stack's event handler ([`in_browser_event`]) runs it as
-//!   the handler ends instead, with nothing else of ours on the stack;
+//!   from a postsocket browser stack's event handler runs it as the handler
+//!   ends instead, with nothing else of ours on the stack (the core calls
+//!   the hook this executor installs, `at_event_end`);
 //! - a binding may make and settle its Promises itself ([`promise_with`] and
 //!   a [`Settler`]), to build the value in the same call into JS that
 //!   settles the Promise; or also make the Promise in JS, taking only the
@@ -27,6 +28,7 @@
 //! The wasm32 build has one thread, the page's: wakes come from browser
 //! events and other futures on it.
 
+use postsocket::__web_bindings::{inside_browser_event, set_browser_event_end};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -225,25 +227,25 @@ thread_local! {
     static QUEUED: Cell<bool> = const { Cell::new(false) };
     /// The one callback every such microtask calls.
     static RUN: Closure<dyn FnMut()> = Closure::new(run_woken);
-    /// How many browser event handlers ([`in_browser_event`]) are running.
-    static IN_EVENT: Cell<u32> = const { Cell::new(0) };
+    /// How many times [`at_event_end`] found woken tasks and ran them.
+    static EVENT_END_RUNS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Run `f`, a browser stack's event handler (a message arrived, a channel
-/// opened): the tasks it wakes run as soon as it returns, not from a
-/// microtask. Only for code the browser calls directly, with no lock or
-/// borrow of ours held around it.
-pub(crate) fn in_browser_event<R>(f: impl FnOnce() -> R) -> R {
-    IN_EVENT.with(|n| n.set(n.get() + 1));
-    let r = f();
-    let outermost = IN_EVENT.with(|n| {
-        n.set(n.get() - 1);
-        n.get() == 0
-    });
-    if outermost && WOKEN.with(|w| !w.borrow().is_empty()) {
+/// The core's hook where its browser stacks' outermost event handler (a
+/// message arrived, a channel opened) ends: the tasks the handler woke run
+/// now, not from a microtask. Installed by [`start`].
+fn at_event_end() {
+    if WOKEN.with(|w| !w.borrow().is_empty()) {
+        EVENT_END_RUNS.with(|n| n.set(n.get() + 1));
         run_woken();
     }
-    r
+}
+
+/// How many times, on the page's thread, tasks woken by a browser stack's
+/// event ran as its handler ended rather than from a microtask (for tests
+/// and profiling: a `receive()` waiting when its Message arrives counts).
+pub fn event_end_runs() -> u64 {
+    EVENT_END_RUNS.with(Cell::get)
 }
 
 /// A task's waker: its id, queued to run when woken.
@@ -261,7 +263,7 @@ impl Wake for TaskWaker {
 fn woken(id: usize) {
     WOKEN.with(|w| w.borrow_mut().push(id));
     // Inside an event handler the task runs when the handler ends.
-    if IN_EVENT.with(|n| n.get()) == 0 && !QUEUED.with(|q| q.replace(true)) {
+    if !inside_browser_event() && !QUEUED.with(|q| q.replace(true)) {
         RUN.with(queue_microtask);
     }
 }
@@ -375,6 +377,8 @@ where
     F: Future<Output = T> + 'static,
     T: 'static,
 {
+    // Tasks wake only after a start: installing the hook here is in time.
+    set_browser_event_end(Some(at_event_end));
     let (id, waker) = WAITING.with(|t| t.borrow_mut().reserve());
     let mut job = Box::pin(Settling { fut, settle });
     let ready = match job.as_mut().fut().poll(&mut Context::from_waker(&waker)) {

@@ -1,12 +1,12 @@
-//! `postsocket::browser::promise`, the futures-to-Promises executor the npm
+//! `postsocket_web::executor::promise`, the futures-to-Promises executor the npm
 //! package's `send` and `receive` run on, in headless Chromium. Needs no
 //! server: `CHROMEDRIVER=/usr/bin/chromedriver
 //! WASM_BINDGEN_TEST_WEBDRIVER_JSON=$PWD/webdriver.json cargo test --target
-//! wasm32-unknown-unknown -p postsocket --test browser_tasks`.
+//! wasm32-unknown-unknown -p postsocket-web --test executor`.
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
 use futures::channel::oneshot;
-use postsocket::browser::promise;
+use postsocket_web::executor::promise;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -142,21 +142,22 @@ extern "C" {
     fn field(o: &JsValue, name: &str) -> JsValue;
 }
 
-static PAIR: postsocket::browser::Settler<Result<u32, u32>> = postsocket::browser::Settler {
-    pending: pending_pair,
-    settle: |slot, r| match r {
-        Ok(n) => settle_pair(slot, true, n),
-        Err(n) => settle_pair(slot, false, n),
-    },
-    settled: |r| match r {
-        Ok(n) => settled_pair(true, n),
-        Err(n) => settled_pair(false, n),
-    },
-};
+static PAIR: postsocket_web::executor::Settler<Result<u32, u32>> =
+    postsocket_web::executor::Settler {
+        pending: pending_pair,
+        settle: |slot, r| match r {
+            Ok(n) => settle_pair(slot, true, n),
+            Err(n) => settle_pair(slot, false, n),
+        },
+        settled: |r| match r {
+            Ok(n) => settled_pair(true, n),
+            Err(n) => settled_pair(false, n),
+        },
+    };
 
 #[wasm_bindgen_test]
 async fn a_settler_of_its_own_makes_and_settles_its_promises() {
-    use postsocket::browser::promise_with;
+    use postsocket_web::executor::promise_with;
     // Ready at the first poll: `settled` makes the Promise.
     let v = JsFuture::from(promise_with(async { Ok(3) }, &PAIR))
         .await
@@ -234,7 +235,7 @@ extern "C" {
 
 #[wasm_bindgen_test]
 async fn a_task_started_without_a_promise_settles_through_its_slot() {
-    use postsocket::browser::{start, Started};
+    use postsocket_web::executor::{start, Started};
     // Ready at the first poll: the output comes back at once.
     match start(async { 7u32 }, settle_at) {
         Started::Ready(n) => assert_eq!(n, 7),
@@ -299,4 +300,57 @@ async fn a_task_started_without_a_promise_settles_through_its_slot() {
             );
         }
     }
+}
+
+/// A task waiting on a Connection's `receive()` runs as the browser
+/// WebSocket's message handler ends (the hook the core calls there), not
+/// from a later microtask: the npm package's `receive` settles one hop
+/// sooner. Needs the native echo helper, as tests/browser_websocket.rs does
+/// (`POSTSOCKET_WS_ECHO_PORT` at compile time; scripts/test.sh starts it).
+#[wasm_bindgen_test]
+async fn a_receive_woken_by_a_message_runs_as_the_handler_ends() {
+    use postsocket::{Preconnection, RemoteEndpoint, SecurityParameters, StackId};
+    use postsocket_web::executor::event_end_runs;
+    let port: u16 = option_env!("POSTSOCKET_WS_ECHO_PORT")
+        .unwrap_or_else(|| {
+            panic!("POSTSOCKET_WS_ECHO_PORT is not set: run scripts/test.sh (it starts ws-echo)")
+        })
+        .parse()
+        .expect("POSTSOCKET_WS_ECHO_PORT: a port number");
+    let remote = RemoteEndpoint::new()
+        .with_ip_address(std::net::Ipv4Addr::LOCALHOST.into())
+        .and_then(|r| r.with_port(port))
+        .expect("endpoint");
+    let mut pre = Preconnection::new(
+        Vec::new(),
+        vec![remote],
+        postsocket::TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    pre.set_transport_context(postsocket::TransportContext::new());
+    let conn = pre
+        .initiate_with_timeout(std::time::Duration::from_secs(10))
+        .await
+        .expect("initiate");
+    assert_eq!(conn.stack(), StackId::Ws);
+    let before = event_end_runs();
+    const ROUNDS: u8 = 5;
+    for i in 0..ROUNDS {
+        // The receive waits (nothing is buffered) before the echo is sent.
+        let c = conn.clone();
+        let received = promise(async move {
+            c.receive()
+                .await
+                .map(|m| JsValue::from(m.data()[0]))
+                .map_err(|e| JsValue::from_str(&e.to_string()))
+        });
+        conn.send_message(vec![i; 16]).await.expect("send");
+        assert_eq!(JsFuture::from(received).await.expect("received"), i);
+    }
+    assert!(
+        event_end_runs() - before >= u64::from(ROUNDS),
+        "{} of {ROUNDS} waiting receives ran as the message handler ended",
+        event_end_runs() - before
+    );
+    conn.close().await.expect("close");
 }
