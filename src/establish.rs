@@ -515,7 +515,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         caps: reconnect.caps,
                         framers,
                         leftover,
-                        props: s.props.clone(),
+                        props: Arc::new(s.props.clone()),
                         trace: racer.into_lazy_trace(),
                         remote,
                         remote_addr: reconnect.remote.addr(),

@@ -393,7 +393,7 @@ fn parts(
         caps: Capabilities::WEBRTC,
         framers,
         leftover: Vec::new(),
-        props,
+        props: std::sync::Arc::new(props),
         trace: Default::default(),
         remote: remote_ep,
         remote_addr: remote,

@@ -95,7 +95,7 @@ impl Connection {
         let inner = &self.inner;
         // A Rendezvous Connection (WebRTC) has no remote address to reconnect
         // to, but clones as a new channel on the same peer connection.
-        let reconnect = inner.reconnect.clone();
+        let reconnect = inner.reconnect.as_deref().cloned();
         if reconnect.is_none() && !inner.caps.rendezvous {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
@@ -111,8 +111,9 @@ impl Connection {
                 ));
             }
         }
-        let mut props = inner.props.clone();
+        let mut props = TransportProperties::clone(&inner.props);
         props.connection = properties.unwrap_or(props_now);
+        let props = Arc::new(props);
         let framers = match framers {
             Some(f) => FramerStack { framers: f },
             None => inner.send_q.lock().unwrap().framers.fresh(),

@@ -65,8 +65,9 @@ pub(super) enum Stopped {
     Closed,
     /// `Abort()`.
     Aborted,
-    /// The stack failed underneath, with this error.
-    Failed(Error),
+    /// The stack failed underneath, with this error (boxed: every
+    /// Connection holds a `Stopped` place, and few ever fail).
+    Failed(Box<Error>),
 }
 
 /// How [`Inner::until`] ended.
@@ -144,7 +145,7 @@ impl Inner {
         };
         self.send_q.lock().unwrap().shut(err.clone(), &err);
         if first {
-            self.stop(Stopped::Failed(err.clone()));
+            self.stop(Stopped::Failed(Box::new(err.clone())));
             let _ = self
                 .events_tx
                 .unbounded_send(ConnectionEvent::ConnectionError(err));
@@ -186,7 +187,7 @@ impl Inner {
     /// (`None` while it runs).
     pub(super) fn stop_error(&self) -> Option<Error> {
         Some(match self.stopped.get()? {
-            Stopped::Failed(e) => e.clone(),
+            Stopped::Failed(e) => Error::clone(e),
             Stopped::Aborted => Error::new(ErrorReason::ConnectionAborted, "local Abort"),
             Stopped::Closed => {
                 Error::new(ErrorReason::ConnectionAborted, "the Connection is closed")

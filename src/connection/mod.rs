@@ -124,7 +124,7 @@ pub(crate) struct Parts {
     pub(crate) caps: Capabilities,
     pub(crate) framers: FramerStack,
     pub(crate) leftover: Vec<u8>,
-    pub(crate) props: TransportProperties,
+    pub(crate) props: Arc<TransportProperties>,
     pub(crate) trace: crate::racing::LazyTrace,
     pub(crate) remote: RemoteEndpoint,
     /// The remote address, when the caller knows it (saves a getpeername).
@@ -139,7 +139,8 @@ pub(crate) struct Parts {
 
 pub(crate) struct Inner {
     caps: Capabilities,
-    props: TransportProperties,
+    /// Shared: a Listener's Connections all have its properties.
+    props: Arc<TransportProperties>,
     group: Arc<Group>,
     status: Mutex<Status>,
     send_q: Mutex<SendQueue>,
@@ -172,7 +173,9 @@ pub(crate) struct Inner {
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
     singular_max: Option<u64>,
-    reconnect: Option<crate::attempt::Reconnect>,
+    /// How Clone opens another connection to the same peer (boxed: large,
+    /// and none for a Connection a Listener received).
+    reconnect: Option<Box<crate::attempt::Reconnect>>,
     early_sent: bool,
 }
 
@@ -273,7 +276,7 @@ impl Connection {
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
-            reconnect: p.reconnect,
+            reconnect: p.reconnect.map(Box::new),
             early_sent: p.early_sent,
             props: p.props,
         });
@@ -579,5 +582,30 @@ impl Inner {
                 .as_ref()
                 .and_then(Transport::local_addr)
         })
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Every Connection, idle or not, pays for its `Inner` and the three
+    /// clones of its Transport in it (the writer's, the reader's, Abort's);
+    /// the scale bench measures the whole (`SCALE_HEAP_PROFILE=1` shows
+    /// `Inner` as the largest block per connection). Large or rarely used
+    /// parts go behind a pointer: the QUIC, WebTransport and UDP handles,
+    /// the Reconnect of Clone, a failure's Error, the shared properties.
+    #[test]
+    fn a_connection_stays_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<Transport>() <= 16,
+            "Transport: {} B",
+            size_of::<Transport>()
+        );
+        assert!(
+            size_of::<Inner>() <= 1600,
+            "Inner: {} B",
+            size_of::<Inner>()
+        );
     }
 }

@@ -48,6 +48,8 @@ pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
     /// Shared with the handshakes of incoming connections.
     snap: std::sync::Arc<Snapshot>,
+    /// The properties of every Connection it gives, shared by them.
+    conn_props: std::sync::Arc<crate::properties::TransportProperties>,
     /// Set while the limit is 0: the stacks refuse new peers before any
     /// handshake.
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -179,6 +181,7 @@ impl Listener {
         Ok(Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
+            conn_props: std::sync::Arc::new(props.clone()),
             snap: std::sync::Arc::new(Snapshot {
                 config: std::sync::Arc::new(crate::establish::Config {
                     props,
@@ -216,6 +219,7 @@ impl Listener {
         Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
+            conn_props: std::sync::Arc::new(snap.props.clone()),
             snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
@@ -342,8 +346,12 @@ impl Listener {
                 }
             }
             let group = incoming.group;
-            let handshake =
-                Self::handshake(incoming, self.snap.clone(), self.limits.handshake_timeout());
+            let handshake = Self::handshake(
+                incoming,
+                self.snap.clone(),
+                self.conn_props.clone(),
+                self.limits.handshake_timeout(),
+            );
             self.handshakes
                 .lock()
                 .await
@@ -401,6 +409,7 @@ impl Listener {
     async fn handshake(
         incoming: Incoming,
         snap: std::sync::Arc<Snapshot>,
+        props: std::sync::Arc<crate::properties::TransportProperties>,
         limit: std::time::Duration,
     ) -> Result<Parts, Error> {
         let Incoming {
@@ -445,7 +454,7 @@ impl Listener {
             caps,
             framers,
             leftover,
-            props: snap.props.clone(),
+            props,
             trace: Default::default(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
             remote_addr: Some(remote),

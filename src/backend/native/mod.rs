@@ -43,6 +43,7 @@ use crate::racing::{Family, Target};
 use crate::runtime::BoxFuture;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 #[cfg(feature = "webrtc")]
 pub(crate) use http::http_post_json;
@@ -150,10 +151,13 @@ pub(crate) enum Transport {
     /// A TCP connection.
     Tcp(TcpTransport),
     /// A UDP flow (connected socket, or one peer of a UDP listener).
-    Udp(UdpTransport),
+    /// Behind an `Arc`, as QUIC and WebTransport are: their handles are
+    /// larger than the others', and a Connection holds three clones of its
+    /// Transport, so inline they would make every Connection larger.
+    Udp(Arc<UdpTransport>),
     /// One QUIC stream.
     #[cfg(feature = "quic")]
-    Quic(QuicTransport),
+    Quic(Arc<QuicTransport>),
     /// A TLS connection over TCP.
     #[cfg(feature = "tls")]
     Tls(TlsTransport),
@@ -162,7 +166,7 @@ pub(crate) enum Transport {
     Ws(WsTransport),
     /// One WebTransport stream.
     #[cfg(feature = "wt")]
-    Wt(WtTransport),
+    Wt(Arc<WtTransport>),
     /// A WebRTC data channel.
     #[cfg(feature = "webrtc")]
     Webrtc(WebrtcTransport),
@@ -525,9 +529,11 @@ impl super::StackInstance for Transport {
     ) -> Option<io::Result<Transport>> {
         match self {
             #[cfg(feature = "quic")]
-            Transport::Quic(q) => Some(q.open_sibling().await.map(Transport::Quic)),
+            Transport::Quic(q) => {
+                Some(q.open_sibling().await.map(|q| Transport::Quic(Arc::new(q))))
+            }
             #[cfg(feature = "wt")]
-            Transport::Wt(w) => Some(w.open_sibling().await.map(Transport::Wt)),
+            Transport::Wt(w) => Some(w.open_sibling().await.map(|w| Transport::Wt(Arc::new(w)))),
             #[cfg(feature = "webrtc")]
             Transport::Webrtc(w) => Some(w.open_sibling(props).await),
             _ => None,
@@ -585,7 +591,9 @@ pub(crate) async fn connect(
     };
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
-        StackId::Udp => Ok(Transport::Udp(UdpTransport::connect(remote, opts)?)),
+        StackId::Udp => Ok(Transport::Udp(Arc::new(UdpTransport::connect(
+            remote, opts,
+        )?))),
         #[cfg(feature = "tls")]
         StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
         #[cfg(feature = "ws")]
@@ -597,7 +605,9 @@ pub(crate) async fn connect(
             WsTransport::connect(remote, opts, true).await?,
         )),
         #[cfg(feature = "wt")]
-        StackId::Wt => Ok(Transport::Wt(WtTransport::connect(remote, opts).await?)),
+        StackId::Wt => Ok(Transport::Wt(Arc::new(
+            WtTransport::connect(remote, opts).await?,
+        ))),
         #[cfg(feature = "quic")]
         StackId::Quic => {
             let tls = tls_config::client_config(
@@ -616,7 +626,7 @@ pub(crate) async fn connect(
                 .unwrap_or_else(|| remote.ip().to_string());
             let early = opts.early_data.as_deref();
             let (t, _) = QuicTransport::connect(remote, &name, tls, opts, early).await?;
-            Ok(Transport::Quic(t))
+            Ok(Transport::Quic(Arc::new(t)))
         }
         other => Err(io::Error::new(
             io::ErrorKind::Unsupported,

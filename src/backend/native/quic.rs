@@ -421,7 +421,7 @@ pub(crate) fn serve_keeping(
                     first = false;
                     let group = Some(transport.group_id());
                     let item = Incoming {
-                        transport: super::Transport::Quic(transport),
+                        transport: super::Transport::Quic(std::sync::Arc::new(transport)),
                         caps: &Capabilities::QUIC,
                         remote,
                         group,

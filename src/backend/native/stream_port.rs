@@ -594,7 +594,7 @@ mod tests {
     /// gets the peer.
     #[tokio::test]
     async fn a_split_prefix_is_waited_for_and_left_unread() {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
         let wait = Duration::from_secs(10);
         // TLS: 0x16, then 0x03 0x01 a moment later.
         let (server, mut client) = pair().await;

@@ -531,7 +531,7 @@ impl UdpPeers {
         };
         self.tx
             .unbounded_send(Ok(Incoming {
-                transport: super::Transport::Udp(transport),
+                transport: super::Transport::Udp(Arc::new(transport)),
                 caps: &Capabilities::UDP,
                 remote: from,
                 group: None,

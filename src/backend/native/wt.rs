@@ -296,7 +296,7 @@ impl WtServer {
             first = false;
             let group = Some(transport.group_id());
             let item = Incoming {
-                transport: super::Transport::Wt(transport),
+                transport: super::Transport::Wt(std::sync::Arc::new(transport)),
                 caps: &Capabilities::WT,
                 remote,
                 group,
