@@ -519,7 +519,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         trace: racer.into_lazy_trace(),
                         remote,
                         remote_addr: reconnect.remote.addr(),
-                        local: s.locals.first().cloned(),
+                        local: s.locals.first().cloned().map(Arc::new),
                         early_sent: transport_early,
                         peer_early_data: false,
                         reconnect: Some(reconnect),

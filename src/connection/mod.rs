@@ -129,7 +129,8 @@ pub(crate) struct Parts {
     pub(crate) remote: RemoteEndpoint,
     /// The remote address, when the caller knows it (saves a getpeername).
     pub(crate) remote_addr: Option<SocketAddr>,
-    pub(crate) local: Option<LocalEndpoint>,
+    /// Shared: a Listener's Connections all have its LocalEndpoint.
+    pub(crate) local: Option<Arc<LocalEndpoint>>,
     pub(crate) reconnect: Option<crate::attempt::Reconnect>,
     /// Client: InitiateWithSend's first Message already went out as 0-RTT.
     pub(crate) early_sent: bool,
@@ -221,7 +222,7 @@ impl Connection {
         let can_receive = stream_receives
             && p.props.direction != crate::properties::Direction::UnidirectionalSend;
         let remote = Arc::new(p.remote);
-        let local = p.local.map(Arc::new);
+        let local = p.local;
         let inner = Arc::new(Inner {
             caps: p.caps,
             group: group.clone(),

@@ -50,6 +50,8 @@ pub struct Listener {
     snap: std::sync::Arc<Snapshot>,
     /// The properties of every Connection it gives, shared by them.
     conn_props: std::sync::Arc<crate::properties::TransportProperties>,
+    /// The LocalEndpoint of every Connection it gives, shared by them.
+    conn_local: Option<std::sync::Arc<crate::endpoint::LocalEndpoint>>,
     /// Set while the limit is 0: the stacks refuse new peers before any
     /// handshake.
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -182,6 +184,7 @@ impl Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
             conn_props: std::sync::Arc::new(props.clone()),
+            conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(Snapshot {
                 config: std::sync::Arc::new(crate::establish::Config {
                     props,
@@ -220,6 +223,7 @@ impl Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
             conn_props: std::sync::Arc::new(snap.props.clone()),
+            conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),
             stopped: Mutex::new(false),
@@ -350,6 +354,7 @@ impl Listener {
                 incoming,
                 self.snap.clone(),
                 self.conn_props.clone(),
+                self.conn_local.clone(),
                 self.limits.handshake_timeout(),
             );
             self.handshakes
@@ -410,6 +415,7 @@ impl Listener {
         incoming: Incoming,
         snap: std::sync::Arc<Snapshot>,
         props: std::sync::Arc<crate::properties::TransportProperties>,
+        local: Option<std::sync::Arc<crate::endpoint::LocalEndpoint>>,
         limit: std::time::Duration,
     ) -> Result<Parts, Error> {
         let Incoming {
@@ -458,7 +464,7 @@ impl Listener {
             trace: Default::default(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
             remote_addr: Some(remote),
-            local: snap.locals.first().cloned(),
+            local,
             reconnect: None,
             early_sent: false,
             peer_early_data: transport_early,
