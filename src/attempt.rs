@@ -101,7 +101,7 @@ pub(crate) async fn framer_start(
     caps: &Capabilities,
     framers: &mut FramerStack,
 ) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
+    let mut buf = bytes::BytesMut::new();
     for f in framers.framers.iter_mut() {
         let (bytes, wait) = match f
             .start()
@@ -124,7 +124,8 @@ pub(crate) async fn framer_start(
                 .handshake(&buf)
                 .map_err(|e| format!("framer `{}` handshake: {e}", f.name()))?
             {
-                buf.drain(..n.min(buf.len()));
+                let n = n.min(buf.len());
+                bytes::Buf::advance(&mut buf, n);
                 break;
             }
             if buf.len() > MAX_HANDSHAKE {
@@ -150,7 +151,7 @@ pub(crate) async fn framer_start(
             }
         }
     }
-    Ok(buf)
+    Ok(buf.into())
 }
 
 async fn write_all(t: &Transport, caps: &Capabilities, mut data: &[u8]) -> std::io::Result<()> {

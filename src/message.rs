@@ -8,7 +8,33 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// The first id of the next block of ids a thread takes.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Ids a thread takes from [`NEXT_ID`] at a time.
+const ID_BLOCK: u64 = 1024;
+
+thread_local! {
+    /// This thread's block of ids: the next one, and the end of the block.
+    /// Taking ids in blocks keeps a sender's and a receiver's threads from
+    /// contending for one shared counter with every Message.
+    static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A fresh context id, unique within the process (and increasing within
+/// one thread).
+fn next_id() -> u64 {
+    IDS.with(|ids| {
+        let (next, end) = ids.get();
+        if next < end {
+            ids.set((next + 1, end));
+            return next;
+        }
+        let start = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+        ids.set((start + 1, start + ID_BLOCK));
+        start
+    })
+}
 
 /// The MessageContext (RFC 9622 §9.1.1): the properties of a Message being
 /// sent, or the metadata of a Message received.
@@ -23,9 +49,9 @@ pub struct MessageContext {
     /// Properties set through `add`: one bit per name in [`EXPLICIT`].
     explicit: u16,
     // Shared with the Connection: a received Message carries its endpoints
-    // without copying them (contexts move a lot on the data path).
-    remote: Option<Arc<RemoteEndpoint>>,
-    local: Option<Arc<LocalEndpoint>>,
+    // without copying them (contexts move a lot on the data path), both
+    // behind one count (one atomic update per received Message).
+    endpoints: Option<Arc<Endpoints>>,
     early_data: bool,
     final_: bool,
     /// `None` until a framer adds metadata (most Messages carry none, and an
@@ -33,6 +59,14 @@ pub struct MessageContext {
     /// move with every Message.
     #[allow(clippy::box_collection)] // one pointer, not three, in every context
     framer_metadata: Option<Box<BTreeMap<(String, String), String>>>,
+}
+
+/// The endpoints of a Connection's received Messages: where they came from
+/// and where they arrived, shared by all their contexts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Endpoints {
+    pub(crate) remote: Option<Arc<RemoteEndpoint>>,
+    pub(crate) local: Option<Arc<LocalEndpoint>>,
 }
 
 /// The Message Properties by normalised RFC name; a context's `explicit`
@@ -68,7 +102,7 @@ impl MessageContext {
     /// `NewMessageContext()`: properties left at the Connection's defaults.
     pub fn new() -> Self {
         MessageContext {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             ..MessageContext::placeholder()
         }
     }
@@ -80,8 +114,7 @@ impl MessageContext {
             id: 0,
             properties: MessageProperties::default(),
             explicit: 0,
-            remote: None,
-            local: None,
+            endpoints: None,
             early_data: false,
             final_: false,
             framer_metadata: None,
@@ -130,12 +163,12 @@ impl MessageContext {
 
     /// `GetRemoteEndpoint()`: who sent a received Message.
     pub fn remote_endpoint(&self) -> Option<&RemoteEndpoint> {
-        self.remote.as_deref()
+        self.endpoints.as_ref()?.remote.as_deref()
     }
 
     /// `GetLocalEndpoint()`: where a received Message arrived.
     pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
-        self.local.as_deref()
+        self.endpoints.as_ref()?.local.as_deref()
     }
 
     /// Receive metadata: whether the Message arrived as 0-RTT early data (§9.3.3).
@@ -148,14 +181,9 @@ impl MessageContext {
         self.final_
     }
 
-    pub(crate) fn received(
-        remote: Option<Arc<RemoteEndpoint>>,
-        local: Option<Arc<LocalEndpoint>>,
-        final_: bool,
-    ) -> Self {
+    pub(crate) fn received(endpoints: Arc<Endpoints>, final_: bool) -> Self {
         let mut c = MessageContext::new();
-        c.remote = remote;
-        c.local = local;
+        c.endpoints = Some(endpoints);
         c.final_ = final_;
         c
     }
@@ -322,5 +350,29 @@ mod tests {
         let b = MessageContext::new();
         assert!(b.id() > a.id() && a.id() > 0);
         assert_eq!(MessageContext::placeholder().id(), 0);
+    }
+
+    /// Ids are taken in blocks per thread, and stay unique across threads
+    /// and blocks.
+    #[cfg(native)] // threads
+    #[test]
+    fn context_ids_are_unique_across_threads_and_blocks() {
+        let ids = |n| {
+            (0..n)
+                .map(|_| MessageContext::new().id())
+                .collect::<Vec<_>>()
+        };
+        let other = std::thread::spawn(move || ids(3 * ID_BLOCK as usize));
+        let mut all = ids(3 * ID_BLOCK as usize);
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "increasing on one thread"
+        );
+        all.extend(other.join().unwrap());
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no id given twice");
+        assert!(all[0] > 0, "0 is the placeholder's");
     }
 }

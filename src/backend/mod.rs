@@ -19,6 +19,7 @@ cfg_if::cfg_if! {
 }
 
 use crate::capability::Capabilities;
+use bytes::BytesMut;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -31,13 +32,16 @@ use std::net::SocketAddr;
 /// type's, through the impl) and need not be in the browser.
 pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     /// Read: append bytes (streams) or return one datagram or message.
-    fn read(&self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<Recv>>;
-    /// True when reading a large Message body straight into its own Vec
+    /// The Connection's receive buffer is a `BytesMut`: received Messages
+    /// are split off it without a copy.
+    fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Recv>>;
+    /// True when reading a large Message body straight into its own buffer
     /// saves a copy.
     fn reads_bodies_directly(&self) -> bool;
     /// Read as `read` does, but take at most about `want` more stream bytes
-    /// (reading a Message body of known size straight into its own Vec).
-    fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> impl Future<Output = io::Result<Recv>>;
+    /// (reading a Message body of known size straight into its own buffer).
+    fn read_up_to(&self, buf: &mut BytesMut, want: usize)
+        -> impl Future<Output = io::Result<Recv>>;
     /// Write some of `bufs` (streams), returning how many bytes went out.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>>;
     /// A stream write that owns its bytes, for stacks whose writes are not

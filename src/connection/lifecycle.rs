@@ -140,7 +140,7 @@ impl Inner {
             let mut st = self.status.lock().unwrap();
             let first = st.state != ConnState::Closed;
             st.state = ConnState::Closed;
-            st.can_receive = false;
+            self.can_receive.store(false, Ordering::Release);
             first
         };
         self.send_q.lock().unwrap().shut(err.clone(), &err);
@@ -202,7 +202,7 @@ impl Inner {
                 return;
             }
             st.state = ConnState::Closed;
-            st.can_receive = false;
+            self.can_receive.store(false, Ordering::Release);
         }
         self.send_q.lock().unwrap().abort(&err);
         self.local_addr();
@@ -309,6 +309,8 @@ impl Inner {
             inner.until(drain.as_mut(), false, Some(bound())).await;
         }
         let mut receives_ended = Box::pin(std::future::poll_fn(|cx| {
+            // Before the registration and the count (see `ReceiveGuard`).
+            inner.close_waits.store(true, Ordering::SeqCst);
             inner.receives_idle.register(cx.waker());
             if inner.receives.load(Ordering::SeqCst) == 0 {
                 std::task::Poll::Ready(())
@@ -327,7 +329,7 @@ impl Inner {
                 return Ok(()); // aborted meanwhile: ConnectionError was the last event
             }
             s.state = ConnState::Closed;
-            s.can_receive = false;
+            inner.can_receive.store(false, Ordering::Release);
         }
         let _ = inner.events_tx.unbounded_send(ConnectionEvent::Closed);
         inner.events_tx.close_channel();

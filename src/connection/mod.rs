@@ -114,7 +114,6 @@ use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};
 
 struct Status {
     state: ConnState,
-    can_receive: bool,
     conn_priority: u32,
 }
 
@@ -144,6 +143,10 @@ pub(crate) struct Inner {
     props: Arc<TransportProperties>,
     group: Arc<Group>,
     status: Mutex<Status>,
+    /// Receives may still come (RFC 9622 §9.3): false once the peer's final
+    /// Message was delivered, the Connection closed, or it cannot receive
+    /// at all. Apart from `status`: every receive reads it.
+    can_receive: std::sync::atomic::AtomicBool,
     send_q: Mutex<SendQueue>,
     writer: futures::lock::Mutex<WriterState>,
     recv: futures::lock::Mutex<RecvState>,
@@ -164,6 +167,9 @@ pub(crate) struct Inner {
     send_max: std::sync::atomic::AtomicU64,
     /// Woken when the last receive in progress ends (Close waits for it).
     receives_idle: AtomicWaker,
+    /// Set once a Close waits on `receives_idle`: until then a receive
+    /// ending need not wake it.
+    close_waits: std::sync::atomic::AtomicBool,
     events_tx: mpsc::UnboundedSender<ConnectionEvent>,
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
     /// Written out when first read.
@@ -228,9 +234,9 @@ impl Connection {
             group: group.clone(),
             status: Mutex::new(Status {
                 state: ConnState::Established,
-                can_receive,
                 conn_priority: p.props.connection.conn_priority,
             }),
+            can_receive: std::sync::atomic::AtomicBool::new(can_receive),
             send_q: Mutex::new(SendQueue::new(
                 p.framers.clone(),
                 (!stream_sends
@@ -253,8 +259,10 @@ impl Connection {
                 p.leftover,
                 p.framers,
                 PeerContext {
-                    remote: remote.clone(),
-                    local: local.clone(),
+                    endpoints: Arc::new(crate::message::Endpoints {
+                        remote: Some(remote.clone()),
+                        local: local.clone(),
+                    }),
                     early_data: p.peer_early_data,
                 },
             )),
@@ -269,6 +277,7 @@ impl Connection {
                 p.props.connection.send_msg_max_len.unwrap_or(u64::MAX),
             ),
             receives_idle: AtomicWaker::new(),
+            close_waits: Default::default(),
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
             trace: p.trace,
@@ -332,7 +341,7 @@ impl Connection {
     /// `canReceive` (§8.1.11.3): false once the peer's final Message was
     /// delivered, after close/abort, and for unidirectional-send Connections.
     pub fn can_receive(&self) -> bool {
-        self.inner.status.lock().unwrap().can_receive
+        self.inner.can_receive.load(Ordering::Acquire)
     }
 
     /// `singularTransmissionMsgMaxLen` (§8.1.11.4): `None` is Not applicable (TCP).

@@ -6,14 +6,20 @@
 
 use super::*;
 use crate::backend::StackInstance;
+use bytes::BytesMut;
 
 /// Counts a receive in progress; the last one to end wakes a Close that
-/// waits for the receives to end.
+/// waits for the receives to end (only once one does: a wake costs atomic
+/// updates, and every receive but those during a Close ends with none).
 pub(super) struct ReceiveGuard<'a>(&'a Inner);
 
 impl Drop for ReceiveGuard<'_> {
     fn drop(&mut self) {
-        if self.0.receives.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // SeqCst with Close's own pair (`close_waits` set, then `receives`
+        // read): either Close sees no receive left, or this sees Close.
+        if self.0.receives.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.close_waits.load(Ordering::SeqCst)
+        {
             self.0.receives_idle.wake();
         }
     }
@@ -43,22 +49,24 @@ impl Connection {
         }
         let min = min_incomplete_length.unwrap_or(usize::MAX).max(1);
         let max = max_length.unwrap_or(usize::MAX).max(1);
+        let mut held = inner.recv.try_lock();
         // Fast path: a Message already buffered is delivered without waiting.
         if inner.caps.data_unit == DataUnit::ByteStream {
-            if let Some(mut st) = inner.recv.try_lock() {
-                if st.done.is_none() && inner.status.lock().unwrap().can_receive {
+            if let Some(st) = held.as_mut() {
+                if st.done.is_none() && inner.can_receive.load(Ordering::Acquire) {
                     st.msg_max = inner.recv_max.load(Ordering::Relaxed);
                     if let Some(r) = st.step(min, max) {
-                        inner.settle(&mut st, &r);
+                        inner.settle(st, &r);
                         return r;
                     }
                 }
             }
         }
-        // Receives take their turns on `recv`, in order. One that must wait
-        // for its turn also watches the stop itself: the receive ahead of it
-        // may not be polled again (a future kept but no longer awaited).
-        let mut st = match inner.recv.try_lock() {
+        // Receives take their turns on `recv`, in order (one that got it
+        // above keeps it). One that must wait for its turn also watches the
+        // stop itself: the receive ahead of it may not be polled again (a
+        // future kept but no longer awaited).
+        let mut st = match held {
             Some(st) => st,
             None => {
                 let stop = inner.stop_rx.clone();
@@ -69,8 +77,11 @@ impl Connection {
             }
         };
         // The holder of `recv` is woken at the stop through `recv_stop`; its
-        // registration goes when it is done or dropped.
-        let _registered = StopRegistration(&inner.recv_stop);
+        // registration, if it made one (it waited), goes when it is done or
+        // dropped.
+        // (An atomic only for the future to be Send: one task uses it.)
+        let registered = std::sync::atomic::AtomicBool::new(false);
+        let _registered = StopRegistration(&inner.recv_stop, &registered);
         // The waiting part lives on the heap, keeping the receive future small.
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
         std::future::poll_fn(|cx| {
@@ -83,6 +94,7 @@ impl Connection {
             }
             // Waiting: registered, then checked again, so that a stop
             // before the registration is seen and one after it wakes us.
+            registered.store(true, Ordering::Relaxed);
             inner.recv_stop.register(cx.waker());
             if inner.stopped.get().is_some() {
                 return Poll::Ready(Err(inner.stopped_error()));
@@ -93,14 +105,18 @@ impl Connection {
     }
 }
 
-/// The waker a receive holding `recv` registered for the stop, taken out
-/// when that receive ends or is dropped (while it still holds `recv`): no
-/// finished task is kept alive by it.
-pub(super) struct StopRegistration<'a>(&'a AtomicWaker);
+/// The waker a receive holding `recv` registered for the stop (if it
+/// did: the flag), taken out when that receive ends or is dropped (while it
+/// still holds `recv`): no finished task is kept alive by it. A receive
+/// that never waited registered nothing and takes nothing out (an earlier
+/// holder took its own).
+pub(super) struct StopRegistration<'a>(&'a AtomicWaker, &'a std::sync::atomic::AtomicBool);
 
 impl Drop for StopRegistration<'_> {
     fn drop(&mut self) {
-        drop(self.0.take());
+        if self.1.load(Ordering::Relaxed) {
+            drop(self.0.take());
+        }
     }
 }
 
@@ -117,7 +133,7 @@ impl Inner {
                 error: e.clone(),
             });
         }
-        if !self.status.lock().unwrap().can_receive {
+        if !self.can_receive.load(Ordering::Acquire) {
             return Err(ReceiveError {
                 context: None,
                 error: Error::new(ErrorReason::InvalidConfiguration, "this Connection cannot receive (unidirectional send, or the peer's final Message was delivered)"),
@@ -136,7 +152,7 @@ impl Inner {
     /// The peer finished cleanly: nothing more can be received, which is
     /// not a failure (ReceiveError reason PeerFinished, no SoftError).
     pub(super) fn peer_finished(&self, how: String) -> ReceiveError {
-        self.status.lock().unwrap().can_receive = false;
+        self.can_receive.store(false, Ordering::Release);
         ReceiveError {
             context: None,
             error: Error::new(ErrorReason::PeerFinished, how),
@@ -161,7 +177,7 @@ impl Inner {
         self.report_drops(st);
         let finished = |e: &Error| e.reason == ErrorReason::PeerFinished;
         if st.done.as_ref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error)) {
-            self.status.lock().unwrap().can_receive = false;
+            self.can_receive.store(false, Ordering::Release);
         }
         if let Err(e) = r {
             if matches!(
@@ -178,13 +194,16 @@ impl Inner {
 
     pub(super) async fn read_more(&self, st: &mut RecvState) -> Result<(), ReceiveError> {
         st.compact();
-        let Some(t) = st.transport.clone() else {
+        // Borrowed, not cloned: a clone per read costs an atomic count
+        // update on each of the stack's shared parts.
+        let RecvState { transport, buf, .. } = st;
+        let Some(t) = transport.as_ref() else {
             return Err(ReceiveError {
                 context: None,
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        match t.read(&mut st.buf).await {
+        match t.read(buf).await {
             Ok(Recv::Bytes) => Ok(()),
             Ok(Recv::Eof) => {
                 st.eof = true;
@@ -234,9 +253,9 @@ impl Inner {
     }
 
     /// A large Message body, most of it not buffered yet, is read straight
-    /// into its own Vec, which becomes the received data: one copy fewer than
-    /// reading into the buffer and copying it out (and no regrowing of the
-    /// buffer for a body larger than a read). Cancel-safe: the body so
+    /// into its own buffer, which becomes the received data (no regrowing
+    /// of the receive buffer for a body larger than a read, and no moving
+    /// of what it holds). Cancel-safe: the body so
     /// far lives in the receive state. `None` when this does not apply (or
     /// the stream ended: the buffer path then reports the cut Message).
     pub(super) async fn read_body_directly(
@@ -246,8 +265,8 @@ impl Inner {
     ) -> Option<Result<ReceiveEvent, ReceiveError>> {
         if !st.direct {
             let cur = st.current.as_ref()?;
-            let avail = st.buf.len() - st.start;
-            if cur.delivered_any
+            let avail = st.buf.len();
+            if cur.delivered_any()
                 || cur.trailer != 0
                 || cur.remaining < DIRECT_READ_MIN
                 || cur.remaining > max_len
@@ -261,9 +280,9 @@ impl Inner {
             {
                 return None;
             }
-            st.body = Vec::with_capacity(cur.remaining);
-            st.body.extend_from_slice(&st.buf[st.start..]);
-            st.start = st.buf.len();
+            st.body = BytesMut::with_capacity(cur.remaining);
+            st.body.extend_from_slice(&st.buf);
+            st.buf.clear();
             st.compact();
             st.direct = true;
         }
@@ -303,7 +322,8 @@ impl Inner {
             body.truncate(need);
         }
         let cur = st.current.take().expect("a Message in direct mode");
-        Some(st.whole_message(body, cur.context))
+        let context = cur.context.unwrap_or_else(|| st.peer.context(false));
+        Some(st.whole_message(body.freeze(), context))
     }
 
     pub(super) async fn receive_datagram(
@@ -315,7 +335,10 @@ impl Inner {
             let n = cur.remaining.min(max_len);
             cur.remaining -= n;
             let end = cur.remaining == 0;
-            let ctx = cur.context.clone();
+            let ctx = cur
+                .context
+                .get_or_insert_with(|| st.peer.context(false))
+                .clone();
             if end {
                 st.current = None;
             }
@@ -326,13 +349,14 @@ impl Inner {
                 end_of_message: end,
             });
         }
-        let Some(t) = st.transport.clone() else {
+        let RecvState { transport, buf, .. } = st;
+        let Some(t) = transport.as_ref() else {
             return Err(ReceiveError {
                 context: None,
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        let datagram = match t.read(&mut st.buf).await {
+        let datagram = match t.read(buf).await {
             Ok(Recv::Datagram(d)) => d,
             Ok(Recv::Eof) => {
                 return Err(self.peer_finished("the peer closed the connection".into()));
@@ -372,14 +396,13 @@ impl Inner {
                     len,
                     trailer,
                 }) if header + len + trailer == datagram.len() => {
-                    let inner = datagram[header..header + len].to_vec();
+                    let inner = datagram.slice(header..header + len);
                     st.framers
                         .unwrap_inner(inner, max)
                         .map_err(|e| ReceiveError {
                             context: Some(context.clone()),
                             error: Error::new(ErrorReason::DeframingFailed, e.message),
                         })?
-                        .into()
                 }
                 Ok(_) => {
                     return Err(ReceiveError {
@@ -420,13 +443,11 @@ impl Inner {
         }
         // Longer than the receiver asked for: deliver in parts.
         st.buf.clear();
-        st.start = 0;
         st.buf.extend_from_slice(&data[max_len..]);
         st.current = Some(Current {
             remaining: data.len() - max_len,
             trailer: 0,
-            context: context.clone(),
-            delivered_any: true,
+            context: Some(context.clone()),
         });
         let mut data = data;
         data.truncate(max_len);

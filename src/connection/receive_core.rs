@@ -12,6 +12,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::*;
+use crate::message::Endpoints;
+use bytes::{Buf, BytesMut};
 
 /// The largest Message a framed Connection accepts (recvMsgMaxLen): bounds
 /// the memory a peer can make us buffer with a length prefix.
@@ -81,22 +83,45 @@ impl DatagramQueue {
 }
 
 /// A Message body at least this large, most of it not yet buffered, is read
-/// straight into its own Vec (`Inner::read_body_directly`) where the stack
+/// straight into its own buffer (`Inner::read_body_directly`) where the stack
 /// gains by it (`Transport::reads_bodies_directly`). (A body that is mostly
 /// buffered already would be copied out of the buffer either way.)
 pub(super) const DIRECT_READ_MIN: usize = 32 * 1024;
 
+/// Messages split off the receive buffer share its allocation, which grows
+/// to hold the largest Message being assembled. After a Message (or part)
+/// of at least this size is taken, what follows it is copied to an
+/// allocation of its own, so that a small Message received next does not
+/// keep a large one's allocation alive: a Message shares an allocation only
+/// with its neighbours of a few reads (and the parts of one Message with
+/// that Message). The copy is no longer than what was taken, so never more
+/// than one extra copy of the bytes delivered.
+pub(super) const SHARE_MAX: usize = 64 * 1024;
+
+/// The Message being received: its bytes not yet delivered.
 pub(super) struct Current {
     pub(super) remaining: usize,
     pub(super) trailer: usize,
-    pub(super) context: MessageContext,
-    pub(super) delivered_any: bool,
+    /// Its context, once a part of it was delivered (every later part
+    /// shares it). A Message delivered whole gets its context then: it is
+    /// not made ahead and moved along.
+    pub(super) context: Option<MessageContext>,
+}
+
+impl Current {
+    /// True once a part of the Message was delivered.
+    pub(super) fn delivered_any(&self) -> bool {
+        self.context.is_some()
+    }
 }
 
 pub(super) struct RecvState {
     pub(super) transport: Option<Transport>,
-    pub(super) buf: Vec<u8>,
-    pub(super) start: usize,
+    /// The bytes read and not yet taken. A Message taken from the front is
+    /// split off, not copied: its data shares this allocation (up to a
+    /// read's chunk, 64 KiB), which is reused once the Messages taken from
+    /// it are dropped, or left to them when the stack needs room meanwhile.
+    pub(super) buf: BytesMut,
     pub(super) framers: FramerStack,
     pub(super) current: Option<Current>,
     pub(super) eof: bool,
@@ -111,7 +136,7 @@ pub(super) struct RecvState {
     /// `read_body_directly`); `buf` is empty then.
     pub(super) direct: bool,
     /// The current Message's body so far, in direct mode.
-    pub(super) body: Vec<u8>,
+    pub(super) body: BytesMut,
     /// What the contexts of received Messages say about the peer.
     pub(super) peer: PeerContext,
     /// recvMsgMaxLen: a framed Message longer than this is refused.
@@ -120,8 +145,7 @@ pub(super) struct RecvState {
 
 /// What every received Message's context says about where it came from.
 pub(super) struct PeerContext {
-    pub(super) remote: Arc<RemoteEndpoint>,
-    pub(super) local: Option<Arc<LocalEndpoint>>,
+    pub(super) endpoints: Arc<Endpoints>,
     /// The peer's data may be 0-RTT early data.
     pub(super) early_data: bool,
 }
@@ -129,7 +153,7 @@ pub(super) struct PeerContext {
 impl PeerContext {
     /// A received Message's context.
     pub(super) fn context(&self, final_: bool) -> MessageContext {
-        let mut c = MessageContext::received(Some(self.remote.clone()), self.local.clone(), final_);
+        let mut c = MessageContext::received(self.endpoints.clone(), final_);
         c.set_early_data(self.early_data);
         c
     }
@@ -146,8 +170,11 @@ impl RecvState {
     ) -> RecvState {
         RecvState {
             transport,
-            buf: leftover,
-            start: 0,
+            buf: if leftover.is_empty() {
+                BytesMut::new()
+            } else {
+                Bytes::from(leftover).into()
+            },
             framers,
             current: None,
             eof: false,
@@ -155,50 +182,50 @@ impl RecvState {
             stream_context: None,
             datagrams: DatagramQueue::default(),
             direct: false,
-            body: Vec::new(),
+            body: BytesMut::new(),
             peer,
             msg_max: RECV_MSG_MAX_LEN,
         }
     }
 
-    /// Drop what was taken from the front of the buffer; once it is all
-    /// taken, let go of the buffer itself, so that a Connection waiting
-    /// for data holds none (a burst's buffer, grown to the largest Message,
-    /// would otherwise stay with every idle Connection). The stacks reserve
-    /// room again when data is there to read.
+    /// Once every buffered byte is taken, let go of the buffer itself, so
+    /// that a Connection waiting for data holds none (a burst's buffer,
+    /// grown to the largest Message, would otherwise stay with every idle
+    /// Connection; the Messages taken from it keep what they share). The
+    /// stacks reserve room again when data is there to read.
     pub(super) fn compact(&mut self) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = Vec::new();
+            self.buf = BytesMut::new();
         }
     }
 
-    /// The next `n` buffered bytes, as a Message's data.
+    /// The next `n` buffered bytes, as a Message's data: split off the
+    /// buffer, not copied. After a large Message the bytes that follow move
+    /// to an allocation of their own (see [`SHARE_MAX`]).
     pub(super) fn take(&mut self, n: usize) -> Bytes {
-        self.take_vec(n).into()
-    }
-
-    /// The next `n` buffered bytes.
-    pub(super) fn take_vec(&mut self, n: usize) -> Vec<u8> {
-        let v = self.buf[self.start..self.start + n].to_vec();
-        self.start += n;
-        v
+        let data = self.buf.split_to(n).freeze();
+        // (More than was taken is the rest of the same Message, delivered
+        // in parts: it stays, and it is copied as it gets shorter.)
+        if n >= SHARE_MAX && !self.buf.is_empty() && self.buf.len() <= n {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+        data
     }
 
     /// A whole Message's body, through the framers' unwrapping, as received.
     pub(super) fn whole_message(
         &mut self,
-        body: Vec<u8>,
+        body: Bytes,
         context: MessageContext,
     ) -> Result<ReceiveEvent, ReceiveError> {
-        match self.framers.unwrap_inner(body, self.msg_max) {
-            Ok(data) => Ok(ReceiveEvent::Received {
-                data: data.into(),
-                context,
-            }),
+        // One framer (the usual case) has nothing inside to unwrap.
+        let data = if self.framers.framers.len() > 1 {
+            self.framers.unwrap_inner(body, self.msg_max)
+        } else {
+            Ok(body)
+        };
+        match data {
+            Ok(data) => Ok(ReceiveEvent::Received { data, context }),
             Err(e) => Err(ReceiveError {
                 context: Some(context),
                 error: Error::new(ErrorReason::DeframingFailed, e.message),
@@ -213,9 +240,8 @@ impl RecvState {
         }
         self.direct = false;
         let mut b = std::mem::take(&mut self.body);
-        b.extend_from_slice(&self.buf[self.start..]);
+        b.extend_from_slice(&self.buf);
         self.buf = b;
-        self.start = 0;
     }
 
     /// Deliver from what is already buffered, without I/O; `None` when more
@@ -226,7 +252,7 @@ impl RecvState {
         max_len: usize,
     ) -> Option<Result<ReceiveEvent, ReceiveError>> {
         if self.direct {
-            return None; // the body is being read straight into its own Vec
+            return None; // the body is being read straight into its own buffer
         }
         loop {
             // Datagrams are whole Messages; deliver them between stream Messages.
@@ -239,7 +265,7 @@ impl RecvState {
                     return Some(Ok(ReceiveEvent::Received { data, context }));
                 }
             }
-            let avail = self.buf.len() - self.start;
+            let avail = self.buf.len();
             if self.framers.is_empty() {
                 // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
                 let ctx = self
@@ -249,7 +275,7 @@ impl RecvState {
                 if self.eof {
                     let n = avail.min(max_len);
                     let data = self.take(n);
-                    let end = self.start == self.buf.len();
+                    let end = self.buf.is_empty();
                     let mut ctx = ctx;
                     if end {
                         ctx.set_final(true);
@@ -278,17 +304,17 @@ impl RecvState {
                 let need = cur.remaining + cur.trailer;
                 if avail >= need && cur.remaining <= max_len {
                     let cur = self.current.take().expect("current");
-                    let data = self.take_vec(cur.remaining);
-                    self.start += cur.trailer;
-                    if cur.delivered_any {
+                    let data = self.take(cur.remaining);
+                    self.buf.advance(cur.trailer);
+                    if let Some(context) = cur.context {
                         return Some(Ok(ReceiveEvent::ReceivedPartial {
-                            data: data.into(),
-                            context: cur.context,
+                            data,
+                            context,
                             end_of_message: true,
                         }));
                     }
-                    let mut context = cur.context;
-                    if self.eof && self.start == self.buf.len() && self.datagrams.is_empty() {
+                    let mut context = self.peer.context(false);
+                    if self.eof && self.buf.is_empty() && self.datagrams.is_empty() {
                         // The peer already finished: this is its final Message (§9.3.3).
                         context.set_final(true);
                     }
@@ -299,8 +325,10 @@ impl RecvState {
                 if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
                     let n = body.min(max_len);
                     cur.remaining -= n;
-                    cur.delivered_any = true;
-                    let ctx = cur.context.clone();
+                    let ctx = cur
+                        .context
+                        .get_or_insert_with(|| self.peer.context(false))
+                        .clone();
                     let data = self.take(n);
                     return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
@@ -309,7 +337,10 @@ impl RecvState {
                     }));
                 }
                 if self.eof {
-                    let ctx = self.current.take().map(|c| c.context);
+                    let ctx = self
+                        .current
+                        .take()
+                        .map(|c| c.context.unwrap_or_else(|| self.peer.context(false)));
                     return Some(Err(ReceiveError {
                         context: ctx,
                         error: Error::new(
@@ -321,10 +352,7 @@ impl RecvState {
                 }
                 return None;
             }
-            match self
-                .framers
-                .parse(&self.buf[self.start..], self.eof, self.msg_max)
-            {
+            match self.framers.parse(&self.buf, self.eof, self.msg_max) {
                 Ok(Parse::NeedMore) if self.eof => {
                     if avail == 0 {
                         let e = Error::new(
@@ -353,12 +381,11 @@ impl RecvState {
                     len,
                     trailer,
                 }) => {
-                    self.start += header;
+                    self.buf.advance(header);
                     self.current = Some(Current {
                         remaining: len,
                         trailer,
-                        context: self.peer.context(false),
-                        delivered_any: false,
+                        context: None,
                     });
                 }
                 Err(e) => {
@@ -398,8 +425,10 @@ mod tests {
             Vec::new(),
             framers,
             PeerContext {
-                remote: Arc::new(RemoteEndpoint::new()),
-                local: None,
+                endpoints: Arc::new(Endpoints {
+                    remote: Some(Arc::new(RemoteEndpoint::new())),
+                    local: None,
+                }),
                 early_data: false,
             },
         )
@@ -411,15 +440,66 @@ mod tests {
     #[test]
     fn a_drained_buffer_is_let_go_of() {
         let mut st = state(true);
-        st.buf = Vec::with_capacity(2 << 20);
+        st.buf = BytesMut::with_capacity(2 << 20);
         st.buf.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3, 0, 0]);
-        st.start = 7;
+        let Some(Ok(ReceiveEvent::Received { data, .. })) = st.step(usize::MAX, usize::MAX) else {
+            panic!("one whole Message buffered");
+        };
+        assert_eq!(&data[..], [1, 2, 3]);
         st.compact();
-        assert_eq!(&st.buf[st.start..], [0, 0], "the rest stays");
-        assert!(st.buf.capacity() >= 2 << 20);
-        st.start = 9;
+        assert_eq!(&st.buf[..], [0, 0], "the rest stays");
+        assert!(st.buf.capacity() >= (2 << 20) - 7);
+        st.buf.advance(2);
         st.compact();
         assert_eq!((st.buf.len(), st.buf.capacity()), (0, 0));
+    }
+
+    /// After a large Message, what follows goes to an allocation of its own:
+    /// a small Message received next does not keep the large one's alive.
+    #[test]
+    fn a_small_message_does_not_share_a_large_ones_allocation() {
+        let mut st = state(true);
+        let big = SHARE_MAX + 10;
+        st.buf.extend_from_slice(&(big as u32).to_be_bytes());
+        st.buf.extend_from_slice(&vec![1; big]);
+        st.buf.extend_from_slice(&[0, 0, 0, 2, 7, 7]);
+        let Some(Ok(ReceiveEvent::Received { data: large, .. })) = st.step(usize::MAX, usize::MAX)
+        else {
+            panic!("the large Message");
+        };
+        let Some(Ok(ReceiveEvent::Received { data: small, .. })) = st.step(usize::MAX, usize::MAX)
+        else {
+            panic!("the small Message");
+        };
+        assert_eq!((large.len(), &small[..]), (big, &[7, 7][..]));
+        let after_large = large.as_ptr() as usize + big;
+        assert_ne!(
+            small.as_ptr() as usize,
+            after_large + 4,
+            "the small Message sits in the large one's allocation"
+        );
+    }
+
+    /// A Message taken from the buffer is split off it, not copied, and
+    /// keeps its bytes while the buffer takes more.
+    #[test]
+    fn messages_are_split_off_the_buffer() {
+        let mut st = state(true);
+        st.buf = BytesMut::with_capacity(64);
+        st.buf.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 2]);
+        let at = st.buf.as_ptr() as usize;
+        let Some(Ok(ReceiveEvent::Received { data, .. })) = st.step(usize::MAX, usize::MAX) else {
+            panic!("one whole Message buffered");
+        };
+        assert_eq!(data.as_ptr() as usize, at + 4, "split off, not copied");
+        // The buffer needs more room than it has: it moves, the Message stays.
+        st.buf.extend_from_slice(&[7; 100]);
+        assert_eq!(&data[..], [1, 2, 3]);
+        let Some(Ok(ReceiveEvent::Received { data, .. })) = st.step(usize::MAX, usize::MAX) else {
+            panic!("the second Message");
+        };
+        assert_eq!(&data[..], [7, 7]);
+        assert_eq!(st.buf.len(), 98);
     }
 
     /// What the receives saw.

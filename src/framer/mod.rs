@@ -321,12 +321,13 @@ impl FramerStack {
     }
 
     /// Unwrap one Message through the framers above the wire-most one: each
-    /// must find exactly one whole Message in its input.
+    /// must find exactly one whole Message in its input. The result shares
+    /// `msg`'s memory (a slice of it, no copy).
     pub(crate) fn unwrap_inner(
         &mut self,
-        mut msg: Vec<u8>,
+        mut msg: bytes::Bytes,
         max_len: usize,
-    ) -> Result<Vec<u8>, FramerError> {
+    ) -> Result<bytes::Bytes, FramerError> {
         for f in self.framers.iter_mut().skip(1) {
             match f.parse(&msg, true, max_len)? {
                 Parse::Message {
@@ -334,8 +335,7 @@ impl FramerStack {
                     len,
                     trailer,
                 } if header + len + trailer == msg.len() => {
-                    msg.truncate(header + len);
-                    msg.drain(..header);
+                    msg = msg.slice(header..header + len);
                 }
                 Parse::Message {
                     header,

@@ -174,7 +174,7 @@ pub(crate) enum Transport {
 
 impl super::StackInstance for Transport {
     /// Read: append bytes (streams) or return one datagram.
-    async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         match self {
             Transport::Tcp(t) => t.read(buf).await,
             Transport::Udp(u) => u.read().await,
@@ -191,7 +191,7 @@ impl super::StackInstance for Transport {
         }
     }
 
-    /// True when reading a large Message body straight into its own Vec
+    /// True when reading a large Message body straight into its own buffer
     /// saves a copy. Not for TLS: fed short reads, rustls moves its record
     /// buffers around more than the copy saved (measured with perf on the
     /// secure_throughput bench: twice the memmove).
@@ -209,8 +209,8 @@ impl super::StackInstance for Transport {
     }
 
     /// Read as `read` does, but take at most about `want` more stream bytes
-    /// (reading a Message body of known size straight into its own Vec).
-    async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+    /// (reading a Message body of known size straight into its own buffer).
+    async fn read_up_to(&self, buf: &mut bytes::BytesMut, want: usize) -> io::Result<Recv> {
         match self {
             Transport::Tcp(t) => t.read_up_to(buf, want).await,
             #[cfg(feature = "quic")]
@@ -383,12 +383,12 @@ impl super::StackInstance for Transport {
         if !over_tcp {
             return Ok(());
         }
-        let mut scratch = Vec::new();
+        // Cleared before each read, so it stays one read's room.
+        let mut scratch = bytes::BytesMut::new();
         loop {
             scratch.clear();
-            match self.read(&mut scratch).await? {
-                Recv::Eof => return Ok(()),
-                _ => scratch.shrink_to(64 * 1024),
+            if let Recv::Eof = self.read(&mut scratch).await? {
+                return Ok(());
             }
         }
     }

@@ -467,8 +467,8 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
-    async fn read_exact(t: &QuicTransport, n: usize) -> Vec<u8> {
-        let mut buf = Vec::new();
+    async fn read_exact(t: &QuicTransport, n: usize) -> bytes::BytesMut {
+        let mut buf = bytes::BytesMut::new();
         while buf.len() < n {
             match t.read(&mut buf).await.unwrap() {
                 Recv::Bytes => {}
@@ -502,12 +502,12 @@ mod tests {
         let super::super::Transport::Quic(server) = first.transport else {
             panic!("quic")
         };
-        assert_eq!(read_exact(&server, 5).await, b"hello");
+        assert_eq!(&read_exact(&server, 5).await[..], b"hello");
         assert_eq!(first.group, Some(server.group_id()));
         // A datagram reaches the first stream's reader.
         assert!(client.max_datagram().unwrap() > 1000);
         client.send_datagram(b"unreliable").await.unwrap();
-        let mut buf = Vec::new();
+        let mut buf = bytes::BytesMut::new();
         match server.read(&mut buf).await.unwrap() {
             Recv::Datagram(d) => assert_eq!(&d[..], b"unreliable"),
             other => panic!("expected a datagram, got {other:?}"),
@@ -523,10 +523,10 @@ mod tests {
         let super::super::Transport::Quic(server2) = second.transport else {
             panic!("quic")
         };
-        assert_eq!(read_exact(&server2, 6).await, b"second");
+        assert_eq!(&read_exact(&server2, 6).await[..], b"second");
         // FIN ends the stream.
         sibling.shutdown_write().unwrap();
-        let mut rest = Vec::new();
+        let mut rest = bytes::BytesMut::new();
         assert!(matches!(server2.read(&mut rest).await.unwrap(), Recv::Eof));
         client.close_group(false);
         stop.abort();

@@ -258,12 +258,16 @@ impl<S: Session> StreamTransport<S> {
     }
 
     /// Append stream bytes, or return one datagram (first stream only).
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    pub(crate) async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         self.read_up_to(buf, READ_CHUNK).await
     }
 
     /// Append at most `want` stream bytes, or return one datagram.
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+    pub(crate) async fn read_up_to(
+        &self,
+        buf: &mut bytes::BytesMut,
+        want: usize,
+    ) -> io::Result<Recv> {
         let Some(recv) = &self.recv else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -354,7 +358,7 @@ async fn read_chunk_or_datagram<E: std::fmt::Display>(
     chunk: impl Future<Output = io::Result<Option<Bytes>>>,
     pending: &mut Option<DatagramWait<E>>,
     datagrams: Option<impl FnOnce() -> DatagramWait<E>>,
-    buf: &mut Vec<u8>,
+    buf: &mut bytes::BytesMut,
 ) -> io::Result<Recv> {
     use futures::future::Either;
     let chunk = match datagrams {

@@ -93,14 +93,18 @@ impl TcpTransport {
         &self.stream
     }
 
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    pub(crate) async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         self.read_up_to(buf, READ_CHUNK).await
     }
 
     /// Read, making room for `want` more bytes (no more: a Message body read
-    /// into its own Vec is not reallocated). The room is made once the
+    /// into its own buffer is not reallocated). The room is made once the
     /// socket is readable: a Connection waiting for data holds no buffer.
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+    pub(crate) async fn read_up_to(
+        &self,
+        buf: &mut bytes::BytesMut,
+        want: usize,
+    ) -> io::Result<Recv> {
         loop {
             self.stream.readable().await?;
             buf.reserve(want);
@@ -111,7 +115,7 @@ impl TcpTransport {
                     // Nothing after all (readiness is cached until a read
                     // would block): wait without the room just made.
                     if buf.is_empty() {
-                        *buf = Vec::new();
+                        *buf = bytes::BytesMut::new();
                     }
                     continue;
                 }

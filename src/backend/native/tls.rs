@@ -47,6 +47,9 @@ struct Inner {
     /// Plaintext that arrived before the attempt finished (on a server:
     /// the client's TLS 1.3 early data).
     pending: std::sync::Mutex<Vec<u8>>,
+    /// `pending` may hold bytes (false once they were taken): reads look
+    /// here, not at the lock, once it is empty for good.
+    has_pending: std::sync::atomic::AtomicBool,
     /// rustls holds records the socket did not take yet (set under the
     /// session lock after each write and flush; read without it).
     unsent: std::sync::atomic::AtomicBool,
@@ -121,6 +124,7 @@ impl TlsTransport {
                 unsent: Default::default(),
                 local,
                 peer,
+                has_pending: std::sync::atomic::AtomicBool::new(!pending.is_empty()),
                 pending: std::sync::Mutex::new(pending),
                 early,
                 alpn,
@@ -239,7 +243,7 @@ impl TlsTransport {
     }
 
     /// Read: append plaintext to `buf`.
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    pub(crate) async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         let want = if buf.is_empty() {
             FIRST_READ
         } else {
@@ -249,12 +253,24 @@ impl TlsTransport {
     }
 
     /// Read, making room for `want` more bytes (no more: a Message body read
-    /// into its own Vec is not reallocated).
-    pub(crate) async fn read_up_to(&self, buf: &mut Vec<u8>, want: usize) -> io::Result<Recv> {
+    /// into its own buffer is not reallocated).
+    pub(crate) async fn read_up_to(
+        &self,
+        buf: &mut bytes::BytesMut,
+        want: usize,
+    ) -> io::Result<Recv> {
+        if self
+            .inner
+            .has_pending
+            .load(std::sync::atomic::Ordering::Acquire)
         {
             let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.inner
+                .has_pending
+                .store(false, std::sync::atomic::Ordering::Release);
             if !p.is_empty() {
-                buf.append(&mut p);
+                buf.extend_from_slice(&p);
+                *p = Vec::new();
                 return Ok(Recv::Bytes);
             }
         }

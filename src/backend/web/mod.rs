@@ -141,7 +141,7 @@ pub(crate) enum Transport {
 
 impl super::StackInstance for Transport {
     /// Read one message (WebSocket, WebRTC), or stream bytes or a datagram (WebTransport).
-    async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         match self {
             Transport::Ws(w) => w.read().await,
             Transport::Webrtc(w) => w.read().await,
@@ -155,7 +155,7 @@ impl super::StackInstance for Transport {
     }
     /// Read as `read` does (the browser hands over its own chunks; `want`
     /// is only a hint natively).
-    async fn read_up_to(&self, buf: &mut Vec<u8>, _want: usize) -> io::Result<Recv> {
+    async fn read_up_to(&self, buf: &mut bytes::BytesMut, _want: usize) -> io::Result<Recv> {
         self.read(buf).await
     }
     /// Write stream bytes (WebTransport); WebSocket and WebRTC data channels

@@ -418,7 +418,7 @@ impl WtTransport {
 
     /// Append stream bytes, or return one datagram (first stream only).
     /// Cancel safe: a read the browser has begun is kept for the next call.
-    pub(crate) async fn read(&self, buf: &mut Vec<u8>) -> io::Result<Recv> {
+    pub(crate) async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         self.aborted()?;
         let _turn = self.stream.read_turn.lock().await;
         let stream_read = self.with_stream(|s| {
