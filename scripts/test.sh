@@ -208,9 +208,7 @@ fi
 if want browser; then
 step "browser tests in headless Chromium: the racing engine's scripts, the Promise executor, and the WebSocket stack against ws-echo"
 # webdriver.json for one step: its flags, this machine's Chromium, and a fresh profile of the
-# step's own. (A Chromium that just closed can hold its profile's lock for a moment while it
-# exits; a Chromium started on the same profile then may hang at start, as seen when a step of
-# two seconds followed another.)
+# step's own, so that no step sees what another left in its profile.
 webdriver_json() {
     sed "s|\"--disable-sync\"|\"--disable-sync\", \"--user-data-dir=$TMP/chromium-profile-$1\"|; s|\"/usr/bin/chromium\"|\"$CHROMIUM\"|" \
         webdriver.json >"$TMP/webdriver-$1.json"

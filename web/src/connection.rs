@@ -58,47 +58,7 @@ impl RawConnection {
 // A waiting receive's Promise is made by index.js, which puts its resolve and
 // reject here at the task's slot (see `receive_resolvers`); the Message is
 // built in the same call that settles it.
-#[wasm_bindgen(inline_js = "
-export function received_message(data, id, flags) {
-  return {
-    data,
-    endOfMessage: (flags & 1) !== 0,
-    partial: (flags & 2) !== 0,
-    messageContext: { id, final: (flags & 4) !== 0, earlyData: (flags & 8) !== 0 },
-  };
-}
-const resolvers = [];
-const rejecters = [];
-export function receive_resolvers() {
-  return [resolvers, rejecters];
-}
-// A slot with no resolver (receiveStart called without making its Promise)
-// is reported, not thrown: a throw would stop the executor's run.
-function unclaimed(slot, outcome) {
-  console.error(`postsocket: a receive finished with no Promise waiting at slot ${slot} (RawConnection.receiveStart is index.js's; use Connection.receive)`, outcome);
-}
-export function settle_received(slot, data, id, flags) {
-  const f = resolvers[slot];
-  resolvers[slot] = undefined;
-  rejecters[slot] = undefined;
-  const message = received_message(data, id, flags);
-  if (f === undefined) unclaimed(slot, message);
-  else f(message);
-}
-export function reject_receive(slot, error) {
-  const f = rejecters[slot];
-  resolvers[slot] = undefined;
-  rejecters[slot] = undefined;
-  if (f === undefined) unclaimed(slot, error);
-  else f(error);
-}
-export function sent_message(sequence) {
-  return { sequence };
-}
-export function sent_promise(sequence) {
-  return Promise.resolve({ sequence });
-}
-")]
+#[wasm_bindgen(module = "/src/glue.js")]
 extern "C" {
     /// The Message object: `{ data, endOfMessage, partial, messageContext:
     /// { id, final, earlyData } }`, the flags as [`received_parts`] packs them.

@@ -36,30 +36,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use wasm_bindgen::prelude::*;
 
-// The resolvers are module state: one wasm instance per JS module, as
-// wasm-bindgen's own glue assumes.
-#[wasm_bindgen(inline_js = "
-const resolvers = [];
-const rejecters = [];
-export function pending_promise(id) {
-  return new Promise((resolve, reject) => {
-    resolvers[id] = resolve;
-    rejecters[id] = reject;
-  });
-}
-export function settle(id, ok, value) {
-  const f = ok ? resolvers[id] : rejecters[id];
-  resolvers[id] = undefined;
-  rejecters[id] = undefined;
-  f(value);
-}
-export function settled(ok, value) {
-  return ok ? Promise.resolve(value) : Promise.reject(value);
-}
-export function queue_microtask(f) {
-  queueMicrotask(f);
-}
-")]
+// The resolvers are module state of glue.js (one module for all of this
+// crate's JS: each module is one more fetch when the package loads).
+#[wasm_bindgen(module = "/src/glue.js")]
 extern "C" {
     /// A new Promise whose resolve and reject wait at index `id` for [`settle`].
     fn pending_promise(id: usize) -> js_sys::Promise;

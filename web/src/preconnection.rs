@@ -235,11 +235,7 @@ impl RawPreconnection {
     }
 }
 
-#[wasm_bindgen(inline_js = "
-export function initiated_with_send(connection, sent, sendError) {
-  return { connection, sent, sendError };
-}
-")]
+#[wasm_bindgen(module = "/src/glue.js")]
 extern "C" {
     fn initiated_with_send(connection: JsValue, sent: JsValue, send_error: JsValue) -> JsValue;
 }

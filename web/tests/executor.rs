@@ -113,28 +113,7 @@ fn generic_waiting() -> (oneshot::Sender<u32>, js_sys::Promise) {
 
 // A binding's own settler for the test below: its resolvers wait in their
 // own array, and settling builds the value in the same call.
-#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
-const resolvers = [];
-const rejecters = [];
-export function pending_pair(slot) {
-  return new Promise((resolve, reject) => {
-    resolvers[slot] = resolve;
-    rejecters[slot] = reject;
-  });
-}
-export function settle_pair(slot, ok, n) {
-  const f = ok ? resolvers[slot] : rejecters[slot];
-  resolvers[slot] = undefined;
-  rejecters[slot] = undefined;
-  f(ok ? { n, doubled: 2 * n, waited: true } : `refused ${n}`);
-}
-export function settled_pair(ok, n) {
-  return ok ? Promise.resolve({ n, doubled: 2 * n, waited: false }) : Promise.reject(`refused ${n}`);
-}
-export function field(o, name) {
-  return o[name];
-}
-")]
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/executor.js")]
 extern "C" {
     fn pending_pair(slot: usize) -> js_sys::Promise;
     fn settle_pair(slot: usize, ok: bool, n: u32);
@@ -215,19 +194,7 @@ async fn a_settler_of_its_own_makes_and_settles_its_promises() {
 
 // The JS side of a binding that makes its Promises itself (as the npm
 // package's `receive` does): the resolve waits at the task's slot.
-#[wasm_bindgen::prelude::wasm_bindgen(inline_js = "
-const started = [];
-export function promise_at(slot) {
-  return new Promise((resolve) => {
-    started[slot] = resolve;
-  });
-}
-export function settle_at(slot, n) {
-  const f = started[slot];
-  started[slot] = undefined;
-  f(n);
-}
-")]
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/executor.js")]
 extern "C" {
     fn promise_at(slot: usize) -> js_sys::Promise;
     fn settle_at(slot: usize, n: u32);
