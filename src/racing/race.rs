@@ -272,12 +272,20 @@ enum Kind {
     },
 }
 
+/// A node's children (or the roots), by index into `Racer::nodes`.
+///
+/// Inline up to two: a path has one protocol node per stack, a protocol
+/// node one child per remote, a host name two addresses, so the usual tree
+/// (one stack, one remote) allocates nothing for them. It takes the 24
+/// bytes a `Vec` does.
+type Children = smallvec::SmallVec<[usize; 2]>;
+
 /// One node of the candidate tree.
 #[derive(Debug)]
 struct Node {
     id: NodeId,
     parent: Option<usize>,
-    children: Vec<usize>,
+    children: Children,
     /// Index into `Racer::paths`.
     path: usize,
     stack: Option<StackId>,
@@ -574,7 +582,7 @@ pub struct Racer {
     config: RacingConfig,
     paths: Vec<PathSpec>,
     nodes: Vec<Node>,
-    roots: Vec<usize>,
+    roots: Children,
     groups: Vec<Group>,
     /// `QueryId - 1` indexes this: (group, family).
     queries: Vec<(usize, Family)>,
@@ -666,7 +674,7 @@ impl Racer {
             config,
             paths,
             nodes: Vec::with_capacity(tree),
-            roots: Vec::new(),
+            roots: Children::new(),
             groups: Vec::new(),
             queries: Vec::new(),
             actions: Default::default(),
@@ -1142,7 +1150,7 @@ impl Racer {
         self.nodes.push(Node {
             id,
             parent,
-            children: Vec::new(),
+            children: Children::new(),
             path,
             stack,
             kind,
@@ -1292,10 +1300,12 @@ impl Racer {
     /// that started keep theirs.
     fn rank_children(&mut self, parent: usize) {
         let children = &self.nodes[parent].children;
-        let slots: Vec<usize> = (0..children.len())
+        // Inline for the usual few children: this runs for every protocol
+        // node of every race.
+        let slots: Children = (0..children.len())
             .filter(|&i| self.leaf_state(children[i]) == Some(LeafState::Idle))
             .collect();
-        let mut leaves: Vec<usize> = slots.iter().map(|&i| children[i]).collect();
+        let mut leaves: Children = slots.iter().map(|&i| children[i]).collect();
         sort_by_rank(&mut leaves, |&c| self.rank(c));
         for (slot, leaf) in slots.into_iter().zip(leaves) {
             self.nodes[parent].children[slot] = leaf;
@@ -1582,7 +1592,7 @@ impl Racer {
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
         let mut idle = interleave(idle, first, fam);
         sort_by_rank(&mut idle, |&c| self.rank(c));
-        let mut children = started;
+        let mut children = Children::from_vec(started);
         children.extend(idle);
         self.nodes[h].children = children;
     }
