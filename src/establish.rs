@@ -36,7 +36,9 @@ pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
 pub(crate) struct Config {
     pub(crate) locals: Vec<LocalEndpoint>,
     pub(crate) remotes: Vec<RemoteEndpoint>,
-    pub(crate) props: TransportProperties,
+    /// Shared with the Connections made from it: a change goes to a copy
+    /// (`Arc::make_mut`), so one Initiate costs no copy of the properties.
+    pub(crate) props: Arc<TransportProperties>,
     pub(crate) security: SecurityParameters,
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) racing: RacingConfig,
@@ -515,7 +517,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         caps: reconnect.caps,
                         framers,
                         leftover,
-                        props: Arc::new(s.props.clone()),
+                        props: Arc::clone(&s.props),
                         trace: racer.into_lazy_trace(),
                         remote,
                         remote_addr: reconnect.remote.addr(),

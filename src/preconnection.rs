@@ -70,7 +70,7 @@ impl Preconnection {
             config: Arc::new(Config {
                 locals,
                 remotes,
-                props,
+                props: Arc::new(props),
                 security,
                 resolver: Arc::new(SystemResolver),
                 racing: RacingConfig::default(),
@@ -211,7 +211,7 @@ impl Preconnection {
     /// The TransportProperties, to change before the next action.
     pub fn transport_properties_mut(&mut self) -> &mut TransportProperties {
         self.selection = Selection::default();
-        &mut self.config_mut().props
+        Arc::make_mut(&mut self.config_mut().props)
     }
 
     /// The SecurityParameters, to change before the next action.
