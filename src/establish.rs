@@ -582,8 +582,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     Ok(Ok((t, f, left))) => {
                         let rc = slot.reconnect.take().expect("attempt recorded");
                         slot.done = Some((t, f, left, rc));
-                        let node = slot.node.clone();
-                        racer.handle_input(elapsed(), Input::AttemptSucceeded { node });
+                        racer.attempt_succeeded(elapsed(), &slot.node);
                     }
                     Ok(Err((reason, message, source))) => {
                         if let Some(source) = source {
