@@ -52,8 +52,10 @@ pub(crate) struct Config {
 pub(crate) struct Snapshot {
     /// Endpoints, properties, resolver, racing settings (shared, not copied).
     pub(crate) config: Arc<Config>,
-    /// A fresh copy of the framers, for this action alone.
-    pub(crate) framers: FramerStack,
+    /// The framers as they were when the action started: templates, of
+    /// which each attempt and Connection takes fresh instances (shared, not
+    /// copied, so an action copies them once per attempt, not once more).
+    pub(crate) framers: Arc<FramerStack>,
     /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
     pub(crate) early_data: Option<Arc<[u8]>>,
     /// What earlier races taught; `None` under isolateSession.
