@@ -195,10 +195,11 @@ struct Slot {
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
     /// What Clone needs, until the attempt connected (then in `done`).
-    reconnect: Option<Reconnect>,
+    /// Boxed: a Slot, its moves and the Connection's Parts stay small.
+    reconnect: Option<Box<Reconnect>>,
     /// The attempt connected: its stack, framers, bytes read beyond the
     /// framers' handshake, and what Clone needs.
-    done: Option<(Transport, FramerStack, Vec<u8>, Reconnect)>,
+    done: Option<(Transport, FramerStack, Vec<u8>, Box<Reconnect>)>,
 }
 
 /// The race's attempts, by index; inline while there is one (the usual
@@ -432,11 +433,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 Some(c) => backend::SessionScope::Context(c.id()),
                                 None => backend::SessionScope::Isolated,
                             };
-                            reconnect = Some(Reconnect {
+                            reconnect = Some(Box::new(Reconnect {
                                 caps,
                                 remote: remote.clone(),
                                 opts: opts.clone(),
-                            });
+                            }));
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
                             let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));

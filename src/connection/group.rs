@@ -95,7 +95,7 @@ impl Connection {
         let inner = &self.inner;
         // A Rendezvous Connection (WebRTC) has no remote address to reconnect
         // to, but clones as a new channel on the same peer connection.
-        let reconnect = inner.reconnect.as_deref().cloned();
+        let reconnect = inner.reconnect.clone();
         if reconnect.is_none() && !inner.caps.rendezvous {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
@@ -171,7 +171,7 @@ impl Connection {
             local: inner.local.clone(),
             early_sent: false,
             peer_early_data: false,
-            reconnect: Some(again),
+            reconnect: Some(Box::new(again)),
         };
         Ok(Connection::from_parts(parts, Some(inner.group.clone())))
     }

@@ -130,7 +130,9 @@ pub(crate) struct Parts {
     pub(crate) remote_addr: Option<SocketAddr>,
     /// Shared: a Listener's Connections all have its LocalEndpoint.
     pub(crate) local: Option<Arc<LocalEndpoint>>,
-    pub(crate) reconnect: Option<crate::attempt::Reconnect>,
+    /// Boxed from the start (it is 584 bytes): the race, its result and the
+    /// Connection move a pointer instead of copying it at every step.
+    pub(crate) reconnect: Option<Box<crate::attempt::Reconnect>>,
     /// Client: InitiateWithSend's first Message already went out as 0-RTT.
     pub(crate) early_sent: bool,
     /// Server: the peer's data on this stream may be 0-RTT early data.
@@ -286,7 +288,7 @@ impl Connection {
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
-            reconnect: p.reconnect.map(Box::new),
+            reconnect: p.reconnect,
             early_sent: p.early_sent,
             props: p.props,
         });
