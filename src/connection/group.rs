@@ -7,7 +7,9 @@ use super::*;
 use crate::backend::StackInstance;
 
 pub(crate) struct Group {
-    pub(super) members: Mutex<Vec<Weak<Inner>>>,
+    /// Inline for one: most Connections are never cloned, and their group
+    /// then costs no allocation beyond its own.
+    pub(super) members: Mutex<smallvec::SmallVec<[Weak<Inner>; 1]>>,
     /// Entangled Connection Properties (all but connPriority).
     pub(super) props: Mutex<ConnectionProperties>,
 }
@@ -139,9 +141,9 @@ impl Connection {
                 leftover: Vec::new(),
                 props,
                 trace: Default::default(),
-                remote: (*inner.remote).clone(),
+                remote: inner.remote().clone(),
                 remote_addr: inner.remote_addr,
-                local: inner.local.clone(),
+                local: inner.endpoints.local.clone(),
                 reconnect,
                 early_sent: false,
                 peer_early_data: false,
@@ -166,9 +168,9 @@ impl Connection {
             leftover,
             props,
             trace: Default::default(),
-            remote: (*inner.remote).clone(),
+            remote: inner.remote().clone(),
             remote_addr: reconnect.remote.addr(),
-            local: inner.local.clone(),
+            local: inner.endpoints.local.clone(),
             early_sent: false,
             peer_early_data: false,
             reconnect: Some(Box::new(again)),
