@@ -36,7 +36,9 @@ pub type TraceObserver = Arc<dyn Fn(&TraceEvent) + Send + Sync>;
 pub(crate) struct Config {
     pub(crate) locals: Vec<LocalEndpoint>,
     pub(crate) remotes: Vec<RemoteEndpoint>,
-    pub(crate) props: TransportProperties,
+    /// Shared with the Connections made from it: a change goes to a copy
+    /// (`Arc::make_mut`), so one Initiate costs no copy of the properties.
+    pub(crate) props: Arc<TransportProperties>,
     pub(crate) security: SecurityParameters,
     pub(crate) resolver: Arc<dyn Resolver>,
     pub(crate) racing: RacingConfig,
@@ -50,8 +52,10 @@ pub(crate) struct Config {
 pub(crate) struct Snapshot {
     /// Endpoints, properties, resolver, racing settings (shared, not copied).
     pub(crate) config: Arc<Config>,
-    /// A fresh copy of the framers, for this action alone.
-    pub(crate) framers: FramerStack,
+    /// The framers as they were when the action started: templates, of
+    /// which each attempt and Connection takes fresh instances (shared, not
+    /// copied, so an action copies them once per attempt, not once more).
+    pub(crate) framers: Arc<FramerStack>,
     /// InitiateWithSend's framed first Message, if safely replayable (0-RTT).
     pub(crate) early_data: Option<Arc<[u8]>>,
     /// What earlier races taught; `None` under isolateSession.
@@ -191,10 +195,11 @@ struct Slot {
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
     /// What Clone needs, until the attempt connected (then in `done`).
-    reconnect: Option<Reconnect>,
+    /// Boxed: a Slot, its moves and the Connection's Parts stay small.
+    reconnect: Option<Box<Reconnect>>,
     /// The attempt connected: its stack, framers, bytes read beyond the
     /// framers' handshake, and what Clone needs.
-    done: Option<(Transport, FramerStack, Vec<u8>, Reconnect)>,
+    done: Option<(Transport, FramerStack, Vec<u8>, Box<Reconnect>)>,
 }
 
 /// The race's attempts, by index; inline while there is one (the usual
@@ -428,11 +433,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 Some(c) => backend::SessionScope::Context(c.id()),
                                 None => backend::SessionScope::Isolated,
                             };
-                            reconnect = Some(Reconnect {
+                            reconnect = Some(Box::new(Reconnect {
                                 caps,
                                 remote: remote.clone(),
                                 opts: opts.clone(),
-                            });
+                            }));
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
                             let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
@@ -515,7 +520,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         caps: reconnect.caps,
                         framers,
                         leftover,
-                        props: Arc::new(s.props.clone()),
+                        props: Arc::clone(&s.props),
                         trace: racer.into_lazy_trace(),
                         remote,
                         remote_addr: reconnect.remote.addr(),
@@ -580,8 +585,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     Ok(Ok((t, f, left))) => {
                         let rc = slot.reconnect.take().expect("attempt recorded");
                         slot.done = Some((t, f, left, rc));
-                        let node = slot.node.clone();
-                        racer.handle_input(elapsed(), Input::AttemptSucceeded { node });
+                        racer.attempt_succeeded(elapsed(), &slot.node);
                     }
                     Ok(Err((reason, message, source))) => {
                         if let Some(source) = source {

@@ -65,7 +65,9 @@ pub struct MessageContext {
 /// and where they arrived, shared by all their contexts.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Endpoints {
-    pub(crate) remote: Option<Arc<RemoteEndpoint>>,
+    /// Inline: the Connection reads its own RemoteEndpoint here too, so it
+    /// costs no allocation of its own.
+    pub(crate) remote: Option<RemoteEndpoint>,
     pub(crate) local: Option<Arc<LocalEndpoint>>,
 }
 
@@ -163,7 +165,7 @@ impl MessageContext {
 
     /// `GetRemoteEndpoint()`: who sent a received Message.
     pub fn remote_endpoint(&self) -> Option<&RemoteEndpoint> {
-        self.endpoints.as_ref()?.remote.as_deref()
+        self.endpoints.as_ref()?.remote.as_ref()
     }
 
     /// `GetLocalEndpoint()`: where a received Message arrived.

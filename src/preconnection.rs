@@ -32,7 +32,10 @@ pub struct Preconnection {
     /// clones and snapshots taken since (an Initiate copies a pointer), and
     /// copied on the first change after one was taken.
     config: Arc<Config>,
-    framers: FramerStack,
+    /// The framers added, as templates: shared with the clones and
+    /// snapshots taken since (copied on the next change), as each attempt
+    /// and Connection takes fresh instances of its own.
+    framers: Arc<FramerStack>,
     context: TransportContext,
     listener_limits: crate::listener::ListenerLimits,
     /// The stacks selection chose for the properties, security, framers
@@ -70,14 +73,14 @@ impl Preconnection {
             config: Arc::new(Config {
                 locals,
                 remotes,
-                props,
+                props: Arc::new(props),
                 security,
                 resolver: Arc::new(SystemResolver),
                 racing: RacingConfig::default(),
                 protocols: None,
                 observer: None,
             }),
-            framers: FramerStack::default(),
+            framers: Arc::default(),
             context: TransportContext::global(),
             listener_limits: Default::default(),
             selection: Selection::default(),
@@ -106,7 +109,9 @@ impl Preconnection {
 
     /// `Preconnection.AddFramer(framer)` (§9.1.2.1): the last added runs first on send.
     pub fn add_framer(&mut self, framer: impl Framer) -> &mut Self {
-        self.framers.framers.push(Box::new(framer));
+        Arc::make_mut(&mut self.framers)
+            .framers
+            .push(Box::new(framer));
         self.selection = Selection::default();
         self
     }
@@ -211,7 +216,7 @@ impl Preconnection {
     /// The TransportProperties, to change before the next action.
     pub fn transport_properties_mut(&mut self) -> &mut TransportProperties {
         self.selection = Selection::default();
-        &mut self.config_mut().props
+        Arc::make_mut(&mut self.config_mut().props)
     }
 
     /// The SecurityParameters, to change before the next action.
@@ -285,7 +290,7 @@ impl Preconnection {
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             config: Arc::clone(&self.config),
-            framers: self.framers.fresh(),
+            framers: Arc::clone(&self.framers),
             early_data: None,
             context: (!self.config.props.connection.isolate_session).then(|| self.context.clone()),
             selection: self.selection.clone(),

@@ -7,7 +7,9 @@ use super::*;
 use crate::backend::StackInstance;
 
 pub(crate) struct Group {
-    pub(super) members: Mutex<Vec<Weak<Inner>>>,
+    /// Inline for one: most Connections are never cloned, and their group
+    /// then costs no allocation beyond its own.
+    pub(super) members: Mutex<smallvec::SmallVec<[Weak<Inner>; 1]>>,
     /// Entangled Connection Properties (all but connPriority).
     pub(super) props: Mutex<ConnectionProperties>,
 }
@@ -95,7 +97,7 @@ impl Connection {
         let inner = &self.inner;
         // A Rendezvous Connection (WebRTC) has no remote address to reconnect
         // to, but clones as a new channel on the same peer connection.
-        let reconnect = inner.reconnect.as_deref().cloned();
+        let reconnect = inner.reconnect.clone();
         if reconnect.is_none() && !inner.caps.rendezvous {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
@@ -139,9 +141,9 @@ impl Connection {
                 leftover: Vec::new(),
                 props,
                 trace: Default::default(),
-                remote: (*inner.remote).clone(),
+                remote: inner.remote().clone(),
                 remote_addr: inner.remote_addr,
-                local: inner.local.clone(),
+                local: inner.endpoints.local.clone(),
                 reconnect,
                 early_sent: false,
                 peer_early_data: false,
@@ -166,12 +168,12 @@ impl Connection {
             leftover,
             props,
             trace: Default::default(),
-            remote: (*inner.remote).clone(),
+            remote: inner.remote().clone(),
             remote_addr: reconnect.remote.addr(),
-            local: inner.local.clone(),
+            local: inner.endpoints.local.clone(),
             early_sent: false,
             peer_early_data: false,
-            reconnect: Some(again),
+            reconnect: Some(Box::new(again)),
         };
         Ok(Connection::from_parts(parts, Some(inner.group.clone())))
     }

@@ -130,7 +130,9 @@ pub(crate) struct Parts {
     pub(crate) remote_addr: Option<SocketAddr>,
     /// Shared: a Listener's Connections all have its LocalEndpoint.
     pub(crate) local: Option<Arc<LocalEndpoint>>,
-    pub(crate) reconnect: Option<crate::attempt::Reconnect>,
+    /// Boxed from the start (it is 584 bytes): the race, its result and the
+    /// Connection move a pointer instead of copying it at every step.
+    pub(crate) reconnect: Option<Box<crate::attempt::Reconnect>>,
     /// Client: InitiateWithSend's first Message already went out as 0-RTT.
     pub(crate) early_sent: bool,
     /// Server: the peer's data on this stream may be 0-RTT early data.
@@ -174,8 +176,10 @@ pub(crate) struct Inner {
     events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
     /// Written out when first read.
     trace: crate::racing::LazyTrace,
-    remote: Arc<RemoteEndpoint>,
-    local: Option<Arc<LocalEndpoint>>,
+    /// The RemoteEndpoint it was made for (always `Some`) and the
+    /// LocalEndpoint it was made from: one allocation, shared with the
+    /// contexts of the Messages it receives.
+    endpoints: Arc<crate::message::Endpoints>,
     /// Read from the socket on first use (or at close), not on the way to Ready.
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
@@ -218,7 +222,7 @@ impl Connection {
         let group = group.unwrap_or_else(|| {
             Arc::new(Group {
                 // Room for this Connection, pushed below.
-                members: Mutex::new(Vec::with_capacity(1)),
+                members: Mutex::new(smallvec::SmallVec::new()),
                 props: Mutex::new(p.props.connection.clone()),
             })
         });
@@ -227,8 +231,10 @@ impl Connection {
         let (stream_sends, stream_receives) = p.transport.directions();
         let can_receive = stream_receives
             && p.props.direction != crate::properties::Direction::UnidirectionalSend;
-        let remote = Arc::new(p.remote);
-        let local = p.local;
+        let endpoints = Arc::new(crate::message::Endpoints {
+            remote: Some(p.remote),
+            local: p.local,
+        });
         let inner = Arc::new(Inner {
             caps: p.caps,
             group: group.clone(),
@@ -259,10 +265,7 @@ impl Connection {
                 p.leftover,
                 p.framers,
                 PeerContext {
-                    endpoints: Arc::new(crate::message::Endpoints {
-                        remote: Some(remote.clone()),
-                        local: local.clone(),
-                    }),
+                    endpoints: Arc::clone(&endpoints),
                     early_data: p.peer_early_data,
                 },
             )),
@@ -281,12 +284,11 @@ impl Connection {
             events_tx,
             events_rx: futures::lock::Mutex::new(events_rx),
             trace: p.trace,
-            remote,
-            local,
+            endpoints,
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
             singular_max,
-            reconnect: p.reconnect.map(Box::new),
+            reconnect: p.reconnect,
             early_sent: p.early_sent,
             props: p.props,
         });
@@ -318,12 +320,12 @@ impl Connection {
 
     /// The RemoteEndpoint this Connection was made for.
     pub fn remote_endpoint(&self) -> &RemoteEndpoint {
-        &self.inner.remote
+        self.inner.remote()
     }
 
     /// The LocalEndpoint it was made from, if one was given.
     pub fn local_endpoint(&self) -> Option<&LocalEndpoint> {
-        self.inner.local.as_deref()
+        self.inner.endpoints.local.as_deref()
     }
 
     /// `connState` (§8.1.11.1).
@@ -582,6 +584,14 @@ impl Inner {
             DataUnit::ByteStream => None,
             DataUnit::Message => self.caps.max_message_len,
         }
+    }
+
+    /// The RemoteEndpoint it was made for.
+    fn remote(&self) -> &RemoteEndpoint {
+        self.endpoints
+            .remote
+            .as_ref()
+            .expect("a Connection's endpoints name its remote")
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {

@@ -426,7 +426,7 @@ mod tests {
             framers,
             PeerContext {
                 endpoints: Arc::new(Endpoints {
-                    remote: Some(Arc::new(RemoteEndpoint::new())),
+                    remote: Some(RemoteEndpoint::new()),
                     local: None,
                 }),
                 early_data: false,

@@ -180,10 +180,12 @@ impl Listener {
             })?;
         let local = backend.local_addr();
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
+        // The Listener's properties, shared by its Connections and its snapshot.
+        let props = std::sync::Arc::new(props);
         Ok(Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
-            conn_props: std::sync::Arc::new(props.clone()),
+            conn_props: std::sync::Arc::clone(&props),
             conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(Snapshot {
                 config: std::sync::Arc::new(crate::establish::Config {
@@ -222,7 +224,7 @@ impl Listener {
         Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
-            conn_props: std::sync::Arc::new(snap.props.clone()),
+            conn_props: std::sync::Arc::clone(&snap.props),
             conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),

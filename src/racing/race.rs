@@ -10,6 +10,7 @@ use super::{NodeId, RacingConfig, RacingMode, Time};
 use crate::capability::StackId;
 use crate::error::{CandidateFailure, Error, ErrorReason};
 use crate::trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -272,12 +273,27 @@ enum Kind {
     },
 }
 
+/// A node's children (or the roots), by index into `Racer::nodes`.
+///
+/// Inline up to two: a path has one protocol node per stack, a protocol
+/// node one child per remote, a host name two addresses, so the usual tree
+/// (one stack, one remote) allocates nothing for them. It takes the 24
+/// bytes a `Vec` does.
+type Children = smallvec::SmallVec<[usize; 2]>;
+
 /// One node of the candidate tree.
 #[derive(Debug)]
 struct Node {
-    id: NodeId,
+    /// Its number among its parent's children (or among the roots), from 1:
+    /// the last part of its dotted id.
+    seq: usize,
+    /// Its dotted id as text, kept for a leaf only: the driver and the
+    /// Actions name leaves by it. Another node's is written only when read
+    /// ([`Racer::id_text`]: the trace, a failure), which saves making two
+    /// Strings for every race.
+    id: Option<NodeId>,
     parent: Option<usize>,
-    children: Vec<usize>,
+    children: Children,
     /// Index into `Racer::paths`.
     path: usize,
     stack: Option<StackId>,
@@ -364,25 +380,9 @@ fn sort_by_rank(items: &mut [usize], rank: impl Fn(&usize) -> u8) {
     }
 }
 
-/// The id of a node's `seq`th child: `parent.seq` (made by hand: this runs
-/// for every node of every race, and the formatting machinery costs more).
-fn child_id(parent: &str, seq: usize) -> String {
-    let mut id = String::with_capacity(parent.len() + 3);
-    id.push_str(parent);
-    id.push('.');
-    push_seq(&mut id, seq);
-    id
-}
-
-/// The id of the `seq`th root (a path node): `seq` as `to_string` writes
-/// it, by hand (see [`child_id`]).
-fn seq_text(seq: usize) -> String {
-    let mut id = String::with_capacity(2);
-    push_seq(&mut id, seq);
-    id
-}
-
-/// `seq` in decimal at the end of `id`: one digit by hand, else `to_string`.
+/// `seq` in decimal at the end of `id`: one digit by hand, else `to_string`
+/// (node ids are made for every leaf of every race, and the formatting
+/// machinery costs more).
 fn push_seq(id: &mut String, seq: usize) {
     match u8::try_from(seq) {
         Ok(d @ 0..=9) => id.push(char::from(b'0' + d)),
@@ -574,7 +574,7 @@ pub struct Racer {
     config: RacingConfig,
     paths: Vec<PathSpec>,
     nodes: Vec<Node>,
-    roots: Vec<usize>,
+    roots: Children,
     groups: Vec<Group>,
     /// `QueryId - 1` indexes this: (group, family).
     queries: Vec<(usize, Family)>,
@@ -666,7 +666,7 @@ impl Racer {
             config,
             paths,
             nodes: Vec::with_capacity(tree),
-            roots: Vec::new(),
+            roots: Children::new(),
             groups: Vec::new(),
             queries: Vec::new(),
             actions: Default::default(),
@@ -798,14 +798,9 @@ impl Racer {
     /// past the overall timeout, the timeout is handled first and the input
     /// is ignored.
     pub fn handle_input(&mut self, now: Time, input: Input) {
-        if self.finished {
+        let Some(now) = self.input_time(now) else {
             return;
-        }
-        let now = self.advance(now);
-        if self.deadline.is_some_and(|d| now >= d) {
-            self.time_out(now);
-            return;
-        }
+        };
         match input {
             Input::Resolved { query, result } => self.on_resolved(now, query, result),
             Input::AttemptSucceeded { node } => {
@@ -839,6 +834,34 @@ impl Racer {
             }
         }
         self.drive(now);
+    }
+
+    /// [`Input::AttemptSucceeded`] for the leaf named `node`, which the
+    /// driver keeps: no copy of the id is made for the input.
+    pub(crate) fn attempt_succeeded(&mut self, now: Time, node: &str) {
+        let Some(now) = self.input_time(now) else {
+            return;
+        };
+        if let Some(leaf) = self.running_leaf(node) {
+            self.win(now, leaf);
+            return;
+        }
+        self.drive(now);
+    }
+
+    /// The time to handle an input at (a `now` older than one already seen
+    /// is the latest one), or `None` when the input is ignored: the race
+    /// finished, or `now` is at or past the overall timeout (handled here).
+    fn input_time(&mut self, now: Time) -> Option<Time> {
+        if self.finished {
+            return None;
+        }
+        let now = self.advance(now);
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.time_out(now);
+            return None;
+        }
+        Some(now)
     }
 
     /// Feed the clock when the deadline from [`poll_timeout`](Self::poll_timeout) passed.
@@ -916,7 +939,11 @@ impl Racer {
     /// The host name of the RemoteEndpoint `node` was derived from: that of
     /// the nearest node up the tree that has one (its candidate event's `host`).
     pub(crate) fn host_of(&self, node: &str) -> Option<String> {
-        let mut n = self.nodes.iter().position(|n| n.id == node);
+        let mut n = self
+            .nodes
+            .iter()
+            .position(|n| n.id.as_deref() == Some(node))
+            .or_else(|| (0..self.nodes.len()).find(|&i| self.id_text(i) == node));
         while let Some(i) = n {
             match &self.nodes[i].kind {
                 Kind::Host { host, .. }
@@ -937,7 +964,7 @@ impl Racer {
 
     /// The winning leaf, once [`Action::Won`] was emitted.
     pub fn winner(&self) -> Option<&str> {
-        self.winner.map(|n| self.nodes[n].id.as_str())
+        self.winner.and_then(|n| self.nodes[n].id.as_deref())
     }
 
     /// The leaves whose attempts are running now, in tree order (for a
@@ -946,7 +973,7 @@ impl Racer {
         self.dfs()
             .into_iter()
             .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
-            .map(|n| self.nodes[n].id.clone())
+            .map(|n| self.id_text(n).into_owned())
             .collect()
     }
 
@@ -987,7 +1014,7 @@ impl Racer {
             _ => return None,
         };
         Some(AttemptOutcome {
-            node: self.nodes[n].id.clone(),
+            node: self.id_text(n).into_owned(),
             destination: destination.as_ref().unwrap_or(key).clone(),
             stack: self.nodes[n].stack.expect("leaves have a stack"),
             target: key.clone(),
@@ -1036,8 +1063,8 @@ impl Racer {
     /// once made, nor does the history or the configuration, so it reads
     /// the same whenever it is written.
     fn write(&self, note: &Note) -> TraceEvent {
-        let id = note.node.map_or("0", |n| self.nodes[n].id.as_str());
-        let mut ev = event(note.at, note.kind, id);
+        let id = note.node.map_or(Cow::Borrowed("0"), |n| self.id_text(n));
+        let mut ev = event(note.at, note.kind, &id);
         let node = note.node.map(|n| &self.nodes[n]);
         let text = || match node.map(|n| &n.kind) {
             Some(Kind::Leaf { addr, .. }) => addr.to_string(),
@@ -1048,7 +1075,7 @@ impl Racer {
             What::Plain => None,
             What::Candidate(branch) => {
                 let n = node.expect("a candidate is a node");
-                ev.parent = n.parent.map(|p| self.nodes[p].id.clone());
+                ev.parent = n.parent.map(|p| self.id_text(p).into_owned());
                 ev.branch = Some(*branch);
                 ev.stack = n.stack.map(|s| s.as_str().to_string());
                 match &n.kind {
@@ -1128,21 +1155,33 @@ impl Racer {
         kind: Kind,
     ) -> usize {
         let idx = self.nodes.len();
-        let id = match parent {
+        let seq = match parent {
             None => {
                 self.roots.push(idx);
-                seq_text(self.roots.len())
+                self.roots.len()
             }
             Some(p) => {
                 self.nodes[p].child_seq += 1;
                 self.nodes[p].children.push(idx);
-                child_id(&self.nodes[p].id, self.nodes[p].child_seq)
+                self.nodes[p].child_seq
             }
         };
+        // A leaf's id as text, once: every Action and outcome names it.
+        let id = match (&kind, parent) {
+            (Kind::Leaf { .. }, Some(p)) => {
+                let mut id = String::with_capacity(12);
+                self.write_id(p, &mut id);
+                id.push('.');
+                push_seq(&mut id, seq);
+                Some(id)
+            }
+            _ => None,
+        };
         self.nodes.push(Node {
+            seq,
             id,
             parent,
-            children: Vec::new(),
+            children: Children::new(),
             path,
             stack,
             kind,
@@ -1292,10 +1331,12 @@ impl Racer {
     /// that started keep theirs.
     fn rank_children(&mut self, parent: usize) {
         let children = &self.nodes[parent].children;
-        let slots: Vec<usize> = (0..children.len())
+        // Inline for the usual few children: this runs for every protocol
+        // node of every race.
+        let slots: Children = (0..children.len())
             .filter(|&i| self.leaf_state(children[i]) == Some(LeafState::Idle))
             .collect();
-        let mut leaves: Vec<usize> = slots.iter().map(|&i| children[i]).collect();
+        let mut leaves: Children = slots.iter().map(|&i| children[i]).collect();
         sort_by_rank(&mut leaves, |&c| self.rank(c));
         for (slot, leaf) in slots.into_iter().zip(leaves) {
             self.nodes[parent].children[slot] = leaf;
@@ -1330,6 +1371,32 @@ impl Racer {
             errors: Vec::new(),
         });
         self.groups.len() - 1
+    }
+
+    /// Node `n`'s dotted id (`1.1.2`): its parent's id, a dot and its
+    /// number; kept for a leaf, written here for any other node.
+    fn id_text(&self, n: usize) -> Cow<'_, str> {
+        match &self.nodes[n].id {
+            Some(id) => Cow::Borrowed(id),
+            None => {
+                let mut id = String::with_capacity(8);
+                self.write_id(n, &mut id);
+                Cow::Owned(id)
+            }
+        }
+    }
+
+    /// Write node `n`'s dotted id at the end of `out`.
+    fn write_id(&self, n: usize, out: &mut String) {
+        if let Some(id) = &self.nodes[n].id {
+            out.push_str(id);
+            return;
+        }
+        if let Some(p) = self.nodes[n].parent {
+            self.write_id(p, out);
+            out.push('.');
+        }
+        push_seq(out, self.nodes[n].seq);
     }
 
     /// Every node in depth-first tree order.
@@ -1389,7 +1456,7 @@ impl Racer {
     fn running_leaf(&self, id: &str) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|n| n.id == id)
+            .position(|n| n.id.as_deref() == Some(id))
             .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
     }
 
@@ -1582,7 +1649,7 @@ impl Racer {
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
         let mut idle = interleave(idle, first, fam);
         sort_by_rank(&mut idle, |&c| self.rank(c));
-        let mut children = started;
+        let mut children = Children::from_vec(started);
         children.extend(idle);
         self.nodes[h].children = children;
     }
@@ -1686,8 +1753,8 @@ impl Racer {
         *started = Some(now);
         *leaf_turn = turn;
         let remote = addr.clone();
-        let id = node.id.clone();
         let path = node.path;
+        let id = self.id_text(leaf).into_owned();
         self.credit = false;
         self.last_start = Some(now);
         self.turn = turn;
@@ -1745,7 +1812,7 @@ impl Racer {
                 None => What::Plain,
             };
             self.note(now, TraceEventKind::AttemptCancelled, Some(n), what);
-            let node = self.nodes[n].id.clone();
+            let node = self.id_text(n).into_owned();
             self.actions.push_back(Action::CancelAttempt { node });
         }
     }
@@ -1755,7 +1822,7 @@ impl Racer {
             *state = LeafState::Succeeded;
             *ended = Some(now);
         }
-        let id = self.nodes[leaf].id.clone();
+        let id = self.id_text(leaf).into_owned();
         self.note(
             now,
             TraceEventKind::AttemptSucceeded,
@@ -1838,7 +1905,7 @@ impl Racer {
                     failure: Some((reason, message)),
                     ..
                 } => out.push(CandidateFailure::new(
-                    node.id.clone(),
+                    self.id_text(n).into_owned(),
                     stack,
                     Some(addr.to_string()),
                     *reason,
@@ -1863,7 +1930,7 @@ impl Racer {
                     };
                     if let Some((reason, message)) = failure {
                         out.push(CandidateFailure::new(
-                            node.id.clone(),
+                            self.id_text(n).into_owned(),
                             stack,
                             Some(host.clone()),
                             reason,
@@ -1887,7 +1954,7 @@ impl Racer {
 
 #[cfg(test)]
 mod tests {
-    use super::child_id;
+    use super::*;
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {
@@ -1942,13 +2009,46 @@ mod tests {
     }
 
     #[test]
-    fn child_ids_are_the_parent_id_dot_the_number() {
-        assert_eq!(child_id("1", 1), "1.1");
-        assert_eq!(child_id("1.2", 9), "1.2.9");
-        assert_eq!(child_id("1.2", 10), "1.2.10");
-        assert_eq!(child_id("3.1.1", 300), "3.1.1.300");
-        for seq in [1, 9, 10, 12, 300] {
-            assert_eq!(super::seq_text(seq), seq.to_string());
+    fn numbers_are_written_as_to_string_writes_them() {
+        for seq in [0, 1, 9, 10, 12, 300, usize::MAX] {
+            let mut id = String::from("1.");
+            push_seq(&mut id, seq);
+            assert_eq!(id, format!("1.{seq}"));
         }
+    }
+
+    #[test]
+    fn ids_are_the_parent_id_dot_the_number_kept_for_leaves_only() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        let r = Racer::new(
+            RacingConfig::default(),
+            vec![PathSpec::default()],
+            vec![StackId::Tcp, StackId::Quic],
+            vec![
+                RemoteSpec::Address(a),
+                RemoteSpec::Host {
+                    host: "example.test".into(),
+                    port: 1,
+                },
+                RemoteSpec::Address(b),
+            ],
+            Time::ZERO,
+        );
+        let ids: Vec<(String, bool)> = (0..r.nodes.len())
+            .map(|n| (r.id_text(n).into_owned(), r.nodes[n].id.is_some()))
+            .collect();
+        let kept = |id: &str| ids.iter().find(|(i, _)| i == id).expect(id).1;
+        for id in ["1", "1.1", "1.2", "1.1.2", "1.2.2"] {
+            assert!(!kept(id), "{id} is not a leaf");
+        }
+        for id in ["1.1.1", "1.1.3", "1.2.1", "1.2.3"] {
+            assert!(kept(id), "{id} is a leaf");
+        }
+        assert_eq!(ids.len(), 9);
+        // The trace names nodes and their parents by the same ids.
+        let t = r.trace();
+        let e = t.events.iter().find(|e| e.id == "1.2.3").expect("1.2.3");
+        assert_eq!(e.parent.as_deref(), Some("1.2"));
     }
 }
