@@ -232,6 +232,13 @@ impl MessageContext {
 }
 
 /// A Message received (RFC 9622 §9.3.2): `Received` or `ReceivedPartial`.
+///
+/// On a byte stream (TCP, TLS, QUIC and WebTransport streams)
+/// a Message's data is a slice of the buffer its stack read into, not a
+/// copy: it shares that buffer's memory (up to 64 KiB) with the Messages
+/// read around it, and the memory is freed when the last of them is
+/// dropped. To keep a small Message long after the Messages around it are
+/// gone, keep a copy (`Bytes::copy_from_slice(event.data())`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveEvent {
     /// A complete Message (`Received<messageData, messageContext>`).
