@@ -48,8 +48,6 @@ pub struct Listener {
     backend: futures::lock::Mutex<BackendListener>,
     /// Shared with the handshakes of incoming connections.
     snap: std::sync::Arc<Snapshot>,
-    /// The properties of every Connection it gives, shared by them.
-    conn_props: std::sync::Arc<crate::properties::TransportProperties>,
     /// The LocalEndpoint of every Connection it gives, shared by them.
     conn_local: Option<std::sync::Arc<crate::endpoint::LocalEndpoint>>,
     /// Set while the limit is 0: the stacks refuse new peers before any
@@ -180,12 +178,12 @@ impl Listener {
             })?;
         let local = backend.local_addr();
         let (stop_tx, stop_rx) = futures::channel::oneshot::channel();
-        // The Listener's properties, shared by its Connections and its snapshot.
+        // The Listener's properties, shared by its Connections (the
+        // handshake hands each one this Arc).
         let props = std::sync::Arc::new(props);
         Ok(Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
-            conn_props: std::sync::Arc::clone(&props),
             conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(Snapshot {
                 config: std::sync::Arc::new(crate::establish::Config {
@@ -224,7 +222,6 @@ impl Listener {
         Listener {
             refusing: backend.refusal(),
             backend: futures::lock::Mutex::new(backend),
-            conn_props: std::sync::Arc::clone(&snap.props),
             conn_local: snap.locals.first().cloned().map(std::sync::Arc::new),
             snap: std::sync::Arc::new(snap),
             limit: Mutex::new(None),
@@ -355,7 +352,6 @@ impl Listener {
             let handshake = Self::handshake(
                 incoming,
                 self.snap.clone(),
-                self.conn_props.clone(),
                 self.conn_local.clone(),
                 self.limits.handshake_timeout(),
             );
@@ -416,7 +412,6 @@ impl Listener {
     async fn handshake(
         incoming: Incoming,
         snap: std::sync::Arc<Snapshot>,
-        props: std::sync::Arc<crate::properties::TransportProperties>,
         local: Option<std::sync::Arc<crate::endpoint::LocalEndpoint>>,
         limit: std::time::Duration,
     ) -> Result<Parts, Error> {
@@ -462,7 +457,7 @@ impl Listener {
             caps,
             framers,
             leftover,
-            props,
+            props: snap.props.clone(),
             trace: Default::default(),
             remote: RemoteEndpoint::new().with_socket_addr(remote)?,
             remote_addr: Some(remote),
