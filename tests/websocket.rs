@@ -429,3 +429,69 @@ async fn a_final_message_closes_the_websocket_after_it() {
         .unwrap_err();
     assert_names(&e.error.to_string(), &["closed the WebSocket", "1000"]);
 }
+
+/// How many of this process's descriptors refer to the TCP socket from
+/// local port `local` to remote port `peer` (found by its inode in
+/// /proc/net/tcp and /proc/net/tcp6).
+#[cfg(target_os = "linux")]
+fn descriptors_of(local: u16, peer: u16) -> usize {
+    let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && port(f[1]) == local && port(f[2]) == peer {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    assert_eq!(
+        inodes.len(),
+        1,
+        "one socket from port {local} to {peer}: {inodes:?}"
+    );
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_str() == Some(inodes[0].as_str()))
+        .count()
+}
+
+/// A WebSocket Connection holds its socket's one descriptor, no duplicate,
+/// on both sides, over ws and wss (a duplicate doubles the descriptors a
+/// Listener with many Connections needs).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_websocket_holds_one_descriptor_per_side() {
+    let cert = self_signed();
+    for (stack, server_sec, client_sec) in [
+        (
+            StackId::Ws,
+            SecurityParameters::disabled(),
+            SecurityParameters::disabled(),
+        ),
+        (
+            StackId::Wss,
+            with_certificate(SecurityParameters::new(), &cert),
+            pinned(&cert),
+        ),
+    ] {
+        let (addr, _) = echo_listener(TransportProperties::new(), server_sec, vec![stack]).await;
+        let conn = client(addr, TransportProperties::new(), client_sec, vec![stack])
+            .initiate()
+            .await
+            .unwrap();
+        // One round trip: the server's side exists and was handed over.
+        conn.send(b"ping".to_vec(), None, true).await.unwrap();
+        assert_eq!(recv(&conn).await, b"ping");
+        let me = conn.local_addr().unwrap().port();
+        assert_eq!(descriptors_of(me, addr.port()), 1, "{stack:?} client");
+        assert_eq!(descriptors_of(addr.port(), me), 1, "{stack:?} server");
+        // Options and addresses still reach the socket through it.
+        assert_eq!(conn.remote_addr(), Some(addr));
+        conn.set_property("connCapacityProfile", "lowLatencyInteractive")
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+}

@@ -424,7 +424,7 @@ impl super::StackInstance for Transport {
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.with_socket(|s| tcp::set_dscp(&s, dscp)),
             #[cfg(feature = "ws")]
-            Transport::Ws(w) => tcp::set_dscp(&socket2::SockRef::from(w.socket()), dscp),
+            Transport::Ws(w) => tcp::set_dscp(&w.socket(), dscp),
             #[cfg(feature = "wt")]
             Transport::Wt(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -1014,7 +1014,7 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
         #[cfg(feature = "tls")]
         Transport::Tls(t) => t.with_socket(apply),
         #[cfg(feature = "ws")]
-        Transport::Ws(w) => apply(socket2::SockRef::from(w.socket())),
+        Transport::Ws(w) => apply(w.socket()),
         _ => {}
     }
 }

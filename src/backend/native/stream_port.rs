@@ -312,7 +312,7 @@ async fn serve_tls(
     let acceptor = port.acceptor.clone().expect("takes TLS");
     #[cfg(feature = "ws")]
     if let Some(wss) = &port.wss {
-        let sock = SockRef::from(&stream).try_clone()?;
+        let sock = super::ws::TcpFd::of(&stream);
         let (s, early) = tls::server_handshake(acceptor, stream, remote, port.timeout).await?;
         return if port.tls {
             inside_tls(s, early, sock, remote, wss).await
@@ -332,7 +332,7 @@ async fn serve_tls(
 async fn inside_tls(
     mut s: tokio_rustls::server::TlsStream<TcpStream>,
     early: Vec<u8>,
-    sock: socket2::Socket,
+    sock: super::ws::TcpFd,
     remote: SocketAddr,
     wss: &WsServer,
 ) -> io::Result<Incoming> {

@@ -51,9 +51,58 @@ type Stream = WebSocketStream<Box<dyn Io>>;
 struct Inner {
     rd: futures::lock::Mutex<SplitStream<Stream>>,
     wr: futures::lock::Mutex<SplitSink<Stream, Message>>,
-    /// A duplicate of the TCP socket's descriptor: options, addresses, abort.
-    sock: socket2::Socket,
+    /// The TCP socket's descriptor (owned by the stream in `rd`/`wr`):
+    /// options, addresses, abort.
+    sock: TcpFd,
     secure: bool,
+}
+
+/// The descriptor of the TCP socket under a WebSocket, kept without a
+/// duplicate (one descriptor per Connection, as for plain TCP). The
+/// WebSocket stream owns the socket; tokio-tungstenite keeps it where
+/// postsocket cannot reach it without the stream's lock (a pending read
+/// holds that), so the socket is reached through this instead.
+///
+/// Taken from the TCP stream before the stream moves into TLS and the
+/// WebSocket; used only once it sits beside that WebSocket in [`Inner`],
+/// which drops them together, so the descriptor is open whenever this is
+/// used.
+pub(crate) struct TcpFd(RawSock);
+
+#[cfg(unix)]
+type RawSock = std::os::fd::RawFd;
+#[cfg(windows)]
+type RawSock = std::os::windows::io::RawSocket;
+
+impl TcpFd {
+    /// The descriptor of `stream`'s socket.
+    pub(crate) fn of(stream: &TcpStream) -> TcpFd {
+        #[cfg(unix)]
+        use std::os::fd::AsRawFd as _;
+        #[cfg(windows)]
+        use std::os::windows::io::AsRawSocket as _;
+        #[cfg(unix)]
+        return TcpFd(stream.as_raw_fd());
+        #[cfg(windows)]
+        return TcpFd(stream.as_raw_socket());
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for TcpFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the stream that owns the descriptor lives beside this in
+        // `Inner` and is dropped with it (see the type's doc).
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for TcpFd {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        // SAFETY: as for unix, above.
+        unsafe { std::os::windows::io::BorrowedSocket::borrow_raw(self.0) }
+    }
 }
 
 /// An established WebSocket, shared by the send and receive sides.
@@ -67,7 +116,7 @@ impl std::fmt::Debug for WsTransport {
         f.debug_struct("WsTransport")
             .field(
                 "peer",
-                &self.inner.sock.peer_addr().ok().and_then(|a| a.as_socket()),
+                &self.socket().peer_addr().ok().and_then(|a| a.as_socket()),
             )
             .field("secure", &self.inner.secure)
             .finish()
@@ -116,7 +165,7 @@ fn to_io(e: tungstenite::Error) -> io::Error {
 }
 
 impl WsTransport {
-    fn new(ws: Stream, sock: socket2::Socket, secure: bool) -> Self {
+    fn new(ws: Stream, sock: TcpFd, secure: bool) -> Self {
         let (wr, rd) = ws.split();
         WsTransport {
             inner: Arc::new(Inner {
@@ -146,7 +195,7 @@ impl WsTransport {
         let path = path(opts, secure).unwrap_or_else(|| "/".to_string());
         let url = format!("{scheme}://{host}:{}{path}", remote.port());
         let tcp = tcp::connect_stream(remote, opts).await?;
-        let sock = SockRef::from(&tcp).try_clone()?;
+        let sock = TcpFd::of(&tcp);
         let io: Box<dyn Io> = if secure {
             #[cfg(feature = "tls")]
             {
@@ -175,8 +224,8 @@ impl WsTransport {
     }
 
     /// The TCP socket underneath.
-    pub(crate) fn socket(&self) -> &socket2::Socket {
-        &self.inner.sock
+    pub(crate) fn socket(&self) -> SockRef<'_> {
+        SockRef::from(&self.inner.sock)
     }
 
     /// Read one Message: a binary or text WebSocket message. Pings are
@@ -252,7 +301,7 @@ impl WsTransport {
             };
             let _ = wr.send(Message::Close(Some(normal))).await;
             let _ = wr.close().await;
-            let _ = inner.sock.shutdown(std::net::Shutdown::Write);
+            let _ = SockRef::from(&inner.sock).shutdown(std::net::Shutdown::Write);
         });
         Ok(())
     }
@@ -260,7 +309,7 @@ impl WsTransport {
     /// Linger 0 makes the close send RST; shutting down reading wakes every
     /// pending read.
     pub(crate) fn abort(&self) {
-        let s = &self.inner.sock;
+        let s = self.socket();
         let _ = s.set_linger(Some(Duration::ZERO));
         let _ = s.shutdown(std::net::Shutdown::Read);
     }
@@ -299,7 +348,7 @@ impl WsServer {
     pub(crate) async fn accept(
         &self,
         io: Box<dyn Io>,
-        sock: socket2::Socket,
+        sock: TcpFd,
         remote: SocketAddr,
         secure: bool,
     ) -> io::Result<Incoming> {
@@ -369,7 +418,7 @@ impl WsServer {
         stream: TcpStream,
         remote: SocketAddr,
     ) -> io::Result<Incoming> {
-        let sock = SockRef::from(&stream).try_clone()?;
+        let sock = TcpFd::of(&stream);
         self.accept(Box::new(stream), sock, remote, false).await
     }
 }
