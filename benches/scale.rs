@@ -79,9 +79,8 @@
 //! on. The fd limit is raised to the hard limit (setrlimit) in both
 //! processes; `SCALE_FD_LIMIT=N` first raises the hard limit to N (that
 //! needs CAP_SYS_RESOURCE). The server's open files per connection are in
-//! the table: a postsocket TLS Connection keeps a duplicate of its socket's
-//! descriptor, so it needs twice as many as the raw server (with a hard
-//! limit of 20,000, 10,000 TLS connections do not fit). A quick run:
+//! the table (one per TCP or TLS Connection on both sides, as each holds
+//! only its socket's descriptor). A quick run:
 //! `SCALE_CONNECTIONS=1000 cargo bench --bench scale`.
 // Linux only (/proc, setrlimit); elsewhere this bench is empty.
 #![cfg_attr(not(target_os = "linux"), no_main)]

@@ -1,8 +1,11 @@
 //! `RawConnection`: a postsocket `Connection` for JS. Each action returns a
 //! Promise with exactly one outcome, as in the Rust API.
 
-use crate::convert::{entries, error_to_js, property_to_js, property_value, to_js, whole_number};
+use crate::convert::{
+    error_to_js, option_error, property_to_js, property_value, to_js, value, whole_number,
+};
 use crate::executor::Started;
+use crate::options;
 use postsocket::{
     ConnState, Connection, ConnectionEvent, MessageContext, ReceiveError, ReceiveEvent,
     SendFailure, Sent,
@@ -179,14 +182,9 @@ impl RawConnection {
         let props = if properties.is_undefined() || properties.is_null() {
             None
         } else {
-            let mut props = self.conn.properties();
-            for (name, v) in entries(&properties, "properties")? {
-                let v = property_value(&name, &v)?;
-                props
-                    .set(&name, v)
-                    .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-            }
-            Some(props)
+            let props =
+                options::connection_properties(self.conn.properties(), &value(&properties)?);
+            Some(props.map_err(option_error)?)
         };
         let conn = self.conn.clone();
         Ok(crate::executor::promise(async move {
@@ -224,7 +222,7 @@ impl RawConnection {
         max_length: Option<f64>,
     ) -> JsValue {
         let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
-            v.map(|n| whole_number(&n.into(), what).map(|n| n as usize))
+            v.map(|n| whole_number(n, what).map(|n| n as usize))
                 .transpose()
         };
         let (min, max) = match (
@@ -353,13 +351,7 @@ pub(crate) fn message_context(properties: &JsValue) -> Result<Option<MessageCont
     if properties.is_undefined() || properties.is_null() {
         return Ok(None);
     }
-    let mut ctx = MessageContext::new();
-    for (name, v) in entries(properties, "messageProperties")? {
-        let v = property_value(&name, &v)?;
-        ctx.add(&name, v)
-            .map_err(|e| error_to_js("InvalidMessageProperties", &e))?;
-    }
-    Ok(Some(ctx))
+    options::message_context(&value(properties)?).map_err(option_error)
 }
 
 /// A send's outcome for JS: `{ sequence }`, or an `Error` named `Expired`

@@ -8,7 +8,8 @@
 //! through bindings that catch (`Object.entries`, `Array.from`), and what
 //! the page threw is handed back to it as is.
 
-use postsocket::{Error, ErrorReason, Preference, PropertyValue};
+use crate::options::{self, OptionError, Value};
+use postsocket::{Error, Preference, PropertyValue};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -72,14 +73,6 @@ pub(crate) fn error_to_js(name: &str, e: &Error) -> JsValue {
     js.into()
 }
 
-/// An InvalidConfiguration `Error` with `message`.
-pub(crate) fn invalid(message: impl Into<String>) -> JsValue {
-    error_to_js(
-        "InvalidConfiguration",
-        &Error::new(ErrorReason::InvalidConfiguration, message),
-    )
-}
-
 #[wasm_bindgen]
 extern "C" {
     /// `Object.entries`, catching what a getter or a Proxy trap throws.
@@ -90,83 +83,75 @@ extern "C" {
     fn array_from(v: &JsValue) -> Result<js_sys::Array, JsValue>;
 }
 
-/// The own enumerable `[key, value]` pairs of an options object; `what`
-/// names it in the error when it is not an object.
-pub(crate) fn entries(obj: &JsValue, what: &str) -> Result<Vec<(String, JsValue)>, JsValue> {
-    if !obj.is_object() || js_sys::Array::is_array(obj) {
-        return Err(invalid(format!("`{what}` must be an object")));
-    }
-    // A fresh array of fresh `[key, value]` arrays: reading them runs no
-    // page code.
-    Ok(object_entries(obj)?
-        .iter()
-        .map(|pair| {
-            let pair: js_sys::Array = pair.unchecked_into();
-            (pair.get(0).as_string().unwrap_or_default(), pair.get(1))
-        })
-        .collect())
+/// How deep [`value`] reads a page's object: the options go four levels
+/// deep (`options.remote[0].port`); a value below that reads as
+/// [`Value::Other`], as does anything that is no plain value, array or
+/// object, and an object or array that refers to itself never recurses
+/// without end.
+const DEPTH: usize = 6;
+
+/// A page's value as the options parser (`options.rs`) reads it: objects
+/// by their own enumerable `[key, value]` pairs, arrays by their elements.
+/// What a getter, iterator or Proxy trap throws is handed back as is.
+pub(crate) fn value(v: &JsValue) -> Result<Value, JsValue> {
+    value_at(v, 0)
 }
 
-/// The elements of an array (checked with `Array.isArray`), copied into a
-/// fresh array first.
-pub(crate) fn elements(v: &JsValue) -> Result<Vec<JsValue>, JsValue> {
-    Ok(array_from(v)?.iter().collect())
-}
-
-/// A string, or an error naming `what`.
-pub(crate) fn string(v: &JsValue, what: &str) -> Result<String, JsValue> {
-    v.as_string()
-        .ok_or_else(|| invalid(format!("`{what}` must be a string, not {}", type_of(v))))
-}
-
-/// A list of strings: an array of them, or one string.
-pub(crate) fn strings(v: &JsValue, what: &str) -> Result<Vec<String>, JsValue> {
-    if js_sys::Array::is_array(v) {
-        elements(v)?
-            .iter()
-            .enumerate()
-            .map(|(i, s)| string(s, &format!("{what}[{i}]")))
-            .collect()
-    } else {
-        Ok(vec![string(v, what)?])
-    }
-}
-
-/// A non-negative whole number, or an error naming `what`.
-pub(crate) fn whole_number(v: &JsValue, what: &str) -> Result<u64, JsValue> {
-    match v.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
-        // The number as JS writes it (Rust's float formatting would add
-        // about 10 KB to the .wasm).
-        Some(_) => Err(invalid(format!(
-            "`{what}` must be a non-negative whole number, not {}",
-            String::from(js_sys::JSON::stringify(v).unwrap_or_default())
-        ))),
-        None => Err(invalid(format!(
-            "`{what}` must be a number, not {}",
-            type_of(v)
-        ))),
-    }
-}
-
-/// A property value from JS: a string (a preference such as `'require'`, or
-/// an enumeration value), a boolean, a whole number (durations in
-/// milliseconds) or `null` (a duration that is Disabled / infinite).
-pub(crate) fn property_value(name: &str, v: &JsValue) -> Result<PropertyValue, JsValue> {
-    if let Some(s) = v.as_string() {
-        Ok(PropertyValue::Text(s))
-    } else if let Some(b) = v.as_bool() {
-        Ok(PropertyValue::Bool(b))
-    } else if v.as_f64().is_some() {
-        Ok(PropertyValue::Integer(whole_number(v, name)?))
+fn value_at(v: &JsValue, depth: usize) -> Result<Value, JsValue> {
+    Ok(if v.is_undefined() {
+        Value::Undefined
     } else if v.is_null() {
-        Ok(PropertyValue::Duration(None))
+        Value::Null
+    } else if let Some(b) = v.as_bool() {
+        Value::Bool(b)
+    } else if let Some(n) = v.as_f64() {
+        Value::Number(n)
+    } else if let Some(s) = v.as_string() {
+        Value::String(s)
+    } else if depth >= DEPTH {
+        Value::Other(type_of(v))
+    } else if js_sys::Array::is_array(v) {
+        // A fresh copy first: reading it runs no page code.
+        let items = array_from(v)?;
+        Value::Array(
+            items
+                .iter()
+                .map(|e| value_at(&e, depth + 1))
+                .collect::<Result<_, _>>()?,
+        )
+    } else if v.is_object() {
+        // A fresh array of fresh `[key, value]` arrays: reading them runs
+        // no page code.
+        let pairs = object_entries(v)?;
+        Value::Object(
+            pairs
+                .iter()
+                .map(|pair| {
+                    let pair: js_sys::Array = pair.unchecked_into();
+                    let key = pair.get(0).as_string().unwrap_or_default();
+                    Ok((key, value_at(&pair.get(1), depth + 1)?))
+                })
+                .collect::<Result<_, JsValue>>()?,
+        )
     } else {
-        Err(invalid(format!(
-            "property `{name}` takes a string, boolean, number or null, not {}",
-            type_of(v)
-        )))
-    }
+        Value::Other(type_of(v))
+    })
+}
+
+/// A bad option as the JS `Error` it names.
+pub(crate) fn option_error(e: OptionError) -> JsValue {
+    error_to_js(e.name, &e.error)
+}
+
+/// A non-negative whole number from JS, or an `InvalidConfiguration`
+/// naming `what`.
+pub(crate) fn whole_number(n: f64, what: &str) -> Result<u64, JsValue> {
+    options::whole_number(&Value::Number(n), what).map_err(option_error)
+}
+
+/// A property value from JS (see [`options::property_value`]).
+pub(crate) fn property_value(name: &str, v: &JsValue) -> Result<PropertyValue, JsValue> {
+    options::property_value(name, &value(v)?).map_err(option_error)
 }
 
 /// A property value for JS: preferences as `'require'`, `'prefer'`,

@@ -6,7 +6,9 @@
 //! bindings (`RawPreconnection`, `RawConnection`); the package's `index.js`
 //! wraps them into `EventTarget` classes with RFC 9622 names in JS case.
 //!
-//! Natively this crate is empty, so the workspace builds on every target.
+//! Natively only [`options`] is built (the option parser, target-neutral, so
+//! it is unit-tested and fuzzed natively); the workspace builds on every
+//! target.
 #![warn(missing_docs)]
 
 #[cfg(web)]
@@ -17,6 +19,7 @@ mod context;
 mod convert;
 #[cfg(web)]
 pub mod executor;
+pub mod options;
 #[cfg(web)]
 mod preconnection;
 #[cfg(web)]

@@ -2,28 +2,13 @@
 //! object, whose `initiate` returns a Promise of a [`RawConnection`].
 
 use crate::connection::RawConnection;
-use crate::convert::{
-    elements, entries, error_to_js, invalid, property_value, string, strings, whole_number,
-};
+use crate::convert::{error_to_js, option_error, value, whole_number};
+use crate::options;
 use crate::trace_listeners::Registration;
-use postsocket::{Preconnection, RemoteEndpoint, SecurityParameters, StackId, TransportProperties};
+use postsocket::Preconnection;
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
-
-/// The option names `new Preconnection(options)` knows.
-const OPTIONS: &[&str] = &[
-    "remote",
-    "properties",
-    "protocols",
-    "security",
-    "protocolOptions",
-    "connectionAttemptDelay",
-    "framer",
-];
-
-/// The framers `options.framer` names (RFC 9622 §9.1.2).
-const FRAMERS: &[&str] = &["lengthPrefix", "line"];
 
 /// A Preconnection (RFC 9622 §6). See `index.d.ts` for the options.
 #[wasm_bindgen]
@@ -43,84 +28,7 @@ impl RawPreconnection {
         options: JsValue,
         on_trace: Option<js_sys::Function>,
     ) -> Result<RawPreconnection, JsValue> {
-        let mut remotes = Vec::new();
-        let mut props = TransportProperties::new();
-        let mut security = SecurityParameters::new();
-        let mut protocols = None;
-        let mut delay = None;
-        let mut framer = None;
-        for (key, value) in entries(&options, "options")? {
-            if value.is_undefined() {
-                continue;
-            }
-            match key.as_str() {
-                "remote" => remotes = parse_remotes(&value)?,
-                "properties" => {
-                    for (name, v) in entries(&value, "properties")? {
-                        let v = property_value(&name, &v)?;
-                        props
-                            .set(&name, v)
-                            .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-                    }
-                }
-                "protocolOptions" => {
-                    for (name, v) in entries(&value, "protocolOptions")? {
-                        let v = string(&v, &format!("protocolOptions.{name}"))?;
-                        props
-                            .set(&name, v.as_str())
-                            .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-                    }
-                }
-                "protocols" => {
-                    let names = strings(&value, "protocols")?;
-                    let stacks = names
-                        .iter()
-                        .map(|n| StackId::parse(n))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-                    protocols = Some(stacks);
-                }
-                "security" => security = parse_security(&value)?,
-                "connectionAttemptDelay" => {
-                    delay = Some(Duration::from_millis(whole_number(&value, &key)?));
-                }
-                "framer" => {
-                    let name = string(&value, "framer")?;
-                    if !FRAMERS.contains(&name.as_str()) {
-                        return Err(invalid(format!(
-                            "unknown framer `{name}`; known: {}",
-                            FRAMERS.join(", ")
-                        )));
-                    }
-                    framer = Some(name);
-                }
-                other => {
-                    return Err(invalid(format!(
-                        "unknown option `{other}`; known: {}",
-                        OPTIONS.join(", ")
-                    )))
-                }
-            }
-        }
-        props
-            .check_consistency()
-            .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-        let mut pre = Preconnection::new(Vec::new(), remotes, props, security);
-        if let Some(stacks) = protocols {
-            pre.set_protocols(stacks);
-        }
-        if let Some(d) = delay {
-            pre.set_connection_attempt_delay(d);
-        }
-        match framer.as_deref() {
-            Some("lengthPrefix") => {
-                pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
-            }
-            Some(_) => {
-                pre.add_framer(postsocket::framer::DelimiterFramer::line());
-            }
-            None => {}
-        }
+        let mut pre = options::preconnection(&value(&options)?).map_err(option_error)?;
         // Received Messages go to JS as the browser's own buffers.
         postsocket::__web_bindings::keep_browser_bytes(true);
         let listener = on_trace.map(|f| Rc::new(Registration::new(f)));
@@ -141,7 +49,7 @@ impl RawPreconnection {
         signal: JsValue,
     ) -> Result<js_sys::Promise, JsValue> {
         let timeout = match timeout_ms {
-            Some(t) => Some(Duration::from_millis(whole_number(&t.into(), "timeout")?)),
+            Some(t) => Some(Duration::from_millis(whole_number(t, "timeout")?)),
             None => None,
         };
         let fut = match timeout {
@@ -238,110 +146,6 @@ impl RawPreconnection {
 #[wasm_bindgen(module = "/src/glue.js")]
 extern "C" {
     fn initiated_with_send(connection: JsValue, sent: JsValue, send_error: JsValue) -> JsValue;
-}
-
-/// `remote`: one `{ host | ip, port, service }` object, or an array of them.
-fn parse_remotes(value: &JsValue) -> Result<Vec<RemoteEndpoint>, JsValue> {
-    if js_sys::Array::is_array(value) {
-        elements(value)?
-            .iter()
-            .enumerate()
-            .map(|(i, r)| parse_remote(r, &format!("remote[{i}]")))
-            .collect()
-    } else {
-        Ok(vec![parse_remote(value, "remote")?])
-    }
-}
-
-fn parse_remote(value: &JsValue, what: &str) -> Result<RemoteEndpoint, JsValue> {
-    let mut r = RemoteEndpoint::new();
-    let bad = |e: postsocket::Error| error_to_js("InvalidConfiguration", &e);
-    for (key, v) in entries(value, what)? {
-        if v.is_undefined() {
-            continue;
-        }
-        let field = format!("{what}.{key}");
-        r = match key.as_str() {
-            "host" | "hostName" => r.with_host_name(string(&v, &field)?).map_err(bad)?,
-            "ip" | "ipAddress" => {
-                let text = string(&v, &field)?;
-                let ip = text
-                    .parse()
-                    .map_err(|_| invalid(format!("`{field}`: `{text}` is not an IP address")))?;
-                r.with_ip_address(ip).map_err(bad)?
-            }
-            "port" => {
-                let n = whole_number(&v, &field)?;
-                let port = u16::try_from(n)
-                    .map_err(|_| invalid(format!("`{field}`: {n} is not a port number")))?;
-                r.with_port(port).map_err(bad)?
-            }
-            "service" => r.with_service(string(&v, &field)?).map_err(bad)?,
-            other => {
-                return Err(invalid(format!(
-                    "unknown field `{other}` in `{what}`; known: host, ip, port, service"
-                )))
-            }
-        };
-    }
-    if r.host_name().is_none() && r.ip_address().is_none() {
-        return Err(invalid(format!("`{what}` needs a `host` or an `ip`")));
-    }
-    Ok(r)
-}
-
-/// `security`: `{ disabled: true }`, `{ opportunistic: true }`, or security
-/// parameters by RFC name (`pinnedServerCertificate`, `alpn`, `serverName`, ...).
-fn parse_security(value: &JsValue) -> Result<SecurityParameters, JsValue> {
-    let mut security = SecurityParameters::new();
-    for (key, v) in entries(value, "security")? {
-        if v.is_undefined() {
-            continue;
-        }
-        let flag = |v: &JsValue| {
-            v.as_bool()
-                .ok_or_else(|| invalid(format!("`security.{key}` must be true or false")))
-        };
-        match key.as_str() {
-            "disabled" => {
-                if flag(&v)? {
-                    security = merge_mode(SecurityParameters::disabled(), &security);
-                }
-            }
-            "opportunistic" => {
-                if flag(&v)? {
-                    security = merge_mode(SecurityParameters::opportunistic(), &security);
-                }
-            }
-            name => {
-                let values = if let Some(b) = v.as_bool() {
-                    vec![b.to_string()]
-                } else if v.as_f64().is_some() {
-                    vec![whole_number(&v, &format!("security.{name}"))?.to_string()]
-                } else {
-                    strings(&v, &format!("security.{name}"))?
-                };
-                let values: Vec<&str> = values.iter().map(String::as_str).collect();
-                security
-                    .set(name, &values)
-                    .map_err(|e| error_to_js("InvalidConfiguration", &e))?;
-            }
-        }
-    }
-    Ok(security)
-}
-
-/// `base` (a mode constructor's result) with the parameters already set on `set`.
-fn merge_mode(mut base: SecurityParameters, set: &SecurityParameters) -> SecurityParameters {
-    base.allowed_security_protocols = set.allowed_security_protocols.clone();
-    base.alpn = set.alpn.clone();
-    base.pinned_server_certificate = set.pinned_server_certificate.clone();
-    base.trusted_ca = set.trusted_ca.clone();
-    base.server_name = set.server_name.clone();
-    base.max_cached_sessions = set.max_cached_sessions;
-    base.cached_session_lifetime_seconds = set.cached_session_lifetime_seconds;
-    base.require_client_certificate = set.require_client_certificate;
-    base
 }
 
 /// An AbortSignal's hold on a future: its `abort` event aborts it. The

@@ -664,7 +664,15 @@ try {
             case 2: return rand() < 0.5;
             case 3: return null;
             case 4: return undefined;
-            case 5: return pick([10n, Symbol('s'), () => 1, new Date(0), new Uint8Array(3), /re/]);
+            case 5: {
+              // Objects and arrays that contain themselves: read to a bounded depth, never forever.
+              const cyclic = { properties: null, security: null };
+              cyclic.properties = cyclic;
+              cyclic.security = cyclic;
+              const loop = [];
+              loop.push(loop, cyclic);
+              return pick([10n, Symbol('s'), () => 1, new Date(0), new Uint8Array(3), /re/, cyclic, loop]);
+            }
             case 6: case 7: case 8: return object(depth + 1);
             case 9: return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
             case 10: {
