@@ -60,7 +60,9 @@ impl ListenerLimits {
     /// handshakes (TLS, WebSocket), while every place is taken, a peer that
     /// has sent nothing for 200 ms, or has been handshaking for 500 ms, gives
     /// its place to a new one (dropped and reported), so silent or stalling
-    /// peers cannot hold them all (slowloris).
+    /// peers cannot hold them all (slowloris). A peer whose bytes wait unread
+    /// in its socket keeps its place: then this process is behind (short of
+    /// CPU), not the peer, and the Listener pushes back instead.
     pub fn with_pending_incoming(mut self, n: usize) -> Self {
         self.pending_incoming = n;
         self

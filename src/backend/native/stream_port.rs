@@ -393,6 +393,12 @@ pub(crate) const EVICT_HANDSHAKING_AFTER: Duration = Duration::from_millis(500);
 /// [`EVICT_HANDSHAKING_AFTER`]: that one is dropped and reported. A peer
 /// that completes its handshake in time is never dropped; connections
 /// waiting for the application are not in here.
+///
+/// Only a peer that keeps the Listener waiting gives way: one whose bytes
+/// sit unread in its socket is waiting for this process (a server short of
+/// CPU polls its handshakes late), not stalling, so it keeps its place and
+/// is looked at again [`RECHECK_BUSY`] later; the Listener meanwhile pushes
+/// back (new peers wait in the kernel's backlog).
 #[derive(Default)]
 struct InProgress {
     next: u64,
@@ -400,15 +406,32 @@ struct InProgress {
 }
 
 /// One connection in progress: since when, whether its peer spoke, its
-/// peer, and how to drop it.
+/// peer, how to drop it, and its socket (a duplicate of the descriptor,
+/// held only while it is in progress) to see whether its peer's bytes wait
+/// unread.
 struct Started {
     since: tokio::time::Instant,
     spoke: bool,
     remote: SocketAddr,
     evict: tokio::sync::oneshot::Sender<()>,
+    sock: Option<socket2::Socket>,
 }
 
+/// How soon a connection that could give its place away, but whose peer's
+/// bytes wait unread (see [`InProgress`]), is looked at again.
+pub(crate) const RECHECK_BUSY: Duration = Duration::from_millis(50);
+
 impl Started {
+    /// Bytes from its peer wait unread in its socket: the Listener is
+    /// behind, not the peer. (A closed or failed socket has none.)
+    fn unread(&self) -> bool {
+        let Some(sock) = &self.sock else {
+            return false;
+        };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        matches!(sock.peek(&mut byte), Ok(n) if n > 0)
+    }
+
     /// When it may give its place away.
     fn evictable_at(&self) -> tokio::time::Instant {
         self.since
@@ -421,8 +444,18 @@ impl Started {
 }
 
 impl InProgress {
-    /// Register a new connection; its key, and what fires if it is evicted.
-    fn start(&mut self, remote: SocketAddr) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+    /// Register a new connection on `stream`; its key, and what fires if it
+    /// is evicted.
+    fn start(
+        &mut self,
+        stream: &TcpStream,
+        remote: SocketAddr,
+    ) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        // Non-blocking like the stream (on unix they share the flag).
+        let sock = SockRef::from(stream)
+            .try_clone()
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .ok();
         let (evict, evicted) = tokio::sync::oneshot::channel();
         let id = self.next;
         self.next += 1;
@@ -433,6 +466,7 @@ impl InProgress {
                 spoke: false,
                 remote,
                 evict,
+                sock,
             },
         );
         (id, evicted)
@@ -450,17 +484,31 @@ impl InProgress {
         self.conns.remove(&id);
     }
 
-    /// Drop the oldest connection that may give its place away: its peer
-    /// and age. Otherwise, when the first one will be allowed to.
+    /// Drop the oldest connection that may give its place away (old enough,
+    /// and no bytes of its peer waiting unread): its peer and age.
+    /// Otherwise, when to look again.
     fn evict_oldest(&mut self) -> Result<(SocketAddr, Duration), Option<tokio::time::Instant>> {
         let now = tokio::time::Instant::now();
+        let mut busy = false;
         let Some(id) = self
             .conns
             .iter()
-            .find(|(_, s)| s.evictable_at() <= now)
+            .filter(|(_, s)| s.evictable_at() <= now)
+            .find(|(_, s)| {
+                let unread = s.unread();
+                busy |= unread;
+                !unread
+            })
             .map(|(id, _)| *id)
         else {
-            return Err(self.conns.values().map(Started::evictable_at).min());
+            let next = self
+                .conns
+                .values()
+                .map(Started::evictable_at)
+                .filter(|&at| at > now)
+                .min();
+            let recheck = busy.then(|| now + RECHECK_BUSY);
+            return Err(next.into_iter().chain(recheck).min());
         };
         let started = self.conns.remove(&id).expect("found above");
         let _ = started.evict.send(());
@@ -496,7 +544,7 @@ pub(crate) fn listen_stream_port(
                 match evicted {
                     Ok((remote, age)) => {
                         let why = format!(
-                            "dropped {remote}: still sending its first bytes or handshaking after {} while all {} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
+                            "dropped {remote}: still sending its first bytes or handshaking after {}, with nothing of it unread, while all {} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
                             crate::runtime::ms_text(age),
                             tx.limits().pending_incoming()
                         );
@@ -547,7 +595,7 @@ pub(crate) fn listen_stream_port(
             // Each peer on its own task: a silent one delays nobody else.
             let port = port.clone();
             let tx = tx.clone();
-            let (id, evicted) = progress.lock().unwrap().start(remote);
+            let (id, evicted) = progress.lock().unwrap().start(&stream, remote);
             let progress = progress.clone();
             tokio::spawn(async move {
                 let spoke = || progress.lock().unwrap().spoke(id);
@@ -587,6 +635,55 @@ mod tests {
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         (server, client)
+    }
+
+    /// With every place taken, a peer whose bytes wait unread (the Listener
+    /// fell behind: its handshake task was not polled) keeps its place past
+    /// the eviction age, while one that sent nothing, or whose bytes were
+    /// read and that then stalled, gives way. Real loopback sockets; the
+    /// connections are made older by moving their start back.
+    #[tokio::test]
+    async fn only_a_peer_that_keeps_the_listener_waiting_gives_way() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
+        let mut progress = InProgress::default();
+        let age = |p: &mut InProgress, by: Duration| {
+            p.conns.values_mut().for_each(|s| s.since -= by);
+        };
+        // Spoke first, then a silent one; the speaker's bytes stay unread.
+        let (talker, mut talker_peer) = pair().await;
+        talker_peer.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        let (talker_id, _t) = progress.start(&talker, talker_peer.local_addr().unwrap());
+        let (silent, silent_peer) = pair().await;
+        let (_, _s) = progress.start(&silent, silent_peer.local_addr().unwrap());
+        // The bytes are in the talker's socket.
+        let mut b = [0u8; 1];
+        assert_eq!(talker.peek(&mut b).await.unwrap(), 1);
+        assert!(progress.evict_oldest().is_err(), "nobody is old enough yet");
+        age(&mut progress, EVICT_SILENT_AFTER);
+        // The talker is older, but its bytes wait unread: the silent one goes.
+        let (gone, _) = progress.evict_oldest().expect("the silent peer gives way");
+        assert_eq!(gone, silent_peer.local_addr().unwrap());
+        // Only the busy talker is left: look again soon, evict nobody.
+        let before = tokio::time::Instant::now();
+        let again = progress.evict_oldest().expect_err("a busy peer stays");
+        let again = again.expect("a time to look again");
+        assert!(
+            again >= before + RECHECK_BUSY && again <= tokio::time::Instant::now() + RECHECK_BUSY
+        );
+        // Its bytes read (the handshake took them) and it stalls: it goes
+        // once it has been handshaking long enough.
+        progress.spoke(talker_id);
+        let mut talker = talker;
+        let mut got = [0u8; 3];
+        talker.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            progress.evict_oldest(),
+            Err(Some(progress.conns[&talker_id].evictable_at()))
+        );
+        age(&mut progress, EVICT_HANDSHAKING_AFTER);
+        let (gone, _) = progress.evict_oldest().expect("the stalled peer gives way");
+        assert_eq!(gone, talker_peer.local_addr().unwrap());
+        assert!(progress.conns.is_empty());
     }
 
     /// A prefix split over several segments is read on readiness, and what
