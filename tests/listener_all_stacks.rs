@@ -347,6 +347,46 @@ async fn silent_peers_give_their_places_to_new_ones() {
     );
 }
 
+/// The give-way ages are the application's: with
+/// `with_give_way_after(Duration::MAX, Duration::MAX)` silent peers keep
+/// their places (pure backpressure), so a TLS client waits in the kernel's
+/// backlog while 8 of them hold every place, and is served once they leave;
+/// none of them is dropped for a new peer.
+#[tokio::test]
+async fn the_give_way_ages_are_settable() {
+    let cert = self_signed();
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(8)
+            .with_give_way_after(Duration::MAX, Duration::MAX),
+    );
+    let (addr, mut errors) = serve_echo(pre).await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tls = tokio::spawn(echo_through(
+        pinned_client(addr, StackId::Tls, &cert),
+        StackId::Tls,
+    ));
+    // Well past the default 200 ms: nobody gave way.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !tls.is_finished(),
+        "the TLS client waits while every place is held"
+    );
+    drop(silent);
+    tokio::time::timeout(Duration::from_secs(5), tls)
+        .await
+        .expect("served once the silent peers left")
+        .unwrap();
+    while let Ok(e) = errors.try_recv() {
+        assert!(!e.contains("pending places were taken"), "{e}");
+    }
+}
+
 /// `Listener::incoming()` is a Stream that surfaces establishment errors
 /// instead of skipping them: a raw TCP peer sending plaintext to a
 /// TLS-only Listener comes out as an `Err` naming it, a TLS client as an

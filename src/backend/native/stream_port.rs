@@ -368,29 +368,14 @@ async fn inside_tls(
     }
 }
 
-/// How long a connection on the TCP port that has sent nothing yet must
-/// have waited before it gives its pending place to a new peer, once every
-/// place is taken (see [`InProgress`]). A client that speaks first (TLS, a
-/// WebSocket upgrade) has its first bytes there at once.
-pub(crate) const EVICT_SILENT_AFTER: Duration = Duration::from_millis(200);
-
-/// The same for a connection whose peer spoke and whose handshake has not
-/// finished (TLS, the WebSocket upgrade): longer, since a handshake takes
-/// round trips and, under a burst of real clients, waits for the CPU.
-/// Measured (`cargo bench --bench scale`, 10,000 TLS clients connecting 512
-/// at a time on 2 cores): at 200 ms real handshakes were dropped, at 500 ms
-/// none; against 2,000 peers stalling mid-ClientHello a new client then
-/// waits about 2.5 s (`cargo bench --bench hostile`).
-pub(crate) const EVICT_HANDSHAKING_AFTER: Duration = Duration::from_millis(500);
-
 /// The TCP port's connections still being sniffed or handshaking, oldest
 /// first. Their pending places are the Listener's (`pending_incoming`), so
 /// peers that connect and then stay silent, or stall mid-handshake
 /// (slowloris), could hold them all until the handshake timeout while new
 /// peers wait in the kernel's backlog. Instead, once every place is taken, a
-/// new peer takes the place of the oldest connection that has been silent
-/// for [`EVICT_SILENT_AFTER`] or handshaking for
-/// [`EVICT_HANDSHAKING_AFTER`]: that one is dropped and reported. A peer
+/// new peer takes the place of the oldest connection that has been silent,
+/// or handshaking, for longer than `ListenerLimits::give_way_after` allows:
+/// that one is dropped and reported. A peer
 /// that completes its handshake in time is never dropped; connections
 /// waiting for the application are not in here.
 ///
@@ -399,10 +384,11 @@ pub(crate) const EVICT_HANDSHAKING_AFTER: Duration = Duration::from_millis(500);
 /// CPU polls its handshakes late), not stalling, so it keeps its place and
 /// is looked at again [`RECHECK_BUSY`] later; the Listener meanwhile pushes
 /// back (new peers wait in the kernel's backlog).
-#[derive(Default)]
 struct InProgress {
     next: u64,
     conns: std::collections::BTreeMap<u64, Started>,
+    /// `ListenerLimits::give_way_after`: silent, handshaking.
+    ages: (Duration, Duration),
 }
 
 /// One connection in progress: since when, whether its peer spoke, its
@@ -432,18 +418,27 @@ impl Started {
         matches!(sock.peek(&mut byte), Ok(n) if n > 0)
     }
 
-    /// When it may give its place away.
-    fn evictable_at(&self) -> tokio::time::Instant {
+    /// When it may give its place away, given the `(silent, handshaking)`
+    /// ages; `None`: never.
+    fn evictable_at(
+        &self,
+        (silent, handshaking): (Duration, Duration),
+    ) -> Option<tokio::time::Instant> {
         self.since
-            + if self.spoke {
-                EVICT_HANDSHAKING_AFTER
-            } else {
-                EVICT_SILENT_AFTER
-            }
+            .checked_add(if self.spoke { handshaking } else { silent })
     }
 }
 
 impl InProgress {
+    /// Nothing in progress yet; `ages` are `ListenerLimits::give_way_after`.
+    fn new(ages: (Duration, Duration)) -> Self {
+        InProgress {
+            next: 0,
+            conns: Default::default(),
+            ages,
+        }
+    }
+
     /// Register a new connection on `stream`; its key, and what fires if it
     /// is evicted.
     fn start(
@@ -489,11 +484,12 @@ impl InProgress {
     /// Otherwise, when to look again.
     fn evict_oldest(&mut self) -> Result<(SocketAddr, Duration), Option<tokio::time::Instant>> {
         let now = tokio::time::Instant::now();
+        let ages = self.ages;
         let mut busy = false;
         let Some(id) = self
             .conns
             .iter()
-            .filter(|(_, s)| s.evictable_at() <= now)
+            .filter(|(_, s)| s.evictable_at(ages).is_some_and(|at| at <= now))
             .find(|(_, s)| {
                 let unread = s.unread();
                 busy |= unread;
@@ -504,7 +500,7 @@ impl InProgress {
             let next = self
                 .conns
                 .values()
-                .map(Started::evictable_at)
+                .filter_map(|s| s.evictable_at(ages))
                 .filter(|&at| at > now)
                 .min();
             let recheck = busy.then(|| now + RECHECK_BUSY);
@@ -530,7 +526,7 @@ pub(crate) fn listen_stream_port(
     let opts = opts.clone();
     let task = tokio::spawn(async move {
         let mut backoff = tcp::AcceptBackoff::new();
-        let progress = Arc::new(Mutex::new(InProgress::default()));
+        let progress = Arc::new(Mutex::new(InProgress::new(tx.limits().give_way_after())));
         loop {
             // A place among the pending connections (being sniffed, in their
             // TLS or WebSocket handshake, or waiting for the Listener). With
@@ -645,7 +641,8 @@ mod tests {
     #[tokio::test]
     async fn only_a_peer_that_keeps_the_listener_waiting_gives_way() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
-        let mut progress = InProgress::default();
+        let mut progress = InProgress::new(crate::ListenerLimits::default().give_way_after());
+        let (silent_age, handshaking_age) = progress.ages;
         let age = |p: &mut InProgress, by: Duration| {
             p.conns.values_mut().for_each(|s| s.since -= by);
         };
@@ -659,7 +656,7 @@ mod tests {
         let mut b = [0u8; 1];
         assert_eq!(talker.peek(&mut b).await.unwrap(), 1);
         assert!(progress.evict_oldest().is_err(), "nobody is old enough yet");
-        age(&mut progress, EVICT_SILENT_AFTER);
+        age(&mut progress, silent_age);
         // The talker is older, but its bytes wait unread: the silent one goes.
         let (gone, _) = progress.evict_oldest().expect("the silent peer gives way");
         assert_eq!(gone, silent_peer.local_addr().unwrap());
@@ -678,9 +675,9 @@ mod tests {
         talker.read_exact(&mut got).await.unwrap();
         assert_eq!(
             progress.evict_oldest(),
-            Err(Some(progress.conns[&talker_id].evictable_at()))
+            Err(progress.conns[&talker_id].evictable_at(progress.ages))
         );
-        age(&mut progress, EVICT_HANDSHAKING_AFTER);
+        age(&mut progress, handshaking_age);
         let (gone, _) = progress.evict_oldest().expect("the stalled peer gives way");
         assert_eq!(gone, talker_peer.local_addr().unwrap());
         assert!(progress.conns.is_empty());
