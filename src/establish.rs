@@ -11,9 +11,8 @@ use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::framer::FramerStack;
 use crate::properties::TransportProperties;
-use crate::racing::{
-    Action, Input, PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target,
-};
+use crate::racing::race::Step;
+use crate::racing::{PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
 use crate::security::SecurityParameters;
@@ -187,11 +186,11 @@ type AttemptResult = (
 
 /// One started attempt, at its index in the order attempts started: what
 /// the driver keeps for it until the race ends. Indexes, rather than the
-/// node ids the engine names leaves with, tag the attempts' results, so an
-/// id is not copied for every map an attempt is in.
+/// node ids the engine names leaves with, tag the attempts' results, so no
+/// id is written for an attempt nobody reads the trace of.
 struct Slot {
-    /// The leaf (the engine's node id).
-    node: String,
+    /// The leaf (its index in the engine's tree; [`Racer::leaf_id`] names it).
+    node: usize,
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
     /// What Clone needs, until the attempt connected (then in `done`).
@@ -207,7 +206,7 @@ struct Slot {
 type Slots = smallvec::SmallVec<[Slot; 1]>;
 
 /// The slot of the attempt at leaf `node`.
-fn slot_of<'a>(slots: &'a mut Slots, node: &str) -> Option<&'a mut Slot> {
+fn slot_of(slots: &mut Slots, node: usize) -> Option<&mut Slot> {
     slots.iter_mut().find(|s| s.node == node)
 }
 
@@ -344,10 +343,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
     let mut history = match &s.context {
-        Some(c) => {
-            let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
-            c.history_for(&destinations, chosen, config.adaptive_delay)
-        }
+        Some(c) => c.history_for(&remotes, chosen, config.adaptive_delay),
         None => RaceHistory::none(),
     };
     history.held.extend(backend::held_by_browser());
@@ -355,19 +351,16 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // platform is charged for the attempts that cost it (one left to finish
     // is refunded if it connects after all, see `finish_losers`).
     let learn = |racer: &Racer| {
-        if s.context.is_none() && !backend::CHARGES_ATTEMPTS {
-            return Vec::new(); // nobody to teach
+        if backend::CHARGES_ATTEMPTS {
+            backend::note_outcomes(&racer.outcomes());
         }
-        let outcomes = racer.outcomes();
-        backend::note_outcomes(&outcomes);
         if let Some(c) = &s.context {
-            c.learn(&outcomes, chosen);
+            c.learn_race(racer, chosen);
         }
-        outcomes
     };
     // Attempts of a stack whose cancellation costs more than its completion
     // (the browser's WebTransport), still running when another won.
-    let mut finishing: Vec<String> = Vec::new();
+    let mut finishing: Vec<usize> = Vec::new();
     let mut racer = Racer::with_history(
         config,
         paths,
@@ -390,21 +383,20 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // timeout is a deadline from the start: one timer, not one per turn).
     let mut timer: Option<(Duration, BoxFuture<'static, ()>)> = None;
     loop {
-        while let Some(action) = racer.poll_action() {
-            match action {
-                Action::Resolve {
+        while let Some(step) = racer.poll_step() {
+            match step {
+                Step::Resolve {
                     query,
                     host,
                     family,
-                    ..
                 } => {
                     let fut = s.resolver.resolve(&host, family);
                     resolves
                         .get_or_insert_with(FuturesUnordered::new)
                         .push(Box::pin(fut.map(move |r| (query, r))));
                 }
-                Action::StartAttempt {
-                    node,
+                Step::Start {
+                    leaf: node,
                     path,
                     stack,
                     remote,
@@ -424,7 +416,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             );
                             if caps.security != crate::capability::SecurityProtocol::None {
                                 opts.security = Some(s.security.clone());
-                                opts.server_name = racer.host_of(&node);
+                                opts.server_name = racer.host_of(node);
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();
@@ -456,12 +448,12 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         done: None,
                     });
                 }
-                Action::CancelAttempt { node } => {
+                Step::Cancel { leaf: node } => {
                     // Still running (it has a handle), of a stack whose
                     // cancellation costs more than its completion, and
                     // losing to a winner (not cut by the timeout).
                     let winner = racer.winner().is_some();
-                    if let Some(slot) = slot_of(&mut slots, &node) {
+                    if let Some(slot) = slot_of(&mut slots, node) {
                         let finish = winner
                             && slot.abort.is_some()
                             && slot
@@ -470,7 +462,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 .is_some_and(|r| r.caps.finish_when_losing);
                         if finish {
                             // Left to finish in the background (see `finish_losers`).
-                            finishing.push(node.clone());
+                            finishing.push(node);
                         } else if let Some(h) = slot.abort.take() {
                             h.abort();
                         }
@@ -478,10 +470,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         slot.done = None;
                     }
                 }
-                Action::Won { node } => {
+                Step::Won { leaf: node } => {
                     emitter.flush(&racer);
-                    let outcomes = learn(&racer);
-                    let (transport, framers, leftover, reconnect) = slot_of(&mut slots, &node)
+                    learn(&racer);
+                    let (transport, framers, leftover, reconnect) = slot_of(&mut slots, node)
                         .and_then(|slot| slot.done.take())
                         .expect("the winner connected");
                     for slot in &mut slots {
@@ -492,13 +484,25 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         }
                     }
                     if !finishing.is_empty() {
+                        let finishing: Vec<String> =
+                            finishing.iter().map(|&n| racer.leaf_id(n)).collect();
+                        // What the context and the platform learned from
+                        // (nothing, when nobody is taught).
+                        let outcomes = if s.context.is_none() && !backend::CHARGES_ATTEMPTS {
+                            Vec::new()
+                        } else {
+                            racer.outcomes()
+                        };
                         let losers = outcomes
                             .into_iter()
                             .filter(|o| finishing.contains(&o.node))
                             .collect();
                         finish_losers(
                             std::mem::take(&mut attempts),
-                            slots.drain(..).map(|slot| slot.node).collect(),
+                            slots
+                                .drain(..)
+                                .map(|slot| racer.leaf_id(slot.node))
+                                .collect(),
                             losers,
                             s.context.clone(),
                             chosen.to_vec(),
@@ -530,11 +534,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         reconnect: Some(reconnect),
                     });
                 }
-                Action::Failed(mut e) => {
+                Step::Failed(mut e) => {
                     emitter.flush(&racer);
                     learn(&racer);
                     for (slot, source) in sources.drain(..) {
-                        e.attach_candidate_source(&slots[slot].node, source);
+                        e.attach_candidate_source(&racer.leaf_id(slots[slot].node), source);
                     }
                     e.source_from_candidates();
                     return Err(e);
@@ -574,7 +578,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         });
         futures::select_biased! {
             r = resolved.fuse() => {
-                racer.handle_input(elapsed(), Input::Resolved { query: r.0, result: r.1 });
+                racer.handle_input(elapsed(), crate::racing::Input::Resolved { query: r.0, result: r.1 });
             }
             r = attempts.select_next_some() => {
                 let (i, r) = r;
@@ -585,15 +589,14 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     Ok(Ok((t, f, left))) => {
                         let rc = slot.reconnect.take().expect("attempt recorded");
                         slot.done = Some((t, f, left, rc));
-                        racer.attempt_succeeded(elapsed(), &slot.node);
+                        racer.attempt_succeeded(elapsed(), slot.node);
                     }
                     Ok(Err((reason, message, source))) => {
                         if let Some(source) = source {
                             sources.retain(|(s, _)| *s != i);
                             sources.push((i, source));
                         }
-                        let node = slot.node.clone();
-                        racer.handle_input(elapsed(), Input::AttemptFailed { node, reason, message });
+                        racer.attempt_failed(elapsed(), slot.node, reason, message);
                     }
                 }
             }
