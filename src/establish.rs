@@ -11,7 +11,7 @@ use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::framer::FramerStack;
 use crate::properties::TransportProperties;
-use crate::racing::race::Step;
+use crate::racing::race::{Paths, Step};
 use crate::racing::{PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
@@ -71,11 +71,14 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
+/// A race's remote specs: inline while there is one (the usual race).
+type RemoteSpecs = smallvec::SmallVec<[RemoteSpec; 1]>;
+
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
 /// host names become [`RemoteSpec::Name`] leaves for stacks that resolve
 /// them (the browser), else [`RemoteSpec::Host`] for the engine to resolve.
-fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<Vec<RemoteSpec>, Error> {
-    let mut out = Vec::with_capacity(remotes.len());
+fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<RemoteSpecs, Error> {
+    let mut out = RemoteSpecs::with_capacity(remotes.len());
     for r in remotes {
         if let Some(p) = r.protocol() {
             return Err(Error::invalid_configuration(format!(
@@ -322,7 +325,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         Ok(r) => r,
         Err(e) => return Err(fail_early(e, &mut emitter)),
     };
-    let mut paths: Vec<PathSpec> = s
+    let mut paths: Paths = s
         .locals
         .iter()
         .filter_map(|l| l.interface())
@@ -361,14 +364,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // Attempts of a stack whose cancellation costs more than its completion
     // (the browser's WebTransport), still running when another won.
     let mut finishing: Vec<usize> = Vec::new();
-    let mut racer = Racer::with_history(
-        config,
-        paths,
-        chosen.iter().map(|c| c.stack).collect(),
-        remotes,
-        history,
-        elapsed(),
-    );
+    let stacks: smallvec::SmallVec<[StackId; 4]> = chosen.iter().map(|c| c.stack).collect();
+    let mut racer = Racer::boxed(config, paths, &stacks, &remotes, history, elapsed());
+    drop(remotes);
     // Made at the first name to resolve (a race of addresses has none).
     let mut resolves: Option<FuturesUnordered<BoxFuture<'static, ResolveResult>>> = None;
     let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();

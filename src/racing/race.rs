@@ -278,7 +278,8 @@ enum Act {
     Won {
         leaf: usize,
     },
-    Failed(Error),
+    /// Boxed: the other actions stay small.
+    Failed(Box<Error>),
 }
 
 /// What the engine asks the crate's own driver to do: an [`Action`] with
@@ -660,22 +661,22 @@ impl AddrText {
         }
     }
 
-    /// `n` in decimal.
+    /// `n` in decimal (digit by digit: a division by a constant is a
+    /// multiplication).
     fn push_decimal(&mut self, n: u16) {
-        let digits = match n {
-            0..=9 => 1,
-            10..=99 => 2,
-            100..=999 => 3,
-            1000..=9999 => 4,
-            _ => 5,
-        };
-        let at = self.len + digits;
-        let mut rest = n;
-        for i in 1..=digits {
-            self.buf[at - i] = b'0' + (rest % 10) as u8;
-            rest /= 10;
+        if n >= 10_000 {
+            self.push(b'0' + (n / 10_000) as u8);
         }
-        self.len = at;
+        if n >= 1_000 {
+            self.push(b'0' + (n / 1_000 % 10) as u8);
+        }
+        if n >= 100 {
+            self.push(b'0' + (n / 100 % 10) as u8);
+        }
+        if n >= 10 {
+            self.push(b'0' + (n / 10 % 10) as u8);
+        }
+        self.push(b'0' + (n % 10) as u8);
     }
 }
 
@@ -688,6 +689,13 @@ fn host_port(host: &str, port: u16) -> String {
     s.push_str(AddrText::port(port).as_str());
     s
 }
+
+/// The paths a race runs on: inline while there is one (the usual race).
+pub(crate) type Paths = smallvec::SmallVec<[PathSpec; 1]>;
+
+/// The actions decided and not yet polled, oldest first: inline for the
+/// usual few (they are polled after every input).
+type Actions = smallvec::SmallVec<[Act; 2]>;
 
 /// The racing state machine for one establishment.
 ///
@@ -724,13 +732,13 @@ fn host_port(host: &str, port: u16) -> String {
 #[derive(Debug)]
 pub struct Racer {
     config: RacingConfig,
-    paths: Vec<PathSpec>,
+    paths: Paths,
     nodes: Vec<Node>,
     roots: Children,
     groups: Vec<Group>,
     /// `QueryId - 1` indexes this: (group, family).
     queries: Vec<(usize, Family)>,
-    actions: std::collections::VecDeque<Act>,
+    actions: Actions,
     /// The trace as recorded, written out as TraceEvents when read.
     notes: Vec<Note>,
     /// The trace written from `notes` (cleared by each new note).
@@ -797,6 +805,27 @@ impl Racer {
         history: RaceHistory,
         now: Time,
     ) -> Racer {
+        *Racer::boxed(
+            config,
+            Paths::from_vec(paths),
+            &stacks,
+            &remotes,
+            history,
+            now,
+        )
+    }
+
+    /// [`Racer::with_history`] for the crate's driver: built in place on
+    /// the heap, where it stays (a Connection keeps it for its trace), with
+    /// the stacks and remotes read where they are.
+    pub(crate) fn boxed(
+        config: RacingConfig,
+        paths: Paths,
+        stacks: &[StackId],
+        remotes: &[RemoteSpec],
+        history: RaceHistory,
+        now: Time,
+    ) -> Box<Racer> {
         let empty_reason = if paths.is_empty() {
             "no network path to race on"
         } else if stacks.is_empty() {
@@ -817,14 +846,14 @@ impl Racer {
             })
             .sum();
         let tree = (paths.len() * (1 + stacks.len() * (1 + per_stack))).min(256);
-        let mut r = Racer {
+        let mut r = Box::new(Racer {
             config,
             paths,
             nodes: Vec::with_capacity(tree),
             roots: Children::new(),
             groups: Vec::new(),
             queries: Vec::new(),
-            actions: Default::default(),
+            actions: Actions::new(),
             notes: Vec::with_capacity(tree + 8),
             written: OnceLock::new(),
             now,
@@ -838,13 +867,13 @@ impl Racer {
             empty_reason,
             turn: Duration::ZERO,
             history,
-        };
+        });
         for i in 0..r.history.probes.len() {
             r.note(now, TraceEventKind::Probe, None, What::Probe(i));
         }
         // Stacks that history demotes (UDP blackholed) go last, stably.
-        let stacks: Vec<StackId> = if r.history.demoted_stacks.is_empty() {
-            stacks
+        let stacks: smallvec::SmallVec<[StackId; 4]> = if r.history.demoted_stacks.is_empty() {
+            stacks.iter().copied().collect()
         } else {
             let demoted: Vec<bool> = stacks.iter().map(|s| r.demotion(*s).is_some()).collect();
             let mut order: Vec<usize> = (0..stacks.len()).collect();
@@ -861,7 +890,7 @@ impl Racer {
             .filter(|r| matches!(r, RemoteSpec::Address(_)))
             .count();
         let ordered: &[RemoteSpec] = if literals <= 1 {
-            &remotes
+            remotes
         } else {
             let literal: Vec<SocketAddr> = remotes
                 .iter()
@@ -935,7 +964,7 @@ impl Racer {
             for family in [Family::V6, Family::V4] {
                 r.queries.push((g, family));
                 let query = r.queries.len() as QueryId;
-                r.actions.push_back(Act::Resolve {
+                r.actions.push(Act::Resolve {
                     query,
                     group: g,
                     family,
@@ -1095,7 +1124,7 @@ impl Racer {
 
     /// The next action for the driver, in the order they were decided.
     pub fn poll_action(&mut self) -> Option<Action> {
-        let act = self.actions.pop_front()?;
+        let act = self.next_act()?;
         Some(match act {
             Act::Resolve {
                 query,
@@ -1122,14 +1151,14 @@ impl Racer {
             Act::Won { leaf } => Action::Won {
                 node: self.leaf_id(leaf),
             },
-            Act::Failed(e) => Action::Failed(e),
+            Act::Failed(e) => Action::Failed(*e),
         })
     }
 
     /// [`poll_action`](Self::poll_action) for the crate's driver: leaves by
     /// index, no id written.
     pub(crate) fn poll_step(&mut self) -> Option<Step> {
-        let act = self.actions.pop_front()?;
+        let act = self.next_act()?;
         Some(match act {
             Act::Resolve {
                 query,
@@ -1151,8 +1180,13 @@ impl Racer {
             }
             Act::Cancel { leaf } => Step::Cancel { leaf },
             Act::Won { leaf } => Step::Won { leaf },
-            Act::Failed(e) => Step::Failed(e),
+            Act::Failed(e) => Step::Failed(*e),
         })
+    }
+
+    /// The oldest action not yet polled.
+    fn next_act(&mut self) -> Option<Act> {
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
     /// What starting leaf `leaf` takes: its path, stack and target.
@@ -1262,7 +1296,7 @@ impl Racer {
 
     /// [`outcomes`](Self::outcomes), read in place (no text copied), for
     /// the crate's driver to teach the TransportContext.
-    pub(crate) fn outcome_views(&self) -> smallvec::SmallVec<[OutcomeView<'_>; 1]> {
+    pub(crate) fn outcome_views(&self) -> smallvec::SmallVec<[OutcomeView<'_>; 4]> {
         let mut out = smallvec::SmallVec::new();
         self.each_in_tree(&mut |n| out.extend(self.outcome_view(n)));
         out
@@ -1308,9 +1342,9 @@ impl Racer {
 
     /// The trace of a finished race, to be written when first read (a
     /// Connection's: most are never read).
-    pub(crate) fn into_lazy_trace(mut self) -> super::trace_log::LazyTrace {
+    pub(crate) fn into_lazy_trace(mut self: Box<Self>) -> super::trace_log::LazyTrace {
         // What only racing needed.
-        self.actions = Default::default();
+        self.actions = Actions::new();
         self.queries = Vec::new();
         self.written = OnceLock::new();
         super::trace_log::LazyTrace::of(self)
@@ -2044,7 +2078,7 @@ impl Racer {
                 What::Delay(turn, i),
             );
         }
-        self.actions.push_back(Act::Start { leaf });
+        self.actions.push(Act::Start { leaf });
     }
 
     fn cancel_running(&mut self, now: Time, except: Option<usize>, why: Option<String>) {
@@ -2073,7 +2107,7 @@ impl Racer {
                 None => What::Plain,
             };
             self.note(now, TraceEventKind::AttemptCancelled, Some(n), what);
-            self.actions.push_back(Act::Cancel { leaf: n });
+            self.actions.push(Act::Cancel { leaf: n });
         }
     }
 
@@ -2090,7 +2124,7 @@ impl Racer {
         );
         self.note(now, TraceEventKind::Won, Some(leaf), What::Plain);
         self.cancel_running(now, Some(leaf), None);
-        self.actions.push_back(Act::Won { leaf });
+        self.actions.push(Act::Won { leaf });
         self.winner = Some(leaf);
         self.finished = true;
     }
@@ -2206,7 +2240,7 @@ impl Racer {
     fn fail(&mut self, now: Time, error: Error) {
         let why = What::Reason(format!("{}: {}", error.reason, error.message));
         self.note(now, TraceEventKind::EstablishmentError, None, why);
-        self.actions.push_back(Act::Failed(error));
+        self.actions.push(Act::Failed(Box::new(error)));
         self.finished = true;
     }
 }
