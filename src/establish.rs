@@ -379,7 +379,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // The engine's next deadline and its timer, kept across turns of the
     // loop and made anew only when the deadline moves (the establishment
     // timeout is a deadline from the start: one timer, not one per turn).
-    let mut timer: Option<(Duration, BoxFuture<'static, ()>)> = None;
+    // Pinned in place (replaced with `set`), not boxed.
+    let mut timer_at: Option<Duration> = None;
+    let mut timer = std::pin::pin!(Some(runtime::sleep_until(start)).filter(|_| false));
     loop {
         while let Some(step) = racer.poll_step() {
             match step {
@@ -545,17 +547,14 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         }
         emitter.flush(&racer);
         let deadline = racer.poll_timeout();
-        if timer.as_ref().map(|(d, _)| *d) != deadline {
-            timer = deadline.map(|d| {
-                let t: BoxFuture<'static, ()> =
-                    Box::pin(runtime::sleep_until(runtime::saturating_add(start, d)));
-                (d, t)
-            });
+        if timer_at != deadline {
+            timer_at = deadline;
+            timer.set(deadline.map(|d| runtime::sleep_until(runtime::saturating_add(start, d))));
         }
         let mut fired = false;
         let sleep = async {
-            match timer.as_mut() {
-                Some((_, t)) => t.as_mut().await,
+            match timer.as_mut().as_pin_mut() {
+                Some(t) => t.await,
                 None => futures::future::pending::<()>().await,
             }
         };
@@ -604,7 +603,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
             }
         }
         if fired {
-            timer = None; // done: the next deadline gets a timer of its own
+            // Done: the next deadline gets a timer of its own.
+            timer_at = None;
+            timer.set(None);
         }
     }
 }

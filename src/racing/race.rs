@@ -580,6 +580,7 @@ impl AddrText {
         s.as_bytes().ends_with(&self.buf[..self.len])
     }
 
+    #[inline]
     fn push(&mut self, b: u8) {
         self.buf[self.len] = b;
         self.len += 1;
@@ -591,12 +592,26 @@ impl AddrText {
     }
 
     fn push_ipv4(&mut self, ip: std::net::Ipv4Addr) {
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                self.push(b'.');
-            }
-            self.push_decimal(u16::from(octet));
+        let [a, b, c, d] = ip.octets();
+        self.push_u8(a);
+        self.push(b'.');
+        self.push_u8(b);
+        self.push(b'.');
+        self.push_u8(c);
+        self.push(b'.');
+        self.push_u8(d);
+    }
+
+    /// `n` in decimal.
+    #[inline]
+    fn push_u8(&mut self, n: u8) {
+        if n >= 100 {
+            self.push(b'0' + n / 100);
+            self.push(b'0' + n / 10 % 10);
+        } else if n >= 10 {
+            self.push(b'0' + n / 10);
         }
+        self.push(b'0' + n % 10);
     }
 
     /// `ip` as its `Display` writes it (RFC 5952: lowercase hex, the
@@ -663,6 +678,7 @@ impl AddrText {
 
     /// `n` in decimal (digit by digit: a division by a constant is a
     /// multiplication).
+    #[inline]
     fn push_decimal(&mut self, n: u16) {
         if n >= 10_000 {
             self.push(b'0' + (n / 10_000) as u8);
@@ -1297,8 +1313,15 @@ impl Racer {
     /// [`outcomes`](Self::outcomes), read in place (no text copied), for
     /// the crate's driver to teach the TransportContext.
     pub(crate) fn outcome_views(&self) -> smallvec::SmallVec<[OutcomeView<'_>; 4]> {
-        let mut out = smallvec::SmallVec::new();
-        self.each_in_tree(&mut |n| out.extend(self.outcome_view(n)));
+        // In the order of the nodes first: with one attempt (the usual
+        // race) that is the tree order too, and no walk is needed.
+        let mut out: smallvec::SmallVec<[OutcomeView<'_>; 4]> = (0..self.nodes.len())
+            .filter_map(|n| self.outcome_view(n))
+            .collect();
+        if out.len() > 1 {
+            out.clear();
+            self.each_in_tree(&mut |n| out.extend(self.outcome_view(n)));
+        }
         out
     }
 
