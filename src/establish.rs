@@ -2,7 +2,7 @@
 //! against real resolvers, stacks and timers. Target-neutral: it reaches the
 //! network only through `backend` and time only through `runtime`.
 
-use crate::attempt::{attempt, socket_options, Reconnect};
+use crate::attempt::{attempt_keeping, socket_options, Reconnect};
 use crate::backend::StackInstance;
 use crate::backend::{self, Transport};
 use crate::capability::{Capabilities, StackId};
@@ -177,12 +177,16 @@ impl Emitter {
 
 type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
 
-/// An attempt's result, tagged with its index among the race's attempts
-/// (see [`Slot`]).
+/// An attempt's result, and what a Clone needs (handed back by the
+/// attempt, which read it), tagged with its index among the race's
+/// attempts (see [`Slot`]).
 type AttemptResult = (
     usize,
     Result<
-        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
+        (
+            Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
+            Option<Box<Reconnect>>,
+        ),
         futures::future::Aborted,
     >,
 );
@@ -196,9 +200,9 @@ struct Slot {
     node: usize,
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
-    /// What Clone needs, until the attempt connected (then in `done`).
-    /// Boxed: a Slot, its moves and the Connection's Parts stay small.
-    reconnect: Option<Box<Reconnect>>,
+    /// Its stack's cancellation costs more than its completion (see
+    /// `finish_losers`); false for an attempt that could not start.
+    finish_when_losing: bool,
     /// The attempt connected: its stack, framers, bytes read beyond the
     /// framers' handshake, and what Clone needs.
     done: Option<(Transport, FramerStack, Vec<u8>, Box<Reconnect>)>,
@@ -264,7 +268,7 @@ fn finish_losers(
             };
             let mut outcome = pending.swap_remove(i);
             // Failed: it stays charged.
-            if let Ok(Ok((transport, ..))) = result {
+            if let Ok((Ok((transport, ..)), _)) = result {
                 outcome.ran += runtime::now() - since;
                 outcome.result = crate::racing::AttemptResult::Won;
                 if let Some(c) = &context {
@@ -405,7 +409,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
                     let n = slots.len();
-                    let mut reconnect = None;
+                    let mut finish_when_losing = false;
                     match local {
                         Ok(local) => {
                             let mut opts = socket_options(
@@ -425,18 +429,17 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 Some(c) => backend::SessionScope::Context(c.id()),
                                 None => backend::SessionScope::Isolated,
                             };
-                            reconnect = Some(Box::new(Reconnect {
-                                caps,
-                                remote: remote.clone(),
-                                opts: opts.clone(),
-                            }));
+                            finish_when_losing = caps.finish_when_losing;
+                            // Boxed: the attempt reads it and hands it back
+                            // for the Connection's Parts (what Clone needs).
+                            let rc = Box::new(Reconnect { caps, remote, opts });
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
-                            let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
+                            let fut = Abortable::new(attempt_keeping(rc, framers), reg);
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
                         Err(msg) => {
                             let fut = async move {
-                                Ok(Err((ErrorReason::EstablishmentFailed, msg, None)))
+                                Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
                             };
                             attempts.push(Box::pin(fut.map(move |r| (n, r))));
                         }
@@ -444,7 +447,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     slots.push(Slot {
                         node,
                         abort: Some(abort),
-                        reconnect,
+                        finish_when_losing,
                         done: None,
                     });
                 }
@@ -454,12 +457,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     // losing to a winner (not cut by the timeout).
                     let winner = racer.winner().is_some();
                     if let Some(slot) = slot_of(&mut slots, node) {
-                        let finish = winner
-                            && slot.abort.is_some()
-                            && slot
-                                .reconnect
-                                .as_ref()
-                                .is_some_and(|r| r.caps.finish_when_losing);
+                        let finish = winner && slot.abort.is_some() && slot.finish_when_losing;
                         if finish {
                             // Left to finish in the background (see `finish_losers`).
                             finishing.push(node);
@@ -583,12 +581,12 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 slot.abort = None;
                 match r {
                     Err(futures::future::Aborted) => {}
-                    Ok(Ok((t, f, left))) => {
-                        let rc = slot.reconnect.take().expect("attempt recorded");
+                    Ok((Ok((t, f, left)), rc)) => {
+                        let rc = rc.expect("a started attempt hands back what Clone needs");
                         slot.done = Some((t, f, left, rc));
                         racer.attempt_succeeded(elapsed(), slot.node);
                     }
-                    Ok(Err((reason, message, source))) => {
+                    Ok((Err((reason, message, source)), _)) => {
                         if let Some(source) = source {
                             sources.retain(|(s, _)| *s != i);
                             sources.push((i, source));
