@@ -178,18 +178,18 @@ impl Emitter {
 type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
 
 /// An attempt's result, and what a Clone needs (handed back by the
-/// attempt, which read it), tagged with its index among the race's
-/// attempts (see [`Slot`]).
-type AttemptResult = (
-    usize,
-    Result<
-        (
-            Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
-            Option<Box<Reconnect>>,
-        ),
-        futures::future::Aborted,
-    >,
-);
+/// attempt, which read it).
+type AttemptOutput = Result<
+    (
+        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
+        Option<Box<Reconnect>>,
+    ),
+    futures::future::Aborted,
+>;
+
+/// An attempt's result, tagged with its index among the race's attempts
+/// (see [`Slot`]).
+type AttemptResult = (usize, AttemptOutput);
 
 /// One started attempt, at its index in the order attempts started: what
 /// the driver keeps for it until the race ends. Indexes, rather than the
@@ -198,6 +198,8 @@ type AttemptResult = (
 struct Slot {
     /// The leaf (its index in the engine's tree; [`Racer::leaf_id`] names it).
     node: usize,
+    /// The attempt, until it ended.
+    attempt: Option<BoxFuture<'static, AttemptOutput>>,
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
     /// Its stack's cancellation costs more than its completion (see
@@ -373,7 +375,6 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     drop(remotes);
     // Made at the first name to resolve (a race of addresses has none).
     let mut resolves: Option<FuturesUnordered<BoxFuture<'static, ResolveResult>>> = None;
-    let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
     // A race has a handful of leaves: a small Vec beats a hash map here.
     let mut slots = Slots::new();
     // The stacks' own errors of failed attempts, in the order they failed:
@@ -408,9 +409,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
-                    let n = slots.len();
                     let mut finish_when_losing = false;
-                    match local {
+                    let attempt: BoxFuture<'static, AttemptOutput> = match local {
                         Ok(local) => {
                             let mut opts = socket_options(
                                 &s.props,
@@ -434,18 +434,15 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             // for the Connection's Parts (what Clone needs).
                             let rc = Box::new(Reconnect { caps, remote, opts });
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
-                            let fut = Abortable::new(attempt_keeping(rc, framers), reg);
-                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
+                            Box::pin(Abortable::new(attempt_keeping(rc, framers), reg))
                         }
-                        Err(msg) => {
-                            let fut = async move {
-                                Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
-                            };
-                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
-                        }
-                    }
+                        Err(msg) => Box::pin(async move {
+                            Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
+                        }),
+                    };
                     slots.push(Slot {
                         node,
+                        attempt: Some(attempt),
                         abort: Some(abort),
                         finish_when_losing,
                         done: None,
@@ -495,8 +492,17 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             .into_iter()
                             .filter(|o| finishing.contains(&o.node))
                             .collect();
+                        // The attempts still running (those aborted end at once).
+                        let attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = slots
+                            .iter_mut()
+                            .enumerate()
+                            .filter_map(|(i, slot)| {
+                                let fut = slot.attempt.take()?;
+                                Some(Box::pin(fut.map(move |r| (i, r))) as BoxFuture<'static, _>)
+                            })
+                            .collect();
                         finish_losers(
-                            std::mem::take(&mut attempts),
+                            attempts,
                             slots
                                 .drain(..)
                                 .map(|slot| racer.leaf_id(slot.node))
@@ -571,33 +577,48 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
             },
             _ => std::task::Poll::Pending,
         });
+        // The first attempt that ended, in the order they started (a race
+        // has a handful: each is polled in turn, as a set of them would
+        // poll the woken ones, without one's allocations per race).
+        let attempt_ended = futures::future::poll_fn(|cx| {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if let Some(fut) = slot.attempt.as_mut() {
+                    if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        slot.attempt = None;
+                        return std::task::Poll::Ready((i, r));
+                    }
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let mut ended: Option<AttemptResult> = None;
         futures::select_biased! {
             r = resolved.fuse() => {
                 racer.handle_input(elapsed(), crate::racing::Input::Resolved { query: r.0, result: r.1 });
             }
-            r = attempts.select_next_some() => {
-                let (i, r) = r;
-                let slot = &mut slots[i];
-                slot.abort = None;
-                match r {
-                    Err(futures::future::Aborted) => {}
-                    Ok((Ok((t, f, left)), rc)) => {
-                        let rc = rc.expect("a started attempt hands back what Clone needs");
-                        slot.done = Some((t, f, left, rc));
-                        racer.attempt_succeeded(elapsed(), slot.node);
-                    }
-                    Ok((Err((reason, message, source)), _)) => {
-                        if let Some(source) = source {
-                            sources.retain(|(s, _)| *s != i);
-                            sources.push((i, source));
-                        }
-                        racer.attempt_failed(elapsed(), slot.node, reason, message);
-                    }
-                }
-            }
+            r = attempt_ended.fuse() => ended = Some(r),
             _ = sleep.fuse() => {
                 racer.handle_timeout(elapsed());
                 fired = true;
+            }
+        }
+        if let Some((i, r)) = ended {
+            let slot = &mut slots[i];
+            slot.abort = None;
+            match r {
+                Err(futures::future::Aborted) => {}
+                Ok((Ok((t, f, left)), rc)) => {
+                    let rc = rc.expect("a started attempt hands back what Clone needs");
+                    slot.done = Some((t, f, left, rc));
+                    racer.attempt_succeeded(elapsed(), slot.node);
+                }
+                Ok((Err((reason, message, source)), _)) => {
+                    if let Some(source) = source {
+                        sources.retain(|(s, _)| *s != i);
+                        sources.push((i, source));
+                    }
+                    racer.attempt_failed(elapsed(), slot.node, reason, message);
+                }
             }
         }
         if fired {
