@@ -175,7 +175,8 @@ impl Emitter {
     }
 }
 
-type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
+/// A running resolve: its query and the resolver's answer to come.
+type Resolve = (u32, BoxFuture<'static, Result<Vec<IpAddr>, String>>);
 
 /// An attempt's result, and what a Clone needs (handed back by the
 /// attempt, which read it).
@@ -373,8 +374,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let stacks: smallvec::SmallVec<[StackId; 4]> = chosen.iter().map(|c| c.stack).collect();
     let mut racer = Racer::boxed(config, paths, &stacks, &remotes, history, elapsed());
     drop(remotes);
-    // Made at the first name to resolve (a race of addresses has none).
-    let mut resolves: Option<FuturesUnordered<BoxFuture<'static, ResolveResult>>> = None;
+    // The resolves still running, in the order they started, each with its
+    // query (a race of addresses has none; a name has two, AAAA and A).
+    let mut resolves: smallvec::SmallVec<[Resolve; 2]> = smallvec::SmallVec::new();
     // A race has a handful of leaves: a small Vec beats a hash map here.
     let mut slots = Slots::new();
     // The stacks' own errors of failed attempts, in the order they failed:
@@ -395,10 +397,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     host,
                     family,
                 } => {
-                    let fut = s.resolver.resolve(&host, family);
-                    resolves
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(Box::pin(fut.map(move |r| (query, r))));
+                    resolves.push((query, s.resolver.resolve(&host, family)));
                 }
                 Step::Start {
                     leaf: node,
@@ -568,14 +567,16 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         // of branches that are ready together was random before (select!)
         // and the engine takes either: an input at or past the overall
         // timeout is ignored for the timeout, which it handles first.
-        // A resolve still running, if any (none: never ready, as an
-        // empty set of them is never).
-        let resolved = futures::future::poll_fn(|cx| match resolves.as_mut() {
-            Some(r) if !r.is_empty() => match r.poll_next_unpin(cx) {
-                std::task::Poll::Ready(Some(answer)) => std::task::Poll::Ready(answer),
-                _ => std::task::Poll::Pending,
-            },
-            _ => std::task::Poll::Pending,
+        // The first resolve that answered, in the order they started (none
+        // running: never ready).
+        let resolved = futures::future::poll_fn(|cx| {
+            for i in 0..resolves.len() {
+                if let std::task::Poll::Ready(r) = resolves[i].1.as_mut().poll(cx) {
+                    let (query, _) = resolves.remove(i);
+                    return std::task::Poll::Ready((query, r));
+                }
+            }
+            std::task::Poll::Pending
         });
         // The first attempt that ended, in the order they started (a race
         // has a handful: each is polled in turn, as a set of them would
