@@ -363,31 +363,48 @@ impl Memory {
         now_ms: u64,
     ) -> RaceHistory {
         use crate::racing::race::AddrText;
-        // Written once (on the stack), compared with every record as bytes.
-        /// A remote's host name, or address as text, and port as text.
-        type Texts<'a> = (Option<&'a str>, Option<AddrText>, AddrText);
-        let texts: smallvec::SmallVec<[Texts<'_>; 2]> = remotes
-            .iter()
-            .map(|r| match r {
-                RemoteSpec::Address(a) => (None, Some(AddrText::of(a)), AddrText::port(a.port())),
+        // Written once per remote (on the stack), compared with every record
+        // as bytes: an address's text (its port is what follows the last
+        // `:`), or a host name and its port's text.
+        type Texts<'a> = (Option<&'a str>, AddrText);
+        fn texts(r: &RemoteSpec) -> Texts<'_> {
+            match r {
+                RemoteSpec::Address(a) => (None, AddrText::of(a)),
                 RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
-                    (Some(host.as_str()), None, AddrText::port(*port))
+                    (Some(host.as_str()), AddrText::port(*port))
                 }
-            })
-            .collect();
+            }
+        }
+        // As `RemoteSpec::destination` writes them: `ip:port`, `host:port`.
+        fn is_destination((host, text): &Texts<'_>, d: &str) -> bool {
+            match host {
+                None => text.is(d),
+                Some(host) => d
+                    .strip_prefix(host)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|p| text.is(p)),
+            }
+        }
+        fn on_port((host, text): &Texts<'_>, p: &str) -> bool {
+            match host {
+                None => text.port_is(p),
+                Some(_) => text.is(p),
+            }
+        }
+        if let [one] = remotes {
+            let t = texts(one);
+            return self.history_where(
+                |d| is_destination(&t, d),
+                |p| on_port(&t, p),
+                stacks,
+                adaptive_delay,
+                now_ms,
+            );
+        }
+        let texts: Vec<Texts<'_>> = remotes.iter().map(texts).collect();
         self.history_where(
-            // As `RemoteSpec::destination` writes them: `ip:port`, `host:port`.
-            |d| {
-                texts.iter().any(|(host, addr, port)| match (host, addr) {
-                    (_, Some(addr)) => addr.is(d),
-                    (Some(host), None) => d
-                        .strip_prefix(host)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .is_some_and(|p| port.is(p)),
-                    (None, None) => false,
-                })
-            },
-            |p| texts.iter().any(|(_, _, port)| port.is(p)),
+            |d| texts.iter().any(|t| is_destination(t, d)),
+            |p| texts.iter().any(|t| on_port(t, p)),
             stacks,
             adaptive_delay,
             now_ms,

@@ -575,12 +575,17 @@ impl AddrText {
         &self.buf[..self.len] == s.as_bytes()
     }
 
+    /// Whether `p` is what follows the text's last `:` (an address's port).
+    pub(crate) fn port_is(&self, p: &str) -> bool {
+        self.buf[..self.len].rsplit(|&b| b == b':').next() == Some(p.as_bytes())
+    }
+
     /// Whether `s` ends with the text.
     fn ends(&self, s: &str) -> bool {
         s.as_bytes().ends_with(&self.buf[..self.len])
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, b: u8) {
         self.buf[self.len] = b;
         self.len += 1;
@@ -603,7 +608,7 @@ impl AddrText {
     }
 
     /// `n` in decimal.
-    #[inline]
+    #[inline(always)]
     fn push_u8(&mut self, n: u8) {
         if n >= 100 {
             self.push(b'0' + n / 100);
@@ -678,7 +683,7 @@ impl AddrText {
 
     /// `n` in decimal (digit by digit: a division by a constant is a
     /// multiplication).
-    #[inline]
+    #[inline(always)]
     fn push_decimal(&mut self, n: u16) {
         if n >= 10_000 {
             self.push(b'0' + (n / 10_000) as u8);
