@@ -511,7 +511,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             chosen.to_vec(),
                         );
                     }
-                    let remote = s.remotes.first().cloned().unwrap_or_default();
+                    // The RemoteEndpoint the winner came from, else the first.
                     let remote = s
                         .remotes
                         .iter()
@@ -519,8 +519,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             Target::Addr(a) => r.ip_address() == Some(a.ip()),
                             Target::Name { host, .. } => r.host_name() == Some(host.as_str()),
                         })
+                        .or(s.remotes.first())
                         .cloned()
-                        .unwrap_or(remote);
+                        .unwrap_or_default();
                     let transport_early = s.early_data.is_some() && transport.early_data();
                     return Ok(Parts {
                         transport,

@@ -1320,9 +1320,12 @@ impl Racer {
     pub(crate) fn outcome_views(&self) -> smallvec::SmallVec<[OutcomeView<'_>; 4]> {
         // In the order of the nodes first: with one attempt (the usual
         // race) that is the tree order too, and no walk is needed.
-        let mut out: smallvec::SmallVec<[OutcomeView<'_>; 4]> = (0..self.nodes.len())
-            .filter_map(|n| self.outcome_view(n))
-            .collect();
+        let mut out: smallvec::SmallVec<[OutcomeView<'_>; 4]> = smallvec::SmallVec::new();
+        for n in 0..self.nodes.len() {
+            if let Some(v) = self.outcome_view(n) {
+                out.push(v);
+            }
+        }
         if out.len() > 1 {
             out.clear();
             self.each_in_tree(&mut |n| out.extend(self.outcome_view(n)));
@@ -1388,7 +1391,10 @@ impl Racer {
             node,
             what,
         });
-        self.written.take();
+        // A trace written before is out of date (usually none was).
+        if self.written.get().is_some() {
+            self.written.take();
+        }
     }
 
     /// The whole trace, written out.
