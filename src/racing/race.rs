@@ -432,7 +432,7 @@ struct Group {
     /// When the A answer arrived while AAAA was still pending.
     a_arrived: Option<Time>,
     /// The Host nodes (one per protocol node and port) this group feeds.
-    hosts: Vec<usize>,
+    hosts: Children,
     /// What went wrong, per query (`AAAA: ...`, `A: ...`).
     errors: Vec<String>,
 }
@@ -460,8 +460,15 @@ fn other(f: Family) -> Family {
 /// Interleave address families (RFC 8305 §4): `first`, other, `first`, ...,
 /// keeping the relative order within each family; the rest of the longer
 /// family goes at the end.
-fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) -> Vec<T> {
-    let (mut a, mut b): (Vec<T>, Vec<T>) = (Vec::new(), Vec::new());
+///
+/// Inline for the usual few (a name's two addresses, a few literals).
+fn interleave<T>(
+    items: impl IntoIterator<Item = T>,
+    first: Family,
+    family: impl Fn(&T) -> Family,
+) -> smallvec::SmallVec<[T; 4]> {
+    let (mut a, mut b): (smallvec::SmallVec<[T; 4]>, smallvec::SmallVec<[T; 4]>) =
+        Default::default();
     for item in items {
         if family(&item) == first {
             a.push(item);
@@ -469,7 +476,7 @@ fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) ->
             b.push(item);
         }
     }
-    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut out = smallvec::SmallVec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter(), b.into_iter());
     loop {
         match (a.next(), b.next()) {
@@ -1715,7 +1722,7 @@ impl Racer {
             aaaa: QueryState::Pending,
             a: QueryState::Pending,
             a_arrived: None,
-            hosts: Vec::new(),
+            hosts: Children::new(),
             errors: Vec::new(),
         });
         self.groups.len() - 1
@@ -1974,7 +1981,8 @@ impl Racer {
     /// none started), keeping the order within each family.
     fn reorder_children(&mut self, h: usize) {
         let children = std::mem::take(&mut self.nodes[h].children);
-        let (started, idle): (Vec<usize>, Vec<usize>) = children
+        // Inline for the usual few children (a name's two addresses).
+        let (mut started, idle): (Children, Children) = children
             .into_iter()
             .partition(|&c| self.leaf_state(c) != Some(LeafState::Idle));
         let fam = |c: &usize| match &self.nodes[*c].kind {
@@ -1987,9 +1995,8 @@ impl Racer {
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
         let mut idle = interleave(idle, first, fam);
         sort_by_rank(&mut idle, |&c| self.rank(c));
-        let mut children = Children::from_vec(started);
-        children.extend(idle);
-        self.nodes[h].children = children;
+        started.extend(idle);
+        self.nodes[h].children = started;
     }
 
     // ---- racing --------------------------------------------------------
