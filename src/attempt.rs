@@ -73,9 +73,33 @@ pub(crate) async fn attempt(
     caps: Capabilities,
     remote: Target,
     opts: SocketOptions,
+    framers: FramerStack,
+) -> Result<(Transport, FramerStack, Vec<u8>), AttemptError> {
+    attempt_to(caps, &remote, &opts, framers).await
+}
+
+/// [`attempt`] with what a Clone of its Connection needs, which it reads
+/// in place and hands back with its result: the driver keeps no copy of
+/// the options while it runs.
+pub(crate) async fn attempt_keeping(
+    rc: Box<Reconnect>,
+    framers: FramerStack,
+) -> (
+    Result<(Transport, FramerStack, Vec<u8>), AttemptError>,
+    Option<Box<Reconnect>>,
+) {
+    let r = attempt_to(rc.caps, &rc.remote, &rc.opts, framers).await;
+    (r, Some(rc))
+}
+
+/// [`attempt`], reading the target and the options where they are.
+async fn attempt_to(
+    caps: Capabilities,
+    remote: &Target,
+    opts: &SocketOptions,
     mut framers: FramerStack,
 ) -> Result<(Transport, FramerStack, Vec<u8>), AttemptError> {
-    let t = backend::connect(caps.stack, &remote, &opts)
+    let t = backend::connect(caps.stack, remote, opts)
         .await
         .map_err(|e| {
             let text = e.to_string();

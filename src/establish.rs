@@ -2,7 +2,7 @@
 //! against real resolvers, stacks and timers. Target-neutral: it reaches the
 //! network only through `backend` and time only through `runtime`.
 
-use crate::attempt::{attempt, socket_options, Reconnect};
+use crate::attempt::{attempt_keeping, socket_options, Reconnect};
 use crate::backend::StackInstance;
 use crate::backend::{self, Transport};
 use crate::capability::{Capabilities, StackId};
@@ -11,9 +11,8 @@ use crate::endpoint::{LocalEndpoint, RemoteEndpoint};
 use crate::error::{Error, ErrorReason};
 use crate::framer::FramerStack;
 use crate::properties::TransportProperties;
-use crate::racing::{
-    Action, Input, PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target,
-};
+use crate::racing::race::{Paths, Step};
+use crate::racing::{PathSpec, RaceHistory, Racer, RacingConfig, RemoteSpec, Target};
 use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
 use crate::security::SecurityParameters;
@@ -72,11 +71,14 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
+/// A race's remote specs: inline while there is one (the usual race).
+type RemoteSpecs = smallvec::SmallVec<[RemoteSpec; 1]>;
+
 /// Turn RemoteEndpoints into the engine's remote specs. With `pass_names`,
 /// host names become [`RemoteSpec::Name`] leaves for stacks that resolve
 /// them (the browser), else [`RemoteSpec::Host`] for the engine to resolve.
-fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<Vec<RemoteSpec>, Error> {
-    let mut out = Vec::with_capacity(remotes.len());
+fn remote_specs(remotes: &[RemoteEndpoint], pass_names: bool) -> Result<RemoteSpecs, Error> {
+    let mut out = RemoteSpecs::with_capacity(remotes.len());
     for r in remotes {
         if let Some(p) = r.protocol() {
             return Err(Error::invalid_configuration(format!(
@@ -173,30 +175,37 @@ impl Emitter {
     }
 }
 
-type ResolveResult = (u32, Result<Vec<IpAddr>, String>);
+/// A running resolve: its query and the resolver's answer to come.
+type Resolve = (u32, BoxFuture<'static, Result<Vec<IpAddr>, String>>);
+
+/// An attempt's result, and what a Clone needs (handed back by the
+/// attempt, which read it).
+type AttemptOutput = Result<
+    (
+        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
+        Option<Box<Reconnect>>,
+    ),
+    futures::future::Aborted,
+>;
 
 /// An attempt's result, tagged with its index among the race's attempts
 /// (see [`Slot`]).
-type AttemptResult = (
-    usize,
-    Result<
-        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
-        futures::future::Aborted,
-    >,
-);
+type AttemptResult = (usize, AttemptOutput);
 
 /// One started attempt, at its index in the order attempts started: what
 /// the driver keeps for it until the race ends. Indexes, rather than the
-/// node ids the engine names leaves with, tag the attempts' results, so an
-/// id is not copied for every map an attempt is in.
+/// node ids the engine names leaves with, tag the attempts' results, so no
+/// id is written for an attempt nobody reads the trace of.
 struct Slot {
-    /// The leaf (the engine's node id).
-    node: String,
+    /// The leaf (its index in the engine's tree; [`Racer::leaf_id`] names it).
+    node: usize,
+    /// The attempt, until it ended.
+    attempt: Option<BoxFuture<'static, AttemptOutput>>,
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
-    /// What Clone needs, until the attempt connected (then in `done`).
-    /// Boxed: a Slot, its moves and the Connection's Parts stay small.
-    reconnect: Option<Box<Reconnect>>,
+    /// Its stack's cancellation costs more than its completion (see
+    /// `finish_losers`); false for an attempt that could not start.
+    finish_when_losing: bool,
     /// The attempt connected: its stack, framers, bytes read beyond the
     /// framers' handshake, and what Clone needs.
     done: Option<(Transport, FramerStack, Vec<u8>, Box<Reconnect>)>,
@@ -207,7 +216,7 @@ struct Slot {
 type Slots = smallvec::SmallVec<[Slot; 1]>;
 
 /// The slot of the attempt at leaf `node`.
-fn slot_of<'a>(slots: &'a mut Slots, node: &str) -> Option<&'a mut Slot> {
+fn slot_of(slots: &mut Slots, node: usize) -> Option<&mut Slot> {
     slots.iter_mut().find(|s| s.node == node)
 }
 
@@ -262,7 +271,7 @@ fn finish_losers(
             };
             let mut outcome = pending.swap_remove(i);
             // Failed: it stays charged.
-            if let Ok(Ok((transport, ..))) = result {
+            if let Ok((Ok((transport, ..)), _)) = result {
                 outcome.ran += runtime::now() - since;
                 outcome.result = crate::racing::AttemptResult::Won;
                 if let Some(c) = &context {
@@ -323,7 +332,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         Ok(r) => r,
         Err(e) => return Err(fail_early(e, &mut emitter)),
     };
-    let mut paths: Vec<PathSpec> = s
+    let mut paths: Paths = s
         .locals
         .iter()
         .filter_map(|l| l.interface())
@@ -344,10 +353,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
     let mut history = match &s.context {
-        Some(c) => {
-            let destinations: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
-            c.history_for(&destinations, chosen, config.adaptive_delay)
-        }
+        Some(c) => c.history_for(&remotes, chosen, config.adaptive_delay),
         None => RaceHistory::none(),
     };
     history.held.extend(backend::held_by_browser());
@@ -355,30 +361,22 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // platform is charged for the attempts that cost it (one left to finish
     // is refunded if it connects after all, see `finish_losers`).
     let learn = |racer: &Racer| {
-        if s.context.is_none() && !backend::CHARGES_ATTEMPTS {
-            return Vec::new(); // nobody to teach
+        if backend::CHARGES_ATTEMPTS {
+            backend::note_outcomes(&racer.outcomes());
         }
-        let outcomes = racer.outcomes();
-        backend::note_outcomes(&outcomes);
         if let Some(c) = &s.context {
-            c.learn(&outcomes, chosen);
+            c.learn_race(racer, chosen);
         }
-        outcomes
     };
     // Attempts of a stack whose cancellation costs more than its completion
     // (the browser's WebTransport), still running when another won.
-    let mut finishing: Vec<String> = Vec::new();
-    let mut racer = Racer::with_history(
-        config,
-        paths,
-        chosen.iter().map(|c| c.stack).collect(),
-        remotes,
-        history,
-        elapsed(),
-    );
-    // Made at the first name to resolve (a race of addresses has none).
-    let mut resolves: Option<FuturesUnordered<BoxFuture<'static, ResolveResult>>> = None;
-    let mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = FuturesUnordered::new();
+    let mut finishing: Vec<usize> = Vec::new();
+    let stacks: smallvec::SmallVec<[StackId; 4]> = chosen.iter().map(|c| c.stack).collect();
+    let mut racer = Racer::boxed(config, paths, &stacks, &remotes, history, elapsed());
+    drop(remotes);
+    // The resolves still running, in the order they started, each with its
+    // query (a race of addresses has none; a name has two, AAAA and A).
+    let mut resolves: smallvec::SmallVec<[Resolve; 2]> = smallvec::SmallVec::new();
     // A race has a handful of leaves: a small Vec beats a hash map here.
     let mut slots = Slots::new();
     // The stacks' own errors of failed attempts, in the order they failed:
@@ -388,23 +386,21 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     // The engine's next deadline and its timer, kept across turns of the
     // loop and made anew only when the deadline moves (the establishment
     // timeout is a deadline from the start: one timer, not one per turn).
-    let mut timer: Option<(Duration, BoxFuture<'static, ()>)> = None;
+    // Pinned in place (replaced with `set`), not boxed.
+    let mut timer_at: Option<Duration> = None;
+    let mut timer = std::pin::pin!(Some(runtime::sleep_until(start)).filter(|_| false));
     loop {
-        while let Some(action) = racer.poll_action() {
-            match action {
-                Action::Resolve {
+        while let Some(step) = racer.poll_step() {
+            match step {
+                Step::Resolve {
                     query,
                     host,
                     family,
-                    ..
                 } => {
-                    let fut = s.resolver.resolve(&host, family);
-                    resolves
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(Box::pin(fut.map(move |r| (query, r))));
+                    resolves.push((query, s.resolver.resolve(&host, family)));
                 }
-                Action::StartAttempt {
-                    node,
+                Step::Start {
+                    leaf: node,
                     path,
                     stack,
                     remote,
@@ -412,9 +408,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
-                    let n = slots.len();
-                    let mut reconnect = None;
-                    match local {
+                    let mut finish_when_losing = false;
+                    let attempt: BoxFuture<'static, AttemptOutput> = match local {
                         Ok(local) => {
                             let mut opts = socket_options(
                                 &s.props,
@@ -424,7 +419,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             );
                             if caps.security != crate::capability::SecurityProtocol::None {
                                 opts.security = Some(s.security.clone());
-                                opts.server_name = racer.host_of(&node);
+                                opts.server_name = racer.host_of(node);
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();
@@ -433,44 +428,35 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 Some(c) => backend::SessionScope::Context(c.id()),
                                 None => backend::SessionScope::Isolated,
                             };
-                            reconnect = Some(Box::new(Reconnect {
-                                caps,
-                                remote: remote.clone(),
-                                opts: opts.clone(),
-                            }));
+                            finish_when_losing = caps.finish_when_losing;
+                            // Boxed: the attempt reads it and hands it back
+                            // for the Connection's Parts (what Clone needs).
+                            let rc = Box::new(Reconnect { caps, remote, opts });
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
-                            let fut = Abortable::new(attempt(caps, remote, opts, framers), reg);
-                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
+                            Box::pin(Abortable::new(attempt_keeping(rc, framers), reg))
                         }
-                        Err(msg) => {
-                            let fut = async move {
-                                Ok(Err((ErrorReason::EstablishmentFailed, msg, None)))
-                            };
-                            attempts.push(Box::pin(fut.map(move |r| (n, r))));
-                        }
-                    }
+                        Err(msg) => Box::pin(async move {
+                            Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
+                        }),
+                    };
                     slots.push(Slot {
                         node,
+                        attempt: Some(attempt),
                         abort: Some(abort),
-                        reconnect,
+                        finish_when_losing,
                         done: None,
                     });
                 }
-                Action::CancelAttempt { node } => {
+                Step::Cancel { leaf: node } => {
                     // Still running (it has a handle), of a stack whose
                     // cancellation costs more than its completion, and
                     // losing to a winner (not cut by the timeout).
                     let winner = racer.winner().is_some();
-                    if let Some(slot) = slot_of(&mut slots, &node) {
-                        let finish = winner
-                            && slot.abort.is_some()
-                            && slot
-                                .reconnect
-                                .as_ref()
-                                .is_some_and(|r| r.caps.finish_when_losing);
+                    if let Some(slot) = slot_of(&mut slots, node) {
+                        let finish = winner && slot.abort.is_some() && slot.finish_when_losing;
                         if finish {
                             // Left to finish in the background (see `finish_losers`).
-                            finishing.push(node.clone());
+                            finishing.push(node);
                         } else if let Some(h) = slot.abort.take() {
                             h.abort();
                         }
@@ -478,10 +464,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         slot.done = None;
                     }
                 }
-                Action::Won { node } => {
+                Step::Won { leaf: node } => {
                     emitter.flush(&racer);
-                    let outcomes = learn(&racer);
-                    let (transport, framers, leftover, reconnect) = slot_of(&mut slots, &node)
+                    learn(&racer);
+                    let (transport, framers, leftover, reconnect) = slot_of(&mut slots, node)
                         .and_then(|slot| slot.done.take())
                         .expect("the winner connected");
                     for slot in &mut slots {
@@ -492,19 +478,40 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         }
                     }
                     if !finishing.is_empty() {
+                        let finishing: Vec<String> =
+                            finishing.iter().map(|&n| racer.leaf_id(n)).collect();
+                        // What the context and the platform learned from
+                        // (nothing, when nobody is taught).
+                        let outcomes = if s.context.is_none() && !backend::CHARGES_ATTEMPTS {
+                            Vec::new()
+                        } else {
+                            racer.outcomes()
+                        };
                         let losers = outcomes
                             .into_iter()
                             .filter(|o| finishing.contains(&o.node))
                             .collect();
+                        // The attempts still running (those aborted end at once).
+                        let attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = slots
+                            .iter_mut()
+                            .enumerate()
+                            .filter_map(|(i, slot)| {
+                                let fut = slot.attempt.take()?;
+                                Some(Box::pin(fut.map(move |r| (i, r))) as BoxFuture<'static, _>)
+                            })
+                            .collect();
                         finish_losers(
-                            std::mem::take(&mut attempts),
-                            slots.drain(..).map(|slot| slot.node).collect(),
+                            attempts,
+                            slots
+                                .drain(..)
+                                .map(|slot| racer.leaf_id(slot.node))
+                                .collect(),
                             losers,
                             s.context.clone(),
                             chosen.to_vec(),
                         );
                     }
-                    let remote = s.remotes.first().cloned().unwrap_or_default();
+                    // The RemoteEndpoint the winner came from, else the first.
                     let remote = s
                         .remotes
                         .iter()
@@ -512,8 +519,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             Target::Addr(a) => r.ip_address() == Some(a.ip()),
                             Target::Name { host, .. } => r.host_name() == Some(host.as_str()),
                         })
+                        .or(s.remotes.first())
                         .cloned()
-                        .unwrap_or(remote);
+                        .unwrap_or_default();
                     let transport_early = s.early_data.is_some() && transport.early_data();
                     return Ok(Parts {
                         transport,
@@ -530,11 +538,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         reconnect: Some(reconnect),
                     });
                 }
-                Action::Failed(mut e) => {
+                Step::Failed(mut e) => {
                     emitter.flush(&racer);
                     learn(&racer);
                     for (slot, source) in sources.drain(..) {
-                        e.attach_candidate_source(&slots[slot].node, source);
+                        e.attach_candidate_source(&racer.leaf_id(slots[slot].node), source);
                     }
                     e.source_from_candidates();
                     return Err(e);
@@ -543,17 +551,14 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         }
         emitter.flush(&racer);
         let deadline = racer.poll_timeout();
-        if timer.as_ref().map(|(d, _)| *d) != deadline {
-            timer = deadline.map(|d| {
-                let t: BoxFuture<'static, ()> =
-                    Box::pin(runtime::sleep_until(runtime::saturating_add(start, d)));
-                (d, t)
-            });
+        if timer_at != deadline {
+            timer_at = deadline;
+            timer.set(deadline.map(|d| runtime::sleep_until(runtime::saturating_add(start, d))));
         }
         let mut fired = false;
         let sleep = async {
-            match timer.as_mut() {
-                Some((_, t)) => t.as_mut().await,
+            match timer.as_mut().as_pin_mut() {
+                Some(t) => t.await,
                 None => futures::future::pending::<()>().await,
             }
         };
@@ -563,47 +568,65 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         // of branches that are ready together was random before (select!)
         // and the engine takes either: an input at or past the overall
         // timeout is ignored for the timeout, which it handles first.
-        // A resolve still running, if any (none: never ready, as an
-        // empty set of them is never).
-        let resolved = futures::future::poll_fn(|cx| match resolves.as_mut() {
-            Some(r) if !r.is_empty() => match r.poll_next_unpin(cx) {
-                std::task::Poll::Ready(Some(answer)) => std::task::Poll::Ready(answer),
-                _ => std::task::Poll::Pending,
-            },
-            _ => std::task::Poll::Pending,
-        });
-        futures::select_biased! {
-            r = resolved.fuse() => {
-                racer.handle_input(elapsed(), Input::Resolved { query: r.0, result: r.1 });
+        // The first resolve that answered, in the order they started (none
+        // running: never ready).
+        let resolved = futures::future::poll_fn(|cx| {
+            for i in 0..resolves.len() {
+                if let std::task::Poll::Ready(r) = resolves[i].1.as_mut().poll(cx) {
+                    let (query, _) = resolves.remove(i);
+                    return std::task::Poll::Ready((query, r));
+                }
             }
-            r = attempts.select_next_some() => {
-                let (i, r) = r;
-                let slot = &mut slots[i];
-                slot.abort = None;
-                match r {
-                    Err(futures::future::Aborted) => {}
-                    Ok(Ok((t, f, left))) => {
-                        let rc = slot.reconnect.take().expect("attempt recorded");
-                        slot.done = Some((t, f, left, rc));
-                        racer.attempt_succeeded(elapsed(), &slot.node);
-                    }
-                    Ok(Err((reason, message, source))) => {
-                        if let Some(source) = source {
-                            sources.retain(|(s, _)| *s != i);
-                            sources.push((i, source));
-                        }
-                        let node = slot.node.clone();
-                        racer.handle_input(elapsed(), Input::AttemptFailed { node, reason, message });
+            std::task::Poll::Pending
+        });
+        // The first attempt that ended, in the order they started (a race
+        // has a handful: each is polled in turn, as a set of them would
+        // poll the woken ones, without one's allocations per race).
+        let attempt_ended = futures::future::poll_fn(|cx| {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if let Some(fut) = slot.attempt.as_mut() {
+                    if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        slot.attempt = None;
+                        return std::task::Poll::Ready((i, r));
                     }
                 }
             }
+            std::task::Poll::Pending
+        });
+        let mut ended: Option<AttemptResult> = None;
+        futures::select_biased! {
+            r = resolved.fuse() => {
+                racer.handle_input(elapsed(), crate::racing::Input::Resolved { query: r.0, result: r.1 });
+            }
+            r = attempt_ended.fuse() => ended = Some(r),
             _ = sleep.fuse() => {
                 racer.handle_timeout(elapsed());
                 fired = true;
             }
         }
+        if let Some((i, r)) = ended {
+            let slot = &mut slots[i];
+            slot.abort = None;
+            match r {
+                Err(futures::future::Aborted) => {}
+                Ok((Ok((t, f, left)), rc)) => {
+                    let rc = rc.expect("a started attempt hands back what Clone needs");
+                    slot.done = Some((t, f, left, rc));
+                    racer.attempt_succeeded(elapsed(), slot.node);
+                }
+                Ok((Err((reason, message, source)), _)) => {
+                    if let Some(source) = source {
+                        sources.retain(|(s, _)| *s != i);
+                        sources.push((i, source));
+                    }
+                    racer.attempt_failed(elapsed(), slot.node, reason, message);
+                }
+            }
+        }
         if fired {
-            timer = None; // done: the next deadline gets a timer of its own
+            // Done: the next deadline gets a timer of its own.
+            timer_at = None;
+            timer.set(None);
         }
     }
 }

@@ -20,8 +20,8 @@
 
 use crate::capability::{Capabilities, StackId};
 use crate::error::{Error, ErrorReason};
-use crate::racing::history::span_text;
-use crate::racing::{AttemptOutcome, AttemptResult, Family, Held, RaceHistory};
+use crate::racing::history::{span_text, Outcome, ResultRef};
+use crate::racing::{AttemptOutcome, Family, Held, RaceHistory, RemoteSpec};
 use crate::racing::{TargetMemory, TargetVerdict};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -344,6 +344,83 @@ impl Memory {
         adaptive_delay: bool,
         now_ms: u64,
     ) -> RaceHistory {
+        self.history_where(
+            |d| destinations.iter().any(|x| x == d),
+            |port| destinations.iter().any(|d| port_of(d) == port),
+            stacks,
+            adaptive_delay,
+            now_ms,
+        )
+    }
+
+    /// [`history_for`](Self::history_for) the destinations `remotes` name
+    /// (as [`RemoteSpec::destination`] writes them), without writing them.
+    pub(crate) fn history_for_remotes(
+        &mut self,
+        remotes: &[RemoteSpec],
+        stacks: &[Capabilities],
+        adaptive_delay: bool,
+        now_ms: u64,
+    ) -> RaceHistory {
+        use crate::racing::race::AddrText;
+        // Written once per remote (on the stack), compared with every record
+        // as bytes: an address's text (its port is what follows the last
+        // `:`), or a host name and its port's text.
+        type Texts<'a> = (Option<&'a str>, AddrText);
+        fn texts(r: &RemoteSpec) -> Texts<'_> {
+            match r {
+                RemoteSpec::Address(a) => (None, AddrText::of(a)),
+                RemoteSpec::Host { host, port } | RemoteSpec::Name { host, port } => {
+                    (Some(host.as_str()), AddrText::port(*port))
+                }
+            }
+        }
+        // As `RemoteSpec::destination` writes them: `ip:port`, `host:port`.
+        fn is_destination((host, text): &Texts<'_>, d: &str) -> bool {
+            match host {
+                None => text.is(d),
+                Some(host) => d
+                    .strip_prefix(host)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|p| text.is(p)),
+            }
+        }
+        fn on_port((host, text): &Texts<'_>, p: &str) -> bool {
+            match host {
+                None => text.port_is(p),
+                Some(_) => text.is(p),
+            }
+        }
+        if let [one] = remotes {
+            let t = texts(one);
+            return self.history_where(
+                |d| is_destination(&t, d),
+                |p| on_port(&t, p),
+                stacks,
+                adaptive_delay,
+                now_ms,
+            );
+        }
+        let texts: Vec<Texts<'_>> = remotes.iter().map(texts).collect();
+        self.history_where(
+            |d| texts.iter().any(|t| is_destination(t, d)),
+            |p| texts.iter().any(|t| on_port(t, p)),
+            stacks,
+            adaptive_delay,
+            now_ms,
+        )
+    }
+
+    /// The verdicts for a race to the destinations `is_destination` picks,
+    /// whose ports (as text) `on_port` picks.
+    fn history_where(
+        &mut self,
+        is_destination: impl Fn(&str) -> bool,
+        on_port: impl Fn(&str) -> bool,
+        stacks: &[Capabilities],
+        adaptive_delay: bool,
+        now_ms: u64,
+    ) -> RaceHistory {
         let net = self.current(now_ms);
         net.expire(now_ms);
         let mut h = RaceHistory {
@@ -351,10 +428,7 @@ impl Memory {
             ..RaceHistory::default()
         };
         let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
-        for t in net.targets.iter().filter(|t| {
-            let port = port_of(&t.target);
-            destinations.iter().any(|d| port_of(d) == port)
-        }) {
+        for t in net.targets.iter().filter(|t| on_port(port_of(&t.target))) {
             if let Some(us) = t.handshake_us {
                 h.handshakes.push(TargetMemory {
                     target: t.target.clone(),
@@ -388,11 +462,7 @@ impl Memory {
                 }
             }
         }
-        for s in net
-            .stacks
-            .iter()
-            .filter(|s| destinations.contains(&s.destination))
-        {
+        for s in net.stacks.iter().filter(|s| is_destination(&s.destination)) {
             let last = s.last_failure.as_deref().unwrap_or("no answer");
             match s.held_until_ms {
                 Some(until) if until > now_ms => h.held.push(Held {
@@ -448,31 +518,39 @@ impl Memory {
         caps: impl Fn(StackId) -> Option<Capabilities>,
         now_ms: u64,
     ) {
+        self.learn_from(outcomes, caps, now_ms);
+    }
+
+    /// [`learn`](Self::learn) from outcomes read in place.
+    pub(crate) fn learn_from<O: Outcome>(
+        &mut self,
+        outcomes: &[O],
+        caps: impl Fn(StackId) -> Option<Capabilities>,
+        now_ms: u64,
+    ) {
         let net = self.current(now_ms);
-        let won = outcomes.iter().any(|o| o.result == AttemptResult::Won);
+        let won = outcomes.iter().any(|o| o.result() == ResultRef::Won);
         for o in outcomes {
             // Whether the path answered: a success, or silence. Other
             // failures (refused, a TLS alert) say nothing about blackholes.
-            let answered = match &o.result {
-                AttemptResult::Won => Some(true),
-                AttemptResult::Silent | AttemptResult::Failed(ErrorReason::Timeout, _) => {
-                    Some(false)
-                }
-                AttemptResult::Failed(..) | AttemptResult::Cut => None,
+            let answered = match o.result() {
+                ResultRef::Won => Some(true),
+                ResultRef::Silent | ResultRef::Failed(ErrorReason::Timeout, _) => Some(false),
+                ResultRef::Failed(..) | ResultRef::Cut => None,
             };
             if let Some(answered) = answered {
-                if o.family == Some(Family::V6) {
+                if o.family() == Some(Family::V6) {
                     net.ipv6.push(answered);
                 }
-                let c = caps(o.stack);
+                let c = caps(o.stack());
                 if c.is_some_and(|c| c.over_udp && c.handshake_round_trips > 0) {
                     net.udp.push(answered);
                 }
             }
-            let t = net.target(&o.target, o.stack, now_ms);
-            match &o.result {
-                AttemptResult::Won => {
-                    let r = o.ran.as_micros().min(u64::MAX as u128) as u64;
+            let t = net.target(o.target(), o.stack(), now_ms);
+            match o.result() {
+                ResultRef::Won => {
+                    let r = o.ran().as_micros().min(u64::MAX as u128) as u64;
                     // RFC 6298 §2, over handshake times.
                     match t.handshake_us {
                         None => {
@@ -490,42 +568,43 @@ impl Memory {
                 // Only silence says the address is unreachable; a refusal
                 // or a TLS alert came from it (the stack is to blame, and
                 // the stack records below hold it back).
-                AttemptResult::Silent | AttemptResult::Failed(ErrorReason::Timeout, _) => {
+                ResultRef::Silent | ResultRef::Failed(ErrorReason::Timeout, _) => {
                     t.last_bad_ms = Some(now_ms)
                 }
-                AttemptResult::Failed(..) | AttemptResult::Cut => {}
+                ResultRef::Failed(..) | ResultRef::Cut => {}
             }
         }
         if !won {
             // Nothing connected: the peer may be down; no stack is to blame.
             return;
         }
-        let mut pairs: Vec<(&str, StackId)> = Vec::new();
+        // Inline for the usual few (destination, stack) pairs.
+        let mut pairs: smallvec::SmallVec<[(&str, StackId); 2]> = smallvec::SmallVec::new();
         for o in outcomes {
-            if !pairs.contains(&(o.destination.as_str(), o.stack)) {
-                pairs.push((o.destination.as_str(), o.stack));
+            if !pairs.contains(&(o.destination(), o.stack())) {
+                pairs.push((o.destination(), o.stack()));
             }
         }
         for (dest, stack) in pairs {
             let mine = || {
                 outcomes
                     .iter()
-                    .filter(move |o| o.destination == dest && o.stack == stack)
+                    .filter(move |o| o.destination() == dest && o.stack() == stack)
             };
             let s = net.stack(dest, stack, now_ms);
-            if mine().any(|o| o.result == AttemptResult::Won) {
+            if mine().any(|o| o.result() == ResultRef::Won) {
                 s.last_win_ms = Some(now_ms);
                 s.failures = 0;
                 s.last_failure = None;
                 s.held_until_ms = None;
                 continue;
             }
-            let failure = mine().find_map(|o| match &o.result {
-                AttemptResult::Failed(reason, msg) => Some(format!("{reason}: {msg}")),
-                AttemptResult::Silent => Some(format!(
+            let failure = mine().find_map(|o| match o.result() {
+                ResultRef::Failed(reason, msg) => Some(format!("{reason}: {msg}")),
+                ResultRef::Silent => Some(format!(
                     "no answer from {} within {}",
-                    o.target,
-                    span_text(o.ran)
+                    o.target(),
+                    span_text(o.ran())
                 )),
                 _ => None,
             });
@@ -594,5 +673,136 @@ impl Memory {
             keep_recent(&mut n.stacks, MAX_RECORDS);
         }
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::racing::{Action, Input, PathSpec, Racer, RacingConfig, RacingMode};
+    use std::net::SocketAddr;
+
+    /// A finished race to an IPv4 and an IPv6 address and a name (which
+    /// resolves to both): one attempt failed, one stayed silent (the
+    /// timeout), one won.
+    fn race() -> Racer {
+        let config = RacingConfig {
+            mode: RacingMode::Simultaneous,
+            ..RacingConfig::default()
+        };
+        let a: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let b: SocketAddr = "[::1]:443".parse().unwrap();
+        let mut r = Racer::new(
+            config,
+            vec![PathSpec::default()],
+            vec![StackId::Tcp],
+            vec![
+                RemoteSpec::Address(a),
+                RemoteSpec::Address(b),
+                RemoteSpec::Host {
+                    host: "example.test".into(),
+                    port: 8443,
+                },
+            ],
+            Duration::ZERO,
+        );
+        let ms = Duration::from_millis;
+        let mut started = Vec::new();
+        let drain = |r: &mut Racer, started: &mut Vec<String>| {
+            while let Some(a) = r.poll_action() {
+                if let Action::StartAttempt { node, .. } = a {
+                    started.push(node);
+                }
+            }
+        };
+        drain(&mut r, &mut started);
+        for query in [1, 2] {
+            let ip = if query == 1 { "::2" } else { "10.0.0.2" };
+            let result = Ok(vec![ip.parse().unwrap()]);
+            r.handle_input(ms(5), Input::Resolved { query, result });
+            drain(&mut r, &mut started);
+        }
+        assert_eq!(started.len(), 4, "{started:?}");
+        r.handle_input(
+            ms(300),
+            Input::AttemptFailed {
+                node: started[0].clone(),
+                reason: ErrorReason::EstablishmentFailed,
+                message: "refused".into(),
+            },
+        );
+        r.handle_input(
+            ms(400),
+            Input::AttemptSucceeded {
+                node: started[3].clone(),
+            },
+        );
+        drain(&mut r, &mut started);
+        assert!(r.is_finished());
+        r
+    }
+
+    #[test]
+    fn outcomes_read_in_place_teach_what_outcomes_teach() {
+        let r = race();
+        let outcomes = r.outcomes();
+        let views = r.outcome_views();
+        assert_eq!(outcomes.len(), 4);
+        assert_eq!(views.len(), outcomes.len());
+        for (o, v) in outcomes.iter().zip(&views) {
+            assert_eq!(o.destination(), v.destination());
+            assert_eq!(o.target(), v.target());
+            assert_eq!(o.stack(), v.stack());
+            assert_eq!(o.family(), v.family());
+            assert_eq!(o.ran(), v.ran());
+            assert_eq!(o.result(), v.result());
+        }
+        let caps = |_| Some(Capabilities::TCP);
+        let (mut a, mut b) = (Memory::new(), Memory::new());
+        a.learn(&outcomes, caps, 1_000);
+        b.learn_from(&views, caps, 1_000);
+        assert_eq!(a, b);
+        assert!(a.to_json().contains("example.test:8443"));
+    }
+
+    #[test]
+    fn history_for_remotes_is_history_for_their_destinations() {
+        let mut m = Memory::new();
+        let r = race();
+        m.learn(&r.outcomes(), |_| Some(Capabilities::TCP), 1_000);
+        let remotes = |specs: &[&str]| -> Vec<RemoteSpec> {
+            specs
+                .iter()
+                .map(|s| match s.parse::<SocketAddr>() {
+                    Ok(a) => RemoteSpec::Address(a),
+                    Err(_) => {
+                        let (host, port) = s.rsplit_once(':').unwrap();
+                        RemoteSpec::Host {
+                            host: host.into(),
+                            port: port.parse().unwrap(),
+                        }
+                    }
+                })
+                .collect()
+        };
+        for specs in [
+            &["127.0.0.1:443"][..],
+            &["[::1]:443"],
+            &["example.test:8443"],
+            &["example.test:443"],
+            &["example.tes:8443", "127.0.0.1:8443"],
+            &["127.0.0.1:44", "[::1]:4433"],
+            &["[::1]:443", "example.test:8443", "127.0.0.1:443"],
+            &[],
+        ] {
+            let remotes = remotes(specs);
+            let dests: Vec<String> = remotes.iter().map(RemoteSpec::destination).collect();
+            let caps = [Capabilities::TCP];
+            let (mut a, mut b) = (m.clone(), m.clone());
+            let by_text = a.history_for(&dests, &caps, true, 2_000);
+            let by_spec = b.history_for_remotes(&remotes, &caps, true, 2_000);
+            assert_eq!(by_text, by_spec, "{specs:?}");
+            assert_eq!(a, b);
+        }
     }
 }

@@ -28,7 +28,7 @@ pub mod memory;
 
 use crate::capability::{Capabilities, StackId};
 use crate::error::{Error, ErrorReason};
-use crate::racing::{AttemptOutcome, RaceHistory};
+use crate::racing::{AttemptOutcome, RaceHistory, Racer, RemoteSpec};
 use memory::Memory;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -173,16 +173,27 @@ impl TransportContext {
         }
     }
 
-    /// The verdicts for a race to `destinations` over `stacks` (the engine's input).
+    /// The verdicts for a race to `remotes` over `stacks` (the engine's input).
     pub(crate) fn history_for(
         &self,
-        destinations: &[String],
+        remotes: &[RemoteSpec],
         stacks: &[Capabilities],
         adaptive_delay: bool,
     ) -> RaceHistory {
         let now = crate::runtime::unix_ms();
         self.lock()
-            .history_for(destinations, stacks, adaptive_delay, now)
+            .history_for_remotes(remotes, stacks, adaptive_delay, now)
+    }
+
+    /// Learn from a finished race, reading its outcomes in place.
+    pub(crate) fn learn_race(&self, race: &Racer, stacks: &[Capabilities]) {
+        let outcomes = race.outcome_views();
+        if outcomes.is_empty() {
+            return;
+        }
+        let now = crate::runtime::unix_ms();
+        let caps = |s: StackId| stacks.iter().find(|c| c.stack == s).copied();
+        self.lock().learn_from(&outcomes, caps, now);
     }
 
     /// Learn from a finished race.

@@ -147,6 +147,64 @@ pub struct AttemptOutcome {
     pub result: AttemptResult,
 }
 
+/// How one attempt ended, borrowed from an [`AttemptResult`] or from the
+/// engine (see [`Outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultRef<'a> {
+    /// [`AttemptResult::Won`].
+    Won,
+    /// [`AttemptResult::Failed`].
+    Failed(ErrorReason, &'a str),
+    /// [`AttemptResult::Silent`].
+    Silent,
+    /// [`AttemptResult::Cut`].
+    Cut,
+}
+
+/// One attempt of a finished race as the TransportContext reads it: an
+/// [`AttemptOutcome`], or the engine's own record of it, read in place
+/// (the crate's driver teaches the context without copying any text).
+pub(crate) trait Outcome {
+    /// [`AttemptOutcome::destination`].
+    fn destination(&self) -> &str;
+    /// [`AttemptOutcome::stack`].
+    fn stack(&self) -> StackId;
+    /// [`AttemptOutcome::target`].
+    fn target(&self) -> &str;
+    /// [`AttemptOutcome::family`].
+    fn family(&self) -> Option<Family>;
+    /// [`AttemptOutcome::ran`].
+    fn ran(&self) -> Duration;
+    /// [`AttemptOutcome::result`].
+    fn result(&self) -> ResultRef<'_>;
+}
+
+impl Outcome for AttemptOutcome {
+    fn destination(&self) -> &str {
+        &self.destination
+    }
+    fn stack(&self) -> StackId {
+        self.stack
+    }
+    fn target(&self) -> &str {
+        &self.target
+    }
+    fn family(&self) -> Option<Family> {
+        self.family
+    }
+    fn ran(&self) -> Duration {
+        self.ran
+    }
+    fn result(&self) -> ResultRef<'_> {
+        match &self.result {
+            AttemptResult::Won => ResultRef::Won,
+            AttemptResult::Failed(reason, message) => ResultRef::Failed(*reason, message),
+            AttemptResult::Silent => ResultRef::Silent,
+            AttemptResult::Cut => ResultRef::Cut,
+        }
+    }
+}
+
 /// A duration for people: `120 ms`, `4.2 s`, `5 min`, `3 h`.
 pub(crate) fn span_text(d: Duration) -> String {
     let s = d.as_secs();

@@ -4,7 +4,7 @@
 //! endpoints, with dotted ids (`1`, `1.1`, `1.1.2`). Leaves are raced in
 //! depth-first order; host names are resolved (AAAA, then A) by the driver.
 //! Everything is a pure function of the inputs and the `now` passed in.
-use super::history::{adaptive_delay, AttemptOutcome, AttemptResult, RaceHistory};
+use super::history::{adaptive_delay, AttemptOutcome, AttemptResult, RaceHistory, ResultRef};
 use super::trace_log::{event, Note, What};
 use super::{NodeId, RacingConfig, RacingMode, Time};
 use crate::capability::StackId;
@@ -108,6 +108,73 @@ impl RemoteSpec {
     }
 }
 
+/// A leaf's target as text, the key under which history remembers it:
+/// an address's written on the stack, a name's (`host:port`) kept.
+#[derive(Debug, Clone)]
+enum LeafKey {
+    /// An address and port.
+    Addr(AddrText),
+    /// A name and port.
+    Name(String),
+}
+
+impl LeafKey {
+    fn of(addr: &Target) -> LeafKey {
+        match addr {
+            Target::Addr(a) => LeafKey::Addr(AddrText::of(a)),
+            Target::Name { .. } => LeafKey::Name(addr.to_string()),
+        }
+    }
+
+    /// Whether the text is `s` (compared as bytes).
+    fn is(&self, s: &str) -> bool {
+        match self {
+            LeafKey::Addr(a) => a.is(s),
+            LeafKey::Name(n) => n == s,
+        }
+    }
+
+    /// The text.
+    fn as_str(&self) -> &str {
+        match self {
+            LeafKey::Addr(a) => a.as_str(),
+            LeafKey::Name(n) => n,
+        }
+    }
+}
+
+/// One attempt of a finished race, read in place (see [`Racer::outcome_views`]).
+#[derive(Debug)]
+pub(crate) struct OutcomeView<'a> {
+    destination: &'a str,
+    stack: StackId,
+    target: &'a str,
+    family: Option<Family>,
+    ran: Duration,
+    result: ResultRef<'a>,
+}
+
+impl super::history::Outcome for OutcomeView<'_> {
+    fn destination(&self) -> &str {
+        self.destination
+    }
+    fn stack(&self) -> StackId {
+        self.stack
+    }
+    fn target(&self) -> &str {
+        self.target
+    }
+    fn family(&self) -> Option<Family> {
+        self.family
+    }
+    fn ran(&self) -> Duration {
+        self.ran
+    }
+    fn result(&self) -> ResultRef<'_> {
+        self.result
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -191,6 +258,56 @@ pub enum Action {
     Failed(Error),
 }
 
+/// An action as the engine queues it: leaves by index into the tree,
+/// written out as an [`Action`] (ids as text) only by
+/// [`Racer::poll_action`]. Every node, path and group it names never
+/// changes once made, so the Action reads the same whenever it is written.
+#[derive(Debug)]
+enum Act {
+    Resolve {
+        query: QueryId,
+        group: usize,
+        family: Family,
+    },
+    Start {
+        leaf: usize,
+    },
+    Cancel {
+        leaf: usize,
+    },
+    Won {
+        leaf: usize,
+    },
+    /// Boxed: the other actions stay small.
+    Failed(Box<Error>),
+}
+
+/// What the engine asks the crate's own driver to do: an [`Action`] with
+/// leaves by index (see [`Racer::poll_step`]), so no id is written out for
+/// it. A leaf's id is [`Racer::leaf_id`].
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// [`Action::Resolve`].
+    Resolve {
+        query: QueryId,
+        host: String,
+        family: Family,
+    },
+    /// [`Action::StartAttempt`].
+    Start {
+        leaf: usize,
+        path: PathSpec,
+        stack: StackId,
+        remote: Target,
+    },
+    /// [`Action::CancelAttempt`].
+    Cancel { leaf: usize },
+    /// [`Action::Won`].
+    Won { leaf: usize },
+    /// [`Action::Failed`].
+    Failed(Error),
+}
+
 /// Why history ranked a leaf, formatted only when it is traced.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum RankWhy {
@@ -245,6 +362,9 @@ enum Kind {
         got_addresses: bool,
         /// Set when resolution failed for this node.
         failed: Option<String>,
+        /// `host:port`: the remote endpoint as the application named it,
+        /// the destination of the leaves resolved from it.
+        destination: String,
     },
     /// An address to connect to (a leaf).
     Leaf {
@@ -254,12 +374,10 @@ enum Kind {
         ready_at: Time,
         /// Why it failed (or was cancelled by the timeout).
         failure: Option<(ErrorReason, String)>,
-        /// The remote endpoint it came from, as the application named it;
-        /// `None` when that is the target itself (`key`), so a literal
-        /// address's text is not kept twice.
-        destination: Option<String>,
-        /// `addr` as text, the key under which history remembers it.
-        key: String,
+        /// `addr` as text, the key under which history remembers it. The
+        /// remote endpoint it came from, as the application named it, is
+        /// its parent's (a host name) or this.
+        key: LeafKey,
         /// History holds it back: it starts only when nothing else is left.
         held: bool,
         /// Why history ranks it first or last (`None`: no opinion), written
@@ -287,11 +405,6 @@ struct Node {
     /// Its number among its parent's children (or among the roots), from 1:
     /// the last part of its dotted id.
     seq: usize,
-    /// Its dotted id as text, kept for a leaf only: the driver and the
-    /// Actions name leaves by it. Another node's is written only when read
-    /// ([`Racer::id_text`]: the trace, a failure), which saves making two
-    /// Strings for every race.
-    id: Option<NodeId>,
     parent: Option<usize>,
     children: Children,
     /// Index into `Racer::paths`.
@@ -319,7 +432,7 @@ struct Group {
     /// When the A answer arrived while AAAA was still pending.
     a_arrived: Option<Time>,
     /// The Host nodes (one per protocol node and port) this group feeds.
-    hosts: Vec<usize>,
+    hosts: Children,
     /// What went wrong, per query (`AAAA: ...`, `A: ...`).
     errors: Vec<String>,
 }
@@ -347,8 +460,15 @@ fn other(f: Family) -> Family {
 /// Interleave address families (RFC 8305 §4): `first`, other, `first`, ...,
 /// keeping the relative order within each family; the rest of the longer
 /// family goes at the end.
-fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) -> Vec<T> {
-    let (mut a, mut b): (Vec<T>, Vec<T>) = (Vec::new(), Vec::new());
+///
+/// Inline for the usual few (a name's two addresses, a few literals).
+fn interleave<T>(
+    items: impl IntoIterator<Item = T>,
+    first: Family,
+    family: impl Fn(&T) -> Family,
+) -> smallvec::SmallVec<[T; 4]> {
+    let (mut a, mut b): (smallvec::SmallVec<[T; 4]>, smallvec::SmallVec<[T; 4]>) =
+        Default::default();
     for item in items {
         if family(&item) == first {
             a.push(item);
@@ -356,7 +476,7 @@ fn interleave<T>(items: Vec<T>, first: Family, family: impl Fn(&T) -> Family) ->
             b.push(item);
         }
     }
-    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut out = smallvec::SmallVec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter(), b.into_iter());
     loop {
         match (a.next(), b.next()) {
@@ -391,140 +511,201 @@ fn push_seq(id: &mut String, seq: usize) {
 }
 
 /// `a` as its `Display` writes it (`127.0.0.1:443`, `[::1]:443`), the key
-/// under which history remembers a target. An IPv4 address is written by
-/// hand: this runs for every leaf and destination of every race, and
-/// `Display` through the formatting machinery costs several times as much.
+/// under which history remembers a target (see [`AddrText`]).
 fn addr_text(a: &SocketAddr) -> String {
-    match a {
-        SocketAddr::V4(v4) => {
-            // Written into a buffer on the stack, then copied once.
-            let mut buf = [0u8; 21];
-            let mut at = 0;
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[at] = b'.';
-                    at += 1;
+    String::from(AddrText::of(a).as_str())
+}
+
+/// A socket address (or a port) as text, written on the stack: the key
+/// under which history remembers a target, compared without a String
+/// being made for it. The longest, `[ipv6%scope]:port`, is 58 bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct AddrText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Debug for AddrText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl AddrText {
+    fn empty() -> AddrText {
+        AddrText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    /// `a` as its `Display` writes it, by hand: this runs for every leaf
+    /// and destination of every race, and `Display` through the formatting
+    /// machinery costs several times as much.
+    pub(crate) fn of(a: &SocketAddr) -> AddrText {
+        let mut t = AddrText::empty();
+        match a {
+            SocketAddr::V4(v4) => {
+                t.push_ipv4(*v4.ip());
+                t.push(b':');
+                t.push_decimal(v4.port());
+            }
+            SocketAddr::V6(v6) => {
+                t.push(b'[');
+                t.push_ipv6(v6.ip());
+                if v6.scope_id() != 0 {
+                    t.push(b'%');
+                    t.push_decimal_u32(v6.scope_id());
                 }
-                at = put_decimal(&mut buf, at, u16::from(octet));
+                t.push_str("]:");
+                t.push_decimal(v6.port());
             }
-            buf[at] = b':';
-            at = put_decimal(&mut buf, at + 1, v4.port());
-            String::from(std::str::from_utf8(&buf[..at]).expect("ASCII digits, dots and a colon"))
         }
-        SocketAddr::V6(v6) => {
-            let mut s = String::with_capacity(56);
-            s.push('[');
-            push_ipv6(&mut s, v6.ip());
-            if v6.scope_id() != 0 {
-                s.push('%');
-                push_decimal_u32(&mut s, v6.scope_id());
-            }
-            s.push_str("]:");
-            push_decimal(&mut s, v6.port());
-            s
-        }
+        t
     }
-}
 
-/// `ip` as its `Display` writes it (RFC 5952: lowercase hex, the longest
-/// run of two or more zero groups, the first of equals, as `::`; an
-/// IPv4-mapped address as `::ffff:a.b.c.d`), by hand: see [`addr_text`].
-fn push_ipv6(s: &mut String, ip: &std::net::Ipv6Addr) {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        s.push_str("::ffff:");
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                s.push('.');
-            }
-            push_decimal(s, u16::from(octet));
-        }
-        return;
+    /// `port` in decimal, as `to_string` writes it.
+    pub(crate) fn port(port: u16) -> AddrText {
+        let mut t = AddrText::empty();
+        t.push_decimal(port);
+        t
     }
-    let groups = ip.segments();
-    // The longest run of zero groups (the first of equals).
-    let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
-    for (i, &g) in groups.iter().enumerate() {
-        if g == 0 {
-            if run_len == 0 {
-                run = i;
-            }
-            run_len += 1;
-            if run_len > best_len {
-                (best, best_len) = (run, run_len);
-            }
-        } else {
-            run_len = 0;
-        }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII digits and punctuation")
     }
-    let push_groups = |s: &mut String, groups: &[u16]| {
+
+    /// Whether the text is `s` (compared as bytes: no check that they
+    /// are text).
+    pub(crate) fn is(&self, s: &str) -> bool {
+        &self.buf[..self.len] == s.as_bytes()
+    }
+
+    /// Whether `p` is what follows the text's last `:` (an address's port).
+    pub(crate) fn port_is(&self, p: &str) -> bool {
+        self.buf[..self.len].rsplit(|&b| b == b':').next() == Some(p.as_bytes())
+    }
+
+    /// Whether `s` ends with the text.
+    fn ends(&self, s: &str) -> bool {
+        s.as_bytes().ends_with(&self.buf[..self.len])
+    }
+
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn push_str(&mut self, s: &str) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+    }
+
+    fn push_ipv4(&mut self, ip: std::net::Ipv4Addr) {
+        let [a, b, c, d] = ip.octets();
+        self.push_u8(a);
+        self.push(b'.');
+        self.push_u8(b);
+        self.push(b'.');
+        self.push_u8(c);
+        self.push(b'.');
+        self.push_u8(d);
+    }
+
+    /// `n` in decimal.
+    #[inline(always)]
+    fn push_u8(&mut self, n: u8) {
+        if n >= 100 {
+            self.push(b'0' + n / 100);
+            self.push(b'0' + n / 10 % 10);
+        } else if n >= 10 {
+            self.push(b'0' + n / 10);
+        }
+        self.push(b'0' + n % 10);
+    }
+
+    /// `ip` as its `Display` writes it (RFC 5952: lowercase hex, the
+    /// longest run of two or more zero groups, the first of equals, as
+    /// `::`; an IPv4-mapped address as `::ffff:a.b.c.d`).
+    fn push_ipv6(&mut self, ip: &std::net::Ipv6Addr) {
+        if let Some(v4) = ip.to_ipv4_mapped() {
+            self.push_str("::ffff:");
+            self.push_ipv4(v4);
+            return;
+        }
+        let groups = ip.segments();
+        // The longest run of zero groups (the first of equals).
+        let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
         for (i, &g) in groups.iter().enumerate() {
-            if i > 0 {
-                s.push(':');
+            if g == 0 {
+                if run_len == 0 {
+                    run = i;
+                }
+                run_len += 1;
+                if run_len > best_len {
+                    (best, best_len) = (run, run_len);
+                }
+            } else {
+                run_len = 0;
             }
-            push_hex(s, g);
         }
-    };
-    if best_len > 1 {
-        push_groups(s, &groups[..best]);
-        s.push_str("::");
-        push_groups(s, &groups[best + best_len..]);
-    } else {
-        push_groups(s, &groups);
-    }
-}
-
-/// `n` in lowercase hex without leading zeros at the end of `s`.
-fn push_hex(s: &mut String, n: u16) {
-    let mut started = false;
-    for shift in [12, 8, 4, 0] {
-        let d = (n >> shift) & 0xf;
-        if d != 0 || started || shift == 0 {
-            started = true;
-            s.push(char::from_digit(u32::from(d), 16).expect("a hex digit"));
+        let push_groups = |t: &mut AddrText, groups: &[u16]| {
+            for (i, &g) in groups.iter().enumerate() {
+                if i > 0 {
+                    t.push(b':');
+                }
+                t.push_hex(g);
+            }
+        };
+        if best_len > 1 {
+            push_groups(self, &groups[..best]);
+            self.push_str("::");
+            push_groups(self, &groups[best + best_len..]);
+        } else {
+            push_groups(self, &groups);
         }
     }
-}
 
-/// `n` in decimal at the end of `s` (a scope id).
-fn push_decimal_u32(s: &mut String, n: u32) {
-    match u16::try_from(n) {
-        Ok(n) => push_decimal(s, n),
-        Err(_) => s.push_str(&n.to_string()),
-    }
-}
-
-/// `n` in decimal at the end of `s` (by hand: see [`addr_text`]).
-fn push_decimal(s: &mut String, mut n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    /// `n` in lowercase hex without leading zeros.
+    fn push_hex(&mut self, n: u16) {
+        let mut started = false;
+        for shift in [12, 8, 4, 0] {
+            let d = ((n >> shift) & 0xf) as u8;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                self.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
+            }
         }
     }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
-}
 
-/// `n` in decimal into `buf` at `at`; returns the index after it (by hand:
-/// see [`addr_text`]; `buf` has room, an IPv4 `ip:port` is at most 21 bytes).
-fn put_decimal(buf: &mut [u8], mut at: usize, n: u16) -> usize {
-    let digits = match n {
-        0..=9 => 1,
-        10..=99 => 2,
-        100..=999 => 3,
-        1000..=9999 => 4,
-        _ => 5,
-    };
-    at += digits;
-    let mut rest = n;
-    for i in 1..=digits {
-        buf[at - i] = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    /// `n` in decimal (a scope id).
+    fn push_decimal_u32(&mut self, n: u32) {
+        match u16::try_from(n) {
+            Ok(n) => self.push_decimal(n),
+            Err(_) => self.push_str(&n.to_string()),
+        }
     }
-    at
+
+    /// `n` in decimal (digit by digit: a division by a constant is a
+    /// multiplication).
+    #[inline(always)]
+    fn push_decimal(&mut self, n: u16) {
+        if n >= 10_000 {
+            self.push(b'0' + (n / 10_000) as u8);
+        }
+        if n >= 1_000 {
+            self.push(b'0' + (n / 1_000 % 10) as u8);
+        }
+        if n >= 100 {
+            self.push(b'0' + (n / 100 % 10) as u8);
+        }
+        if n >= 10 {
+            self.push(b'0' + (n / 10 % 10) as u8);
+        }
+        self.push(b'0' + (n % 10) as u8);
+    }
 }
 
 /// `host:port`, as `format!("{host}:{port}")` writes it (by hand: this
@@ -533,9 +714,16 @@ fn host_port(host: &str, port: u16) -> String {
     let mut s = String::with_capacity(host.len() + 6);
     s.push_str(host);
     s.push(':');
-    push_decimal(&mut s, port);
+    s.push_str(AddrText::port(port).as_str());
     s
 }
+
+/// The paths a race runs on: inline while there is one (the usual race).
+pub(crate) type Paths = smallvec::SmallVec<[PathSpec; 1]>;
+
+/// The actions decided and not yet polled, oldest first: inline for the
+/// usual few (they are polled after every input).
+type Actions = smallvec::SmallVec<[Act; 2]>;
 
 /// The racing state machine for one establishment.
 ///
@@ -572,13 +760,13 @@ fn host_port(host: &str, port: u16) -> String {
 #[derive(Debug)]
 pub struct Racer {
     config: RacingConfig,
-    paths: Vec<PathSpec>,
+    paths: Paths,
     nodes: Vec<Node>,
     roots: Children,
     groups: Vec<Group>,
     /// `QueryId - 1` indexes this: (group, family).
     queries: Vec<(usize, Family)>,
-    actions: std::collections::VecDeque<Action>,
+    actions: Actions,
     /// The trace as recorded, written out as TraceEvents when read.
     notes: Vec<Note>,
     /// The trace written from `notes` (cleared by each new note).
@@ -595,6 +783,9 @@ pub struct Racer {
     leaves: usize,
     finished: bool,
     winner: Option<usize>,
+    /// The winner's id as text, written when [`winner`](Self::winner) is
+    /// first asked.
+    winner_id: OnceLock<NodeId>,
     /// Why the tree is empty, for the NoCandidates message.
     empty_reason: &'static str,
     /// What the TransportContext remembered when the race started.
@@ -642,6 +833,27 @@ impl Racer {
         history: RaceHistory,
         now: Time,
     ) -> Racer {
+        *Racer::boxed(
+            config,
+            Paths::from_vec(paths),
+            &stacks,
+            &remotes,
+            history,
+            now,
+        )
+    }
+
+    /// [`Racer::with_history`] for the crate's driver: built in place on
+    /// the heap, where it stays (a Connection keeps it for its trace), with
+    /// the stacks and remotes read where they are.
+    pub(crate) fn boxed(
+        config: RacingConfig,
+        paths: Paths,
+        stacks: &[StackId],
+        remotes: &[RemoteSpec],
+        history: RaceHistory,
+        now: Time,
+    ) -> Box<Racer> {
         let empty_reason = if paths.is_empty() {
             "no network path to race on"
         } else if stacks.is_empty() {
@@ -662,14 +874,14 @@ impl Racer {
             })
             .sum();
         let tree = (paths.len() * (1 + stacks.len() * (1 + per_stack))).min(256);
-        let mut r = Racer {
+        let mut r = Box::new(Racer {
             config,
             paths,
             nodes: Vec::with_capacity(tree),
             roots: Children::new(),
             groups: Vec::new(),
             queries: Vec::new(),
-            actions: Default::default(),
+            actions: Actions::new(),
             notes: Vec::with_capacity(tree + 8),
             written: OnceLock::new(),
             now,
@@ -679,16 +891,17 @@ impl Racer {
             leaves: 0,
             finished: false,
             winner: None,
+            winner_id: OnceLock::new(),
             empty_reason,
             turn: Duration::ZERO,
             history,
-        };
+        });
         for i in 0..r.history.probes.len() {
             r.note(now, TraceEventKind::Probe, None, What::Probe(i));
         }
         // Stacks that history demotes (UDP blackholed) go last, stably.
-        let stacks: Vec<StackId> = if r.history.demoted_stacks.is_empty() {
-            stacks
+        let stacks: smallvec::SmallVec<[StackId; 4]> = if r.history.demoted_stacks.is_empty() {
+            stacks.iter().copied().collect()
         } else {
             let demoted: Vec<bool> = stacks.iter().map(|s| r.demotion(*s).is_some()).collect();
             let mut order: Vec<usize> = (0..stacks.len()).collect();
@@ -705,7 +918,7 @@ impl Racer {
             .filter(|r| matches!(r, RemoteSpec::Address(_)))
             .count();
         let ordered: &[RemoteSpec] = if literals <= 1 {
-            &remotes
+            remotes
         } else {
             let literal: Vec<SocketAddr> = remotes
                 .iter()
@@ -739,14 +952,14 @@ impl Racer {
                 for remote in ordered {
                     match remote {
                         RemoteSpec::Address(addr) => {
-                            r.add_leaf(proto, Target::Addr(*addr), None, now);
+                            r.add_leaf(proto, Target::Addr(*addr), now);
                         }
                         RemoteSpec::Name { host, port } => {
                             let target = Target::Name {
                                 host: host.clone(),
                                 port: *port,
                             };
-                            r.add_leaf(proto, target, None, now);
+                            r.add_leaf(proto, target, now);
                         }
                         RemoteSpec::Host { host, port } => {
                             let group = r.group_for(p, host);
@@ -760,6 +973,7 @@ impl Racer {
                                     group,
                                     got_addresses: false,
                                     failed: None,
+                                    destination: host_port(host, *port),
                                 },
                             );
                             r.groups[group].hosts.push(node);
@@ -778,10 +992,9 @@ impl Racer {
             for family in [Family::V6, Family::V4] {
                 r.queries.push((g, family));
                 let query = r.queries.len() as QueryId;
-                r.actions.push_back(Action::Resolve {
+                r.actions.push(Act::Resolve {
                     query,
-                    path: r.paths[r.groups[g].path].clone(),
-                    host: r.groups[g].host.clone(),
+                    group: g,
                     family,
                 });
             }
@@ -815,38 +1028,60 @@ impl Racer {
                 message,
             } => {
                 if let Some(leaf) = self.running_leaf(&node) {
-                    let why = What::Reason(format!("{reason}: {message}"));
-                    self.note(now, TraceEventKind::AttemptFailed, Some(leaf), why);
-                    if let Kind::Leaf {
-                        state,
-                        failure,
-                        ended,
-                        ..
-                    } = &mut self.nodes[leaf].kind
-                    {
-                        *state = LeafState::Failed;
-                        *failure = Some((reason, message));
-                        *ended = Some(now);
-                    }
-                    // A failed attempt lets the next one start right away.
-                    self.credit = true;
+                    self.leaf_failed(now, leaf, reason, message);
                 }
             }
         }
         self.drive(now);
     }
 
-    /// [`Input::AttemptSucceeded`] for the leaf named `node`, which the
-    /// driver keeps: no copy of the id is made for the input.
-    pub(crate) fn attempt_succeeded(&mut self, now: Time, node: &str) {
+    /// [`Input::AttemptSucceeded`] for the leaf at index `leaf` (from a
+    /// [`Step`]): no id is written for the input.
+    pub(crate) fn attempt_succeeded(&mut self, now: Time, leaf: usize) {
         let Some(now) = self.input_time(now) else {
             return;
         };
-        if let Some(leaf) = self.running_leaf(node) {
+        if self.leaf_state(leaf) == Some(LeafState::Running) {
             self.win(now, leaf);
             return;
         }
         self.drive(now);
+    }
+
+    /// [`Input::AttemptFailed`] for the leaf at index `leaf` (from a [`Step`]).
+    pub(crate) fn attempt_failed(
+        &mut self,
+        now: Time,
+        leaf: usize,
+        reason: ErrorReason,
+        message: String,
+    ) {
+        let Some(now) = self.input_time(now) else {
+            return;
+        };
+        if self.leaf_state(leaf) == Some(LeafState::Running) {
+            self.leaf_failed(now, leaf, reason, message);
+        }
+        self.drive(now);
+    }
+
+    /// Record that running leaf `leaf` failed.
+    fn leaf_failed(&mut self, now: Time, leaf: usize, reason: ErrorReason, message: String) {
+        let why = What::Reason(format!("{reason}: {message}"));
+        self.note(now, TraceEventKind::AttemptFailed, Some(leaf), why);
+        if let Kind::Leaf {
+            state,
+            failure,
+            ended,
+            ..
+        } = &mut self.nodes[leaf].kind
+        {
+            *state = LeafState::Failed;
+            *failure = Some((reason, message));
+            *ended = Some(now);
+        }
+        // A failed attempt lets the next one start right away.
+        self.credit = true;
     }
 
     /// The time to handle an input at (a `now` older than one already seen
@@ -917,7 +1152,88 @@ impl Racer {
 
     /// The next action for the driver, in the order they were decided.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let act = self.next_act()?;
+        Some(match act {
+            Act::Resolve {
+                query,
+                group,
+                family,
+            } => Action::Resolve {
+                query,
+                path: self.paths[self.groups[group].path].clone(),
+                host: self.groups[group].host.clone(),
+                family,
+            },
+            Act::Start { leaf } => {
+                let (path, stack, remote) = self.leaf_start(leaf);
+                Action::StartAttempt {
+                    node: self.leaf_id(leaf),
+                    path,
+                    stack,
+                    remote,
+                }
+            }
+            Act::Cancel { leaf } => Action::CancelAttempt {
+                node: self.leaf_id(leaf),
+            },
+            Act::Won { leaf } => Action::Won {
+                node: self.leaf_id(leaf),
+            },
+            Act::Failed(e) => Action::Failed(*e),
+        })
+    }
+
+    /// [`poll_action`](Self::poll_action) for the crate's driver: leaves by
+    /// index, no id written.
+    pub(crate) fn poll_step(&mut self) -> Option<Step> {
+        let act = self.next_act()?;
+        Some(match act {
+            Act::Resolve {
+                query,
+                group,
+                family,
+            } => Step::Resolve {
+                query,
+                host: self.groups[group].host.clone(),
+                family,
+            },
+            Act::Start { leaf } => {
+                let (path, stack, remote) = self.leaf_start(leaf);
+                Step::Start {
+                    leaf,
+                    path,
+                    stack,
+                    remote,
+                }
+            }
+            Act::Cancel { leaf } => Step::Cancel { leaf },
+            Act::Won { leaf } => Step::Won { leaf },
+            Act::Failed(e) => Step::Failed(*e),
+        })
+    }
+
+    /// The oldest action not yet polled.
+    fn next_act(&mut self) -> Option<Act> {
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
+    }
+
+    /// What starting leaf `leaf` takes: its path, stack and target.
+    fn leaf_start(&self, leaf: usize) -> (PathSpec, StackId, Target) {
+        let node = &self.nodes[leaf];
+        let remote = match &node.kind {
+            Kind::Leaf { addr, .. } => addr.clone(),
+            _ => unreachable!("only leaves start"),
+        };
+        (
+            self.paths[node.path].clone(),
+            node.stack.expect("leaves have a stack"),
+            remote,
+        )
+    }
+
+    /// The dotted id of node `leaf` (the `node` of its Actions and outcomes).
+    pub(crate) fn leaf_id(&self, leaf: usize) -> NodeId {
+        self.id_text(leaf).into_owned()
     }
 
     /// The trace so far: every candidate and every attempt, in time order.
@@ -938,12 +1254,8 @@ impl Racer {
 
     /// The host name of the RemoteEndpoint `node` was derived from: that of
     /// the nearest node up the tree that has one (its candidate event's `host`).
-    pub(crate) fn host_of(&self, node: &str) -> Option<String> {
-        let mut n = self
-            .nodes
-            .iter()
-            .position(|n| n.id.as_deref() == Some(node))
-            .or_else(|| (0..self.nodes.len()).find(|&i| self.id_text(i) == node));
+    pub(crate) fn host_of(&self, leaf: usize) -> Option<String> {
+        let mut n = Some(leaf);
         while let Some(i) = n {
             match &self.nodes[i].kind {
                 Kind::Host { host, .. }
@@ -964,7 +1276,8 @@ impl Racer {
 
     /// The winning leaf, once [`Action::Won`] was emitted.
     pub fn winner(&self) -> Option<&str> {
-        self.winner.and_then(|n| self.nodes[n].id.as_deref())
+        self.winner
+            .map(|n| self.winner_id.get_or_init(|| self.leaf_id(n)).as_str())
     }
 
     /// The leaves whose attempts are running now, in tree order (for a
@@ -989,12 +1302,50 @@ impl Racer {
 
     /// What node `n`'s attempt did, if it is a leaf whose attempt ended.
     fn outcome(&self, n: usize) -> Option<AttemptOutcome> {
+        let v = self.outcome_view(n)?;
+        let result = match v.result {
+            ResultRef::Won => AttemptResult::Won,
+            ResultRef::Failed(reason, message) => {
+                AttemptResult::Failed(reason, message.to_string())
+            }
+            ResultRef::Silent => AttemptResult::Silent,
+            ResultRef::Cut => AttemptResult::Cut,
+        };
+        Some(AttemptOutcome {
+            node: self.id_text(n).into_owned(),
+            destination: v.destination.to_string(),
+            stack: v.stack,
+            target: v.target.to_string(),
+            family: v.family,
+            ran: v.ran,
+            result,
+        })
+    }
+
+    /// [`outcomes`](Self::outcomes), read in place (no text copied), for
+    /// the crate's driver to teach the TransportContext.
+    pub(crate) fn outcome_views(&self) -> smallvec::SmallVec<[OutcomeView<'_>; 4]> {
+        // In the order of the nodes first: with one attempt (the usual
+        // race) that is the tree order too, and no walk is needed.
+        let mut out: smallvec::SmallVec<[OutcomeView<'_>; 4]> = smallvec::SmallVec::new();
+        for n in 0..self.nodes.len() {
+            if let Some(v) = self.outcome_view(n) {
+                out.push(v);
+            }
+        }
+        if out.len() > 1 {
+            out.clear();
+            self.each_in_tree(&mut |n| out.extend(self.outcome_view(n)));
+        }
+        out
+    }
+
+    /// What node `n`'s attempt did, if it is a leaf whose attempt ended.
+    fn outcome_view(&self, n: usize) -> Option<OutcomeView<'_>> {
         let Kind::Leaf {
             addr,
             state,
             failure,
-            destination,
-            key,
             started: Some(started),
             ended: Some(ended),
             turn,
@@ -1005,19 +1356,17 @@ impl Racer {
         };
         let ran = ended.saturating_sub(*started);
         let result = match (state, failure) {
-            (LeafState::Succeeded, _) => AttemptResult::Won,
-            (LeafState::Failed, Some((reason, message))) => {
-                AttemptResult::Failed(*reason, message.clone())
-            }
-            (LeafState::Cancelled, _) if ran >= *turn => AttemptResult::Silent,
-            (LeafState::Cancelled, _) => AttemptResult::Cut,
+            (LeafState::Succeeded, _) => ResultRef::Won,
+            (LeafState::Failed, Some((reason, message))) => ResultRef::Failed(*reason, message),
+            (LeafState::Cancelled, _) if ran >= *turn => ResultRef::Silent,
+            (LeafState::Cancelled, _) => ResultRef::Cut,
             _ => return None,
         };
-        Some(AttemptOutcome {
-            node: self.id_text(n).into_owned(),
-            destination: destination.as_ref().unwrap_or(key).clone(),
+        let (target, destination) = self.leaf_texts(n)?;
+        Some(OutcomeView {
+            destination,
             stack: self.nodes[n].stack.expect("leaves have a stack"),
-            target: key.clone(),
+            target,
             family: addr.addr().map(|a| family_of(&a.ip())),
             ran,
             result,
@@ -1031,9 +1380,9 @@ impl Racer {
 
     /// The trace of a finished race, to be written when first read (a
     /// Connection's: most are never read).
-    pub(crate) fn into_lazy_trace(mut self) -> super::trace_log::LazyTrace {
+    pub(crate) fn into_lazy_trace(mut self: Box<Self>) -> super::trace_log::LazyTrace {
         // What only racing needed.
-        self.actions = Default::default();
+        self.actions = Actions::new();
         self.queries = Vec::new();
         self.written = OnceLock::new();
         super::trace_log::LazyTrace::of(self)
@@ -1049,7 +1398,10 @@ impl Racer {
             node,
             what,
         });
-        self.written.take();
+        // A trace written before is out of date (usually none was).
+        if self.written.get().is_some() {
+            self.written.take();
+        }
     }
 
     /// The whole trace, written out.
@@ -1166,20 +1518,8 @@ impl Racer {
                 self.nodes[p].child_seq
             }
         };
-        // A leaf's id as text, once: every Action and outcome names it.
-        let id = match (&kind, parent) {
-            (Kind::Leaf { .. }, Some(p)) => {
-                let mut id = String::with_capacity(12);
-                self.write_id(p, &mut id);
-                id.push('.');
-                push_seq(&mut id, seq);
-                Some(id)
-            }
-            _ => None,
-        };
         self.nodes.push(Node {
             seq,
-            id,
             parent,
             children: Children::new(),
             path,
@@ -1191,20 +1531,11 @@ impl Racer {
     }
 
     /// Add a leaf under `parent` unless the cap is reached; emits its
-    /// candidate event, and the history's verdicts on it. `destination` is
-    /// the remote endpoint it was resolved from (`None`: the target itself).
-    fn add_leaf(
-        &mut self,
-        parent: usize,
-        addr: Target,
-        destination: Option<String>,
-        ready_at: Time,
-    ) -> Option<usize> {
-        let text = match &addr {
-            Target::Addr(a) => addr_text(a),
-            Target::Name { .. } => addr.to_string(),
-        };
-        self.add_leaf_as(parent, addr, text, destination, ready_at)
+    /// candidate event, and the history's verdicts on it. Its destination
+    /// is `parent`'s if that is a host name, else the target itself.
+    fn add_leaf(&mut self, parent: usize, addr: Target, ready_at: Time) -> Option<usize> {
+        let key = LeafKey::of(&addr);
+        self.add_leaf_as(parent, addr, key, ready_at)
     }
 
     /// [`add_leaf`](Self::add_leaf), with `addr` as text already made.
@@ -1212,8 +1543,7 @@ impl Racer {
         &mut self,
         parent: usize,
         addr: Target,
-        text: String,
-        destination: Option<String>,
+        key: LeafKey,
         ready_at: Time,
     ) -> Option<usize> {
         if self.leaves >= self.config.max_leaves {
@@ -1223,11 +1553,21 @@ impl Racer {
         self.leaves += 1;
         let (path, stack) = (self.nodes[parent].path, self.nodes[parent].stack);
         let stack_id = stack.expect("leaves sit under a protocol node");
-        let held = self
-            .history
-            .held(destination.as_deref().unwrap_or(&text), stack_id)
-            .and_then(|h| self.history.held.iter().position(|x| std::ptr::eq(x, h)));
-        let rank_why = self.rank_of(&addr, &text);
+        let host_destination = match &self.nodes[parent].kind {
+            Kind::Host { destination, .. } => Some(destination.as_str()),
+            _ => None,
+        };
+        // As `RaceHistory::held` finds it, with the texts compared in place.
+        let held = self.history.held.iter().position(|h| {
+            h.stack == stack_id
+                && h.destination
+                    .as_deref()
+                    .is_none_or(|d| match host_destination {
+                        Some(dest) => dest == d,
+                        None => key.is(d),
+                    })
+        });
+        let rank_why = self.rank_of(&addr, &key);
         let noted = false;
         let leaf = self.add_node(
             Some(parent),
@@ -1238,8 +1578,7 @@ impl Racer {
                 state: LeafState::Idle,
                 ready_at,
                 failure: None,
-                destination,
-                key: text,
+                key,
                 held: held.is_some(),
                 rank_why,
                 noted,
@@ -1260,9 +1599,25 @@ impl Racer {
         Some(leaf)
     }
 
+    /// Leaf `n`'s target as text and its destination (the remote endpoint
+    /// it came from, as the application named it).
+    fn leaf_texts(&self, n: usize) -> Option<(&str, &str)> {
+        let Kind::Leaf { key, .. } = &self.nodes[n].kind else {
+            return None;
+        };
+        let key = key.as_str();
+        let parent = self.nodes[n].parent.map(|p| &self.nodes[p].kind);
+        let destination = match parent {
+            Some(Kind::Host { destination, .. }) => destination.as_str(),
+            _ => key,
+        };
+        Some((key, destination))
+    }
+
     /// Why history ranks a target first or last, if it does.
-    fn rank_of(&self, addr: &Target, text: &str) -> Option<RankWhy> {
-        if let Some(v) = self.history.verdict(text) {
+    fn rank_of(&self, addr: &Target, key: &LeafKey) -> Option<RankWhy> {
+        // As `RaceHistory::verdict` finds it, with the texts compared in place.
+        if let Some(v) = self.history.verdicts.iter().find(|v| key.is(&v.target)) {
             return Some(if v.worked {
                 RankWhy::Worked(v.ago)
             } else {
@@ -1367,31 +1722,24 @@ impl Racer {
             aaaa: QueryState::Pending,
             a: QueryState::Pending,
             a_arrived: None,
-            hosts: Vec::new(),
+            hosts: Children::new(),
             errors: Vec::new(),
         });
         self.groups.len() - 1
     }
 
     /// Node `n`'s dotted id (`1.1.2`): its parent's id, a dot and its
-    /// number; kept for a leaf, written here for any other node.
-    fn id_text(&self, n: usize) -> Cow<'_, str> {
-        match &self.nodes[n].id {
-            Some(id) => Cow::Borrowed(id),
-            None => {
-                let mut id = String::with_capacity(8);
-                self.write_id(n, &mut id);
-                Cow::Owned(id)
-            }
-        }
+    /// number, written when read (the trace, an Action, an outcome, a
+    /// failure): the crate's driver names leaves by index, so a race that
+    /// nobody reads the trace of writes none.
+    fn id_text(&self, n: usize) -> Cow<'static, str> {
+        let mut id = String::with_capacity(12);
+        self.write_id(n, &mut id);
+        Cow::Owned(id)
     }
 
     /// Write node `n`'s dotted id at the end of `out`.
     fn write_id(&self, n: usize, out: &mut String) {
-        if let Some(id) = &self.nodes[n].id {
-            out.push_str(id);
-            return;
-        }
         if let Some(p) = self.nodes[n].parent {
             self.write_id(p, out);
             out.push('.');
@@ -1454,10 +1802,9 @@ impl Racer {
     }
 
     fn running_leaf(&self, id: &str) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.id.as_deref() == Some(id))
+        (0..self.nodes.len())
             .filter(|&n| self.leaf_state(n) == Some(LeafState::Running))
+            .find(|&n| self.id_text(n) == id)
     }
 
     fn count_running(&self) -> usize {
@@ -1534,12 +1881,10 @@ impl Racer {
                 _ => continue,
             };
             let mut added = false;
-            let dest = match &self.nodes[h].kind {
-                Kind::Host { host, port, .. } => host_port(host, *port),
-                _ => String::new(),
-            };
             // `:port`, the end of every target text on this port.
-            let port_suffix = dest.rfind(':').map_or("", |i| &dest[i..]);
+            let mut port_suffix = AddrText::empty();
+            port_suffix.push(b':');
+            port_suffix.push_decimal(port);
             for ip in &addrs {
                 let dup = self.nodes[h].children.iter().any(
                     |&c| matches!(&self.nodes[c].kind, Kind::Leaf { addr, .. } if addr.addr().map(|a| a.ip()) == Some(*ip)),
@@ -1551,12 +1896,17 @@ impl Racer {
                     Family::V6 => now,
                     Family::V4 => v4_ready,
                 };
-                let target = addr_text(&SocketAddr::new(*ip, port));
-                let worked_here = self.history.verdict(&target).is_some_and(|v| v.worked);
+                let target = AddrText::of(&SocketAddr::new(*ip, port));
+                let worked_here = self
+                    .history
+                    .verdicts
+                    .iter()
+                    .find(|v| target.is(&v.target))
+                    .is_some_and(|v| v.worked);
                 let worked_there = waits_for.and_then(|other| {
                     self.history.verdicts.iter().position(|v| {
                         v.worked
-                            && v.target.ends_with(port_suffix)
+                            && port_suffix.ends(&v.target)
                             && v.target.starts_with('[') == (other == Family::V6)
                     })
                 });
@@ -1565,13 +1915,8 @@ impl Racer {
                     ready = ready.max(now + self.config.resolution_delay);
                     gated = Some(v);
                 }
-                let leaf = self.add_leaf_as(
-                    h,
-                    Target::Addr(SocketAddr::new(*ip, port)),
-                    target,
-                    Some(dest.clone()),
-                    ready,
-                );
+                let addr = Target::Addr(SocketAddr::new(*ip, port));
+                let leaf = self.add_leaf_as(h, addr, LeafKey::Addr(target), ready);
                 if let (Some(leaf), Some(other)) = (leaf, gated) {
                     self.note(
                         now,
@@ -1636,7 +1981,8 @@ impl Racer {
     /// none started), keeping the order within each family.
     fn reorder_children(&mut self, h: usize) {
         let children = std::mem::take(&mut self.nodes[h].children);
-        let (started, idle): (Vec<usize>, Vec<usize>) = children
+        // Inline for the usual few children (a name's two addresses).
+        let (mut started, idle): (Children, Children) = children
             .into_iter()
             .partition(|&c| self.leaf_state(c) != Some(LeafState::Idle));
         let fam = |c: &usize| match &self.nodes[*c].kind {
@@ -1649,9 +1995,8 @@ impl Racer {
         let first = started.last().map_or(Family::V6, |c| other(fam(c)));
         let mut idle = interleave(idle, first, fam);
         sort_by_rank(&mut idle, |&c| self.rank(c));
-        let mut children = Children::from_vec(started);
-        children.extend(idle);
-        self.nodes[h].children = children;
+        started.extend(idle);
+        self.nodes[h].children = started;
     }
 
     // ---- racing --------------------------------------------------------
@@ -1728,7 +2073,7 @@ impl Racer {
                 .history
                 .handshakes
                 .iter()
-                .position(|m| m.stack == stack && m.target == *key),
+                .position(|m| m.stack == stack && key.is(&m.target)),
             _ => None,
         };
         let turn = match remembered {
@@ -1740,7 +2085,6 @@ impl Racer {
         };
         let node = &mut self.nodes[leaf];
         let Kind::Leaf {
-            addr,
             state,
             started,
             turn: leaf_turn,
@@ -1752,9 +2096,6 @@ impl Racer {
         *state = LeafState::Running;
         *started = Some(now);
         *leaf_turn = turn;
-        let remote = addr.clone();
-        let path = node.path;
-        let id = self.id_text(leaf).into_owned();
         self.credit = false;
         self.last_start = Some(now);
         self.turn = turn;
@@ -1778,12 +2119,7 @@ impl Racer {
                 What::Delay(turn, i),
             );
         }
-        self.actions.push_back(Action::StartAttempt {
-            node: id,
-            path: self.paths[path].clone(),
-            stack,
-            remote,
-        });
+        self.actions.push(Act::Start { leaf });
     }
 
     fn cancel_running(&mut self, now: Time, except: Option<usize>, why: Option<String>) {
@@ -1812,8 +2148,7 @@ impl Racer {
                 None => What::Plain,
             };
             self.note(now, TraceEventKind::AttemptCancelled, Some(n), what);
-            let node = self.id_text(n).into_owned();
-            self.actions.push_back(Action::CancelAttempt { node });
+            self.actions.push(Act::Cancel { leaf: n });
         }
     }
 
@@ -1822,7 +2157,6 @@ impl Racer {
             *state = LeafState::Succeeded;
             *ended = Some(now);
         }
-        let id = self.id_text(leaf).into_owned();
         self.note(
             now,
             TraceEventKind::AttemptSucceeded,
@@ -1831,7 +2165,7 @@ impl Racer {
         );
         self.note(now, TraceEventKind::Won, Some(leaf), What::Plain);
         self.cancel_running(now, Some(leaf), None);
-        self.actions.push_back(Action::Won { node: id });
+        self.actions.push(Act::Won { leaf });
         self.winner = Some(leaf);
         self.finished = true;
     }
@@ -1947,7 +2281,7 @@ impl Racer {
     fn fail(&mut self, now: Time, error: Error) {
         let why = What::Reason(format!("{}: {}", error.reason, error.message));
         self.note(now, TraceEventKind::EstablishmentError, None, why);
-        self.actions.push_back(Action::Failed(error));
+        self.actions.push(Act::Failed(Box::new(error)));
         self.finished = true;
     }
 }
@@ -2018,7 +2352,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_the_parent_id_dot_the_number_kept_for_leaves_only() {
+    fn ids_are_the_parent_id_dot_the_number() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.2:1".parse().unwrap();
         let r = Racer::new(
@@ -2036,14 +2370,14 @@ mod tests {
             Time::ZERO,
         );
         let ids: Vec<(String, bool)> = (0..r.nodes.len())
-            .map(|n| (r.id_text(n).into_owned(), r.nodes[n].id.is_some()))
+            .map(|n| (r.id_text(n).into_owned(), r.leaf_state(n).is_some()))
             .collect();
-        let kept = |id: &str| ids.iter().find(|(i, _)| i == id).expect(id).1;
+        let leaf = |id: &str| ids.iter().find(|(i, _)| i == id).expect(id).1;
         for id in ["1", "1.1", "1.2", "1.1.2", "1.2.2"] {
-            assert!(!kept(id), "{id} is not a leaf");
+            assert!(!leaf(id), "{id} is not a leaf");
         }
         for id in ["1.1.1", "1.1.3", "1.2.1", "1.2.3"] {
-            assert!(kept(id), "{id} is a leaf");
+            assert!(leaf(id), "{id} is a leaf");
         }
         assert_eq!(ids.len(), 9);
         // The trace names nodes and their parents by the same ids.

@@ -70,9 +70,9 @@ impl LazyTrace {
     }
 
     /// The trace of a finished race, written when first read.
-    pub(crate) fn of(race: Racer) -> LazyTrace {
+    pub(crate) fn of(race: Box<Racer>) -> LazyTrace {
         LazyTrace {
-            race: Some(Box::new(race)),
+            race: Some(race),
             written: OnceLock::new(),
         }
     }

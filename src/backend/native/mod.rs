@@ -589,24 +589,29 @@ pub(crate) async fn connect(
             format!("{remote} is a name; native stacks connect to resolved addresses"),
         ));
     };
+    // The other stacks' handshakes are boxed: inline, the largest of them
+    // would make every attempt's future (TCP's too) kilobytes long, to be
+    // copied as it is boxed; their handshakes cost far more than the box.
     match stack {
         StackId::Tcp => Ok(Transport::Tcp(TcpTransport::connect(remote, opts).await?)),
         StackId::Udp => Ok(Transport::Udp(Arc::new(UdpTransport::connect(
             remote, opts,
         )?))),
         #[cfg(feature = "tls")]
-        StackId::Tls => Ok(Transport::Tls(TlsTransport::connect(remote, opts).await?)),
+        StackId::Tls => Ok(Transport::Tls(
+            Box::pin(TlsTransport::connect(remote, opts)).await?,
+        )),
         #[cfg(feature = "ws")]
         StackId::Ws => Ok(Transport::Ws(
-            WsTransport::connect(remote, opts, false).await?,
+            Box::pin(WsTransport::connect(remote, opts, false)).await?,
         )),
         #[cfg(all(feature = "ws", feature = "tls"))]
         StackId::Wss => Ok(Transport::Ws(
-            WsTransport::connect(remote, opts, true).await?,
+            Box::pin(WsTransport::connect(remote, opts, true)).await?,
         )),
         #[cfg(feature = "wt")]
         StackId::Wt => Ok(Transport::Wt(Arc::new(
-            WtTransport::connect(remote, opts).await?,
+            Box::pin(WtTransport::connect(remote, opts)).await?,
         ))),
         #[cfg(feature = "quic")]
         StackId::Quic => {
@@ -625,7 +630,7 @@ pub(crate) async fn connect(
                 .or_else(|| opts.server_name.clone())
                 .unwrap_or_else(|| remote.ip().to_string());
             let early = opts.early_data.as_deref();
-            let (t, _) = QuicTransport::connect(remote, &name, tls, opts, early).await?;
+            let (t, _) = Box::pin(QuicTransport::connect(remote, &name, tls, opts, early)).await?;
             Ok(Transport::Quic(Arc::new(t)))
         }
         other => Err(io::Error::new(
