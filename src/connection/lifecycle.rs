@@ -25,7 +25,7 @@ impl Connection {
     /// The next unsolicited event (Closed, ConnectionError, SoftError,
     /// PathChange, CloneError); `None` after the last one.
     pub async fn next_event(&self) -> Option<ConnectionEvent> {
-        self.inner.events_rx.lock().await.next().await
+        self.inner.next_event().await
     }
 
     /// The unsolicited events as a `Stream` (every
@@ -92,7 +92,7 @@ impl Inner {
         deadline: Option<Instant>,
     ) -> Until {
         use std::task::Poll;
-        let mut stop = self.stop_rx.clone();
+        let mut stop = self.stop_wait();
         let mut timer = deadline.map(|d| Box::pin(runtime::sleep_until(d)));
         std::future::poll_fn(|cx| {
             if work.as_mut().poll(cx).is_ready() {
@@ -116,9 +116,7 @@ impl Inner {
     /// The first reason given stays.
     pub(super) fn stop(&self, why: Stopped) {
         let _ = self.stopped.set(why);
-        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
+        self.wake_stop_waiters();
         self.recv_stop.wake();
     }
 
@@ -146,10 +144,7 @@ impl Inner {
         self.send_q.lock().unwrap().shut(err.clone(), &err);
         if first {
             self.stop(Stopped::Failed(Box::new(err.clone())));
-            let _ = self
-                .events_tx
-                .unbounded_send(ConnectionEvent::ConnectionError(err));
-            self.events_tx.close_channel();
+            self.emit_last(ConnectionEvent::ConnectionError(err));
         }
     }
 
@@ -221,10 +216,7 @@ impl Inner {
             r.transport = None;
             r.done.get_or_insert(err.clone());
         }
-        let _ = self
-            .events_tx
-            .unbounded_send(ConnectionEvent::ConnectionError(err));
-        self.events_tx.close_channel();
+        self.emit_last(ConnectionEvent::ConnectionError(err));
     }
 
     pub(super) async fn close(inner: &Arc<Inner>) -> Result<(), Error> {
@@ -331,8 +323,7 @@ impl Inner {
             s.state = ConnState::Closed;
             inner.can_receive.store(false, Ordering::Release);
         }
-        let _ = inner.events_tx.unbounded_send(ConnectionEvent::Closed);
-        inner.events_tx.close_channel();
+        inner.emit_last(ConnectionEvent::Closed);
         Ok(())
     }
 }

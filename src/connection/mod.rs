@@ -60,7 +60,8 @@
 //! `outcome` the §11 outcome types, `send_core` and `receive_core` the
 //! sans-IO cores, `send` the driver of sending (the checks of `send`, the
 //! fast path, the flush), `receive` that of receiving, `lifecycle` Close,
-//! Abort and failures, `group` Clone and the Connection Group.
+//! Abort and failures, `group` Clone and the Connection Group, `signal`
+//! the stop and the event queue, kept in the Connection's own state.
 
 // SendFailure carries the MessageContext back to the application, as the RFC's
 // events do; the failure path is cold, so its size does not matter.
@@ -81,10 +82,9 @@ use crate::properties::{
 use crate::runtime::{self, Instant};
 use crate::trace::RacingTrace;
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use futures::task::AtomicWaker;
-use futures::StreamExt;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
@@ -100,6 +100,7 @@ mod receive;
 mod receive_core;
 mod send;
 mod send_core;
+mod signal;
 
 pub(crate) use group::Group;
 use lifecycle::Stopped;
@@ -143,7 +144,10 @@ pub(crate) struct Inner {
     caps: Capabilities,
     /// Shared: a Listener's Connections all have its properties.
     props: Arc<TransportProperties>,
-    group: Arc<Group>,
+    /// Its Connection Group, made when first needed (Clone, a shared
+    /// property set, a Listener's QUIC streams): most Connections are never
+    /// cloned, and until then the group's properties are `props`'.
+    group: std::sync::OnceLock<Arc<Group>>,
     status: Mutex<Status>,
     /// Receives may still come (RFC 9622 §9.3): false once the peer's final
     /// Message was delivered, the Connection closed, or it cannot receive
@@ -153,9 +157,9 @@ pub(crate) struct Inner {
     writer: futures::lock::Mutex<WriterState>,
     recv: futures::lock::Mutex<RecvState>,
     abort_handle: Mutex<Option<Transport>>,
-    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
-    stop_rx: Shared<oneshot::Receiver<()>>,
-    /// Why receives end (unset while they may wait): set with `stop_tx` by
+    /// The futures waiting for the stop (`Inner::stop_wait`).
+    stop_waiters: Mutex<signal::Waiters>,
+    /// Why receives end (unset while they may wait): set by
     /// Close, Abort or a failure underneath; the first reason stays.
     stopped: std::sync::OnceLock<Stopped>,
     /// The receive that holds `recv` and waits, woken at the stop. The
@@ -172,8 +176,8 @@ pub(crate) struct Inner {
     /// Set once a Close waits on `receives_idle`: until then a receive
     /// ending need not wake it.
     close_waits: std::sync::atomic::AtomicBool,
-    events_tx: mpsc::UnboundedSender<ConnectionEvent>,
-    events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
+    /// The unsolicited events not yet taken.
+    events: Mutex<signal::Events>,
     /// Written out when first read.
     trace: crate::racing::LazyTrace,
     /// The RemoteEndpoint it was made for (always `Some`) and the
@@ -217,15 +221,6 @@ impl Connection {
     // (`WriterState::sending`) is a browser future, and the page has one thread.
     #[allow(clippy::arc_with_non_send_sync)]
     pub(crate) fn from_parts(p: Parts, group: Option<Arc<Group>>) -> Connection {
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (events_tx, events_rx) = mpsc::unbounded();
-        let group = group.unwrap_or_else(|| {
-            Arc::new(Group {
-                // Room for this Connection, pushed below.
-                members: Mutex::new(smallvec::SmallVec::new()),
-                props: Mutex::new(p.props.connection.clone()),
-            })
-        });
         let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
         let singular_max = p.transport.singular_transmission_max();
         let (stream_sends, stream_receives) = p.transport.directions();
@@ -237,7 +232,10 @@ impl Connection {
         });
         let inner = Arc::new(Inner {
             caps: p.caps,
-            group: group.clone(),
+            group: match &group {
+                Some(g) => Arc::clone(g).into(),
+                None => std::sync::OnceLock::new(),
+            },
             status: Mutex::new(Status {
                 state: ConnState::Established,
                 conn_priority: p.props.connection.conn_priority,
@@ -270,8 +268,7 @@ impl Connection {
                 },
             )),
             abort_handle: Mutex::new(Some(p.transport)),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            stop_rx: stop_rx.shared(),
+            stop_waiters: Default::default(),
             stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
@@ -281,8 +278,7 @@ impl Connection {
             ),
             receives_idle: AtomicWaker::new(),
             close_waits: Default::default(),
-            events_tx,
-            events_rx: futures::lock::Mutex::new(events_rx),
+            events: Default::default(),
             trace: p.trace,
             endpoints,
             local_addr: std::sync::OnceLock::new(),
@@ -292,8 +288,10 @@ impl Connection {
             early_sent: p.early_sent,
             props: p.props,
         });
-        group.members.lock().unwrap().push(Arc::downgrade(&inner));
-        path_change::watch(&inner.events_tx);
+        if let Some(group) = group {
+            group.members.lock().unwrap().push(Arc::downgrade(&inner));
+        }
+        path_change::watch(&inner);
         Connection { inner }
     }
 
@@ -396,7 +394,10 @@ impl Connection {
 
     /// The settable Connection Properties (`GetProperties()`), shared with the group.
     pub fn properties(&self) -> ConnectionProperties {
-        let mut p = self.inner.group.props.lock().unwrap().clone();
+        let mut p = match self.inner.group.get() {
+            Some(g) => g.props.lock().unwrap().clone(),
+            None => self.inner.props.connection.clone(),
+        };
         p.conn_priority = self.inner.status.lock().unwrap().conn_priority;
         p
     }
@@ -551,7 +552,7 @@ impl Connection {
             );
         }
         {
-            let mut g = self.inner.group.props.lock().unwrap();
+            let mut g = Inner::group(&self.inner).props.lock().unwrap();
             let prio = candidate.conn_priority;
             *g = candidate;
             self.inner.status.lock().unwrap().conn_priority = prio;
@@ -623,7 +624,7 @@ mod size_tests {
             size_of::<Transport>()
         );
         assert!(
-            size_of::<Inner>() <= 1600,
+            size_of::<Inner>() <= 1552,
             "Inner: {} B",
             size_of::<Inner>()
         );

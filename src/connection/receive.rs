@@ -69,7 +69,7 @@ impl Connection {
         let mut st = match held {
             Some(st) => st,
             None => {
-                let stop = inner.stop_rx.clone();
+                let stop = inner.stop_wait();
                 futures::select_biased! {
                     _ = stop.fuse() => return Err(inner.stopped_error()),
                     st = inner.recv.lock().fuse() => st,
@@ -163,9 +163,7 @@ impl Inner {
     /// took one again after drops: tell the application now (a SoftError).
     pub(super) fn report_drops(&self, st: &mut RecvState) {
         if let Some(report) = st.datagrams.take_report() {
-            let _ = self
-                .events_tx
-                .unbounded_send(ConnectionEvent::SoftError(report));
+            self.emit(ConnectionEvent::SoftError(report));
         }
     }
 

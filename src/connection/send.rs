@@ -512,7 +512,7 @@ impl Inner {
             // On the heap: the flush state is large, and a send future that
             // held it inline would be copied whole each time it moves.
             let mut flush = Inner::lock_and_flush(inner);
-            let stop = inner.stop_rx.clone();
+            let stop = inner.stop_wait();
             futures::select_biased! {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
                 _ = flush.as_mut().fuse() => {},
