@@ -82,6 +82,53 @@ impl Connection {
         // (An atomic only for the future to be Send: one task uses it.)
         let registered = std::sync::atomic::AtomicBool::new(false);
         let _registered = StopRegistration(&inner.recv_stop, &registered);
+        // Idle between Messages: read here where the stack reads by polling
+        // (TCP), so that an idle Connection holds no receive state on the
+        // heap while it waits.
+        if st.buf.is_empty()
+            && st.current.is_none()
+            && st.datagrams.is_empty()
+            && !st.eof
+            && st.done.is_none()
+            && inner.can_receive.load(Ordering::Acquire)
+        {
+            st.compact();
+            let read = std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                if inner.stopped.get().is_some() {
+                    return Poll::Ready(Err(inner.stopped_error()));
+                }
+                let RecvState { transport, buf, .. } = &mut *st;
+                let Some(t) = transport.as_ref() else {
+                    return Poll::Ready(Ok(None));
+                };
+                match t.poll_read(cx, buf) {
+                    None => return Poll::Ready(Ok(None)),
+                    Some(Poll::Ready(r)) => return Poll::Ready(Ok(Some(r))),
+                    Some(Poll::Pending) => {}
+                }
+                registered.store(true, Ordering::Relaxed);
+                inner.recv_stop.register(cx.waker());
+                if inner.stopped.get().is_some() {
+                    return Poll::Ready(Err(inner.stopped_error()));
+                }
+                Poll::Pending
+            })
+            .await?;
+            match read {
+                None | Some(Ok(Recv::Bytes)) => {}
+                Some(Ok(Recv::Eof)) => st.eof = true,
+                Some(Ok(Recv::Datagram(d))) => {
+                    st.datagrams.push(d);
+                    inner.report_drops(&mut st);
+                }
+                Some(Err(e)) => {
+                    let r = Err(Inner::stream_failed(e));
+                    inner.settle(&mut st, &r);
+                    return r;
+                }
+            }
+        }
         // The waiting part lives on the heap, keeping the receive future small.
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
         std::future::poll_fn(|cx| {
