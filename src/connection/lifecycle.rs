@@ -214,7 +214,7 @@ impl Inner {
         }
         if let Some(mut r) = self.recv.try_lock() {
             r.transport = None;
-            r.done.get_or_insert(err.clone());
+            r.done.get_or_insert_with(|| Box::new(err.clone()));
         }
         self.emit_last(ConnectionEvent::ConnectionError(err));
     }

@@ -624,7 +624,7 @@ mod size_tests {
             size_of::<Transport>()
         );
         assert!(
-            size_of::<Inner>() <= 1552,
+            size_of::<Inner>() <= 1096,
             "Inner: {} B",
             size_of::<Inner>()
         );

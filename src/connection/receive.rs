@@ -177,7 +177,7 @@ impl Inner {
         if let Some(e) = &st.done {
             return Err(ReceiveError {
                 context: None,
-                error: e.clone(),
+                error: Error::clone(e),
             });
         }
         if !self.can_receive.load(Ordering::Acquire) {
@@ -221,7 +221,8 @@ impl Inner {
     pub(super) fn settle(&self, st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
         self.report_drops(st);
         let finished = |e: &Error| e.reason == ErrorReason::PeerFinished;
-        if st.done.as_ref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error)) {
+        if st.done.as_deref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error))
+        {
             self.can_receive.store(false, Ordering::Release);
         }
         if let Err(e) = r {
@@ -232,7 +233,7 @@ impl Inner {
                     | ErrorReason::ProtocolFailed
                     | ErrorReason::PeerFinished
             ) {
-                st.done = Some(e.error.clone());
+                st.done = Some(Box::new(e.error.clone()));
             }
         }
     }

@@ -125,7 +125,8 @@ pub(super) struct SendQueue {
     pub(super) held: Vec<HeldPart>,
     pub(super) final_sent: bool,
     /// Set when nothing more may be sent: why.
-    pub(super) shut: Option<Error>,
+    /// (Boxed: few Connections are ever shut while they run.)
+    pub(super) shut: Option<Box<Error>>,
     pub(super) framers: FramerStack,
 }
 
@@ -140,7 +141,7 @@ impl SendQueue {
             open_partial: None,
             held: Vec::new(),
             final_sent: false,
-            shut,
+            shut: shut.map(Box::new),
             framers,
         }
     }
@@ -149,7 +150,7 @@ impl SendQueue {
     /// closing or closed, or a Message marked final went.
     pub(super) fn refusal(&self) -> Option<Error> {
         if let Some(why) = &self.shut {
-            return Some(why.clone());
+            return Some(Error::clone(why));
         }
         self.final_sent.then(|| {
             Error::new(
@@ -224,7 +225,7 @@ impl SendQueue {
     /// Shut the queue (nothing more may be sent, for `why`); the held parts
     /// of an unfinished Message fail with `held_error`.
     pub(super) fn shut(&mut self, why: Error, held_error: &Error) {
-        self.shut.get_or_insert(why);
+        self.shut.get_or_insert_with(|| Box::new(why));
         for part in std::mem::take(&mut self.held) {
             part.answer(Err(SendFailureKind::Error(held_error.clone())));
         }
@@ -254,7 +255,9 @@ pub(super) struct Outbox {
     /// A whole Message (a datagram, a WebSocket or data-channel message)
     /// the stack is sending right now, with a send that may not be dropped
     /// midway: answered at [`Self::whole_done`], never handed over twice.
-    whole: Option<Queued>,
+    /// Its place is made with the first one and kept (a stream's
+    /// Connection sends none, unless a datagram beside the stream).
+    whole: Option<Box<Option<Queued>>>,
 }
 
 /// What [`Outbox::wrote`] or [`Outbox::flushed`] leaves to the driver.
@@ -263,7 +266,9 @@ pub(super) type FinalLeft = Option<Queued>;
 impl Outbox {
     /// Nothing to write and nothing unanswered.
     pub(super) fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.written.is_empty() && self.whole.is_none()
+        self.inflight.is_empty()
+            && self.written.is_empty()
+            && self.whole.as_ref().is_none_or(|w| w.is_none())
     }
 
     /// Something is left to hand to the stack.
@@ -342,14 +347,17 @@ impl Outbox {
         } else {
             Bytes::from(f.frame.concat())
         };
-        self.whole = Some(f);
+        **self.whole.get_or_insert_with(Default::default) = Some(f);
         data
     }
 
     /// The stack finished (or failed) sending the whole Message: it, to be
     /// answered by the driver (a final one may end the stream first).
     pub(super) fn whole_done(&mut self) -> Queued {
-        self.whole.take().expect("start_whole")
+        self.whole
+            .as_mut()
+            .and_then(|w| w.take())
+            .expect("start_whole")
     }
 
     /// The next bytes of the stream, in order, as slices for one vectored
@@ -446,7 +454,7 @@ impl Outbox {
     /// answered fails with `err`, in send order.
     pub(super) fn fail(&mut self, err: &Error) {
         self.front_offset = 0;
-        let whole = self.whole.take();
+        let whole = self.whole.as_mut().and_then(|w| w.take());
         for mut f in self
             .written
             .drain(..)
