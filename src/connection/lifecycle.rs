@@ -230,8 +230,8 @@ impl Inner {
         }
         {
             let mut q = inner.send_q.lock().unwrap();
-            if let Some((tx, _)) = q.batch.take() {
-                let _ = tx.send(());
+            if let Some(batch) = q.batch.take() {
+                let _ = batch.0.send(());
             }
             // A Message whose last part never came cannot go out.
             q.shut(

@@ -157,8 +157,6 @@ pub(crate) struct Inner {
     writer: futures::lock::Mutex<WriterState>,
     recv: futures::lock::Mutex<RecvState>,
     abort_handle: Mutex<Option<Transport>>,
-    /// The futures waiting for the stop (`Inner::stop_wait`).
-    stop_waiters: Mutex<signal::Waiters>,
     /// Why receives end (unset while they may wait): set by
     /// Close, Abort or a failure underneath; the first reason stays.
     stopped: std::sync::OnceLock<Stopped>,
@@ -176,7 +174,8 @@ pub(crate) struct Inner {
     /// Set once a Close waits on `receives_idle`: until then a receive
     /// ending need not wake it.
     close_waits: std::sync::atomic::AtomicBool,
-    /// The unsolicited events not yet taken.
+    /// The unsolicited events not yet taken, and the futures waiting for
+    /// one or for the stop.
     events: Mutex<signal::Events>,
     /// Written out when first read.
     trace: crate::racing::LazyTrace,
@@ -268,7 +267,6 @@ impl Connection {
                 },
             )),
             abort_handle: Mutex::new(Some(p.transport)),
-            stop_waiters: Default::default(),
             stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
@@ -623,10 +621,6 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(
-            size_of::<Inner>() <= 1096,
-            "Inner: {} B",
-            size_of::<Inner>()
-        );
+        assert!(size_of::<Inner>() <= 984, "Inner: {} B", size_of::<Inner>());
     }
 }

@@ -368,7 +368,7 @@ impl Inner {
             body.truncate(need);
         }
         let cur = st.current.take().expect("a Message in direct mode");
-        let context = cur.context.unwrap_or_else(|| st.peer.context(false));
+        let context = cur.context.map_or_else(|| st.peer.context(false), |c| *c);
         Some(st.whole_message(body.freeze(), context))
     }
 
@@ -381,10 +381,10 @@ impl Inner {
             let n = cur.remaining.min(max_len);
             cur.remaining -= n;
             let end = cur.remaining == 0;
-            let ctx = cur
-                .context
-                .get_or_insert_with(|| st.peer.context(false))
-                .clone();
+            let ctx = MessageContext::clone(
+                cur.context
+                    .get_or_insert_with(|| Box::new(st.peer.context(false))),
+            );
             if end {
                 st.current = None;
             }
@@ -493,7 +493,7 @@ impl Inner {
         st.current = Some(Current {
             remaining: data.len() - max_len,
             trailer: 0,
-            context: Some(context.clone()),
+            context: Some(Box::new(context.clone())),
         });
         let mut data = data;
         data.truncate(max_len);

@@ -119,8 +119,9 @@ pub(super) struct Current {
     pub(super) trailer: usize,
     /// Its context, once a part of it was delivered (every later part
     /// shares it). A Message delivered whole gets its context then: it is
-    /// not made ahead and moved along.
-    pub(super) context: Option<MessageContext>,
+    /// not made ahead and moved along. (Boxed: most Messages are
+    /// delivered whole.)
+    pub(super) context: Option<Box<MessageContext>>,
 }
 
 impl Current {
@@ -326,7 +327,7 @@ impl RecvState {
                     if let Some(context) = cur.context {
                         return Some(Ok(ReceiveEvent::ReceivedPartial {
                             data,
-                            context,
+                            context: *context,
                             end_of_message: true,
                         }));
                     }
@@ -342,10 +343,10 @@ impl RecvState {
                 if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
                     let n = body.min(max_len);
                     cur.remaining -= n;
-                    let ctx = cur
-                        .context
-                        .get_or_insert_with(|| self.peer.context(false))
-                        .clone();
+                    let ctx = MessageContext::clone(
+                        cur.context
+                            .get_or_insert_with(|| Box::new(self.peer.context(false))),
+                    );
                     let data = self.take(n);
                     return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
@@ -357,7 +358,7 @@ impl RecvState {
                     let ctx = self
                         .current
                         .take()
-                        .map(|c| c.context.unwrap_or_else(|| self.peer.context(false)));
+                        .map(|c| c.context.map_or_else(|| self.peer.context(false), |c| *c));
                     return Some(Err(ReceiveError {
                         context: ctx,
                         error: Error::new(

@@ -349,14 +349,14 @@ impl Connection {
         let mut q = self.inner.send_q.lock().unwrap();
         if q.batch.is_none() {
             let (tx, rx) = oneshot::channel();
-            q.batch = Some((tx, rx.shared()));
+            q.batch = Some(Box::new((tx, rx.shared())));
         }
     }
 
     /// `EndBatch()`: release the batch; the held Messages go out on the next poll of any of their futures.
     pub fn end_batch(&self) {
-        if let Some((tx, _)) = self.inner.send_q.lock().unwrap().batch.take() {
-            let _ = tx.send(());
+        if let Some(batch) = self.inner.send_q.lock().unwrap().batch.take() {
+            let _ = batch.0.send(());
         }
     }
 }
@@ -480,7 +480,7 @@ impl Inner {
                 .unwrap()
                 .batch
                 .as_ref()
-                .map(|(_, r)| r.clone());
+                .map(|b| b.1.clone());
             if let Some(batch_end) = batch {
                 futures::select_biased! {
                     r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),

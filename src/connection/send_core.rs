@@ -119,7 +119,9 @@ pub(super) enum Admitted {
 pub(super) struct SendQueue {
     pub(super) frames: VecDeque<Queued>,
     pub(super) next_seq: u64,
-    pub(super) batch: Option<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
+    /// A batch under way (StartBatch), and its end. (Boxed: rarely used.)
+    #[allow(clippy::type_complexity)]
+    pub(super) batch: Option<Box<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>>,
     pub(super) open_partial: Option<u64>,
     /// The parts of the open Message a framer holds (see [`HeldPart`]).
     pub(super) held: Vec<HeldPart>,

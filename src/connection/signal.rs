@@ -68,9 +68,10 @@ impl Inner {
     }
 
     /// Wake every future waiting for the stop (after `stopped` is set).
+    /// (Those waiting for an event too: one list serves both, and either
+    /// signal is rare.)
     pub(super) fn wake_stop_waiters(&self) {
-        let mut w = self.stop_waiters.lock().unwrap();
-        w.wake_all();
+        self.events.lock().unwrap().waiters.wake_all();
     }
 
     /// Queue an unsolicited event, unless the last one was queued already.
@@ -108,13 +109,13 @@ impl Future for StopWait<'_> {
         if this.inner.stopped.get().is_some() {
             return Poll::Ready(());
         }
-        let mut w = this.inner.stop_waiters.lock().unwrap();
+        let mut ev = this.inner.events.lock().unwrap();
         // `stop` sets `stopped` before it takes the list under this lock:
         // seen here, or this waker is woken.
         if this.inner.stopped.get().is_some() {
             return Poll::Ready(());
         }
-        w.register(&mut this.key, cx.waker());
+        ev.waiters.register(&mut this.key, cx.waker());
         Poll::Pending
     }
 }
@@ -122,12 +123,13 @@ impl Future for StopWait<'_> {
 impl Drop for StopWait<'_> {
     fn drop(&mut self) {
         if self.key.is_some() {
-            self.inner.stop_waiters.lock().unwrap().remove(self.key);
+            self.inner.events.lock().unwrap().waiters.remove(self.key);
         }
     }
 }
 
-/// The unsolicited events not yet taken, and the futures waiting for one.
+/// The unsolicited events not yet taken, and the futures waiting for one
+/// or for the stop.
 #[derive(Default)]
 pub(super) struct Events {
     queue: VecDeque<ConnectionEvent>,
