@@ -128,7 +128,7 @@ impl Connection {
         props.connection = properties.unwrap_or(props_now);
         let props = Arc::new(props);
         let framers = match framers {
-            Some(f) => FramerStack { framers: f },
+            Some(f) => FramerStack { framers: f.into() },
             None => inner.send_q.lock().unwrap().framers.fresh(),
         };
         let Some(t) = inner.abort_handle.lock().unwrap().clone() else {

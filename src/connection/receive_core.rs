@@ -433,7 +433,8 @@ mod tests {
     fn state(framed: bool) -> RecvState {
         let framers = if framed {
             FramerStack {
-                framers: vec![Box::new(crate::framer::LengthPrefixFramer::new())],
+                framers: smallvec::smallvec![Box::new(crate::framer::LengthPrefixFramer::new())
+                    as Box<dyn crate::framer::Framer>],
             }
         } else {
             FramerStack::default()

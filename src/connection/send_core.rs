@@ -554,7 +554,8 @@ mod tests {
     impl Model {
         fn new() -> Model {
             let framers = FramerStack {
-                framers: vec![Box::new(crate::framer::LengthPrefixFramer::new())],
+                framers: smallvec::smallvec![Box::new(crate::framer::LengthPrefixFramer::new())
+                    as Box<dyn crate::framer::Framer>],
             };
             Model {
                 now: Instant::now(),
