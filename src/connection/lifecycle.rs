@@ -300,10 +300,11 @@ impl Inner {
             });
             inner.until(drain.as_mut(), false, Some(bound())).await;
         }
+        let mut key = None;
         let mut receives_ended = Box::pin(std::future::poll_fn(|cx| {
             // Before the registration and the count (see `ReceiveGuard`).
             inner.close_waits.store(true, Ordering::SeqCst);
-            inner.receives_idle.register(cx.waker());
+            inner.register_waiter(&mut key, cx.waker());
             if inner.receives.load(Ordering::SeqCst) == 0 {
                 std::task::Poll::Ready(())
             } else {
@@ -313,6 +314,8 @@ impl Inner {
         inner
             .until(receives_ended.as_mut(), false, Some(receives_by))
             .await;
+        drop(receives_ended);
+        inner.remove_waiter(key);
         inner.local_addr();
         inner.abort_handle.lock().unwrap().take();
         {

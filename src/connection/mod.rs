@@ -169,13 +169,11 @@ pub(crate) struct Inner {
     recv_max: AtomicUsize,
     /// The application's sendMsgMaxLen, `u64::MAX` when it set none.
     send_max: std::sync::atomic::AtomicU64,
-    /// Woken when the last receive in progress ends (Close waits for it).
-    receives_idle: AtomicWaker,
-    /// Set once a Close waits on `receives_idle`: until then a receive
-    /// ending need not wake it.
+    /// Set once a Close waits for the receives in progress to end (in the
+    /// events' waiter list): until then a receive ending need not wake it.
     close_waits: std::sync::atomic::AtomicBool,
     /// The unsolicited events not yet taken, and the futures waiting for
-    /// one or for the stop.
+    /// one, for the stop, or (Close) for the receives to end.
     events: Mutex<signal::Events>,
     /// Written out when first read.
     trace: crate::racing::LazyTrace,
@@ -186,7 +184,8 @@ pub(crate) struct Inner {
     /// Read from the socket on first use (or at close), not on the way to Ready.
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
-    singular_max: Option<u64>,
+    /// singularTransmissionMsgMaxLen, `u64::MAX` when Not applicable.
+    singular_max: u64,
     /// How Clone opens another connection to the same peer (boxed: large,
     /// and none for a Connection a Listener received).
     reconnect: Option<Box<crate::attempt::Reconnect>>,
@@ -274,14 +273,13 @@ impl Connection {
             send_max: std::sync::atomic::AtomicU64::new(
                 p.props.connection.send_msg_max_len.unwrap_or(u64::MAX),
             ),
-            receives_idle: AtomicWaker::new(),
             close_waits: Default::default(),
             events: Default::default(),
             trace: p.trace,
             endpoints,
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
-            singular_max,
+            singular_max: singular_max.unwrap_or(u64::MAX),
             reconnect: p.reconnect,
             early_sent: p.early_sent,
             props: p.props,
@@ -344,7 +342,8 @@ impl Connection {
 
     /// `singularTransmissionMsgMaxLen` (§8.1.11.4): `None` is Not applicable (TCP).
     pub fn singular_transmission_msg_max_len(&self) -> Option<u64> {
-        self.inner.singular_max
+        let max = self.inner.singular_max;
+        (max != u64::MAX).then_some(max)
     }
 
     /// `sendMsgMaxLen` (§8.1.11.5): the largest Message `send` takes, the
@@ -621,6 +620,6 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(size_of::<Inner>() <= 984, "Inner: {} B", size_of::<Inner>());
+        assert!(size_of::<Inner>() <= 952, "Inner: {} B", size_of::<Inner>());
     }
 }

@@ -20,7 +20,7 @@ impl Drop for ReceiveGuard<'_> {
         if self.0.receives.fetch_sub(1, Ordering::SeqCst) == 1
             && self.0.close_waits.load(Ordering::SeqCst)
         {
-            self.0.receives_idle.wake();
+            self.0.wake_waiters();
         }
     }
 }

@@ -274,7 +274,7 @@ impl Connection {
             }
         }
         if (props.no_fragmentation || props.no_segmentation) && !is_stream {
-            if let Some(single) = inner.singular_max {
+            if let Some(single) = Some(inner.singular_max).filter(|&m| m != u64::MAX) {
                 if data.len() as u64 > single {
                     return Err(fail(&context, ErrorReason::MessageTooLarge, format!(
                         "a {}-byte Message with noFragmentation is over singularTransmissionMsgMaxLen {single}", data.len())));

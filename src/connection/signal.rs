@@ -68,10 +68,27 @@ impl Inner {
     }
 
     /// Wake every future waiting for the stop (after `stopped` is set).
-    /// (Those waiting for an event too: one list serves both, and either
-    /// signal is rare.)
+    /// (Those waiting for an event, or Close for the receives to end, too:
+    /// one list serves all, and each signal is rare.)
     pub(super) fn wake_stop_waiters(&self) {
+        self.wake_waiters();
+    }
+
+    /// Wake every future in the waiter list.
+    pub(super) fn wake_waiters(&self) {
         self.events.lock().unwrap().waiters.wake_all();
+    }
+
+    /// Put `waker` in the waiter list under `key` (see [`Waiters::register`]).
+    pub(super) fn register_waiter(&self, key: &mut Option<usize>, waker: &Waker) {
+        self.events.lock().unwrap().waiters.register(key, waker);
+    }
+
+    /// Take the waker under `key` out of the waiter list.
+    pub(super) fn remove_waiter(&self, key: Option<usize>) {
+        if key.is_some() {
+            self.events.lock().unwrap().waiters.remove(key);
+        }
     }
 
     /// Queue an unsolicited event, unless the last one was queued already.
