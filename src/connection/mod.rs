@@ -620,6 +620,6 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(size_of::<Inner>() <= 952, "Inner: {} B", size_of::<Inner>());
+        assert!(size_of::<Inner>() <= 920, "Inner: {} B", size_of::<Inner>());
     }
 }

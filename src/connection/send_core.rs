@@ -122,9 +122,14 @@ pub(super) struct SendQueue {
     /// A batch under way (StartBatch), and its end. (Boxed: rarely used.)
     #[allow(clippy::type_complexity)]
     pub(super) batch: Option<Box<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>>,
-    pub(super) open_partial: Option<u64>,
+    /// The id of the Message still open (sent with end_of_message false).
+    /// (Ids start at 1: only the placeholder context, never sent, has 0.)
+    pub(super) open_partial: Option<std::num::NonZeroU64>,
     /// The parts of the open Message a framer holds (see [`HeldPart`]).
-    pub(super) held: Vec<HeldPart>,
+    /// (Boxed: made with the first such part; few Messages have any. The
+    /// Box keeps the field one pointer wide, not a Vec's three words.)
+    #[allow(clippy::box_collection)]
+    pub(super) held: Option<Box<Vec<HeldPart>>>,
     pub(super) final_sent: bool,
     /// Set when nothing more may be sent: why.
     /// (Boxed: few Connections are ever shut while they run.)
@@ -141,7 +146,7 @@ impl SendQueue {
             next_seq: 0,
             batch: None,
             open_partial: None,
-            held: Vec::new(),
+            held: None,
             final_sent: false,
             shut: shut.map(Box::new),
             framers,
@@ -166,7 +171,7 @@ impl SendQueue {
     /// may follow only the parts of that same Message.
     pub(super) fn check_part(&self, id: u64) -> Result<(), Error> {
         match self.open_partial {
-            Some(open) if open != id => Err(Error::new(
+            Some(open) if open.get() != id => Err(Error::new(
                 ErrorReason::InvalidMessageProperties,
                 "another Message is still open (sent with end_of_message false); finish it before starting a new one on a byte stream",
             )),
@@ -194,20 +199,28 @@ impl SendQueue {
         self.open_partial = if end_of_message {
             None
         } else {
-            Some(context.id())
+            std::num::NonZeroU64::new(context.id())
         };
         let seq = self.take_seq();
         if !end_of_message && frame.is_empty() {
             let (tx, rx) = oneshot::channel();
-            self.held.push(HeldPart {
-                seq,
-                context,
-                reply: tx,
-            });
+            self.held
+                .get_or_insert_with(Default::default)
+                .push(HeldPart {
+                    seq,
+                    context,
+                    reply: tx,
+                });
             return Admitted::Held(rx);
         }
-        let held = (end_of_message && !self.held.is_empty())
-            .then(|| std::mem::take(&mut self.held).into_boxed_slice());
+        let held = if end_of_message {
+            self.held
+                .take()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.into_boxed_slice())
+        } else {
+            None
+        };
         let final_ = final_ && end_of_message;
         if final_ {
             self.final_sent = true;
@@ -228,7 +241,7 @@ impl SendQueue {
     /// of an unfinished Message fail with `held_error`.
     pub(super) fn shut(&mut self, why: Error, held_error: &Error) {
         self.shut.get_or_insert_with(|| Box::new(why));
-        for part in std::mem::take(&mut self.held) {
+        for part in self.held.take().into_iter().flat_map(|h| *h) {
             part.answer(Err(SendFailureKind::Error(held_error.clone())));
         }
     }

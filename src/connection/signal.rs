@@ -97,7 +97,7 @@ impl Inner {
         if ev.ended {
             return;
         }
-        ev.queue.push_back(event);
+        ev.queue.push(event);
         ev.waiters.wake_all();
     }
 
@@ -107,7 +107,7 @@ impl Inner {
         if ev.ended {
             return;
         }
-        ev.queue.push_back(event);
+        ev.queue.push(event);
         ev.ended = true;
         ev.waiters.wake_all();
     }
@@ -149,7 +149,8 @@ impl Drop for StopWait<'_> {
 /// or for the stop.
 #[derive(Default)]
 pub(super) struct Events {
-    queue: VecDeque<ConnectionEvent>,
+    /// (A Vec: a Connection gets few events, most none.)
+    queue: Vec<ConnectionEvent>,
     /// The last event was queued (Closed or ConnectionError): none follows.
     ended: bool,
     waiters: Waiters,
@@ -176,10 +177,11 @@ impl Future for NextEvent<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>> {
         let this = self.get_mut();
         let mut ev = this.inner.events.lock().unwrap();
-        if let Some(e) = ev.queue.pop_front() {
+        if !ev.queue.is_empty() {
+            let e = ev.queue.remove(0);
             if ev.queue.is_empty() {
                 // Events are rare: let go of the queue's allocation.
-                ev.queue = VecDeque::new();
+                ev.queue = Vec::new();
             }
             ev.waiters.remove(this.key.take());
             return Poll::Ready(Some(e));
