@@ -10,12 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 
 /// The identifiers an endpoint can carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (Names as `Box<str>`, not `String`: every Connection keeps its
+/// RemoteEndpoint, most with none of them.)
 struct Identifiers {
-    host_name: Option<String>,
+    host_name: Option<Box<str>>,
     port: Option<u16>,
-    service: Option<String>,
+    service: Option<Box<str>>,
     ip: Option<IpAddr>,
-    interface: Option<String>,
+    interface: Option<Box<str>>,
     protocol: Option<StackId>,
 }
 
@@ -43,7 +45,7 @@ macro_rules! endpoint {
                 if let Ok(ip) = name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
                     return self.with_ip_address(ip);
                 }
-                set_once(&mut self.ids.host_name, name, "host name")?;
+                set_once(&mut self.ids.host_name, name.into(), "host name")?;
                 Ok(self)
             }
 
@@ -62,7 +64,7 @@ macro_rules! endpoint {
                         SERVICES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                     )));
                 }
-                set_once(&mut self.ids.service, service, "service")?;
+                set_once(&mut self.ids.service, service.into(), "service")?;
                 Ok(self)
             }
 
@@ -79,6 +81,7 @@ macro_rules! endpoint {
 
             /// `WithInterface("eth0")`.
             pub fn with_interface(mut self, interface: impl Into<String>) -> Result<Self, Error> {
+                let interface: String = interface.into();
                 set_once(&mut self.ids.interface, interface.into(), "interface")?;
                 Ok(self)
             }

@@ -35,6 +35,18 @@ pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     /// The Connection's receive buffer is a `BytesMut`: received Messages
     /// are split off it without a copy.
     fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Recv>>;
+    /// `read` as a poll, on stacks that read without holding any state
+    /// while they wait (TCP); `None` on the others. A Connection waiting
+    /// for data between Messages reads through this, before it makes its
+    /// (larger) receive state.
+    fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Option<std::task::Poll<io::Result<Recv>>> {
+        let _ = (cx, buf);
+        None
+    }
     /// True when reading a large Message body straight into its own buffer
     /// saves a copy.
     fn reads_bodies_directly(&self) -> bool;

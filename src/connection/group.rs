@@ -14,20 +14,31 @@ pub(crate) struct Group {
     pub(super) props: Mutex<ConnectionProperties>,
 }
 
+impl Inner {
+    /// Its group, made now (with it as the only member, and the properties
+    /// it was made with) if it has none yet.
+    pub(super) fn group(self: &Arc<Self>) -> &Arc<Group> {
+        self.group.get_or_init(|| {
+            Arc::new(Group {
+                members: Mutex::new(smallvec::smallvec![Arc::downgrade(self)]),
+                props: Mutex::new(self.props.connection.clone()),
+            })
+        })
+    }
+}
+
 impl Connection {
+    /// Its group, made now if it has none yet.
     pub(crate) fn group(&self) -> Arc<Group> {
-        self.inner.group.clone()
+        Inner::group(&self.inner).clone()
     }
 
     pub(super) fn members(&self) -> Vec<Arc<Inner>> {
-        self.inner
-            .group
-            .members
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
+        let Some(group) = self.inner.group.get() else {
+            return vec![self.inner.clone()];
+        };
+        let members = group.members.lock().unwrap();
+        members.iter().filter_map(Weak::upgrade).collect()
     }
 
     pub(super) fn grouped_count(&self) -> usize {
@@ -117,7 +128,7 @@ impl Connection {
         props.connection = properties.unwrap_or(props_now);
         let props = Arc::new(props);
         let framers = match framers {
-            Some(f) => FramerStack { framers: f },
+            Some(f) => FramerStack { framers: f.into() },
             None => inner.send_q.lock().unwrap().framers.fresh(),
         };
         let Some(t) = inner.abort_handle.lock().unwrap().clone() else {
@@ -148,7 +159,10 @@ impl Connection {
                 early_sent: false,
                 peer_early_data: false,
             };
-            return Ok(Connection::from_parts(parts, Some(inner.group.clone())));
+            return Ok(Connection::from_parts(
+                parts,
+                Some(Inner::group(inner).clone()),
+            ));
         }
         let Some(reconnect) = reconnect else {
             return Err(Error::new(
@@ -175,6 +189,9 @@ impl Connection {
             peer_early_data: false,
             reconnect: Some(Box::new(again)),
         };
-        Ok(Connection::from_parts(parts, Some(inner.group.clone())))
+        Ok(Connection::from_parts(
+            parts,
+            Some(Inner::group(inner).clone()),
+        ))
     }
 }

@@ -25,7 +25,7 @@ impl Connection {
     /// The next unsolicited event (Closed, ConnectionError, SoftError,
     /// PathChange, CloneError); `None` after the last one.
     pub async fn next_event(&self) -> Option<ConnectionEvent> {
-        self.inner.events_rx.lock().await.next().await
+        self.inner.next_event().await
     }
 
     /// The unsolicited events as a `Stream` (every
@@ -92,7 +92,7 @@ impl Inner {
         deadline: Option<Instant>,
     ) -> Until {
         use std::task::Poll;
-        let mut stop = self.stop_rx.clone();
+        let mut stop = self.stop_wait();
         let mut timer = deadline.map(|d| Box::pin(runtime::sleep_until(d)));
         std::future::poll_fn(|cx| {
             if work.as_mut().poll(cx).is_ready() {
@@ -116,9 +116,7 @@ impl Inner {
     /// The first reason given stays.
     pub(super) fn stop(&self, why: Stopped) {
         let _ = self.stopped.set(why);
-        if let Some(tx) = self.stop_tx.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
+        self.wake_stop_waiters();
         self.recv_stop.wake();
     }
 
@@ -146,10 +144,7 @@ impl Inner {
         self.send_q.lock().unwrap().shut(err.clone(), &err);
         if first {
             self.stop(Stopped::Failed(Box::new(err.clone())));
-            let _ = self
-                .events_tx
-                .unbounded_send(ConnectionEvent::ConnectionError(err));
-            self.events_tx.close_channel();
+            self.emit_last(ConnectionEvent::ConnectionError(err));
         }
     }
 
@@ -219,12 +214,9 @@ impl Inner {
         }
         if let Some(mut r) = self.recv.try_lock() {
             r.transport = None;
-            r.done.get_or_insert(err.clone());
+            r.done.get_or_insert_with(|| Box::new(err.clone()));
         }
-        let _ = self
-            .events_tx
-            .unbounded_send(ConnectionEvent::ConnectionError(err));
-        self.events_tx.close_channel();
+        self.emit_last(ConnectionEvent::ConnectionError(err));
     }
 
     pub(super) async fn close(inner: &Arc<Inner>) -> Result<(), Error> {
@@ -238,8 +230,8 @@ impl Inner {
         }
         {
             let mut q = inner.send_q.lock().unwrap();
-            if let Some((tx, _)) = q.batch.take() {
-                let _ = tx.send(());
+            if let Some(batch) = q.batch.take() {
+                let _ = batch.0.send(());
             }
             // A Message whose last part never came cannot go out.
             q.shut(
@@ -308,10 +300,11 @@ impl Inner {
             });
             inner.until(drain.as_mut(), false, Some(bound())).await;
         }
+        let mut key = None;
         let mut receives_ended = Box::pin(std::future::poll_fn(|cx| {
             // Before the registration and the count (see `ReceiveGuard`).
             inner.close_waits.store(true, Ordering::SeqCst);
-            inner.receives_idle.register(cx.waker());
+            inner.register_waiter(&mut key, cx.waker());
             if inner.receives.load(Ordering::SeqCst) == 0 {
                 std::task::Poll::Ready(())
             } else {
@@ -321,6 +314,8 @@ impl Inner {
         inner
             .until(receives_ended.as_mut(), false, Some(receives_by))
             .await;
+        drop(receives_ended);
+        inner.remove_waiter(key);
         inner.local_addr();
         inner.abort_handle.lock().unwrap().take();
         {
@@ -331,8 +326,7 @@ impl Inner {
             s.state = ConnState::Closed;
             inner.can_receive.store(false, Ordering::Release);
         }
-        let _ = inner.events_tx.unbounded_send(ConnectionEvent::Closed);
-        inner.events_tx.close_channel();
+        inner.emit_last(ConnectionEvent::Closed);
         Ok(())
     }
 }

@@ -60,7 +60,8 @@
 //! `outcome` the §11 outcome types, `send_core` and `receive_core` the
 //! sans-IO cores, `send` the driver of sending (the checks of `send`, the
 //! fast path, the flush), `receive` that of receiving, `lifecycle` Close,
-//! Abort and failures, `group` Clone and the Connection Group.
+//! Abort and failures, `group` Clone and the Connection Group, `signal`
+//! the stop and the event queue, kept in the Connection's own state.
 
 // SendFailure carries the MessageContext back to the application, as the RFC's
 // events do; the failure path is cold, so its size does not matter.
@@ -81,10 +82,9 @@ use crate::properties::{
 use crate::runtime::{self, Instant};
 use crate::trace::RacingTrace;
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use futures::task::AtomicWaker;
-use futures::StreamExt;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
@@ -100,6 +100,7 @@ mod receive;
 mod receive_core;
 mod send;
 mod send_core;
+mod signal;
 
 pub(crate) use group::Group;
 use lifecycle::Stopped;
@@ -143,7 +144,10 @@ pub(crate) struct Inner {
     caps: Capabilities,
     /// Shared: a Listener's Connections all have its properties.
     props: Arc<TransportProperties>,
-    group: Arc<Group>,
+    /// Its Connection Group, made when first needed (Clone, a shared
+    /// property set, a Listener's QUIC streams): most Connections are never
+    /// cloned, and until then the group's properties are `props`'.
+    group: std::sync::OnceLock<Arc<Group>>,
     status: Mutex<Status>,
     /// Receives may still come (RFC 9622 §9.3): false once the peer's final
     /// Message was delivered, the Connection closed, or it cannot receive
@@ -153,9 +157,7 @@ pub(crate) struct Inner {
     writer: futures::lock::Mutex<WriterState>,
     recv: futures::lock::Mutex<RecvState>,
     abort_handle: Mutex<Option<Transport>>,
-    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
-    stop_rx: Shared<oneshot::Receiver<()>>,
-    /// Why receives end (unset while they may wait): set with `stop_tx` by
+    /// Why receives end (unset while they may wait): set by
     /// Close, Abort or a failure underneath; the first reason stays.
     stopped: std::sync::OnceLock<Stopped>,
     /// The receive that holds `recv` and waits, woken at the stop. The
@@ -167,13 +169,12 @@ pub(crate) struct Inner {
     recv_max: AtomicUsize,
     /// The application's sendMsgMaxLen, `u64::MAX` when it set none.
     send_max: std::sync::atomic::AtomicU64,
-    /// Woken when the last receive in progress ends (Close waits for it).
-    receives_idle: AtomicWaker,
-    /// Set once a Close waits on `receives_idle`: until then a receive
-    /// ending need not wake it.
+    /// Set once a Close waits for the receives in progress to end (in the
+    /// events' waiter list): until then a receive ending need not wake it.
     close_waits: std::sync::atomic::AtomicBool,
-    events_tx: mpsc::UnboundedSender<ConnectionEvent>,
-    events_rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ConnectionEvent>>,
+    /// The unsolicited events not yet taken, and the futures waiting for
+    /// one, for the stop, or (Close) for the receives to end.
+    events: Mutex<signal::Events>,
     /// Written out when first read.
     trace: crate::racing::LazyTrace,
     /// The RemoteEndpoint it was made for (always `Some`) and the
@@ -183,7 +184,8 @@ pub(crate) struct Inner {
     /// Read from the socket on first use (or at close), not on the way to Ready.
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
     remote_addr: Option<SocketAddr>,
-    singular_max: Option<u64>,
+    /// singularTransmissionMsgMaxLen, `u64::MAX` when Not applicable.
+    singular_max: u64,
     /// How Clone opens another connection to the same peer (boxed: large,
     /// and none for a Connection a Listener received).
     reconnect: Option<Box<crate::attempt::Reconnect>>,
@@ -217,15 +219,6 @@ impl Connection {
     // (`WriterState::sending`) is a browser future, and the page has one thread.
     #[allow(clippy::arc_with_non_send_sync)]
     pub(crate) fn from_parts(p: Parts, group: Option<Arc<Group>>) -> Connection {
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (events_tx, events_rx) = mpsc::unbounded();
-        let group = group.unwrap_or_else(|| {
-            Arc::new(Group {
-                // Room for this Connection, pushed below.
-                members: Mutex::new(smallvec::SmallVec::new()),
-                props: Mutex::new(p.props.connection.clone()),
-            })
-        });
         let remote_addr = p.remote_addr.or_else(|| p.transport.remote_addr());
         let singular_max = p.transport.singular_transmission_max();
         let (stream_sends, stream_receives) = p.transport.directions();
@@ -237,7 +230,10 @@ impl Connection {
         });
         let inner = Arc::new(Inner {
             caps: p.caps,
-            group: group.clone(),
+            group: match &group {
+                Some(g) => Arc::clone(g).into(),
+                None => std::sync::OnceLock::new(),
+            },
             status: Mutex::new(Status {
                 state: ConnState::Established,
                 conn_priority: p.props.connection.conn_priority,
@@ -270,8 +266,6 @@ impl Connection {
                 },
             )),
             abort_handle: Mutex::new(Some(p.transport)),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            stop_rx: stop_rx.shared(),
             stopped: std::sync::OnceLock::new(),
             recv_stop: AtomicWaker::new(),
             receives: AtomicUsize::new(0),
@@ -279,21 +273,21 @@ impl Connection {
             send_max: std::sync::atomic::AtomicU64::new(
                 p.props.connection.send_msg_max_len.unwrap_or(u64::MAX),
             ),
-            receives_idle: AtomicWaker::new(),
             close_waits: Default::default(),
-            events_tx,
-            events_rx: futures::lock::Mutex::new(events_rx),
+            events: Default::default(),
             trace: p.trace,
             endpoints,
             local_addr: std::sync::OnceLock::new(),
             remote_addr,
-            singular_max,
+            singular_max: singular_max.unwrap_or(u64::MAX),
             reconnect: p.reconnect,
             early_sent: p.early_sent,
             props: p.props,
         });
-        group.members.lock().unwrap().push(Arc::downgrade(&inner));
-        path_change::watch(&inner.events_tx);
+        if let Some(group) = group {
+            group.members.lock().unwrap().push(Arc::downgrade(&inner));
+        }
+        path_change::watch(&inner);
         Connection { inner }
     }
 
@@ -348,7 +342,8 @@ impl Connection {
 
     /// `singularTransmissionMsgMaxLen` (§8.1.11.4): `None` is Not applicable (TCP).
     pub fn singular_transmission_msg_max_len(&self) -> Option<u64> {
-        self.inner.singular_max
+        let max = self.inner.singular_max;
+        (max != u64::MAX).then_some(max)
     }
 
     /// `sendMsgMaxLen` (§8.1.11.5): the largest Message `send` takes, the
@@ -396,7 +391,10 @@ impl Connection {
 
     /// The settable Connection Properties (`GetProperties()`), shared with the group.
     pub fn properties(&self) -> ConnectionProperties {
-        let mut p = self.inner.group.props.lock().unwrap().clone();
+        let mut p = match self.inner.group.get() {
+            Some(g) => g.props.lock().unwrap().clone(),
+            None => self.inner.props.connection.clone(),
+        };
         p.conn_priority = self.inner.status.lock().unwrap().conn_priority;
         p
     }
@@ -551,7 +549,7 @@ impl Connection {
             );
         }
         {
-            let mut g = self.inner.group.props.lock().unwrap();
+            let mut g = Inner::group(&self.inner).props.lock().unwrap();
             let prio = candidate.conn_priority;
             *g = candidate;
             self.inner.status.lock().unwrap().conn_priority = prio;
@@ -622,10 +620,6 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(
-            size_of::<Inner>() <= 1600,
-            "Inner: {} B",
-            size_of::<Inner>()
-        );
+        assert!(size_of::<Inner>() <= 920, "Inner: {} B", size_of::<Inner>());
     }
 }

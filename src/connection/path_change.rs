@@ -9,25 +9,30 @@
 //! signal: Connections are not registered and nothing is sent; an
 //! application that learns of a change itself calls [`path_changed`].
 
+use super::Inner;
 use crate::event::ConnectionEvent;
-use futures::channel::mpsc::UnboundedSender;
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
-/// The event senders of the Connections to tell, pruned as they close.
-static WATCHERS: Mutex<Vec<UnboundedSender<ConnectionEvent>>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The Connections to tell, pruned as they close. Per thread: only the
+    /// browser registers Connections, and a page has one thread.
+    static WATCHERS: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
+}
 
-/// Tell `events` of path changes, where the platform reports them.
-pub(super) fn watch(events: &UnboundedSender<ConnectionEvent>) {
+/// Tell `inner` of path changes, where the platform reports them.
+pub(super) fn watch(inner: &Arc<Inner>) {
     if !crate::backend::PATH_SIGNALS {
         return;
     }
     crate::backend::watch_path_changes();
-    let mut w = WATCHERS.lock().unwrap_or_else(|e| e.into_inner());
-    // Pruned when the list doubles: amortized O(1) per Connection.
-    if w.len() >= 16 && w.len().is_power_of_two() {
-        w.retain(|tx| !tx.is_closed());
-    }
-    w.push(events.clone());
+    WATCHERS.with_borrow_mut(|w| {
+        // Pruned when the list doubles: amortized O(1) per Connection.
+        if w.len() >= 16 && w.len().is_power_of_two() {
+            w.retain(|c| c.upgrade().is_some_and(|c| !c.events_ended()));
+        }
+        w.push(Arc::downgrade(inner));
+    });
 }
 
 /// The network path changed (`what` says how): every open Connection that
@@ -37,10 +42,24 @@ pub(super) fn watch(events: &UnboundedSender<ConnectionEvent>) {
 /// were told.
 pub fn path_changed(what: &str) -> usize {
     crate::TransportContext::global().network_changed();
-    let mut w = WATCHERS.lock().unwrap_or_else(|e| e.into_inner());
-    w.retain(|tx| {
-        tx.unbounded_send(ConnectionEvent::PathChange(what.to_string()))
-            .is_ok()
+    // Taken out while the events are queued (nothing of it runs code that
+    // could register a Connection, but a borrow held across it need not be).
+    let mut w = WATCHERS.with_borrow_mut(std::mem::take);
+    w.retain(|c| {
+        let Some(c) = c.upgrade() else {
+            return false;
+        };
+        if c.events_ended() {
+            return false;
+        }
+        c.emit(ConnectionEvent::PathChange(what.to_string()));
+        true
     });
-    w.len()
+    let told = w.len();
+    WATCHERS.with_borrow_mut(|now| {
+        // Any registered meanwhile go after the others.
+        w.append(now);
+        *now = w;
+    });
+    told
 }

@@ -20,7 +20,7 @@ impl Drop for ReceiveGuard<'_> {
         if self.0.receives.fetch_sub(1, Ordering::SeqCst) == 1
             && self.0.close_waits.load(Ordering::SeqCst)
         {
-            self.0.receives_idle.wake();
+            self.0.wake_waiters();
         }
     }
 }
@@ -69,7 +69,7 @@ impl Connection {
         let mut st = match held {
             Some(st) => st,
             None => {
-                let stop = inner.stop_rx.clone();
+                let stop = inner.stop_wait();
                 futures::select_biased! {
                     _ = stop.fuse() => return Err(inner.stopped_error()),
                     st = inner.recv.lock().fuse() => st,
@@ -82,6 +82,53 @@ impl Connection {
         // (An atomic only for the future to be Send: one task uses it.)
         let registered = std::sync::atomic::AtomicBool::new(false);
         let _registered = StopRegistration(&inner.recv_stop, &registered);
+        // Idle between Messages: read here where the stack reads by polling
+        // (TCP), so that an idle Connection holds no receive state on the
+        // heap while it waits.
+        if st.buf.is_empty()
+            && st.current.is_none()
+            && st.datagrams.is_empty()
+            && !st.eof
+            && st.done.is_none()
+            && inner.can_receive.load(Ordering::Acquire)
+        {
+            st.compact();
+            let read = std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                if inner.stopped.get().is_some() {
+                    return Poll::Ready(Err(inner.stopped_error()));
+                }
+                let RecvState { transport, buf, .. } = &mut *st;
+                let Some(t) = transport.as_ref() else {
+                    return Poll::Ready(Ok(None));
+                };
+                match t.poll_read(cx, buf) {
+                    None => return Poll::Ready(Ok(None)),
+                    Some(Poll::Ready(r)) => return Poll::Ready(Ok(Some(r))),
+                    Some(Poll::Pending) => {}
+                }
+                registered.store(true, Ordering::Relaxed);
+                inner.recv_stop.register(cx.waker());
+                if inner.stopped.get().is_some() {
+                    return Poll::Ready(Err(inner.stopped_error()));
+                }
+                Poll::Pending
+            })
+            .await?;
+            match read {
+                None | Some(Ok(Recv::Bytes)) => {}
+                Some(Ok(Recv::Eof)) => st.eof = true,
+                Some(Ok(Recv::Datagram(d))) => {
+                    st.datagrams.push(d);
+                    inner.report_drops(&mut st);
+                }
+                Some(Err(e)) => {
+                    let r = Err(Inner::stream_failed(e));
+                    inner.settle(&mut st, &r);
+                    return r;
+                }
+            }
+        }
         // The waiting part lives on the heap, keeping the receive future small.
         let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
         std::future::poll_fn(|cx| {
@@ -130,7 +177,7 @@ impl Inner {
         if let Some(e) = &st.done {
             return Err(ReceiveError {
                 context: None,
-                error: e.clone(),
+                error: Error::clone(e),
             });
         }
         if !self.can_receive.load(Ordering::Acquire) {
@@ -163,9 +210,7 @@ impl Inner {
     /// took one again after drops: tell the application now (a SoftError).
     pub(super) fn report_drops(&self, st: &mut RecvState) {
         if let Some(report) = st.datagrams.take_report() {
-            let _ = self
-                .events_tx
-                .unbounded_send(ConnectionEvent::SoftError(report));
+            self.emit(ConnectionEvent::SoftError(report));
         }
     }
 
@@ -176,7 +221,8 @@ impl Inner {
     pub(super) fn settle(&self, st: &mut RecvState, r: &Result<ReceiveEvent, ReceiveError>) {
         self.report_drops(st);
         let finished = |e: &Error| e.reason == ErrorReason::PeerFinished;
-        if st.done.as_ref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error)) {
+        if st.done.as_deref().is_some_and(finished) || r.as_ref().is_err_and(|e| finished(&e.error))
+        {
             self.can_receive.store(false, Ordering::Release);
         }
         if let Err(e) = r {
@@ -187,7 +233,7 @@ impl Inner {
                     | ErrorReason::ProtocolFailed
                     | ErrorReason::PeerFinished
             ) {
-                st.done = Some(e.error.clone());
+                st.done = Some(Box::new(e.error.clone()));
             }
         }
     }
@@ -322,7 +368,7 @@ impl Inner {
             body.truncate(need);
         }
         let cur = st.current.take().expect("a Message in direct mode");
-        let context = cur.context.unwrap_or_else(|| st.peer.context(false));
+        let context = cur.context.map_or_else(|| st.peer.context(false), |c| *c);
         Some(st.whole_message(body.freeze(), context))
     }
 
@@ -335,10 +381,10 @@ impl Inner {
             let n = cur.remaining.min(max_len);
             cur.remaining -= n;
             let end = cur.remaining == 0;
-            let ctx = cur
-                .context
-                .get_or_insert_with(|| st.peer.context(false))
-                .clone();
+            let ctx = MessageContext::clone(
+                cur.context
+                    .get_or_insert_with(|| Box::new(st.peer.context(false))),
+            );
             if end {
                 st.current = None;
             }
@@ -447,7 +493,7 @@ impl Inner {
         st.current = Some(Current {
             remaining: data.len() - max_len,
             trailer: 0,
-            context: Some(context.clone()),
+            context: Some(Box::new(context.clone())),
         });
         let mut data = data;
         data.truncate(max_len);

@@ -29,9 +29,13 @@ pub const DATAGRAM_QUEUE_MAX: usize = 1024;
 /// Most bytes of unreliable Messages kept waiting; see [`DATAGRAM_QUEUE_MAX`].
 pub const DATAGRAM_QUEUE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// The bounded queue of unreliable Messages waiting for a receive.
+/// The bounded queue of unreliable Messages waiting for a receive: made
+/// with the first one (only QUIC and WebTransport streams get any).
 #[derive(Default)]
-pub(super) struct DatagramQueue {
+pub(super) struct DatagramQueue(Option<Box<Datagrams>>);
+
+#[derive(Default)]
+pub(super) struct Datagrams {
     pub(super) queue: VecDeque<Bytes>,
     pub(super) bytes: usize,
     /// Dropped since the last report of the count.
@@ -42,9 +46,25 @@ pub(super) struct DatagramQueue {
 
 impl DatagramQueue {
     pub(super) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.0.as_ref().is_none_or(|d| d.queue.is_empty())
     }
 
+    /// Queue `d`, or drop it when the queue is full.
+    pub(super) fn push(&mut self, d: Bytes) {
+        self.0.get_or_insert_with(Default::default).push(d)
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Bytes> {
+        self.0.as_mut()?.pop()
+    }
+
+    /// What the application should hear about drops (a SoftError), once.
+    pub(super) fn take_report(&mut self) -> Option<String> {
+        self.0.as_mut()?.report.take()
+    }
+}
+
+impl Datagrams {
     /// Keep `d`, or drop it when the queue is full: the first drop of a
     /// run is reported at once (a SoftError), the count when the
     /// application takes Messages again.
@@ -75,11 +95,6 @@ impl DatagramQueue {
         }
         Some(d)
     }
-
-    /// What the application should hear about drops (a SoftError), once.
-    pub(super) fn take_report(&mut self) -> Option<String> {
-        self.report.take()
-    }
 }
 
 /// A Message body at least this large, most of it not yet buffered, is read
@@ -104,8 +119,9 @@ pub(super) struct Current {
     pub(super) trailer: usize,
     /// Its context, once a part of it was delivered (every later part
     /// shares it). A Message delivered whole gets its context then: it is
-    /// not made ahead and moved along.
-    pub(super) context: Option<MessageContext>,
+    /// not made ahead and moved along. (Boxed: most Messages are
+    /// delivered whole.)
+    pub(super) context: Option<Box<MessageContext>>,
 }
 
 impl Current {
@@ -126,8 +142,10 @@ pub(super) struct RecvState {
     pub(super) current: Option<Current>,
     pub(super) eof: bool,
     /// Set when no more receive events can come: why.
-    pub(super) done: Option<Error>,
-    pub(super) stream_context: Option<MessageContext>,
+    /// (Boxed: few Connections ever get one.)
+    pub(super) done: Option<Box<Error>>,
+    /// (Boxed: only a byte stream without framer has one.)
+    pub(super) stream_context: Option<Box<MessageContext>>,
     /// Unreliable Messages (QUIC and WebTransport datagrams) that arrived
     /// on a byte stream's Connection, waiting for a receive: at most
     /// [`DATAGRAM_QUEUE_MAX`] of them and [`DATAGRAM_QUEUE_MAX_BYTES`].
@@ -268,10 +286,10 @@ impl RecvState {
             let avail = self.buf.len();
             if self.framers.is_empty() {
                 // No framer: the whole stream is one Message, delivered in parts (RFC 9623 §5).
-                let ctx = self
-                    .stream_context
-                    .get_or_insert_with(|| self.peer.context(false))
-                    .clone();
+                let ctx = MessageContext::clone(
+                    self.stream_context
+                        .get_or_insert_with(|| Box::new(self.peer.context(false))),
+                );
                 if self.eof {
                     let n = avail.min(max_len);
                     let data = self.take(n);
@@ -279,10 +297,10 @@ impl RecvState {
                     let mut ctx = ctx;
                     if end {
                         ctx.set_final(true);
-                        self.done = Some(Error::new(
+                        self.done = Some(Box::new(Error::new(
                             ErrorReason::PeerFinished,
                             "the peer finished sending; its final Message was delivered",
-                        ));
+                        )));
                     }
                     return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
@@ -309,7 +327,7 @@ impl RecvState {
                     if let Some(context) = cur.context {
                         return Some(Ok(ReceiveEvent::ReceivedPartial {
                             data,
-                            context,
+                            context: *context,
                             end_of_message: true,
                         }));
                     }
@@ -325,10 +343,10 @@ impl RecvState {
                 if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
                     let n = body.min(max_len);
                     cur.remaining -= n;
-                    let ctx = cur
-                        .context
-                        .get_or_insert_with(|| self.peer.context(false))
-                        .clone();
+                    let ctx = MessageContext::clone(
+                        cur.context
+                            .get_or_insert_with(|| Box::new(self.peer.context(false))),
+                    );
                     let data = self.take(n);
                     return Some(Ok(ReceiveEvent::ReceivedPartial {
                         data,
@@ -340,7 +358,7 @@ impl RecvState {
                     let ctx = self
                         .current
                         .take()
-                        .map(|c| c.context.unwrap_or_else(|| self.peer.context(false)));
+                        .map(|c| c.context.map_or_else(|| self.peer.context(false), |c| *c));
                     return Some(Err(ReceiveError {
                         context: ctx,
                         error: Error::new(
@@ -359,7 +377,7 @@ impl RecvState {
                             ErrorReason::PeerFinished,
                             "the peer finished sending (end of stream)",
                         );
-                        self.done = Some(e.clone());
+                        self.done = Some(Box::new(e.clone()));
                         return Some(Err(ReceiveError {
                             context: None,
                             error: e,
@@ -415,7 +433,8 @@ mod tests {
     fn state(framed: bool) -> RecvState {
         let framers = if framed {
             FramerStack {
-                framers: vec![Box::new(crate::framer::LengthPrefixFramer::new())],
+                framers: smallvec::smallvec![Box::new(crate::framer::LengthPrefixFramer::new())
+                    as Box<dyn crate::framer::Framer>],
             }
         } else {
             FramerStack::default()

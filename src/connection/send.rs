@@ -274,7 +274,7 @@ impl Connection {
             }
         }
         if (props.no_fragmentation || props.no_segmentation) && !is_stream {
-            if let Some(single) = inner.singular_max {
+            if let Some(single) = Some(inner.singular_max).filter(|&m| m != u64::MAX) {
                 if data.len() as u64 > single {
                     return Err(fail(&context, ErrorReason::MessageTooLarge, format!(
                         "a {}-byte Message with noFragmentation is over singularTransmissionMsgMaxLen {single}", data.len())));
@@ -349,14 +349,14 @@ impl Connection {
         let mut q = self.inner.send_q.lock().unwrap();
         if q.batch.is_none() {
             let (tx, rx) = oneshot::channel();
-            q.batch = Some((tx, rx.shared()));
+            q.batch = Some(Box::new((tx, rx.shared())));
         }
     }
 
     /// `EndBatch()`: release the batch; the held Messages go out on the next poll of any of their futures.
     pub fn end_batch(&self) {
-        if let Some((tx, _)) = self.inner.send_q.lock().unwrap().batch.take() {
-            let _ = tx.send(());
+        if let Some(batch) = self.inner.send_q.lock().unwrap().batch.take() {
+            let _ = batch.0.send(());
         }
     }
 }
@@ -480,7 +480,7 @@ impl Inner {
                 .unwrap()
                 .batch
                 .as_ref()
-                .map(|(_, r)| r.clone());
+                .map(|b| b.1.clone());
             if let Some(batch_end) = batch {
                 futures::select_biased! {
                     r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
@@ -512,7 +512,7 @@ impl Inner {
             // On the heap: the flush state is large, and a send future that
             // held it inline would be copied whole each time it moves.
             let mut flush = Inner::lock_and_flush(inner);
-            let stop = inner.stop_rx.clone();
+            let stop = inner.stop_wait();
             futures::select_biased! {
                 r = (&mut rx).fuse() => return r.unwrap_or_else(|_| Err(dropped())),
                 _ = flush.as_mut().fuse() => {},

@@ -119,13 +119,21 @@ pub(super) enum Admitted {
 pub(super) struct SendQueue {
     pub(super) frames: VecDeque<Queued>,
     pub(super) next_seq: u64,
-    pub(super) batch: Option<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>,
-    pub(super) open_partial: Option<u64>,
+    /// A batch under way (StartBatch), and its end. (Boxed: rarely used.)
+    #[allow(clippy::type_complexity)]
+    pub(super) batch: Option<Box<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>>,
+    /// The id of the Message still open (sent with end_of_message false).
+    /// (Ids start at 1: only the placeholder context, never sent, has 0.)
+    pub(super) open_partial: Option<std::num::NonZeroU64>,
     /// The parts of the open Message a framer holds (see [`HeldPart`]).
-    pub(super) held: Vec<HeldPart>,
+    /// (Boxed: made with the first such part; few Messages have any. The
+    /// Box keeps the field one pointer wide, not a Vec's three words.)
+    #[allow(clippy::box_collection)]
+    pub(super) held: Option<Box<Vec<HeldPart>>>,
     pub(super) final_sent: bool,
     /// Set when nothing more may be sent: why.
-    pub(super) shut: Option<Error>,
+    /// (Boxed: few Connections are ever shut while they run.)
+    pub(super) shut: Option<Box<Error>>,
     pub(super) framers: FramerStack,
 }
 
@@ -138,9 +146,9 @@ impl SendQueue {
             next_seq: 0,
             batch: None,
             open_partial: None,
-            held: Vec::new(),
+            held: None,
             final_sent: false,
-            shut,
+            shut: shut.map(Box::new),
             framers,
         }
     }
@@ -149,7 +157,7 @@ impl SendQueue {
     /// closing or closed, or a Message marked final went.
     pub(super) fn refusal(&self) -> Option<Error> {
         if let Some(why) = &self.shut {
-            return Some(why.clone());
+            return Some(Error::clone(why));
         }
         self.final_sent.then(|| {
             Error::new(
@@ -163,7 +171,7 @@ impl SendQueue {
     /// may follow only the parts of that same Message.
     pub(super) fn check_part(&self, id: u64) -> Result<(), Error> {
         match self.open_partial {
-            Some(open) if open != id => Err(Error::new(
+            Some(open) if open.get() != id => Err(Error::new(
                 ErrorReason::InvalidMessageProperties,
                 "another Message is still open (sent with end_of_message false); finish it before starting a new one on a byte stream",
             )),
@@ -191,20 +199,28 @@ impl SendQueue {
         self.open_partial = if end_of_message {
             None
         } else {
-            Some(context.id())
+            std::num::NonZeroU64::new(context.id())
         };
         let seq = self.take_seq();
         if !end_of_message && frame.is_empty() {
             let (tx, rx) = oneshot::channel();
-            self.held.push(HeldPart {
-                seq,
-                context,
-                reply: tx,
-            });
+            self.held
+                .get_or_insert_with(Default::default)
+                .push(HeldPart {
+                    seq,
+                    context,
+                    reply: tx,
+                });
             return Admitted::Held(rx);
         }
-        let held = (end_of_message && !self.held.is_empty())
-            .then(|| std::mem::take(&mut self.held).into_boxed_slice());
+        let held = if end_of_message {
+            self.held
+                .take()
+                .filter(|h| !h.is_empty())
+                .map(|h| h.into_boxed_slice())
+        } else {
+            None
+        };
         let final_ = final_ && end_of_message;
         if final_ {
             self.final_sent = true;
@@ -224,8 +240,8 @@ impl SendQueue {
     /// Shut the queue (nothing more may be sent, for `why`); the held parts
     /// of an unfinished Message fail with `held_error`.
     pub(super) fn shut(&mut self, why: Error, held_error: &Error) {
-        self.shut.get_or_insert(why);
-        for part in std::mem::take(&mut self.held) {
+        self.shut.get_or_insert_with(|| Box::new(why));
+        for part in self.held.take().into_iter().flat_map(|h| *h) {
             part.answer(Err(SendFailureKind::Error(held_error.clone())));
         }
     }
@@ -254,7 +270,9 @@ pub(super) struct Outbox {
     /// A whole Message (a datagram, a WebSocket or data-channel message)
     /// the stack is sending right now, with a send that may not be dropped
     /// midway: answered at [`Self::whole_done`], never handed over twice.
-    whole: Option<Queued>,
+    /// Its place is made with the first one and kept (a stream's
+    /// Connection sends none, unless a datagram beside the stream).
+    whole: Option<Box<Option<Queued>>>,
 }
 
 /// What [`Outbox::wrote`] or [`Outbox::flushed`] leaves to the driver.
@@ -263,7 +281,9 @@ pub(super) type FinalLeft = Option<Queued>;
 impl Outbox {
     /// Nothing to write and nothing unanswered.
     pub(super) fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.written.is_empty() && self.whole.is_none()
+        self.inflight.is_empty()
+            && self.written.is_empty()
+            && self.whole.as_ref().is_none_or(|w| w.is_none())
     }
 
     /// Something is left to hand to the stack.
@@ -342,14 +362,17 @@ impl Outbox {
         } else {
             Bytes::from(f.frame.concat())
         };
-        self.whole = Some(f);
+        **self.whole.get_or_insert_with(Default::default) = Some(f);
         data
     }
 
     /// The stack finished (or failed) sending the whole Message: it, to be
     /// answered by the driver (a final one may end the stream first).
     pub(super) fn whole_done(&mut self) -> Queued {
-        self.whole.take().expect("start_whole")
+        self.whole
+            .as_mut()
+            .and_then(|w| w.take())
+            .expect("start_whole")
     }
 
     /// The next bytes of the stream, in order, as slices for one vectored
@@ -446,7 +469,7 @@ impl Outbox {
     /// answered fails with `err`, in send order.
     pub(super) fn fail(&mut self, err: &Error) {
         self.front_offset = 0;
-        let whole = self.whole.take();
+        let whole = self.whole.as_mut().and_then(|w| w.take());
         for mut f in self
             .written
             .drain(..)
@@ -544,7 +567,8 @@ mod tests {
     impl Model {
         fn new() -> Model {
             let framers = FramerStack {
-                framers: vec![Box::new(crate::framer::LengthPrefixFramer::new())],
+                framers: smallvec::smallvec![Box::new(crate::framer::LengthPrefixFramer::new())
+                    as Box<dyn crate::framer::Framer>],
             };
             Model {
                 now: Instant::now(),

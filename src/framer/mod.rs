@@ -257,7 +257,9 @@ impl fmt::Debug for dyn Framer {
 /// A stack of framers: index 0 was added first (closest to the wire).
 #[derive(Clone, Default, Debug)]
 pub(crate) struct FramerStack {
-    pub(crate) framers: Vec<Box<dyn Framer>>,
+    /// Inline for one (the usual case): a Connection holds two stacks (its
+    /// send and receive sides'), and no allocation for either list.
+    pub(crate) framers: smallvec::SmallVec<[Box<dyn Framer>; 1]>,
 }
 
 impl FramerStack {
@@ -283,7 +285,7 @@ impl FramerStack {
     pub(crate) fn for_data_unit(&self, unit: DataUnit, props: &TransportProperties) -> FramerStack {
         if self.is_empty() && unit == DataUnit::ByteStream && self.frames_messages(props) {
             FramerStack {
-                framers: vec![Box::new(LengthPrefixFramer::new())],
+                framers: smallvec::smallvec![Box::new(LengthPrefixFramer::new()) as Box<dyn Framer>],
             }
         } else {
             self.fresh()

@@ -191,6 +191,17 @@ impl super::StackInstance for Transport {
         }
     }
 
+    fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Option<std::task::Poll<io::Result<Recv>>> {
+        match self {
+            Transport::Tcp(t) => Some(t.poll_read(cx, buf)),
+            _ => None,
+        }
+    }
+
     /// True when reading a large Message body straight into its own buffer
     /// saves a copy. Not for TLS: fed short reads, rustls moves its record
     /// buffers around more than the copy saved (measured with perf on the

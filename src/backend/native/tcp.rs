@@ -97,6 +97,32 @@ impl TcpTransport {
         self.read_up_to(buf, READ_CHUNK).await
     }
 
+    /// `read` as a poll: no state while it waits. Registers the socket's
+    /// one reader waker: only the Connection's receive side, which reads
+    /// one at a time, calls it.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> std::task::Poll<io::Result<Recv>> {
+        use std::task::Poll;
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            buf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(buf) {
+                Ok(0) => return Poll::Ready(Ok(Recv::Eof)),
+                Ok(_) => return Poll::Ready(Ok(Recv::Bytes)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // As `read_up_to`: wait without the room just made.
+                    if buf.is_empty() {
+                        *buf = bytes::BytesMut::new();
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// Read, making room for `want` more bytes (no more: a Message body read
     /// into its own buffer is not reallocated). The room is made once the
     /// socket is readable: a Connection waiting for data holds no buffer.
