@@ -620,6 +620,11 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(size_of::<Inner>() <= 920, "Inner: {} B", size_of::<Inner>());
+        assert!(size_of::<Inner>() <= 888, "Inner: {} B", size_of::<Inner>());
+        assert!(
+            size_of::<crate::racing::LazyTrace>() <= 8,
+            "LazyTrace: {} B",
+            size_of::<crate::racing::LazyTrace>()
+        );
     }
 }

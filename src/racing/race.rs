@@ -770,7 +770,7 @@ pub struct Racer {
     /// The trace as recorded, written out as TraceEvents when read.
     notes: Vec<Note>,
     /// The trace written from `notes` (cleared by each new note).
-    written: OnceLock<RacingTrace>,
+    pub(super) written: OnceLock<RacingTrace>,
     /// The latest time seen (inputs with an older `now` are clamped to it).
     now: Time,
     /// The overall timeout deadline.

@@ -11,7 +11,6 @@
 use super::race::Racer;
 use super::Time;
 use crate::trace::{Branch, RacingTrace, TraceEvent, TraceEventKind};
-use std::sync::OnceLock;
 
 /// One trace event, as recorded.
 #[derive(Debug)]
@@ -52,43 +51,36 @@ pub(super) enum What {
 }
 
 /// A Connection's RacingTrace: the finished race's record, written out
-/// the first time it is read.
-pub(crate) struct LazyTrace {
-    race: Option<Box<Racer>>,
-    written: OnceLock<RacingTrace>,
-}
+/// the first time it is read (into the race's own `written`); none for a
+/// Connection no race made. One pointer, since every Connection holds one.
+pub(crate) struct LazyTrace(Option<Box<Racer>>);
+
+/// The trace of a Connection no race made.
+static EMPTY: RacingTrace = RacingTrace { events: Vec::new() };
 
 impl LazyTrace {
-    /// A trace that is already written (an empty one, for a Connection no race made).
-    pub(crate) fn ready(trace: RacingTrace) -> LazyTrace {
-        let written = OnceLock::new();
-        let _ = written.set(trace);
-        LazyTrace {
-            race: None,
-            written,
-        }
+    /// No trace (a Connection no race made).
+    pub(crate) fn empty() -> LazyTrace {
+        LazyTrace(None)
     }
 
     /// The trace of a finished race, written when first read.
     pub(crate) fn of(race: Box<Racer>) -> LazyTrace {
-        LazyTrace {
-            race: Some(race),
-            written: OnceLock::new(),
-        }
+        LazyTrace(Some(race))
     }
 
     /// The trace.
     pub(crate) fn get(&self) -> &RacingTrace {
-        self.written.get_or_init(|| match &self.race {
-            Some(r) => r.written_trace(),
-            None => RacingTrace::new(),
-        })
+        match &self.0 {
+            Some(r) => r.written.get_or_init(|| r.written_trace()),
+            None => &EMPTY,
+        }
     }
 }
 
 impl Default for LazyTrace {
     fn default() -> LazyTrace {
-        LazyTrace::ready(RacingTrace::new())
+        LazyTrace::empty()
     }
 }
 
