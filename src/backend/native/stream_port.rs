@@ -96,7 +96,12 @@ fn partial_get(b: &[u8]) -> bool {
 /// new clears the socket's read readiness (tokio clears it only if no new
 /// data arrived meanwhile, so nothing is missed), and the next arrival wakes
 /// the wait.
-async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::Result<FirstBytes> {
+async fn first_bytes(
+    stream: &TcpStream,
+    wait: Duration,
+    want_get: bool,
+    saw: impl Fn(usize),
+) -> io::Result<FirstBytes> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut buf = [0u8; 8];
     let timed_out = |seen: usize, buf: &[u8]| {
@@ -111,6 +116,7 @@ async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::
         Err(_) => return timed_out(0, &buf),
         Ok(r) => r?,
     };
+    saw(seen);
     // Only for a partial prefix: a synchronous peek on a duplicate of the
     // descriptor (tokio's own peek is async only).
     let mut dup: Option<std::net::TcpStream> = None;
@@ -151,6 +157,7 @@ async fn first_bytes(stream: &TcpStream, wait: Duration, want_get: bool) -> io::
             match peeked {
                 Ok(n) => {
                     seen = n;
+                    saw(seen);
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -247,6 +254,7 @@ async fn accept_stream(
     stream: TcpStream,
     remote: SocketAddr,
     port: StreamPort,
+    saw: impl Fn(usize),
     spoke: impl FnOnce(),
 ) -> io::Result<Incoming> {
     let wait = if port.plain {
@@ -254,7 +262,7 @@ async fn accept_stream(
     } else {
         port.timeout
     };
-    let first = first_bytes(&stream, wait, port.takes_ws())
+    let first = first_bytes(&stream, wait, port.takes_ws(), saw)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("reading from {remote}: {e}")))?;
     if !matches!(first, FirstBytes::Silent | FirstBytes::Eof) {
@@ -401,6 +409,9 @@ struct Started {
     remote: SocketAddr,
     evict: tokio::sync::oneshot::Sender<()>,
     sock: Option<socket2::Socket>,
+    /// How many of its first bytes the sniff has looked at (it peeks: they
+    /// stay in the socket until a stack reads them).
+    sniffed: usize,
 }
 
 /// How soon a connection that could give its place away, but whose peer's
@@ -408,14 +419,18 @@ struct Started {
 pub(crate) const RECHECK_BUSY: Duration = Duration::from_millis(50);
 
 impl Started {
-    /// Bytes from its peer wait unread in its socket: the Listener is
-    /// behind, not the peer. (A closed or failed socket has none.)
+    /// Bytes from its peer wait in its socket that this process has not
+    /// looked at (more than the sniff peeked): the Listener is behind, not
+    /// the peer. A peer that sent part of a first message and stalls has
+    /// only what the sniff saw there, and is not. (A closed or failed socket
+    /// has none.)
     fn unread(&self) -> bool {
         let Some(sock) = &self.sock else {
             return false;
         };
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        matches!(sock.peek(&mut byte), Ok(n) if n > 0)
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+        let want = (self.sniffed + 1).min(buf.len());
+        matches!(sock.peek(&mut buf[..want]), Ok(n) if n > self.sniffed)
     }
 
     /// When it may give its place away, given the `(silent, handshaking)`
@@ -462,9 +477,17 @@ impl InProgress {
                 remote,
                 evict,
                 sock,
+                sniffed: 0,
             },
         );
         (id, evicted)
+    }
+
+    /// The sniff has looked at `n` of its first bytes.
+    fn saw(&mut self, id: u64, n: usize) {
+        if let Some(s) = self.conns.get_mut(&id) {
+            s.sniffed = s.sniffed.max(n);
+        }
     }
 
     /// Its peer sent its first bytes: it is handshaking now.
@@ -594,9 +617,10 @@ pub(crate) fn listen_stream_port(
             let (id, evicted) = progress.lock().unwrap().start(&stream, remote);
             let progress = progress.clone();
             tokio::spawn(async move {
+                let saw = |n| progress.lock().unwrap().saw(id, n);
                 let spoke = || progress.lock().unwrap().spoke(id);
                 let item = tokio::select! {
-                    item = accept_stream(stream, remote, port, spoke) => item,
+                    item = accept_stream(stream, remote, port, saw, spoke) => item,
                     // Evicted (reported by the accept loop): the stream and
                     // the place go with this task.
                     _ = evicted => return,
@@ -683,6 +707,31 @@ mod tests {
         assert!(progress.conns.is_empty());
     }
 
+    /// A peer that sends part of a first message and stalls (slowloris with
+    /// a byte of a TLS record) still gives way: its byte counts as unread
+    /// only until the sniff has looked at it.
+    #[tokio::test]
+    async fn a_stalled_partial_prefix_still_gives_way() {
+        use tokio::io::AsyncWriteExt;
+        let mut progress = InProgress::new(crate::ListenerLimits::default().give_way_after());
+        let (stalled, mut peer) = pair().await;
+        peer.write_all(&[0x16]).await.unwrap();
+        let (id, _e) = progress.start(&stalled, peer.local_addr().unwrap());
+        let mut b = [0u8; 1];
+        assert_eq!(stalled.peek(&mut b).await.unwrap(), 1);
+        let silent_age = progress.ages.0;
+        progress
+            .conns
+            .values_mut()
+            .for_each(|s| s.since -= silent_age);
+        // Not looked at yet: the Listener is behind.
+        assert!(matches!(progress.evict_oldest(), Err(Some(_))));
+        // The sniff saw it, and nothing more came: it goes.
+        progress.saw(id, 1);
+        let (gone, _) = progress.evict_oldest().expect("the stalled peer gives way");
+        assert_eq!(gone, peer.local_addr().unwrap());
+    }
+
     /// A prefix split over several segments is read on readiness, and what
     /// was peeked is still there, readable at once, for the stack that
     /// gets the peer.
@@ -694,7 +743,7 @@ mod tests {
         let (server, mut client) = pair().await;
         client.write_all(&[0x16]).await.unwrap();
         let sniff = tokio::spawn(async move {
-            let r = first_bytes(&server, wait, false).await.unwrap();
+            let r = first_bytes(&server, wait, false, |_| ()).await.unwrap();
             (r, server)
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -710,7 +759,8 @@ mod tests {
         // An HTTP GET typed slowly.
         let (server, mut client) = pair().await;
         client.write_all(b"GE").await.unwrap();
-        let sniff = tokio::spawn(async move { first_bytes(&server, wait, true).await.unwrap() });
+        let sniff =
+            tokio::spawn(async move { first_bytes(&server, wait, true, |_| ()).await.unwrap() });
         tokio::time::sleep(Duration::from_millis(50)).await;
         client.write_all(b"T /x").await.unwrap();
         assert_eq!(sniff.await.unwrap(), FirstBytes::Other(b"GET /x".to_vec()));
@@ -726,7 +776,7 @@ mod tests {
         client.shutdown().await.unwrap();
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            first_bytes(&server, Duration::from_secs(60), false),
+            first_bytes(&server, Duration::from_secs(60), false, |_| ()),
         )
         .await
         .expect("a closed peer ends the wait before its deadline")
@@ -734,7 +784,7 @@ mod tests {
         assert_eq!(r, FirstBytes::Other(vec![0x16]));
         let (server, mut client) = pair().await;
         client.write_all(b"G").await.unwrap();
-        let r = first_bytes(&server, Duration::from_millis(200), true)
+        let r = first_bytes(&server, Duration::from_millis(200), true, |_| ())
             .await
             .unwrap();
         assert_eq!(r, FirstBytes::Other(b"G".to_vec()));
