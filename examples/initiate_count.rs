@@ -10,7 +10,8 @@
 //! The difference of the two totals, over the difference of N, is the cost
 //! of one initiate (setup, the listener and the runtime cancel out).
 //! Modes: `tcp` (one 127.0.0.1 endpoint, TCP only, as the time to Ready of
-//! benches/tcp_throughput.rs), `raw` (tokio's connect + TCP_NODELAY, the
+//! benches/tcp_throughput.rs; `INITIATE_PRIOR=M` first connects once to M
+//! other servers, so that the default TransportContext remembers them), `raw` (tokio's connect + TCP_NODELAY, the
 //! baseline), `context` (a name resolving to `::1`, blackholed, and
 //! 127.0.0.1, with a TransportContext and a line framer, as the later
 //! connects of benches/transport_context.rs; the first connect, which waits
@@ -65,6 +66,25 @@ mod native {
                 }
             }
             "tcp" => {
+                // INITIATE_PRIOR=M: first connect once to each of M other
+                // servers, so the default TransportContext remembers M more
+                // destinations (as in a process that talks to many).
+                let prior: usize = std::env::var("INITIATE_PRIOR")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                for _ in 0..prior {
+                    let other = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                    let at = other.local_addr().expect("addr");
+                    let mut pre = Preconnection::new(
+                        Vec::new(),
+                        vec![RemoteEndpoint::new().with_socket_addr(at).expect("remote")],
+                        TransportProperties::new(),
+                        SecurityParameters::disabled(),
+                    );
+                    pre.set_protocols(vec![StackId::Tcp]);
+                    drop(pre.initiate().await.expect("initiate"));
+                }
                 let mut pre = Preconnection::new(
                     Vec::new(),
                     vec![RemoteEndpoint::new()

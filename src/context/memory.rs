@@ -111,6 +111,9 @@ pub(crate) struct TargetRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_bad_ms: Option<u64>,
     last_used_ms: u64,
+    /// `target`'s port, parsed once (not saved).
+    #[serde(skip)]
+    port: PortCache,
 }
 
 /// What is known of one destination reached with one stack.
@@ -128,6 +131,48 @@ pub(crate) struct StackRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     held_until_ms: Option<u64>,
     last_used_ms: u64,
+    /// `destination`'s port, parsed once (not saved).
+    #[serde(skip)]
+    port: PortCache,
+}
+
+/// A record's port number, parsed from its text the first time it is
+/// needed (0: not yet, or none), so that a race compares numbers, not
+/// text, with every record of the network it runs on. Equal to any other:
+/// a cache never makes two records differ.
+#[derive(Debug, Clone, Copy, Default)]
+struct PortCache(u16);
+
+impl PartialEq for PortCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PortCache {}
+
+impl PortCache {
+    /// The port of `text` (`ip:port`, `[v6]:port`, `host:port`); 0 if none.
+    fn of(text: &str) -> u16 {
+        port_of(text).parse().unwrap_or(0)
+    }
+
+    /// The port of `text`, its record's, kept.
+    fn get(&mut self, text: &str) -> u16 {
+        if self.0 == 0 {
+            self.0 = Self::of(text);
+        }
+        self.0
+    }
+
+    /// The port of `text`, its record's, kept or parsed now.
+    fn peek(&self, text: &str) -> u16 {
+        if self.0 != 0 {
+            self.0
+        } else {
+            Self::of(text)
+        }
+    }
 }
 
 /// Everything remembered on one network.
@@ -158,11 +203,12 @@ impl NetworkMemory {
     }
 
     fn target(&mut self, target: &str, stack: StackId, now_ms: u64) -> &mut TargetRecord {
+        let port = PortCache::of(target);
         find_or_insert(
             &mut self.targets,
             MAX_RECORDS,
             now_ms,
-            |t| t.stack == stack && t.target == target,
+            |t| t.stack == stack && t.port.peek(&t.target) == port && t.target == target,
             || TargetRecord {
                 target: target.to_string(),
                 stack,
@@ -172,16 +218,22 @@ impl NetworkMemory {
                 last_ok_ms: None,
                 last_bad_ms: None,
                 last_used_ms: now_ms,
+                port: PortCache(port),
             },
         )
     }
 
     fn stack(&mut self, destination: &str, stack: StackId, now_ms: u64) -> &mut StackRecord {
+        let port = PortCache::of(destination);
         find_or_insert(
             &mut self.stacks,
             MAX_RECORDS,
             now_ms,
-            |s| s.stack == stack && s.destination == destination,
+            |s| {
+                s.stack == stack
+                    && s.port.peek(&s.destination) == port
+                    && s.destination == destination
+            },
             || StackRecord {
                 destination: destination.to_string(),
                 stack,
@@ -190,6 +242,7 @@ impl NetworkMemory {
                 last_failure: None,
                 held_until_ms: None,
                 last_used_ms: now_ms,
+                port: PortCache(port),
             },
         )
     }
@@ -346,7 +399,7 @@ impl Memory {
     ) -> RaceHistory {
         self.history_where(
             |d| destinations.iter().any(|x| x == d),
-            |port| destinations.iter().any(|d| port_of(d) == port),
+            |port| destinations.iter().any(|d| PortCache::of(d) == port),
             stacks,
             adaptive_delay,
             now_ms,
@@ -385,17 +438,18 @@ impl Memory {
                     .is_some_and(|p| text.is(p)),
             }
         }
-        fn on_port((host, text): &Texts<'_>, p: &str) -> bool {
-            match host {
-                None => text.port_is(p),
-                Some(_) => text.is(p),
+        fn port(r: &RemoteSpec) -> u16 {
+            match r {
+                RemoteSpec::Address(a) => a.port(),
+                RemoteSpec::Host { port, .. } | RemoteSpec::Name { port, .. } => *port,
             }
         }
         if let [one] = remotes {
             let t = texts(one);
+            let p = port(one);
             return self.history_where(
                 |d| is_destination(&t, d),
-                |p| on_port(&t, p),
+                |q| q == p,
                 stacks,
                 adaptive_delay,
                 now_ms,
@@ -404,7 +458,7 @@ impl Memory {
         let texts: Vec<Texts<'_>> = remotes.iter().map(texts).collect();
         self.history_where(
             |d| texts.iter().any(|t| is_destination(t, d)),
-            |p| texts.iter().any(|t| on_port(t, p)),
+            |q| remotes.iter().any(|r| port(r) == q),
             stacks,
             adaptive_delay,
             now_ms,
@@ -412,11 +466,12 @@ impl Memory {
     }
 
     /// The verdicts for a race to the destinations `is_destination` picks,
-    /// whose ports (as text) `on_port` picks.
+    /// whose ports `on_port` picks (a destination it picks is on such a
+    /// port: records on other ports are passed over by their number).
     fn history_where(
         &mut self,
         is_destination: impl Fn(&str) -> bool,
-        on_port: impl Fn(&str) -> bool,
+        on_port: impl Fn(u16) -> bool,
         stacks: &[Capabilities],
         adaptive_delay: bool,
         now_ms: u64,
@@ -428,7 +483,11 @@ impl Memory {
             ..RaceHistory::default()
         };
         let ago = |at: u64| Duration::from_millis(now_ms.saturating_sub(at));
-        for t in net.targets.iter().filter(|t| on_port(port_of(&t.target))) {
+        for t in net.targets.iter_mut() {
+            if !on_port(t.port.get(&t.target)) {
+                continue;
+            }
+            let t = &*t;
             if let Some(us) = t.handshake_us {
                 h.handshakes.push(TargetMemory {
                     target: t.target.clone(),
@@ -462,7 +521,11 @@ impl Memory {
                 }
             }
         }
-        for s in net.stacks.iter().filter(|s| is_destination(&s.destination)) {
+        for s in net.stacks.iter_mut() {
+            if !on_port(s.port.get(&s.destination)) || !is_destination(&s.destination) {
+                continue;
+            }
+            let s = &*s;
             let last = s.last_failure.as_deref().unwrap_or("no answer");
             match s.held_until_ms {
                 Some(until) if until > now_ms => h.held.push(Held {
@@ -763,6 +826,35 @@ mod tests {
         b.learn_from(&views, caps, 1_000);
         assert_eq!(a, b);
         assert!(a.to_json().contains("example.test:8443"));
+    }
+
+    /// Records are matched by port number: a race to port 443 sees the
+    /// verdicts of the targets on 443 (of any address), none on 8443 or 44;
+    /// a name on 8443 those on 8443; and a restored memory (ports not
+    /// parsed yet) answers the same.
+    #[test]
+    fn records_are_matched_by_their_port_number() {
+        let mut m = Memory::new();
+        m.learn(&race().outcomes(), |_| Some(Capabilities::TCP), 1_000);
+        let targets = |m: &mut Memory, remote: RemoteSpec| -> Vec<String> {
+            let h = m.history_for_remotes(&[remote], &[Capabilities::TCP], true, 2_000);
+            let mut t: Vec<String> = h.verdicts.into_iter().map(|v| v.target).collect();
+            t.sort();
+            t
+        };
+        let at = |s: &str| RemoteSpec::Address(s.parse().unwrap());
+        let mut restored = Memory::from_json(&m.to_json(), "test").unwrap();
+        for m in [&mut m, &mut restored] {
+            // ([::1]:443 stayed silent until the race ended: no verdict.)
+            assert_eq!(targets(m, at("127.0.0.1:443")), ["127.0.0.1:443"]);
+            assert_eq!(targets(m, at("[::1]:443")), ["127.0.0.1:443"]);
+            assert!(targets(m, at("127.0.0.1:44")).is_empty());
+            let name = RemoteSpec::Host {
+                host: "example.test".into(),
+                port: 8443,
+            };
+            assert_eq!(targets(m, name), ["10.0.0.2:8443", "[::2]:8443"]);
+        }
     }
 
     #[test]

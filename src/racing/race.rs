@@ -582,11 +582,6 @@ impl AddrText {
         &self.buf[..self.len] == s.as_bytes()
     }
 
-    /// Whether `p` is what follows the text's last `:` (an address's port).
-    pub(crate) fn port_is(&self, p: &str) -> bool {
-        self.buf[..self.len].rsplit(|&b| b == b':').next() == Some(p.as_bytes())
-    }
-
     /// Whether `s` ends with the text.
     fn ends(&self, s: &str) -> bool {
         s.as_bytes().ends_with(&self.buf[..self.len])
