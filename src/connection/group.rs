@@ -17,6 +17,8 @@ pub(crate) struct Group {
 impl Inner {
     /// Its group, made now (with it as the only member, and the properties
     /// it was made with) if it has none yet.
+    // In the browser, Inner (a member) is not Send: see `Connection::from_parts`.
+    #[allow(clippy::arc_with_non_send_sync)]
     pub(super) fn group(self: &Arc<Self>) -> &Arc<Group> {
         self.group.get_or_init(|| {
             Arc::new(Group {
