@@ -115,18 +115,10 @@ impl Connection {
                 Poll::Pending
             })
             .await?;
-            match read {
-                None | Some(Ok(Recv::Bytes)) => {}
-                Some(Ok(Recv::Eof)) => st.eof = true,
-                Some(Ok(Recv::Datagram(d))) => {
-                    st.datagrams.push(d);
-                    inner.report_drops(&mut st);
-                }
-                Some(Err(e)) => {
-                    let r = Err(Inner::stream_failed(e));
-                    inner.settle(&mut st, &r);
-                    return r;
-                }
+            if let Some(Err(e)) = read.map(|r| inner.took(&mut st, r)) {
+                let r = Err(e);
+                inner.settle(&mut st, &r);
+                return r;
             }
         }
         // The waiting part lives on the heap, keeping the receive future small.
@@ -249,7 +241,14 @@ impl Inner {
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        match t.read(buf).await {
+        let r = t.read(buf).await;
+        self.took(st, r)
+    }
+
+    /// Take what one read of the stack gave: bytes (already in the
+    /// buffer), the end of the stream, or a datagram beside it.
+    fn took(&self, st: &mut RecvState, r: std::io::Result<Recv>) -> Result<(), ReceiveError> {
+        match r {
             Ok(Recv::Bytes) => Ok(()),
             Ok(Recv::Eof) => {
                 st.eof = true;

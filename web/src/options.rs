@@ -152,6 +152,19 @@ pub fn preconnection(options: &Value) -> Result<Preconnection, OptionError> {
     Ok(pre)
 }
 
+/// Each property of the object `value` (named `what`), by RFC name, its
+/// value read by [`property_value`], handed to `set`.
+fn each_property(
+    value: &Value,
+    what: &str,
+    mut set: impl FnMut(&str, PropertyValue) -> Result<(), OptionError>,
+) -> Result<(), OptionError> {
+    for (name, v) in entries(value, what)? {
+        set(name, property_value(name, v)?)?;
+    }
+    Ok(())
+}
+
 /// `base` with the properties of the object `value` (named `what`) set on it,
 /// by RFC name.
 pub fn properties(
@@ -159,10 +172,9 @@ pub fn properties(
     value: &Value,
     what: &str,
 ) -> Result<TransportProperties, OptionError> {
-    for (name, v) in entries(value, what)? {
-        base.set(name, property_value(name, v)?)
-            .map_err(configuration)?;
-    }
+    each_property(value, what, |name, v| {
+        base.set(name, v).map_err(configuration)
+    })?;
     Ok(base)
 }
 
@@ -172,10 +184,9 @@ pub fn connection_properties(
     mut base: ConnectionProperties,
     value: &Value,
 ) -> Result<ConnectionProperties, OptionError> {
-    for (name, v) in entries(value, "properties")? {
-        base.set(name, property_value(name, v)?)
-            .map_err(configuration)?;
-    }
+    each_property(value, "properties", |name, v| {
+        base.set(name, v).map_err(configuration)
+    })?;
     Ok(base)
 }
 
@@ -186,11 +197,10 @@ pub fn message_context(properties: &Value) -> Result<Option<MessageContext>, Opt
         return Ok(None);
     }
     let mut ctx = MessageContext::new();
-    for (name, v) in entries(properties, "messageProperties")? {
-        let v = property_value(name, v)?;
+    each_property(properties, "messageProperties", |name, v| {
         ctx.add(name, v)
-            .map_err(|e| OptionError::new("InvalidMessageProperties", e))?;
-    }
+            .map_err(|e| OptionError::new("InvalidMessageProperties", e))
+    })?;
     Ok(Some(ctx))
 }
 

@@ -508,16 +508,11 @@ impl InProgress {
     fn evict_oldest(&mut self) -> Result<(SocketAddr, Duration), Option<tokio::time::Instant>> {
         let now = tokio::time::Instant::now();
         let ages = self.ages;
-        let mut busy = false;
+        let due = |s: &Started| s.evictable_at(ages).is_some_and(|at| at <= now);
         let Some(id) = self
             .conns
             .iter()
-            .filter(|(_, s)| s.evictable_at(ages).is_some_and(|at| at <= now))
-            .find(|(_, s)| {
-                let unread = s.unread();
-                busy |= unread;
-                !unread
-            })
+            .find(|(_, s)| due(s) && !s.unread())
             .map(|(id, _)| *id)
         else {
             let next = self
@@ -526,7 +521,8 @@ impl InProgress {
                 .filter_map(|s| s.evictable_at(ages))
                 .filter(|&at| at > now)
                 .min();
-            let recheck = busy.then(|| now + RECHECK_BUSY);
+            // Any due now has its peer's bytes unread: look again soon.
+            let recheck = self.conns.values().any(due).then(|| now + RECHECK_BUSY);
             return Err(next.into_iter().chain(recheck).min());
         };
         let started = self.conns.remove(&id).expect("found above");
