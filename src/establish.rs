@@ -394,10 +394,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
             match step {
                 Step::Resolve {
                     query,
-                    host,
+                    group,
                     family,
                 } => {
-                    resolves.push((query, s.resolver.resolve(&host, family)));
+                    let host = racer.query_host(group);
+                    resolves.push((query, s.resolver.resolve(host, family)));
                 }
                 Step::Start {
                     leaf: node,

@@ -76,23 +76,25 @@ impl Resolver for StaticResolver {
         host: &str,
         family: Family,
     ) -> BoxFuture<'static, Result<Vec<IpAddr>, String>> {
-        let found = self.answers.iter().find(|(f, ..)| *f == family).cloned();
-        let host = host.to_string();
-        Box::pin(async move {
-            match found {
-                Some((_, addrs, delay)) => {
-                    // No timer for no delay (a timer rounds up to its tick).
-                    if !delay.is_zero() {
-                        crate::runtime::sleep_until(crate::runtime::now() + delay).await;
-                    }
-                    if addrs.is_empty() {
-                        Err(format!("no {family:?} address for {host}"))
-                    } else {
-                        Ok(addrs)
-                    }
-                }
-                None => Err(format!("no {family:?} answer configured for {host}")),
+        // Decided here, so that the future owns only its answer: the host
+        // name is copied only into an error's text.
+        let (answer, delay) = match self.answers.iter().find(|(f, ..)| *f == family) {
+            Some((_, addrs, delay)) if addrs.is_empty() => {
+                (Err(format!("no {family:?} address for {host}")), *delay)
             }
+            Some((_, addrs, delay)) => (Ok(addrs.clone()), *delay),
+            None => (
+                Err(format!("no {family:?} answer configured for {host}")),
+                std::time::Duration::ZERO,
+            ),
+        };
+        // No timer for no delay (a timer rounds up to its tick).
+        if delay.is_zero() {
+            return Box::pin(std::future::ready(answer));
+        }
+        Box::pin(async move {
+            crate::runtime::sleep_until(crate::runtime::now() + delay).await;
+            answer
         })
     }
 }

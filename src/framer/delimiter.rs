@@ -7,14 +7,19 @@ use crate::message::MessageContext;
 /// everything up to the next delimiter. Messages must not contain it.
 #[derive(Debug, Clone)]
 pub struct DelimiterFramer {
-    delimiter: Vec<u8>,
+    /// Shared by every instance made from this one (`boxed_clone` runs for
+    /// each Connection and candidate): no copy, no allocation.
+    delimiter: bytes::Bytes,
     scanned: usize,
 }
 
 impl DelimiterFramer {
     /// Lines ending in `\n`.
     pub fn line() -> Self {
-        Self::new(b"\n".to_vec()).expect("non-empty")
+        DelimiterFramer {
+            delimiter: bytes::Bytes::from_static(b"\n"),
+            scanned: 0,
+        }
     }
 
     /// Any non-empty delimiter.
@@ -25,7 +30,7 @@ impl DelimiterFramer {
             ));
         }
         Ok(DelimiterFramer {
-            delimiter,
+            delimiter: delimiter.into(),
             scanned: 0,
         })
     }

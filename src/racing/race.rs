@@ -287,10 +287,11 @@ enum Act {
 /// it. A leaf's id is [`Racer::leaf_id`].
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// [`Action::Resolve`].
+    /// [`Action::Resolve`]; the host is [`Racer::query_host`]`(group)`,
+    /// borrowed rather than copied.
     Resolve {
         query: QueryId,
-        host: String,
+        group: usize,
         family: Family,
     },
     /// [`Action::StartAttempt`].
@@ -1189,7 +1190,7 @@ impl Racer {
                 family,
             } => Step::Resolve {
                 query,
-                host: self.groups[group].host.clone(),
+                group,
                 family,
             },
             Act::Start { leaf } => {
@@ -1205,6 +1206,12 @@ impl Racer {
             Act::Won { leaf } => Step::Won { leaf },
             Act::Failed(e) => Step::Failed(*e),
         })
+    }
+
+    /// The host name that the resolution group `group` of a
+    /// [`Step::Resolve`] asks for.
+    pub(crate) fn query_host(&self, group: usize) -> &str {
+        &self.groups[group].host
     }
 
     /// The oldest action not yet polled.
