@@ -198,6 +198,8 @@ impl super::StackInstance for Transport {
     ) -> Option<std::task::Poll<io::Result<Recv>>> {
         match self {
             Transport::Tcp(t) => Some(t.poll_read(cx, buf)),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => Some(t.poll_read(cx, buf)),
             _ => None,
         }
     }
@@ -1033,4 +1035,39 @@ pub(crate) fn apply_live_options(t: &Transport, opts: &SocketOptions) {
         Transport::Ws(w) => apply(w.socket()),
         _ => {}
     }
+}
+
+/// rustls configurations for tests below the Connection layer: a server
+/// with a fresh self-signed certificate for `localhost`, and a client that
+/// trusts only it; TLS 1.3, ring, ALPN `alpn` on both when given.
+#[cfg(all(test, any(feature = "tls", feature = "quic")))]
+pub(crate) fn test_tls_configs(
+    alpn: Option<&[u8]>,
+) -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key.into())
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if let Some(alpn) = alpn {
+        server.alpn_protocols = vec![alpn.to_vec()];
+        client.alpn_protocols = vec![alpn.to_vec()];
+    }
+    (Arc::new(server), Arc::new(client))
 }

@@ -252,6 +252,76 @@ impl TlsTransport {
         self.read_up_to(buf, want).await
     }
 
+    /// Move plaintext that arrived before the attempt finished into `buf`;
+    /// false when there is none (any more).
+    fn take_pending(&self, buf: &mut bytes::BytesMut) -> bool {
+        if !self
+            .inner
+            .has_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner
+            .has_pending
+            .store(false, std::sync::atomic::Ordering::Release);
+        if p.is_empty() {
+            return false;
+        }
+        buf.extend_from_slice(&p);
+        *p = Vec::new();
+        true
+    }
+
+    /// `read` as a poll, holding no room while it waits: a Connection idle
+    /// between Messages keeps neither a receive future nor a buffer. Room
+    /// is made once there is something to read: plaintext rustls already
+    /// holds (a record larger than the last read's room) or the peer's
+    /// close, which `wants_read` false says, else a readable socket.
+    /// Registers the socket's one reader waker: only the Connection's
+    /// receive side, which reads one at a time, calls it.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<Recv>> {
+        if self.take_pending(buf) {
+            return Poll::Ready(Ok(Recv::Bytes));
+        }
+        let want = if buf.is_empty() {
+            FIRST_READ
+        } else {
+            READ_CHUNK
+        };
+        let mut s = self.stream();
+        let (io, session) = s.tls.get_ref();
+        if session.wants_read() {
+            std::task::ready!(io.poll_read_ready(cx))?;
+        }
+        buf.reserve(want);
+        let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+        match Pin::new(&mut s.tls).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: poll_read initialised the first `n` bytes of the
+                // spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                Poll::Ready(Ok(if n == 0 { Recv::Eof } else { Recv::Bytes }))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Part of a record, or a readiness the socket no longer
+                // had: the read registered the waker; wait without the
+                // room just made.
+                if buf.is_empty() {
+                    *buf = bytes::BytesMut::new();
+                }
+                Poll::Pending
+            }
+        }
+    }
+
     /// Read, making room for `want` more bytes (no more: a Message body read
     /// into its own buffer is not reallocated).
     pub(crate) async fn read_up_to(
@@ -259,20 +329,8 @@ impl TlsTransport {
         buf: &mut bytes::BytesMut,
         want: usize,
     ) -> io::Result<Recv> {
-        if self
-            .inner
-            .has_pending
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            self.inner
-                .has_pending
-                .store(false, std::sync::atomic::Ordering::Release);
-            if !p.is_empty() {
-                buf.extend_from_slice(&p);
-                *p = Vec::new();
-                return Ok(Recv::Bytes);
-            }
+        if self.take_pending(buf) {
+            return Ok(Recv::Bytes);
         }
         buf.reserve(want);
         let n = poll_fn(|cx| {
@@ -501,5 +559,86 @@ pub(crate) async fn server_handshake(
             }
             Ok((s, early))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The TLS stack's reads on a real loopback handshake, below the
+    //! Connection layer; the peer is a plain tokio-rustls server.
+    use super::*;
+
+    /// A postsocket TLS client and the plain tokio-rustls server it reached.
+    async fn pair() -> (
+        TlsTransport,
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    ) {
+        let (server, client) = crate::backend::native::test_tls_configs(None);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio_rustls::TlsAcceptor::from(server)
+                .accept(s)
+                .await
+                .unwrap()
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let t = TlsTransport::new(TlsStream::Client(tls), Vec::new(), false).unwrap();
+        (t, accept.await.unwrap())
+    }
+
+    /// Polls `poll_read` once, with a no-op waker.
+    fn poll_once(t: &TlsTransport, buf: &mut bytes::BytesMut) -> Poll<io::Result<Recv>> {
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        t.poll_read(&mut cx, buf)
+    }
+
+    /// An idle read holds no room; once the peer writes one record larger
+    /// than the first read's room, the rest of its plaintext (which rustls
+    /// holds, with nothing more on the socket) is read at once, not after
+    /// socket readiness that would never come.
+    #[tokio::test]
+    async fn an_idle_read_holds_no_room_and_takes_what_rustls_holds() {
+        let (t, mut server) = pair().await;
+        let mut buf = bytes::BytesMut::new();
+        assert!(poll_once(&t, &mut buf).is_pending());
+        assert_eq!(buf.capacity(), 0, "an idle read made room");
+
+        // One record of 12,000 bytes: more than FIRST_READ.
+        let sent: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(&sent).await.unwrap();
+        server.flush().await.unwrap();
+        let read = std::future::poll_fn(|cx| t.poll_read(cx, &mut buf));
+        let r = tokio::time::timeout(Duration::from_secs(5), read).await;
+        assert!(matches!(r, Ok(Ok(Recv::Bytes))), "{r:?}");
+        let first = buf.len();
+        assert!(first < sent.len(), "the first read took {first} bytes");
+
+        // The Connection hands those bytes on and reads again with an
+        // empty buffer: the rest is in rustls, none on the socket.
+        let mut got = buf.split().to_vec();
+        while got.len() < sent.len() {
+            match poll_once(&t, &mut buf) {
+                Poll::Ready(Ok(Recv::Bytes)) => got.extend_from_slice(&buf.split()),
+                other => panic!("after {} of {} bytes: {other:?}", got.len(), sent.len()),
+            }
+        }
+        assert_eq!(got, sent);
+        // Idle again (the Connection drops an empty buffer's leftover room).
+        let mut buf = bytes::BytesMut::new();
+        assert!(poll_once(&t, &mut buf).is_pending());
+        assert_eq!(buf.capacity(), 0, "an idle read made room");
+
+        // The peer's close_notify is read at once too: the end of stream.
+        server.shutdown().await.unwrap();
+        let read = std::future::poll_fn(|cx| t.poll_read(cx, &mut buf));
+        let r = tokio::time::timeout(Duration::from_secs(5), read).await;
+        assert!(matches!(r, Ok(Ok(Recv::Eof))), "{r:?}");
     }
 }
