@@ -113,7 +113,7 @@ impl ListenerLimits {
     /// were dropped, at 500 ms none on a quiet machine; with the machine
     /// also busy compiling, clients slow to send their ClientHello were
     /// still dropped as silent after 200 ms in one run of three. Against
-    /// 2,000 peers stalling mid-ClientHello a new client waits about 2.5 s
+    /// 2,000 peers stalling mid-ClientHello a new client waits about 2 s
     /// (`cargo bench --bench hostile`).
     pub fn with_give_way_after(mut self, silent: Duration, handshaking: Duration) -> Self {
         self.give_way_silent = silent;
