@@ -29,8 +29,19 @@
 //! what was sent; the Listener process's resident memory growth (the largest
 //! VmRSS sampled every 50 ms, minus the one before; goal: under 64 MiB); its
 //! CPU time over the flood's wall time (100% = one core); and the
-//! well-behaved client's p50 and p99 round trip, and its failures, against
-//! the quiet baseline (goal: p99 within 2x).
+//! well-behaved client's p50 and p99 round trip (and the p99 of the round
+//! trips after each connection's first: `p99 rest`), its connects, and its
+//! failures, against the quiet baseline (goal: p99 within 2x).
+//!
+//! The raw baseline, side by side in the same run: the two TCP floods are
+//! also run against a plain tokio + tokio-rustls server in a child process
+//! of its own (`HOSTILE_SERVER=raw`: the same certificate, TLS 1.3, the
+//! same listen backlog of 1,024 as postsocket's Listener, the same echo),
+//! with its own quiet baseline. It accepts every connection with no bound
+//! and no handshake timeout, so it simply holds all the flood's
+//! connections: no churn, but memory that grows with the attacker's
+//! connection count. `HOSTILE_TRACE=FILE` appends every round trip (its
+//! connection, its number in it, when, how long) to FILE.
 
 // Linux only (/proc, setrlimit, setpriority); elsewhere this bench is empty.
 #![cfg_attr(not(target_os = "linux"), no_main)]
@@ -47,8 +58,10 @@ const GOAL_MIB: f64 = 64.0;
 const GOAL_P99: f64 = 2.0;
 
 fn main() {
-    if std::env::var_os("HOSTILE_SERVER").is_some() {
-        return server();
+    match std::env::var("HOSTILE_SERVER").as_deref() {
+        Ok("raw") => return raw_server(),
+        Ok(_) => return server(),
+        Err(_) => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -124,6 +137,90 @@ fn server() {
     });
 }
 
+/// The raw baseline, in a child of its own: plain tokio and tokio-rustls,
+/// the same certificate, TLS 1.3 and ALPN `taps`, the same listen backlog
+/// as postsocket's Listener (1,024; `tokio::net::TcpListener::bind` would
+/// use 128), TCP_NODELAY as postsocket sets it, and the same length-prefixed
+/// echo. It accepts every connection, with no bound and no handshake
+/// timeout: what a server without a Listener's limits does under a flood.
+fn raw_server() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = std::env::var("HOSTILE_CERT").expect("HOSTILE_CERT");
+        let key = std::env::var("HOSTILE_KEY").expect("HOSTILE_KEY");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .expect("the certificate");
+        tls.alpn_protocols = vec![b"taps".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        sock.listen(1024).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(sock.into()).unwrap();
+        println!("READY {} 0", listener.local_addr().unwrap().port());
+        std::io::stdout().flush().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    // Out of descriptors: try again shortly.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut len = [0u8; 4];
+                        if s.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let n = u32::from_be_bytes(len) as usize;
+                        buf.clear();
+                        buf.extend_from_slice(&len);
+                        buf.resize(4 + n, 0);
+                        if s.read_exact(&mut buf[4..]).await.is_err()
+                            || s.write_all(&buf).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().lock().read_line(&mut line).unwrap_or(0) > 0 {}
+        })
+        .await
+        .unwrap();
+    });
+}
+
 #[path = "common/process.rs"]
 #[allow(dead_code)] // each bench uses part of it
 mod process;
@@ -180,10 +277,16 @@ impl Client {
     /// Round trips of 64-byte Messages for `secs`, a new connection every
     /// 100: the round trips' times and the connects' (TCP and TLS
     /// handshakes) in microseconds, and how many failed (a connect or a
-    /// round trip over 5 s, or an error).
-    async fn probe(&self, secs: f64) -> Probe {
+    /// round trip over 5 s, or an error). With `HOSTILE_TRACE` set, every
+    /// round trip is appended to that file under a `# label` line: the
+    /// connection's number, the round trip's number in it, when it started
+    /// and how long it took (microseconds since the probe started).
+    async fn probe(&self, secs: f64, label: &str) -> Probe {
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let (mut times, mut connects, mut failed) = (Vec::new(), Vec::new(), 0);
+        let mut later = Vec::new();
+        let mut trace: Vec<(usize, usize, f64, f64)> = Vec::new();
+        let t0 = Instant::now();
         let mut msg = vec![0u8, 0, 0, 64];
         msg.extend_from_slice(&[7u8; 64]);
         while Instant::now() < end {
@@ -197,7 +300,7 @@ impl Client {
                 }
             };
             connects.push(t.elapsed().as_secs_f64() * 1e6);
-            for _ in 0..100 {
+            for i in 0..100 {
                 let t = Instant::now();
                 let trip = async {
                     conn.write_all(&msg).await?;
@@ -206,7 +309,14 @@ impl Client {
                     Ok::<_, std::io::Error>(())
                 };
                 match tokio::time::timeout(Duration::from_secs(5), trip).await {
-                    Ok(Ok(())) => times.push(t.elapsed().as_secs_f64() * 1e6),
+                    Ok(Ok(())) => {
+                        let d = t.elapsed().as_secs_f64() * 1e6;
+                        times.push(d);
+                        if i > 0 {
+                            later.push(d);
+                        }
+                        trace.push((connects.len(), i, (t - t0).as_secs_f64() * 1e6, d));
+                    }
                     _ => {
                         failed += 1;
                         break;
@@ -217,8 +327,21 @@ impl Client {
                 }
             }
         }
+        if let Ok(path) = std::env::var("HOSTILE_TRACE") {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            writeln!(f, "# {label}").unwrap();
+            for (c, i, at, d) in &trace {
+                writeln!(f, "{c} {i} {at:.0} {d:.1}").unwrap();
+            }
+        }
         Probe {
             times,
+            later,
             connects,
             failed,
         }
@@ -228,6 +351,8 @@ impl Client {
 /// What the well-behaved client saw.
 struct Probe {
     times: Vec<f64>,
+    /// The round trips after each connection's first.
+    later: Vec<f64>,
     connects: Vec<f64>,
     failed: u64,
 }
@@ -379,8 +504,77 @@ fn quic_flood(
 
 // ------------------------------------------------------------ the run
 
+/// A server child: the process (closing its stdin ends it), its pid, its
+/// TLS (and QUIC) port and its UDP port (none for the raw baseline).
+struct Server {
+    child: std::process::Child,
+    pid: u32,
+    secure: SocketAddr,
+    udp: SocketAddr,
+}
+
+impl Server {
+    /// Start this binary again as the server `kind` (`postsocket` or `raw`).
+    fn spawn(kind: &str, cert: &str, key: &str) -> Server {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("HOSTILE_SERVER", kind)
+            .env("HOSTILE_CERT", cert)
+            .env("HOSTILE_KEY", key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the server process");
+        let pid = child.id();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        let ports: Vec<u16> = ready
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(ports.len(), 2, "the {kind} server said {ready:?}");
+        Server {
+            child,
+            pid,
+            secure: SocketAddr::from(([127, 0, 0, 1], ports[0])),
+            udp: SocketAddr::from(([127, 0, 0, 1], ports[1])),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The well-behaved client's quiet baseline against `client`'s server: its
+/// p99 round trip, once printed.
+async fn quiet(name: &str, client: &Client, pid: u32) -> f64 {
+    // Warm up, then the baseline.
+    client.probe(1.0, &format!("warm-up {name}")).await;
+    let mut quiet = client.probe(3.0, &format!("quiet {name}")).await;
+    let q99 = percentile(&mut quiet.times, 0.99);
+    println!(
+        "quiet, {name}: {} round trips, p50 {:.0} us, p99 {q99:.0} us (after each connection's first: {:.0} us); {} connects, p99 {:.1} ms; {} failed; resident {:.1} MiB",
+        quiet.times.len(),
+        percentile(&mut quiet.times, 0.5),
+        percentile(&mut quiet.later, 0.99),
+        quiet.connects.len(),
+        percentile(&mut quiet.connects, 0.99) / 1000.0,
+        quiet.failed,
+        rss(pid) as f64 / 1048576.0
+    );
+    q99
+}
+
 async fn attack() {
-    // The floods hold thousands of sockets.
+    // The floods hold thousands of sockets (and so does the raw server,
+    // which inherits the limit).
     raise_fd_limit(None);
     let secs = env("HOSTILE_SECS", 10) as f64;
     let conns = env("HOSTILE_CONNS", 2000) as usize;
@@ -388,50 +582,32 @@ async fn attack() {
     let initials = env("HOSTILE_INITIALS_PER_S", 2000);
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("HOSTILE_SERVER", "1")
-        .env("HOSTILE_CERT", &cert)
-        .env("HOSTILE_KEY", &key)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the server process");
-    let pid = child.id();
-    let mut ready = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let ports: Vec<u16> = ready
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|p| p.parse().ok())
+    let only = std::env::var("HOSTILE_ONLY").unwrap_or_default();
+    let floods = ["tcp-silent", "tls-stalled", "udp-sources", "quic-initials"];
+    let floods: Vec<&str> = floods
+        .into_iter()
+        .filter(|f| only.is_empty() || only.contains(f))
         .collect();
-    assert_eq!(ports.len(), 2, "the server said {ready:?}");
-    let secure = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-    let udp = SocketAddr::from(([127, 0, 0, 1], ports[1]));
-    let client = Client::new(&cert, secure);
-
-    // Warm up, then the quiet baseline.
-    client.probe(1.0).await;
-    let mut quiet = client.probe(3.0).await;
-    let q99 = percentile(&mut quiet.times, 0.99);
-    let qc99 = percentile(&mut quiet.connects, 0.99);
-    println!("hostile peers against one postsocket Listener process (TLS+QUIC port, UDP port), {secs} s per flood");
+    let tcp_flood_runs = floods
+        .iter()
+        .any(|f| f.starts_with("tcp") || f.starts_with("tls"));
+    let ours = Server::spawn("postsocket", &cert, &key);
+    // The raw baseline only for the floods of its TLS port.
+    let raw = tcp_flood_runs.then(|| Server::spawn("raw", &cert, &key));
+    println!("hostile peers against one postsocket Listener process (TLS+QUIC port, UDP port), {secs} s per flood; the TCP floods also against a raw tokio-rustls server (its own process, no limits)");
     println!(
         "goals: resident memory growth < {GOAL_MIB} MiB; the well-behaved TLS client's p99 round trip <= {GOAL_P99}x quiet, nothing failed"
     );
+    let ours_client = Client::new(&cert, ours.secure);
+    let ours_q99 = quiet("postsocket", &ours_client, ours.pid).await;
+    let raw_q99 = match &raw {
+        Some(raw) => quiet("raw", &Client::new(&cert, raw.secure), raw.pid).await,
+        None => f64::NAN,
+    };
     println!(
-        "quiet: {} round trips, p50 {:.0} us, p99 {q99:.0} us; {} connects, p99 {:.1} ms; {} failed; Listener resident {:.1} MiB",
-        quiet.times.len(),
-        percentile(&mut quiet.times, 0.5),
-        quiet.connects.len(),
-        qc99 / 1000.0,
-        quiet.failed,
-        rss(pid) as f64 / 1048576.0
-    );
-    println!(
-        "{:<14} {:>20} {:>10} {:>5} {:>11} {:>6} {:>7} {:>6} {:>8} {:>8} {:>6}  verdict",
+        "{:<14} {:<10} {:>20} {:>10} {:>5} {:>11} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>6}  verdict",
         "flood",
+        "server",
         "sent",
         "mem",
         "cpu",
@@ -439,64 +615,76 @@ async fn attack() {
         "p50 us",
         "p99 us",
         "p99 x",
+        "p99 rest",
         "connects",
         "p99 ms",
         "failed"
     );
-    let only = std::env::var("HOSTILE_ONLY").unwrap_or_default();
-    let floods = ["tcp-silent", "tls-stalled", "udp-sources", "quic-initials"];
-    for flood in floods
-        .into_iter()
-        .filter(|f| only.is_empty() || only.contains(f))
-    {
-        let stop = Arc::new(AtomicBool::new(false));
-        let before = rss(pid);
-        let cpu0 = cpu_seconds(pid);
-        let wall = Instant::now();
-        let sampler = Sampler::start(Some(pid), Duration::from_millis(50));
-        let (sent, unit) = match flood {
-            "tcp-silent" => (tcp_flood(secure, conns, b"", stop.clone()), "connections"),
-            "tls-stalled" => (
-                tcp_flood(
-                    secure,
-                    conns,
-                    &[0x16, 3, 1, 2, 0, 1, 0, 1, 0xfc, 3, 3, 9, 9, 9, 9],
-                    stop.clone(),
+    for flood in floods {
+        let on_tls_port = flood == "tcp-silent" || flood == "tls-stalled";
+        let servers: Vec<(&str, &Server, f64)> = std::iter::once(("postsocket", &ours, ours_q99))
+            .chain(
+                raw.as_ref()
+                    .filter(|_| on_tls_port)
+                    .map(|r| ("raw", r, raw_q99)),
+            )
+            .collect();
+        for (name, server, q99) in servers {
+            let client = Client::new(&cert, server.secure);
+            let pid = server.pid;
+            let stop = Arc::new(AtomicBool::new(false));
+            let before = rss(pid);
+            let cpu0 = cpu_seconds(pid);
+            let wall = Instant::now();
+            let sampler = Sampler::start(Some(pid), Duration::from_millis(50));
+            let (sent, unit) = match flood {
+                "tcp-silent" => (
+                    tcp_flood(server.secure, conns, b"", stop.clone()),
+                    "connections",
                 ),
-                "connections",
-            ),
-            "udp-sources" => (udp_flood(udp, sources, stop.clone()), "datagrams"),
-            _ => (
-                quic_flood(secure, &cert, initials, stop.clone()),
-                "Initials",
-            ),
-        };
-        let mut seen = client.probe(secs).await;
-        stop.store(true, Ordering::Relaxed);
-        let growth = sampler.peak().saturating_sub(before) as f64 / 1048576.0;
-        let cpu_share = (cpu_seconds(pid) - cpu0) / wall.elapsed().as_secs_f64() * 100.0;
-        drop(sampler);
-        let p99 = percentile(&mut seen.times, 0.99);
-        let ok = growth < GOAL_MIB && p99 <= GOAL_P99 * q99 && seen.failed == 0;
-        println!(
-            "{flood:<14} {:>20} {:>6.1} MiB {:>4.0}% {:>11} {:>6.0} {p99:>7.0} {:>5.2}x {:>8} {:>8.1} {:>6}  {}",
-            format!("{} {unit}", sent.load(Ordering::Relaxed)),
-            growth,
-            cpu_share,
-            seen.times.len(),
-            percentile(&mut seen.times, 0.5),
-            p99 / q99,
-            seen.connects.len(),
-            percentile(&mut seen.connects, 0.99) / 1000.0,
-            seen.failed,
-            if ok { "ok" } else { "MISSED" }
-        );
-        // Let the server shed the flood (handshake timeouts are 10 s).
-        tokio::time::sleep(Duration::from_secs(11)).await;
+                "tls-stalled" => (
+                    tcp_flood(
+                        server.secure,
+                        conns,
+                        &[0x16, 3, 1, 2, 0, 1, 0, 1, 0xfc, 3, 3, 9, 9, 9, 9],
+                        stop.clone(),
+                    ),
+                    "connections",
+                ),
+                "udp-sources" => (udp_flood(server.udp, sources, stop.clone()), "datagrams"),
+                _ => (
+                    quic_flood(server.secure, &cert, initials, stop.clone()),
+                    "Initials",
+                ),
+            };
+            let mut seen = client.probe(secs, &format!("{flood} {name}")).await;
+            stop.store(true, Ordering::Relaxed);
+            let growth = sampler.peak().saturating_sub(before) as f64 / 1048576.0;
+            let cpu_share = (cpu_seconds(pid) - cpu0) / wall.elapsed().as_secs_f64() * 100.0;
+            drop(sampler);
+            let p99 = percentile(&mut seen.times, 0.99);
+            let ok = growth < GOAL_MIB && p99 <= GOAL_P99 * q99 && seen.failed == 0;
+            println!(
+                "{flood:<14} {name:<10} {:>20} {:>6.1} MiB {:>4.0}% {:>11} {:>6.0} {p99:>7.0} {:>5.2}x {:>8.0} {:>8} {:>8.1} {:>6}  {}",
+                format!("{} {unit}", sent.load(Ordering::Relaxed)),
+                growth,
+                cpu_share,
+                seen.times.len(),
+                percentile(&mut seen.times, 0.5),
+                p99 / q99,
+                percentile(&mut seen.later, 0.99),
+                seen.connects.len(),
+                percentile(&mut seen.connects, 0.99) / 1000.0,
+                seen.failed,
+                if ok { "ok" } else { "MISSED" }
+            );
+            // Let the server shed the flood: postsocket's handshake timeouts
+            // are 10 s; the raw server's handshakes end as the flood's
+            // sockets close.
+            let shed = if name == "raw" { 2 } else { 11 };
+            tokio::time::sleep(Duration::from_secs(shed)).await;
+        }
     }
-    drop(child.stdin.take());
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Run this thread (a flood's) at the lowest priority: on a small machine

@@ -392,12 +392,32 @@ async fn inside_tls(
 /// CPU polls its handshakes late), not stalling, so it keeps its place and
 /// is looked at again [`RECHECK_BUSY`] later; the Listener meanwhile pushes
 /// back (new peers wait in the kernel's backlog).
+///
+/// Evictions are paced: at most one per `pace` (the shorter age over the
+/// number of places; 200 ms / 256 = 0.78 ms by default), a few more at once
+/// only to catch up ([`EVICTION_BURST`]). A place cannot give way more than
+/// once per that age anyway, so the pace keeps the rate at which stalling
+/// peers are replaced; what it removes is the burst. Without it, the places
+/// taken together in one burst (a flood fills them all at once) all fall due
+/// together one age later, and giving them away all at once fills them
+/// together again: every 200 ms, hundreds of drops, accepts and the flood's
+/// reconnects in a few milliseconds, which is when an established
+/// Connection's round trips waited for the CPU (`cargo bench --bench
+/// hostile`, its `HOSTILE_TRACE`).
 struct InProgress {
     next: u64,
     conns: std::collections::BTreeMap<u64, Started>,
     /// `ListenerLimits::give_way_after`: silent, handshaking.
     ages: (Duration, Duration),
+    /// The time between two evictions.
+    pace: Duration,
+    /// When the next eviction is due by the pace (`None`: none yet).
+    next_eviction: Option<tokio::time::Instant>,
 }
+
+/// How many evictions beyond the pace may happen at once, to catch up
+/// (the timer wakes the accept loop at most once a millisecond).
+const EVICTION_BURST: u32 = 4;
 
 /// One connection in progress: since when, whether its peer spoke, its
 /// peer, how to drop it, and its socket (a duplicate of the descriptor,
@@ -445,12 +465,16 @@ impl Started {
 }
 
 impl InProgress {
-    /// Nothing in progress yet; `ages` are `ListenerLimits::give_way_after`.
-    fn new(ages: (Duration, Duration)) -> Self {
+    /// Nothing in progress yet; `ages` are `ListenerLimits::give_way_after`,
+    /// `places` its `pending_incoming`.
+    fn new(ages: (Duration, Duration), places: usize) -> Self {
+        let places = u32::try_from(places.max(1)).unwrap_or(u32::MAX);
         InProgress {
             next: 0,
             conns: Default::default(),
             ages,
+            pace: ages.0.min(ages.1) / places,
+            next_eviction: None,
         }
     }
 
@@ -507,6 +531,14 @@ impl InProgress {
     /// Otherwise, when to look again.
     fn evict_oldest(&mut self) -> Result<(SocketAddr, Duration), Option<tokio::time::Instant>> {
         let now = tokio::time::Instant::now();
+        // The pace: the next eviction's time, or as far back as the burst
+        // allows to catch up.
+        let slack = self.pace.saturating_mul(EVICTION_BURST);
+        let floor = now.checked_sub(slack).unwrap_or(now);
+        let paced = self.next_eviction.map_or(floor, |at| at.max(floor));
+        if paced > now {
+            return Err(Some(paced));
+        }
         let ages = self.ages;
         let due = |s: &Started| s.evictable_at(ages).is_some_and(|at| at <= now);
         let Some(id) = self
@@ -526,6 +558,7 @@ impl InProgress {
             return Err(next.into_iter().chain(recheck).min());
         };
         let started = self.conns.remove(&id).expect("found above");
+        self.next_eviction = paced.checked_add(self.pace);
         let _ = started.evict.send(());
         Ok((started.remote, now.duration_since(started.since)))
     }
@@ -545,7 +578,10 @@ pub(crate) fn listen_stream_port(
     let opts = opts.clone();
     let task = tokio::spawn(async move {
         let mut backoff = tcp::AcceptBackoff::new();
-        let progress = Arc::new(Mutex::new(InProgress::new(tx.limits().give_way_after())));
+        let progress = Arc::new(Mutex::new(InProgress::new(
+            tx.limits().give_way_after(),
+            tx.limits().pending_incoming(),
+        )));
         loop {
             // A place among the pending connections (being sniffed, in their
             // TLS or WebSocket handshake, or waiting for the Listener). With
@@ -661,7 +697,10 @@ mod tests {
     #[tokio::test]
     async fn only_a_peer_that_keeps_the_listener_waiting_gives_way() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
-        let mut progress = InProgress::new(crate::ListenerLimits::default().give_way_after());
+        let mut progress = InProgress::new(
+            crate::ListenerLimits::default().give_way_after(),
+            crate::ListenerLimits::default().pending_incoming(),
+        );
         let (silent_age, handshaking_age) = progress.ages;
         let age = |p: &mut InProgress, by: Duration| {
             p.conns.values_mut().for_each(|s| s.since -= by);
@@ -703,13 +742,53 @@ mod tests {
         assert!(progress.conns.is_empty());
     }
 
+    /// Evictions are paced: with more places due than the burst allows,
+    /// only the burst gives way at once, and the rest are told when they
+    /// may; once the pace's time has passed, the next one goes. Real
+    /// loopback sockets; a pace of 10 s (ages of 10 s, one place), and the
+    /// time passing is the connections' start and the pace moved back.
+    #[tokio::test]
+    async fn evictions_are_paced() {
+        let age = Duration::from_secs(10);
+        let mut progress = InProgress::new((age, age), 1);
+        let n = EVICTION_BURST as usize + 2;
+        let mut kept = Vec::new();
+        for _ in 0..n {
+            let (server, client) = pair().await;
+            let evicted = progress.start(&server, client.local_addr().unwrap()).1;
+            kept.push((server, client, evicted));
+        }
+        progress.conns.values_mut().for_each(|s| s.since -= age);
+        let mut gone = 0;
+        let refused = loop {
+            match progress.evict_oldest() {
+                Ok(_) => gone += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            gone >= 1 && gone <= EVICTION_BURST as usize + 1,
+            "{gone} went"
+        );
+        assert_eq!(progress.conns.len(), n - gone, "the rest are still due");
+        let at = refused.expect("a time to evict again");
+        assert!(at > tokio::time::Instant::now());
+        // The pace's time has passed: the next due one goes.
+        progress.next_eviction = progress.next_eviction.map(|t| t - age);
+        assert!(progress.evict_oldest().is_ok());
+        assert_eq!(progress.conns.len(), n - gone - 1);
+    }
+
     /// A peer that sends part of a first message and stalls (slowloris with
     /// a byte of a TLS record) still gives way: its byte counts as unread
     /// only until the sniff has looked at it.
     #[tokio::test]
     async fn a_stalled_partial_prefix_still_gives_way() {
         use tokio::io::AsyncWriteExt;
-        let mut progress = InProgress::new(crate::ListenerLimits::default().give_way_after());
+        let mut progress = InProgress::new(
+            crate::ListenerLimits::default().give_way_after(),
+            crate::ListenerLimits::default().pending_incoming(),
+        );
         let (stalled, mut peer) = pair().await;
         peer.write_all(&[0x16]).await.unwrap();
         let (id, _e) = progress.start(&stalled, peer.local_addr().unwrap());
