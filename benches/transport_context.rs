@@ -7,8 +7,10 @@
 //!   accept queue is full, so SYNs are dropped) and `127.0.0.1` (a plain
 //!   tokio echo server). The first connect pays the attempt delay; later
 //!   ones should not. Printed: the first connect's time to Ready, the
-//!   median of the later ones, a raw tokio connect to `127.0.0.1` (median),
-//!   and their ratio (goal for later connects: <= 1.2x raw).
+//!   median of the later ones, a raw tokio connect to `127.0.0.1` plus
+//!   `TCP_NODELAY` (postsocket's TCP default; median), and their ratio
+//!   (goal for later connects: <= 1.2x raw). Later and raw connects
+//!   alternate, as in `tcp_throughput`'s time to Ready.
 //! - **UDP blackholed**: QUIC and TCP race to one port number whose UDP
 //!   socket never answers; TCP echoes. The same figures.
 //! - **Adaptive delay on a delayed path**: a TLS server that waits D ms
@@ -16,7 +18,8 @@
 //!   attempt delay the context gives TLS (from the trace) against 1.5 x the
 //!   measured handshake time.
 //!
-//! `CONTEXT_CONNECTS` (default 30) sets the number of connects per scenario.
+//! `CONTEXT_CONNECTS` (default 200) sets the number of later connects (and
+//! of raw ones) per scenario.
 // Native only (sockets, tokio); on wasm32 this bench is empty.
 #![cfg_attr(all(target_arch = "wasm32", target_os = "unknown"), no_main)]
 #![cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
@@ -42,7 +45,7 @@ fn connects() -> usize {
     std::env::var("CONTEXT_CONNECTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
+        .unwrap_or(200)
         .max(3)
 }
 
@@ -102,29 +105,38 @@ fn pre_for(port: u16, ctx: &TransportContext) -> Preconnection {
     p
 }
 
-/// Times to Ready (µs) of `n` connects with `pre`, each closed at once.
-async fn ready_times(pre: &Preconnection, n: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+/// Times to Ready (µs): the first connect with `pre`, then `n` more, each
+/// paired with a raw tokio connect to `addr` (plus `TCP_NODELAY`,
+/// postsocket's TCP default), alternating which of the two goes first, as
+/// `tcp_throughput`'s time to Ready does, so that drift on the machine
+/// reaches both sides alike. Each Connection is aborted at once and each raw
+/// stream dropped. Returns (postsocket's times, the first one's included;
+/// raw times).
+async fn paired_times(pre: &Preconnection, addr: SocketAddr, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut ps = Vec::with_capacity(n + 1);
+    let mut raw = Vec::with_capacity(n);
+    let initiate = || async {
         let t0 = Instant::now();
         let c = pre.initiate().await.expect("initiate");
-        out.push(t0.elapsed().as_secs_f64() * 1e6);
+        let t = t0.elapsed().as_secs_f64() * 1e6;
         c.abort();
+        t
+    };
+    ps.push(initiate().await);
+    for i in 0..n * 2 {
+        if (i % 2 == 0) == (i / 2 % 2 == 0) {
+            let t0 = Instant::now();
+            let s = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("raw connect");
+            s.set_nodelay(true).expect("nodelay");
+            raw.push(t0.elapsed().as_secs_f64() * 1e6);
+            drop(s);
+        } else {
+            ps.push(initiate().await);
+        }
     }
-    out
-}
-
-async fn raw_times(addr: SocketAddr, n: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let s = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("raw connect");
-        out.push(t0.elapsed().as_secs_f64() * 1e6);
-        drop(s);
-    }
-    out
+    (ps, raw)
 }
 
 fn report(name: &str, times: Vec<f64>, raw: Vec<f64>) {
@@ -149,8 +161,8 @@ async fn ipv6_blackholed(n: usize) {
         .await
         .expect("127.0.0.1 on the blackhole's port number");
     let ctx = TransportContext::new();
-    let times = ready_times(&pre_for(v4.port(), &ctx), n).await;
-    report("IPv6 blackholed", times, raw_times(v4, n).await);
+    let (times, raw) = paired_times(&pre_for(v4.port(), &ctx), v4, n).await;
+    report("IPv6 blackholed", times, raw);
 }
 
 async fn udp_blackholed(n: usize) {
@@ -179,8 +191,8 @@ async fn udp_blackholed(n: usize) {
     pre.add_framer(DelimiterFramer::line());
     pre.set_protocols(vec![StackId::Quic, StackId::Tcp]);
     pre.set_transport_context(ctx);
-    let times = ready_times(&pre, n).await;
-    report("UDP blackholed", times, raw_times(v4, n).await);
+    let (times, raw) = paired_times(&pre, v4, n).await;
+    report("UDP blackholed", times, raw);
     drop(udp);
 }
 
