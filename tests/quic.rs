@@ -570,6 +570,15 @@ async fn unvalidated_initials_past_the_threshold_get_a_retry() {
         retries.load(Ordering::SeqCst) >= 1,
         "it was asked to validate its address"
     );
+    says_hi(&conn, &mut rx).await;
+}
+
+/// `conn`, a plain quinn client's, opens a stream and sends one Message,
+/// "hi": the Listener's next Connection (within 5 s) receives it.
+async fn says_hi(
+    conn: &quinn::Connection,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<postsocket::Connection>,
+) {
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
     let received = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -577,6 +586,39 @@ async fn unvalidated_initials_past_the_threshold_get_a_retry() {
         .expect("a Connection within 5 s")
         .unwrap();
     assert_eq!(recv(&received).await, b"hi");
+}
+
+/// A handshake that never completes is ended at the Listener's handshake
+/// timeout even though the Listener could use the connection in 0.5-RTT
+/// before: a plain quinn client behind a relay that never passes the
+/// server's answers back (a spoofed source) is closed after 300 ms and
+/// reported as an EstablishmentError naming it and the time, while a real
+/// client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_completes_ends_at_the_handshake_timeout() {
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Quic]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default().with_handshake_timeout(Duration::from_millis(300)),
+    );
+    let l = pre.listen().await.unwrap();
+    let server = l.local_addr();
+    let (mut conns, mut errors) = common::listener_events(l);
+    let (spoofed, _) = relay(server, false).await;
+    let ep = common::quinn_client(&cert.pem);
+    let _never = ep.connect(spoofed, "localhost").unwrap();
+    // A real client is served meanwhile.
+    let real = common::quinn_client(&cert.pem);
+    let conn = real.connect(server, "localhost").unwrap().await.unwrap();
+    says_hi(&conn, &mut conns).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("a report within 5 s")
+        .unwrap();
+    assert!(
+        e.contains("QUIC handshake from") && e.contains("not complete after 300 ms"),
+        "{e}"
+    );
 }
 
 /// QUIC address-validation tokens (NEW_TOKEN, RFC 9000 §8.1.3) are scoped

@@ -13,9 +13,8 @@ use common::{
     server_security, Cert,
 };
 use postsocket::{
-    Connection, ErrorReason, ListenerEvent, LocalEndpoint, MessageContext, Preconnection,
-    ReceiveEvent, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
-    TransportProperties,
+    Connection, ErrorReason, LocalEndpoint, MessageContext, Preconnection, ReceiveEvent,
+    RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K, TransportProperties,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -200,21 +199,7 @@ async fn wt_path_option_selects_the_session() {
         .unwrap();
     let l = pre.listen().await.unwrap();
     let addr = l.local_addr();
-    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
-    let (ctx, mut conns) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match l.next_event().await {
-                ListenerEvent::ConnectionReceived(c) => {
-                    let _ = ctx.send(c);
-                }
-                ListenerEvent::EstablishmentError(e) => {
-                    let _ = tx.send(e.to_string());
-                }
-                ListenerEvent::Stopped => return,
-            }
-        }
-    });
+    let (mut conns, mut errors) = common::listener_events(l);
     let mut good = client(addr, pinned(&cert), vec![StackId::Wt]);
     good.transport_properties_mut()
         .set("wt.path", "/echo")

@@ -220,6 +220,33 @@ pub fn received_connections(
     rx
 }
 
+/// A Listener's events on two channels: its Connections, and the text of
+/// each EstablishmentError (until it stops).
+#[allow(dead_code)] // not every test file uses it
+pub fn listener_events(
+    l: postsocket::Listener,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Connection>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (conns_tx, conns) = tokio::sync::mpsc::unbounded_channel();
+    let (errors_tx, errors) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match l.next_event().await {
+                postsocket::ListenerEvent::ConnectionReceived(c) => {
+                    let _ = conns_tx.send(c);
+                }
+                postsocket::ListenerEvent::EstablishmentError(e) => {
+                    let _ = errors_tx.send(e.to_string());
+                }
+                postsocket::ListenerEvent::Stopped => return,
+            }
+        }
+    });
+    (conns, errors)
+}
+
 /// The next Message's data, within 5 s.
 pub async fn recv(c: &Connection) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(5), c.receive())

@@ -378,24 +378,17 @@ pub(crate) fn serve_keeping(
                         return;
                     }
                 };
-                match completed {
-                    None => drop((handshake_room, handshake_counted)),
-                    // Until the handshake completes the peer still holds its
-                    // place (and, unvalidated, counts towards Retry): a
-                    // spoofed source, which never completes it, is closed at
-                    // the handshake timeout.
-                    Some(completed) => {
-                        let (conn, tx) = (conn.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            let done = tokio::time::timeout(timeout, completed).await;
-                            drop((handshake_room, handshake_counted));
-                            if done.is_err() {
-                                conn.close(0u32.into(), b"handshake timeout");
-                                let _ =
-                                    tx.unbounded_send(Err(handshake_timed_out(remote, timeout)));
-                            }
-                        });
-                    }
+                // Until the handshake completes (0.5-RTT: the connection is
+                // usable before) the peer still holds its place (and,
+                // unvalidated, counts towards Retry): a spoofed source, which
+                // never completes it, is closed at the handshake timeout.
+                // Waited for here, beside the peer's streams, not by a task
+                // of its own (a spawn per connection, which the accept rate
+                // felt).
+                let mut held = Some((handshake_room, handshake_counted));
+                let mut completing = completed.map(|c| Box::pin(tokio::time::timeout(timeout, c)));
+                if completing.is_none() {
+                    drop(held.take());
                 }
                 if let (Some(wt), true) = (wt, h3) {
                     return wt.serve_connection(conn, tx).await;
@@ -405,6 +398,21 @@ pub(crate) fn serve_keeping(
                     // Each stream the peer opens, bidirectional or
                     // unidirectional (a receive-only Connection here).
                     let (send, recv) = tokio::select! {
+                        Some(done) = async {
+                            match completing.as_mut() {
+                                Some(c) => Some(c.await),
+                                None => None,
+                            }
+                        }, if completing.is_some() => {
+                            completing = None;
+                            drop(held.take());
+                            if done.is_err() {
+                                conn.close(0u32.into(), b"handshake timeout");
+                                let _ = tx.unbounded_send(Err(handshake_timed_out(remote, timeout)));
+                                return;
+                            }
+                            continue;
+                        }
                         bi = conn.accept_bi() => match bi {
                             Ok((s, r)) => (Some(s), r),
                             Err(_) => return, // the connection ended
