@@ -202,8 +202,17 @@ impl NetworkMemory {
         }
     }
 
-    fn target(&mut self, target: &str, stack: StackId, now_ms: u64) -> &mut TargetRecord {
-        let port = PortCache::of(target);
+    /// The record of `target` with `stack` (made if there is none);
+    /// `port`, when the caller knows it, saves reading it from the text.
+    fn target(
+        &mut self,
+        target: &str,
+        port: Option<u16>,
+        stack: StackId,
+        now_ms: u64,
+    ) -> &mut TargetRecord {
+        debug_assert!(port.is_none_or(|p| p == PortCache::of(target)), "{target}");
+        let port = port.unwrap_or_else(|| PortCache::of(target));
         find_or_insert(
             &mut self.targets,
             MAX_RECORDS,
@@ -223,8 +232,20 @@ impl NetworkMemory {
         )
     }
 
-    fn stack(&mut self, destination: &str, stack: StackId, now_ms: u64) -> &mut StackRecord {
-        let port = PortCache::of(destination);
+    /// The record of `stack` to `destination` (made if there is none);
+    /// `port` as for [`target`](Self::target).
+    fn stack(
+        &mut self,
+        destination: &str,
+        port: Option<u16>,
+        stack: StackId,
+        now_ms: u64,
+    ) -> &mut StackRecord {
+        debug_assert!(
+            port.is_none_or(|p| p == PortCache::of(destination)),
+            "{destination}"
+        );
+        let port = port.unwrap_or_else(|| PortCache::of(destination));
         find_or_insert(
             &mut self.stacks,
             MAX_RECORDS,
@@ -610,7 +631,7 @@ impl Memory {
                     net.udp.push(answered);
                 }
             }
-            let t = net.target(o.target(), o.stack(), now_ms);
+            let t = net.target(o.target(), o.port(), o.stack(), now_ms);
             match o.result() {
                 ResultRef::Won => {
                     let r = o.ran().as_micros().min(u64::MAX as u128) as u64;
@@ -642,19 +663,23 @@ impl Memory {
             return;
         }
         // Inline for the usual few (destination, stack) pairs.
-        let mut pairs: smallvec::SmallVec<[(&str, StackId); 2]> = smallvec::SmallVec::new();
+        let mut pairs: smallvec::SmallVec<[(&str, StackId, Option<u16>); 2]> =
+            smallvec::SmallVec::new();
         for o in outcomes {
-            if !pairs.contains(&(o.destination(), o.stack())) {
-                pairs.push((o.destination(), o.stack()));
+            if !pairs
+                .iter()
+                .any(|(d, s, _)| (*d, *s) == (o.destination(), o.stack()))
+            {
+                pairs.push((o.destination(), o.stack(), o.port()));
             }
         }
-        for (dest, stack) in pairs {
+        for (dest, stack, port) in pairs {
             let mine = || {
                 outcomes
                     .iter()
                     .filter(move |o| o.destination() == dest && o.stack() == stack)
             };
-            let s = net.stack(dest, stack, now_ms);
+            let s = net.stack(dest, port, stack, now_ms);
             if mine().any(|o| o.result() == ResultRef::Won) {
                 s.last_win_ms = Some(now_ms);
                 s.failures = 0;

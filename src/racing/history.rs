@@ -177,6 +177,11 @@ pub(crate) trait Outcome {
     fn ran(&self) -> Duration;
     /// [`AttemptOutcome::result`].
     fn result(&self) -> ResultRef<'_>;
+    /// The port of `target` (and of `destination`, which names the same
+    /// port) when it is known without reading the text.
+    fn port(&self) -> Option<u16> {
+        None
+    }
 }
 
 impl Outcome for AttemptOutcome {

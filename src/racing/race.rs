@@ -149,6 +149,7 @@ pub(crate) struct OutcomeView<'a> {
     destination: &'a str,
     stack: StackId,
     target: &'a str,
+    port: u16,
     family: Option<Family>,
     ran: Duration,
     result: ResultRef<'a>,
@@ -172,6 +173,9 @@ impl super::history::Outcome for OutcomeView<'_> {
     }
     fn result(&self) -> ResultRef<'_> {
         self.result
+    }
+    fn port(&self) -> Option<u16> {
+        Some(self.port)
     }
 }
 
@@ -1369,6 +1373,10 @@ impl Racer {
             destination,
             stack: self.nodes[n].stack.expect("leaves have a stack"),
             target,
+            port: match addr {
+                Target::Addr(a) => a.port(),
+                Target::Name { port, .. } => *port,
+            },
             family: addr.addr().map(|a| family_of(&a.ip())),
             ran,
             result,
