@@ -498,3 +498,31 @@ async fn a_listener_not_taking_connections_stops_accepting_at_its_bound() {
     }
     assert_eq!(accept_queue(addr.port()), 0);
 }
+
+/// A Listener that serves plain TCP only hands a peer over as soon as it
+/// connects, silent or not (a server-speaks-first protocol: the client
+/// waits for the server's greeting). There is nothing to tell apart by the
+/// first bytes, so there is no wait for them, unlike a TCP port shared with
+/// TLS, where a silent peer is taken as plain TCP after a 2 s grace. The
+/// peer is a raw tokio socket.
+#[tokio::test]
+async fn a_tcp_only_listener_hands_a_silent_peer_over_at_once() {
+    let mut pre = listener_pre(TransportProperties::new());
+    pre.set_protocols(vec![postsocket::StackId::Tcp]);
+    let l = pre.listen().await.expect("listen");
+    let addr = l.local_addr();
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(1), l.accept())
+        .await
+        .expect("the silent peer handed over well within the 2 s grace")
+        .unwrap();
+    conn.send(bytes::Bytes::from_static(b"220 hello\r\n"), None, true)
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut greeting))
+        .await
+        .expect("the greeting within 5 s")
+        .unwrap();
+    assert_eq!(&greeting, b"220 hello\r\n");
+}
