@@ -365,6 +365,13 @@ pub(crate) fn serve_keeping(
                     };
                     Ok::<_, quinn::ConnectionError>((conn, h3, completed))
                 };
+                // Boxed, as is a WebTransport session's service below: the
+                // task lives as long as its connection (it takes the peer's
+                // later streams), and its size is that of its largest state,
+                // so the parts only some connections pass through for a
+                // while go on the heap, freed when done (an idle QUIC
+                // Connection's task: 3 KiB before).
+                let handshake = Box::pin(handshake);
                 let (conn, h3, completed) = match tokio::time::timeout(timeout, handshake).await {
                     Ok(Ok(done)) => done,
                     Ok(Err(e)) => {
@@ -391,7 +398,7 @@ pub(crate) fn serve_keeping(
                     drop(held.take());
                 }
                 if let (Some(wt), true) = (wt, h3) {
-                    return wt.serve_connection(conn, tx).await;
+                    return Box::pin(wt.serve_connection(conn, tx)).await;
                 }
                 let mut first = true;
                 loop {
