@@ -36,7 +36,8 @@ pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     /// are split off it without a copy.
     fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Recv>>;
     /// `read` as a poll, on stacks that read without holding any state
-    /// while they wait (TCP, TLS); `None` on the others. A Connection waiting
+    /// while they wait (TCP, TLS, QUIC and WebTransport streams); `None` on
+    /// the others. A Connection waiting
     /// for data between Messages reads through this, before it makes its
     /// (larger) receive state.
     fn poll_read(

@@ -83,8 +83,8 @@ impl Connection {
         let registered = std::sync::atomic::AtomicBool::new(false);
         let _registered = StopRegistration(&inner.recv_stop, &registered);
         // Idle between Messages: read here where the stack reads by polling
-        // (TCP, TLS), so that an idle Connection holds no receive state on the
-        // heap while it waits.
+        // (TCP, TLS, QUIC and WebTransport streams), so that an idle
+        // Connection holds no receive state on the heap while it waits.
         if st.buf.is_empty()
             && st.current.is_none()
             && st.datagrams.is_empty()

@@ -200,6 +200,10 @@ impl super::StackInstance for Transport {
             Transport::Tcp(t) => Some(t.poll_read(cx, buf)),
             #[cfg(feature = "tls")]
             Transport::Tls(t) => Some(t.poll_read(cx, buf)),
+            #[cfg(feature = "quic")]
+            Transport::Quic(q) => q.poll_read(cx, buf),
+            #[cfg(feature = "wt")]
+            Transport::Wt(w) => w.poll_read(cx, buf),
             _ => None,
         }
     }

@@ -474,10 +474,15 @@ mod tests {
         buf
     }
 
-    #[tokio::test]
-    async fn streams_datagrams_and_siblings_share_one_connection() {
+    /// A QUIC Listener's backend on loopback and a client connected to it:
+    /// the client, the Listener's incoming connections, and its stop.
+    async fn connected() -> (
+        QuicTransport,
+        futures::channel::mpsc::UnboundedReceiver<io::Result<crate::backend::Incoming>>,
+        tokio::task::AbortHandle,
+    ) {
         let (server_tls, client_tls) = configs();
-        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
         let opts = SocketOptions::default();
         let (addr, stop) = listen(
             "127.0.0.1:0".parse().unwrap(),
@@ -490,6 +495,12 @@ mod tests {
         let (client, _) = QuicTransport::connect(addr, "localhost", client_tls, &opts, None)
             .await
             .unwrap();
+        (client, rx, stop)
+    }
+
+    #[tokio::test]
+    async fn streams_datagrams_and_siblings_share_one_connection() {
+        let (client, mut rx, stop) = connected().await;
         client
             .write_vectored(&[io::IoSlice::new(b"he"), io::IoSlice::new(b"llo")])
             .await
@@ -524,6 +535,64 @@ mod tests {
         sibling.shutdown_write().unwrap();
         let mut rest = bytes::BytesMut::new();
         assert!(matches!(server2.read(&mut rest).await.unwrap(), Recv::Eof));
+        client.close_group(false);
+        stop.abort();
+    }
+
+    /// What `t.poll_read` gives within `within`, polled as a receive does;
+    /// `None` if nothing came.
+    async fn poll_next(
+        t: &QuicTransport,
+        buf: &mut bytes::BytesMut,
+        within: std::time::Duration,
+    ) -> Option<io::Result<Recv>> {
+        let read = std::future::poll_fn(|cx| t.poll_read(cx, buf).expect("polls"));
+        tokio::time::timeout(within, read).await.ok()
+    }
+
+    /// `poll_read` holds no receive state while it waits: between polls the
+    /// first stream keeps only its datagram wait. It reads the stream's
+    /// bytes, the session's datagrams and the end of the stream, each woken
+    /// by what the peer sends.
+    #[tokio::test]
+    async fn poll_read_reads_bytes_datagrams_and_the_end_without_a_future() {
+        let (client, mut rx, stop) = connected().await;
+        client
+            .write_vectored(&[io::IoSlice::new(b"hi")])
+            .await
+            .unwrap();
+        let first = rx.next().await.unwrap().unwrap();
+        let super::super::Transport::Quic(server) = first.transport else {
+            panic!("quic")
+        };
+        let mut buf = bytes::BytesMut::new();
+        let five = std::time::Duration::from_secs(5);
+        assert!(matches!(
+            poll_next(&server, &mut buf, five).await,
+            Some(Ok(Recv::Bytes))
+        ));
+        // Idle: nothing to read, nothing kept but the datagram wait.
+        let short = std::time::Duration::from_millis(50);
+        assert!(poll_next(&server, &mut buf, short).await.is_none());
+        client.send_datagram(b"unreliable").await.unwrap();
+        match poll_next(&server, &mut buf, five).await {
+            Some(Ok(Recv::Datagram(d))) => assert_eq!(&d[..], b"unreliable"),
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+        client
+            .write_vectored(&[io::IoSlice::new(b" there")])
+            .await
+            .unwrap();
+        assert!(matches!(
+            poll_next(&server, &mut buf, five).await,
+            Some(Ok(Recv::Bytes))
+        ));
+        client.shutdown_write().unwrap();
+        assert!(matches!(
+            poll_next(&server, &mut buf, five).await,
+            Some(Ok(Recv::Eof))
+        ));
+        assert_eq!(&buf[..], b"hi there");
         client.close_group(false);
         stop.abort();
     }

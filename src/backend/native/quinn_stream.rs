@@ -262,6 +262,39 @@ impl<S: Session> StreamTransport<S> {
         self.read_up_to(buf, READ_CHUNK).await
     }
 
+    /// `read` as a poll, holding no receive future while it waits: the
+    /// stream's chunk read (cancel-safe) is made anew on each poll; the
+    /// first stream's wait for a datagram is kept in its receive side, as
+    /// for `read`. `None` where `read` must answer (a send-only stream) or
+    /// another read holds the stream.
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Option<Poll<io::Result<Recv>>> {
+        let mut side = self.recv.as_ref()?.try_lock()?;
+        let RecvSide { stream, datagram } = &mut *side;
+        let chunk = S::read_chunk(stream, READ_CHUNK);
+        futures::pin_mut!(chunk);
+        if let Poll::Ready(r) = chunk.poll(cx) {
+            return Some(Poll::Ready(r.map(|c| match c {
+                Some(bytes) => {
+                    buf.extend_from_slice(&bytes);
+                    Recv::Bytes
+                }
+                None => Recv::Eof,
+            })));
+        }
+        if self.takes_datagrams {
+            let wait = datagram.get_or_insert_with(|| self.session.read_datagram());
+            if let Poll::Ready(d) = wait.as_mut().poll(cx) {
+                *datagram = None;
+                return Some(Poll::Ready(d.map(Recv::Datagram).map_err(other)));
+            }
+        }
+        Some(Poll::Pending)
+    }
+
     /// Append at most `want` stream bytes, or return one datagram.
     pub(crate) async fn read_up_to(
         &self,
