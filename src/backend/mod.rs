@@ -37,9 +37,9 @@ pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Recv>>;
     /// `read` as a poll, on stacks that read without holding any state
     /// while they wait (TCP, TLS, QUIC and WebTransport streams); `None` on
-    /// the others. A Connection waiting
-    /// for data between Messages reads through this, before it makes its
-    /// (larger) receive state.
+    /// the others, or when the stack cannot read by polling just now. A
+    /// Connection waiting for data between Messages reads through this,
+    /// before it makes its (larger) receive state.
     fn poll_read(
         &self,
         cx: &mut std::task::Context<'_>,
