@@ -63,11 +63,7 @@ fn main() {
         Ok(_) => return server(),
         Err(_) => {}
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(attack());
 }
 
@@ -79,11 +75,7 @@ fn server() {
     use postsocket::{
         LocalEndpoint, Preconnection, SecurityParameters, StackId, TransportProperties,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let cert = std::env::var("HOSTILE_CERT").expect("HOSTILE_CERT");
         let key = std::env::var("HOSTILE_KEY").expect("HOSTILE_KEY");
@@ -127,13 +119,7 @@ fn server() {
                 }
             });
         }
-        // Until the parent closes stdin (or exits).
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().lock().read_line(&mut line).unwrap_or(0) > 0 {}
-        })
-        .await
-        .unwrap();
+        until_stdin_closes().await;
     });
 }
 
@@ -144,11 +130,7 @@ fn server() {
 /// echo. It accepts every connection, with no bound and no handshake
 /// timeout: what a server without a Listener's limits does under a flood.
 fn raw_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -212,13 +194,27 @@ fn raw_server() {
                 });
             }
         });
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().lock().read_line(&mut line).unwrap_or(0) > 0 {}
-        })
-        .await
-        .unwrap();
+        until_stdin_closes().await;
     });
+}
+
+/// Each process's runtime: two workers (the machine has two cores).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A server child runs until the parent closes its stdin (or exits).
+async fn until_stdin_closes() {
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().lock().read_line(&mut line).unwrap_or(0) > 0 {}
+    })
+    .await
+    .unwrap();
 }
 
 #[path = "common/process.rs"]

@@ -400,12 +400,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let host = racer.query_host(group);
                     resolves.push((query, s.resolver.resolve(host, family)));
                 }
-                Step::Start {
-                    leaf: node,
-                    path,
-                    stack,
-                    remote,
-                } => {
+                Step::Start { leaf: node } => {
+                    let (path, stack, remote) = racer.leaf_start(node);
                     let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
                     let (abort, reg) = AbortHandle::new_pair();
@@ -539,7 +535,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         reconnect: Some(reconnect),
                     });
                 }
-                Step::Failed(mut e) => {
+                Step::Failed(e) => {
+                    let mut e = *e;
                     emitter.flush(&racer);
                     learn(&racer);
                     for (slot, source) in sources.drain(..) {

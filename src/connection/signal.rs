@@ -93,22 +93,21 @@ impl Inner {
 
     /// Queue an unsolicited event, unless the last one was queued already.
     pub(super) fn emit(&self, event: ConnectionEvent) {
-        let mut ev = self.events.lock().unwrap();
-        if ev.ended {
-            return;
-        }
-        ev.queue.push(event);
-        ev.waiters.wake_all();
+        self.queue_event(event, false);
     }
 
     /// Queue `event` and end the events: it is the last.
     pub(super) fn emit_last(&self, event: ConnectionEvent) {
+        self.queue_event(event, true);
+    }
+
+    fn queue_event(&self, event: ConnectionEvent, last: bool) {
         let mut ev = self.events.lock().unwrap();
         if ev.ended {
             return;
         }
         ev.queue.push(event);
-        ev.ended = true;
+        ev.ended = last;
         ev.waiters.wake_all();
     }
 
@@ -139,9 +138,7 @@ impl Future for StopWait<'_> {
 
 impl Drop for StopWait<'_> {
     fn drop(&mut self) {
-        if self.key.is_some() {
-            self.inner.events.lock().unwrap().waiters.remove(self.key);
-        }
+        self.inner.remove_waiter(self.key);
     }
 }
 
@@ -197,9 +194,7 @@ impl Future for NextEvent<'_> {
 
 impl Drop for NextEvent<'_> {
     fn drop(&mut self) {
-        if self.key.is_some() {
-            self.inner.events.lock().unwrap().waiters.remove(self.key);
-        }
+        self.inner.remove_waiter(self.key);
     }
 }
 

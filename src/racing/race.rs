@@ -264,53 +264,27 @@ pub enum Action {
 
 /// An action as the engine queues it: leaves by index into the tree,
 /// written out as an [`Action`] (ids as text) only by
-/// [`Racer::poll_action`]. Every node, path and group it names never
-/// changes once made, so the Action reads the same whenever it is written.
-#[derive(Debug)]
-enum Act {
-    Resolve {
-        query: QueryId,
-        group: usize,
-        family: Family,
-    },
-    Start {
-        leaf: usize,
-    },
-    Cancel {
-        leaf: usize,
-    },
-    Won {
-        leaf: usize,
-    },
-    /// Boxed: the other actions stay small.
-    Failed(Box<Error>),
-}
-
-/// What the engine asks the crate's own driver to do: an [`Action`] with
-/// leaves by index (see [`Racer::poll_step`]), so no id is written out for
-/// it. A leaf's id is [`Racer::leaf_id`].
+/// [`Racer::poll_action`]; the crate's own driver takes it as it is
+/// ([`Racer::poll_step`]), reading what it names in place
+/// ([`Racer::query_host`], [`Racer::leaf_start`]; a leaf's id is
+/// [`Racer::leaf_id`]). Every node, path and group it names never changes
+/// once made, so the Action reads the same whenever it is written.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// [`Action::Resolve`]; the host is [`Racer::query_host`]`(group)`,
-    /// borrowed rather than copied.
+    /// [`Action::Resolve`].
     Resolve {
         query: QueryId,
         group: usize,
         family: Family,
     },
     /// [`Action::StartAttempt`].
-    Start {
-        leaf: usize,
-        path: PathSpec,
-        stack: StackId,
-        remote: Target,
-    },
+    Start { leaf: usize },
     /// [`Action::CancelAttempt`].
     Cancel { leaf: usize },
     /// [`Action::Won`].
     Won { leaf: usize },
-    /// [`Action::Failed`].
-    Failed(Error),
+    /// [`Action::Failed`]; boxed: the other actions stay small.
+    Failed(Box<Error>),
 }
 
 /// Why history ranked a leaf, formatted only when it is traced.
@@ -723,7 +697,7 @@ pub(crate) type Paths = smallvec::SmallVec<[PathSpec; 1]>;
 
 /// The actions decided and not yet polled, oldest first: inline for the
 /// usual few (they are polled after every input).
-type Actions = smallvec::SmallVec<[Act; 2]>;
+type Actions = smallvec::SmallVec<[Step; 2]>;
 
 /// The racing state machine for one establishment.
 ///
@@ -992,7 +966,7 @@ impl Racer {
             for family in [Family::V6, Family::V4] {
                 r.queries.push((g, family));
                 let query = r.queries.len() as QueryId;
-                r.actions.push(Act::Resolve {
+                r.actions.push(Step::Resolve {
                     query,
                     group: g,
                     family,
@@ -1152,9 +1126,9 @@ impl Racer {
 
     /// The next action for the driver, in the order they were decided.
     pub fn poll_action(&mut self) -> Option<Action> {
-        let act = self.next_act()?;
+        let act = self.poll_step()?;
         Some(match act {
-            Act::Resolve {
+            Step::Resolve {
                 query,
                 group,
                 family,
@@ -1164,7 +1138,7 @@ impl Racer {
                 host: self.groups[group].host.clone(),
                 family,
             },
-            Act::Start { leaf } => {
+            Step::Start { leaf } => {
                 let (path, stack, remote) = self.leaf_start(leaf);
                 Action::StartAttempt {
                     node: self.leaf_id(leaf),
@@ -1173,42 +1147,13 @@ impl Racer {
                     remote,
                 }
             }
-            Act::Cancel { leaf } => Action::CancelAttempt {
+            Step::Cancel { leaf } => Action::CancelAttempt {
                 node: self.leaf_id(leaf),
             },
-            Act::Won { leaf } => Action::Won {
+            Step::Won { leaf } => Action::Won {
                 node: self.leaf_id(leaf),
             },
-            Act::Failed(e) => Action::Failed(*e),
-        })
-    }
-
-    /// [`poll_action`](Self::poll_action) for the crate's driver: leaves by
-    /// index, no id written.
-    pub(crate) fn poll_step(&mut self) -> Option<Step> {
-        let act = self.next_act()?;
-        Some(match act {
-            Act::Resolve {
-                query,
-                group,
-                family,
-            } => Step::Resolve {
-                query,
-                group,
-                family,
-            },
-            Act::Start { leaf } => {
-                let (path, stack, remote) = self.leaf_start(leaf);
-                Step::Start {
-                    leaf,
-                    path,
-                    stack,
-                    remote,
-                }
-            }
-            Act::Cancel { leaf } => Step::Cancel { leaf },
-            Act::Won { leaf } => Step::Won { leaf },
-            Act::Failed(e) => Step::Failed(*e),
+            Step::Failed(e) => Action::Failed(*e),
         })
     }
 
@@ -1218,13 +1163,14 @@ impl Racer {
         &self.groups[group].host
     }
 
-    /// The oldest action not yet polled.
-    fn next_act(&mut self) -> Option<Act> {
+    /// [`poll_action`](Self::poll_action) for the crate's driver: the
+    /// oldest action not yet polled, leaves by index, no id written.
+    pub(crate) fn poll_step(&mut self) -> Option<Step> {
         (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
     /// What starting leaf `leaf` takes: its path, stack and target.
-    fn leaf_start(&self, leaf: usize) -> (PathSpec, StackId, Target) {
+    pub(crate) fn leaf_start(&self, leaf: usize) -> (PathSpec, StackId, Target) {
         let node = &self.nodes[leaf];
         let remote = match &node.kind {
             Kind::Leaf { addr, .. } => addr.clone(),
@@ -2129,7 +2075,7 @@ impl Racer {
                 What::Delay(turn, i),
             );
         }
-        self.actions.push(Act::Start { leaf });
+        self.actions.push(Step::Start { leaf });
     }
 
     fn cancel_running(&mut self, now: Time, except: Option<usize>, why: Option<String>) {
@@ -2158,7 +2104,7 @@ impl Racer {
                 None => What::Plain,
             };
             self.note(now, TraceEventKind::AttemptCancelled, Some(n), what);
-            self.actions.push(Act::Cancel { leaf: n });
+            self.actions.push(Step::Cancel { leaf: n });
         }
     }
 
@@ -2175,7 +2121,7 @@ impl Racer {
         );
         self.note(now, TraceEventKind::Won, Some(leaf), What::Plain);
         self.cancel_running(now, Some(leaf), None);
-        self.actions.push(Act::Won { leaf });
+        self.actions.push(Step::Won { leaf });
         self.winner = Some(leaf);
         self.finished = true;
     }
@@ -2291,7 +2237,7 @@ impl Racer {
     fn fail(&mut self, now: Time, error: Error) {
         let why = What::Reason(format!("{}: {}", error.reason, error.message));
         self.note(now, TraceEventKind::EstablishmentError, None, why);
-        self.actions.push(Act::Failed(Box::new(error)));
+        self.actions.push(Step::Failed(Box::new(error)));
         self.finished = true;
     }
 }

@@ -392,11 +392,10 @@ pub(crate) fn serve_keeping(
                 // Waited for here, beside the peer's streams, not by a task
                 // of its own (a spawn per connection, which the accept rate
                 // felt).
-                let mut held = Some((handshake_room, handshake_counted));
                 let mut completing = completed.map(|c| Box::pin(tokio::time::timeout(timeout, c)));
-                if completing.is_none() {
-                    drop(held.take());
-                }
+                let mut held = completing
+                    .is_some()
+                    .then_some((handshake_room, handshake_counted));
                 if let (Some(wt), true) = (wt, h3) {
                     return Box::pin(wt.serve_connection(conn, tx)).await;
                 }

@@ -277,13 +277,7 @@ impl<S: Session> StreamTransport<S> {
         let chunk = S::read_chunk(stream, READ_CHUNK);
         futures::pin_mut!(chunk);
         if let Poll::Ready(r) = chunk.poll(cx) {
-            return Some(Poll::Ready(r.map(|c| match c {
-                Some(bytes) => {
-                    buf.extend_from_slice(&bytes);
-                    Recv::Bytes
-                }
-                None => Recv::Eof,
-            })));
+            return Some(Poll::Ready(r.map(|c| took_chunk(c, buf))));
         }
         if self.takes_datagrams {
             let wait = datagram.get_or_insert_with(|| self.session.read_datagram());
@@ -408,13 +402,18 @@ async fn read_chunk_or_datagram<E: std::fmt::Display>(
             }
         }
     };
-    Ok(match chunk? {
+    Ok(took_chunk(chunk?, buf))
+}
+
+/// A stream read's chunk appended to `buf` (`None`: the end of the stream).
+fn took_chunk(chunk: Option<Bytes>, buf: &mut bytes::BytesMut) -> Recv {
+    match chunk {
         Some(bytes) => {
             buf.extend_from_slice(&bytes);
             Recv::Bytes
         }
         None => Recv::Eof,
-    })
+    }
 }
 
 /// Write some of `bufs` to a send stream. quinn copies into its own

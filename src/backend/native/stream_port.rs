@@ -485,11 +485,11 @@ impl InProgress {
         stream: &TcpStream,
         remote: SocketAddr,
     ) -> (u64, tokio::sync::oneshot::Receiver<()>) {
-        // Non-blocking like the stream (on unix they share the flag).
-        let sock = SockRef::from(stream)
-            .try_clone()
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .ok();
+        let sock = SockRef::from(stream).try_clone().ok();
+        // Non-blocking like the stream: on unix a duplicate shares its file
+        // status flags, so it is already; elsewhere it is made so.
+        #[cfg(not(unix))]
+        let sock = sock.and_then(|s| s.set_nonblocking(true).map(|()| s).ok());
         let (evict, evicted) = tokio::sync::oneshot::channel();
         let id = self.next;
         self.next += 1;

@@ -100,6 +100,21 @@ impl std::fmt::Debug for TlsTransport {
     }
 }
 
+/// One read of plaintext from `s` into `buf`'s spare room (made by the
+/// caller): `Eof` when the peer has closed.
+fn poll_into(
+    s: &mut Session,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut bytes::BytesMut,
+) -> Poll<io::Result<Recv>> {
+    let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+    std::task::ready!(Pin::new(&mut s.tls).poll_read(cx, &mut rb))?;
+    let n = rb.filled().len();
+    // SAFETY: poll_read initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(if n == 0 { Recv::Eof } else { Recv::Bytes }))
+}
+
 fn to_io(e: crate::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, e.message)
 }
@@ -300,26 +315,14 @@ impl TlsTransport {
             std::task::ready!(io.poll_read_ready(cx))?;
         }
         buf.reserve(want);
-        let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-        match Pin::new(&mut s.tls).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                // SAFETY: poll_read initialised the first `n` bytes of the
-                // spare capacity.
-                unsafe { buf.set_len(buf.len() + n) };
-                Poll::Ready(Ok(if n == 0 { Recv::Eof } else { Recv::Bytes }))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // Part of a record, or a readiness the socket no longer
-                // had: the read registered the waker; wait without the
-                // room just made.
-                if buf.is_empty() {
-                    *buf = bytes::BytesMut::new();
-                }
-                Poll::Pending
-            }
+        let r = poll_into(&mut s, cx, buf);
+        if r.is_pending() && buf.is_empty() {
+            // Part of a record, or a readiness the socket no longer had:
+            // the read registered the waker; wait without the room just
+            // made.
+            *buf = bytes::BytesMut::new();
         }
+        r
     }
 
     /// Read, making room for `want` more bytes (no more: a Message body read
@@ -333,18 +336,7 @@ impl TlsTransport {
             return Ok(Recv::Bytes);
         }
         buf.reserve(want);
-        let n = poll_fn(|cx| {
-            let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-            match Pin::new(&mut **self.stream()).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await?;
-        // SAFETY: poll_read initialised the first `n` bytes of the spare capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(if n == 0 { Recv::Eof } else { Recv::Bytes })
+        poll_fn(|cx| poll_into(&mut self.stream(), cx, buf)).await
     }
 
     /// Encrypt some of `bufs` and start sending the records.
