@@ -201,6 +201,9 @@ struct Slot {
     node: usize,
     /// The attempt, until it ended.
     attempt: Option<BoxFuture<'static, AttemptOutput>>,
+    /// What the attempt ended with on its first poll, when it started,
+    /// until the engine is told (at the next turn, as for any attempt).
+    ended: Option<AttemptOutput>,
     /// Cancels the attempt while it runs.
     abort: Option<AbortHandle>,
     /// Its stack's cancellation costs more than its completion (see
@@ -398,7 +401,17 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     family,
                 } => {
                     let host = racer.query_host(group);
-                    resolves.push((query, s.resolver.resolve(host, family)));
+                    let mut answer = s.resolver.resolve(host, family);
+                    // An answer at hand (a literal, a cache, a static
+                    // table) goes to the engine in this turn: the leaves
+                    // it brings start now, not a turn of the loop later.
+                    match futures::poll!(answer.as_mut()) {
+                        std::task::Poll::Ready(result) => racer.handle_input(
+                            elapsed(),
+                            crate::racing::Input::Resolved { query, result },
+                        ),
+                        std::task::Poll::Pending => resolves.push((query, answer)),
+                    }
                 }
                 Step::Start { leaf: node } => {
                     let (path, stack, remote) = racer.leaf_start(node);
@@ -436,9 +449,18 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
                         }),
                     };
+                    // Polled once now, so that its first packet (the SYN,
+                    // the QUIC Initial) goes out before the rest of this
+                    // turn's bookkeeping, which then overlaps the round trip.
+                    let mut attempt = attempt;
+                    let ended = match futures::poll!(attempt.as_mut()) {
+                        std::task::Poll::Ready(r) => Some(r),
+                        std::task::Poll::Pending => None,
+                    };
                     slots.push(Slot {
                         node,
-                        attempt: Some(attempt),
+                        attempt: ended.is_none().then_some(attempt),
+                        ended,
                         abort: Some(abort),
                         finish_when_losing,
                         done: None,
@@ -459,6 +481,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         }
                         // A loser that had already connected is closed by dropping it.
                         slot.done = None;
+                        slot.ended = None;
                     }
                 }
                 Step::Won { leaf: node } => {
@@ -582,6 +605,9 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         // poll the woken ones, without one's allocations per race).
         let attempt_ended = futures::future::poll_fn(|cx| {
             for (i, slot) in slots.iter_mut().enumerate() {
+                if let Some(r) = slot.ended.take() {
+                    return std::task::Poll::Ready((i, r));
+                }
                 if let Some(fut) = slot.attempt.as_mut() {
                     if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
                         slot.attempt = None;

@@ -74,6 +74,73 @@ async fn refused_v6_starts_v4_at_once() {
     conn.close().await.unwrap();
 }
 
+/// An attempt that ends as it starts (here: no local endpoint of its
+/// family) is reported then, and the next starts at once, not one attempt
+/// delay later; with no other candidate, Initiate fails at once with that
+/// reason rather than at the timeout.
+#[tokio::test]
+async fn an_attempt_that_ends_as_it_starts_is_reported_at_once() {
+    let v4 = tcp_echo_server("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let local = || {
+        vec![postsocket::LocalEndpoint::new()
+            .with_ip_address("127.0.0.1".parse().unwrap())
+            .unwrap()]
+    };
+    let lines = |remotes| {
+        postsocket::Preconnection::new(
+            local(),
+            remotes,
+            postsocket::TransportProperties::new(),
+            postsocket::SecurityParameters::disabled(),
+        )
+        .with_framer(postsocket::framer::DelimiterFramer::line())
+    };
+    let mut pre = lines(vec![remote("[::1]:9".parse().unwrap()), remote(v4)]);
+    pre.set_connection_attempt_delay(Duration::from_secs(2));
+    let conn = pre
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .expect("IPv4 wins");
+    let trace = conn.trace();
+    let failed = trace
+        .find(K::AttemptFailed, "1.1.1")
+        .unwrap_or_else(|| panic!("the IPv6 leaf's failure:\n{}", trace.timeline()));
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no local endpoint of the same family")),
+        "{}",
+        trace.timeline()
+    );
+    let at = |kind, id| {
+        trace
+            .events
+            .iter()
+            .position(|e| e.event == kind && e.id == id)
+    };
+    assert!(
+        at(K::AttemptFailed, "1.1.1") < at(K::AttemptStarted, "1.1.2"),
+        "IPv4 starts after IPv6 failed, without the 2 s attempt delay:\n{}",
+        trace.timeline()
+    );
+    conn.close().await.unwrap();
+
+    let alone = lines(vec![remote("[::1]:9".parse().unwrap())]);
+    let err = alone
+        .initiate_with_timeout(Duration::from_secs(10))
+        .await
+        .expect_err("no IPv6 local endpoint");
+    assert_eq!(err.reason, ErrorReason::EstablishmentFailed, "{err}");
+    assert!(
+        err.to_string()
+            .contains("no local endpoint of the same family"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn every_candidate_failing_lists_each_reason() {
     let a = refused_port("::1");
