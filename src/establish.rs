@@ -17,7 +17,6 @@ use crate::resolver::Resolver;
 use crate::runtime::{self, BoxFuture};
 use crate::security::SecurityParameters;
 use crate::trace::{RacingTrace, TraceEvent, TraceEventKind};
-use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
@@ -180,13 +179,10 @@ type Resolve = (u32, BoxFuture<'static, Result<Vec<IpAddr>, String>>);
 
 /// An attempt's result, and what a Clone needs (handed back by the
 /// attempt, which read it).
-type AttemptOutput = Result<
-    (
-        Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
-        Option<Box<Reconnect>>,
-    ),
-    futures::future::Aborted,
->;
+type AttemptOutput = (
+    Result<(Transport, FramerStack, Vec<u8>), crate::attempt::AttemptError>,
+    Option<Box<Reconnect>>,
+);
 
 /// An attempt's result, tagged with its index among the race's attempts
 /// (see [`Slot`]).
@@ -199,13 +195,16 @@ type AttemptResult = (usize, AttemptOutput);
 struct Slot {
     /// The leaf (its index in the engine's tree; [`Racer::leaf_id`] names it).
     node: usize,
-    /// The attempt, until it ended.
+    /// The attempt, until it ended or was cancelled (dropping it cancels
+    /// it: its socket is closed).
     attempt: Option<BoxFuture<'static, AttemptOutput>>,
     /// What the attempt ended with on its first poll, when it started,
     /// until the engine is told (at the next turn, as for any attempt).
-    ended: Option<AttemptOutput>,
-    /// Cancels the attempt while it runs.
-    abort: Option<AbortHandle>,
+    /// Boxed: rare, and a Slot is moved whole.
+    ended: Option<Box<AttemptOutput>>,
+    /// Polled as it started, in this turn: the turn's wait need not poll
+    /// it again (it is woken as any other).
+    fresh: bool,
     /// Its stack's cancellation costs more than its completion (see
     /// `finish_losers`); false for an attempt that could not start.
     finish_when_losing: bool,
@@ -274,7 +273,7 @@ fn finish_losers(
             };
             let mut outcome = pending.swap_remove(i);
             // Failed: it stays charged.
-            if let Ok((Ok((transport, ..)), _)) = result {
+            if let (Ok((transport, ..)), _) = result {
                 outcome.ran += runtime::now() - since;
                 outcome.result = crate::racing::AttemptResult::Won;
                 if let Some(c) = &context {
@@ -417,9 +416,12 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     let (path, stack, remote) = racer.leaf_start(node);
                     let caps = caps_of(stack);
                     let local = local_for(&s.locals, &remote);
-                    let (abort, reg) = AbortHandle::new_pair();
                     let mut finish_when_losing = false;
-                    let attempt: BoxFuture<'static, AttemptOutput> = match local {
+                    // The attempt, polled once now, so that its first packet
+                    // (the SYN, the QUIC Initial) goes out before the rest
+                    // of this turn's bookkeeping, which then overlaps the
+                    // round trip; or what it ended with at once.
+                    let (attempt, ended) = match local {
                         Ok(local) => {
                             let mut opts = socket_options(
                                 &s.props,
@@ -443,41 +445,43 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             // for the Connection's Parts (what Clone needs).
                             let rc = Box::new(Reconnect { caps, remote, opts });
                             let framers = s.framers.for_data_unit(caps.data_unit, &s.props);
-                            Box::pin(Abortable::new(attempt_keeping(rc, framers), reg))
+                            let mut attempt: BoxFuture<'static, AttemptOutput> =
+                                Box::pin(attempt_keeping(rc, framers));
+                            match futures::poll!(attempt.as_mut()) {
+                                std::task::Poll::Ready(r) => (None, Some(Box::new(r))),
+                                std::task::Poll::Pending => (Some(attempt), None),
+                            }
                         }
-                        Err(msg) => Box::pin(async move {
-                            Ok((Err((ErrorReason::EstablishmentFailed, msg, None)), None))
-                        }),
-                    };
-                    // Polled once now, so that its first packet (the SYN,
-                    // the QUIC Initial) goes out before the rest of this
-                    // turn's bookkeeping, which then overlaps the round trip.
-                    let mut attempt = attempt;
-                    let ended = match futures::poll!(attempt.as_mut()) {
-                        std::task::Poll::Ready(r) => Some(r),
-                        std::task::Poll::Pending => None,
+                        Err(msg) => (
+                            None,
+                            Some(Box::new((
+                                Err((ErrorReason::EstablishmentFailed, msg, None)),
+                                None,
+                            ))),
+                        ),
                     };
                     slots.push(Slot {
                         node,
-                        attempt: ended.is_none().then_some(attempt),
+                        fresh: attempt.is_some(),
+                        attempt,
                         ended,
-                        abort: Some(abort),
                         finish_when_losing,
                         done: None,
                     });
                 }
                 Step::Cancel { leaf: node } => {
-                    // Still running (it has a handle), of a stack whose
-                    // cancellation costs more than its completion, and
-                    // losing to a winner (not cut by the timeout).
+                    // Still running, of a stack whose cancellation costs
+                    // more than its completion, and losing to a winner (not
+                    // cut by the timeout).
                     let winner = racer.winner().is_some();
                     if let Some(slot) = slot_of(&mut slots, node) {
-                        let finish = winner && slot.abort.is_some() && slot.finish_when_losing;
+                        let finish = winner && slot.attempt.is_some() && slot.finish_when_losing;
                         if finish {
                             // Left to finish in the background (see `finish_losers`).
                             finishing.push(node);
-                        } else if let Some(h) = slot.abort.take() {
-                            h.abort();
+                        } else {
+                            // Dropped: cancelled.
+                            slot.attempt = None;
                         }
                         // A loser that had already connected is closed by dropping it.
                         slot.done = None;
@@ -491,10 +495,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         .and_then(|slot| slot.done.take())
                         .expect("the winner connected");
                     for slot in &mut slots {
-                        if let Some(h) = slot.abort.take() {
-                            if !finishing.contains(&slot.node) {
-                                h.abort();
-                            }
+                        if !finishing.contains(&slot.node) {
+                            slot.attempt = None;
                         }
                     }
                     if !finishing.is_empty() {
@@ -606,7 +608,10 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         let attempt_ended = futures::future::poll_fn(|cx| {
             for (i, slot) in slots.iter_mut().enumerate() {
                 if let Some(r) = slot.ended.take() {
-                    return std::task::Poll::Ready((i, r));
+                    return std::task::Poll::Ready((i, *r));
+                }
+                if std::mem::take(&mut slot.fresh) {
+                    continue;
                 }
                 if let Some(fut) = slot.attempt.as_mut() {
                     if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -630,15 +635,13 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         }
         if let Some((i, r)) = ended {
             let slot = &mut slots[i];
-            slot.abort = None;
             match r {
-                Err(futures::future::Aborted) => {}
-                Ok((Ok((t, f, left)), rc)) => {
+                (Ok((t, f, left)), rc) => {
                     let rc = rc.expect("a started attempt hands back what Clone needs");
                     slot.done = Some((t, f, left, rc));
                     racer.attempt_succeeded(elapsed(), slot.node);
                 }
-                Ok((Err((reason, message, source)), _)) => {
+                (Err((reason, message, source)), _) => {
                     if let Some(source) = source {
                         sources.retain(|(s, _)| *s != i);
                         sources.push((i, source));
