@@ -36,7 +36,8 @@ pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     /// are split off it without a copy.
     fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<Recv>>;
     /// `read` as a poll, on stacks that read without holding any state
-    /// while they wait (TCP, TLS, QUIC and WebTransport streams); `None` on
+    /// while they wait (TCP, TLS, QUIC and WebTransport streams, native
+    /// WebSocket); `None` on
     /// the others, or when the stack cannot read by polling just now. A
     /// Connection waiting for data between Messages reads through this,
     /// before it makes its (larger) receive state.

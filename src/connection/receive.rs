@@ -83,8 +83,11 @@ impl Connection {
         let registered = std::sync::atomic::AtomicBool::new(false);
         let _registered = StopRegistration(&inner.recv_stop, &registered);
         // Idle between Messages: read here where the stack reads by polling
-        // (TCP, TLS, QUIC and WebTransport streams), so that an idle
-        // Connection holds no receive state on the heap while it waits.
+        // (TCP, TLS, QUIC and WebTransport streams, WebSocket), so that an
+        // idle Connection holds no receive state on the heap while it waits.
+        // What a message stack read (a Message, or its end) is delivered
+        // as its own read's would be.
+        let mut polled = None;
         if st.buf.is_empty()
             && st.current.is_none()
             && st.datagrams.is_empty()
@@ -115,14 +118,20 @@ impl Connection {
                 Poll::Pending
             })
             .await?;
-            if let Some(Err(e)) = read.map(|r| inner.took(&mut st, r)) {
-                let r = Err(e);
-                inner.settle(&mut st, &r);
-                return r;
+            match read {
+                Some(r) if inner.caps.data_unit != DataUnit::ByteStream => polled = Some(r),
+                Some(r) => {
+                    if let Err(e) = inner.took(&mut st, r) {
+                        let r = Err(e);
+                        inner.settle(&mut st, &r);
+                        return r;
+                    }
+                }
+                None => {}
             }
         }
         // The waiting part lives on the heap, keeping the receive future small.
-        let mut work = Box::pin(inner.receive_locked(&mut st, min, max));
+        let mut work = Box::pin(inner.receive_locked(&mut st, min, max, polled));
         std::future::poll_fn(|cx| {
             use std::task::Poll;
             if inner.stopped.get().is_some() {
@@ -160,11 +169,14 @@ impl Drop for StopRegistration<'_> {
 }
 
 impl Inner {
+    /// `polled`: what a message stack's read already gave (the receive's
+    /// idle poll), delivered before reading again.
     pub(super) async fn receive_locked(
         &self,
         st: &mut RecvState,
         min_incomplete: usize,
         max_len: usize,
+        polled: Option<std::io::Result<Recv>>,
     ) -> Result<ReceiveEvent, ReceiveError> {
         if let Some(e) = &st.done {
             return Err(ReceiveError {
@@ -182,7 +194,7 @@ impl Inner {
         let r = if self.caps.data_unit == DataUnit::ByteStream {
             self.receive_stream(st, min_incomplete, max_len).await
         } else {
-            self.receive_datagram(st, max_len).await
+            self.receive_datagram(st, max_len, polled).await
         };
         self.settle(st, &r);
         r
@@ -375,6 +387,7 @@ impl Inner {
         &self,
         st: &mut RecvState,
         max_len: usize,
+        polled: Option<std::io::Result<Recv>>,
     ) -> Result<ReceiveEvent, ReceiveError> {
         if let Some(cur) = &mut st.current {
             let n = cur.remaining.min(max_len);
@@ -401,7 +414,11 @@ impl Inner {
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        let datagram = match t.read(buf).await {
+        let read = match polled {
+            Some(r) => r,
+            None => t.read(buf).await,
+        };
+        let datagram = match read {
             Ok(Recv::Datagram(d)) => d,
             Ok(Recv::Eof) => {
                 return Err(self.peer_finished("the peer closed the connection".into()));

@@ -204,6 +204,8 @@ impl super::StackInstance for Transport {
             Transport::Quic(q) => q.poll_read(cx, buf),
             #[cfg(feature = "wt")]
             Transport::Wt(w) => w.poll_read(cx, buf),
+            #[cfg(feature = "ws")]
+            Transport::Ws(w) => w.poll_read(cx),
             _ => None,
         }
     }
