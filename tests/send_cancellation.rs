@@ -1,7 +1,7 @@
 //! A send future dropped before it resolves (a timeout around `send`, a
 //! `select!` that picked another branch) must not corrupt the stream: the
 //! Message was queued when `send` was called, so it still goes out, once,
-//! whole and in order. Run over real loopback TCP, TLS and QUIC, with the
+//! whole and in order. Run over real loopback TCP, TLS, QUIC and WebSocket, with the
 //! receiver stalled so that the sends block on a full socket or on QUIC flow
 //! control and the timeouts drop them midway.
 // Native only (sockets, tokio).
@@ -54,7 +54,7 @@ async fn connect(
 async fn dropped_sends_keep_the_stream_whole(stack: StackId) {
     let cert = self_signed();
     let (server_sec, client_sec) = match stack {
-        StackId::Tcp => (
+        StackId::Tcp | StackId::Ws => (
             SecurityParameters::disabled(),
             SecurityParameters::disabled(),
         ),
@@ -128,6 +128,13 @@ async fn dropped_tls_sends_keep_the_stream_whole() {
 #[tokio::test]
 async fn dropped_quic_sends_keep_the_stream_whole() {
     dropped_sends_keep_the_stream_whole(StackId::Quic).await;
+}
+
+/// A WebSocket's writes are not cancel safe, and a 256 KiB Message goes
+/// out in several frames: a send dropped midway still sends every frame.
+#[tokio::test]
+async fn dropped_websocket_sends_keep_every_message_whole() {
+    dropped_sends_keep_the_stream_whole(StackId::Ws).await;
 }
 
 /// `SendFuture::answer_now`: the outcome when it was known at `send` (the
