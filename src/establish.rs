@@ -513,7 +513,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             .into_iter()
                             .filter(|o| finishing.contains(&o.node))
                             .collect();
-                        // The attempts still running (those aborted end at once).
+                        // The attempts left to finish (the others were dropped).
                         let attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>> = slots
                             .iter_mut()
                             .enumerate()

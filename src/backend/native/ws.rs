@@ -56,6 +56,10 @@ struct Inner {
     /// options, addresses, abort.
     sock: TcpFd,
     secure: bool,
+    /// The runtime the WebSocket was made in: what a receive cannot push
+    /// out at once (the reply to the peer's Close) is finished by a task
+    /// there, even when the receive is polled from outside it.
+    rt: Option<tokio::runtime::Handle>,
 }
 
 /// What one item of the WebSocket stream delivers to a read.
@@ -170,7 +174,6 @@ impl std::fmt::Debug for WsTransport {
     }
 }
 
-/// tungstenite's limits: Messages up to recvMsgMaxLen, in one frame or many.
 /// tungstenite's read buffer per WebSocket: allocated with the WebSocket
 /// and held for its life, filled to its size by each read. tungstenite's
 /// default, 128 KiB, made an idle WebSocket Connection about 135 KB; with
@@ -190,6 +193,7 @@ const READ_BUFFER: usize = 16 * 1024;
 /// frame).
 const SEND_FRAME: usize = 64 * 1024;
 
+/// tungstenite's limits: Messages up to recvMsgMaxLen, in one frame or many.
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         // Each frame is written as it is made (the send flushes each
@@ -243,6 +247,7 @@ impl WsTransport {
                 wr: futures::lock::Mutex::new(wr),
                 sock,
                 secure,
+                rt: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -346,9 +351,9 @@ impl WsTransport {
                         .try_lock()
                         .is_some_and(|mut wr| wr.poll_flush_unpin(cx).is_ready());
                     if !flushed {
-                        let inner = self.inner.clone();
-                        if let Ok(h) = tokio::runtime::Handle::try_current() {
-                            h.spawn(async move {
+                        if let Some(rt) = &self.inner.rt {
+                            let inner = self.inner.clone();
+                            rt.spawn(async move {
                                 let _ = inner.wr.lock().await.flush().await;
                             });
                         }
@@ -389,9 +394,12 @@ impl WsTransport {
     /// already marks the clean end.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         let inner = self.inner.clone();
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
-            io::Error::other(format!("WebSocket close needs the tokio runtime: {e}"))
-        })?;
+        let handle = match &self.inner.rt {
+            Some(rt) => rt.clone(),
+            None => tokio::runtime::Handle::try_current().map_err(|e| {
+                io::Error::other(format!("WebSocket close needs the tokio runtime: {e}"))
+            })?,
+        };
         handle.spawn(async move {
             let mut wr = inner.wr.lock().await;
             let normal = CloseFrame {
