@@ -81,3 +81,33 @@ pub(crate) fn set_dscp(sock: &SockRef<'_>, ipv6: bool, dscp: u8) -> io::Result<(
         )))
     }
 }
+
+/// How long the peer of a TCP connection has sent nothing, by the kernel's
+/// clock: since its last data, or since the connection was established
+/// (TCP_INFO `tcpi_last_data_recv`), so it counts the time the connection
+/// waited in the listen backlog too. Linux only; `None` elsewhere.
+pub(crate) fn tcp_quiet_for(sock: &SockRef<'_>) -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info
+        // (a plain C struct); the descriptor is open (borrowed by `sock`).
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then(|| Duration::from_millis(u64::from(info.tcpi_last_data_recv)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock;
+        None
+    }
+}

@@ -564,6 +564,102 @@ impl InProgress {
     }
 }
 
+/// What a peer accepted while every place was taken has sent, as it waits
+/// outside the places (see [`Lobby`]).
+#[derive(Debug, PartialEq)]
+enum Arrival {
+    /// A whole first message waits unread (a TLS record, an HTTP request's
+    /// head, or bytes of another protocol): the peer waits on us.
+    Ready,
+    /// Nothing (`spoke` false) or part of a first message, and nothing new
+    /// for `quiet`, by the kernel's clock (so counting its time in the
+    /// backlog).
+    Quiet { spoke: bool, quiet: Duration },
+    /// It closed or failed.
+    Gone,
+    /// Not known (no kernel clock on this platform): it waits.
+    Unknown,
+}
+
+/// The largest TLS record and its header: a whole ClientHello fits.
+const RECORD_MAX: usize = 5 + 16 * 1024;
+
+/// What the peer on `stream` has sent so far (peeked: nothing is read).
+fn arrival(stream: &TcpStream) -> Arrival {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); RECORD_MAX];
+    let n = match SockRef::from(stream).peek(&mut buf) {
+        Ok(0) => return Arrival::Gone,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Arrival::Gone,
+    };
+    // SAFETY: `peek` initialised the first `n` bytes.
+    let b: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+    let whole = if n == 0 {
+        false
+    } else if b[0] == 0x16 && (n == 1 || looks_like_tls(b)) {
+        n >= 5 && n >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]]))
+    } else if b.starts_with(HTTP_GET) || partial_get(b) {
+        b.windows(4).any(|w| w == b"\r\n\r\n")
+    } else {
+        true
+    };
+    if whole {
+        return Arrival::Ready;
+    }
+    match super::sockopt::tcp_quiet_for(&SockRef::from(stream)) {
+        Some(quiet) => Arrival::Quiet {
+            spoke: n > 0,
+            quiet,
+        },
+        None => Arrival::Unknown,
+    }
+}
+
+/// One peer accepted while every place was taken, waiting outside them for
+/// one (at most one such peer: the next stay in the kernel's backlog).
+/// Under a flood of silent or stalled connections the backlog is full of
+/// peers that have been quiet for longer than a place holder may be: each
+/// is dropped as soon as it is reached, instead of each waiting its turn
+/// for a place to give way, so a peer that speaks (a whole ClientHello, an
+/// HTTP request) reaches the places in the time the backlog takes to read,
+/// not in the time the flood takes to give way. A peer that waits on us (a
+/// whole first message) is never dropped for its quiet.
+struct Lobby {
+    stream: TcpStream,
+    remote: SocketAddr,
+    /// When to look at it again (it may be stale by then); `None`: never.
+    recheck: Option<tokio::time::Instant>,
+}
+
+/// What to do with a peer accepted while every place was taken: drop it
+/// now (why), or let it wait (until when to look again).
+fn triage(
+    stream: &TcpStream,
+    (silent, handshaking): (Duration, Duration),
+) -> Result<Option<tokio::time::Instant>, String> {
+    let now = tokio::time::Instant::now();
+    match arrival(stream) {
+        Arrival::Ready | Arrival::Unknown => Ok(None),
+        Arrival::Gone => Err("it closed while waiting in the backlog".into()),
+        Arrival::Quiet { spoke, quiet } => {
+            let age = if spoke { handshaking } else { silent };
+            match age.checked_sub(quiet) {
+                Some(left) if !left.is_zero() => Ok(now.checked_add(left)),
+                _ => Err(format!(
+                    "{} for {} by the kernel's clock (it waited in the backlog)",
+                    if spoke {
+                        "part of a first message and nothing more"
+                    } else {
+                        "silent"
+                    },
+                    crate::runtime::ms_text(quiet)
+                )),
+            }
+        }
+    }
+}
+
 /// Listen on the TCP port `addr` for the stacks of `port`, telling them
 /// apart by the first bytes (see the module docs). Accepted Connections and
 /// failures (naming the peer) go to `tx`.
@@ -582,42 +678,89 @@ pub(crate) fn listen_stream_port(
             tx.limits().give_way_after(),
             tx.limits().pending_incoming(),
         )));
+        // A peer accepted while every place was taken (see `Lobby`).
+        let mut lobby: Option<Lobby> = None;
+        let ages = tx.limits().give_way_after();
+        let places = tx.limits().pending_incoming();
+        let report = |why: String| {
+            tx.unbounded_send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                .is_ok()
+        };
         loop {
             // A place among the pending connections (being sniffed, in their
             // TLS or WebSocket handshake, or waiting for the Listener). With
             // none left, the oldest slow one gives way; failing that, stop
-            // accepting until the Listener takes one.
+            // accepting until the Listener takes one, except to look at the
+            // next peer in the backlog (one at a time, in the lobby).
             let room = loop {
                 if let Some(room) = tx.try_room() {
                     break room;
                 }
                 let evicted = progress.lock().unwrap().evict_oldest();
-                match evicted {
+                let allowed = match evicted {
                     Ok((remote, age)) => {
                         let why = format!(
-                            "dropped {remote}: still sending its first bytes or handshaking after {}, with nothing of it unread, while all {} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
+                            "dropped {remote}: still sending its first bytes or handshaking after {}, with nothing of it unread, while all {places} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
                             crate::runtime::ms_text(age),
-                            tx.limits().pending_incoming()
                         );
-                        if tx
-                            .unbounded_send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
-                            .is_err()
-                        {
+                        if !report(why) {
                             return;
                         }
                         // Its place comes back as its task ends.
                         break tx.room().await;
                     }
-                    Err(Some(allowed)) => {
-                        tokio::select! {
-                            room = tx.room() => break room,
-                            _ = tokio::time::sleep_until(allowed) => continue,
+                    Err(allowed) => allowed,
+                };
+                let recheck = lobby.as_ref().and_then(|l| l.recheck);
+                let until = |at: Option<tokio::time::Instant>| async move {
+                    match at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    room = tx.room() => break room,
+                    _ = until(allowed) => {}
+                    _ = until(recheck) => {
+                        let l = lobby.take().expect("a recheck is the lobby's");
+                        match triage(&l.stream, ages) {
+                            Ok(recheck) => lobby = Some(Lobby { recheck, ..l }),
+                            Err(why) => {
+                                let _ = SockRef::from(&l.stream).set_linger(Some(Duration::ZERO));
+                                if !report(format!("dropped {}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)", l.remote)) {
+                                    return;
+                                }
+                            }
                         }
                     }
-                    Err(None) => break tx.room().await,
+                    accepted = listener.accept(), if lobby.is_none() => match accepted {
+                        Ok((stream, remote)) => {
+                            backoff.succeeded();
+                            match triage(&stream, ages) {
+                                Ok(recheck) => lobby = Some(Lobby { stream, remote, recheck }),
+                                Err(why) => {
+                                    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                                    if !report(format!("dropped {remote}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)")) {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(e) = backoff.failed(e).await {
+                                if tx.unbounded_send(Err(e)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    },
                 }
             };
-            let (stream, remote) = match listener.accept().await {
+            let accepted = match lobby.take() {
+                Some(l) => Ok((l.stream, l.remote)),
+                None => listener.accept().await,
+            };
+            let (stream, remote) = match accepted {
                 Ok(x) => {
                     backoff.succeeded();
                     x
@@ -740,6 +883,81 @@ mod tests {
         let (gone, _) = progress.evict_oldest().expect("the stalled peer gives way");
         assert_eq!(gone, talker_peer.local_addr().unwrap());
         assert!(progress.conns.is_empty());
+    }
+
+    /// A peer waiting outside the places is judged by what it sent and,
+    /// by the kernel's clock, how long ago: one whose whole first message
+    /// waits (a TLS record, an HTTP request's head, other bytes) is never
+    /// dropped for its quiet; a silent one, or one that sent part of a first
+    /// message, is once quiet for its give-way age; one that closed at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_lobby_drops_quiet_peers_but_not_ones_waiting_on_us() {
+        use tokio::io::AsyncWriteExt;
+        let ages = (Duration::from_millis(100), Duration::from_millis(200));
+        let (silent, _silent_peer) = pair().await;
+        let (partial, mut partial_peer) = pair().await;
+        partial_peer
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 1, 2])
+            .await
+            .unwrap();
+        let (record, mut record_peer) = pair().await;
+        record_peer
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x02, 1, 2])
+            .await
+            .unwrap();
+        let (get, mut get_peer) = pair().await;
+        get_peer
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (half_get, mut half_get_peer) = pair().await;
+        half_get_peer
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let (closed, closed_peer) = pair().await;
+        drop(closed_peer);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(matches!(
+            arrival(&silent),
+            Arrival::Quiet { spoke: false, .. }
+        ));
+        assert!(matches!(
+            arrival(&partial),
+            Arrival::Quiet { spoke: true, .. }
+        ));
+        assert!(matches!(
+            arrival(&half_get),
+            Arrival::Quiet { spoke: true, .. }
+        ));
+        assert_eq!(arrival(&record), Arrival::Ready);
+        assert_eq!(arrival(&get), Arrival::Ready);
+        assert_eq!(arrival(&closed), Arrival::Gone);
+        // Young: they wait, to be looked at again when their age is up.
+        let now = tokio::time::Instant::now();
+        let again = triage(&silent, ages)
+            .unwrap()
+            .expect("a time to look again");
+        assert!(again > now && again <= now + ages.0);
+        let again = triage(&partial, ages)
+            .unwrap()
+            .expect("a time to look again");
+        assert!(again > now + ages.0 - Duration::from_millis(30) && again <= now + ages.1);
+        assert!(triage(&closed, ages).is_err());
+        // Past their ages.
+        tokio::time::sleep(ages.1).await;
+        let why = triage(&silent, ages).unwrap_err();
+        assert!(
+            why.contains("silent for") && why.contains("backlog"),
+            "{why}"
+        );
+        let why = triage(&partial, ages).unwrap_err();
+        assert!(why.contains("part of a first message"), "{why}");
+        assert!(triage(&half_get, ages).is_err());
+        // Waiting on us: never dropped for its quiet.
+        assert_eq!(triage(&record, ages), Ok(None));
+        assert_eq!(triage(&get, ages), Ok(None));
     }
 
     /// Evictions are paced: with more places due than the burst allows,
