@@ -349,64 +349,82 @@ async fn silent_peers_give_their_places_to_new_ones() {
 
 /// While every place is taken, the Listener still reads its backlog: a peer
 /// that has been quiet there for longer than a place holder may be (by the
-/// kernel's clock) is dropped as soon as it is reached, and reported, while
-/// the place holders (stalled handshakes, 10 s before they may give way)
-/// keep their places; a peer whose whole first message waits (a complete
-/// TLS record) is not dropped for its quiet, however long it waits. Before,
-/// both waited in the backlog until a place gave way (10 s here).
-/// Linux only: elsewhere there is no kernel clock, and both wait.
+/// kernel's clock) is dropped as soon as it is reached, and reported; a
+/// peer whose whole ClientHello waits is not dropped for its quiet, however
+/// long it waits. Here the places are held by two TLS Connections that the
+/// application has not taken yet, which never give way: before, both peers
+/// waited in the backlog for as long as that lasted. Linux only: elsewhere
+/// there is no kernel clock, and both wait.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_peer_quiet_too_long_in_the_backlog_is_dropped_when_reached() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cert = self_signed();
     let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+    let age = Duration::from_millis(300);
     pre.set_listener_limits(
         postsocket::ListenerLimits::default()
-            .with_pending_incoming(4)
-            .with_give_way_after(Duration::from_millis(300), Duration::from_secs(10)),
+            .with_pending_incoming(2)
+            .with_give_way_after(age, age),
     );
-    let (addr, mut errors) = serve_echo(pre).await;
-    // Four stalled handshakes take every place: a TLS record header
-    // announcing 512 bytes, and 10 of them.
-    let mut stalled = Vec::new();
-    for _ in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    let l = pre.listen().await.expect("listen");
+    let addr = l.local_addr();
+    // Two TLS clients connect; their Connections wait for the application,
+    // which takes none yet: every place is held, and none may give way.
+    let held = [
+        pinned_client(addr, StackId::Tls, &cert)
+            .initiate()
             .await
-            .unwrap();
-        stalled.push(s);
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // A silent peer, then one whose whole first record waits.
-    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+            .unwrap(),
+        pinned_client(addr, StackId::Tls, &cert)
+            .initiate()
+            .await
+            .unwrap(),
+    ];
+    // A silent peer, then one whose whole ClientHello (a handshake message
+    // of 2 bytes, in one record) waits.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut whole = tokio::net::TcpStream::connect(addr).await.unwrap();
     whole
-        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4])
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x06, 1, 0, 0, 2, 7, 7])
         .await
         .unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+    let mut b = [0u8; 1];
+    let dropped = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut b))
         .await
-        .expect("the silent peer is dropped and reported well before 10 s")
-        .unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
+        .expect("the silent peer is dropped while every place is still held");
+    assert!(matches!(dropped, Ok(0) | Err(_)), "{dropped:?}");
     assert!(
-        e.contains(&silent_addr) && e.contains("silent for") && e.contains("backlog"),
-        "{e}"
+        tokio::time::timeout(Duration::from_secs(1), whole.read(&mut b))
+            .await
+            .is_err(),
+        "the peer whose ClientHello waits is kept, well past the 300 ms ages"
     );
-    // The peer with a whole record waits on: nothing about it, nor about
-    // the place holders, for well past the 300 ms silent age.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let whole_addr = whole.local_addr().unwrap().to_string();
-    while let Ok(e) = errors.try_recv() {
-        assert!(!e.contains(&whole_addr), "{e}");
-        assert!(
-            !stalled
-                .iter()
-                .any(|s| e.contains(&s.local_addr().unwrap().to_string())),
-            "{e}"
-        );
+    // The application takes its Connections: the report names the silent
+    // peer, its quiet and the backlog.
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.iter().any(|e: &String| e.contains(&silent_addr)) {
+        match tokio::time::timeout_at(deadline, l.next_event()).await {
+            Ok(ListenerEvent::EstablishmentError(e)) => seen.push(e.to_string()),
+            Ok(ListenerEvent::ConnectionReceived(_)) => {}
+            Ok(ListenerEvent::Stopped) | Err(_) => break,
+        }
     }
+    let e = seen
+        .iter()
+        .find(|e| e.contains(&silent_addr))
+        .unwrap_or_else(|| panic!("the silent peer is reported: {seen:?}"));
+    assert!(e.contains("silent for") && e.contains("backlog"), "{e}");
+    let whole_addr = whole.local_addr().unwrap().to_string();
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.contains(&whole_addr) && e.contains("backlog")),
+        "{seen:?}"
+    );
+    drop(held);
 }
 
 /// The give-way ages are the application's: with

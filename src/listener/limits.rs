@@ -115,16 +115,21 @@ impl ListenerLimits {
     /// still dropped as silent after 200 ms in one run of three.
     ///
     /// The same ages judge the peers waiting in the kernel's backlog while
-    /// every place is taken: the Listener still takes them one at a time,
-    /// and one that has been silent (or stalled in its first message) for
-    /// its age by the kernel's clock, its time in the backlog included, is
-    /// dropped when reached and reported (Linux; elsewhere it waits for a
-    /// place). A peer whose whole first message waits (a ClientHello, an
-    /// HTTP request) is never dropped for its quiet. So under a flood a new
-    /// client waits about one age for its place, not for the whole backlog
-    /// to give way: against 2,000 peers stalling mid-ClientHello about
-    /// 0.5 s (was 2 s), against 2,000 silent ones 0.2 s (was 0.8 s) (`cargo
-    /// bench --bench hostile`).
+    /// every place is taken: the Listener still takes them, one at a time,
+    /// into a lobby outside the places. One that has been silent (or has
+    /// sent part of a first message and no more) for its age, by the
+    /// kernel's clock (TCP_INFO, so its time in the backlog counts; Linux
+    /// only), or that has been in the lobby that long, is dropped and
+    /// reported; the others wait there for the next free place. A peer
+    /// whose whole first message waits (a ClientHello, an HTTP request head
+    /// on a WebSocket port, other bytes) is never dropped for its quiet, nor
+    /// is a silent one on a port that takes plain TCP. Elsewhere than Linux
+    /// the lobby peer waits for a place. So under a flood of silent or
+    /// stalling peers a new client waits about one age for a place, not for
+    /// the whole backlog to give way: against 2,000 peers stalling
+    /// mid-ClientHello about 0.5 s (was 2 s), against 2,000 silent ones
+    /// 0.2 s (was 0.8 s) (`cargo bench --bench hostile`). A flood of whole
+    /// ClientHellos still waits its turn.
     pub fn with_give_way_after(mut self, silent: Duration, handshaking: Duration) -> Self {
         self.give_way_silent = silent;
         self.give_way_handshaking = handshaking;

@@ -568,8 +568,9 @@ impl InProgress {
 /// outside the places (see [`Lobby`]).
 #[derive(Debug, PartialEq)]
 enum Arrival {
-    /// A whole first message waits unread (a TLS record, an HTTP request's
-    /// head, or bytes of another protocol): the peer waits on us.
+    /// It waits on us: a whole ClientHello, a whole HTTP request head (on a
+    /// port that takes WebSocket), or bytes that are neither (plain TCP, or
+    /// a peer the sniff will refuse and report).
     Ready,
     /// Nothing (`spoke` false) or part of a first message, and nothing new
     /// for `quiet`, by the kernel's clock (so counting its time in the
@@ -577,16 +578,55 @@ enum Arrival {
     Quiet { spoke: bool, quiet: Duration },
     /// It closed or failed.
     Gone,
-    /// Not known (no kernel clock on this platform): it waits.
-    Unknown,
+    /// Not judged: silent on a port that takes plain TCP (a client of a
+    /// protocol where the server speaks first has nothing to say), or no
+    /// kernel clock on this platform. It waits for a place.
+    Unjudged,
 }
 
-/// The largest TLS record and its header: a whole ClientHello fits.
-const RECORD_MAX: usize = 5 + 16 * 1024;
+/// How much of a peer's first bytes the lobby looks at: the largest TLS
+/// record and its header (a ClientHello fits). A peer that filled it waits
+/// on us.
+const PEEK_MAX: usize = 5 + 16 * 1024;
 
-/// What the peer on `stream` has sent so far (peeked: nothing is read).
-fn arrival(stream: &TcpStream) -> Arrival {
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); RECORD_MAX];
+/// Whether `b` holds a whole TLS handshake message (the ClientHello) in its
+/// first handshake records, which may split it.
+fn whole_client_hello(b: &[u8]) -> bool {
+    let mut at = 0;
+    let mut header = [0u8; 4];
+    let mut have = 0usize;
+    while at + 5 <= b.len() {
+        if b[at] != 0x16 {
+            // Not a handshake record: the TLS stack refuses it at once.
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([b[at + 3], b[at + 4]]));
+        let body = &b[at + 5..b.len().min(at + 5 + len)];
+        for (i, &x) in body.iter().take(4usize.saturating_sub(have)).enumerate() {
+            header[have + i] = x;
+        }
+        have += body.len();
+        if have >= 4 {
+            let hello = 4
+                + (usize::from(header[1]) << 16
+                    | usize::from(header[2]) << 8
+                    | usize::from(header[3]));
+            if have >= hello {
+                return true;
+            }
+        }
+        if body.len() < len {
+            return false;
+        }
+        at += 5 + len;
+    }
+    false
+}
+
+/// What the peer on `stream` has sent so far (peeked: nothing is read), on
+/// a port that takes WebSocket (`ws`) and plain TCP (`plain`) or not.
+fn arrival(stream: &TcpStream, ws: bool, plain: bool) -> Arrival {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); PEEK_MAX];
     let n = match SockRef::from(stream).peek(&mut buf) {
         Ok(0) => return Arrival::Gone,
         Ok(n) => n,
@@ -597,9 +637,11 @@ fn arrival(stream: &TcpStream) -> Arrival {
     let b: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     let whole = if n == 0 {
         false
+    } else if n == PEEK_MAX {
+        true
     } else if b[0] == 0x16 && (n == 1 || looks_like_tls(b)) {
-        n >= 5 && n >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]]))
-    } else if b.starts_with(HTTP_GET) || partial_get(b) {
+        whole_client_hello(b)
+    } else if ws && (b.starts_with(HTTP_GET) || partial_get(b)) {
         b.windows(4).any(|w| w == b"\r\n\r\n")
     } else {
         true
@@ -607,12 +649,15 @@ fn arrival(stream: &TcpStream) -> Arrival {
     if whole {
         return Arrival::Ready;
     }
+    if n == 0 && plain {
+        return Arrival::Unjudged;
+    }
     match super::sockopt::tcp_quiet_for(&SockRef::from(stream)) {
         Some(quiet) => Arrival::Quiet {
             spoke: n > 0,
             quiet,
         },
-        None => Arrival::Unknown,
+        None => Arrival::Unjudged,
     }
 }
 
@@ -623,37 +668,50 @@ fn arrival(stream: &TcpStream) -> Arrival {
 /// is dropped as soon as it is reached, instead of each waiting its turn
 /// for a place to give way, so a peer that speaks (a whole ClientHello, an
 /// HTTP request) reaches the places in the time the backlog takes to read,
-/// not in the time the flood takes to give way. A peer that waits on us (a
-/// whole first message) is never dropped for its quiet.
+/// not in the time the flood takes to give way. A peer that waits on us is
+/// never dropped for its quiet; one that is neither whole nor quiet (it
+/// trickles) is dropped once it has been in the lobby for its give-way age.
 struct Lobby {
     stream: TcpStream,
     remote: SocketAddr,
-    /// When to look at it again (it may be stale by then); `None`: never.
+    /// When it came in.
+    entered: tokio::time::Instant,
+    /// When to look at it again; `None`: never (it waits for a place).
     recheck: Option<tokio::time::Instant>,
 }
 
-/// What to do with a peer accepted while every place was taken: drop it
-/// now (why), or let it wait (until when to look again).
+/// What to do with the peer on `stream`, in the lobby for `waited`, on a
+/// port that takes WebSocket and plain TCP or not (`(ws, plain)`): drop it
+/// now (the error to report), or let it wait (until when to look again).
 fn triage(
     stream: &TcpStream,
+    (ws, plain): (bool, bool),
     (silent, handshaking): (Duration, Duration),
-) -> Result<Option<tokio::time::Instant>, String> {
+    waited: Duration,
+) -> Result<Option<tokio::time::Instant>, (io::ErrorKind, String)> {
     let now = tokio::time::Instant::now();
-    match arrival(stream) {
-        Arrival::Ready | Arrival::Unknown => Ok(None),
-        Arrival::Gone => Err("it closed while waiting in the backlog".into()),
+    match arrival(stream, ws, plain) {
+        Arrival::Ready | Arrival::Unjudged => Ok(None),
+        Arrival::Gone => Err((
+            io::ErrorKind::UnexpectedEof,
+            "it closed while waiting in the backlog".into(),
+        )),
         Arrival::Quiet { spoke, quiet } => {
             let age = if spoke { handshaking } else { silent };
+            let quiet = quiet.max(waited);
             match age.checked_sub(quiet) {
                 Some(left) if !left.is_zero() => Ok(now.checked_add(left)),
-                _ => Err(format!(
-                    "{} for {} by the kernel's clock (it waited in the backlog)",
-                    if spoke {
-                        "part of a first message and nothing more"
-                    } else {
-                        "silent"
-                    },
-                    crate::runtime::ms_text(quiet)
+                _ => Err((
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} for {} by the kernel's clock (it waited in the backlog)",
+                        if spoke {
+                            "part of a first message and no more of it"
+                        } else {
+                            "silent"
+                        },
+                        crate::runtime::ms_text(quiet)
+                    ),
                 )),
             }
         }
@@ -682,9 +740,9 @@ pub(crate) fn listen_stream_port(
         let mut lobby: Option<Lobby> = None;
         let ages = tx.limits().give_way_after();
         let places = tx.limits().pending_incoming();
-        let report = |why: String| {
-            tx.unbounded_send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
-                .is_ok()
+        let takes = (port.takes_ws(), port.plain);
+        let report = |kind: io::ErrorKind, why: String| {
+            tx.unbounded_send(Err(io::Error::new(kind, why))).is_ok()
         };
         loop {
             // A place among the pending connections (being sniffed, in their
@@ -703,7 +761,7 @@ pub(crate) fn listen_stream_port(
                             "dropped {remote}: still sending its first bytes or handshaking after {}, with nothing of it unread, while all {places} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
                             crate::runtime::ms_text(age),
                         );
-                        if !report(why) {
+                        if !report(io::ErrorKind::TimedOut, why) {
                             return;
                         }
                         // Its place comes back as its task ends.
@@ -723,11 +781,11 @@ pub(crate) fn listen_stream_port(
                     _ = until(allowed) => {}
                     _ = until(recheck) => {
                         let l = lobby.take().expect("a recheck is the lobby's");
-                        match triage(&l.stream, ages) {
+                        match triage(&l.stream, takes, ages, l.entered.elapsed()) {
                             Ok(recheck) => lobby = Some(Lobby { recheck, ..l }),
-                            Err(why) => {
+                            Err((kind, why)) => {
                                 let _ = SockRef::from(&l.stream).set_linger(Some(Duration::ZERO));
-                                if !report(format!("dropped {}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)", l.remote)) {
+                                if !report(kind, format!("dropped {}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)", l.remote)) {
                                     return;
                                 }
                             }
@@ -736,11 +794,14 @@ pub(crate) fn listen_stream_port(
                     accepted = listener.accept(), if lobby.is_none() => match accepted {
                         Ok((stream, remote)) => {
                             backoff.succeeded();
-                            match triage(&stream, ages) {
-                                Ok(recheck) => lobby = Some(Lobby { stream, remote, recheck }),
-                                Err(why) => {
+                            match triage(&stream, takes, ages, Duration::ZERO) {
+                                Ok(recheck) => {
+                                    let entered = tokio::time::Instant::now();
+                                    lobby = Some(Lobby { stream, remote, entered, recheck });
+                                }
+                                Err((kind, why)) => {
                                     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                                    if !report(format!("dropped {remote}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)")) {
+                                    if !report(kind, format!("dropped {remote}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)")) {
                                         return;
                                     }
                                 }
@@ -885,16 +946,47 @@ mod tests {
         assert!(progress.conns.is_empty());
     }
 
+    /// A ClientHello is whole once its handshake message is, in one record
+    /// or split over several; a whole record that holds only part of it is
+    /// not.
+    #[test]
+    fn a_client_hello_is_whole_when_its_handshake_message_is() {
+        // Handshake type 1, length 6; the record holds all of it.
+        let whole = [0x16, 3, 1, 0, 10, 1, 0, 0, 6, 9, 9, 9, 9, 9, 9];
+        assert!(whole_client_hello(&whole));
+        assert!(!whole_client_hello(&whole[..14]));
+        // The same message in two records (6 and 4 bytes).
+        let split = [
+            0x16, 3, 1, 0, 6, 1, 0, 0, 6, 9, 9, 0x16, 3, 1, 0, 4, 9, 9, 9, 9,
+        ];
+        assert!(whole_client_hello(&split));
+        assert!(!whole_client_hello(&split[..11]));
+        assert!(!whole_client_hello(&split[..19]));
+        // A whole but empty record, or one announcing a longer message.
+        assert!(!whole_client_hello(&[0x16, 3, 1, 0, 0]));
+        assert!(!whole_client_hello(&[0x16, 3, 1, 0, 4, 1, 0, 1, 0]));
+        // Something other than a handshake record after it: let TLS refuse it.
+        assert!(whole_client_hello(&[
+            0x16, 3, 1, 0, 4, 1, 0, 1, 0, 0x15, 3, 3, 0, 2, 2, 40
+        ]));
+    }
+
     /// A peer waiting outside the places is judged by what it sent and,
-    /// by the kernel's clock, how long ago: one whose whole first message
-    /// waits (a TLS record, an HTTP request's head, other bytes) is never
-    /// dropped for its quiet; a silent one, or one that sent part of a first
-    /// message, is once quiet for its give-way age; one that closed at once.
+    /// by the kernel's clock, how long ago: one that waits on us (a whole
+    /// ClientHello, a whole HTTP request head on a WebSocket port, other
+    /// bytes) is never dropped for its quiet; a silent one, or one that sent
+    /// part of a first message, is once quiet for its give-way age (its
+    /// time in the lobby counts too: a peer that trickles goes as well); a
+    /// silent one on a plain-TCP port is not judged; one that closed goes.
+    /// Ages of 1 s and 2 s keep a slow machine's delays out of the way.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_lobby_drops_quiet_peers_but_not_ones_waiting_on_us() {
         use tokio::io::AsyncWriteExt;
-        let ages = (Duration::from_millis(100), Duration::from_millis(200));
+        let ages = (Duration::from_secs(1), Duration::from_secs(2));
+        let tls_port = (false, false);
+        let ws_port = (true, false);
+        let plain_port = (false, true);
         let (silent, _silent_peer) = pair().await;
         let (partial, mut partial_peer) = pair().await;
         partial_peer
@@ -903,7 +995,7 @@ mod tests {
             .unwrap();
         let (record, mut record_peer) = pair().await;
         record_peer
-            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x02, 1, 2])
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x06, 1, 0, 0, 2, 7, 7])
             .await
             .unwrap();
         let (get, mut get_peer) = pair().await;
@@ -919,45 +1011,74 @@ mod tests {
         let (closed, closed_peer) = pair().await;
         drop(closed_peer);
         tokio::time::sleep(Duration::from_millis(20)).await;
+        let quiet_of = |a: Arrival| match a {
+            Arrival::Quiet { quiet, .. } => quiet,
+            other => panic!("expected a quiet peer, got {other:?}"),
+        };
         assert!(matches!(
-            arrival(&silent),
+            arrival(&silent, false, false),
             Arrival::Quiet { spoke: false, .. }
         ));
         assert!(matches!(
-            arrival(&partial),
+            arrival(&partial, false, false),
             Arrival::Quiet { spoke: true, .. }
         ));
         assert!(matches!(
-            arrival(&half_get),
+            arrival(&half_get, true, false),
             Arrival::Quiet { spoke: true, .. }
         ));
-        assert_eq!(arrival(&record), Arrival::Ready);
-        assert_eq!(arrival(&get), Arrival::Ready);
-        assert_eq!(arrival(&closed), Arrival::Gone);
-        // Young: they wait, to be looked at again when their age is up.
+        assert_eq!(arrival(&record, false, false), Arrival::Ready);
+        assert_eq!(arrival(&get, true, false), Arrival::Ready);
+        // An HTTP request head is judged only where WebSocket is served.
+        assert_eq!(arrival(&half_get, false, true), Arrival::Ready);
+        assert_eq!(arrival(&silent, false, true), Arrival::Unjudged);
+        assert_eq!(arrival(&closed, false, false), Arrival::Gone);
+        // Young: they wait, to be looked at again when their age is up,
+        // counted from their quiet as the kernel tells it.
+        let quiet = quiet_of(arrival(&silent, false, false));
         let now = tokio::time::Instant::now();
-        let again = triage(&silent, ages)
+        let again = triage(&silent, tls_port, ages, Duration::ZERO)
             .unwrap()
             .expect("a time to look again");
-        assert!(again > now && again <= now + ages.0);
-        let again = triage(&partial, ages)
+        assert!(
+            again >= now + ages.0 - quiet - Duration::from_millis(5),
+            "{again:?}"
+        );
+        assert!(
+            again <= tokio::time::Instant::now() + ages.0 - quiet,
+            "{again:?}"
+        );
+        let again = triage(&partial, tls_port, ages, Duration::ZERO)
             .unwrap()
             .expect("a time to look again");
-        assert!(again > now + ages.0 - Duration::from_millis(30) && again <= now + ages.1);
-        assert!(triage(&closed, ages).is_err());
+        assert!(
+            again > now + ages.0,
+            "judged by the handshaking age: {again:?}"
+        );
+        assert_eq!(triage(&silent, plain_port, ages, Duration::ZERO), Ok(None));
+        assert_eq!(
+            triage(&closed, tls_port, ages, Duration::ZERO)
+                .unwrap_err()
+                .0,
+            io::ErrorKind::UnexpectedEof
+        );
+        // Time in the lobby counts, whatever the kernel says.
+        assert!(triage(&partial, tls_port, ages, ages.1).is_err());
         // Past their ages.
         tokio::time::sleep(ages.1).await;
-        let why = triage(&silent, ages).unwrap_err();
+        let (kind, why) = triage(&silent, tls_port, ages, Duration::ZERO).unwrap_err();
+        assert_eq!(kind, io::ErrorKind::TimedOut);
         assert!(
             why.contains("silent for") && why.contains("backlog"),
             "{why}"
         );
-        let why = triage(&partial, ages).unwrap_err();
+        let (_, why) = triage(&partial, tls_port, ages, Duration::ZERO).unwrap_err();
         assert!(why.contains("part of a first message"), "{why}");
-        assert!(triage(&half_get, ages).is_err());
+        assert!(triage(&half_get, ws_port, ages, Duration::ZERO).is_err());
         // Waiting on us: never dropped for its quiet.
-        assert_eq!(triage(&record, ages), Ok(None));
-        assert_eq!(triage(&get, ages), Ok(None));
+        assert_eq!(triage(&record, tls_port, ages, ages.1), Ok(None));
+        assert_eq!(triage(&get, ws_port, ages, ages.1), Ok(None));
+        assert_eq!(triage(&silent, plain_port, ages, ages.1), Ok(None));
     }
 
     /// Evictions are paced: with more places due than the burst allows,
