@@ -85,7 +85,9 @@ pub(crate) fn set_dscp(sock: &SockRef<'_>, ipv6: bool, dscp: u8) -> io::Result<(
 /// How long the peer of a TCP connection has sent nothing, by the kernel's
 /// clock: since its last data, or since the connection was established
 /// (TCP_INFO `tcpi_last_data_recv`), so it counts the time the connection
-/// waited in the listen backlog too. Linux only; `None` elsewhere.
+/// waited in the listen backlog too. Linux only; `None` elsewhere. (Used
+/// by the TLS and WebSocket port only.)
+#[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
 pub(crate) fn tcp_quiet_for(sock: &SockRef<'_>) -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
