@@ -198,10 +198,6 @@ struct Slot {
     /// The attempt, until it ended or was cancelled (dropping it cancels
     /// it: its socket is closed).
     attempt: Option<BoxFuture<'static, AttemptOutput>>,
-    /// What the attempt ended with on its first poll, when it started,
-    /// until the engine is told (at the next turn, as for any attempt).
-    /// Boxed: rare, and a Slot is moved whole.
-    ended: Option<Box<AttemptOutput>>,
     /// Polled as it started, in this turn: the turn's wait need not poll
     /// it again (it is woken as any other).
     fresh: bool,
@@ -220,6 +216,33 @@ type Slots = smallvec::SmallVec<[Slot; 1]>;
 /// The slot of the attempt at leaf `node`.
 fn slot_of(slots: &mut Slots, node: usize) -> Option<&mut Slot> {
     slots.iter_mut().find(|s| s.node == node)
+}
+
+/// Tell the engine how the attempt in slot `i` ended, at `now`: a success
+/// keeps what it connected in the slot; a failure's own error is kept as a
+/// source for the EstablishmentError.
+fn tell_ended(
+    racer: &mut Racer,
+    slots: &mut Slots,
+    sources: &mut Vec<(usize, crate::error::Source)>,
+    (i, r): AttemptResult,
+    now: Duration,
+) {
+    let slot = &mut slots[i];
+    match r {
+        (Ok((t, f, left)), rc) => {
+            let rc = rc.expect("a started attempt hands back what Clone needs");
+            slot.done = Some((t, f, left, rc));
+            racer.attempt_succeeded(now, slot.node);
+        }
+        (Err((reason, message, source)), _) => {
+            if let Some(source) = source {
+                sources.retain(|(s, _)| *s != i);
+                sources.push((i, source));
+            }
+            racer.attempt_failed(now, slot.node, reason, message);
+        }
+    }
 }
 
 /// The bound of one establishment: Initiate's timeout, else connTimeout,
@@ -420,7 +443,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                     // The attempt, polled once now, so that its first packet
                     // (the SYN, the QUIC Initial) goes out before the rest
                     // of this turn's bookkeeping, which then overlaps the
-                    // round trip; or what it ended with at once.
+                    // round trip; or what it ended with at once, which the
+                    // engine is told now, as a ready resolve's answer is.
                     let (attempt, ended) = match local {
                         Ok(local) => {
                             let mut opts = socket_options(
@@ -448,26 +472,26 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             let mut attempt: BoxFuture<'static, AttemptOutput> =
                                 Box::pin(attempt_keeping(rc, framers));
                             match futures::poll!(attempt.as_mut()) {
-                                std::task::Poll::Ready(r) => (None, Some(Box::new(r))),
+                                std::task::Poll::Ready(r) => (None, Some(r)),
                                 std::task::Poll::Pending => (Some(attempt), None),
                             }
                         }
                         Err(msg) => (
                             None,
-                            Some(Box::new((
-                                Err((ErrorReason::EstablishmentFailed, msg, None)),
-                                None,
-                            ))),
+                            Some((Err((ErrorReason::EstablishmentFailed, msg, None)), None)),
                         ),
                     };
                     slots.push(Slot {
                         node,
                         fresh: attempt.is_some(),
                         attempt,
-                        ended,
                         finish_when_losing,
                         done: None,
                     });
+                    if let Some(r) = ended {
+                        let i = slots.len() - 1;
+                        tell_ended(&mut racer, &mut slots, &mut sources, (i, r), elapsed());
+                    }
                 }
                 Step::Cancel { leaf: node } => {
                     // Still running, of a stack whose cancellation costs
@@ -485,7 +509,6 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                         }
                         // A loser that had already connected is closed by dropping it.
                         slot.done = None;
-                        slot.ended = None;
                     }
                 }
                 Step::Won { leaf: node } => {
@@ -607,9 +630,6 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         // poll the woken ones, without one's allocations per race).
         let attempt_ended = futures::future::poll_fn(|cx| {
             for (i, slot) in slots.iter_mut().enumerate() {
-                if let Some(r) = slot.ended.take() {
-                    return std::task::Poll::Ready((i, *r));
-                }
                 if std::mem::take(&mut slot.fresh) {
                     continue;
                 }
@@ -633,22 +653,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                 fired = true;
             }
         }
-        if let Some((i, r)) = ended {
-            let slot = &mut slots[i];
-            match r {
-                (Ok((t, f, left)), rc) => {
-                    let rc = rc.expect("a started attempt hands back what Clone needs");
-                    slot.done = Some((t, f, left, rc));
-                    racer.attempt_succeeded(elapsed(), slot.node);
-                }
-                (Err((reason, message, source)), _) => {
-                    if let Some(source) = source {
-                        sources.retain(|(s, _)| *s != i);
-                        sources.push((i, source));
-                    }
-                    racer.attempt_failed(elapsed(), slot.node, reason, message);
-                }
-            }
+        if let Some(ended) = ended {
+            tell_ended(&mut racer, &mut slots, &mut sources, ended, elapsed());
         }
         if fired {
             // Done: the next deadline gets a timer of its own.

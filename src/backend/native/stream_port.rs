@@ -626,7 +626,8 @@ fn whole_client_hello(b: &[u8]) -> bool {
 /// What the peer on `stream` has sent so far (peeked: nothing is read), on
 /// a port that takes WebSocket (`ws`) and plain TCP (`plain`) or not.
 fn arrival(stream: &TcpStream, ws: bool, plain: bool) -> Arrival {
-    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); PEEK_MAX];
+    // On the stack: under a flood this runs for every peer in the backlog.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); PEEK_MAX];
     let n = match SockRef::from(stream).peek(&mut buf) {
         Ok(0) => return Arrival::Gone,
         Ok(n) => n,
@@ -678,6 +679,35 @@ struct Lobby {
     entered: tokio::time::Instant,
     /// When to look at it again; `None`: never (it waits for a place).
     recheck: Option<tokio::time::Instant>,
+}
+
+impl Lobby {
+    /// The peer looked at now: kept (with when to look at it again), or
+    /// reset and the error that reports it, naming it, `places` being all
+    /// taken.
+    fn judged(
+        mut self,
+        takes: (bool, bool),
+        ages: (Duration, Duration),
+        places: usize,
+    ) -> Result<Lobby, io::Error> {
+        match triage(&self.stream, takes, ages, self.entered.elapsed()) {
+            Ok(recheck) => {
+                self.recheck = recheck;
+                Ok(self)
+            }
+            Err((kind, why)) => {
+                let _ = SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+                Err(io::Error::new(
+                    kind,
+                    format!(
+                        "dropped {}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)",
+                        self.remote
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 /// What to do with the peer on `stream`, in the lobby for `waited`, on a
@@ -741,9 +771,6 @@ pub(crate) fn listen_stream_port(
         let ages = tx.limits().give_way_after();
         let places = tx.limits().pending_incoming();
         let takes = (port.takes_ws(), port.plain);
-        let report = |kind: io::ErrorKind, why: String| {
-            tx.unbounded_send(Err(io::Error::new(kind, why))).is_ok()
-        };
         loop {
             // A place among the pending connections (being sniffed, in their
             // TLS or WebSocket handshake, or waiting for the Listener). With
@@ -761,7 +788,10 @@ pub(crate) fn listen_stream_port(
                             "dropped {remote}: still sending its first bytes or handshaking after {}, with nothing of it unread, while all {places} pending places were taken (the slowest gives way to a new peer; ListenerLimits pending_incoming)",
                             crate::runtime::ms_text(age),
                         );
-                        if !report(io::ErrorKind::TimedOut, why) {
+                        if tx
+                            .unbounded_send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+                            .is_err()
+                        {
                             return;
                         }
                         // Its place comes back as its task ends.
@@ -776,36 +806,21 @@ pub(crate) fn listen_stream_port(
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
+                // A peer to look at: the lobby's, due again, or the next
+                // in the backlog.
+                let look_at = tokio::select! {
                     room = tx.room() => break room,
-                    _ = until(allowed) => {}
-                    _ = until(recheck) => {
-                        let l = lobby.take().expect("a recheck is the lobby's");
-                        match triage(&l.stream, takes, ages, l.entered.elapsed()) {
-                            Ok(recheck) => lobby = Some(Lobby { recheck, ..l }),
-                            Err((kind, why)) => {
-                                let _ = SockRef::from(&l.stream).set_linger(Some(Duration::ZERO));
-                                if !report(kind, format!("dropped {}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)", l.remote)) {
-                                    return;
-                                }
-                            }
-                        }
-                    }
+                    _ = until(allowed) => None,
+                    _ = until(recheck) => lobby.take(),
                     accepted = listener.accept(), if lobby.is_none() => match accepted {
                         Ok((stream, remote)) => {
                             backoff.succeeded();
-                            match triage(&stream, takes, ages, Duration::ZERO) {
-                                Ok(recheck) => {
-                                    let entered = tokio::time::Instant::now();
-                                    lobby = Some(Lobby { stream, remote, entered, recheck });
-                                }
-                                Err((kind, why)) => {
-                                    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                                    if !report(kind, format!("dropped {remote}: {why}, while all {places} pending places were taken (ListenerLimits pending_incoming, give_way_after)")) {
-                                        return;
-                                    }
-                                }
-                            }
+                            Some(Lobby {
+                                stream,
+                                remote,
+                                entered: tokio::time::Instant::now(),
+                                recheck: None,
+                            })
                         }
                         Err(e) => {
                             if let Some(e) = backoff.failed(e).await {
@@ -813,8 +828,19 @@ pub(crate) fn listen_stream_port(
                                     return;
                                 }
                             }
+                            None
                         }
                     },
+                };
+                if let Some(l) = look_at {
+                    match l.judged(takes, ages, places) {
+                        Ok(l) => lobby = Some(l),
+                        Err(e) => {
+                            if tx.unbounded_send(Err(e)).is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             };
             let accepted = match lobby.take() {

@@ -66,8 +66,8 @@ struct Inner {
 enum Delivered {
     /// A Message, or the read's error.
     Recv(io::Result<Recv>),
-    /// The peer's Close (as the read's error): its reply is queued.
-    Closed(io::Result<Recv>),
+    /// The peer's Close (the read's error): its reply is queued.
+    Closed(io::Error),
 }
 
 /// What a read delivers for the WebSocket stream's next item: a Message,
@@ -94,10 +94,10 @@ fn delivered(next: Option<Result<Message, tungstenite::Error>>) -> Option<Delive
             } else {
                 io::ErrorKind::ConnectionReset
             };
-            return Some(Delivered::Closed(Err(io::Error::new(
+            return Some(Delivered::Closed(io::Error::new(
                 kind,
                 format!("the peer closed the WebSocket{why}"),
-            ))));
+            )));
         }
         Some(Err(tungstenite::Error::ConnectionClosed)) | None => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -312,11 +312,11 @@ impl WsTransport {
             let next = rd.next().await;
             match delivered(next) {
                 Some(Delivered::Recv(r)) => return r,
-                Some(Delivered::Closed(r)) => {
+                Some(Delivered::Closed(e)) => {
                     // tungstenite queued the Close reply: send it.
                     drop(rd);
                     let _ = self.inner.wr.lock().await.flush().await;
-                    return r;
+                    return Err(e);
                 }
                 None => {
                     // tungstenite queued the Pong; send it now.
@@ -343,7 +343,7 @@ impl WsTransport {
             };
             match delivered(next) {
                 Some(Delivered::Recv(r)) => return Some(Poll::Ready(r)),
-                Some(Delivered::Closed(r)) => {
+                Some(Delivered::Closed(e)) => {
                     drop(rd);
                     let flushed = self
                         .inner
@@ -358,7 +358,7 @@ impl WsTransport {
                             });
                         }
                     }
-                    return Some(Poll::Ready(r));
+                    return Some(Poll::Ready(Err(e)));
                 }
                 // tungstenite flushes a queued Pong at the start of its
                 // next read: the loop's.
