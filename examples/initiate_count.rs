@@ -15,7 +15,9 @@
 //! baseline), `context` (a name resolving to `::1`, blackholed, and
 //! 127.0.0.1, with a TransportContext and a line framer, as the later
 //! connects of benches/transport_context.rs; the first connect, which waits
-//! for the attempt delay, is part of the setup).
+//! for the attempt delay, is part of the setup). `INITIATE_MT=1` runs the loop
+//! as the timed benches do: in `block_on` beside a two-worker runtime, so
+//! that a connect's wake crosses threads.
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 fn main() {
@@ -41,10 +43,19 @@ mod native {
         let mut args = std::env::args().skip(1);
         let mode = args.next().unwrap_or_else(|| "tcp".into());
         let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        // INITIATE_MT=1: a multi-thread runtime with two workers, as the
+        // timed benches use (the loop runs in `block_on`, off the workers).
+        let rt = if std::env::var_os("INITIATE_MT").is_some() {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
         rt.block_on(run(&mode, n));
     }
 

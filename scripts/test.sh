@@ -133,6 +133,11 @@ cargo clippy --target wasm32-unknown-unknown -p postsocket --all-targets -- -D w
 step "cargo test --workspace"
 cargo test --workspace
 
+step "PathChange natively: interface addresses changed in a network namespace of the test's own (cargo test --test path_change -- --ignored; needs root)"
+[ "$(id -u)" -eq 0 ] || fail "this step needs root for its network namespace; run scripts/test.sh as root (CI does)"
+command -v ip >/dev/null || fail "ip (iproute2) is needed for the PathChange step"
+cargo test --test path_change -- --ignored
+
 step "fuzzing corpus replay: every input of fuzz/corpus and fuzz/regressions through its harness (cargo test --features fuzzing --test fuzz_corpus)"
 cargo test --features fuzzing --test fuzz_corpus
 

@@ -70,7 +70,7 @@ pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
 pub use connection::{
     path_changed, Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER,
-    CLOSE_TIMEOUT, DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN,
+    CLOSE_TIMEOUT, DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, PATH_SETTLE, RECV_MSG_MAX_LEN,
 };
 pub use context::TransportContext;
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};

@@ -107,7 +107,7 @@ use lifecycle::Stopped;
 pub use lifecycle::{CLOSE_LINGER, CLOSE_TIMEOUT};
 use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
-pub use path_change::path_changed;
+pub use path_change::{path_changed, PATH_SETTLE};
 use receive_core::{Current, PeerContext, RecvState, DIRECT_READ_MIN};
 pub use receive_core::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
 use send::WriterState;
@@ -183,6 +183,9 @@ pub(crate) struct Inner {
     endpoints: Arc<crate::message::Endpoints>,
     /// Read from the socket on first use (or at close), not on the way to Ready.
     local_addr: std::sync::OnceLock<Option<SocketAddr>>,
+    /// Its slot among the Connections told of path changes
+    /// (`path_change::UNWATCHED`: none).
+    path_slot: AtomicUsize,
     remote_addr: Option<SocketAddr>,
     /// singularTransmissionMsgMaxLen, `u64::MAX` when Not applicable.
     singular_max: u64,
@@ -278,6 +281,7 @@ impl Connection {
             trace: p.trace,
             endpoints,
             local_addr: std::sync::OnceLock::new(),
+            path_slot: AtomicUsize::new(path_change::UNWATCHED),
             remote_addr,
             singular_max: singular_max.unwrap_or(u64::MAX),
             reconnect: p.reconnect,
@@ -602,6 +606,12 @@ impl Inner {
         })
     }
 }
+impl Drop for Inner {
+    fn drop(&mut self) {
+        path_change::unwatch(self);
+    }
+}
+
 #[cfg(test)]
 mod size_tests {
     use super::*;
@@ -612,6 +622,7 @@ mod size_tests {
     /// `Inner` as the largest block per connection). Large or rarely used
     /// parts go behind a pointer: the QUIC, WebTransport and UDP handles,
     /// the Reconnect of Clone, a failure's Error, the shared properties.
+    /// (896: 888, and the slot among the Connections told of path changes.)
     #[test]
     fn a_connection_stays_small() {
         use std::mem::size_of;
@@ -620,7 +631,7 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(size_of::<Inner>() <= 888, "Inner: {} B", size_of::<Inner>());
+        assert!(size_of::<Inner>() <= 896, "Inner: {} B", size_of::<Inner>());
         assert!(
             size_of::<crate::racing::LazyTrace>() <= 8,
             "LazyTrace: {} B",

@@ -5,19 +5,44 @@
 //!
 //! In the browser the signals are the window's `online` and `offline`
 //! events and `navigator.connection`'s `change` (the backend installs the
-//! listeners with the first Connection). Natively there is no portable
-//! signal: Connections are not registered and nothing is sent; an
-//! application that learns of a change itself calls [`path_changed`].
+//! listeners with the first Connection). Natively the signal is the
+//! machine's interface addresses: one came or went, and the set then
+//! stayed the same for [`PATH_SETTLE`] (the backend's watcher starts with
+//! the first race or Connection). An application that learns of a change
+//! some other way calls [`path_changed`] itself.
 
 use super::Inner;
 use crate::event::ConnectionEvent;
-use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-thread_local! {
-    /// The Connections to tell, pruned as they close. Per thread: only the
-    /// browser registers Connections, and a page has one thread.
-    static WATCHERS: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
+/// Natively, how long the interface addresses must stay the same after one
+/// came or went before the change is reported as `PathChange`: a burst (an
+/// interface coming up with several addresses, a DHCP renewal) is one
+/// report, and an address that comes and goes within it is none. (The
+/// browser's events are reported as they come.)
+pub const PATH_SETTLE: Duration = Duration::from_millis(500);
+
+/// The Connections to tell: a slot per watched Connection, emptied as its
+/// state goes ([`unwatch`]), the empty ones reused.
+struct Watchers {
+    slots: Vec<Option<Weak<Inner>>>,
+    free: Vec<usize>,
+}
+
+crate::runtime::process_wide!(WATCHERS: Watchers = Watchers {
+    slots: Vec::new(),
+    free: Vec::new(),
+});
+
+/// No slot (the Connection is not watched).
+pub(super) const UNWATCHED: usize = usize::MAX;
+
+/// `f` with the list (nothing panics while it is held: a poisoned list is
+/// still whole).
+fn with_watchers<R>(f: impl FnOnce(&mut Watchers) -> R) -> R {
+    WATCHERS.with(|w| f(&mut w.lock().unwrap_or_else(|e| e.into_inner())))
 }
 
 /// Tell `inner` of path changes, where the platform reports them.
@@ -26,13 +51,33 @@ pub(super) fn watch(inner: &Arc<Inner>) {
         return;
     }
     crate::backend::watch_path_changes();
-    WATCHERS.with_borrow_mut(|w| {
-        // Pruned when the list doubles: amortized O(1) per Connection.
-        if w.len() >= 16 && w.len().is_power_of_two() {
-            w.retain(|c| c.upgrade().is_some_and(|c| !c.events_ended()));
+    let me = Some(Arc::downgrade(inner));
+    let slot = with_watchers(|w| match w.free.pop() {
+        Some(i) => {
+            w.slots[i] = me;
+            i
         }
-        w.push(Arc::downgrade(inner));
+        None => {
+            w.slots.push(me);
+            w.slots.len() - 1
+        }
     });
+    inner.path_slot.store(slot, Ordering::Relaxed);
+}
+
+/// `inner` goes (its drop): its slot is free again.
+pub(super) fn unwatch(inner: &Inner) {
+    let slot = inner.path_slot.load(Ordering::Relaxed);
+    if slot == UNWATCHED {
+        return;
+    }
+    // Its Weak is dropped here: the Connection's allocation, not its state
+    // (gone already), is what it kept.
+    let weak = with_watchers(|w| {
+        w.free.push(slot);
+        w.slots[slot].take()
+    });
+    drop(weak);
 }
 
 /// The network path changed (`what` says how): every open Connection that
@@ -42,24 +87,17 @@ pub(super) fn watch(inner: &Arc<Inner>) {
 /// were told.
 pub fn path_changed(what: &str) -> usize {
     crate::TransportContext::global().network_changed();
-    // Taken out while the events are queued (nothing of it runs code that
-    // could register a Connection, but a borrow held across it need not be).
-    let mut w = WATCHERS.with_borrow_mut(std::mem::take);
-    w.retain(|c| {
-        let Some(c) = c.upgrade() else {
-            return false;
-        };
-        if c.events_ended() {
-            return false;
+    // Taken out of the list before they are told: dropping the last handle
+    // of one (here, if the application dropped its own meanwhile) takes the
+    // list's lock to free its slot.
+    let open: Vec<Arc<Inner>> =
+        with_watchers(|w| w.slots.iter().flatten().filter_map(Weak::upgrade).collect());
+    let mut told = 0;
+    for c in &open {
+        if !c.events_ended() {
+            c.emit(ConnectionEvent::PathChange(what.to_string()));
+            told += 1;
         }
-        c.emit(ConnectionEvent::PathChange(what.to_string()));
-        true
-    });
-    let told = w.len();
-    WATCHERS.with_borrow_mut(|now| {
-        // Any registered meanwhile go after the others.
-        w.append(now);
-        *now = w;
-    });
+    }
     told
 }

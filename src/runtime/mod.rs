@@ -14,6 +14,44 @@ cfg_if::cfg_if! {
     }
 }
 
+/// `process_wide!(NAME: T = init)`: a value for the whole program behind a
+/// lock, read with `NAME.with(|lock| ..)`. Natively a `static`, where
+/// Connections live on many threads; in the browser a `thread_local`,
+/// where a page has one thread and what it holds need not be `Send`.
+#[cfg(native)]
+macro_rules! process_wide {
+    ($name:ident: $t:ty = $init:expr) => {
+        static $name: $crate::runtime::ProcessWide<$t> =
+            $crate::runtime::ProcessWide(std::sync::Mutex::new($init));
+    };
+}
+/// `process_wide!(NAME: T = init)`: a value for the whole program behind a
+/// lock, read with `NAME.with(|lock| ..)`. Natively a `static`, where
+/// Connections live on many threads; in the browser a `thread_local`,
+/// where a page has one thread and what it holds need not be `Send`.
+#[cfg(web)]
+macro_rules! process_wide {
+    ($name:ident: $t:ty = $init:expr) => {
+        thread_local! {
+            static $name: std::sync::Mutex<$t> = const { std::sync::Mutex::new($init) };
+        }
+    };
+}
+pub(crate) use process_wide;
+
+/// What [`process_wide!`] makes natively: a lock with a `thread_local`'s
+/// `with`, so that both targets read it alike.
+#[cfg(native)]
+pub(crate) struct ProcessWide<T>(pub(crate) std::sync::Mutex<T>);
+
+#[cfg(native)]
+impl<T> ProcessWide<T> {
+    /// `f` with the lock (as `LocalKey::with` gives a thread's own).
+    pub(crate) fn with<R>(&'static self, f: impl FnOnce(&std::sync::Mutex<T>) -> R) -> R {
+        f(&self.0)
+    }
+}
+
 /// A duration for a message, in milliseconds ("250 ms", "0.125 ms"),
 /// formatted with integers: Rust's float formatting (`{:.3}`, a
 /// `Duration`'s `{:?}`) would add about 10 KB to the browser's .wasm.

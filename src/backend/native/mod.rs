@@ -103,12 +103,8 @@ pub(crate) use tls_config::fuzz_certificate;
 /// Take back a charge: nothing is charged natively.
 pub(crate) fn refund(_: &crate::racing::AttemptOutcome) {}
 
-/// No portable signal of a network change natively: Connections are not
-/// watched for PathChange (an application calls `path_changed` itself).
-pub(crate) const PATH_SIGNALS: bool = false;
-
-/// Nothing to install natively.
-pub(crate) fn watch_path_changes() {}
+mod path_signals;
+pub(crate) use path_signals::{watch_path_changes, PATH_SIGNALS};
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {

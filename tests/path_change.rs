@@ -1,0 +1,150 @@
+//! PathChange natively (RFC 9622 §8.3.2): an interface address that comes
+//! or goes on this machine is a `PathChange` event on every open
+//! Connection, once the addresses have settled (`PATH_SETTLE`), and the
+//! process-wide TransportContext forgets what it learned on the old network.
+//!
+//! The test moves its thread into a network namespace of its own (so it
+//! needs root: `scripts/test.sh` runs it with `cargo test --test
+//! path_change -- --ignored`) and changes that namespace's addresses with
+//! iproute2's `ip`, as an administrator or a DHCP client would: nothing of
+//! the machine's own network is touched. The peer is a plain tokio server.
+#![cfg(target_os = "linux")]
+
+use postsocket::{
+    ConnectionEvent, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TransportContext,
+    TransportProperties, PATH_SETTLE,
+};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+/// iproute2's `ip`, in this thread's namespace (a child inherits it).
+fn ip(args: &str) {
+    let status = Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip (iproute2) runs");
+    assert!(status.success(), "`ip {args}` failed");
+}
+
+fn pre(addr: SocketAddr) -> Preconnection {
+    let mut p = Preconnection::new(
+        vec![],
+        vec![RemoteEndpoint::new().with_socket_addr(addr).unwrap()],
+        TransportProperties::new(),
+        SecurityParameters::disabled(),
+    );
+    p.set_protocols(vec![StackId::Tcp]);
+    p
+}
+
+/// The next event within 5 s, which must be a PathChange: its text.
+async fn path_change(c: &postsocket::Connection) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), c.next_event()).await {
+        Ok(Some(ConnectionEvent::PathChange(what))) => what,
+        Ok(other) => panic!("expected a PathChange, got {other:?}"),
+        Err(_) => panic!("no PathChange within 5 s"),
+    }
+}
+
+#[test]
+#[ignore = "needs root for a network namespace of its own; scripts/test.sh runs it: cargo test --test path_change -- --ignored"]
+fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connection() {
+    // This thread alone moves into a new network namespace: the runtime
+    // below, the watcher's netlink socket and the `ip` commands all live in
+    // it. Only loopback is there.
+    // SAFETY: unshare takes no pointer; it changes this thread's namespace.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        r,
+        0,
+        "unshare(CLONE_NEWNET): {} (run as root)",
+        std::io::Error::last_os_error()
+    );
+    ip("link set lo up");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = server.accept().await {
+                held.push(s);
+            }
+        });
+        let first = pre(addr).initiate().await.expect("connects over loopback");
+        assert!(
+            TransportContext::global()
+                .to_json()
+                .contains(&addr.to_string()),
+            "the race was learned"
+        );
+        // The watcher started with the race; its first settled addresses
+        // are its baseline, not a change.
+        tokio::time::sleep(PATH_SETTLE * 2).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), first.next_event())
+                .await
+                .is_err(),
+            "no event before anything changed"
+        );
+
+        // An address comes (on a link left down: no IPv6 link-local address
+        // follows it later).
+        ip("link add pc0 type veth peer name pc1");
+        ip("addr add 10.77.0.1/24 dev pc0");
+        let what = path_change(&first).await;
+        assert!(
+            what.contains("came: 10.77.0.1/24") && !what.contains("went"),
+            "{what}"
+        );
+        assert!(
+            !TransportContext::global()
+                .to_json()
+                .contains(&addr.to_string()),
+            "the global context forgot what it learned on the old network"
+        );
+
+        // It goes: every open Connection is told, one made since the last
+        // change too; a closed one is not.
+        let second = pre(addr).initiate().await.expect("connects");
+        let closed = pre(addr).initiate().await.expect("connects");
+        closed.abort();
+        ip("addr del 10.77.0.1/24 dev pc0");
+        for c in [&first, &second] {
+            let what = path_change(c).await;
+            assert!(
+                what.contains("went: 10.77.0.1/24") && !what.contains("came"),
+                "{what}"
+            );
+        }
+        let mut after_abort = Vec::new();
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), closed.next_event()).await
+        {
+            after_abort.push(e);
+        }
+        assert!(
+            !after_abort
+                .iter()
+                .any(|e| matches!(e, ConnectionEvent::PathChange(_))),
+            "an aborted Connection is not told: {after_abort:?}"
+        );
+        // An application's own signal reaches the same two (the aborted
+        // one is not counted).
+        assert_eq!(postsocket::path_changed("the application's own signal"), 2);
+        for c in [&first, &second] {
+            assert_eq!(path_change(c).await, "the application's own signal");
+        }
+        // A dropped Connection's slot is freed: one more change from the
+        // platform reaches the two open ones only.
+        drop(closed);
+        ip("addr add 10.88.0.1/24 dev pc0");
+        for c in [&first, &second] {
+            assert!(path_change(c).await.contains("came: 10.88.0.1/24"));
+        }
+    });
+}
