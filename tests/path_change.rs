@@ -92,8 +92,8 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
             "no event before anything changed"
         );
 
-        // An address comes (on a link left down: no IPv6 link-local address
-        // follows it later).
+        // An address comes (on a link left down; a link-local address would
+        // not count anyway).
         ip("link add pc0 type veth peer name pc1");
         ip("addr add 10.77.0.1/24 dev pc0");
         let what = path_change(&first).await;
@@ -139,8 +139,8 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
         for c in [&first, &second] {
             assert_eq!(path_change(c).await, "the application's own signal");
         }
-        // A dropped Connection's slot is freed: one more change from the
-        // platform reaches the two open ones only.
+        // One more change from the platform, after the aborted Connection
+        // is dropped, reaches the two open ones.
         drop(closed);
         ip("addr add 10.88.0.1/24 dev pc0");
         for c in [&first, &second] {

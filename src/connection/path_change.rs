@@ -6,10 +6,11 @@
 //! In the browser the signals are the window's `online` and `offline`
 //! events and `navigator.connection`'s `change` (the backend installs the
 //! listeners with the first Connection). Natively the signal is the
-//! machine's interface addresses: one came or went, and the set then
-//! stayed the same for [`PATH_SETTLE`] (the backend's watcher starts with
-//! the first race or Connection). An application that learns of a change
-//! some other way calls [`path_changed`] itself.
+//! machine's interface addresses (loopback and link-local ones left out):
+//! one came or went, and the set then stayed the same for [`PATH_SETTLE`]
+//! (the backend's watcher starts, on a thread of its own, with the first
+//! race or Connection). An application that learns of a change some other
+//! way calls [`path_changed`] itself.
 
 use super::Inner;
 use crate::event::ConnectionEvent;
@@ -19,9 +20,11 @@ use std::time::Duration;
 
 /// Natively, how long the interface addresses must stay the same after one
 /// came or went before the change is reported as `PathChange`: a burst (an
-/// interface coming up with several addresses, a DHCP renewal) is one
-/// report, and an address that comes and goes within it is none. (The
-/// browser's events are reported as they come.)
+/// interface coming up with several addresses, a move to another network
+/// that replaces them) is one report, and an address that comes and goes
+/// within it is none. Addresses that keep changing are reported 4 times
+/// this after the first unreported change. (The browser's events are
+/// reported as they come.)
 pub const PATH_SETTLE: Duration = Duration::from_millis(500);
 
 /// The Connections to tell: a slot per watched Connection, emptied as its
@@ -71,9 +74,11 @@ pub(super) fn unwatch(inner: &Inner) {
     if slot == UNWATCHED {
         return;
     }
-    // Its Weak is dropped here: the Connection's allocation, not its state
-    // (gone already), is what it kept.
-    let weak = with_watchers(|w| {
+    // Its Weak is dropped after the lock (it kept the Connection's
+    // allocation, not its state). `try_with`: a thread's own list may be
+    // gone already when the thread ends.
+    let weak = WATCHERS.try_with(|w| {
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
         w.free.push(slot);
         w.slots[slot].take()
     });

@@ -50,6 +50,14 @@ impl<T> ProcessWide<T> {
     pub(crate) fn with<R>(&'static self, f: impl FnOnce(&std::sync::Mutex<T>) -> R) -> R {
         f(&self.0)
     }
+
+    /// `f` with the lock (as `LocalKey::try_with`; a static never fails).
+    pub(crate) fn try_with<R>(
+        &'static self,
+        f: impl FnOnce(&std::sync::Mutex<T>) -> R,
+    ) -> Result<R, std::convert::Infallible> {
+        Ok(f(&self.0))
+    }
 }
 
 /// A duration for a message, in milliseconds ("250 ms", "0.125 ms"),

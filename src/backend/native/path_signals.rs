@@ -1,63 +1,70 @@
 //! The native path signal for PathChange: the machine's interface
 //! addresses, watched with `if-watch` (rtnetlink on Linux, the System
 //! Configuration framework on macOS and iOS, `NotifyIpInterfaceChange` on
-//! Windows, a periodic poll elsewhere).
+//! Windows, a poll every 10 s elsewhere).
 //!
-//! One watcher per process, started by the first race or Connection on a
-//! tokio runtime, on that runtime (started again on the next one if that
-//! runtime ends). Changes are reported once the addresses have stayed the
-//! same for [`PATH_SETTLE`](crate::PATH_SETTLE), against the addresses at
-//! the previous report (the first settled set is the baseline, not a
-//! change): a burst (an interface coming up with several addresses, a
-//! DHCP renewal) is one PathChange, and an address that comes and goes
-//! within the settle time is none. Loopback addresses are not the network
-//! path and are left out.
+//! One watcher per process, on a thread of its own (a small tokio runtime
+//! of its own), started by the first race or Connection and kept for the
+//! process's life: it does not depend on the application's runtimes being
+//! driven or kept, and is never started twice. If the platform's source
+//! cannot be opened, or fails, there are no signals from then on (nothing
+//! is retried at every Connection).
+//!
+//! Changes are reported once the addresses have stayed the same for
+//! [`PATH_SETTLE`](crate::PATH_SETTLE), or [`SETTLE_CAP`] times that after
+//! the first unreported change if they keep changing, against the
+//! addresses at the previous report. The first settled set is the baseline,
+//! not a change: it is taken once the platform has listed what is there
+//! (its first event, loopback included), or [`SETTLE_CAP`] settle times
+//! after the start if it lists nothing. A burst (an interface coming up with
+//! several addresses) is one PathChange, and an address that comes and goes
+//! within the settle time is none. Loopback and link-local addresses
+//! (`127.0.0.0/8`, `::1`, `169.254.0.0/16`, `fe80::/10`) are not a path to
+//! a peer and are left out: a container's or a tunnel's interface coming up
+//! with only a link-local address is no change.
 
 use crate::PATH_SETTLE;
 use futures::StreamExt;
 use if_watch::{IfEvent, IpNet};
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The platform reports network changes: Connections are watched.
 pub(crate) const PATH_SIGNALS: bool = true;
 
-/// A watcher runs, or could not be made (then none is tried again).
-static WATCHING: AtomicBool = AtomicBool::new(false);
+/// How many settle times a change that keeps changing waits at most.
+pub(crate) const SETTLE_CAP: u32 = 4;
 
-/// Clears [`WATCHING`] when the watcher's task ends with its runtime, so the
-/// next race starts one on a runtime that lives.
-struct Running;
+/// The watcher was started (or could not be).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        WATCHING.store(false, Ordering::Release);
+/// Start the watcher's thread, once per process.
+pub(crate) fn watch_path_changes() {
+    if STARTED.load(Ordering::Acquire) || STARTED.swap(true, Ordering::AcqRel) {
+        return;
     }
+    // A thread that cannot be made means no signals, as a source that
+    // cannot be opened does.
+    let _ = std::thread::Builder::new()
+        .name("postsocket-path-watch".into())
+        .spawn(watch);
 }
 
-/// Start the watcher, once, on the current tokio runtime (none outside
-/// one: a Connection is always made inside one).
-pub(crate) fn watch_path_changes() {
-    if WATCHING.load(Ordering::Acquire) {
-        return;
-    }
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+/// The watcher's thread: the platform's address events through [`Settle`]
+/// to [`path_changed`](crate::path_changed), until the source fails.
+fn watch() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    else {
         return;
     };
-    if WATCHING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let running = Running;
-    rt.spawn(async move {
-        let mut watcher = match if_watch::tokio::IfWatcher::new() {
-            Ok(w) => w,
-            Err(_) => {
-                // No signal here (a sandbox without netlink, say): stay
-                // "watching" rather than try again at every race.
-                std::mem::forget(running);
-                return;
-            }
+    rt.block_on(async {
+        let Ok(mut watcher) = if_watch::tokio::IfWatcher::new() else {
+            return;
         };
         let start = tokio::time::Instant::now();
         let mut settle = Settle::new();
@@ -72,8 +79,9 @@ pub(crate) fn watch_path_changes() {
             tokio::select! {
                 event = watcher.next() => match event {
                     Some(Ok(event)) => settle.event(start.elapsed(), event),
-                    // The platform's source ended: no more signals.
-                    Some(Err(_)) | None => break,
+                    // The source failed or ended: no more signals in this
+                    // process (if-watch does not reopen it).
+                    Some(Err(_)) | None => return,
                 },
                 () = wait => {
                     if let Some(what) = settle.settled(start.elapsed()) {
@@ -82,31 +90,36 @@ pub(crate) fn watch_path_changes() {
                 }
             }
         }
-        drop(running);
     });
+}
+
+/// Whether `ip` is an address a peer is reached from: not loopback, not
+/// link-local.
+fn on_a_path(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+        IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
 }
 
 /// The sans-IO part: interface address events in, a report out once they
 /// settle. Time is the watcher's age, an input.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Settle {
-    /// The addresses at the last report (`None` until the first settle).
+    /// The addresses at the last report (`None` until the baseline).
     reported: Option<BTreeSet<IpNet>>,
     /// The addresses now.
     now: BTreeSet<IpNet>,
-    /// When the addresses last changed (the watcher's start counts as a
-    /// change, so that a machine with no address but loopback has a
-    /// baseline too).
+    /// When the addresses last changed (before the baseline: when the
+    /// platform last listed any address, loopback included).
     changed: Option<Duration>,
+    /// When the first change not reported yet came.
+    pending_since: Option<Duration>,
 }
 
 impl Settle {
     pub(crate) fn new() -> Settle {
-        Settle {
-            reported: None,
-            now: BTreeSet::new(),
-            changed: Some(Duration::ZERO),
-        }
+        Settle::default()
     }
 
     /// An address came or went at `at`.
@@ -115,7 +128,11 @@ impl Settle {
             IfEvent::Up(net) => (net, true),
             IfEvent::Down(net) => (net, false),
         };
-        if net.addr().is_loopback() {
+        if self.reported.is_none() {
+            // The platform is listing what is there.
+            self.changed = Some(at);
+        }
+        if !on_a_path(net.addr()) {
             return;
         }
         let moved = if up {
@@ -123,24 +140,33 @@ impl Settle {
         } else {
             self.now.remove(&net)
         };
-        if moved {
+        if moved && self.reported.is_some() {
             self.changed = Some(at);
+            self.pending_since.get_or_insert(at);
         }
     }
 
-    /// When to look again (`settled`), if a change waits to settle.
+    /// When to look again (`settled`): the baseline's time, or a change's.
     pub(crate) fn due(&self) -> Option<Duration> {
-        self.changed.map(|c| c.saturating_add(PATH_SETTLE))
+        if self.reported.is_none() {
+            return Some(match self.changed {
+                Some(listed) => listed.saturating_add(PATH_SETTLE),
+                None => PATH_SETTLE * SETTLE_CAP,
+            });
+        }
+        let settled = self.changed?.saturating_add(PATH_SETTLE);
+        let cap = self.pending_since?.saturating_add(PATH_SETTLE * SETTLE_CAP);
+        Some(settled.min(cap))
     }
 
-    /// At `at`: what changed since the last report, once the addresses
-    /// have stayed the same for [`PATH_SETTLE`](crate::PATH_SETTLE) (and
-    /// differ from the last report's).
+    /// At `at`: what changed since the last report, once due (and if the
+    /// addresses differ from the last report's).
     pub(crate) fn settled(&mut self, at: Duration) -> Option<String> {
         if self.due().is_none_or(|due| at < due) {
             return None;
         }
         self.changed = None;
+        self.pending_since = None;
         // The first settled set is the baseline: nothing to report.
         let before = self.reported.replace(self.now.clone())?;
         let list = |nets: Vec<&IpNet>| {
@@ -177,34 +203,54 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    const SETTLE: u64 = PATH_SETTLE.as_millis() as u64;
+
+    /// A Settle past its baseline: the platform listed `listed` at 1 ms.
+    fn with_baseline(listed: &[&str]) -> Settle {
+        let mut s = Settle::new();
+        s.event(ms(1), IfEvent::Up(net("127.0.0.1/8")));
+        for n in listed {
+            s.event(ms(1), IfEvent::Up(net(n)));
+        }
+        assert_eq!(s.settled(ms(1 + SETTLE)), None, "the baseline is no change");
+        assert_eq!(s.due(), None, "nothing waits");
+        s
+    }
+
     #[test]
     fn the_first_settled_addresses_are_the_baseline_then_changes_are_reported_once_settled() {
-        let settle = PATH_SETTLE.as_millis() as u64;
         let mut s = Settle::new();
+        // Nothing listed yet: the baseline waits for the platform's list,
+        // at most SETTLE_CAP settle times.
+        assert_eq!(s.due(), Some(PATH_SETTLE * SETTLE_CAP));
         // The platform lists what is there at the start.
-        s.event(ms(1), IfEvent::Up(net("192.0.2.7/24")));
-        s.event(ms(2), IfEvent::Up(net("2001:db8::7/64")));
-        assert_eq!(s.due(), Some(ms(2 + settle)));
-        assert_eq!(s.settled(ms(1 + settle)), None, "not settled yet");
-        assert_eq!(s.settled(ms(2 + settle)), None, "the baseline is no change");
+        s.event(ms(300), IfEvent::Up(net("192.0.2.7/24")));
+        s.event(ms(302), IfEvent::Up(net("2001:db8::7/64")));
+        assert_eq!(s.due(), Some(ms(302 + SETTLE)));
+        assert_eq!(s.settled(ms(301 + SETTLE)), None, "not settled yet");
+        assert_eq!(
+            s.settled(ms(302 + SETTLE)),
+            None,
+            "the baseline is no change"
+        );
         assert_eq!(s.due(), None, "nothing waits");
         // An address comes: reported once it has settled, not before.
         let t = 10_000;
         s.event(ms(t), IfEvent::Up(net("198.51.100.9/24")));
-        assert_eq!(s.settled(ms(t + settle - 1)), None);
-        let what = s.settled(ms(t + settle)).expect("a change");
+        assert_eq!(s.settled(ms(t + SETTLE - 1)), None);
+        let what = s.settled(ms(t + SETTLE)).expect("a change");
         assert!(
             what.contains("came: 198.51.100.9/24") && !what.contains("went"),
             "{what}"
         );
-        assert_eq!(s.settled(ms(t + 2 * settle)), None, "reported once");
+        assert_eq!(s.settled(ms(t + 2 * SETTLE)), None, "reported once");
         // One goes and another comes in a burst: one report of both; the
         // settle time starts over with each event.
         let t = 20_000;
         s.event(ms(t), IfEvent::Down(net("192.0.2.7/24")));
-        s.event(ms(t + settle / 2), IfEvent::Up(net("203.0.113.1/24")));
-        assert_eq!(s.settled(ms(t + settle)), None, "the burst goes on");
-        let what = s.settled(ms(t + settle / 2 + settle)).expect("a change");
+        s.event(ms(t + SETTLE / 2), IfEvent::Up(net("203.0.113.1/24")));
+        assert_eq!(s.settled(ms(t + SETTLE)), None, "the burst goes on");
+        let what = s.settled(ms(t + SETTLE / 2 + SETTLE)).expect("a change");
         assert!(
             what.contains("came: 203.0.113.1/24") && what.contains("went: 192.0.2.7/24"),
             "{what}"
@@ -212,23 +258,69 @@ mod tests {
     }
 
     #[test]
-    fn loopback_and_an_address_that_comes_and_goes_within_the_settle_time_are_no_change() {
-        let settle = PATH_SETTLE.as_millis() as u64;
+    fn a_platform_that_lists_nothing_still_gets_a_baseline() {
         let mut s = Settle::new();
-        // A machine with loopback only still gets its (empty) baseline.
-        s.event(ms(1), IfEvent::Up(net("127.0.0.1/8")));
-        s.event(ms(1), IfEvent::Up(net("::1/128")));
-        assert_eq!(s.due(), Some(ms(settle)), "loopback moves nothing");
-        assert_eq!(s.settled(ms(settle)), None);
-        // The first real address after that is a change.
-        s.event(ms(5_000), IfEvent::Up(net("10.77.0.1/24")));
-        assert!(s.settled(ms(5_000 + settle)).is_some());
+        let cap = SETTLE * u64::from(SETTLE_CAP);
+        assert_eq!(s.settled(ms(cap - 1)), None);
+        assert_eq!(s.settled(ms(cap)), None, "the empty baseline");
+        s.event(ms(cap + 100), IfEvent::Up(net("10.77.0.1/24")));
+        assert!(s.settled(ms(cap + 100 + SETTLE)).is_some());
+    }
+
+    #[test]
+    fn loopback_link_local_and_an_address_that_comes_and_goes_are_no_change() {
+        let mut s = with_baseline(&[]);
+        // Loopback and link-local addresses move nothing.
+        for n in [
+            "127.0.0.2/8",
+            "::1/128",
+            "169.254.3.4/16",
+            "fe80::1/64",
+            "febf::1/64",
+        ] {
+            s.event(ms(5_000), IfEvent::Up(net(n)));
+        }
+        assert_eq!(s.due(), None, "not a path to a peer");
+        // The first address on a path is a change.
+        s.event(ms(6_000), IfEvent::Up(net("10.77.0.1/24")));
+        assert!(s.settled(ms(6_000 + SETTLE)).is_some());
         // Comes and goes before it settles: the same addresses as reported.
         s.event(ms(9_000), IfEvent::Up(net("10.88.0.1/24")));
         s.event(ms(9_100), IfEvent::Down(net("10.88.0.1/24")));
-        assert_eq!(s.settled(ms(9_100 + settle)), None);
+        assert_eq!(s.settled(ms(9_100 + SETTLE)), None);
         // A Down for an address never seen moves nothing.
         s.event(ms(12_000), IfEvent::Down(net("10.99.0.1/24")));
         assert_eq!(s.due(), None);
+        // A unique-local IPv6 address is on a path.
+        s.event(ms(13_000), IfEvent::Up(net("fd00::5/64")));
+        assert!(s.settled(ms(13_000 + SETTLE)).is_some());
+    }
+
+    #[test]
+    fn addresses_that_keep_changing_are_reported_after_at_most_the_cap() {
+        let mut s = with_baseline(&["192.0.2.7/24"]);
+        // A flapping address, every 100 ms for 10 s: reported every
+        // SETTLE_CAP settle times, not postponed for ever.
+        let cap = SETTLE * u64::from(SETTLE_CAP);
+        let mut reports = Vec::new();
+        for i in 0..100u64 {
+            let t = 20_000 + i * 100;
+            let e = if i % 2 == 0 {
+                IfEvent::Up(net("198.51.100.9/24"))
+            } else {
+                IfEvent::Down(net("198.51.100.9/24"))
+            };
+            s.event(ms(t), e);
+            // The driver looks at each due time it reaches.
+            let next = ms(t + 100);
+            while let Some(due) = s.due().filter(|d| *d < next) {
+                if let Some(what) = s.settled(due) {
+                    reports.push((due, what));
+                }
+            }
+        }
+        assert!(!reports.is_empty(), "reported despite the churn");
+        let first = reports[0].0;
+        assert!(first <= ms(20_000 + cap), "first report at {first:?}");
     }
 }
