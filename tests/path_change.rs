@@ -1,7 +1,8 @@
 //! PathChange natively (RFC 9622 §8.3.2): an interface address that comes
 //! or goes on this machine is a `PathChange` event on every open
-//! Connection, once the addresses have settled (`PATH_SETTLE`), and the
-//! process-wide TransportContext forgets what it learned on the old network.
+//! Connection, once the addresses have settled (`PATH_SETTLE`), and every
+//! TransportContext still on the default network forgets what it learned on
+//! the old network.
 //!
 //! The test moves its thread into a network namespace of its own (so it
 //! needs root: `scripts/test.sh` runs it with `cargo test --test
@@ -82,6 +83,17 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
                 .contains(&addr.to_string()),
             "the race was learned"
         );
+        // A context of the application's own learns too; one on a network
+        // the application named is its to manage.
+        let own = TransportContext::new();
+        let named = TransportContext::new();
+        named.set_network("office");
+        for ctx in [&own, &named] {
+            let mut p = pre(addr);
+            p.set_transport_context(ctx.clone());
+            p.initiate().await.expect("connects").abort();
+            assert!(ctx.to_json().contains(&addr.to_string()), "learned");
+        }
         // The watcher started with the race; its first settled addresses
         // are its baseline, not a change.
         tokio::time::sleep(PATH_SETTLE * 2).await;
@@ -106,6 +118,14 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
                 .to_json()
                 .contains(&addr.to_string()),
             "the global context forgot what it learned on the old network"
+        );
+        assert!(
+            !own.to_json().contains(&addr.to_string()),
+            "a context made with new() forgot it too"
+        );
+        assert!(
+            named.to_json().contains(&addr.to_string()),
+            "a context on a network the application named kept its memory"
         );
 
         // It goes: every open Connection is told, one made since the last

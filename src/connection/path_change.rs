@@ -1,7 +1,8 @@
 //! PathChange (RFC 9622 §8.3.2): where the platform says the network
 //! changed, every open Connection gets a `PathChange` event saying what the
-//! platform reported, and the process-wide TransportContext forgets what it
-//! learned on the old network.
+//! platform reported, and every TransportContext on the default network
+//! (the global one, unless the application named its networks) forgets
+//! what it learned on the old one.
 //!
 //! In the browser the signals are the window's `online` and `offline`
 //! events and `navigator.connection`'s `change` (the backend installs the
@@ -86,12 +87,14 @@ pub(super) fn unwatch(inner: &Inner) {
 }
 
 /// The network path changed (`what` says how): every open Connection that
-/// is watched gets a `PathChange(what)` event, and
-/// [`TransportContext::global`](crate::TransportContext::global) forgets
-/// what it learned on the current network. Returns how many Connections
-/// were told.
+/// is watched gets a `PathChange(what)` event, and every
+/// [`TransportContext`](crate::TransportContext) still on the default
+/// network ([`TransportContext::global`](crate::TransportContext::global)
+/// and those made with `new`, unless the application named a network with
+/// [`set_network`](crate::TransportContext::set_network)) forgets what it
+/// learned there. Returns how many Connections were told.
 pub fn path_changed(what: &str) -> usize {
-    crate::TransportContext::global().network_changed();
+    crate::context::platform_network_changed();
     // Taken out of the list before they are told: dropping the last handle
     // of one (here, if the application dropped its own meanwhile) takes the
     // list's lock to free its slot.

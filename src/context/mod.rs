@@ -30,7 +30,7 @@ use crate::capability::{Capabilities, StackId};
 use crate::error::{Error, ErrorReason};
 use crate::racing::{AttemptOutcome, RaceHistory, Racer, RemoteSpec};
 use memory::Memory;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 /// The `localStorage` key the npm package and the demo save the page's
 /// context under (any key works; this is the documented default).
@@ -51,12 +51,44 @@ pub struct TransportContext {
     id: u64,
 }
 
+// Every context alive, for a network change the platform reports (see
+// `platform_network_changed`); pruned as the list doubles.
+crate::runtime::process_wide!(CONTEXTS: Vec<Weak<Mutex<Memory>>> = Vec::new());
+
 impl Default for TransportContext {
     fn default() -> TransportContext {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let inner: Arc<Mutex<Memory>> = Arc::default();
+        CONTEXTS.with(|c| {
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            if c.len() >= 16 && c.len().is_power_of_two() {
+                c.retain(|m| m.strong_count() > 0);
+            }
+            c.push(Arc::downgrade(&inner));
+        });
         TransportContext {
-            inner: Arc::default(),
+            inner,
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// The platform reports that the network changed (see
+/// [`path_changed`](crate::path_changed)): every context still on
+/// [`memory::DEFAULT_NETWORK`] forgets what it learned there. A context on
+/// a network the application named ([`TransportContext::set_network`]) is
+/// the application's to manage: it keeps its memory.
+pub(crate) fn platform_network_changed() {
+    // Taken out of the list first: no context's lock is taken under it.
+    let live: Vec<Arc<Mutex<Memory>>> = CONTEXTS.with(|c| {
+        let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+        c.retain(|m| m.strong_count() > 0);
+        c.iter().filter_map(Weak::upgrade).collect()
+    });
+    for m in live {
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        if m.network() == memory::DEFAULT_NETWORK {
+            m.network_changed();
         }
     }
 }
