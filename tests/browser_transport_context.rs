@@ -10,6 +10,10 @@
 //! the variables it passes).
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
+mod browser_common;
+
+use browser_common::pause;
+
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     Connection, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind as K,
@@ -80,15 +84,6 @@ async fn race(port: u16, props: TransportProperties) -> Connection {
     assert_eq!(conn.receive().await.expect("receive").data(), b"x");
     conn.close().await.expect("close");
     conn
-}
-
-/// Milliseconds of a JS timer (lets background work in the page run).
-async fn pause(ms: i32) {
-    let p = js_sys::Promise::new(&mut |resolve, _| {
-        let set = js_sys::Function::new_with_args("f, ms", "setTimeout(f, ms)");
-        let _ = set.call2(&wasm_bindgen::JsValue::NULL, &resolve, &ms.into());
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
 }
 
 #[wasm_bindgen_test]

@@ -11,6 +11,10 @@
 //!  cargo test --target wasm32-unknown-unknown -p postsocket --test browser_websocket`.
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
+mod browser_common;
+
+use browser_common::pause;
+
 use postsocket::{
     ErrorReason, Preconnection, RemoteEndpoint, SecurityParameters, StackId, TraceEventKind,
     TransportProperties,
@@ -268,22 +272,6 @@ async fn messages_arrive_intact_after_wasm_memory_grows() {
     }
     drop(ballast);
     conn.close().await.expect("close");
-}
-
-/// Resolves after `ms` milliseconds of the browser's clock.
-async fn pause(ms: i32) {
-    let wait = js_sys::Promise::new(&mut |done, _| {
-        let set_timeout: js_sys::Function =
-            js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
-                .expect("setTimeout")
-                .into();
-        set_timeout
-            .call2(&wasm_bindgen::JsValue::UNDEFINED, &done, &ms.into())
-            .expect("setTimeout");
-    });
-    wasm_bindgen_futures::JsFuture::from(wait)
-        .await
-        .expect("timer");
 }
 
 #[wasm_bindgen_test]

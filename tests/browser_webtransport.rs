@@ -11,6 +11,10 @@
 //!  cargo test --target wasm32-unknown-unknown -p postsocket --test browser_webtransport`.
 #![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
+mod browser_common;
+
+use browser_common::pause;
+
 use postsocket::framer::LengthPrefixFramer;
 use postsocket::{
     Error, ErrorReason, MessageContext, Preconnection, ReceiveEvent, RemoteEndpoint,
@@ -198,6 +202,54 @@ async fn wt_send_futures_dropped_midway_send_each_message_once() {
         );
     }
     conn.close().await.expect("close");
+}
+
+/// Close right after a large Message was Sent, on the session's only
+/// stream (so the session closes with it): the peer still gets all of it,
+/// and the clean finish, not a reset (an Abort in its place fails this
+/// test: the sink sees the stream reset). ws-echo's sink counts what
+/// arrived; a second session asks it. (A page sees no acknowledgements;
+/// on loopback the data is out by the time it is Sent, so this shows the
+/// clean end and the count, not a wait for a slow peer.)
+#[wasm_bindgen_test]
+async fn wt_close_right_after_a_large_message_loses_nothing() {
+    let id = format!("close-{}", js_sys::Math::random());
+    let conn = wt_only(wt_port(), pinned(cert_hash()))
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    conn.send_message([&b"\xffsink:"[..], id.as_bytes()].concat())
+        .await
+        .expect("the sink request is Sent");
+    let len = 4 << 20;
+    conn.send_message(vec![7u8; len])
+        .await
+        .expect("the large Message is Sent");
+    conn.close().await.expect("close");
+    drop(conn);
+    let ask = wt_only(wt_port(), pinned(cert_hash()))
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    // The sink may still be reading: ask until it has ended (at most 5 s).
+    let mut answer = String::new();
+    for _ in 0..50 {
+        ask.send_message([&b"\xffcount:"[..], id.as_bytes()].concat())
+            .await
+            .expect("send");
+        let r = ask.receive().await.expect("the count");
+        answer = String::from_utf8_lossy(r.data()).into_owned();
+        if !answer.ends_with("end=open") {
+            break;
+        }
+        pause(100).await;
+    }
+    ask.close().await.expect("close");
+    assert_eq!(
+        answer,
+        format!("messages=1 bytes={len} end=finished"),
+        "what the peer got of a Connection closed right after Sent"
+    );
 }
 
 #[wasm_bindgen_test]

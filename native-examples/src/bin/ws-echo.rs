@@ -23,6 +23,17 @@
 //! `POSTSOCKET_WT_CERT_SHA256=HEX`: the SHA-256 of that certificate (DER);
 //! `POSTSOCKET_WT_BLACKHOLE_PORT=B`: ws and wss echo on TCP B, and on UDP B a
 //! socket that never reads (WebTransport blackholed).
+//!
+//! On that Listener, a Connection whose first Message is [`SINK_REQUEST`]
+//! followed by an id is a sink: nothing is echoed, and the server counts the
+//! Messages and bytes that arrive after it and notes how the Connection
+//! ended (`finished`: the peer's clean finish, its last Message marked
+//! final or a PeerFinished after it; otherwise the receive error, spaces
+//! written `_`). A Message [`COUNT_REQUEST`] + id,
+//! on any Connection, is answered with that count as text:
+//! `messages=M bytes=B end=E` (`end=open` while the sink is still open), or
+//! `unknown`. The browser tests check with it what the peer got of a
+//! Connection they closed.
 
 use futures::{SinkExt, StreamExt};
 use postsocket::framer::LengthPrefixFramer;
@@ -39,6 +50,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A message starting with these bytes asks the server to close with code 4001.
 const CLOSE_REQUEST: &[u8] = b"\xffclose:";
+/// A first Message starting with these bytes makes its Connection a sink
+/// (the rest is its id).
+const SINK_REQUEST: &[u8] = b"\xffsink:";
+/// A Message starting with these bytes asks what the sink with the id that
+/// follows got.
+const COUNT_REQUEST: &[u8] = b"\xffcount:";
+
+/// What each sink got: messages, bytes, and how it ended (`None`: open).
+type Sinks = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<Vec<u8>, (u64, u64, Option<String>)>>,
+>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
@@ -182,13 +204,36 @@ async fn blackholed(cert: &str, key: &str) -> io::Result<(Listener, std::net::Ud
 }
 
 /// Echo every Message of every Connection of `l`; unreliable Messages
-/// (datagrams) come back as datagrams.
+/// (datagrams) come back as datagrams. Sinks and counts: see the module docs.
 async fn echo_all(l: Listener) {
+    let sinks = Sinks::default();
     loop {
         match l.next_event().await {
             postsocket::ListenerEvent::ConnectionReceived(c) => {
+                let sinks = sinks.clone();
                 tokio::spawn(async move {
+                    let mut first = true;
                     while let Ok(m) = c.receive().await {
+                        if first && m.data().starts_with(SINK_REQUEST) {
+                            let id = m.data()[SINK_REQUEST.len()..].to_vec();
+                            sink(&c, &sinks, id).await;
+                            return;
+                        }
+                        first = false;
+                        if m.data().starts_with(COUNT_REQUEST) {
+                            let id = &m.data()[COUNT_REQUEST.len()..];
+                            let answer = match sinks.lock().unwrap().get(id) {
+                                Some((n, bytes, end)) => format!(
+                                    "messages={n} bytes={bytes} end={}",
+                                    end.as_deref().unwrap_or("open")
+                                ),
+                                None => "unknown".to_string(),
+                            };
+                            if c.send(answer.into_bytes(), None, true).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
                         let unreliable = m.context().properties.msg_reliable == Some(false);
                         let ctx = unreliable
                             .then(|| MessageContext::new().with("msgReliable", false).ok())
@@ -204,5 +249,33 @@ async fn echo_all(l: Listener) {
             }
             postsocket::ListenerEvent::Stopped => return,
         }
+    }
+}
+
+/// Count what arrives on sink `c` under `id` until it ends, and how it ends.
+async fn sink(c: &postsocket::Connection, sinks: &Sinks, id: Vec<u8>) {
+    sinks.lock().unwrap().insert(id.clone(), (0, 0, None));
+    let end = loop {
+        match c.receive().await {
+            Ok(m) => {
+                let last = m.context().is_final();
+                let mut s = sinks.lock().unwrap();
+                let entry = s.get_mut(&id).expect("inserted above");
+                entry.0 += 1;
+                entry.1 += m.data().len() as u64;
+                if last {
+                    break "finished".to_string();
+                }
+            }
+            // The clean finish after the last Message (it came apart from
+            // it, so that Message was not marked final).
+            Err(e) if e.error.reason == postsocket::ErrorReason::PeerFinished => {
+                break "finished".to_string();
+            }
+            Err(e) => break e.to_string().replace(' ', "_"),
+        }
+    };
+    if let Some(entry) = sinks.lock().unwrap().get_mut(&id) {
+        entry.2 = Some(end);
     }
 }
