@@ -227,12 +227,15 @@ impl super::StackInstance for Transport {
     }
     /// After `shutdown_write`: wait until the peer took everything sent,
     /// where the stack can tell. A WebRTC data channel: until the browser
-    /// closed it, which follows the data sent before the close. Other
-    /// stacks: a page cannot see acknowledgements, at once.
+    /// closed it, which follows the data sent before the close. A
+    /// WebTransport stream: until the browser committed all its data (its
+    /// writer's `close()` resolved), before the session may close. A
+    /// WebSocket: at once (a page cannot see acknowledgements).
     async fn delivered(&self) -> io::Result<()> {
         match self {
             Transport::Webrtc(w) => w.closed().await,
-            Transport::Ws(_) | Transport::Wt(_) => Ok(()),
+            Transport::Wt(w) => w.delivered().await,
+            Transport::Ws(_) => Ok(()),
         }
     }
 

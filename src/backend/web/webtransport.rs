@@ -98,6 +98,10 @@ struct StreamEntry {
     writer: Option<WritableStreamDefaultWriter>,
     /// A stream read not yet delivered (kept across reads).
     pending_read: Option<js_sys::Promise>,
+    /// The writer's `close()`, once the stream was finished: it resolves
+    /// once the stream's data is all committed (the W3C spec's "all data
+    /// committed" state), and `delivered` waits for it.
+    closing: Option<js_sys::Promise>,
 }
 
 thread_local! {
@@ -339,6 +343,7 @@ impl WtTransport {
                     reader: Some(reader),
                     writer: Some(writer),
                     pending_read: None,
+                    closing: None,
                 }
             }
             _ => {
@@ -350,6 +355,7 @@ impl WtTransport {
                     reader: None,
                     writer: Some(w.get_writer().map_err(|e| fail("unidirectional", e))?),
                     pending_read: None,
+                    closing: None,
                 }
             }
         };
@@ -544,10 +550,35 @@ impl WtTransport {
 
     /// Finish the stream (close its writer: FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        if let Some(w) = self.with_stream(|s| s.writer.clone())? {
-            quietly(w.close());
-        }
-        Ok(())
+        self.with_stream(|s| {
+            if let Some(w) = &s.writer {
+                let closing = w.close();
+                // Consumed even if nobody waits in `delivered`.
+                quietly(closing.clone());
+                s.closing = Some(closing);
+            }
+        })
+    }
+
+    /// After `shutdown_write`: wait until the browser says the stream's
+    /// data is all committed (its writer's `close()` resolved). Closing the
+    /// session before that discards what the browser still holds: a 4 MiB
+    /// Message reported Sent was lost whole that way on a busy machine
+    /// (`wt_close_right_after_a_large_message_loses_nothing`).
+    pub(crate) async fn delivered(&self) -> io::Result<()> {
+        let Some(closing) = self.with_stream(|s| s.closing.take())? else {
+            return Ok(());
+        };
+        JsFuture::from(closing).await.map(|_| ()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!(
+                    "finishing the WebTransport stream on {}: {}",
+                    self.session.url,
+                    js_text(&e)
+                ),
+            )
+        })
     }
 
     /// Reset the stream: abort the writer, cancel the reader (which ends a
