@@ -226,6 +226,60 @@ async fn ws_close_right_after_a_large_message_loses_nothing() {
     close_right_after_a_large_message(p).await;
 }
 
+/// Abort, over either stack: the peer does not take it for a clean finish
+/// (WebTransport resets the stream; a page cannot reset a WebSocket, so it
+/// closes with code 4000).
+#[wasm_bindgen_test]
+async fn an_abort_is_not_a_clean_finish_to_the_peer() {
+    let mut ws = pre(wt_port(), SecurityParameters::opportunistic());
+    ws.set_protocols(vec![StackId::Ws]);
+    for p in [wt_only(wt_port(), pinned(cert_hash())), ws] {
+        let conn = p
+            .initiate_with_timeout(T)
+            .await
+            .unwrap_or_else(|e| panic!("initiate: {e}"));
+        let stack = conn.stack();
+        let id = format!("abort-{}", js_sys::Math::random());
+        conn.send_message([&b"\xffsink:"[..], id.as_bytes()].concat())
+            .await
+            .expect("the sink request is Sent");
+        // Both reach the sink before the abort.
+        conn.send_message(b"one".to_vec()).await.expect("Sent");
+        pause(200).await;
+        conn.abort();
+        drop(conn);
+        let answer = sink_answer(&p, &id).await;
+        assert!(
+            answer.starts_with("messages=1 bytes=3 end=") && !answer.ends_with("end=finished"),
+            "{stack}: the peer saw {answer}"
+        );
+        console_log!("{stack} abort, as the peer saw it: {answer}");
+    }
+}
+
+/// What ws-echo's sink `id` got, asked over a new Connection of `p`, once
+/// it has ended (asked again for at most 5 s).
+async fn sink_answer(p: &Preconnection, id: &str) -> String {
+    let ask = p
+        .initiate_with_timeout(T)
+        .await
+        .unwrap_or_else(|e| panic!("initiate: {e}"));
+    let mut answer = String::new();
+    for _ in 0..50 {
+        ask.send_message([&b"\xffcount:"[..], id.as_bytes()].concat())
+            .await
+            .expect("send");
+        let r = ask.receive().await.expect("the count");
+        answer = String::from_utf8_lossy(r.data()).into_owned();
+        if !answer.ends_with("end=open") {
+            break;
+        }
+        pause(100).await;
+    }
+    ask.close().await.expect("close");
+    answer
+}
+
 async fn close_right_after_a_large_message(p: Preconnection) {
     let id = format!("close-{}", js_sys::Math::random());
     let conn = p
@@ -242,24 +296,7 @@ async fn close_right_after_a_large_message(p: Preconnection) {
         .expect("the large Message is Sent");
     conn.close().await.expect("close");
     drop(conn);
-    let ask = p
-        .initiate_with_timeout(T)
-        .await
-        .unwrap_or_else(|e| panic!("initiate: {e}"));
-    // The sink may still be reading: ask until it has ended (at most 5 s).
-    let mut answer = String::new();
-    for _ in 0..50 {
-        ask.send_message([&b"\xffcount:"[..], id.as_bytes()].concat())
-            .await
-            .expect("send");
-        let r = ask.receive().await.expect("the count");
-        answer = String::from_utf8_lossy(r.data()).into_owned();
-        if !answer.ends_with("end=open") {
-            break;
-        }
-        pause(100).await;
-    }
-    ask.close().await.expect("close");
+    let answer = sink_answer(&p, &id).await;
     assert_eq!(
         answer,
         format!("messages=1 bytes={len} end=finished"),

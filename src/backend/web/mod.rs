@@ -253,8 +253,9 @@ impl super::StackInstance for Transport {
             Transport::Wt(w) => w.shutdown_write(),
         }
     }
-    /// Abort. A page cannot reset a connection: WebSocket closes with 1000
-    /// and ends pending reads at once.
+    /// Abort. A page cannot reset a connection: WebSocket closes with code
+    /// 4000 (`aborted`; a peer reads it as a failure) and ends pending reads
+    /// at once.
     fn abort(&self) {
         match self {
             Transport::Ws(w) => w.abort(),

@@ -15,9 +15,11 @@
 //!   at once. Backpressure: before sending, wait while `bufferedAmount` is
 //!   above [`HIGH_WATER`], polling with a short bounded backoff (the browser
 //!   has no event for "drained").
-//! - **Close and abort**: both close with code 1000. A page cannot reset a
-//!   connection; abort additionally ends pending and later reads at once
-//!   instead of waiting for the peer's close frame.
+//! - **Close and abort**: close sends code 1000 (normal closure). A page
+//!   cannot reset a connection, so abort closes with [`ABORTED`] (4000,
+//!   reason `aborted`), which a peer reads as a failure, not a clean finish
+//!   (postsocket's native WebSocket does); it also ends pending and later
+//!   reads at once instead of waiting for the peer's close frame.
 //! - **Security**: wss uses the browser's own certificate check. With
 //!   pinnedServerCertificate set, a wss attempt fails at once: a page cannot
 //!   check a WebSocket's certificate against a pin.
@@ -102,6 +104,12 @@ const MAX_POLL: Duration = Duration::from_millis(16);
 
 /// The close code of a normal closure (RFC 6455 §7.4.1).
 const NORMAL: u16 = 1000;
+
+/// The close code of Abort: a page cannot reset the connection, and a
+/// normal closure would read as a clean finish to the peer. 4000 is the
+/// first of the private-use codes (RFC 6455 §7.4.2), the range a page may
+/// send besides 1000.
+pub(crate) const ABORTED: u16 = 4000;
 
 /// What the browser's event handlers report.
 enum WsEvent {
@@ -551,10 +559,11 @@ impl WsTransport {
         })
     }
 
-    /// A browser cannot reset a WebSocket: close with code 1000, and end
-    /// every pending and later read at once.
+    /// A browser cannot reset a WebSocket: close with [`ABORTED`], so the
+    /// peer does not take it for a clean finish, and end every pending and
+    /// later read at once.
     pub(crate) fn abort(&self) {
-        let _ = self.with_ws(|ws| ws.close_with_code(NORMAL));
+        let _ = self.with_ws(|ws| ws.close_with_code_and_reason(ABORTED, "aborted"));
         self.end(
             io::ErrorKind::ConnectionAborted,
             format!("the WebSocket {} was aborted", self.inner.url),
