@@ -280,8 +280,31 @@ async fn sink_answer(p: &Preconnection, id: &str) -> String {
     answer
 }
 
+/// Dropped (no close) right after a large Message was Sent: dropping the
+/// last handle closes the Connection, and a Message reported Sent still
+/// reaches the peer, whole, with a clean finish.
+#[wasm_bindgen_test]
+async fn wt_drop_right_after_a_large_message_loses_nothing() {
+    end_right_after_a_large_message(wt_only(wt_port(), pinned(cert_hash())), false).await;
+}
+
+/// The same over the browser's WebSocket.
+#[wasm_bindgen_test]
+async fn ws_drop_right_after_a_large_message_loses_nothing() {
+    let mut p = pre(wt_port(), SecurityParameters::opportunistic());
+    p.set_protocols(vec![StackId::Ws]);
+    end_right_after_a_large_message(p, false).await;
+}
+
 async fn close_right_after_a_large_message(p: Preconnection) {
-    let id = format!("close-{}", js_sys::Math::random());
+    end_right_after_a_large_message(p, true).await;
+}
+
+/// Send a large Message to ws-echo's sink, then at once close the
+/// Connection (`close`) or drop it: the sink must have got it all, and a
+/// clean finish.
+async fn end_right_after_a_large_message(p: Preconnection, close: bool) {
+    let id = format!("end-{}", js_sys::Math::random());
     let conn = p
         .initiate_with_timeout(T)
         .await
@@ -294,13 +317,16 @@ async fn close_right_after_a_large_message(p: Preconnection) {
     conn.send_message(vec![7u8; len])
         .await
         .expect("the large Message is Sent");
-    conn.close().await.expect("close");
+    if close {
+        conn.close().await.expect("close");
+    }
     drop(conn);
     let answer = sink_answer(&p, &id).await;
+    let how = if close { "closed" } else { "dropped" };
     assert_eq!(
         answer,
         format!("messages=1 bytes={len} end=finished"),
-        "what the peer got of a {stack} Connection closed right after Sent"
+        "what the peer got of a {stack} Connection {how} right after Sent"
     );
 }
 

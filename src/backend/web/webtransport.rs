@@ -90,6 +90,11 @@ struct SessionEntry {
     dgram_writer: Option<WritableStreamDefaultWriter>,
     /// A datagram read not yet delivered (kept across reads: its value must not be lost).
     pending_dgram: Option<js_sys::Promise>,
+    /// The writers' `close()` of its finished streams (closed by the
+    /// Connection, or as its last handle went): the session closes only
+    /// once they have settled, so that what they still hold is committed
+    /// first (see `SessionInner`'s drop).
+    finishing: Vec<js_sys::Promise>,
 }
 
 /// The browser side of a stream.
@@ -115,6 +120,16 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Note that the session `session` has a stream whose writer is closing
+/// (`closing`, its `close()`): the session closes once it settled.
+fn finishing(session: u64, closing: js_sys::Promise) {
+    SESSIONS.with(|t| {
+        if let Some(s) = t.borrow_mut().get_mut(&session) {
+            s.finishing.push(closing);
+        }
+    });
+}
+
 /// A promise whose rejection nobody awaits: consumed quietly.
 fn quietly(p: js_sys::Promise) {
     wasm_bindgen_futures::spawn_local(async move {
@@ -130,15 +145,35 @@ struct SessionInner {
 }
 
 impl Drop for SessionInner {
+    /// Close the session: at once if no stream of it was finishing (a
+    /// losing racing attempt, an aborted Connection), else once their
+    /// writers' `close()` settled (at most [`CLOSE_TIMEOUT`] later): closing
+    /// the session discards what the browser still holds for its streams.
+    ///
+    /// [`CLOSE_TIMEOUT`]: crate::CLOSE_TIMEOUT
     fn drop(&mut self) {
-        if let Some(s) = SESSIONS.with(|t| t.borrow_mut().remove(&self.id)) {
+        let Some(s) = SESSIONS.with(|t| t.borrow_mut().remove(&self.id)) else {
+            return;
+        };
+        if s.finishing.is_empty() {
             let _ = s.wt.close();
+            return;
         }
+        let all: js_sys::Array = s.finishing.iter().collect();
+        let settled = JsFuture::from(js_sys::Promise::all_settled(&all));
+        crate::runtime::spawn(async move {
+            let limit = crate::runtime::sleep(crate::CLOSE_TIMEOUT);
+            futures::pin_mut!(limit);
+            let _ = futures::future::select(settled, limit).await;
+            let _ = s.wt.close();
+        });
     }
 }
 
 struct StreamInner {
     id: u64,
+    /// Its session's id (its finishing writer is registered there).
+    session: u64,
     /// Reads take turns.
     read_turn: futures::lock::Mutex<()>,
     /// Writes take turns.
@@ -150,8 +185,12 @@ struct StreamInner {
 impl Drop for StreamInner {
     fn drop(&mut self) {
         if let Some(s) = STREAMS.with(|t| t.borrow_mut().remove(&self.id)) {
-            if let Some(w) = s.writer {
-                quietly(w.close());
+            let aborted = *self.aborted.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = s.writer.filter(|_| !aborted) {
+                // Finished as the last handle goes; the session waits for it.
+                let closing = s.closing.unwrap_or_else(|| w.close());
+                quietly(closing.clone());
+                finishing(self.session, closing);
             }
             if let Some(r) = s.reader {
                 quietly(r.cancel());
@@ -163,8 +202,11 @@ impl Drop for StreamInner {
 /// One WebTransport stream, with its session. Clones share both.
 #[derive(Clone)]
 pub(crate) struct WtTransport {
-    session: Arc<SessionInner>,
+    // The stream before the session: fields drop in this order, and a
+    // stream finished by its last handle registers its writer's close with
+    // the session before the session closes.
     stream: Arc<StreamInner>,
+    session: Arc<SessionInner>,
     takes_datagrams: bool,
     can_send: bool,
     can_receive: bool,
@@ -276,6 +318,7 @@ impl WtTransport {
                     dgram_reader: None,
                     dgram_writer: None,
                     pending_dgram: None,
+                    finishing: Vec::new(),
                 },
             )
         });
@@ -362,14 +405,16 @@ impl WtTransport {
         let can_receive = entry.reader.is_some();
         let id = next_id();
         STREAMS.with(|t| t.borrow_mut().insert(id, entry));
+        let session_id = session.id;
         Ok(WtTransport {
-            session,
             stream: Arc::new(StreamInner {
                 id,
+                session: session_id,
                 read_turn: futures::lock::Mutex::new(()),
                 write_turn: futures::lock::Mutex::new(()),
                 aborted: Mutex::new(false),
             }),
+            session,
             takes_datagrams,
             can_send: true,
             can_receive,
@@ -566,7 +611,7 @@ impl WtTransport {
     /// Message reported Sent was lost whole that way on a busy machine
     /// (`wt_close_right_after_a_large_message_loses_nothing`).
     pub(crate) async fn delivered(&self) -> io::Result<()> {
-        let Some(closing) = self.with_stream(|s| s.closing.take())? else {
+        let Some(closing) = self.with_stream(|s| s.closing.clone())? else {
             return Ok(());
         };
         JsFuture::from(closing).await.map(|_| ()).map_err(|e| {
