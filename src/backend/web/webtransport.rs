@@ -18,9 +18,14 @@
 //!   (default `/`); see [`url`].
 //! - **Backpressure**: a write first awaits the writer's `ready`, then the
 //!   write itself.
-//! - **Drop**: dropping the last handle of a stream closes its writer and
-//!   cancels its reader; dropping the last stream of a session closes the
-//!   session (a losing racing attempt closes at once).
+//! - **Close and drop**: Close finishes the stream (its writer's `close()`)
+//!   and waits until the browser has committed its data. Dropping the last
+//!   handle of a stream closes its writer too, and cancels its reader.
+//!   Dropping the last stream of a session closes the session once the
+//!   writers' `close()` settled (at most `CLOSE_TIMEOUT`): closing it at
+//!   once would discard what the browser still holds. A session with no
+//!   finishing stream (a losing racing attempt, an aborted Connection)
+//!   closes at once.
 //! - **Threads**: the browser objects stay in tables of the page's thread;
 //!   the handle is `Send + Sync`, and used from another thread it reports an
 //!   error.
