@@ -248,3 +248,32 @@ async fn close_then_drop_delivers_what_the_browser_still_buffered() {
         "every Message Sent arrived"
     );
 }
+
+/// Abort, browser to browser: the peer sees a failure, not a clean end
+/// (RFC 9622 §10: Abort does not deliver what is left, and the peer must
+/// not take it for a Close).
+#[wasm_bindgen_test]
+async fn an_abort_is_not_a_clean_finish_to_the_peer() {
+    let (a, b) = in_page_pair().await;
+    a.connection
+        .send_message("before the abort")
+        .await
+        .expect("Sent");
+    assert_eq!(
+        b.connection.receive().await.expect("received").data(),
+        b"before the abort"
+    );
+    a.connection.abort();
+    match b.connection.receive().await {
+        Err(e) => {
+            console_log!("the peer saw the abort as: {}", e.error);
+            assert_ne!(
+                e.error.reason,
+                postsocket::ErrorReason::PeerFinished,
+                "the peer took the abort for a clean finish: {}",
+                e.error
+            )
+        }
+        Ok(m) => panic!("a Message after the abort: {:?}", m.data()),
+    }
+}

@@ -79,6 +79,8 @@ enum ChanEvent {
 
 struct ChanBrowser {
     dc: RtcDataChannel,
+    /// Its RTCPeerConnection's id (in `PEERS`).
+    peer: u64,
     _onopen: Closure<dyn FnMut(Event)>,
     _onmessage: Closure<dyn FnMut(MessageEvent)>,
     _onerror: Closure<dyn FnMut(Event)>,
@@ -262,6 +264,7 @@ impl WebrtcTransport {
                 id,
                 ChanBrowser {
                     dc,
+                    peer: peer.id,
                     _onopen: onopen,
                     _onmessage: onmessage,
                     _onerror: onerror,
@@ -459,7 +462,28 @@ impl WebrtcTransport {
     }
 
     /// Close the channel and end every pending and later read at once.
+    ///
+    /// A page cannot reset one data channel, and closing it reads as a
+    /// clean end to the peer. So when it is the only channel of its
+    /// RTCPeerConnection, the peer connection is closed instead: that aborts
+    /// the SCTP association, which the peer reads as a failure. (A channel
+    /// beside others is closed alone: their Connections must go on.)
     pub(crate) fn abort(&self) {
+        let peer = self.inner.peer.id;
+        let alone = CHANNELS.with(|c| {
+            c.borrow()
+                .iter()
+                .filter(|(id, ch)| **id != self.inner.id && ch.peer == peer)
+                .all(|(_, ch)| {
+                    matches!(
+                        ch.dc.ready_state(),
+                        RtcDataChannelState::Closing | RtcDataChannelState::Closed
+                    )
+                })
+        });
+        if alone {
+            let _ = self.inner.peer.with_pc(|pc| pc.close());
+        }
         let _ = self.with_dc(|dc| dc.close());
         self.end(
             io::ErrorKind::ConnectionAborted,
