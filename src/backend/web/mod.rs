@@ -314,10 +314,10 @@ impl super::StackInstance for Transport {
         }
     }
     /// CloseGroup/AbortGroup: WebRTC closes the peer connection, WebTransport the session.
-    fn close_shared(&self, _abort: bool) {
+    fn close_shared(&self, abort: bool) {
         match self {
             Transport::Webrtc(w) => w.close_peer(),
-            Transport::Wt(w) => w.close_session(),
+            Transport::Wt(w) => w.close_session(abort),
             Transport::Ws(_) => {}
         }
     }

@@ -464,22 +464,20 @@ impl WebrtcTransport {
     /// Close the channel and end every pending and later read at once.
     ///
     /// A page cannot reset one data channel, and closing it reads as a
-    /// clean end to the peer. So when it is the only channel of its
-    /// RTCPeerConnection, the peer connection is closed instead: that aborts
-    /// the SCTP association, which the peer reads as a failure. (A channel
-    /// beside others is closed alone: their Connections must go on.)
+    /// clean end to the peer. So when every other channel of its
+    /// RTCPeerConnection is closed, the peer connection is closed instead:
+    /// that aborts the SCTP association, which the peer reads as a failure.
+    /// (A channel beside others, open or still draining what they
+    /// buffered, is closed alone: their Connections must go on.)
     pub(crate) fn abort(&self) {
         let peer = self.inner.peer.id;
         let alone = CHANNELS.with(|c| {
             c.borrow()
                 .iter()
                 .filter(|(id, ch)| **id != self.inner.id && ch.peer == peer)
-                .all(|(_, ch)| {
-                    matches!(
-                        ch.dc.ready_state(),
-                        RtcDataChannelState::Closing | RtcDataChannelState::Closed
-                    )
-                })
+                // A sibling still closing drains what it buffered: closing
+                // the peer connection would discard it.
+                .all(|(_, ch)| ch.dc.ready_state() == RtcDataChannelState::Closed)
         });
         if alone {
             let _ = self.inner.peer.with_pc(|pc| pc.close());

@@ -112,6 +112,9 @@ struct StreamEntry {
     /// once the stream's data is all committed (the W3C spec's "all data
     /// committed" state), and `delivered` waits for it.
     closing: Option<js_sys::Promise>,
+    /// Something was written to it: a stream never used (a racing loser
+    /// that connected) is not finished and waited for as it goes.
+    used: bool,
 }
 
 thread_local! {
@@ -130,8 +133,32 @@ fn next_id() -> u64 {
 fn finishing(session: u64, closing: js_sys::Promise) {
     SESSIONS.with(|t| {
         if let Some(s) = t.borrow_mut().get_mut(&session) {
+            // A long session with many streams: fold the list into one
+            // promise now and then, so it does not grow with every stream.
+            if s.finishing.len() >= 32 {
+                let all: js_sys::Array = s.finishing.drain(..).collect();
+                s.finishing.push(js_sys::Promise::all_settled(&all));
+            }
             s.finishing.push(closing);
         }
+    });
+}
+
+/// Close the session `wt` once `finishing` settled (at most
+/// [`CLOSE_TIMEOUT`](crate::CLOSE_TIMEOUT) later), or at once if nothing
+/// is finishing.
+fn close_when_settled(wt: JsWebTransport, finishing: &[js_sys::Promise]) {
+    if finishing.is_empty() {
+        let _ = wt.close();
+        return;
+    }
+    let all: js_sys::Array = finishing.iter().collect();
+    let settled = JsFuture::from(js_sys::Promise::all_settled(&all));
+    crate::runtime::spawn(async move {
+        let limit = crate::runtime::sleep(crate::CLOSE_TIMEOUT);
+        futures::pin_mut!(limit);
+        let _ = futures::future::select(settled, limit).await;
+        let _ = wt.close();
     });
 }
 
@@ -157,21 +184,9 @@ impl Drop for SessionInner {
     ///
     /// [`CLOSE_TIMEOUT`]: crate::CLOSE_TIMEOUT
     fn drop(&mut self) {
-        let Some(s) = SESSIONS.with(|t| t.borrow_mut().remove(&self.id)) else {
-            return;
-        };
-        if s.finishing.is_empty() {
-            let _ = s.wt.close();
-            return;
+        if let Some(s) = SESSIONS.with(|t| t.borrow_mut().remove(&self.id)) {
+            close_when_settled(s.wt, &s.finishing);
         }
-        let all: js_sys::Array = s.finishing.iter().collect();
-        let settled = JsFuture::from(js_sys::Promise::all_settled(&all));
-        crate::runtime::spawn(async move {
-            let limit = crate::runtime::sleep(crate::CLOSE_TIMEOUT);
-            futures::pin_mut!(limit);
-            let _ = futures::future::select(settled, limit).await;
-            let _ = s.wt.close();
-        });
     }
 }
 
@@ -191,11 +206,21 @@ impl Drop for StreamInner {
     fn drop(&mut self) {
         if let Some(s) = STREAMS.with(|t| t.borrow_mut().remove(&self.id)) {
             let aborted = *self.aborted.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(w) = s.writer.filter(|_| !aborted) {
-                // Finished as the last handle goes; the session waits for it.
-                let closing = s.closing.unwrap_or_else(|| w.close());
-                quietly(closing.clone());
-                finishing(self.session, closing);
+            if let Some(w) = s.writer {
+                match s.closing {
+                    // Finished already (Close, or a final Message).
+                    Some(closing) if !aborted => finishing(self.session, closing),
+                    Some(_) => {}
+                    // Finished as the last handle goes; the session waits
+                    // for it if anything was written.
+                    None => {
+                        let closing = w.close();
+                        quietly(closing.clone());
+                        if s.used && !aborted {
+                            finishing(self.session, closing);
+                        }
+                    }
+                }
             }
             if let Some(r) = s.reader {
                 quietly(r.cancel());
@@ -392,6 +417,7 @@ impl WtTransport {
                     writer: Some(writer),
                     pending_read: None,
                     closing: None,
+                    used: false,
                 }
             }
             _ => {
@@ -404,6 +430,7 @@ impl WtTransport {
                     writer: Some(w.get_writer().map_err(|e| fail("unidirectional", e))?),
                     pending_read: None,
                     closing: None,
+                    used: false,
                 }
             }
         };
@@ -570,12 +597,17 @@ impl WtTransport {
         self.aborted()?;
         let _turn = self.stream.write_turn.lock().await;
         let len = chunk.length() as usize;
-        let writer = self.with_stream(|s| s.writer.clone())?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this WebTransport stream is receive-only",
-            )
-        })?;
+        let writer = self
+            .with_stream(|s| {
+                s.used = true;
+                s.writer.clone()
+            })?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this WebTransport stream is receive-only",
+                )
+            })?;
         write(&writer, &chunk, "stream", &self.session.url).await?;
         Ok(len)
     }
@@ -601,7 +633,14 @@ impl WtTransport {
     /// Finish the stream (close its writer: FIN).
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         self.with_stream(|s| {
+            // Once: a Message marked final finished it already, and a
+            // second `close()` would only reject (and replace the promise
+            // `delivered` waits for).
+            if s.closing.is_some() {
+                return;
+            }
             if let Some(w) = &s.writer {
+                s.used = true;
                 let closing = w.close();
                 // Consumed even if nobody waits in `delivered`.
                 quietly(closing.clone());
@@ -649,9 +688,17 @@ impl WtTransport {
         });
     }
 
-    /// CloseGroup / AbortGroup: close the session.
-    pub(crate) fn close_session(&self) {
-        let _ = with_session(&self.session, |s| s.wt.close());
+    /// CloseGroup / AbortGroup (`abort`): close the session; CloseGroup
+    /// once the streams finishing on it settled (those dropped without
+    /// Close too), AbortGroup at once.
+    pub(crate) fn close_session(&self, abort: bool) {
+        let _ = with_session(&self.session, |s| {
+            if abort {
+                let _ = s.wt.close();
+            } else {
+                close_when_settled(s.wt.clone().unchecked_into(), &s.finishing);
+            }
+        });
     }
 
     /// `datagrams.maxDatagramSize`, if the browser says.
