@@ -214,7 +214,7 @@ async fn wt_send_futures_dropped_midway_send_each_message_once() {
 /// on a busy machine.
 #[wasm_bindgen_test]
 async fn wt_close_right_after_a_large_message_loses_nothing() {
-    close_right_after_a_large_message(wt_only(wt_port(), pinned(cert_hash()))).await;
+    end_right_after_a_large_message(wt_only(wt_port(), pinned(cert_hash())), true).await;
 }
 
 /// The same over the browser's WebSocket (plaintext ws to the same
@@ -223,7 +223,7 @@ async fn wt_close_right_after_a_large_message_loses_nothing() {
 async fn ws_close_right_after_a_large_message_loses_nothing() {
     let mut p = pre(wt_port(), SecurityParameters::opportunistic());
     p.set_protocols(vec![StackId::Ws]);
-    close_right_after_a_large_message(p).await;
+    end_right_after_a_large_message(p, true).await;
 }
 
 /// Abort, over either stack: the peer does not take it for a clean finish
@@ -326,10 +326,6 @@ async fn wt_final_message_then_close_loses_nothing() {
         sink_answer(&p, &id).await,
         format!("messages=1 bytes={len} end=finished")
     );
-}
-
-async fn close_right_after_a_large_message(p: Preconnection) {
-    end_right_after_a_large_message(p, true).await;
 }
 
 /// Send a large Message to ws-echo's sink, then at once close the

@@ -44,9 +44,12 @@ crate::runtime::process_wide!(WATCHERS: Watchers = Watchers {
 pub(super) const UNWATCHED: usize = usize::MAX;
 
 /// `f` with the list (nothing panics while it is held: a poisoned list is
-/// still whole).
-fn with_watchers<R>(f: impl FnOnce(&mut Watchers) -> R) -> R {
-    WATCHERS.with(|w| f(&mut w.lock().unwrap_or_else(|e| e.into_inner())))
+/// still whole); `None` if a thread's own list is gone already (the thread
+/// is ending).
+fn with_watchers<R>(f: impl FnOnce(&mut Watchers) -> R) -> Option<R> {
+    WATCHERS
+        .try_with(|w| f(&mut w.lock().unwrap_or_else(|e| e.into_inner())))
+        .ok()
 }
 
 /// Tell `inner` of path changes, where the platform reports them.
@@ -66,7 +69,9 @@ pub(super) fn watch(inner: &Arc<Inner>) {
             w.slots.len() - 1
         }
     });
-    inner.path_slot.store(slot, Ordering::Relaxed);
+    if let Some(slot) = slot {
+        inner.path_slot.store(slot, Ordering::Relaxed);
+    }
 }
 
 /// `inner` goes (its drop): its slot is free again.
@@ -76,10 +81,8 @@ pub(super) fn unwatch(inner: &Inner) {
         return;
     }
     // Its Weak is dropped after the lock (it kept the Connection's
-    // allocation, not its state). `try_with`: a thread's own list may be
-    // gone already when the thread ends.
-    let weak = WATCHERS.try_with(|w| {
-        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+    // allocation, not its state).
+    let weak = with_watchers(|w| {
         w.free.push(slot);
         w.slots[slot].take()
     });
@@ -99,7 +102,8 @@ pub fn path_changed(what: &str) -> usize {
     // of one (here, if the application dropped its own meanwhile) takes the
     // list's lock to free its slot.
     let open: Vec<Arc<Inner>> =
-        with_watchers(|w| w.slots.iter().flatten().filter_map(Weak::upgrade).collect());
+        with_watchers(|w| w.slots.iter().flatten().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default();
     let mut told = 0;
     for c in &open {
         if !c.events_ended() {

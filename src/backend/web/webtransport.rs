@@ -192,8 +192,9 @@ impl Drop for SessionInner {
 
 struct StreamInner {
     id: u64,
-    /// Its session's id (its finishing writer is registered there).
-    session: u64,
+    /// Its session, kept while the stream lives: the stream's drop (which
+    /// registers its finishing writer there) runs before the session's.
+    session: Arc<SessionInner>,
     /// Reads take turns.
     read_turn: futures::lock::Mutex<()>,
     /// Writes take turns.
@@ -209,7 +210,7 @@ impl Drop for StreamInner {
             if let Some(w) = s.writer {
                 match s.closing {
                     // Finished already (Close, or a final Message).
-                    Some(closing) if !aborted => finishing(self.session, closing),
+                    Some(closing) if !aborted => finishing(self.session.id, closing),
                     Some(_) => {}
                     // Finished as the last handle goes; the session waits
                     // for it if anything was written.
@@ -217,7 +218,7 @@ impl Drop for StreamInner {
                         let closing = w.close();
                         quietly(closing.clone());
                         if s.used && !aborted {
-                            finishing(self.session, closing);
+                            finishing(self.session.id, closing);
                         }
                     }
                 }
@@ -229,14 +230,11 @@ impl Drop for StreamInner {
     }
 }
 
-/// One WebTransport stream, with its session. Clones share both.
+/// One WebTransport stream, with its session (`stream.session`). Clones
+/// share both.
 #[derive(Clone)]
 pub(crate) struct WtTransport {
-    // The stream before the session: fields drop in this order, and a
-    // stream finished by its last handle registers its writer's close with
-    // the session before the session closes.
     stream: Arc<StreamInner>,
-    session: Arc<SessionInner>,
     takes_datagrams: bool,
     can_send: bool,
     can_receive: bool,
@@ -245,7 +243,7 @@ pub(crate) struct WtTransport {
 impl fmt::Debug for WtTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WtTransport")
-            .field("url", &self.session.url)
+            .field("url", &self.stream.session.url)
             .field("stream", &self.stream.id)
             .finish()
     }
@@ -437,16 +435,14 @@ impl WtTransport {
         let can_receive = entry.reader.is_some();
         let id = next_id();
         STREAMS.with(|t| t.borrow_mut().insert(id, entry));
-        let session_id = session.id;
         Ok(WtTransport {
             stream: Arc::new(StreamInner {
                 id,
-                session: session_id,
+                session,
                 read_turn: futures::lock::Mutex::new(()),
                 write_turn: futures::lock::Mutex::new(()),
                 aborted: Mutex::new(false),
             }),
-            session,
             takes_datagrams,
             can_send: true,
             can_receive,
@@ -460,7 +456,7 @@ impl WtTransport {
         } else {
             Direction::UnidirectionalSend
         };
-        Self::open(self.session.clone(), direction, false).await
+        Self::open(self.stream.session.clone(), direction, false).await
     }
 
     pub(crate) fn can_send(&self) -> bool {
@@ -472,7 +468,7 @@ impl WtTransport {
     }
 
     pub(crate) fn remote(&self) -> Option<SocketAddr> {
-        self.session.remote
+        self.stream.session.remote
     }
 
     fn aborted(&self) -> io::Result<()> {
@@ -486,7 +482,7 @@ impl WtTransport {
                 io::ErrorKind::ConnectionAborted,
                 format!(
                     "the WebTransport stream on {} was aborted",
-                    self.session.url
+                    self.stream.session.url
                 ),
             ));
         }
@@ -496,7 +492,7 @@ impl WtTransport {
     fn with_stream<R>(&self, f: impl FnOnce(&mut StreamEntry) -> R) -> io::Result<R> {
         STREAMS
             .with(|t| t.borrow_mut().get_mut(&self.stream.id).map(f))
-            .ok_or_else(|| wrong_thread(&self.session.url))
+            .ok_or_else(|| wrong_thread(&self.stream.session.url))
     }
 
     /// Append stream bytes, or return one datagram (first stream only).
@@ -514,7 +510,7 @@ impl WtTransport {
                 "this WebTransport stream is send-only",
             ));
         };
-        let url = &self.session.url;
+        let url = &self.stream.session.url;
         let stream_err = |e: JsValue| {
             io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -522,7 +518,7 @@ impl WtTransport {
             )
         };
         let result = if self.takes_datagrams {
-            let dgram = with_session(&self.session, |s| {
+            let dgram = with_session(&self.stream.session, |s| {
                 if s.dgram_reader.is_none() {
                     s.dgram_reader =
                         Some(s.wt.datagrams().readable().get_reader().unchecked_into());
@@ -534,7 +530,7 @@ impl WtTransport {
             {
                 Either::Left((r, _)) => r,
                 Either::Right((d, _)) => {
-                    with_session(&self.session, |s| s.pending_dgram = None)?;
+                    with_session(&self.stream.session, |s| s.pending_dgram = None)?;
                     let d = d.and_then(|v| read_result(&v)).map_err(|e| {
                         io::Error::other(format!(
                             "reading WebTransport datagrams on {url}: {}",
@@ -608,13 +604,13 @@ impl WtTransport {
                     "this WebTransport stream is receive-only",
                 )
             })?;
-        write(&writer, &chunk, "stream", &self.session.url).await?;
+        write(&writer, &chunk, "stream", &self.stream.session.url).await?;
         Ok(len)
     }
 
     /// Send one datagram on the session, after awaiting the writer's `ready`.
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
-        let writer = with_session(&self.session, |s| {
+        let writer = with_session(&self.stream.session, |s| {
             if s.dgram_writer.is_none() {
                 s.dgram_writer = s.wt.datagrams().writable().get_writer().ok();
             }
@@ -623,11 +619,11 @@ impl WtTransport {
         .ok_or_else(|| {
             io::Error::other(format!(
                 "the datagrams of WebTransport {} cannot be written",
-                self.session.url
+                self.stream.session.url
             ))
         })?;
         let chunk = js_sys::Uint8Array::from(data);
-        write(&writer, &chunk, "datagram", &self.session.url).await
+        write(&writer, &chunk, "datagram", &self.stream.session.url).await
     }
 
     /// Finish the stream (close its writer: FIN).
@@ -663,7 +659,7 @@ impl WtTransport {
                 io::ErrorKind::BrokenPipe,
                 format!(
                     "finishing the WebTransport stream on {}: {}",
-                    self.session.url,
+                    self.stream.session.url,
                     js_text(&e)
                 ),
             )
@@ -692,7 +688,7 @@ impl WtTransport {
     /// once the streams finishing on it settled (those dropped without
     /// Close too), AbortGroup at once.
     pub(crate) fn close_session(&self, abort: bool) {
-        let _ = with_session(&self.session, |s| {
+        let _ = with_session(&self.stream.session, |s| {
             if abort {
                 let _ = s.wt.close();
             } else {
@@ -703,7 +699,7 @@ impl WtTransport {
 
     /// `datagrams.maxDatagramSize`, if the browser says.
     pub(crate) fn max_datagram(&self) -> Option<u64> {
-        with_session(&self.session, |s| {
+        with_session(&self.stream.session, |s| {
             s.wt.datagrams()
                 .max_datagram_size()
                 .as_f64()
