@@ -629,6 +629,58 @@ async fn send_close_and_count(
     assert_eq!(got, vec![len; streams], "every byte reported Sent arrived");
 }
 
+/// CloseGroup closes its members together: three TCP Connections of one
+/// group, each with a send blocked on a peer that never reads, so each
+/// member's Close runs out its whole `CLOSE_TIMEOUT`. On tokio's paused
+/// clock (started once every Connection is up, so the timeouts pass in
+/// virtual time), the group is closed one `CLOSE_TIMEOUT` later, not three.
+#[tokio::test]
+async fn close_group_closes_its_members_together_within_one_close_timeout() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // Accepts and holds every connection, reading nothing, until the test ends.
+    let _peer = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let first = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let mut conns = vec![first];
+    for _ in 1..3 {
+        conns.push(conns[0].clone_in_group(None, None).await.unwrap());
+    }
+    let sends: Vec<_> = conns
+        .iter()
+        .map(|c| tokio::spawn(c.send_message(vec![3u8; HUGE])))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        sends.iter().all(|s| !s.is_finished()),
+        "the peer reads nothing: every send waits"
+    );
+    tokio::time::pause();
+    let start = tokio::time::Instant::now();
+    let closed = conns[0].close_group().await;
+    let took = start.elapsed();
+    let err = closed.expect_err("the blocked Messages never went out: CloseGroup reports it");
+    assert_eq!(err.reason, ErrorReason::Timeout, "{err}");
+    assert!(
+        took >= postsocket::CLOSE_TIMEOUT && took < 2 * postsocket::CLOSE_TIMEOUT,
+        "CloseGroup took {took:?} (virtual) for three members, not about one CLOSE_TIMEOUT ({:?})",
+        postsocket::CLOSE_TIMEOUT
+    );
+    for s in sends {
+        assert!(
+            matches!(s.await.unwrap(), Err(SendFailure::SendError { .. })),
+            "every blocked send has its failure"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tcp_close_with_unread_data_does_not_reset_the_tail() {
     use tokio::io::AsyncWriteExt;

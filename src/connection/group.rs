@@ -60,17 +60,18 @@ impl Connection {
     }
 
     /// `CloseGroup()`: close every Connection of the group.
+    ///
+    /// The members close together, each as [`close`](Self::close) does and
+    /// each within its own [`CLOSE_TIMEOUT`], so the whole group is closed
+    /// within one `CLOSE_TIMEOUT`, not one per member. The error is the
+    /// first failing member's (in group order).
     pub async fn close_group(&self) -> Result<(), Error> {
         let members = self.members();
         let shared = members
             .iter()
             .find_map(|m| m.abort_handle.lock().unwrap().clone());
-        let mut first_err = None;
-        for m in members {
-            if let Err(e) = Inner::close(&m).await {
-                first_err.get_or_insert(e);
-            }
-        }
+        let closed = futures::future::join_all(members.iter().map(Inner::close)).await;
+        let first_err = closed.into_iter().find_map(Result::err);
         // A multiplexed stack (QUIC) closes its connection once every stream finished.
         if let Some(t) = shared {
             t.close_shared(false);
