@@ -69,8 +69,9 @@ mod webtransport_budget;
 pub use bytes::Bytes;
 pub use capability::{Capabilities, StackId};
 pub use connection::{
-    path_changed, Connection, ReceiveError, SendFailure, SendFuture, Sent, CLOSE_LINGER,
-    CLOSE_TIMEOUT, DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, PATH_SETTLE, RECV_MSG_MAX_LEN,
+    path_changed, watch_platform_paths, Connection, ReceiveError, SendFailure, SendFuture, Sent,
+    CLOSE_LINGER, CLOSE_TIMEOUT, DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, PATH_SETTLE,
+    RECV_MSG_MAX_LEN,
 };
 pub use context::TransportContext;
 pub use endpoint::{LocalEndpoint, RemoteEndpoint};

@@ -166,5 +166,41 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
         for c in [&first, &second] {
             assert!(path_change(c).await.contains("came: 10.88.0.1/24"));
         }
+
+        // IPv6: an address in a new /64 is a change; a second one in that
+        // /64 (a privacy address rotating in) is not, nor its going.
+        ip("-6 addr add 2001:db8:5:6::7/64 dev pc0 nodad");
+        for c in [&first, &second] {
+            assert!(path_change(c).await.contains("came: 2001:db8:5:6::7/64"));
+        }
+        ip("-6 addr add 2001:db8:5:6:a1b2:c3d4:e5f6:1/64 dev pc0 nodad");
+        no_event_for(&first, PATH_SETTLE * 3).await;
+        ip("-6 addr del 2001:db8:5:6:a1b2:c3d4:e5f6:1/64 dev pc0");
+        no_event_for(&first, PATH_SETTLE * 3).await;
+
+        // The application stops watching the platform: a change is not
+        // reported, its own signal still is.
+        postsocket::watch_platform_paths(false);
+        ip("addr add 10.99.0.1/24 dev pc0");
+        no_event_for(&first, PATH_SETTLE * 3).await;
+        assert_eq!(postsocket::path_changed("the application's own signal"), 2);
+        assert_eq!(path_change(&first).await, "the application's own signal");
+        // Watching again: what changed while off is the new baseline, the
+        // next change is reported.
+        postsocket::watch_platform_paths(true);
+        no_event_for(&first, PATH_SETTLE * 3).await;
+        ip("addr add 10.111.0.1/24 dev pc0");
+        let what = path_change(&first).await;
+        assert!(
+            what.contains("came: 10.111.0.1/24") && !what.contains("10.99.0.1"),
+            "{what}"
+        );
     });
+}
+
+/// No event on `c` for `d`.
+async fn no_event_for(c: &postsocket::Connection, d: Duration) {
+    if let Ok(e) = tokio::time::timeout(d, c.next_event()).await {
+        panic!("expected no event, got {e:?}");
+    }
 }

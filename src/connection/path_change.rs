@@ -11,11 +11,13 @@
 //! one came or went, and the set then stayed the same for [`PATH_SETTLE`]
 //! (the backend's watcher starts, on a thread of its own, with the first
 //! race or Connection). An application that learns of a change some other
-//! way calls [`path_changed`] itself.
+//! way calls [`path_changed`] itself; one that does not want the platform
+//! watched (no watcher thread natively, no events from the platform) says
+//! so with [`watch_platform_paths`]`(false)`.
 
 use super::Inner;
 use crate::event::ConnectionEvent;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -52,12 +54,57 @@ fn with_watchers<R>(f: impl FnOnce(&mut Watchers) -> R) -> Option<R> {
         .ok()
 }
 
+/// Whether the platform's signals are watched and reported
+/// ([`watch_platform_paths`]).
+static PLATFORM_WATCH: AtomicBool = AtomicBool::new(true);
+
+/// Whether postsocket watches the platform for network changes: on by
+/// default. Natively that is a thread of its own watching the machine's
+/// interface addresses (started by the first race or Connection); in the
+/// browser, listeners on the global object's `online` and `offline` events
+/// and `navigator.connection`'s `change`.
+///
+/// `false`: no watcher is started, one already running stops, and nothing
+/// the platform signals reaches a Connection or a TransportContext from
+/// then on; [`path_changed`] still reports what the application learns
+/// itself. `true` starts watching again at once, with the addresses of
+/// that moment as the baseline (natively), so what changed while it was
+/// off is not reported. Process-wide (in the browser, per page or worker).
+pub fn watch_platform_paths(on: bool) {
+    PLATFORM_WATCH.store(on, Ordering::SeqCst);
+    if on {
+        crate::backend::watch_path_changes();
+    } else {
+        crate::backend::stop_watching_path_changes();
+    }
+}
+
+/// Whether the platform is to be watched ([`watch_platform_paths`]).
+pub(crate) fn platform_watched() -> bool {
+    PLATFORM_WATCH.load(Ordering::SeqCst)
+}
+
+/// Start the platform's watcher (once), unless the application said not to.
+pub(crate) fn watch_platform() {
+    if platform_watched() {
+        crate::backend::watch_path_changes();
+    }
+}
+
+/// The platform reported a change: [`path_changed`], unless the
+/// application stopped watching it meanwhile.
+pub(crate) fn platform_path_changed(what: &str) {
+    if platform_watched() {
+        path_changed(what);
+    }
+}
+
 /// Tell `inner` of path changes, where the platform reports them.
 pub(super) fn watch(inner: &Arc<Inner>) {
     if !crate::backend::PATH_SIGNALS {
         return;
     }
-    crate::backend::watch_path_changes();
+    watch_platform();
     let me = Some(Arc::downgrade(inner));
     let slot = with_watchers(|w| match w.free.pop() {
         Some(i) => {

@@ -104,7 +104,7 @@ pub(crate) use tls_config::fuzz_certificate;
 pub(crate) fn refund(_: &crate::racing::AttemptOutcome) {}
 
 mod path_signals;
-pub(crate) use path_signals::{watch_path_changes, PATH_SIGNALS};
+pub(crate) use path_signals::{stop_watching_path_changes, watch_path_changes, PATH_SIGNALS};
 
 /// The stacks this target has, in default preference order.
 pub(crate) fn registry() -> &'static [Capabilities] {

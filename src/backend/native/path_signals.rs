@@ -8,7 +8,8 @@
 //! process's life: it does not depend on the application's runtimes being
 //! driven or kept, and is never started twice. If the platform's source
 //! cannot be opened, or fails, there are no signals from then on (nothing
-//! is retried at every Connection).
+//! is retried at every Connection). The application can stop it, and
+//! start it again ([`watch_platform_paths`](crate::watch_platform_paths)).
 //!
 //! Changes are reported once the addresses have stayed the same for
 //! [`PATH_SETTLE`](crate::PATH_SETTLE), or [`SETTLE_CAP`] times that after
@@ -18,7 +19,9 @@
 //! (its first event, loopback included), or [`SETTLE_CAP`] settle times
 //! after the start if it lists nothing. A burst (an interface coming up with
 //! several addresses) is one PathChange, and an address that comes and goes
-//! within the settle time is none. Loopback and link-local addresses
+//! within the settle time is none, and so is an IPv6 address coming or
+//! going while another of its /64 stays (a privacy address rotating: the
+//! network is the same). Loopback and link-local addresses
 //! (`127.0.0.0/8`, `::1`, `169.254.0.0/16`, `fe80::/10`) are not a path to
 //! a peer and are left out: a container's or a tunnel's interface coming up
 //! with only a link-local address is no change.
@@ -39,6 +42,33 @@ pub(crate) const SETTLE_CAP: u32 = 4;
 
 /// The watcher was started (or could not be).
 static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Wakes the watcher to look whether it is still wanted
+/// ([`stop_watching_path_changes`]).
+static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The application stopped watching the platform
+/// ([`watch_platform_paths`](crate::watch_platform_paths)): a running
+/// watcher ends (and a later start makes a new one).
+pub(crate) fn stop_watching_path_changes() {
+    if STARTED.load(Ordering::Acquire) {
+        STOP.notify_one();
+    }
+}
+
+/// Whether the watcher ends, woken by [`STOP`]: only if the platform is
+/// unwatched still once it gave up its place (a start meanwhile found the
+/// place taken and made no watcher: this one goes on).
+fn stop_wanted() -> bool {
+    if crate::connection::path_change::platform_watched() {
+        return false;
+    }
+    STARTED.store(false, Ordering::Release);
+    // Wanted again meanwhile (and no other watcher took the place): go on.
+    let wanted_again =
+        crate::connection::path_change::platform_watched() && !STARTED.swap(true, Ordering::AcqRel);
+    !wanted_again
+}
 
 /// Start the watcher's thread, once per process.
 pub(crate) fn watch_path_changes() {
@@ -85,7 +115,12 @@ fn watch() {
                 },
                 () = wait => {
                     if let Some(what) = settle.settled(start.elapsed()) {
-                        crate::connection::path_changed(&what);
+                        crate::connection::platform_path_changed(&what);
+                    }
+                }
+                () = STOP.notified() => {
+                    if stop_wanted() {
+                        return;
                     }
                 }
             }
@@ -100,6 +135,27 @@ fn on_a_path(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
         IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
     }
+}
+
+/// What identifies the network an address puts the host on: an IPv4
+/// address itself, and for IPv6 the /64 it is in. A host has several IPv6
+/// addresses in one /64 (a stable one, and temporary privacy addresses,
+/// RFC 8981, replaced about daily): one coming or going while its /64 stays
+/// is no change of network.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Network {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(u64),
+}
+
+/// The networks of `nets` ([`Network`]).
+fn networks(nets: &BTreeSet<IpNet>) -> BTreeSet<Network> {
+    nets.iter()
+        .map(|n| match n.addr() {
+            IpAddr::V4(v4) => Network::V4(v4),
+            IpAddr::V6(v6) => Network::V6Prefix((u128::from(v6) >> 64) as u64),
+        })
+        .collect()
 }
 
 /// The sans-IO part: interface address events in, a report out once they
@@ -175,6 +231,11 @@ impl Settle {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if networks(&before) == networks(&self.now) {
+            // Addresses moved within the same networks (an IPv6 privacy
+            // address rotated): the paths are the same.
+            return None;
+        }
         let came: Vec<&IpNet> = self.now.difference(&before).collect();
         let went: Vec<&IpNet> = before.difference(&self.now).collect();
         let what = match (came.is_empty(), went.is_empty()) {
@@ -294,6 +355,38 @@ mod tests {
         // A unique-local IPv6 address is on a path.
         s.event(ms(13_000), IfEvent::Up(net("fd00::5/64")));
         assert!(s.settled(ms(13_000 + SETTLE)).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_privacy_address_rotating_in_its_64_is_no_change_a_new_64_is() {
+        // A stable address and a temporary one (RFC 8981) in one /64.
+        let mut s = with_baseline(&["2001:db8:5:6::7/64", "2001:db8:5:6:a1b2:c3d4:e5f6:1/64"]);
+        // The temporary address is replaced: a new one comes, the old goes.
+        s.event(
+            ms(5_000),
+            IfEvent::Up(net("2001:db8:5:6:9988:7766:5544:2/64")),
+        );
+        assert_eq!(s.settled(ms(5_000 + SETTLE)), None, "the same /64");
+        s.event(
+            ms(9_000),
+            IfEvent::Down(net("2001:db8:5:6:a1b2:c3d4:e5f6:1/64")),
+        );
+        assert_eq!(s.settled(ms(9_000 + SETTLE)), None, "its /64 stays");
+        // An address in another /64 is another network.
+        s.event(ms(12_000), IfEvent::Up(net("2001:db8:5:7::7/64")));
+        let what = s.settled(ms(12_000 + SETTLE)).expect("a new /64");
+        assert!(what.contains("came: 2001:db8:5:7::7/64"), "{what}");
+        // The last addresses of a /64 going is a change.
+        s.event(ms(15_000), IfEvent::Down(net("2001:db8:5:6::7/64")));
+        s.event(
+            ms(15_000),
+            IfEvent::Down(net("2001:db8:5:6:9988:7766:5544:2/64")),
+        );
+        let what = s.settled(ms(15_000 + SETTLE)).expect("a /64 gone");
+        assert!(what.contains("went: 2001:db8:5:6::7/64"), "{what}");
+        // Another IPv4 address is another network (DHCP gives one per network).
+        s.event(ms(20_000), IfEvent::Up(net("192.0.2.8/24")));
+        assert!(s.settled(ms(20_000 + SETTLE)).is_some());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 pub(crate) use budget::{
     held_by_browser, note_outcomes, refund, webtransport_handshakes_spent, CHARGES_ATTEMPTS,
 };
-pub(crate) use path_signals::{watch_path_changes, PATH_SIGNALS};
+pub(crate) use path_signals::{stop_watching_path_changes, watch_path_changes, PATH_SIGNALS};
 pub use received_bytes::{keep_browser_bytes, take_browser_bytes};
 pub use staging::{staging_area, take_staged, STAGING_LEN};
 pub(crate) use webrtc::{http_post_json, WebrtcOffer, WebrtcPeer, WebrtcTransport};

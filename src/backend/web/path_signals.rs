@@ -36,6 +36,11 @@ fn listen(target: &JsValue, name: &str, f: impl FnMut(JsValue) + 'static) {
     }
 }
 
+/// Nothing to stop: the listeners stay, and report nothing while the
+/// application has the platform unwatched
+/// ([`platform_path_changed`](crate::connection::platform_path_changed)).
+pub(crate) fn stop_watching_path_changes() {}
+
 /// Install the listeners once (with the first Connection).
 pub(crate) fn watch_path_changes() {
     if WATCHING.with(|w| w.replace(true)) {
@@ -43,10 +48,10 @@ pub(crate) fn watch_path_changes() {
     }
     let global: JsValue = js_sys::global().into();
     listen(&global, "online", |_| {
-        crate::connection::path_changed("the browser reports the network online again");
+        crate::connection::platform_path_changed("the browser reports the network online again");
     });
     listen(&global, "offline", |_| {
-        crate::connection::path_changed("the browser reports the network offline");
+        crate::connection::platform_path_changed("the browser reports the network offline");
     });
     if let Some(conn) = get(&global, "navigator").and_then(|n| get(&n, "connection")) {
         let info = conn.clone();
@@ -57,7 +62,7 @@ pub(crate) fn watch_path_changes() {
                 field("type").unwrap_or_else(|| "unknown".into()),
                 field("effectiveType").unwrap_or_else(|| "unknown".into()),
             );
-            crate::connection::path_changed(&what);
+            crate::connection::platform_path_changed(&what);
         });
     }
 }
