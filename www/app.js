@@ -104,8 +104,11 @@ async function connect() {
   $('#connect').disabled = true;
   $('#send').disabled = true;
   if (connection) {
-    connection.abort();
+    // A Connection the page moves on from ends cleanly: close() sends what is
+    // queued and tells the peer (abort() would read as a failure there).
+    const previous = connection;
     connection = null;
+    previous.close().catch(() => previous.abort());
   }
   const protocols = [...document.querySelectorAll('[name=stack]:checked')].map((i) => i.value);
   const adaptive = $('#adaptive').checked;
@@ -186,8 +189,11 @@ async function rendezvous() {
   $('#rendezvous').disabled = true;
   $('#send').disabled = true;
   if (connection) {
-    connection.abort();
+    // A Connection the page moves on from ends cleanly: close() sends what is
+    // queued and tells the peer (abort() would read as a failure there).
+    const previous = connection;
     connection = null;
+    previous.close().catch(() => previous.abort());
   }
   show('this page', [], null);
   setState('racing', 'Rendezvous: offer → POST /api/offer → answer → ICE → DTLS → SCTP…');
@@ -208,13 +214,18 @@ async function rendezvous() {
   }
 }
 
+/** How each Connection the page moved on from ended (`closed`, or the ConnectionError's message). */
+const previousEndings = [];
+
 /** Report the end of `conn`, unless the page has moved on to another Connection. */
 function watch(conn) {
   conn.addEventListener('closed', () => {
     if (connection === conn) setState('closed', 'Connection closed');
+    else previousEndings.push('closed');
   });
   conn.addEventListener('connectionError', (e) => {
     if (connection === conn) setState('failed', `ConnectionError: ${e.detail.message}`);
+    else previousEndings.push(`ConnectionError: ${e.detail.message}`);
   });
 }
 
@@ -352,6 +363,6 @@ async function main() {
 }
 
 // For tests and the console: what the view shows.
-window.postsocketDemo = { shown: () => shown, parseTrace };
+window.postsocketDemo = { shown: () => shown, parseTrace, previousEndings: () => previousEndings };
 
 main();

@@ -160,6 +160,11 @@ try {
   check(gap >= delay - 1 && gap < delay + 500, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay ${delay} ms)`);
   await sendAndCheck(page, 'hello from the e2e test');
   await sendAndCheck(page, 'y'.repeat(5000));
+  // Connect again closed the step-0 Connection cleanly (close(), not abort()).
+  await page.waitForFunction(() => window.postsocketDemo.previousEndings().length >= 1, null, { timeout: 10000 })
+    .catch(() => {});
+  const endings = await page.evaluate(() => window.postsocketDemo.previousEndings());
+  check(endings[0] === 'closed', `the Connection the page moved on from ended cleanly: ${JSON.stringify(endings)}`);
   await page.screenshot({ path: join(shots, 'browser-race.png'), fullPage: true });
 
   // 1'. The same again: the page remembers. WebTransport is held back (the
