@@ -325,7 +325,7 @@ ensure_firefox
 env $(cat "$TMP/ws-echo.out") BROWSER=firefox FIREFOX="$FIREFOX" timeout 300 node web/test/e2e.mjs ||
     { cat "$TMP/ws-echo.err" >&2; fail "npm package tests in Firefox failed"; }
 
-step "npm package: WebRTC Rendezvous with the native peer (webrtc-echo) in Chromium and Firefox, in a network namespace (loopback, and a veth with a default route: Firefox gathers no ICE candidate without one)"
+step "npm package: WebRTC Rendezvous with the native peer (webrtc-echo) in Chromium and Firefox, and an Abort (a failure to the peer in Chromium; a clean close in Firefox, as the README says), in a network namespace (loopback, and a veth with a default route: Firefox gathers no ICE candidate without one)"
 [ "$(id -u)" -eq 0 ] || fail "this step needs root for its network namespace (unshare -n); run scripts/test.sh as root (CI does)"
 cargo build -p postsocket-examples --bin webrtc-echo
 export BIN TMP CHROMIUM FIREFOX
@@ -340,7 +340,7 @@ timeout 300 unshare -n bash -c '
         sleep 0.1
     done
     for browser in chromium firefox; do
-        env $(cat "$TMP/webrtc-echo-npm.out") BROWSER=$browser node web/test/rendezvous.mjs ||
+        env $(cat "$TMP/webrtc-echo-npm.out") WEBRTC_ECHO_LOG="$TMP/webrtc-echo-npm.err" BROWSER=$browser node web/test/rendezvous.mjs ||
             { cat "$TMP/webrtc-echo-npm.err" >&2; exit 1; }
     done
 ' || fail "WebRTC Rendezvous from the npm package failed"

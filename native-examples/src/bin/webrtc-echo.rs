@@ -9,9 +9,13 @@
 //! message on every data channel of that peer connection. CORS is allowed
 //! (the wasm test page comes from another port). Prints
 //! `POSTSOCKET_WEBRTC_SIGNALING=http://127.0.0.1:P/offer` on stdout, then
-//! serves until killed.
+//! serves until killed. As each data channel ends it prints on stderr
+//! `webrtc-echo: a data channel ended (first Message "F", N echoed): WHY`,
+//! WHY being the receive's error (`PeerFinished: ...` for the peer's clean
+//! finish): how a browser test sees what the peer made of its Close or
+//! Abort.
 
-use postsocket_examples::demo::echo::echo_rendezvous;
+use postsocket_examples::demo::echo::{echo_rendezvous_then, Ended};
 use postsocket_examples::signaling;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,6 +41,16 @@ async fn main() -> std::io::Result<()> {
         )?;
         out.flush()?;
     }
-    signaling::serve(http, Arc::new(echo_rendezvous)).await;
+    signaling::serve(http, Arc::new(|done| echo_rendezvous_then(done, report))).await;
     Ok(())
+}
+
+/// One line on stderr per data channel that ended.
+fn report(e: Ended) {
+    eprintln!(
+        "webrtc-echo: a data channel ended (first Message {:?}, {} echoed): {}",
+        e.first.unwrap_or_default(),
+        e.messages,
+        e.why
+    );
 }

@@ -466,9 +466,11 @@ impl WebrtcTransport {
     /// A page cannot reset one data channel, and closing it reads as a
     /// clean end to the peer. So when every other channel of its
     /// RTCPeerConnection is closed, the peer connection is closed instead:
-    /// that aborts the SCTP association, which the peer reads as a failure.
-    /// (A channel beside others, open or still draining what they
-    /// buffered, is closed alone: their Connections must go on.)
+    /// in Chromium that aborts the SCTP association, which the peer reads
+    /// as a failure. (Firefox resets each channel before it ends the
+    /// association: its peer reads the channel's clean close. A channel
+    /// beside others, open or still draining what they buffered, is closed
+    /// alone: their Connections must go on.)
     pub(crate) fn abort(&self) {
         let peer = self.inner.peer.id;
         let alone = CHANNELS.with(|c| {
