@@ -226,6 +226,17 @@ export interface PreconnectionEventMap {
   contextError: CustomEvent<TransportError>;
 }
 
+/**
+ * The network path changed (`what` says how): every open Connection gets a `pathChange` event
+ * whose `detail` is `what`, and `transportContext` forgets the old network. Returns how many
+ * Connections were told. Done by postsocket on the browser's `online`, `offline` and
+ * `navigator.connection` `change` events unless `watchPlatformPaths(false)`.
+ */
+export function pathChanged(what: string): number;
+
+/** Whether the browser's network events are path changes (`true` by default). */
+export function watchPlatformPaths(on: boolean): void;
+
 /** The `localStorage` key `transportContext` saves under by default: `'postsocket.transportContext'`. */
 export const CONTEXT_STORAGE_KEY: string;
 

@@ -3,6 +3,7 @@
 import initWasm, {
   RawPreconnection, receiveResolvers, stagingArea, stagingCapacity, setErrorClass,
   contextSave, contextRestore, contextForget, contextJson, contextNetworkChanged,
+  pathChanged as rawPathChanged, watchPlatformPaths as rawWatchPlatformPaths,
 } from './postsocket_web.js';
 
 /**
@@ -100,6 +101,30 @@ export const transportContext = {
     return JSON.parse(contextJson());
   },
 };
+
+/**
+ * The network path changed (`what`, a string, says how): every open Connection gets a
+ * `pathChange` event whose `detail` is `what`, and `transportContext` forgets what it learned
+ * on the old network. Returns how many Connections were told. postsocket does this itself on
+ * the browser's `online`, `offline` and `navigator.connection` `change` events (unless
+ * `watchPlatformPaths(false)`); call it when the page learns of a change some other way.
+ */
+export function pathChanged(what) {
+  needsInit('pathChanged()');
+  if (typeof what !== 'string') throw new TypeError('pathChanged(what): what must be a string');
+  return rawPathChanged(what);
+}
+
+/**
+ * Whether the browser's `online`, `offline` and `navigator.connection` `change` events are
+ * path changes (`pathChange` events, and `transportContext` forgetting the network): `true` by
+ * default; `false` until `watchPlatformPaths(true)`. `pathChanged()` works either way.
+ */
+export function watchPlatformPaths(on) {
+  needsInit('watchPlatformPaths()');
+  if (typeof on !== 'boolean') throw new TypeError('watchPlatformPaths(on): on must be true or false');
+  rawWatchPlatformPaths(on);
+}
 
 const encoder = new TextEncoder();
 

@@ -21,6 +21,8 @@ mod convert;
 pub mod executor;
 pub mod options;
 #[cfg(web)]
+mod path_change;
+#[cfg(web)]
 mod preconnection;
 #[cfg(web)]
 mod trace_listeners;

@@ -627,6 +627,45 @@ try {
     assert.equal(r, 'the browser reports the network offline');
   });
 
+  await check("pathChanged() is a pathChange on open Connections; watchPlatformPaths(false) ignores the browser's events until true", async () => {
+    const r = await inPage(
+      async (m, { echo }) => {
+        const pre = new m.Preconnection({ remote: { ip: '127.0.0.1', port: echo }, security: { disabled: true } });
+        const conn = await pre.initiate({ timeout: 10000 });
+        const seen = [];
+        conn.addEventListener('pathChange', (e) => seen.push(e.detail));
+        const settle = () => new Promise((ok) => setTimeout(ok, 300));
+        const told = m.pathChanged('the page moved to another network');
+        await settle();
+        m.watchPlatformPaths(false);
+        dispatchEvent(new Event('offline'));
+        await settle();
+        const whileOff = seen.length;
+        m.pathChanged('its own signal, while the browser is not watched');
+        m.watchPlatformPaths(true);
+        dispatchEvent(new Event('online'));
+        await settle();
+        let wrongKind;
+        try {
+          m.watchPlatformPaths('no');
+        } catch (e) {
+          wrongKind = `${e.name}: ${e.message}`;
+        }
+        await conn.close();
+        return { told, whileOff, seen, wrongKind };
+      },
+      { echo },
+    );
+    assert.ok(r.told >= 1, `told ${r.told}`);
+    assert.equal(r.whileOff, 1, `the offline event while unwatched was reported: ${JSON.stringify(r.seen)}`);
+    assert.deepEqual(r.seen, [
+      'the page moved to another network',
+      'its own signal, while the browser is not watched',
+      'the browser reports the network online again',
+    ]);
+    assert.match(r.wrongKind, /TypeError: watchPlatformPaths\(on\): on must be true or false/);
+  });
+
   await check('fuzzing: random options and Message Properties throw an InvalidConfiguration (or are taken), never anything else', async () => {
     // A seeded generator (mulberry32), so a failure names an iteration that replays.
     // FUZZ_OPTIONS sets the count (each kind; 20,000 take about 2 s); seed 1 found the wasm

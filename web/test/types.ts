@@ -1,6 +1,6 @@
 // Compile-only check of the package's TypeScript types (tsc --noEmit --strict):
 // what a TS consumer writes must type-check, and misuse must not.
-import { init, Preconnection, Connection, TraceEvent, TransportError, ReceivedMessage, transportContext, CONTEXT_STORAGE_KEY } from '../pkg/index.js';
+import { init, Preconnection, Connection, TraceEvent, TransportError, ReceivedMessage, transportContext, CONTEXT_STORAGE_KEY, pathChanged, watchPlatformPaths } from '../pkg/index.js';
 
 export async function consumer(port: number): Promise<string> {
   await init();
@@ -13,6 +13,9 @@ export async function consumer(port: number): Promise<string> {
   });
   const trace: TraceEvent[] = [];
   pre.addEventListener('trace', (e) => trace.push(e.detail));
+  watchPlatformPaths(false);
+  const told: number = pathChanged('the page moved to another network');
+  watchPlatformPaths(told >= 0);
   const restored: boolean = transportContext.restore(CONTEXT_STORAGE_KEY);
   transportContext.save();
   if (!restored) transportContext.forget();
