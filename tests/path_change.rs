@@ -180,7 +180,13 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
 
         // The application stops watching the platform: a change is not
         // reported, its own signal still is.
+        assert_eq!(watcher_threads(), 1, "one watcher runs");
         postsocket::watch_platform_paths(false);
+        assert_eq!(
+            watcher_threads_soon(0).await,
+            0,
+            "the watcher's thread ended"
+        );
         ip("addr add 10.99.0.1/24 dev pc0");
         no_event_for(&first, PATH_SETTLE * 3).await;
         assert_eq!(postsocket::path_changed("the application's own signal"), 2);
@@ -188,6 +194,7 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
         // Watching again: what changed while off is the new baseline, the
         // next change is reported.
         postsocket::watch_platform_paths(true);
+        assert_eq!(watcher_threads_soon(1).await, 1, "a new watcher runs");
         no_event_for(&first, PATH_SETTLE * 3).await;
         ip("addr add 10.111.0.1/24 dev pc0");
         let what = path_change(&first).await;
@@ -196,6 +203,28 @@ fn an_interface_address_that_comes_or_goes_is_a_path_change_to_every_open_connec
             "{what}"
         );
     });
+}
+
+/// How many threads of this process are the path watcher's (named
+/// `postsocket-path-watch`; Linux keeps the first 15 bytes of a name).
+fn watcher_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "postsocket-path")
+        .count()
+}
+
+/// [`watcher_threads`] once it is `n`, or after 2 s (a thread names itself
+/// as it starts, and ends a little after it is told to).
+async fn watcher_threads_soon(n: usize) -> usize {
+    for _ in 0..100 {
+        if watcher_threads() == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher_threads()
 }
 
 /// No event on `c` for `d`.

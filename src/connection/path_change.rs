@@ -67,9 +67,12 @@ static PLATFORM_WATCH: AtomicBool = AtomicBool::new(true);
 /// `false`: no watcher is started, one already running stops, and nothing
 /// the platform signals reaches a Connection or a TransportContext from
 /// then on; [`path_changed`] still reports what the application learns
-/// itself. `true` starts watching again at once, with the addresses of
-/// that moment as the baseline (natively), so what changed while it was
-/// off is not reported. Process-wide (in the browser, per page or worker).
+/// itself. `true` watches again at once: natively a new watcher takes the
+/// addresses as its baseline once they settle, and one that had not yet
+/// stopped takes them as they are, so what changed while unwatched is not
+/// reported. Natively, once the platform's source failed (it could not be
+/// opened, or ended) it is not opened again. Process-wide (in the browser,
+/// per page or worker).
 pub fn watch_platform_paths(on: bool) {
     PLATFORM_WATCH.store(on, Ordering::SeqCst);
     if on {

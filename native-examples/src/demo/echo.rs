@@ -8,15 +8,16 @@ pub async fn echo(conn: Connection) {
     echo_until_the_end(conn).await;
 }
 
-/// How an echoed Connection ended: the first Message it carried (its text
-/// if short UTF-8, else its length), how many Messages it echoed, and why
-/// it ended (the receive's error: `PeerFinished` for the peer's clean
-/// finish; or the send's).
+/// How an echoed Connection ended: the first data it carried (the first
+/// Message, or its first part if it came in parts: its text if short
+/// UTF-8, else its length), how many whole Messages it echoed, and why it
+/// ended (the receive's error: `PeerFinished` for the peer's clean finish;
+/// or the send's).
 #[derive(Debug)]
 pub struct Ended {
-    /// The first Message, as text or as `N bytes`.
+    /// The first data received, as text or as `N bytes`.
     pub first: Option<String>,
-    /// How many Messages were echoed.
+    /// How many whole Messages were echoed.
     pub messages: u64,
     /// Why the echo ended (`reason: message`).
     pub why: String,
@@ -50,7 +51,7 @@ pub async fn echo_until_the_end(conn: Connection) -> Ended {
         if let Err(e) = conn.send(data, reply, end).await {
             break format!("the echo's send failed: {e:?}");
         }
-        messages += 1;
+        messages += u64::from(end);
     };
     let _ = conn.close().await;
     Ended {

@@ -4,12 +4,13 @@
 //! Windows, a poll every 10 s elsewhere).
 //!
 //! One watcher per process, on a thread of its own (a small tokio runtime
-//! of its own), started by the first race or Connection and kept for the
-//! process's life: it does not depend on the application's runtimes being
-//! driven or kept, and is never started twice. If the platform's source
-//! cannot be opened, or fails, there are no signals from then on (nothing
-//! is retried at every Connection). The application can stop it, and
-//! start it again ([`watch_platform_paths`](crate::watch_platform_paths)).
+//! of its own), started by the first race or Connection: it does not depend
+//! on the application's runtimes being driven or kept, and there is never a
+//! second one. It runs until the application stops watching the platform
+//! ([`watch_platform_paths`](crate::watch_platform_paths)`(false)`; `true`
+//! starts one again). If the platform's source cannot be opened, or fails,
+//! there are no signals from then on (nothing is retried, at every
+//! Connection or on `true`).
 //!
 //! Changes are reported once the addresses have stayed the same for
 //! [`PATH_SETTLE`](crate::PATH_SETTLE), or [`SETTLE_CAP`] times that after
@@ -26,12 +27,12 @@
 //! a peer and are left out: a container's or a tunnel's interface coming up
 //! with only a link-local address is no change.
 
+use crate::connection::path_change::platform_watched;
 use crate::PATH_SETTLE;
 use futures::StreamExt;
 use if_watch::{IfEvent, IpNet};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The platform reports network changes: Connections are watched.
@@ -40,8 +41,23 @@ pub(crate) const PATH_SIGNALS: bool = true;
 /// How many settle times a change that keeps changing waits at most.
 pub(crate) const SETTLE_CAP: u32 = 4;
 
-/// The watcher was started (or could not be).
-static STARTED: AtomicBool = AtomicBool::new(false);
+/// Whether a watcher runs, and whether the platform's source failed (then
+/// none is started again). Every start and stop decides under this lock,
+/// reading [`platform_watched`] there: a start and a stop that cross each
+/// other leave one watcher exactly when watching is on.
+struct Watcher {
+    running: bool,
+    failed: bool,
+}
+
+static WATCHER: std::sync::Mutex<Watcher> = std::sync::Mutex::new(Watcher {
+    running: false,
+    failed: false,
+});
+
+fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
+    WATCHER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Wakes the watcher to look whether it is still wanted
 /// ([`stop_watching_path_changes`]).
@@ -51,50 +67,59 @@ static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// ([`watch_platform_paths`](crate::watch_platform_paths)): a running
 /// watcher ends (and a later start makes a new one).
 pub(crate) fn stop_watching_path_changes() {
-    if STARTED.load(Ordering::Acquire) {
+    if watcher().running {
         STOP.notify_one();
     }
 }
 
-/// Whether the watcher ends, woken by [`STOP`]: only if the platform is
-/// unwatched still once it gave up its place (a start meanwhile found the
-/// place taken and made no watcher: this one goes on).
+/// Woken by [`STOP`]: whether the watcher ends (the platform is still
+/// unwatched; its place is given up), or goes on (watched again meanwhile).
 fn stop_wanted() -> bool {
-    if crate::connection::path_change::platform_watched() {
+    let mut w = watcher();
+    if platform_watched() {
         return false;
     }
-    STARTED.store(false, Ordering::Release);
-    // Wanted again meanwhile (and no other watcher took the place): go on.
-    let wanted_again =
-        crate::connection::path_change::platform_watched() && !STARTED.swap(true, Ordering::AcqRel);
-    !wanted_again
+    w.running = false;
+    true
 }
 
-/// Start the watcher's thread, once per process.
+/// Start the watcher's thread, unless one runs, the platform's source
+/// failed, or the application does not want the platform watched.
 pub(crate) fn watch_path_changes() {
-    if STARTED.load(Ordering::Acquire) || STARTED.swap(true, Ordering::AcqRel) {
+    let mut w = watcher();
+    if w.running || w.failed || !platform_watched() {
         return;
     }
     // A thread that cannot be made means no signals, as a source that
     // cannot be opened does.
-    let _ = std::thread::Builder::new()
+    let made = std::thread::Builder::new()
         .name("postsocket-path-watch".into())
         .spawn(watch);
+    w.running = made.is_ok();
+    w.failed = made.is_err();
+}
+
+/// The watcher ends for good: the platform's source failed.
+fn source_failed() {
+    let mut w = watcher();
+    w.running = false;
+    w.failed = true;
 }
 
 /// The watcher's thread: the platform's address events through [`Settle`]
-/// to [`path_changed`](crate::path_changed), until the source fails.
+/// to [`path_changed`](crate::path_changed), until the application stops
+/// watching or the source fails.
 fn watch() {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
     else {
-        return;
+        return source_failed();
     };
     rt.block_on(async {
         let Ok(mut watcher) = if_watch::tokio::IfWatcher::new() else {
-            return;
+            return source_failed();
         };
         let start = tokio::time::Instant::now();
         let mut settle = Settle::new();
@@ -111,7 +136,7 @@ fn watch() {
                     Some(Ok(event)) => settle.event(start.elapsed(), event),
                     // The source failed or ended: no more signals in this
                     // process (if-watch does not reopen it).
-                    Some(Err(_)) | None => return,
+                    Some(Err(_)) | None => return source_failed(),
                 },
                 () = wait => {
                     if let Some(what) = settle.settled(start.elapsed()) {
@@ -122,6 +147,10 @@ fn watch() {
                     if stop_wanted() {
                         return;
                     }
+                    // Unwatched and watched again before this watcher saw
+                    // it: what changed meanwhile is the new baseline, as
+                    // for a new watcher.
+                    settle.rebaseline();
                 }
             }
         }
@@ -199,6 +228,16 @@ impl Settle {
         if moved && self.reported.is_some() {
             self.changed = Some(at);
             self.pending_since.get_or_insert(at);
+        }
+    }
+
+    /// Take the addresses now as the last report's, once there is a
+    /// baseline: a change not reported yet is not reported.
+    pub(crate) fn rebaseline(&mut self) {
+        if self.reported.is_some() {
+            self.reported = Some(self.now.clone());
+            self.changed = None;
+            self.pending_since = None;
         }
     }
 
@@ -387,6 +426,26 @@ mod tests {
         // Another IPv4 address is another network (DHCP gives one per network).
         s.event(ms(20_000), IfEvent::Up(net("192.0.2.8/24")));
         assert!(s.settled(ms(20_000 + SETTLE)).is_some());
+    }
+
+    #[test]
+    fn a_rebaseline_takes_the_addresses_now_as_reported() {
+        let mut s = Settle::new();
+        s.rebaseline();
+        assert_eq!(
+            s.due(),
+            Some(PATH_SETTLE * SETTLE_CAP),
+            "no baseline yet: none made"
+        );
+        let mut s = with_baseline(&["192.0.2.7/24"]);
+        s.event(ms(5_000), IfEvent::Up(net("198.51.100.9/24")));
+        s.rebaseline();
+        assert_eq!(s.due(), None, "nothing waits");
+        assert_eq!(s.settled(ms(5_000 + SETTLE)), None, "not reported");
+        // Later changes are against the new baseline.
+        s.event(ms(9_000), IfEvent::Down(net("198.51.100.9/24")));
+        let what = s.settled(ms(9_000 + SETTLE)).expect("a change");
+        assert!(what.contains("went: 198.51.100.9/24"), "{what}");
     }
 
     #[test]
