@@ -327,7 +327,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         e
     };
     // Where the platform reports network changes, listen from the first race on.
-    crate::connection::watch_platform();
+    backend::watch_path_changes();
     if let Err(e) = backend::check_security(&s.security) {
         return Err(fail_early(e, &mut emitter));
     }

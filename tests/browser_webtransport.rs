@@ -97,6 +97,13 @@ fn wt_only(port: u16, sec: SecurityParameters) -> Preconnection {
     p
 }
 
+/// The browser's WebSocket alone (plaintext ws) to ws-echo's Listener on `port`.
+fn ws_only(port: u16) -> Preconnection {
+    let mut p = pre(port, SecurityParameters::opportunistic());
+    p.set_protocols(vec![StackId::Ws]);
+    p
+}
+
 fn unreliable() -> MessageContext {
     MessageContext::new()
         .with("msgReliable", false)
@@ -221,9 +228,7 @@ async fn wt_close_right_after_a_large_message_loses_nothing() {
 /// Listener): its close frame goes after the data queued before it.
 #[wasm_bindgen_test]
 async fn ws_close_right_after_a_large_message_loses_nothing() {
-    let mut p = pre(wt_port(), SecurityParameters::opportunistic());
-    p.set_protocols(vec![StackId::Ws]);
-    end_right_after_a_large_message(p, true).await;
+    end_right_after_a_large_message(ws_only(wt_port()), true).await;
 }
 
 /// Abort, over either stack: the peer does not take it for a clean finish
@@ -231,9 +236,7 @@ async fn ws_close_right_after_a_large_message_loses_nothing() {
 /// closes with code 4000).
 #[wasm_bindgen_test]
 async fn an_abort_is_not_a_clean_finish_to_the_peer() {
-    let mut ws = pre(wt_port(), SecurityParameters::opportunistic());
-    ws.set_protocols(vec![StackId::Ws]);
-    for p in [wt_only(wt_port(), pinned(cert_hash())), ws] {
+    for p in [wt_only(wt_port(), pinned(cert_hash())), ws_only(wt_port())] {
         let conn = p
             .initiate_with_timeout(T)
             .await
@@ -297,9 +300,7 @@ async fn wt_drop_right_after_a_large_message_loses_nothing() {
 /// The same over the browser's WebSocket.
 #[wasm_bindgen_test]
 async fn ws_drop_right_after_a_large_message_loses_nothing() {
-    let mut p = pre(wt_port(), SecurityParameters::opportunistic());
-    p.set_protocols(vec![StackId::Ws]);
-    end_right_after_a_large_message(p, false).await;
+    end_right_after_a_large_message(ws_only(wt_port()), false).await;
 }
 
 /// A large Message marked final (it finishes the stream), then `close()`

@@ -87,13 +87,6 @@ pub(crate) fn platform_watched() -> bool {
     PLATFORM_WATCH.load(Ordering::SeqCst)
 }
 
-/// Start the platform's watcher (once), unless the application said not to.
-pub(crate) fn watch_platform() {
-    if platform_watched() {
-        crate::backend::watch_path_changes();
-    }
-}
-
 /// The platform reported a change: [`path_changed`], unless the
 /// application stopped watching it meanwhile.
 pub(crate) fn platform_path_changed(what: &str) {
@@ -107,7 +100,7 @@ pub(super) fn watch(inner: &Arc<Inner>) {
     if !crate::backend::PATH_SIGNALS {
         return;
     }
-    watch_platform();
+    crate::backend::watch_path_changes();
     let me = Some(Arc::downgrade(inner));
     let slot = with_watchers(|w| match w.free.pop() {
         Some(i) => {

@@ -41,19 +41,19 @@ pub(crate) const PATH_SIGNALS: bool = true;
 /// How many settle times a change that keeps changing waits at most.
 pub(crate) const SETTLE_CAP: u32 = 4;
 
-/// Whether a watcher runs, and whether the platform's source failed (then
-/// none is started again). Every start and stop decides under this lock,
-/// reading [`platform_watched`] there: a start and a stop that cross each
-/// other leave one watcher exactly when watching is on.
-struct Watcher {
-    running: bool,
-    failed: bool,
+/// The watcher: none yet (or stopped), running, or ended for good because
+/// the platform's source failed (then none is started again). Every start
+/// and stop decides under this lock, reading [`platform_watched`] there: a
+/// start and a stop that cross each other leave one watcher exactly when
+/// watching is on.
+#[derive(PartialEq)]
+enum Watcher {
+    Stopped,
+    Running,
+    Failed,
 }
 
-static WATCHER: std::sync::Mutex<Watcher> = std::sync::Mutex::new(Watcher {
-    running: false,
-    failed: false,
-});
+static WATCHER: std::sync::Mutex<Watcher> = std::sync::Mutex::new(Watcher::Stopped);
 
 fn watcher() -> std::sync::MutexGuard<'static, Watcher> {
     WATCHER.lock().unwrap_or_else(|e| e.into_inner())
@@ -67,7 +67,7 @@ static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// ([`watch_platform_paths`](crate::watch_platform_paths)): a running
 /// watcher ends (and a later start makes a new one).
 pub(crate) fn stop_watching_path_changes() {
-    if watcher().running {
+    if *watcher() == Watcher::Running {
         STOP.notify_one();
     }
 }
@@ -79,7 +79,7 @@ fn stop_wanted() -> bool {
     if platform_watched() {
         return false;
     }
-    w.running = false;
+    *w = Watcher::Stopped;
     true
 }
 
@@ -87,7 +87,7 @@ fn stop_wanted() -> bool {
 /// failed, or the application does not want the platform watched.
 pub(crate) fn watch_path_changes() {
     let mut w = watcher();
-    if w.running || w.failed || !platform_watched() {
+    if *w != Watcher::Stopped || !platform_watched() {
         return;
     }
     // A thread that cannot be made means no signals, as a source that
@@ -95,15 +95,16 @@ pub(crate) fn watch_path_changes() {
     let made = std::thread::Builder::new()
         .name("postsocket-path-watch".into())
         .spawn(watch);
-    w.running = made.is_ok();
-    w.failed = made.is_err();
+    *w = if made.is_ok() {
+        Watcher::Running
+    } else {
+        Watcher::Failed
+    };
 }
 
 /// The watcher ends for good: the platform's source failed.
 fn source_failed() {
-    let mut w = watcher();
-    w.running = false;
-    w.failed = true;
+    *watcher() = Watcher::Failed;
 }
 
 /// The watcher's thread: the platform's address events through [`Settle`]

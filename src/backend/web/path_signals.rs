@@ -41,7 +41,9 @@ fn listen(target: &JsValue, name: &str, f: impl FnMut(JsValue) + 'static) {
 /// ([`platform_path_changed`](crate::connection::platform_path_changed)).
 pub(crate) fn stop_watching_path_changes() {}
 
-/// Install the listeners once (with the first Connection).
+/// Install the listeners once (with the first Connection), whether or not
+/// the platform is watched now: what they hear is reported only while it
+/// is.
 pub(crate) fn watch_path_changes() {
     if WATCHING.with(|w| w.replace(true)) {
         return;
