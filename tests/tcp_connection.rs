@@ -455,15 +455,22 @@ async fn stop_ends_a_pending_accept() {
 
 /// The connections waiting in a listening socket's accept queue, as the
 /// kernel counts them (`rx_queue` of its LISTEN row in /proc/net/tcp).
+///
+/// The kernel writes that table a hash bucket at a time, so a read taken
+/// while other tests open and close sockets may miss the row: the table is
+/// read again, at most 20 times, until it is there.
 fn accept_queue(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let local = format!(":{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f[1].ends_with(&local) && f[3] == "0A") // 0A: LISTEN
-        .map(|f| usize::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+    (0..20)
+        .find_map(|_| {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+            table
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f[1].ends_with(&local) && f[3] == "0A") // 0A: LISTEN
+                .map(|f| usize::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        })
         .expect("the Listener's LISTEN row")
 }
 

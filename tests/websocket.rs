@@ -433,17 +433,28 @@ async fn a_final_message_closes_the_websocket_after_it() {
 /// How many of this process's descriptors refer to the TCP socket from
 /// local port `local` to remote port `peer` (found by its inode in
 /// /proc/net/tcp and /proc/net/tcp6).
+///
+/// The kernel writes those tables a hash bucket at a time, so a read taken
+/// while other tests open and close sockets may show a row twice or miss
+/// it: the inodes are deduplicated, and the tables read again (at most 20
+/// times) until the row is there.
 #[cfg(target_os = "linux")]
 fn descriptors_of(local: u16, peer: u16) -> usize {
     let port = |field: &str| u16::from_str_radix(field.rsplit(':').next().unwrap(), 16).unwrap();
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && port(f[1]) == local && port(f[2]) == peer {
-                inodes.push(format!("socket:[{}]", f[9]));
+    let mut inodes = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        inodes.clear();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() > 9 && port(f[1]) == local && port(f[2]) == peer {
+                    inodes.insert(format!("socket:[{}]", f[9]));
+                }
             }
+        }
+        if !inodes.is_empty() {
+            break;
         }
     }
     assert_eq!(
@@ -451,10 +462,11 @@ fn descriptors_of(local: u16, peer: u16) -> usize {
         1,
         "one socket from port {local} to {peer}: {inodes:?}"
     );
+    let inode = inodes.pop_first().unwrap();
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|l| l.to_str() == Some(inodes[0].as_str()))
+        .filter(|l| l.to_str() == Some(inode.as_str()))
         .count()
 }
 
