@@ -353,8 +353,9 @@ async fn silent_peers_give_their_places_to_new_ones() {
 /// peer whose whole ClientHello waits is not dropped for its quiet, however
 /// long it waits. Here the places are held by two TLS Connections that the
 /// application has not taken yet, which never give way: before, both peers
-/// waited in the backlog for as long as that lasted. Linux only: elsewhere
-/// there is no kernel clock, and both wait.
+/// waited in the backlog for as long as that lasted. This is the Listener
+/// past its `waiting_peers` (0 here: no peer waits outside the places).
+/// Linux only: elsewhere there is no kernel clock, and both wait.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_peer_quiet_too_long_in_the_backlog_is_dropped_when_reached() {
@@ -365,7 +366,8 @@ async fn a_peer_quiet_too_long_in_the_backlog_is_dropped_when_reached() {
     pre.set_listener_limits(
         postsocket::ListenerLimits::default()
             .with_pending_incoming(2)
-            .with_give_way_after(age, age),
+            .with_give_way_after(age, age)
+            .with_waiting_peers(0),
     );
     let l = pre.listen().await.expect("listen");
     let addr = l.local_addr();
@@ -425,6 +427,153 @@ async fn a_peer_quiet_too_long_in_the_backlog_is_dropped_when_reached() {
         "{seen:?}"
     );
     drop(held);
+}
+
+/// Whether the Listener dropped the peer of `s` (it reads the end of the
+/// stream or a reset, without waiting); `false` while it holds it.
+fn dropped(s: &tokio::net::TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.try_read(&mut b) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// A flood of silent peers larger than the pending places is held, not
+/// churned: with 8 places taken by silent peers, 40 more wait outside the
+/// places for their first message (`ListenerLimits::waiting_peers`), so
+/// the backlog stays empty; a TLS client connecting then is taken at once,
+/// and exactly one silent place holder gives way to it (200 ms), none
+/// before a peer needs its place. Before,
+/// the Listener read the backlog one peer at a time and dropped each
+/// silent one there (`with_waiting_peers(0)` still does: checked below).
+#[tokio::test]
+async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
+    let cert = self_signed();
+    for waiting in [None, Some(0)] {
+        let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+        let mut limits = postsocket::ListenerLimits::default().with_pending_incoming(8);
+        if let Some(n) = waiting {
+            limits = limits.with_waiting_peers(n);
+        }
+        pre.set_listener_limits(limits);
+        let (addr, mut errors) = serve_echo(pre).await;
+        let mut silent = Vec::new();
+        for _ in 0..48 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if waiting.is_none() {
+            // No peer needs a place yet: none gave way.
+            assert!(errors.try_recv().is_err());
+            assert!(!silent.iter().any(dropped));
+        }
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
+        )
+        .await
+        .expect("the TLS client is served while 48 silent peers are connected");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gone = silent.iter().filter(|s| dropped(s)).count();
+        let mut reports = Vec::new();
+        while let Ok(e) = errors.try_recv() {
+            reports.push(e);
+        }
+        if waiting.is_none() {
+            assert_eq!(gone, 1, "one place holder gave way: {reports:?}");
+            assert_eq!(reports.len(), 1, "{reports:?}");
+            assert!(
+                reports[0].contains("all 8 pending places were taken"),
+                "{reports:?}"
+            );
+        } else {
+            // Without peers waiting outside the places, the silent ones in
+            // the backlog were dropped (Linux: by the kernel's clock;
+            // elsewhere they give way in their places).
+            assert!(gone > 1, "{gone} dropped: {reports:?}");
+        }
+    }
+}
+
+/// A peer waiting outside the places is dropped, and reported naming it,
+/// when it has not sent a whole first message within the handshake
+/// timeout (1.5 s here), as one in a place is; one that closes, or
+/// finishes after part of a ClientHello, is reported at once; one whose ClientHello arrives in pieces gets a place
+/// once it is whole (a TLS client through a relay that holds its first
+/// bytes back).
+#[tokio::test]
+async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
+    use tokio::io::AsyncWriteExt;
+    let cert = self_signed();
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(2)
+            .with_give_way_after(Duration::MAX, Duration::MAX)
+            .with_handshake_timeout(Duration::from_millis(1500)),
+    );
+    let (addr, mut errors) = serve_echo(pre).await;
+    // Two silent peers take both places (and never give way).
+    let holders = [
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiter = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let closer = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut finished = tokio::net::TcpStream::connect(addr).await.unwrap();
+    finished.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One closes silent, one finishes after part of a ClientHello (its
+    // side stays readable: it must not keep the Listener spinning).
+    let gone = [closer.local_addr(), finished.local_addr()].map(|a| a.unwrap().to_string());
+    drop(closer);
+    finished.shutdown().await.unwrap();
+    for _ in 0..2 {
+        let e = tokio::time::timeout(Duration::from_secs(1), errors.recv())
+            .await
+            .expect("a closed peer is reported at once")
+            .unwrap();
+        assert!(
+            gone.iter().any(|a| e.contains(a)) && e.contains("closed the connection"),
+            "{e}"
+        );
+    }
+    assert!(!dropped(&waiter) && !dropped(&partial));
+    // The handshake timeout: the places' holders, the silent waiter and
+    // the partial one all go, each reported with what it sent.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(5), errors.recv()).await {
+            Ok(Some(e)) => seen.push(e),
+            _ => break,
+        }
+    }
+    let waiter_addr = waiter.local_addr().unwrap().to_string();
+    let partial_addr = partial.local_addr().unwrap().to_string();
+    assert!(
+        seen.iter().any(|e| e.contains(&waiter_addr)
+            && e.contains("sent nothing within 1500 ms")
+            && e.contains("waiting_peers")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| e.contains(&partial_addr) && e.contains("no whole first message")),
+        "{seen:?}"
+    );
+    assert!(dropped(&waiter) && dropped(&partial));
+    drop(holders);
+    // With both places free again, a client is served at once.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
+    )
+    .await
+    .expect("served");
 }
 
 /// The give-way ages are the application's: with

@@ -28,6 +28,7 @@ pub struct ListenerLimits {
     handshake_timeout: Duration,
     give_way_silent: Duration,
     give_way_handshaking: Duration,
+    waiting_peers: Option<usize>,
     udp_flows: usize,
     udp_flow_datagrams: usize,
     udp_buffer_bytes: usize,
@@ -44,6 +45,7 @@ impl Default for ListenerLimits {
             handshake_timeout: Duration::from_secs(10),
             give_way_silent: Duration::from_millis(200),
             give_way_handshaking: Duration::from_millis(500),
+            waiting_peers: None,
             udp_flows: 1024,
             udp_flow_datagrams: 1024,
             udp_buffer_bytes: 4 << 20,
@@ -114,7 +116,13 @@ impl ListenerLimits {
     /// also busy compiling, clients slow to send their ClientHello were
     /// still dropped as silent after 200 ms in one run of three.
     ///
-    /// The same ages judge the peers waiting in the kernel's backlog while
+    /// A place holder gives way only when a peer needs its place: one
+    /// whose first message is whole, waiting outside the places
+    /// ([`with_waiting_peers`](Self::with_waiting_peers)), or, past that
+    /// bound (or on a port that takes plain TCP), the next peer.
+    ///
+    /// Past [`with_waiting_peers`](Self::with_waiting_peers), the same ages
+    /// judge the peers waiting in the kernel's backlog while
     /// every place is taken: the Listener still takes them, one at a time,
     /// into a lobby outside the places. One that has been silent (or has
     /// sent part of a first message and no more) for its age, by the
@@ -133,6 +141,32 @@ impl ListenerLimits {
     pub fn with_give_way_after(mut self, silent: Duration, handshaking: Duration) -> Self {
         self.give_way_silent = silent;
         self.give_way_handshaking = handshaking;
+        self
+    }
+
+    /// On a TCP port that serves only TLS and WebSocket (no plain TCP): how
+    /// many peers may wait outside the pending places, while every place is
+    /// taken, for their whole first message (a ClientHello, an HTTP request
+    /// head). Such a peer costs the Listener its socket's descriptor and a
+    /// few hundred bytes, not a place: it is watched for readiness, takes a
+    /// place once its first message is whole (the slowest place holder
+    /// giving way to it, see [`with_give_way_after`](Self::with_give_way_after)),
+    /// and is dropped (reported) when it has not sent one within the
+    /// [`handshake_timeout`](Self::with_handshake_timeout). So a flood of
+    /// silent or stalling peers no larger than the places and this bound
+    /// together is simply held, as a server without bounds would hold it,
+    /// and a real client connecting meanwhile is taken from the backlog at
+    /// once instead of waiting behind the flood (and the flood is not made
+    /// to reconnect over and over). Past this bound the Listener reads its
+    /// backlog one peer at a time and drops the peers that have been quiet
+    /// too long, as `with_give_way_after` says.
+    ///
+    /// Default: a quarter of the process's open-file limit (RLIMIT_NOFILE,
+    /// read at Listen), at most 4,096 (Linux; 256 elsewhere), so that the
+    /// waiting peers leave descriptors for everything else. 0: no peer
+    /// waits there.
+    pub fn with_waiting_peers(mut self, n: usize) -> Self {
+        self.waiting_peers = Some(n);
         self
     }
 
@@ -214,6 +248,13 @@ impl ListenerLimits {
     /// [`with_give_way_after`](Self::with_give_way_after).
     pub fn give_way_after(&self) -> (Duration, Duration) {
         (self.give_way_silent, self.give_way_handshaking)
+    }
+
+    /// See [`with_waiting_peers`](Self::with_waiting_peers): the bound
+    /// set, or `None` for the default, which a Listener works out from
+    /// the process's open-file limit.
+    pub fn waiting_peers(&self) -> Option<usize> {
+        self.waiting_peers
     }
 
     /// See [`with_udp_flows`](Self::with_udp_flows).

@@ -113,3 +113,23 @@ pub(crate) fn tcp_quiet_for(sock: &SockRef<'_>) -> Option<Duration> {
         None
     }
 }
+
+/// The default of `ListenerLimits::with_waiting_peers`: a quarter of the
+/// process's open-file limit (its soft RLIMIT_NOFILE), at most 4,096, on
+/// Linux; 256 elsewhere.
+#[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
+pub(crate) fn default_waiting_peers() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrlimit fills a plain C struct.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            return usize::try_from(lim.rlim_cur / 4)
+                .unwrap_or(usize::MAX)
+                .min(4096);
+        }
+        256
+    }
+    #[cfg(not(target_os = "linux"))]
+    256
+}

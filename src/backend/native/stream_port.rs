@@ -623,6 +623,106 @@ fn whole_client_hello(b: &[u8]) -> bool {
     false
 }
 
+/// Whether `b`, a peer's first bytes (at most [`PEEK_MAX`]), hold what it
+/// must send before the Listener has to act: a whole ClientHello, a whole
+/// HTTP request head on a port that takes WebSocket (`ws`), or bytes that
+/// are neither (a stack refuses them at once). A peer that filled
+/// [`PEEK_MAX`] waits on us too.
+fn whole_first_message(b: &[u8], ws: bool) -> bool {
+    let n = b.len();
+    if n == 0 {
+        false
+    } else if n == PEEK_MAX {
+        true
+    } else if b[0] == 0x16 && (n == 1 || looks_like_tls(b)) {
+        whole_client_hello(b)
+    } else if ws && (b.starts_with(HTTP_GET) || partial_get(b)) {
+        b.windows(4).any(|w| w == b"\r\n\r\n")
+    } else {
+        true
+    }
+}
+
+/// How a peer waiting outside the places ([`waiting`]) stopped waiting.
+enum Waited {
+    /// Its first message is whole: it needs a place.
+    Whole,
+    /// It closed, failed, or sent no whole first message in time: dropped,
+    /// and this reports it.
+    Dropped(io::Error),
+}
+
+/// A peer accepted while every place was taken, on a port that takes no
+/// plain TCP, watched for readiness until its first message is whole (see
+/// `ListenerLimits::with_waiting_peers`), at most until `deadline`. Each
+/// arrival is peeked (nothing is read); a peek that finds nothing new
+/// clears the socket's read readiness, so the next arrival wakes it.
+async fn waiting(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    port: &StreamPort,
+    deadline: tokio::time::Instant,
+) -> Waited {
+    let ws = port.takes_ws();
+    let mut seen = 0usize;
+    let watch = async {
+        loop {
+            // A side the peer closed stays readable (its readiness is never
+            // cleared): look once more, then it is whole or it never will be.
+            let closed = stream.ready(Interest::READABLE).await?.is_read_closed();
+            let peeked = stream.try_io(Interest::READABLE, || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); PEEK_MAX];
+                let n = SockRef::from(stream).peek(&mut buf)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                if n == seen && !closed {
+                    // Nothing new: clear the readiness, wait for more.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                seen = n;
+                // SAFETY: `peek` initialised the first `n` bytes.
+                let b = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+                match whole_first_message(b, ws) {
+                    false if closed => Ok(None),
+                    whole => Ok(Some(whole)),
+                }
+            });
+            match peeked {
+                Ok(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{remote} closed the connection before sending a whole first message ({} expected)",
+                            port.expected()
+                        ),
+                    ))
+                }
+                Ok(Some(true)) => return Ok(()),
+                Ok(Some(false)) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("reading from {remote}: {e}"))),
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, watch).await {
+        Ok(Ok(())) => Waited::Whole,
+        Ok(Err(e)) => Waited::Dropped(e),
+        Err(_) => {
+            let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            Waited::Dropped(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "refused {remote}: it sent {} within {} ({} expected), waiting while every pending place was taken (ListenerLimits handshake_timeout, waiting_peers)",
+                    if seen == 0 { "nothing" } else { "no whole first message" },
+                    crate::runtime::ms_text(port.timeout),
+                    port.expected()
+                ),
+            ))
+        }
+    }
+}
+
 /// What the peer on `stream` has sent so far (peeked: nothing is read), on
 /// a port that takes WebSocket (`ws`) and plain TCP (`plain`) or not.
 fn arrival(stream: &TcpStream, ws: bool, plain: bool) -> Arrival {
@@ -636,18 +736,7 @@ fn arrival(stream: &TcpStream, ws: bool, plain: bool) -> Arrival {
     };
     // SAFETY: `peek` initialised the first `n` bytes.
     let b: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-    let whole = if n == 0 {
-        false
-    } else if n == PEEK_MAX {
-        true
-    } else if b[0] == 0x16 && (n == 1 || looks_like_tls(b)) {
-        whole_client_hello(b)
-    } else if ws && (b.starts_with(HTTP_GET) || partial_get(b)) {
-        b.windows(4).any(|w| w == b"\r\n\r\n")
-    } else {
-        true
-    };
-    if whole {
+    if whole_first_message(b, ws) {
         return Arrival::Ready;
     }
     if n == 0 && plain {
@@ -771,17 +860,49 @@ pub(crate) fn listen_stream_port(
         let ages = tx.limits().give_way_after();
         let places = tx.limits().pending_incoming();
         let takes = (port.takes_ws(), port.plain);
+        // Peers waiting outside the places for their whole first message
+        // (`ListenerLimits::with_waiting_peers`; not on a port that takes
+        // plain TCP, where a silent peer may be a real client), and those
+        // whose first message is whole, waiting for a place.
+        let waiting_bound = if port.plain {
+            0
+        } else {
+            tx.limits()
+                .waiting_peers()
+                .unwrap_or_else(super::sockopt::default_waiting_peers)
+        };
+        use futures::StreamExt as _;
+        let mut waiters = futures::stream::FuturesUnordered::new();
+        let mut whole: std::collections::VecDeque<(TcpStream, SocketAddr)> = Default::default();
+        let wait_outside = |stream: TcpStream, remote: SocketAddr| {
+            let port = port.clone();
+            let deadline = tokio::time::Instant::now() + port.timeout;
+            Box::pin(async move {
+                let waited = waiting(&stream, remote, &port, deadline).await;
+                (stream, remote, waited)
+            })
+        };
         loop {
             // A place among the pending connections (being sniffed, in their
             // TLS or WebSocket handshake, or waiting for the Listener). With
-            // none left, the oldest slow one gives way; failing that, stop
-            // accepting until the Listener takes one, except to look at the
-            // next peer in the backlog (one at a time, in the lobby).
+            // none left, peers wait outside them for their first message
+            // (up to `waiting_bound`); the oldest slow place holder gives way
+            // to one whose first message is whole (or, with no peers waiting
+            // outside, to the next peer); failing that, stop accepting until
+            // the Listener takes one, except to look at the next peer in the
+            // backlog (one at a time, in the lobby).
             let room = loop {
                 if let Some(room) = tx.try_room() {
                     break room;
                 }
-                let evicted = progress.lock().unwrap().evict_oldest();
+                let wanted = waiting_bound == 0
+                    || !whole.is_empty()
+                    || lobby.as_ref().is_some_and(|l| l.recheck.is_none());
+                let evicted = if wanted {
+                    progress.lock().unwrap().evict_oldest()
+                } else {
+                    Err(None)
+                };
                 let allowed = match evicted {
                     Ok((remote, age)) => {
                         let why = format!(
@@ -806,21 +927,39 @@ pub(crate) fn listen_stream_port(
                         None => std::future::pending().await,
                     }
                 };
+                let may_wait_outside = waiters.len() + whole.len() < waiting_bound;
                 // A peer to look at: the lobby's, due again, or the next
-                // in the backlog.
+                // in the backlog (waiting outside the places while there is
+                // room for it there).
                 let look_at = tokio::select! {
                     room = tx.room() => break room,
                     _ = until(allowed) => None,
                     _ = until(recheck) => lobby.take(),
+                    Some((stream, remote, waited)) = waiters.next(), if !waiters.is_empty() => {
+                        match waited {
+                            Waited::Whole => whole.push_back((stream, remote)),
+                            Waited::Dropped(e) => {
+                                if tx.unbounded_send(Err(e)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        None
+                    }
                     accepted = listener.accept(), if lobby.is_none() => match accepted {
                         Ok((stream, remote)) => {
                             backoff.succeeded();
-                            Some(Lobby {
-                                stream,
-                                remote,
-                                entered: tokio::time::Instant::now(),
-                                recheck: None,
-                            })
+                            if may_wait_outside {
+                                waiters.push(wait_outside(stream, remote));
+                                None
+                            } else {
+                                Some(Lobby {
+                                    stream,
+                                    remote,
+                                    entered: tokio::time::Instant::now(),
+                                    recheck: None,
+                                })
+                            }
                         }
                         Err(e) => {
                             if let Some(e) = backoff.failed(e).await {
@@ -843,9 +982,29 @@ pub(crate) fn listen_stream_port(
                     }
                 }
             };
-            let accepted = match lobby.take() {
-                Some(l) => Ok((l.stream, l.remote)),
-                None => listener.accept().await,
+            // Who gets the place: a peer whose first message is whole,
+            // the lobby's, or the next in the backlog (or a waiting peer
+            // whose first message becomes whole first).
+            let accepted = if let Some(peer) = whole.pop_front() {
+                Ok(peer)
+            } else if let Some(l) = lobby.take() {
+                Ok((l.stream, l.remote))
+            } else if waiters.is_empty() {
+                listener.accept().await
+            } else {
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => break accepted,
+                        Some((stream, remote, waited)) = waiters.next() => match waited {
+                            Waited::Whole => break Ok((stream, remote)),
+                            Waited::Dropped(e) => {
+                                if tx.unbounded_send(Err(e)).is_err() {
+                                    return;
+                                }
+                            }
+                        },
+                    }
+                }
             };
             let (stream, remote) = match accepted {
                 Ok(x) => {
