@@ -576,6 +576,36 @@ async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
     .expect("served");
 }
 
+/// A handshake timeout of `Duration::MAX` means "never", not a panic: a
+/// TLS client is served, also while it waits outside the places.
+#[tokio::test]
+async fn a_handshake_timeout_of_duration_max_means_never() {
+    let cert = self_signed();
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(1)
+            .with_handshake_timeout(Duration::MAX),
+    );
+    let (addr, _errors) = serve_echo(pre).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
+    )
+    .await
+    .expect("served");
+    // The place is taken by a silent peer: the next client waits outside
+    // it, and the silent one gives way to it.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
+    )
+    .await
+    .expect("served while a silent peer held the place");
+}
+
 /// The give-way ages are the application's: with
 /// `with_give_way_after(Duration::MAX, Duration::MAX)` silent peers keep
 /// their places (pure backpressure), so a TLS client waits in the kernel's

@@ -102,7 +102,7 @@ async fn first_bytes(
     want_get: bool,
     saw: impl Fn(usize),
 ) -> io::Result<FirstBytes> {
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::runtime::saturating_add(tokio::time::Instant::now(), wait);
     let mut buf = [0u8; 8];
     let timed_out = |seen: usize, buf: &[u8]| {
         Ok(if seen == 0 {
@@ -643,6 +643,25 @@ fn whole_first_message(b: &[u8], ws: bool) -> bool {
     }
 }
 
+/// What a port expects of a peer waiting outside its places ([`waiting`]),
+/// copied out of its [`StreamPort`] (each waiting peer keeps this, not the
+/// port).
+#[derive(Clone, Copy)]
+struct Expecting {
+    /// Whether an HTTP request head is a first message (WebSocket).
+    ws: bool,
+    /// The first message, in words.
+    expected: &'static str,
+    /// The handshake timeout.
+    timeout: Duration,
+}
+
+impl Expecting {
+    fn expected(&self) -> &'static str {
+        self.expected
+    }
+}
+
 /// How a peer waiting outside the places ([`waiting`]) stopped waiting.
 enum Waited {
     /// Its first message is whole: it needs a place.
@@ -660,10 +679,10 @@ enum Waited {
 async fn waiting(
     stream: &TcpStream,
     remote: SocketAddr,
-    port: &StreamPort,
+    port: Expecting,
     deadline: tokio::time::Instant,
 ) -> Waited {
-    let ws = port.takes_ws();
+    let ws = port.ws;
     let mut seen = 0usize;
     let watch = async {
         loop {
@@ -874,11 +893,16 @@ pub(crate) fn listen_stream_port(
         use futures::StreamExt as _;
         let mut waiters = futures::stream::FuturesUnordered::new();
         let mut whole: std::collections::VecDeque<(TcpStream, SocketAddr)> = Default::default();
+        let expecting = Expecting {
+            ws: port.takes_ws(),
+            expected: port.expected(),
+            timeout: port.timeout,
+        };
         let wait_outside = |stream: TcpStream, remote: SocketAddr| {
-            let port = port.clone();
-            let deadline = tokio::time::Instant::now() + port.timeout;
+            let deadline =
+                crate::runtime::saturating_add(tokio::time::Instant::now(), expecting.timeout);
             Box::pin(async move {
-                let waited = waiting(&stream, remote, &port, deadline).await;
+                let waited = waiting(&stream, remote, expecting, deadline).await;
                 (stream, remote, waited)
             })
         };
