@@ -61,11 +61,13 @@ impl ListenerLimits {
     /// being accepted, sniffed or handshaking in their stack (TLS,
     /// WebSocket, QUIC, WebTransport), or waiting for the application to take
     /// them. Past it the Listener stops accepting: TCP peers wait in the
-    /// kernel's backlog, QUIC Initials in quinn's queue, and datagrams from
-    /// new UDP sources are refused (reported). On a TCP port that sniffs or
-    /// handshakes (TLS, WebSocket), while every place is taken, a peer that
-    /// has sent nothing for 200 ms, or has been handshaking for 500 ms, gives
-    /// its place to a new one (dropped and reported), so silent or stalling
+    /// kernel's backlog (on a TLS or WebSocket port, first outside the
+    /// places: [`with_waiting_peers`](Self::with_waiting_peers)), QUIC
+    /// Initials in quinn's queue, and datagrams from new UDP sources are
+    /// refused (reported). On a TCP port that sniffs or handshakes (TLS,
+    /// WebSocket), while every place is taken, a peer that has sent nothing
+    /// for 200 ms, or has been handshaking for 500 ms, gives its place to a
+    /// new one that needs it (dropped and reported), so silent or stalling
     /// peers cannot hold them all (slowloris). A peer whose bytes wait unread
     /// in its socket keeps its place: then this process is behind (short of
     /// CPU), not the peer, and the Listener pushes back instead. The two ages
@@ -118,8 +120,9 @@ impl ListenerLimits {
     ///
     /// A place holder gives way only when a peer needs its place: one
     /// whose first message is whole, waiting outside the places
-    /// ([`with_waiting_peers`](Self::with_waiting_peers)), or, past that
-    /// bound (or on a port that takes plain TCP), the next peer.
+    /// ([`with_waiting_peers`](Self::with_waiting_peers)), or past that
+    /// bound the lobby's (below); where no peer waits outside (a bound of
+    /// 0, a port that takes plain TCP), the next peer.
     ///
     /// Past [`with_waiting_peers`](Self::with_waiting_peers), the same ages
     /// judge the peers waiting in the kernel's backlog while
@@ -148,23 +151,26 @@ impl ListenerLimits {
     /// many peers may wait outside the pending places, while every place is
     /// taken, for their whole first message (a ClientHello, an HTTP request
     /// head). Such a peer costs the Listener its socket's descriptor and a
-    /// few hundred bytes, not a place: it is watched for readiness, takes a
-    /// place once its first message is whole (the slowest place holder
-    /// giving way to it, see [`with_give_way_after`](Self::with_give_way_after)),
-    /// and is dropped (reported) when it has not sent one within the
-    /// [`handshake_timeout`](Self::with_handshake_timeout). So a flood of
-    /// silent or stalling peers no larger than the places and this bound
-    /// together is simply held, as a server without bounds would hold it,
-    /// and a real client connecting meanwhile is taken from the backlog at
-    /// once instead of waiting behind the flood (and the flood is not made
-    /// to reconnect over and over). Past this bound the Listener reads its
-    /// backlog one peer at a time and drops the peers that have been quiet
-    /// too long, as `with_give_way_after` says.
+    /// few hundred bytes (and the kernel what the peer sent, up to its
+    /// receive buffer), not a place: it is watched for readiness, takes the
+    /// next free place once its first message is whole (the oldest place
+    /// holder that may give way doing so, see
+    /// [`with_give_way_after`](Self::with_give_way_after)), and is dropped
+    /// (reported) when it has not sent one within the
+    /// [`handshake_timeout`](Self::with_handshake_timeout) and up to half of
+    /// it more (spread, so that a flood accepted together is not dropped
+    /// and reconnected together). So a flood of silent or stalling peers no
+    /// larger than the places and this bound together is held, as a server
+    /// without bounds would hold it, and a real client connecting meanwhile
+    /// is taken from the backlog at once instead of waiting behind the
+    /// flood, which is not made to reconnect over and over. Past this bound
+    /// the Listener reads its backlog one peer at a time and drops the peers
+    /// that have been quiet too long, as `with_give_way_after` says.
     ///
-    /// Default: a quarter of the process's open-file limit (RLIMIT_NOFILE,
-    /// read at Listen), at most 4,096 (Linux; 256 elsewhere), so that the
-    /// waiting peers leave descriptors for everything else. 0: no peer
-    /// waits there.
+    /// Default: on Linux, a quarter of what the process's open-file limit
+    /// (RLIMIT_NOFILE, read at Listen) leaves once the places hold their
+    /// most (three descriptors each), at most 4,096: 64 under a limit of
+    /// 1,024, 4,096 from about 17,000; elsewhere 0. 0: no peer waits there.
     pub fn with_waiting_peers(mut self, n: usize) -> Self {
         self.waiting_peers = Some(n);
         self

@@ -114,22 +114,28 @@ pub(crate) fn tcp_quiet_for(sock: &SockRef<'_>) -> Option<Duration> {
     }
 }
 
-/// The default of `ListenerLimits::with_waiting_peers`: a quarter of the
-/// process's open-file limit (its soft RLIMIT_NOFILE), at most 4,096, on
-/// Linux; 256 elsewhere.
+/// The default of `ListenerLimits::with_waiting_peers` for a port with
+/// `places` pending places: on Linux, a quarter of what the process's
+/// open-file limit (its soft RLIMIT_NOFILE) leaves once the places hold
+/// their most (three descriptors each: the socket, the duplicate that
+/// tells whether its bytes wait unread, and the sniff's), at most 4,096;
+/// 0 elsewhere (no peer waits outside the places unless the application
+/// sets a bound).
 #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(dead_code))]
-pub(crate) fn default_waiting_peers() -> usize {
+pub(crate) fn default_waiting_peers(places: usize) -> usize {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: getrlimit fills a plain C struct.
         let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            return usize::try_from(lim.rlim_cur / 4)
-                .unwrap_or(usize::MAX)
-                .min(4096);
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return 0;
         }
-        256
+        let files = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX);
+        (files.saturating_sub(places.saturating_mul(3)) / 4).min(4096)
     }
     #[cfg(not(target_os = "linux"))]
-    256
+    {
+        let _ = places;
+        0
+    }
 }

@@ -662,6 +662,16 @@ impl Expecting {
     }
 }
 
+/// How long a peer from `remote` may wait outside the places for its
+/// first message: the handshake `timeout`, and up to half of it more,
+/// spread by its port number, so that a flood accepted together does not
+/// time out (and reconnect) together: the burst that pacing keeps from
+/// evictions.
+fn spread(timeout: Duration, remote: SocketAddr) -> Duration {
+    let share = f64::from(remote.port().wrapping_mul(40503)) / f64::from(u16::MAX);
+    timeout.saturating_add((timeout / 2).mul_f64(share))
+}
+
 /// How a peer waiting outside the places ([`waiting`]) stopped waiting.
 enum Waited {
     /// Its first message is whole: it needs a place.
@@ -888,7 +898,7 @@ pub(crate) fn listen_stream_port(
         } else {
             tx.limits()
                 .waiting_peers()
-                .unwrap_or_else(super::sockopt::default_waiting_peers)
+                .unwrap_or_else(|| super::sockopt::default_waiting_peers(places))
         };
         use futures::StreamExt as _;
         let mut waiters = futures::stream::FuturesUnordered::new();
@@ -899,8 +909,10 @@ pub(crate) fn listen_stream_port(
             timeout: port.timeout,
         };
         let wait_outside = |stream: TcpStream, remote: SocketAddr| {
-            let deadline =
-                crate::runtime::saturating_add(tokio::time::Instant::now(), expecting.timeout);
+            let deadline = crate::runtime::saturating_add(
+                tokio::time::Instant::now(),
+                spread(expecting.timeout, remote),
+            );
             Box::pin(async move {
                 let waited = waiting(&stream, remote, expecting, deadline).await;
                 (stream, remote, waited)
@@ -961,6 +973,9 @@ pub(crate) fn listen_stream_port(
                     _ = until(recheck) => lobby.take(),
                     Some((stream, remote, waited)) = waiters.next(), if !waiters.is_empty() => {
                         match waited {
+                            Waited::Whole if tx.refusing() => {
+                                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            }
                             Waited::Whole => whole.push_back((stream, remote)),
                             Waited::Dropped(e) => {
                                 if tx.unbounded_send(Err(e)).is_err() {
@@ -973,7 +988,11 @@ pub(crate) fn listen_stream_port(
                     accepted = listener.accept(), if lobby.is_none() => match accepted {
                         Ok((stream, remote)) => {
                             backoff.succeeded();
-                            if may_wait_outside {
+                            if tx.refusing() {
+                                // The Listener's limit is 0: reset at once.
+                                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                                None
+                            } else if may_wait_outside {
                                 waiters.push(wait_outside(stream, remote));
                                 None
                             } else {
