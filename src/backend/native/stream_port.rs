@@ -541,26 +541,33 @@ impl InProgress {
         }
         let ages = self.ages;
         let due = |s: &Started| s.evictable_at(ages).is_some_and(|at| at <= now);
-        let Some(id) = self
-            .conns
-            .iter()
-            .find(|(_, s)| due(s) && !s.unread())
-            .map(|(id, _)| *id)
-        else {
-            let next = self
+        loop {
+            // Not one whose task has just finished its handshake (it no
+            // longer listens for an eviction, and is about to be `done`).
+            let Some(id) = self
                 .conns
-                .values()
-                .filter_map(|s| s.evictable_at(ages))
-                .filter(|&at| at > now)
-                .min();
-            // Any due now has its peer's bytes unread: look again soon.
-            let recheck = self.conns.values().any(due).then(|| now + RECHECK_BUSY);
-            return Err(next.into_iter().chain(recheck).min());
-        };
-        let started = self.conns.remove(&id).expect("found above");
-        self.next_eviction = paced.checked_add(self.pace);
-        let _ = started.evict.send(());
-        Ok((started.remote, now.duration_since(started.since)))
+                .iter()
+                .find(|(_, s)| due(s) && !s.evict.is_closed() && !s.unread())
+                .map(|(id, _)| *id)
+            else {
+                let next = self
+                    .conns
+                    .values()
+                    .filter_map(|s| s.evictable_at(ages))
+                    .filter(|&at| at > now)
+                    .min();
+                // Any due now has its peer's bytes unread: look again soon.
+                let recheck = self.conns.values().any(due).then(|| now + RECHECK_BUSY);
+                return Err(next.into_iter().chain(recheck).min());
+            };
+            let started = self.conns.remove(&id).expect("found above");
+            if started.evict.send(()).is_err() {
+                // It finished meanwhile: nobody was dropped.
+                continue;
+            }
+            self.next_eviction = paced.checked_add(self.pace);
+            return Ok((started.remote, now.duration_since(started.since)));
+        }
     }
 }
 
@@ -1345,6 +1352,23 @@ mod tests {
         progress.next_eviction = progress.next_eviction.map(|t| t - age);
         assert!(progress.evict_oldest().is_ok());
         assert_eq!(progress.conns.len(), n - gone - 1);
+    }
+
+    /// A connection whose task has just finished its handshake (it no
+    /// longer listens for an eviction) is not reported as dropped: the
+    /// next due one gives way instead.
+    #[tokio::test]
+    async fn a_finished_handshake_is_not_reported_as_evicted() {
+        let age = Duration::from_secs(10);
+        let mut progress = InProgress::new((age, age), 1);
+        let (a, a_peer) = pair().await;
+        let (b, b_peer) = pair().await;
+        let finished = progress.start(&a, a_peer.local_addr().unwrap()).1;
+        let _listening = progress.start(&b, b_peer.local_addr().unwrap()).1;
+        drop(finished);
+        progress.conns.values_mut().for_each(|s| s.since -= age);
+        let (gone, _) = progress.evict_oldest().expect("the second gives way");
+        assert_eq!(gone, b_peer.local_addr().unwrap());
     }
 
     /// A peer that sends part of a first message and stalls (slowloris with
