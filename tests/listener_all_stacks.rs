@@ -539,7 +539,8 @@ async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
 /// when it has not sent a whole first message within the handshake
 /// timeout (3 s here, and up to half of it more: the drops of a flood are
 /// spread), as one in a place is; one that closes, or finishes after part
-/// of a ClientHello, is reported at once.
+/// of a ClientHello, is reported at once, and one that sends neither TLS
+/// nor HTTP is refused at once, as the sniff refuses it in a place.
 #[tokio::test]
 async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
     use tokio::io::AsyncWriteExt;
@@ -580,6 +581,19 @@ async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
             "{e}"
         );
     }
+    // One sends something that is not TLS: refused at once, as the sniff
+    // would, without a place (none gives way: the ages are MAX anyway).
+    let mut neither = tokio::net::TcpStream::connect(addr).await.unwrap();
+    neither.write_all(b"hello").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(1), errors.recv())
+        .await
+        .expect("a peer sending neither TLS nor HTTP is refused at once")
+        .unwrap();
+    let neither_addr = neither.local_addr().unwrap().to_string();
+    assert!(
+        e.contains(&neither_addr) && e.contains("it sent 68 65 6c 6c 6f, not a TLS handshake"),
+        "{e}"
+    );
     assert!(!dropped(&waiter) && !dropped(&partial));
     // The handshake timeout: the places' holders, the silent waiter and
     // the partial one all go, each reported with what it sent.

@@ -238,7 +238,13 @@ impl StreamPort {
 fn refuse(stream: TcpStream, remote: SocketAddr, why: String, port: &StreamPort) -> io::Error {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
-    let hint = if port.takes_ws() {
+    refusal(remote, why, port.takes_ws())
+}
+
+/// The error that reports refusing `remote` for `why`, on a port that
+/// takes WebSocket (`ws`) or not.
+fn refusal(remote: SocketAddr, why: String, ws: bool) -> io::Error {
+    let hint = if ws {
         "this Listener accepts no plain TCP (its SecurityParameters or properties exclude it)"
     } else {
         "this Listener requires TLS (its SecurityParameters allow no plaintext: use opportunistic() or disabled() to accept plain TCP as well)"
@@ -679,6 +685,19 @@ fn spread(timeout: Duration, remote: SocketAddr) -> Duration {
     timeout.saturating_add((timeout / 2).mul_f64(share))
 }
 
+/// What a peer waiting outside the places has sent, at one look.
+enum Seen {
+    /// Its first message, whole.
+    Whole,
+    /// Part of it; more may come.
+    Part,
+    /// It closed before its first message was whole.
+    Closed,
+    /// Bytes that start neither a TLS record nor (where WebSocket is
+    /// served) an HTTP GET: its first bytes, in hex.
+    Neither(String),
+}
+
 /// How a peer waiting outside the places ([`waiting`]) stopped waiting.
 enum Waited {
     /// Its first message is whole: it needs a place.
@@ -710,7 +729,7 @@ async fn waiting(
                 let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); PEEK_MAX];
                 let n = SockRef::from(stream).peek(&mut buf)?;
                 if n == 0 {
-                    return Ok(None);
+                    return Ok(Seen::Closed);
                 }
                 if n == seen && !closed {
                     // Nothing new: clear the readiness, wait for more.
@@ -719,13 +738,20 @@ async fn waiting(
                 seen = n;
                 // SAFETY: `peek` initialised the first `n` bytes.
                 let b = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-                match whole_first_message(b, ws) {
-                    false if closed => Ok(None),
-                    whole => Ok(Some(whole)),
-                }
+                let tls = b[0] == 0x16 && (n == 1 || looks_like_tls(b));
+                let get = ws && (b.starts_with(HTTP_GET) || partial_get(b));
+                Ok(if !(tls || get) {
+                    Seen::Neither(hex(&b[..n.min(8)]))
+                } else if whole_first_message(b, ws) {
+                    Seen::Whole
+                } else if closed {
+                    Seen::Closed
+                } else {
+                    Seen::Part
+                })
             });
             match peeked {
-                Ok(None) => {
+                Ok(Seen::Closed) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
@@ -734,8 +760,14 @@ async fn waiting(
                         ),
                     ))
                 }
-                Ok(Some(true)) => return Ok(()),
-                Ok(Some(false)) => continue,
+                Ok(Seen::Neither(bytes)) => {
+                    // Refused now, as the sniff would, without a place.
+                    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                    let why = format!("it sent {bytes}, not {}", port.expected());
+                    return Err(refusal(remote, why, ws));
+                }
+                Ok(Seen::Whole) => return Ok(()),
+                Ok(Seen::Part) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(io::Error::new(e.kind(), format!("reading from {remote}: {e}"))),
             }
