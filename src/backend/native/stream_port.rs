@@ -669,12 +669,6 @@ struct Expecting {
     timeout: Duration,
 }
 
-impl Expecting {
-    fn expected(&self) -> &'static str {
-        self.expected
-    }
-}
-
 /// How long a peer from `remote` may wait outside the places for its
 /// first message: the handshake `timeout`, and up to half of it more,
 /// spread by its port number, so that a flood accepted together does not
@@ -756,14 +750,14 @@ async fn waiting(
                         io::ErrorKind::UnexpectedEof,
                         format!(
                             "{remote} closed the connection before sending a whole first message ({} expected)",
-                            port.expected()
+                            port.expected
                         ),
                     ))
                 }
                 Ok(Seen::Neither(bytes)) => {
                     // Refused now, as the sniff would, without a place.
                     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
-                    let why = format!("it sent {bytes}, not {}", port.expected());
+                    let why = format!("it sent {bytes}, not {}", port.expected);
                     return Err(refusal(remote, why, ws));
                 }
                 Ok(Seen::Whole) => return Ok(()),
@@ -784,7 +778,7 @@ async fn waiting(
                     "refused {remote}: it sent {} within {} ({} expected), waiting while every pending place was taken (ListenerLimits handshake_timeout, waiting_peers)",
                     if seen == 0 { "nothing" } else { "no whole first message" },
                     crate::runtime::ms_text(port.timeout),
-                    port.expected()
+                    port.expected
                 ),
             ))
         }
