@@ -429,6 +429,28 @@ async fn a_peer_quiet_too_long_in_the_backlog_is_dropped_when_reached() {
     drop(held);
 }
 
+/// A length-prefixed TLS Listener on 127.0.0.1:0 with `limits`, echoing
+/// (see [`serve_echo`]).
+async fn tls_listener(
+    cert: &common::Cert,
+    limits: postsocket::ListenerLimits,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut pre = secure_listener_pre(cert, vec![StackId::Tls]);
+    pre.set_listener_limits(limits);
+    serve_echo(pre).await
+}
+
+/// A TLS client to `addr` echoes through within `secs` seconds (`what`
+/// says which, when it does not).
+async fn tls_echo_within(addr: SocketAddr, cert: &common::Cert, secs: u64, what: &str) {
+    tokio::time::timeout(
+        Duration::from_secs(secs),
+        echo_through(pinned_client(addr, StackId::Tls, cert), StackId::Tls),
+    )
+    .await
+    .expect(what);
+}
+
 /// A relay on 127.0.0.1 to `to` that forwards the first 3 bytes a client
 /// sends, holds the rest back for 300 ms, then relays both ways (one
 /// client).
@@ -464,21 +486,21 @@ fn dropped(s: &tokio::net::TcpStream) -> bool {
 /// the backlog stays empty; a TLS client connecting then is taken at once,
 /// and exactly one silent place holder gives way to it (200 ms), none
 /// before a peer needs its place; so does a client whose ClientHello
-/// arrives in pieces, once it is whole. Before,
-/// the Listener read the backlog one peer at a time and dropped each
-/// silent one there (`with_waiting_peers(0)` still does: checked below).
+/// arrives in pieces, once it is whole. Before, the Listener read the
+/// backlog one peer at a time and dropped each silent one there
+/// (`with_waiting_peers(0)` still does: checked below).
 #[tokio::test]
 async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
     let cert = self_signed();
     for waiting in [64, 0] {
-        let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
-        pre.set_listener_limits(
+        let (addr, mut errors) = tls_listener(
+            &cert,
             postsocket::ListenerLimits::default()
                 .with_pending_incoming(8)
                 .with_waiting_peers(waiting)
                 .with_handshake_timeout(Duration::from_secs(60)),
-        );
-        let (addr, mut errors) = serve_echo(pre).await;
+        )
+        .await;
         let mut silent = Vec::new();
         for _ in 0..48 {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -489,12 +511,13 @@ async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
             assert!(errors.try_recv().is_err());
             assert!(!silent.iter().any(dropped));
         }
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
+        tls_echo_within(
+            addr,
+            &cert,
+            10,
+            "the TLS client is served while 48 silent peers are connected",
         )
-        .await
-        .expect("the TLS client is served while 48 silent peers are connected");
+        .await;
         if waiting > 0 {
             // A client whose ClientHello arrives in pieces, through a
             // relay that holds all but its first 3 bytes back for 300 ms:
@@ -504,12 +527,7 @@ async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
             tokio::time::sleep(Duration::from_millis(100)).await;
             let relay = piecewise_relay(addr).await;
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                echo_through(pinned_client(relay, StackId::Tls, &cert), StackId::Tls),
-            )
-            .await
-            .expect("the piecewise client is served");
+            tls_echo_within(relay, &cert, 10, "the piecewise client is served").await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let gone = silent.iter().filter(|s| dropped(s)).count();
@@ -545,14 +563,14 @@ async fn a_flood_of_silent_peers_is_held_while_a_client_is_served() {
 async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
     use tokio::io::AsyncWriteExt;
     let cert = self_signed();
-    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
-    pre.set_listener_limits(
+    let (addr, mut errors) = tls_listener(
+        &cert,
         postsocket::ListenerLimits::default()
             .with_pending_incoming(2)
             .with_give_way_after(Duration::MAX, Duration::MAX)
             .with_handshake_timeout(Duration::from_secs(3)),
-    );
-    let (addr, mut errors) = serve_echo(pre).await;
+    )
+    .await;
     // Two silent peers take both places (and never give way).
     let holders = [
         tokio::net::TcpStream::connect(addr).await.unwrap(),
@@ -620,12 +638,7 @@ async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
     assert!(dropped(&waiter) && dropped(&partial));
     drop(holders);
     // With both places free again, a client is served at once.
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
-    )
-    .await
-    .expect("served");
+    tls_echo_within(addr, &cert, 5, "served").await;
 }
 
 /// A handshake timeout of `Duration::MAX` means "never", not a panic: a
@@ -633,47 +646,36 @@ async fn a_peer_waiting_outside_the_places_times_out_or_gets_one() {
 #[tokio::test]
 async fn a_handshake_timeout_of_duration_max_means_never() {
     let cert = self_signed();
-    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
-    pre.set_listener_limits(
+    let (addr, _errors) = tls_listener(
+        &cert,
         postsocket::ListenerLimits::default()
             .with_pending_incoming(1)
             .with_handshake_timeout(Duration::MAX),
-    );
-    let (addr, _errors) = serve_echo(pre).await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
     )
-    .await
-    .expect("served");
+    .await;
+    tls_echo_within(addr, &cert, 10, "served").await;
     // The place is taken by a silent peer: the next client waits outside
     // it, and the silent one gives way to it.
     let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        echo_through(pinned_client(addr, StackId::Tls, &cert), StackId::Tls),
-    )
-    .await
-    .expect("served while a silent peer held the place");
+    tls_echo_within(addr, &cert, 10, "served while a silent peer held the place").await;
 }
 
 /// The give-way ages are the application's: with
 /// `with_give_way_after(Duration::MAX, Duration::MAX)` silent peers keep
 /// their places (pure backpressure), so a TLS client waits (outside the
 /// places, its ClientHello whole) while 8 of them hold every place, and is
-/// served once they leave;
-/// none of them is dropped for a new peer.
+/// served once they leave; none of them is dropped for a new peer.
 #[tokio::test]
 async fn the_give_way_ages_are_settable() {
     let cert = self_signed();
-    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
-    pre.set_listener_limits(
+    let (addr, mut errors) = tls_listener(
+        &cert,
         postsocket::ListenerLimits::default()
             .with_pending_incoming(8)
             .with_give_way_after(Duration::MAX, Duration::MAX),
-    );
-    let (addr, mut errors) = serve_echo(pre).await;
+    )
+    .await;
     let mut silent = Vec::new();
     for _ in 0..8 {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());

@@ -234,9 +234,15 @@ impl StreamPort {
     }
 }
 
+/// Make closing `stream` reset the connection (RST) instead of finishing
+/// it: a refused or dropped peer learns at once that it was.
+fn reset_on_close(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
 /// Refuse a peer: reset the connection, and say why, naming it.
 fn refuse(stream: TcpStream, remote: SocketAddr, why: String, port: &StreamPort) -> io::Error {
-    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    reset_on_close(&stream);
     drop(stream);
     refusal(remote, why, port.takes_ws())
 }
@@ -756,7 +762,7 @@ async fn waiting(
                 }
                 Ok(Seen::Neither(bytes)) => {
                     // Refused now, as the sniff would, without a place.
-                    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+                    reset_on_close(stream);
                     let why = format!("it sent {bytes}, not {}", port.expected);
                     return Err(refusal(remote, why, ws));
                 }
@@ -771,7 +777,7 @@ async fn waiting(
         Ok(Ok(())) => Waited::Whole,
         Ok(Err(e)) => Waited::Dropped(e),
         Err(_) => {
-            let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            reset_on_close(stream);
             Waited::Dropped(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -848,7 +854,7 @@ impl Lobby {
                 Ok(self)
             }
             Err((kind, why)) => {
-                let _ = SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+                reset_on_close(&self.stream);
                 Err(io::Error::new(
                     kind,
                     format!(
@@ -1007,7 +1013,7 @@ pub(crate) fn listen_stream_port(
                     Some((stream, remote, waited)) = waiters.next(), if !waiters.is_empty() => {
                         match waited {
                             Waited::Whole if tx.refusing() => {
-                                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                                reset_on_close(&stream);
                             }
                             Waited::Whole => whole.push_back((stream, remote)),
                             Waited::Dropped(e) => {
@@ -1023,7 +1029,7 @@ pub(crate) fn listen_stream_port(
                             backoff.succeeded();
                             if tx.refusing() {
                                 // The Listener's limit is 0: reset at once.
-                                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                                reset_on_close(&stream);
                                 None
                             } else if may_wait_outside {
                                 waiters.push(wait_outside(stream, remote));
@@ -1099,7 +1105,7 @@ pub(crate) fn listen_stream_port(
             if tx.refusing() {
                 // The Listener's limit is 0: reset at once, before any sniff
                 // or handshake.
-                let _ = SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                reset_on_close(&stream);
                 continue;
             }
             if let Err(e) = tcp::apply_stream_options(&SockRef::from(&stream), &opts) {
