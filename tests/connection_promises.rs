@@ -985,3 +985,191 @@ async fn parts_a_framer_holds_are_sent_with_the_last_part_or_fail_at_close() {
     one.extend_from_slice(b"one two three");
     assert_eq!(got, vec![one, Vec::new()]);
 }
+
+/// A send future dropped while its Message is half written leaves a task to
+/// finish it; a send kept behind it is then in that task's hands. Abort
+/// answers it at once all the same (the task answers what its flush held
+/// when it sees the stop), and the socket is let go of (the peer sees the
+/// reset).
+#[tokio::test]
+async fn abort_answers_a_send_behind_a_dropped_one() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // Reads nothing until told, then to the end (or the reset).
+    let (go, gate) = tokio::sync::oneshot::channel::<()>();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = gate.await;
+        let mut sink = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) => return "end",
+                Ok(_) => {}
+                Err(_) => return "reset",
+            }
+        }
+    });
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    let mut first = conn.send_message(vec![1u8; HUGE]);
+    assert!(
+        futures::poll!(&mut first).is_pending(),
+        "the peer reads nothing"
+    );
+    let behind = conn.send_message("behind it");
+    drop(first);
+    // The task finishing the dropped send holds the writer, and `behind`
+    // (queued when it was called) with it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.abort();
+    match tokio::time::timeout(AT_ONCE, behind)
+        .await
+        .expect("the send kept behind a dropped one is answered after abort()")
+    {
+        Err(SendFailure::SendError { error, .. }) => {
+            assert_eq!(error.reason, ErrorReason::ConnectionAborted, "{error}")
+        }
+        other => panic!("{other:?}, not SendError"),
+    }
+    let _ = go.send(());
+    let end = tokio::time::timeout(AT_ONCE, peer)
+        .await
+        .expect("the socket is let go of after abort()")
+        .unwrap();
+    assert_eq!(end, "reset", "Abort resets the connection");
+    drop(conn);
+}
+
+/// A UDP relay on loopback that delays every datagram by `delay` each way
+/// (one client): a path with a round trip of twice that. Returns the
+/// address to send to.
+async fn delaying_udp_relay(to: SocketAddr, delay: Duration) -> SocketAddr {
+    use std::sync::Arc;
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let at = front.local_addr().unwrap();
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Default::default();
+    let (f, b, c) = (front.clone(), back.clone(), client.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *c.lock().unwrap() = Some(from);
+            let (b, d) = (b.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = b.send_to(&d, to).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            let Some(to) = *client.lock().unwrap() else {
+                continue;
+            };
+            let (f, d) = (front.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = f.send_to(&d, to).await;
+            });
+        }
+    });
+    at
+}
+
+/// Two Closes at once over QUIC, on a path with a 100 ms round trip: the
+/// second waits for the first's word on delivery instead of stopping the
+/// Connection under it, so every byte reported Sent still reaches a plain
+/// quinn reader after the last handle is dropped.
+#[tokio::test]
+async fn concurrent_closes_still_wait_for_quic_acknowledgement() {
+    let cert = common::self_signed();
+    let ep = common::quinn_server(&cert.pem, &cert.key);
+    let server_addr = ep.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let conn = ep.accept().await.unwrap().await.unwrap();
+        let (_send, mut recv) = conn.accept_bi().await.unwrap();
+        let mut total = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => total += n,
+                Ok(None) => return total,
+                Err(e) => panic!("after {total} bytes: {e}"),
+            }
+        }
+    });
+    let addr = delaying_udp_relay(server_addr, Duration::from_millis(50)).await;
+    let conn = client(
+        addr,
+        StackId::Quic,
+        TransportProperties::new(),
+        common::pinned(&cert),
+    )
+    .initiate()
+    .await
+    .unwrap();
+    // Within the reader's flow-control window, so Sent at once; a few
+    // round trips of congestion window before it is all acknowledged.
+    let len = 1024 * 1024;
+    conn.send_message(vec![7u8; len]).await.expect("Sent");
+    let other = conn.clone();
+    let first = tokio::spawn(async move { conn.close().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if first.is_finished() {
+        panic!(
+            "the first Close ended within a round trip: {:?}",
+            first.await
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(30), other.close())
+        .await
+        .expect("the second Close ends")
+        .expect("the second Close succeeds");
+    drop(other); // the last handle: the QUIC connection closes now
+    tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the first Close ends")
+        .unwrap()
+        .expect("the first Close succeeds");
+    let got = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the reader ends")
+        .unwrap();
+    assert_eq!(got, len, "every byte reported Sent arrived");
+}
+
+/// A send future dropped during a batch: `end_batch` sends its Message
+/// without another call on the Connection.
+#[tokio::test]
+async fn a_send_dropped_during_a_batch_goes_out_after_end_batch() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = [0u8; 11];
+        s.read_exact(&mut got).await.map(|_| got)
+    });
+    let conn = tcp_client(addr, TransportProperties::new())
+        .initiate()
+        .await
+        .unwrap();
+    conn.start_batch();
+    drop(conn.send_message("first, "));
+    let mut second = conn.send_message("next");
+    assert!(
+        futures::poll!(&mut second).is_pending(),
+        "held by the batch"
+    );
+    drop(second);
+    conn.end_batch();
+    let got = tokio::time::timeout(AT_ONCE, peer)
+        .await
+        .expect("the batch's Messages go out after end_batch()")
+        .unwrap()
+        .expect("both Messages");
+    assert_eq!(&got, b"first, next");
+    drop(conn);
+}

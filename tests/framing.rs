@@ -461,3 +461,57 @@ async fn a_silent_peer_does_not_stall_a_listeners_other_handshakes() {
         postsocket::ListenerEvent::Stopped => panic!("the Listener stopped"),
     }
 }
+
+/// Through two framers (a length prefix inside a length prefix), a
+/// Message longer than `max_length` arrives as ReceivedPartial pieces of at
+/// most `max_length` bytes, in order, the last one ending the Message; the
+/// Message after it arrives whole. (It used to wait for more bytes that
+/// never came, then fail as cut short when the peer finished.)
+#[tokio::test]
+async fn through_two_framers_a_message_over_max_length_arrives_in_pieces() {
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut inner = (body.len() as u32).to_be_bytes().to_vec();
+        inner.extend_from_slice(body);
+        let mut wire = (inner.len() as u32).to_be_bytes().to_vec();
+        wire.extend(inner);
+        wire
+    }
+    let mut wire = framed(b"hello world");
+    wire.extend(framed(b"next"));
+    let wire: &'static [u8] = Vec::leak(wire);
+    let a = raw_server(wire).await;
+    let mut pre = tcp_length(vec![remote(a)]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let conn = pre.initiate().await.unwrap();
+    let mut pieces = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(2), conn.receive_with(None, Some(4)))
+            .await
+            .expect("a piece, not a wait for bytes that never come")
+            .expect("no failure");
+        match event {
+            postsocket::ReceiveEvent::ReceivedPartial {
+                data,
+                end_of_message,
+                ..
+            } => {
+                assert!(data.len() <= 4, "{data:?}");
+                pieces.push(data.to_vec());
+                if end_of_message {
+                    break;
+                }
+            }
+            other => panic!("{other:?}: not a piece"),
+        }
+    }
+    assert_eq!(pieces, [&b"hell"[..], b"o wo", b"rld"]);
+    match tokio::time::timeout(Duration::from_secs(2), conn.receive())
+        .await
+        .expect("the next Message")
+        .expect("no failure")
+    {
+        postsocket::ReceiveEvent::Received { data, .. } => assert_eq!(&data[..], b"next"),
+        other => panic!("{other:?}"),
+    }
+    conn.abort();
+}

@@ -80,6 +80,17 @@ pub(super) enum Until {
     Deadline,
 }
 
+/// While a Close waits for the stack's word on delivery; on drop (done, or
+/// the Close given up) the other Closes waiting for it are woken.
+struct Delivering<'a>(&'a Inner);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.status.lock().unwrap().delivering = false;
+        self.0.wake_waiters();
+    }
+}
+
 impl Inner {
     /// Poll `work` until it is done, or (with `watch_stop`) the Connection
     /// stops, or `deadline` passes, whichever comes first. Every such wait
@@ -251,13 +262,37 @@ impl Inner {
         let mut finish = Box::pin(async {
             Inner::lock_and_flush(inner).await;
             // Nothing more can be queued (the queue is shut): finish the stream.
-            let t = inner.writer.lock().await.transport.take();
+            let t = {
+                let mut w = inner.writer.lock().await;
+                let t = w.transport.take();
+                if t.is_some() {
+                    inner.status.lock().unwrap().delivering = true;
+                }
+                t
+            };
             if let Some(t) = t {
+                let _delivering = Delivering(inner);
                 if t.shutdown_write().is_ok() {
                     // The stack's word on delivery (QUIC: acknowledged, or
                     // the peer ended the stream its own way).
                     let _ = t.delivered().await;
                 }
+            } else {
+                // Another Close finished the stream and waits for the word
+                // on delivery: this one waits for it too, rather than stop
+                // the Connection under it (which would end that wait, and
+                // let the last handle go before the peer had everything).
+                let mut key = None;
+                std::future::poll_fn(|cx| {
+                    inner.register_waiter(&mut key, cx.waker());
+                    if inner.status.lock().unwrap().delivering {
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                })
+                .await;
+                inner.remove_waiter(key);
             }
         });
         let ended = inner.until(finish.as_mut(), true, Some(deadline)).await;

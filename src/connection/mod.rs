@@ -117,6 +117,9 @@ use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};
 struct Status {
     state: ConnState,
     conn_priority: u32,
+    /// A Close finished the stream and waits for the stack's word on
+    /// delivery: a second Close waits for it too (see `Inner::close`).
+    delivering: bool,
 }
 
 /// Everything a new Connection is made of.
@@ -241,6 +244,7 @@ impl Connection {
             status: Mutex::new(Status {
                 state: ConnState::Established,
                 conn_priority: p.props.connection.conn_priority,
+                delivering: false,
             }),
             can_receive: std::sync::atomic::AtomicBool::new(can_receive),
             send_q: Mutex::new(SendQueue::new(

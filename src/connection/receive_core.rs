@@ -251,6 +251,42 @@ impl RecvState {
         }
     }
 
+    /// The current Message, whole in the buffer and longer than `max_len`,
+    /// through several framers: unwrapped whole, its first `max_len` bytes
+    /// delivered as a part and the rest put back in front of the buffer as
+    /// the current Message's, which later receives deliver in parts.
+    fn unwrapped_in_parts(&mut self, max_len: usize) -> Result<ReceiveEvent, ReceiveError> {
+        let cur = self.current.take().expect("a current Message");
+        let body = self.take(cur.remaining);
+        self.buf.advance(cur.trailer);
+        let mut context = self.peer.context(false);
+        if self.eof && self.buf.is_empty() && self.datagrams.is_empty() {
+            // The peer already finished: this is its final Message (§9.3.3).
+            context.set_final(true);
+        }
+        let (data, context) = match self.whole_message(body, context)? {
+            ReceiveEvent::Received { data, context } => (data, context),
+            other => return Ok(other),
+        };
+        if data.len() <= max_len {
+            return Ok(ReceiveEvent::Received { data, context });
+        }
+        let mut rest = BytesMut::with_capacity(data.len() - max_len + self.buf.len());
+        rest.extend_from_slice(&data[max_len..]);
+        rest.extend_from_slice(&self.buf);
+        self.buf = rest;
+        self.current = Some(Current {
+            remaining: data.len() - max_len,
+            trailer: 0,
+            context: Some(Box::new(context.clone())),
+        });
+        Ok(ReceiveEvent::ReceivedPartial {
+            data: data.slice(..max_len),
+            context,
+            end_of_message: false,
+        })
+    }
+
     /// Back from direct mode: the body read so far goes in front of the buffer.
     pub(super) fn leave_direct(&mut self) {
         if !self.direct {
@@ -338,8 +374,16 @@ impl RecvState {
                     }
                     return Some(self.whole_message(data, context));
                 }
+                if avail >= need && self.framers.framers.len() > 1 && !cur.delivered_any() {
+                    // Longer than the receiver asked for, through more than
+                    // one framer: unwrapped whole (the inner framers need
+                    // the whole body), then delivered in parts.
+                    return Some(self.unwrapped_in_parts(max_len));
+                }
                 let body = avail.min(cur.remaining);
-                let partial_ok = self.framers.framers.len() == 1;
+                // (Through several framers, the parts after the first are of
+                // a body already unwrapped.)
+                let partial_ok = self.framers.framers.len() == 1 || cur.delivered_any();
                 if partial_ok && body > 0 && (body >= min_incomplete || body >= max_len) {
                     let n = body.min(max_len);
                     cur.remaining -= n;

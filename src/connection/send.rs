@@ -353,10 +353,20 @@ impl Connection {
         }
     }
 
-    /// `EndBatch()`: release the batch; the held Messages go out on the next poll of any of their futures.
+    /// `EndBatch()`: release the batch; the held Messages go out on the
+    /// next poll of any of their futures (or, where a send future was
+    /// dropped during the batch, by a task of their own).
     pub fn end_batch(&self) {
-        if let Some(batch) = self.inner.send_q.lock().unwrap().batch.take() {
+        let left = {
+            let mut q = self.inner.send_q.lock().unwrap();
+            let Some(batch) = q.batch.take() else {
+                return;
+            };
             let _ = batch.0.send(());
+            std::mem::take(&mut q.left_in_batch)
+        };
+        if left {
+            FinishOnDrop::finish_in_task(Arc::clone(&self.inner));
         }
     }
 }
@@ -371,6 +381,22 @@ impl FinishOnDrop {
     fn disarm(&mut self) {
         self.0 = None;
     }
+
+    /// Finish, in a task of its own, the writer's work that a dropped send
+    /// future left behind.
+    fn finish_in_task(inner: Arc<Inner>) {
+        runtime::spawn(async move {
+            let mut flush = Inner::lock_and_flush(&inner);
+            let ended = inner.until(flush.as_mut(), true, None).await;
+            drop(flush);
+            if matches!(ended, super::lifecycle::Until::Stopped) {
+                // The stop could not answer what this task's flush held
+                // (the writer was ours): the kept send futures behind it
+                // are answered now, and the stack's handle let go of.
+                inner.answer_writes_after_stop();
+            }
+        });
+    }
 }
 
 impl Drop for FinishOnDrop {
@@ -381,15 +407,20 @@ impl Drop for FinishOnDrop {
         if inner.stopped.get().is_some() {
             return; // stopped: the stop answers everything
         }
-        let idle = inner.send_q.lock().unwrap().frames.is_empty()
-            && inner.writer.try_lock().is_some_and(|w| w.outbox.is_idle());
-        if idle {
-            return;
+        {
+            let mut q = inner.send_q.lock().unwrap();
+            if q.batch.is_some() {
+                // Nothing goes out during a batch: `end_batch` finishes it.
+                q.left_in_batch = true;
+                return;
+            }
+            let idle =
+                q.frames.is_empty() && inner.writer.try_lock().is_some_and(|w| w.outbox.is_idle());
+            if idle {
+                return;
+            }
         }
-        runtime::spawn(async move {
-            let mut flush = Inner::lock_and_flush(&inner);
-            inner.until(flush.as_mut(), true, None).await;
-        });
+        Self::finish_in_task(inner);
     }
 }
 

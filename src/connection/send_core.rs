@@ -131,6 +131,9 @@ pub(super) struct SendQueue {
     #[allow(clippy::box_collection)]
     pub(super) held: Option<Box<Vec<HeldPart>>>,
     pub(super) final_sent: bool,
+    /// A send future was dropped during the batch, its Message queued:
+    /// `end_batch` finishes the work it left (see `FinishOnDrop`).
+    pub(super) left_in_batch: bool,
     /// Set when nothing more may be sent: why.
     /// (Boxed: few Connections are ever shut while they run.)
     pub(super) shut: Option<Box<Error>>,
@@ -148,6 +151,7 @@ impl SendQueue {
             open_partial: None,
             held: None,
             final_sent: false,
+            left_in_batch: false,
             shut: shut.map(Box::new),
             framers,
         }
