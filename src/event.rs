@@ -20,6 +20,7 @@ pub enum ConnectionEvent {
 }
 
 /// An event of a Listener.
+#[derive(Debug)]
 pub enum ListenerEvent {
     /// `ConnectionReceived<Connection>`.
     ConnectionReceived(Connection),

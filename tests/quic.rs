@@ -733,3 +733,135 @@ async fn a_listener_honours_its_own_tokens() {
         conn.close().await.unwrap();
     }
 }
+
+/// A QUIC Listener with `pending_incoming(4)` whose application takes
+/// nothing: a QUIC connection keeps its place after its handshake (until
+/// its first stream is taken), so of 16 plain quinn clients that each open
+/// a stream and send, at most 4 are let in; the others' Initials wait. Then
+/// the streams of one connection: each waits for a place before quinn hands
+/// it over, so 12 streams opened while the application takes nothing hold
+/// the 4 places (a new client is not let in), and all 12 arrive once it
+/// takes them (backpressure, not loss). Before, every connection and every
+/// stream was queued for the application without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_and_streams_wait_for_places() {
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Quic]);
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_pending_incoming(4));
+    let l = pre.listen().await.unwrap();
+    let server = l.local_addr();
+    let ep = common::quinn_client(&cert.pem);
+    let mut connected = Vec::new();
+    for i in 0..16u8 {
+        let Ok(Ok(conn)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            ep.connect(server, "localhost").unwrap(),
+        )
+        .await
+        else {
+            continue;
+        };
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 1, i]).await.unwrap();
+        connected.push((conn, send));
+    }
+    assert!(
+        connected.len() <= 4,
+        "{} QUIC connections were let in past 4 places",
+        connected.len()
+    );
+    assert!(!connected.is_empty(), "the first ones are let in");
+    // The application takes what is pending: one Connection per client let
+    // in, each with its Message.
+    let mut got = Vec::new();
+    for _ in 0..connected.len() {
+        match tokio::time::timeout(Duration::from_secs(5), l.next_event()).await {
+            Ok(ListenerEvent::ConnectionReceived(c)) => got.push(recv(&c).await),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.len(), connected.len());
+
+    // Streams of one connection: 12 opened (each sends its number) while
+    // the application takes nothing.
+    let (conn, _) = connected.pop().unwrap();
+    drop(connected); // the other clients' places come back as they close
+    let mut sends = Vec::new();
+    for i in 0..12u8 {
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 1, 100 + i]).await.unwrap();
+        sends.push((send, _recv));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The pending streams hold every place: a new client is not let in.
+    let late = common::quinn_client(&cert.pem);
+    let refused = tokio::time::timeout(
+        Duration::from_millis(500),
+        late.connect(server, "localhost").unwrap(),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a new QUIC connection was let in while 4 streams held the 4 places"
+    );
+    // Taken as they come now: all 12 arrive.
+    let mut streams = Vec::new();
+    while streams.len() < 12 {
+        match tokio::time::timeout(Duration::from_secs(5), l.next_event()).await {
+            Ok(ListenerEvent::ConnectionReceived(c)) => streams.push(c),
+            other => panic!("after {} streams: {other:?}", streams.len()),
+        }
+    }
+    let mut numbers = Vec::new();
+    for c in &streams {
+        numbers.push(recv(c).await[0]);
+    }
+    numbers.sort();
+    assert_eq!(numbers, (100..112).collect::<Vec<u8>>());
+}
+
+/// A QUIC connection that opens no stream holds its place only for the
+/// handshake timeout (300 ms here): it then gives the place back, so with
+/// one place a real client is served after it; and past as many quiet
+/// connections as there are places, one is closed and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_connection_that_opens_no_stream_gives_its_place_back() {
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Quic]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(1)
+            .with_handshake_timeout(Duration::from_millis(300)),
+    );
+    let l = pre.listen().await.unwrap();
+    let server = l.local_addr();
+    let (mut conns, mut errors) = common::listener_events(l);
+    let ep = common::quinn_client(&cert.pem);
+    let quiet = ep.connect(server, "localhost").unwrap().await.unwrap();
+    // The quiet one holds the only place: a second client waits, then is
+    // let in once the quiet one gave the place back.
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        ep.connect(server, "localhost").unwrap(),
+    )
+    .await
+    .expect("let in after the quiet one's handshake timeout")
+    .unwrap();
+    // The second is quiet too: past one quiet connection (one place), it
+    // is closed and reported.
+    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("a report within 5 s")
+        .unwrap();
+    assert!(
+        e.contains("no stream opened within 300 ms") && e.contains("closed"),
+        "{e}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), second.closed())
+        .await
+        .expect("the second quiet connection is closed");
+    assert!(format!("{closed}").contains("no stream opened"), "{closed}");
+    // The first, quiet but within the bound, still opens a stream and is
+    // served.
+    says_hi(&quiet, &mut conns).await;
+}

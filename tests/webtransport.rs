@@ -406,3 +406,58 @@ async fn natively_the_webtransport_budget_holds_nothing_back() {
     );
     postsocket::set_webtransport_budget(postsocket::WEBTRANSPORT_BUDGET);
 }
+
+/// A plain web-transport-quinn session to `addr` that opens no stream.
+#[cfg(feature = "wt")]
+async fn quiet_session(addr: SocketAddr, cert: &Cert) -> web_transport_quinn::Session {
+    let ep = common::quinn_client_with_alpn(&cert.pem, web_transport_quinn::ALPN.as_bytes());
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let url = url::Url::parse(&format!("https://localhost:{}/", addr.port())).unwrap();
+    web_transport_quinn::Session::connect(conn, url)
+        .await
+        .unwrap()
+}
+
+/// A WebTransport session that opens no stream (a plain web-transport-quinn
+/// client) holds its place only for the handshake timeout (300 ms here),
+/// then gives it back: with one place, a second session is let in after it.
+/// Past as many quiet sessions as there are places, one is closed and
+/// reported; the first, quiet within the bound, is served when it sends.
+#[cfg(feature = "wt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webtransport_session_that_opens_no_stream_gives_its_place_back() {
+    let cert = self_signed();
+    let mut pre = listener_pre(server_security(&cert), vec![StackId::Wt]);
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_pending_incoming(1)
+            .with_handshake_timeout(Duration::from_millis(300)),
+    );
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let (mut conns, mut errors) = common::listener_events(l);
+    let quiet = quiet_session(addr, &cert).await;
+    let second = tokio::time::timeout(Duration::from_secs(5), quiet_session(addr, &cert))
+        .await
+        .expect("let in after the quiet one's handshake timeout");
+    let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("a report within 5 s")
+        .unwrap();
+    assert!(
+        e.contains("WebTransport session from")
+            && e.contains("no stream opened within 300 ms")
+            && e.contains("closed"),
+        "{e}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), second.closed())
+        .await
+        .expect("the second quiet session is closed");
+    let (mut send, _recv) = quiet.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 2, b'h', b'i']).await.unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(5), conns.recv())
+        .await
+        .expect("a Connection within 5 s")
+        .unwrap();
+    assert_eq!(recv(&served).await, b"hi");
+}

@@ -72,6 +72,16 @@ impl ListenerLimits {
     /// in its socket keeps its place: then this process is behind (short of
     /// CPU), not the peer, and the Listener pushes back instead. The two ages
     /// are [`with_give_way_after`](Self::with_give_way_after).
+    ///
+    /// QUIC and WebTransport: a connection keeps its handshake's place until
+    /// its first stream is taken (the peer's stream is known when its first
+    /// bytes arrive), and each later stream waits for a place of its own
+    /// before it is taken from the connection (quinn holds the peer to its
+    /// stream limits meanwhile: at most 5 MB unread per connection). A
+    /// connection that opens no stream within the
+    /// [handshake timeout](Self::with_handshake_timeout) gives its place
+    /// back and waits on, quiet, for its first stream; past as many quiet
+    /// connections as there are places, it is closed (reported).
     pub fn with_pending_incoming(mut self, n: usize) -> Self {
         self.pending_incoming = n;
         self
@@ -88,8 +98,11 @@ impl ListenerLimits {
     /// How long each step of an incoming connection's establishment may
     /// take (default 10 s): its first bytes when TLS is required, the TLS
     /// handshake, the WebSocket upgrade, the QUIC handshake, the
-    /// WebTransport CONNECT, and the framers' handshake. Past it only that
-    /// connection fails (an EstablishmentError naming the peer). The
+    /// WebTransport CONNECT, and the framers' handshake; and how long a QUIC
+    /// connection or WebTransport session holds its place before its first
+    /// stream (see [`with_pending_incoming`](Self::with_pending_incoming)).
+    /// Past it only that connection fails (an EstablishmentError naming the
+    /// peer). The
     /// Listener's connTimeout, when set, takes its place.
     pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
         self.handshake_timeout = t;

@@ -293,6 +293,11 @@ pub fn quinn_server(cert_pem: &str, key_pem: &str) -> quinn::Endpoint {
 /// A plain quinn client endpoint on 127.0.0.1 that trusts `cert_pem` and
 /// speaks postsocket's ALPN (`taps`).
 pub fn quinn_client(cert_pem: &str) -> quinn::Endpoint {
+    quinn_client_with_alpn(cert_pem, b"taps")
+}
+
+/// [`quinn_client`] offering `alpn` (`h3`: a plain WebTransport client).
+pub fn quinn_client_with_alpn(cert_pem: &str, alpn: &[u8]) -> quinn::Endpoint {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -304,7 +309,7 @@ pub fn quinn_client(cert_pem: &str) -> quinn::Endpoint {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"taps".to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));

@@ -23,9 +23,64 @@ pub(crate) enum WtServer {}
 
 #[cfg(not(feature = "wt"))]
 impl WtServer {
-    async fn serve_connection(&self, _: quinn::Connection, _: super::IncomingTx) {
+    async fn serve_connection(
+        &self,
+        _: quinn::Connection,
+        _: super::IncomingTx,
+        _: crate::backend::Room,
+        _: Quiet,
+    ) {
         match *self {}
     }
+}
+
+/// The QUIC connections (and WebTransport sessions) of one Listener that
+/// opened no stream within the handshake timeout: the application cannot
+/// see them yet (a peer's stream is known when its first bytes come), so
+/// each gives its place among the pending connections back and waits here
+/// for its first stream, up to as many as there are places; past that, one
+/// is closed. Clones share the count.
+#[derive(Clone, Default)]
+pub(crate) struct Quiet(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One quiet connection, counted until dropped.
+pub(crate) struct QuietOne(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Quiet {
+    /// Count one more quiet connection, if fewer than `bound` are.
+    pub(crate) fn admit(&self, bound: usize) -> Option<QuietOne> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0
+            .fetch_update(Relaxed, Relaxed, |n| (n < bound).then_some(n + 1))
+            .ok()
+            .map(|_| QuietOne(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for QuietOne {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a connection (or session) that opened no stream in time is told,
+/// and the Listener's report of it: `Ok` while it may wait on, quiet.
+pub(crate) fn quiet_or_closed(
+    quiet: &Quiet,
+    what: &str,
+    remote: SocketAddr,
+    timeout: std::time::Duration,
+    places: usize,
+) -> Result<QuietOne, io::Error> {
+    quiet.admit(places).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{what} from {remote}: no stream opened within {} (the Listener's handshake timeout) while {places} other connections were as quiet (ListenerLimits pending_incoming); closed",
+                crate::runtime::ms_text(timeout)
+            ),
+        )
+    })
 }
 
 /// One QUIC stream (a Connection), with its QUIC connection (the group).
@@ -209,8 +264,16 @@ impl StreamTransport<quinn::Connection> {
     }
 }
 
+/// The data a QUIC connection's peer may have sent and nobody read yet, all
+/// streams together: four streams' worth of quinn's stream window (1.25 MB
+/// each). quinn's default sets no such bound, so a peer that opens its 100
+/// streams and fills each (streams the application has not taken yet, see
+/// `serve_keeping`) would pin 125 MB.
+const CONNECTION_RECEIVE_WINDOW: u32 = 4 * 1_250_000;
+
 pub(crate) fn transport_config(opts: &SocketOptions) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
     if let Some(idle) = opts.keep_alive {
         t.keep_alive_interval(Some(idle.unwrap_or(std::time::Duration::from_secs(15))));
     }
@@ -303,6 +366,7 @@ pub(crate) fn serve_keeping(
         // Each handshake in progress from an address not validated yet
         // holds a clone: the strong count less one is how many there are.
         let unvalidated = Arc::new(());
+        let quiet = Quiet::default();
         loop {
             // No room for another handshake: leave the next Initial in
             // quinn's queue until one ends.
@@ -328,6 +392,7 @@ pub(crate) fn serve_keeping(
             let timeout = tx.limits().handshake_timeout();
             let tx = tx.clone();
             let wt = wt.clone();
+            let quiet = quiet.clone();
             tokio::spawn(async move {
                 // Held for the handshake (streams come later, without one).
                 let handshake_room = room;
@@ -386,24 +451,40 @@ pub(crate) fn serve_keeping(
                     }
                 };
                 // Until the handshake completes (0.5-RTT: the connection is
-                // usable before) the peer still holds its place (and,
-                // unvalidated, counts towards Retry): a spoofed source, which
-                // never completes it, is closed at the handshake timeout.
-                // Waited for here, beside the peer's streams, not by a task
-                // of its own (a spawn per connection, which the accept rate
-                // felt).
+                // usable before) the peer, unvalidated, counts towards Retry:
+                // a spoofed source, which never completes it, is closed at
+                // the handshake timeout. Waited for here, beside the peer's
+                // streams, not by a task of its own (a spawn per connection,
+                // which the accept rate felt).
                 let mut completing = completed.map(|c| Box::pin(tokio::time::timeout(timeout, c)));
-                let mut held = completing
-                    .is_some()
-                    .then_some((handshake_room, handshake_counted));
+                let mut counted = completing.is_some().then_some(handshake_counted);
                 if let (Some(wt), true) = (wt, h3) {
-                    return Box::pin(wt.serve_connection(conn, tx)).await;
+                    return Box::pin(wt.serve_connection(conn, tx, handshake_room, quiet)).await;
                 }
+                // The handshake's place is the first stream's: a connection
+                // that opens none holds it until the handshake timeout, then
+                // gives it back and waits among the quiet ones (see
+                // `Quiet`). Each later stream waits for a place of its own
+                // before it is taken from quinn (which holds the peer to its
+                // stream limits meanwhile), so the streams and connections
+                // the application does not take stay within `pending_incoming`.
+                let mut place = Some(handshake_room);
+                let mut first_by = Some(crate::runtime::saturating_add(
+                    tokio::time::Instant::now(),
+                    timeout,
+                ));
+                let mut quiet_now: Option<QuietOne> = None;
                 let mut first = true;
                 loop {
                     // Each stream the peer opens, bidirectional or
-                    // unidirectional (a receive-only Connection here).
+                    // unidirectional (a receive-only Connection here), once
+                    // it has a place.
                     let (send, recv) = tokio::select! {
+                        room = tx.room(), if place.is_none() => {
+                            place = Some(room);
+                            continue;
+                        }
+                        _ = conn.closed(), if place.is_none() => return,
                         Some(done) = async {
                             match completing.as_mut() {
                                 Some(c) => Some(c.await),
@@ -411,7 +492,7 @@ pub(crate) fn serve_keeping(
                             }
                         }, if completing.is_some() => {
                             completing = None;
-                            drop(held.take());
+                            drop(counted.take());
                             if done.is_err() {
                                 conn.close(0u32.into(), b"handshake timeout");
                                 let _ = tx.unbounded_send(Err(handshake_timed_out(remote, timeout)));
@@ -419,11 +500,27 @@ pub(crate) fn serve_keeping(
                             }
                             continue;
                         }
-                        bi = conn.accept_bi() => match bi {
+                        _ = async { tokio::time::sleep_until(first_by.expect("set")).await }, if first_by.is_some() => {
+                            first_by = None;
+                            let places = tx.limits().pending_incoming();
+                            match quiet_or_closed(&quiet, "QUIC connection", remote, timeout, places) {
+                                Ok(q) => {
+                                    quiet_now.replace(q);
+                                    place = None;
+                                }
+                                Err(e) => {
+                                    conn.close(0u32.into(), b"no stream opened");
+                                    let _ = tx.unbounded_send(Err(e));
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        bi = conn.accept_bi(), if place.is_some() => match bi {
                             Ok((s, r)) => (Some(s), r),
                             Err(_) => return, // the connection ended
                         },
-                        uni = conn.accept_uni() => match uni {
+                        uni = conn.accept_uni(), if place.is_some() => match uni {
                             Ok(r) => (None, r),
                             Err(_) => return,
                         },
@@ -433,13 +530,15 @@ pub(crate) fn serve_keeping(
                         StreamTransport::from_streams(conn.clone(), send, Some(recv), first, None);
                     transport.set_early(early);
                     first = false;
+                    first_by = None;
+                    drop(quiet_now.take());
                     let group = Some(transport.group_id());
                     let item = Incoming {
                         transport: super::Transport::Quic(std::sync::Arc::new(transport)),
                         caps: &Capabilities::QUIC,
                         remote,
                         group,
-                        room: None,
+                        room: place.take().flatten(),
                     };
                     if tx.unbounded_send(Ok(item)).is_err() {
                         return;

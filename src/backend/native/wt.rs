@@ -229,7 +229,17 @@ impl WtServer {
     /// Serve one QUIC connection that negotiated `h3`: accept the session
     /// (or refuse a wrong path with 404), then every stream the peer opens
     /// becomes an Incoming Connection, grouped by the session.
-    pub(crate) async fn serve_connection(&self, conn: quinn::Connection, tx: super::IncomingTx) {
+    /// `place` is the handshake's place among the Listener's pending
+    /// connections: the session's first stream takes it; each later stream
+    /// waits for one of its own before it is taken from the session, and a
+    /// session that opens no stream within the handshake timeout is closed.
+    pub(crate) async fn serve_connection(
+        &self,
+        conn: quinn::Connection,
+        tx: super::IncomingTx,
+        place: super::super::Room,
+        quiet: super::quic::Quiet,
+    ) {
         let remote = conn.remote_address();
         let request =
             match tokio::time::timeout(self.timeout, wtq::Request::accept(conn.clone())).await {
@@ -279,14 +289,41 @@ impl WtServer {
                 return;
             }
         };
+        let mut place = Some(place);
+        let mut first_by = Some(crate::runtime::saturating_add(
+            tokio::time::Instant::now(),
+            self.timeout,
+        ));
+        let mut quiet_now = None;
         let mut first = true;
         loop {
             let (send, recv) = tokio::select! {
-                bi = session.accept_bi() => match bi {
+                room = tx.room(), if place.is_none() => {
+                    place = Some(room);
+                    continue;
+                }
+                _ = session.closed(), if place.is_none() => return,
+                _ = async { tokio::time::sleep_until(first_by.expect("set")).await }, if first_by.is_some() => {
+                    first_by = None;
+                    let places = tx.limits().pending_incoming();
+                    match super::quic::quiet_or_closed(&quiet, "WebTransport session", remote, self.timeout, places) {
+                        Ok(q) => {
+                            quiet_now.replace(q);
+                            place = None;
+                        }
+                        Err(e) => {
+                            session.close(0, b"no stream opened");
+                            let _ = tx.unbounded_send(Err(e));
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                bi = session.accept_bi(), if place.is_some() => match bi {
                     Ok((s, r)) => (Some(s), r),
                     Err(_) => return,
                 },
-                uni = session.accept_uni() => match uni {
+                uni = session.accept_uni(), if place.is_some() => match uni {
                     Ok(r) => (None, r),
                     Err(_) => return,
                 },
@@ -294,13 +331,15 @@ impl WtServer {
             let transport =
                 StreamTransport::from_streams(session.clone(), send, Some(recv), first, None);
             first = false;
+            first_by = None;
+            drop(quiet_now.take());
             let group = Some(transport.group_id());
             let item = Incoming {
                 transport: super::Transport::Wt(std::sync::Arc::new(transport)),
                 caps: &Capabilities::WT,
                 remote,
                 group,
-                room: None,
+                room: place.take().flatten(),
             };
             if tx.unbounded_send(Ok(item)).is_err() {
                 return;
