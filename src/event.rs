@@ -24,7 +24,10 @@ pub enum ConnectionEvent {
 pub enum ListenerEvent {
     /// `ConnectionReceived<Connection>`.
     ConnectionReceived(Connection),
-    /// `EstablishmentError<reason>`: an incoming connection failed before it became a Connection.
+    /// `EstablishmentError<reason>`: an incoming connection failed before it
+    /// became a Connection. At most 64 wait for the application at once;
+    /// those that fail meanwhile are counted, and reported as one once the
+    /// waiting ones were taken ("N more incoming connections failed ...").
     EstablishmentError(Error),
     /// `Stopped<>`: the Listener stopped; no more events follow.
     Stopped,

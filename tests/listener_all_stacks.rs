@@ -749,3 +749,52 @@ async fn incoming_is_a_stream_that_surfaces_errors() {
         "Closed among {events:?}"
     );
 }
+
+/// While the application takes nothing, peers that fail on purpose cost
+/// the Listener a count, not a queued report: 300 peers that each send
+/// `hello` to a TLS port (refused at once) leave at most 64 reports
+/// waiting, then one that counts the rest; every peer is accounted for.
+/// Before, each refused peer queued its own report, without bound.
+#[tokio::test]
+async fn reports_of_failed_peers_wait_bounded_and_none_is_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = self_signed();
+    let mut pre = secure_listener_pre(&cert, vec![StackId::Tls]);
+    pre.set_listener_limits(postsocket::ListenerLimits::default().with_pending_incoming(2));
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let peers = 300;
+    for _ in 0..peers {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"hello\r\n").await.unwrap();
+        let mut b = [0u8; 16];
+        // Refused: reset or closed, not answered.
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            other => panic!("a peer sending hello was not refused: {other:?}"),
+        }
+    }
+    let (mut each, mut counted, mut events) = (0, 0, 0);
+    while let Ok(event) = tokio::time::timeout(Duration::from_millis(500), l.next_event()).await {
+        events += 1;
+        match event {
+            postsocket::ListenerEvent::EstablishmentError(e) => {
+                let text = e.to_string();
+                assert!(text.contains("not a TLS handshake"), "{text}");
+                match text.split_once(" more incoming connections failed while 64 reports waited") {
+                    Some((head, _)) => {
+                        counted += head.rsplit(' ').next().unwrap().parse::<usize>().unwrap()
+                    }
+                    None => each += 1,
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(events <= 64 + 1, "{events} reports were queued");
+    assert_eq!(
+        each + counted,
+        peers,
+        "{each} reported one by one, {counted} counted"
+    );
+}

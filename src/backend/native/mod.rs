@@ -655,6 +655,63 @@ pub(crate) async fn connect(
     }
 }
 
+/// How many reports of failed incoming connections may wait for the
+/// application at once; past it they are counted, and the count is reported
+/// once the waiting ones were taken (see [`Reports`]).
+pub(crate) const REPORTS_WAITING_MAX: usize = 64;
+
+/// The reports (failed incoming connections) waiting in a Listener's queue,
+/// and those that came while [`REPORTS_WAITING_MAX`] were: a peer that fails
+/// on purpose (refused, evicted, timed out) costs the Listener a count, not
+/// a queued error, while the application takes nothing.
+#[derive(Default)]
+pub(crate) struct Reports {
+    waiting: std::sync::atomic::AtomicUsize,
+    /// How many came past the bound, and the last of them.
+    past: std::sync::Mutex<(usize, Option<String>)>,
+}
+
+impl Reports {
+    /// Whether a new report may be queued; if not, it is counted.
+    fn admit(&self, e: &io::Error) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .waiting
+            .fetch_update(SeqCst, SeqCst, |n| {
+                (n < REPORTS_WAITING_MAX).then_some(n + 1)
+            })
+            .is_ok()
+        {
+            return true;
+        }
+        let mut past = self.past.lock().unwrap();
+        past.0 += 1;
+        past.1 = Some(e.to_string());
+        false
+    }
+
+    /// A queued report was taken.
+    fn taken(&self) {
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Once every queued report was taken: those that came past the bound,
+    /// as one report.
+    fn summary(&self) -> Option<io::Error> {
+        if self.waiting.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let (n, last) = std::mem::take(&mut *self.past.lock().unwrap());
+        (n > 0).then(|| {
+            io::Error::other(format!(
+                "{n} more incoming connections failed while {REPORTS_WAITING_MAX} reports waited for the application to take them (the last: {})",
+                last.unwrap_or_default()
+            ))
+        })
+    }
+}
+
 /// Where a Listener's stacks deliver incoming connections, the room for
 /// more, and the Listener's other bounds.
 ///
@@ -668,6 +725,7 @@ pub(crate) async fn connect(
 #[derive(Clone)]
 pub(crate) struct IncomingTx {
     tx: futures::channel::mpsc::UnboundedSender<io::Result<Incoming>>,
+    reports: std::sync::Arc<Reports>,
     room: std::sync::Arc<tokio::sync::Semaphore>,
     limits: std::sync::Arc<crate::listener::ListenerLimits>,
     /// Set while the Listener's connection limit is 0: peers are refused
@@ -684,6 +742,7 @@ impl IncomingTx {
     ) -> Self {
         IncomingTx {
             tx,
+            reports: Default::default(),
             room: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.pending_incoming())),
             limits: std::sync::Arc::new(limits),
             refusing: Default::default(),
@@ -701,9 +760,18 @@ impl IncomingTx {
         self.refusing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Deliver a connection (or an error that names the peer); `Err` once
-    /// the Listener is gone (the item is dropped).
+    /// Deliver a connection (or an error that names the peer: past
+    /// [`REPORTS_WAITING_MAX`] waiting, counted and reported later as one);
+    /// `Err` once the Listener is gone (the item is dropped).
     pub(crate) fn unbounded_send(&self, item: io::Result<Incoming>) -> Result<(), ()> {
+        if let Err(e) = &item {
+            if self.tx.is_closed() {
+                return Err(());
+            }
+            if !self.reports.admit(e) {
+                return Ok(());
+            }
+        }
         self.tx.unbounded_send(item).map_err(drop)
     }
 
@@ -726,6 +794,7 @@ impl IncomingTx {
 
 pub(crate) struct BackendListener {
     rx: futures::channel::mpsc::UnboundedReceiver<io::Result<Incoming>>,
+    reports: std::sync::Arc<Reports>,
     local: SocketAddr,
     stop: Vec<tokio::task::AbortHandle>,
     refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -765,6 +834,7 @@ impl BackendListener {
         let refusing = tx.refusing.clone();
         let mut listener = BackendListener {
             rx,
+            reports: tx.reports.clone(),
             local: addr,
             stop: Vec::new(),
             refusing,
@@ -824,7 +894,14 @@ impl BackendListener {
     /// The next accepted connection; `None` once stopped.
     pub(crate) async fn accept(&mut self) -> Option<io::Result<Incoming>> {
         use futures::StreamExt;
-        self.rx.next().await
+        if let Some(e) = self.reports.summary() {
+            return Some(Err(e));
+        }
+        let item = self.rx.next().await;
+        if let Some(Err(_)) = &item {
+            self.reports.taken();
+        }
+        item
     }
 
     /// Stop listening: close the listening sockets.
@@ -846,6 +923,7 @@ impl BackendListener {
     ) -> BackendListener {
         BackendListener {
             rx,
+            reports: Default::default(),
             local,
             stop: Vec::new(),
             refusing: Default::default(),
