@@ -478,21 +478,7 @@ async fn stopping_a_udp_listener_keeps_the_connections_it_handed_out() {
 /// the Listener are gone, the port is released.
 #[tokio::test]
 async fn stopping_a_udp_and_quic_listener_keeps_the_udp_flows_it_handed_out() {
-    let cert = self_signed();
-    let mut props = TransportProperties::new();
-    for p in [
-        postsocket::SelectionProperty::Reliability,
-        postsocket::SelectionProperty::PreserveOrder,
-        postsocket::SelectionProperty::CongestionControl,
-    ] {
-        props.set_preference(p, postsocket::Preference::NoPreference);
-    }
-    let mut pre = listener_pre(props);
-    // Opportunistic: QUIC with the certificate, and plain UDP beside it.
-    *pre.security_parameters_mut() =
-        with_certificate(postsocket::SecurityParameters::opportunistic(), &cert);
-    pre.set_protocols(vec![postsocket::StackId::Quic, postsocket::StackId::Udp]);
-    let l = pre.listen().await.unwrap();
+    let l = udp_and_quic_listener().await;
     let addr = l.local_addr();
     let conn = a_flow_outlives_the_stop_of(&l).await;
     // Once the flow and the Listener are gone, so is the socket.
@@ -506,6 +492,93 @@ async fn stopping_a_udp_and_quic_listener_keeps_the_udp_flows_it_handed_out() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(free, "the port is released once nothing uses it");
+}
+
+/// A Listener for QUIC and plain UDP on one port (the demultiplexer):
+/// opportunistic security, QUIC with a certificate and plain UDP beside it.
+async fn udp_and_quic_listener() -> postsocket::Listener {
+    let cert = self_signed();
+    let mut props = TransportProperties::new();
+    for p in [
+        postsocket::SelectionProperty::Reliability,
+        postsocket::SelectionProperty::PreserveOrder,
+        postsocket::SelectionProperty::CongestionControl,
+    ] {
+        props.set_preference(p, postsocket::Preference::NoPreference);
+    }
+    let mut pre = listener_pre(props);
+    *pre.security_parameters_mut() =
+        with_certificate(postsocket::SecurityParameters::opportunistic(), &cert);
+    pre.set_protocols(vec![postsocket::StackId::Quic, postsocket::StackId::Udp]);
+    pre.listen().await.unwrap()
+}
+
+/// An empty datagram is a Message too, on a UDP-only port and on one
+/// shared with QUIC: a plain peer sends an empty one, then "x", and both
+/// arrive, in order. (On the shared port the empty one was lost.)
+#[tokio::test]
+async fn an_empty_datagram_arrives_as_an_empty_message() {
+    let udp_only = listener_pre(TransportProperties::unreliable_datagram())
+        .listen()
+        .await
+        .unwrap();
+    for l in [udp_only, udp_and_quic_listener().await] {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"", l.local_addr()).unwrap();
+        peer.send_to(b"x", l.local_addr()).unwrap();
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(5), l.accept())
+            .await
+            .expect("a Connection for the empty datagram's source")
+            .unwrap();
+        for want in [&b""[..], b"x"] {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+                .await
+                .expect("a Message")
+                .unwrap();
+            assert_eq!(m.data(), want);
+        }
+    }
+}
+
+/// Small datagrams are bounded as large ones are: each counts 64 bytes
+/// more than its payload against `udp_buffer_bytes`, so 3,000 empty
+/// datagrams to a flow nobody reads, with a 64 KiB buffer, keep at most
+/// 1,024 (and the drops are reported). Before, empty ones counted nothing.
+#[tokio::test]
+async fn empty_datagrams_count_against_the_listener_buffer() {
+    let mut pre = listener_pre(TransportProperties::unreliable_datagram());
+    pre.set_listener_limits(
+        postsocket::ListenerLimits::default()
+            .with_udp_buffer_bytes(64 * 1024)
+            .with_udp_flow_datagrams(100_000),
+    );
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(b"first", addr).unwrap();
+    let conn = l.accept().await.unwrap();
+    for i in 0..3_000 {
+        peer.send_to(b"", addr).unwrap();
+        if i % 50 == 49 {
+            // Paced, so that the kernel's socket buffer drops none.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut kept = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), conn.receive()).await
+    {
+        kept += 1;
+    }
+    assert!(kept <= 1 + 1024, "{kept} datagrams kept in a 64 KiB buffer");
+    assert!(kept >= 512, "{kept} datagrams kept: the bound, not less");
+    let mut none = Vec::new();
+    let errors = drain_events(&l, std::time::Duration::from_millis(300), &mut none).await;
+    assert!(
+        errors.iter().any(|e| e.contains("datagrams are dropped")),
+        "the drops are reported: {errors:?}"
+    );
 }
 
 /// Idle UDP flows expire (ListenerLimits::udp_flow_idle_timeout): with 4

@@ -209,7 +209,9 @@ impl ListenerLimits {
 
     /// How many bytes of datagrams all UDP flows together keep waiting for
     /// their readers (default 4 MiB, as one socket's receive buffer); past it
-    /// datagrams are dropped (reported).
+    /// datagrams are dropped (reported). Each datagram counts 64 bytes more
+    /// than its payload (its allocation and queue node), so that many small
+    /// or empty datagrams are bounded as large ones are.
     pub fn with_udp_buffer_bytes(mut self, n: usize) -> Self {
         self.udp_buffer_bytes = n;
         self

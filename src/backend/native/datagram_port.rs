@@ -278,7 +278,11 @@ impl quinn::AsyncUdpSocket for DemuxSocket {
                     meta.swap(i, kept);
                     kept += 1;
                 } else {
-                    // One buffer may hold several datagrams of one peer (GRO).
+                    // One buffer may hold several datagrams of one peer
+                    // (GRO); an empty one is a datagram too.
+                    if data.is_empty() {
+                        let _ = router.udp.deliver(m.addr, Vec::new());
+                    }
                     for d in data.chunks(stride.max(1)) {
                         // A Listener that is gone takes no new flows; the
                         // existing ones keep being served.

@@ -20,6 +20,23 @@ const MAX_DATAGRAM: usize = 65_535;
 
 type PeerRx = Arc<futures::lock::Mutex<FlowRx>>;
 
+/// What a queued datagram costs beyond its payload: its allocation and its
+/// node in the flow's queue, about 64 bytes. Counted against
+/// `udp_buffer_bytes` with the payload, so that many small (or empty)
+/// datagrams are bounded as large ones are.
+const DATAGRAM_OVERHEAD: usize = 64;
+
+/// What a queued datagram of `len` bytes counts against `udp_buffer_bytes`.
+fn cost(len: usize) -> usize {
+    len + DATAGRAM_OVERHEAD
+}
+
+/// While the flow table is full, how often a datagram from a new source
+/// may make the Listener sweep it for flows that ended (a sweep walks every
+/// flow; a flood from new sources, which needs no handshake, must not make
+/// each of its datagrams cost that).
+const FULL_SWEEP_EVERY: Duration = Duration::from_millis(10);
+
 /// A flow's queue, read by its Connection; what it still holds when dropped
 /// goes back to the Listener's buffer.
 pub(crate) struct FlowRx {
@@ -30,7 +47,7 @@ pub(crate) struct FlowRx {
 impl FlowRx {
     async fn next(&mut self) -> Option<Vec<u8>> {
         let d = self.rx.next().await?;
-        self.queued.fetch_sub(d.len(), Ordering::Relaxed);
+        self.queued.fetch_sub(cost(d.len()), Ordering::Relaxed);
         Some(d)
     }
 }
@@ -39,7 +56,7 @@ impl Drop for FlowRx {
     fn drop(&mut self) {
         self.rx.close();
         while let Ok(d) = self.rx.try_recv() {
-            self.queued.fetch_sub(d.len(), Ordering::Relaxed);
+            self.queued.fetch_sub(cost(d.len()), Ordering::Relaxed);
         }
     }
 }
@@ -329,6 +346,9 @@ pub(crate) struct UdpPeers {
     /// Datagrams dropped since the last report, and why.
     dropped: u64,
     refused: u64,
+    /// How many times the table was swept (tests count them).
+    #[cfg(test)]
+    sweeps: usize,
 }
 
 impl UdpPeers {
@@ -343,6 +363,8 @@ impl UdpPeers {
             keepalive: Arc::default(),
             dropped: 0,
             refused: 0,
+            #[cfg(test)]
+            sweeps: 0,
         }
     }
 
@@ -425,6 +447,10 @@ impl UdpPeers {
     pub(crate) fn expire_idle(&mut self) {
         let now = Instant::now();
         self.swept = now;
+        #[cfg(test)]
+        {
+            self.sweeps += 1;
+        }
         self.peers.retain(|_, f| {
             if f.tx.is_closed() {
                 return false;
@@ -456,7 +482,7 @@ impl UdpPeers {
         if self.swept.elapsed() >= self.sweep_interval() {
             self.expire_idle();
         }
-        let len = datagram.len();
+        let len = cost(datagram.len());
         if self.queued.load(Ordering::Relaxed) + len > self.tx.limits().udp_buffer_bytes() {
             // The buffer is full: dropped like a full socket buffer.
             self.drop_one(false);
@@ -491,8 +517,10 @@ impl UdpPeers {
         let flows = self.tx.limits().udp_flows();
         if self.peers.len() >= flows {
             // Forget the flows whose Connection is gone or that went idle,
-            // then check again.
-            self.expire_idle();
+            // then check again (at most once per FULL_SWEEP_EVERY).
+            if self.swept.elapsed() >= FULL_SWEEP_EVERY {
+                self.expire_idle();
+            }
             if self.peers.len() >= flows {
                 self.drop_one(true);
                 return true;
@@ -538,5 +566,46 @@ impl UdpPeers {
                 room,
             }))
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the flow table is full, a flood of datagrams from new sources
+    /// (spoofable: no handshake) makes the Listener sweep the table at most
+    /// once per FULL_SWEEP_EVERY, not once per datagram; each is refused,
+    /// and counted.
+    #[test]
+    fn a_full_table_is_swept_at_most_once_per_interval_under_a_flood() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std.set_nonblocking(true).unwrap();
+        let io = Arc::new(tokio::net::UdpSocket::from_std(std).unwrap());
+        let (tx, _rx) = futures::channel::mpsc::unbounded();
+        let limits = crate::listener::ListenerLimits::default().with_udp_flows(4);
+        let mut peers = UdpPeers::new(io, crate::backend::IncomingTx::new(tx, limits));
+        // Four live flows (their Connections wait in the channel): full.
+        for port in 1000..1004u16 {
+            assert!(peers.deliver(SocketAddr::from(([127, 0, 0, 1], port)), vec![1]));
+        }
+        let started = Instant::now();
+        let before = peers.sweeps;
+        let flood = 10_000u16;
+        for port in 0..flood {
+            peers.deliver(SocketAddr::from(([127, 0, 0, 2], port)), vec![2]);
+        }
+        let sweeps = peers.sweeps - before;
+        let allowed = 2 + (started.elapsed().as_millis() / FULL_SWEEP_EVERY.as_millis()) as usize;
+        assert!(
+            sweeps <= allowed,
+            "{sweeps} sweeps for {flood} datagrams from new sources (at most {allowed})"
+        );
+        assert_eq!(peers.refused, u64::from(flood), "each refused, counted");
     }
 }
