@@ -245,6 +245,11 @@ impl ListenerLimits {
     /// Initial is answered with a Retry, which only a peer that receives at
     /// its address can answer. Spoofed Initials then cost the Listener no
     /// handshake state; real peers pay one round trip. 0: always Retry.
+    /// While every [pending place](Self::with_pending_incoming) is taken,
+    /// an unvalidated Initial gets a Retry too, and a validated one waits
+    /// for a place; the Initials behind it wait in quinn's queue, at most
+    /// four per place (then CONNECTION_REFUSED), with at most 256 KiB of
+    /// the packets that follow each and 8 MiB in all.
     pub fn with_quic_retry_above(mut self, n: usize) -> Self {
         self.quic_retry_above = n;
         self

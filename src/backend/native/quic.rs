@@ -313,6 +313,11 @@ pub(crate) fn accepts_0rtt(opts: &SocketOptions) -> bool {
 /// for 2 weeks, from its IP), and a token presented later validates that
 /// client without a Retry once (the `bloom` feature's replay log; without
 /// it quinn refuses every token).
+/// The packets that follow an Initial not taken yet (0-RTT data), per
+/// Initial and in all (quinn's defaults: 10 MiB and 100 MiB).
+const INCOMING_BUFFER: u64 = 256 << 10;
+const INCOMING_BUFFER_TOTAL: u64 = 8 << 20;
+
 pub(crate) fn server_config(
     tls: Arc<rustls::ServerConfig>,
     opts: &SocketOptions,
@@ -323,6 +328,14 @@ pub(crate) fn server_config(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(opts));
+    // Initials not taken yet (while every place is taken and a validated
+    // peer waits for one): quinn's defaults queue up to 65,536 of them and
+    // 100 MiB of the packets that follow; past these, CONNECTION_REFUSED.
+    let places = opts.limits.pending_incoming();
+    config
+        .max_incoming(places.saturating_mul(4).max(64))
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(config)
 }
 
@@ -368,9 +381,6 @@ pub(crate) fn serve_keeping(
         let unvalidated = Arc::new(());
         let quiet = Quiet::default();
         loop {
-            // No room for another handshake: leave the next Initial in
-            // quinn's queue until one ends.
-            let room = tx.room().await;
             let Some(incoming) = endpoint.accept().await else {
                 break;
             };
@@ -380,14 +390,26 @@ pub(crate) fn serve_keeping(
                 continue;
             }
             // Address validation under load (RFC 9000 §8.1): past the
-            // threshold an unvalidated Initial gets a Retry, which a spoofed
-            // source cannot answer; the room waits for the next Initial.
+            // threshold, or while every place is taken, an unvalidated
+            // Initial gets a Retry, which a spoofed source cannot answer
+            // and which costs the Listener no state.
             let validated = incoming.remote_address_validated();
             let in_progress = Arc::strong_count(&unvalidated) - 1;
-            if !validated && incoming.may_retry() && in_progress >= tx.limits().quic_retry_above() {
+            let may_retry = !validated && incoming.may_retry();
+            if may_retry && in_progress >= tx.limits().quic_retry_above() {
                 let _ = incoming.retry();
                 continue;
             }
+            let room = match tx.try_room() {
+                Some(room) => room,
+                None if may_retry => {
+                    let _ = incoming.retry();
+                    continue;
+                }
+                // A validated peer waits for a place; the Initials behind
+                // it wait in quinn's queue (bounded: `server_config`).
+                None => tx.room().await,
+            };
             let counted = (!validated).then(|| unvalidated.clone());
             let timeout = tx.limits().handshake_timeout();
             let tx = tx.clone();
