@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -73,6 +74,9 @@ pub struct Faults {
 pub struct FrontState {
     faults: Mutex<Faults>,
     upstream: Mutex<SocketAddr>,
+    /// Bytes of UDP packets waiting in every flow's queue (at most
+    /// `QUEUED_MAX`).
+    udp_queued: Arc<AtomicUsize>,
 }
 
 impl FrontState {
@@ -81,6 +85,7 @@ impl FrontState {
         Arc::new(FrontState {
             faults: Mutex::new(Faults::default()),
             upstream: Mutex::new(upstream),
+            udp_queued: Arc::default(),
         })
     }
     /// The faults in force.
@@ -106,7 +111,13 @@ const HOLD: Duration = Duration::from_secs(60);
 /// A UDP flow with no packet for this long is forgotten.
 const FLOW_IDLE: Duration = Duration::from_secs(60);
 /// At most this many UDP flows at once; beyond it new flows are dropped.
-const MAX_FLOWS: usize = 1024;
+/// (Each holds a socket: well under the usual limit of 1,024 descriptors,
+/// which the demo's HTTP server and echo Listener share.)
+const MAX_FLOWS: usize = 256;
+/// At most this many bytes of UDP packets wait in all flows' queues (a
+/// delay fault holds them); beyond it packets are dropped, as a congested
+/// path drops them.
+const QUEUED_MAX: usize = 16 << 20;
 
 /// Bind TCP and UDP on the same port number of `ip` (port 0: any free one)
 /// and relay both. Returns the port number.
@@ -136,6 +147,9 @@ pub async fn start_front(
 async fn tcp_front(listener: TcpListener, state: Arc<FrontState>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors (EMFILE) fails again at once: pause, or the
+            // loop would spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let fault = state.faults().tcp;
@@ -189,6 +203,8 @@ struct Flow {
 
 async fn udp_front(front: Arc<UdpSocket>, state: Arc<FrontState>, refuser: SocketAddr) {
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
+    // Bytes waiting in every flow's queue (see QUEUED_MAX).
+    let queued = state.udp_queued.clone();
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = front.recv_from(&mut buf).await else {
@@ -207,13 +223,46 @@ async fn udp_front(front: Arc<UdpSocket>, state: Arc<FrontState>, refuser: Socke
                 _ => state.upstream(),
             };
             let (tx, rx) = mpsc::channel(256);
+            let rx = Queue {
+                rx,
+                queued: queued.clone(),
+            };
             tokio::spawn(udp_flow(front.clone(), client, to, fault, rx));
             flows.insert(client, Flow { tx, last: now });
         }
         let flow = flows.get_mut(&client).expect("flow inserted");
         flow.last = now;
         // A full queue drops the packet, as a congested path would; QUIC retransmits.
-        let _ = flow.tx.try_send(buf[..n].to_vec());
+        if queued.load(Ordering::Relaxed) + n > QUEUED_MAX {
+            continue;
+        }
+        queued.fetch_add(n, Ordering::Relaxed);
+        if flow.tx.try_send(buf[..n].to_vec()).is_err() {
+            queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A flow's queue, with the count of bytes waiting in all of them.
+struct Queue {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let p = self.rx.recv().await?;
+        self.queued.fetch_sub(p.len(), Ordering::Relaxed);
+        Some(p)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(p) = self.rx.try_recv() {
+            self.queued.fetch_sub(p.len(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -223,7 +272,7 @@ async fn udp_flow(
     client: SocketAddr,
     to: SocketAddr,
     fault: Fault,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: Queue,
 ) {
     if fault == Fault::Blackhole {
         // Swallow until the flow goes idle.
@@ -281,5 +330,45 @@ impl Refuser {
             }
         });
         Ok(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under a delay fault, UDP packets wait in their flows' queues: from
+    /// 20 sources sending 60 KB datagrams, at most QUEUED_MAX bytes wait in
+    /// all (each flow's queue alone could hold 15 MB), and at most
+    /// MAX_FLOWS flows exist.
+    #[tokio::test]
+    async fn a_delay_fault_holds_a_bounded_number_of_udp_bytes() {
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let state = FrontState::new(sink.local_addr().unwrap());
+        state.set_faults(Faults {
+            tcp: Fault::None,
+            udp: Fault::Delay { ms: 10_000 },
+        });
+        let port = start_front("127.0.0.1".parse().unwrap(), 0, state.clone())
+            .await
+            .unwrap();
+        let front = SocketAddr::from(([127, 0, 0, 1], port));
+        let big = vec![7u8; 60_000];
+        let mut most = 0;
+        for _ in 0..20 {
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..40 {
+                peer.send_to(&big, front).unwrap();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                most = most.max(state.udp_queued.load(Ordering::Relaxed));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        most = most.max(state.udp_queued.load(Ordering::Relaxed));
+        assert!(most <= QUEUED_MAX, "{most} bytes queued");
+        assert!(
+            most >= QUEUED_MAX / 2,
+            "{most} bytes queued: the delay holds them"
+        );
     }
 }
