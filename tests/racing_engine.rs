@@ -1561,3 +1561,21 @@ mod properties {
         }
     }
 }
+
+/// Durations at the top of their range never panic the engine, which does
+/// not validate its configuration itself: a Resolution Delay of
+/// `Duration::MAX` with the A answer first means the IPv4 leaves wait for
+/// AAAA (forever), and the AAAA answer then starts the race. It panicked
+/// computing the deadline.
+#[test]
+fn a_resolution_delay_of_duration_max_does_not_panic() {
+    let config = RacingConfig {
+        resolution_delay: Duration::MAX,
+        ..cfg()
+    };
+    let mut sim = Sim::tcp(config, vec![host("example.com", 443)]);
+    sim.answer(5, 2, &["192.0.2.1"]);
+    assert!(sim.starts().is_empty(), "IPv4 waits for AAAA");
+    sim.answer(10, 1, &["2001:db8::1"]);
+    assert!(!sim.starts().is_empty(), "the AAAA answer starts the race");
+}

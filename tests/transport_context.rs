@@ -257,3 +257,62 @@ async fn a_corrupt_or_foreign_file_is_reported_and_ignored() {
     assert!(e.to_string().contains("cannot save"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Saves are atomic even when threads of one process save to the same file
+/// at once: 8 threads save 50 times each, every save succeeds, and a reader
+/// meanwhile always finds a whole TransportContext (each save writes a
+/// temporary file of its own, then renames it; they shared one before, so
+/// a save could truncate another's file after its rename, or fail). A file
+/// larger than any TransportContext is refused without being read whole.
+#[test]
+fn concurrent_saves_leave_a_whole_file_and_a_huge_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("postsocket-ctx-saves-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ctx.json");
+    let path = file.to_str().unwrap().to_string();
+    let ctx = TransportContext::new();
+    ctx.save(&path).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (path, done) = (path.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let text = std::fs::read_to_string(&path).expect("the file is always there");
+                TransportContext::new()
+                    .restore_json(&text)
+                    .unwrap_or_else(|e| panic!("a save left {} bytes: {e}", text.len()));
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let savers: Vec<_> = (0..8)
+        .map(|_| {
+            let (ctx, path) = (ctx.clone(), path.clone());
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    ctx.save(&path).expect("every save succeeds");
+                }
+            })
+        })
+        .collect();
+    for s in savers {
+        s.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "ctx.json")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let huge = dir.join("huge.json");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(64 << 20).unwrap(); // sparse: 64 MiB of zeros
+    let e = ctx.restore(huge.to_str().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

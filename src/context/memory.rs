@@ -83,7 +83,7 @@ impl Detector {
             return None;
         }
         let silent = self.window.len();
-        self.demoted_races += 1;
+        self.demoted_races = self.demoted_races.wrapping_add(1);
         if self.demoted_races % PROBE_EVERY == 0 {
             return Some(Err(format!(
                 "{what} seems blackholed on this network (none of its last {silent} attempts answered), but every {PROBE_EVERY}th race probes it: ordered as if it worked"
@@ -268,12 +268,34 @@ impl NetworkMemory {
         )
     }
 
+    /// Forget the records unused for RECORD_TTL. Times after `now_ms` (a
+    /// clock that stepped back since they were saved, or a file written so)
+    /// are taken as `now_ms` first, and a hold as at most HELD_MAX from
+    /// now: a record is never kept, nor a stack held back, longer than the
+    /// bounds say.
     fn expire(&mut self, now_ms: u64) {
         let ttl = ms(RECORD_TTL);
-        self.targets
-            .retain(|t| now_ms.saturating_sub(t.last_used()) < ttl);
-        self.stacks
-            .retain(|s| now_ms.saturating_sub(s.last_used()) < ttl);
+        let clamp = |t: &mut u64| *t = (*t).min(now_ms);
+        let clamp_some = |t: &mut Option<u64>| {
+            if let Some(t) = t {
+                *t = (*t).min(now_ms);
+            }
+        };
+        self.targets.retain_mut(|t| {
+            clamp(&mut t.last_used_ms);
+            clamp_some(&mut t.last_ok_ms);
+            clamp_some(&mut t.last_bad_ms);
+            now_ms - t.last_used_ms < ttl
+        });
+        let held_max = now_ms.saturating_add(ms(HELD_MAX));
+        self.stacks.retain_mut(|s| {
+            clamp(&mut s.last_used_ms);
+            clamp_some(&mut s.last_win_ms);
+            if let Some(until) = &mut s.held_until_ms {
+                *until = (*until).min(held_max);
+            }
+            now_ms - s.last_used_ms < ttl
+        });
     }
 }
 
@@ -381,6 +403,11 @@ impl Memory {
     }
 
     fn current(&mut self, now_ms: u64) -> &mut NetworkMemory {
+        // (A network last used "in the future" would never be the least
+        // recently used: see `NetworkMemory::expire`.)
+        for n in &mut self.networks {
+            n.last_used_ms = n.last_used_ms.min(now_ms);
+        }
         let id = &self.network;
         find_or_insert(
             &mut self.networks,
@@ -418,9 +445,14 @@ impl Memory {
         adaptive_delay: bool,
         now_ms: u64,
     ) -> RaceHistory {
+        // An IPv4 literal cannot use IPv6; a name may.
+        let may_use_ipv6 = destinations
+            .iter()
+            .any(|d| !d.parse::<std::net::SocketAddr>().is_ok_and(|a| a.is_ipv4()));
         self.history_where(
             |d| destinations.iter().any(|x| x == d),
             |port| destinations.iter().any(|d| PortCache::of(d) == port),
+            may_use_ipv6,
             stacks,
             adaptive_delay,
             now_ms,
@@ -465,12 +497,17 @@ impl Memory {
                 RemoteSpec::Host { port, .. } | RemoteSpec::Name { port, .. } => *port,
             }
         }
+        // An IPv4 literal cannot use IPv6; a name may.
+        let may_use_ipv6 = remotes
+            .iter()
+            .any(|r| !matches!(r, RemoteSpec::Address(a) if a.is_ipv4()));
         if let [one] = remotes {
             let t = texts(one);
             let p = port(one);
             return self.history_where(
                 |d| is_destination(&t, d),
                 |q| q == p,
+                may_use_ipv6,
                 stacks,
                 adaptive_delay,
                 now_ms,
@@ -480,6 +517,7 @@ impl Memory {
         self.history_where(
             |d| texts.iter().any(|t| is_destination(t, d)),
             |q| remotes.iter().any(|r| port(r) == q),
+            may_use_ipv6,
             stacks,
             adaptive_delay,
             now_ms,
@@ -493,6 +531,7 @@ impl Memory {
         &mut self,
         is_destination: impl Fn(&str) -> bool,
         on_port: impl Fn(u16) -> bool,
+        may_use_ipv6: bool,
         stacks: &[Capabilities],
         adaptive_delay: bool,
         now_ms: u64,
@@ -572,10 +611,15 @@ impl Memory {
                 None => {}
             }
         }
-        match net.ipv6.verdict("IPv6") {
-            Some(Ok(why)) => h.demoted_families.push((Family::V6, why)),
-            Some(Err(probe)) => h.probes.push(probe),
-            None => {}
+        // Counted (for the probe every PROBE_EVERY races) only by a race
+        // that could probe IPv6: races to IPv4 literals in between must not
+        // keep landing the probe on them.
+        if may_use_ipv6 {
+            match net.ipv6.verdict("IPv6") {
+                Some(Ok(why)) => h.demoted_families.push((Family::V6, why)),
+                Some(Err(probe)) => h.probes.push(probe),
+                None => {}
+            }
         }
         let udp_stacks: Vec<StackId> = stacks
             .iter()
@@ -642,8 +686,13 @@ impl Memory {
                             t.handshake_var_us = r / 2;
                         }
                         Some(srtt) => {
-                            t.handshake_var_us = (3 * t.handshake_var_us + srtt.abs_diff(r)) / 4;
-                            t.handshake_us = Some((7 * srtt + r) / 8);
+                            // Saturating: a restored file may hold any u64.
+                            t.handshake_var_us = t
+                                .handshake_var_us
+                                .saturating_mul(3)
+                                .saturating_add(srtt.abs_diff(r))
+                                / 4;
+                            t.handshake_us = Some(srtt.saturating_mul(7).saturating_add(r) / 8);
                         }
                     }
                     t.samples = t.samples.saturating_add(1);
@@ -921,5 +970,107 @@ mod tests {
             assert_eq!(by_text, by_spec, "{specs:?}");
             assert_eq!(a, b);
         }
+    }
+
+    /// A memory restored from `json`'s network "default" (records only).
+    fn restored(network: &str) -> Memory {
+        let text = format!(
+            r#"{{"format":"{FORMAT}","version":{VERSION},"network":"default","networks":[{network}]}}"#
+        );
+        Memory::from_json(&text, "test").unwrap()
+    }
+
+    /// Times after now (a clock stepped back since the save, or a file
+    /// written so) count as now: a stack held back "until u64::MAX" is held
+    /// at most HELD_MAX from its first use, and a record last used "at
+    /// u64::MAX" expires RECORD_TTL after it; both stayed forever before.
+    #[test]
+    fn times_in_the_future_count_as_now() {
+        let max = u64::MAX;
+        let mut m = restored(&format!(
+            r#"{{"id":"default","last_used_ms":{max},
+                "stacks":[{{"destination":"example.com:443","stack":"quic","failures":1,"held_until_ms":{max},"last_used_ms":{max}}}],
+                "targets":[{{"target":"192.0.2.1:443","stack":"tcp","last_ok_ms":{max},"last_used_ms":{max}}}]}}"#
+        ));
+        let dest = ["example.com:443".to_string()];
+        let quic = [Capabilities::QUIC];
+        let t0 = 1_000_000;
+        let h = m.history_for(&dest, &quic, true, t0);
+        assert_eq!(h.held.len(), 1, "held, for now");
+        let later = t0 + ms(HELD_MAX) + 1;
+        let h = m.history_for(&dest, &quic, true, later);
+        assert!(h.held.is_empty(), "held past HELD_MAX: {:?}", h.held);
+        let gone = later + ms(RECORD_TTL);
+        m.history_for(&dest, &quic, true, gone);
+        let json = m.to_json();
+        assert!(
+            !json.contains("example.com:443") && !json.contains("192.0.2.1:443"),
+            "records kept past RECORD_TTL: {json}"
+        );
+    }
+
+    /// Numbers at the top of their range in a restored file do not panic a
+    /// race (debug builds check overflow) nor make it misbehave.
+    #[test]
+    fn numbers_at_their_limits_in_a_restored_file_do_not_panic() {
+        let max = u64::MAX;
+        let mut m = restored(&format!(
+            r#"{{"id":"default","last_used_ms":0,
+                "ipv6":{{"window":"sssss","demoted_races":{}}},
+                "targets":[{{"target":"127.0.0.1:443","stack":"tcp","handshake_us":{max},"handshake_var_us":{max},"samples":{},"last_used_ms":0}}]}}"#,
+            u32::MAX,
+            u32::MAX
+        ));
+        let h = m.history_for(
+            &["example.test:443".into()],
+            &[Capabilities::TCP],
+            true,
+            1_000,
+        );
+        assert_eq!(
+            h.demoted_families.len() + h.probes.len(),
+            1,
+            "a verdict or a probe"
+        );
+        let d = crate::racing::history::adaptive_delay(Duration::MAX, Duration::MAX);
+        assert_eq!(d, crate::racing::RacingConfig::MAX_ATTEMPT_DELAY);
+        let won = AttemptOutcome {
+            node: "0".into(),
+            destination: "127.0.0.1:443".into(),
+            target: "127.0.0.1:443".into(),
+            stack: StackId::Tcp,
+            family: Some(Family::V4),
+            ran: Duration::MAX,
+            result: crate::racing::AttemptResult::Won,
+        };
+        m.learn(std::slice::from_ref(&won), |_| Some(Capabilities::TCP), 2_000);
+        m.learn(&[won], |_| Some(Capabilities::TCP), 3_000);
+    }
+
+    /// Races that cannot use IPv6 (to IPv4 literals) do not count towards
+    /// the IPv6 detector's probe: with one race to a name among every 5,
+    /// IPv6 is still probed now and then. Before, each race counted, and
+    /// the name's race always landed on a demoting turn.
+    #[test]
+    fn races_that_cannot_use_ipv6_do_not_starve_its_probe() {
+        let mut m = restored(
+            r#"{"id":"default","last_used_ms":0,"ipv6":{"window":"sssss","demoted_races":0}}"#,
+        );
+        let caps = [Capabilities::TCP];
+        let mut probed = 0;
+        for i in 0..20u64 {
+            let h = m.history_for(&["example.test:443".into()], &caps, true, 1_000 + i);
+            if h.demoted_families.is_empty() {
+                probed += 1;
+            }
+            for _ in 0..4 {
+                m.history_for(&["192.0.2.1:443".into()], &caps, true, 1_000 + i);
+            }
+        }
+        assert_eq!(
+            probed,
+            20 / PROBE_EVERY as usize,
+            "every {PROBE_EVERY}th race to the name probes"
+        );
     }
 }

@@ -107,10 +107,12 @@ impl RaceHistory {
 /// takes `srtt` ± `var`: 1.5 × SRTT plus twice the deviation (so a jittery
 /// path is not overtaken by its own variance), within RFC 8305's 10 ms ..= 2 s.
 pub fn adaptive_delay(srtt: Duration, var: Duration) -> Duration {
-    (srtt * 3 / 2).saturating_add(var * 2).clamp(
-        super::RacingConfig::MIN_ATTEMPT_DELAY,
-        super::RacingConfig::MAX_ATTEMPT_DELAY,
-    )
+    (srtt.saturating_mul(3) / 2)
+        .saturating_add(var.saturating_mul(2))
+        .clamp(
+            super::RacingConfig::MIN_ATTEMPT_DELAY,
+            super::RacingConfig::MAX_ATTEMPT_DELAY,
+        )
 }
 
 /// How one attempt of a race ended.

@@ -1810,7 +1810,7 @@ impl Racer {
         // Resolution Delay (RFC 8305 §3): IPv4 leaves wait for AAAA a little.
         let v4_ready = match self.groups[g].a_arrived {
             Some(t) if self.groups[g].aaaa == QueryState::Pending => {
-                t + self.config.resolution_delay
+                t.saturating_add(self.config.resolution_delay)
             }
             _ => now,
         };
@@ -1868,7 +1868,7 @@ impl Racer {
                 });
                 let mut gated = None;
                 if let (false, Some(v)) = (worked_here, worked_there) {
-                    ready = ready.max(now + self.config.resolution_delay);
+                    ready = ready.max(now.saturating_add(self.config.resolution_delay));
                     gated = Some(v);
                 }
                 let addr = Target::Addr(SocketAddr::new(*ip, port));

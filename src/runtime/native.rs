@@ -59,7 +59,11 @@ pub(crate) fn store(location: &str, text: &str) -> Result<(), String> {
         .file_name()
         .ok_or_else(|| format!("{location} names no file"))?
         .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    // A temporary file of this call's own (threads of one process may save
+    // to the same place at once), renamed over `location` when whole.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}.{seq}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -75,11 +79,28 @@ pub(crate) fn store(location: &str, text: &str) -> Result<(), String> {
 /// The text stored at `location` (a file path); `Ok(None)` when there is
 /// no such file yet.
 pub(crate) fn load(location: &str) -> Result<Option<String>, String> {
-    match std::fs::read(location) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| format!("{location} is not UTF-8 text")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("reading {location}: {e}")),
+    use std::io::Read as _;
+    let file = match std::fs::File::open(location) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {location}: {e}")),
+    };
+    // Read no more than a stored text can be (a larger file is not one).
+    let mut bytes = Vec::new();
+    file.take(LOAD_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading {location}: {e}"))?;
+    if bytes.len() as u64 > LOAD_MAX {
+        return Err(format!(
+            "{location} is larger than {} MiB, more than a stored TransportContext can be",
+            LOAD_MAX >> 20
+        ));
     }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| format!("{location} is not UTF-8 text"))
 }
+
+/// The largest text [`load`] reads: a TransportContext at its bounds (8
+/// networks of 512 records of each kind) is a few MiB.
+const LOAD_MAX: u64 = 16 << 20;
