@@ -55,6 +55,12 @@ impl Sub<Instant> for Instant {
     }
 }
 
+/// Milliseconds on the page's monotonic clock (`performance.now()`), for
+/// counting ages that must not move with the wall clock.
+pub(crate) fn monotonic_ms() -> u64 {
+    performance_now() as u64
+}
+
 /// Now.
 pub(crate) fn now() -> Instant {
     Instant(performance_now())

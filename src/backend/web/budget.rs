@@ -20,14 +20,16 @@ pub(crate) const CHARGES_ATTEMPTS: bool = true;
 pub const WINDOW: Duration = Duration::from_secs(5 * 60);
 
 thread_local! {
-    /// When each costly handshake ended, in Unix milliseconds.
+    /// When each costly handshake ended, in milliseconds of the page's
+    /// monotonic clock (`performance.now()`: a wall clock stepped back would
+    /// keep the charges counted that much longer).
     static SPENT: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How many of the page's WebTransport handshakes failed or were cancelled
 /// in the last 5 minutes (what the budget counts).
 pub(crate) fn webtransport_handshakes_spent() -> usize {
-    with_spent(crate::runtime::unix_ms(), <[u64]>::len)
+    with_spent(crate::runtime::monotonic_ms(), <[u64]>::len)
 }
 
 /// Forget costs that aged out; `f` of the rest, oldest first.
@@ -42,7 +44,7 @@ fn with_spent<R>(now: u64, f: impl FnOnce(&[u64]) -> R) -> R {
 
 /// WebTransport held back while the budget is spent.
 pub(crate) fn held_by_browser() -> Vec<Held> {
-    let now = crate::runtime::unix_ms();
+    let now = crate::runtime::monotonic_ms();
     let limit = crate::webtransport_budget::limit();
     // How many count, and when the one that would lift the hold ages out
     // (none with a budget of 0: held back for good).
@@ -80,7 +82,7 @@ pub(crate) fn refund(outcome: &AttemptOutcome) {
 
 /// Count a race's WebTransport handshakes that failed or were cancelled.
 pub(crate) fn note_outcomes(outcomes: &[AttemptOutcome]) {
-    let now = crate::runtime::unix_ms();
+    let now = crate::runtime::monotonic_ms();
     let costly = outcomes
         .iter()
         .filter(|o| o.stack == StackId::Wt && o.result != AttemptResult::Won)
