@@ -277,7 +277,7 @@ fn finish_losers(
     mut attempts: FuturesUnordered<BoxFuture<'static, AttemptResult>>,
     nodes: Vec<String>,
     losers: Vec<crate::racing::AttemptOutcome>,
-    context: Option<crate::TransportContext>,
+    context: Option<(crate::TransportContext, crate::context::memory::NetworkTag)>,
     chosen: Vec<Capabilities>,
 ) {
     let since = runtime::now();
@@ -299,8 +299,8 @@ fn finish_losers(
             if let (Ok((transport, ..)), _) = result {
                 outcome.ran += runtime::now() - since;
                 outcome.result = crate::racing::AttemptResult::Won;
-                if let Some(c) = &context {
-                    c.learn(std::slice::from_ref(&outcome), &chosen);
+                if let Some((c, on)) = &context {
+                    c.learn(std::slice::from_ref(&outcome), &chosen, on);
                 }
                 backend::refund(&outcome);
                 // Closed: the page's handshake slot is freed.
@@ -377,9 +377,13 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
     };
     let start = runtime::now();
     let elapsed = || runtime::now() - start;
-    let mut history = match &s.context {
-        Some(c) => c.history_for(&remotes, chosen, config.adaptive_delay),
-        None => RaceHistory::none(),
+    // The history, and the network the race starts on (where it is learned).
+    let (mut history, learn_on) = match &s.context {
+        Some(c) => {
+            let (h, on) = c.history_for(&remotes, chosen, config.adaptive_delay);
+            (h, Some((c, on)))
+        }
+        None => (RaceHistory::none(), None),
     };
     history.held.extend(backend::held_by_browser());
     // What a race taught: the context learns every outcome, and the
@@ -389,8 +393,8 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
         if backend::CHARGES_ATTEMPTS {
             backend::note_outcomes(&racer.outcomes());
         }
-        if let Some(c) = &s.context {
-            c.learn_race(racer, chosen);
+        if let Some((c, on)) = &learn_on {
+            c.learn_race(racer, chosen, on);
         }
     };
     // Attempts of a stack whose cancellation costs more than its completion
@@ -552,7 +556,7 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 .map(|slot| racer.leaf_id(slot.node))
                                 .collect(),
                             losers,
-                            s.context.clone(),
+                            learn_on.as_ref().map(|(c, on)| ((*c).clone(), on.clone())),
                             chosen.to_vec(),
                         );
                     }

@@ -188,10 +188,14 @@ pub(crate) struct NetworkMemory {
     targets: Vec<TargetRecord>,
     #[serde(default)]
     stacks: Vec<StackRecord>,
+    /// Which memory of this network this is: a network forgotten
+    /// (`Memory::network_changed`) and met again is a new one (not saved).
+    #[serde(skip)]
+    epoch: u64,
 }
 
 impl NetworkMemory {
-    fn new(id: &str, now_ms: u64) -> NetworkMemory {
+    fn new(id: &str, now_ms: u64, epoch: u64) -> NetworkMemory {
         NetworkMemory {
             id: id.to_string(),
             last_used_ms: now_ms,
@@ -199,6 +203,7 @@ impl NetworkMemory {
             udp: Detector::default(),
             targets: Vec::new(),
             stacks: Vec::new(),
+            epoch,
         }
     }
 
@@ -383,6 +388,9 @@ pub struct Memory {
     network: String,
     #[serde(default)]
     networks: Vec<NetworkMemory>,
+    /// The last network memory's epoch (see `NetworkMemory::epoch`).
+    #[serde(skip)]
+    epochs: u64,
 }
 
 impl Default for Memory {
@@ -392,8 +400,18 @@ impl Default for Memory {
             version: VERSION,
             network: DEFAULT_NETWORK.to_string(),
             networks: Vec::new(),
+            epochs: 0,
         }
     }
+}
+
+/// The network a race started on: its results are learned there, even if
+/// the application moved to another meanwhile, and not at all if that
+/// network was forgotten meanwhile (they would describe the old one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NetworkTag {
+    id: String,
+    epoch: u64,
 }
 
 impl Memory {
@@ -409,13 +427,27 @@ impl Memory {
             n.last_used_ms = n.last_used_ms.min(now_ms);
         }
         let id = &self.network;
-        find_or_insert(
+        let next = self.epochs + 1;
+        let net = find_or_insert(
             &mut self.networks,
             MAX_NETWORKS,
             now_ms,
             |n| n.id == *id,
-            || NetworkMemory::new(id, now_ms),
-        )
+            || NetworkMemory::new(id, now_ms, next),
+        );
+        if net.epoch == next {
+            self.epochs = next;
+        }
+        net
+    }
+
+    /// The network races start on now (made if it is new).
+    pub(crate) fn tag(&mut self, now_ms: u64) -> NetworkTag {
+        let net = self.current(now_ms);
+        NetworkTag {
+            id: net.id.clone(),
+            epoch: net.epoch,
+        }
     }
 
     /// Races from now on run on network `id`: its memory is kept apart
@@ -646,17 +678,33 @@ impl Memory {
         caps: impl Fn(StackId) -> Option<Capabilities>,
         now_ms: u64,
     ) {
-        self.learn_from(outcomes, caps, now_ms);
+        self.learn_from(outcomes, caps, None, now_ms);
     }
 
-    /// [`learn`](Self::learn) from outcomes read in place.
+    /// [`learn`](Self::learn) from outcomes read in place, on the network
+    /// `on` (see [`NetworkTag`]; `None`: the current one).
     pub(crate) fn learn_from<O: Outcome>(
         &mut self,
         outcomes: &[O],
         caps: impl Fn(StackId) -> Option<Capabilities>,
+        on: Option<&NetworkTag>,
         now_ms: u64,
     ) {
-        let net = self.current(now_ms);
+        let net = match on {
+            None => self.current(now_ms),
+            Some(tag) => match self
+                .networks
+                .iter_mut()
+                .find(|n| n.id == tag.id && n.epoch == tag.epoch)
+            {
+                Some(net) => {
+                    net.last_used_ms = now_ms;
+                    net
+                }
+                // Forgotten (or evicted) since the race started.
+                None => return,
+            },
+        };
         let won = outcomes.iter().any(|o| o.result() == ResultRef::Won);
         for o in outcomes {
             // Whether the path answered: a success, or silence. Other
@@ -801,6 +849,10 @@ impl Memory {
         let mut m: Memory = serde_json::from_str(text).map_err(|e| bad(format!("{e}")))?;
         keep_recent(&mut m.networks, MAX_NETWORKS);
         for n in &mut m.networks {
+            m.epochs += 1;
+            n.epoch = m.epochs;
+        }
+        for n in &mut m.networks {
             for d in [&mut n.ipv6, &mut n.udp] {
                 d.window.retain(|c| c == 'a' || c == 's');
                 let excess = d.window.len().saturating_sub(DETECTOR_WINDOW);
@@ -897,7 +949,7 @@ mod tests {
         let caps = |_| Some(Capabilities::TCP);
         let (mut a, mut b) = (Memory::new(), Memory::new());
         a.learn(&outcomes, caps, 1_000);
-        b.learn_from(&views, caps, 1_000);
+        b.learn_from(&views, caps, None, 1_000);
         assert_eq!(a, b);
         assert!(a.to_json().contains("example.test:8443"));
     }
@@ -1043,7 +1095,11 @@ mod tests {
             ran: Duration::MAX,
             result: crate::racing::AttemptResult::Won,
         };
-        m.learn(std::slice::from_ref(&won), |_| Some(Capabilities::TCP), 2_000);
+        m.learn(
+            std::slice::from_ref(&won),
+            |_| Some(Capabilities::TCP),
+            2_000,
+        );
         m.learn(&[won], |_| Some(Capabilities::TCP), 3_000);
     }
 
@@ -1072,5 +1128,62 @@ mod tests {
             20 / PROBE_EVERY as usize,
             "every {PROBE_EVERY}th race to the name probes"
         );
+    }
+
+    /// A race's results are learned on the network it started on: with
+    /// the application moved to "b" meanwhile, its silent IPv6 attempt
+    /// counts on "a"; with "a" forgotten meanwhile (its network changed),
+    /// nowhere. Before, both went to the network current when it ended.
+    #[test]
+    fn a_race_is_learned_on_the_network_it_started_on() {
+        let silent_v6 = AttemptOutcome {
+            node: "0".into(),
+            destination: "example.test:443".into(),
+            target: "[2001:db8::1]:443".into(),
+            stack: StackId::Tcp,
+            family: Some(Family::V6),
+            ran: Duration::from_millis(250),
+            result: crate::racing::AttemptResult::Silent,
+        };
+        let window = |m: &Memory, id: &str| -> Option<String> {
+            m.networks
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.ipv6.window.clone())
+        };
+        let caps = |_| Some(Capabilities::TCP);
+        let mut m = Memory::new();
+        m.set_network("a");
+        let on_a = m.tag(1_000);
+        m.set_network("b");
+        m.tag(1_100);
+        m.learn_from(std::slice::from_ref(&silent_v6), caps, Some(&on_a), 1_200);
+        assert_eq!(window(&m, "a").as_deref(), Some("s"));
+        assert_eq!(window(&m, "b").as_deref(), Some(""));
+
+        m.set_network("a");
+        let on_old_a = m.tag(2_000);
+        m.network_changed();
+        m.tag(2_100);
+        m.learn_from(
+            std::slice::from_ref(&silent_v6),
+            caps,
+            Some(&on_old_a),
+            2_200,
+        );
+        assert_eq!(
+            window(&m, "a").as_deref(),
+            Some(""),
+            "the new network a learned nothing"
+        );
+        // A race that started on the new "a" is learned there.
+        let on_new_a = m.tag(2_300);
+        m.learn_from(
+            std::slice::from_ref(&silent_v6),
+            caps,
+            Some(&on_new_a),
+            2_400,
+        );
+        assert_eq!(window(&m, "a").as_deref(), Some("s"));
     }
 }

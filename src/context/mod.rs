@@ -29,7 +29,7 @@ pub mod memory;
 use crate::capability::{Capabilities, StackId};
 use crate::error::{Error, ErrorReason};
 use crate::racing::{AttemptOutcome, RaceHistory, Racer, RemoteSpec};
-use memory::Memory;
+use memory::{Memory, NetworkTag};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 /// The `localStorage` key the npm package and the demo save the page's
@@ -205,36 +205,44 @@ impl TransportContext {
         }
     }
 
-    /// The verdicts for a race to `remotes` over `stacks` (the engine's input).
+    /// The verdicts for a race to `remotes` over `stacks` (the engine's
+    /// input), and the network the race starts on (where it is learned).
     pub(crate) fn history_for(
         &self,
         remotes: &[RemoteSpec],
         stacks: &[Capabilities],
         adaptive_delay: bool,
-    ) -> RaceHistory {
+    ) -> (RaceHistory, NetworkTag) {
         let now = crate::runtime::unix_ms();
-        self.lock()
-            .history_for_remotes(remotes, stacks, adaptive_delay, now)
+        let mut m = self.lock();
+        let h = m.history_for_remotes(remotes, stacks, adaptive_delay, now);
+        (h, m.tag(now))
     }
 
-    /// Learn from a finished race, reading its outcomes in place.
-    pub(crate) fn learn_race(&self, race: &Racer, stacks: &[Capabilities]) {
+    /// Learn from a finished race that started on network `on`, reading
+    /// its outcomes in place.
+    pub(crate) fn learn_race(&self, race: &Racer, stacks: &[Capabilities], on: &NetworkTag) {
         let outcomes = race.outcome_views();
         if outcomes.is_empty() {
             return;
         }
         let now = crate::runtime::unix_ms();
         let caps = |s: StackId| stacks.iter().find(|c| c.stack == s).copied();
-        self.lock().learn_from(&outcomes, caps, now);
+        self.lock().learn_from(&outcomes, caps, Some(on), now);
     }
 
-    /// Learn from a finished race.
-    pub(crate) fn learn(&self, outcomes: &[AttemptOutcome], stacks: &[Capabilities]) {
+    /// Learn from attempts of a race that started on network `on`.
+    pub(crate) fn learn(
+        &self,
+        outcomes: &[AttemptOutcome],
+        stacks: &[Capabilities],
+        on: &NetworkTag,
+    ) {
         if outcomes.is_empty() {
             return;
         }
         let now = crate::runtime::unix_ms();
         let caps = |s: StackId| stacks.iter().find(|c| c.stack == s).copied();
-        self.lock().learn(outcomes, caps, now);
+        self.lock().learn_from(outcomes, caps, Some(on), now);
     }
 }
