@@ -15,16 +15,6 @@ extern "C" {
     fn clear_timeout(id: &JsValue);
 }
 
-/// A pending `setTimeout`, cleared when the sleep is dropped (a cancelled
-/// sleep leaves no timer behind; the racing loop drops one per turn).
-struct Timer(JsValue);
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        clear_timeout(&self.0);
-    }
-}
-
 /// A monotonic instant: milliseconds from `performance.now()`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub(crate) struct Instant(f64);
@@ -68,14 +58,68 @@ pub(crate) fn now() -> Instant {
 
 /// Sleep for `d` with `setTimeout` (rounded up to whole milliseconds, so a
 /// deadline is never reported early). Works in a window and in a worker.
-pub(crate) async fn sleep(d: Duration) {
+pub(crate) fn sleep(d: Duration) -> Sleep {
     let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    let mut timer = None;
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        timer = Some(Timer(set_timeout(&resolve, ms)));
-    });
-    let _timer = timer;
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    let state: std::rc::Rc<std::cell::RefCell<Fired>> = Default::default();
+    let fire = {
+        let state = state.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            let mut s = state.borrow_mut();
+            s.fired = true;
+            if let Some(w) = s.waker.take() {
+                drop(s);
+                w.wake();
+            }
+        })
+    };
+    let id = set_timeout(fire.as_ref().unchecked_ref(), ms);
+    Sleep {
+        state,
+        id,
+        _fire: fire,
+    }
+}
+
+/// Whether a [`Sleep`]'s timer fired, and who waits for it.
+#[derive(Default)]
+struct Fired {
+    fired: bool,
+    waker: Option<std::task::Waker>,
+}
+
+/// A pending `setTimeout`. Dropped, it clears the timer, then frees its
+/// callback: nothing of it is left behind (a sleep awaited through a
+/// Promise would keep its callbacks for good if dropped before it fired,
+/// and the racing loop and Close drop many).
+pub(crate) struct Sleep {
+    state: std::rc::Rc<std::cell::RefCell<Fired>>,
+    id: JsValue,
+    _fire: Closure<dyn FnMut()>,
+}
+
+impl std::future::Future for Sleep {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut s = self.state.borrow_mut();
+        if s.fired {
+            return std::task::Poll::Ready(());
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        // Before the callback is freed: a cleared timer never calls it.
+        clear_timeout(&self.id);
+    }
 }
 
 /// `at + d` (a float clock: a `Duration::MAX` stays far away, never panics).

@@ -310,6 +310,11 @@ export class Connection extends EventTarget {
    */
   receive(options) {
     const signal = options?.signal;
+    // Checked before the receive starts: one that started and then could
+    // not be watched would take the next Message for nobody.
+    if (signal != null && typeof signal.addEventListener !== 'function') {
+      return Promise.reject(new TypeError('receive: options.signal is not an AbortSignal'));
+    }
     if (signal?.aborted) return Promise.reject(signal.reason);
     // The raw call answers a Promise when the outcome is known at once (bad
     // limits reject), else the receive's slot: its Promise is made here,
@@ -403,16 +408,27 @@ export class Connection extends EventTarget {
         // Promise when the outcome is known at once.
         const r = this.#raw.receiveStart(undefined, undefined);
         if (typeof r === 'number') slot = r;
-        const received = typeof r === 'number' ? waitAt(r) : r;
+        // The slot is let go of as wasm settles it (not a microtask later,
+        // when wasm may already have given it to another receive).
+        const received = typeof r === 'number'
+          ? new Promise((resolve, reject) => {
+            receiveResolve[r] = (v) => {
+              if (slot === r) slot = null;
+              resolve(v);
+            };
+            receiveReject[r] = (e) => {
+              if (slot === r) slot = null;
+              reject(e);
+            };
+          })
+          : r;
         return new Promise((resolve, reject) => {
           endWaiting = resolve;
           received.then(
             (value) => {
-              if (slot === r) slot = null;
               resolve({ value, done: false });
             },
             (e) => {
-              if (slot === r) slot = null;
               done = true;
               // The peer finished cleanly (WebSocket close 1000 or 1001, a
               // WebTransport stream's end), or this side closed: the end.

@@ -222,7 +222,9 @@ impl RawConnection {
         max_length: Option<f64>,
     ) -> JsValue {
         let limit = |v: Option<f64>, what: &str| -> Result<Option<usize>, JsValue> {
-            v.map(|n| whole_number(n, what).map(|n| n as usize))
+            // Past the address space (2^32 on wasm32): no limit at all, as
+            // the core saturates it (a cast kept the low bits: 2^32 was 0).
+            v.map(|n| whole_number(n, what).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
                 .transpose()
         };
         let (min, max) = match (

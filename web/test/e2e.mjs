@@ -274,6 +274,15 @@ try {
         const quiet = new TextDecoder().decode(
           (await conn.receive({ signal: new AbortController().signal })).data,
         );
+        // Not an AbortSignal: refused before the receive starts, so the
+        // next Message is the next receive's (it was taken for nobody).
+        const notASignal = await outcome(conn.receive({ signal: { aborted: false } }));
+        await conn.send('after a bad signal');
+        const afterBadSignal = new TextDecoder().decode((await conn.receive()).data);
+        // A maxLength past 2^32 is no limit (it was cut to its low bits).
+        await conn.send('ten bytes!');
+        const huge = await conn.receive({ maxLength: 2 ** 32 });
+        const hugeLimit = `${new TextDecoder().decode(huge.data)} partial=${huge.partial}`;
         await conn.close();
         // initiate and initiateWithSend: aborted while they race, and before they start.
         const pre = new m.Preconnection({
@@ -291,7 +300,10 @@ try {
         await again.send('again');
         const againBack = new TextDecoder().decode((await again.receive()).data);
         await again.close();
-        return { aborted, early, next, quiet, initiateAborted, initiateEarly, withSendAborted, withSendEarly, againBack };
+        return {
+          aborted, early, next, quiet, notASignal, afterBadSignal, hugeLimit,
+          initiateAborted, initiateEarly, withSendAborted, withSendEarly, againBack,
+        };
       },
       { echo },
     );
@@ -300,6 +312,9 @@ try {
       early: 'AbortError',
       next: 'after the aborts',
       quiet: 'with a quiet signal',
+      notASignal: 'TypeError',
+      afterBadSignal: 'after a bad signal',
+      hugeLimit: 'ten bytes! partial=false',
       initiateAborted: 'AbortError',
       initiateEarly: 'AbortError',
       withSendAborted: 'AbortError',

@@ -15,6 +15,67 @@ mod webrtc;
 mod websocket;
 mod webtransport;
 
+/// How many bytes of received Messages may wait for the application to
+/// read them on one browser WebSocket or data channel (a page cannot push
+/// back on their peers): past it the Connection fails, saying so, and the
+/// socket or channel is closed. One Message is always taken when none
+/// waits, whatever its size (recvMsgMaxLen bounds it when it is read).
+pub(crate) const UNREAD_MAX: usize = crate::RECV_MSG_MAX_LEN;
+
+/// The bytes of received Messages waiting for a read (see [`UNREAD_MAX`]).
+#[derive(Default)]
+pub(crate) struct Unread {
+    bytes: std::sync::atomic::AtomicUsize,
+    overflowed: std::sync::atomic::AtomicBool,
+}
+
+/// What [`Unread::admit`] says of a new Message.
+pub(crate) enum Admit {
+    /// Queue it.
+    Yes,
+    /// It passes the bound, with this many bytes: fail the Connection
+    /// (once).
+    Overflow(usize),
+    /// The bound was passed before: drop it.
+    Dropped,
+}
+
+impl Unread {
+    /// A Message of `len` bytes arrived (counted if admitted).
+    pub(crate) fn admit(&self, len: usize) -> Admit {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.overflowed.load(SeqCst) {
+            return Admit::Dropped;
+        }
+        let queued = self.bytes.load(SeqCst);
+        if queued > 0 && queued.saturating_add(len) > UNREAD_MAX {
+            self.overflowed.store(true, SeqCst);
+            return Admit::Overflow(queued.saturating_add(len));
+        }
+        self.bytes.fetch_add(len, SeqCst);
+        Admit::Yes
+    }
+
+    /// A Message of `len` bytes was read.
+    pub(crate) fn taken(&self, len: usize) {
+        self.bytes
+            .fetch_sub(len, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the bound was passed.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The error of a Connection whose unread Messages passed [`UNREAD_MAX`].
+pub(crate) fn unread_overflow(what: &str, queued: usize, closed: &str) -> String {
+    format!(
+        "{what} received {queued} bytes that the application did not read, past the page's bound of {} MiB: {closed}, and what came after was not kept",
+        UNREAD_MAX >> 20
+    )
+}
+
 use super::{Incoming, Recv, SocketOptions};
 use crate::capability::{Capabilities, StackId};
 use crate::racing::{Family, Target};

@@ -75,6 +75,9 @@ enum ChanEvent {
     Error(String),
     Close,
     Aborted,
+    /// The peer sent more than [`super::UNREAD_MAX`] bytes that no read
+    /// took (this many): the Connection fails, the channel is closed.
+    Overflow(usize),
 }
 
 struct ChanBrowser {
@@ -173,6 +176,8 @@ struct ChanInner {
     rx: futures::lock::Mutex<mpsc::UnboundedReceiver<ChanEvent>>,
     low: futures::lock::Mutex<mpsc::UnboundedReceiver<()>>,
     ended: crate::backend::Ended,
+    /// Bytes of the Messages in `rx` (see [`super::UNREAD_MAX`]).
+    unread: Arc<super::Unread>,
 }
 
 impl Drop for ChanInner {
@@ -215,12 +220,17 @@ impl WebrtcTransport {
         dc.set_buffered_amount_low_threshold(LOW_WATER);
         let (tx, rx) = mpsc::unbounded();
         let (low_tx, low_rx) = mpsc::unbounded();
+        let unread = Arc::new(super::Unread::default());
         let t = tx.clone();
         let onopen = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
             let _ = t.unbounded_send(ChanEvent::Open);
         });
         let t = tx.clone();
+        let u = unread.clone();
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            if u.overflowed() {
+                return; // failed already (see UNREAD_MAX)
+            }
             let data = e.data();
             let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
                 super::received_bytes::received(js_sys::Uint8Array::new(buf))
@@ -232,7 +242,11 @@ impl WebrtcTransport {
                 ));
                 return;
             };
-            let _ = t.unbounded_send(ChanEvent::Message(bytes));
+            let _ = t.unbounded_send(match u.admit(bytes.len()) {
+                super::Admit::Yes => ChanEvent::Message(bytes),
+                super::Admit::Overflow(queued) => ChanEvent::Overflow(queued),
+                super::Admit::Dropped => return,
+            });
         });
         let t = tx.clone();
         let onerror = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
@@ -281,6 +295,7 @@ impl WebrtcTransport {
                 rx: futures::lock::Mutex::new(rx),
                 low: futures::lock::Mutex::new(low_rx),
                 ended: Default::default(),
+                unread,
             }),
         }
     }
@@ -309,7 +324,8 @@ impl WebrtcTransport {
         loop {
             match rx.next().await {
                 Some(ChanEvent::Open) => return Ok(()),
-                Some(ChanEvent::Message(_)) => {}
+                // (No Message comes before Open.)
+                Some(ChanEvent::Message(_)) | Some(ChanEvent::Overflow(_)) => {}
                 Some(ChanEvent::Error(e)) => error = Some(e),
                 Some(ChanEvent::Close) => {
                     return Err(self.end(
@@ -342,7 +358,17 @@ impl WebrtcTransport {
                 return Err(e);
             }
             match rx.next().await {
-                Some(ChanEvent::Message(d)) => return Ok(Recv::Datagram(d)),
+                Some(ChanEvent::Message(d)) => {
+                    self.inner.unread.taken(d.len());
+                    return Ok(Recv::Datagram(d));
+                }
+                Some(ChanEvent::Overflow(queued)) => {
+                    let _ = self.with_dc(|dc| dc.close());
+                    return Err(self.end(
+                        io::ErrorKind::OutOfMemory,
+                        super::unread_overflow("the WebRTC data channel", queued, "it was closed"),
+                    ));
+                }
                 Some(ChanEvent::Open) => {}
                 Some(ChanEvent::Error(e)) => error = Some(e),
                 Some(ChanEvent::Close) => {

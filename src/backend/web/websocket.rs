@@ -123,7 +123,14 @@ enum WsEvent {
     },
     /// Abort was called: end pending reads.
     Aborted,
+    /// The peer sent more than [`super::UNREAD_MAX`] bytes that no read
+    /// took: the socket is closed, the Connection fails with this many
+    /// bytes named.
+    Overflow(usize),
 }
+
+/// The close code for a receive queue past [`super::UNREAD_MAX`] (RFC 6455: 1009).
+const TOO_BIG: u16 = 1009;
 
 /// The browser side of one socket: the WebSocket and its event handlers.
 /// It lives in a table of the page's thread ([`SOCKETS`]), so the handle the
@@ -185,12 +192,22 @@ pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
         else {
             return;
         };
+        if inbox.unread.overflowed() {
+            return; // failed already (see UNREAD_MAX)
+        }
         let data = if staged {
             received_bytes::received_staged(view, len)
         } else {
             received_bytes::received_sized(view, len)
         };
-        inbox.push(WsEvent::Message(data));
+        if !inbox.push_message(data) {
+            SOCKETS.with(|s| {
+                if let Some(b) = s.borrow().get(&(id as u64)) {
+                    let _ =
+                        b.ws.close_with_code_and_reason(TOO_BIG, "receive queue full");
+                }
+            });
+        }
     })
 }
 
@@ -199,12 +216,31 @@ pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
 #[derive(Default)]
 struct Inbox {
     events: Mutex<VecDeque<WsEvent>>,
+    /// Bytes of the Messages in `events` (see [`super::UNREAD_MAX`]).
+    unread: super::Unread,
     /// Reads waiting for an event (one, from the Connection's receive lock;
     /// every one is woken, so none is ever left behind).
     readers: Mutex<Vec<Waker>>,
 }
 
 impl Inbox {
+    /// Queue a received Message, within [`super::UNREAD_MAX`]; `false`
+    /// once past it (the Message is dropped, the reader told, the socket
+    /// to close).
+    fn push_message(&self, data: bytes::Bytes) -> bool {
+        match self.unread.admit(data.len()) {
+            super::Admit::Yes => {
+                self.push(WsEvent::Message(data));
+                true
+            }
+            super::Admit::Overflow(queued) => {
+                self.push(WsEvent::Overflow(queued));
+                false
+            }
+            super::Admit::Dropped => false,
+        }
+    }
+
     fn push(&self, event: WsEvent) {
         lock(&self.events).push_back(event);
         // Woken with no lock held (a waker may poll its reader at once);
@@ -223,6 +259,9 @@ impl Inbox {
     async fn next(&self) -> WsEvent {
         std::future::poll_fn(|cx| {
             if let Some(e) = lock(&self.events).pop_front() {
+                if let WsEvent::Message(d) = &e {
+                    self.unread.taken(d.len());
+                }
                 return Poll::Ready(e);
             }
             let mut readers = lock(&self.readers);
@@ -369,7 +408,10 @@ impl WsTransport {
         let onerror = Closure::<dyn FnMut(Event)>::new(move |_: Event| i.push(WsEvent::Error));
         let i = inbox.clone();
         let ontext = Closure::<dyn FnMut(String)>::new(move |t: String| {
-            in_browser_event(|| i.push(WsEvent::Message(t.into_bytes().into())))
+            in_browser_event(|| {
+                // Past the bound, the reader closes the socket (see Overflow).
+                i.push_message(t.into_bytes().into());
+            })
         });
         let i = inbox.clone();
         let onclose = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
@@ -428,7 +470,8 @@ impl WsTransport {
                             ),
                         ));
                     }
-                    WsEvent::Message(_) => {}
+                    // (No Message comes before Open.)
+                    WsEvent::Message(_) | WsEvent::Overflow(_) => {}
                     WsEvent::Aborted => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,
@@ -504,6 +547,18 @@ impl WsTransport {
                         io::ErrorKind::ConnectionAborted,
                         format!("the WebSocket {} was aborted", self.inner.url),
                     ))
+                }
+                WsEvent::Overflow(queued) => {
+                    let _ = self
+                        .with_ws(|ws| ws.close_with_code_and_reason(TOO_BIG, "receive queue full"));
+                    return Err(self.end(
+                        io::ErrorKind::OutOfMemory,
+                        super::unread_overflow(
+                            &format!("the WebSocket {}", self.inner.url),
+                            queued,
+                            &format!("it was closed ({TOO_BIG})"),
+                        ),
+                    ));
                 }
             }
         }

@@ -93,8 +93,11 @@ struct SessionEntry {
     wt: JsWebTransport,
     dgram_reader: Option<ReadableStreamDefaultReader>,
     dgram_writer: Option<WritableStreamDefaultWriter>,
-    /// A datagram read not yet delivered (kept across reads: its value must not be lost).
-    pending_dgram: Option<js_sys::Promise>,
+    /// A datagram read not yet delivered (kept across reads: its value must
+    /// not be lost). One future, shared by the reads that wait on it: a
+    /// future made anew per read would attach callbacks to the pending
+    /// Promise each time, kept until a datagram comes.
+    pending_dgram: Option<futures::future::Shared<JsFuture>>,
     /// The writers' `close()` of its finished streams (closed by the
     /// Connection, or as its last handle went): the session closes only
     /// once they have settled, so that what they still hold is committed
@@ -524,10 +527,14 @@ impl WtTransport {
                         Some(s.wt.datagrams().readable().get_reader().unchecked_into());
                 }
                 let reader = s.dgram_reader.as_ref().expect("set above");
-                s.pending_dgram.get_or_insert_with(|| reader.read()).clone()
+                s.pending_dgram
+                    .get_or_insert_with(|| {
+                        use futures::FutureExt as _;
+                        JsFuture::from(reader.read()).shared()
+                    })
+                    .clone()
             })?;
-            match futures::future::select(JsFuture::from(stream_read), JsFuture::from(dgram)).await
-            {
+            match futures::future::select(JsFuture::from(stream_read), dgram).await {
                 Either::Left((r, _)) => r,
                 Either::Right((d, _)) => {
                     with_session(&self.stream.session, |s| s.pending_dgram = None)?;
