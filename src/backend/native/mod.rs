@@ -690,10 +690,13 @@ impl Reports {
         false
     }
 
-    /// A queued report was taken.
+    /// A queued report was taken (a listener over a channel of its own, a
+    /// WebRTC one, counts none: never below 0).
     fn taken(&self) {
-        self.waiting
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        let _ = self
+            .waiting
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
     }
 
     /// Once every queued report was taken: those that came past the bound,
