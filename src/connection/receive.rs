@@ -500,23 +500,7 @@ impl Inner {
                 ),
             });
         }
-        if data.len() <= max_len {
-            return Ok(ReceiveEvent::Received { data, context });
-        }
-        // Longer than the receiver asked for: deliver in parts.
-        st.buf.clear();
-        st.buf.extend_from_slice(&data[max_len..]);
-        st.current = Some(Current {
-            remaining: data.len() - max_len,
-            trailer: 0,
-            context: Some(Box::new(context.clone())),
-        });
-        let mut data = data;
-        data.truncate(max_len);
-        Ok(ReceiveEvent::ReceivedPartial {
-            data,
-            context,
-            end_of_message: false,
-        })
+        // Longer than the receiver asked for: delivered in parts.
+        Ok(st.in_parts(data, context, max_len))
     }
 }

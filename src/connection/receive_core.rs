@@ -264,12 +264,23 @@ impl RecvState {
             // The peer already finished: this is its final Message (§9.3.3).
             context.set_final(true);
         }
-        let (data, context) = match self.whole_message(body, context)? {
-            ReceiveEvent::Received { data, context } => (data, context),
-            other => return Ok(other),
-        };
+        match self.whole_message(body, context)? {
+            ReceiveEvent::Received { data, context } => Ok(self.in_parts(data, context, max_len)),
+            other => Ok(other),
+        }
+    }
+
+    /// `data`, a whole Message, within `max_len`: whole, or its first
+    /// `max_len` bytes as a part, the rest put in front of the buffer as the
+    /// current Message's (later receives deliver it in parts).
+    pub(super) fn in_parts(
+        &mut self,
+        data: Bytes,
+        context: MessageContext,
+        max_len: usize,
+    ) -> ReceiveEvent {
         if data.len() <= max_len {
-            return Ok(ReceiveEvent::Received { data, context });
+            return ReceiveEvent::Received { data, context };
         }
         let mut rest = BytesMut::with_capacity(data.len() - max_len + self.buf.len());
         rest.extend_from_slice(&data[max_len..]);
@@ -280,11 +291,11 @@ impl RecvState {
             trailer: 0,
             context: Some(Box::new(context.clone())),
         });
-        Ok(ReceiveEvent::ReceivedPartial {
+        ReceiveEvent::ReceivedPartial {
             data: data.slice(..max_len),
             context,
             end_of_message: false,
-        })
+        }
     }
 
     /// Back from direct mode: the body read so far goes in front of the buffer.

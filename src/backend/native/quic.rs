@@ -63,24 +63,100 @@ impl Drop for QuietOne {
     }
 }
 
-/// What a connection (or session) that opened no stream in time is told,
-/// and the Listener's report of it: `Ok` while it may wait on, quiet.
-pub(crate) fn quiet_or_closed(
-    quiet: &Quiet,
-    what: &str,
-    remote: SocketAddr,
-    timeout: std::time::Duration,
-    places: usize,
-) -> Result<QuietOne, io::Error> {
-    quiet.admit(places).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "{what} from {remote}: no stream opened within {} (the Listener's handshake timeout) while {places} other connections were as quiet (ListenerLimits pending_incoming); closed",
-                crate::runtime::ms_text(timeout)
-            ),
-        )
-    })
+/// Where a QUIC connection (or WebTransport session) stands among its
+/// Listener's pending places while it waits for the peer's streams (see
+/// `ListenerLimits::with_pending_incoming`): the handshake's place is the
+/// first stream's until the handshake timeout; past it the connection gives
+/// the place back and counts among the [`Quiet`] ones (or, past as many as
+/// there are places, is closed); each later stream waits for a place of its
+/// own before it is taken.
+pub(crate) struct StreamPlace {
+    /// The place the next stream takes; `None` while one is waited for.
+    place: Option<crate::backend::Room>,
+    /// When the first stream is due; `None` once it came or was overdue.
+    first_by: Option<tokio::time::Instant>,
+    /// Counted among the quiet connections while the first is overdue.
+    quiet: Option<QuietOne>,
+    /// No stream was taken yet.
+    first: bool,
+}
+
+impl StreamPlace {
+    /// With the handshake's place, the first stream due within `timeout`.
+    pub(crate) fn new(
+        handshake: crate::backend::Room,
+        timeout: std::time::Duration,
+    ) -> StreamPlace {
+        StreamPlace {
+            place: Some(handshake),
+            first_by: Some(crate::runtime::saturating_add(
+                tokio::time::Instant::now(),
+                timeout,
+            )),
+            quiet: None,
+            first: true,
+        }
+    }
+
+    /// Whether the next stream has a place (else one is waited for).
+    pub(crate) fn has_place(&self) -> bool {
+        self.place.is_some()
+    }
+
+    /// Whether the first stream is still due (see [`overdue`](Self::overdue)).
+    pub(crate) fn first_due(&self) -> bool {
+        self.first_by.is_some()
+    }
+
+    /// A place came for the next stream.
+    pub(crate) fn give(&mut self, room: crate::backend::Room) {
+        self.place = Some(room);
+    }
+
+    /// Resolves when the first stream is overdue (never once it came).
+    pub(crate) fn overdue(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let at = self.first_by;
+        async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The first stream is overdue: the place goes back and the connection
+    /// counts as quiet; past `places` quiet ones, the error to close it with
+    /// and report instead. `what` and `remote` name it.
+    pub(crate) fn go_quiet(
+        &mut self,
+        quiet: &Quiet,
+        what: &str,
+        remote: SocketAddr,
+        timeout: std::time::Duration,
+        places: usize,
+    ) -> io::Result<()> {
+        self.first_by = None;
+        let counted = quiet.admit(places).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{what} from {remote}: no stream opened within {} (the Listener's handshake timeout) while {places} other connections were as quiet (ListenerLimits pending_incoming); closed",
+                    crate::runtime::ms_text(timeout)
+                ),
+            )
+        })?;
+        self.quiet = Some(counted);
+        self.place = None;
+        Ok(())
+    }
+
+    /// A stream is taken: its place, and whether it is the first.
+    pub(crate) fn take(&mut self) -> (crate::backend::Room, bool) {
+        self.first_by = None;
+        self.quiet = None;
+        let first = std::mem::replace(&mut self.first, false);
+        (self.place.take().flatten(), first)
+    }
 }
 
 /// One QUIC stream (a Connection), with its QUIC connection (the group).
@@ -490,23 +566,17 @@ pub(crate) fn serve_keeping(
                 // before it is taken from quinn (which holds the peer to its
                 // stream limits meanwhile), so the streams and connections
                 // the application does not take stay within `pending_incoming`.
-                let mut place = Some(handshake_room);
-                let mut first_by = Some(crate::runtime::saturating_add(
-                    tokio::time::Instant::now(),
-                    timeout,
-                ));
-                let mut quiet_now: Option<QuietOne> = None;
-                let mut first = true;
+                let mut place = StreamPlace::new(handshake_room, timeout);
                 loop {
                     // Each stream the peer opens, bidirectional or
                     // unidirectional (a receive-only Connection here), once
                     // it has a place.
                     let (send, recv) = tokio::select! {
-                        room = tx.room(), if place.is_none() => {
-                            place = Some(room);
+                        room = tx.room(), if !place.has_place() => {
+                            place.give(room);
                             continue;
                         }
-                        _ = conn.closed(), if place.is_none() => return,
+                        _ = conn.closed(), if !place.has_place() => return,
                         Some(done) = async {
                             match completing.as_mut() {
                                 Some(c) => Some(c.await),
@@ -522,45 +592,36 @@ pub(crate) fn serve_keeping(
                             }
                             continue;
                         }
-                        _ = async { tokio::time::sleep_until(first_by.expect("set")).await }, if first_by.is_some() => {
-                            first_by = None;
+                        _ = place.overdue(), if place.first_due() => {
                             let places = tx.limits().pending_incoming();
-                            match quiet_or_closed(&quiet, "QUIC connection", remote, timeout, places) {
-                                Ok(q) => {
-                                    quiet_now.replace(q);
-                                    place = None;
-                                }
-                                Err(e) => {
-                                    conn.close(0u32.into(), b"no stream opened");
-                                    let _ = tx.unbounded_send(Err(e));
-                                    return;
-                                }
+                            if let Err(e) = place.go_quiet(&quiet, "QUIC connection", remote, timeout, places) {
+                                conn.close(0u32.into(), b"no stream opened");
+                                let _ = tx.unbounded_send(Err(e));
+                                return;
                             }
                             continue;
                         }
-                        bi = conn.accept_bi(), if place.is_some() => match bi {
+                        bi = conn.accept_bi(), if place.has_place() => match bi {
                             Ok((s, r)) => (Some(s), r),
                             Err(_) => return, // the connection ended
                         },
-                        uni = conn.accept_uni(), if place.is_some() => match uni {
+                        uni = conn.accept_uni(), if place.has_place() => match uni {
                             Ok(r) => (None, r),
                             Err(_) => return,
                         },
                     };
                     let early = recv.is_0rtt();
+                    let (room, first) = place.take();
                     let mut transport =
                         StreamTransport::from_streams(conn.clone(), send, Some(recv), first, None);
                     transport.set_early(early);
-                    first = false;
-                    first_by = None;
-                    drop(quiet_now.take());
                     let group = Some(transport.group_id());
                     let item = Incoming {
                         transport: super::Transport::Quic(std::sync::Arc::new(transport)),
                         caps: &Capabilities::QUIC,
                         remote,
                         group,
-                        room: place.take().flatten(),
+                        room,
                     };
                     if tx.unbounded_send(Ok(item)).is_err() {
                         return;

@@ -289,57 +289,42 @@ impl WtServer {
                 return;
             }
         };
-        let mut place = Some(place);
-        let mut first_by = Some(crate::runtime::saturating_add(
-            tokio::time::Instant::now(),
-            self.timeout,
-        ));
-        let mut quiet_now = None;
-        let mut first = true;
+        let mut place = super::quic::StreamPlace::new(place, self.timeout);
         loop {
             let (send, recv) = tokio::select! {
-                room = tx.room(), if place.is_none() => {
-                    place = Some(room);
+                room = tx.room(), if !place.has_place() => {
+                    place.give(room);
                     continue;
                 }
-                _ = session.closed(), if place.is_none() => return,
-                _ = async { tokio::time::sleep_until(first_by.expect("set")).await }, if first_by.is_some() => {
-                    first_by = None;
+                _ = session.closed(), if !place.has_place() => return,
+                _ = place.overdue(), if place.first_due() => {
                     let places = tx.limits().pending_incoming();
-                    match super::quic::quiet_or_closed(&quiet, "WebTransport session", remote, self.timeout, places) {
-                        Ok(q) => {
-                            quiet_now.replace(q);
-                            place = None;
-                        }
-                        Err(e) => {
-                            session.close(0, b"no stream opened");
-                            let _ = tx.unbounded_send(Err(e));
-                            return;
-                        }
+                    if let Err(e) = place.go_quiet(&quiet, "WebTransport session", remote, self.timeout, places) {
+                        session.close(0, b"no stream opened");
+                        let _ = tx.unbounded_send(Err(e));
+                        return;
                     }
                     continue;
                 }
-                bi = session.accept_bi(), if place.is_some() => match bi {
+                bi = session.accept_bi(), if place.has_place() => match bi {
                     Ok((s, r)) => (Some(s), r),
                     Err(_) => return,
                 },
-                uni = session.accept_uni(), if place.is_some() => match uni {
+                uni = session.accept_uni(), if place.has_place() => match uni {
                     Ok(r) => (None, r),
                     Err(_) => return,
                 },
             };
+            let (room, first) = place.take();
             let transport =
                 StreamTransport::from_streams(session.clone(), send, Some(recv), first, None);
-            first = false;
-            first_by = None;
-            drop(quiet_now.take());
             let group = Some(transport.group_id());
             let item = Incoming {
                 transport: super::Transport::Wt(std::sync::Arc::new(transport)),
                 caps: &Capabilities::WT,
                 remote,
                 group,
-                room: place.take().flatten(),
+                room,
             };
             if tx.unbounded_send(Ok(item)).is_err() {
                 return;

@@ -132,6 +132,11 @@ enum WsEvent {
 /// The close code for a receive queue past [`super::UNREAD_MAX`] (RFC 6455: 1009).
 const TOO_BIG: u16 = 1009;
 
+/// Close `ws`: its received Messages passed [`super::UNREAD_MAX`].
+fn close_too_big(ws: &WebSocket) {
+    let _ = ws.close_with_code_and_reason(TOO_BIG, "receive queue full");
+}
+
 /// The browser side of one socket: the WebSocket and its event handlers.
 /// It lives in a table of the page's thread ([`SOCKETS`]), so the handle the
 /// rest of the crate holds ([`WsTransport`]) stays `Send + Sync` like a native
@@ -203,8 +208,7 @@ pub fn ws_binary(id: f64, view: js_sys::Uint8Array, len: u32, staged: bool) {
         if !inbox.push_message(data) {
             SOCKETS.with(|s| {
                 if let Some(b) = s.borrow().get(&(id as u64)) {
-                    let _ =
-                        b.ws.close_with_code_and_reason(TOO_BIG, "receive queue full");
+                    close_too_big(&b.ws);
                 }
             });
         }
@@ -549,8 +553,7 @@ impl WsTransport {
                     ))
                 }
                 WsEvent::Overflow(queued) => {
-                    let _ = self
-                        .with_ws(|ws| ws.close_with_code_and_reason(TOO_BIG, "receive queue full"));
+                    let _ = self.with_ws(close_too_big);
                     return Err(self.end(
                         io::ErrorKind::OutOfMemory,
                         super::unread_overflow(
