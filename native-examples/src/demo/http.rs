@@ -218,7 +218,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
             }
         }
         (Method::GET | Method::HEAD, _) if !path.starts_with("/api/") => {
-            static_file(&app, &path).await
+            static_file(&app.www, &app.pkg, &path).await
         }
         (_, p) if p.starts_with("/api/") => error(
             StatusCode::NOT_FOUND,
@@ -231,12 +231,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     }
 }
 
-/// `/` → `www/index.html`, `/pkg/...` → the npm package, else `www/...`.
-/// Paths with `..` or other non-normal parts are refused.
-async fn static_file(app: &App, path: &str) -> Resp {
+/// `/` → `www/index.html`, `/pkg/...` → the npm package (`pkg`), else
+/// `www/...`. Paths with `..` or other non-normal parts are refused; a
+/// directory is not a file (404). An error names the requested path only:
+/// where the demo's files live on the server is the server's own business
+/// (its log has the whole path).
+async fn static_file(www: &Path, pkg: &Path, path: &str) -> Resp {
     let (root, rel) = match path.strip_prefix("/pkg/") {
-        Some(rest) => (&app.pkg, rest),
-        None => (&app.www, path.trim_start_matches('/')),
+        Some(rest) => (pkg, rest),
+        None => (www, path.trim_start_matches('/')),
     };
     let rel = if rel.is_empty() { "index.html" } else { rel };
     let rel = Path::new(rel);
@@ -250,7 +253,10 @@ async fn static_file(app: &App, path: &str) -> Resp {
             .header("cache-control", "no-store")
             .body(Full::new(Bytes::from(data)))
             .expect("valid response"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::IsADirectory =>
+        {
             let hint = if path.starts_with("/pkg/") {
                 " (the npm package is not built: run scripts/build-npm.sh)"
             } else {
@@ -258,10 +264,13 @@ async fn static_file(app: &App, path: &str) -> Resp {
             };
             error(StatusCode::NOT_FOUND, format!("{path} not found{hint}"))
         }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}", file.display()),
-        ),
+        Err(e) => {
+            eprintln!("demo-server: reading {}: {e}", file.display());
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{path} could not be read: {}", e.kind()),
+            )
+        }
     }
 }
 
@@ -282,6 +291,37 @@ fn content_type(p: &Path) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::foreign_request;
+
+    #[cfg(unix)]
+    /// A directory is not found, and an unreadable file is an error that
+    /// names the requested path, never where the files live on the server.
+    #[tokio::test]
+    async fn static_file_errors_do_not_show_the_server_s_paths() {
+        use http_body_util::BodyExt as _;
+        let dir = std::env::temp_dir().join(format!("demo-static-{}", std::process::id()));
+        let www = dir.join("www");
+        let _ = std::fs::remove_dir_all(&dir); // a failed run's
+        std::fs::create_dir_all(www.join("sub")).unwrap();
+        std::fs::write(www.join("index.html"), "hello").unwrap();
+        // A symbolic link to itself: reading it fails (ELOOP) even as root.
+        std::os::unix::fs::symlink("loop", www.join("loop")).unwrap();
+        let body = |r: super::Resp| async move {
+            String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        };
+        let ok = super::static_file(&www, &www, "/").await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(body(ok).await, "hello");
+        let d = super::static_file(&www, &www, "/sub").await;
+        assert_eq!(d.status(), 404);
+        let text = body(d).await;
+        assert!(text.contains("/sub not found"), "{text}");
+        let e = super::static_file(&www, &www, "/loop").await;
+        assert_eq!(e.status(), 500);
+        let text = body(e).await;
+        assert!(text.contains("/loop could not be read"), "{text}");
+        assert!(!text.contains(dir.to_str().unwrap()), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn only_the_demo_page_reaches_the_api() {
