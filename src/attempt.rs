@@ -205,6 +205,9 @@ pub(crate) async fn reopen(
     );
     opts.security = rc.opts.security.clone();
     opts.server_name = rc.opts.server_name.clone();
+    // The Clone's TLS sessions are the original's: its TransportContext's,
+    // or none under isolateSession.
+    opts.session_scope = rc.opts.session_scope;
     let (transport, framers, leftover) = attempt(rc.caps, rc.remote.clone(), opts.clone(), framers)
         .await
         .map_err(|(reason, m, source)| {

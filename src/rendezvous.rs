@@ -334,6 +334,16 @@ fn check(pre: &Preconnection) -> Result<(TransportProperties, Duration), Error> 
         }
     }
     crate::backend::check_security(pre.security_parameters())?;
+    let ignored = pre.security_parameters().not_for_webrtc();
+    if !ignored.is_empty() {
+        return Err(Error::invalid_configuration(format!(
+            "Rendezvous runs WebRTC, whose DTLS peer is authenticated by the certificate \
+             fingerprint in the signaled SDP, with certificates the peers make themselves: {} \
+             cannot be applied to it and would be ignored (protect the fingerprint with a \
+             secure signaling channel, such as HttpSignaling over https)",
+            ignored.join(", ")
+        )));
+    }
     // The properties must be satisfiable by a WebRTC data channel.
     crate::racing::selection::select(
         &[Capabilities::WEBRTC],

@@ -218,7 +218,8 @@ pub struct SecurityParameters {
     /// the server's leaf must match one of them, or the handshake fails. A
     /// matching pin is sufficient trust for that certificate (it may be
     /// self-signed, and its names are not checked), but its validity dates
-    /// still are.
+    /// still are. Not for WebRTC: Rendezvous refuses it (its DTLS peer is
+    /// known by the fingerprint in the signaled SDP).
     pub pinned_server_certificate: Vec<[u8; 32]>,
     /// Extra trusted root certificates (PEM). A client trusts them in
     /// addition to the bundled roots (or instead, with
@@ -416,6 +417,34 @@ impl SecurityParameters {
                 .as_ref()
                 .map(|c| Arc::as_ptr(c) as *const () as usize)),
         )
+    }
+
+    /// The parameters set here that WebRTC cannot apply: its DTLS peer is
+    /// authenticated by the certificate fingerprint the signaling carries
+    /// in the SDP, with certificates each peer makes itself, so pins, trust
+    /// roots, a trust callback and identities would be ignored.
+    pub(crate) fn not_for_webrtc(&self) -> Vec<&'static str> {
+        let set = [
+            (
+                !self.pinned_server_certificate.is_empty(),
+                "pinned_server_certificate",
+            ),
+            (!self.trusted_ca.is_empty(), "trusted_ca"),
+            (
+                self.trust_verification.is_some(),
+                "the trust verification callback",
+            ),
+            (!self.server_certificate.is_empty(), "server_certificate"),
+            (!self.client_certificate.is_empty(), "client_certificate"),
+            (
+                self.require_client_certificate,
+                "require_client_certificate",
+            ),
+        ];
+        set.into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| n)
+            .collect()
     }
 
     /// Whether a stack with this security protocol may be raced, and if not, why.

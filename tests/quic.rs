@@ -221,6 +221,9 @@ async fn both_stacks_failing_report_both_reasons() {
     assert_eq!(stacks, vec!["quic", "tls"], "{err}");
     for c in &err.candidates {
         assert!(c.message.to_lowercase().contains("pin"), "{c}");
+        // The words, not a Debug dump of them.
+        assert!(!c.message.contains("Msg("), "{c}");
+        assert!(!c.message.contains("\\\""), "{c}");
     }
     // Each candidate's source chain reaches its stack's own error, typed:
     // quinn's for QUIC, rustls' for TLS.

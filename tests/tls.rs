@@ -936,3 +936,106 @@ async fn a_listener_with_limit_0_refuses_a_flood_before_any_handshake() {
         "the application sees nothing of the refused peers"
     );
 }
+
+/// The server's one byte (a byte stream without a framer: a part).
+async fn read_one(c: &Connection) {
+    let r = tokio::time::timeout(Duration::from_secs(5), c.receive_with(Some(1), Some(1)))
+        .await
+        .expect("a byte within 5 s")
+        .expect("received");
+    assert_eq!(r.data(), b"x");
+}
+
+/// How the server's next handshake went.
+async fn next(
+    kinds: &mut tokio::sync::mpsc::UnboundedReceiver<Option<rustls::HandshakeKind>>,
+) -> Option<rustls::HandshakeKind> {
+    tokio::time::timeout(Duration::from_secs(5), kinds.recv())
+        .await
+        .expect("a handshake")
+        .expect("the server runs")
+}
+
+/// A Clone's TLS sessions are its Connection's: under isolateSession it
+/// resumes none (a Clone used the process-wide cache before, so the second
+/// isolated Connection's Clone resumed the first one's session, letting
+/// the server link the two); in a TransportContext it resumes that
+/// context's. Checked by a plain tokio-rustls server that reports how each
+/// handshake went.
+#[tokio::test]
+async fn a_clone_keeps_its_connection_s_session_scope() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::HandshakeKind;
+    let cert = common::self_signed();
+    let certs =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, mut kinds) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let _ = tx.send(tls.get_ref().1.handshake_kind());
+                // A byte to read, so that the client takes in the session
+                // tickets sent before it.
+                use tokio::io::AsyncWriteExt;
+                let _ = tls.write_all(b"x").await;
+                let mut b = [0u8; 64];
+                while matches!(tls.read(&mut b).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let pre = |isolated: bool, ctx: &postsocket::TransportContext| {
+        let mut props = TransportProperties::new();
+        props.set("isolateSession", isolated).unwrap();
+        let mut p = Preconnection::new(
+            vec![],
+            vec![common::remote(addr)],
+            props,
+            common::pinned(&cert),
+        );
+        p.set_protocols(vec![StackId::Tls]);
+        p.set_transport_context(ctx.clone());
+        p
+    };
+    let ctx = postsocket::TransportContext::new();
+    let mut kept = Vec::new();
+    for round in 0..2 {
+        let c = pre(true, &ctx).initiate().await.unwrap();
+        assert_eq!(
+            next(&mut kinds).await,
+            Some(HandshakeKind::Full),
+            "round {round}"
+        );
+        read_one(&c).await;
+        let clone = c.clone_in_group(None, None).await.unwrap();
+        assert_eq!(
+            next(&mut kinds).await,
+            Some(HandshakeKind::Full),
+            "round {round}: the Clone of an isolated Connection resumed a session"
+        );
+        read_one(&clone).await;
+        kept.push((c, clone));
+    }
+    // In a context, the Clone resumes the session its Connection made
+    // (the server resumes sessions at all).
+    let c = pre(false, &ctx).initiate().await.unwrap();
+    assert_eq!(next(&mut kinds).await, Some(HandshakeKind::Full));
+    read_one(&c).await;
+    let _clone = c.clone_in_group(None, None).await.unwrap();
+    assert_eq!(next(&mut kinds).await, Some(HandshakeKind::Resumed));
+}

@@ -672,3 +672,68 @@ async fn idle_udp_flows_expire_and_make_room() {
     let e = pre.listen().await.unwrap_err();
     assert!(e.message.contains("udp_flow_idle_timeout is 0"), "{e}");
 }
+
+/// On a datagram stack each Message is framed on its own: a datagram that
+/// is not one framed Message (an empty keepalive, a torn length prefix,
+/// a length that does not match) fails that receive with DeframingFailed,
+/// saying it was dropped, and the next datagram is received as usual.
+#[tokio::test]
+async fn a_malformed_datagram_is_lost_alone() {
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pre = udp_pre(peer.local_addr().unwrap());
+    pre.add_framer(postsocket::framer::LengthPrefixFramer::new());
+    let conn = pre.initiate().await.unwrap();
+    conn.send(&b"hello"[..], None, true).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, client) = peer.recv_from(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"\0\0\0\x05hello");
+    for bad in [&b""[..], b"\0\0\x02", b"\0\0\0\x09short"] {
+        peer.send_to(bad, client).await.unwrap();
+        peer.send_to(b"\0\0\0\x02hi", client).await.unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+            .await
+            .expect("the malformed datagram is reported");
+        let e = r.expect_err("a malformed datagram is an error");
+        assert_eq!(e.error.reason, ErrorReason::DeframingFailed, "{e:?}");
+        assert!(e.error.message.contains("dropped"), "{e:?}");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+            .await
+            .expect("the next datagram arrives")
+            .expect("and is received");
+        assert_eq!(next.data(), b"hi", "after {bad:?}");
+    }
+}
+
+/// An ICMP port unreachable for a datagram sent before the peer listened
+/// comes back on the client's connected socket as an error: it is a
+/// SoftError, and receiving goes on (it ended the Connection's receive side
+/// before).
+#[tokio::test]
+async fn an_icmp_port_unreachable_is_a_soft_error_and_receiving_goes_on() {
+    // A port with nobody on it (for now).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let conn = udp_pre(port).initiate().await.unwrap();
+    conn.send(&b"anybody?"[..], None, true).await.unwrap();
+    // Loopback answers with the ICMP at once; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let peer = tokio::net::UdpSocket::bind(port).await.unwrap();
+    let client = conn.local_addr().expect("the client's address");
+    peer.send_to(b"here", client).await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+        .await
+        .expect("the peer's datagram arrives")
+        .expect("receiving went on past the ICMP report");
+    assert_eq!(got.data(), b"here");
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(1), conn.next_event())
+        .await
+        .expect("the report is an event");
+    match ev {
+        Some(postsocket::ConnectionEvent::SoftError(s)) => {
+            assert!(s.contains("ICMP"), "{s}")
+        }
+        other => panic!("a SoftError, not {other:?}"),
+    }
+}

@@ -362,6 +362,22 @@ async fn bad_signaling_fails_with_reasons() {
     let (a, _b) = pipes();
     let e = p.rendezvous(a).await.unwrap_err();
     assert_eq!(e.reason, ErrorReason::NoCandidates, "{e}");
+
+    // A pin (or trust roots, identities) cannot apply to WebRTC's DTLS,
+    // whose peer is known by the fingerprint in the signaled SDP: refused,
+    // naming them, rather than ignored (a rendezvous with a pin that
+    // matched nothing went ahead before).
+    let mut sec = SecurityParameters::new();
+    sec.pinned_server_certificate = vec![[0u8; 32]];
+    sec.trusted_ca = vec!["(a CA's PEM)".into()];
+    let p = Preconnection::new(vec![], vec![], TransportProperties::new(), sec);
+    let (a, _b) = pipes();
+    let e = p.rendezvous(a).await.unwrap_err();
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(
+        e.message.contains("pinned_server_certificate, trusted_ca"),
+        "{e}"
+    );
 }
 
 /// A rendezvoused pair whose answering end is handed to the test (not echoed).

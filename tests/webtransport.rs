@@ -181,6 +181,10 @@ async fn a_wrong_certificate_fails_with_a_security_reason() {
     let c = &err.candidates[0];
     assert_eq!(c.stack.as_deref(), Some("wt"));
     assert!(c.message.to_lowercase().contains("pin"), "{c}");
+    assert!(
+        !c.message.contains("Msg("),
+        "the words, not a Debug dump: {c}"
+    );
     // No pins and an untrusted self-signed certificate: WebPKI refuses it.
     let err = client(addr, SecurityParameters::new(), vec![StackId::Wt])
         .initiate()

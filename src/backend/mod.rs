@@ -78,6 +78,15 @@ pub(crate) trait StackInstance: Clone + std::fmt::Debug + Sized {
     fn try_send_datagram(&self, data: &[u8]) -> Option<io::Result<()>>;
     /// True when the stack still holds bytes that `flush` must push out.
     fn holds_unsent(&self) -> bool;
+    /// True when `e`, an error `read` returned, is a report the stack
+    /// passes on without failing: on a connected UDP socket, an ICMP port
+    /// unreachable for an earlier datagram (RFC 1122 §4.1.3.3 leaves such
+    /// errors to the application). The Connection reports it as a
+    /// SoftError and reads on.
+    fn is_soft_error(&self, e: &io::Error) -> bool {
+        let _ = e;
+        false
+    }
     /// True when a send dropped before it completes has sent nothing.
     fn writes_cancel_safe(&self) -> bool;
     /// Send one datagram or message.

@@ -230,13 +230,19 @@ impl Inner {
             self.can_receive.store(false, Ordering::Release);
         }
         if let Err(e) = r {
-            if matches!(
-                e.error.reason,
-                ErrorReason::DeframingFailed
-                    | ErrorReason::ConnectionAborted
-                    | ErrorReason::ProtocolFailed
-                    | ErrorReason::PeerFinished
-            ) {
+            // On a message stack each Message comes framed on its own: one
+            // that fails to deframe is lost alone (the error says so), and
+            // the next one is read as any other.
+            let lost_framing = e.error.reason == ErrorReason::DeframingFailed
+                && self.caps.data_unit == DataUnit::ByteStream;
+            if lost_framing
+                || matches!(
+                    e.error.reason,
+                    ErrorReason::ConnectionAborted
+                        | ErrorReason::ProtocolFailed
+                        | ErrorReason::PeerFinished
+                )
+            {
                 st.done = Some(Box::new(e.error.clone()));
             }
         }
@@ -414,10 +420,22 @@ impl Inner {
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        let read = match polled {
+        let mut read = match polled {
             Some(r) => r,
             None => t.read(buf).await,
         };
+        // An ICMP report about an earlier datagram is a SoftError; the
+        // Connection reads on.
+        while let Err(e) = read.as_ref() {
+            if !t.is_soft_error(e) {
+                break;
+            }
+            self.emit(ConnectionEvent::SoftError(format!(
+                "{}: {e} (an ICMP report about an earlier datagram; receiving goes on)",
+                self.caps.stack
+            )));
+            read = t.read(buf).await;
+        }
         let datagram = match read {
             Ok(Recv::Datagram(d)) => d,
             Ok(Recv::Eof) => {
@@ -463,7 +481,7 @@ impl Inner {
                         .unwrap_inner(inner, max)
                         .map_err(|e| ReceiveError {
                             context: Some(context.clone()),
-                            error: Error::new(ErrorReason::DeframingFailed, e.message),
+                            error: Error::new(ErrorReason::DeframingFailed, dropped(e.message)),
                         })?
                 }
                 Ok(_) => {
@@ -471,17 +489,17 @@ impl Inner {
                         context: Some(context),
                         error: Error::new(
                             ErrorReason::DeframingFailed,
-                            format!(
+                            dropped(format!(
                                 "a {}-byte datagram is not exactly one framed Message",
                                 datagram.len()
-                            ),
+                            )),
                         ),
                     })
                 }
                 Err(e) => {
                     return Err(ReceiveError {
                         context: Some(context),
-                        error: Error::new(ErrorReason::DeframingFailed, e.message),
+                        error: Error::new(ErrorReason::DeframingFailed, dropped(e.message)),
                     })
                 }
             }
@@ -503,4 +521,9 @@ impl Inner {
         // Longer than the receiver asked for: delivered in parts.
         Ok(st.in_parts(data, context, max_len))
     }
+}
+
+/// A datagram's deframing error, saying what became of it.
+fn dropped(why: String) -> String {
+    format!("{why}; the datagram was dropped, and the next one is received as usual")
 }

@@ -11,6 +11,9 @@ pub struct DelimiterFramer {
     /// each Connection and candidate): no copy, no allocation.
     delimiter: bytes::Bytes,
     scanned: usize,
+    /// The last bytes (up to the delimiter's length less one) of the
+    /// Message being sent in parts: a delimiter may straddle two parts.
+    sent_tail: Vec<u8>,
 }
 
 impl DelimiterFramer {
@@ -19,6 +22,7 @@ impl DelimiterFramer {
         DelimiterFramer {
             delimiter: bytes::Bytes::from_static(b"\n"),
             scanned: 0,
+            sent_tail: Vec::new(),
         }
     }
 
@@ -32,7 +36,17 @@ impl DelimiterFramer {
         Ok(DelimiterFramer {
             delimiter: delimiter.into(),
             scanned: 0,
+            sent_tail: Vec::new(),
         })
+    }
+}
+
+impl DelimiterFramer {
+    fn contains_delimiter(&self) -> FramerError {
+        FramerError::new(format!(
+            "the message contains the delimiter \"{}\"; use the length-prefix framer for binary data",
+            self.delimiter.escape_ascii()
+        ))
     }
 }
 
@@ -52,6 +66,7 @@ impl Framer for DelimiterFramer {
         Box::new(DelimiterFramer {
             delimiter: self.delimiter.clone(),
             scanned: 0,
+            sent_tail: Vec::new(),
         })
     }
 
@@ -61,16 +76,49 @@ impl Framer for DelimiterFramer {
         _context: &MessageContext,
         end_of_message: bool,
     ) -> Result<(), FramerError> {
-        for part in [&frame.prefix[..], &frame.data[..], &frame.suffix[..]] {
-            if find(part, &self.delimiter, 0).is_some() {
-                return Err(FramerError::new(format!(
-                    "the message contains the delimiter \"{}\"; use the length-prefix framer for binary data",
-                    self.delimiter.escape_ascii()
-                )));
+        let parts = [&frame.prefix[..], &frame.data[..], &frame.suffix[..]];
+        let keep = self.delimiter.len() - 1;
+        let joins = keep > 0
+            && (!self.sent_tail.is_empty() || parts.iter().filter(|p| !p.is_empty()).count() > 1);
+        if !joins && end_of_message {
+            // The usual whole Message in one part (or a one-byte delimiter,
+            // which no join can split): no join to look across.
+            if parts.iter().any(|p| find(p, &self.delimiter, 0).is_some()) {
+                self.sent_tail.clear();
+                return Err(self.contains_delimiter());
             }
+            frame.suffix.extend_from_slice(&self.delimiter);
+            return Ok(());
+        }
+        // The delimiter, within one part or across the joins between
+        // parts and with the Message's earlier parts (`sent_tail`).
+        let mut tail = std::mem::take(&mut self.sent_tail);
+        let mut found = false;
+        for part in parts {
+            if part.is_empty() {
+                continue;
+            }
+            let start = tail.len();
+            tail.extend_from_slice(&part[..part.len().min(keep)]);
+            found |= find(&tail, &self.delimiter, 0).is_some()
+                || find(part, &self.delimiter, 0).is_some();
+            if found {
+                break;
+            }
+            // The last `keep` bytes of everything so far.
+            tail.truncate(start);
+            tail.extend_from_slice(&part[part.len().saturating_sub(keep)..]);
+            let over = tail.len().saturating_sub(keep);
+            tail.drain(..over);
+        }
+        if found {
+            // The open Message is refused; the next one starts afresh.
+            return Err(self.contains_delimiter());
         }
         if end_of_message {
             frame.suffix.extend_from_slice(&self.delimiter);
+        } else {
+            self.sent_tail = tail;
         }
         Ok(())
     }
@@ -130,6 +178,46 @@ impl Framer for DelimiterFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Message sent in parts may not carry its delimiter across a join:
+    /// the end of one part and the start of the next, or the parts of one
+    /// frame. (Each part was checked alone before, so `abc\r` then `\ndef`
+    /// went out and arrived as two Messages.) A delimiter-free Message in
+    /// parts goes out whole; after a refusal the next Message starts afresh.
+    #[test]
+    fn a_delimiter_across_the_parts_of_a_message_is_refused() {
+        let ctx = MessageContext::default();
+        let part = |f: &mut DelimiterFramer, data: &'static [u8], end: bool| {
+            let mut frame = Frame {
+                data: bytes::Bytes::from_static(data),
+                ..Frame::default()
+            };
+            f.frame(&mut frame, &ctx, end).map(|()| frame.concat())
+        };
+        let mut f = DelimiterFramer::new(b"\r\n".to_vec()).unwrap();
+        assert_eq!(part(&mut f, b"abc\r", false).unwrap(), b"abc\r");
+        assert!(part(&mut f, b"\ndef", true).is_err(), "across two parts");
+        // Afresh: a lone `\n` at the start of the next Message is fine.
+        assert_eq!(part(&mut f, b"\nxyz", true).unwrap(), b"\nxyz\r\n");
+        // Across one-byte parts, three deep.
+        let mut f = DelimiterFramer::new(b"<->".to_vec()).unwrap();
+        assert!(part(&mut f, b"a<", false).is_ok());
+        assert!(part(&mut f, b"-", false).is_ok());
+        assert!(part(&mut f, b">b", true).is_err(), "across three parts");
+        // A prefix and the data of one frame.
+        let mut f = DelimiterFramer::new(b"\r\n".to_vec()).unwrap();
+        let mut frame = Frame {
+            data: bytes::Bytes::from_static(b"\nrest"),
+            ..Frame::default()
+        };
+        frame.prefix.extend_from_slice(b"head\r");
+        assert!(f.frame(&mut frame, &ctx, true).is_err(), "prefix and data");
+        // Near misses go out.
+        let mut f = DelimiterFramer::new(b"\r\n".to_vec()).unwrap();
+        assert!(part(&mut f, b"a\r", false).is_ok());
+        assert!(part(&mut f, b"\r", false).is_ok());
+        assert_eq!(part(&mut f, b"b\n", true).unwrap(), b"b\n\r\n");
+    }
 
     /// Found by fuzzing (fuzz/regressions/framers): a Message just under
     /// recvMsgMaxLen whose multi-byte delimiter has arrived only in part is

@@ -169,6 +169,10 @@ pub(crate) enum Transport {
 }
 
 impl super::StackInstance for Transport {
+    fn is_soft_error(&self, e: &io::Error) -> bool {
+        matches!(self, Transport::Udp(_)) && udp::is_icmp_report(e)
+    }
+
     /// Read: append bytes (streams) or return one datagram.
     async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
         match self {

@@ -89,9 +89,16 @@ fn trusted_roots(sec: &SecurityParameters, with_defaults: bool) -> Result<RootCe
 }
 
 fn cert_error(message: String) -> rustls::Error {
-    #[derive(Debug)]
     struct Msg(String);
     impl std::fmt::Display for Msg {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    // rustls writes a CertificateError::Other's text with Debug (as QUIC
+    // and WebTransport report it): the message itself, not `Msg("...")`
+    // with its quotes escaped.
+    impl std::fmt::Debug for Msg {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str(&self.0)
         }

@@ -169,6 +169,9 @@ impl UdpTransport {
         self.peer
     }
 
+    /// Read one datagram. On a connected socket (a client's), an ICMP
+    /// report for an earlier datagram comes back as an error here (see
+    /// [`is_icmp_report`]); the socket is fine and the next read goes on.
     pub(crate) async fn read(&self) -> io::Result<Recv> {
         match &self.demux {
             Some(rx) => match rx.lock().await.next().await {
@@ -567,6 +570,17 @@ impl UdpPeers {
             }))
             .is_ok()
     }
+}
+
+/// True when `e`, from a connected UDP socket, reports an ICMP message
+/// about an earlier datagram rather than a broken socket: port unreachable
+/// (`ConnectionRefused`; Windows reports it as `ConnectionReset`). Linux
+/// reports no other ICMP errors on a socket without IP_RECVERR.
+pub(crate) fn is_icmp_report(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
 }
 
 #[cfg(test)]
