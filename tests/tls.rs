@@ -964,19 +964,9 @@ async fn next(
 /// handshake went.
 #[tokio::test]
 async fn a_clone_keeps_its_connection_s_session_scope() {
-    use rustls::pki_types::pem::PemObject;
     use rustls::HandshakeKind;
     let cert = common::self_signed();
-    let certs =
-        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap()];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+    let config = common::rustls_server_config(&cert.pem, &cert.key);
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();

@@ -270,20 +270,26 @@ pub fn client(
     pre
 }
 
-/// A plain quinn (not postsocket) server endpoint on 127.0.0.1 with the
-/// certificate `cert_pem` and its key, speaking postsocket's ALPN (`taps`).
-pub fn quinn_server(cert_pem: &str, key_pem: &str) -> quinn::Endpoint {
+/// A plain rustls (not postsocket) TLS 1.3 server configuration with the
+/// certificate `cert_pem` and its key (sessions resume: rustls's defaults).
+pub fn rustls_server_config(cert_pem: &str, key_pem: &str) -> rustls::ServerConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .unwrap();
+        .unwrap()
+}
+
+/// A plain quinn (not postsocket) server endpoint on 127.0.0.1 with the
+/// certificate `cert_pem` and its key, speaking postsocket's ALPN (`taps`).
+pub fn quinn_server(cert_pem: &str, key_pem: &str) -> quinn::Endpoint {
+    let mut tls = rustls_server_config(cert_pem, key_pem);
     tls.alpn_protocols = vec![b"taps".to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
