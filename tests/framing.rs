@@ -515,3 +515,121 @@ async fn through_two_framers_a_message_over_max_length_arrives_in_pieces() {
     }
     conn.abort();
 }
+
+/// A framer that greets: `HELLO\n` as its start, then Messages as they are.
+struct Hello;
+
+impl Framer for Hello {
+    fn name(&self) -> &str {
+        "hello"
+    }
+    fn boxed_clone(&self) -> Box<dyn Framer> {
+        Box::new(Hello)
+    }
+    fn start(&mut self) -> Result<Start, FramerError> {
+        Ok(Start::Ready(b"HELLO\n".to_vec()))
+    }
+    fn frame(&mut self, _f: &mut Frame, _c: &MessageContext, _e: bool) -> Result<(), FramerError> {
+        Ok(())
+    }
+    fn parse(&mut self, buf: &[u8], _at_end: bool, _max: usize) -> Result<Parse, FramerError> {
+        Greeting.parse(buf, _at_end, _max)
+    }
+}
+
+/// A Clone on a new QUIC stream starts its framers as every Connection
+/// does: a plain quinn server sees each stream open with the greeting
+/// (the Clone's stream began with its first Message, which the peer's
+/// framer then took for a greeting).
+#[tokio::test]
+async fn a_clone_on_a_new_quic_stream_greets_as_its_connection_did() {
+    let cert = self_signed();
+    let ep = quinn_server(&cert.pem, &cert.key);
+    let addr = ep.local_addr().unwrap();
+    let (tx, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let conn = ep.accept().await.unwrap().await.unwrap();
+        while let Ok((_send, mut recv)) = conn.accept_bi().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // The greeting and a 3-byte Message, or what came in 2 s.
+                let mut got = Vec::new();
+                let mut b = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while got.len() < 9 {
+                        match recv.read(&mut b).await {
+                            Ok(Some(n)) => got.extend_from_slice(&b[..n]),
+                            _ => break,
+                        }
+                    }
+                })
+                .await;
+                let _ = tx.send(got);
+                let _keep = _send;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let mut pre = client(
+        addr,
+        postsocket::StackId::Quic,
+        postsocket::TransportProperties::new(),
+        pinned(&cert),
+    );
+    pre.add_framer(Hello);
+    let conn = pre.initiate().await.unwrap();
+    conn.send(&b"one"[..], None, false).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, b"HELLO\none");
+    let clone = conn.clone_in_group(None, None).await.unwrap();
+    clone.send(&b"two"[..], None, false).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&second),
+        "HELLO\ntwo",
+        "the Clone's stream greets first"
+    );
+}
+
+/// A Clone is bounded as an Initiate is: a new TCP connection whose
+/// framer handshake never finishes (the server greets only its first
+/// connection) fails with Timeout at connTimeout (it waited for good).
+#[tokio::test]
+async fn a_clone_whose_handshake_never_ends_times_out() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = l.accept().await {
+            let greet = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                if greet {
+                    let _ = s.write_all(b"HELLO\n").await;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let mut pre = tcp_lines(vec![remote(addr)]);
+    pre.add_framer(Greeting);
+    let conn = pre.initiate().await.unwrap();
+    let mut props = conn.properties();
+    props.conn_timeout = Some(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.clone_in_group(None, Some(props)),
+    )
+    .await
+    .expect("the Clone ends by itself")
+    .expect_err("its handshake never finishes");
+    assert_eq!(e.reason, ErrorReason::Timeout, "{e}");
+    assert!(e.message.contains("300 ms"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -100,8 +100,11 @@ impl Connection {
     /// Connection in this one's group, to the same remote, with the same
     /// properties (entangled) unless given. For TCP it is a new TCP
     /// connection. Fails with CloneError reasons (NotCloneable, or the
-    /// attempt's failure). (Rust's [`Clone::clone`] is another thing: a
-    /// second handle to this same Connection.)
+    /// attempt's failure, or Timeout past connTimeout, else
+    /// [`DEFAULT_ESTABLISHMENT_TIMEOUT`](crate::DEFAULT_ESTABLISHMENT_TIMEOUT)).
+    /// Its framers start and greet as a new Connection's do, also on a new
+    /// stream of a multiplexed stack. (Rust's [`Clone::clone`] is another
+    /// thing: a second handle to this same Connection.)
     #[doc(alias = "Clone")]
     pub async fn clone_in_group(
         &self,
@@ -111,8 +114,7 @@ impl Connection {
         let inner = &self.inner;
         // A Rendezvous Connection (WebRTC) has no remote address to reconnect
         // to, but clones as a new channel on the same peer connection.
-        let reconnect = inner.reconnect.clone();
-        if reconnect.is_none() && !inner.caps.rendezvous {
+        if inner.reconnect.is_none() && !inner.caps.rendezvous {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
                 "a Connection received by a Listener cannot be cloned from this side",
@@ -134,6 +136,36 @@ impl Connection {
             Some(f) => FramerStack { framers: f.into() },
             None => inner.send_q.lock().unwrap().framers.fresh(),
         };
+        // Bounded as an Initiate is: by connTimeout, else the default.
+        let limit = props
+            .connection
+            .conn_timeout
+            .unwrap_or(crate::DEFAULT_ESTABLISHMENT_TIMEOUT);
+        let clone = self.clone_within(framers, props);
+        futures::pin_mut!(clone);
+        let timer = crate::runtime::sleep(limit);
+        futures::pin_mut!(timer);
+        match futures::future::select(clone, timer).await {
+            futures::future::Either::Left((r, _)) => r,
+            futures::future::Either::Right(_) => Err(Error::new(
+                ErrorReason::Timeout,
+                format!(
+                    "Clone: the new {} Connection was not ready within {}",
+                    inner.caps.stack,
+                    crate::runtime::ms_text(limit)
+                ),
+            )),
+        }
+    }
+
+    /// [`clone_in_group`](Self::clone_in_group) past its checks.
+    async fn clone_within(
+        &self,
+        mut framers: FramerStack,
+        props: Arc<TransportProperties>,
+    ) -> Result<Connection, Error> {
+        let inner = &self.inner;
+        let reconnect = inner.reconnect.clone();
         let Some(t) = inner.abort_handle.lock().unwrap().clone() else {
             return Err(Error::new(
                 ErrorReason::NotCloneable,
@@ -148,11 +180,21 @@ impl Connection {
                     format!("opening a new {} stream: {e}", inner.caps.stack),
                 )
             })?;
+            // The new stream's framers start (and greet) as every
+            // Connection's do; the peer's Listener expects it.
+            let leftover = crate::attempt::framer_start(&transport, &inner.caps, &mut framers)
+                .await
+                .map_err(|m| {
+                    Error::new(
+                        ErrorReason::ProtocolFailed,
+                        format!("Clone on a new {} stream: {m}", inner.caps.stack),
+                    )
+                })?;
             let parts = Parts {
                 transport,
                 caps: inner.caps,
                 framers,
-                leftover: Vec::new(),
+                leftover,
                 props,
                 trace: Default::default(),
                 remote: inner.remote().clone(),
