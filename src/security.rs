@@ -233,7 +233,9 @@ pub struct SecurityParameters {
     /// Default: the RemoteEndpoint's host name, or its IP address.
     pub server_name: Option<String>,
     /// A Listener requires and verifies a client certificate (against
-    /// `trusted_ca`). Default `false`.
+    /// `trusted_ca`). Default `false`. Not with opportunistic security,
+    /// whose plaintext stacks would take clients without one (Listen
+    /// refuses the pair).
     pub require_client_certificate: bool,
     /// `maxCachedSessions`: how many resumable sessions to keep (client:
     /// per server name set; server: session cache size). `None`: 256.

@@ -391,6 +391,30 @@ async fn client_certificate_required_but_not_given() {
     conn.close().await.unwrap();
 }
 
+/// A Listener that requires client certificates cannot also take
+/// plaintext clients: opportunistic security with
+/// require_client_certificate is refused, saying why (a plain TCP client
+/// got in with no certificate).
+#[tokio::test]
+async fn required_client_certificates_contradict_opportunistic_security() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["127.0.0.1"], false, false);
+    let mut server = SecurityParameters::opportunistic();
+    server.server_certificate = server_security(&cert).server_certificate;
+    server.require_client_certificate = true;
+    server.trusted_ca = vec![ca.pem.clone()];
+    let mut pre = Preconnection::new(vec![local()], vec![], TransportProperties::new(), server);
+    pre.set_protocols(vec![StackId::Tls, StackId::Tcp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let e = pre.listen().await.expect_err("contradictory");
+    assert_eq!(e.reason, ErrorReason::InvalidConfiguration, "{e}");
+    assert!(
+        e.message
+            .contains("require_client_certificate contradicts opportunistic"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn identity_challenge_callback_signs_for_the_client() {
     let ca = ca("ca");

@@ -150,6 +150,16 @@ impl Listener {
             (None, None) => IpAddr::from([0u8; 16]),
         };
         let port = local.port().unwrap_or(0);
+        if snap.security.require_client_certificate
+            && snap.security.mode() == crate::security::SecurityMode::Opportunistic
+        {
+            // Plain TCP would take a client with no certificate at all.
+            return Err(Error::invalid_configuration(
+                "require_client_certificate contradicts opportunistic security, which lets \
+                 clients in over plaintext stacks without any certificate: use \
+                 SecurityParameters::new() to require secure, certified clients",
+            ));
+        }
         let props = snap.props.for_listener();
         let chosen = crate::racing::selection::select(
             crate::backend::registry(),
