@@ -205,7 +205,9 @@ pub struct SecurityParameters {
     pub allowed_security_protocols: Vec<SecurityProtocolVersion>,
     /// `alpn`: application protocols to offer (client) or accept (server),
     /// in order of preference. A server with a non-empty list refuses a
-    /// client that offers none of them (`no_application_protocol`).
+    /// client that offers none of them (`no_application_protocol`), or
+    /// offers no ALPN at all; a client with one refuses a server that
+    /// chooses none.
     pub alpn: Vec<String>,
     /// `serverCertificate`: the identity a Listener presents. A TLS Listener
     /// needs one; the first is used.

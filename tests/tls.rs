@@ -459,6 +459,70 @@ async fn alpn_mismatch_fails() {
     round_trip(&conn).await;
 }
 
+/// ALPN holds when one side offers none (rustls refuses only when both
+/// offer and none matches): a client whose `alpn` asks for one fails
+/// against a plain tokio-rustls server that speaks no ALPN, and a Listener
+/// whose `alpn` accepts only some turns away a plain rustls client that
+/// offers none, reporting why (both went ahead before).
+#[tokio::test]
+async fn alpn_holds_when_the_peer_offers_none() {
+    let cert = common::self_signed();
+    // A server without ALPN.
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        common::rustls_server_config(&cert.pem, &cert.key),
+    ));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_server = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(tls);
+                }
+            });
+        }
+    });
+    let mut sec = common::pinned(&cert);
+    sec.alpn = vec!["h2".into()];
+    let mut pre = client(vec![remote(plain_server)], sec);
+    pre.set_protocols(vec![StackId::Tls]);
+    let e = fails(pre).await;
+    assert_names(
+        &e,
+        &["the server chose no application protocol (ALPN)", "h2"],
+    );
+
+    // A Listener with ALPN, and a plain rustls client that offers none.
+    let mut server = SecurityParameters::new();
+    server.server_certificate = common::server_security(&cert).server_certificate;
+    server.alpn = vec!["a".into()];
+    let (addr, mut errors) = echo_listener(server).await;
+    let config = common::rustls_client_config(&cert.pem);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake itself completes");
+    // The Listener reports the client and closes: the client reads the end.
+    let le = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("a report")
+        .unwrap();
+    assert!(
+        le.contains("the client offered no application protocol (ALPN)") && le.contains("\"a\""),
+        "{le}"
+    );
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut b))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
 #[tokio::test]
 async fn trust_verification_callback_can_reject() {
     let cert = leaf(None, &["127.0.0.1"], false, false);

@@ -302,19 +302,25 @@ pub fn quinn_client(cert_pem: &str) -> quinn::Endpoint {
     quinn_client_with_alpn(cert_pem, b"taps")
 }
 
-/// [`quinn_client`] offering `alpn` (`h3`: a plain WebTransport client).
-pub fn quinn_client_with_alpn(cert_pem: &str, alpn: &[u8]) -> quinn::Endpoint {
+/// A plain rustls TLS 1.3 client configuration that trusts `cert_pem`
+/// alone and offers no ALPN.
+pub fn rustls_client_config(cert_pem: &str) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
         .unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+/// [`quinn_client`] offering `alpn` (`h3`: a plain WebTransport client).
+pub fn quinn_client_with_alpn(cert_pem: &str, alpn: &[u8]) -> quinn::Endpoint {
+    let mut tls = rustls_client_config(cert_pem);
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -210,6 +210,18 @@ impl TlsTransport {
                 sent_early = true;
             }
         }
+        // rustls over TCP refuses only when both sides offer ALPN and none
+        // matches: a server that speaks no ALPN answers with none, which the
+        // application's `alpn` does not allow.
+        if !sec.alpn.is_empty() && stream.get_ref().1.alpn_protocol().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "TLS handshake with {remote} ({name}): the server chose no application protocol (ALPN), and SecurityParameters::alpn asks for one of {:?}",
+                    sec.alpn
+                ),
+            ));
+        }
         let mut pending = Vec::new();
         if was_asked() && !has_identity {
             // TLS 1.3: the client's handshake ends before the server judged the
@@ -530,6 +542,7 @@ pub(crate) async fn server_handshake(
     remote: SocketAddr,
     timeout: Duration,
 ) -> io::Result<(tokio_rustls::server::TlsStream<TcpStream>, Vec<u8>)> {
+    let wanted = acceptor.config().alpn_protocols.clone();
     let hs = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
     match hs {
         Err(_) => Err(io::Error::new(
@@ -543,6 +556,20 @@ pub(crate) async fn server_handshake(
             e.kind(),
             format!("TLS handshake with {remote}: {}", describe(&e)),
         )),
+        // As the client side: a client that offered no ALPN is not one of
+        // the protocols this Listener's `alpn` accepts.
+        Ok(Ok(s)) if !wanted.is_empty() && s.get_ref().1.alpn_protocol().is_none() => {
+            let wanted: Vec<_> = wanted
+                .iter()
+                .map(|a| a.escape_ascii().to_string())
+                .collect();
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "TLS handshake with {remote}: the client offered no application protocol (ALPN), and this Listener's SecurityParameters::alpn accepts only {wanted:?}"
+                ),
+            ))
+        }
         Ok(Ok(mut s)) => {
             // Early data stays with rustls after the handshake: take it first.
             let mut early = Vec::new();
