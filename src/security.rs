@@ -398,10 +398,18 @@ impl SecurityParameters {
             self.mode,
             self.allowed_security_protocols,
             self.alpn,
+            // The private keys by their hash: the key is kept in a cache
+            // after the application dropped its parameters.
             self.server_certificate
                 .iter()
                 .chain(&self.client_certificate)
-                .map(|i| (&i.chain_pem, &i.key_pem))
+                .map(|i| {
+                    let key = i
+                        .key_pem
+                        .as_deref()
+                        .map(|k| hex(&Sha256::digest(k.as_bytes())));
+                    (&i.chain_pem, key)
+                })
                 .collect::<Vec<_>>(),
             self.pinned_server_certificate,
             (
@@ -599,5 +607,31 @@ impl SecurityParameters {
     ) -> Self {
         self.set_identity_challenge_callback(callback);
         self
+    }
+}
+
+// rcgen makes the certificates: native only.
+#[cfg(all(test, native))]
+mod tests {
+    use super::*;
+
+    /// The configuration caches' key names an identity's private key by
+    /// its hash, never by the key itself, and still tells keys apart.
+    #[test]
+    fn cache_keys_hold_no_private_key() {
+        let identity = || {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let key = ck.signing_key.serialize_pem();
+            (Identity::from_pem(&ck.cert.pem(), &key).unwrap(), key)
+        };
+        let (a, a_key) = identity();
+        let (b, _) = identity();
+        let mut s = SecurityParameters::new();
+        s.server_certificate = vec![a];
+        let with_a = s.cache_key();
+        let body = a_key.lines().nth(1).unwrap();
+        assert!(!with_a.contains(body), "{with_a}");
+        s.server_certificate = vec![b];
+        assert_ne!(with_a, s.cache_key());
     }
 }
