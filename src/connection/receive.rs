@@ -475,7 +475,7 @@ impl Inner {
                     header,
                     len,
                     trailer,
-                }) if header + len + trailer == datagram.len() => {
+                }) if crate::framer::frame_len(header, len, trailer) == Some(datagram.len()) => {
                     let inner = datagram.slice(header..header + len);
                     st.framers
                         .unwrap_inner(inner, max)

@@ -336,7 +336,7 @@ impl FramerStack {
                     header,
                     len,
                     trailer,
-                } if header + len + trailer == msg.len() => {
+                } if frame_len(header, len, trailer) == Some(msg.len()) => {
                     msg = msg.slice(header..header + len);
                 }
                 Parse::Message {
@@ -347,7 +347,7 @@ impl FramerStack {
                     return Err(FramerError::new(format!(
                     "framer `{}` found a {}-byte message in a {}-byte frame of the framer below",
                     f.name(),
-                    header + len + trailer,
+                    header.saturating_add(len).saturating_add(trailer),
                     msg.len()
                 )))
                 }
@@ -360,5 +360,58 @@ impl FramerStack {
             }
         }
         Ok(msg)
+    }
+}
+
+/// The bytes a [`Parse::Message`] spans, if they can be counted: a peer's
+/// declared length (or a framer's arithmetic) may not fit a `usize`, which
+/// is 32 bits in the browser.
+pub(crate) fn frame_len(header: usize, len: usize, trailer: usize) -> Option<usize> {
+    header.checked_add(len)?.checked_add(trailer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A framer whose Message spans more bytes than a `usize` counts.
+    struct Huge;
+
+    impl Framer for Huge {
+        fn name(&self) -> &str {
+            "huge"
+        }
+        fn boxed_clone(&self) -> Box<dyn Framer> {
+            Box::new(Huge)
+        }
+        fn frame(&mut self, _: &mut Frame, _: &MessageContext, _: bool) -> Result<(), FramerError> {
+            Ok(())
+        }
+        fn parse(&mut self, _: &[u8], _: bool, _: usize) -> Result<Parse, FramerError> {
+            Ok(Parse::Message {
+                header: 4,
+                len: usize::MAX - 1,
+                trailer: 0,
+            })
+        }
+    }
+
+    /// A frame whose parts add up past `usize::MAX` (a length prefix of
+    /// 2^32 - 1 in the browser's 32 bits) is refused, not an overflow.
+    #[test]
+    fn a_frame_longer_than_a_usize_counts_is_refused() {
+        assert_eq!(frame_len(1, 2, 3), Some(6));
+        assert_eq!(frame_len(4, usize::MAX - 1, 0), None);
+        let mut stack = FramerStack {
+            framers: vec![
+                Box::new(LengthPrefixFramer::new()) as Box<dyn Framer>,
+                Box::new(Huge),
+            ]
+            .into(),
+        };
+        let e = stack
+            .unwrap_inner(bytes::Bytes::from_static(b"abcdef"), usize::MAX)
+            .unwrap_err();
+        assert!(e.message.contains("framer `huge` found a"), "{e:?}");
     }
 }
