@@ -352,25 +352,41 @@ impl Preconnection {
         let data: bytes::Bytes = data.into();
         let context = context.unwrap_or_default();
         let mut snap = self.snapshot();
-        let replayable = context
-            .resolve(&self.config.props.message_defaults)
-            .safely_replayable;
-        if replayable
+        let message = context.resolve(&self.config.props.message_defaults);
+        // Early data is the Message as a plain send would write it first on
+        // the stream: anything a send would check or do besides (a length
+        // bound, final, unreliable or unsegmented delivery) leaves it to
+        // that send, which checks it.
+        let plain = self
+            .config
+            .props
+            .connection
+            .send_msg_max_len
+            .is_none_or(|max| data.len() as u64 <= max)
+            && !message.final_
+            && message.msg_reliable != Some(false)
+            && !message.no_fragmentation
+            && !message.no_segmentation;
+        if message.safely_replayable
+            && plain
             && self.config.props.get(SelectionProperty::ZeroRttMsg) != Preference::Prohibit
         {
             let mut frame = Frame {
                 data: data.clone(),
                 ..Frame::default()
             };
-            // A framer that refuses the Message leaves it to the normal send, which reports why.
             // Early data goes on a byte stream (QUIC, TLS): framed as the
-            // Connection there will frame.
-            if self
+            // Connection there will frame. A framer that refuses the
+            // Message leaves it to the normal send, which reports why; one
+            // that writes bytes of its own first (a greeting) or waits for
+            // the peer's leaves it to the send after the framers started.
+            let mut framers = self
                 .framers
-                .for_data_unit(crate::capability::DataUnit::ByteStream, &self.config.props)
-                .frame(&mut frame, &context, true)
-                .is_ok()
-            {
+                .for_data_unit(crate::capability::DataUnit::ByteStream, &self.config.props);
+            let quiet_start = framers.framers.iter().all(|f| {
+                matches!(f.boxed_clone().start(), Ok(crate::framer::Start::Ready(b)) if b.is_empty())
+            });
+            if quiet_start && framers.frame(&mut frame, &context, true).is_ok() {
                 snap.early_data = Some(frame.concat().into());
             }
         }

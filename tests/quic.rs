@@ -473,6 +473,26 @@ async fn tls_early_data_with_a_ticket() {
     conn.send_message("after").await.unwrap();
     assert_eq!(recv(&s2).await, b"after", "delivered once");
     conn.close().await.unwrap();
+
+    // A first Message over the application's sendMsgMaxLen is refused as a
+    // send would refuse it, with or without a ticket (it went as early
+    // data, past the bound).
+    let mut pre = tls_client(pinned(&cert));
+    pre.transport_properties_mut()
+        .set("sendMsgMaxLen", 10u64)
+        .unwrap();
+    let ctx = MessageContext::new()
+        .with("safelyReplayable", true)
+        .unwrap();
+    let (conn, sent) = pre
+        .initiate_with_send(vec![7u8; 100], Some(ctx))
+        .await
+        .unwrap();
+    let e = sent.expect_err("over sendMsgMaxLen");
+    assert_eq!(e.reason(), ErrorReason::MessageTooLarge, "{e}");
+    conn.send_message("within").await.unwrap();
+    let s3 = incoming.recv().await.unwrap();
+    assert_eq!(recv(&s3).await, b"within", "nothing went before it");
 }
 
 /// A UDP relay in front of a QUIC client: what the client sends goes to
