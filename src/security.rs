@@ -244,9 +244,10 @@ pub struct SecurityParameters {
     /// `Some(0)` turns session resumption off.
     pub max_cached_sessions: Option<usize>,
     /// `cachedSessionLifetimeSeconds`: a client does not resume sessions
-    /// older than this; a server issues tickets valid this long. `None`:
-    /// the protocol default (client: the server's ticket lifetime; server:
-    /// 6 hours).
+    /// older than this; a server resumes none older than this (its tickets
+    /// say so too). `Some(0)` turns resumption off. `None`: the protocol
+    /// default (client: the server's ticket lifetime; a Listener: while its
+    /// session cache, `maxCachedSessions`, keeps the session).
     pub cached_session_lifetime_seconds: Option<u64>,
     trust_verification: Option<TrustVerificationCallback>,
     identity_challenge: Option<IdentityChallengeCallback>,

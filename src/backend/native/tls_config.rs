@@ -775,10 +775,24 @@ pub(crate) fn server_config(
                 cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                 cfg.send_tls13_tickets = 0;
             }
+            _ if sec.cached_session_lifetime_seconds == Some(0) => {
+                // No session lives on: none is kept, no ticket is sent.
+                cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                cfg.send_tls13_tickets = 0;
+            }
             n => {
-                cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(
+                let memory = rustls::server::ServerSessionMemoryCache::new(
                     n.unwrap_or(DEFAULT_CACHED_SESSIONS),
                 );
+                // Sessions kept here (the stateful tickets of 0-RTT, see
+                // `with_early_data`) age as the tickets below do.
+                cfg.session_storage = match sec.cached_session_lifetime_seconds {
+                    Some(s) => Arc::new(AgedSessions {
+                        inner: memory,
+                        lifetime: Duration::from_secs(s),
+                    }),
+                    None => memory,
+                };
                 let ticketer = rustls::crypto::ring::Ticketer::new()
                     .map_err(|e| config_error("session tickets", e))?;
                 cfg.ticketer = match sec.cached_session_lifetime_seconds {
@@ -792,6 +806,50 @@ pub(crate) fn server_config(
         }
         Ok(Arc::new(cfg))
     })
+}
+
+/// A server's session cache whose sessions expire `lifetime` after they
+/// were stored (cachedSessionLifetimeSeconds): rustls's memory cache keeps
+/// them until it evicts them, and its stateful tickets say 24 h whatever
+/// the application set. Each value is stored behind the time it was put.
+#[derive(Debug)]
+struct AgedSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    lifetime: Duration,
+}
+
+impl AgedSessions {
+    /// Milliseconds on a monotonic clock of the process's own.
+    fn now_ms() -> u64 {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The session in `stored`, if it is still within its lifetime.
+    fn fresh(&self, stored: Vec<u8>) -> Option<Vec<u8>> {
+        let (at, value) = stored.split_first_chunk::<8>()?;
+        let age = Self::now_ms().saturating_sub(u64::from_be_bytes(*at));
+        (u128::from(age) < self.lifetime.as_millis()).then(|| value.to_vec())
+    }
+}
+
+impl rustls::server::StoresServerSessions for AgedSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let mut stored = Vec::with_capacity(8 + value.len());
+        stored.extend_from_slice(&Self::now_ms().to_be_bytes());
+        stored.extend_from_slice(&value);
+        self.inner.put(key, stored)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.fresh(self.inner.get(key)?)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.fresh(self.inner.take(key)?)
+    }
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
 }
 
 /// Presents one identity to every client.
@@ -832,8 +890,9 @@ mod tests {
         }
     }
 
-    /// Two handshakes in memory; the kind of the second.
-    fn second_handshake(tune: impl Fn(&mut SecurityParameters)) -> HandshakeKind {
+    /// A server with a new certificate for `localhost`, and a client that
+    /// pins it.
+    fn parties() -> (SecurityParameters, SecurityParameters) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
             .unwrap()
@@ -842,15 +901,23 @@ mod tests {
         let mut server = SecurityParameters::new();
         server.server_certificate =
             vec![Identity::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()];
-        tune(&mut server);
         let mut client = SecurityParameters::new();
         client.pinned_server_certificate =
             vec![crate::security::certificate_sha256(&cert.pem()).unwrap()];
-        tune(&mut client);
-        let sc = server_config(&server, &[]).unwrap();
-        let cc = client_config(&client, &[], SessionScope::Process).unwrap();
+        (server, client)
+    }
+
+    /// Two handshakes in memory, `wait` apart; the kind of the second.
+    fn two_handshakes(
+        cc: Arc<rustls::ClientConfig>,
+        sc: Arc<rustls::ServerConfig>,
+        wait: Duration,
+    ) -> HandshakeKind {
         let mut kind = None;
-        for _ in 0..2 {
+        for round in 0..2 {
+            if round == 1 {
+                std::thread::sleep(wait);
+            }
             let mut c = ClientConnection::new(cc.clone(), "localhost".try_into().unwrap()).unwrap();
             let mut s = ServerConnection::new(sc.clone()).unwrap();
             pump(&mut c, &mut s);
@@ -858,6 +925,59 @@ mod tests {
             kind = c.handshake_kind();
         }
         kind.unwrap()
+    }
+
+    /// Two handshakes in memory; the kind of the second.
+    fn second_handshake(tune: impl Fn(&mut SecurityParameters)) -> HandshakeKind {
+        let (mut server, mut client) = parties();
+        tune(&mut server);
+        tune(&mut client);
+        let sc = server_config(&server, &[]).unwrap();
+        let cc = client_config(&client, &[], SessionScope::Process).unwrap();
+        two_handshakes(cc, sc, Duration::ZERO)
+    }
+
+    /// As [`second_handshake`], against the server configuration a
+    /// Listener uses (`with_early_data`: stateful, single-use sessions),
+    /// tuned on the server alone, with `wait` between the handshakes.
+    fn second_handshake_with_a_listener(
+        tune: impl Fn(&mut SecurityParameters),
+        wait: Duration,
+    ) -> HandshakeKind {
+        let (mut server, client) = parties();
+        tune(&mut server);
+        let sc = with_early_data(&server_config(&server, &[]).unwrap(), &server, 16384);
+        // Isolated: the client keeps no sessions of its own; a store of
+        // this test's keeps the ticket.
+        let mut cc = (*client_config(&client, &[], SessionScope::Isolated).unwrap()).clone();
+        cc.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        two_handshakes(Arc::new(cc), sc, wait)
+    }
+
+    /// A Listener's server (stateful tickets for 0-RTT) holds
+    /// cachedSessionLifetimeSeconds too: 0 resumes nothing, and a session
+    /// older than the lifetime is not resumed (rustls's stateful tickets
+    /// lived until evicted, whatever the application set).
+    #[test]
+    fn a_listener_s_sessions_live_their_lifetime() {
+        let none = Duration::ZERO;
+        assert_eq!(
+            second_handshake_with_a_listener(|_| {}, none),
+            HandshakeKind::Resumed
+        );
+        assert_eq!(
+            second_handshake_with_a_listener(|s| s.cached_session_lifetime_seconds = Some(0), none),
+            HandshakeKind::Full
+        );
+        let one = |s: &mut SecurityParameters| s.cached_session_lifetime_seconds = Some(1);
+        assert_eq!(
+            second_handshake_with_a_listener(one, none),
+            HandshakeKind::Resumed
+        );
+        assert_eq!(
+            second_handshake_with_a_listener(one, Duration::from_millis(1100)),
+            HandshakeKind::Full
+        );
     }
 
     #[test]
