@@ -112,6 +112,19 @@ async fn unreliable_messages_go_as_datagrams_with_boundaries() {
     let ctx = MessageContext::new().with("msgReliable", false).unwrap();
     let err = conn.send(vec![0; 5000], Some(ctx), true).await.unwrap_err();
     assert_eq!(err.reason(), ErrorReason::MessageTooLarge);
+    // Over the receiver's recvMsgMaxLen: that datagram is dropped, saying
+    // so, and the next one arrives (it was delivered whatever the bound).
+    server.set_property("recvMsgMaxLen", 100u64).unwrap();
+    for m in [vec![1u8; 1000], vec![2u8; 10]] {
+        let ctx = MessageContext::new().with("msgReliable", false).unwrap();
+        conn.send(m, Some(ctx), true).await.unwrap();
+    }
+    let e = tokio::time::timeout(Duration::from_secs(5), server.receive())
+        .await
+        .unwrap()
+        .expect_err("over recvMsgMaxLen");
+    assert_eq!(e.error.reason, ErrorReason::MessageTooLarge, "{e}");
+    assert_eq!(recv(&server).await, vec![2u8; 10]);
     conn.close().await.unwrap();
 }
 

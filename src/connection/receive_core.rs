@@ -327,6 +327,20 @@ impl RecvState {
                     // echo can answer the same way.
                     let mut context = self.peer.context(false);
                     context.properties.msg_reliable = Some(false);
+                    if data.len() > self.msg_max {
+                        // Dropped, as on a datagram stack; the stream goes on.
+                        return Some(Err(ReceiveError {
+                            error: Error::new(
+                                ErrorReason::MessageTooLarge,
+                                format!(
+                                    "a {}-byte datagram arrived, over recvMsgMaxLen {}; it was dropped",
+                                    data.len(),
+                                    self.msg_max
+                                ),
+                            ),
+                            context: Some(context),
+                        }));
+                    }
                     return Some(Ok(ReceiveEvent::Received { data, context }));
                 }
             }
