@@ -633,3 +633,24 @@ async fn a_clone_whose_handshake_never_ends_times_out() {
     assert!(e.message.contains("300 ms"), "{e}");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// On a datagram stack, what a framer handshake leaves of the datagram it
+/// read is the Message that followed the greeting in that datagram (it
+/// was dropped silently): a raw UDP peer greets and sends `first` in one
+/// datagram, then `second`.
+#[tokio::test]
+async fn a_message_in_the_greeting_s_datagram_arrives() {
+    let mut pre = listener_pre(postsocket::TransportProperties::unreliable_datagram());
+    pre.add_framer(Greeting);
+    let l = pre.listen().await.unwrap();
+    let addr = l.local_addr();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    peer.send_to(b"HELLO\nfirst", addr).await.unwrap();
+    peer.send_to(b"second", addr).await.unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(5), l.accept())
+        .await
+        .expect("the flow is accepted")
+        .unwrap();
+    assert_eq!(recv(&c).await, b"first");
+    assert_eq!(recv(&c).await, b"second");
+}

@@ -413,6 +413,9 @@ impl Inner {
                 end_of_message: end,
             });
         }
+        // What a framer handshake left of the datagram it read (the
+        // greeting's datagram went on with a Message): that Message.
+        let left = (!st.buf.is_empty()).then(|| st.buf.split().freeze());
         let RecvState { transport, buf, .. } = st;
         let Some(t) = transport.as_ref() else {
             return Err(ReceiveError {
@@ -420,9 +423,15 @@ impl Inner {
                 error: Error::new(ErrorReason::ConnectionAborted, "the Connection is closed"),
             });
         };
-        let mut read = match polled {
-            Some(r) => r,
-            None => t.read(buf).await,
+        let mut read = match (left, polled) {
+            (Some(left), polled) => {
+                debug_assert!(polled.is_none(), "nothing is polled while bytes wait");
+                Ok(Recv::Datagram(left))
+            }
+            (None, polled) => match polled {
+                Some(r) => r,
+                None => t.read(buf).await,
+            },
         };
         // An ICMP report about an earlier datagram is a SoftError; the
         // Connection reads on.
