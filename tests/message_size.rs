@@ -150,3 +150,54 @@ async fn a_datagram_over_the_recv_msg_max_len_set_is_dropped_with_an_error() {
         .unwrap();
     assert_eq!(m.data(), &[2; 50][..], "the Connection goes on");
 }
+
+/// sendMsgMaxLen bounds a Message sent in parts as a whole, not each part
+/// (parts of 900 bytes each went under a bound of 1,000). Behind the length
+/// prefix, which holds the parts until the last, nothing of the refused
+/// Message went out: it is given up, its held part fails too, and the next
+/// Message goes as usual. Behind a delimiter its first part is on the wire
+/// already: the Message stays open, to be finished.
+#[tokio::test]
+async fn send_msg_max_len_bounds_a_message_sent_in_parts() {
+    use postsocket::MessageContext;
+    let (addr, peer) = tcp_peer(Vec::new()).await;
+    let conn = tcp_length(vec![remote(addr)]).initiate().await.unwrap();
+    conn.set_property("sendMsgMaxLen", 1000u64).unwrap();
+    let ctx = MessageContext::new();
+    let held = conn.send(vec![1u8; 900], Some(ctx.clone()), false);
+    let e = tokio::time::timeout(T, conn.send(vec![2u8; 900], Some(ctx.clone()), false))
+        .await
+        .expect("refused at once, not held")
+        .unwrap_err();
+    assert_eq!(e.reason(), ErrorReason::MessageTooLarge, "{e}");
+    assert!(e.to_string().contains("1800 bytes"), "{e}");
+    let e = tokio::time::timeout(T, held).await.unwrap().unwrap_err();
+    assert_eq!(
+        e.reason(),
+        ErrorReason::MessageTooLarge,
+        "the held part: {e}"
+    );
+    conn.send_message(vec![3u8; 10]).await.unwrap();
+    conn.close().await.unwrap();
+    let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();
+    assert_eq!(got, framed(10, &[3; 10]), "nothing of the refused Message");
+
+    let (addr, peer) = tcp_peer(Vec::new()).await;
+    let conn = tcp_lines(vec![remote(addr)]).initiate().await.unwrap();
+    conn.set_property("sendMsgMaxLen", 1000u64).unwrap();
+    let ctx = MessageContext::new();
+    conn.send(vec![b'a'; 900], Some(ctx.clone()), false)
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(T, conn.send(vec![b'b'; 900], Some(ctx.clone()), false))
+        .await
+        .expect("refused at once")
+        .unwrap_err();
+    assert_eq!(e.reason(), ErrorReason::MessageTooLarge, "{e}");
+    let e = conn.send_message(&b"other"[..]).await.unwrap_err();
+    assert!(e.to_string().contains("still open"), "{e}");
+    conn.send(&b"z"[..], Some(ctx), true).await.unwrap();
+    conn.close().await.unwrap();
+    let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();
+    assert_eq!(got, [vec![b'a'; 900], b"z\n".to_vec()].concat());
+}

@@ -260,18 +260,33 @@ impl Connection {
         if let Err(error) = q.check_part(context.id()) {
             return Err(SendFailure::SendError { context, error });
         }
-        if let Some(max) = inner.stack_send_max(!q.framers.is_empty()) {
-            if data.len() as u64 > max {
-                return Err(fail(
-                    &context,
-                    ErrorReason::MessageTooLarge,
+        // The bounds hold for the whole Message: its parts so far and this one.
+        let message_len = q.message_len(context.id(), data.len());
+        let stack_max = inner.stack_send_max(!q.framers.is_empty());
+        let over = if message_len > set_max {
+            Some((set_max, None))
+        } else {
+            stack_max
+                .filter(|&m| message_len > m)
+                .map(|m| (m, Some(caps.stack)))
+        };
+        if let Some((max, stack)) = over {
+            let whose = match stack {
+                None => ", which the application set".to_string(),
+                Some(stack) => format!(" of {stack}"),
+            };
+            let error = Error::new(
+                ErrorReason::MessageTooLarge,
+                if message_len == data.len() as u64 {
+                    format!("a {message_len}-byte Message is over sendMsgMaxLen {max}{whose}")
+                } else {
                     format!(
-                        "a {}-byte Message is over sendMsgMaxLen {max} of {}",
-                        data.len(),
-                        caps.stack
-                    ),
-                ));
-            }
+                        "this part makes its Message {message_len} bytes, over sendMsgMaxLen {max}{whose}"
+                    )
+                },
+            );
+            q.refuse_part(context.id(), &error);
+            return Err(SendFailure::SendError { context, error });
         }
         if (props.no_fragmentation || props.no_segmentation) && !is_stream {
             if let Some(single) = Some(inner.singular_max).filter(|&m| m != u64::MAX) {
@@ -286,11 +301,12 @@ impl Connection {
             ..Frame::default()
         };
         if let Err(e) = q.framers.frame(&mut frame, &context, end_of_message) {
-            return Err(fail(
-                &context,
+            let error = Error::new(
                 ErrorReason::InvalidMessageProperties,
                 format!("framer: {e}"),
-            ));
+            );
+            q.refuse_part(context.id(), &error);
+            return Err(SendFailure::SendError { context, error });
         }
         if !is_stream && frame.len() as u64 > caps.max_message_len.unwrap_or(u64::MAX) {
             return Err(fail(
@@ -306,7 +322,14 @@ impl Connection {
         let deadline = props
             .msg_lifetime
             .map(|l| runtime::saturating_add(runtime::now(), l));
-        let queued = match q.admit(frame, context, end_of_message, props.final_, deadline) {
+        let queued = match q.admit(
+            frame,
+            context,
+            end_of_message,
+            props.final_,
+            deadline,
+            message_len,
+        ) {
             Admitted::Held(rx) => return Ok(Enqueued::Held(rx)),
             Admitted::Ready(f) => f,
         };

@@ -125,6 +125,13 @@ pub(super) struct SendQueue {
     /// The id of the Message still open (sent with end_of_message false).
     /// (Ids start at 1: only the placeholder context, never sent, has 0.)
     pub(super) open_partial: Option<std::num::NonZeroU64>,
+    /// The bytes of the open Message's parts so far (its length bounds
+    /// hold for the whole Message, not for each part).
+    pub(super) open_len: u64,
+    /// A part of the open Message went to the stack (or the queue), so it
+    /// can no longer be taken back: it must be finished or the Connection
+    /// ended.
+    pub(super) open_written: bool,
     /// The parts of the open Message a framer holds (see [`HeldPart`]).
     /// (Boxed: made with the first such part; few Messages have any. The
     /// Box keeps the field one pointer wide, not a Vec's three words.)
@@ -149,6 +156,8 @@ impl SendQueue {
             next_seq: 0,
             batch: None,
             open_partial: None,
+            open_len: 0,
+            open_written: false,
             held: None,
             final_sent: false,
             left_in_batch: false,
@@ -183,6 +192,35 @@ impl SendQueue {
         }
     }
 
+    /// The length Message `id` reaches with a part of `len` more bytes.
+    pub(super) fn message_len(&self, id: u64, len: usize) -> u64 {
+        let so_far = match self.open_partial {
+            Some(open) if open.get() == id => self.open_len,
+            _ => 0,
+        };
+        so_far.saturating_add(len as u64)
+    }
+
+    /// A part of Message `id` was refused for `error`. If none of the
+    /// Message went to the stack yet (its earlier parts are held by a
+    /// framer, as the length prefix holds them until the last), the
+    /// Message is abandoned: its held parts fail with `error` and the
+    /// framers forget it, so the next send starts a new Message.
+    /// Otherwise it stays open (its bytes are on the stream): finish it,
+    /// or end the Connection.
+    pub(super) fn refuse_part(&mut self, id: u64, error: &Error) {
+        let open = self.open_partial.is_some_and(|o| o.get() == id);
+        if !open || self.open_written {
+            return;
+        }
+        for part in self.held.take().into_iter().flat_map(|h| *h) {
+            part.answer(Err(SendFailureKind::Error(error.clone())));
+        }
+        self.open_partial = None;
+        self.open_len = 0;
+        self.framers.message_abandoned();
+    }
+
     /// The next sequence number (the position of a send call).
     pub(super) fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
@@ -199,12 +237,20 @@ impl SendQueue {
         end_of_message: bool,
         final_: bool,
         deadline: Option<Instant>,
+        message_len: u64,
     ) -> Admitted {
-        self.open_partial = if end_of_message {
-            None
+        if end_of_message {
+            self.open_partial = None;
+            self.open_len = 0;
+            self.open_written = false;
         } else {
-            std::num::NonZeroU64::new(context.id())
-        };
+            if self.open_partial.map(|o| o.get()) != Some(context.id()) {
+                self.open_written = false;
+            }
+            self.open_partial = std::num::NonZeroU64::new(context.id());
+            self.open_len = message_len;
+            self.open_written |= !frame.is_empty();
+        }
         let seq = self.take_seq();
         if !end_of_message && frame.is_empty() {
             let (tx, rx) = oneshot::channel();
@@ -621,7 +667,11 @@ mod tests {
                 .expect("small frames fit the prefix");
             self.open = (!eom).then(|| context.clone());
             let deadline = lifetime.map(|ms| self.now + Duration::from_millis(ms));
-            match self.q.admit(frame, context, eom, final_, deadline) {
+            let message_len = self.q.message_len(context.id(), len);
+            match self
+                .q
+                .admit(frame, context, eom, final_, deadline, message_len)
+            {
                 Admitted::Held(rx) => self.pending.push(Some(rx)),
                 Admitted::Ready(mut f) => {
                     self.frames

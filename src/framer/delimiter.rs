@@ -123,6 +123,10 @@ impl Framer for DelimiterFramer {
         Ok(())
     }
 
+    fn message_abandoned(&mut self) {
+        self.sent_tail.clear();
+    }
+
     fn parse(&mut self, buf: &[u8], at_end: bool, max_len: usize) -> Result<Parse, FramerError> {
         // Resume the search where the last call stopped (the cursor only grows
         // until a Message is found).

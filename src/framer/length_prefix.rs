@@ -62,6 +62,10 @@ impl Framer for LengthPrefixFramer {
         Ok(())
     }
 
+    fn message_abandoned(&mut self) {
+        self.pending = Vec::new();
+    }
+
     fn parse(&mut self, buf: &[u8], at_end: bool, max_len: usize) -> Result<Parse, FramerError> {
         if buf.len() < 4 {
             if at_end && !buf.is_empty() {

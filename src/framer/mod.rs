@@ -240,6 +240,12 @@ pub trait Framer: Send + Sync + 'static {
     /// `at_end` is true when no more bytes will come (end of stream, or one
     /// whole datagram). `max_len` is recvMsgMaxLen: a longer Message is an error.
     fn parse(&mut self, buf: &[u8], at_end: bool, max_len: usize) -> Result<Parse, FramerError>;
+
+    /// The Message being sent in parts was given up before its last part,
+    /// none of it having been written (a part was refused: too long, or by
+    /// a framer): forget what was kept of it, so that the next part
+    /// starts a new Message. The default keeps nothing to forget.
+    fn message_abandoned(&mut self) {}
 }
 
 impl Clone for Box<dyn Framer> {
@@ -296,6 +302,14 @@ impl FramerStack {
     pub(crate) fn fresh(&self) -> FramerStack {
         FramerStack {
             framers: self.framers.iter().map(|f| f.boxed_clone()).collect(),
+        }
+    }
+
+    /// Tell every framer the open Message was given up
+    /// ([`Framer::message_abandoned`]).
+    pub(crate) fn message_abandoned(&mut self) {
+        for f in self.framers.iter_mut() {
+            f.message_abandoned();
         }
     }
 
