@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
+thread_local! {
+    /// Where a connected UDP socket's datagram is read before it is copied
+    /// out at its own size: one per thread, made at its first read.
+    static SCRATCH: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
 type PeerRx = Arc<futures::lock::Mutex<FlowRx>>;
 
 /// What a queued datagram costs beyond its payload: its allocation and its
@@ -191,12 +197,25 @@ impl UdpTransport {
                     )),
                 },
             },
-            None => {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                let n = self.socket.recv(&mut buf).await?;
-                buf.truncate(n);
-                Ok(Recv::Datagram(buf.into()))
-            }
+            // Read into the thread's scratch buffer, and keep a copy of the
+            // datagram's own size: a buffer of MAX_DATAGRAM per datagram
+            // was zeroed each time and stayed with the Message it became
+            // (64 KiB held for each small datagram the application kept).
+            None => loop {
+                self.socket.readable().await?;
+                let read = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let buf = scratch.get_or_insert_with(|| vec![0u8; MAX_DATAGRAM]);
+                    self.socket
+                        .try_recv(buf)
+                        .map(|n| bytes::Bytes::copy_from_slice(&buf[..n]))
+                });
+                match read {
+                    Ok(d) => return Ok(Recv::Datagram(d)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
         }
     }
 
@@ -586,6 +605,29 @@ pub(crate) fn is_icmp_report(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A datagram a connected socket reads is held at its own size, not in
+    /// a buffer of MAX_DATAGRAM (each small datagram the application kept
+    /// held 64 KiB).
+    #[tokio::test]
+    async fn a_received_datagram_holds_its_own_size() {
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let t =
+            UdpTransport::connect(peer.local_addr().unwrap(), &SocketOptions::default()).unwrap();
+        let me = t.socket().local_addr().unwrap();
+        for m in [&b"small"[..], &[7u8; 3000][..], b""] {
+            peer.send_to(m, me).await.unwrap();
+            let Recv::Datagram(d) = t.read().await.unwrap() else {
+                panic!("a datagram");
+            };
+            assert_eq!(&d[..], m);
+            if m.is_empty() {
+                continue; // no allocation at all
+            }
+            let held = d.try_into_mut().expect("the only handle").capacity();
+            assert!(held <= m.len().max(64), "{held} bytes held for {}", m.len());
+        }
+    }
 
     /// While the flow table is full, a flood of datagrams from new sources
     /// (spoofable: no handshake) makes the Listener sweep the table at most
