@@ -147,6 +147,20 @@ fn local_for(locals: &[LocalEndpoint], remote: &Target) -> Result<Option<SocketA
         .ok_or_else(|| format!("no local endpoint of the same family as {remote}"))
 }
 
+/// The host name of the RemoteEndpoint that gave the address `remote`
+/// together with one (a host name and an IP address in one endpoint): the
+/// name a certificate is verified for and sent as SNI.
+fn named_with(remotes: &[RemoteEndpoint], remote: &Target) -> Option<String> {
+    let Target::Addr(a) = remote else {
+        return None;
+    };
+    remotes
+        .iter()
+        .find(|r| r.ip_address() == Some(a.ip()) && r.port() == Some(a.port()))?
+        .host_name()
+        .map(str::to_string)
+}
+
 struct Emitter {
     observer: Option<TraceObserver>,
     sent: usize,
@@ -459,7 +473,11 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                             );
                             if caps.security != crate::capability::SecurityProtocol::None {
                                 opts.security = Some(s.security.clone());
-                                opts.server_name = racer.host_of(node);
+                                // The name resolved, else the host name the
+                                // application gave with this address.
+                                opts.server_name = racer
+                                    .host_of(node)
+                                    .or_else(|| named_with(&s.remotes, &remote));
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();

@@ -523,6 +523,35 @@ async fn alpn_holds_when_the_peer_offers_none() {
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
+/// A RemoteEndpoint with a host name and an IP address connects to the
+/// address and verifies the certificate for the name (and sends it as
+/// SNI): a certificate for `localhost` only is accepted at 127.0.0.1 named
+/// `localhost` (the name was dropped, and the certificate checked against
+/// the address, so it failed).
+#[tokio::test]
+async fn a_host_name_given_with_its_address_is_the_name_verified() {
+    let ca = ca("ca");
+    let cert = leaf(Some(&ca), &["localhost"], false, false);
+    let (addr, _) = echo_listener(server_security(&cert)).await;
+    let mut sec = SecurityParameters::new();
+    sec.trusted_ca = vec![ca.pem.clone()];
+    let both = RemoteEndpoint::new()
+        .with_host_name("localhost")
+        .unwrap()
+        .with_ip_address(addr.ip())
+        .unwrap()
+        .with_port(addr.port())
+        .unwrap();
+    let conn = client(vec![both], sec.clone())
+        .initiate()
+        .await
+        .expect("verified for localhost");
+    round_trip(&conn).await;
+    // The address alone is not what the certificate names.
+    let e = fails(client(vec![remote(addr)], sec)).await;
+    assert_names(&e, &["127.0.0.1"]);
+}
+
 #[tokio::test]
 async fn trust_verification_callback_can_reject() {
     let cert = leaf(None, &["127.0.0.1"], false, false);
