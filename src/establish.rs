@@ -475,9 +475,15 @@ pub(crate) async fn establish(s: &Snapshot, timeout: Option<Duration>) -> Result
                                 opts.security = Some(s.security.clone());
                                 // The name resolved, else the host name the
                                 // application gave with this address.
-                                opts.server_name = racer
-                                    .host_of(node)
-                                    .or_else(|| named_with(&s.remotes, &remote));
+                                // (Not where the stacks resolve names
+                                // themselves, the browser: a name there is
+                                // where they connect, not only what they
+                                // verify, and the address given would be lost.)
+                                opts.server_name = racer.host_of(node).or_else(|| {
+                                    (!s.resolver.passes_names_to_stacks())
+                                        .then(|| named_with(&s.remotes, &remote))
+                                        .flatten()
+                                });
                             }
                             // Every 0-RTT-capable leaf gets its own copy (RFC 9623 §5.3).
                             opts.early_data = s.early_data.clone();

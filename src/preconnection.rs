@@ -355,8 +355,8 @@ impl Preconnection {
         let message = context.resolve(&self.config.props.message_defaults);
         // Early data is the Message as a plain send would write it first on
         // the stream: anything a send would check or do besides (a length
-        // bound, final, unreliable or unsegmented delivery) leaves it to
-        // that send, which checks it.
+        // bound, final, unreliable or unsegmented delivery, partial checksum
+        // coverage) leaves it to that send, which checks it.
         let plain = self
             .config
             .props
@@ -366,7 +366,8 @@ impl Preconnection {
             && !message.final_
             && message.msg_reliable != Some(false)
             && !message.no_fragmentation
-            && !message.no_segmentation;
+            && !message.no_segmentation
+            && message.msg_checksum_len == crate::properties::ChecksumCoverage::Full;
         if message.safely_replayable
             && plain
             && self.config.props.get(SelectionProperty::ZeroRttMsg) != Preference::Prohibit

@@ -654,3 +654,50 @@ async fn a_message_in_the_greeting_s_datagram_arrives() {
     assert_eq!(recv(&c).await, b"first");
     assert_eq!(recv(&c).await, b"second");
 }
+
+/// A framer whose Message and trailer add past usize::MAX.
+struct Endless;
+
+impl Framer for Endless {
+    fn name(&self) -> &str {
+        "endless"
+    }
+    fn boxed_clone(&self) -> Box<dyn Framer> {
+        Box::new(Endless)
+    }
+    fn frame(&mut self, f: &mut Frame, c: &MessageContext, e: bool) -> Result<(), FramerError> {
+        Greeting.frame(f, c, e)
+    }
+    /// Where Greeting finds a Message, one of usize::MAX bytes and a trailer.
+    fn parse(&mut self, buf: &[u8], at_end: bool, max: usize) -> Result<Parse, FramerError> {
+        Ok(match Greeting.parse(buf, at_end, max)? {
+            Parse::Message { .. } => Parse::Message {
+                header: 0,
+                len: usize::MAX,
+                trailer: 1,
+            },
+            other => other,
+        })
+    }
+}
+
+/// A byte stream whose framer counts past usize::MAX (a length near 2^32
+/// in the browser's 32 bits) fails its receive with DeframingFailed: the
+/// count overflowed before.
+#[tokio::test]
+async fn a_stream_framer_counting_past_usize_max_is_deframing_failed() {
+    let a = raw_server(b"anything").await;
+    let mut pre = client(
+        a,
+        postsocket::StackId::Tcp,
+        postsocket::TransportProperties::new(),
+        postsocket::SecurityParameters::disabled(),
+    );
+    pre.add_framer(Endless);
+    let conn = pre.initiate().await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), conn.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.error.reason, ErrorReason::DeframingFailed, "{e:?}");
+}

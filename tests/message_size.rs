@@ -177,10 +177,24 @@ async fn send_msg_max_len_bounds_a_message_sent_in_parts() {
         ErrorReason::MessageTooLarge,
         "the held part: {e}"
     );
+    // A single part over the bound gives its Message up the same way.
+    let ctx = MessageContext::new();
+    let held = conn.send(vec![4u8; 60], Some(ctx.clone()), false);
+    let e = tokio::time::timeout(T, conn.send(vec![5u8; 1500], Some(ctx), true))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.reason(), ErrorReason::MessageTooLarge, "{e}");
+    let e = tokio::time::timeout(T, held).await.unwrap().unwrap_err();
+    assert_eq!(
+        e.reason(),
+        ErrorReason::MessageTooLarge,
+        "the held part: {e}"
+    );
     conn.send_message(vec![3u8; 10]).await.unwrap();
     conn.close().await.unwrap();
     let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();
-    assert_eq!(got, framed(10, &[3; 10]), "nothing of the refused Message");
+    assert_eq!(got, framed(10, &[3; 10]), "nothing of the refused Messages");
 
     let (addr, peer) = tcp_peer(Vec::new()).await;
     let conn = tcp_lines(vec![remote(addr)]).initiate().await.unwrap();
@@ -196,6 +210,15 @@ async fn send_msg_max_len_bounds_a_message_sent_in_parts() {
     assert_eq!(e.reason(), ErrorReason::MessageTooLarge, "{e}");
     let e = conn.send_message(&b"other"[..]).await.unwrap_err();
     assert!(e.to_string().contains("still open"), "{e}");
+    // A part refused by the framer leaves the Message as it was: `a…a`
+    // then `\n…` is refused, and again when tried again.
+    for _ in 0..2 {
+        let e = conn
+            .send(&b"\nb"[..], Some(ctx.clone()), true)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("delimiter"), "{e}");
+    }
     conn.send(&b"z"[..], Some(ctx), true).await.unwrap();
     conn.close().await.unwrap();
     let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();

@@ -413,6 +413,18 @@ async fn required_client_certificates_contradict_opportunistic_security() {
             .contains("require_client_certificate contradicts opportunistic"),
         "{e}"
     );
+    // And with security disabled (plain TCP only).
+    let mut server = SecurityParameters::disabled();
+    server.require_client_certificate = true;
+    let mut pre = Preconnection::new(vec![local()], vec![], TransportProperties::new(), server);
+    pre.set_protocols(vec![StackId::Tcp]);
+    pre.add_framer(LengthPrefixFramer::new());
+    let e = pre.listen().await.expect_err("contradictory");
+    assert!(
+        e.message
+            .contains("require_client_certificate contradicts disabled"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -492,6 +504,16 @@ async fn alpn_holds_when_the_peer_offers_none() {
     assert_names(
         &e,
         &["the server chose no application protocol (ALPN)", "h2"],
+    );
+    // wss the same.
+    let mut sec = common::pinned(&cert);
+    sec.alpn = vec!["h2".into()];
+    let mut pre = client(vec![remote(plain_server)], sec);
+    pre.set_protocols(vec![StackId::Wss]);
+    let e = fails(pre).await;
+    assert_names(
+        &e,
+        &["the server chose no application protocol (ALPN)", "wss"],
     );
 
     // A Listener with ALPN, and a plain rustls client that offers none.

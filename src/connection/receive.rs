@@ -434,16 +434,29 @@ impl Inner {
             },
         };
         // An ICMP report about an earlier datagram is a SoftError; the
-        // Connection reads on.
+        // Connection reads on. The first of a run is reported at once, the
+        // rest counted into one more report when the run ends (a closed
+        // port, or spoofed ICMP, must not queue an event each).
+        let mut more = 0u64;
         while let Err(e) = read.as_ref() {
             if !t.is_soft_error(e) {
                 break;
             }
-            self.emit(ConnectionEvent::SoftError(format!(
-                "{}: {e} (an ICMP report about an earlier datagram; receiving goes on)",
-                self.caps.stack
-            )));
+            if more == 0 {
+                self.emit(ConnectionEvent::SoftError(format!(
+                    "{}: {e} (an ICMP report about an earlier datagram; receiving goes on)",
+                    self.caps.stack
+                )));
+            }
+            more += 1;
             read = t.read(buf).await;
+        }
+        if more > 1 {
+            self.emit(ConnectionEvent::SoftError(format!(
+                "{}: {} more ICMP reports about earlier datagrams",
+                self.caps.stack,
+                more - 1
+            )));
         }
         let datagram = match read {
             Ok(Recv::Datagram(d)) => d,

@@ -467,6 +467,26 @@ impl RecvState {
                     header,
                     len,
                     trailer,
+                }) if crate::framer::frame_len(header, len, trailer).is_none()
+                    || header > avail =>
+                {
+                    // A framer's count no buffer can hold (a length near
+                    // usize::MAX, 32 bits in the browser), or a header it
+                    // has not seen: the stream's framing is lost.
+                    return Some(Err(ReceiveError {
+                        context: None,
+                        error: Error::new(
+                            ErrorReason::DeframingFailed,
+                            format!(
+                                "the framer reported a {header}-byte header, a {len}-byte Message and a {trailer}-byte trailer in {avail} bytes: more than can be counted or read"
+                            ),
+                        ),
+                    }));
+                }
+                Ok(Parse::Message {
+                    header,
+                    len,
+                    trailer,
                 }) => {
                     self.buf.advance(header);
                     self.current = Some(Current {

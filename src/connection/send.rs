@@ -131,14 +131,16 @@ impl Connection {
         }
         let set_max = inner.send_max.load(Ordering::Relaxed);
         if data.len() as u64 > set_max {
-            return Err(fail(
-                &context,
+            let error = Error::new(
                 ErrorReason::MessageTooLarge,
                 format!(
                     "a {}-byte Message is over sendMsgMaxLen {set_max}, which the application set",
                     data.len()
                 ),
-            ));
+            );
+            // A part of an open Message: as any refused part (see below).
+            q.refuse_part(context.id(), &error);
+            return Err(SendFailure::SendError { context, error });
         }
         // Properties the stack cannot honour are errors, never silently ignored.
         if props.msg_reliable == Some(true) && caps.reliability == Support::Never {

@@ -113,6 +113,18 @@ pub(super) enum Admitted {
     Ready(Queued),
 }
 
+/// The Message still open on a byte stream (sent with end_of_message false).
+pub(super) struct OpenMessage {
+    /// Its id (its context's).
+    id: u64,
+    /// The bytes of its parts so far (its length bounds hold for the whole
+    /// Message, not for each part).
+    len: u64,
+    /// A part of it went to the stack (or the queue), so it can no longer
+    /// be taken back: it must be finished, or the Connection ended.
+    written: bool,
+}
+
 /// The Messages sent but not yet taken by the writer, and what the send
 /// call order decides: sequence numbers, the open partial Message, the
 /// final Message, and whether anything may still be sent.
@@ -122,16 +134,10 @@ pub(super) struct SendQueue {
     /// A batch under way (StartBatch), and its end. (Boxed: rarely used.)
     #[allow(clippy::type_complexity)]
     pub(super) batch: Option<Box<(oneshot::Sender<()>, Shared<oneshot::Receiver<()>>)>>,
-    /// The id of the Message still open (sent with end_of_message false).
-    /// (Ids start at 1: only the placeholder context, never sent, has 0.)
-    pub(super) open_partial: Option<std::num::NonZeroU64>,
-    /// The bytes of the open Message's parts so far (its length bounds
-    /// hold for the whole Message, not for each part).
-    pub(super) open_len: u64,
-    /// A part of the open Message went to the stack (or the queue), so it
-    /// can no longer be taken back: it must be finished or the Connection
-    /// ended.
-    pub(super) open_written: bool,
+    /// The Message still open (sent with end_of_message false). (Boxed:
+    /// made with a Message's first part; few Messages go in parts, and the
+    /// field stays one pointer wide.)
+    pub(super) open_partial: Option<Box<OpenMessage>>,
     /// The parts of the open Message a framer holds (see [`HeldPart`]).
     /// (Boxed: made with the first such part; few Messages have any. The
     /// Box keeps the field one pointer wide, not a Vec's three words.)
@@ -156,8 +162,6 @@ impl SendQueue {
             next_seq: 0,
             batch: None,
             open_partial: None,
-            open_len: 0,
-            open_written: false,
             held: None,
             final_sent: false,
             left_in_batch: false,
@@ -183,8 +187,8 @@ impl SendQueue {
     /// On a byte stream, one Message at a time: a part of Message `id`
     /// may follow only the parts of that same Message.
     pub(super) fn check_part(&self, id: u64) -> Result<(), Error> {
-        match self.open_partial {
-            Some(open) if open.get() != id => Err(Error::new(
+        match &self.open_partial {
+            Some(open) if open.id != id => Err(Error::new(
                 ErrorReason::InvalidMessageProperties,
                 "another Message is still open (sent with end_of_message false); finish it before starting a new one on a byte stream",
             )),
@@ -194,8 +198,8 @@ impl SendQueue {
 
     /// The length Message `id` reaches with a part of `len` more bytes.
     pub(super) fn message_len(&self, id: u64, len: usize) -> u64 {
-        let so_far = match self.open_partial {
-            Some(open) if open.get() == id => self.open_len,
+        let so_far = match &self.open_partial {
+            Some(open) if open.id == id => open.len,
             _ => 0,
         };
         so_far.saturating_add(len as u64)
@@ -209,15 +213,17 @@ impl SendQueue {
     /// Otherwise it stays open (its bytes are on the stream): finish it,
     /// or end the Connection.
     pub(super) fn refuse_part(&mut self, id: u64, error: &Error) {
-        let open = self.open_partial.is_some_and(|o| o.get() == id);
-        if !open || self.open_written {
+        if !self
+            .open_partial
+            .as_ref()
+            .is_some_and(|o| o.id == id && !o.written)
+        {
             return;
         }
         for part in self.held.take().into_iter().flat_map(|h| *h) {
             part.answer(Err(SendFailureKind::Error(error.clone())));
         }
         self.open_partial = None;
-        self.open_len = 0;
         self.framers.message_abandoned();
     }
 
@@ -241,15 +247,17 @@ impl SendQueue {
     ) -> Admitted {
         if end_of_message {
             self.open_partial = None;
-            self.open_len = 0;
-            self.open_written = false;
         } else {
-            if self.open_partial.map(|o| o.get()) != Some(context.id()) {
-                self.open_written = false;
-            }
-            self.open_partial = std::num::NonZeroU64::new(context.id());
-            self.open_len = message_len;
-            self.open_written |= !frame.is_empty();
+            let open = match &mut self.open_partial {
+                Some(open) if open.id == context.id() => open,
+                other => other.insert(Box::new(OpenMessage {
+                    id: context.id(),
+                    len: 0,
+                    written: false,
+                })),
+            };
+            open.len = message_len;
+            open.written |= !frame.is_empty();
         }
         let seq = self.take_seq();
         if !end_of_message && frame.is_empty() {

@@ -84,7 +84,6 @@ impl Framer for DelimiterFramer {
             // The usual whole Message in one part (or a one-byte delimiter,
             // which no join can split): no join to look across.
             if parts.iter().any(|p| find(p, &self.delimiter, 0).is_some()) {
-                self.sent_tail.clear();
                 return Err(self.contains_delimiter());
             }
             frame.suffix.extend_from_slice(&self.delimiter);
@@ -92,7 +91,9 @@ impl Framer for DelimiterFramer {
         }
         // The delimiter, within one part or across the joins between
         // parts and with the Message's earlier parts (`sent_tail`).
-        let mut tail = std::mem::take(&mut self.sent_tail);
+        // (A copy: a refused part leaves the Message as it was, open with
+        // its earlier parts; at most the delimiter's length less one.)
+        let mut tail = self.sent_tail.clone();
         let mut found = false;
         for part in parts {
             if part.is_empty() {
@@ -112,11 +113,11 @@ impl Framer for DelimiterFramer {
             tail.drain(..over);
         }
         if found {
-            // The open Message is refused; the next one starts afresh.
             return Err(self.contains_delimiter());
         }
         if end_of_message {
             frame.suffix.extend_from_slice(&self.delimiter);
+            self.sent_tail.clear();
         } else {
             self.sent_tail = tail;
         }
@@ -187,7 +188,8 @@ mod tests {
     /// the end of one part and the start of the next, or the parts of one
     /// frame. (Each part was checked alone before, so `abc\r` then `\ndef`
     /// went out and arrived as two Messages.) A delimiter-free Message in
-    /// parts goes out whole; after a refusal the next Message starts afresh.
+    /// parts goes out whole; a refused part leaves the Message open as it
+    /// was, until it is given up.
     #[test]
     fn a_delimiter_across_the_parts_of_a_message_is_refused() {
         let ctx = MessageContext::default();
@@ -201,7 +203,11 @@ mod tests {
         let mut f = DelimiterFramer::new(b"\r\n".to_vec()).unwrap();
         assert_eq!(part(&mut f, b"abc\r", false).unwrap(), b"abc\r");
         assert!(part(&mut f, b"\ndef", true).is_err(), "across two parts");
-        // Afresh: a lone `\n` at the start of the next Message is fine.
+        // The refused part changed nothing: the Message is still open
+        // after `abc\r`, and the same part is refused again.
+        assert!(part(&mut f, b"\nxyz", true).is_err(), "still after `\\r`");
+        // Given up, the next Message starts afresh: a lone `\n` is fine.
+        f.message_abandoned();
         assert_eq!(part(&mut f, b"\nxyz", true).unwrap(), b"\nxyz\r\n");
         // Across one-byte parts, three deep.
         let mut f = DelimiterFramer::new(b"<->".to_vec()).unwrap();

@@ -151,14 +151,18 @@ impl Listener {
         };
         let port = local.port().unwrap_or(0);
         if snap.security.require_client_certificate
-            && snap.security.mode() == crate::security::SecurityMode::Opportunistic
+            && snap.security.mode() != crate::security::SecurityMode::Required
         {
             // Plain TCP would take a client with no certificate at all.
-            return Err(Error::invalid_configuration(
-                "require_client_certificate contradicts opportunistic security, which lets \
-                 clients in over plaintext stacks without any certificate: use \
-                 SecurityParameters::new() to require secure, certified clients",
-            ));
+            return Err(Error::invalid_configuration(format!(
+                "require_client_certificate contradicts {} security, which lets clients in \
+                 over plaintext stacks without any certificate: use SecurityParameters::new() \
+                 to require secure, certified clients",
+                match snap.security.mode() {
+                    crate::security::SecurityMode::Disabled => "disabled",
+                    _ => "opportunistic",
+                }
+            )));
         }
         let props = snap.props.for_listener();
         let chosen = crate::racing::selection::select(

@@ -139,3 +139,31 @@ pub(crate) fn default_waiting_peers(places: usize) -> usize {
         0
     }
 }
+
+/// True for an error code Linux leaves on a connected UDP socket for an
+/// ICMP message about an earlier datagram (`__udp4_lib_err`,
+/// `__udp6_lib_err`): host or network unreachable or down, administratively
+/// prohibited, protocol unreachable, a parameter problem, fragmentation
+/// needed or packet too big. Elsewhere only the kinds
+/// `udp::is_icmp_report` names are known.
+pub(crate) fn is_icmp_errno(code: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        matches!(
+            code,
+            libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::ENOPROTOOPT
+                | libc::EPROTO
+                | libc::EMSGSIZE
+                | libc::EACCES
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = code;
+        false
+    }
+}

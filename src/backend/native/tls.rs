@@ -210,18 +210,7 @@ impl TlsTransport {
                 sent_early = true;
             }
         }
-        // rustls over TCP refuses only when both sides offer ALPN and none
-        // matches: a server that speaks no ALPN answers with none, which the
-        // application's `alpn` does not allow.
-        if !sec.alpn.is_empty() && stream.get_ref().1.alpn_protocol().is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "TLS handshake with {remote} ({name}): the server chose no application protocol (ALPN), and SecurityParameters::alpn asks for one of {:?}",
-                    sec.alpn
-                ),
-            ));
-        }
+        alpn_chosen(&sec, stream.get_ref().1, &format!("{remote} ({name})"))?;
         let mut pending = Vec::new();
         if was_asked() && !has_identity {
             // TLS 1.3: the client's handshake ends before the server judged the
@@ -522,7 +511,7 @@ pub(crate) async fn connect_http1(
             format!("TLS server name `{name}`: {e}"),
         )
     })?;
-    tokio_rustls::TlsConnector::from(config)
+    let stream = tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
         .map_err(|e| {
@@ -530,7 +519,30 @@ pub(crate) async fn connect_http1(
                 e.kind(),
                 format!("TLS handshake with {who}: {}", describe(&e)),
             )
-        })
+        })?;
+    // The default `http/1.1` need not be chosen; the application's `alpn` must.
+    alpn_chosen(sec, stream.get_ref().1, who)?;
+    Ok(stream)
+}
+
+/// The application's `alpn` holds also against a server that speaks no
+/// ALPN: rustls over TCP refuses only when both sides offer ALPN and none
+/// matches, and a server without it answers with none.
+fn alpn_chosen(
+    sec: &crate::security::SecurityParameters,
+    conn: &rustls::ClientConnection,
+    who: &str,
+) -> io::Result<()> {
+    if sec.alpn.is_empty() || conn.alpn_protocol().is_some() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "TLS handshake with {who}: the server chose no application protocol (ALPN), and SecurityParameters::alpn asks for one of {:?}",
+            sec.alpn
+        ),
+    ))
 }
 
 /// The server handshake of [`accept`] (also run before a `wss` upgrade):

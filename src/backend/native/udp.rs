@@ -593,18 +593,43 @@ impl UdpPeers {
 
 /// True when `e`, from a connected UDP socket, reports an ICMP message
 /// about an earlier datagram rather than a broken socket: port unreachable
-/// (`ConnectionRefused`; Windows reports it as `ConnectionReset`). Linux
-/// reports no other ICMP errors on a socket without IP_RECVERR.
+/// (`ConnectionRefused`; Windows reports it as `ConnectionReset`), and
+/// where the platform says so the others (host or network unreachable,
+/// prohibited, too big: see [`sockopt::is_icmp_errno`](super::sockopt::is_icmp_errno)).
 pub(crate) fn is_icmp_report(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-    )
+    ) || e.raw_os_error().is_some_and(super::sockopt::is_icmp_errno)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The errors an ICMP message leaves on a connected socket are reports,
+    /// not a broken socket; others are not.
+    #[test]
+    fn icmp_reports_are_told_from_other_errors() {
+        assert!(is_icmp_report(&io::ErrorKind::ConnectionRefused.into()));
+        assert!(!is_icmp_report(&io::ErrorKind::NotConnected.into()));
+        #[cfg(target_os = "linux")]
+        for (code, report) in [
+            (libc::EHOSTUNREACH, true),
+            (libc::ENETUNREACH, true),
+            (libc::EMSGSIZE, true),
+            (libc::EACCES, true),
+            (libc::EPROTO, true),
+            (libc::EBADF, false),
+            (libc::ENOMEM, false),
+        ] {
+            assert_eq!(
+                is_icmp_report(&io::Error::from_raw_os_error(code)),
+                report,
+                "{code}"
+            );
+        }
+    }
 
     /// A datagram a connected socket reads is held at its own size, not in
     /// a buffer of MAX_DATAGRAM (each small datagram the application kept
