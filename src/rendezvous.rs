@@ -44,6 +44,7 @@ use crate::error::{Error, ErrorReason};
 use crate::listener::Listener;
 use crate::preconnection::Preconnection;
 use crate::properties::{Preference, SelectionProperty, TransportProperties};
+use crate::runtime::with_timeout;
 use crate::runtime::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -371,21 +372,6 @@ fn peer_options(pre: &Preconnection, props: &TransportProperties) -> backend::So
 
 fn fail(e: std::io::Error, what: &str) -> Error {
     Error::new(ErrorReason::EstablishmentFailed, format!("{what}: {e}"))
-}
-
-async fn with_timeout<T>(
-    timeout: Duration,
-    what: &str,
-    fut: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    use futures::FutureExt;
-    let sleep = crate::runtime::sleep(timeout).fuse();
-    let fut = fut.fuse();
-    futures::pin_mut!(sleep, fut);
-    futures::select! {
-        r = fut => r,
-        _ = sleep => Err(Error::new(ErrorReason::Timeout, format!("{what}: no result within {}", crate::runtime::ms_text(timeout)))),
-    }
 }
 
 fn parts(

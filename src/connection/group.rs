@@ -141,21 +141,8 @@ impl Connection {
             .connection
             .conn_timeout
             .unwrap_or(crate::DEFAULT_ESTABLISHMENT_TIMEOUT);
-        let clone = self.clone_within(framers, props);
-        futures::pin_mut!(clone);
-        let timer = crate::runtime::sleep(limit);
-        futures::pin_mut!(timer);
-        match futures::future::select(clone, timer).await {
-            futures::future::Either::Left((r, _)) => r,
-            futures::future::Either::Right(_) => Err(Error::new(
-                ErrorReason::Timeout,
-                format!(
-                    "Clone: the new {} Connection was not ready within {}",
-                    inner.caps.stack,
-                    crate::runtime::ms_text(limit)
-                ),
-            )),
-        }
+        let what = format!("Clone: the new {} Connection", inner.caps.stack);
+        crate::runtime::with_timeout(limit, &what, self.clone_within(framers, props)).await
     }
 
     /// [`clone_in_group`](Self::clone_in_group) past its checks.

@@ -428,10 +428,8 @@ impl Inner {
                 debug_assert!(polled.is_none(), "nothing is polled while bytes wait");
                 Ok(Recv::Datagram(left))
             }
-            (None, polled) => match polled {
-                Some(r) => r,
-                None => t.read(buf).await,
-            },
+            (None, Some(r)) => r,
+            (None, None) => t.read(buf).await,
         };
         // An ICMP report about an earlier datagram is a SoftError; the
         // Connection reads on. The first of a run is reported at once, the

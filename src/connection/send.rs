@@ -138,9 +138,8 @@ impl Connection {
                     data.len()
                 ),
             );
-            // A part of an open Message: as any refused part (see below).
-            q.refuse_part(context.id(), &error);
-            return Err(SendFailure::SendError { context, error });
+            // A part of an open Message: as any refused part.
+            return Err(q.refuse_part(context, error));
         }
         // Properties the stack cannot honour are errors, never silently ignored.
         if props.msg_reliable == Some(true) && caps.reliability == Support::Never {
@@ -287,8 +286,7 @@ impl Connection {
                     )
                 },
             );
-            q.refuse_part(context.id(), &error);
-            return Err(SendFailure::SendError { context, error });
+            return Err(q.refuse_part(context, error));
         }
         if (props.no_fragmentation || props.no_segmentation) && !is_stream {
             if let Some(single) = Some(inner.singular_max).filter(|&m| m != u64::MAX) {
@@ -307,8 +305,7 @@ impl Connection {
                 ErrorReason::InvalidMessageProperties,
                 format!("framer: {e}"),
             );
-            q.refuse_part(context.id(), &error);
-            return Err(SendFailure::SendError { context, error });
+            return Err(q.refuse_part(context, error));
         }
         if !is_stream && frame.len() as u64 > caps.max_message_len.unwrap_or(u64::MAX) {
             return Err(fail(

@@ -205,26 +205,27 @@ impl SendQueue {
         so_far.saturating_add(len as u64)
     }
 
-    /// A part of Message `id` was refused for `error`. If none of the
-    /// Message went to the stack yet (its earlier parts are held by a
-    /// framer, as the length prefix holds them until the last), the
-    /// Message is abandoned: its held parts fail with `error` and the
-    /// framers forget it, so the next send starts a new Message.
-    /// Otherwise it stays open (its bytes are on the stream): finish it,
-    /// or end the Connection.
-    pub(super) fn refuse_part(&mut self, id: u64, error: &Error) {
-        if !self
+    /// The part of a Message sent with `context` is refused for `error`,
+    /// the send's failure. If none of that Message went to the stack yet
+    /// (its earlier parts are held by a framer, as the length prefix holds
+    /// them until the last), the Message is abandoned: its held parts fail
+    /// with `error` and the framers forget it, so the next send starts a
+    /// new Message. Otherwise it stays open (its bytes are on the stream):
+    /// finish it, or end the Connection.
+    pub(super) fn refuse_part(&mut self, context: MessageContext, error: Error) -> SendFailure {
+        let id = context.id();
+        if self
             .open_partial
             .as_ref()
             .is_some_and(|o| o.id == id && !o.written)
         {
-            return;
+            for part in self.held.take().into_iter().flat_map(|h| *h) {
+                part.answer(Err(SendFailureKind::Error(error.clone())));
+            }
+            self.open_partial = None;
+            self.framers.message_abandoned();
         }
-        for part in self.held.take().into_iter().flat_map(|h| *h) {
-            part.answer(Err(SendFailureKind::Error(error.clone())));
-        }
-        self.open_partial = None;
-        self.framers.message_abandoned();
+        SendFailure::SendError { context, error }
     }
 
     /// The next sequence number (the position of a send call).

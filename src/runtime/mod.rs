@@ -60,6 +60,25 @@ impl<T> ProcessWide<T> {
     }
 }
 
+/// `fut`, or a Timeout error saying `what` had no result within `timeout`.
+pub(crate) async fn with_timeout<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, crate::Error>>,
+) -> Result<T, crate::Error> {
+    use futures::FutureExt;
+    let sleep = sleep(timeout).fuse();
+    let fut = fut.fuse();
+    futures::pin_mut!(sleep, fut);
+    futures::select! {
+        r = fut => r,
+        _ = sleep => Err(crate::Error::new(
+            crate::ErrorReason::Timeout,
+            format!("{what}: no result within {}", ms_text(timeout)),
+        )),
+    }
+}
+
 /// A duration for a message, in milliseconds ("250 ms", "0.125 ms"),
 /// formatted with integers: Rust's float formatting (`{:.3}`, a
 /// `Duration`'s `{:?}`) would add about 10 KB to the browser's .wasm.
