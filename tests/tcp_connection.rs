@@ -226,6 +226,87 @@ async fn close_resolves_pending_receive_then_emits_closed_last() {
     assert!(conn.send_message("late").await.is_err());
 }
 
+/// A TCP handshake the kernel does not finish inside `connect` (this
+/// listener's accept queue is full, so the first SYN is dropped and the
+/// retransmitted one, about a second later, gets through) still reaches
+/// Ready, after the peer took it, and carries bytes both ways. Over
+/// loopback the handshake usually completes inside `connect`, and
+/// postsocket then skips waiting for the reactor: this covers the other
+/// path, which every real network takes.
+#[tokio::test]
+async fn a_handshake_finished_after_connect_returns_reaches_ready() {
+    use std::io::{BufRead, Write};
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the accept queue (backlog 0 holds one connection on Linux).
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(c);
+        }
+    }
+    let pre = tcp_lines(vec![remote(addr)]);
+    let initiate = tokio::spawn(async move { pre.initiate().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !initiate.is_finished(),
+        "the handshake cannot finish while the peer's accept queue is full"
+    );
+    // A plain blocking peer: take the fillers, then postsocket's connection
+    // (its SYN retransmitted), and echo one line back.
+    let peer = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        listener.set_nonblocking(true)?;
+        let start = std::time::Instant::now();
+        let mut taken = 0;
+        let conn = loop {
+            match listener.accept() {
+                Ok(_) if taken < fillers.len() => taken += 1,
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err(std::io::Error::other("no retransmitted SYN in 10 s"));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        drop(fillers);
+        let mut conn: std::net::TcpStream = conn.into();
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut line = Vec::new();
+        std::io::BufReader::new(conn.try_clone()?).read_until(b'\n', &mut line)?;
+        conn.write_all(&line)?;
+        Ok(line)
+    });
+    let conn = tokio::time::timeout(Duration::from_secs(15), initiate)
+        .await
+        .expect("Ready within 15 s")
+        .unwrap()
+        .expect("initiate");
+    conn.send(b"after the retransmitted SYN".to_vec(), None, true)
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(10), conn.receive())
+        .await
+        .expect("an echo within 10 s")
+        .expect("receive");
+    assert_eq!(echoed.data(), b"after the retransmitted SYN");
+    let seen = peer.join().unwrap().expect("the plain peer");
+    assert_eq!(seen, b"after the retransmitted SYN\n");
+}
+
 #[tokio::test]
 async fn abort_resets_and_reports_connection_error() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -140,6 +140,20 @@ pub(crate) fn default_waiting_peers(places: usize) -> usize {
     }
 }
 
+/// True when a non-blocking `connect` failed only because the handshake is
+/// still under way (`EINPROGRESS` on Unix, `WSAEWOULDBLOCK` on Windows),
+/// as mio decides it.
+pub(crate) fn connect_in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::EINPROGRESS)
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
 /// True for an error code Linux leaves on a connected UDP socket for an
 /// ICMP message about an earlier datagram (`__udp4_lib_err`,
 /// `__udp6_lib_err`): host or network unreachable or down, administratively

@@ -6,6 +6,7 @@ use crate::capability::Capabilities;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Read in chunks of this size.
@@ -14,7 +15,17 @@ const READ_CHUNK: usize = 64 * 1024;
 /// An established TCP connection, shared by the send and receive sides.
 #[derive(Clone, Debug)]
 pub(crate) struct TcpTransport {
-    stream: Arc<tokio::net::TcpStream>,
+    inner: Arc<Tcp>,
+}
+
+#[derive(Debug)]
+struct Tcp {
+    stream: tokio::net::TcpStream,
+    /// The handshake finished inside `connect`, so the socket is writable
+    /// but the reactor has not said so yet: tokio would hold the first
+    /// write until it does. The first write that finds no readiness tries
+    /// the socket itself once (see `poll_write_vectored`), then clears this.
+    writable_unannounced: AtomicBool,
 }
 
 pub(crate) fn set_dscp(sock: &SockRef<'_>, dscp: u8) -> io::Result<()> {
@@ -53,11 +64,22 @@ pub(crate) fn apply_stream_options(sock: &SockRef<'_>, opts: &SocketOptions) -> 
     Ok(())
 }
 
-/// Open a TCP connection with the attempt's socket options (TLS runs over it too).
+/// Open a TCP connection with the attempt's socket options (TLS and
+/// WebSocket run over it too).
+#[cfg(any(feature = "tls", feature = "ws"))]
 pub(crate) async fn connect_stream(
     remote: SocketAddr,
     opts: &SocketOptions,
 ) -> io::Result<tokio::net::TcpStream> {
+    Ok(connect_stream_noting(remote, opts).await?.0)
+}
+
+/// [`connect_stream`], and whether the handshake finished inside `connect`
+/// (then the reactor has yet to say that the socket is writable).
+async fn connect_stream_noting(
+    remote: SocketAddr,
+    opts: &SocketOptions,
+) -> io::Result<(tokio::net::TcpStream, bool)> {
     let sock = socket_for(&remote, Type::STREAM, Protocol::TCP, opts)?;
     if let Some(local) = opts.local {
         if local.is_ipv6() != remote.is_ipv6() {
@@ -69,28 +91,57 @@ pub(crate) async fn connect_stream(
         sock.bind(&local.into())?;
     }
     apply_stream_options(&SockRef::from(&sock), opts)?;
-    let std_stream: std::net::TcpStream = sock.into();
-    let tsock = tokio::net::TcpSocket::from_std_stream(std_stream);
-    tsock.connect(remote).await
+    // The handshake starts here rather than in tokio, so as to see whether
+    // the kernel finished it inside `connect` (a peer on this host, over
+    // loopback, answers before the call returns). Then the socket is ready
+    // now, and waiting for the reactor to say so would only add two thread
+    // wake-ups to the time to Ready (and the first write tries the socket
+    // itself: see `poll_write_vectored`). Otherwise wait for it to turn
+    // writable, then read its error, as tokio's own connect does.
+    let in_progress = match sock.connect(&remote.into()) {
+        Ok(()) => false,
+        Err(e) if super::sockopt::connect_in_progress(&e) => true,
+        Err(e) => return Err(e),
+    };
+    let pending = in_progress && sock.peer_addr().is_err();
+    if pending {
+        if let Some(e) = sock.take_error()? {
+            return Err(e);
+        }
+    }
+    let stream = tokio::net::TcpStream::from_std(sock.into())?;
+    if pending {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok((stream, !pending))
 }
 
 impl TcpTransport {
     /// Connect (one racing attempt): ready after the three-way handshake.
     pub(crate) async fn connect(remote: SocketAddr, opts: &SocketOptions) -> io::Result<Self> {
-        Ok(TcpTransport::from_stream(
-            connect_stream(remote, opts).await?,
-        ))
+        let (stream, unannounced) = connect_stream_noting(remote, opts).await?;
+        Ok(TcpTransport::wrap(stream, unannounced))
     }
 
     /// Wrap a connected stream.
     pub(crate) fn from_stream(stream: tokio::net::TcpStream) -> Self {
+        TcpTransport::wrap(stream, false)
+    }
+
+    fn wrap(stream: tokio::net::TcpStream, writable_unannounced: bool) -> Self {
         TcpTransport {
-            stream: Arc::new(stream),
+            inner: Arc::new(Tcp {
+                stream,
+                writable_unannounced: AtomicBool::new(writable_unannounced),
+            }),
         }
     }
 
     pub(crate) fn stream(&self) -> &tokio::net::TcpStream {
-        &self.stream
+        &self.inner.stream
     }
 
     pub(crate) async fn read(&self, buf: &mut bytes::BytesMut) -> io::Result<Recv> {
@@ -107,9 +158,9 @@ impl TcpTransport {
     ) -> std::task::Poll<io::Result<Recv>> {
         use std::task::Poll;
         loop {
-            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            std::task::ready!(self.inner.stream.poll_read_ready(cx))?;
             buf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(buf) {
+            match self.inner.stream.try_read_buf(buf) {
                 Ok(0) => return Poll::Ready(Ok(Recv::Eof)),
                 Ok(_) => return Poll::Ready(Ok(Recv::Bytes)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -132,9 +183,9 @@ impl TcpTransport {
         want: usize,
     ) -> io::Result<Recv> {
         loop {
-            self.stream.readable().await?;
+            self.inner.stream.readable().await?;
             buf.reserve(want);
-            match self.stream.try_read_buf(buf) {
+            match self.inner.stream.try_read_buf(buf) {
                 Ok(0) => return Ok(Recv::Eof),
                 Ok(_) => return Ok(Recv::Bytes),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -165,32 +216,48 @@ impl TcpTransport {
     ) -> std::task::Poll<io::Result<usize>> {
         use std::task::Poll;
         loop {
-            match self.stream.poll_write_ready(cx) {
+            match self.inner.stream.poll_write_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if self.inner.writable_unannounced.load(Ordering::Relaxed) => {
+                    // Connected inside `connect`: write now rather than wait
+                    // for the reactor to report what is already so. Once:
+                    // after this the reactor's word is the one to go by.
+                    self.inner
+                        .writable_unannounced
+                        .store(false, Ordering::Relaxed);
+                    match SockRef::from(&self.inner.stream).send_vectored(bufs) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                        r => return Poll::Ready(written(r, bufs)),
+                    }
+                }
                 Poll::Pending => return Poll::Pending,
             }
-            match self.stream.try_write_vectored(bufs) {
-                Ok(0) if bufs.iter().any(|b| !b.is_empty()) => {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()))
-                }
-                Ok(n) => return Poll::Ready(Ok(n)),
+            match self.inner.stream.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                r => return Poll::Ready(written(r, bufs)),
             }
         }
     }
 
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write)
+        SockRef::from(&self.inner.stream).shutdown(std::net::Shutdown::Write)
     }
 
     /// Linger 0 makes the close send RST instead of FIN; shutting down
     /// reading (which sends nothing) wakes every pending read.
     pub(crate) fn abort(&self) {
-        let s = SockRef::from(&*self.stream);
+        let s = SockRef::from(&self.inner.stream);
         let _ = s.set_linger(Some(std::time::Duration::ZERO));
         let _ = s.shutdown(std::net::Shutdown::Read);
+    }
+}
+
+/// A write's result: zero bytes written of something is `WriteZero`.
+fn written(r: io::Result<usize>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    match r {
+        Ok(0) if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WriteZero.into()),
+        r => r,
     }
 }
 
