@@ -5,6 +5,12 @@ use crate::connection::Connection;
 use crate::error::Error;
 
 /// An unsolicited Connection event.
+///
+/// At most 64 wait for the application at once. SoftErrors, PathChanges
+/// and CloneErrors that come meanwhile are counted, and each kind is then
+/// told as one event once the waiting ones were taken ("N more soft errors
+/// while 64 events waited ... (the last: ...)"); `Closed` or
+/// `ConnectionError`, the last event, always comes, after them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionEvent {
     /// `Closed<>`: the Connection closed gracefully (locally, or the peer finished and so did we).

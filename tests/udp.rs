@@ -737,3 +737,57 @@ async fn an_icmp_port_unreachable_is_a_soft_error_and_receiving_goes_on() {
         other => panic!("a SoftError, not {other:?}"),
     }
 }
+
+/// A peer can make a SoftError per receive (here an ICMP port unreachable
+/// before each of its datagrams). An application that reads Messages but
+/// never events keeps at most 64 of them waiting: the rest are counted and
+/// told as one SoftError once the waiting ones were taken.
+#[tokio::test]
+async fn soft_errors_an_application_does_not_read_wait_in_a_bounded_queue() {
+    const ROUNDS: usize = 100;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let conn = udp_pre(port).initiate().await.unwrap();
+    let client = conn.local_addr().expect("the client's address");
+    for i in 0..ROUNDS {
+        // Nobody on the port: the kernel answers with an ICMP report.
+        conn.send(&b"anybody?"[..], None, true).await.unwrap();
+        let peer = tokio::net::UdpSocket::bind(port).await.unwrap();
+        peer.send_to(format!("here {i}").as_bytes(), client)
+            .await
+            .unwrap();
+        drop(peer);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), conn.receive())
+            .await
+            .expect("the peer's datagram arrives")
+            .expect("receiving goes on past the ICMP report");
+        assert_eq!(got.data(), format!("here {i}").as_bytes());
+    }
+    let mut events = Vec::new();
+    while let Ok(ev) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), conn.next_event()).await
+    {
+        match ev {
+            Some(postsocket::ConnectionEvent::SoftError(s)) => events.push(s),
+            other => panic!("only SoftErrors, not {other:?}"),
+        }
+        assert!(events.len() <= ROUNDS, "{events:?}");
+    }
+    assert_eq!(
+        events.len(),
+        65,
+        "64 waiting, then one count; the last: {:?}",
+        events.last()
+    );
+    assert!(
+        events[..64].iter().all(|s| s.contains("ICMP")),
+        "{events:?}"
+    );
+    assert!(
+        events[64].contains(&format!("{} more soft errors", ROUNDS - 64)),
+        "{}",
+        events[64]
+    );
+}

@@ -636,7 +636,7 @@ mod size_tests {
             "Transport: {} B",
             size_of::<Transport>()
         );
-        assert!(size_of::<Inner>() <= 896, "Inner: {} B", size_of::<Inner>());
+        assert!(size_of::<Inner>() <= 880, "Inner: {} B", size_of::<Inner>());
         assert!(
             size_of::<crate::racing::LazyTrace>() <= 8,
             "LazyTrace: {} B",

@@ -103,12 +103,9 @@ impl Inner {
 
     fn queue_event(&self, event: ConnectionEvent, last: bool) {
         let mut ev = self.events.lock().unwrap();
-        if ev.ended {
-            return;
+        if ev.queue_event(event, last) {
+            ev.waiters.wake_all();
         }
-        ev.queue.push(event);
-        ev.ended = last;
-        ev.waiters.wake_all();
     }
 
     /// True once no more events can be queued.
@@ -142,15 +139,145 @@ impl Drop for StopWait<'_> {
     }
 }
 
+/// How many unsolicited events may wait for the application at once. Past
+/// it, SoftErrors, PathChanges and CloneErrors are counted instead, and each
+/// kind counted is told as one event (with the last one's words) once the
+/// waiting ones were taken: a peer that makes SoftErrors on purpose (ICMP
+/// reports, dropped datagrams), while the application reads Messages but
+/// not events, costs the Connection a count, not a queue without bound.
+/// The last event (Closed or ConnectionError) is always queued.
+pub(crate) const EVENTS_WAITING_MAX: usize = 64;
+
 /// The unsolicited events not yet taken, and the futures waiting for one
 /// or for the stop.
 #[derive(Default)]
 pub(super) struct Events {
-    /// (A Vec: a Connection gets few events, most none.)
-    queue: Vec<ConnectionEvent>,
+    /// The events waiting, if any (boxed: a Connection gets few events,
+    /// most none, and then holds a pointer).
+    queue: Option<Box<Queue>>,
     /// The last event was queued (Closed or ConnectionError): none follows.
     ended: bool,
     waiters: Waiters,
+}
+
+/// The events waiting for the application, and those counted while
+/// [`EVENTS_WAITING_MAX`] waited.
+#[derive(Default)]
+struct Queue {
+    /// (Room for one in place: most Connections get one event, the last.)
+    waiting: smallvec::SmallVec<[ConnectionEvent; 1]>,
+    untold: Untold,
+}
+
+impl Queue {
+    /// Queue what was counted, one event per kind.
+    fn tell_untold(&mut self) {
+        let untold = std::mem::take(&mut self.untold);
+        self.waiting.extend(untold.into_events());
+    }
+}
+
+/// Events counted rather than queued, by kind, with the last one of each.
+#[derive(Default)]
+struct Untold {
+    soft_errors: u64,
+    last_soft_error: String,
+    path_changes: u64,
+    last_path_change: String,
+    clone_errors: u64,
+    last_clone_error: Option<Error>,
+}
+
+impl Untold {
+    fn count(&mut self, event: ConnectionEvent) {
+        match event {
+            ConnectionEvent::SoftError(s) => {
+                self.soft_errors += 1;
+                self.last_soft_error = s;
+            }
+            ConnectionEvent::PathChange(s) => {
+                self.path_changes += 1;
+                self.last_path_change = s;
+            }
+            ConnectionEvent::CloneError(e) => {
+                self.clone_errors += 1;
+                self.last_clone_error = Some(e);
+            }
+            // The last events are queued, never counted.
+            ConnectionEvent::Closed | ConnectionEvent::ConnectionError(_) => {
+                debug_assert!(false, "the last event is never counted")
+            }
+        }
+    }
+
+    /// One event per kind counted, saying how many and the last one.
+    fn into_events(self) -> impl Iterator<Item = ConnectionEvent> {
+        let while_waiting =
+            format!("while {EVENTS_WAITING_MAX} events waited for the application to take them");
+        let soft = (self.soft_errors > 0).then(|| {
+            ConnectionEvent::SoftError(format!(
+                "{} more soft errors {while_waiting} (the last: {})",
+                self.soft_errors, self.last_soft_error
+            ))
+        });
+        let path = (self.path_changes > 0).then(|| {
+            ConnectionEvent::PathChange(format!(
+                "{} more path changes {while_waiting} (the last: {})",
+                self.path_changes, self.last_path_change
+            ))
+        });
+        let clone = self.last_clone_error.map(|e| {
+            ConnectionEvent::CloneError(Error::new(
+                e.reason,
+                format!(
+                    "{} more Clones failed {while_waiting} (the last: {})",
+                    self.clone_errors, e.message
+                ),
+            ))
+        });
+        soft.into_iter().chain(path).chain(clone)
+    }
+}
+
+impl Events {
+    /// Queue `event` (`last`: Closed or ConnectionError, after which none
+    /// is), or count it while [`EVENTS_WAITING_MAX`] wait. True if queued.
+    fn queue_event(&mut self, event: ConnectionEvent, last: bool) -> bool {
+        if self.ended {
+            return false;
+        }
+        let q = self.queue.get_or_insert_with(Default::default);
+        if last {
+            // What was counted goes before the last event.
+            q.tell_untold();
+            q.waiting.push(event);
+            self.ended = true;
+        } else if q.waiting.len() < EVENTS_WAITING_MAX {
+            q.waiting.push(event);
+        } else {
+            q.untold.count(event);
+            return false;
+        }
+        true
+    }
+
+    /// The next event waiting, if any.
+    fn take_event(&mut self) -> Option<ConnectionEvent> {
+        let q = self.queue.as_mut()?;
+        if q.waiting.is_empty() {
+            return None;
+        }
+        let e = q.waiting.remove(0);
+        if q.waiting.is_empty() {
+            // The waiting ones are taken: now what was counted.
+            q.tell_untold();
+            if q.waiting.is_empty() {
+                // Events are rare: let go of the queue's allocation.
+                self.queue = None;
+            }
+        }
+        Some(e)
+    }
 }
 
 /// The next event of a Connection (`Connection::next_event`).
@@ -174,12 +301,7 @@ impl Future for NextEvent<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ConnectionEvent>> {
         let this = self.get_mut();
         let mut ev = this.inner.events.lock().unwrap();
-        if !ev.queue.is_empty() {
-            let e = ev.queue.remove(0);
-            if ev.queue.is_empty() {
-                // Events are rare: let go of the queue's allocation.
-                ev.queue = Vec::new();
-            }
+        if let Some(e) = ev.take_event() {
             ev.waiters.remove(this.key.take());
             return Poll::Ready(Some(e));
         }
@@ -209,6 +331,94 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Past EVENTS_WAITING_MAX waiting, SoftErrors, PathChanges and
+    /// CloneErrors are counted, each kind told once as one event after the
+    /// waiting ones were taken, with the count and the last one's words;
+    /// the last event is never counted, and comes after them.
+    #[test]
+    fn events_past_the_bound_are_counted_then_told_before_the_last() {
+        let mut ev = Events::default();
+        for i in 0..EVENTS_WAITING_MAX + 10 {
+            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")), false);
+        }
+        for i in 0..3 {
+            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")), false);
+        }
+        ev.queue_event(
+            ConnectionEvent::CloneError(Error::new(ErrorReason::EstablishmentFailed, "no")),
+            false,
+        );
+        assert_eq!(
+            ev.queue.as_ref().map(|q| q.waiting.len()),
+            Some(EVENTS_WAITING_MAX),
+            "the queue stays bounded"
+        );
+        assert!(ev.queue_event(
+            ConnectionEvent::ConnectionError(Error::new(ErrorReason::ConnectionAborted, "gone")),
+            true,
+        ));
+        assert!(!ev.queue_event(ConnectionEvent::SoftError("late".into()), false));
+        let mut got = Vec::new();
+        while let Some(e) = ev.take_event() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), EVENTS_WAITING_MAX + 4, "{got:?}");
+        for (i, e) in got.iter().take(EVENTS_WAITING_MAX).enumerate() {
+            assert_eq!(e, &ConnectionEvent::SoftError(format!("soft {i}")));
+        }
+        let tail: Vec<String> = got[EVENTS_WAITING_MAX..]
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
+        assert!(
+            tail[0].contains("10 more soft errors") && tail[0].contains("soft 73"),
+            "{tail:?}"
+        );
+        assert!(
+            tail[1].starts_with("PathChange") && tail[1].contains("3 more path changes"),
+            "{tail:?}"
+        );
+        assert!(
+            tail[2].starts_with("CloneError") && tail[2].contains("1 more Clones failed"),
+            "{tail:?}"
+        );
+        assert!(tail[3].starts_with("ConnectionError"), "{tail:?}");
+        assert!(ev.queue.is_none(), "an empty queue holds no allocation");
+    }
+
+    /// Counted events are told once the waiting ones were taken, though
+    /// no last event comes; events after that queue as before.
+    #[test]
+    fn counted_events_are_told_when_the_queue_empties() {
+        let mut ev = Events::default();
+        for i in 0..EVENTS_WAITING_MAX + 2 {
+            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")), false);
+        }
+        for _ in 0..EVENTS_WAITING_MAX - 1 {
+            ev.take_event().expect("a waiting event");
+        }
+        assert_eq!(
+            ev.queue.as_ref().map(|q| q.untold.soft_errors),
+            Some(2),
+            "not told while one still waits"
+        );
+        assert_eq!(
+            ev.take_event(),
+            Some(ConnectionEvent::SoftError(format!(
+                "soft {}",
+                EVENTS_WAITING_MAX - 1
+            )))
+        );
+        assert!(ev.queue_event(ConnectionEvent::SoftError("after".into()), false));
+        let told = format!("{:?}", ev.take_event().expect("the count"));
+        assert!(told.contains("2 more soft errors"), "{told}");
+        assert_eq!(
+            ev.take_event(),
+            Some(ConnectionEvent::SoftError("after".into()))
+        );
+        assert_eq!(ev.take_event(), None);
     }
 
     /// A waiter polled again keeps one place; dropped (taken out), it is

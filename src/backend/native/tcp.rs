@@ -216,16 +216,20 @@ impl TcpTransport {
     ) -> std::task::Poll<io::Result<usize>> {
         use std::task::Poll;
         loop {
+            let unannounced = &self.inner.writable_unannounced;
             match self.inner.stream.poll_write_ready(cx) {
-                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Ok(())) => {
+                    // The reactor has spoken: its word goes from now on.
+                    if unannounced.load(Ordering::Relaxed) {
+                        unannounced.store(false, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending if self.inner.writable_unannounced.load(Ordering::Relaxed) => {
+                Poll::Pending if unannounced.load(Ordering::Relaxed) => {
                     // Connected inside `connect`: write now rather than wait
                     // for the reactor to report what is already so. Once:
                     // after this the reactor's word is the one to go by.
-                    self.inner
-                        .writable_unannounced
-                        .store(false, Ordering::Relaxed);
+                    unannounced.store(false, Ordering::Relaxed);
                     match SockRef::from(&self.inner.stream).send_vectored(bufs) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                         r => return Poll::Ready(written(r, bufs)),
