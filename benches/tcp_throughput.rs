@@ -51,7 +51,15 @@ struct Case {
     target: f64,
 }
 
-const CASES: [Case; 2] = [
+const CASES: [Case; 3] = [
+    // Past DIRECT_FIRST_RESERVE (1 MiB): the body's buffer grows as it
+    // arrives, where the raw side allocates the whole body at once.
+    Case {
+        name: "4 MiB",
+        size: 4 * 1024 * 1024,
+        count: 128,
+        target: 0.95,
+    },
     Case {
         name: "64 KiB",
         size: 64 * 1024,

@@ -224,3 +224,82 @@ async fn send_msg_max_len_bounds_a_message_sent_in_parts() {
     let got = tokio::time::timeout(T, peer).await.unwrap().unwrap();
     assert_eq!(got, [vec![b'a'; 900], b"z\n".to_vec()].concat());
 }
+
+/// The process's virtual size (Linux: `VmSize` in /proc/self/status), bytes.
+#[cfg(target_os = "linux")]
+fn virtual_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))
+        .expect("VmSize");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a VmSize in kB");
+    kib * 1024
+}
+
+/// A peer's length prefix alone does not make a Listener reserve the body it
+/// declares: 100 plain TCP peers each announce a 60 MiB Message (under the
+/// default recvMsgMaxLen of 64 MiB), send 40 KiB of it and stall. Reserved
+/// up front, that was 6 GiB of address space; now each body's buffer starts
+/// at 1 MiB and doubles as bytes come. A Message that does come whole
+/// (8 MiB) arrives intact through the doubling.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_declared_length_alone_does_not_reserve_the_body() {
+    use postsocket::framer::LengthPrefixFramer;
+    const PEERS: usize = 100;
+    const DECLARED: u32 = 60 * 1024 * 1024;
+    let mut pre = listener_pre(TransportProperties::new());
+    pre.add_framer(LengthPrefixFramer::new());
+    let listener = pre.listen().await.expect("listen");
+    let addr = listener.local_addr();
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok(c) = listener.accept().await {
+            let c = std::sync::Arc::new(c);
+            let got_tx = got_tx.clone();
+            let r = c.clone();
+            tokio::spawn(async move {
+                let _ = got_tx.send(r.receive().await.map(|m| m.data().to_vec()));
+            });
+            conns.push(c);
+        }
+    });
+    let before = virtual_size();
+    let mut stalled = Vec::new();
+    for _ in 0..PEERS {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&framed(DECLARED, &[7; 40 * 1024]))
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    // Every receive has read its 40 KiB and waits for the rest.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = virtual_size().saturating_sub(before);
+    assert!(
+        grown < 2 << 30,
+        "{PEERS} declared bodies of {DECLARED} bytes grew the address space by {} MiB",
+        grown >> 20
+    );
+    // A whole 8 MiB Message, every byte its own, comes through intact.
+    let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut whole = tokio::net::TcpStream::connect(addr).await.unwrap();
+    whole
+        .write_all(&framed(body.len() as u32, &body))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+        .await
+        .expect("the whole Message within 30 s")
+        .expect("a receive ended")
+        .expect("received");
+    assert!(got == body, "the 8 MiB Message arrived changed");
+    drop(stalled);
+    server.abort();
+}

@@ -109,7 +109,7 @@ use outcome::{dropped, outcome_of, SendFailureKind, SendResult, SendState};
 pub use outcome::{ReceiveError, SendFailure, SendFuture, Sent};
 pub(crate) use path_change::platform_path_changed;
 pub use path_change::{path_changed, watch_platform_paths, PATH_SETTLE};
-use receive_core::{PeerContext, RecvState, DIRECT_READ_MIN};
+use receive_core::{PeerContext, RecvState, DIRECT_FIRST_RESERVE, DIRECT_READ_MIN};
 pub use receive_core::{DATAGRAM_QUEUE_MAX, DATAGRAM_QUEUE_MAX_BYTES, RECV_MSG_MAX_LEN};
 use send::WriterState;
 use send_core::{Admitted, Outbox, Queued, SendQueue, STACK_IOV};

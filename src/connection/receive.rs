@@ -343,7 +343,7 @@ impl Inner {
             {
                 return None;
             }
-            st.body = BytesMut::with_capacity(cur.remaining);
+            st.body = BytesMut::with_capacity(cur.remaining.min(DIRECT_FIRST_RESERVE));
             st.body.extend_from_slice(&st.buf);
             st.buf.clear();
             st.compact();
@@ -359,7 +359,9 @@ impl Inner {
             .expect("a Message in direct mode")
             .remaining;
         while st.body.len() < need {
-            let want = need - st.body.len();
+            // Room for as much as came so far (at least the first reserve):
+            // the buffer doubles as the body arrives, never past the body.
+            let want = (need - st.body.len()).min(st.body.len().max(DIRECT_FIRST_RESERVE));
             match t.read_up_to(&mut st.body, want).await {
                 Ok(Recv::Bytes) => {}
                 Ok(Recv::Datagram(d)) => {

@@ -103,6 +103,13 @@ impl Datagrams {
 /// buffered already would be copied out of the buffer either way.)
 pub(super) const DIRECT_READ_MIN: usize = 32 * 1024;
 
+/// The most a body read directly reserves before its bytes come: the body's
+/// buffer starts at this (or the body's length, if smaller) and doubles as
+/// bytes arrive, so that a length prefix alone cannot make the receiver
+/// reserve all it declares (up to recvMsgMaxLen, 64 MiB by default) for a
+/// peer that then sends nothing more.
+pub(super) const DIRECT_FIRST_RESERVE: usize = 1024 * 1024;
+
 /// Messages split off the receive buffer share its allocation, which grows
 /// to hold the largest Message being assembled. After a Message (or part)
 /// of at least this size is taken, what follows it is copied to an
