@@ -752,8 +752,11 @@ async fn soft_errors_an_application_does_not_read_wait_in_a_bounded_queue() {
     let conn = udp_pre(port).initiate().await.unwrap();
     let client = conn.local_addr().expect("the client's address");
     for i in 0..ROUNDS {
-        // Nobody on the port: the kernel answers with an ICMP report.
+        // Nobody on the port: the kernel answers with an ICMP report
+        // (over loopback inside the send, unless its softirq work was put
+        // off: a moment for that).
         conn.send(&b"anybody?"[..], None, true).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let peer = tokio::net::UdpSocket::bind(port).await.unwrap();
         peer.send_to(format!("here {i}").as_bytes(), client)
             .await
@@ -785,8 +788,15 @@ async fn soft_errors_an_application_does_not_read_wait_in_a_bounded_queue() {
         events[..64].iter().all(|s| s.contains("ICMP")),
         "{events:?}"
     );
+    // One report per round, or (were an ICMP report ever late, so that the
+    // new peer took the datagram instead) a few fewer: all counted.
+    let counted: usize = events[64]
+        .split(" more soft errors")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count: {}", events[64]));
     assert!(
-        events[64].contains(&format!("{} more soft errors", ROUNDS - 64)),
+        (ROUNDS - 64 - 5..=ROUNDS - 64).contains(&counted),
         "{}",
         events[64]
     );

@@ -359,9 +359,11 @@ impl Inner {
             .expect("a Message in direct mode")
             .remaining;
         while st.body.len() < need {
-            // Room for as much as came so far (at least the first reserve):
-            // the buffer doubles as the body arrives, never past the body.
-            let want = (need - st.body.len()).min(st.body.len().max(DIRECT_FIRST_RESERVE));
+            // Room as the body arrives, never past it; a read fills only
+            // the room there is (the backend's `reserve` then does nothing).
+            st.grow_direct_body(need);
+            let room = st.body.capacity() - st.body.len();
+            let want = (need - st.body.len()).min(room);
             match t.read_up_to(&mut st.body, want).await {
                 Ok(Recv::Bytes) => {}
                 Ok(Recv::Datagram(d)) => {

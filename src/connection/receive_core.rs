@@ -104,11 +104,26 @@ impl Datagrams {
 pub(super) const DIRECT_READ_MIN: usize = 32 * 1024;
 
 /// The most a body read directly reserves before its bytes come: the body's
-/// buffer starts at this (or the body's length, if smaller) and doubles as
-/// bytes arrive, so that a length prefix alone cannot make the receiver
-/// reserve all it declares (up to recvMsgMaxLen, 64 MiB by default) for a
-/// peer that then sends nothing more.
+/// buffer starts at this (or the body's length, if smaller) and grows as
+/// bytes arrive ([`direct_body_growth`]), so that a length prefix alone
+/// cannot make the receiver reserve all it declares (up to recvMsgMaxLen,
+/// 64 MiB by default) for a peer that then sends nothing more.
 pub(super) const DIRECT_FIRST_RESERVE: usize = 1024 * 1024;
+
+/// The capacity a body read directly (`need` bytes in all, `len` of them in
+/// a buffer of `cap`) grows to before its next read, or `None` while it has
+/// room for as much as came (at least [`DIRECT_FIRST_RESERVE`], at most the
+/// rest of the body): twice its capacity, as `Vec` grows, or more if that
+/// room needs it, but never past the body. So the buffer holds a few times
+/// what the peer sent at most, grows while it holds little (what a `realloc`
+/// may copy), and the Message keeps exactly its length.
+pub(super) fn direct_body_growth(len: usize, cap: usize, need: usize) -> Option<usize> {
+    let want = need.saturating_sub(len).min(len.max(DIRECT_FIRST_RESERVE));
+    if cap.saturating_sub(len) >= want {
+        return None;
+    }
+    Some(need.min(cap.saturating_mul(2).max(len + want)))
+}
 
 /// Messages split off the receive buffer share its allocation, which grows
 /// to hold the largest Message being assembled. After a Message (or part)
@@ -302,6 +317,27 @@ impl RecvState {
             data: data.slice(..max_len),
             context,
             end_of_message: false,
+        }
+    }
+
+    /// Give the body read directly room for its next read, to the
+    /// capacity [`direct_body_growth`] says.
+    pub(super) fn grow_direct_body(&mut self, need: usize) {
+        let cap = self.body.capacity();
+        let Some(target) = direct_body_growth(self.body.len(), cap, need) else {
+            return;
+        };
+        if target >= cap.saturating_mul(2) {
+            // `Vec` grows to twice its capacity or what is asked, if more:
+            // here, exactly `target`.
+            self.body.reserve(target - self.body.len());
+        } else {
+            // The last growth, cut to the body: to the byte, which
+            // `BytesMut::reserve` cannot do. Neither conversion copies (the
+            // body is one buffer, never split or advanced in direct mode).
+            let mut v: Vec<u8> = std::mem::take(&mut self.body).into();
+            v.reserve_exact(target - v.len());
+            self.body = BytesMut::from(Bytes::from(v));
         }
     }
 
@@ -525,6 +561,53 @@ mod tests {
 
     use super::*;
     use proptest::prelude::*;
+
+    /// A body read directly grows by doubling (from 1 MiB), never past its
+    /// length, so that it ends at exactly its length, holding at most a few
+    /// times what came; a peer that declares a large body and stalls costs
+    /// 2 MiB.
+    #[test]
+    fn a_body_read_directly_grows_with_what_came_and_ends_at_its_length() {
+        for need in [
+            40 * 1024,
+            DIRECT_FIRST_RESERVE,
+            33 * 1024 * 1024 + 7,
+            64 * 1024 * 1024,
+        ] {
+            let mut len = (40 * 1024).min(need);
+            let mut cap = need.min(DIRECT_FIRST_RESERVE);
+            let mut grown = 0;
+            while len < need {
+                if let Some(to) = direct_body_growth(len, cap, need) {
+                    assert!(to > cap && to <= need, "{need}: {cap} -> {to}");
+                    assert!(
+                        to <= 4 * len.max(DIRECT_FIRST_RESERVE),
+                        "{need}: {len} in {to}"
+                    );
+                    cap = to;
+                    grown += 1;
+                }
+                let room = cap - len;
+                assert!(
+                    room >= (need - len).min(DIRECT_READ_MIN),
+                    "{need}: room {room}"
+                );
+                // The worst case for memory: every read fills the room.
+                len += room.min(need - len);
+            }
+            assert_eq!(cap, need, "the Message keeps exactly its length");
+            assert!(grown <= 7, "{need}: grew {grown} times");
+        }
+        // A stalled peer: 40 KiB of a declared 60 MiB, 2 MiB.
+        assert_eq!(
+            direct_body_growth(40 * 1024, DIRECT_FIRST_RESERVE, 60 << 20),
+            Some(2 * DIRECT_FIRST_RESERVE)
+        );
+        assert_eq!(
+            direct_body_growth(40 * 1024, 2 * DIRECT_FIRST_RESERVE, 60 << 20),
+            None
+        );
+    }
 
     fn state(framed: bool) -> RecvState {
         let framers = if framed {

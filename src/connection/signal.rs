@@ -189,6 +189,10 @@ struct Untold {
 }
 
 impl Untold {
+    fn is_empty(&self) -> bool {
+        self.soft_errors == 0 && self.path_changes == 0 && self.clone_errors == 0
+    }
+
     fn count(&mut self, event: ConnectionEvent) {
         match event {
             ConnectionEvent::SoftError(s) => {
@@ -246,13 +250,21 @@ impl Events {
         if self.ended {
             return false;
         }
+        // Closed and ConnectionError end the events, however they came.
+        let last = last
+            || matches!(
+                event,
+                ConnectionEvent::Closed | ConnectionEvent::ConnectionError(_)
+            );
         let q = self.queue.get_or_insert_with(Default::default);
         if last {
             // What was counted goes before the last event.
             q.tell_untold();
             q.waiting.push(event);
             self.ended = true;
-        } else if q.waiting.len() < EVENTS_WAITING_MAX {
+        } else if q.waiting.len() < EVENTS_WAITING_MAX && q.untold.is_empty() {
+            // (Once counting started it goes on until the waiting ones are
+            // taken: a newer event is not told before the count of older.)
             q.waiting.push(event);
         } else {
             q.untold.count(event);
@@ -386,6 +398,33 @@ mod tests {
         );
         assert!(tail[3].starts_with("ConnectionError"), "{tail:?}");
         assert!(ev.queue.is_none(), "an empty queue holds no allocation");
+    }
+
+    /// Once counting started, an event that comes after a waiting one was
+    /// taken is counted too: the count of older events is never told after
+    /// a newer one. A last event queued as an ordinary one still ends them.
+    #[test]
+    fn a_newer_event_does_not_pass_the_count_of_older_ones() {
+        let mut ev = Events::default();
+        for i in 0..=EVENTS_WAITING_MAX {
+            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")), false);
+        }
+        ev.take_event().expect("the first");
+        assert!(!ev.queue_event(ConnectionEvent::PathChange("newest".into()), false));
+        let mut got = Vec::new();
+        while let Some(e) = ev.take_event() {
+            got.push(format!("{e:?}"));
+        }
+        assert_eq!(got.len(), EVENTS_WAITING_MAX, "{got:?}");
+        let told = got.last().unwrap();
+        assert!(
+            told.contains("2 more path changes") && told.contains("newest"),
+            "{told}"
+        );
+        assert!(ev.queue_event(ConnectionEvent::Closed, false));
+        assert!(!ev.queue_event(ConnectionEvent::SoftError("after".into()), false));
+        assert_eq!(ev.take_event(), Some(ConnectionEvent::Closed));
+        assert_eq!(ev.take_event(), None);
     }
 
     /// Counted events are told once the waiting ones were taken, though

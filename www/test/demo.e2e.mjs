@@ -156,7 +156,10 @@ try {
   const wtLeaf = trace.find((e) => e.event === 'candidate' && e.branch === 'endpoint' && e.stack === 'wt').id;
   const announced = trace.find((e) => e.event === 'attempt_delay' && e.id === wtLeaf);
   const delay = Number(announced?.reason?.match(/next attempt after ([\d.]+) ms/)?.[1] ?? 250);
-  check(announced !== undefined && delay >= 10 && delay < 250, `the attempt delay came from the handshake time: ${announced?.reason}`);
+  // (The trace says where the delay came from; its value follows how long
+  // step 0's handshake took, which a loaded machine stretches past 250 ms.)
+  check(announced !== undefined && /smoothed handshake time/.test(announced.reason) && delay >= 10 && delay <= 2000,
+    `the attempt delay came from the handshake time: ${announced?.reason}`);
   check(gap >= delay - 1 && gap < delay + 500, `WebSocket started ${gap.toFixed(1)} ms after WebTransport (attempt delay ${delay} ms)`);
   await sendAndCheck(page, 'hello from the e2e test');
   await sendAndCheck(page, 'y'.repeat(5000));
