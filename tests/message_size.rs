@@ -225,21 +225,11 @@ async fn send_msg_max_len_bounds_a_message_sent_in_parts() {
     assert_eq!(got, [vec![b'a'; 900], b"z\n".to_vec()].concat());
 }
 
-/// The process's virtual size (Linux: `VmSize` in /proc/self/status), bytes.
+/// /proc readers (Linux), shared with the benches that measure memory.
 #[cfg(target_os = "linux")]
-fn virtual_size() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))
-        .expect("VmSize");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("a VmSize in kB");
-    kib * 1024
-}
+#[allow(dead_code)]
+#[path = "../benches/common/process.rs"]
+mod process;
 
 /// A peer's length prefix alone does not make a Listener reserve the body it
 /// declares: 100 plain TCP peers each announce a 60 MiB Message (under the
@@ -270,7 +260,7 @@ async fn a_declared_length_alone_does_not_reserve_the_body() {
             conns.push(c);
         }
     });
-    let before = virtual_size();
+    let before = process::virtual_size();
     let mut stalled = Vec::new();
     for _ in 0..PEERS {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -281,7 +271,7 @@ async fn a_declared_length_alone_does_not_reserve_the_body() {
     }
     // Every receive has read its 40 KiB and waits for the rest.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = virtual_size().saturating_sub(before);
+    let grown = process::virtual_size().saturating_sub(before);
     assert!(
         grown < 2 << 30,
         "{PEERS} declared bodies of {DECLARED} bytes grew the address space by {} MiB",

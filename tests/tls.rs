@@ -496,25 +496,18 @@ async fn alpn_holds_when_the_peer_offers_none() {
             });
         }
     });
-    let mut sec = common::pinned(&cert);
-    sec.alpn = vec!["h2".into()];
-    let mut pre = client(vec![remote(plain_server)], sec);
-    pre.set_protocols(vec![StackId::Tls]);
-    let e = fails(pre).await;
-    assert_names(
-        &e,
-        &["the server chose no application protocol (ALPN)", "h2"],
-    );
-    // wss the same.
-    let mut sec = common::pinned(&cert);
-    sec.alpn = vec!["h2".into()];
-    let mut pre = client(vec![remote(plain_server)], sec);
-    pre.set_protocols(vec![StackId::Wss]);
-    let e = fails(pre).await;
-    assert_names(
-        &e,
-        &["the server chose no application protocol (ALPN)", "wss"],
-    );
+    // TLS, and wss the same.
+    for (stack, named) in [(StackId::Tls, "h2"), (StackId::Wss, "wss")] {
+        let mut sec = common::pinned(&cert);
+        sec.alpn = vec!["h2".into()];
+        let mut pre = client(vec![remote(plain_server)], sec);
+        pre.set_protocols(vec![stack]);
+        let e = fails(pre).await;
+        assert_names(
+            &e,
+            &["the server chose no application protocol (ALPN)", named],
+        );
+    }
 
     // A Listener with ALPN, and a plain rustls client that offers none.
     let mut server = SecurityParameters::new();

@@ -34,6 +34,11 @@ pub fn rss(pid: Option<u32>) -> u64 {
     proc_kb(&path, "VmRSS:").unwrap_or(0)
 }
 
+/// This process's virtual size (VmSize: its address space), in bytes.
+pub fn virtual_size() -> u64 {
+    proc_kb("/proc/self/status", "VmSize:").unwrap_or(0)
+}
+
 /// The machine's available memory now (MemAvailable), in bytes.
 pub fn mem_available() -> u64 {
     proc_kb("/proc/meminfo", "MemAvailable:").unwrap_or(u64::MAX)

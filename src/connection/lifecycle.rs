@@ -155,7 +155,7 @@ impl Inner {
         self.send_q.lock().unwrap().shut(err.clone(), &err);
         if first {
             self.stop(Stopped::Failed(Box::new(err.clone())));
-            self.emit_last(ConnectionEvent::ConnectionError(err));
+            self.emit(ConnectionEvent::ConnectionError(err));
         }
     }
 
@@ -227,7 +227,7 @@ impl Inner {
             r.transport = None;
             r.done.get_or_insert_with(|| Box::new(err.clone()));
         }
-        self.emit_last(ConnectionEvent::ConnectionError(err));
+        self.emit(ConnectionEvent::ConnectionError(err));
     }
 
     pub(super) async fn close(inner: &Arc<Inner>) -> Result<(), Error> {
@@ -361,7 +361,7 @@ impl Inner {
             s.state = ConnState::Closed;
             inner.can_receive.store(false, Ordering::Release);
         }
-        inner.emit_last(ConnectionEvent::Closed);
+        inner.emit(ConnectionEvent::Closed);
         Ok(())
     }
 }

@@ -91,19 +91,11 @@ impl Inner {
         }
     }
 
-    /// Queue an unsolicited event, unless the last one was queued already.
+    /// Queue an unsolicited event, unless the last one was queued already;
+    /// Closed or ConnectionError is the last.
     pub(super) fn emit(&self, event: ConnectionEvent) {
-        self.queue_event(event, false);
-    }
-
-    /// Queue `event` and end the events: it is the last.
-    pub(super) fn emit_last(&self, event: ConnectionEvent) {
-        self.queue_event(event, true);
-    }
-
-    fn queue_event(&self, event: ConnectionEvent, last: bool) {
         let mut ev = self.events.lock().unwrap();
-        if ev.queue_event(event, last) {
+        if ev.queue_event(event) {
             ev.waiters.wake_all();
         }
     }
@@ -244,18 +236,16 @@ impl Untold {
 }
 
 impl Events {
-    /// Queue `event` (`last`: Closed or ConnectionError, after which none
-    /// is), or count it while [`EVENTS_WAITING_MAX`] wait. True if queued.
-    fn queue_event(&mut self, event: ConnectionEvent, last: bool) -> bool {
+    /// Queue `event` (Closed or ConnectionError is the last: none follows
+    /// it), or count it while [`EVENTS_WAITING_MAX`] wait. True if queued.
+    fn queue_event(&mut self, event: ConnectionEvent) -> bool {
         if self.ended {
             return false;
         }
-        // Closed and ConnectionError end the events, however they came.
-        let last = last
-            || matches!(
-                event,
-                ConnectionEvent::Closed | ConnectionEvent::ConnectionError(_)
-            );
+        let last = matches!(
+            event,
+            ConnectionEvent::Closed | ConnectionEvent::ConnectionError(_)
+        );
         let q = self.queue.get_or_insert_with(Default::default);
         if last {
             // What was counted goes before the last event.
@@ -353,25 +343,25 @@ mod tests {
     fn events_past_the_bound_are_counted_then_told_before_the_last() {
         let mut ev = Events::default();
         for i in 0..EVENTS_WAITING_MAX + 10 {
-            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")), false);
+            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")));
         }
         for i in 0..3 {
-            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")), false);
+            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")));
         }
-        ev.queue_event(
-            ConnectionEvent::CloneError(Error::new(ErrorReason::EstablishmentFailed, "no")),
-            false,
-        );
+        ev.queue_event(ConnectionEvent::CloneError(Error::new(
+            ErrorReason::EstablishmentFailed,
+            "no",
+        )));
         assert_eq!(
             ev.queue.as_ref().map(|q| q.waiting.len()),
             Some(EVENTS_WAITING_MAX),
             "the queue stays bounded"
         );
-        assert!(ev.queue_event(
-            ConnectionEvent::ConnectionError(Error::new(ErrorReason::ConnectionAborted, "gone")),
-            true,
-        ));
-        assert!(!ev.queue_event(ConnectionEvent::SoftError("late".into()), false));
+        assert!(ev.queue_event(ConnectionEvent::ConnectionError(Error::new(
+            ErrorReason::ConnectionAborted,
+            "gone"
+        ))));
+        assert!(!ev.queue_event(ConnectionEvent::SoftError("late".into())));
         let mut got = Vec::new();
         while let Some(e) = ev.take_event() {
             got.push(e);
@@ -402,15 +392,15 @@ mod tests {
 
     /// Once counting started, an event that comes after a waiting one was
     /// taken is counted too: the count of older events is never told after
-    /// a newer one. A last event queued as an ordinary one still ends them.
+    /// a newer one. Closed still ends them.
     #[test]
     fn a_newer_event_does_not_pass_the_count_of_older_ones() {
         let mut ev = Events::default();
         for i in 0..=EVENTS_WAITING_MAX {
-            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")), false);
+            ev.queue_event(ConnectionEvent::PathChange(format!("path {i}")));
         }
         ev.take_event().expect("the first");
-        assert!(!ev.queue_event(ConnectionEvent::PathChange("newest".into()), false));
+        assert!(!ev.queue_event(ConnectionEvent::PathChange("newest".into())));
         let mut got = Vec::new();
         while let Some(e) = ev.take_event() {
             got.push(format!("{e:?}"));
@@ -421,8 +411,8 @@ mod tests {
             told.contains("2 more path changes") && told.contains("newest"),
             "{told}"
         );
-        assert!(ev.queue_event(ConnectionEvent::Closed, false));
-        assert!(!ev.queue_event(ConnectionEvent::SoftError("after".into()), false));
+        assert!(ev.queue_event(ConnectionEvent::Closed));
+        assert!(!ev.queue_event(ConnectionEvent::SoftError("after".into())));
         assert_eq!(ev.take_event(), Some(ConnectionEvent::Closed));
         assert_eq!(ev.take_event(), None);
     }
@@ -433,7 +423,7 @@ mod tests {
     fn counted_events_are_told_when_the_queue_empties() {
         let mut ev = Events::default();
         for i in 0..EVENTS_WAITING_MAX + 2 {
-            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")), false);
+            ev.queue_event(ConnectionEvent::SoftError(format!("soft {i}")));
         }
         for _ in 0..EVENTS_WAITING_MAX - 1 {
             ev.take_event().expect("a waiting event");
@@ -450,7 +440,7 @@ mod tests {
                 EVENTS_WAITING_MAX - 1
             )))
         );
-        assert!(ev.queue_event(ConnectionEvent::SoftError("after".into()), false));
+        assert!(ev.queue_event(ConnectionEvent::SoftError("after".into())));
         let told = format!("{:?}", ev.take_event().expect("the count"));
         assert!(told.contains("2 more soft errors"), "{told}");
         assert_eq!(
