@@ -21,6 +21,15 @@
 //!   receive window cannot do this; the cost is a retransmission delay
 //!   (the peer's RTO) after a long pause, and while paused this peer's
 //!   own sends are not acknowledged either.
+//! - **Reading while sending**: one input can let SCTP send a whole window
+//!   (1 MiB), and the driver must send all of it before the next input
+//!   (str0m's rule). Meanwhile it moves what arrives on the socket into an
+//!   inbox of at most [`INBOX_MAX`] datagrams, fed to str0m one at a time
+//!   afterwards. Without it a slow sender (an unoptimised build, a small
+//!   CPU) read one datagram per window: the kernel dropped the rest, so each
+//!   SACK it read was stale and let a whole window out again, and the
+//!   peer's STUN was dropped with them until ICE gave up ("ICE
+//!   disconnected").
 //! - **Close and drop**: closing a channel (or dropping its last handle)
 //!   waits until SCTP has the channel's queued messages acknowledged, then
 //!   resets the stream; when no handle of a peer is left (channels, pending
@@ -64,6 +73,17 @@ pub(crate) const RECV_QUEUE_MAX: usize = 4 << 20;
 /// How long a peer connection whose handles are all gone keeps running to
 /// deliver what its channels still hold.
 pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// Most datagrams a driver reads ahead while it drains output; past it they
+/// wait in the socket (and the kernel drops what overflows its buffer).
+pub(crate) const INBOX_MAX: usize = 1024;
+
+/// How long a drain sends before it reads what arrived meanwhile.
+const READ_AHEAD_EVERY: Duration = Duration::from_millis(2);
+
+/// The largest datagram the driver reads (str0m sends at most 1200 bytes
+/// of UDP payload, as browsers do).
+const DATAGRAM_MAX: usize = 2048;
 
 /// The first byte of a DTLS record on the socket (RFC 7983 demultiplexing).
 fn is_dtls(packet: &[u8]) -> bool {
@@ -427,34 +447,10 @@ impl WebrtcPeer {
         socket: std::net::UdpSocket,
         own: HashMap<ChannelId, DataChannelOptions>,
     ) -> io::Result<WebrtcPeer> {
-        let socket = UdpSocket::from_std(socket)?;
-        let local = socket.local_addr()?;
-        let (tx, channels) = futures::channel::mpsc::unbounded();
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let driver = Driver {
-            rtc,
-            socket,
-            local,
-            remote: None,
-            cmd_weak: cmd_tx.downgrade(),
-            cmd_rx,
-            incoming: tx,
-            chans: HashMap::new(),
-            own_pending: own,
-            open_replies: HashMap::new(),
-            writes: VecDeque::new(),
-            queued: Arc::default(),
-            closing: Vec::new(),
-            closed_replies: Vec::new(),
-            draining: None,
-        };
+        let (driver, peer) = Driver::new(rtc, socket, own)?;
         // The driver holds only a weak sender: it ends when every handle is gone.
         tokio::spawn(driver.run());
-        Ok(WebrtcPeer {
-            channels: futures::lock::Mutex::new(channels),
-            local,
-            _keep: cmd_tx,
-        })
+        Ok(peer)
     }
 
     /// The first data channel: the offerer's own, or the first the offerer opened.
@@ -486,6 +482,10 @@ struct ChanState {
 struct Driver {
     rtc: Rtc,
     socket: UdpSocket,
+    /// The same socket, non-blocking, for [`Driver::read_ahead`].
+    reader: std::net::UdpSocket,
+    /// Datagrams read during a drain, with when they arrived.
+    inbox: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     local: SocketAddr,
     remote: Option<SocketAddr>,
     cmd_weak: mpsc::WeakUnboundedSender<Cmd>,
@@ -511,6 +511,46 @@ struct Driver {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Driver {
+    /// A driver for `rtc` on `socket`, not running yet, and the peer's handle.
+    fn new(
+        rtc: Rtc,
+        socket: std::net::UdpSocket,
+        own: HashMap<ChannelId, DataChannelOptions>,
+    ) -> io::Result<(Driver, WebrtcPeer)> {
+        // A second handle on the same socket reads ahead during a drain:
+        // it reads whether or not tokio's reactor has run since.
+        let reader = socket.try_clone()?;
+        let socket = UdpSocket::from_std(socket)?;
+        let local = socket.local_addr()?;
+        let (tx, channels) = futures::channel::mpsc::unbounded();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            rtc,
+            socket,
+            reader,
+            inbox: VecDeque::new(),
+            local,
+            remote: None,
+            cmd_weak: cmd_tx.downgrade(),
+            cmd_rx,
+            incoming: tx,
+            chans: HashMap::new(),
+            own_pending: own,
+            open_replies: HashMap::new(),
+            writes: VecDeque::new(),
+            queued: Arc::default(),
+            closing: Vec::new(),
+            closed_replies: Vec::new(),
+            draining: None,
+        };
+        let peer = WebrtcPeer {
+            channels: futures::lock::Mutex::new(channels),
+            local,
+            _keep: cmd_tx,
+        };
+        Ok((driver, peer))
+    }
+
     fn transport(&mut self, id: ChannelId, options: DataChannelOptions) -> Option<Transport> {
         let cmd = self.cmd_weak.upgrade()?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -544,16 +584,67 @@ impl Driver {
 
     /// Drain the Rtc's output; returns the next timeout, or an error that ends the peer.
     async fn drain(&mut self) -> Result<Instant, String> {
+        let mut read = Instant::now();
         loop {
             let out = self.rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))?;
             match out {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => {
                     let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    if read.elapsed() >= READ_AHEAD_EVERY {
+                        self.read_ahead()?;
+                        read = Instant::now();
+                    }
                 }
                 Output::Event(e) => self.event(e)?,
             }
         }
+    }
+
+    /// Move the datagrams waiting on the socket into the inbox, without
+    /// blocking and without touching the Rtc (a drain is under way).
+    fn read_ahead(&mut self) -> Result<(), String> {
+        let mut buf = [0u8; DATAGRAM_MAX];
+        while self.inbox.len() < INBOX_MAX {
+            match self.reader.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    self.inbox
+                        .push_back((Instant::now(), source, buf[..n].to_vec()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("WebRTC UDP socket: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Feed one datagram to the Rtc (one mutation), unless it is a DTLS
+    /// record and the readers are behind (see the module's doc).
+    fn receive(&mut self, at: Instant, source: SocketAddr, packet: &[u8]) -> Result<(), String> {
+        if self.queued.load(Ordering::Relaxed) > RECV_QUEUE_MAX && is_dtls(packet) {
+            return Ok(()); // the readers are behind: the peer retransmits later
+        }
+        let Ok(contents) = packet.try_into() else {
+            return Ok(());
+        };
+        let input = Input::Receive(
+            at,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if self.rtc.accepts(&input) {
+            self.remote.get_or_insert(source);
+            self.rtc
+                .handle_input(input)
+                .map_err(|e| format!("WebRTC input: {e}"))?;
+        }
+        Ok(())
     }
 
     fn event(&mut self, e: Event) -> Result<(), String> {
@@ -734,7 +825,7 @@ impl Driver {
 
     async fn run(mut self) {
         let started = Instant::now();
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; DATAGRAM_MAX];
         let why = loop {
             let deadline = match self.drain().await {
                 Ok(t) => t,
@@ -764,6 +855,13 @@ impl Driver {
             if self.remote.is_none() && started.elapsed() > CONNECT_TIMEOUT {
                 break format!("no ICE connectivity with the peer within {CONNECT_TIMEOUT:?}");
             }
+            // What a drain read ahead goes in first, one datagram per turn.
+            if let Some((at, source, packet)) = self.inbox.pop_front() {
+                if let Err(e) = self.receive(at, source, &packet) {
+                    break e;
+                }
+                continue;
+            }
             let now = Instant::now();
             let wait = deadline
                 .saturating_duration_since(now)
@@ -771,21 +869,8 @@ impl Driver {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
-                        if self.queued.load(Ordering::Relaxed) > RECV_QUEUE_MAX && is_dtls(&buf[..n]) {
-                            continue; // the readers are behind: the peer retransmits later
-                        }
-                        let Ok(contents) = buf[..n].try_into() else { continue };
-                        let input = Input::Receive(Instant::now(), Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: self.local,
-                            contents,
-                        });
-                        if self.rtc.accepts(&input) {
-                            self.remote.get_or_insert(source);
-                            if let Err(e) = self.rtc.handle_input(input) {
-                                break format!("WebRTC input: {e}");
-                            }
+                        if let Err(e) = self.receive(Instant::now(), source, &buf[..n]) {
+                            break e;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
@@ -810,5 +895,38 @@ impl Driver {
         self.rtc.disconnect();
         let _ = self.drain().await;
         self.fail_all(&why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However fast datagrams arrive during a drain, what is read ahead
+    /// stays within `INBOX_MAX`: the rest waits in the socket, in order.
+    #[tokio::test]
+    async fn read_ahead_is_bounded() {
+        let (rtc, socket) = new_peer(&SocketOptions::default()).unwrap();
+        let (mut driver, _peer) = Driver::new(rtc, socket, HashMap::new()).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = 0u32;
+        // The kernel holds a few hundred small datagrams at most: send in
+        // rounds, reading ahead after each, as a long drain does.
+        for _ in 0..20 {
+            for _ in 0..100 {
+                peer.send_to(&sent.to_be_bytes(), driver.local).unwrap();
+                sent += 1;
+            }
+            driver.read_ahead().unwrap();
+        }
+        assert_eq!(driver.inbox.len(), INBOX_MAX);
+        for (i, (_, source, packet)) in driver.inbox.iter().enumerate() {
+            assert_eq!(*source, peer.local_addr().unwrap());
+            assert_eq!(packet.as_slice(), (i as u32).to_be_bytes());
+        }
+        // The next datagram is still in the socket.
+        let mut buf = [0u8; 4];
+        let (n, _) = driver.reader.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[..n], (INBOX_MAX as u32).to_be_bytes());
     }
 }
