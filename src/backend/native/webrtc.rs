@@ -25,11 +25,14 @@
 //!   (1 MiB), and the driver must send all of it before the next input
 //!   (str0m's rule). Meanwhile it moves what arrives on the socket into an
 //!   inbox of at most [`INBOX_MAX`] datagrams, fed to str0m one at a time
-//!   afterwards. Without it a slow sender (an unoptimised build, a small
-//!   CPU) read one datagram per window: the kernel dropped the rest, so each
-//!   SACK it read was stale and let a whole window out again, and the
-//!   peer's STUN was dropped with them until ICE gave up ("ICE
-//!   disconnected").
+//!   afterwards. Without the inbox a slow sender (an unoptimised build, a
+//!   small CPU) read one datagram per window: the kernel dropped the rest,
+//!   so each SACK it read was stale and let a whole window out again, and
+//!   the peer's STUN was dropped with them until ICE gave up ("ICE
+//!   disconnected"). The handles' commands wait until the inbox is empty:
+//!   taking turns with them made the sender greedier than its peer could
+//!   take in an unoptimised build, and it lost more to retransmission
+//!   timeouts than the commands gained.
 //! - **Close and drop**: closing a channel (or dropping its last handle)
 //!   waits until SCTP has the channel's queued messages acknowledged, then
 //!   resets the stream; when no handle of a peer is left (channels, pending
@@ -76,14 +79,28 @@ pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// Most datagrams a driver reads ahead while it drains output; past it they
 /// wait in the socket (and the kernel drops what overflows its buffer).
+/// A whole window (1 MiB, about 900 packets) brings about 450 SACKs, plus
+/// STUN: 1024 holds them, at most about 2 MiB of memory.
 pub(crate) const INBOX_MAX: usize = 1024;
 
-/// How long a drain sends before it reads what arrived meanwhile.
+/// How long a drain sends before it reads what arrived meanwhile. Linux's
+/// default receive buffer (208 KiB) holds a few hundred small datagrams,
+/// which a peer acknowledging a fast sender fills in tens of milliseconds.
 const READ_AHEAD_EVERY: Duration = Duration::from_millis(2);
 
-/// The largest datagram the driver reads (str0m sends at most 1200 bytes
-/// of UDP payload, as browsers do).
+/// The largest datagram the driver reads: str0m and browsers send at most
+/// 1200 bytes of UDP payload. A longer one is cut short (Linux) or fails
+/// the read (Windows), and is then not valid STUN or DTLS.
 const DATAGRAM_MAX: usize = 2048;
+
+/// A read error that reports an ICMP error for an earlier datagram (a
+/// closed port; Windows says "reset"), not a broken socket: reading goes on.
+fn is_icmp_report(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
+}
 
 /// The first byte of a DTLS record on the socket (RFC 7983 demultiplexing).
 fn is_dtls(packet: &[u8]) -> bool {
@@ -484,7 +501,7 @@ struct Driver {
     socket: UdpSocket,
     /// The same socket, non-blocking, for [`Driver::read_ahead`].
     reader: std::net::UdpSocket,
-    /// Datagrams read during a drain, with when they arrived.
+    /// Datagrams read during a drain, with when they were read.
     inbox: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     local: SocketAddr,
     remote: Option<SocketAddr>,
@@ -520,6 +537,7 @@ impl Driver {
         // A second handle on the same socket reads ahead during a drain:
         // it reads whether or not tokio's reactor has run since.
         let reader = socket.try_clone()?;
+        reader.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(socket)?;
         let local = socket.local_addr()?;
         let (tx, channels) = futures::channel::mpsc::unbounded();
@@ -612,8 +630,7 @@ impl Driver {
                         .push_back((Instant::now(), source, buf[..n].to_vec()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_icmp_report(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("WebRTC UDP socket: {e}")),
             }
         }
@@ -776,6 +793,21 @@ impl Driver {
         true
     }
 
+    /// A command from the handles, or `None` when every handle is gone (then
+    /// the driver delivers what is left, and closes).
+    fn on_command(&mut self, cmd: Option<Cmd>) -> Result<(), String> {
+        match cmd {
+            Some(cmd) => match self.command(cmd) {
+                true => Ok(()),
+                false => Err("the WebRTC peer connection was closed locally".into()),
+            },
+            None => {
+                self.draining = Some(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
     /// Nothing of channel `id` waits to be written or acknowledged.
     fn drained(&mut self, id: ChannelId) -> bool {
         !self.writes.iter().any(|(w, _, _)| *w == id)
@@ -856,6 +888,8 @@ impl Driver {
                 break format!("no ICE connectivity with the peer within {CONNECT_TIMEOUT:?}");
             }
             // What a drain read ahead goes in first, one datagram per turn.
+            // The handles' commands wait meanwhile: a write then waits for
+            // SCTP to send what it holds (see the module's doc).
             if let Some((at, source, packet)) = self.inbox.pop_front() {
                 if let Err(e) = self.receive(at, source, &packet) {
                     break e;
@@ -873,18 +907,14 @@ impl Driver {
                             break e;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e) if is_icmp_report(&e) => {}
                     Err(e) => break format!("WebRTC UDP socket: {e}"),
                 },
-                cmd = self.cmd_rx.recv(), if self.draining.is_none() => match cmd {
-                    Some(cmd) => {
-                        if !self.command(cmd) {
-                            break "the WebRTC peer connection was closed locally".into();
-                        }
+                cmd = self.cmd_rx.recv(), if self.draining.is_none() => {
+                    if let Err(e) = self.on_command(cmd) {
+                        break e;
                     }
-                    // Every handle is gone: deliver what is left, then close.
-                    None => self.draining = Some(Instant::now()),
-                },
+                }
                 _ = tokio::time::sleep(wait) => {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
                         break format!("WebRTC timeout: {e}");
@@ -912,8 +942,8 @@ mod tests {
         let mut sent = 0u32;
         // The kernel holds a few hundred small datagrams at most: send in
         // rounds, reading ahead after each, as a long drain does.
-        for _ in 0..20 {
-            for _ in 0..100 {
+        for _ in 0..40 {
+            for _ in 0..50 {
                 peer.send_to(&sent.to_be_bytes(), driver.local).unwrap();
                 sent += 1;
             }
