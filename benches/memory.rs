@@ -132,19 +132,8 @@ async fn unread_webrtc_channel() -> bool {
     let pause = Duration::from_secs(env("MEMORY_PAUSE_S", 10));
     let len = 64 * 1024;
     let count = total.div_ceil(len as u64);
-    let (offerer, answerer) = pipe::pipes();
-    let pre = || {
-        Preconnection::new(
-            vec![],
-            vec![],
-            TransportProperties::new(),
-            SecurityParameters::new(),
-        )
-    };
-    let answerer = tokio::spawn(pre().rendezvous(answerer));
-    let offer = pre().rendezvous(offerer).await.expect("offerer");
-    let receiver = answerer.await.unwrap().expect("answerer").connection;
-    let sender = offer.connection;
+    let (offer, answer) = pipe::pair().await;
+    let (sender, receiver) = (offer.connection, answer.connection);
 
     let before = rss(None);
     let sampler = Sampler::start(None, Duration::from_millis(10));

@@ -177,27 +177,9 @@ async fn unreachable_signaling_fails_with_the_reason() {
 #[path = "common/pipe.rs"]
 mod pipe;
 
-/// Two peers in this page, rendezvoused over an in-page signaling pipe:
-/// the offerer's and the answerer's RendezvousDone.
-async fn in_page_pair() -> (postsocket::RendezvousDone, postsocket::RendezvousDone) {
-    let (offerer, answerer) = pipe::pipes();
-    let pre = || {
-        Preconnection::new(
-            vec![],
-            vec![],
-            TransportProperties::new(),
-            SecurityParameters::new(),
-        )
-    };
-    let (a, b) = futures::join!(pre().rendezvous(offerer), pre().rendezvous(answerer));
-    let a = a.unwrap_or_else(|e| panic!("offerer: {e}"));
-    let b = b.unwrap_or_else(|e| panic!("answerer: {e}"));
-    (a, b)
-}
-
 #[wasm_bindgen_test]
 async fn browser_to_browser_in_one_page_answerer_and_listener() {
-    let (a, b) = in_page_pair().await;
+    let (a, b) = pipe::pair().await;
     a.connection.send_message("from the offerer").await.unwrap();
     let m = b.connection.receive().await.unwrap();
     assert_eq!(m.data(), b"from the offerer");
@@ -223,7 +205,7 @@ async fn browser_to_browser_in_one_page_answerer_and_listener() {
 /// RTCPeerConnection closes. Browser to browser in one page.
 #[wasm_bindgen_test]
 async fn close_then_drop_delivers_what_the_browser_still_buffered() {
-    let (a, b) = in_page_pair().await;
+    let (a, b) = pipe::pair().await;
     let (count, len) = (64usize, 64 * 1024);
     for i in 0..count {
         a.connection
@@ -254,7 +236,7 @@ async fn close_then_drop_delivers_what_the_browser_still_buffered() {
 /// not take it for a Close).
 #[wasm_bindgen_test]
 async fn an_abort_is_not_a_clean_finish_to_the_peer() {
-    let (a, b) = in_page_pair().await;
+    let (a, b) = pipe::pair().await;
     a.connection
         .send_message("before the abort")
         .await

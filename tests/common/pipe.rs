@@ -6,7 +6,10 @@
 use futures::channel::mpsc;
 use futures::StreamExt;
 use postsocket::rendezvous::SignalingFuture;
-use postsocket::{ErrorReason, Signaling, SignalingMessage, SignalingRole};
+use postsocket::{
+    ErrorReason, Preconnection, RendezvousDone, SecurityParameters, Signaling, SignalingMessage,
+    SignalingRole, TransportProperties,
+};
 
 /// One end of the channel.
 pub struct Pipe {
@@ -51,4 +54,23 @@ pub fn pipes() -> (Pipe, Pipe) {
             rx: b_rx,
         },
     )
+}
+
+/// Two peers with default properties rendezvoused over a new pipe, in this
+/// process (or page): the offerer's and the answerer's RendezvousDone.
+#[allow(dead_code)] // not every file that includes this uses it
+pub async fn pair() -> (RendezvousDone, RendezvousDone) {
+    let (offerer, answerer) = pipes();
+    let pre = || {
+        Preconnection::new(
+            vec![],
+            vec![],
+            TransportProperties::new(),
+            SecurityParameters::new(),
+        )
+    };
+    let (a, b) = futures::join!(pre().rendezvous(offerer), pre().rendezvous(answerer));
+    let a = a.unwrap_or_else(|e| panic!("offerer: {e}"));
+    let b = b.unwrap_or_else(|e| panic!("answerer: {e}"));
+    (a, b)
 }
