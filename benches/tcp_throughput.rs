@@ -37,10 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 const CONNECTS: usize = 200;
 /// Connects per side when profiling (`BENCH_CONNECTS`).
 fn connects() -> usize {
-    std::env::var("BENCH_CONNECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CONNECTS)
+    common::env_number("BENCH_CONNECTS", CONNECTS)
 }
 
 struct Case {

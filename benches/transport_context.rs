@@ -46,11 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const GOAL: f64 = 1.2;
 
 fn connects() -> usize {
-    std::env::var("CONTEXT_CONNECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-        .max(3)
+    common::env_number("CONTEXT_CONNECTS", 200).max(3)
 }
 
 /// A plain tokio echo server on `addr`.

@@ -45,11 +45,7 @@ const TARGET: f64 = 0.8;
 const RUN_MAX: Duration = Duration::from_secs(120);
 
 fn total_bytes() -> usize {
-    let mb: usize = std::env::var("WEBRTC_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    (mb * 1_000_000).div_ceil(MSG) * MSG
+    (common::env_number("WEBRTC_MB", 16) * 1_000_000).div_ceil(MSG) * MSG
 }
 
 /// A raw str0m peer: an `Rtc` with its loopback socket and host candidate.

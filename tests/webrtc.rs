@@ -382,13 +382,9 @@ async fn bad_signaling_fails_with_reasons() {
 
 /// A rendezvoused pair whose answering end is handed to the test (not echoed).
 async fn raw_pair() -> (Connection, Connection) {
-    let (a, b) = pipes();
-    let answerer = tokio::spawn(pre(TransportProperties::new()).rendezvous(b));
-    let offer = tokio::time::timeout(T, pre(TransportProperties::new()).rendezvous(a))
+    let (offer, done) = tokio::time::timeout(T, pipe::pair())
         .await
-        .expect("in time")
-        .expect("offerer RendezvousDone");
-    let done = answerer.await.unwrap().expect("answerer RendezvousDone");
+        .expect("in time");
     (offer.connection, done.connection)
 }
 

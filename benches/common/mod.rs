@@ -6,10 +6,15 @@
 /// the pairs' ratios scatter by 10% or more; with 9 the median itself still
 /// moved by about 3% from one invocation to the next.
 pub fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
+    env_number("BENCH_RUNS", 15)
+}
+
+/// A whole number from the environment variable `name`, or `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
+        .unwrap_or(default)
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {

@@ -58,7 +58,6 @@ pub fn pipes() -> (Pipe, Pipe) {
 
 /// Two peers with default properties rendezvoused over a new pipe, in this
 /// process (or page): the offerer's and the answerer's RendezvousDone.
-#[allow(dead_code)] // not every file that includes this uses it
 pub async fn pair() -> (RendezvousDone, RendezvousDone) {
     let (offerer, answerer) = pipes();
     let pre = || {

@@ -630,7 +630,7 @@ impl Driver {
                         .push_back((Instant::now(), source, buf[..n].to_vec()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_icmp_report(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_icmp_report(&e) => {}
                 Err(e) => return Err(format!("WebRTC UDP socket: {e}")),
             }
         }
@@ -793,21 +793,6 @@ impl Driver {
         true
     }
 
-    /// A command from the handles, or `None` when every handle is gone (then
-    /// the driver delivers what is left, and closes).
-    fn on_command(&mut self, cmd: Option<Cmd>) -> Result<(), String> {
-        match cmd {
-            Some(cmd) => match self.command(cmd) {
-                true => Ok(()),
-                false => Err("the WebRTC peer connection was closed locally".into()),
-            },
-            None => {
-                self.draining = Some(Instant::now());
-                Ok(())
-            }
-        }
-    }
-
     /// Nothing of channel `id` waits to be written or acknowledged.
     fn drained(&mut self, id: ChannelId) -> bool {
         !self.writes.iter().any(|(w, _, _)| *w == id)
@@ -910,11 +895,15 @@ impl Driver {
                     Err(e) if is_icmp_report(&e) => {}
                     Err(e) => break format!("WebRTC UDP socket: {e}"),
                 },
-                cmd = self.cmd_rx.recv(), if self.draining.is_none() => {
-                    if let Err(e) = self.on_command(cmd) {
-                        break e;
+                cmd = self.cmd_rx.recv(), if self.draining.is_none() => match cmd {
+                    Some(cmd) => {
+                        if !self.command(cmd) {
+                            break "the WebRTC peer connection was closed locally".into();
+                        }
                     }
-                }
+                    // Every handle is gone: deliver what is left, then close.
+                    None => self.draining = Some(Instant::now()),
+                },
                 _ = tokio::time::sleep(wait) => {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
                         break format!("WebRTC timeout: {e}");
